@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { parseIPv4, parseRange } from '../lib/ipv4.js';
+
+/**
+ * Every setting racksmith reads, in one table: its YAML/flag name (kebab case), its environment
+ * name, its default and what it means. Order: YAML file, then `RACKSMITH_*` environment, then
+ * flags — later wins. `--help` and the README's table are generated from this list.
+ */
+
+const ipv4 = z.string().refine((s) => parseIPv4(s) !== null, 'expected an IPv4 address such as 10.77.0.1');
+const port = z.coerce.number().int().min(0).max(65535);
+const bool = z.preprocess((v) => {
+  if (typeof v === 'boolean') return v;
+  if (typeof v === 'string' && /^(1|true|yes|on)$/i.test(v)) return true;
+  if (typeof v === 'string' && /^(0|false|no|off)$/i.test(v)) return false;
+  return v;
+}, z.boolean());
+const ipList = z.preprocess(
+  (v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v),
+  z.array(ipv4),
+);
+
+export const SETTINGS = {
+  dataDir: { env: 'RACKSMITH_DATA_DIR', schema: z.string().min(1), default: './data', help: 'data directory: SQLite file, keys, artifacts cache' },
+  advertiseAddress: { env: 'RACKSMITH_ADVERTISE_ADDRESS', schema: ipv4.optional(), default: undefined, help: 'address machines use to reach racksmith (DHCP replies, URLs); default: first non-loopback IPv4' },
+  httpAddress: { env: 'RACKSMITH_HTTP_ADDRESS', schema: ipv4, default: '0.0.0.0', help: 'HTTP listen address' },
+  httpPort: { env: 'RACKSMITH_HTTP_PORT', schema: port, default: 8080, help: 'HTTP listen port' },
+  dhcpMode: { env: 'RACKSMITH_DHCP_MODE', schema: z.enum(['off', 'proxy', 'authoritative']), default: 'proxy', help: 'DHCP mode: off, proxy (beside a site DHCP server) or authoritative' },
+  dhcpInterface: { env: 'RACKSMITH_DHCP_INTERFACE', schema: z.string().min(1).optional(), default: undefined, help: 'interface DHCP serves on (default: all)' },
+  dhcpPort: { env: 'RACKSMITH_DHCP_PORT', schema: port, default: 67, help: 'DHCP listen port (tests may move it)' },
+  dhcpProxyPort: { env: 'RACKSMITH_DHCP_PROXY_PORT', schema: port, default: 4011, help: 'PXE boot-server port for proxyDHCP; 0 turns it off' },
+  dhcpRange: { env: 'RACKSMITH_DHCP_RANGE', schema: z.string().refine((s) => parseRange(s) !== null, 'expected a range such as 10.77.0.100-10.77.0.199').optional(), default: undefined, help: 'address pool for authoritative mode, e.g. 10.77.0.100-10.77.0.199' },
+  dhcpNetmask: { env: 'RACKSMITH_DHCP_NETMASK', schema: ipv4.optional(), default: undefined, help: 'subnet mask handed out (default: from the interface)' },
+  dhcpRouter: { env: 'RACKSMITH_DHCP_ROUTER', schema: ipv4.optional(), default: undefined, help: 'router handed out in authoritative mode' },
+  dhcpDns: { env: 'RACKSMITH_DHCP_DNS', schema: ipList.optional(), default: undefined, help: 'DNS servers handed out, comma separated' },
+  dhcpLeaseSeconds: { env: 'RACKSMITH_DHCP_LEASE_SECONDS', schema: z.coerce.number().int().min(60).max(31_536_000), default: 3600, help: 'lease time in authoritative mode' },
+  dhcpIgnoreUnknown: { env: 'RACKSMITH_DHCP_IGNORE_UNKNOWN', schema: bool, default: false, help: 'answer only MACs in the inventory (shared L2 segment with another provisioner)' },
+  efiBootfile: { env: 'RACKSMITH_EFI_BOOTFILE', schema: z.enum(['ipxe.efi', 'snponly.efi']), default: 'ipxe.efi', help: 'iPXE binary for x64 UEFI PXE clients' },
+  tftpPort: { env: 'RACKSMITH_TFTP_PORT', schema: port, default: 69, help: 'TFTP listen port; 0 turns TFTP off' },
+  tftpRoot: { env: 'RACKSMITH_TFTP_ROOT', schema: z.string().min(1), default: '/usr/lib/ipxe', help: 'TFTP root for boot binaries (plus generated files)' },
+  tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: z.coerce.number().int().min(512).max(65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },
+  artifactsDir: { env: 'RACKSMITH_ARTIFACTS_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'installer artifacts on local disk (default: <data dir>/artifacts)' },
+  sshUser: { env: 'RACKSMITH_SSH_USER', schema: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'expected a Unix user name'), default: 'racksmith', help: 'user racksmith logs in as over SSH on nodes' },
+  adminToken: { env: 'RACKSMITH_ADMIN_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'an admin API token accepted at start (bootstrap)', secret: true },
+  secretKey: { env: 'RACKSMITH_SECRET_KEY', schema: z.string().optional(), default: undefined, help: 'key that encrypts secrets at rest (64 hex chars); default: a key file in the data directory', secret: true },
+  logLevel: { env: 'RACKSMITH_LOG_LEVEL', schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', help: 'log level' },
+} as const satisfies Record<string, SettingSpec>;
+
+export interface SettingSpec {
+  readonly env: string;
+  readonly schema: z.ZodType;
+  readonly default: unknown;
+  readonly help: string;
+  readonly secret?: boolean;
+}
+
+export type SettingName = keyof typeof SETTINGS;
+export type Config = { -readonly [K in SettingName]: z.output<(typeof SETTINGS)[K]['schema']> };
+
+export function kebab(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+}

@@ -1,0 +1,104 @@
+import type { Mac } from '../lib/mac.js';
+import type { MachineState } from './lifecycle.js';
+
+/** The inventory's own words. User-facing JSON is shaped in the HTTP layer, not here. */
+
+export const ROLES = ['loadbalancer', 'control-plane', 'worker'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const UBUNTU_RELEASES = ['18.04', '20.04', '22.04', '24.04'] as const;
+export type UbuntuRelease = (typeof UBUNTU_RELEASES)[number];
+
+export const CONTAINER_RUNTIMES = ['docker', 'containerd'] as const;
+export type ContainerRuntime = (typeof CONTAINER_RUNTIMES)[number];
+
+export const CNIS = ['weave', 'flannel', 'calico'] as const;
+export type Cni = (typeof CNIS)[number];
+
+export const CLUSTER_STATES = ['pending', 'bootstrapping', 'ready', 'degraded', 'failed'] as const;
+export type ClusterState = (typeof CLUSTER_STATES)[number];
+
+export const TOKEN_ROLES = ['viewer', 'operator', 'admin'] as const;
+export type TokenRole = (typeof TOKEN_ROLES)[number];
+
+export const FIRMWARES = ['bios', 'efi'] as const;
+export type Firmware = (typeof FIRMWARES)[number];
+
+export interface Cluster {
+  readonly name: string;
+  readonly ubuntuRelease: UbuntuRelease;
+  readonly kubernetesVersion: string;
+  readonly containerRuntime: ContainerRuntime;
+  readonly cni: Cni;
+  readonly podSubnet: string | null;
+  readonly serviceSubnet: string | null;
+  /** Explicit endpoint; null means "the load balancer machine's IP:6443". */
+  readonly controlPlaneEndpoint: string | null;
+  readonly state: ClusterState;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export interface BmcConfig {
+  readonly driver: 'ipmi';
+  readonly address: string;
+  readonly port: number | null;
+  readonly username: string;
+  /** IPMI lanplus cipher suite; null means the driver's default order (17, then 3). */
+  readonly cipherSuite: number | null;
+  readonly hasPassword: boolean;
+}
+
+export interface SshHostKey {
+  readonly type: string;
+  readonly key: string;
+}
+
+export interface Machine {
+  readonly mac: Mac;
+  readonly hostname: string | null;
+  readonly role: Role | null;
+  readonly cluster: string | null;
+  readonly ip: string | null;
+  readonly rack: string | null;
+  readonly bmc: BmcConfig | null;
+  readonly state: MachineState;
+  readonly failedFrom: MachineState | null;
+  readonly failedStep: string | null;
+  readonly failedReason: string | null;
+  readonly arch: string | null;
+  readonly firmware: Firmware | null;
+  readonly vendorClass: string | null;
+  readonly uuid: string | null;
+  readonly lastStep: string | null;
+  readonly instanceId: string | null;
+  readonly hostKeys: readonly SshHostKey[];
+  readonly firstSeen: string | null;
+  readonly lastSeen: string | null;
+  readonly stateChangedAt: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export interface InventoryEvent {
+  readonly id: number;
+  readonly at: string;
+  readonly mac: Mac | null;
+  readonly cluster: string | null;
+  /** e.g. `state`, `dhcp.discover`, `tftp.transfer`, `http.seed`, `phone-home`, `power`, `orchestration`. */
+  readonly type: string;
+  readonly source: string | null;
+  readonly message: string;
+  readonly data: Record<string, unknown> | null;
+}
+
+export interface ApiToken {
+  readonly id: string;
+  readonly name: string;
+  readonly role: TokenRole;
+  readonly createdAt: string;
+}
+
+export function roleAtLeast(have: TokenRole, need: TokenRole): boolean {
+  return TOKEN_ROLES.indexOf(have) >= TOKEN_ROLES.indexOf(need);
+}

@@ -1,0 +1,99 @@
+import { conflict, notFound } from '../../lib/errors.js';
+import type { Cluster } from '../model.js';
+import type { ClusterPatch, ClusterRepo, NewCluster, NewEvent } from '../store.js';
+import type { Db } from './db.js';
+import { clusterFromRow, type ClusterRow } from './rows.js';
+
+export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewEvent) => void): ClusterRepo {
+  const byName = db.prepare<[string], ClusterRow>('SELECT * FROM clusters WHERE name = ?');
+
+  function load(name: string): Cluster {
+    const row = byName.get(name);
+    if (!row) throw notFound('ERR_UNKNOWN_CLUSTER', `no cluster named "${name}"`);
+    return clusterFromRow(row);
+  }
+
+  return {
+    async create(input: NewCluster) {
+      return db
+        .transaction(() => {
+          if (byName.get(input.name)) throw conflict('ERR_DUPLICATE', `a cluster named "${input.name}" already exists`, 'name');
+          const at = now().toISOString();
+          db.prepare(
+            `INSERT INTO clusters (name, ubuntu_release, kubernetes_version, container_runtime, cni, pod_subnet, service_subnet,
+               control_plane_endpoint, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+          ).run(
+            input.name,
+            input.ubuntuRelease,
+            input.kubernetesVersion,
+            input.containerRuntime,
+            input.cni,
+            input.podSubnet ?? null,
+            input.serviceSubnet ?? null,
+            input.controlPlaneEndpoint ?? null,
+            at,
+            at,
+          );
+          appendEvent({ cluster: input.name, type: 'cluster.created', source: 'api', message: `cluster ${input.name} created` });
+          return load(input.name);
+        })
+        .immediate();
+    },
+    async get(name) {
+      const row = byName.get(name);
+      return row ? clusterFromRow(row) : null;
+    },
+    async list() {
+      return db.prepare<[], ClusterRow>('SELECT * FROM clusters ORDER BY name').all().map(clusterFromRow);
+    },
+    async update(name, patch: ClusterPatch) {
+      return db
+        .transaction(() => {
+          load(name);
+          const columns: Record<keyof ClusterPatch, string> = {
+            ubuntuRelease: 'ubuntu_release',
+            kubernetesVersion: 'kubernetes_version',
+            containerRuntime: 'container_runtime',
+            cni: 'cni',
+            podSubnet: 'pod_subnet',
+            serviceSubnet: 'service_subnet',
+            controlPlaneEndpoint: 'control_plane_endpoint',
+          };
+          const sets: string[] = [];
+          const values: unknown[] = [];
+          for (const [key, column] of Object.entries(columns) as [keyof ClusterPatch, string][]) {
+            if (patch[key] === undefined) continue;
+            sets.push(`${column} = ?`);
+            values.push(patch[key]);
+          }
+          if (sets.length === 0) return load(name);
+          db.prepare(`UPDATE clusters SET ${sets.join(', ')}, updated_at = ? WHERE name = ?`).run(...values, now().toISOString(), name);
+          appendEvent({ cluster: name, type: 'cluster.updated', source: 'api', message: `updated ${Object.keys(patch).join(', ')}` });
+          return load(name);
+        })
+        .immediate();
+    },
+    async setState(name, state, message) {
+      return db
+        .transaction(() => {
+          const before = load(name);
+          if (before.state === state) return before;
+          db.prepare('UPDATE clusters SET state = ?, updated_at = ? WHERE name = ?').run(state, now().toISOString(), name);
+          appendEvent({ cluster: name, type: 'cluster.state', source: 'orchestrator', message, data: { from: before.state, to: state } });
+          return load(name);
+        })
+        .immediate();
+    },
+    async delete(name) {
+      db.transaction(() => {
+        load(name);
+        const n = db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM machines WHERE cluster = ?').get(name)?.n ?? 0;
+        if (n > 0) throw conflict('ERR_CLUSTER_NOT_EMPTY', `cluster "${name}" still has ${n} machine(s); move or delete them first`, 'name');
+        db.prepare('DELETE FROM secrets WHERE scope = ?').run(`cluster:${name}`);
+        db.prepare('DELETE FROM clusters WHERE name = ?').run(name);
+        appendEvent({ cluster: name, type: 'cluster.deleted', source: 'api', message: `cluster ${name} deleted` });
+      }).immediate();
+    },
+  };
+}

@@ -1,0 +1,172 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
+import type { InventoryEvent } from '../model.js';
+import type { EventQuery, EventRepo, Inventory, NewEvent, SecretRepo, TokenRepo } from '../store.js';
+import { createClusterRepo } from './clusters.js';
+import { openDb, type Db } from './db.js';
+import { createMachineRepo } from './machines.js';
+import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from './rows.js';
+
+export interface SqliteInventoryOptions {
+  readonly file: string;
+  readonly box: SecretBox;
+  readonly now?: () => Date;
+}
+
+export interface SqliteInventory extends Inventory {
+  /** The raw database, for repositories added by services (leases, orchestration steps). */
+  readonly db: Db;
+  readonly now: () => Date;
+  readonly box: SecretBox;
+  /** Appends an event inside the caller's transaction and notifies subscribers after commit. */
+  readonly appendEventSync: (e: NewEvent) => InventoryEvent;
+}
+
+/** API tokens look like `rs_<43 chars>` so that they are recognisable in a leaked paste. */
+export const API_TOKEN_PREFIX = 'rs_';
+
+export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInventory {
+  const db = openDb(opts.file);
+  const now = opts.now ?? (() => new Date());
+  const emitter = new EventEmitter();
+  emitter.setMaxListeners(0);
+  const insertEvent = db.prepare<[string, string | null, string | null, string, string | null, string, string | null]>(
+    'INSERT INTO events (at, mac, cluster, type, source, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)',
+  );
+
+  function appendEventSync(e: NewEvent): InventoryEvent {
+    const at = now().toISOString();
+    const data = e.data == null ? null : JSON.stringify(e.data);
+    const info = insertEvent.run(at, e.mac ?? null, e.cluster ?? null, e.type, e.source ?? null, e.message, data);
+    const event: InventoryEvent = {
+      id: Number(info.lastInsertRowid),
+      at,
+      mac: e.mac ?? null,
+      cluster: e.cluster ?? null,
+      type: e.type,
+      source: e.source ?? null,
+      message: e.message,
+      data: e.data ?? null,
+    };
+    // Subscribers hear of the event once its transaction has committed (or at once, outside one).
+    if (db.inTransaction) pending.push(event);
+    else emitter.emit('event', event);
+    return event;
+  }
+
+  // Events appended inside a transaction wait here; flushed after each top-level write.
+  const pending: InventoryEvent[] = [];
+  const flush = (): void => {
+    if (db.inTransaction) return;
+    for (const e of pending.splice(0)) emitter.emit('event', e);
+  };
+  const rolledBack = (): void => {
+    pending.length = 0;
+  };
+
+  const events: EventRepo = {
+    async append(e) {
+      return appendEventSync(e);
+    },
+    async list(q: EventQuery) {
+      const where: string[] = [];
+      const params: unknown[] = [];
+      if (q.mac !== undefined) {
+        where.push('mac = ?');
+        params.push(q.mac);
+      }
+      if (q.cluster !== undefined) {
+        where.push('cluster = ?');
+        params.push(q.cluster);
+      }
+      if (q.afterId !== undefined) {
+        where.push('id > ?');
+        params.push(q.afterId);
+      }
+      const limit = Math.min(Math.max(q.limit ?? 1000, 1), 10_000);
+      const sql = `SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id LIMIT ${limit}`;
+      return db.prepare<unknown[], EventRow>(sql).all(...params).map(eventFromRow);
+    },
+    subscribe(listener) {
+      emitter.on('event', listener);
+      return () => emitter.off('event', listener);
+    },
+  };
+
+  const tokens: TokenRepo = {
+    async create(role, name) {
+      const token = newToken(API_TOKEN_PREFIX);
+      const id = randomUUID();
+      const createdAt = now().toISOString();
+      db.prepare('INSERT INTO api_tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)').run(id, name, role, hashToken(token), createdAt);
+      return { token, info: { id, name, role, createdAt } };
+    },
+    async verify(token) {
+      const row = db.prepare<[string], TokenRow>('SELECT * FROM api_tokens WHERE hash = ? AND revoked_at IS NULL').get(hashToken(token));
+      return row ? tokenFromRow(row) : null;
+    },
+    async list() {
+      return db.prepare<[], TokenRow>('SELECT * FROM api_tokens WHERE revoked_at IS NULL ORDER BY created_at').all().map(tokenFromRow);
+    },
+    async revoke(id) {
+      db.prepare('UPDATE api_tokens SET revoked_at = ? WHERE id = ?').run(now().toISOString(), id);
+    },
+  };
+
+  const secrets: SecretRepo = {
+    async get(scope, name) {
+      const row = db.prepare<[string, string], { sealed: string }>('SELECT sealed FROM secrets WHERE scope = ? AND name = ?').get(scope, name);
+      return row ? opts.box.open(row.sealed) : null;
+    },
+    async put(scope, name, value) {
+      db.prepare(
+        `INSERT INTO secrets (scope, name, sealed, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (scope, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at`,
+      ).run(scope, name, opts.box.seal(value), now().toISOString());
+    },
+    async delete(scope, name) {
+      if (name === undefined) db.prepare('DELETE FROM secrets WHERE scope = ?').run(scope);
+      else db.prepare('DELETE FROM secrets WHERE scope = ? AND name = ?').run(scope, name);
+    },
+  };
+
+  const clusters = withFlush(createClusterRepo(db, now, appendEventSync), flush, rolledBack);
+  const machines = withFlush(createMachineRepo({ db, box: opts.box, now, appendEvent: appendEventSync }), flush, rolledBack);
+
+  return {
+    db,
+    now,
+    box: opts.box,
+    appendEventSync,
+    clusters,
+    machines,
+    events,
+    tokens,
+    secrets,
+    async close() {
+      if (db.open) db.close();
+    },
+  };
+}
+
+/** Wraps each async repository method so that queued events go out after it returns (or are dropped if it threw). */
+function withFlush<T extends object>(repo: T, flush: () => void, rolledBack: () => void): T {
+  const out: Record<string, unknown> = {};
+  for (const [key, fn] of Object.entries(repo)) {
+    out[key] =
+      typeof fn === 'function'
+        ? async (...args: unknown[]) => {
+            try {
+              const result = await (fn as (...a: unknown[]) => Promise<unknown>)(...args);
+              flush();
+              return result;
+            } catch (err) {
+              rolledBack();
+              throw err;
+            }
+          }
+        : fn;
+  }
+  return out as T;
+}

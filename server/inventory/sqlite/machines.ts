@@ -1,0 +1,303 @@
+import { AppError, conflict, invalid, notFound } from '../../lib/errors.js';
+import type { Mac } from '../../lib/mac.js';
+import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
+import { transition, type MachineEventType } from '../lifecycle.js';
+import type { Machine, SshHostKey } from '../model.js';
+import type { ImportRow, MachineFilter, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
+import type { Db } from './db.js';
+import { constraintField, machineFromRow, type MachineRow } from './rows.js';
+
+export interface MachineRepoDeps {
+  readonly db: Db;
+  readonly box: SecretBox;
+  readonly now: () => Date;
+  /** Appends an event inside the caller's transaction. */
+  readonly appendEvent: (e: NewEvent) => void;
+}
+
+const COLUMN_FOR_FIELD: Record<string, string> = { mac: 'mac', hostname: 'hostname', ip: 'ip' };
+
+export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps): MachineRepo {
+  const byMac = db.prepare<[string], MachineRow>('SELECT * FROM machines WHERE mac = ?');
+  const byTokenHash = db.prepare<[string], MachineRow>('SELECT * FROM machines WHERE seed_token_hash = ?');
+  const clusterExists = db.prepare<[string], { n: number }>('SELECT 1 AS n FROM clusters WHERE name = ?');
+
+  function load(mac: Mac): Machine {
+    const row = byMac.get(mac);
+    if (!row) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
+    return machineFromRow(row);
+  }
+
+  function requireCluster(name: string): void {
+    if (!clusterExists.get(name)) throw invalid('ERR_UNKNOWN_CLUSTER', `no cluster named "${name}"`, 'cluster');
+  }
+
+  function sealedToken(): { token: string; hash: string; sealed: string } {
+    const token = newToken('', 24);
+    return { token, hash: hashToken(token), sealed: box.seal(token) };
+  }
+
+  /** Runs a write and turns UNIQUE violations into a 409 naming the field. */
+  function guarded<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      const column = constraintField(err);
+      if (column) {
+        const field = Object.keys(COLUMN_FOR_FIELD).find((f) => COLUMN_FOR_FIELD[f] === column) ?? column;
+        throw conflict('ERR_DUPLICATE', `another machine already has this ${field}`, field);
+      }
+      throw err;
+    }
+  }
+
+  function insertOrAdopt(input: NewMachine): Machine {
+    requireCluster(input.cluster);
+    const at = now().toISOString();
+    const existing = byMac.get(input.mac);
+    if (existing && existing.state !== 'discovered') {
+      throw conflict('ERR_DUPLICATE', `a machine with MAC ${input.mac} already exists`, 'mac');
+    }
+    const seed = sealedToken();
+    const bmc = input.bmc ?? null;
+    const values = {
+      mac: input.mac,
+      hostname: input.hostname,
+      role: input.role,
+      cluster: input.cluster,
+      ip: input.ip ?? null,
+      rack: input.rack ?? null,
+      bmc_driver: bmc ? bmc.driver : null,
+      bmc_address: bmc ? bmc.address : null,
+      bmc_port: bmc?.port ?? null,
+      bmc_username: bmc ? bmc.username : null,
+      bmc_password_sealed: bmc ? box.seal(bmc.password) : null,
+      bmc_cipher_suite: bmc?.cipherSuite ?? null,
+      seed_token_hash: seed.hash,
+      seed_token_sealed: seed.sealed,
+      at,
+    };
+    guarded(() => {
+      if (existing) {
+        db.prepare(
+          `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack,
+             bmc_driver=@bmc_driver, bmc_address=@bmc_address, bmc_port=@bmc_port, bmc_username=@bmc_username,
+             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite,
+             seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, updated_at=@at
+           WHERE mac=@mac`,
+        ).run(values);
+      } else {
+        db.prepare(
+          `INSERT INTO machines (mac, hostname, role, cluster, ip, rack, bmc_driver, bmc_address, bmc_port, bmc_username,
+             bmc_password_sealed, bmc_cipher_suite, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
+           VALUES (@mac, @hostname, @role, @cluster, @ip, @rack, @bmc_driver, @bmc_address, @bmc_port, @bmc_username,
+             @bmc_password_sealed, @bmc_cipher_suite, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
+        ).run(values);
+      }
+    });
+    return applyTransition(input.mac, 'assign', {
+      source: 'api',
+      message: `assigned as ${input.role} of cluster ${input.cluster}`,
+    });
+  }
+
+  function applyTransition(mac: Mac, event: MachineEventType, ctx: TransitionContext): Machine {
+    const before = load(mac);
+    const next = transition(before, event);
+    const at = now().toISOString();
+    const failed = event === 'fail';
+    db.prepare(
+      `UPDATE machines SET state=?, failed_from=?, failed_step=?, failed_reason=?, state_changed_at=?, updated_at=? WHERE mac=?`,
+    ).run(next.state, next.failedFrom, failed ? (ctx.step ?? null) : null, failed ? (ctx.reason ?? null) : null, at, at, mac);
+    appendEvent({
+      mac,
+      cluster: before.cluster,
+      type: 'state',
+      source: ctx.source,
+      message: ctx.message ?? (failed ? `failed at ${ctx.step ?? 'an unknown step'}: ${ctx.reason ?? 'no reason given'}` : `${before.state} → ${next.state}`),
+      data: { from: before.state, to: next.state, event, ...(ctx.step ? { step: ctx.step } : {}), ...(ctx.reason ? { reason: ctx.reason } : {}), ...ctx.data },
+    });
+    return load(mac);
+  }
+
+  function update(mac: Mac, patch: MachinePatch, source: string): Machine {
+    const before = load(mac);
+    const role = patch.role === undefined ? before.role : patch.role;
+    const cluster = patch.cluster === undefined ? before.cluster : patch.cluster;
+    if (cluster !== null && patch.cluster !== undefined) requireCluster(cluster);
+    const placementChanged = role !== before.role || cluster !== before.cluster;
+    const assignedNow = role !== null && cluster !== null;
+    if (placementChanged && !['discovered', 'assigned'].includes(before.state)) {
+      throw conflict(
+        'ERR_TRANSITION',
+        `the role or cluster of a machine in state "${before.state}" cannot change; reimage it or delete it first`,
+        patch.role !== undefined ? 'role' : 'cluster',
+      );
+    }
+    const hostname = patch.hostname === undefined ? before.hostname : patch.hostname;
+    if (assignedNow && hostname === null) throw invalid('ERR_REQUIRED', 'an assigned machine needs a hostname', 'hostname');
+    const at = now().toISOString();
+    const sets: string[] = [];
+    const values: Record<string, unknown> = { mac, at };
+    const set = (column: string, value: unknown): void => {
+      sets.push(`${column}=@${column}`);
+      values[column] = value;
+    };
+    if (patch.hostname !== undefined) set('hostname', patch.hostname);
+    if (patch.role !== undefined) set('role', patch.role);
+    if (patch.cluster !== undefined) set('cluster', patch.cluster);
+    if (patch.ip !== undefined) set('ip', patch.ip);
+    if (patch.rack !== undefined) set('rack', patch.rack);
+    if (patch.bmc === null) {
+      for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite']) set(c, null);
+    } else if (patch.bmc !== undefined) {
+      if (patch.bmc.password === undefined && !before.bmc?.hasPassword) {
+        throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
+      }
+      set('bmc_driver', patch.bmc.driver);
+      set('bmc_address', patch.bmc.address);
+      set('bmc_port', patch.bmc.port ?? null);
+      set('bmc_username', patch.bmc.username);
+      set('bmc_cipher_suite', patch.bmc.cipherSuite ?? null);
+      if (patch.bmc.password !== undefined) set('bmc_password_sealed', box.seal(patch.bmc.password));
+    }
+    if (sets.length > 0) {
+      guarded(() => db.prepare(`UPDATE machines SET ${sets.join(', ')}, updated_at=@at WHERE mac=@mac`).run(values));
+      const changed = Object.keys(patch).filter((k) => k !== 'bmc');
+      appendEvent({
+        mac,
+        cluster: cluster,
+        type: 'machine.updated',
+        source,
+        message: `updated ${[...changed, ...(patch.bmc !== undefined ? ['bmc'] : [])].join(', ')}`,
+      });
+    }
+    if (placementChanged && before.state === 'discovered' && assignedNow) {
+      const seed = sealedToken();
+      db.prepare('UPDATE machines SET seed_token_hash=?, seed_token_sealed=? WHERE mac=?').run(seed.hash, seed.sealed, mac);
+      return applyTransition(mac, 'assign', { source, message: `assigned as ${role} of cluster ${cluster}` });
+    }
+    if (placementChanged && before.state === 'assigned' && !assignedNow) {
+      db.prepare('UPDATE machines SET seed_token_hash=NULL, seed_token_sealed=NULL WHERE mac=?').run(mac);
+      return applyTransition(mac, 'unassign', { source, message: 'role or cluster removed' });
+    }
+    return load(mac);
+  }
+
+  return {
+    async create(input) {
+      return db.transaction(() => insertOrAdopt(input)).immediate();
+    },
+    async get(mac) {
+      const row = byMac.get(mac);
+      return row ? machineFromRow(row) : null;
+    },
+    async list(filter: MachineFilter = {}) {
+      const where: string[] = [];
+      const params: Record<string, string> = {};
+      for (const key of ['cluster', 'role', 'state', 'rack'] as const) {
+        const v = filter[key];
+        if (v !== undefined) {
+          where.push(`${key} = @${key}`);
+          params[key] = v;
+        }
+      }
+      const sql = `SELECT * FROM machines ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY rack, hostname, mac`;
+      return db.prepare<Record<string, string>, MachineRow>(sql).all(params).map(machineFromRow);
+    },
+    async update(mac, patch, source) {
+      return db.transaction(() => update(mac, patch, source)).immediate();
+    },
+    async delete(mac) {
+      db.transaction(() => {
+        const m = load(mac);
+        db.prepare('DELETE FROM machines WHERE mac = ?').run(mac);
+        appendEvent({ mac, cluster: m.cluster, type: 'machine.deleted', source: 'api', message: `machine ${m.hostname ?? mac} deleted` });
+      }).immediate();
+    },
+    async importAll(rows: readonly ImportRow[]) {
+      return db
+        .transaction(() => {
+          const seen = new Map<string, number>();
+          for (const r of rows) {
+            for (const [field, value] of [['mac', r.mac], ['hostname', r.hostname], ['ip', r.ip]] as const) {
+              if (value == null) continue;
+              const key = `${field}=${value}`;
+              const first = seen.get(key);
+              if (first !== undefined) throw conflict('ERR_DUPLICATE', `row ${r.row}, column ${field}: "${value}" is also in row ${first}`, field);
+              seen.set(key, r.row);
+            }
+          }
+          return rows.map((r) => {
+            try {
+              return insertOrAdopt(r);
+            } catch (err) {
+              // Name the CSV row and column, the way an admin finds the cell to fix.
+              if (err instanceof AppError) throw new AppError(err.kind, err.code, `row ${r.row}, column ${err.field ?? 'mac'}: ${err.message}`, err.field);
+              throw err;
+            }
+          });
+        })
+        .immediate();
+    },
+    async transition(mac, event, ctx) {
+      return db.transaction(() => applyTransition(mac, event, ctx)).immediate();
+    },
+    async recordSighting(s: Sighting) {
+      return db
+        .transaction(() => {
+          const at = now().toISOString();
+          const existing = byMac.get(s.mac);
+          const facts = { arch: s.arch ?? null, firmware: s.firmware ?? null, vendor_class: s.vendorClass ?? null, uuid: s.uuid ?? null };
+          if (existing) {
+            db.prepare(
+              `UPDATE machines SET arch=COALESCE(@arch, arch), firmware=COALESCE(@firmware, firmware),
+                 vendor_class=COALESCE(@vendor_class, vendor_class), uuid=COALESCE(@uuid, uuid),
+                 first_seen=COALESCE(first_seen, @at), last_seen=@at WHERE mac=@mac`,
+            ).run({ ...facts, at, mac: s.mac });
+            return { machine: load(s.mac), created: false };
+          }
+          db.prepare(
+            `INSERT INTO machines (mac, state, arch, firmware, vendor_class, uuid, first_seen, last_seen, state_changed_at, created_at, updated_at)
+             VALUES (@mac, 'discovered', @arch, @firmware, @vendor_class, @uuid, @at, @at, @at, @at, @at)`,
+          ).run({ ...facts, at, mac: s.mac });
+          appendEvent({
+            mac: s.mac,
+            type: 'state',
+            source: s.source,
+            message: `discovered (${[s.firmware, s.arch, s.vendorClass].filter(Boolean).join(', ') || 'no details'})`,
+            data: { from: null, to: 'discovered', event: 'discover', ...facts },
+          });
+          return { machine: load(s.mac), created: true };
+        })
+        .immediate();
+    },
+    async setLastStep(mac, step) {
+      db.prepare('UPDATE machines SET last_step=?, last_seen=? WHERE mac=?').run(step, now().toISOString(), mac);
+    },
+    async bmcPassword(mac) {
+      const row = byMac.get(mac);
+      return row?.bmc_password_sealed ? box.open(row.bmc_password_sealed) : null;
+    },
+    async rotateSeedToken(mac) {
+      const s = sealedToken();
+      const r = db.prepare('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, updated_at=? WHERE mac=?').run(s.hash, s.sealed, now().toISOString(), mac);
+      if (r.changes === 0) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
+      return s.token;
+    },
+    async seedToken(mac) {
+      const row = byMac.get(mac);
+      return row?.seed_token_sealed ? box.open(row.seed_token_sealed) : null;
+    },
+    async findBySeedToken(token) {
+      const row = byTokenHash.get(hashToken(token));
+      return row ? machineFromRow(row) : null;
+    },
+    async setInstanceId(mac, instanceId) {
+      db.prepare('UPDATE machines SET instance_id=?, updated_at=? WHERE mac=?').run(instanceId, now().toISOString(), mac);
+    },
+    async setHostKeys(mac, keys: readonly SshHostKey[]) {
+      db.prepare('UPDATE machines SET host_keys=?, updated_at=? WHERE mac=?').run(JSON.stringify(keys), now().toISOString(), mac);
+    },
+  };
+}

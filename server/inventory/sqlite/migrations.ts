@@ -1,0 +1,97 @@
+/**
+ * Versioned schema migrations, applied in order inside one transaction each; the applied version
+ * is SQLite's `user_version`. Never edit a released migration: add the next one.
+ */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'inventory',
+    sql: `
+      CREATE TABLE clusters (
+        name TEXT PRIMARY KEY,
+        ubuntu_release TEXT NOT NULL,
+        kubernetes_version TEXT NOT NULL,
+        container_runtime TEXT NOT NULL,
+        cni TEXT NOT NULL,
+        pod_subnet TEXT,
+        service_subnet TEXT,
+        control_plane_endpoint TEXT,
+        state TEXT NOT NULL DEFAULT 'pending',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      ) STRICT;
+
+      CREATE TABLE machines (
+        mac TEXT PRIMARY KEY,
+        hostname TEXT UNIQUE,
+        role TEXT,
+        cluster TEXT REFERENCES clusters(name) ON UPDATE CASCADE,
+        ip TEXT UNIQUE,
+        rack TEXT,
+        bmc_driver TEXT,
+        bmc_address TEXT,
+        bmc_port INTEGER,
+        bmc_username TEXT,
+        bmc_password_sealed TEXT,
+        bmc_cipher_suite INTEGER,
+        state TEXT NOT NULL,
+        failed_from TEXT,
+        failed_step TEXT,
+        failed_reason TEXT,
+        arch TEXT,
+        firmware TEXT,
+        vendor_class TEXT,
+        uuid TEXT,
+        last_step TEXT,
+        seed_token_hash TEXT UNIQUE,
+        seed_token_sealed TEXT,
+        instance_id TEXT,
+        host_keys TEXT NOT NULL DEFAULT '[]',
+        first_seen TEXT,
+        last_seen TEXT,
+        state_changed_at TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX machines_cluster ON machines(cluster);
+      CREATE INDEX machines_rack ON machines(rack);
+      CREATE INDEX machines_state ON machines(state);
+
+      CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        mac TEXT,
+        cluster TEXT,
+        type TEXT NOT NULL,
+        source TEXT,
+        message TEXT NOT NULL,
+        data TEXT
+      ) STRICT;
+      CREATE INDEX events_mac ON events(mac, id);
+      CREATE INDEX events_cluster ON events(cluster, id);
+
+      CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+      ) STRICT;
+
+      CREATE TABLE secrets (
+        scope TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (scope, name)
+      ) STRICT;
+    `,
+  },
+];

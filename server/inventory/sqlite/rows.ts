@@ -1,0 +1,152 @@
+import type { Mac } from '../../lib/mac.js';
+import type { MachineState } from '../lifecycle.js';
+import type { ApiToken, Cluster, InventoryEvent, Machine, SshHostKey } from '../model.js';
+
+/** Row shapes as SQLite returns them, and their mapping to the model. */
+
+export interface ClusterRow {
+  name: string;
+  ubuntu_release: string;
+  kubernetes_version: string;
+  container_runtime: string;
+  cni: string;
+  pod_subnet: string | null;
+  service_subnet: string | null;
+  control_plane_endpoint: string | null;
+  state: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export function clusterFromRow(r: ClusterRow): Cluster {
+  return {
+    name: r.name,
+    ubuntuRelease: r.ubuntu_release as Cluster['ubuntuRelease'],
+    kubernetesVersion: r.kubernetes_version,
+    containerRuntime: r.container_runtime as Cluster['containerRuntime'],
+    cni: r.cni as Cluster['cni'],
+    podSubnet: r.pod_subnet,
+    serviceSubnet: r.service_subnet,
+    controlPlaneEndpoint: r.control_plane_endpoint,
+    state: r.state as Cluster['state'],
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
+
+export interface MachineRow {
+  mac: string;
+  hostname: string | null;
+  role: string | null;
+  cluster: string | null;
+  ip: string | null;
+  rack: string | null;
+  bmc_driver: string | null;
+  bmc_address: string | null;
+  bmc_port: number | null;
+  bmc_username: string | null;
+  bmc_password_sealed: string | null;
+  bmc_cipher_suite: number | null;
+  state: string;
+  failed_from: string | null;
+  failed_step: string | null;
+  failed_reason: string | null;
+  arch: string | null;
+  firmware: string | null;
+  vendor_class: string | null;
+  uuid: string | null;
+  last_step: string | null;
+  seed_token_hash: string | null;
+  seed_token_sealed: string | null;
+  instance_id: string | null;
+  host_keys: string;
+  first_seen: string | null;
+  last_seen: string | null;
+  state_changed_at: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export function machineFromRow(r: MachineRow): Machine {
+  return {
+    mac: r.mac as Mac,
+    hostname: r.hostname,
+    role: r.role as Machine['role'],
+    cluster: r.cluster,
+    ip: r.ip,
+    rack: r.rack,
+    bmc:
+      r.bmc_driver === null
+        ? null
+        : {
+            driver: 'ipmi',
+            address: r.bmc_address ?? '',
+            port: r.bmc_port,
+            username: r.bmc_username ?? '',
+            cipherSuite: r.bmc_cipher_suite,
+            hasPassword: r.bmc_password_sealed !== null,
+          },
+    state: r.state as MachineState,
+    failedFrom: r.failed_from as MachineState | null,
+    failedStep: r.failed_step,
+    failedReason: r.failed_reason,
+    arch: r.arch,
+    firmware: r.firmware as Machine['firmware'],
+    vendorClass: r.vendor_class,
+    uuid: r.uuid,
+    lastStep: r.last_step,
+    instanceId: r.instance_id,
+    hostKeys: JSON.parse(r.host_keys) as SshHostKey[],
+    firstSeen: r.first_seen,
+    lastSeen: r.last_seen,
+    stateChangedAt: r.state_changed_at,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
+
+export interface EventRow {
+  id: number;
+  at: string;
+  mac: string | null;
+  cluster: string | null;
+  type: string;
+  source: string | null;
+  message: string;
+  data: string | null;
+}
+
+export function eventFromRow(r: EventRow): InventoryEvent {
+  return {
+    id: r.id,
+    at: r.at,
+    mac: r.mac as Mac | null,
+    cluster: r.cluster,
+    type: r.type,
+    source: r.source,
+    message: r.message,
+    data: r.data === null ? null : (JSON.parse(r.data) as Record<string, unknown>),
+  };
+}
+
+export interface TokenRow {
+  id: string;
+  name: string;
+  role: string;
+  hash: string;
+  created_at: string;
+  revoked_at: string | null;
+}
+
+export function tokenFromRow(r: TokenRow): ApiToken {
+  return { id: r.id, name: r.name, role: r.role as ApiToken['role'], createdAt: r.created_at };
+}
+
+/** Maps a SQLite constraint failure to the field an API caller should fix, or null. */
+export function constraintField(err: unknown): string | null {
+  if (!(err instanceof Error) || !('code' in err)) return null;
+  const code = (err as { code: unknown }).code;
+  if (code !== 'SQLITE_CONSTRAINT_UNIQUE' && code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') return null;
+  const m = /constraint failed: \w+\.(\w+)/.exec(err.message);
+  return m?.[1] ?? null;
+}

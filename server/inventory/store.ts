@@ -1,0 +1,177 @@
+import type { Mac } from '../lib/mac.js';
+import type { MachineEventType, MachineState } from './lifecycle.js';
+import type {
+  ApiToken,
+  Cluster,
+  ClusterState,
+  Cni,
+  ContainerRuntime,
+  Firmware,
+  InventoryEvent,
+  Machine,
+  Role,
+  SshHostKey,
+  TokenRole,
+  UbuntuRelease,
+} from './model.js';
+
+/**
+ * The inventory as the services see it: a few repositories, each a narrow interface. Services
+ * depend only on the repositories they use; `main.ts` hands them the SQLite implementation.
+ * Methods are async so that a networked store (PostgreSQL) can implement the same interface.
+ */
+
+export interface NewCluster {
+  readonly name: string;
+  readonly ubuntuRelease: UbuntuRelease;
+  readonly kubernetesVersion: string;
+  readonly containerRuntime: ContainerRuntime;
+  readonly cni: Cni;
+  readonly podSubnet?: string | null | undefined;
+  readonly serviceSubnet?: string | null | undefined;
+  readonly controlPlaneEndpoint?: string | null | undefined;
+}
+export type ClusterPatch = Partial<Omit<NewCluster, 'name'>>;
+
+export interface ClusterRepo {
+  create(input: NewCluster): Promise<Cluster>;
+  get(name: string): Promise<Cluster | null>;
+  list(): Promise<Cluster[]>;
+  update(name: string, patch: ClusterPatch): Promise<Cluster>;
+  setState(name: string, state: ClusterState, message: string): Promise<Cluster>;
+  /** Refused (conflict) while machines still belong to the cluster. */
+  delete(name: string): Promise<void>;
+}
+
+export interface NewBmc {
+  readonly driver: 'ipmi';
+  readonly address: string;
+  readonly port?: number | null | undefined;
+  readonly username: string;
+  readonly password: string;
+  readonly cipherSuite?: number | null | undefined;
+}
+
+export interface NewMachine {
+  readonly mac: Mac;
+  readonly hostname: string;
+  readonly role: Role;
+  readonly cluster: string;
+  readonly ip?: string | null | undefined;
+  readonly rack?: string | null | undefined;
+  readonly bmc?: NewBmc | null | undefined;
+}
+
+/** `null` clears a field; an absent key leaves it. A BMC patch without a password keeps the old one. */
+export interface MachinePatch {
+  readonly hostname?: string | null | undefined;
+  readonly role?: Role | null | undefined;
+  readonly cluster?: string | null | undefined;
+  readonly ip?: string | null | undefined;
+  readonly rack?: string | null | undefined;
+  readonly bmc?: (Omit<NewBmc, 'password'> & { readonly password?: string | undefined }) | null | undefined;
+}
+
+export interface MachineFilter {
+  readonly cluster?: string | undefined;
+  readonly role?: Role | undefined;
+  readonly state?: MachineState | undefined;
+  readonly rack?: string | undefined;
+}
+
+/** What the boot path learns about a machine when it shows up (DHCP, iPXE). */
+export interface Sighting {
+  readonly mac: Mac;
+  readonly arch?: string | null | undefined;
+  readonly firmware?: Firmware | null | undefined;
+  readonly vendorClass?: string | null | undefined;
+  readonly uuid?: string | null | undefined;
+  readonly source: string;
+}
+
+export interface TransitionContext {
+  readonly source: string;
+  readonly message?: string | undefined;
+  /** For `fail`: the step that failed and why. */
+  readonly step?: string | undefined;
+  readonly reason?: string | undefined;
+  readonly data?: Record<string, unknown> | undefined;
+}
+
+export interface ImportRow extends NewMachine {
+  /** 1-based data row number in the CSV, for error messages. */
+  readonly row: number;
+}
+
+export interface MachineRepo {
+  create(input: NewMachine): Promise<Machine>;
+  get(mac: Mac): Promise<Machine | null>;
+  list(filter?: MachineFilter): Promise<Machine[]>;
+  update(mac: Mac, patch: MachinePatch, source: string): Promise<Machine>;
+  delete(mac: Mac): Promise<void>;
+  /** Every row or none, in one transaction; a conflict names the row and column. */
+  importAll(rows: readonly ImportRow[]): Promise<Machine[]>;
+  /** Applies the pure lifecycle transition, persists it and appends a `state` event atomically. */
+  transition(mac: Mac, event: MachineEventType, ctx: TransitionContext): Promise<Machine>;
+  /** Records a sighting; an unknown MAC becomes a `discovered` machine. Returns it and whether it was new. */
+  recordSighting(s: Sighting): Promise<{ machine: Machine; created: boolean }>;
+  /** The step a tech sees on the machine's tile (`dhcp`, `tftp`, `ipxe`, `installer`…). */
+  setLastStep(mac: Mac, step: string): Promise<void>;
+  bmcPassword(mac: Mac): Promise<string | null>;
+  /** Mints a new seed token (invalidating the old one) and returns it in clear, once. */
+  rotateSeedToken(mac: Mac): Promise<string>;
+  /** The current seed token in clear (it is embedded in the machine's boot script), or null. */
+  seedToken(mac: Mac): Promise<string | null>;
+  findBySeedToken(token: string): Promise<Machine | null>;
+  setInstanceId(mac: Mac, instanceId: string): Promise<void>;
+  setHostKeys(mac: Mac, keys: readonly SshHostKey[]): Promise<void>;
+}
+
+export interface NewEvent {
+  readonly mac?: Mac | null | undefined;
+  readonly cluster?: string | null | undefined;
+  readonly type: string;
+  readonly source?: string | null | undefined;
+  readonly message: string;
+  readonly data?: Record<string, unknown> | null | undefined;
+}
+
+export interface EventQuery {
+  readonly mac?: Mac | undefined;
+  readonly cluster?: string | undefined;
+  /** Only events with a larger id (resume). */
+  readonly afterId?: number | undefined;
+  readonly limit?: number | undefined;
+}
+
+export interface EventRepo {
+  append(e: NewEvent): Promise<InventoryEvent>;
+  list(q: EventQuery): Promise<InventoryEvent[]>;
+  /** Called after each appended event (the live stream hangs on this). */
+  subscribe(listener: (e: InventoryEvent) => void): () => void;
+}
+
+export interface TokenRepo {
+  /** Returns the new token in clear, once; only its hash is stored. */
+  create(role: TokenRole, name: string): Promise<{ token: string; info: ApiToken }>;
+  /** The token's role, or null when unknown or revoked. */
+  verify(token: string): Promise<ApiToken | null>;
+  list(): Promise<ApiToken[]>;
+  revoke(id: string): Promise<void>;
+}
+
+/** Sealed secrets by scope (`global`, `cluster:<name>`) and name. */
+export interface SecretRepo {
+  get(scope: string, name: string): Promise<string | null>;
+  put(scope: string, name: string, value: string): Promise<void>;
+  delete(scope: string, name?: string): Promise<void>;
+}
+
+export interface Inventory {
+  readonly clusters: ClusterRepo;
+  readonly machines: MachineRepo;
+  readonly events: EventRepo;
+  readonly tokens: TokenRepo;
+  readonly secrets: SecretRepo;
+  close(): Promise<void>;
+}

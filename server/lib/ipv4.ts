@@ -1,0 +1,74 @@
+/** IPv4 addresses as 32-bit unsigned integers for arithmetic, dotted quads at the edges. */
+export type IPv4 = string & { readonly __brand: 'IPv4' };
+
+const QUAD = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+export function parseIPv4(text: string): IPv4 | null {
+  const s = text.trim();
+  return QUAD.test(s) ? (s as IPv4) : null;
+}
+
+export function ipToInt(ip: string): number {
+  const parts = ip.split('.');
+  let n = 0;
+  for (const p of parts) n = n * 256 + Number(p);
+  return n >>> 0;
+}
+
+export function intToIp(n: number): IPv4 {
+  return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.') as IPv4;
+}
+
+export function ipFromBytes(b: Uint8Array, offset = 0): IPv4 {
+  return `${b[offset]}.${b[offset + 1]}.${b[offset + 2]}.${b[offset + 3]}` as IPv4;
+}
+
+export function ipToBytes(ip: string): Buffer {
+  const n = ipToInt(ip);
+  const out = Buffer.alloc(4);
+  out.writeUInt32BE(n, 0);
+  return out;
+}
+
+/** Prefix length → dotted mask (24 → 255.255.255.0). */
+export function prefixToMask(prefix: number): IPv4 {
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32) throw new RangeError(`bad prefix ${prefix}`);
+  return intToIp(prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0);
+}
+
+export function maskToPrefix(mask: string): number | null {
+  const n = ipToInt(mask);
+  const inverted = ~n >>> 0;
+  // A valid mask is ones then zeros: its inverse plus one is a power of two.
+  if ((inverted & (inverted + 1)) !== 0) return null;
+  return 32 - Math.log2(inverted + 1);
+}
+
+export function sameSubnet(a: string, b: string, mask: string): boolean {
+  const m = ipToInt(mask);
+  return ((ipToInt(a) & m) >>> 0) === ((ipToInt(b) & m) >>> 0);
+}
+
+export interface IPv4Range {
+  readonly start: IPv4;
+  readonly end: IPv4;
+}
+
+/** `10.77.0.100-10.77.0.199` → range, or null. */
+export function parseRange(text: string): IPv4Range | null {
+  const [a, b, ...rest] = text.split('-');
+  if (a === undefined || b === undefined || rest.length > 0) return null;
+  const start = parseIPv4(a);
+  const end = parseIPv4(b);
+  if (!start || !end || ipToInt(start) > ipToInt(end)) return null;
+  return { start, end };
+}
+
+export function rangeSize(r: IPv4Range): number {
+  return ipToInt(r.end) - ipToInt(r.start) + 1;
+}
+
+export function inRange(ip: string, r: IPv4Range): boolean {
+  const n = ipToInt(ip);
+  return n >= ipToInt(r.start) && n <= ipToInt(r.end);
+}

@@ -1,0 +1,80 @@
+/**
+ * The suite runner behind `npm test` (after the type-check and lint): every compiled
+ * `*.test.js` under dist/test runs in its own Node process with uvu, so one suite's sockets,
+ * timers or crash cannot leak into another. Light suites run two at a time (two cores);
+ * heavy ones (`*.qemu.test.js`, `*.heavy.test.js`: VMs, big transfers) run one at a time after
+ * them, alone on the machine. Pass name fragments to run a subset: `node dist/test/run.js dhcp`.
+ */
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const DIST_TEST = fileURLToPath(new URL('.', import.meta.url));
+
+function findTests(dir: string): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(dir)) {
+    const p = join(dir, entry);
+    if (statSync(p).isDirectory()) out.push(...findTests(p));
+    else if (entry.endsWith('.test.js')) out.push(p);
+  }
+  return out.sort();
+}
+
+interface Result {
+  readonly file: string;
+  readonly ok: boolean;
+  readonly seconds: number;
+}
+
+function runOne(file: string): Promise<Result> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--enable-source-maps', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('close', (code) => {
+      const seconds = (Date.now() - started) / 1000;
+      const ok = code === 0;
+      process.stdout.write(`\n── ${relative(DIST_TEST, file)} (${seconds.toFixed(1)} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
+      resolve({ file, ok, seconds });
+    });
+  });
+}
+
+async function pool(files: readonly string[], width: number): Promise<Result[]> {
+  const results: Result[] = [];
+  const queue = [...files];
+  await Promise.all(
+    Array.from({ length: Math.min(width, queue.length) }, async () => {
+      for (let f = queue.shift(); f !== undefined; f = queue.shift()) results.push(await runOne(f));
+    }),
+  );
+  return results;
+}
+
+const filters = process.argv.slice(2);
+const all = findTests(DIST_TEST).filter((f) => filters.length === 0 || filters.some((x) => relative(DIST_TEST, f).includes(x)));
+const isHeavy = (f: string): boolean => /\.(qemu|heavy)\.test\.js$/.test(f);
+const started = Date.now();
+const results = [...(await pool(all.filter((f) => !isHeavy(f)), 2)), ...(await pool(all.filter(isHeavy), 1))];
+const failed = results.filter((r) => !r.ok);
+process.stdout.write(
+  `\n${results.length} suites, ${failed.length} failed, ${((Date.now() - started) / 1000).toFixed(0)} s\n` +
+    results
+      .sort((a, b) => b.seconds - a.seconds)
+      .slice(0, 8)
+      .map((r) => `  ${r.seconds.toFixed(1).padStart(7)} s  ${relative(DIST_TEST, r.file)}`)
+      .join('\n') +
+    '\n',
+);
+if (failed.length > 0) {
+  process.stdout.write(`FAILED:\n${failed.map((r) => '  ' + relative(DIST_TEST, r.file)).join('\n')}\n`);
+  process.exitCode = 1;
+}
+if (all.length === 0) {
+  process.stdout.write('no test files matched\n');
+  process.exitCode = 1;
+}
