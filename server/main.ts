@@ -16,6 +16,11 @@ import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
 import { VERSION } from './lib/version.js';
+import { AUTOINSTALL_DIR, BOOT_TEMPLATES_DIR } from './lib/paths.js';
+import { createRenderer } from './render/templates.js';
+import { machineRouter } from './http/machine-router.js';
+import { createArtifactStore } from './artifacts/store.js';
+import { resolveInstallers } from './boot/releases.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -49,6 +54,17 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
+  const installers = resolveInstallers(config.installers);
+  const artifacts = createArtifactStore({
+    artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
+    cacheDir: join(config.dataDir, 'artifacts'),
+    installers,
+    fetchIdleTimeoutMs: config.artifactsFetchTimeoutSeconds * 1000,
+    log: log.child({ svc: 'artifacts' }),
+    onFetched: (f) => {
+      void inventory.events.append({ type: 'artifact.cached', source: 'artifacts', message: `cached ${f.release}/${f.file} (${f.size} bytes, sha256 ${f.sha256})`, data: { ...f } });
+    },
+  });
   const app = createApp({
     log,
     version: VERSION,
@@ -56,6 +72,34 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     inventory,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
+    machineRouter: machineRouter({
+      machines: inventory.machines,
+      clusters: inventory.clusters,
+      events: inventory.events,
+      bootTemplates: createRenderer(BOOT_TEMPLATES_DIR),
+      seedTemplates: createRenderer(AUTOINSTALL_DIR),
+      artifacts,
+      installers,
+      boot: {
+        waitSeconds: config.bootWaitSeconds,
+        waitAttempts: config.bootWaitAttempts,
+        chainTries: 5,
+        retrySeconds: 5,
+        kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean),
+      },
+      seed: {
+        sshUser: config.sshUser,
+        ubuntuMirror: config.ubuntuMirror,
+        kubernetesRepo: config.kubernetesRepo,
+        kubernetesLegacyRepo: config.kubernetesLegacyRepo,
+        kubernetesLegacyKeyUrl: config.kubernetesLegacyKeyUrl,
+        dockerRepo: config.dockerRepo,
+        dockerKeyUrl: config.dockerKeyUrl,
+      },
+      sshPublicKey: async () => identity.publicKey,
+      advertiseUrl: config.advertiseAddress ? `http://${config.advertiseAddress}:${config.httpPort}` : null,
+      now: () => inventory.now(),
+    }),
   });
   services.push(createHttpService(config, app));
 
