@@ -54,7 +54,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
-  const installers = resolveInstallers(config.installers);
+  const installers = resolveInstallers(config.installers ?? {});
   const artifacts = createArtifactStore({
     artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
     cacheDir: join(config.dataDir, 'artifacts'),

@@ -74,7 +74,7 @@ export const SETTINGS = {
   tftpRoot: { env: 'RACKSMITH_TFTP_ROOT', schema: z.string().min(1), default: '/usr/lib/ipxe', help: 'TFTP root for boot binaries (plus generated files)' },
   tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: integer(512, 65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },
   artifactsDir: { env: 'RACKSMITH_ARTIFACTS_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'installer artifacts on local disk (default: <data dir>/artifacts)' },
-  installers: { env: 'RACKSMITH_INSTALLERS', schema: jsonObject(installerOverrides), default: {}, help: 'per-release installer artifact names and upstream URLs (JSON/YAML), merged over the built-in table; see docs/boot-chain.md' },
+  installers: { env: 'RACKSMITH_INSTALLERS', schema: jsonObject(installerOverrides).optional(), default: undefined, help: 'per-release installer artifact names and upstream URLs (JSON/YAML), merged over the built-in table; see docs/boot-chain.md' },
   artifactsFetchTimeoutSeconds: { env: 'RACKSMITH_ARTIFACTS_FETCH_TIMEOUT_SECONDS', schema: integer(1, 3600), default: 60, help: 'an upstream artifact download that stalls this long is abandoned' },
   ubuntuMirror: { env: 'RACKSMITH_UBUNTU_MIRROR', schema: url, default: 'http://archive.ubuntu.com/ubuntu', help: 'Ubuntu archive the installers and nodes use' },
   kubernetesRepo: { env: 'RACKSMITH_KUBERNETES_REPO', schema: url, default: 'https://pkgs.k8s.io/core:/stable:', help: 'pkgs.k8s.io base (Kubernetes >= 1.24): <base>/v1.MINOR/deb/ and its Release.key' },
