@@ -8,6 +8,11 @@ import * as assert from 'uvu/assert';
 import { createArtifactStore, recordedSha256, type ArtifactStore } from '../server/artifacts/store.js';
 import { resolveInstallers } from '../server/boot/releases.js';
 import { silentLogger } from '../server/lib/log.js';
+import { skipNote, which } from './lib/tools.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
 
 /**
  * The artifact cache against a real upstream HTTP server of the test's own on loopback: one
@@ -22,6 +27,7 @@ let upstream: Server;
 let base = '';
 const hits: Record<string, number> = {};
 let work = '';
+let isoBody = Buffer.alloc(0);
 
 test.before(async () => {
   upstream = createServer((req, res) => {
@@ -37,6 +43,11 @@ test.before(async () => {
       res.writeHead(200, { 'content-length': String(BODY.length) });
       res.write(BODY.subarray(0, 1000));
       return; // never ends: the idle timeout must fire
+    }
+    if (path === '/iso') {
+      res.writeHead(200, { 'content-length': String(isoBody.length) });
+      res.end(isoBody);
+      return;
     }
     if (path === '/missing') {
       res.writeHead(404).end();
@@ -137,11 +148,38 @@ test('jail: traversal, hidden and odd names, unknown releases and symlinks out a
   }
 });
 
-test('an ISO-internal source says how to provide the file', async () => {
-  const s = createArtifactStore({ artifactsDir: join(work, 'l'), cacheDir: join(work, 'c'), installers: resolveInstallers({}), fetchIdleTimeoutMs: 500, log: silentLogger() });
+test('casper kernel and initrd come out of the release ISO: fetched once, extracted, checksummed', async () => {
+  if (!which('xorriso')) return skipNote('ISO extraction', 'missing xorriso');
+  const tree = join(work, 'tree');
+  mkdirSync(join(tree, 'casper'), { recursive: true });
+  const kernel = BODY.subarray(0, 300_001);
+  writeFileSync(join(tree, 'casper', 'vmlinuz'), kernel);
+  writeFileSync(join(tree, 'casper', 'initrd'), 'an initrd');
+  const iso = join(work, 'ubuntu.iso');
+  // Rock Ridge and Joliet, as Ubuntu's live-server ISOs are made.
+  await run('xorriso', ['-as', 'mkisofs', '-r', '-J', '-V', 'Ubuntu-Server', '-o', iso, tree]);
+  isoBody = readFileSync(iso);
+  const s = createArtifactStore({
+    artifactsDir: join(work, 'l'),
+    cacheDir: join(work, 'c'),
+    installers: resolveInstallers({ '22.04': { iso: 'ubuntu.iso', upstream: { 'ubuntu.iso': `${base}/iso` } } }),
+    fetchIdleTimeoutMs: 2000,
+    log: silentLogger(),
+  });
+  const [v, i, again] = await Promise.all([s.resolve('22.04', 'vmlinuz'), s.resolve('22.04', 'initrd'), s.resolve('22.04', 'vmlinuz')]);
+  assert.is(hits['/iso'], 1, 'the ISO is fetched once for both files');
+  assert.ok(readFileSync(v.path).equals(kernel));
+  assert.is(readFileSync(i.path, 'utf8'), 'an initrd');
+  assert.is(again.path, v.path);
+  assert.is(await recordedSha256(v.path), createHash('sha256').update(kernel).digest('hex'));
+  await s.resolve('22.04', 'nothing').then(() => assert.unreachable(), (err: { kind?: string }) => assert.is(err.kind, 'not-found'));
+});
+
+test('without an ISO upstream, the ISO-internal files are unavailable with a clear error', async () => {
+  const s = createArtifactStore({ artifactsDir: join(work, 'l'), cacheDir: join(work, 'c'), installers: resolveInstallers({ '22.04': { upstream: { 'ubuntu-22.04.5-live-server-amd64.iso': `${base}/missing` } } }), fetchIdleTimeoutMs: 500, log: silentLogger() });
   await s.resolve('22.04', 'vmlinuz').then(() => assert.unreachable(), (err: { code?: string; message: string }) => {
-    assert.is(err.code, 'ERR_ARTIFACT_IN_ISO');
-    assert.match(err.message, /RACKSMITH_ARTIFACTS_DIR\/22\.04\/vmlinuz/);
+    assert.is(err.code, 'ERR_UPSTREAM');
+    assert.match(err.message, /HTTP 404/);
   });
 });
 
