@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -44,6 +44,7 @@ let work = '';
 let admin = '';
 let guest: Guest;
 const vms: Vm[] = [];
+let failed = true;
 
 async function api(method: string, path: string, body?: unknown) {
   return bed!.api(BASE, admin, method, `/api/v1${path}`, body);
@@ -73,6 +74,14 @@ test.before(async () => {
 
 test.after(async () => {
   for (const vm of vms) await vm.stop();
+  if (failed && work) {
+    // Keep the evidence of a failed run: serial consoles and racksmith's log.
+    const keep = join(PACKAGE_ROOT, 'test-artifacts', 'boot-qemu');
+    mkdirSync(keep, { recursive: true });
+    for (const vm of vms) if (existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, `${vm.opts.name}.log`));
+    if (rs) writeFileSync(join(keep, 'racksmith.log'), rs.output());
+    process.stdout.write(`\n  evidence kept in ${keep}\n`);
+  }
   await rs?.stop();
   rs?.cleanup();
   await bed?.destroy();
@@ -182,6 +191,7 @@ test('BIOS and UEFI machines install, phone home and end ready; next boot is fro
   assert.is(s.state, 'discovered');
   assert.is(s.firmware, 'bios');
   assert.ok((await events(STRANGER)).every((e) => e.type !== 'http.artifact' && e.data?.script !== 'install'), 'no installer for a stranger');
+  failed = false;
 });
 
 test.run();
