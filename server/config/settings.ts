@@ -8,7 +8,12 @@ import { parseIPv4, parseRange } from '../lib/ipv4.js';
  */
 
 const ipv4 = z.string().refine((s) => parseIPv4(s) !== null, 'expected an IPv4 address such as 10.77.0.1');
-const port = z.coerce.number().int().min(0).max(65535);
+const integer = (min: number, max: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v),
+    z.number({ error: `expected an integer from ${min} to ${max}` }).int(`expected an integer from ${min} to ${max}`).min(min, `expected an integer from ${min} to ${max}`).max(max, `expected an integer from ${min} to ${max}`),
+  );
+const port = integer(0, 65535);
 const bool = z.preprocess((v) => {
   if (typeof v === 'boolean') return v;
   if (typeof v === 'string' && /^(1|true|yes|on)$/i.test(v)) return true;
@@ -33,12 +38,12 @@ export const SETTINGS = {
   dhcpNetmask: { env: 'RACKSMITH_DHCP_NETMASK', schema: ipv4.optional(), default: undefined, help: 'subnet mask handed out (default: from the interface)' },
   dhcpRouter: { env: 'RACKSMITH_DHCP_ROUTER', schema: ipv4.optional(), default: undefined, help: 'router handed out in authoritative mode' },
   dhcpDns: { env: 'RACKSMITH_DHCP_DNS', schema: ipList.optional(), default: undefined, help: 'DNS servers handed out, comma separated' },
-  dhcpLeaseSeconds: { env: 'RACKSMITH_DHCP_LEASE_SECONDS', schema: z.coerce.number().int().min(60).max(31_536_000), default: 3600, help: 'lease time in authoritative mode' },
+  dhcpLeaseSeconds: { env: 'RACKSMITH_DHCP_LEASE_SECONDS', schema: integer(60, 31_536_000), default: 3600, help: 'lease time in authoritative mode' },
   dhcpIgnoreUnknown: { env: 'RACKSMITH_DHCP_IGNORE_UNKNOWN', schema: bool, default: false, help: 'answer only MACs in the inventory (shared L2 segment with another provisioner)' },
   efiBootfile: { env: 'RACKSMITH_EFI_BOOTFILE', schema: z.enum(['ipxe.efi', 'snponly.efi']), default: 'ipxe.efi', help: 'iPXE binary for x64 UEFI PXE clients' },
   tftpPort: { env: 'RACKSMITH_TFTP_PORT', schema: port, default: 69, help: 'TFTP listen port; 0 turns TFTP off' },
   tftpRoot: { env: 'RACKSMITH_TFTP_ROOT', schema: z.string().min(1), default: '/usr/lib/ipxe', help: 'TFTP root for boot binaries (plus generated files)' },
-  tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: z.coerce.number().int().min(512).max(65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },
+  tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: integer(512, 65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },
   artifactsDir: { env: 'RACKSMITH_ARTIFACTS_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'installer artifacts on local disk (default: <data dir>/artifacts)' },
   sshUser: { env: 'RACKSMITH_SSH_USER', schema: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'expected a Unix user name'), default: 'racksmith', help: 'user racksmith logs in as over SSH on nodes' },
   adminToken: { env: 'RACKSMITH_ADMIN_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'an admin API token accepted at start (bootstrap)', secret: true },
