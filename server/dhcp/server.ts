@@ -63,6 +63,8 @@ export interface DhcpDeps {
    * `dhcp` and `dhcp-proxy`); defaults to reading LISTEN_FDS/LISTEN_FDNAMES from the environment.
    */
   readonly inheritedFds?: ReadonlyMap<string, number>;
+  /** Sees every datagram as received (fixture capture in tests). */
+  readonly tap?: (msg: Buffer, from: RemoteInfo, port: 'dhcp' | 'boot-server') => void;
 }
 
 /** Asked of the kernel for the main socket; Linux caps it at net.core.rmem_max (global, not per netns). */
@@ -268,6 +270,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
 
   function enqueue(msg: Buffer, rinfo: RemoteInfo, via: Via): void {
     counters.received++;
+    deps.tap?.(msg, rinfo, via.kind);
     if (state !== 'serving') return;
     if (queued >= MAX_QUEUE) {
       bump(counters.dropped, 'queue-full');
