@@ -103,7 +103,7 @@ export function identify(p: DhcpPacket, facts: ClassifyFacts = {}): ClientIdenti
   const httpBoot = (vendorClass?.startsWith('HTTPClient') ?? false) || (row?.http ?? false);
   const ipxe = userClasses.includes('iPXE') || o.has(OPTION.IPXE_ENCAP);
   // A PXE client without option 93 is a BIOS one: the option arrived with RFC 4578, after PXE 2.1.
-  const firmware = row?.firmware ?? (pxe ? 'bios' : null);
+  const firmware = row?.firmware ?? (pxe && archCode === null ? 'bios' : null);
   return {
     mac: clientMac(p),
     messageType: getMessageType(o),
