@@ -6,7 +6,7 @@
  *   flock /tmp/racksmith-heavy.lock node dist/test/tools/capture-dhcp-fixtures.js
  * It writes <name>.hex only; the golden test (UPDATE_GOLDEN=1) writes the parsed <name>.txt.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
