@@ -452,7 +452,8 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
         ? { address: job.rinfo.address, port: job.rinfo.port, broadcast: false, why: 'source' }
         : destination(req, reply, settings.dhcpPort);
     const bytes = encodeDhcp(reply);
-    const send = (): void => transmit(bytes, to, target, d.reason);
+    // Boot-server answers leave from the socket they came to (source port 4011, PXE spec 2.1).
+    const send = (): void => transmit(bytes, to, target, d.reason, job.via.kind === 'boot-server' ? job.via.socket : null);
     const after = (): void => {
       if (recordIt) void record(req, info, mac, known, d, job, 'reply');
       if (mac && info.bootfile?.name === BIOS_BOOTFILE) handouts.set(mac, t);
@@ -518,10 +519,10 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     book.load([byIp, byMac].filter((l) => l !== null));
   }
 
-  function transmit(bytes: Buffer, to: Destination, target: ServedInterface | null, reason: string): void {
-    const socket = to.broadcast
-      ? (target && sendSockets.get(target.name)) ?? mainSocket
-      : (interfaceOn(served, to.address) && sendSockets.get((interfaceOn(served, to.address) as ServedInterface).name)) ?? firstSendSocket();
+  function transmit(bytes: Buffer, to: Destination, target: ServedInterface | null, reason: string, from: Socket | null): void {
+    const onLink = interfaceOn(served, to.address);
+    const socket =
+      from ?? (to.broadcast ? (target && sendSockets.get(target.name)) ?? mainSocket : (onLink && sendSockets.get(onLink.name)) ?? firstSendSocket());
     if (!socket) return;
     const failed = (err: Error): void => {
       bump(counters.dropped, 'send-error');

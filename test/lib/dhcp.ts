@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,8 +13,13 @@ import { createSecretBox, loadSecretKey } from '../../server/lib/secrets.js';
  * from its log ("serving"), not over HTTP: the root namespace has no route into the test's.
  * Assertions read the same SQLite file the process writes (WAL lets both open it).
  */
+const execFileP = promisify(execFile);
+
 export interface ServeProcess {
   readonly dataDir: string;
+  readonly httpPort: number;
+  /** GET /healthz from inside the namespace: each service's state and details. */
+  health(): Promise<{ services: Record<string, { state: string; detail?: Record<string, unknown> }> }>;
   readonly child: ChildProcess;
   output(): string;
   /** Log lines (pino JSON) parsed, in order. */
@@ -75,8 +81,14 @@ export async function serveInNamespace(
           return [];
         }
       });
+  const httpPort = Number(fullEnv['RACKSMITH_HTTP_PORT']);
   return {
     dataDir,
+    httpPort,
+    async health() {
+      const { stdout } = await execFileP('ip', ['netns', 'exec', ns, 'curl', '-sS', '--max-time', '5', `http://127.0.0.1:${httpPort}/healthz`]);
+      return JSON.parse(stdout) as { services: Record<string, { state: string; detail?: Record<string, unknown> }> };
+    },
     child,
     output: () => out,
     logs: parse,
