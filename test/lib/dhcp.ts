@@ -61,12 +61,22 @@ export async function serveInNamespace(
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const httpPort = Number(fullEnv['RACKSMITH_HTTP_PORT']);
+  const health = async (): Promise<{ services: Record<string, { state: string; detail?: Record<string, unknown> }> }> => {
+    const { stdout } = await execFileP('ip', ['netns', 'exec', ns, 'curl', '-sS', '--max-time', '5', `http://127.0.0.1:${httpPort}/healthz`]);
+    return JSON.parse(stdout) as { services: Record<string, { state: string; detail?: Record<string, unknown> }> };
+  };
+  // Ready when /healthz answers from inside the namespace (whatever the log level).
   const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
-  while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
-    if (/"msg":"serving"/.test(out)) break;
-    await new Promise((r) => setTimeout(r, 50));
+  let ready = false;
+  while (!ready && Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
+    ready = await health().then(
+      (h) => h.services['dhcp'] !== undefined,
+      () => false,
+    );
+    if (!ready) await new Promise((r) => setTimeout(r, 100));
   }
-  if (!/"msg":"serving"/.test(out)) {
+  if (!ready) {
     child.kill('SIGKILL');
     throw new Error(`racksmith serve did not start in ${ns}:\n${out.slice(-4000)}`);
   }
@@ -81,14 +91,10 @@ export async function serveInNamespace(
           return [];
         }
       });
-  const httpPort = Number(fullEnv['RACKSMITH_HTTP_PORT']);
   return {
     dataDir,
     httpPort,
-    async health() {
-      const { stdout } = await execFileP('ip', ['netns', 'exec', ns, 'curl', '-sS', '--max-time', '5', `http://127.0.0.1:${httpPort}/healthz`]);
-      return JSON.parse(stdout) as { services: Record<string, { state: string; detail?: Record<string, unknown> }> };
-    },
+    health,
     child,
     output: () => out,
     logs: parse,
