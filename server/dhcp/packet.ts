@@ -135,8 +135,13 @@ function readOverloaded(field: Uint8Array, at: number, name: string, parts: Map<
 
 function concatenate(parts: Map<number, Uint8Array[]>): Map<number, Buffer> {
   const out = new Map<number, Buffer>();
-  for (const [code, list] of parts) out.set(code, list.length === 1 ? Buffer.from(list[0] as Uint8Array) : Buffer.concat(list));
+  // Views into the datagram (no copy): each received datagram is a buffer of its own.
+  for (const [code, list] of parts) out.set(code, list.length === 1 ? view(list[0] as Uint8Array) : Buffer.concat(list));
   return out;
+}
+
+function view(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.length);
 }
 
 function cString(field: Uint8Array): string {

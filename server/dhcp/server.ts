@@ -73,6 +73,14 @@ export const RECV_BUFFER_BYTES = 8 * 1024 * 1024;
 export const MAX_QUEUE = 50_000;
 /** How long "this MAC was just handed undionly.kpxe" counts for recognising the chained iPXE. */
 export const CHAINLOAD_WINDOW_MS = 120_000;
+/**
+ * How long a machine row and the reservation list are reused between datagrams: a DISCOVER and
+ * its REQUEST come milliseconds apart, and a busy segment would otherwise query the store for
+ * each. The store still checks reservations when a lease is committed.
+ */
+export const INVENTORY_CACHE_MS = 1_000;
+/** ACKs committed together at most (group commit). */
+export const ACK_BATCH = 16;
 
 export interface DhcpCounters {
   received: number;
@@ -301,7 +309,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
   async function handlePacket(job: Job): Promise<void> {
     const req = decodeDhcp(job.msg);
     const mac = clientMac(req);
-    let machine = mac ? await inv.machines.get(mac) : null;
+    let machine = mac ? await machineOf(mac, job.at) : null;
     const handedAt = mac ? handouts.get(mac) : undefined;
     const chainloaded = handedAt !== undefined && job.at - handedAt < CHAINLOAD_WINDOW_MS && machine?.lastStep === 'tftp';
     const info = classify(req, boot as BootConfig, { chainloaded });
@@ -320,6 +328,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
         source: 'dhcp',
       });
       machine = seen.machine;
+      machines.set(mac, { machine, at: job.at });
     }
 
     const known = machine !== null;
@@ -378,13 +387,13 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     const facts = async (ip: string | null): Promise<AddressFacts | null> => {
       if (!ip || !mac || !p) return null;
       const h = book.holder(ip, t);
-      const reservedFor = ip === machineIp ? mac : await inv.leases.reservedBy(ip);
+      const owner = ip === machineIp ? mac : await reservedFor(ip, t);
       return {
         ip: ip as IPv4,
         onSubnet: sameSubnet(ip, p.network, p.mask),
         inRange: inRange(ip, p.range),
         holder: h === null ? 'none' : h.kind === 'quarantine' ? 'quarantine' : h.mac === mac ? 'self' : 'other',
-        reserved: reservedFor === null ? null : reservedFor === mac ? 'self' : 'other',
+        reserved: owner === null ? null : owner === mac ? 'self' : 'other',
       };
     };
     const leaseView = mac ? book.leaseOf(mac, t) : null;
@@ -405,12 +414,29 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     };
   }
 
-  /** The next free pool address that is nobody else's reservation (checked in the store). */
+  type MachineRow = Awaited<ReturnType<DhcpInventory['machines']['get']>>;
+  const machines = new Map<string, { machine: MachineRow; at: number }>();
+  async function machineOf(mac: Mac, t: number): Promise<MachineRow> {
+    const hit = machines.get(mac);
+    if (hit && t - hit.at < INVENTORY_CACHE_MS) return hit.machine;
+    const machine = await inv.machines.get(mac);
+    if (machines.size > 100_000) machines.clear();
+    machines.set(mac, { machine, at: t });
+    return machine;
+  }
+
+  let reserved: { map: Map<string, Mac>; at: number } | null = null;
+  async function reservedFor(ip: string, t: number): Promise<Mac | null> {
+    if (!reserved || t - reserved.at >= INVENTORY_CACHE_MS) reserved = { map: await inv.leases.reservations(), at: t };
+    return reserved.map.get(ip) ?? null;
+  }
+
+  /** The next free pool address that is nobody else's reservation. */
   async function nextCandidate(p: PoolConfig, mac: Mac, t: number): Promise<IPv4 | null> {
     for (let i = 0; i < 64; i++) {
       const ip = book.nextFree(p.range, t);
       if (!ip) return null;
-      const owner = await inv.leases.reservedBy(ip);
+      const owner = await reservedFor(ip, t);
       if (owner === null || owner === mac) return ip;
       book.skipReserved(ip, t + 60_000);
     }
@@ -464,9 +490,15 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       // for a lease that a crash then forgets would let the address go to a second MAC).
       book.bind(e.ip, e.mac, e.until);
       pending.push({ binding: e, send, after });
-      if (!flushScheduled) {
+      // Commit at the end of this turn of the event loop, or sooner once a batch is full: one
+      // transaction per batch, and no long train of ACKs that would overrun a client's buffer.
+      if (pending.length >= ACK_BATCH) void flush();
+      else if (!flushScheduled) {
         flushScheduled = true;
-        setImmediate(() => void flush());
+        setImmediate(() => {
+          flushScheduled = false;
+          void flush();
+        });
       }
       return;
     }
@@ -475,7 +507,6 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
   }
 
   async function flush(): Promise<void> {
-    flushScheduled = false;
     const batch = pending;
     pending = [];
     if (batch.length === 0) return;
@@ -506,7 +537,10 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
         p.after();
       } else {
         bump(counters.dropped, 'bind-refused');
-        if (o && !o.ok && o.reason === 'reserved') book.skipReserved(p.binding.ip, now() + 60_000);
+        if (o && !o.ok && o.reason === 'reserved') {
+          book.skipReserved(p.binding.ip, now() + 60_000);
+          reserved = null;
+        }
         await resync(p.binding.ip, p.binding.mac);
         log?.warn({ ip: p.binding.ip, mac: p.binding.mac, why: o && !o.ok ? o.reason : 'unknown' }, 'DHCP: store refused a binding; ACK withheld');
       }

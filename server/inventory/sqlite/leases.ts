@@ -60,8 +60,13 @@ export function createLeaseRepo(db: Db): LeaseRepo {
       return { ok: false, reason: 'held', holder: existing.mac as Mac | null };
     }
     dropOtherRows.run(b.mac, b.ip);
-    upsert.run({ ip: b.ip, mac: b.mac, client_id: b.clientId ?? null, hostname: b.hostname ?? null, now, expires_at: b.expiresAt });
-    return { ok: true, lease: leaseFromRow(byIp.get(b.ip) as LeaseRow) };
+    const row = { ip: b.ip, mac: b.mac, client_id: b.clientId ?? null, hostname: b.hostname ?? null, now, expires_at: b.expiresAt };
+    upsert.run(row);
+    const startsAt = existing && existing.mac === b.mac && existing.state === 'bound' ? existing.starts_at : now;
+    return {
+      ok: true,
+      lease: { ip: b.ip, mac: b.mac, state: 'bound', clientId: row.client_id, hostname: row.hostname, startsAt, expiresAt: b.expiresAt, updatedAt: now },
+    };
   }
 
   const bindMany = db.transaction((bindings: readonly LeaseBinding[], now: string) => bindings.map((b) => bindOne(b, now)));
@@ -91,6 +96,10 @@ export function createLeaseRepo(db: Db): LeaseRepo {
     },
     async reservedBy(ip) {
       return (reservation.get(ip)?.mac as Mac | undefined) ?? null;
+    },
+    async reservations() {
+      const rows = db.prepare<[], { ip: string; mac: string }>('SELECT ip, mac FROM machines WHERE ip IS NOT NULL').all();
+      return new Map(rows.map((r) => [r.ip, r.mac as Mac]));
     },
   };
 }
