@@ -14,6 +14,7 @@ import { requirements, skipNote } from '../lib/tools.js';
 const missing = requirements(['dhclient', 'udhcpc', 'ip'], { netns: true });
 const KNOWN = '52:54:00:77:00:0a' as Mac;
 const UNKNOWN = '52:54:00:77:00:0b';
+const PXE_ROM = '52:54:00:77:00:0c' as Mac;
 
 if (missing) {
   skipNote('dhcp clients', missing);
@@ -29,7 +30,9 @@ if (missing) {
     cli = await tb.addNamespace('c');
     await tb.veth(srv, 'sa', cli, 'ca');
     await tb.veth(srv, 'sb', cli, 'cb');
-    const br = await tb.bridge(srv, 'br', [tb.name('sa'), tb.name('sb')]);
+    await tb.veth(srv, 'sc', cli, 'cc');
+    const br = await tb.bridge(srv, 'br', [tb.name('sa'), tb.name('sb'), tb.name('sc')]);
+    await tb.ip(cli, ['link', 'set', tb.name('cc'), 'address', PXE_ROM]);
     await tb.ip(srv, ['addr', 'add', '10.77.0.1/24', 'dev', br]);
     await tb.ip(cli, ['link', 'set', tb.name('ca'), 'address', KNOWN]);
     await tb.ip(cli, ['link', 'set', tb.name('cb'), 'address', UNKNOWN]);
@@ -46,6 +49,7 @@ if (missing) {
       RACKSMITH_DHCP_DNS: '10.77.0.53,10.77.0.54',
       RACKSMITH_DHCP_LEASE_SECONDS: '600',
       RACKSMITH_ADVERTISE_ADDRESS: '10.77.0.1',
+      RACKSMITH_HTTP_PORT: '8080',
     }, { dataDir });
   });
 
@@ -150,6 +154,37 @@ if (missing) {
     } finally {
       await inv.close();
     }
+  });
+
+  test('a BIOS PXE ROM that fetched undionly.kpxe: its next DISCOVER (same ROM options) is the chained iPXE', async () => {
+    // udhcpc posing as a vendor PXE ROM: vendor class PXEClient, arch 0, no iPXE user class.
+    const rom = async (): Promise<void> => {
+      const ud = udhcpcScript(dataDir);
+      await tb.exec(cli, 'udhcpc', ['-i', tb.name('cc'), '-s', ud.script, '-n', '-q', '-t', '3', '-T', '1', '-V', 'PXEClient:Arch:00000:UNDI:002001', '-x', '0x5d:0000'], { timeoutMs: 30_000 });
+    };
+    const lastAck = async (): Promise<Record<string, unknown> | null | undefined> => {
+      const inv = openDataDir(dataDir);
+      try {
+        return (await inv.events.list({ mac: PXE_ROM })).filter((e) => e.type === 'dhcp.ack').pop()?.data;
+      } finally {
+        await inv.close();
+      }
+    };
+    await rom();
+    assert.is((await lastAck())?.['bootfile'], 'undionly.kpxe');
+    // The TFTP service records the download as the machine's last step.
+    const inv = openDataDir(dataDir);
+    await inv.machines.setLastStep(PXE_ROM, 'tftp');
+    await inv.close();
+    await new Promise((r) => setTimeout(r, 1100));
+    await rom();
+    const chained = await lastAck();
+    assert.is(chained?.['bootfile'], 'http://10.77.0.1:8080/boot.ipxe');
+    assert.is(chained?.['rule'], 'ipxe (chainloaded, by state)');
+    // Without a TFTP download in between, the ROM is a ROM again.
+    await new Promise((r) => setTimeout(r, 1100));
+    await rom();
+    assert.is((await lastAck())?.['bootfile'], 'undionly.kpxe');
   });
 
   test.run();
