@@ -506,7 +506,17 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     after();
   }
 
+  /** Never rejects: a failure here is logged and counted, and the loop goes on. */
   async function flush(): Promise<void> {
+    try {
+      await commitPending();
+    } catch (err) {
+      bump(counters.dropped, 'internal-error');
+      log?.error({ err: err instanceof Error ? err.stack : String(err) }, 'DHCP: could not finish a lease commit');
+    }
+  }
+
+  async function commitPending(): Promise<void> {
     const batch = pending;
     pending = [];
     if (batch.length === 0) return;
@@ -634,16 +644,21 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     mainSocket = null;
   }
 
-  async function stop(): Promise<void> {
-    if (state === 'stopped' || state === 'off' || state === 'stopping') return;
-    state = 'stopping';
-    // Finish what was already received (bounded: the queue holds at most MAX_QUEUE datagrams),
-    // commit and send the last ACKs, then release the sockets.
-    await Promise.race([tail, new Promise((r) => setTimeout(r, 5_000).unref())]);
-    await flush();
-    await closeAll();
-    state = 'stopped';
-    log?.info({ counters }, 'DHCP stopped');
+  let stopping: Promise<void> | null = null;
+  function stop(): Promise<void> {
+    if (state === 'stopped' || state === 'off') return Promise.resolve();
+    // The abort signal and main.ts may both ask: both wait for the same stop.
+    stopping ??= (async () => {
+      state = 'stopping';
+      // Finish what was already received (bounded: the queue holds at most MAX_QUEUE datagrams),
+      // commit and send the last ACKs, then release the sockets.
+      await Promise.race([tail, new Promise((r) => setTimeout(r, 5_000).unref())]);
+      await flush();
+      await closeAll();
+      state = 'stopped';
+      log?.info({ counters }, 'DHCP stopped');
+    })();
+    return stopping;
   }
 
   return {
