@@ -482,7 +482,10 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     const send = (): void => transmit(bytes, to, target, d.reason, job.via.kind === 'boot-server' ? job.via.socket : null);
     const after = (): void => {
       if (recordIt) void record(req, info, mac, known, d, job, 'reply');
-      if (mac && info.bootfile?.name === BIOS_BOOTFILE) handouts.set(mac, t);
+      if (mac && info.bootfile?.name === BIOS_BOOTFILE) {
+        if (handouts.size > 10_000) for (const [m, at] of handouts) if (t - at > CHAINLOAD_WINDOW_MS) handouts.delete(m);
+        handouts.set(mac, t);
+      }
       logTransaction(req, info, mac, d, to, job);
     };
     if (e?.kind === 'bind') {

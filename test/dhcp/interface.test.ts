@@ -116,5 +116,30 @@ if (missing) {
     });
   });
 
+  test('serve fails with one line naming the setting: no such interface; port 67 taken', async () => {
+    const fails = async (env: Record<string, string>, wrap?: readonly string[]): Promise<string> => {
+      const dataDir = newDataDir();
+      try {
+        await serveInNamespace(srv, { ...env }, { dataDir, timeoutMs: 8000, ...(wrap ? { wrap } : {}) });
+        assert.unreachable('serve started');
+        return '';
+      } catch (err) {
+        return String((err as Error).message);
+      } finally {
+        removeDataDir(dataDir);
+      }
+    };
+    const noIface = await fails({ ...env(), RACKSMITH_DHCP_INTERFACE: 'nosuch0' });
+    assert.match(noIface, /racksmith: dhcp: cannot start \(dhcp-interface\): no interface named nosuch0/);
+    const holder = tb.spawn(srv, process.execPath, ['-e', "require('node:dgram').createSocket('udp4').bind(67, '0.0.0.0'); setInterval(() => {}, 1000)"]);
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      const taken = await fails(env());
+      assert.match(taken, /racksmith: dhcp: cannot start \(dhcp-port\): UDP 67: the port is already in use/);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+  });
+
   test.run();
 }
