@@ -84,6 +84,7 @@ export const ACK_BATCH = 16;
 
 export interface DhcpCounters {
   received: number;
+  /** Replies handed to the kernel, by reason (a failed send is also counted as `dropped.send-error`). */
   replies: Record<string, number>;
   /** Malformed (by ProtocolError code), ignored (by decision reason) and loop-level drops. */
   dropped: Record<string, number>;
@@ -571,15 +572,19 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     const socket =
       from ?? (to.broadcast ? (target && sendSockets.get(target.name)) ?? mainSocket : (onLink && sendSockets.get(onLink.name)) ?? firstSendSocket());
     if (!socket) return;
-    const failed = (err: Error): void => {
-      bump(counters.dropped, 'send-error');
-      log?.warn({ to: `${to.address}:${to.port}`, err: err.message }, 'DHCP: send failed');
-    };
+    bump(counters.replies, reason);
     try {
-      socket.send(bytes, to.port, to.address, (err) => (err ? failed(err) : bump(counters.replies, reason)));
+      socket.send(bytes, to.port, to.address, sent);
     } catch (err) {
-      failed(err as Error);
+      sent(err as Error);
     }
+  }
+
+  /** One callback for every send (no closure per datagram); a failure moves the count to `send-error`. */
+  function sent(err: Error | null): void {
+    if (!err) return;
+    bump(counters.dropped, 'send-error');
+    log?.warn({ err: err.message }, 'DHCP: send failed');
   }
 
   function firstSendSocket(): Socket | null {
@@ -622,7 +627,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
   }
 
   function logTransaction(req: DhcpPacket, info: ClientInfo, mac: Mac | null, d: Decision, to: Destination, job: Job): void {
-    if (!log) return;
+    if (!log || !log.isLevelEnabled(d.reason === 'offer' ? 'debug' : 'info')) return;
     const fields = {
       mac,
       xid: hex(req.xid),
