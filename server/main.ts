@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config/settings.js';
+import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
 import { createHttpService } from './http/service.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
@@ -102,6 +103,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     }),
   });
   services.push(createHttpService(config, app));
+  services.push(createDhcpService(config, { inventory }));
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;
