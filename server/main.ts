@@ -98,6 +98,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
         dockerKeyUrl: config.dockerKeyUrl,
       },
       sshPublicKey: async () => identity.publicKey,
+      bootBinariesDir: config.tftpRoot,
       advertiseUrl: config.advertiseAddress ? `http://${config.advertiseAddress}:${config.httpPort}` : null,
       now: () => inventory.now(),
     }),

@@ -44,7 +44,10 @@ test.before(async () => {
   mkdirSync(join(ARTIFACTS, '22.04'), { recursive: true });
   writeFileSync(join(ARTIFACTS, '22.04', 'vmlinuz'), KERNEL);
   writeFileSync(join(ARTIFACTS, '22.04', 'initrd'), 'initrd');
-  rs = await startRacksmith({ env: { RACKSMITH_ARTIFACTS_DIR: ARTIFACTS, RACKSMITH_INSTALLER_KERNEL_ARGS: 'console=ttyS0,115200' } });
+  mkdirSync(join(work, 'tftp'), { recursive: true });
+  writeFileSync(join(work, 'tftp', 'ipxe.efi'), 'MZ fake ipxe.efi');
+  writeFileSync(join(work, 'tftp', 'secret.txt'), 'not a boot binary');
+  rs = await startRacksmith({ env: { RACKSMITH_ARTIFACTS_DIR: ARTIFACTS, RACKSMITH_INSTALLER_KERNEL_ARGS: 'console=ttyS0,115200', RACKSMITH_TFTP_ROOT: join(work, 'tftp') } });
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   const c = await api(rs.url, admin, 'POST', '/api/v1/clusters', { name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
   assert.is(c.status, 201, c.text);
@@ -68,6 +71,14 @@ test('no MAC: the chain script asks again with mac, arch, platform and uuid, wit
   assert.ok(s.includes(`chain --autofree ${rs.url}/boot.ipxe?mac=\${net0/mac:hexhyp}&arch=\${buildarch}&platform=\${platform}&uuid=\${uuid}`), s);
   assert.is(s.match(/^chain /gm)?.length, 5);
   assert.match(s, /^reboot$/m);
+});
+
+test('UEFI HTTP Boot: the iPXE binaries of the TFTP root at /ipxe/, nothing else', async () => {
+  const r = await get('/ipxe/ipxe.efi');
+  assert.is(r.status, 200);
+  assert.is(r.text(), 'MZ fake ipxe.efi');
+  for (const bad of ['/ipxe/secret.txt', '/ipxe/snponly.efi', '/ipxe/..%2Fsecret.txt', '/ipxe/../tftp/secret.txt']) assert.is((await get(bad)).status, 404, bad);
+  assert.ok((await events(CP1)).some((e) => e.type === 'http.bootfile'), 'an event on the machine at that address');
 });
 
 test('an unknown MAC is recorded as discovered, with its arch and firmware, and waits', async () => {

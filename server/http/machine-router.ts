@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
 import { AppError } from '../lib/errors.js';
 import { macHexHyphen, parseMac, type Mac } from '../lib/mac.js';
@@ -33,6 +34,8 @@ export interface MachineRouterDeps {
   readonly boot: Omit<BootSettings, 'baseUrl'>;
   readonly seed: Omit<SeedSettings, 'baseUrl' | 'sshPublicKey'>;
   readonly sshPublicKey: () => Promise<string>;
+  /** The TFTP root: its iPXE binaries are also served at `/ipxe/<file>` for UEFI HTTP Boot clients. */
+  readonly bootBinariesDir: string;
   /** `http://<advertise>:<port>`; null: use the local address of each request's connection. */
   readonly advertiseUrl: string | null;
   readonly now: () => Date;
@@ -47,6 +50,9 @@ function remoteOf(req: Request): string | null {
 function sourceOf(req: Request): Source {
   return `http ${remoteOf(req) ?? '?'}`;
 }
+
+/** The iPXE builds the DHCP service may name for HTTP Boot (Debian's ipxe package and arm64 builds). */
+export const IPXE_BINARIES: readonly string[] = ['ipxe.efi', 'snponly.efi', 'undionly.kpxe', 'arm64-efi/snponly.efi', 'arm64-efi/ipxe.efi', 'ipxe-arm64.efi', 'snp-arm64.efi'];
 
 export function machineRouter(d: MachineRouterDeps): Router {
   const r = Router();
@@ -100,6 +106,24 @@ export function machineRouter(d: MachineRouterDeps): Router {
     await machineEvent(machine, 'http.ipxe', req, decision.summary, { script: decision.kind, arch: q.arch, platform: q.platform, attempt: q.attempt });
     await d.machines.setLastStep(machine.mac, decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : 'ipxe');
     sendText(res, 'text/plain; charset=utf-8', script);
+  });
+
+  // ── iPXE binaries over HTTP (UEFI HTTP Boot) ────────────────────────────────
+  // The DHCP service hands UEFI HTTP Boot clients (vendor class HTTPClient, UEFI 2.5 §24.7) a URI
+  // under /ipxe/. Only the iPXE builds it can name are served — the allow-list is the jail — and
+  // they may be Debian's links into /boot (/usr/lib/ipxe/ipxe.efi → /boot/ipxe.efi).
+  r.get(/^\/ipxe\/(.+)$/, async (req, res, next) => {
+    const name = String((req.params as Record<string, string>)[0] ?? '');
+    if (!IPXE_BINARIES.includes(name)) throw new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `no iPXE binary "${name.slice(0, 60)}" (served: ${IPXE_BINARIES.join(', ')})`);
+    const remote = remoteOf(req);
+    const m = remote ? (await d.machines.list()).find((x) => x.ip === remote) : undefined;
+    if (m) {
+      await machineEvent(m, 'http.bootfile', req, `iPXE binary ${name} over HTTP (UEFI HTTP Boot)`, { file: name });
+      await d.machines.setLastStep(m.mac, 'http-boot');
+    }
+    res.sendFile(join(d.bootBinariesDir, name), { acceptRanges: true, lastModified: true, cacheControl: false, dotfiles: 'deny' }, (err) => {
+      if (err && !res.headersSent) next((err as NodeJS.ErrnoException).code === 'ENOENT' ? new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `${name} is not installed in the TFTP root`) : err);
+    });
   });
 
   // ── installer artifacts ─────────────────────────────────────────────────────

@@ -124,6 +124,18 @@ export class PxeBed {
     ]);
   }
 
+  /** A TFTP-only stand-in (no DNS, no DHCP) with router adverts, beside a DHCP server that is racksmith's. */
+  dnsmasqTftp(tftpRoot = '/usr/lib/ipxe'): ChildProcess {
+    return this.tb.spawn(this.srv, 'dnsmasq', [
+      ...dnsmasqBase(this.serverIf),
+      '--enable-tftp',
+      `--tftp-root=${tftpRoot}`,
+      '--enable-ra',
+      `--dhcp-range=::,constructor:${this.serverIf},ra-only`,
+      `--ra-param=${this.serverIf},4,0`,
+    ]);
+  }
+
   async vm(opts: VmOptions): Promise<Vm> {
     const tap = this.tb.name(`t${++this.taps}`);
     await this.tb.ip(this.sw, ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
