@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
 import { AppError } from '../lib/errors.js';
-import { macHexHyphen, parseMac, type Mac } from '../lib/mac.js';
+import { parseMac } from '../lib/mac.js';
 import type { Machine, UbuntuRelease } from '../inventory/model.js';
 import type { MachineEventType } from '../inventory/lifecycle.js';
 import type { ClusterRepo, EventRepo, MachineRepo } from '../inventory/store.js';
@@ -255,9 +255,3 @@ export function machineRouter(d: MachineRouterDeps): Router {
 
   return r;
 }
-
-/** For tests and logs: the query iPXE's chain script sends, for a MAC. */
-export function bootQueryFor(mac: Mac, platform: 'pcbios' | 'efi', arch = 'x86_64'): string {
-  return `mac=${macHexHyphen(mac)}&arch=${arch}&platform=${platform}`;
-}
-

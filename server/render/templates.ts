@@ -83,17 +83,6 @@ export function haproxyWord(value: unknown): string {
   return s;
 }
 
-/** A YAML block (mapping or sequence) at the given indentation, for embedding a whole document. */
-export function yamlBlock(value: unknown, indent = 0): string {
-  if (value === null || typeof value !== 'object') throw new Error('yaml_block filter: expected a mapping or a list');
-  const text = stringify(value, { lineWidth: 0, defaultKeyType: 'PLAIN' }).trimEnd();
-  const pad = ' '.repeat(indent);
-  return text
-    .split('\n')
-    .map((line, i) => (i === 0 || line === '' ? line : pad + line))
-    .join('\n');
-}
-
 export interface Renderer {
   render(template: string, context: Record<string, unknown>): string;
 }
@@ -114,7 +103,6 @@ export function createRenderer(dir: string, opts: { cache?: boolean } = {}): Ren
   env.addFilter('preseed', preseedValue);
   env.addFilter('haproxyword', haproxyWord);
   env.addFilter('ipxetext', ipxeText);
-  env.addFilter('yaml_block', yamlBlock);
   env.addFilter('json', (v: unknown) => JSON.stringify(v));
   env.addFilter('indent_block', (v: unknown, n: number) =>
     String(v)
