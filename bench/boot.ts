@@ -136,10 +136,15 @@ http {
     }
   }
 
+  // SIGTERM first: nginx's master then ends its workers (a SIGKILLed master leaves them holding
+  // the port); SIGKILL only if it does not go within 5 s.
   const stop = async (c: ChildProcess): Promise<void> => {
     if (c.exitCode !== null || c.signalCode !== null) return;
-    c.kill('SIGKILL');
-    await new Promise((r) => c.once('exit', r));
+    const gone = new Promise((r) => c.once('exit', r));
+    c.kill('SIGTERM');
+    const timer = setTimeout(() => c.kill('SIGKILL'), 5000);
+    await gone;
+    clearTimeout(timer);
   };
 
   for (let round = 1; round <= ROUNDS; round++) {
@@ -196,7 +201,7 @@ http {
     [
       '',
       `Boot to phone-home, seconds from QEMU start (TCG, 256 MiB, one VM at a time), median of ${ROUNDS}.`,
-      `racksmith served ${OWN_DHCP_TFTP ? 'DHCP, TFTP and HTTP itself' : 'HTTP (dnsmasq stood in for DHCP/TFTP: racksmith had none in this tree)'}; the peer is dnsmasq (DHCP, TFTP) + nginx (HTTP) serving the same files.`,
+      `racksmith served ${OWN_DHCP_TFTP ? 'DHCP, TFTP and HTTP itself' : 'HTTP (dnsmasq stood in for DHCP and TFTP: racksmith\'s own were not both in this tree)'}; the peer is dnsmasq (DHCP, TFTP) + nginx (HTTP) serving the same files.`,
       '',
       '| path | racksmith | dnsmasq + nginx | ratio (racksmith / peer) | racksmith runs | peer runs |',
       '|---|---|---|---|---|---|',
