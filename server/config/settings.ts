@@ -8,7 +8,12 @@ import { parseIPv4, parseRange } from '../lib/ipv4.js';
  */
 
 const ipv4 = z.string().refine((s) => parseIPv4(s) !== null, 'expected an IPv4 address such as 10.77.0.1');
-const port = z.coerce.number().int().min(0).max(65535);
+const integer = (min: number, max: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v),
+    z.number({ error: `expected an integer from ${min} to ${max}` }).int(`expected an integer from ${min} to ${max}`).min(min, `expected an integer from ${min} to ${max}`).max(max, `expected an integer from ${min} to ${max}`),
+  );
+const port = integer(0, 65535);
 const bool = z.preprocess((v) => {
   if (typeof v === 'boolean') return v;
   if (typeof v === 'string' && /^(1|true|yes|on)$/i.test(v)) return true;
@@ -38,18 +43,18 @@ export const SETTINGS = {
   dhcpNetmask: { env: 'RACKSMITH_DHCP_NETMASK', schema: ipv4.optional(), default: undefined, help: 'subnet mask handed out (default: from the interface)' },
   dhcpRouter: { env: 'RACKSMITH_DHCP_ROUTER', schema: ipv4.optional(), default: undefined, help: 'router handed out in authoritative mode' },
   dhcpDns: { env: 'RACKSMITH_DHCP_DNS', schema: ipList.optional(), default: undefined, help: 'DNS servers handed out, comma separated' },
-  dhcpLeaseSeconds: { env: 'RACKSMITH_DHCP_LEASE_SECONDS', schema: z.coerce.number().int().min(60).max(31_536_000), default: 3600, help: 'lease time in authoritative mode' },
+  dhcpLeaseSeconds: { env: 'RACKSMITH_DHCP_LEASE_SECONDS', schema: integer(60, 31_536_000), default: 3600, help: 'lease time in authoritative mode' },
   dhcpIgnoreUnknown: { env: 'RACKSMITH_DHCP_IGNORE_UNKNOWN', schema: bool, default: false, help: 'answer only MACs in the inventory (shared L2 segment with another provisioner)' },
   efiBootfile: { env: 'RACKSMITH_EFI_BOOTFILE', schema: z.enum(['ipxe.efi', 'snponly.efi']), default: 'ipxe.efi', help: 'iPXE binary for x64 UEFI PXE clients' },
   tftpPort: { env: 'RACKSMITH_TFTP_PORT', schema: port, default: 69, help: 'TFTP listen port; 0 turns TFTP off' },
   tftpRoot: { env: 'RACKSMITH_TFTP_ROOT', schema: z.string().min(1), default: '/usr/lib/ipxe', help: 'TFTP root for boot binaries (plus generated files)' },
-  tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: z.coerce.number().int().min(512).max(65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },
+  tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: integer(512, 65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },
   tftpAddress: { env: 'RACKSMITH_TFTP_ADDRESS', schema: ipv4, default: '0.0.0.0', help: 'TFTP listen address (transfers answer from a new port on the same address)' },
-  tftpMaxWindowsize: { env: 'RACKSMITH_TFTP_MAX_WINDOWSIZE', schema: z.coerce.number().int().min(1).max(65535), default: 64, help: 'largest RFC 7440 window granted, in blocks' },
-  tftpMaxTransfers: { env: 'RACKSMITH_TFTP_MAX_TRANSFERS', schema: z.coerce.number().int().min(1).max(100_000), default: 256, help: 'transfers at once; requests beyond it are dropped (the client asks again)' },
-  tftpMaxClientTransfers: { env: 'RACKSMITH_TFTP_MAX_CLIENT_TRANSFERS', schema: z.coerce.number().int().min(1).max(100_000), default: 16, help: 'transfers at once from one client address' },
-  tftpTimeoutMs: { env: 'RACKSMITH_TFTP_TIMEOUT_MS', schema: z.coerce.number().int().min(10).max(255_000), default: 1000, help: 'first retransmission timeout; later ones follow the measured round trip (a client timeout option wins)' },
-  tftpRetries: { env: 'RACKSMITH_TFTP_RETRIES', schema: z.coerce.number().int().min(1).max(100), default: 10, help: 'retransmissions without progress before a transfer is abandoned' },
+  tftpMaxWindowsize: { env: 'RACKSMITH_TFTP_MAX_WINDOWSIZE', schema: integer(1, 65535), default: 64, help: 'largest RFC 7440 window granted, in blocks' },
+  tftpMaxTransfers: { env: 'RACKSMITH_TFTP_MAX_TRANSFERS', schema: integer(1, 100_000), default: 256, help: 'transfers at once; requests beyond it are dropped (the client asks again)' },
+  tftpMaxClientTransfers: { env: 'RACKSMITH_TFTP_MAX_CLIENT_TRANSFERS', schema: integer(1, 100_000), default: 16, help: 'transfers at once from one client address' },
+  tftpTimeoutMs: { env: 'RACKSMITH_TFTP_TIMEOUT_MS', schema: integer(10, 255_000), default: 1000, help: 'first retransmission timeout; later ones follow the measured round trip (a client timeout option wins)' },
+  tftpRetries: { env: 'RACKSMITH_TFTP_RETRIES', schema: integer(1, 100), default: 10, help: 'retransmissions without progress before a transfer is abandoned' },
   tftpAllowLinks: { env: 'RACKSMITH_TFTP_ALLOW_LINKS', schema: pathList, default: '/boot/ipxe.efi,/boot/ipxe.lkrn', help: 'files outside the TFTP root that symlinks in it may point to (Debian links ipxe.efi into /boot), comma separated' },
   artifactsDir: { env: 'RACKSMITH_ARTIFACTS_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'installer artifacts on local disk (default: <data dir>/artifacts)' },
   sshUser: { env: 'RACKSMITH_SSH_USER', schema: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'expected a Unix user name'), default: 'racksmith', help: 'user racksmith logs in as over SSH on nodes' },

@@ -1,0 +1,124 @@
+#!/usr/bin/env node
+/**
+ * The `racksmith` command. `serve` runs the server; `token create` writes to the data directory's
+ * store directly (it is how the first token is made); the rest are thin clients of the REST API.
+ * Exit codes: 0 done, 1 failed, 2 usage error.
+ */
+import { ConfigError, loadConfig } from './config/load.js';
+import { settingsMarkdown } from './config/table.js';
+import { TOKEN_ROLES, type TokenRole } from './inventory/model.js';
+import { parse, SETTING_FLAGS, settingFlags, UsageError } from './cli/args.js';
+import { ApiError, createApiClient } from './cli/client.js';
+import { MAIN_HELP, SERVE_HELP, TOKEN_HELP, settingsHelp } from './cli/help.js';
+import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
+import { createLogger } from './lib/log.js';
+import { ServiceStartError } from './lib/service.js';
+import { InstanceLockedError } from './lib/instance-lock.js';
+import { VERSION } from './lib/version.js';
+import { openInventory, startRacksmith } from './main.js';
+
+const out = (text: string): void => void process.stdout.write(text);
+
+const client: ClientFactory = (values) => {
+  const url = (typeof values['url'] === 'string' ? values['url'] : undefined) ?? process.env['RACKSMITH_URL'] ?? 'http://127.0.0.1:8080';
+  const token = (typeof values['token'] === 'string' ? values['token'] : undefined) ?? process.env['RACKSMITH_TOKEN'];
+  if (!token) throw new UsageError('an API token is needed: --token TOKEN or RACKSMITH_TOKEN (make one with "racksmith token create")');
+  return createApiClient(url, token);
+};
+
+async function serve(args: readonly string[]): Promise<number> {
+  const { values } = parse(args, SETTING_FLAGS);
+  if (values['help']) {
+    out(SERVE_HELP());
+    return 0;
+  }
+  const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
+  const log = createLogger(config.logLevel);
+  const runtime = await startRacksmith(config, log);
+  const onSignal = (signal: NodeJS.Signals): void => {
+    void runtime.stop(signal);
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  return runtime.done;
+}
+
+async function token(args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === '--help' || sub === '-h') {
+    out(TOKEN_HELP);
+    return sub ? 0 : 2;
+  }
+  if (sub !== 'create') throw new UsageError(`token: unknown subcommand "${sub}" (create)`);
+  const { values } = parse(rest, { ...SETTING_FLAGS, role: { type: 'string' }, name: { type: 'string' } });
+  if (values['help']) {
+    out(TOKEN_HELP);
+    return 0;
+  }
+  const role = values['role'];
+  if (typeof role !== 'string' || !(TOKEN_ROLES as readonly string[]).includes(role)) {
+    throw new UsageError(`token create: --role must be one of ${TOKEN_ROLES.join(', ')}`);
+  }
+  const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
+  const inventory = openInventory(config);
+  try {
+    const name = typeof values['name'] === 'string' ? values['name'] : `${role} token`;
+    const { token } = await inventory.tokens.create(role as TokenRole, name);
+    out(token + '\n');
+  } finally {
+    await inventory.close();
+  }
+  return 0;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      out(MAIN_HELP);
+      return command === undefined ? 2 : 0;
+    case '--version':
+    case 'version':
+      out(VERSION + '\n');
+      return 0;
+    case 'serve':
+      return serve(rest);
+    case 'settings': {
+      const { values } = parse(rest, { markdown: { type: 'boolean' } });
+      out(values['markdown'] ? settingsMarkdown() : settingsHelp());
+      return 0;
+    }
+    case 'token':
+      return token(rest);
+    case 'machines':
+      await machinesCommand(rest, client, out);
+      return 0;
+    case 'clusters':
+      await clustersCommand(rest, client, out);
+      return 0;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`racksmith: ${err.message}\nRun "racksmith --help" for usage.\n`);
+      process.exitCode = 2;
+    } else if (err instanceof ConfigError || err instanceof ServiceStartError || err instanceof InstanceLockedError || err instanceof ApiError) {
+      process.stderr.write(`racksmith: ${err.message}\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`racksmith: ${err instanceof Error ? err.message : String(err)}\n`);
+      if (process.env['RACKSMITH_DEBUG']) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,55 @@
+/**
+ * The CLI's HTTP client for a running racksmith: bearer token, JSON in and out, and the server's
+ * error body turned into one line (`409 ERR_DUPLICATE: another machine already has this hostname`).
+ */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  constructor(status: number, code: string, message: string) {
+    super(`${status} ${code}: ${message}`);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export interface ApiClient {
+  request<T = unknown>(method: string, path: string, body?: unknown, contentType?: string): Promise<T>;
+}
+
+export function createApiClient(baseUrl: string, token: string | undefined): ApiClient {
+  const base = baseUrl.replace(/\/+$/, '');
+  return {
+    async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+      const headers: Record<string, string> = { accept: 'application/json' };
+      if (token) headers['authorization'] = `Bearer ${token}`;
+      let payload: string | undefined;
+      if (body !== undefined) {
+        headers['content-type'] = contentType;
+        payload = typeof body === 'string' ? body : JSON.stringify(body);
+      }
+      let res: Response;
+      try {
+        res = await fetch(`${base}/api/v1${path}`, { method, headers, body: payload ?? null, signal: AbortSignal.timeout(60_000) });
+      } catch (err) {
+        const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+        throw new Error(`cannot reach racksmith at ${base} (${cause}); is "racksmith serve" running? (--url, RACKSMITH_URL)`);
+      }
+      const text = await res.text();
+      if (!res.ok) {
+        let code = 'ERR_HTTP';
+        let message = text.slice(0, 300);
+        try {
+          const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } };
+          code = parsed.error?.code ?? code;
+          message = parsed.error?.message ?? message;
+        } catch {
+          /* not JSON: keep the text */
+        }
+        throw new ApiError(res.status, code, message);
+      }
+      if (res.status === 204 || text === '') return undefined as T;
+      return (res.headers.get('content-type') ?? '').includes('json') ? (JSON.parse(text) as T) : (text as T);
+    },
+  };
+}

@@ -1,0 +1,69 @@
+import { SETTINGS, kebab, type SettingName } from '../config/settings.js';
+
+export const MAIN_HELP = `racksmith — bare-metal provisioning: PXE (DHCP, TFTP, iPXE), Ubuntu seeds, HA kubeadm over SSH
+
+Usage: racksmith <command> [options]
+
+Commands:
+  serve                      start every enabled service (DHCP, TFTP, HTTP, orchestrator)
+  token create               print a new API token (--role admin|operator|viewer [--name NAME])
+  machines list|add|set|rm|import
+                             the machine inventory, through a running server's API
+  clusters list|create|show  clusters, through a running server's API
+  settings [--markdown]      every setting with its flag, environment name and default
+  version                    print the version
+
+Run "racksmith <command> --help" for a command's options.
+Client commands talk to --url (RACKSMITH_URL, default http://127.0.0.1:8080) with
+--token (RACKSMITH_TOKEN); add --json for machine-readable output.
+`;
+
+export function settingsHelp(): string {
+  const rows = (Object.keys(SETTINGS) as SettingName[]).map((n) => {
+    const s = SETTINGS[n];
+    const def = s.default === undefined ? '' : ` (default: ${String(s.default)})`;
+    return `  --${kebab(n).padEnd(22)} ${s.env.padEnd(30)} ${s.help}${def}`;
+  });
+  return `Settings (a YAML file via --config FILE or RACKSMITH_CONFIG, then the environment, then flags; later wins):
+  --config FILE            RACKSMITH_CONFIG               YAML file of settings (keys as the flag names)
+${rows.join('\n')}
+`;
+}
+
+export const SERVE_HELP = () => `Usage: racksmith serve [settings]
+
+Starts every enabled service in one process. A service that cannot start (port in use, no
+permission for port 67/69, no such interface) stops serve with one line naming the service, the
+setting and the cause; turn it off (--dhcp-mode off, --tftp-port 0) to run without it.
+SIGTERM or Ctrl-C stops accepting, finishes in-flight requests and closes the store.
+
+${settingsHelp()}`;
+
+export const TOKEN_HELP = `Usage: racksmith token create --role admin|operator|viewer [--name NAME] [--data-dir DIR | --config FILE]
+
+Creates an API token in the data directory's store and prints it once (only its hash is kept).
+Works whether or not the server is running. Roles: viewer reads; operator also powers machines,
+reimages them and retries clusters; admin also changes the inventory and reads kubeconfigs.
+`;
+
+export const MACHINES_HELP = `Usage:
+  racksmith machines list [--cluster C] [--role R] [--state S] [--rack R]
+  racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
+                         [--ip IP] [--rack R] [--bmc-address A --bmc-username U --bmc-password P]
+  racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
+  racksmith machines rm MAC
+  racksmith machines import FILE.csv
+      header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
+
+Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+`;
+
+export const CLUSTERS_HELP = `Usage:
+  racksmith clusters list
+  racksmith clusters create --name N --ubuntu-release 18.04|20.04|22.04|24.04 --kubernetes-version V
+                            --container-runtime docker|containerd --cni weave|flannel|calico
+                            [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
+  racksmith clusters show NAME
+
+Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+`;

@@ -1,0 +1,84 @@
+import { parse } from 'csv-parse/sync';
+import type { z } from 'zod';
+import { invalid } from '../../lib/errors.js';
+import type { ImportRow } from '../../inventory/store.js';
+import { newMachineSchema } from './schemas.js';
+
+/**
+ * A rack's CSV, as techs export it from a spreadsheet:
+ *   mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
+ * Columns may come in any order; mac, hostname, role and cluster are required; an empty cell is
+ * "not given". Every error names the data row (1 = first row after the header) and the column.
+ */
+export const CSV_COLUMNS = ['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'bmc_address', 'bmc_username', 'bmc_password'] as const;
+const REQUIRED = ['mac', 'hostname', 'role', 'cluster'] as const;
+export const MAX_IMPORT_ROWS = 10_000;
+
+type Column = (typeof CSV_COLUMNS)[number];
+
+/** The body field each schema path comes from, to name the CSV column in errors. */
+const COLUMN_OF_FIELD: Record<string, Column> = {
+  mac: 'mac',
+  hostname: 'hostname',
+  role: 'role',
+  cluster: 'cluster',
+  ip: 'ip',
+  rack: 'rack',
+  'bmc.address': 'bmc_address',
+  'bmc.username': 'bmc_username',
+  'bmc.password': 'bmc_password',
+  bmc: 'bmc_address',
+};
+
+export function parseMachinesCsv(text: string): ImportRow[] {
+  let records: string[][];
+  try {
+    records = parse(text, { bom: true, skip_empty_lines: true, relax_column_count: false, trim: true }) as string[][];
+  } catch (err) {
+    const e = err as { code?: string; lines?: number; message?: string };
+    throw invalid('ERR_CSV', `line ${e.lines ?? '?'}: ${(e.message ?? 'not valid CSV').replace(/^Invalid Record Length: /, '')}`, 'csv');
+  }
+  const [header, ...rows] = records;
+  if (!header) throw invalid('ERR_CSV', 'the file is empty: expected a header row and at least one machine', 'csv');
+  if (rows.length === 0) throw invalid('ERR_CSV', 'no machine rows after the header', 'csv');
+  if (rows.length > MAX_IMPORT_ROWS) throw invalid('ERR_CSV', `at most ${MAX_IMPORT_ROWS} rows per import; this file has ${rows.length}`, 'csv');
+  const names = header.map((h) => h.toLowerCase());
+  names.forEach((n, i) => {
+    if (!(CSV_COLUMNS as readonly string[]).includes(n)) {
+      throw invalid('ERR_CSV', `header, column ${i + 1}: unknown column "${n.slice(0, 40)}" (allowed: ${CSV_COLUMNS.join(', ')})`, n);
+    }
+    if (names.indexOf(n) !== i) throw invalid('ERR_CSV', `header: column "${n}" appears twice`, n);
+  });
+  for (const r of REQUIRED) if (!names.includes(r)) throw invalid('ERR_CSV', `header: the required column "${r}" is missing`, r);
+
+  return rows.map((cells, index) => {
+    const row = index + 1;
+    const cell = (c: Column): string | undefined => {
+      const i = names.indexOf(c);
+      const v = i < 0 ? undefined : cells[i];
+      return v === undefined || v === '' ? undefined : v;
+    };
+    const hasBmc = cell('bmc_address') !== undefined || cell('bmc_username') !== undefined || cell('bmc_password') !== undefined;
+    const body = {
+      mac: cell('mac'),
+      hostname: cell('hostname'),
+      role: cell('role'),
+      cluster: cell('cluster'),
+      ip: cell('ip'),
+      rack: cell('rack'),
+      bmc: hasBmc ? { driver: 'ipmi', address: cell('bmc_address'), username: cell('bmc_username'), password: cell('bmc_password') } : undefined,
+    };
+    const result = newMachineSchema.safeParse(body);
+    if (!result.success) throw rowError(row, result.error);
+    return { ...result.data, row };
+  });
+}
+
+function rowError(row: number, err: z.ZodError): Error {
+  const issue = err.issues[0];
+  const path = issue?.path.map(String).join('.') ?? '';
+  const column = COLUMN_OF_FIELD[path] ?? path;
+  const missing = issue?.code === 'invalid_type' && issue.input === undefined;
+  const message = missing ? 'a value is required' : (issue?.message ?? 'invalid value');
+  return invalid('ERR_CSV', `row ${row}, column ${column}: ${message}`, column);
+}

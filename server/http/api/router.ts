@@ -1,0 +1,162 @@
+import express, { Router, type Request, type RequestHandler } from 'express';
+import { notFound } from '../../lib/errors.js';
+import type { Mac } from '../../lib/mac.js';
+import type { Cluster, Machine, TokenRole } from '../../inventory/model.js';
+import type { Inventory } from '../../inventory/store.js';
+import { authenticate, requireRole } from '../auth.js';
+import { parseWith } from '../errors.js';
+import { parseMachinesCsv } from './csv.js';
+import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, presentCluster, presentEvent, presentMachine } from './present.js';
+import {
+  clusterNameSchema,
+  clusterPatchSchema,
+  emptyQuerySchema,
+  eventQuerySchema,
+  machinePatchSchema,
+  machineQuerySchema,
+  macSchema,
+  newClusterSchema,
+  newMachineSchema,
+} from './schemas.js';
+
+/**
+ * Extensions other parts register under /api/v1 (cluster steps, kubeconfig, power, reimage…):
+ * each route names the least role that may call it.
+ */
+export interface ApiRoute {
+  readonly method: 'get' | 'post' | 'patch' | 'delete';
+  readonly path: string;
+  readonly role: TokenRole;
+  /** POST and PATCH handlers receive a parsed JSON body. */
+  readonly handler: RequestHandler;
+}
+
+export interface ClusterDetailProvider {
+  /** The orchestration steps shown on `GET /clusters/{name}`. */
+  steps(cluster: Cluster, machines: readonly Machine[]): Promise<unknown[]>;
+}
+
+export interface ApiDeps {
+  readonly inventory: Pick<Inventory, 'clusters' | 'machines' | 'events' | 'tokens'>;
+  readonly adminToken?: string | undefined;
+  readonly clusterDetail?: ClusterDetailProvider | undefined;
+  readonly sshPublicKey: () => Promise<string>;
+  readonly extraRoutes?: readonly ApiRoute[] | undefined;
+}
+
+/** The MAC in a path, in any accepted spelling. */
+export function pathMac(req: Request): Mac {
+  return parseWith(macSchema, req.params['mac'], 'mac');
+}
+
+export function apiRouter(deps: ApiDeps): Router {
+  const { clusters, machines, events } = deps.inventory;
+  const r = Router();
+  const json = express.json({ limit: '1mb', strict: true });
+  const csv = express.text({ type: ['text/csv', 'text/plain', 'application/csv'], limit: '5mb' });
+
+  r.use(authenticate({ tokens: deps.inventory.tokens, adminToken: deps.adminToken }));
+
+  const route = (method: ApiRoute['method'], path: string, role: TokenRole, ...handlers: RequestHandler[]): void => {
+    r[method](path, requireRole(role), ...handlers);
+  };
+  const noQuery: RequestHandler = (req, _res, next) => {
+    parseWith(emptyQuerySchema, req.query, 'query');
+    next();
+  };
+
+  async function loadCluster(name: string): Promise<Cluster> {
+    const c = await clusters.get(parseWith(clusterNameSchema, name, 'name'));
+    if (!c) throw notFound('ERR_UNKNOWN_CLUSTER', `no cluster named "${name}"`);
+    return c;
+  }
+  async function loadMachine(req: Request): Promise<Machine> {
+    const mac = pathMac(req);
+    const m = await machines.get(mac);
+    if (!m) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
+    return m;
+  }
+
+  // ── clusters ──────────────────────────────────────────────────────────────
+  route('post', '/clusters', 'admin', noQuery, json, async (req, res) => {
+    const body = parseWith(newClusterSchema, req.body);
+    const c = await clusters.create({
+      ...body,
+      podSubnet: body.podSubnet ?? DEFAULT_POD_SUBNET[body.cni],
+      serviceSubnet: body.serviceSubnet ?? DEFAULT_SERVICE_SUBNET,
+    });
+    res.status(201).location(`/api/v1/clusters/${c.name}`).json(presentCluster(c, []));
+  });
+  route('get', '/clusters', 'viewer', noQuery, async (_req, res) => {
+    const all = await machines.list();
+    res.json((await clusters.list()).map((c) => presentCluster(c, all.filter((m) => m.cluster === c.name))));
+  });
+  route('get', '/clusters/:name', 'viewer', noQuery, async (req, res) => {
+    const c = await loadCluster(String(req.params['name']));
+    const members = await machines.list({ cluster: c.name });
+    res.json({
+      ...presentCluster(c, members),
+      machines: members.map(presentMachine),
+      steps: deps.clusterDetail ? await deps.clusterDetail.steps(c, members) : [],
+    });
+  });
+  route('patch', '/clusters/:name', 'admin', noQuery, json, async (req, res) => {
+    const c = await loadCluster(String(req.params['name']));
+    const patch = parseWith(clusterPatchSchema, req.body);
+    const updated = await clusters.update(c.name, patch);
+    res.json(presentCluster(updated, await machines.list({ cluster: c.name })));
+  });
+  route('delete', '/clusters/:name', 'admin', noQuery, async (req, res) => {
+    const c = await loadCluster(String(req.params['name']));
+    await clusters.delete(c.name);
+    res.status(204).end();
+  });
+
+  // ── machines ──────────────────────────────────────────────────────────────
+  route('post', '/machines/import', 'admin', noQuery, csv, async (req, res) => {
+    if (typeof req.body !== 'string') {
+      res.status(415).json({ error: { code: 'ERR_CONTENT_TYPE', message: 'send the CSV with Content-Type: text/csv', field: 'content-type' } });
+      return;
+    }
+    const rows = parseMachinesCsv(req.body);
+    const created = await machines.importAll(rows);
+    res.status(201).json({ imported: created.length, machines: created.map(presentMachine) });
+  });
+  route('post', '/machines', 'admin', noQuery, json, async (req, res) => {
+    const body = parseWith(newMachineSchema, req.body);
+    const m = await machines.create(body);
+    res.status(201).location(`/api/v1/machines/${m.mac}`).json(presentMachine(m));
+  });
+  route('get', '/machines', 'viewer', async (req, res) => {
+    const filter = parseWith(machineQuerySchema, req.query, 'query');
+    res.json((await machines.list(filter)).map(presentMachine));
+  });
+  route('get', '/machines/:mac', 'viewer', noQuery, async (req, res) => {
+    res.json(presentMachine(await loadMachine(req)));
+  });
+  route('patch', '/machines/:mac', 'admin', noQuery, json, async (req, res) => {
+    const m = await loadMachine(req);
+    const patch = parseWith(machinePatchSchema, req.body);
+    res.json(presentMachine(await machines.update(m.mac, patch, 'api')));
+  });
+  route('delete', '/machines/:mac', 'admin', noQuery, async (req, res) => {
+    const m = await loadMachine(req);
+    await machines.delete(m.mac);
+    res.status(204).end();
+  });
+  route('get', '/machines/:mac/events', 'viewer', async (req, res) => {
+    const m = await loadMachine(req);
+    const q = parseWith(eventQuerySchema, req.query, 'query');
+    res.json((await events.list({ mac: m.mac, afterId: q.after, limit: q.limit })).map(presentEvent));
+  });
+
+  route('get', '/ssh-key', 'viewer', noQuery, async (_req, res) => {
+    res.type('text/plain').send((await deps.sshPublicKey()) + '\n');
+  });
+
+  for (const x of deps.extraRoutes ?? []) {
+    if (x.method === 'post' || x.method === 'patch') route(x.method, x.path, x.role, noQuery, json, x.handler);
+    else route(x.method, x.path, x.role, x.handler);
+  }
+  return r;
+}

@@ -1,0 +1,145 @@
+import { z } from 'zod';
+import { parseIPv4 } from '../../lib/ipv4.js';
+import { parseMac, type Mac } from '../../lib/mac.js';
+import { CNIS, CONTAINER_RUNTIMES, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
+import { MACHINE_STATES } from '../../inventory/lifecycle.js';
+
+/**
+ * The API's input shapes, parsed once at the boundary: MACs canonicalised, IPs checked, literals
+ * narrowed. Handlers receive only these outputs.
+ */
+
+export const macSchema = z
+  .string()
+  .transform((s, ctx): Mac => {
+    const mac = parseMac(s);
+    if (mac === null) {
+      ctx.addIssue({ code: 'custom', message: `"${s.slice(0, 40)}" is not a MAC address (accepted: 52:54:00:aa:bb:cc, 52-54-00-aa-bb-cc, 5254.00aa.bbcc, 525400aabbcc)` });
+      return z.NEVER;
+    }
+    return mac;
+  });
+
+export const ipv4Schema = z.string().refine((s) => parseIPv4(s) !== null, { message: 'expected an IPv4 address such as 10.0.0.11' });
+
+/** RFC 1123 host name label: what kubeadm accepts as a node name. */
+export const hostnameSchema = z
+  .string()
+  .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'expected a host name: lower-case letters, digits and inner hyphens, at most 63 characters');
+
+export const clusterNameSchema = z
+  .string()
+  .regex(/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/, 'expected a cluster name: lower-case letters, digits and inner hyphens, at most 40 characters');
+
+export const rackSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a rack name: letters, digits, ".", "_" or "-", at most 64 characters');
+
+const cidrSchema = z.string().refine((s) => {
+  const [ip, bits, ...rest] = s.split('/');
+  return rest.length === 0 && ip !== undefined && parseIPv4(ip) !== null && bits !== undefined && /^\d{1,2}$/.test(bits) && Number(bits) <= 32;
+}, 'expected an IPv4 CIDR such as 10.244.0.0/16');
+
+const endpointSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9.-]{1,253}:\d{1,5}$/, 'expected host:port such as 10.0.0.10:6443')
+  .refine((s) => Number(s.split(':')[1]) <= 65535, 'port out of range');
+
+/** Kubernetes versions as kubeadm writes them, stored without the leading "v". */
+export const kubernetesVersionSchema = z
+  .string()
+  .regex(/^v?1\.(1[89]|[2-9]\d)\.\d{1,3}$/, 'expected a Kubernetes version from 1.18.0 on, such as 1.28.4')
+  .transform((s) => s.replace(/^v/, ''));
+
+export function kubernetesMinor(version: string): number {
+  return Number(version.split('.')[1]);
+}
+
+export const newClusterSchema = z
+  .object({
+    name: clusterNameSchema,
+    ubuntuRelease: z.enum(UBUNTU_RELEASES),
+    kubernetesVersion: kubernetesVersionSchema,
+    containerRuntime: z.enum(CONTAINER_RUNTIMES),
+    cni: z.enum(CNIS),
+    podSubnet: cidrSchema.optional(),
+    serviceSubnet: cidrSchema.optional(),
+    controlPlaneEndpoint: endpointSchema.optional(),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    // dockershim left Kubernetes in 1.24; Docker Engine would need cri-dockerd, which we do not install.
+    if (c.containerRuntime === 'docker' && kubernetesMinor(c.kubernetesVersion) >= 24) {
+      ctx.addIssue({ code: 'custom', path: ['containerRuntime'], message: 'Kubernetes 1.24 and later have no dockershim: use containerd' });
+    }
+  });
+
+export const clusterPatchSchema = z
+  .object({
+    ubuntuRelease: z.enum(UBUNTU_RELEASES).optional(),
+    kubernetesVersion: kubernetesVersionSchema.optional(),
+    containerRuntime: z.enum(CONTAINER_RUNTIMES).optional(),
+    cni: z.enum(CNIS).optional(),
+    podSubnet: cidrSchema.nullable().optional(),
+    serviceSubnet: cidrSchema.nullable().optional(),
+    controlPlaneEndpoint: endpointSchema.nullable().optional(),
+  })
+  .strict();
+
+const bmcHost = z.string().regex(/^[A-Za-z0-9.:-]{1,253}$/, 'expected a BMC address (IP or host name)');
+
+export const newBmcSchema = z
+  .object({
+    driver: z.literal('ipmi'),
+    address: bmcHost,
+    port: z.number().int().min(1).max(65535).optional(),
+    // IPMI 2.0 limits: user names 16 bytes, passwords 20 bytes.
+    username: z.string().min(1).max(16),
+    password: z.string().min(1).max(20),
+    cipherSuite: z.number().int().min(0).max(17).optional(),
+  })
+  .strict();
+
+export const bmcPatchSchema = newBmcSchema.extend({ password: z.string().min(1).max(20).optional() }).strict();
+
+export const newMachineSchema = z
+  .object({
+    mac: macSchema,
+    hostname: hostnameSchema,
+    role: z.enum(ROLES),
+    cluster: clusterNameSchema,
+    ip: ipv4Schema.optional(),
+    rack: rackSchema.optional(),
+    bmc: newBmcSchema.optional(),
+  })
+  .strict();
+
+export const machinePatchSchema = z
+  .object({
+    hostname: hostnameSchema.nullable().optional(),
+    role: z.enum(ROLES).nullable().optional(),
+    cluster: clusterNameSchema.nullable().optional(),
+    ip: ipv4Schema.nullable().optional(),
+    rack: rackSchema.nullable().optional(),
+    bmc: bmcPatchSchema.nullable().optional(),
+  })
+  .strict();
+
+const single = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((v) => v, schema.optional()).refine((v) => !Array.isArray(v), 'give this parameter once');
+
+export const machineQuerySchema = z
+  .object({
+    cluster: single(clusterNameSchema),
+    role: single(z.enum(ROLES)),
+    state: single(z.enum(MACHINE_STATES)),
+    rack: single(rackSchema),
+  })
+  .strict();
+
+export const eventQuerySchema = z
+  .object({
+    after: single(z.string().regex(/^\d{1,15}$/, 'expected an event id').transform(Number)),
+    limit: single(z.string().regex(/^\d{1,5}$/, 'expected a number from 1 to 10000').transform(Number).refine((n) => n >= 1 && n <= 10_000, 'expected a number from 1 to 10000')),
+  })
+  .strict();
+
+export const emptyQuerySchema = z.object({}).strict();

@@ -1,0 +1,42 @@
+import express, { type Express, type Router } from 'express';
+import type { Logger } from '../lib/log.js';
+import type { ServiceHealth } from '../lib/service.js';
+import { apiRouter, type ApiDeps } from './api/router.js';
+import { openApiDocument } from './api/openapi.js';
+import { requestContext } from './context.js';
+import { errorHandler, notFoundHandler } from './errors.js';
+
+export interface AppDeps extends ApiDeps {
+  readonly log: Logger;
+  readonly version: string;
+  /** Each service's state, for /healthz. */
+  readonly health: () => Record<string, ServiceHealth>;
+  /** What machines see, without an API token: boot scripts, seeds, artifacts, phone-home. */
+  readonly machineRouter?: Router | undefined;
+  /** Anything else served at the root (metrics, web console). */
+  readonly rootRouters?: readonly Router[] | undefined;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  // Express's "extended" parser builds nested objects from `a[b]=c`; the API takes flat queries only.
+  app.set('query parser', 'simple');
+  app.use(requestContext(deps.log));
+
+  app.get('/healthz', (_req, res) => {
+    const services = deps.health();
+    const failed = Object.values(services).some((s) => s.state === 'failed');
+    res.status(failed ? 503 : 200).json({ status: failed ? 'failing' : 'ok', version: deps.version, services });
+  });
+  app.get('/api/v1/openapi.json', (_req, res) => {
+    res.json(openApiDocument(deps.version));
+  });
+  app.use('/api/v1', apiRouter(deps));
+  if (deps.machineRouter) app.use(deps.machineRouter);
+  for (const r of deps.rootRouters ?? []) app.use(r);
+  app.use(notFoundHandler);
+  app.use(errorHandler);
+  return app;
+}

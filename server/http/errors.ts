@@ -1,0 +1,77 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { z } from 'zod';
+import { AppError, type ErrorKind } from '../lib/errors.js';
+import { TransitionError } from '../inventory/lifecycle.js';
+
+/**
+ * Every error leaves as `{"error": {"code", "message", "field"?}}` with the status of its kind:
+ * 400 bad input, 401 no or bad token, 403 role too low, 404 unknown resource, 409 conflict.
+ * A 500 is a real fault: logged with its stack, answered without internals.
+ */
+const STATUS: Record<ErrorKind, number> = {
+  invalid: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  'not-found': 404,
+  conflict: 409,
+  unavailable: 503,
+};
+
+export interface ErrorBody {
+  readonly error: { readonly code: string; readonly message: string; readonly field?: string };
+}
+
+export function errorBody(code: string, message: string, field?: string): ErrorBody {
+  return { error: field === undefined ? { code, message } : { code, message, field } };
+}
+
+/** The first zod issue as a 400, naming the field by its dotted path. */
+export function fromZod(err: z.ZodError, prefix?: string): AppError {
+  const issue = err.issues[0];
+  const path = [prefix, ...(issue?.path.map(String) ?? [])];
+  let message = issue?.message ?? 'invalid input';
+  if (issue?.code === 'unrecognized_keys') {
+    path.push(issue.keys[0]);
+    message = `unknown field(s): ${issue.keys.join(', ')}`;
+  } else if (issue?.code === 'invalid_type' && issue.input === undefined) {
+    message = 'this field is required';
+  }
+  const field = path.filter(Boolean).join('.') || undefined;
+  return new AppError('invalid', 'ERR_VALIDATION', field ? `${field}: ${message}` : message, field);
+}
+
+export function parseWith<T extends z.ZodType>(schema: T, value: unknown, prefix?: string): z.output<T> {
+  const result = schema.safeParse(value);
+  if (!result.success) throw fromZod(result.error, prefix);
+  return result.data;
+}
+
+export const notFoundHandler: RequestHandler = (req, res) => {
+  res.status(404).json(errorBody('ERR_NOT_FOUND', `no route for ${req.method} ${req.path}`));
+};
+
+export const errorHandler: ErrorRequestHandler = (err: unknown, req, res, _next) => {
+  if (res.headersSent) return;
+  if (err instanceof AppError) {
+    res.status(STATUS[err.kind]).json(errorBody(err.code, err.message, err.field));
+    return;
+  }
+  if (err instanceof TransitionError) {
+    res.status(409).json(errorBody(err.code, err.message, 'state'));
+    return;
+  }
+  if (err instanceof z.ZodError) {
+    const e = fromZod(err);
+    res.status(400).json(errorBody(e.code, e.message, e.field));
+    return;
+  }
+  // Body-parser failures: malformed JSON, wrong charset, too large.
+  const e = err as { type?: string; status?: number; message?: string };
+  if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+    const code = e.type === 'entity.parse.failed' ? 'ERR_BAD_JSON' : e.type === 'entity.too.large' ? 'ERR_TOO_LARGE' : 'ERR_BAD_REQUEST';
+    res.status(e.status).json(errorBody(code, e.type === 'entity.parse.failed' ? 'the body is not valid JSON' : (e.message ?? 'bad request')));
+    return;
+  }
+  req.log?.error({ err }, 'request failed');
+  res.status(500).json(errorBody('ERR_INTERNAL', 'internal error; see the server log for the request id'));
+};

@@ -1,0 +1,64 @@
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Express } from 'express';
+import { ServiceStartError, bindFailure, type Service, type ServiceContext, type ServiceState } from '../lib/service.js';
+
+export interface HttpSettings {
+  readonly httpAddress: string;
+  readonly httpPort: number;
+}
+
+/**
+ * The HTTP listener. Stop: no new connections, idle keep-alive sockets closed at once, in-flight
+ * requests given a grace period to finish, then anything left is cut.
+ */
+export function createHttpService(settings: HttpSettings, app: Express, graceMs = 10_000): Service & { address(): { address: string; port: number } | null } {
+  let server: Server | null = null;
+  let state: ServiceState = 'stopped';
+  const sockets = new Set<Socket>();
+
+  return {
+    name: 'http',
+    async start(_ctx: ServiceContext) {
+      state = 'starting';
+      server = createServer(app);
+      server.keepAliveTimeout = 5_000;
+      server.headersTimeout = 15_000;
+      server.requestTimeout = 0; // artifacts (ISOs) stream for minutes
+      server.on('connection', (s) => {
+        sockets.add(s);
+        s.on('close', () => sockets.delete(s));
+      });
+      const srv = server;
+      await new Promise<void>((resolve, reject) => {
+        srv.once('error', (err) => {
+          state = 'failed';
+          reject(new ServiceStartError('http', `http-address ${settings.httpAddress}, http-port ${settings.httpPort}`, bindFailure(err)));
+        });
+        srv.listen(settings.httpPort, settings.httpAddress, () => resolve());
+      });
+      state = 'serving';
+    },
+    async stop() {
+      if (!server) return;
+      state = 'stopping';
+      const srv = server;
+      const closed = new Promise<void>((resolve) => srv.close(() => resolve()));
+      srv.closeIdleConnections();
+      const timer = setTimeout(() => {
+        for (const s of sockets) s.destroy();
+      }, graceMs);
+      await closed;
+      clearTimeout(timer);
+      server = null;
+      state = 'stopped';
+    },
+    health() {
+      return { state, detail: { connections: sockets.size } };
+    },
+    address() {
+      const a = server?.address();
+      return a && typeof a === 'object' ? { address: a.address, port: a.port } : null;
+    },
+  };
+}

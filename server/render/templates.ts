@@ -1,0 +1,83 @@
+import nunjucks from 'nunjucks';
+import { stringify } from 'yaml';
+
+/**
+ * Templates are data (boot-templates/, autoinstall/), rendered strictly: a missing variable is an
+ * error, never an empty string; nothing is HTML-escaped; values inserted into YAML, shell or a
+ * kernel command line go through the filter made for that context. A failed render is an error
+ * for the caller to answer (HTTP 500 and a log line) — never half a file.
+ */
+export class RenderError extends Error {
+  readonly code = 'ERR_RENDER';
+  readonly template: string;
+  constructor(template: string, cause: unknown) {
+    super(`cannot render ${template}: ${cause instanceof Error ? cause.message.replace(/\s+/g, ' ') : String(cause)}`);
+    this.name = 'RenderError';
+    this.template = template;
+  }
+}
+
+/** A YAML scalar that parses back to exactly this value (quoted when needed, never multi-line). */
+export function yamlScalar(value: unknown): string {
+  if (value === null || value === undefined) throw new Error('yaml filter: no value');
+  const text = stringify(value, { lineWidth: 0, defaultStringType: 'QUOTE_DOUBLE', defaultKeyType: 'PLAIN' }).trimEnd();
+  if (typeof value !== 'object' && text.includes('\n')) throw new Error('yaml filter: value does not fit on one line');
+  return text;
+}
+
+/** A single-quoted POSIX shell word. */
+export function shellQuote(value: unknown): string {
+  const s = String(value);
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A kernel command line / iPXE argument: refused if it could break the line or inject a command. */
+export function cmdlineSafe(value: unknown): string {
+  const s = String(value);
+  if (/[\r\n\0]/.test(s)) throw new Error('cmdline filter: a newline or NUL cannot go on a command line');
+  return s;
+}
+
+/**
+ * A word safe inside an iPXE script: iPXE expands `${…}` and splits on spaces, and a newline would
+ * start a new command, so only a conservative character set passes.
+ */
+export function ipxeSafe(value: unknown): string {
+  const s = String(value);
+  if (!/^[A-Za-z0-9._:/?&=%+,@~-]*$/.test(s)) throw new Error(`ipxe filter: "${s.slice(0, 40)}" has characters that are unsafe in an iPXE script`);
+  return s;
+}
+
+export interface Renderer {
+  render(template: string, context: Record<string, unknown>): string;
+}
+
+/** One strict environment per template folder; templates come from the repository only. */
+export function createRenderer(dir: string, opts: { cache?: boolean } = {}): Renderer {
+  const env = new nunjucks.Environment(new nunjucks.FileSystemLoader(dir, { noCache: opts.cache === false }), {
+    autoescape: false,
+    throwOnUndefined: true,
+    trimBlocks: true,
+    lstripBlocks: true,
+  });
+  env.addFilter('yaml', yamlScalar);
+  env.addFilter('shellquote', shellQuote);
+  env.addFilter('cmdline', cmdlineSafe);
+  env.addFilter('ipxe', ipxeSafe);
+  env.addFilter('json', (v: unknown) => JSON.stringify(v));
+  env.addFilter('indent_block', (v: unknown, n: number) =>
+    String(v)
+      .split('\n')
+      .map((line, i) => (i === 0 || line === '' ? line : ' '.repeat(n) + line))
+      .join('\n'),
+  );
+  return {
+    render(template, context) {
+      try {
+        return env.render(template, context);
+      } catch (err) {
+        throw new RenderError(template, err);
+      }
+    },
+  };
+}

@@ -1,0 +1,152 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { CLI_PATH } from '../../server/lib/paths.js';
+
+const run = promisify(execFile);
+
+/**
+ * The real `racksmith serve` process, started from the compiled CLI exactly as an operator would
+ * (optionally inside a test's network namespace), driven over HTTP only.
+ */
+export interface RacksmithProcess {
+  readonly url: string;
+  readonly dataDir: string;
+  readonly child: ChildProcess;
+  /** Everything the process wrote to stdout and stderr so far. */
+  output(): string;
+  /** Runs the CLI against the same data directory (and namespace), returns stdout. */
+  cli(args: readonly string[], env?: Record<string, string>): Promise<string>;
+  /** SIGTERM and wait; returns the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL, as a crash would. */
+  kill9(): Promise<void>;
+  /** Removes the data directory (only if this helper created it). */
+  cleanup(): void;
+}
+
+export interface StartOptions {
+  /** Reuse a data directory (restart tests); default: a fresh temporary one. */
+  readonly dataDir?: string;
+  readonly env?: Record<string, string>;
+  /** Run inside this network namespace (`ip netns exec`). */
+  readonly netns?: string;
+  /** Host to reach HTTP on (default 127.0.0.1). */
+  readonly host?: string;
+  readonly httpPort?: number;
+  readonly timeoutMs?: number;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function command(netns: string | undefined, args: readonly string[]): [string, string[]] {
+  const node = [process.execPath, '--enable-source-maps', CLI_PATH, ...args];
+  return netns ? ['ip', ['netns', 'exec', netns, ...node]] : [node[0] as string, node.slice(1)];
+}
+
+export async function startRacksmith(opts: StartOptions = {}): Promise<RacksmithProcess> {
+  const ownDir = opts.dataDir === undefined;
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'racksmith-test-'));
+  const port = opts.httpPort ?? (await freePort());
+  const host = opts.host ?? '127.0.0.1';
+  const env: Record<string, string> = {
+    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    HOME: process.env['HOME'] ?? '/root',
+    RACKSMITH_DATA_DIR: dataDir,
+    RACKSMITH_HTTP_PORT: String(port),
+    RACKSMITH_HTTP_ADDRESS: opts.netns ? '0.0.0.0' : '127.0.0.1',
+    RACKSMITH_ADVERTISE_ADDRESS: host,
+    RACKSMITH_DHCP_MODE: 'off',
+    RACKSMITH_TFTP_PORT: '0',
+    RACKSMITH_LOG_LEVEL: 'debug',
+    ...opts.env,
+  };
+  const [cmd, args] = command(opts.netns, ['serve']);
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const url = `http://${host}:${port}`;
+
+  const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
+  let up = false;
+  while (Date.now() < deadline && child.exitCode === null) {
+    try {
+      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) {
+        up = true;
+        break;
+      }
+    } catch {
+      /* not listening yet */
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!up) {
+    child.kill('SIGKILL');
+    throw new Error(`racksmith did not become healthy at ${url}:\n${output.slice(-3000)}`);
+  }
+
+  return {
+    url,
+    dataDir,
+    child,
+    output: () => output,
+    async cli(cliArgs, extraEnv = {}) {
+      const [c, a] = command(opts.netns, cliArgs);
+      const { stdout } = await run(c, a, { env: { ...env, RACKSMITH_URL: url, ...extraEnv }, timeout: 60_000 });
+      return stdout;
+    },
+    async stop() {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+    async kill9() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+    cleanup() {
+      if (ownDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A small JSON client for tests: returns status and parsed body, never throws on HTTP errors. */
+export async function api(base: string, token: string | null, method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; body: any; text: string; headers: Headers }> {
+  const headers: Record<string, string> = {};
+  if (token) headers['authorization'] = `Bearer ${token}`;
+  if (body !== undefined) headers['content-type'] = contentType;
+  const res = await fetch(`${base}${path.startsWith('/api') || path.startsWith('/') ? path : '/' + path}`, {
+    method,
+    headers,
+    body: body === undefined ? null : typeof body === 'string' ? body : JSON.stringify(body),
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = await res.text();
+  let parsed: unknown = undefined;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  return { status: res.status, body: parsed, text, headers: res.headers };
+}

@@ -1,0 +1,47 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { Router } from 'express';
+import { apiRouter } from '../server/http/api/router.js';
+import { openApiDocument } from '../server/http/api/openapi.js';
+import { tempInventory } from './lib/inventory.js';
+
+/** Every route the API serves is in the OpenAPI document, and the document lists nothing else. */
+const test = suite('openapi: document and routes agree');
+
+function routesOf(router: Router): string[] {
+  const out: string[] = [];
+  for (const layer of router.stack as unknown as { route?: { path: string; methods: Record<string, boolean> } }[]) {
+    if (!layer.route) continue;
+    const path = layer.route.path.replace(/:([A-Za-z]+)/g, '{$1}');
+    for (const [method, on] of Object.entries(layer.route.methods)) if (on && method !== '_all') out.push(`${method.toUpperCase()} ${path}`);
+  }
+  return out.sort();
+}
+
+test('routes ⇔ paths', async () => {
+  const inv = tempInventory();
+  try {
+    const router = apiRouter({ inventory: inv, sshPublicKey: async () => 'ssh-ed25519 AAAA racksmith' });
+    const served = [...routesOf(router), 'GET /openapi.json'].sort();
+    const doc = openApiDocument('test') as { paths: Record<string, Record<string, unknown>> };
+    const documented = Object.entries(doc.paths)
+      .flatMap(([path, ops]) => Object.keys(ops).filter((k) => k !== 'parameters').map((m) => `${m.toUpperCase()} ${path}`))
+      .sort();
+    assert.equal(served, documented);
+    assert.ok(served.length >= 10);
+  } finally {
+    await inv.destroy();
+  }
+});
+
+test('the document is valid JSON with bodies for every POST/PATCH', () => {
+  const doc = openApiDocument('test') as { paths: Record<string, Record<string, { requestBody?: unknown }>> };
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      if ((method === 'post' || method === 'patch') && !/retry|reimage/.test(path)) assert.ok(op.requestBody, `${method} ${path} has no requestBody`);
+    }
+  }
+  assert.not.throws(() => JSON.parse(JSON.stringify(doc)));
+});
+
+test.run();
