@@ -8,7 +8,7 @@ import type { EventRepo, MachineRepo } from '../inventory/store.js';
 import { admit, fileRefusal, type RefusalCounter } from './decide.js';
 import { toNetascii } from './netascii.js';
 import { TFTP_ERRORS, ackBlock, decodeTftp, encodeDataHeader, encodeTftp, tftpErrorName, type RequestPacket, type TftpPacket } from './packet.js';
-import { blockRange, initialState, negotiate, step, type AbortReason, type Negotiation, type TransferAction, type TransferConfig, type TransferEvent, type TransferState } from './transfer.js';
+import { MAX_RTO_MS, blockRange, initialState, negotiate, step, type AbortReason, type Negotiation, type TransferAction, type TransferConfig, type TransferEvent, type TransferState } from './transfer.js';
 
 /**
  * The only impure part of TFTP: the listening socket, one new socket per transfer (its port is
@@ -584,8 +584,9 @@ export class TftpServer implements TftpService {
       blksize: neg.blksize,
       windowsize: neg.windowsize,
       oack: neg.oack.length > 0,
-      timeoutMs: neg.timeoutMs ?? this.settings.tftpTimeoutMs,
-      fixedTimeout: neg.timeoutMs !== null,
+      timeoutMs: this.settings.tftpTimeoutMs,
+      maxTimeoutMs: neg.timeoutMs ?? Math.max(MAX_RTO_MS, this.settings.tftpTimeoutMs),
+      clientTimeoutMs: neg.timeoutMs,
       maxRetries: this.settings.tftpRetries,
     };
     const t = new Transfer(this, sock, key, rinfo, file, p.mode, neg, config);

@@ -97,8 +97,23 @@ export function negotiate(requested: readonly TftpOption[], size: number, limits
 
 /** Floor for the adaptive retransmission timeout: below this a busy event loop alone would look like loss. */
 export const MIN_RTO_MS = 30;
-/** Ceiling for exponential backoff. */
+/** Ceiling for exponential backoff when the client sets no timeout. */
 export const MAX_RTO_MS = 4000;
+
+/**
+ * Some clients answer a repeated block with one extra ACK and then ignore further repeats until
+ * their own timer fires — atftp does, and its timer restarts on every packet it receives. If
+ * that one extra ACK is lost too, a server that keeps retransmitting faster than the client's
+ * timeout keeps the client from ever speaking again. So after QUIET_AFTER unanswered
+ * retransmissions the server waits longer than the client's timeout: RFC 2349's value when the
+ * client sent one, else CLIENT_QUIET_MS (atftp's and tftp-hpa's clients wait 5 s).
+ */
+export const QUIET_AFTER = 2;
+export const CLIENT_QUIET_MS = 6000;
+
+export function quietGap(config: TransferConfig): number {
+  return config.clientTimeoutMs !== null ? Math.ceil(config.clientTimeoutMs * 1.5) : CLIENT_QUIET_MS;
+}
 
 export interface TransferConfig {
   readonly size: number;
@@ -108,8 +123,14 @@ export interface TransferConfig {
   readonly oack: boolean;
   /** First retransmission timeout (before a round trip is measured). */
   readonly timeoutMs: number;
-  /** The client set the timeout (RFC 2349): use it unchanged, no adaptation or backoff. */
-  readonly fixedTimeout: boolean;
+  /**
+   * Ceiling for the adaptive timeout and its backoff: MAX_RTO_MS, or the RFC 2349 timeout the
+   * client asked for. We never wait longer than the client said; we may resend sooner when the
+   * measured round trip says a block is lost, which costs a correct client only a duplicate.
+   */
+  readonly maxTimeoutMs: number;
+  /** The RFC 2349 timeout the client sent (its own retransmission interval too), or null. */
+  readonly clientTimeoutMs: number | null;
   /** Timeouts in a row without progress before the transfer is abandoned. */
   readonly maxRetries: number;
 }
@@ -179,7 +200,7 @@ export function initialState(config: TransferConfig): TransferState {
     acked: 0,
     sent: 0,
     retries: 0,
-    rto: config.timeoutMs,
+    rto: Math.min(config.timeoutMs, config.maxTimeoutMs),
     srtt: null,
     rttvar: 0,
     windowSentAt: 0,
@@ -190,10 +211,10 @@ export function initialState(config: TransferConfig): TransferState {
 }
 
 /** RFC 6298 §2 smoothing, with our own floor and ceiling (a LAN, not the Internet). */
-function withSample(s: TransferState, sample: number): Pick<TransferState, 'srtt' | 'rttvar' | 'rto'> {
+function withSample(config: TransferConfig, s: TransferState, sample: number): Pick<TransferState, 'srtt' | 'rttvar' | 'rto'> {
   const srtt = s.srtt === null ? sample : 0.875 * s.srtt + 0.125 * sample;
   const rttvar = s.srtt === null ? sample / 2 : 0.75 * s.rttvar + 0.25 * Math.abs(s.srtt - sample);
-  const rto = Math.min(MAX_RTO_MS, Math.max(MIN_RTO_MS, Math.ceil(srtt + 4 * rttvar)));
+  const rto = Math.min(config.maxTimeoutMs, Math.max(MIN_RTO_MS, Math.ceil(srtt + 4 * rttvar)));
   return { srtt, rttvar, rto };
 }
 
@@ -255,7 +276,8 @@ export function step(config: TransferConfig, s: TransferState, ev: TransferEvent
           actions: [{ type: 'abort', reason: 'timeout', detail: `no answer after ${config.maxRetries} retransmissions (last block acknowledged: ${s.acked})` }],
         };
       }
-      const rto = config.fixedTimeout ? s.rto : Math.min(MAX_RTO_MS, s.rto * 2);
+      const backoff = Math.min(config.maxTimeoutMs, s.rto * 2);
+      const rto = retries >= QUIET_AFTER ? Math.max(backoff, quietGap(config)) : backoff;
       const next: TransferState = { ...s, retries, rto, timeouts: s.timeouts + 1 };
       if (s.phase === 'oack') {
         return {
@@ -271,7 +293,7 @@ export function step(config: TransferConfig, s: TransferState, ev: TransferEvent
       if (s.phase === 'oack') {
         // RFC 2347 §4: the client confirms the OACK with ACK 0; anything else is not for us yet.
         if (ev.block !== 0) return { state: s, actions: [], verdict: 'ignored' };
-        const timing = s.windowResent || config.fixedTimeout ? {} : withSample(s, ev.now - s.windowSentAt);
+        const timing = s.windowResent ? {} : withSample(config, s, ev.now - s.windowSentAt);
         return sendWindow(config, { ...s, ...timing, retries: 0 }, 1, ev.now, false);
       }
       const a = absoluteAck(ev.block, s.acked, s.sent);
@@ -279,7 +301,7 @@ export function step(config: TransferConfig, s: TransferState, ev: TransferEvent
       // Sorcerer's Apprentice (RFC 1350 errata, RFC 1123 §4.2.3.1): a repeated ACK must not send
       // anything, or every duplicate doubles the traffic for the rest of the transfer.
       if (a === s.acked) return { state: s, actions: [], verdict: 'duplicate' };
-      const timing = a === s.sent && !s.windowResent && !config.fixedTimeout ? withSample(s, ev.now - s.windowSentAt) : {};
+      const timing = a === s.sent && !s.windowResent ? withSample(config, s, ev.now - s.windowSentAt) : {};
       const progressed: TransferState = { ...s, ...timing, acked: a, retries: 0 };
       if (a === lastBlock(config.size, config.blksize)) {
         return { state: { ...progressed, phase: 'done' }, actions: [{ type: 'done' }], verdict: 'progress' };
