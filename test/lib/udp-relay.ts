@@ -6,7 +6,7 @@
  * client-facing port, and the client sees the same shape of conversation as without the relay.
  *
  * Run inside a namespace: `node dist/test/lib/udp-relay.js --listen 10.77.0.1:6969
- * --target 10.77.0.1:69 --loss 0.1 --seed 7`. It prints `ready` once bound and, on SIGTERM, one
+ * --target 10.77.0.1:69 --loss 0.1 --seed 7` (add `--delay-ms 1 --delay-to server` for latency). It prints `ready` once bound and, on SIGTERM, one
  * JSON line of counts.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
@@ -18,6 +18,8 @@ export interface RelayOptions {
   /** Share of datagrams dropped in each direction, 0..1. */
   readonly loss: number;
   readonly delayMs: number;
+  /** Which direction is delayed: towards the server, towards the client, or both. */
+  readonly delayTo?: 'server' | 'client' | 'both';
   readonly seed: number;
 }
 
@@ -69,7 +71,8 @@ export async function startRelay(o: RelayOptions): Promise<{ counts: RelayCounts
         /* closed meanwhile */
       }
     };
-    if (o.delayMs > 0) setTimeout(send, o.delayMs);
+    const delayed = o.delayMs > 0 && (o.delayTo ?? 'both') !== (dir === 'toServer' ? 'client' : 'server');
+    if (delayed) setTimeout(send, o.delayMs);
     else send();
   };
 
@@ -156,6 +159,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     target: hostPort(args.get('target'), '--target'),
     loss: Number(args.get('loss') ?? 0),
     delayMs: Number(args.get('delay-ms') ?? 0),
+    delayTo: (args.get('delay-to') ?? 'both') as 'server' | 'client' | 'both',
     seed: Number(args.get('seed') ?? 1),
   });
   process.stdout.write('ready\n');
