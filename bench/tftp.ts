@@ -7,7 +7,9 @@
  *   3. 50 concurrent 1 MiB downloads from one process    (curl --parallel, --tftp-blksize 1468)
  *   4. 2 and 3 again through a user-space relay adding 1 ms towards the server
  *
- * Each server runs alone on port 69 while it is measured. Prints MB/s and racksmith's ratio to
+ * Every server listens on port 69 of its own address on the same veth, all at once, and the runs
+ * are interleaved (server by server within each round), so that a noisy moment on the shared
+ * machine does not land on one server only; each figure is the median of the rounds. Prints MB/s and racksmith's ratio to
  * each peer; the goals of issue 4 are checked and printed, not asserted (a benchmark, not a test).
  * atftpd conflicts with tftpd-hpa as a Debian package, so it is fetched with `apt-get download`
  * and unpacked into a cache outside the clone. Run it alone on the machine: the npm script takes
@@ -23,8 +25,9 @@ import { startRacksmith } from '../test/lib/racksmith.js';
 import { RELAY_SCRIPT, patternBytes } from '../test/lib/tftp-bed.js';
 import { requirements } from '../test/lib/tools.js';
 
-const SERVER = '10.77.0.1';
 const CLIENT = '10.77.0.2';
+const ADDRESSES: Record<string, string> = { racksmith: '10.77.0.1', 'tftpd-hpa': '10.77.0.3', atftpd: '10.77.0.4', dnsmasq: '10.77.0.5' };
+const addressOf = (server: string): string => ADDRESSES[server] ?? '10.77.0.1';
 const CACHE = process.env['RACKSMITH_BENCH_CACHE'] ?? '/var/cache/racksmith-bench';
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
 const BIG = 30 << 20;
@@ -83,7 +86,8 @@ async function main(): Promise<void> {
   try {
     const srv = await tb.addNamespace('s');
     const cli = await tb.addNamespace('c');
-    await tb.veth(srv, 'sv', cli, 'cv', `${SERVER}/24`, `${CLIENT}/24`);
+    await tb.veth(srv, 'sv', cli, 'cv', `${addressOf('racksmith')}/24`, `${CLIENT}/24`);
+    for (const a of Object.values(ADDRESSES).slice(1)) await tb.ip(srv, ['addr', 'add', `${a}/24`, 'dev', tb.name('sv')]);
 
     const spawnServer = (cmd: string, args: string[]) => async () => {
       const child = tb.spawn(srv, cmd, args);
@@ -95,7 +99,7 @@ async function main(): Promise<void> {
         async start() {
           const rs = await startRacksmith({
             netns: srv,
-            env: { RACKSMITH_TFTP_PORT: '69', RACKSMITH_TFTP_ROOT: root, RACKSMITH_TFTP_MAX_CLIENT_TRANSFERS: '64', RACKSMITH_LOG_LEVEL: 'warn' },
+            env: { RACKSMITH_TFTP_PORT: '69', RACKSMITH_TFTP_ADDRESS: addressOf('racksmith'), RACKSMITH_TFTP_ROOT: root, RACKSMITH_TFTP_MAX_CLIENT_TRANSFERS: '64', RACKSMITH_LOG_LEVEL: 'warn' },
           });
           return async () => {
             await rs.stop();
@@ -103,11 +107,11 @@ async function main(): Promise<void> {
           };
         },
       },
-      { name: 'tftpd-hpa', start: spawnServer('in.tftpd', ['-L', '-a', `${SERVER}:69`, '-u', 'root', '-s', root]) },
-      { name: 'atftpd', start: spawnServer(atftpd, ['--daemon', '--no-fork', '--port', '69', '--bind-address', SERVER, '--user', 'root.root', '--logfile', '/dev/null', '--maxthread', '200', root]) },
+      { name: 'tftpd-hpa', start: spawnServer('in.tftpd', ['-L', '-a', `${addressOf('tftpd-hpa')}:69`, '-u', 'root', '-s', root]) },
+      { name: 'atftpd', start: spawnServer(atftpd, ['--daemon', '--no-fork', '--port', '69', '--bind-address', addressOf('atftpd'), '--user', 'root.root', '--logfile', '/dev/null', '--maxthread', '200', root]) },
       {
         name: 'dnsmasq',
-        start: spawnServer('dnsmasq', ['--no-daemon', '--port=0', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--user=root', '--enable-tftp', `--tftp-root=${root}`, `--listen-address=${SERVER}`, '--bind-interfaces', '--tftp-max=200', '--quiet-tftp']),
+        start: spawnServer('dnsmasq', ['--no-daemon', '--port=0', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--user=root', '--enable-tftp', `--tftp-root=${root}`, `--listen-address=${addressOf('dnsmasq')}`, '--bind-interfaces', '--tftp-max=200', '--quiet-tftp']),
       },
     ];
 
@@ -119,19 +123,19 @@ async function main(): Promise<void> {
       if (got !== bytes) throw new Error(`${cmd} received ${got} bytes, expected ${bytes}`);
       return bytes / 1e6 / seconds;
     };
-    const big = (port: number, window: boolean) => () => {
+    const big = (port: number, window: boolean) => (host: string) => {
       const dest = join(out, 'big.bin');
       rmSync(dest, { force: true });
       const opts = ['--option', 'blksize 1468', ...(window ? ['--option', 'windowsize 8'] : [])];
-      return clientRun('atftp', [...opts, '-g', '-r', 'f30m.bin', '-l', dest, SERVER, String(port)], BIG, () => statSync(dest).size);
+      return clientRun('atftp', [...opts, '-g', '-r', 'f30m.bin', '-l', dest, host, String(port)], BIG, () => statSync(dest).size);
     };
-    const parallel = (port: number) => () => {
+    const parallel = (port: number) => (host: string) => {
       const args = ['-sS', '--fail', '--parallel', '--parallel-immediate', '--parallel-max', String(PARALLEL), '--tftp-blksize', '1468'];
-      for (let i = 0; i < PARALLEL; i++) args.push('-o', join(out, `p${i}.bin`), `tftp://${SERVER}:${port}/f1m.bin`);
+      for (let i = 0; i < PARALLEL; i++) args.push('-o', join(out, `p${i}.bin`), `tftp://${host}:${port}/f1m.bin`);
       for (let i = 0; i < PARALLEL; i++) rmSync(join(out, `p${i}.bin`), { force: true });
       return clientRun('curl', args, PARALLEL * SMALL, () => Array.from({ length: PARALLEL }, (_, i) => statSync(join(out, `p${i}.bin`)).size).reduce((a, b) => a + b, 0));
     };
-    const scenarios: { name: string; run: () => Promise<number>; runs: number }[] = [
+    const scenarios: { name: string; run: (host: string) => Promise<number>; runs: number }[] = [
       { name: '30 MiB, blksize 1468', run: big(69, false), runs: RUNS },
       { name: '30 MiB, blksize 1468, windowsize 8', run: big(69, true), runs: RUNS },
       { name: `${PARALLEL} × 1 MiB at once, one client`, run: parallel(69), runs: RUNS },
@@ -139,35 +143,40 @@ async function main(): Promise<void> {
       { name: `+1 ms: ${PARALLEL} × 1 MiB at once`, run: parallel(6969), runs: 1 },
     ];
 
+    const stops: (() => Promise<void>)[] = [];
     const results = new Map<string, Map<string, number>>();
-    for (const server of servers) {
-      const stop = await server.start();
-      const relay = tb.spawn(srv, process.execPath, [RELAY_SCRIPT, '--listen', `${SERVER}:6969`, '--target', `${SERVER}:69`, '--delay-ms', '1', '--delay-to', 'server']);
-      try {
+    try {
+      for (const server of servers) {
+        stops.push(await server.start());
+        const host = addressOf(server.name);
+        const relay = tb.spawn(srv, process.execPath, [RELAY_SCRIPT, '--listen', `${host}:6969`, '--target', `${host}:69`, '--delay-ms', '1', '--delay-to', 'server']);
+        stops.push(() => waitExit(relay));
         // Ready when a download works.
         for (let i = 0; ; i++) {
           try {
-            await tb.exec(cli, 'curl', ['-sS', '--fail', '-m', '2', '-o', '/dev/null', `tftp://${SERVER}/f1m.bin`], { timeoutMs: 5000 });
+            await tb.exec(cli, 'curl', ['-sS', '--fail', '-m', '2', '-o', '/dev/null', `tftp://${host}/f1m.bin`], { timeoutMs: 5000 });
             break;
           } catch (err) {
             if (i > 30) throw err;
             await new Promise((r) => setTimeout(r, 300));
           }
         }
-        const row = new Map<string, number>();
-        for (const s of scenarios) {
-          const figures: number[] = [];
-          for (let r = 0; r < s.runs; r++) figures.push(await s.run());
-          figures.sort((a, b) => a - b);
-          const median = figures[Math.floor(figures.length / 2)] as number;
-          row.set(s.name, median);
-          process.stdout.write(`  ${server.name.padEnd(10)} ${s.name.padEnd(36)} ${median.toFixed(1).padStart(7)} MB/s  (${figures.map((f) => f.toFixed(1)).join(', ')})\n`);
-        }
-        results.set(server.name, row);
-      } finally {
-        await waitExit(relay);
-        await stop();
+        results.set(server.name, new Map());
       }
+      for (const s of scenarios) {
+        const figures = new Map<string, number[]>(servers.map((sv) => [sv.name, []]));
+        for (let r = 0; r < s.runs; r++) {
+          for (const server of servers) figures.get(server.name)?.push(await s.run(addressOf(server.name)));
+        }
+        for (const server of servers) {
+          const f = (figures.get(server.name) ?? []).sort((a, b) => a - b);
+          const median = f[Math.floor(f.length / 2)] ?? 0;
+          results.get(server.name)?.set(s.name, median);
+          process.stdout.write(`  ${server.name.padEnd(10)} ${s.name.padEnd(36)} ${median.toFixed(1).padStart(7)} MB/s  (${f.map((x) => x.toFixed(1)).join(', ')})\n`);
+        }
+      }
+    } finally {
+      for (const stop of stops.reverse()) await stop();
     }
 
     const ours = results.get('racksmith') as Map<string, number>;
