@@ -61,7 +61,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   services.push(createHttpService(config, app));
   // TFTP tells machines apart by IP only: the kernel's neighbour table names the MAC.
-  services.push(createTftpService(config, { files: tftpFiles(config).source, resolveClient: createArpResolver(), inventory }));
+  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient: createArpResolver(), inventory }));
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;

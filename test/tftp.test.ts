@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { CLI_PATH } from '../server/lib/paths.js';
 import { requirements, skipNote } from './lib/tools.js';
 import { CLIENTS, SERVER_IP, createTftpBed, link, patternBytes, readOut, sha256, writeFixture, type TftpBed } from './lib/tftp-bed.js';
 
@@ -205,6 +206,26 @@ if (missing) {
       return d.counters.transfersTimedOut > (before['transfersTimedOut'] ?? 0) && d.active === 0 ? d : null;
     });
     assert.is(h.active, 0, `no transfer, socket or timer left: ${JSON.stringify(h.transfers)}`);
+  });
+
+  async function serveFails(env: Record<string, string>): Promise<string> {
+    const dataDir = join(bed.dir, `data-${Object.keys(env).join('-').length}-${Date.now()}`);
+    const vars = { RACKSMITH_DATA_DIR: dataDir, RACKSMITH_HTTP_PORT: '18081', RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_ROOT: bed.root, ...env };
+    const args = [...Object.entries(vars).map(([k, v]) => `${k}=${v}`), process.execPath, CLI_PATH, 'serve'];
+    return bed.tb.exec(bed.srv, 'env', args, { timeoutMs: 30_000 }).then(
+      () => 'started',
+      (e: { stderr?: string }) => e.stderr ?? '',
+    );
+  }
+
+  test('serve fails with one line naming the setting when port 69 is taken', async () => {
+    const err = await serveFails({ RACKSMITH_TFTP_PORT: '69' });
+    assert.match(err, /tftp: cannot start \(tftp-port\): .*already in use/);
+  });
+
+  test('serve fails with one line naming the setting when the TFTP root is missing', async () => {
+    const err = await serveFails({ RACKSMITH_TFTP_PORT: '6970', RACKSMITH_TFTP_ROOT: join(bed.dir, 'no-such-root') });
+    assert.match(err, /tftp: cannot start \(tftp-root\): .*no such folder/);
   });
 
   test('counters add up', async () => {

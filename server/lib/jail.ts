@@ -110,7 +110,12 @@ export async function realRoot(root: string): Promise<string> {
  */
 export async function resolveInside(root: string, name: string, opts: JailOptions = {}): Promise<ResolvedInside> {
   const segments = checkRequestPath(name);
-  const base = await realRoot(root);
+  let base: string;
+  try {
+    base = await realRoot(root);
+  } catch (err) {
+    throw new JailError('ERR_JAIL_UNREADABLE', `the root ${root} cannot be resolved (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
   const candidate = [base, ...segments].join(sep);
   let real: string;
   try {

@@ -1,4 +1,6 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { constants as fsc } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { FileError, memoryFile, type FileSource, type OpenedFile } from '../lib/files.js';
 import type { Logger } from '../lib/log.js';
@@ -40,6 +42,8 @@ export interface TftpDeps {
   readonly inventory?: TftpInventory;
   /** MTU of the interface towards a client (caps blksize). */
   readonly mtuTowards?: (ip: string) => number;
+  /** The TFTP root folder, checked at start so that a wrong setting fails `serve` at once. */
+  readonly root?: string;
 }
 
 export interface TftpCounters {
@@ -118,6 +122,17 @@ export interface TftpService extends Service {
  */
 function literalLookup(address: string, _family: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
   callback(null, address, 4);
+}
+
+async function folderProblem(path: string): Promise<string | null> {
+  try {
+    if (!(await stat(path)).isDirectory()) return 'not a folder';
+    await access(path, fsc.R_OK | fsc.X_OK);
+    return null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? 'no such folder' : code === 'EACCES' ? 'permission denied' : String(code ?? err);
+  }
 }
 
 /** IP + UDP + TFTP DATA headers: what an MTU leaves for one block. */
@@ -452,6 +467,13 @@ export class TftpServer implements TftpService {
       return;
     }
     this.serviceState = 'starting';
+    if (this.deps.root !== undefined) {
+      const why = await folderProblem(this.deps.root);
+      if (why) {
+        this.serviceState = 'failed';
+        throw new ServiceStartError('tftp', 'tftp-root', `${this.deps.root}: ${why}`);
+      }
+    }
     const sock = createSocket({ type: 'udp4', lookup: literalLookup });
     await new Promise<void>((resolve, reject) => {
       sock.once('error', (err) => {
