@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config/settings.js';
+import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
 import { createHttpService } from './http/service.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
@@ -60,6 +61,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     sshPublicKey: async () => identity.publicKey,
   });
   services.push(createHttpService(config, app));
+  services.push(createDhcpService(config, { inventory }));
   // TFTP tells machines apart by IP only: the kernel's neighbour table names the MAC.
   services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient: createArpResolver(), inventory }));
 
