@@ -127,16 +127,18 @@ sm('timeout resends the whole outstanding window with backoff', () => {
   assert.is(state.retries, 1);
 });
 sm(`after ${QUIET_AFTER} unanswered retransmissions the server waits out the client's own timer`, () => {
-  const { actions } = drive(config({ timeoutMs: 100 }), [start, timeout(), timeout(), timeout()]);
-  assert.equal(actions[1]?.[1], { type: 'arm-timer', ms: 200 });
-  assert.equal(actions[2]?.[1], { type: 'arm-timer', ms: CLIENT_QUIET_MS });
-  assert.equal(actions[3]?.[1], { type: 'arm-timer', ms: CLIENT_QUIET_MS });
+  const events = [start, ...Array.from({ length: QUIET_AFTER + 1 }, () => timeout())];
+  const { actions } = drive(config({ timeoutMs: 10, maxRetries: 10 }), events);
+  for (let i = 1; i < QUIET_AFTER; i++) assert.equal(actions[i]?.[1], { type: 'arm-timer', ms: 10 * 2 ** i }, `backoff ${i}`);
+  assert.equal(actions[QUIET_AFTER]?.[1], { type: 'arm-timer', ms: CLIENT_QUIET_MS });
+  assert.equal(actions[QUIET_AFTER + 1]?.[1], { type: 'arm-timer', ms: CLIENT_QUIET_MS });
 });
 sm('with an RFC 2349 timeout the quiet gap is 1.5 × the client timeout and backoff stops at it', () => {
-  const c = config({ timeoutMs: 1000, maxTimeoutMs: 2000, clientTimeoutMs: 2000 });
-  const { actions } = drive(c, [start, timeout(), timeout()]);
+  const c = config({ timeoutMs: 1000, maxTimeoutMs: 2000, clientTimeoutMs: 2000, maxRetries: 10 });
+  const { actions } = drive(c, [start, ...Array.from({ length: QUIET_AFTER }, () => timeout())]);
   assert.equal(actions[1]?.[1], { type: 'arm-timer', ms: 2000 });
-  assert.equal(actions[2]?.[1], { type: 'arm-timer', ms: 3000 });
+  assert.equal(actions[QUIET_AFTER - 1]?.[1], { type: 'arm-timer', ms: 2000 });
+  assert.equal(actions[QUIET_AFTER]?.[1], { type: 'arm-timer', ms: 3000 });
 });
 sm('gives up after maxRetries timeouts without progress', () => {
   const c = config({ maxRetries: 3 });
@@ -145,6 +147,13 @@ sm('gives up after maxRetries timeouts without progress', () => {
   assert.is((actions[4]?.[0] as { reason: string }).reason, 'timeout');
   assert.is(state.phase, 'failed');
   assert.equal(drive(c, [start, timeout(), timeout(), timeout(), timeout(), ack(1)]).actions[5], [], 'nothing after the end');
+});
+sm('no ACK for the final block: the transfer ends "unconfirmed", not "timeout"', () => {
+  const c = config({ size: 100, maxRetries: 1 });
+  const { actions } = drive(c, [start, timeout(), timeout()]);
+  assert.is((actions[2]?.[0] as { reason: string }).reason, 'unconfirmed');
+  const longer = drive(config({ size: 5000, maxRetries: 1 }), [start, timeout(), timeout()]);
+  assert.is((longer.actions[2]?.[0] as { reason: string }).reason, 'timeout');
 });
 sm('progress resets the retry count', () => {
   const c = config({ size: 10 * 512, maxRetries: 2 });

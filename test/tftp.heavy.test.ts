@@ -35,7 +35,9 @@ if (missing) {
     test(`${c.name}: 40 MiB byte-identical`, async () => {
       const name = `big-${c.name.replace(/\W+/g, '_')}`;
       const [cmd, args] = c.argv(SERVER_IP, 69, 'f40m.bin', join(bed.out, name));
+      const t0 = Date.now();
       await bed.client(cmd, args, 300_000);
+      process.stdout.write(`    ${c.name}, 40 MiB: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
       assert.is(sha256(readOut(bed, name)), big);
     });
   }
@@ -55,7 +57,9 @@ if (missing) {
         CLIENTS.map(async (c) => {
           const name = `lossy-${c.name.replace(/\W+/g, '_')}`;
           const [cmd, args] = c.argv(SERVER_IP, 6969, 'f256k.bin', join(bed.out, name));
+          const t0 = Date.now();
           await bed.client(cmd, args, 400_000);
+          process.stdout.write(`    ${c.name} through loss: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
           return [c.name, sha256(readOut(bed, name))] as const;
         }),
       );
@@ -65,7 +69,11 @@ if (missing) {
     }
     const after = await bed.tftpCounters();
     assert.ok((after['retransmittedBlocks'] ?? 0) > (before['retransmittedBlocks'] ?? 0), 'losses were repaired by retransmission');
-    assert.is((after['transfersCompleted'] ?? 0) - (before['transfersCompleted'] ?? 0), CLIENTS.length);
+    // A client that exits without dallying may lose its final ACK to the relay: that transfer
+    // ends "unconfirmed" on our side although the client has the file (checked above).
+    const ended = (k: string): number => (after[k] ?? 0) - (before[k] ?? 0);
+    assert.is(ended('transfersCompleted') + ended('transfersUnconfirmed'), CLIENTS.length);
+    assert.is(ended('transfersTimedOut'), 0);
   });
 }
 

@@ -62,6 +62,7 @@ export interface TftpCounters {
   transfersStarted: number;
   transfersCompleted: number;
   transfersTimedOut: number;
+  transfersUnconfirmed: number;
   transfersAbortedByClient: number;
   transfersFailed: number;
   probes: number;
@@ -93,6 +94,7 @@ function zeroCounters(): TftpCounters {
     transfersStarted: 0,
     transfersCompleted: 0,
     transfersTimedOut: 0,
+    transfersUnconfirmed: 0,
     transfersAbortedByClient: 0,
     transfersFailed: 0,
     probes: 0,
@@ -649,6 +651,9 @@ export class TftpServer implements TftpService {
         break;
       case 'timeout':
         c.transfersTimedOut++;
+        break;
+      case 'unconfirmed':
+        c.transfersUnconfirmed++;
         break;
       case 'client-error':
         c.transfersAbortedByClient++;

@@ -105,10 +105,12 @@ export const MAX_RTO_MS = 4000;
  * their own timer fires — atftp does, and its timer restarts on every packet it receives. If
  * that one extra ACK is lost too, a server that keeps retransmitting faster than the client's
  * timeout keeps the client from ever speaking again. So after QUIET_AFTER unanswered
- * retransmissions the server waits longer than the client's timeout: RFC 2349's value when the
+ * retransmissions the server waits longer than the client's timeout (not sooner: at 10 % loss
+ * each way two failed round trips in a row are common for clients that do re-ACK, and a gap
+ * of seconds would cost them dearly; four in a row are rare): RFC 2349's value when the
  * client sent one, else CLIENT_QUIET_MS (atftp's and tftp-hpa's clients wait 5 s).
  */
-export const QUIET_AFTER = 2;
+export const QUIET_AFTER = 4;
 export const CLIENT_QUIET_MS = 6000;
 
 export function quietGap(config: TransferConfig): number {
@@ -164,7 +166,12 @@ export type TransferEvent =
   | { readonly type: 'timeout'; readonly now: number }
   | { readonly type: 'error'; readonly code: number; readonly message: string };
 
-export type AbortReason = 'timeout' | 'client-error' | 'probe';
+/**
+ * `unconfirmed`: the final block went out but its ACK never came. RFC 1350 §6 asks the client to
+ * dally and re-ACK, but tftp-hpa's and curl's clients exit at once: if that last ACK is lost the
+ * client may well have the whole file.
+ */
+export type AbortReason = 'timeout' | 'unconfirmed' | 'client-error' | 'probe';
 
 export type TransferAction =
   | { readonly type: 'send-oack' }
@@ -273,7 +280,13 @@ export function step(config: TransferConfig, s: TransferState, ev: TransferEvent
       if (retries > config.maxRetries) {
         return {
           state: { ...s, phase: 'failed', retries, timeouts: s.timeouts + 1 },
-          actions: [{ type: 'abort', reason: 'timeout', detail: `no answer after ${config.maxRetries} retransmissions (last block acknowledged: ${s.acked})` }],
+          actions: [
+            {
+              type: 'abort',
+              reason: s.phase === 'data' && s.sent === lastBlock(config.size, config.blksize) ? 'unconfirmed' : 'timeout',
+              detail: `no answer after ${config.maxRetries} retransmissions (last block acknowledged: ${s.acked})`,
+            },
+          ],
         };
       }
       const backoff = Math.min(config.maxTimeoutMs, s.rto * 2);
