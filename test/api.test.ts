@@ -94,6 +94,14 @@ test('machines given their MACs in all four forms come back normalised', async (
   assert.is(lb.body.machines.length, 4);
 });
 
+test('a write without a JSON body → 415 naming content-type', async () => {
+  const r = await call(admin, 'POST', '/machines', 'mac=52:54:00:aa:bb:cc', 'application/x-www-form-urlencoded');
+  assert.is(r.status, 415, r.text);
+  assert.is(r.body.error.field, 'content-type');
+  const csv = await call(admin, 'POST', '/machines/import', { mac: 'x' });
+  assert.is(csv.status, 415, csv.text);
+});
+
 test('a bad MAC → 400 naming the field', async () => {
   const r = await call(admin, 'POST', '/machines', { mac: '52:54:00:zz:00:01', hostname: 'x', role: 'worker', cluster: 'lab' });
   assert.is(r.status, 400);

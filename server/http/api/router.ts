@@ -1,5 +1,5 @@
 import express, { Router, type Request, type RequestHandler } from 'express';
-import { notFound } from '../../lib/errors.js';
+import { AppError, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
 import type { Cluster, Machine, TokenRole } from '../../inventory/model.js';
 import type { Inventory } from '../../inventory/store.js';
@@ -57,6 +57,15 @@ export function apiRouter(deps: ApiDeps): Router {
 
   r.use(authenticate({ tokens: deps.inventory.tokens, adminToken: deps.adminToken }));
 
+  // Without a JSON content type express.json() leaves no body; say so instead of "field required".
+  const jsonBody: RequestHandler[] = [
+    json,
+    (req, _res, next) => {
+      if (req.body === undefined) return next(new AppError('unsupported-media-type', 'ERR_CONTENT_TYPE', 'send a JSON body with Content-Type: application/json', 'content-type'));
+      next();
+    },
+  ];
+
   const route = (method: ApiRoute['method'], path: string, role: TokenRole, ...handlers: RequestHandler[]): void => {
     r[method](path, requireRole(role), ...handlers);
   };
@@ -78,7 +87,7 @@ export function apiRouter(deps: ApiDeps): Router {
   }
 
   // ── clusters ──────────────────────────────────────────────────────────────
-  route('post', '/clusters', 'admin', noQuery, json, async (req, res) => {
+  route('post', '/clusters', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const body = parseWith(newClusterSchema, req.body);
     const c = await clusters.create({
       ...body,
@@ -100,7 +109,7 @@ export function apiRouter(deps: ApiDeps): Router {
       steps: deps.clusterDetail ? await deps.clusterDetail.steps(c, members) : [],
     });
   });
-  route('patch', '/clusters/:name', 'admin', noQuery, json, async (req, res) => {
+  route('patch', '/clusters/:name', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const c = await loadCluster(String(req.params['name']));
     const patch = parseWith(clusterPatchSchema, req.body);
     const updated = await clusters.update(c.name, patch);
@@ -114,15 +123,12 @@ export function apiRouter(deps: ApiDeps): Router {
 
   // ── machines ──────────────────────────────────────────────────────────────
   route('post', '/machines/import', 'admin', noQuery, csv, async (req, res) => {
-    if (typeof req.body !== 'string') {
-      res.status(415).json({ error: { code: 'ERR_CONTENT_TYPE', message: 'send the CSV with Content-Type: text/csv', field: 'content-type' } });
-      return;
-    }
+    if (typeof req.body !== 'string') throw new AppError('unsupported-media-type', 'ERR_CONTENT_TYPE', 'send the CSV with Content-Type: text/csv', 'content-type');
     const rows = parseMachinesCsv(req.body);
     const created = await machines.importAll(rows);
     res.status(201).json({ imported: created.length, machines: created.map(presentMachine) });
   });
-  route('post', '/machines', 'admin', noQuery, json, async (req, res) => {
+  route('post', '/machines', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const body = parseWith(newMachineSchema, req.body);
     const m = await machines.create(body);
     res.status(201).location(`/api/v1/machines/${m.mac}`).json(presentMachine(m));
@@ -134,7 +140,7 @@ export function apiRouter(deps: ApiDeps): Router {
   route('get', '/machines/:mac', 'viewer', noQuery, async (req, res) => {
     res.json(presentMachine(await loadMachine(req)));
   });
-  route('patch', '/machines/:mac', 'admin', noQuery, json, async (req, res) => {
+  route('patch', '/machines/:mac', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const m = await loadMachine(req);
     const patch = parseWith(machinePatchSchema, req.body);
     res.json(presentMachine(await machines.update(m.mac, patch, 'api')));
