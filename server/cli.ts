@@ -18,6 +18,12 @@ import { openInventory, startRacksmith } from './main.js';
 
 const out = (text: string): void => void process.stdout.write(text);
 
+// `racksmith machines list | head`: a reader that goes away early is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 const client: ClientFactory = (values) => {
   const url = (typeof values['url'] === 'string' ? values['url'] : undefined) ?? process.env['RACKSMITH_URL'] ?? 'http://127.0.0.1:8080';
   const token = (typeof values['token'] === 'string' ? values['token'] : undefined) ?? process.env['RACKSMITH_TOKEN'];
