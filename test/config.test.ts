@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { ConfigError, loadConfig } from '../server/config/load.js';
 import { SETTINGS, kebab, type SettingName } from '../server/config/settings.js';
 import { CLI_PATH } from '../server/lib/paths.js';
-import { freePort, startRacksmith } from './lib/racksmith.js';
+import { freePort, runCli, startRacksmith, type CliRun } from './lib/racksmith.js';
 
 /**
  * Configuration: YAML file < RACKSMITH_* environment < flags; every bad value stops startup with
@@ -39,29 +39,11 @@ function configError(fn: () => unknown): string {
   return '';
 }
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
 
-/** Runs the real CLI to completion (bounded), with only the environment given. */
-function cli(args: readonly string[], env: Record<string, string> = {}, timeoutMs = 15_000): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI_PATH, ...args], {
-      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', RACKSMITH_DATA_DIR: join(dir, 'data'), RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_PORT: '0', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+/** The real CLI with a throwaway data directory and DHCP/TFTP off, plus the given variables. */
+function cli(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
+  return runCli(args, { RACKSMITH_DATA_DIR: join(dir, 'data'), RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_PORT: '0', ...env });
 }
 
 test.after(() => {
