@@ -56,6 +56,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     version: VERSION,
     health,
     inventory,
+    revision: inventory.revision,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
   });

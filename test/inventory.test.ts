@@ -147,6 +147,56 @@ test('subscribers hear of events after commit, and never of a rolled-back import
   }
 });
 
+test('list order and keyset pages: every machine exactly once, even with writes between pages', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.clusters.create(CLUSTER);
+    const rows = Array.from({ length: 57 }, (_, i) => ({
+      row: i + 1,
+      mac: `52:54:00:30:00:${i.toString(16).padStart(2, '0')}` as Mac,
+      hostname: `h${(i * 7) % 57}`,
+      role: 'worker' as const,
+      cluster: 'lab',
+      rack: i % 3 === 0 ? undefined : `r${i % 4}`,
+    }));
+    await inv.machines.importAll(rows);
+    for (let i = 0; i < 5; i++) await inv.machines.recordSighting({ mac: `52:54:00:31:00:0${i}` as Mac, source: 'dhcp' });
+    const all = await inv.machines.list();
+    assert.is(all.length, 62);
+    // Missing rack first, then missing hostname, then by name and MAC.
+    const key = (m: (typeof all)[number]): string => `${m.rack === null ? '0' : '1' + m.rack}\u0000${m.hostname === null ? '0' : '1' + m.hostname}\u0000${m.mac}`;
+    assert.equal(all.map(key), [...all.map(key)].sort());
+    assert.is(all[0]?.hostname, null);
+
+    const cursor = (m: (typeof all)[number]) => ({ rack: m.rack, hostname: m.hostname, mac: m.mac });
+    const paged: string[] = [];
+    let after;
+    for (let guard = 0; guard < 100; guard++) {
+      const page = await inv.machines.list({}, { limit: 10, after });
+      paged.push(...page.map((m) => m.mac));
+      if (page.length < 10) break;
+      after = cursor(page[page.length - 1]!);
+    }
+    assert.equal(paged, all.map((m) => m.mac));
+
+    // A machine added before the cursor and one deleted after it: no duplicate, no skip of the rest.
+    const first = await inv.machines.list({}, { limit: 20 });
+    await inv.machines.create({ mac: '52:54:00:32:00:01' as Mac, hostname: 'a-early', role: 'worker', cluster: 'lab' });
+    const doomed = all[40]!;
+    await inv.machines.delete(doomed.mac);
+    const rest = await inv.machines.list({}, { after: cursor(first[19]!) });
+    const seen = [...first, ...rest].map((m) => m.mac);
+    assert.is(new Set(seen).size, seen.length);
+    assert.equal(seen.sort(), all.map((m) => m.mac).filter((m) => m !== doomed.mac).sort());
+    // Filters and pages combine.
+    const r1 = await inv.machines.list({ rack: 'r1' });
+    const r1Paged = [...(await inv.machines.list({ rack: 'r1' }, { limit: 3 })), ...(await inv.machines.list({ rack: 'r1' }, { after: cursor(r1[2]!) }))];
+    assert.equal(r1Paged.map((m) => m.mac), r1.map((m) => m.mac));
+  } finally {
+    await inv.destroy();
+  }
+});
+
 test('seed tokens: rotation invalidates the old one; lookup by token; tokens stored hashed', async () => {
   const inv = tempInventory();
   try {

@@ -61,9 +61,16 @@ export function openApiDocument(version: string): Record<string, unknown> {
       },
       '/machines': {
         get: {
-          summary: 'List machines',
-          parameters: ['cluster', 'role', 'state', 'rack'].map((n) => ({ name: n, in: 'query', required: false, schema: { type: 'string' } })),
-          responses: { 200: ok('machines', { type: 'array' }), ...errors(400, 401) },
+          summary: 'List machines (all of them, or a page with limit/after)',
+          parameters: [
+            ...['cluster', 'role', 'state', 'rack'].map((n) => ({ name: n, in: 'query', required: false, schema: { type: 'string' } })),
+            { name: 'limit', in: 'query', required: false, description: 'page size; a full page has a Link header (rel="next") to the next one', schema: { type: 'integer', minimum: 1, maximum: 10000 } },
+            { name: 'after', in: 'query', required: false, description: 'opaque cursor from the Link header of the previous page', schema: { type: 'string' } },
+          ],
+          responses: {
+            200: { ...ok('machines in list order: rack, hostname, MAC (missing rack or hostname first)', { type: 'array' }), headers: { Link: { description: 'with limit, on a full page: the next page', schema: { type: 'string' } } } },
+            ...errors(400, 401),
+          },
         },
         post: { summary: 'Add (assign) a machine (admin)', requestBody: jsonBody(newMachineSchema), responses: { 201: ok('the machine'), ...errors(400, 401, 403, 409, 415) } },
       },

@@ -6,11 +6,13 @@ import type { Inventory } from '../../inventory/store.js';
 import { authenticate, requireRole } from '../auth.js';
 import { parseWith } from '../errors.js';
 import { parseMachinesCsv } from './csv.js';
+import { createResponseCache } from './response-cache.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, presentCluster, presentEvent, presentMachine } from './present.js';
 import {
   clusterNameSchema,
   clusterPatchSchema,
   emptyQuerySchema,
+  encodeMachineCursor,
   eventQuerySchema,
   machinePatchSchema,
   machineQuerySchema,
@@ -42,6 +44,8 @@ export interface ApiDeps {
   readonly clusterDetail?: ClusterDetailProvider | undefined;
   readonly sshPublicKey: () => Promise<string>;
   readonly extraRoutes?: readonly ApiRoute[] | undefined;
+  /** The store's revision (changes with every write); when given, list responses are reused while it holds. */
+  readonly revision?: (() => string) | undefined;
 }
 
 /** The MAC in a path, in any accepted spelling. */
@@ -97,8 +101,14 @@ export function apiRouter(deps: ApiDeps): Router {
     res.status(201).location(`/api/v1/clusters/${c.name}`).json(presentCluster(c, []));
   });
   route('get', '/clusters', 'viewer', noQuery, async (_req, res) => {
-    const all = await machines.list();
-    res.json((await clusters.list()).map((c) => presentCluster(c, all.filter((m) => m.cluster === c.name))));
+    const byCluster = new Map<string, Machine[]>();
+    for (const m of await machines.list()) {
+      if (m.cluster === null) continue;
+      const members = byCluster.get(m.cluster);
+      if (members) members.push(m);
+      else byCluster.set(m.cluster, [m]);
+    }
+    res.json((await clusters.list()).map((c) => presentCluster(c, byCluster.get(c.name) ?? [])));
   });
   route('get', '/clusters/:name', 'viewer', noQuery, async (req, res) => {
     const c = await loadCluster(String(req.params['name']));
@@ -133,9 +143,29 @@ export function apiRouter(deps: ApiDeps): Router {
     const m = await machines.create(body);
     res.status(201).location(`/api/v1/machines/${m.mac}`).json(presentMachine(m));
   });
+  const listCache = createResponseCache(8);
   route('get', '/machines', 'viewer', async (req, res) => {
-    const filter = parseWith(machineQuerySchema, req.query, 'query');
-    res.json((await machines.list(filter)).map(presentMachine));
+    const query = parseWith(machineQuerySchema, req.query, 'query');
+    // Read before the rows: a write landing in between only makes the entry stale, never wrong.
+    const revision = deps.revision?.();
+    const key = JSON.stringify(query);
+    let response = revision === undefined ? undefined : listCache.get(key, revision);
+    if (!response) {
+      const { limit, after, ...filter } = query;
+      const list = await machines.list(filter, { limit, after });
+      const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8' };
+      const last = list[list.length - 1];
+      if (limit !== undefined && list.length === limit && last) {
+        // RFC 8288 paging: the body stays a plain array, the next page's URL rides in the header.
+        const next = new URLSearchParams(Object.entries(filter).filter((e): e is [string, string] => e[1] !== undefined));
+        next.set('limit', String(limit));
+        next.set('after', encodeMachineCursor(last));
+        headers['Link'] = `</api/v1/machines?${next.toString()}>; rel="next"`;
+      }
+      response = { body: Buffer.from(JSON.stringify(list.map(presentMachine))), headers };
+      if (revision !== undefined) listCache.set(key, revision, response);
+    }
+    res.set(response.headers).send(response.body);
   });
   route('get', '/machines/:mac', 'viewer', noQuery, async (req, res) => {
     res.json(presentMachine(await loadMachine(req)));
