@@ -91,7 +91,7 @@ test('token create for each role: printed once, accepted with that role', async 
   for (const role of ['operator', 'viewer'] as const) {
     const r = await as(role, ['clusters', 'create', '--name', 'nope', '--ubuntu-release', '22.04', '--kubernetes-version', '1.28.4', '--container-runtime', 'containerd', '--cni', 'flannel']);
     assert.is(r.code, 1);
-    assert.match(r.stderr, new RegExp(`^racksmith: 403 ERR_FORBIDDEN: this needs a admin token; yours is ${role}\\n$`));
+    assert.match(r.stderr, new RegExp(`^racksmith: 403 ERR_FORBIDDEN: this needs an admin token; yours is ${role}\\n$`));
   }
   const bad = await runCli(['token', 'create', '--role', 'root'], { RACKSMITH_DATA_DIR: rs.dataDir });
   assert.is(bad.code, 2);
