@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config/settings.js';
+import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
 import { createHttpService } from './http/service.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
@@ -61,6 +62,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     sshPublicKey: async () => identity.publicKey,
   });
   services.push(createHttpService(config, app));
+  services.push(createDhcpService(config, { inventory }));
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;
@@ -106,6 +108,9 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     exitCode = 1;
     await stop('start failed');
     throw err;
+  }
+  if (!config.adminToken && (await inventory.tokens.list()).length === 0) {
+    log.warn('no API tokens yet: create one with "racksmith token create --role admin" (same --data-dir)');
   }
   log.info({ version: VERSION, dataDir: config.dataDir, advertise: config.advertiseAddress, services: Object.fromEntries(services.map((s) => [s.name, s.health().state])) }, 'serving');
   return { config, inventory, services, stop, done };

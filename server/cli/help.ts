@@ -10,6 +10,7 @@ Commands:
   machines list|add|set|rm|import
                              the machine inventory, through a running server's API
   clusters list|create|show  clusters, through a running server's API
+  settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
 Run "racksmith <command> --help" for a command's options.
