@@ -22,6 +22,8 @@ import { createRenderer } from './render/templates.js';
 import { machineRouter } from './http/machine-router.js';
 import { createArtifactStore } from './artifacts/store.js';
 import { resolveInstallers } from './boot/releases.js';
+import { createArpResolver } from './lib/neighbours.js';
+import { createTftpService, tftpFiles } from './tftp/index.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -43,14 +45,16 @@ export function openInventory(config: Config): SqliteInventory {
 export async function startRacksmith(config: Config, log: Logger): Promise<Runtime> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const lock: InstanceLock = acquireInstanceLock(config.dataDir);
-  let inventory: SqliteInventory;
+  let inventory: SqliteInventory | undefined;
+  let identity: Awaited<ReturnType<typeof ensureSshIdentity>>;
   try {
     inventory = openInventory(config);
+    identity = await ensureSshIdentity(inventory.secrets);
   } catch (err) {
+    await inventory?.close();
     lock.release();
     throw err;
   }
-  const identity = await ensureSshIdentity(inventory.secrets);
 
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
@@ -71,6 +75,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     version: VERSION,
     health,
     inventory,
+    revision: inventory.revision,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
     machineRouter: machineRouter({
@@ -105,6 +110,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory }));
+  // TFTP tells machines apart by IP only: the kernel's neighbour table names the MAC.
+  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient: createArpResolver(), inventory }));
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;
