@@ -3,7 +3,8 @@
  * debian-installer path) and a UEFI machine (OVMF firmware PXE → TFTP → iPXE, subiquity path),
  * with racksmith serving DHCP, TFTP and HTTP alone, against dnsmasq (DHCP, TFTP) + nginx (HTTP) serving the
  * same rendered scripts, seeds and artifacts — in the same run, rounds alternating, one VM at a
- * time, under the machine-wide heavy lock. Prints each figure, the medians and the ratio.
+ * time, under the machine-wide heavy lock (`npm run bench:boot` takes it with flock). Prints
+ * each figure, the medians and the ratio.
  *
  * Environment: BENCH_ROUNDS (default 3).
  */
@@ -20,7 +21,6 @@ import { createRenderer } from '../server/render/templates.js';
 import { seedContext } from '../server/seeds/context.js';
 import { renderSeedFile, SEED_FILES } from '../server/seeds/render.js';
 import { buildGuest } from '../test/lib/guest/build.js';
-import { heavyLock } from '../test/lib/heavy.js';
 import { PxeBed, SERVER_IP, type VmFirmware } from '../test/lib/pxe.js';
 import { startRacksmith } from '../test/lib/racksmith.js';
 import { fixtureCluster, fixtureMachine, SEED_SETTINGS } from '../test/lib/seed-fixtures.js';
@@ -48,7 +48,6 @@ function median(xs: readonly number[]): number {
   return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
-const release = await heavyLock();
 const work = mkdtempSync(join(tmpdir(), 'racksmith-bench-boot-'));
 // nginx's workers run unprivileged: they must be able to read the document root.
 chmodSync(work, 0o755);
@@ -215,6 +214,5 @@ http {
 } finally {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   await bed.destroy();
-  release();
   rmSync(work, { recursive: true, force: true });
 }

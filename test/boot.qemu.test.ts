@@ -5,7 +5,6 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { buildGuest, extraCpio, type Guest } from './lib/guest/build.js';
-import { heavyLock } from './lib/heavy.js';
 import { PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
 import { startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -32,13 +31,13 @@ const BIOS = { mac: '52:54:00:77:00:11', ip: '10.77.0.11', hostname: 'cp1' };
 const EFI = { mac: '52:54:00:77:00:12', ip: '10.77.0.12', hostname: 'w1' };
 const DECOY = { mac: '52:54:00:77:00:13', ip: '10.77.0.13', hostname: 'w2' };
 const STRANGER = '52:54:00:77:00:99';
+// QEMU under TCG is CPU-heavy: the suite runner runs *.qemu suites one at a time, at most two VMs here.
 const VM_TIMEOUT_MS = 240_000;
 
 const missing = requirements(['qemu-system-x86_64', 'dnsmasq', 'cpio', 'gzip', 'apt-get', 'dpkg', 'dropbearkey', 'curl', 'flock', '/usr/share/ovmf/OVMF.fd', '/usr/lib/ipxe/ipxe.efi'], { netns: true });
 
 let bed: PxeBed | null = null;
 let rs: RacksmithProcess | null = null;
-let release: (() => void) | null = null;
 let work = '';
 let admin = '';
 let guest: Guest;
@@ -65,7 +64,6 @@ async function waitForEvent(mac: string, pred: (e: any) => boolean, timeoutMs: n
 
 test.before(async () => {
   if (missing) return;
-  release = await heavyLock();
   guest = await buildGuest();
   work = mkdtempSync(join(tmpdir(), 'racksmith-qemu-'));
   bed = await new PxeBed('bq').setup();
@@ -84,7 +82,6 @@ test.after(async () => {
   await rs?.stop();
   rs?.cleanup();
   await bed?.destroy();
-  release?.();
   if (work) rmSync(work, { recursive: true, force: true });
 });
 

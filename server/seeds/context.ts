@@ -13,9 +13,9 @@ export interface SeedSettings {
   readonly ubuntuMirror: string;
   readonly kubernetesRepo: string;
   readonly kubernetesLegacyRepo: string;
-  readonly kubernetesLegacyKeyUrl: string;
+  readonly kubernetesLegacyGpgUrl: string;
   readonly dockerRepo: string;
-  readonly dockerKeyUrl: string;
+  readonly dockerGpgUrl: string;
 }
 
 export interface KubernetesPackages {
@@ -49,7 +49,7 @@ export function kubernetesPackages(cluster: Cluster, s: SeedSettings): Kubernete
   const version = cluster.kubernetesVersion.replace(/^v/, '');
   const minor = kubernetesMinorOf(version);
   if (minor < 24) {
-    return { version, minor, runtime: cluster.containerRuntime, repo: s.kubernetesLegacyRepo, suite: 'kubernetes-xenial main', keyUrl: s.kubernetesLegacyKeyUrl, legacy: true };
+    return { version, minor, runtime: cluster.containerRuntime, repo: s.kubernetesLegacyRepo, suite: 'kubernetes-xenial main', keyUrl: s.kubernetesLegacyGpgUrl, legacy: true };
   }
   const base = `${s.kubernetesRepo.replace(/\/+$/, '')}/v1.${minor}/deb/`;
   return { version, minor, runtime: cluster.containerRuntime, repo: base, suite: '/', keyUrl: `${base}Release.key`, legacy: false };
@@ -111,7 +111,7 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
     sshUser: s.sshUser,
     sshPublicKey: s.sshPublicKey,
     mirror: mirrorParts(s.ubuntuMirror),
-    repos: { docker: s.dockerRepo, dockerKeyUrl: s.dockerKeyUrl },
+    repos: { docker: s.dockerRepo, dockerGpgUrl: s.dockerGpgUrl },
     k8s: role === 'loadbalancer' ? null : kubernetesPackages(f.cluster, s),
     haproxy: haproxyContext(f.cluster, f.members),
   };

@@ -20,9 +20,9 @@ export const SEED_SETTINGS: SeedSettings = {
   ubuntuMirror: 'http://archive.ubuntu.com/ubuntu',
   kubernetesRepo: 'https://pkgs.k8s.io/core:/stable:',
   kubernetesLegacyRepo: 'https://apt.kubernetes.io/',
-  kubernetesLegacyKeyUrl: 'https://packages.cloud.google.com/apt/doc/apt-key.gpg',
+  kubernetesLegacyGpgUrl: 'https://packages.cloud.google.com/apt/doc/apt-key.gpg',
   dockerRepo: 'https://download.docker.com/linux/ubuntu',
-  dockerKeyUrl: 'https://download.docker.com/linux/ubuntu/gpg',
+  dockerGpgUrl: 'https://download.docker.com/linux/ubuntu/gpg',
 };
 
 export const BOOT_SETTINGS: BootSettings = {
