@@ -88,6 +88,9 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
       const sql = `SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id LIMIT ${limit}`;
       return db.prepare<unknown[], EventRow>(sql).all(...params).map(eventFromRow);
     },
+    async latestId() {
+      return db.prepare<[], { id: number | null }>('SELECT MAX(id) AS id FROM events').get()?.id ?? 0;
+    },
     subscribe(listener) {
       emitter.on('event', listener);
       return () => emitter.off('event', listener);
