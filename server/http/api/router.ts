@@ -1,10 +1,11 @@
 import express, { Router, type Request, type RequestHandler } from 'express';
-import { notFound } from '../../lib/errors.js';
+import { AppError, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
 import type { Cluster, Machine, TokenRole } from '../../inventory/model.js';
 import type { Inventory } from '../../inventory/store.js';
-import { authenticate, requireRole } from '../auth.js';
+import { authenticate, principalOf, requireRole, SESSION_COOKIE } from '../auth.js';
 import { parseWith } from '../errors.js';
+import { createEventStream, type EventStream } from '../event-stream.js';
 import { parseMachinesCsv } from './csv.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, presentCluster, presentEvent, presentMachine } from './present.js';
 import {
@@ -17,6 +18,7 @@ import {
   macSchema,
   newClusterSchema,
   newMachineSchema,
+  sessionSchema,
 } from './schemas.js';
 
 /**
@@ -42,7 +44,12 @@ export interface ApiDeps {
   readonly clusterDetail?: ClusterDetailProvider | undefined;
   readonly sshPublicKey: () => Promise<string>;
   readonly extraRoutes?: readonly ApiRoute[] | undefined;
+  /** The live event stream; main.ts passes one whose lifecycle it owns (tests get a private one). */
+  readonly eventStream?: EventStream | undefined;
 }
+
+/** The only request that may carry the token in its query string (EventSource cannot set headers). */
+const STREAM_PATH = '/events/stream';
 
 /** The MAC in a path, in any accepted spelling. */
 export function pathMac(req: Request): Mac {
@@ -55,7 +62,24 @@ export function apiRouter(deps: ApiDeps): Router {
   const json = express.json({ limit: '1mb', strict: true });
   const csv = express.text({ type: ['text/csv', 'text/plain', 'application/csv'], limit: '5mb' });
 
-  r.use(authenticate({ tokens: deps.inventory.tokens, adminToken: deps.adminToken }));
+  const auth = { tokens: deps.inventory.tokens, adminToken: deps.adminToken, queryTokenAllowed: (req: Request) => req.method === 'GET' && req.path === STREAM_PATH };
+  const stream = deps.eventStream ?? createEventStream({ events, machines });
+
+  // ── the console's sign-in: before authentication, since it is how a browser gets authenticated
+  r.post('/session', json, async (req, res) => {
+    parseWith(emptyQuerySchema, req.query, 'query');
+    const { token } = parseWith(sessionSchema, req.body);
+    const who = await principalOf(token, auth);
+    if (!who) throw new AppError('unauthorized', 'ERR_UNAUTHORIZED', 'the API token is unknown or revoked');
+    res.cookie(SESSION_COOKIE, token, { httpOnly: true, sameSite: 'strict', secure: req.secure, path: '/' });
+    res.json({ name: who.name, role: who.role });
+  });
+  r.delete('/session', (_req, res) => {
+    res.clearCookie(SESSION_COOKIE, { httpOnly: true, sameSite: 'strict', path: '/' });
+    res.status(204).end();
+  });
+
+  r.use(authenticate(auth));
 
   const route = (method: ApiRoute['method'], path: string, role: TokenRole, ...handlers: RequestHandler[]): void => {
     r[method](path, requireRole(role), ...handlers);
@@ -149,6 +173,11 @@ export function apiRouter(deps: ApiDeps): Router {
     const q = parseWith(eventQuerySchema, req.query, 'query');
     res.json((await events.list({ mac: m.mac, afterId: q.after, limit: q.limit })).map(presentEvent));
   });
+
+  route('get', '/whoami', 'viewer', noQuery, (req, res) => {
+    res.json({ name: req.principal?.name, role: req.principal?.role });
+  });
+  route('get', STREAM_PATH, 'viewer', stream.handler);
 
   route('get', '/ssh-key', 'viewer', noQuery, async (_req, res) => {
     res.type('text/plain').send((await deps.sshPublicKey()) + '\n');
