@@ -112,6 +112,8 @@ test('filters: ?rack= and ?cluster= and ?mac= keep only their machines; bad filt
   assert.ok(!macs.has(mac(22)), 'r2 machine not in the r1 stream');
   assert.ok(!macs.has(mac(2)), 'r2 machine not in the r1 stream');
   assert.ok(macs.has(mac(1)) && macs.has(mac(5)), 'r1 machines replayed');
+  // Machine 3 moved from r1 to r9: the r1 view hears of it leaving.
+  assert.ok(rack.data().some((e) => e.mac === mac(3) && e.type === 'machine.updated' && e.data.changes.rack.from === 'r1'), 'the move out of r1 is in the r1 stream');
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(cluster.data(), []);
   rack.close();

@@ -67,9 +67,15 @@ export interface Placement {
 /** Whether an event belongs to a filtered stream; `place` is the machine's current placement (null: unknown MAC). */
 export function eventMatches(e: InventoryEvent, f: StreamFilter, place: Placement | null): boolean {
   if (f.mac !== undefined && e.mac !== f.mac) return false;
-  if (f.cluster !== undefined && (e.cluster ?? place?.cluster ?? null) !== f.cluster) return false;
-  if (f.rack !== undefined && (e.mac === null || place?.rack !== f.rack)) return false;
+  if (f.cluster !== undefined && (e.cluster ?? place?.cluster ?? null) !== f.cluster && !movedFrom(e, 'cluster', f.cluster)) return false;
+  if (f.rack !== undefined && (e.mac === null || place?.rack !== f.rack) && !movedFrom(e, 'rack', f.rack)) return false;
   return true;
+}
+
+/** A `machine.updated` event that moved the machine out of (or into) this rack or cluster. */
+function movedFrom(e: InventoryEvent, field: 'rack' | 'cluster', value: string): boolean {
+  const change = (e.data?.['changes'] as Record<string, { from?: unknown; to?: unknown } | undefined> | undefined)?.[field];
+  return change !== undefined && (change.from === value || change.to === value);
 }
 
 const needsPlacement = (e: InventoryEvent, f: StreamFilter): boolean => e.mac !== null && (f.rack !== undefined || (f.cluster !== undefined && e.cluster === null));
