@@ -44,7 +44,22 @@ export function openApiDocument(version: string): Record<string, unknown> {
         Error: {
           type: 'object',
           required: ['error'],
-          properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: 'string' } } } },
+          properties: {
+            error: {
+              type: 'object',
+              required: ['code', 'message'],
+              properties: {
+                code: { type: 'string' },
+                message: { type: 'string' },
+                field: { type: 'string' },
+                details: {
+                  type: 'array',
+                  description: 'several findings at once, e.g. every bad row of a CSV import',
+                  items: { type: 'object', required: ['message'], properties: { message: { type: 'string' }, field: { type: 'string' }, row: { type: 'integer' } } },
+                },
+              },
+            },
+          },
         },
       },
     },
