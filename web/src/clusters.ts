@@ -2,7 +2,7 @@ import { api, can, errorText, request, type Cluster } from './api.js';
 import { h, notice, replace } from './dom.js';
 import { label } from './format.js';
 import { field, select, showError, values } from './forms.js';
-import { debouncer, subscribe } from './live.js';
+import { debouncer } from './live.js';
 import type { View } from './view.js';
 
 /** Clusters: the list, one cluster with its plan's steps, and the form to create one. */
@@ -164,7 +164,7 @@ export const clusterView: View = async (ctx, el) => {
     live,
   );
   const later = debouncer(300);
-  subscribe((e) => {
+  ctx.live((e) => {
     if (e.cluster !== name && !(e.mac !== null && members.has(e.mac))) return;
     later('c', () => void api.cluster(name).then(fill, () => undefined));
   });

@@ -1,7 +1,7 @@
 import { api, can, errorText, request, type InventoryEvent, type Machine } from './api.js';
 import { h, notice, replace } from './dom.js';
 import { elapsed, label, STATE_HINT, when } from './format.js';
-import { debouncer, subscribe } from './live.js';
+import { debouncer } from './live.js';
 import type { View } from './view.js';
 
 /**
@@ -154,7 +154,7 @@ export const machineView: View = async (ctx, el) => {
   );
 
   const later = debouncer(250);
-  subscribe((e) => {
+  ctx.live((e) => {
     if (e.mac !== m.mac) return;
     if (e.type === 'machine.deleted') {
       show('error', 'This machine was deleted.');

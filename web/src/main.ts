@@ -49,8 +49,12 @@ function leave(): void {
   subscribe(null);
 }
 
+/** Bumped on every navigation: a page whose generation is old is no longer on screen. */
+let generation = 0;
+
 async function show(): Promise<void> {
   leave();
+  const gen = ++generation;
   if (!who) return signIn();
   const hash = location.hash || '#/';
   const route = ROUTES.find((r) => r.pattern.test(hash));
@@ -64,6 +68,8 @@ async function show(): Promise<void> {
   }
   const params = (route.pattern.exec(hash) ?? []).slice(1).map((p) => decodeURIComponent(p));
   replace(view, h('p', { class: 'loading', role: 'status' }, 'Loading…'));
+  const page = h('div', { class: 'page' });
+  const current = (): boolean => gen === generation;
   await route.view(
     {
       who,
@@ -72,12 +78,17 @@ async function show(): Promise<void> {
         if (location.hash === to) void show();
         else location.hash = to;
       },
-      onLeave: (fn) => leaving.push(fn),
+      onLeave: (fn) => (current() ? leaving.push(fn) : fn()),
+      live: (fn) => {
+        if (current()) subscribe(fn);
+      },
     },
-    view,
+    page,
   );
+  if (!current()) return;
+  replace(view, page);
   // Keyboard and screen-reader users land on the new page's heading.
-  (view.querySelector('h1') as HTMLElement | null)?.focus();
+  (page.querySelector('h1') as HTMLElement | null)?.focus();
 }
 
 function signedIn(w: Who): void {
@@ -92,6 +103,7 @@ function signedIn(w: Who): void {
 
 function signIn(message?: string): void {
   leave();
+  generation++;
   stopLive();
   who = null;
   top.hidden = true;

@@ -1,7 +1,7 @@
 import { api, can, errorText, type InventoryEvent, type Machine } from './api.js';
 import { h, notice, replace } from './dom.js';
 import { elapsed, label, STATE_HINT } from './format.js';
-import { debouncer, subscribe } from './live.js';
+import { debouncer } from './live.js';
 import type { View } from './view.js';
 
 /**
@@ -92,7 +92,7 @@ export const racksView: View = async (ctx, el) => {
       );
     });
 
-  subscribe((e: InventoryEvent) => {
+  ctx.live((e: InventoryEvent) => {
     if (!e.mac) return;
     const m = machines.get(e.mac);
     if (e.type === 'machine.deleted') {
