@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config/settings.js';
+import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
 import { consoleRouter } from './http/console.js';
 import { createEventStream } from './http/event-stream.js';
@@ -44,14 +45,16 @@ export function openInventory(config: Config): SqliteInventory {
 export async function startRacksmith(config: Config, log: Logger): Promise<Runtime> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const lock: InstanceLock = acquireInstanceLock(config.dataDir);
-  let inventory: SqliteInventory;
+  let inventory: SqliteInventory | undefined;
+  let identity: Awaited<ReturnType<typeof ensureSshIdentity>>;
   try {
     inventory = openInventory(config);
+    identity = await ensureSshIdentity(inventory.secrets);
   } catch (err) {
+    await inventory?.close();
     lock.release();
     throw err;
   }
-  const identity = await ensureSshIdentity(inventory.secrets);
 
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
@@ -66,6 +69,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     version: VERSION,
     health,
     inventory,
+    revision: inventory.revision,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
     eventStream,
@@ -73,6 +77,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
   });
   services.push(createHttpService(config, app));
+  services.push(createDhcpService(config, { inventory }));
   // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
   services.push(eventStream.service);
 

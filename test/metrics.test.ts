@@ -126,8 +126,8 @@ unit('services feed the catalogue through handles; histograms stay consistent', 
   const m = createMetrics({ processMetrics: false });
   const dhcp = instruments(m, DHCP_METRICS);
   const power = instruments(m, POWER_METRICS);
-  dhcp.packets.inc({ direction: 'in', type: 'discover' });
-  dhcp.dropped.inc({ reason: 'not-pxe' });
+  dhcp.replies.inc({ reason: 'offer' });
+  dhcp.dropped.inc({ reason: 'ignored-not-pxe' });
   dhcp.offerSeconds.observe({}, 0.0004);
   dhcp.leasesInUse.set({}, 7);
   power.callSeconds.observe({ driver: 'ipmi', action: 'status', outcome: 'ok' }, 0.08);
@@ -135,7 +135,7 @@ unit('services feed the catalogue through handles; histograms stay consistent', 
   end({ outcome: 'failed' });
   power.callFailures.inc({ driver: 'ipmi', action: 'cycle', reason: 'timeout' });
   const p = parsePromText(await m.text());
-  assert.is(promValue(p, 'racksmith_dhcp_packets_total', { direction: 'in', type: 'discover' }), 1);
+  assert.is(promValue(p, 'racksmith_dhcp_replies_total', { reason: 'offer' }), 1);
   assert.is(promValue(p, 'racksmith_dhcp_leases_in_use'), 7);
   assert.is(promValue(p, 'racksmith_dhcp_offer_duration_seconds_bucket', { le: '0.0005' }), 1);
   assert.is(promValue(p, 'racksmith_bmc_call_duration_seconds_count', { driver: 'ipmi', action: 'cycle', outcome: 'failed' }), 1);
@@ -146,7 +146,7 @@ unit('health bridges read a service\'s own counters at scrape time; a failing re
   let counters: Record<string, number> = { transfersCompleted: 2, bytesSent: 1000, retransmittedBlocks: 3, refusedNotFound: 1 };
   collectServiceHealth(m, () => ({
     tftp: { state: 'serving', detail: { active: 1, counters } },
-    dhcp: { state: 'failed' },
+    dhcp: { state: 'failed', detail: { received: 9, leases: 2, offers: 1, replies: { offer: 3, 'nak-taken': 1 }, dropped: { ERR_DHCP_SHORT: 2, 'ignored-not-pxe': 4, bogus: 'x' } } },
     other: { state: 'off' },
   }));
   m.collect('gauge', 'broken', 'a read that throws', [], () => {
@@ -161,6 +161,11 @@ unit('health bridges read a service\'s own counters at scrape time; a failing re
   assert.is(promValue(p, 'racksmith_tftp_active_transfers'), 1);
   assert.is(promValue(p, 'racksmith_service_up', { service: 'tftp' }), 1);
   assert.is(promValue(p, 'racksmith_service_up', { service: 'dhcp' }), 0);
+  assert.is(promValue(p, 'racksmith_dhcp_received_total'), 9);
+  assert.is(promValue(p, 'racksmith_dhcp_replies_total', { reason: 'nak-taken' }), 1);
+  assert.is(promValue(p, 'racksmith_dhcp_dropped_total', { reason: 'ERR_DHCP_SHORT' }), 2);
+  assert.is(promValue(p, 'racksmith_dhcp_dropped_total', { reason: 'bogus' }), undefined, 'non-numbers are skipped');
+  assert.is(promValue(p, 'racksmith_dhcp_leases_in_use'), 2);
   assert.is(promValue(p, 'racksmith_service_up', { service: 'other' }), undefined);
   counters = { ...counters, bytesSent: 5000 };
   p = parsePromText(await m.text());

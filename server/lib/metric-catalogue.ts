@@ -55,9 +55,11 @@ export const EVENT_STREAM_METRICS = {
 } as const;
 
 export const DHCP_METRICS = {
-  packets: def('counter', 'racksmith_dhcp_packets_total', 'dhcp', 'DHCP packets received (in) and sent (out), by message type (discover, offer, request, ack, nak, decline, release, inform)', ['direction', 'type']),
-  dropped: def('counter', 'racksmith_dhcp_dropped_total', 'dhcp', 'DHCP packets received and not answered, by reason (malformed, not-pxe, unknown-mac, pool-exhausted, not-for-us…)', ['reason']),
-  leasesInUse: def('gauge', 'racksmith_dhcp_leases_in_use', 'dhcp', 'Leases bound and not expired (authoritative mode)'),
+  received: def('counter', 'racksmith_dhcp_received_total', 'dhcp', 'DHCP datagrams received'),
+  replies: def('counter', 'racksmith_dhcp_replies_total', 'dhcp', 'DHCP replies sent, by reason (offer, ack, ack-inform, nak-wrong-network, nak-wrong-address, nak-taken, proxy-offer, boot-server-ack)', ['reason']),
+  dropped: def('counter', 'racksmith_dhcp_dropped_total', 'dhcp', 'DHCP datagrams not answered, by reason (a decoder error code such as ERR_DHCP_SHORT, ignored-not-pxe, ignored-unknown-mac, ignored-pool-exhausted, queue-full, send-error…)', ['reason']),
+  leasesInUse: def('gauge', 'racksmith_dhcp_leases_in_use', 'dhcp', 'Leases in the DHCP lease book (authoritative mode)'),
+  offersOutstanding: def('gauge', 'racksmith_dhcp_offers_outstanding', 'dhcp', 'Addresses offered and held, not yet requested'),
   offerSeconds: def('histogram', 'racksmith_dhcp_offer_duration_seconds', 'dhcp', 'Time from a DISCOVER received to its OFFER sent', [], FAST_BUCKETS),
 } as const;
 
@@ -125,14 +127,33 @@ export interface HealthBridge {
   readonly def: MetricDef<'counter' | 'gauge', string>;
   readonly service: string;
   /** Label values → the dotted path of the number in `health().detail`. */
-  readonly paths: readonly (readonly [labels: Record<string, string>, path: string])[];
+  readonly paths?: readonly (readonly [labels: Record<string, string>, path: string])[];
+  /** A path to an object of counters: each key becomes the value of `label`. */
+  readonly each?: { readonly label: string; readonly path: string };
+}
+
+/** The numbers of an object at a dotted path of a health detail, by key. */
+export function detailCounts(detail: Record<string, unknown> | undefined, path: string): [string, number][] {
+  let v: unknown = detail;
+  for (const key of path.split('.')) {
+    if (v === null || typeof v !== 'object') return [];
+    v = (v as Record<string, unknown>)[key];
+  }
+  if (v === null || typeof v !== 'object') return [];
+  return Object.entries(v as Record<string, unknown>).filter((e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1]));
 }
 
 /**
- * The TFTP service counts everything in `health().detail.counters` (server/tftp), so its metrics
- * are read from there. A service whose detail lacks a path simply yields no sample for it.
+ * The DHCP service (server/dhcp) and the TFTP service (server/tftp) count in `health().detail`,
+ * so their counters are read from there. A service whose detail lacks a path simply yields no
+ * sample for it.
  */
 export const HEALTH_BRIDGES: readonly HealthBridge[] = [
+  { def: DHCP_METRICS.received, service: 'dhcp', paths: [[{}, 'received']] },
+  { def: DHCP_METRICS.replies, service: 'dhcp', each: { label: 'reason', path: 'replies' } },
+  { def: DHCP_METRICS.dropped, service: 'dhcp', each: { label: 'reason', path: 'dropped' } },
+  { def: DHCP_METRICS.leasesInUse, service: 'dhcp', paths: [[{}, 'leases']] },
+  { def: DHCP_METRICS.offersOutstanding, service: 'dhcp', paths: [[{}, 'offers']] },
   {
     def: TFTP_METRICS.transfers,
     service: 'tftp',
@@ -169,9 +190,13 @@ export function collectServiceHealth(m: Metrics, health: () => Record<string, Se
     m.collect(b.def.type, b.def.name, b.def.help, b.def.labels, () => {
       const detail = health()[b.service]?.detail;
       const out: Sample[] = [];
-      for (const [labels, path] of b.paths) {
+      for (const [labels, path] of b.paths ?? []) {
         const value = detailNumber(detail, path);
         if (value !== undefined) out.push({ labels, value });
+      }
+      if (b.each) {
+        // Keys come from the service's own fixed sets (reasons, error codes); cap them all the same.
+        for (const [key, value] of detailCounts(detail, b.each.path).slice(0, 200)) out.push({ labels: { [b.each.label]: key }, value });
       }
       return out;
     });
