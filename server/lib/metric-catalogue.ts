@@ -64,7 +64,7 @@ export const DHCP_METRICS = {
 } as const;
 
 export const TFTP_METRICS = {
-  transfers: def('counter', 'racksmith_tftp_transfers_total', 'tftp', 'TFTP transfers ended, by outcome (complete, timeout, client-abort, failed, probe)', ['outcome']),
+  transfers: def('counter', 'racksmith_tftp_transfers_total', 'tftp', 'TFTP transfers ended, by outcome (complete, unconfirmed: all sent but the last ACK lost, timeout, client-abort, failed, probe)', ['outcome']),
   bytes: def('counter', 'racksmith_tftp_sent_bytes_total', 'tftp', 'File bytes sent over TFTP'),
   retransmissions: def('counter', 'racksmith_tftp_retransmitted_blocks_total', 'tftp', 'TFTP DATA blocks sent again after a timeout or a duplicate ACK'),
   errors: def('counter', 'racksmith_tftp_errors_total', 'tftp', 'TFTP requests refused or datagrams dropped, by reason (not-found, denied, unreadable, write, mode, busy, client-limit, malformed)', ['reason']),
@@ -160,6 +160,7 @@ export const HEALTH_BRIDGES: readonly HealthBridge[] = [
     paths: [
       [{ outcome: 'complete' }, 'counters.transfersCompleted'],
       [{ outcome: 'timeout' }, 'counters.transfersTimedOut'],
+      [{ outcome: 'unconfirmed' }, 'counters.transfersUnconfirmed'],
       [{ outcome: 'client-abort' }, 'counters.transfersAbortedByClient'],
       [{ outcome: 'failed' }, 'counters.transfersFailed'],
       [{ outcome: 'probe' }, 'counters.probes'],
