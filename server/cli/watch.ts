@@ -152,15 +152,18 @@ export async function watch(opts: WatchOptions): Promise<void> {
       opts.out(changeLine(e, row) + '\n');
     }
     if (e.type !== 'machine.deleted') {
-      // The step, host name, rack and cluster live on the machine: read it once the burst has settled.
-      clearTimeout(refresh.get(mac));
-      refresh.set(
-        mac,
-        setTimeout(() => {
-          refresh.delete(mac);
-          void reload(mac, last);
-        }, 250),
-      );
+      // The step, host name, rack and cluster live on the machine: read it once the burst has
+      // settled, and once more a little later (services set the step just after their event).
+      for (const [key, ms] of [[mac, 250], [`${mac} again`, 1500]] as const) {
+        clearTimeout(refresh.get(key));
+        refresh.set(
+          key,
+          setTimeout(() => {
+            refresh.delete(key);
+            void reload(mac, last);
+          }, ms),
+        );
+      }
     }
     draw();
   }

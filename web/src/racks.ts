@@ -74,23 +74,29 @@ export const racksView: View = async (ctx, el) => {
   }
   render();
 
-  const later = debouncer(250);
-  const reload = (mac: string): void =>
-    later(mac, () => {
-      api.machine(mac).then(
-        (m) => {
-          const before = machines.get(mac);
-          machines.set(mac, m);
-          const t = el.querySelector(`[data-mac="${CSS.escape(mac)}"]`);
-          if (before && t && rackKey(before) === rackKey(m)) t.replaceWith(tile(m));
-          else render();
-        },
-        () => {
-          machines.delete(mac);
-          render();
-        },
-      );
-    });
+  // Services set a machine's boot step just after appending its event, so read the machine soon
+  // after a burst, and once more a little later for a step set after the last event.
+  const soon = debouncer(250);
+  const again = debouncer(1500);
+  const reload = (mac: string): void => {
+    soon(mac, () => fetchTile(mac));
+    again(mac, () => fetchTile(mac));
+  };
+  const fetchTile = (mac: string): void => {
+    api.machine(mac).then(
+      (m) => {
+        const before = machines.get(mac);
+        machines.set(mac, m);
+        const t = el.querySelector(`[data-mac="${CSS.escape(mac)}"]`);
+        if (before && t && rackKey(before) === rackKey(m)) t.replaceWith(tile(m));
+        else render();
+      },
+      () => {
+        machines.delete(mac);
+        render();
+      },
+    );
+  };
 
   ctx.live((e: InventoryEvent) => {
     if (!e.mac) return;
