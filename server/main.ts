@@ -8,12 +8,18 @@ import { join } from 'node:path';
 import type { Config } from './config/settings.js';
 import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
+import { consoleRouter } from './http/console.js';
+import { createEventStream } from './http/event-stream.js';
+import { metricsRouter } from './http/metrics.js';
 import { createHttpService } from './http/service.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
 import { DB_FILE } from './inventory/sqlite/db.js';
+import { collectInventoryMetrics } from './inventory/metrics.js';
 import { acquireInstanceLock, type InstanceLock } from './lib/instance-lock.js';
 import type { Logger } from './lib/log.js';
 import type { Mac } from './lib/mac.js';
+import { collectServiceHealth } from './lib/metric-catalogue.js';
+import { createMetrics, type MetricsRegistry } from './lib/metrics.js';
 import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
@@ -25,6 +31,7 @@ export interface Runtime {
   readonly config: Config;
   readonly inventory: SqliteInventory;
   readonly services: readonly Service[];
+  readonly metrics: MetricsRegistry;
   /** Stops every service in reverse order and closes the store; safe to call twice. */
   stop(reason: string): Promise<void>;
   /** Settles with the exit code once the runtime has stopped (0 clean, 1 after a fatal error). */
@@ -55,6 +62,11 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
+  const metrics = createMetrics();
+  collectServiceHealth(metrics, health);
+  const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
+  const eventStream = createEventStream({ events: inventory.events, machines: inventory.machines, metrics });
+
   const app = createApp({
     log,
     version: VERSION,
@@ -63,6 +75,9 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     revision: inventory.revision,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
+    eventStream,
+    metrics,
+    rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory }));
@@ -74,6 +89,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   };
   const resolveClient = firstResolver([leaseResolver, createArpResolver()]);
   services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient, inventory }));
+  // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
+  services.push(eventStream.service);
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;
@@ -93,6 +110,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
           log.error({ err, service: s.name }, 'service did not stop cleanly');
         }
       }
+      stopInventoryMetrics();
       await inventory.close();
       lock.release();
       log.info('stopped');
@@ -124,5 +142,5 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     log.warn('no API tokens yet: create one with "racksmith token create --role admin" (same --data-dir)');
   }
   log.info({ version: VERSION, dataDir: config.dataDir, advertise: config.advertiseAddress, services: Object.fromEntries(services.map((s) => [s.name, s.health().state])) }, 'serving');
-  return { config, inventory, services, stop, done };
+  return { config, inventory, services, metrics, stop, done };
 }

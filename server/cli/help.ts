@@ -10,6 +10,8 @@ Commands:
   machines list|add|set|rm|import
                              the machine inventory, through a running server's API
   clusters list|create|show  clusters, through a running server's API
+  watch [--cluster C] [--rack R]
+                             the machines live: state, boot step, time in state
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
@@ -66,4 +68,15 @@ export const CLUSTERS_HELP = `Usage:
   racksmith clusters show NAME
 
 Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+`;
+
+export const WATCH_HELP = `Usage: racksmith watch [--cluster C] [--rack R] [--url URL] [--token TOKEN]
+
+Shows the machines of a cluster or rack (default: all) live, from the server's event stream:
+rack, host, MAC, role, state, current boot step, time in that state and the last event.
+On a terminal the table is redrawn in place; piped, it prints one line per machine at start,
+then one line per event:
+  <time>  <rack>  <host>  <mac>  <state>  <event type>: <message>
+It reconnects by itself after a disconnect and resumes without losing events. Ctrl-C stops it.
+Any token role may watch (viewer is enough).
 `;

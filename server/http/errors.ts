@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { z } from 'zod';
-import { AppError, type ErrorKind } from '../lib/errors.js';
+import { AppError, type ErrorDetail, type ErrorKind } from '../lib/errors.js';
 import { TransitionError } from '../inventory/lifecycle.js';
 
 /**
@@ -20,11 +20,11 @@ const STATUS: Record<ErrorKind, number> = {
 };
 
 export interface ErrorBody {
-  readonly error: { readonly code: string; readonly message: string; readonly field?: string };
+  readonly error: { readonly code: string; readonly message: string; readonly field?: string; readonly details?: readonly ErrorDetail[] };
 }
 
-export function errorBody(code: string, message: string, field?: string): ErrorBody {
-  return { error: field === undefined ? { code, message } : { code, message, field } };
+export function errorBody(code: string, message: string, field?: string, details?: readonly ErrorDetail[]): ErrorBody {
+  return { error: { code, message, ...(field === undefined ? {} : { field }), ...(details === undefined ? {} : { details }) } };
 }
 
 /** The first zod issue as a 400, naming the field by its dotted path. */
@@ -55,7 +55,7 @@ export const notFoundHandler: RequestHandler = (req, res) => {
 export const errorHandler: ErrorRequestHandler = (err: unknown, req, res, _next) => {
   if (res.headersSent) return;
   if (err instanceof AppError) {
-    res.status(STATUS[err.kind]).json(errorBody(err.code, err.message, err.field));
+    res.status(STATUS[err.kind]).json(errorBody(err.code, err.message, err.field, err.details));
     return;
   }
   if (err instanceof TransitionError) {

@@ -5,17 +5,27 @@
  */
 export type ErrorKind = 'invalid' | 'not-found' | 'conflict' | 'unauthorized' | 'forbidden' | 'unsupported-media-type' | 'unavailable';
 
+export interface ErrorDetail {
+  readonly message: string;
+  readonly field?: string | undefined;
+  /** 1-based data row, for CSV imports. */
+  readonly row?: number | undefined;
+}
+
 export class AppError extends Error {
   readonly kind: ErrorKind;
   readonly code: string;
   readonly field: string | undefined;
+  /** Several findings at once (every bad row of a CSV), each with its own place and message. */
+  readonly details: readonly ErrorDetail[] | undefined;
 
-  constructor(kind: ErrorKind, code: string, message: string, field?: string) {
+  constructor(kind: ErrorKind, code: string, message: string, field?: string, details?: readonly ErrorDetail[]) {
     super(message);
     this.name = 'AppError';
     this.kind = kind;
     this.code = code;
     this.field = field;
+    this.details = details;
   }
 }
 

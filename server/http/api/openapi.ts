@@ -4,6 +4,7 @@ import {
   machinePatchSchema,
   newClusterSchema,
   newMachineSchema,
+  sessionSchema,
 } from './schemas.js';
 
 /**
@@ -44,7 +45,22 @@ export function openApiDocument(version: string): Record<string, unknown> {
         Error: {
           type: 'object',
           required: ['error'],
-          properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: 'string' } } } },
+          properties: {
+            error: {
+              type: 'object',
+              required: ['code', 'message'],
+              properties: {
+                code: { type: 'string' },
+                message: { type: 'string' },
+                field: { type: 'string' },
+                details: {
+                  type: 'array',
+                  description: 'several findings at once, e.g. every bad row of a CSV import',
+                  items: { type: 'object', required: ['message'], properties: { message: { type: 'string' }, field: { type: 'string' }, row: { type: 'integer' } } },
+                },
+              },
+            },
+          },
         },
       },
     },
@@ -94,6 +110,34 @@ export function openApiDocument(version: string): Record<string, unknown> {
           { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 10000 } },
         ],
         get: { summary: "The machine's history", responses: { 200: ok('events', { type: 'array' }), ...errors(400, 401, 404) } },
+      },
+      '/session': {
+        post: {
+          summary: "The web console's sign-in: checks an API token and sets it as an HttpOnly, SameSite=Strict cookie",
+          security: [],
+          requestBody: jsonBody(sessionSchema),
+          responses: { 200: ok('the token\'s name and role'), ...errors(400, 401) },
+        },
+        delete: { summary: 'Sign out: clears the cookie', security: [], responses: { 204: { description: 'signed out' } } },
+      },
+      '/whoami': {
+        get: { summary: "The caller's token name and role (viewer, operator, admin)", responses: { 200: ok('name and role'), ...errors(401) } },
+      },
+      '/events/stream': {
+        get: {
+          summary: 'Machine and cluster events as they happen (Server-Sent Events), resumable',
+          description:
+            'Each event is `id: <event id>` and `data: <event JSON>`; the first is `event: hello` with the newest id. ' +
+            'Resumes after the `Last-Event-ID` header (else `?after=`, else from now) without loss. Comments keep idle ' +
+            'connections alive. Browsers may pass the token as `?token=` or use the console cookie. A client that does not ' +
+            'keep up is disconnected and resumes on reconnect.',
+          parameters: [
+            { name: 'Last-Event-ID', in: 'header', required: false, schema: { type: 'string', pattern: '^\\d+$' } },
+            { name: 'after', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } },
+            ...['cluster', 'rack', 'mac', 'token'].map((n) => ({ name: n, in: 'query', required: false, schema: { type: 'string' } })),
+          ],
+          responses: { 200: { description: 'an endless event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errors(400, 401), 503: { description: 'shutting down', content: { 'application/json': { schema: error } } } },
+        },
       },
       '/ssh-key': {
         get: { summary: "racksmith's SSH public key (the one the seeds install)", responses: { 200: { description: 'OpenSSH public key', content: { 'text/plain': {} } }, ...errors(401) } },
