@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Config } from './config/settings.js';
 import { createApp } from './http/app.js';
 import { createHttpService } from './http/service.js';
+import { powerRoutes } from './http/api/power.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
 import { DB_FILE } from './inventory/sqlite/db.js';
 import { acquireInstanceLock, type InstanceLock } from './lib/instance-lock.js';
@@ -15,6 +16,9 @@ import type { Logger } from './lib/log.js';
 import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
+import { createIpmiDriver } from './power/ipmi.js';
+import { createBmcGate } from './power/scheduler.js';
+import { createPowerService } from './power/service.js';
 import { VERSION } from './lib/version.js';
 
 export interface Runtime {
@@ -49,6 +53,27 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
+  const ipmi = createIpmiDriver({
+    ipmitool: config.ipmitool,
+    deadlineMs: config.powerTimeoutSeconds * 1000,
+    retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
+    gate: createBmcGate(config.powerMaxInFlight),
+    log: log.child({ svc: 'power' }),
+  });
+  const power = createPowerService({
+    inventory,
+    driver: ipmi,
+    settings: {
+      rackConcurrency: config.rackPowerConcurrency,
+      rackDelaySeconds: config.rackPowerDelaySeconds,
+      removalTimeoutMs: config.reimageRemovalTimeoutSeconds * 1000,
+      removalPollMs: 2000,
+    },
+    onStopped: () => ipmi.close(),
+  });
+  // Power starts before HTTP (the API calls into it) and stops after it.
+  services.push(power);
+
   const app = createApp({
     log,
     version: VERSION,
@@ -56,6 +81,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     inventory,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
+    extraRoutes: [...powerRoutes(power)],
   });
   services.push(createHttpService(config, app));
 
