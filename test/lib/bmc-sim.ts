@@ -69,6 +69,7 @@ function chassisScript(dir: string, o: BmcSimOptions): string {
 D=${dir}
 now() { date +%s.%N; }
 T0=$(now)
+ARGS="$*"
 op=$1; shift
 vm_alive() { [ -f $D/qemu.pid ] && kill -0 "$(cat $D/qemu.pid)" 2>/dev/null; }
 vm_start() {
@@ -108,7 +109,7 @@ else
     esac
   done
 fi
-echo "$T0 $(now) $op $*" >> $D/chassis.log
+echo "$T0 $(now) $ARGS" >> $D/chassis.log
 exit $rc
 `;
 }
