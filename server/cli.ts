@@ -5,10 +5,11 @@
  * Exit codes: 0 done, 1 failed, 2 usage error.
  */
 import { ConfigError, loadConfig } from './config/load.js';
+import { settingsMarkdown } from './config/table.js';
 import { TOKEN_ROLES, type TokenRole } from './inventory/model.js';
 import { parse, SETTING_FLAGS, settingFlags, UsageError } from './cli/args.js';
 import { ApiError, createApiClient } from './cli/client.js';
-import { MAIN_HELP, SERVE_HELP, TOKEN_HELP } from './cli/help.js';
+import { MAIN_HELP, SERVE_HELP, TOKEN_HELP, settingsHelp } from './cli/help.js';
 import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
 import { rackCommand } from './cli/power-commands.js';
 import { createLogger } from './lib/log.js';
@@ -86,6 +87,11 @@ async function main(argv: readonly string[]): Promise<number> {
       return 0;
     case 'serve':
       return serve(rest);
+    case 'settings': {
+      const { values } = parse(rest, { markdown: { type: 'boolean' } });
+      out(values['markdown'] ? settingsMarkdown() : settingsHelp());
+      return 0;
+    }
     case 'token':
       return token(rest);
     case 'machines':

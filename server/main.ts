@@ -130,6 +130,9 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     await stop('start failed');
     throw err;
   }
+  if (!config.adminToken && (await inventory.tokens.list()).length === 0) {
+    log.warn('no API tokens yet: create one with "racksmith token create --role admin" (same --data-dir)');
+  }
   log.info({ version: VERSION, dataDir: config.dataDir, advertise: config.advertiseAddress, services: Object.fromEntries(services.map((s) => [s.name, s.health().state])) }, 'serving');
   return { config, inventory, services, stop, done };
 }

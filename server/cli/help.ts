@@ -12,6 +12,7 @@ Commands:
   machines power|reimage     a machine's power through its BMC; reimage it
   rack power                 power a whole rack, a few machines at a time, with live progress
   clusters list|create|show  clusters, through a running server's API
+  settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
 Run "racksmith <command> --help" for a command's options.
