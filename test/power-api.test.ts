@@ -265,6 +265,32 @@ test('CLI reimage of a worker that never joined: no removal, powered on, progres
   assert.is(again.body.error.code, 'ERR_REIMAGE_IN_PROGRESS');
 });
 
+test('a restart while the reimage waits for the orchestrator: it resumes from the store', async () => {
+  if (missing) return;
+  await advance(mac(9), 'joined');
+  const r = await call(operator, 'POST', `/machines/${mac(9)}/reimage`, {});
+  assert.is(r.status, 202, r.text);
+  await until('the removal request', async () => (await eventsOf(mac(9))).some((e) => e.type === 'reimage' && e.data.step === 'remove-from-cluster'));
+  const setsBefore = sim(9).sets().length;
+  assert.is(await rs.stop(), 0);
+  seen.push(rs.output());
+  // The orchestrator reports while racksmith is down; the restarted server finds the fact.
+  await store.events.append({ mac: mac(9), cluster: 'lab', type: 'cluster.node-removed', source: 'orchestrator', message: 'node r9n9 removed', data: { reimage: r.body.reimage } });
+  rs = await startRacksmith({ dataDir: rs.dataDir, env: { RACKSMITH_POWER_TIMEOUT_SECONDS: '4', RACKSMITH_REIMAGE_REMOVAL_TIMEOUT_SECONDS: '6' } });
+  await until('the resumed power cycle', async () => (await eventsOf(mac(9))).some((e) => e.type === 'reimage' && e.data.step === 'power-cycled'));
+  assert.is(sim(9).boot(), 'pxe');
+  assert.ok(sim(9).sets().length > setsBefore);
+  assert.match(rs.output(), /resuming reimage/);
+});
+
+test('BMC passwords are sealed at rest: not in the database files', async () => {
+  if (missing) return;
+  const { readdirSync, readFileSync } = await import('node:fs');
+  const files = readdirSync(rs.dataDir).filter((f) => f.startsWith('racksmith.db'));
+  assert.ok(files.length >= 1);
+  for (const f of files) assert.not.ok(readFileSync(join(rs.dataDir, f)).includes(PASSWORD), `${f} holds the password in clear`);
+});
+
 test('the BMC password is in no response, no event and no log line', async () => {
   if (missing) return;
   for (let i = 0; i < 17; i++) seen.push(JSON.stringify(await eventsOf(mac(i))));
