@@ -122,3 +122,41 @@ for (const [name, history, suites, remaining, want] of RETRY) {
   });
 }
 retry.run();
+
+const fuzz = suite('ipmitool output parser: seeded fuzz');
+fuzz('any output gives an outcome of a known kind, never a throw', () => {
+  let seed = 0x5eed1234;
+  const rand = (): number => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const pieces = CASES.flatMap(([, , r]) => `${r.stdout}\n${r.stderr}`.split('\n')).filter(Boolean);
+  const ops: IpmiCommand[] = [{ op: 'status' }, { op: 'on' }, { op: 'off' }, { op: 'cycle' }, { op: 'reset' }, { op: 'bootdev', device: 'pxe' }, { op: 'bootread' }];
+  const kinds = new Set(['timeout', 'unreachable', 'auth', 'cipher', 'rejected', 'busy', 'output', 'tool', 'aborted']);
+  for (let i = 0; i < 20_000; i++) {
+    const lines: string[] = [];
+    const n = Math.floor(rand() * 6);
+    for (let j = 0; j < n; j++) {
+      const p = pieces[Math.floor(rand() * pieces.length)] ?? '';
+      const r = rand();
+      if (r < 0.5) lines.push(p);
+      else if (r < 0.7) lines.push(p.slice(0, Math.floor(rand() * p.length)));
+      else if (r < 0.85) lines.push(Array.from({ length: Math.floor(rand() * 80) }, () => String.fromCharCode(Math.floor(rand() * 0x3000))).join(''));
+      else lines.push(p.replace(/[a-z]/g, (c) => (rand() < 0.1 ? String.fromCharCode(c.charCodeAt(0) ^ 0x20) : c)));
+    }
+    const text = lines.join(rand() < 0.5 ? '\n' : '\r\n');
+    const split = Math.floor(rand() * text.length);
+    const op = ops[Math.floor(rand() * ops.length)] as IpmiCommand;
+    const out = parseIpmitool(op, { exitCode: rand() < 0.5 ? 0 : 1, stdout: text.slice(0, split), stderr: text.slice(split), timedOut: false });
+    if (!out.ok) {
+      assert.ok(kinds.has(out.kind), out.kind);
+      assert.ok(out.detail.length <= 300, 'detail stays one short line');
+    } else if (op.op === 'status') {
+      assert.ok(out.state === 'on' || out.state === 'off');
+    }
+  }
+});
+fuzz.run();
