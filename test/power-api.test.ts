@@ -1,6 +1,9 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { CLI_PATH } from '../server/lib/paths.js';
 import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
 import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
 import type { Mac } from '../server/lib/mac.js';
@@ -15,9 +18,10 @@ import { requirements, skipNote } from './lib/tools.js';
  * happened; the store is opened beside the server only to play the other services' part
  * (lifecycle states the boot chain and orchestrator would set, the orchestrator's removal fact).
  */
+const run = promisify(execFile);
 const test = suite('power API: the real server, ipmi_sim BMCs');
 const PASSWORD = 'Pw-api-9Xk2-bmc';
-const missing = requirements(['ipmi_sim', 'ipmitool', 'mkfifo']);
+const missing = requirements(['ipmi_sim', 'ipmitool', 'mkfifo', 'script']);
 
 let rs: RacksmithProcess;
 let store: SqliteInventory;
@@ -192,6 +196,19 @@ test('CLI rack power, off a terminal: one line per change, delay between starts'
   assert.is(starts.length, 10);
   const gaps = starts.slice(1).map((t, i) => t - (starts[i] as number));
   assert.ok(Math.min(...gaps) > 0.3, `machines started ${Math.min(...gaps).toFixed(2)} s apart with a 0.5 s delay`);
+});
+
+test('CLI rack power on a terminal: the table is redrawn in place', async () => {
+  if (missing) return;
+  // `script` gives the CLI a pseudo-terminal, as a tech's shell would.
+  const cmd = [process.execPath, CLI_PATH, 'rack', 'power', 'r9', '--action', 'status', '--concurrency', '5', '--url', rs.url, '--token', operator].map((a) => `'${a}'`).join(' ');
+  const { stdout } = await run('script', ['-qec', cmd, '/dev/null'], { timeout: 60_000 });
+  const ESC = String.fromCharCode(27);
+  assert.ok(new RegExp(`${ESC}\\[\\d+A${ESC}\\[J`).test(stdout), 'cursor up + clear: an in-place redraw');
+  const last = stdout.slice(stdout.lastIndexOf(`${ESC}[J`));
+  assert.match(last, /HOSTNAME\s+MAC\s+STATE\s+RESULT/);
+  assert.is((last.match(/ ok +off/g) ?? []).length, 10);
+  assert.match(last, /done: 10 ok/);
 });
 
 test('reimage of a control node in a 3-control cluster with one control failed: 409', async () => {

@@ -152,7 +152,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     } catch (err) {
       if (err instanceof PowerError) {
         await events.append({ ...base, message: `power ${action} failed: ${err.message}`, data: { action, outcome: 'failed', code: err.code, attempts: err.attempts, ...extra } });
-        log.warn({ mac: m.mac, action, code: err.code, msg: err.message }, 'power failed');
+        log.warn({ mac: m.mac, action, code: err.code, error: err.message }, 'power failed');
         throw toAppError(err);
       }
       throw err;
