@@ -45,6 +45,8 @@ export interface IpmiDriver extends PowerDriver {
 const MAX_OUTPUT = 64 * 1024;
 
 export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
+  if (!(opts.deadlineMs >= 1000)) throw new RangeError(`the BMC deadline must be at least 1 s, got ${opts.deadlineMs} ms`);
+  if (!Number.isInteger(opts.retry.maxAttempts) || opts.retry.maxAttempts < 1) throw new RangeError(`the BMC attempts must be a positive integer, got ${opts.retry.maxAttempts}`);
   // Password FIFOs live in a folder only this user can enter (mkdtemp makes it 0700).
   let fifoDir: string | null = null;
   let fifoSeq = 0;

@@ -67,6 +67,10 @@ export function toAppError(err: PowerError): AppError {
 }
 
 export function createPowerService(deps: PowerServiceDeps): PowerService {
+  const s = deps.settings;
+  if (!Number.isInteger(s.rackConcurrency) || s.rackConcurrency < 1) throw new RangeError(`rack power concurrency must be a positive integer, got ${s.rackConcurrency}`);
+  if (!(s.rackDelaySeconds >= 0)) throw new RangeError(`rack power delay must be 0 or more seconds, got ${s.rackDelaySeconds}`);
+  if (!(s.removalTimeoutMs > 0) || !(s.removalPollMs > 0)) throw new RangeError('the reimage removal timeout and poll interval must be positive');
   const { machines, events } = deps.inventory;
   const { driver, settings } = deps;
   const now = deps.now ?? (() => new Date());
