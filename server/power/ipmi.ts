@@ -62,7 +62,11 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
   async function withPasswordFifo<T>(password: string, fn: (path: string) => Promise<T>): Promise<T> {
     fifoDir ??= mkdtempSync(join(tmpdir(), 'racksmith-ipmi-'));
     const path = join(fifoDir, `pw-${++fifoSeq}`);
-    await run('mkfifo', ['-m', '600', path]);
+    try {
+      await run('mkfifo', ['-m', '600', path]);
+    } catch (err) {
+      throw new PowerError('tool', `cannot make the password FIFO for ipmitool (mkfifo, coreutils): ${err instanceof Error ? err.message : String(err)}`, 0);
+    }
     let fd: number | null = null;
     try {
       fd = openSync(path, 'r+');
