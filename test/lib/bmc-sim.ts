@@ -24,6 +24,14 @@ export interface BmcSimOptions {
   readonly rejectBoot?: boolean;
   /** Start a QEMU VM on power on (no disk; `-boot order=n` when the boot device is pxe). */
   readonly vm?: boolean;
+  /** VM mode: QEMU arguments for the NIC (default `-nic none`) and others, e.g. a tap. */
+  readonly vmArgs?: readonly string[];
+  readonly vmMemoryMiB?: number;
+  /** Run ipmi_sim (and so the VM) inside this network namespace, listening on `address`. */
+  readonly netns?: string;
+  /** Listen address (default 127.0.0.1) and port (default: a free one; 623 inside a namespace). */
+  readonly address?: string;
+  readonly port?: number;
 }
 
 export interface ChassisCall {
@@ -75,7 +83,7 @@ vm_alive() { [ -f $D/qemu.pid ] && kill -0 "$(cat $D/qemu.pid)" 2>/dev/null; }
 vm_start() {
   vm_alive && return 0
   order=c; [ "$(cat $D/boot 2>/dev/null)" = pxe ] && order=n
-  qemu-system-x86_64 -machine pc -accel tcg -m 64 -smp 1 -display none -monitor none -nic none \\
+  qemu-system-x86_64 -machine pc -accel tcg -m ${o.vmMemoryMiB ?? 64} -smp 1 -display none -monitor none ${(o.vmArgs ?? ['-nic', 'none']).join(' ')} \\
     -serial file:$D/serial.log -boot order=$order -name rs-bmcsim-${o.name} -pidfile $D/qemu.pid -daemonize \\
     </dev/null >/dev/null 2>>$D/qemu.err
 }
@@ -116,8 +124,10 @@ exit $rc
 
 export async function startBmcSim(o: BmcSimOptions): Promise<BmcSim> {
   const dir = mkdtempSync(join(tmpdir(), `rs-bmcsim-${o.name}-`));
-  const port = await freeUdpPort();
+  const port = o.port ?? (o.netns ? 623 : await freeUdpPort());
+  const address = o.address ?? '127.0.0.1';
   const user = o.username ?? 'admin';
+  const inNs = (cmd: string, args: string[]): [string, string[]] => (o.netns ? ['ip', ['netns', 'exec', o.netns, cmd, ...args]] : [cmd, args]);
   mkdirSync(join(dir, 'state'));
   const prog = join(dir, 'chassis.sh');
   writeFileSync(prog, chassisScript(dir, o));
@@ -127,7 +137,7 @@ export async function startBmcSim(o: BmcSimOptions): Promise<BmcSim> {
     `name "${o.name}"
 set_working_mc 0x20
   startlan 1
-    addr 127.0.0.1 ${port}
+    addr ${address} ${port}
     priv_limit admin
     allowed_auths_callback none md2 md5 straight
     allowed_auths_user none md2 md5 straight
@@ -140,7 +150,7 @@ set_working_mc 0x20
 `,
   );
   writeFileSync(join(dir, 'bmc.emu'), 'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n');
-  const child: ChildProcess = spawn('ipmi_sim', ['-c', join(dir, 'lan.conf'), '-f', join(dir, 'bmc.emu'), '-n', '-s', join(dir, 'state')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn(...inNs('ipmi_sim', ['-c', join(dir, 'lan.conf'), '-f', join(dir, 'bmc.emu'), '-n', '-s', join(dir, 'state')]), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
 
@@ -148,7 +158,7 @@ set_working_mc 0x20
   let up = false;
   for (let i = 0; i < 50 && child.exitCode === null; i++) {
     try {
-      const { stdout } = await run('ipmitool', ['-I', 'lanplus', '-C', '3', '-N', '1', '-R', '1', '-H', '127.0.0.1', '-p', String(port), '-U', user, '-P', o.password, 'mc', 'info'], { timeout: 5000 });
+      const { stdout } = await run(...inNs('ipmitool', ['-I', 'lanplus', '-C', '3', '-N', '1', '-R', '1', '-H', address, '-p', String(port), '-U', user, '-P', o.password, 'mc', 'info']), { timeout: 5000 });
       if (/Device ID/.test(stdout)) {
         up = true;
         break;
@@ -171,7 +181,7 @@ set_working_mc 0x20
   };
   const sim: BmcSim = {
     name: o.name,
-    address: '127.0.0.1',
+    address,
     port,
     dir,
     calls() {
@@ -216,7 +226,7 @@ set_working_mc 0x20
   };
   if (!up) {
     await sim.stop();
-    throw new Error(`ipmi_sim ${o.name} did not come up on 127.0.0.1:${port}: ${stderr.slice(-1000)}`);
+    throw new Error(`ipmi_sim ${o.name} did not come up on ${address}:${port}: ${stderr.slice(-1000)}`);
   }
   return sim;
 }
