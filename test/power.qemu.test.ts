@@ -109,10 +109,13 @@ test('reimage: boot device PXE on the BMC, the VM cycled into a PXE boot', async
   assert.is.not(after, before);
   assert.is(bmc.boot(), 'pxe');
   assert.match(bmc.vmCmdline() ?? '', /-boot order=n/);
-  const sets = bmc.sets().map((c) => c.args);
-  const i = sets.lastIndexOf('set boot pxe');
-  assert.ok(i >= 0);
-  assert.equal(sets.slice(i, i + 3), ['set boot pxe', 'set power 0', 'set power 1']);
+  // The chassis program logs a call when it returns, a moment after QEMU wrote its pid file.
+  const sets = await until('the power-on in the chassis log', () => {
+    const all = bmc.sets().map((c) => c.args);
+    const i = all.lastIndexOf('set boot pxe');
+    return i >= 0 && all.length >= i + 3 && all.slice(i, i + 3);
+  });
+  assert.equal(sets, ['set boot pxe', 'set power 0', 'set power 1']);
   const evs = (await call('GET', `/machines/${MAC}/events`)).body as any[];
   await until('the power-cycled step', async () => ((await call('GET', `/machines/${MAC}/events`)).body as any[]).some((e) => e.type === 'reimage' && e.data.step === 'power-cycled'));
   assert.ok(evs.some((e) => e.type === 'state' && e.data.to === 'reimaging'));
