@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config/settings.js';
+import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
 import { createHttpService } from './http/service.js';
 import { powerRoutes } from './http/api/power.js';
@@ -84,6 +85,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     extraRoutes: [...powerRoutes(power)],
   });
   services.push(createHttpService(config, app));
+  services.push(createDhcpService(config, { inventory }));
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;
