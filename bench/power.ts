@@ -3,8 +3,8 @@
  * 1. one `chassis power status`, sequentially: racksmith's driver (FIFO for the password, the
  *    gate, `-v`, output parsing) vs `ipmitool -P` run directly;
  * 2. `chassis power on` over 10 BMCs, 3 at a time: racksmith's gate vs `xargs -P 3 ipmitool`.
- * Figures and ratios, measured in the same run. Run under the machine-wide lock:
- *   flock /tmp/racksmith-heavy.lock npm run bench:power
+ * Figures and ratios, measured in the same run. `npm run bench:power` takes the machine-wide lock:
+ *   flock /tmp/racksmith-heavy.lock node dist/bench/power.js
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseIPv4, parseRange } from '../lib/ipv4.js';
+import { isSecretKeyText } from '../lib/secrets.js';
 
 /**
  * Every setting racksmith reads, in one table: its YAML/flag name (kebab case), its environment
@@ -54,7 +55,7 @@ export const SETTINGS = {
   rackPowerDelaySeconds: { env: 'RACKSMITH_RACK_POWER_DELAY_SECONDS', schema: integer(0, 600), default: 2, help: 'rack power on/cycle/reset: seconds between two machines\' starts, unless the request says' },
   reimageRemovalTimeoutSeconds: { env: 'RACKSMITH_REIMAGE_REMOVAL_TIMEOUT_SECONDS', schema: integer(5, 86_400), default: 900, help: 'reimage: how long to wait for the orchestrator to remove the node from its cluster' },
   adminToken: { env: 'RACKSMITH_ADMIN_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'an admin API token accepted at start (bootstrap)', secret: true },
-  secretKey: { env: 'RACKSMITH_SECRET_KEY', schema: z.string().optional(), default: undefined, help: 'key that encrypts secrets at rest (64 hex chars); default: a key file in the data directory', secret: true },
+  secretKey: { env: 'RACKSMITH_SECRET_KEY', schema: z.string().refine(isSecretKeyText, 'expected 64 hex characters or 32 bytes in base64').optional(), default: undefined, help: 'key that encrypts secrets at rest (64 hex chars); default: a key file in the data directory', secret: true },
   logLevel: { env: 'RACKSMITH_LOG_LEVEL', schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', help: 'log level' },
 } as const satisfies Record<string, SettingSpec>;
 
