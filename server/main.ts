@@ -21,6 +21,8 @@ import { createIpmiDriver } from './power/ipmi.js';
 import { createBmcGate } from './power/scheduler.js';
 import { createPowerService } from './power/service.js';
 import { VERSION } from './lib/version.js';
+import { createArpResolver } from './lib/neighbours.js';
+import { createTftpService, tftpFiles } from './tftp/index.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -89,6 +91,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory }));
+  // TFTP tells machines apart by IP only: the kernel's neighbour table names the MAC.
+  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient: createArpResolver(), inventory }));
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;
