@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { existsSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { heavyLock, startBmcSim, watchPs, type BmcSim } from './lib/bmc-sim.js';
+import { startBmcSim, watchPs, type BmcSim } from './lib/bmc-sim.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -14,14 +14,14 @@ const run = promisify(execFile);
  * QEMU VM (TCG, no disk). The API powers it on — the QEMU process appears — reports it on, powers
  * it off — the process is gone; a reimage sets PXE and cycles it — a new QEMU process with
  * `-boot order=n`. Everything is checked on the simulator and the process table, not only in
- * racksmith's answers. Runs under the machine-wide heavy lock; one VM.
+ * racksmith's answers. One VM; the suite runner runs `*.qemu` suites one at a time (by hand:
+ * `flock /tmp/racksmith-heavy.lock node dist/test/power.qemu.test.js`).
  */
 const test = suite('power with a QEMU VM behind ipmi_sim');
 const PASSWORD = 'Pw-qemu-3Lm8-vm';
 const MAC = '52:54:00:77:20:01';
-const missing = requirements(['ipmi_sim', 'ipmitool', 'qemu-system-x86_64', 'flock', 'mkfifo']);
+const missing = requirements(['ipmi_sim', 'ipmitool', 'qemu-system-x86_64', 'mkfifo']);
 
-let lock: { release(): Promise<void> } | null = null;
 let bmc: BmcSim;
 let rs: RacksmithProcess;
 let operator = '';
@@ -44,7 +44,6 @@ async function qemuInPs(): Promise<string[]> {
 
 test.before(async () => {
   if (missing) return;
-  lock = await heavyLock();
   bmc = await startBmcSim({ name: 'pq1', password: PASSWORD, vm: true });
   rs = await startRacksmith({ env: { RACKSMITH_POWER_TIMEOUT_SECONDS: '20' } });
   const admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
@@ -66,7 +65,6 @@ test.after(async () => {
   await rs?.stop();
   rs?.cleanup();
   await bmc?.stop();
-  await lock?.release();
 });
 
 test('power on: the VM process appears; status says on', async () => {

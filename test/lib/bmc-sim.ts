@@ -296,33 +296,3 @@ export function watchPs(needle: string): { stop(): Promise<{ samples: number; le
     },
   };
 }
-
-/**
- * Holds the machine-wide lock for CPU-heavy work (QEMU) until released: `flock` runs a shell that
- * waits on its stdin, so closing stdin releases the lock.
- */
-export async function heavyLock(timeoutMs = 20 * 60_000): Promise<{ release(): Promise<void> }> {
-  const child = spawn('flock', ['/tmp/racksmith-heavy.lock', 'sh', '-c', 'echo locked; read _'], { stdio: ['pipe', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error('could not take /tmp/racksmith-heavy.lock in time'));
-    }, timeoutMs);
-    child.stdout?.on('data', (d: Buffer) => {
-      if (d.toString().includes('locked')) {
-        clearTimeout(t);
-        resolve();
-      }
-    });
-    child.once('exit', () => {
-      clearTimeout(t);
-      reject(new Error('flock exited early'));
-    });
-  });
-  return {
-    async release() {
-      child.stdin?.end();
-      if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
-    },
-  };
-}
