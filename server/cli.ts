@@ -12,6 +12,7 @@ import { ApiError, createApiClient } from './cli/client.js';
 import { MAIN_HELP, SERVE_HELP, TOKEN_HELP, WATCH_HELP, settingsHelp } from './cli/help.js';
 import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
 import { watch } from './cli/watch.js';
+import { rackCommand } from './cli/power-commands.js';
 import { createLogger } from './lib/log.js';
 import { ServiceStartError } from './lib/service.js';
 import { InstanceLockedError } from './lib/instance-lock.js';
@@ -142,6 +143,8 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'machines':
       await machinesCommand(rest, client, out);
       return 0;
+    case 'rack':
+      return rackCommand(rest, client, out, Boolean(process.stdout.isTTY));
     case 'clusters':
       await clustersCommand(rest, client, out);
       return 0;

@@ -12,6 +12,7 @@ import { consoleRouter } from './http/console.js';
 import { createEventStream } from './http/event-stream.js';
 import { metricsRouter } from './http/metrics.js';
 import { createHttpService } from './http/service.js';
+import { powerRoutes } from './http/api/power.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
 import { DB_FILE } from './inventory/sqlite/db.js';
 import { collectInventoryMetrics } from './inventory/metrics.js';
@@ -23,6 +24,9 @@ import { createMetrics, type MetricsRegistry } from './lib/metrics.js';
 import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
+import { createIpmiDriver } from './power/ipmi.js';
+import { createBmcGate } from './power/scheduler.js';
+import { createPowerService } from './power/service.js';
 import { VERSION } from './lib/version.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
@@ -66,6 +70,26 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   collectServiceHealth(metrics, health);
   const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
   const eventStream = createEventStream({ events: inventory.events, machines: inventory.machines, metrics });
+  const ipmi = createIpmiDriver({
+    ipmitool: config.ipmitool,
+    deadlineMs: config.powerTimeoutSeconds * 1000,
+    retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
+    gate: createBmcGate(config.powerMaxInFlight),
+    log: log.child({ svc: 'power' }),
+  });
+  const power = createPowerService({
+    inventory,
+    driver: ipmi,
+    settings: {
+      rackConcurrency: config.rackPowerConcurrency,
+      rackDelaySeconds: config.rackPowerDelaySeconds,
+      removalTimeoutMs: config.reimageRemovalTimeoutSeconds * 1000,
+      removalPollMs: 2000,
+    },
+    onStopped: () => ipmi.close(),
+  });
+  // Power starts before HTTP (the API calls into it) and stops after it.
+  services.push(power);
 
   const app = createApp({
     log,
@@ -78,6 +102,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     eventStream,
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
+    extraRoutes: [...powerRoutes(power)],
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory }));

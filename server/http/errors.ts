@@ -6,7 +6,8 @@ import { TransitionError } from '../inventory/lifecycle.js';
 /**
  * Every error leaves as `{"error": {"code", "message", "field"?}}` with the status of its kind:
  * 400 bad input, 401 no or bad token, 403 role too low, 404 unknown resource, 409 conflict,
- * 415 a body that is not of the type the route takes.
+ * 415 a body that is not of the type the route takes, 502 a BMC answered with an error, 504 a
+ * BMC did not answer in time.
  * A 500 is a real fault: logged with its stack, answered without internals.
  */
 const STATUS: Record<ErrorKind, number> = {
@@ -17,6 +18,8 @@ const STATUS: Record<ErrorKind, number> = {
   conflict: 409,
   'unsupported-media-type': 415,
   unavailable: 503,
+  'bad-gateway': 502,
+  'gateway-timeout': 504,
 };
 
 export interface ErrorBody {

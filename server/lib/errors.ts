@@ -1,9 +1,10 @@
 /**
  * Errors that cross a boundary carry a machine-readable `code`. The HTTP layer maps the kind to a
- * status (400 bad input, 404 unknown, 409 conflict, 415 wrong content type); the message says what was wrong, and
- * `field` names the input that was.
+ * status (400 bad input, 404 unknown, 409 conflict, 415 wrong content type, 502/504 a device
+ * racksmith drives — a BMC — answered wrongly or not at all); the message says what was wrong,
+ * and `field` names the input that was.
  */
-export type ErrorKind = 'invalid' | 'not-found' | 'conflict' | 'unauthorized' | 'forbidden' | 'unsupported-media-type' | 'unavailable';
+export type ErrorKind = 'invalid' | 'not-found' | 'conflict' | 'unauthorized' | 'forbidden' | 'unsupported-media-type' | 'unavailable' | 'bad-gateway' | 'gateway-timeout';
 
 export interface ErrorDetail {
   readonly message: string;

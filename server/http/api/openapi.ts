@@ -6,6 +6,7 @@ import {
   newMachineSchema,
   sessionSchema,
 } from './schemas.js';
+import { machinePowerSchema, rackPowerSchema, reimageSchema } from './power.js';
 
 /**
  * The OpenAPI 3 document of /api/v1. Request bodies come from the same zod schemas the handlers
@@ -20,7 +21,18 @@ const errors = (...codes: number[]): Record<string, unknown> =>
     codes.map((c) => [
       String(c),
       {
-        description: { 400: 'bad input', 401: 'no or bad token', 403: 'role too low', 404: 'unknown resource', 409: 'conflict', 415: 'wrong content type' }[c] ?? 'error',
+        description:
+          {
+            400: 'bad input',
+            401: 'no or bad token',
+            403: 'role too low',
+            404: 'unknown resource',
+            409: 'conflict',
+            415: 'wrong content type',
+            502: 'the BMC answered with an error (code ERR_BMC_*)',
+            503: 'racksmith is stopping',
+            504: 'the BMC did not answer in time (ERR_BMC_TIMEOUT, ERR_BMC_UNREACHABLE)',
+          }[c] ?? 'error',
         content: { 'application/json': { schema: error } },
       },
     ]),
@@ -32,6 +44,7 @@ const ok = (description: string, schema: unknown = { type: 'object' }): Record<s
 const jsonBody = (s: z.ZodType): Record<string, unknown> => ({ required: true, content: { 'application/json': { schema: bodySchema(s) } } });
 const macParam = { name: 'mac', in: 'path', required: true, description: 'MAC in any common form', schema: { type: 'string' } };
 const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string' } };
+const rackParam = { name: 'rack', in: 'path', required: true, schema: { type: 'string' } };
 
 export function openApiDocument(version: string): Record<string, unknown> {
   return {
@@ -138,6 +151,35 @@ export function openApiDocument(version: string): Record<string, unknown> {
           ],
           responses: { 200: { description: 'an endless event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errors(400, 401), 503: { description: 'shutting down', content: { 'application/json': { schema: error } } } },
         },
+      },
+      '/machines/{mac}/power': {
+        parameters: [macParam],
+        post: {
+          summary: 'Power on, off, cycle (on when off), reset, or read the power state through the BMC (operator)',
+          requestBody: jsonBody(machinePowerSchema),
+          responses: { 200: ok('what was done, with attempts and the cipher suite used'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
+        },
+      },
+      '/machines/{mac}/reimage': {
+        parameters: [macParam],
+        post: {
+          summary: 'Reimage: rotate the seed token, leave the cluster, next boot PXE, power cycle (operator)',
+          description: 'Refused (409 ERR_QUORUM) for a control-plane node whose removal would lose etcd quorum, unless force. Progress: the machine\'s events (type reimage). See docs/power.md.',
+          requestBody: { required: false, content: { 'application/json': { schema: bodySchema(reimageSchema) } } },
+          responses: { 202: ok('the reimage id and whether the node leaves its cluster first'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
+        },
+      },
+      '/racks/{rack}/power': {
+        parameters: [rackParam],
+        post: {
+          summary: 'Power every machine of a rack, a few at a time with a delay between starts (operator)',
+          requestBody: jsonBody(rackPowerSchema),
+          responses: { 202: ok('the job, with per-machine state'), ...errors(400, 401, 403, 404) },
+        },
+      },
+      '/racks/{rack}/power/{job}': {
+        parameters: [rackParam, { name: 'job', in: 'path', required: true, schema: { type: 'string' } }],
+        get: { summary: 'A rack power job: progress and per-machine results', responses: { 200: ok('the job'), ...errors(400, 401, 404) } },
       },
       '/ssh-key': {
         get: { summary: "racksmith's SSH public key (the one the seeds install)", responses: { 200: { description: 'OpenSSH public key', content: { 'text/plain': {} } }, ...errors(401) } },
