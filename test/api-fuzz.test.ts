@@ -75,6 +75,12 @@ function send(r: FuzzRequest): Promise<{ status: number; text: string; headers: 
     const req = request(
       { host: u.hostname, port: u.port, method: r.method, path: r.path, headers: r.headers, agent, timeout: 30_000 },
       (res) => {
+        // An event stream that was accepted never ends: its status and headers are the answer.
+        if (String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
+          resolve({ status: res.statusCode ?? 0, text: '', headers: res.headers });
+          res.destroy();
+          return;
+        }
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), headers: res.headers }));

@@ -3,6 +3,7 @@ import type { ApiClient } from './client.js';
 import { CLUSTERS_HELP, MACHINES_HELP } from './help.js';
 import { parse, UsageError, type Options } from './args.js';
 import { table } from './table.js';
+import { machinePowerCommand, reimageCommand } from './power-commands.js';
 
 /** Thin commands over the REST API: what an admin does daily, without curl. */
 
@@ -74,6 +75,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         'bmc-port': { type: 'string' },
         'bmc-username': { type: 'string' },
         'bmc-password': { type: 'string' },
+        'bmc-cipher-suite': { type: 'string' },
       });
       if (values['help']) return out(MACHINES_HELP);
       const bmcAddress = str(values['bmc-address']);
@@ -91,6 +93,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
               port: values['bmc-port'] ? Number(values['bmc-port']) : undefined,
               username: str(values['bmc-username']),
               password: str(values['bmc-password']) ?? process.env['RACKSMITH_BMC_PASSWORD'],
+              cipherSuite: values['bmc-cipher-suite'] ? Number(values['bmc-cipher-suite']) : undefined,
             }
           : undefined,
       };
@@ -131,8 +134,15 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       const result = await client(values).request<{ imported: number; machines: MachineJson[] }>('POST', '/machines/import', text, 'text/csv');
       return out(values['json'] ? JSON.stringify(result, null, 2) + '\n' : `imported ${result.imported} machine(s)\n` + machineRows(result.machines));
     }
+    case 'power':
+      return machinePowerCommand(rest, client, out);
+    case 'reimage': {
+      const code = await reimageCommand(rest, client, out);
+      if (code !== 0) process.exitCode = code;
+      return;
+    }
     default:
-      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import)`);
+      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, power, reimage)`);
   }
 }
 

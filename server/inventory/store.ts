@@ -165,6 +165,8 @@ export interface EventQuery {
 export interface EventRepo {
   append(e: NewEvent): Promise<InventoryEvent>;
   list(q: EventQuery): Promise<InventoryEvent[]>;
+  /** The id of the newest event (0 when there is none): where a live stream without a resume point starts. */
+  latestId(): Promise<number>;
   /** Called after each appended event (the live stream hangs on this). */
   subscribe(listener: (e: InventoryEvent) => void): () => void;
 }

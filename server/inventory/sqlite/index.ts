@@ -97,6 +97,9 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
         .all(...params)
         .map(eventFromRow);
     },
+    async latestId() {
+      return db.prepare<[], { id: number | null }>('SELECT MAX(id) AS id FROM events').get()?.id ?? 0;
+    },
     subscribe(listener) {
       emitter.on('event', listener);
       return () => emitter.off('event', listener);
