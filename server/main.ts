@@ -4,17 +4,24 @@
  * in reverse; the first fatal error stops the rest cleanly.
  */
 import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from './config/settings.js';
 import { createApp } from './http/app.js';
+import { orchestrationRoutes } from './http/api/orchestration-routes.js';
 import { createHttpService } from './http/service.js';
+import { createOrchestrationRepo } from './inventory/sqlite/orchestration.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
 import { DB_FILE } from './inventory/sqlite/db.js';
 import { acquireInstanceLock, type InstanceLock } from './lib/instance-lock.js';
 import type { Logger } from './lib/log.js';
 import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
+import { instanceId } from './lib/instance-id.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
+import { createOrchestrator } from './orchestrator/service.js';
+import { orchestratorSettings } from './orchestrator/settings.js';
+import { createSshShell } from './orchestrator/ssh.js';
 import { VERSION } from './lib/version.js';
 
 export interface Runtime {
@@ -49,6 +56,16 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
+  const orchestrator = createOrchestrator({
+    inventory,
+    orchestration: createOrchestrationRepo(inventory.db, inventory.now),
+    shell: createSshShell(),
+    privateKey: async () => identity.privateKey,
+    settings: orchestratorSettings(config),
+    owner: instanceId(config.dataDir),
+    holder: `${hostname()} pid ${process.pid}`,
+  });
+
   const app = createApp({
     log,
     version: VERSION,
@@ -56,8 +73,11 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     inventory,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
+    clusterDetail: orchestrator,
+    extraRoutes: orchestrationRoutes(orchestrator, inventory.clusters),
   });
   services.push(createHttpService(config, app));
+  services.push(orchestrator);
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;
