@@ -1,16 +1,19 @@
 import { spawn } from 'node:child_process';
-import { X509Certificate, generateKeyPair, randomBytes } from 'node:crypto';
-import { promisify } from 'node:util';
+import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /**
  * The cluster CA racksmith makes before `kubeadm init`, so the discovery hash every join needs
  * is known up front (kubeadm-join.md: "By generating your CA in beforehand, you may workaround
- * this limitation"). Node 20's crypto makes and signs keys but has no certificate builder
- * (`X509Certificate` only parses), so the key is made by node:crypto and the self-signed
- * certificate by Debian's `openssl req -x509` — see docs/decisions/0601-cluster-ca-with-openssl.md.
+ * this limitation"). Node 20's crypto has no certificate builder (`X509Certificate` only
+ * parses), so Debian's `openssl req -x509 -newkey` makes the key and the self-signed
+ * certificate in one run — see docs/decisions/0601-cluster-ca-with-openssl.md.
  *
- * The key reaches openssl on its stdin and the request config on fd 3: nothing secret is ever
- * written to disk or put on a command line.
+ * openssl writes the key to its stdout (`-keyout -`): it never touches the disk and is never on
+ * a command line. Only the (public) request config goes through a temporary file. node:crypto
+ * then checks the pair and re-encodes the key as PKCS#1, the form kubeadm itself writes.
  */
 export interface ClusterCa {
   readonly certPem: string;
@@ -24,8 +27,6 @@ export class CaError extends Error {
     this.name = 'CaError';
   }
 }
-
-const generate = promisify(generateKeyPair);
 
 /** What kubeadm itself puts in its CA (certs.go: KeyUsageKeyEncipherment|DigitalSignature|CertSign, IsCA). */
 const REQUEST_CONFIG = `[req]
@@ -47,27 +48,38 @@ export interface CaOptions {
 }
 
 export async function createClusterCa(opts: CaOptions = {}): Promise<ClusterCa> {
-  // RSA 2048: kubeadm's default CA key, loadable by every kubeadm from 1.18 on.
-  const { privateKey } = await generate('rsa', { modulusLength: 2048 });
-  const keyPem = privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
   const serial = randomBytes(16);
   serial[0] = (serial[0] ?? 0) & 0x7f; // RFC 5280 §4.1.2.2: a positive integer
-  const args = ['req', '-x509', '-new', '-key', '/dev/stdin', '-config', '/dev/fd/3', '-extensions', 'ca', '-days', String(opts.days ?? 3650), '-sha256', '-set_serial', `0x${serial.toString('hex')}`];
-  const certPem = await runOpenssl(opts.openssl ?? 'openssl', args, keyPem, REQUEST_CONFIG, opts.timeoutMs ?? 30_000);
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-ca-'));
+  let out: string;
+  try {
+    const config = join(dir, 'req.cnf');
+    writeFileSync(config, REQUEST_CONFIG);
+    // RSA 2048: kubeadm's default CA key, loadable by every kubeadm from 1.18 on.
+    const args = ['req', '-x509', '-newkey', 'rsa:2048', '-noenc', '-keyout', '-', '-config', config, '-extensions', 'ca', '-days', String(opts.days ?? 3650), '-sha256', '-set_serial', `0x${serial.toString('hex')}`];
+    out = await runOpenssl(opts.openssl ?? 'openssl', args, opts.timeoutMs ?? 30_000);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const keyBlock = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----\n?/.exec(out)?.[0];
+  const certPem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/.exec(out)?.[0];
+  if (!keyBlock || !certPem) throw new CaError('openssl did not print a key and a certificate');
   let cert: X509Certificate;
+  let key: KeyObject;
   try {
     cert = new X509Certificate(certPem);
+    key = createPrivateKey(keyBlock);
   } catch (err) {
-    throw new CaError(`openssl printed something that is not a certificate: ${(err as Error).message}`);
+    throw new CaError(`openssl printed something unreadable: ${(err as Error).message}`);
   }
   if (!cert.ca) throw new CaError('openssl made a certificate without CA:TRUE');
-  if (!cert.checkPrivateKey(privateKey)) throw new CaError('openssl signed a certificate for another key');
-  return { certPem, keyPem };
+  if (!cert.checkPrivateKey(key)) throw new CaError('openssl signed a certificate for another key');
+  return { certPem, keyPem: key.export({ type: 'pkcs1', format: 'pem' }).toString() };
 }
 
-function runOpenssl(bin: string, args: readonly string[], stdin: string, fd3: string, timeoutMs: number): Promise<string> {
+function runOpenssl(bin: string, args: readonly string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], timeout: timeoutMs });
+    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
     let out = '';
     let err = '';
     child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -77,8 +89,5 @@ function runOpenssl(bin: string, args: readonly string[], stdin: string, fd3: st
       if (code === 0 && out.includes('-----BEGIN CERTIFICATE-----')) resolve(out);
       else reject(new CaError(`${bin} req -x509 failed (${code ?? signal}): ${err.trim().slice(-500)}`));
     });
-    const extra = child.stdio[3];
-    if (extra && 'end' in extra) extra.end(fd3);
-    child.stdin?.end(stdin);
   });
 }

@@ -6,7 +6,7 @@ import { createClusterCa, type ClusterCa } from './cluster-ca.js';
  * A cluster's kubeadm secrets, made by racksmith once and kept sealed in the store under the
  * scope `cluster:<name>`: the bootstrap token, the certificate key that encrypts the uploaded
  * control-plane certificates, and the cluster CA. Everything a join needs is therefore known
- * before `kubeadm init` runs, and nothing has to be scraped from its output (domain-facts §0.8).
+ * before `kubeadm init` runs, and nothing has to be scraped from its output (kubeadm-join.md: a CA generated beforehand makes the hash known).
  *
  * Seeds and the orchestrator both call `ensureClusterSecrets`; the first caller creates them,
  * atomically, and every later caller reads the same ones.

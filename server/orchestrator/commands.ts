@@ -35,7 +35,7 @@ export function writeFile(path: string, content: string, mode: '0600' | '0644', 
   return [`rm -f ${shellQuote(tmp)}`, `(umask 077 && cat > ${shellQuote(tmp)} <<'${delimiter}'\n${body}${delimiter}\n)`, `chmod ${mode} ${shellQuote(tmp)}`, `mv -f ${shellQuote(tmp)} ${shellQuote(path)}`];
 }
 
-/** Exit 0 when the step already happened: kubeadm's own files are the proof (domain-facts §4). */
+/** Exit 0 when the step already happened: kubeadm's own files are the proof (admin.conf is written by init, kubelet.conf by a join; kubeadm-init.md, kubeadm-join.md). */
 export const probes = {
   init: script([`test -f ${PATHS.adminConf}`], { errexit: false }),
   join: script([`test -f ${PATHS.kubeletConf}`], { errexit: false }),
@@ -97,7 +97,7 @@ export function joinCommand(a: JoinArgs): string {
 
 /**
  * A join, after `kubeadm reset -f` when an earlier attempt may have left files behind: kubeadm's
- * preflight refuses to join over them (domain-facts §4, recovery).
+ * preflight refuses to join over them (FileAvailable/DirAvailable checks; kubeadm-reset.md).
  */
 export function joinScript(a: JoinArgs, opts: { resetFirst: boolean }): string {
   return script([...(opts.resetFirst ? [`kubeadm reset -f --cri-socket ${shellQuote(a.criSocket)}`] : []), joinCommand(a)]);

@@ -6,7 +6,7 @@ import { API_SERVER_PORT, type Backend } from './plan.js';
 
 /**
  * The kubeadm configuration for `kubeadm init` on the first control node, one template per
- * kubeadm config API (domain-facts §0.5, §4): v1beta2 for 1.18–1.21, v1beta3 for 1.22–1.30,
+ * kubeadm config API (kubeadm-config.v1beta3/v1beta4 reference pages): v1beta2 for 1.18–1.21, v1beta3 for 1.22–1.30,
  * v1beta4 from 1.31 (where extraArgs became a list of name/value pairs). Templates are data in
  * `kubeadm-templates/`; this module only chooses one and builds its context.
  */
@@ -60,7 +60,7 @@ export interface KubeadmConfigInput {
   readonly imageRepository: string;
 }
 
-/** The API fills these in at creation; they are the CNIs' own defaults (domain-facts §6). */
+/** The API fills these in at creation; they are the CNIs' own defaults (flannel's net-conf.json, Calico's default IPPool, Weave's IPALLOC_RANGE). */
 export const DEFAULT_POD_SUBNET: Readonly<Record<Cni, string>> = { flannel: '10.244.0.0/16', calico: '192.168.0.0/16', weave: '10.32.0.0/12' };
 export const DEFAULT_SERVICE_SUBNET = '10.96.0.0/12';
 

@@ -14,11 +14,11 @@ export interface JoinCommand {
 
 /** kubeadm prints join commands over several lines ending in `\` (showjoincommand.go). */
 export function joinContinuations(text: string): string {
-  return text.replace(/\\\r?\n[ \t]*/g, ' ');
+  return text.replace(/[ \t]*\\\r?\n[ \t]*/g, ' ');
 }
 
-// domain-facts §4: parse after joining the continuations.
-const JOIN_RE = /kubeadm join (\S+) --token (\S+)\s+--discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})( --control-plane --certificate-key ([0-9a-f]{64}))?/g;
+// The join lines of cmd/kubeadm/app/cmd/phases/init/showjoincommand.go, continuations joined.
+const JOIN_RE = /kubeadm join (\S+)\s+--token (\S+)\s+--discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})(\s+--control-plane\s+--certificate-key ([0-9a-f]{64}))?/g;
 
 export function parseJoinCommands(text: string): JoinCommand[] {
   const out: JoinCommand[] = [];
