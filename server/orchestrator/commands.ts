@@ -18,9 +18,15 @@ export const PATHS = {
   haproxyCfg: '/etc/haproxy/haproxy.cfg',
 } as const;
 
-/** The command that reads a script from stdin, as the SSH user. */
-export function shellCommand(user: string): string {
-  return user === 'root' ? 'sh -s' : 'sudo -n sh -s';
+/**
+ * The command that reads a script from stdin, as the SSH user. coreutils `timeout` (inside
+ * sudo, so it may signal root's processes) ends the script and everything it started when the
+ * step's time is up, even if the SSH connection is already gone.
+ */
+export function shellCommand(user: string, timeoutMs: number): string {
+  // A few seconds after racksmith's own timer, so racksmith reports the timeout, not exit 124.
+  const limit = `timeout -k 10 ${Math.ceil(timeoutMs / 1000) + 5}`;
+  return user === 'root' ? `${limit} sh -s` : `sudo -n ${limit} sh -s`;
 }
 
 export function script(lines: readonly string[], opts: { errexit?: boolean } = {}): string {

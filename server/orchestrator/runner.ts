@@ -282,16 +282,16 @@ async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: numbe
 async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
   const { settings } = deps;
   const { step, cluster, secrets } = job;
-  const command = shellCommand(settings.sshUser);
   const quiet = QUIET.has(step.kind);
   const run = async (script: string, opts: { timeoutMs?: number; stream?: boolean } = {}): Promise<string> => {
-    const r = await session.exec(command, {
+    const timeoutMs = opts.timeoutMs ?? settings.stepTimeoutMs;
+    const r = await session.exec(shellCommand(settings.sshUser, timeoutMs), {
       stdin: script,
-      timeoutMs: opts.timeoutMs ?? settings.stepTimeoutMs,
+      timeoutMs,
       signal,
       onData: opts.stream === false || quiet ? undefined : (text) => sink.push(text),
     });
-    if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', `timed out after ${Math.round((opts.timeoutMs ?? settings.stepTimeoutMs) / 1000)} s`, true);
+    if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', `timed out after ${Math.round(timeoutMs / 1000)} s`, true);
     if (r.code !== 0) {
       const last = quiet ? '' : sink.redact(tailLines((r.stdout + '\n' + r.stderr).split('\n'), 1)[0] ?? '');
       throw new StepError('ERR_STEP_COMMAND', `exited ${r.code ?? r.signal ?? 'without a status'}${last ? `: ${last.trim().slice(0, 300)}` : ''}`, true);
@@ -299,7 +299,7 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
     return r.stdout;
   };
   const probe = async (script: string): Promise<boolean> => {
-    const r = await session.exec(command, { stdin: script, timeoutMs: 30_000, signal });
+    const r = await session.exec(shellCommand(settings.sshUser, 30_000), { stdin: script, timeoutMs: 30_000, signal });
     if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', 'the idempotency probe timed out', true);
     if (r.code !== 0 && r.code !== 1) throw new StepError('ERR_STEP_COMMAND', `the idempotency probe exited ${r.code ?? r.signal}: ${r.stderr.trim().slice(-200)}`, true);
     return r.code === 0;

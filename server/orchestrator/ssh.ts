@@ -193,24 +193,43 @@ function session(client: ssh2.Client): RemoteSession {
           }
           let stdout = '';
           let stderr = '';
-          let timedOut = false;
           let code: number | null = null;
           let sig: string | null = null;
+          let done = false;
           const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
           const take = (which: 'stdout' | 'stderr', buf: Buffer): void => {
+            if (done) return;
             const text = decoders[which].write(buf);
             if (which === 'stdout' && stdout.length < MAX_CAPTURE) stdout += text;
             if (which === 'stderr' && stderr.length < MAX_CAPTURE) stderr += text;
             if (text) opts.onData?.(text, which);
           };
+          const finish = (outcome: { timedOut: boolean } | SshError): void => {
+            if (done) return;
+            done = true;
+            clearTimeout(timer);
+            opts.signal?.removeEventListener('abort', onAbort);
+            if (outcome instanceof SshError) reject(outcome);
+            else resolve({ code, signal: sig, stdout, stderr, timedOut: outcome.timedOut });
+          };
+          // sshd keeps a channel open until its command exits, so a timeout does not wait for the
+          // close: it answers at once and asks the command to die (the remote side also runs it
+          // under coreutils timeout, which kills it for sure).
+          const stopRemote = (): void => {
+            try {
+              stream.signal('KILL');
+              stream.close();
+            } catch {
+              /* the channel is already gone */
+            }
+          };
           const timer = setTimeout(() => {
-            timedOut = true;
-            stream.signal('KILL');
-            stream.close();
+            stopRemote();
+            finish({ timedOut: true });
           }, opts.timeoutMs);
           const onAbort = (): void => {
-            stream.signal('KILL');
-            stream.close();
+            stopRemote();
+            finish(new SshError('aborted', 'aborted'));
           };
           opts.signal?.addEventListener('abort', onAbort, { once: true });
           stream.on('data', (d: Buffer) => take('stdout', d));
@@ -220,17 +239,8 @@ function session(client: ssh2.Client): RemoteSession {
             sig = s ?? null;
           });
           stream.on('close', () => {
-            clearTimeout(timer);
-            opts.signal?.removeEventListener('abort', onAbort);
-            if (opts.signal?.aborted) {
-              reject(new SshError('aborted', 'aborted'));
-              return;
-            }
-            if (code === null && sig === null && !timedOut) {
-              reject(new SshError('transport', 'the SSH connection dropped while the command ran'));
-              return;
-            }
-            resolve({ code, signal: sig, stdout, stderr, timedOut });
+            if (code === null && sig === null) finish(new SshError('transport', 'the SSH connection dropped while the command ran'));
+            else finish({ timedOut: false });
           });
           stream.end(opts.stdin ?? '');
         });
