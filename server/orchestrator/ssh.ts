@@ -186,7 +186,21 @@ function session(client: ssh2.Client): RemoteSession {
           reject(new SshError('transport', 'the SSH connection is closed'));
           return;
         }
+        // The channel may never open (a node that stopped answering): that too is bounded.
+        let opened = false;
+        const openTimer = setTimeout(() => {
+          if (opened) return;
+          opened = true;
+          client.end();
+          reject(new SshError('timeout', `no exec channel after ${opts.timeoutMs} ms`));
+        }, opts.timeoutMs);
         client.exec(command, (err, stream) => {
+          if (opened) {
+            stream?.close();
+            return;
+          }
+          opened = true;
+          clearTimeout(openTimer);
           if (err) {
             reject(new SshError('transport', `cannot open an exec channel: ${err.message}`));
             return;
