@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Role, SshHostKey } from '../../server/inventory/model.js';
 import type { Mac } from '../../server/lib/mac.js';
+import { PACKAGE_ROOT } from '../../server/lib/paths.js';
 import { Testbed } from './netns.js';
 
 const run = promisify(execFile);
@@ -53,6 +54,7 @@ export interface Call {
 }
 
 export const STANDIN = fileURLToPath(new URL('../fixtures/kubeadm-standin/standin.js', import.meta.url));
+export const INSTANT = join(PACKAGE_ROOT, 'test', 'fixtures', 'kubeadm-standin', 'instant.sh');
 export const SSH_USER = 'racksmith';
 
 export interface BedOptions {
@@ -60,6 +62,8 @@ export interface BedOptions {
   readonly version: string;
   /** The test-unique subnet octet (198.18.<octet>.0/24); random by default. */
   readonly octet?: number;
+  /** The benchmark's instant POSIX-shell stand-in instead of the recording one. */
+  readonly instant?: boolean;
 }
 
 export class KubeBed {
@@ -159,7 +163,7 @@ export class KubeBed {
       const wrapper = join(dir, 'sbin', tool);
       writeFileSync(
         wrapper,
-        `#!/bin/sh\nSTANDIN_NODE=${d.name} STANDIN_NODE_IP=${ip} STANDIN_NODE_DIR=${dir} STANDIN_CLUSTER_DIR=${this.clusterDir} STANDIN_VERSION=${this.opts.version} exec ${process.execPath} ${STANDIN} ${tool} "$@"\n`,
+        `#!/bin/sh\nSTANDIN_NODE=${d.name} STANDIN_NODE_IP=${ip} STANDIN_NODE_DIR=${dir} STANDIN_CLUSTER_DIR=${this.clusterDir} STANDIN_VERSION=${this.opts.version} exec ${this.opts.instant ? `/bin/sh ${INSTANT}` : `${process.execPath} ${STANDIN}`} ${tool} "$@"\n`,
         { mode: 0o755 },
       );
     }
