@@ -188,6 +188,9 @@ test('1 LB + 3 control + 2 workers: ordered, kill -9 right after init, resumed, 
     assert.match(kc.text, /kind: Config/);
     assert.match(kc.text, new RegExp(`server: https://${endpoint.replace(/\./g, '\\.')}`));
     assert.is((await call(viewer, 'GET', '/clusters/lab/kubeconfig')).status, 403);
+    assert.is(await (rs as RacksmithProcess).cli(['clusters', 'kubeconfig', 'lab'], { RACKSMITH_TOKEN: admin }), kc.text);
+    const shown = await (rs as RacksmithProcess).cli(['clusters', 'show', 'lab'], { RACKSMITH_TOKEN: viewer });
+    assert.match(shown, /^init\s+cp1\s+done\s+\S+T\S+Z/m);
 
     let events = '';
     for (const n of bed.nodes) events += (await call(viewer, 'GET', `/machines/${n.mac}/events`)).text;
@@ -253,7 +256,7 @@ test('failure rules: retried joins, an always-failing worker, a host key mismatc
     const failedSteps = (view.body.steps as any[]).filter((s) => s.state === 'failed');
     assert.is(failedSteps.length, 2);
     assert.ok(failedSteps.every((s) => s.error && s.endedAt));
-    assert.ok(failedSteps.find((s) => s.machine.hostname === 'broken')?.output.some((l: string) => /couldn't validate the identity/.test(l)));
+    assert.ok(failedSteps.find((s) => s.machine === 'broken')?.output.some((l: string) => /couldn't validate the identity/.test(l)));
 
     // Viewers cannot retry; operators can. The faults are removed first.
     assert.is((await call(viewer, 'POST', '/clusters/lab9/retry')).status, 403);
@@ -262,6 +265,8 @@ test('failure rules: retried joins, an always-failing worker, a host key mismatc
     const retry = await call(operator, 'POST', '/clusters/lab9/retry');
     assert.is(retry.status, 202, retry.text);
     assert.equal([...retry.body.retried.machines].sort(), ['broken', 'imposter']);
+    // Retrying again at once finds nothing failed (the CLI says so).
+    assert.match(await (rs as RacksmithProcess).cli(['clusters', 'retry', 'lab9'], { RACKSMITH_TOKEN: operator }), /^retrying \d+ step\(s\) on 0 machine\(s\)/);
     await waitFor('cluster ready after retry', async () => (await clusterState('lab9')) === 'ready', 60_000, 200);
     const after = (await call(viewer, 'GET', '/machines?cluster=lab9')).body as any[];
     assert.ok(after.every((m) => m.state === 'joined'), JSON.stringify(after.map((m) => [m.hostname, m.state])));

@@ -9,7 +9,8 @@ Commands:
   token create               print a new API token (--role admin|operator|viewer [--name NAME])
   machines list|add|set|rm|import
                              the machine inventory, through a running server's API
-  clusters list|create|show  clusters, through a running server's API
+  clusters list|create|show|retry|kubeconfig
+                             clusters, through a running server's API
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
@@ -64,6 +65,8 @@ export const CLUSTERS_HELP = `Usage:
                             --container-runtime docker|containerd --cni weave|flannel|calico
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
   racksmith clusters show NAME
+  racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
+  racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
 
 Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
 `;

@@ -81,7 +81,8 @@ export function presentStep(s: StepRecord, machines: readonly Machine[]): Record
   return {
     id: s.id,
     kind: s.kind,
-    machine: s.mac ? { mac: s.mac, hostname: m?.hostname ?? null } : null,
+    machine: m?.hostname ?? s.mac,
+    mac: s.mac,
     state: s.state,
     attempts: s.attempts,
     startedAt: s.startedAt,
