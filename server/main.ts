@@ -7,6 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from './config/settings.js';
+import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
 import { orchestrationRoutes } from './http/api/orchestration-routes.js';
 import { createHttpService } from './http/service.js';
@@ -77,6 +78,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     extraRoutes: orchestrationRoutes(orchestrator, inventory.clusters),
   });
   services.push(createHttpService(config, app));
+  services.push(createDhcpService(config, { inventory }));
   services.push(orchestrator);
 
   const abort = new AbortController();

@@ -92,6 +92,27 @@ export interface InventoryEvent {
   readonly data: Record<string, unknown> | null;
 }
 
+/**
+ * A DHCP lease as stored: one row per address, so an address is never held by two MACs.
+ * `bound` until `expiresAt` (after which the address is free again, but the row keeps the MAC so
+ * that the client gets the same address back); `released` by the client; `declined` when a
+ * client found the address in use (RFC 2131 §4.3.3): quarantined until `expiresAt`, no MAC.
+ */
+export const LEASE_STATES = ['bound', 'released', 'declined'] as const;
+export type LeaseState = (typeof LEASE_STATES)[number];
+
+export interface Lease {
+  readonly ip: string;
+  readonly mac: Mac | null;
+  readonly state: LeaseState;
+  /** Option 61 as hex, when the client sent one. */
+  readonly clientId: string | null;
+  readonly hostname: string | null;
+  readonly startsAt: string;
+  readonly expiresAt: string;
+  readonly updatedAt: string;
+}
+
 export interface ApiToken {
   readonly id: string;
   readonly name: string;

@@ -8,6 +8,7 @@ import type {
   ContainerRuntime,
   Firmware,
   InventoryEvent,
+  Lease,
   Machine,
   Role,
   SshHostKey,
@@ -160,6 +161,45 @@ export interface TokenRepo {
   revoke(id: string): Promise<void>;
 }
 
+export interface LeaseBinding {
+  readonly ip: string;
+  readonly mac: Mac;
+  readonly clientId?: string | null | undefined;
+  readonly hostname?: string | null | undefined;
+  readonly expiresAt: string;
+}
+
+export type BindOutcome =
+  | { readonly ok: true; readonly lease: Lease }
+  /** `held`: bound (unexpired) to another MAC or quarantined; `reserved`: another machine's `ip`. */
+  | { readonly ok: false; readonly reason: 'held' | 'reserved'; readonly holder: Mac | null };
+
+/**
+ * DHCP leases. Written before the ACK that announces them goes out, so an acknowledged lease
+ * survives a restart or a kill -9. An address is never bound to two MACs: the table has one row
+ * per address, and a binding that would take an address another MAC holds is refused.
+ */
+export interface LeaseRepo {
+  /** Every row (the DHCP service loads them once at start). */
+  list(): Promise<Lease[]>;
+  byIp(ip: string): Promise<Lease | null>;
+  byMac(mac: Mac): Promise<Lease | null>;
+  /**
+   * Binds each address to its MAC, all in one transaction (group commit for a burst of ACKs).
+   * A binding moves the MAC off any other address it held. Refusals are reported per binding;
+   * the rest commit.
+   */
+  bindAll(bindings: readonly LeaseBinding[], now: Date): Promise<BindOutcome[]>;
+  /** RFC 2131 §4.3.4: the client gives the address back. False when it did not hold it. */
+  release(ip: string, mac: Mac, now: Date): Promise<boolean>;
+  /** RFC 2131 §4.3.3: the address is in use by someone else; quarantine it until `until`. */
+  decline(ip: string, mac: Mac, until: Date, now: Date): Promise<boolean>;
+  /** The machine whose `ip` is this address (a reservation), or null. */
+  reservedBy(ip: string): Promise<Mac | null>;
+  /** Every reservation (machines with an `ip`), address → MAC. */
+  reservations(): Promise<Map<string, Mac>>;
+}
+
 /** Sealed secrets by scope (`global`, `cluster:<name>`) and name. */
 export interface SecretRepo {
   get(scope: string, name: string): Promise<string | null>;
@@ -236,5 +276,6 @@ export interface Inventory {
   readonly events: EventRepo;
   readonly tokens: TokenRepo;
   readonly secrets: SecretRepo;
+  readonly leases: LeaseRepo;
   close(): Promise<void>;
 }

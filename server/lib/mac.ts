@@ -34,7 +34,8 @@ export function isMac(text: string): text is Mac {
 /** The canonical form of six raw bytes (DHCP chaddr, ARP). */
 export function macFromBytes(bytes: Uint8Array): Mac {
   if (bytes.length < 6) throw new RangeError(`a MAC needs 6 bytes, got ${bytes.length}`);
-  return Array.from(bytes.subarray(0, 6), (b) => b.toString(16).padStart(2, '0')).join(':') as Mac;
+  const h = Buffer.from(bytes.buffer, bytes.byteOffset, 6).toString('hex');
+  return `${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}:${h.slice(6, 8)}:${h.slice(8, 10)}:${h.slice(10, 12)}` as Mac;
 }
 
 export function macToBytes(mac: Mac): Buffer {

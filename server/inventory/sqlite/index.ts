@@ -5,6 +5,7 @@ import type { InventoryEvent } from '../model.js';
 import type { EventQuery, EventRepo, Inventory, NewEvent, SecretRepo, TokenRepo } from '../store.js';
 import { createClusterRepo } from './clusters.js';
 import { openDb, type Db } from './db.js';
+import { createLeaseRepo } from './leases.js';
 import { createMachineRepo } from './machines.js';
 import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from './rows.js';
 
@@ -148,6 +149,7 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
 
   const clusters = withFlush(createClusterRepo(db, now, appendEventSync), flush, rolledBack);
   const machines = withFlush(createMachineRepo({ db, box: opts.box, now, appendEvent: appendEventSync }), flush, rolledBack);
+  const leases = createLeaseRepo(db);
 
   return {
     db,
@@ -159,6 +161,7 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
     events,
     tokens,
     secrets,
+    leases,
     async close() {
       if (db.open) db.close();
     },

@@ -95,6 +95,25 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
+    version: 2,
+    name: 'dhcp leases',
+    // One row per address (PRIMARY KEY ip): an address can never be held by two MACs. A MAC holds
+    // at most one row (UNIQUE mac; NULL for quarantined addresses). Times are ISO-8601 UTC.
+    sql: `
+      CREATE TABLE leases (
+        ip TEXT PRIMARY KEY,
+        mac TEXT UNIQUE,
+        state TEXT NOT NULL CHECK (state IN ('bound', 'released', 'declined')),
+        client_id TEXT,
+        hostname TEXT,
+        starts_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        CHECK ((state = 'declined') = (mac IS NULL))
+      ) STRICT;
+    `,
+  },
+  {
     // Version 2 belongs to DHCP (leases); the numbers were handed out per service.
     version: 3,
     name: 'orchestration',

@@ -1,0 +1,208 @@
+/**
+ * `npm run bench:dhcp` — racksmith's DHCP against Kea (memfile, persistence on) in the same run,
+ * in the same namespaces, driven by the same clients. Run it alone on the machine:
+ *   flock /tmp/racksmith-heavy.lock npm run bench:dhcp
+ * 1. the decoder: 1,000,000 seeded mutations of the captured fixtures (decode or ProtocolError);
+ * 2. DORA rate: perfdhcp as a relay at rising rates, each step against a fresh server; the best
+ *    rate with < 1 % of exchanges lost;
+ * 3. power-on burst: 500 clients send their DISCOVER at once; time until all are bound and how
+ *    many needed a retry (1 s, like a PXE ROM).
+ * Figures are printed with the racksmith/Kea ratio. Nothing here asserts: speed is measured.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../server/lib/paths.js';
+import { newDataDir, openDataDir, removeDataDir, serveInNamespace, waitFor } from '../test/lib/dhcp.js';
+import { dhcpFixtures } from '../test/lib/dhcp-fixtures.js';
+import { fuzzDhcp } from '../test/lib/dhcp-fuzz.js';
+import { Testbed } from '../test/lib/netns.js';
+import { requirements } from '../test/lib/tools.js';
+
+const RATES = (process.env['BENCH_DHCP_RATES'] ?? '1000,2000,3000,4000,5000,6000,7000,8000,10000,12000').split(',').map(Number);
+const SECONDS = Number(process.env['BENCH_DHCP_SECONDS'] ?? '5');
+const BURST = 500;
+const FUZZ = Number(process.env['BENCH_DHCP_FUZZ'] ?? '1000000');
+
+type Server = 'racksmith' | 'kea';
+
+interface Step {
+  readonly rate: number;
+  readonly sent: number;
+  readonly acks: number;
+  readonly lossPct: number;
+  readonly persisted: number;
+}
+
+interface Perfdhcp {
+  sent: Record<string, number>;
+  received: Record<string, number>;
+}
+
+function parsePerfdhcp(out: string): Perfdhcp {
+  const s: Perfdhcp = { sent: {}, received: {} };
+  for (const block of out.split('***Statistics for: ').slice(1)) {
+    const name = block.slice(0, block.indexOf('*')).trim();
+    const num = (label: string): number => Number(new RegExp(`${label}:\\s*(\\d+)`).exec(block)?.[1] ?? 0);
+    s.sent[name] = num('sent packets');
+    s.received[name] = num('received packets');
+  }
+  return s;
+}
+
+async function main(): Promise<void> {
+  const missing = requirements(['perfdhcp', 'kea-dhcp4', 'curl'], { netns: true });
+  if (missing) throw new Error(`bench:dhcp needs ${missing}`);
+
+  // 1. Decoder fuzz.
+  const fixtures = dhcpFixtures().map((f) => f.bytes);
+  const t0 = process.hrtime.bigint();
+  const fz = fuzzDhcp(fixtures, FUZZ, 0xbe4c);
+  const fuzzSec = Number(process.hrtime.bigint() - t0) / 1e9;
+  process.stdout.write(`decoder fuzz: ${FUZZ.toLocaleString()} mutations in ${fuzzSec.toFixed(1)} s (${Math.round(FUZZ / fuzzSec).toLocaleString()}/s): ${fz.decoded.toLocaleString()} decoded, rejected ${JSON.stringify(fz.rejected)}; nothing else thrown\n\n`);
+
+  const tb = new Testbed('db');
+  const work = mkdtempSync(join(tmpdir(), 'racksmith-bench-dhcp-'));
+  try {
+    const srv = await tb.addNamespace('s');
+    const cli = await tb.addNamespace('c');
+    await tb.veth(srv, 'sv', cli, 'cv', '10.78.0.1/16', '10.78.0.2/16');
+    const iface = tb.name('sv');
+
+    /** Starts one server fresh (empty lease store); returns how to stop it and count its leases. */
+    const startServer = async (which: Server): Promise<{ stop: () => Promise<void>; leases: () => Promise<number> }> => {
+      if (which === 'racksmith') {
+        const dataDir = newDataDir();
+        const serve = await serveInNamespace(srv, {
+          RACKSMITH_DHCP_MODE: 'authoritative',
+          RACKSMITH_DHCP_INTERFACE: iface,
+          RACKSMITH_DHCP_RANGE: '10.78.1.0-10.78.255.254',
+          RACKSMITH_DHCP_LEASE_SECONDS: '3600',
+          RACKSMITH_ADVERTISE_ADDRESS: '10.78.0.1',
+          RACKSMITH_LOG_LEVEL: 'warn',
+        }, { dataDir });
+        return {
+          stop: async () => {
+            await serve.stop();
+            removeDataDir(dataDir);
+          },
+          leases: async () => {
+            const inv = openDataDir(dataDir);
+            try {
+              return (await inv.leases.list()).length;
+            } finally {
+              await inv.close();
+            }
+          },
+        };
+      }
+      const dir = mkdtempSync(join(work, 'kea-'));
+      const leaseFile = join(dir, 'leases.csv');
+      writeFileSync(
+        join(dir, 'kea.json'),
+        JSON.stringify({
+          Dhcp4: {
+            'interfaces-config': { interfaces: [iface], 'dhcp-socket-type': 'udp' },
+            'lease-database': { type: 'memfile', persist: true, name: leaseFile, 'lfc-interval': 0 },
+            'valid-lifetime': 3600,
+            subnet4: [{ id: 1, subnet: '10.78.0.0/16', pools: [{ pool: '10.78.1.0 - 10.78.255.254' }] }],
+            loggers: [{ name: 'kea-dhcp4', severity: 'WARN', 'output_options': [{ output: 'stderr' }] }],
+          },
+        }),
+      );
+      const child = tb.spawn(srv, 'kea-dhcp4', ['-c', join(dir, 'kea.json')], { env: { ...process.env, KEA_PIDFILE_DIR: dir, KEA_LOCKFILE_DIR: dir } });
+      let out = '';
+      child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+      // Kea is ready once its lease file exists and it holds UDP 67.
+      await waitFor('Kea to start', async () => {
+        const { stdout } = await tb.exec(srv, 'ss', ['-lun']).catch(() => ({ stdout: '' }));
+        return /:67\b/.test(stdout);
+      }, 15_000).catch((e: Error) => {
+        throw new Error(`${e.message}\n${out}`);
+      });
+      return {
+        stop: async () => {
+          child.kill('SIGTERM');
+          await new Promise((r) => setTimeout(r, 300));
+          child.kill('SIGKILL');
+        },
+        leases: async () => {
+          // The memfile is an append log: count distinct addresses with a live lease.
+          const rows = readFileSync(leaseFile, 'utf8').split('\n').slice(1).filter(Boolean);
+          return new Set(rows.map((r) => r.split(',')[0])).size;
+        },
+      };
+    };
+
+    const rateStep = async (which: Server, rate: number): Promise<Step> => {
+      const s = await startServer(which);
+      try {
+        const { stdout } = await tb
+          .exec(cli, 'perfdhcp', ['-4', '-l', '10.78.0.2', '-r', String(rate), '-R', '60000', '-p', String(SECONDS), '-W', '2000000', '-s', String(rate), '10.78.0.1'], { timeoutMs: (SECONDS + 30) * 1000 })
+          .catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
+        const p = parsePerfdhcp(stdout);
+        const sent = p.sent['DISCOVER-OFFER'] ?? 0;
+        const acks = p.received['REQUEST-ACK'] ?? 0;
+        // An exchange is lost when its DISCOVER got no OFFER or its REQUEST no ACK.
+        const lossPct = sent === 0 ? 100 : (100 * (sent - acks)) / sent;
+        await new Promise((r) => setTimeout(r, 300));
+        const persisted = await s.leases();
+        return { rate, sent, acks, lossPct, persisted };
+      } finally {
+        await s.stop();
+      }
+    };
+
+    const burst = async (which: Server): Promise<{ allBoundMs: number | null; retried: number; bound: number }> => {
+      const s = await startServer(which);
+      try {
+        const { stdout } = await tb.exec(cli, process.execPath, [
+          join(PACKAGE_ROOT, 'dist', 'test', 'lib', 'relay-client.js'),
+          JSON.stringify({ local: '10.78.0.2', server: '10.78.0.1', count: BURST, window: BURST, retryMs: 1000, timeoutMs: 20_000 }),
+        ], { timeoutMs: 40_000 });
+        return JSON.parse(stdout) as { allBoundMs: number | null; retried: number; bound: number };
+      } finally {
+        await s.stop();
+      }
+    };
+
+    const results: Record<Server, { steps: Step[]; best: Step | null; burst: { allBoundMs: number | null; retried: number; bound: number } }> = {
+      racksmith: { steps: [], best: null, burst: { allBoundMs: null, retried: 0, bound: 0 } },
+      kea: { steps: [], best: null, burst: { allBoundMs: null, retried: 0, bound: 0 } },
+    };
+    for (const which of ['kea', 'racksmith'] as const) {
+      for (const rate of RATES) {
+        // The machine is shared: a step that loses ≥ 1 % is tried once more, for both servers alike.
+        let step = await rateStep(which, rate);
+        if (step.lossPct >= 1) {
+          const again = await rateStep(which, rate);
+          if (again.lossPct < step.lossPct) step = again;
+        }
+        results[which].steps.push(step);
+        process.stdout.write(
+          `${which.padEnd(9)} rate ${String(rate).padStart(6)}/s: ${step.sent} DISCOVERs, ${step.acks} ACKs, loss ${step.lossPct.toFixed(2)} %, leases in store ${step.persisted}\n`,
+        );
+        if (step.lossPct < 1) results[which].best = step;
+        else break;
+      }
+      results[which].burst = await burst(which);
+      const b = results[which].burst;
+      process.stdout.write(`${which.padEnd(9)} burst of ${BURST}: ${b.bound} bound, all bound after ${b.allBoundMs ?? 'never'} ms, ${b.retried} needed a retry\n\n`);
+    }
+
+    const k = results.kea;
+    const r = results.racksmith;
+    const achieved = (s: Step | null): number => (s ? (s.acks / SECONDS) : 0);
+    const ratio = (a: number, b: number): string => (b > 0 ? (a / b).toFixed(2) : 'n/a');
+    process.stdout.write('── summary ──────────────────────────────────────────────────────────\n');
+    process.stdout.write(`DORA rate with < 1 % loss   racksmith ${r.best?.rate ?? 0}/s (${achieved(r.best).toFixed(0)} leases/s)   Kea ${k.best?.rate ?? 0}/s (${achieved(k.best).toFixed(0)} leases/s)   ratio ${ratio(r.best?.rate ?? 0, k.best?.rate ?? 0)}\n`);
+    process.stdout.write(`  (the highest step tried was ${Math.max(...RATES)}/s; perfdhcp itself tops out near 6,000/s on 2 cores)\n`);
+    process.stdout.write(`leases persisted at best rate racksmith ${r.best?.persisted ?? 0} of ${r.best?.acks ?? 0} ACKs   Kea ${k.best?.persisted ?? 0} of ${k.best?.acks ?? 0}\n`);
+    process.stdout.write(`burst of ${BURST}: all bound    racksmith ${r.burst.allBoundMs ?? 'never'} ms (${r.burst.retried} retried)   Kea ${k.burst.allBoundMs ?? 'never'} ms (${k.burst.retried} retried)   ratio (Kea/racksmith time) ${ratio(k.burst.allBoundMs ?? 0, r.burst.allBoundMs ?? 0)}\n`);
+  } finally {
+    await tb.destroy();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,128 @@
+import { createSocket } from 'node:dgram';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { newDataDir, openDataDir, removeDataDir, serveInNamespace, type ServeProcess } from '../lib/dhcp.js';
+import { dhcpFixtures } from '../lib/dhcp-fixtures.js';
+import { prng } from '../lib/dhcp-fuzz.js';
+import { Testbed } from '../lib/netns.js';
+import { requirements, skipNote } from '../lib/tools.js';
+
+/**
+ * perfdhcp acting as a relay (giaddr = its address, port 67 both ways) completes DORA; then a
+ * flood of garbage datagrams is dropped and counted, and the server still serves.
+ */
+const missing = requirements(['perfdhcp', 'curl'], { netns: true });
+
+export interface PerfdhcpStats {
+  readonly sent: Record<string, number>;
+  readonly received: Record<string, number>;
+  readonly drops: Record<string, number>;
+}
+
+/** Parses perfdhcp's summary ("***Statistics for: DISCOVER-OFFER***" blocks). */
+export function parsePerfdhcp(out: string): PerfdhcpStats {
+  const stats: PerfdhcpStats = { sent: {}, received: {}, drops: {} };
+  for (const block of out.split('***Statistics for: ').slice(1)) {
+    const name = block.slice(0, block.indexOf('*')).trim();
+    const num = (label: string): number => Number(new RegExp(`${label}:\\s*(\\d+)`).exec(block)?.[1] ?? NaN);
+    stats.sent[name] = num('sent packets');
+    stats.received[name] = num('received packets');
+    stats.drops[name] = num('drops');
+  }
+  return stats;
+}
+
+if (missing) {
+  skipNote('dhcp relay and flood', missing);
+} else {
+  const tb = new Testbed('d');
+  const dataDir = newDataDir();
+  let serve: ServeProcess | null = null;
+  let srv = '', cli = '';
+
+  test.before(async () => {
+    srv = await tb.addNamespace('s');
+    cli = await tb.addNamespace('c');
+    await tb.veth(srv, 'sv', cli, 'cv', '10.77.0.1/24', '10.77.0.2/24');
+    serve = await serveInNamespace(srv, {
+      RACKSMITH_DHCP_MODE: 'authoritative',
+      RACKSMITH_DHCP_INTERFACE: tb.name('sv'),
+      RACKSMITH_DHCP_RANGE: '10.77.0.10-10.77.0.250',
+      RACKSMITH_ADVERTISE_ADDRESS: '10.77.0.1',
+      RACKSMITH_LOG_LEVEL: 'warn',
+    }, { dataDir });
+  });
+
+  test.after(async () => {
+    await serve?.stop();
+    await tb.destroy();
+    removeDataDir(dataDir);
+  });
+
+  const perfdhcp = async (n: number): Promise<PerfdhcpStats> => {
+    const { stdout } = await tb.exec(cli, 'perfdhcp', ['-4', '-l', '10.77.0.2', '-r', '100', '-R', String(n), '-n', String(n), '-W', '1000000', '10.77.0.1'], { timeoutMs: 60_000 }).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
+    return parsePerfdhcp(stdout);
+  };
+
+  test('perfdhcp as a relay: DORA completes for its subnet, leases persisted', async () => {
+    const s = await perfdhcp(200);
+    assert.ok(s.sent['DISCOVER-OFFER'] && s.sent['DISCOVER-OFFER'] >= 200, JSON.stringify(s));
+    assert.is(s.drops['DISCOVER-OFFER'], 0, JSON.stringify(s));
+    assert.is(s.drops['REQUEST-ACK'], 0, JSON.stringify(s));
+    assert.is(s.received['REQUEST-ACK'], s.sent['REQUEST-ACK']);
+    const inv = openDataDir(dataDir);
+    try {
+      const leases = await inv.leases.list();
+      assert.ok(leases.length >= 190, `${leases.length} leases`);
+      assert.ok(leases.every((l) => l.state === 'bound' && /^10\.77\.0\.\d+$/.test(l.ip)));
+    } finally {
+      await inv.close();
+    }
+  });
+
+  test('a garbage flood is dropped and counted; the server still serves', async () => {
+    // 20,000 datagrams: random bytes, truncated captures, captures with broken option lengths.
+    const fixtures = dhcpFixtures().map((f) => f.bytes);
+    const rand = prng(7);
+    const payloads: Buffer[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const f = fixtures[i % fixtures.length] as Buffer;
+      const kind = i % 3;
+      if (kind === 0) payloads.push(Buffer.from(Array.from({ length: Math.floor(rand() * 600) }, () => Math.floor(rand() * 256))));
+      else if (kind === 1) payloads.push(f.subarray(0, Math.floor(rand() * 239)));
+      else {
+        const b = Buffer.from(f.subarray(0, 300));
+        b[241] = 250; // the first option now claims far more than remains
+        payloads.push(b);
+      }
+    }
+    const script = `
+      const dgram = require('node:dgram');
+      const payloads = JSON.parse(require('node:fs').readFileSync(0, 'utf8')).map((h) => Buffer.from(h, 'hex'));
+      const s = dgram.createSocket('udp4');
+      let i = 0;
+      const next = () => {
+        if (i >= payloads.length) return s.close();
+        const p = payloads[i++];
+        // ~20,000 datagrams a second: a flood the loop keeps up with, so each one is counted.
+        s.send(p, 67, '10.77.0.1', () => (i % 100 === 0 ? setTimeout(next, 5) : next()));
+      };
+      next();`;
+    await tb.exec(cli, process.execPath, ['-e', script], { input: JSON.stringify(payloads.map((p) => p.toString('hex'))), timeoutMs: 60_000 });
+    const h = await serve?.health();
+    const detail = h?.services['dhcp']?.detail ?? {};
+    const dropped = detail['dropped'] as Record<string, number>;
+    const malformed = Object.entries(dropped).filter(([k]) => k.startsWith('ERR_DHCP_')).reduce((n, [, v]) => n + v, 0);
+    assert.ok(malformed >= 19_900, `only ${malformed} malformed counted: ${JSON.stringify(detail)}`);
+    assert.ok((dropped['ERR_DHCP_SHORT'] ?? 0) > 0 && (dropped['ERR_DHCP_OPTION_TRUNCATED'] ?? 0) > 0, JSON.stringify(dropped));
+    assert.is(h?.services['dhcp']?.state, 'serving');
+    assert.is(serve?.child.exitCode, null);
+    const s = await perfdhcp(20);
+    assert.is(s.drops['REQUEST-ACK'], 0, JSON.stringify(s));
+    assert.ok((s.received['REQUEST-ACK'] ?? 0) >= 20, JSON.stringify(s));
+  });
+
+  test.run();
+}
+
+export { createSocket };
