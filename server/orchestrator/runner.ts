@@ -181,7 +181,16 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
       .append({ mac, cluster: cluster.name, type, source: 'orchestrator', message, data: { step: step.id, kind: step.kind, ...data } })
       .then(() => undefined)
       .catch((err: unknown) => log.warn({ err }, 'cannot append an orchestration event'));
-  const sink = new OutputSink(redact, (lines) => event(step.mac, 'orchestration.output', lines.join('\n'), { lines: lines.length }), settings.outputLines);
+  // Each batch of output goes to the machine's events, and the step record's tail follows, so
+  // the cluster view shows a long init's progress while it runs.
+  const sink: OutputSink = new OutputSink(
+    redact,
+    async (lines) => {
+      await event(step.mac, 'orchestration.output', lines.join('\n'), { lines: lines.length });
+      await save('running').catch((err: unknown) => log.warn({ err }, 'cannot save the step output'));
+    },
+    settings.outputLines,
+  );
   const save = (state: StepWrite['state'], extra: Partial<StepWrite> = {}): Promise<StepRecord> =>
     deps.orchestration.saveStep({
       cluster: cluster.name,
