@@ -62,7 +62,7 @@ interface Case {
   readonly steps?: StepRecord[];
   readonly active?: string[];
   readonly endpoint?: string;
-  readonly expect: { readonly state: ClusterState; readonly run: string[]; readonly waiting?: RegExp; readonly data?: Record<string, unknown> };
+  readonly expect: { readonly state: ClusterState; readonly run: string[]; readonly waiting?: RegExp; readonly data?: Record<string, unknown>; readonly settle?: string[] };
 }
 
 const CASES: Case[] = [
@@ -263,6 +263,18 @@ const CASES: Case[] = [
     expect: { state: 'bootstrapping', run: [`join:${W1}`] },
   },
   {
+    name: 'killed between "init done" and "cp1 joined": cp1 is settled as joined, the plan goes on',
+    machines: fleet({ lb: 'joined', cp1: 'joining' }),
+    steps: initialised(FRESH, backends('cp1')).slice(0, 3),
+    expect: { state: 'bootstrapping', run: ['kubeconfig'], settle: ['cp1'] },
+  },
+  {
+    name: 'a join and an LB configuration recorded done with their machines still joining are settled',
+    machines: fleet({ lb: 'joining', cp1: 'joined', w1: 'joining' }),
+    steps: [...initialised(FRESH, backends('cp1')), joined(`join:${W1}`, 'join-worker', W1)],
+    expect: { state: 'bootstrapping', run: ['nodes-ready:1'], settle: ['lb1', 'w1'] },
+  },
+  {
     name: 'no load balancer and no explicit endpoint: nothing can start',
     machines: fleet({ cp1: 'ready' }),
     expect: { state: 'pending', run: [], waiting: /no control-plane endpoint/ },
@@ -293,6 +305,8 @@ for (const c of CASES) {
     assert.is(p.state, c.expect.state, `state (waiting: ${JSON.stringify(p.waiting)})`);
     if (c.expect.waiting) assert.ok(p.waiting.some((w) => c.expect.waiting?.test(w)), `waiting ${JSON.stringify(p.waiting)} lacks ${c.expect.waiting}`);
     if (c.expect.data) assert.equal(p.run[0]?.data, c.expect.data);
+    const names = new Map(c.machines.map((m) => [m.mac, m.hostname]));
+    assert.equal(p.settle.map((m) => names.get(m)).sort(), c.expect.settle ?? []);
   });
 }
 

@@ -196,7 +196,7 @@ test('stopped right after init and started again: init is not run again, the joi
   }
 });
 
-test('an init interrupted after it happened (record running, admin.conf present) is skipped by its probe', async () => {
+test('an init interrupted after it happened is skipped by its probe; a join recorded done settles its machine', async () => {
   const inv = tempInventory();
   const rack = new FakeRack();
   await cluster(inv, [LB, CP[0]!]);
@@ -210,6 +210,13 @@ test('an init interrupted after it happened (record running, admin.conf present)
   await inv.machines.transition(LB.mac, 'join-started', { source: 'test' });
   await inv.machines.transition(LB.mac, 'joined', { source: 'test' });
   await inv.machines.transition(CP[0]!.mac, 'join-started', { source: 'test' });
+  // A worker whose join was recorded done just before the process died (machine still joining).
+  await addMembers(inv, 'lab', [W[0]!]);
+  await phoneHome(inv, W[0]!.mac, KEY);
+  await inv.machines.transition(W[0]!.mac, 'join-started', { source: 'test' });
+  await repo.saveStep({ ...base, id: `join:${W[0]!.mac}`, kind: 'join-worker', mac: W[0]!.mac, state: 'done', endedAt: t, data: {} });
+  rack.node(W[0]!.ip).kubeletConf = true;
+  rack.cluster.nodes.add(W[0]!.ip);
   rack.node(CP[0]!.ip).adminConf = true;
   rack.cluster.initialised = true;
   rack.cluster.nodes.add(CP[0]!.ip);
@@ -220,6 +227,8 @@ test('an init interrupted after it happened (record running, admin.conf present)
     assert.is(init?.state, 'skipped');
     assert.is(rack.calls.filter((c) => c.script.includes('kubeadm init --config')).length, 0);
     assert.is((await inv.machines.get(CP[0]!.mac))?.state, 'joined');
+    assert.is((await inv.machines.get(W[0]!.mac))?.state, 'joined', 'settled from its record');
+    assert.equal(rack.callsOn(W[0]!.ip), [], 'and not joined again');
   } finally {
     await h.stop();
     await inv.destroy();

@@ -73,6 +73,11 @@ export interface Plan {
   readonly waiting: readonly string[];
   readonly endpoint: string | null;
   readonly initNode: Mac | null;
+  /**
+   * Machines whose step is recorded done while they still read `joining`: the process stopped
+   * between the two writes (kill -9). They are `joined`; the service records it.
+   */
+  readonly settle: readonly Mac[];
 }
 
 export const API_SERVER_PORT = 6443;
@@ -110,8 +115,9 @@ function newestTime(steps: readonly StepRecord[], kinds: readonly string[], fiel
 
 export function planCluster(input: PlanInput): Plan {
   const { cluster, steps, active, now, limits } = input;
-  const members = input.machines.filter((m) => m.cluster === cluster.name);
   const record = new Map(steps.map((s) => [s.id, s]));
+  const settle = settled(input.machines.filter((m) => m.cluster === cluster.name), steps, record);
+  const members = input.machines.filter((m) => m.cluster === cluster.name).map((m) => (settle.includes(m.mac) ? { ...m, state: 'joined' as const } : m));
   const latest = (kind: StepKind): StepRecord | undefined => steps.filter((s) => s.kind === kind).at(-1);
   const generation = (kind: StepKind): number => steps.filter((s) => s.kind === kind).length;
   const isActive = (id: string): boolean => active.has(id);
@@ -142,7 +148,7 @@ export function planCluster(input: PlanInput): Plan {
   const derive = (): ClusterState => clusterState(input, { lb, controls, workers, first, criticalFailure, run });
   if (criticalFailure) {
     waiting.push(`stopped: ${criticalFailure.id} failed${criticalFailure.error ? ` (${criticalFailure.error})` : ''}; fix the cause and retry`);
-    return { state: derive(), run: [], waiting, endpoint, initNode: first?.mac ?? null };
+    return { state: derive(), run: [], waiting, endpoint, initNode: first?.mac ?? null, settle };
   }
   if (!endpoint) waiting.push('no control-plane endpoint: add a load balancer machine with an IP, or set controlPlaneEndpoint');
 
@@ -251,7 +257,21 @@ export function planCluster(input: PlanInput): Plan {
     }
   }
 
-  return { state: derive(), run, waiting, endpoint, initNode: first?.mac ?? null };
+  return { state: derive(), run, waiting, endpoint, initNode: first?.mac ?? null, settle };
+}
+
+/** The machines a finished step proves joined although their state was not moved yet. */
+function settled(members: readonly Machine[], steps: readonly StepRecord[], record: ReadonlyMap<string, StepRecord>): Mac[] {
+  const out: Mac[] = [];
+  for (const m of members) {
+    if (m.state !== 'joining') continue;
+    const proof =
+      finished(record.get(joinStepId(m.mac))) ||
+      (m.role === 'control-plane' && record.get('init')?.mac === m.mac && finished(record.get('init'))) ||
+      (m.role === 'loadbalancer' && steps.some((s) => s.kind === 'lb-config' && s.mac === m.mac && finished(s)));
+    if (proof) out.push(m.mac);
+  }
+  return out;
 }
 
 interface StateFacts {

@@ -252,6 +252,7 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
 
   if (outcome) {
     lastError = null;
+    // Record first, then the machine: a crash in between is settled by the plan (`settle`).
     const rec = await save(outcome.skipped ? 'skipped' : 'done', { endedAt, data: { ...step.data, ...outcome.data } });
     await event(step.mac, 'orchestration', outcome.skipped ? `${step.id} skipped: ${outcome.skipped}` : `${step.id} done in ${seconds} s`);
     if (step.kind === 'init' || step.kind === 'join-control' || step.kind === 'join-worker' || step.kind === 'lb-config') {
@@ -264,15 +265,16 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
 
   const reason = redact(errorMessage(failure));
   lastError = reason;
-  const rec = await save('failed', { endedAt });
   log.warn({ err: reason, attempts }, 'step failed');
   const tail = sink.tail().slice(-5).join(' | ');
   await event(step.mac, 'orchestration', `${step.id} failed after ${attempts} attempt(s): ${reason}`);
-  // The cluster-wide check is nobody's machine's fault; every other step fails its machine.
+  // The cluster-wide check is nobody's machine's fault; every other step fails its machine —
+  // before the record says so: a crash in between leaves a failed machine and a `running`
+  // record (resumed after a retry), never a failed record beside a machine still `joining`.
   if (step.kind !== 'nodes-ready') {
     await move(step.mac, 'fail', `failed at ${step.id}: ${reason}`, { step: step.id, reason: tail ? `${reason} — ${tail}` : reason });
   }
-  return rec;
+  return save('failed', { endedAt });
 }
 
 async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {

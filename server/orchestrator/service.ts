@@ -208,6 +208,9 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     const [members, steps, secrets] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name), ensureClusterSecrets(inventory.secrets, name, { now, makeCa: deps.makeCa })]);
     const plan = planCluster({ cluster, machines: members, steps, active: new Set(active.keys()), now: now(), limits: settings.limits });
     lastPlans.set(name, plan);
+    for (const mac of plan.settle) {
+      await inventory.machines.transition(mac, 'joined', { source: 'orchestrator', message: `joined cluster ${name} (its step was recorded done before racksmith stopped)` });
+    }
     if (plan.state !== cluster.state) {
       await inventory.clusters.setState(name, plan.state, `${plan.state}${plan.waiting[0] ? `: ${plan.waiting[0]}` : ''}`);
       l.info({ from: cluster.state, to: plan.state, waiting: plan.waiting }, 'cluster state');
