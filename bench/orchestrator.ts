@@ -8,7 +8,7 @@
  * no probes, no persistence, no events). Reported: wall time of both and their ratio, and
  * racksmith's time per step split into the tools' own time and racksmith's overhead.
  *
- * Run it alone on the machine: `flock /tmp/racksmith-heavy.lock npm run bench:orchestrator`.
+ * The npm script runs it under the machine-wide heavy lock (`flock /tmp/racksmith-heavy.lock`).
  * BENCH_RUNS (default 3) sets the repetitions; medians are printed.
  */
 import { execFile } from 'node:child_process';

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseIPv4, parseRange } from '../lib/ipv4.js';
+import { isSecretKeyText } from '../lib/secrets.js';
 
 /**
  * Every setting racksmith reads, in one table: its YAML/flag name (kebab case), its environment
@@ -61,7 +62,7 @@ export const SETTINGS = {
   cniManifestCalico: { env: 'RACKSMITH_CNI_MANIFEST_CALICO', schema: z.url(), default: 'https://raw.githubusercontent.com/projectcalico/calico/v3.28.2/manifests/calico.yaml', help: 'Calico manifest (kubectl apply -f)' },
   kubernetesImageRepository: { env: 'RACKSMITH_KUBERNETES_IMAGE_REPOSITORY', schema: z.string().min(1), default: 'registry.k8s.io', help: 'image repository in the kubeadm configuration (k8s.gcr.io is frozen; sites may mirror)' },
   adminToken: { env: 'RACKSMITH_ADMIN_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'an admin API token accepted at start (bootstrap)', secret: true },
-  secretKey: { env: 'RACKSMITH_SECRET_KEY', schema: z.string().optional(), default: undefined, help: 'key that encrypts secrets at rest (64 hex chars); default: a key file in the data directory', secret: true },
+  secretKey: { env: 'RACKSMITH_SECRET_KEY', schema: z.string().refine(isSecretKeyText, 'expected 64 hex characters or 32 bytes in base64').optional(), default: undefined, help: 'key that encrypts secrets at rest (64 hex chars); default: a key file in the data directory', secret: true },
   logLevel: { env: 'RACKSMITH_LOG_LEVEL', schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', help: 'log level' },
 } as const satisfies Record<string, SettingSpec>;
 
