@@ -97,8 +97,9 @@ test('1 LB + 3 control + 2 workers: ordered, kill -9 right after init, resumed, 
     bed.authorize(key.text);
     await createCluster('lab', bed.nodes);
 
-    // Secrets exist from the cluster's creation; the kubeconfig does not until init ran.
-    const secrets = await waitFor('cluster secrets', () => readClusterSecrets((db as SqliteInventory).secrets, 'lab'));
+    // An idle cluster is not touched: no secrets or lock before there is work; no kubeconfig before init.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.is(await readClusterSecrets((db as SqliteInventory).secrets, 'lab'), null);
     const early = await call(admin, 'GET', '/clusters/lab/kubeconfig');
     assert.is(early.status, 404);
     assert.is(early.body.error.code, 'ERR_NO_KUBECONFIG');
@@ -110,6 +111,8 @@ test('1 LB + 3 control + 2 workers: ordered, kill -9 right after init, resumed, 
     await waitFor('init done', async () => (await repo.steps('lab')).some((s) => s.id === 'init' && s.state === 'done'), 60_000, 20);
     await (rs as RacksmithProcess).kill9();
     const killedAt = Date.now();
+    const secrets = (await readClusterSecrets((db as SqliteInventory).secrets, 'lab')) as ClusterSecrets;
+    assert.ok(secrets, 'made before the first step');
     assert.is(bed.calls().filter(isJoin).length, 0, 'killed before any join');
     bed.setFault('cp1', 'hold-apply', null);
 

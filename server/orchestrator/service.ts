@@ -8,7 +8,7 @@ import { AUTOINSTALL_DIR } from '../lib/paths.js';
 import type { Service, ServiceState } from '../lib/service.js';
 import { createRenderer, type Renderer } from '../render/templates.js';
 import { KUBEADM_TEMPLATES_DIR } from './kubeadm-config.js';
-import { planCluster, type Plan, type PlanLimits } from './plan.js';
+import { planCluster, type PlanLimits } from './plan.js';
 import { runStep, type RunnerDeps, type RunnerSettings } from './runner.js';
 import type { RemoteShell } from './ssh.js';
 
@@ -108,9 +108,6 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
   let unsubscribe: (() => void) | null = null;
   let privateKey = '';
   const running = new Set<Promise<void>>();
-  const lastPlans = new Map<string, Plan>();
-
-  const ensureSecrets = (cluster: string): Promise<unknown> => ensureClusterSecrets(inventory.secrets, cluster, { now, makeCa: deps.makeCa });
 
   function kick(cluster?: string): void {
     if (state !== 'serving') return;
@@ -150,6 +147,9 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     let held = false;
     let renew: NodeJS.Timeout | null = null;
     try {
+      // A cluster with nothing to do is left alone without a single write (no lock row, no
+      // secrets): an idle racksmith does not touch its store.
+      if (!(await hasWork(name))) return;
       const lock = await orchestration.acquireLock(name, deps.owner, deps.holder, settings.lockTtlMs);
       if (lock.owner !== deps.owner) {
         l.debug({ holder: lock.holder, until: lock.expiresAt }, 'another racksmith drives this cluster');
@@ -202,12 +202,22 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
   }
 
   /** One look at the cluster: update its state, start what the plan says. True when nothing is left. */
+  /** A read-only look: would the plan start a step, settle a machine or change the state? */
+  async function hasWork(name: string): Promise<boolean> {
+    const cluster = await inventory.clusters.get(name);
+    if (!cluster) return false;
+    const [members, steps] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
+    const plan = planCluster({ cluster, machines: members, steps, active: new Set(), now: now(), limits: settings.limits });
+    return plan.run.length > 0 || plan.settle.length > 0 || plan.state !== cluster.state;
+  }
+
   async function evaluate(name: string, active: Map<string, Promise<void>>, signal: AbortSignal, driver: Driver, l: Logger): Promise<boolean> {
     const cluster = await inventory.clusters.get(name);
     if (!cluster) return true;
-    const [members, steps, secrets] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name), ensureClusterSecrets(inventory.secrets, name, { now, makeCa: deps.makeCa })]);
+    const [members, steps] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
     const plan = planCluster({ cluster, machines: members, steps, active: new Set(active.keys()), now: now(), limits: settings.limits });
-    lastPlans.set(name, plan);
+    // Made on first need: before the first step that uses them (seeds call the same function).
+    const secrets = plan.run.length > 0 ? await ensureClusterSecrets(inventory.secrets, name, { now, makeCa: deps.makeCa }) : null;
     for (const mac of plan.settle) {
       await inventory.machines.transition(mac, 'joined', { source: 'orchestrator', message: `joined cluster ${name} (its step was recorded done before racksmith stopped)` });
     }
@@ -232,6 +242,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     for (const step of plan.run) {
       if (active.has(step.id)) continue;
       const previous = steps.find((s) => s.id === step.id);
+      if (!secrets) break;
       const p = runStep(runner, { cluster, step, endpoint: plan.endpoint ?? '', members, secrets, previous }, signal)
         .then(
           () => undefined,
@@ -258,10 +269,6 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       unsubscribe = inventory.events.subscribe((e) => {
         if (!e.cluster || e.source === 'orchestrator' || e.type.startsWith('orchestration')) return;
         if (e.type === 'cluster.deleted') return;
-        if (e.type === 'cluster.created') {
-          // Secrets are made when the cluster is, so seeds can carry its CA hash at once.
-          void ensureSecrets(e.cluster).catch((err: unknown) => log?.error({ err, cluster: e.cluster }, 'cannot create the cluster secrets'));
-        }
         kick(e.cluster);
       });
       pollTimer = setInterval(() => kick(), settings.pollMs);
