@@ -2,7 +2,7 @@ import type { Cluster, Cni, Machine } from '../inventory/model.js';
 import { TransitionError, type MachineEventType } from '../inventory/lifecycle.js';
 import type { EventRepo, MachineRepo, OrchestrationRepo, SecretRepo, StepRecord, StepWrite } from '../inventory/store.js';
 import { ADMIN_CONF_SECRET, clusterScope, type ClusterSecrets } from '../lib/cluster-secrets.js';
-import { errorMessage } from '../lib/errors.js';
+import { AppError, errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { Mac } from '../lib/mac.js';
 import type { Renderer } from '../render/templates.js';
@@ -210,7 +210,8 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
     try {
       await deps.machines.transition(mac, ev, { source: 'orchestrator', message, ...extra, data: { step: step.id } });
     } catch (err) {
-      if (!(err instanceof TransitionError)) throw err;
+      // Not allowed from its current state (an operator reimaged it meanwhile), or deleted.
+      if (!(err instanceof TransitionError) && !(err instanceof AppError && err.kind === 'not-found')) throw err;
       log.debug({ err: err.message }, 'machine state left as is');
     }
   };
