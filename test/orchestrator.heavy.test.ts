@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -78,7 +79,8 @@ test.before(async () => {
 test.after(async () => {
   await db?.close();
   await rs?.stop();
-  rs?.cleanup();
+  // The restarted process reuses the first one's data directory, which is ours to remove.
+  if (rs) rmSync(rs.dataDir, { recursive: true, force: true });
 });
 
 test('1 LB + 3 control + 2 workers: ordered, kill -9 right after init, resumed, ready', async () => {
