@@ -16,6 +16,7 @@ import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/in
 import { DB_FILE } from './inventory/sqlite/db.js';
 import { acquireInstanceLock, type InstanceLock } from './lib/instance-lock.js';
 import type { Logger } from './lib/log.js';
+import type { Mac } from './lib/mac.js';
 import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { instanceId } from './lib/instance-id.js';
@@ -24,6 +25,8 @@ import { createOrchestrator } from './orchestrator/service.js';
 import { orchestratorSettings } from './orchestrator/settings.js';
 import { createSshShell } from './orchestrator/ssh.js';
 import { VERSION } from './lib/version.js';
+import { createArpResolver, firstResolver } from './lib/neighbours.js';
+import { createTftpService, tftpFiles } from './tftp/index.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -82,6 +85,14 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory }));
+  // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
+  // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).
+  const leaseResolver = async (ip: string): Promise<Mac | null> => {
+    const lease = await inventory.leases.byIp(ip);
+    return lease?.state === 'bound' ? lease.mac : null;
+  };
+  const resolveClient = firstResolver([leaseResolver, createArpResolver()]);
+  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient, inventory }));
   services.push(orchestrator);
 
   const abort = new AbortController();
