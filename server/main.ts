@@ -4,6 +4,7 @@
  * in reverse; the first fatal error stops the rest cleanly.
  */
 import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from './config/settings.js';
 import { createDhcpService } from './dhcp/server.js';
@@ -13,6 +14,8 @@ import { createEventStream } from './http/event-stream.js';
 import { metricsRouter } from './http/metrics.js';
 import { createHttpService } from './http/service.js';
 import { powerRoutes } from './http/api/power.js';
+import { orchestrationRoutes } from './http/api/orchestration-routes.js';
+import { createOrchestrationRepo } from './inventory/sqlite/orchestration.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
 import { DB_FILE } from './inventory/sqlite/db.js';
 import { collectInventoryMetrics } from './inventory/metrics.js';
@@ -23,10 +26,14 @@ import { collectServiceHealth } from './lib/metric-catalogue.js';
 import { createMetrics, type MetricsRegistry } from './lib/metrics.js';
 import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
+import { instanceId } from './lib/instance-id.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
 import { createIpmiDriver } from './power/ipmi.js';
 import { createBmcGate } from './power/scheduler.js';
 import { createPowerService } from './power/service.js';
+import { createOrchestrator } from './orchestrator/service.js';
+import { orchestratorSettings } from './orchestrator/settings.js';
+import { createSshShell } from './orchestrator/ssh.js';
 import { VERSION } from './lib/version.js';
 import { AUTOINSTALL_DIR, BOOT_TEMPLATES_DIR } from './lib/paths.js';
 import { createRenderer } from './render/templates.js';
@@ -106,6 +113,15 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   // Power starts before HTTP (the API calls into it) and stops after it.
   services.push(power);
+  const orchestrator = createOrchestrator({
+    inventory,
+    orchestration: createOrchestrationRepo(inventory.db, inventory.now),
+    shell: createSshShell(),
+    privateKey: async () => identity.privateKey,
+    settings: orchestratorSettings(config),
+    owner: instanceId(config.dataDir),
+    holder: `${hostname()} pid ${process.pid}`,
+  });
 
   const app = createApp({
     log,
@@ -147,7 +163,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     eventStream,
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
-    extraRoutes: [...powerRoutes(power)],
+    clusterDetail: orchestrator,
+    extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory }));
@@ -161,6 +178,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient, inventory }));
   // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
   services.push(eventStream.service);
+  services.push(orchestrator);
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;

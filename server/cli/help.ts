@@ -11,9 +11,10 @@ Commands:
                              the machine inventory, through a running server's API
   machines power|reimage     a machine's power through its BMC; reimage it
   rack power                 power a whole rack, a few machines at a time, with live progress
-  clusters list|create|show  clusters, through a running server's API
   watch [--cluster C] [--rack R]
                              the machines live: state, boot step, time in state
+  clusters list|create|show|retry|kubeconfig
+                             clusters, through a running server's API
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
@@ -71,6 +72,8 @@ export const CLUSTERS_HELP = `Usage:
                             --container-runtime docker|containerd --cni weave|flannel|calico
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
   racksmith clusters show NAME
+  racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
+  racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
 
 Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
 `;

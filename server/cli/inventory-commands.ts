@@ -36,7 +36,7 @@ interface ClusterJson {
   controlPlaneEndpoint: string | null;
   machineCount: number;
   machines?: MachineJson[];
-  steps?: { id?: string; name?: string; state?: string; machine?: string | null }[];
+  steps?: { id?: string; name?: string; state?: string; machine?: string | null; startedAt?: string | null; endedAt?: string | null; error?: string | null }[];
 }
 
 const machineRows = (ms: readonly MachineJson[]): string =>
@@ -176,11 +176,26 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       if (values['json']) return out(JSON.stringify(c, null, 2) + '\n');
       let text = clusterRows([c]) + '\n' + machineRows(c.machines ?? []);
       if (c.steps && c.steps.length > 0) {
-        text += '\n' + table(['step', 'machine', 'state'], c.steps.map((s) => [s.id ?? s.name, s.machine, s.state]));
+        text += '\n' + table(['step', 'machine', 'state', 'started', 'ended', 'error'], c.steps.map((s) => [s.id ?? s.name, s.machine, s.state, s.startedAt ?? null, s.endedAt ?? null, s.error ?? null]));
       }
       return out(text);
     }
+    case 'retry': {
+      const { values, positionals } = parse(rest, COMMON, 1);
+      if (values['help']) return out(CLUSTERS_HELP);
+      const name = positionals[0];
+      if (!name) throw new UsageError('clusters retry: give the cluster name');
+      const r = await client(values).request<{ retried: { machines: string[]; steps: string[] } }>('POST', `/clusters/${encodeURIComponent(name)}/retry`);
+      return out(values['json'] ? JSON.stringify(r, null, 2) + '\n' : `retrying ${r.retried.steps.length} step(s) on ${r.retried.machines.length} machine(s)${r.retried.machines.length ? ': ' + r.retried.machines.join(', ') : ''}\n`);
+    }
+    case 'kubeconfig': {
+      const { values, positionals } = parse(rest, COMMON, 1);
+      if (values['help']) return out(CLUSTERS_HELP);
+      const name = positionals[0];
+      if (!name) throw new UsageError('clusters kubeconfig: give the cluster name');
+      return out(await client(values).request<string>('GET', `/clusters/${encodeURIComponent(name)}/kubeconfig`));
+    }
     default:
-      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show)`);
+      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, retry, kubeconfig)`);
   }
 }

@@ -88,6 +88,20 @@ export function openApiDocument(version: string): Record<string, unknown> {
         patch: { summary: 'Change a cluster (admin)', requestBody: jsonBody(clusterPatchSchema), responses: { 200: ok('the cluster'), ...errors(400, 401, 403, 404, 415) } },
         delete: { summary: 'Delete an empty cluster (admin)', responses: { 204: { description: 'deleted' }, ...errors(401, 403, 404, 409) } },
       },
+      '/clusters/{name}/kubeconfig': {
+        parameters: [nameParam],
+        get: {
+          summary: "The cluster's admin kubeconfig (admin), once kubeadm init has run on its first control node",
+          responses: { 200: { description: 'admin.conf', content: { 'application/yaml': { schema: { type: 'string' } } } }, ...errors(400, 401, 403, 404) },
+        },
+      },
+      '/clusters/{name}/retry': {
+        parameters: [nameParam],
+        post: {
+          summary: "Retry what failed in the cluster's bootstrap (operator): failed machines go back to ready, failed steps run again",
+          responses: { 202: ok('what was retried: machine names and step ids'), ...errors(400, 401, 403, 404) },
+        },
+      },
       '/machines': {
         get: {
           summary: 'List machines (all of them, or a page with limit/after)',

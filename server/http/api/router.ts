@@ -38,6 +38,8 @@ export interface ApiRoute {
 export interface ClusterDetailProvider {
   /** The orchestration steps shown on `GET /clusters/{name}`. */
   steps(cluster: Cluster, machines: readonly Machine[]): Promise<unknown[]>;
+  /** More of the cluster view (what the bootstrap waits for, who holds its lock). */
+  detail?(cluster: Cluster, machines: readonly Machine[]): Promise<Record<string, unknown>>;
 }
 
 export interface ApiDeps {
@@ -141,6 +143,7 @@ export function apiRouter(deps: ApiDeps): Router {
       ...presentCluster(c, members),
       machines: members.map(presentMachine),
       steps: deps.clusterDetail ? await deps.clusterDetail.steps(c, members) : [],
+      ...(deps.clusterDetail?.detail ? await deps.clusterDetail.detail(c, members) : {}),
     });
   });
   route('patch', '/clusters/:name', 'admin', noQuery, ...jsonBody, async (req, res) => {
