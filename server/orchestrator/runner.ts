@@ -462,9 +462,10 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
       if (st.code !== 0 && !/NotFound|not found/.test(st.stdout + st.stderr)) throw new StepError('ERR_STEP_COMMAND', `kubectl get node ${d.node} exited ${st.code ?? st.signal}${lastLine(st, sink)}`, true);
       facts['nodeFound'] = row !== undefined;
       if (row) {
-        // Drain within the step's time, leaving room for the rest.
-        const drainMs = Math.max(1000, Math.min(deps.settings.drainTimeoutMs, deps.settings.stepTimeoutMs - 30_000));
-        const dr = await sh.raw(drainScript(d.node, { kubernetesMinor: kubernetesMinor(cluster.kubernetesVersion), timeoutSeconds: drainMs / 1000 }), { timeoutMs: drainMs + 30_000 });
+        // kubectl gives up first, so its own message says why, inside the command's time.
+        const step = deps.settings.stepTimeoutMs;
+        const drainMs = Math.max(1000, Math.min(deps.settings.drainTimeoutMs, step - Math.min(30_000, step / 4)));
+        const dr = await sh.raw(drainScript(d.node, { kubernetesMinor: kubernetesMinor(cluster.kubernetesVersion), timeoutSeconds: drainMs / 1000 }), { timeoutMs: step });
         if (dr.code === 0 && !dr.timedOut) facts['drained'] = true;
         else if (!row.ready) {
           // A node that is down cannot let its pods go gracefully; they are rescheduled once it is deleted.
