@@ -113,6 +113,7 @@ export const SETTINGS = {
   orchestratorNodesReadyTimeoutSeconds: { env: 'RACKSMITH_ORCHESTRATOR_NODES_READY_TIMEOUT_SECONDS', schema: integer(1, 86_400), default: 600, help: 'how long to wait for every joined node to report Ready' },
   orchestratorAttempts: { env: 'RACKSMITH_ORCHESTRATOR_ATTEMPTS', schema: integer(1, 20), default: 3, help: 'tries per step for faults worth retrying (refused, reset, timeout, a failed join)' },
   orchestratorRetryDelayMs: { env: 'RACKSMITH_ORCHESTRATOR_RETRY_DELAY_MS', schema: integer(0, 600_000), default: 5000, help: 'first retry delay; doubles per attempt up to 60 s' },
+  orchestratorDrainTimeoutSeconds: { env: 'RACKSMITH_ORCHESTRATOR_DRAIN_TIMEOUT_SECONDS', schema: integer(10, 86_400), default: 300, help: 'reimage: how long `kubectl drain` may take to move a node\'s pods away before its removal' },
   orchestratorWorkerConcurrency: { env: 'RACKSMITH_ORCHESTRATOR_WORKER_CONCURRENCY', schema: integer(1, 200), default: 5, help: 'workers joined in parallel' },
   orchestratorLockSeconds: { env: 'RACKSMITH_ORCHESTRATOR_LOCK_SECONDS', schema: integer(3, 3600), default: 60, help: 'lifetime of a cluster lock (renewed while driving); another instance may take over after it' },
   orchestratorCertMarginMinutes: { env: 'RACKSMITH_ORCHESTRATOR_CERT_MARGIN_MINUTES', schema: integer(1, 110), default: 20, help: 'uploaded control-plane certificates expire after 2 h; they are uploaded again before a control join when older than 2 h minus this' },
