@@ -67,11 +67,18 @@ if (missing) {
     } finally {
       relay.kill('SIGTERM');
     }
-    const after = await bed.tftpCounters();
-    assert.ok((after['retransmittedBlocks'] ?? 0) > (before['retransmittedBlocks'] ?? 0), 'losses were repaired by retransmission');
     // A client that exits without dallying may lose its final ACK to the relay: that transfer
-    // ends "unconfirmed" on our side although the client has the file (checked above).
+    // ends "unconfirmed" on our side although the client has the file (checked above), but only
+    // after the server has spent its retries on the last block — up to about a minute with the
+    // quiet gaps — so wait for every transfer to end before reading how they ended.
+    let after = await bed.tftpCounters();
     const ended = (k: string): number => (after[k] ?? 0) - (before[k] ?? 0);
+    const endedAll = (): number => ended('transfersCompleted') + ended('transfersUnconfirmed') + ended('transfersTimedOut');
+    for (let i = 0; i < 240 && endedAll() < CLIENTS.length; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      after = await bed.tftpCounters();
+    }
+    assert.ok((after['retransmittedBlocks'] ?? 0) > (before['retransmittedBlocks'] ?? 0), 'losses were repaired by retransmission');
     assert.is(ended('transfersCompleted') + ended('transfersUnconfirmed'), CLIENTS.length);
     assert.is(ended('transfersTimedOut'), 0);
   });
