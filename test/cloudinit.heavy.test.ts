@@ -11,7 +11,7 @@ import { createSecretBox } from '../server/lib/secrets.js';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { Testbed } from './lib/netns.js';
 import { requirements, skipNote } from './lib/tools.js';
-import { CALLS_LOG, MachineRoot } from './lib/cloudinit/chroot.js';
+import { CALLS_LOG, MachineRoot, sweepStale } from './lib/cloudinit/chroot.js';
 import { debconfDatasources, describeRun, runCloudInit, SUBIQUITY_NONE_DATASOURCE_WARNING, writeTestSystemConfig, type CloudInitRun } from './lib/cloudinit/cloudinit.js';
 import { groupNames, subiquityFirstBootFiles } from './lib/cloudinit/subiquity.js';
 import { activeSwapEntries, containerdFacts, dockerExecOpts, haproxyServers, installedVersions, keyIdentity, moduleNames, sysctlSettings } from './lib/cloudinit/checks.js';
@@ -63,6 +63,9 @@ const RUN = ['lb1', 'cp1', 'w1'];
 const hostnameOf = (p: PathCase, hostname: string): string => `${hostname}-${p.cluster}`;
 
 const SSH_USER = 'racksmith';
+/** Machine folders (overlay mounts) live here, under names only this test uses. */
+const WORK_PARENT = '/var/tmp';
+const WORK_PREFIX = 'racksmith-ci-';
 const HTTP_PORT = 8080;
 const MIRROR_PORT = 8081;
 
@@ -109,7 +112,9 @@ async function setUp(): Promise<void> {
   process.stdout.write(`  root filesystem ${image.key}: ${image.built ? `built in ${image.seconds.toFixed(0)} s` : 'from the cache'}\n`);
   rootCodename = /^VERSION_CODENAME=(\S+)$/m.exec(readFileSync(join(image.root, 'etc/os-release'), 'utf8'))?.[1] ?? '';
 
-  work = mkdtempSync(join('/var/tmp', 'racksmith-ci-'));
+  const stale = await sweepStale(WORK_PARENT, WORK_PREFIX);
+  if (stale.length > 0) process.stdout.write(`  removed what a killed run left: ${stale.join(', ')}\n`);
+  work = mkdtempSync(join(WORK_PARENT, WORK_PREFIX));
   t = Date.now();
   mirror = await buildSiteMirror(join(work, 'mirror'), image.debs, {
     ubuntuSuites: PATHS.map((p) => p.codename),

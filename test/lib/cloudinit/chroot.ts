@@ -164,6 +164,33 @@ export function pathInRoot(root: string, p: string): string {
   return join(root, ...done);
 }
 
+/**
+ * Unmounts and removes the machine folders a killed run left under `parent` (names starting with
+ * `prefix`). Call it only while holding the heavy lock: then no other run owns such a folder.
+ */
+export async function sweepStale(parent: string, prefix: string): Promise<string[]> {
+  const swept: string[] = [];
+  const base = join(parent, prefix);
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((mp) => mp.startsWith(base))
+    // Deepest first: a mount inside another goes before it.
+    .sort((a, b) => b.length - a.length);
+  for (const mp of mounts) {
+    await run('umount', ['-l', mp], { timeout: 30_000 }).catch(() => undefined);
+    swept.push(mp);
+  }
+  const still = readFileSync('/proc/self/mountinfo', 'utf8');
+  for (const entry of readdirSync(parent)) {
+    const dir = join(parent, entry);
+    if (!entry.startsWith(prefix) || still.includes(` ${dir}`)) continue;
+    rmSync(dir, { recursive: true, force: true });
+    swept.push(dir);
+  }
+  return swept;
+}
+
 export interface RunResult {
   readonly code: number;
   readonly stdout: string;
