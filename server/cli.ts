@@ -15,9 +15,14 @@ import { createLogger } from './lib/log.js';
 import { ServiceStartError } from './lib/service.js';
 import { InstanceLockedError } from './lib/instance-lock.js';
 import { VERSION } from './lib/version.js';
-import { openInventory, startRacksmith } from './main.js';
 
 const out = (text: string): void => void process.stdout.write(text);
+
+// `racksmith machines list | head`: a reader that goes away early is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
 
 const client: ClientFactory = (values) => {
   const url = (typeof values['url'] === 'string' ? values['url'] : undefined) ?? process.env['RACKSMITH_URL'] ?? 'http://127.0.0.1:8080';
@@ -34,6 +39,8 @@ async function serve(args: readonly string[]): Promise<number> {
   }
   const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
   const log = createLogger(config.logLevel);
+  // Loaded here, not at the top: the client commands then start without the server's modules.
+  const { startRacksmith } = await import('./main.js');
   const runtime = await startRacksmith(config, log);
   const onSignal = (signal: NodeJS.Signals): void => {
     void runtime.stop(signal);
@@ -60,6 +67,7 @@ async function token(args: readonly string[]): Promise<number> {
     throw new UsageError(`token create: --role must be one of ${TOKEN_ROLES.join(', ')}`);
   }
   const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
+  const { openInventory } = await import('./main.js');
   const inventory = openInventory(config);
   try {
     const name = typeof values['name'] === 'string' ? values['name'] : `${role} token`;

@@ -38,14 +38,16 @@ export function openInventory(config: Config): SqliteInventory {
 export async function startRacksmith(config: Config, log: Logger): Promise<Runtime> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const lock: InstanceLock = acquireInstanceLock(config.dataDir);
-  let inventory: SqliteInventory;
+  let inventory: SqliteInventory | undefined;
+  let identity: Awaited<ReturnType<typeof ensureSshIdentity>>;
   try {
     inventory = openInventory(config);
+    identity = await ensureSshIdentity(inventory.secrets);
   } catch (err) {
+    await inventory?.close();
     lock.release();
     throw err;
   }
-  const identity = await ensureSshIdentity(inventory.secrets);
 
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
@@ -55,6 +57,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     version: VERSION,
     health,
     inventory,
+    revision: inventory.revision,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
   });

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
@@ -28,7 +29,8 @@ test.before(async () => {
 
 test.after(async () => {
   await rs?.stop();
-  rs?.cleanup();
+  // After the restart test `rs` is a second process on the first one's directory: remove it here.
+  if (rs) rmSync(rs.dataDir, { recursive: true, force: true });
 });
 
 test('tokens come from the CLI, look like tokens, and work at once', async () => {
@@ -92,6 +94,14 @@ test('machines given their MACs in all four forms come back normalised', async (
   const lb = await call(viewer, 'GET', '/clusters/lab');
   assert.is(lb.body.controlPlaneEndpoint, '10.77.0.11:6443');
   assert.is(lb.body.machines.length, 4);
+});
+
+test('a write without a JSON body → 415 naming content-type', async () => {
+  const r = await call(admin, 'POST', '/machines', 'mac=52:54:00:aa:bb:cc', 'application/x-www-form-urlencoded');
+  assert.is(r.status, 415, r.text);
+  assert.is(r.body.error.field, 'content-type');
+  const csv = await call(admin, 'POST', '/machines/import', { mac: 'x' });
+  assert.is(csv.status, 415, csv.text);
 });
 
 test('a bad MAC → 400 naming the field', async () => {

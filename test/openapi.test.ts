@@ -44,4 +44,19 @@ test('the document is valid JSON with bodies for every POST/PATCH', () => {
   assert.not.throws(() => JSON.parse(JSON.stringify(doc)));
 });
 
+test('schemas are OpenAPI 3.0 schema objects: no const, no type arrays, no $schema', () => {
+  const doc = openApiDocument('test') as { openapi: string };
+  assert.is(doc.openapi, '3.0.3');
+  const walk = (v: unknown, at: string): void => {
+    if (Array.isArray(v)) return v.forEach((x, i) => walk(x, `${at}[${i}]`));
+    if (v === null || typeof v !== 'object') return;
+    const o = v as Record<string, unknown>;
+    assert.not.ok('const' in o, `${at}: const is JSON Schema 2020-12, not OpenAPI 3.0`);
+    assert.not.ok('$schema' in o, `${at}: $schema`);
+    assert.not.ok(Array.isArray(o['type']), `${at}: a type array (use nullable)`);
+    for (const [k, x] of Object.entries(o)) walk(x, `${at}.${k}`);
+  };
+  walk(doc, '$');
+});
+
 test.run();

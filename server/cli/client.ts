@@ -32,7 +32,8 @@ export function createApiClient(baseUrl: string, token: string | undefined): Api
       try {
         res = await fetch(`${base}/api/v1${path}`, { method, headers, body: payload ?? null, signal: AbortSignal.timeout(60_000) });
       } catch (err) {
-        const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+        const why = (err as { cause?: { code?: string; message?: string } }).cause;
+        const cause = why?.code ?? why?.message ?? (err as Error).message;
         throw new Error(`cannot reach racksmith at ${base} (${cause}); is "racksmith serve" running? (--url, RACKSMITH_URL)`);
       }
       const text = await res.text();

@@ -47,7 +47,8 @@ const clearable = (v: string | boolean | undefined): string | null | undefined =
 
 export async function machinesCommand(args: readonly string[], client: ClientFactory, out: Out): Promise<void> {
   const [sub, ...rest] = args;
-  if (!sub || sub === '--help' || sub === '-h') return out(MACHINES_HELP);
+  if (!sub) throw new UsageError('machines: give a subcommand (list, add, set, rm, import)');
+  if (sub === '--help' || sub === '-h') return out(MACHINES_HELP);
   switch (sub) {
     case 'list': {
       const { values } = parse(rest, { ...COMMON, cluster: { type: 'string' }, role: { type: 'string' }, state: { type: 'string' }, rack: { type: 'string' } });
@@ -137,7 +138,8 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
 
 export async function clustersCommand(args: readonly string[], client: ClientFactory, out: Out): Promise<void> {
   const [sub, ...rest] = args;
-  if (!sub || sub === '--help' || sub === '-h') return out(CLUSTERS_HELP);
+  if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show)');
+  if (sub === '--help' || sub === '-h') return out(CLUSTERS_HELP);
   const clusterRows = (cs: readonly ClusterJson[]): string =>
     table(['name', 'ubuntu', 'kubernetes', 'runtime', 'cni', 'endpoint', 'machines', 'state'], cs.map((c) => [c.name, c.ubuntuRelease, c.kubernetesVersion, c.containerRuntime, c.cni, c.controlPlaneEndpoint, c.machineCount, c.state]));
   switch (sub) {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseIPv4, parseRange } from '../lib/ipv4.js';
+import { isSecretKeyText } from '../lib/secrets.js';
 
 /**
  * Every setting racksmith reads, in one table: its YAML/flag name (kebab case), its environment
@@ -47,7 +48,7 @@ export const SETTINGS = {
   artifactsDir: { env: 'RACKSMITH_ARTIFACTS_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'installer artifacts on local disk (default: <data dir>/artifacts)' },
   sshUser: { env: 'RACKSMITH_SSH_USER', schema: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'expected a Unix user name'), default: 'racksmith', help: 'user racksmith logs in as over SSH on nodes' },
   adminToken: { env: 'RACKSMITH_ADMIN_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'an admin API token accepted at start (bootstrap)', secret: true },
-  secretKey: { env: 'RACKSMITH_SECRET_KEY', schema: z.string().optional(), default: undefined, help: 'key that encrypts secrets at rest (64 hex chars); default: a key file in the data directory', secret: true },
+  secretKey: { env: 'RACKSMITH_SECRET_KEY', schema: z.string().refine(isSecretKeyText, 'expected 64 hex characters or 32 bytes in base64').optional(), default: undefined, help: 'key that encrypts secrets at rest (64 hex chars); default: a key file in the data directory', secret: true },
   logLevel: { env: 'RACKSMITH_LOG_LEVEL', schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', help: 'log level' },
 } as const satisfies Record<string, SettingSpec>;
 

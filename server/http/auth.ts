@@ -39,7 +39,7 @@ export function requireRole(role: TokenRole): RequestHandler {
   return (req, _res, next) => {
     const have = req.principal?.role;
     if (!have) return next(new AppError('unauthorized', 'ERR_UNAUTHORIZED', 'an API token is required'));
-    if (!roleAtLeast(have, role)) return next(new AppError('forbidden', 'ERR_FORBIDDEN', `this needs a ${role} token; yours is ${have}`));
+    if (!roleAtLeast(have, role)) return next(new AppError('forbidden', 'ERR_FORBIDDEN', `this needs ${role === 'admin' || role === 'operator' ? 'an' : 'a'} ${role} token; yours is ${have}`));
     next();
   };
 }

@@ -5,7 +5,8 @@ import { TransitionError } from '../inventory/lifecycle.js';
 
 /**
  * Every error leaves as `{"error": {"code", "message", "field"?}}` with the status of its kind:
- * 400 bad input, 401 no or bad token, 403 role too low, 404 unknown resource, 409 conflict.
+ * 400 bad input, 401 no or bad token, 403 role too low, 404 unknown resource, 409 conflict,
+ * 415 a body that is not of the type the route takes.
  * A 500 is a real fault: logged with its stack, answered without internals.
  */
 const STATUS: Record<ErrorKind, number> = {
@@ -14,6 +15,7 @@ const STATUS: Record<ErrorKind, number> = {
   forbidden: 403,
   'not-found': 404,
   conflict: 409,
+  'unsupported-media-type': 415,
   unavailable: 503,
 };
 

@@ -80,6 +80,22 @@ export interface MachineFilter {
   readonly rack?: string | undefined;
 }
 
+/**
+ * A position in the machine list's order — rack, then hostname, then MAC, a missing rack or
+ * hostname first — for keyset paging: the next page starts after it, whatever was inserted or
+ * deleted meanwhile.
+ */
+export interface MachineCursor {
+  readonly rack: string | null;
+  readonly hostname: string | null;
+  readonly mac: Mac;
+}
+
+export interface MachinePage {
+  readonly limit?: number | undefined;
+  readonly after?: MachineCursor | undefined;
+}
+
 /** What the boot path learns about a machine when it shows up (DHCP, iPXE). */
 export interface Sighting {
   readonly mac: Mac;
@@ -107,7 +123,8 @@ export interface ImportRow extends NewMachine {
 export interface MachineRepo {
   create(input: NewMachine): Promise<Machine>;
   get(mac: Mac): Promise<Machine | null>;
-  list(filter?: MachineFilter): Promise<Machine[]>;
+  /** In list order (see MachineCursor); all of them unless a page is asked for. */
+  list(filter?: MachineFilter, page?: MachinePage): Promise<Machine[]>;
   update(mac: Mac, patch: MachinePatch, source: string): Promise<Machine>;
   delete(mac: Mac): Promise<void>;
   /** Every row or none, in one transaction; a conflict names the row and column. */

@@ -1,9 +1,9 @@
 /**
  * Errors that cross a boundary carry a machine-readable `code`. The HTTP layer maps the kind to a
- * status (400 bad input, 404 unknown, 409 conflict); the message says what was wrong, and
+ * status (400 bad input, 404 unknown, 409 conflict, 415 wrong content type); the message says what was wrong, and
  * `field` names the input that was.
  */
-export type ErrorKind = 'invalid' | 'not-found' | 'conflict' | 'unauthorized' | 'forbidden' | 'unavailable';
+export type ErrorKind = 'invalid' | 'not-found' | 'conflict' | 'unauthorized' | 'forbidden' | 'unsupported-media-type' | 'unavailable';
 
 export class AppError extends Error {
   readonly kind: ErrorKind;

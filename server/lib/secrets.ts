@@ -29,9 +29,19 @@ export function createSecretBox(key: Buffer): SecretBox {
       if (version !== 'v1' || iv === undefined || tag === undefined || body === undefined) {
         throw new Error('sealed secret has an unknown format');
       }
-      const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'));
-      decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-      return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
+      try {
+        const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'));
+        decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+        return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
+      } catch {
+        // GCM's tag check fails the same way for a wrong key and for tampering; the wrong key is
+        // what an operator meets (a changed RACKSMITH_SECRET_KEY, a data directory moved without
+        // its key file), so say that.
+        throw Object.assign(
+          new Error('a stored secret does not open with this secrets key: RACKSMITH_SECRET_KEY (or the data directory\'s secret.key) is not the key it was sealed with'),
+          { code: 'ERR_SECRET_KEY' },
+        );
+      }
     },
   };
 }
@@ -50,10 +60,21 @@ export function loadSecretKey(configured: string | undefined, dataDir: string): 
   return key;
 }
 
-function decodeKey(text: string, where: string): Buffer {
+function keyBytes(text: string): Buffer | null {
   if (/^[0-9a-fA-F]{64}$/.test(text)) return Buffer.from(text, 'hex');
+  if (!/^[A-Za-z0-9+/_-]{42,44}={0,2}$/.test(text)) return null;
   const b64 = Buffer.from(text, 'base64');
-  if (b64.length === 32) return b64;
+  return b64.length === 32 ? b64 : null;
+}
+
+/** For the settings check: is this text a usable key? */
+export function isSecretKeyText(text: string): boolean {
+  return keyBytes(text) !== null;
+}
+
+function decodeKey(text: string, where: string): Buffer {
+  const key = keyBytes(text);
+  if (key) return key;
   throw new Error(`${where}: the secrets key must be 64 hex characters or 32 bytes in base64`);
 }
 

@@ -87,7 +87,8 @@ repo('the schema itself refuses two holders of one address and two addresses for
     assert.throws(() => ins.run('10.77.0.1', B), /UNIQUE|PRIMARY/);
     assert.throws(() => ins.run('10.77.0.2', A), /UNIQUE/);
     assert.throws(() => inv.db.prepare("INSERT INTO leases (ip, mac, state, starts_at, expires_at, updated_at) VALUES ('10.77.0.3', NULL, 'bound', 'x', 'y', 'z')").run(), /CHECK/);
-    assert.is(inv.db.pragma('user_version', { simple: true }), 2);
+    // Migration 2 made this table; later migrations may follow it.
+    assert.ok((inv.db.pragma('user_version', { simple: true }) as number) >= 2);
   } finally {
     await inv.destroy();
   }

@@ -35,8 +35,7 @@ export function parseMachinesCsv(text: string): ImportRow[] {
   try {
     records = parse(text, { bom: true, skip_empty_lines: true, relax_column_count: false, trim: true }) as string[][];
   } catch (err) {
-    const e = err as { code?: string; lines?: number; message?: string };
-    throw invalid('ERR_CSV', `line ${e.lines ?? '?'}: ${(e.message ?? 'not valid CSV').replace(/^Invalid Record Length: /, '')}`, 'csv');
+    throw invalid('ERR_CSV', csvSyntaxMessage(err), 'csv');
   }
   const [header, ...rows] = records;
   if (!header) throw invalid('ERR_CSV', 'the file is empty: expected a header row and at least one machine', 'csv');
@@ -72,6 +71,29 @@ export function parseMachinesCsv(text: string): ImportRow[] {
     if (!result.success) throw rowError(row, result.error);
     return { ...result.data, row };
   });
+}
+
+/**
+ * csv-parse's own messages quote the offending cell ("value is ..."), and a cell may be a BMC
+ * password: say what is wrong and where from the error's code and position only.
+ */
+const CSV_SYNTAX: Record<string, string> = {
+  CSV_RECORD_INCONSISTENT_FIELDS_LENGTH: 'this row has a different number of cells than the header',
+  CSV_RECORD_DONT_MATCH_COLUMNS_LENGTH: 'this row has a different number of cells than the header',
+  INVALID_OPENING_QUOTE: 'a quote inside an unquoted cell (quote the whole cell and double the quotes in it)',
+  CSV_INVALID_OPENING_QUOTE: 'a quote inside an unquoted cell (quote the whole cell and double the quotes in it)',
+  CSV_INVALID_CLOSING_QUOTE: 'text after the closing quote of a cell',
+  CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE: 'text after the closing quote of a cell',
+  CSV_QUOTE_NOT_CLOSED: 'a quoted cell is never closed',
+  CSV_MAX_RECORD_SIZE: 'a row is too long',
+};
+
+function csvSyntaxMessage(err: unknown): string {
+  const e = err as { code?: string; lines?: number; column?: number; message?: string };
+  const where = `line ${e.lines ?? '?'}${typeof e.column === 'number' ? `, cell ${e.column + 1}` : ''}`;
+  const counts = e.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' ? /expect (\d+), got (\d+)/.exec(e.message ?? '') : null;
+  if (counts) return `line ${e.lines ?? '?'}: this row has ${counts[2]} cells, the header has ${counts[1]}`;
+  return `${where}: ${(e.code && CSV_SYNTAX[e.code]) ?? 'not valid CSV'}`;
 }
 
 function rowError(row: number, err: z.ZodError): Error {

@@ -10,7 +10,8 @@ import {
  * The OpenAPI 3 document of /api/v1. Request bodies come from the same zod schemas the handlers
  * parse with; a test fails when a route exists that this document lacks, or the other way round.
  */
-const bodySchema = (s: z.ZodType): unknown => z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' });
+// OpenAPI 3.0 schema objects are not JSON Schema 2020-12: no `const`, no type arrays, `nullable`.
+const bodySchema = (s: z.ZodType): unknown => z.toJSONSchema(s, { io: 'input', unrepresentable: 'any', target: 'openapi-3.0' });
 
 const error = { $ref: '#/components/schemas/Error' };
 const errors = (...codes: number[]): Record<string, unknown> =>
@@ -50,21 +51,28 @@ export function openApiDocument(version: string): Record<string, unknown> {
     paths: {
       '/clusters': {
         get: { summary: 'List clusters', responses: { 200: ok('clusters', { type: 'array' }), ...errors(401) } },
-        post: { summary: 'Create a cluster (admin)', requestBody: jsonBody(newClusterSchema), responses: { 201: ok('the cluster'), ...errors(400, 401, 403, 409) } },
+        post: { summary: 'Create a cluster (admin)', requestBody: jsonBody(newClusterSchema), responses: { 201: ok('the cluster'), ...errors(400, 401, 403, 409, 415) } },
       },
       '/clusters/{name}': {
         parameters: [nameParam],
         get: { summary: 'A cluster with its machines, state and orchestration steps', responses: { 200: ok('the cluster'), ...errors(401, 404) } },
-        patch: { summary: 'Change a cluster (admin)', requestBody: jsonBody(clusterPatchSchema), responses: { 200: ok('the cluster'), ...errors(400, 401, 403, 404) } },
+        patch: { summary: 'Change a cluster (admin)', requestBody: jsonBody(clusterPatchSchema), responses: { 200: ok('the cluster'), ...errors(400, 401, 403, 404, 415) } },
         delete: { summary: 'Delete an empty cluster (admin)', responses: { 204: { description: 'deleted' }, ...errors(401, 403, 404, 409) } },
       },
       '/machines': {
         get: {
-          summary: 'List machines',
-          parameters: ['cluster', 'role', 'state', 'rack'].map((n) => ({ name: n, in: 'query', required: false, schema: { type: 'string' } })),
-          responses: { 200: ok('machines', { type: 'array' }), ...errors(400, 401) },
+          summary: 'List machines (all of them, or a page with limit/after)',
+          parameters: [
+            ...['cluster', 'role', 'state', 'rack'].map((n) => ({ name: n, in: 'query', required: false, schema: { type: 'string' } })),
+            { name: 'limit', in: 'query', required: false, description: 'page size; a full page has a Link header (rel="next") to the next one', schema: { type: 'integer', minimum: 1, maximum: 10000 } },
+            { name: 'after', in: 'query', required: false, description: 'opaque cursor from the Link header of the previous page', schema: { type: 'string' } },
+          ],
+          responses: {
+            200: { ...ok('machines in list order: rack, hostname, MAC (missing rack or hostname first)', { type: 'array' }), headers: { Link: { description: 'with limit, on a full page: the next page', schema: { type: 'string' } } } },
+            ...errors(400, 401),
+          },
         },
-        post: { summary: 'Add (assign) a machine (admin)', requestBody: jsonBody(newMachineSchema), responses: { 201: ok('the machine'), ...errors(400, 401, 403, 409) } },
+        post: { summary: 'Add (assign) a machine (admin)', requestBody: jsonBody(newMachineSchema), responses: { 201: ok('the machine'), ...errors(400, 401, 403, 409, 415) } },
       },
       '/machines/import': {
         post: {
@@ -76,7 +84,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
       '/machines/{mac}': {
         parameters: [macParam],
         get: { summary: 'A machine', responses: { 200: ok('the machine'), ...errors(400, 401, 404) } },
-        patch: { summary: 'Change a machine (admin)', requestBody: jsonBody(machinePatchSchema), responses: { 200: ok('the machine'), ...errors(400, 401, 403, 404, 409) } },
+        patch: { summary: 'Change a machine (admin)', requestBody: jsonBody(machinePatchSchema), responses: { 200: ok('the machine'), ...errors(400, 401, 403, 404, 409, 415) } },
         delete: { summary: 'Delete a machine (admin)', responses: { 204: { description: 'deleted' }, ...errors(400, 401, 403, 404) } },
       },
       '/machines/{mac}/events': {

@@ -1,16 +1,18 @@
 import express, { Router, type Request, type RequestHandler } from 'express';
-import { notFound } from '../../lib/errors.js';
+import { AppError, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
 import type { Cluster, Machine, TokenRole } from '../../inventory/model.js';
 import type { Inventory } from '../../inventory/store.js';
 import { authenticate, requireRole } from '../auth.js';
 import { parseWith } from '../errors.js';
 import { parseMachinesCsv } from './csv.js';
+import { createResponseCache } from './response-cache.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, presentCluster, presentEvent, presentMachine } from './present.js';
 import {
   clusterNameSchema,
   clusterPatchSchema,
   emptyQuerySchema,
+  encodeMachineCursor,
   eventQuerySchema,
   machinePatchSchema,
   machineQuerySchema,
@@ -42,6 +44,8 @@ export interface ApiDeps {
   readonly clusterDetail?: ClusterDetailProvider | undefined;
   readonly sshPublicKey: () => Promise<string>;
   readonly extraRoutes?: readonly ApiRoute[] | undefined;
+  /** The store's revision (changes with every write); when given, list responses are reused while it holds. */
+  readonly revision?: (() => string) | undefined;
 }
 
 /** The MAC in a path, in any accepted spelling. */
@@ -56,6 +60,15 @@ export function apiRouter(deps: ApiDeps): Router {
   const csv = express.text({ type: ['text/csv', 'text/plain', 'application/csv'], limit: '5mb' });
 
   r.use(authenticate({ tokens: deps.inventory.tokens, adminToken: deps.adminToken }));
+
+  // Without a JSON content type express.json() leaves no body; say so instead of "field required".
+  const jsonBody: RequestHandler[] = [
+    json,
+    (req, _res, next) => {
+      if (req.body === undefined) return next(new AppError('unsupported-media-type', 'ERR_CONTENT_TYPE', 'send a JSON body with Content-Type: application/json', 'content-type'));
+      next();
+    },
+  ];
 
   const route = (method: ApiRoute['method'], path: string, role: TokenRole, ...handlers: RequestHandler[]): void => {
     r[method](path, requireRole(role), ...handlers);
@@ -78,7 +91,7 @@ export function apiRouter(deps: ApiDeps): Router {
   }
 
   // ── clusters ──────────────────────────────────────────────────────────────
-  route('post', '/clusters', 'admin', noQuery, json, async (req, res) => {
+  route('post', '/clusters', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const body = parseWith(newClusterSchema, req.body);
     const c = await clusters.create({
       ...body,
@@ -88,8 +101,14 @@ export function apiRouter(deps: ApiDeps): Router {
     res.status(201).location(`/api/v1/clusters/${c.name}`).json(presentCluster(c, []));
   });
   route('get', '/clusters', 'viewer', noQuery, async (_req, res) => {
-    const all = await machines.list();
-    res.json((await clusters.list()).map((c) => presentCluster(c, all.filter((m) => m.cluster === c.name))));
+    const byCluster = new Map<string, Machine[]>();
+    for (const m of await machines.list()) {
+      if (m.cluster === null) continue;
+      const members = byCluster.get(m.cluster);
+      if (members) members.push(m);
+      else byCluster.set(m.cluster, [m]);
+    }
+    res.json((await clusters.list()).map((c) => presentCluster(c, byCluster.get(c.name) ?? [])));
   });
   route('get', '/clusters/:name', 'viewer', noQuery, async (req, res) => {
     const c = await loadCluster(String(req.params['name']));
@@ -100,7 +119,7 @@ export function apiRouter(deps: ApiDeps): Router {
       steps: deps.clusterDetail ? await deps.clusterDetail.steps(c, members) : [],
     });
   });
-  route('patch', '/clusters/:name', 'admin', noQuery, json, async (req, res) => {
+  route('patch', '/clusters/:name', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const c = await loadCluster(String(req.params['name']));
     const patch = parseWith(clusterPatchSchema, req.body);
     const updated = await clusters.update(c.name, patch);
@@ -114,27 +133,44 @@ export function apiRouter(deps: ApiDeps): Router {
 
   // ── machines ──────────────────────────────────────────────────────────────
   route('post', '/machines/import', 'admin', noQuery, csv, async (req, res) => {
-    if (typeof req.body !== 'string') {
-      res.status(415).json({ error: { code: 'ERR_CONTENT_TYPE', message: 'send the CSV with Content-Type: text/csv', field: 'content-type' } });
-      return;
-    }
+    if (typeof req.body !== 'string') throw new AppError('unsupported-media-type', 'ERR_CONTENT_TYPE', 'send the CSV with Content-Type: text/csv', 'content-type');
     const rows = parseMachinesCsv(req.body);
     const created = await machines.importAll(rows);
     res.status(201).json({ imported: created.length, machines: created.map(presentMachine) });
   });
-  route('post', '/machines', 'admin', noQuery, json, async (req, res) => {
+  route('post', '/machines', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const body = parseWith(newMachineSchema, req.body);
     const m = await machines.create(body);
     res.status(201).location(`/api/v1/machines/${m.mac}`).json(presentMachine(m));
   });
+  const listCache = createResponseCache(8);
   route('get', '/machines', 'viewer', async (req, res) => {
-    const filter = parseWith(machineQuerySchema, req.query, 'query');
-    res.json((await machines.list(filter)).map(presentMachine));
+    const query = parseWith(machineQuerySchema, req.query, 'query');
+    // Read before the rows: a write landing in between only makes the entry stale, never wrong.
+    const revision = deps.revision?.();
+    const key = JSON.stringify(query);
+    let response = revision === undefined ? undefined : listCache.get(key, revision);
+    if (!response) {
+      const { limit, after, ...filter } = query;
+      const list = await machines.list(filter, { limit, after });
+      const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8' };
+      const last = list[list.length - 1];
+      if (limit !== undefined && list.length === limit && last) {
+        // RFC 8288 paging: the body stays a plain array, the next page's URL rides in the header.
+        const next = new URLSearchParams(Object.entries(filter).filter((e): e is [string, string] => e[1] !== undefined));
+        next.set('limit', String(limit));
+        next.set('after', encodeMachineCursor(last));
+        headers['Link'] = `</api/v1/machines?${next.toString()}>; rel="next"`;
+      }
+      response = { body: Buffer.from(JSON.stringify(list.map(presentMachine))), headers };
+      if (revision !== undefined) listCache.set(key, revision, response);
+    }
+    res.set(response.headers).send(response.body);
   });
   route('get', '/machines/:mac', 'viewer', noQuery, async (req, res) => {
     res.json(presentMachine(await loadMachine(req)));
   });
-  route('patch', '/machines/:mac', 'admin', noQuery, json, async (req, res) => {
+  route('patch', '/machines/:mac', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const m = await loadMachine(req);
     const patch = parseWith(machinePatchSchema, req.body);
     res.json(presentMachine(await machines.update(m.mac, patch, 'api')));

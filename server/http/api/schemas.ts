@@ -3,6 +3,7 @@ import { parseIPv4 } from '../../lib/ipv4.js';
 import { parseMac, type Mac } from '../../lib/mac.js';
 import { CNIS, CONTAINER_RUNTIMES, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
 import { MACHINE_STATES } from '../../inventory/lifecycle.js';
+import type { MachineCursor } from '../../inventory/store.js';
 
 /**
  * The API's input shapes, parsed once at the boundary: MACs canonicalised, IPs checked, literals
@@ -126,12 +127,40 @@ export const machinePatchSchema = z
 const single = <T extends z.ZodType>(schema: T) =>
   z.preprocess((v) => v, schema.optional()).refine((v) => !Array.isArray(v), 'give this parameter once');
 
+/**
+ * The opaque `after` cursor of machine list pages: base64url of `[rack, hostname, mac]`, the
+ * last machine of the previous page (see MachineCursor). Clients copy it from the Link header.
+ */
+export function encodeMachineCursor(c: MachineCursor): string {
+  return Buffer.from(JSON.stringify([c.rack, c.hostname, c.mac])).toString('base64url');
+}
+
+const machineCursorSchema = z.string().transform((s, ctx): MachineCursor => {
+  let parsed: unknown;
+  try {
+    parsed = /^[A-Za-z0-9_-]{1,400}$/.test(s) ? JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  const isText = (v: unknown): v is string | null => v === null || (typeof v === 'string' && v.length <= 253);
+  if (Array.isArray(parsed) && parsed.length === 3 && isText(parsed[0]) && isText(parsed[1]) && typeof parsed[2] === 'string') {
+    const mac = parseMac(parsed[2]);
+    if (mac) return { rack: parsed[0], hostname: parsed[1], mac };
+  }
+  ctx.addIssue({ code: 'custom', message: 'expected the cursor from the previous page\'s Link header (rel="next")' });
+  return z.NEVER;
+});
+
+export const MAX_PAGE = 10_000;
+
 export const machineQuerySchema = z
   .object({
     cluster: single(clusterNameSchema),
     role: single(z.enum(ROLES)),
     state: single(z.enum(MACHINE_STATES)),
     rack: single(rackSchema),
+    limit: single(z.string().regex(/^\d{1,5}$/, `expected a number from 1 to ${MAX_PAGE}`).transform(Number).refine((n) => n >= 1 && n <= MAX_PAGE, `expected a number from 1 to ${MAX_PAGE}`)),
+    after: single(machineCursorSchema),
   })
   .strict();
 

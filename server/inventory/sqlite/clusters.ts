@@ -1,11 +1,12 @@
 import { conflict, notFound } from '../../lib/errors.js';
 import type { Cluster } from '../model.js';
 import type { ClusterPatch, ClusterRepo, NewCluster, NewEvent } from '../store.js';
-import type { Db } from './db.js';
+import { prepared, type Db } from './db.js';
 import { clusterFromRow, type ClusterRow } from './rows.js';
 
 export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewEvent) => void): ClusterRepo {
-  const byName = db.prepare<[string], ClusterRow>('SELECT * FROM clusters WHERE name = ?');
+  const sql = prepared(db);
+  const byName = sql<[string], ClusterRow>('SELECT * FROM clusters WHERE name = ?');
 
   function load(name: string): Cluster {
     const row = byName.get(name);
@@ -19,7 +20,7 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
         .transaction(() => {
           if (byName.get(input.name)) throw conflict('ERR_DUPLICATE', `a cluster named "${input.name}" already exists`, 'name');
           const at = now().toISOString();
-          db.prepare(
+          sql(
             `INSERT INTO clusters (name, ubuntu_release, kubernetes_version, container_runtime, cni, pod_subnet, service_subnet,
                control_plane_endpoint, state, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
@@ -45,7 +46,7 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
       return row ? clusterFromRow(row) : null;
     },
     async list() {
-      return db.prepare<[], ClusterRow>('SELECT * FROM clusters ORDER BY name').all().map(clusterFromRow);
+      return sql<[], ClusterRow>('SELECT * FROM clusters ORDER BY name').all().map(clusterFromRow);
     },
     async update(name, patch: ClusterPatch) {
       return db
@@ -68,7 +69,7 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
             values.push(patch[key]);
           }
           if (sets.length === 0) return load(name);
-          db.prepare(`UPDATE clusters SET ${sets.join(', ')}, updated_at = ? WHERE name = ?`).run(...values, now().toISOString(), name);
+          sql(`UPDATE clusters SET ${sets.join(', ')}, updated_at = ? WHERE name = ?`).run(...values, now().toISOString(), name);
           appendEvent({ cluster: name, type: 'cluster.updated', source: 'api', message: `updated ${Object.keys(patch).join(', ')}` });
           return load(name);
         })
@@ -79,7 +80,7 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
         .transaction(() => {
           const before = load(name);
           if (before.state === state) return before;
-          db.prepare('UPDATE clusters SET state = ?, updated_at = ? WHERE name = ?').run(state, now().toISOString(), name);
+          sql('UPDATE clusters SET state = ?, updated_at = ? WHERE name = ?').run(state, now().toISOString(), name);
           appendEvent({ cluster: name, type: 'cluster.state', source: 'orchestrator', message, data: { from: before.state, to: state } });
           return load(name);
         })
@@ -88,10 +89,10 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
     async delete(name) {
       db.transaction(() => {
         load(name);
-        const n = db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM machines WHERE cluster = ?').get(name)?.n ?? 0;
+        const n = sql<[string], { n: number }>('SELECT COUNT(*) AS n FROM machines WHERE cluster = ?').get(name)?.n ?? 0;
         if (n > 0) throw conflict('ERR_CLUSTER_NOT_EMPTY', `cluster "${name}" still has ${n} machine(s); move or delete them first`, 'name');
-        db.prepare('DELETE FROM secrets WHERE scope = ?').run(`cluster:${name}`);
-        db.prepare('DELETE FROM clusters WHERE name = ?').run(name);
+        sql('DELETE FROM secrets WHERE scope = ?').run(`cluster:${name}`);
+        sql('DELETE FROM clusters WHERE name = ?').run(name);
         appendEvent({ cluster: name, type: 'cluster.deleted', source: 'api', message: `cluster ${name} deleted` });
       }).immediate();
     },

@@ -35,3 +35,29 @@ export function migrate(db: Db, migrations: readonly Migration[]): void {
     }).immediate();
   }
 }
+
+const STATEMENT_CACHE_SIZE = 500;
+const caches = new WeakMap<Db, Map<string, Database.Statement>>();
+
+/**
+ * `db.prepare`, memoised by SQL text (per database, at most 500 statements): repositories write
+ * their SQL where it is used and still parse it once. Hot paths — the token check of every API
+ * request, each row of a 5,000-row import, each boot step — would otherwise re-prepare each time.
+ */
+export function prepared(db: Db): Db['prepare'] {
+  let cache = caches.get(db);
+  if (!cache) {
+    cache = new Map();
+    caches.set(db, cache);
+  }
+  const statements = cache;
+  return ((source: string) => {
+    let st = statements.get(source);
+    if (!st) {
+      st = db.prepare(source);
+      statements.set(source, st);
+      if (statements.size > STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value as string);
+    }
+    return st;
+  }) as Db['prepare'];
+}

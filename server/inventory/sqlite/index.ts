@@ -4,7 +4,7 @@ import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import type { InventoryEvent } from '../model.js';
 import type { EventQuery, EventRepo, Inventory, NewEvent, SecretRepo, TokenRepo } from '../store.js';
 import { createClusterRepo } from './clusters.js';
-import { openDb, type Db } from './db.js';
+import { openDb, prepared, type Db } from './db.js';
 import { createLeaseRepo } from './leases.js';
 import { createMachineRepo } from './machines.js';
 import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from './rows.js';
@@ -22,6 +22,12 @@ export interface SqliteInventory extends Inventory {
   readonly box: SecretBox;
   /** Appends an event inside the caller's transaction and notifies subscribers after commit. */
   readonly appendEventSync: (e: NewEvent) => InventoryEvent;
+  /**
+   * Changes whenever anything stored may have changed — a row written through this connection
+   * (SQLite's total_changes()) or a commit by another one, such as the CLI (PRAGMA
+   * data_version) — so that a response built from the store can be reused while it is equal.
+   */
+  readonly revision: () => string;
 }
 
 /** API tokens look like `rs_<43 chars>` so that they are recognisable in a leaked paste. */
@@ -29,10 +35,11 @@ export const API_TOKEN_PREFIX = 'rs_';
 
 export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInventory {
   const db = openDb(opts.file);
+  const sql = prepared(db);
   const now = opts.now ?? (() => new Date());
   const emitter = new EventEmitter();
   emitter.setMaxListeners(0);
-  const insertEvent = db.prepare<[string, string | null, string | null, string, string | null, string, string | null]>(
+  const insertEvent = sql<[string, string | null, string | null, string, string | null, string, string | null]>(
     'INSERT INTO events (at, mac, cluster, type, source, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)',
   );
 
@@ -85,9 +92,10 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
         where.push('id > ?');
         params.push(q.afterId);
       }
-      const limit = Math.min(Math.max(q.limit ?? 1000, 1), 10_000);
-      const sql = `SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id LIMIT ${limit}`;
-      return db.prepare<unknown[], EventRow>(sql).all(...params).map(eventFromRow);
+      params.push(Math.min(Math.max(q.limit ?? 1000, 1), 10_000));
+      return sql<unknown[], EventRow>(`SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id LIMIT ?`)
+        .all(...params)
+        .map(eventFromRow);
     },
     subscribe(listener) {
       emitter.on('event', listener);
@@ -100,35 +108,35 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
       const token = newToken(API_TOKEN_PREFIX);
       const id = randomUUID();
       const createdAt = now().toISOString();
-      db.prepare('INSERT INTO api_tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)').run(id, name, role, hashToken(token), createdAt);
+      sql('INSERT INTO api_tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)').run(id, name, role, hashToken(token), createdAt);
       return { token, info: { id, name, role, createdAt } };
     },
     async verify(token) {
-      const row = db.prepare<[string], TokenRow>('SELECT * FROM api_tokens WHERE hash = ? AND revoked_at IS NULL').get(hashToken(token));
+      const row = sql<[string], TokenRow>('SELECT * FROM api_tokens WHERE hash = ? AND revoked_at IS NULL').get(hashToken(token));
       return row ? tokenFromRow(row) : null;
     },
     async list() {
-      return db.prepare<[], TokenRow>('SELECT * FROM api_tokens WHERE revoked_at IS NULL ORDER BY created_at').all().map(tokenFromRow);
+      return sql<[], TokenRow>('SELECT * FROM api_tokens WHERE revoked_at IS NULL ORDER BY created_at').all().map(tokenFromRow);
     },
     async revoke(id) {
-      db.prepare('UPDATE api_tokens SET revoked_at = ? WHERE id = ?').run(now().toISOString(), id);
+      sql('UPDATE api_tokens SET revoked_at = ? WHERE id = ?').run(now().toISOString(), id);
     },
   };
 
   const secrets: SecretRepo = {
     async get(scope, name) {
-      const row = db.prepare<[string, string], { sealed: string }>('SELECT sealed FROM secrets WHERE scope = ? AND name = ?').get(scope, name);
+      const row = sql<[string, string], { sealed: string }>('SELECT sealed FROM secrets WHERE scope = ? AND name = ?').get(scope, name);
       return row ? opts.box.open(row.sealed) : null;
     },
     async put(scope, name, value) {
-      db.prepare(
+      sql(
         `INSERT INTO secrets (scope, name, sealed, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (scope, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at`,
       ).run(scope, name, opts.box.seal(value), now().toISOString());
     },
     async delete(scope, name) {
-      if (name === undefined) db.prepare('DELETE FROM secrets WHERE scope = ?').run(scope);
-      else db.prepare('DELETE FROM secrets WHERE scope = ? AND name = ?').run(scope, name);
+      if (name === undefined) sql('DELETE FROM secrets WHERE scope = ?').run(scope);
+      else sql('DELETE FROM secrets WHERE scope = ? AND name = ?').run(scope, name);
     },
   };
 
@@ -136,9 +144,13 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
   const machines = withFlush(createMachineRepo({ db, box: opts.box, now, appendEvent: appendEventSync }), flush, rolledBack);
   const leases = createLeaseRepo(db);
 
+  const totalChanges = sql<[], number>('SELECT total_changes()').pluck();
+  const dataVersion = sql<[], number>('PRAGMA data_version').pluck();
+
   return {
     db,
     now,
+    revision: () => `${totalChanges.get()}.${dataVersion.get()}`,
     box: opts.box,
     appendEventSync,
     clusters,

@@ -1,11 +1,12 @@
+import type Database from 'better-sqlite3';
 import { AppError, conflict, invalid, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import { transition, type MachineEventType } from '../lifecycle.js';
 import type { Machine, SshHostKey } from '../model.js';
-import type { ImportRow, MachineFilter, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
-import type { Db } from './db.js';
-import { constraintField, machineFromRow, type MachineRow } from './rows.js';
+import type { ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
+import { prepared, type Db } from './db.js';
+import { MACHINE_COLUMNS, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
 
 export interface MachineRepoDeps {
   readonly db: Db;
@@ -18,9 +19,24 @@ export interface MachineRepoDeps {
 const COLUMN_FOR_FIELD: Record<string, string> = { mac: 'mac', hostname: 'hostname', ip: 'ip' };
 
 export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps): MachineRepo {
-  const byMac = db.prepare<[string], MachineRow>('SELECT * FROM machines WHERE mac = ?');
-  const byTokenHash = db.prepare<[string], MachineRow>('SELECT * FROM machines WHERE seed_token_hash = ?');
-  const clusterExists = db.prepare<[string], { n: number }>('SELECT 1 AS n FROM clusters WHERE name = ?');
+  const sql = prepared(db);
+  const byMac = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE mac = ?`);
+  const byTokenHash = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE seed_token_hash = ?`);
+  const sealedOf = sql<[string], Pick<MachineRow, 'bmc_password_sealed' | 'seed_token_sealed'>>('SELECT bmc_password_sealed, seed_token_sealed FROM machines WHERE mac = ?');
+  // One prepared statement per filter shape. The order is the list order of MachineCursor;
+  // COALESCE sorts a missing rack/hostname first, as NULL would, lets the keyset comparison be
+  // one row-value test (no rack or hostname is ever the empty string) and matches the
+  // machines_list_order index.
+  const LIST_KEYS = ['cluster', 'role', 'state', 'rack'] as const;
+  function listStatement(filter: MachineFilter, page: MachinePage): Database.Statement<Record<string, unknown>, MachineViewRow> {
+    const where = LIST_KEYS.filter((k) => filter[k] !== undefined).map((k) => `${k} = @${k}`);
+    if (page.after) where.push("(COALESCE(rack, ''), COALESCE(hostname, ''), mac) > (@afterRack, @afterHostname, @afterMac)");
+    return sql<Record<string, unknown>, MachineViewRow>(
+      `SELECT ${MACHINE_COLUMNS} FROM machines ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+       ORDER BY COALESCE(rack, ''), COALESCE(hostname, ''), mac ${page.limit !== undefined ? 'LIMIT @limit' : ''}`,
+    );
+  }
+  const clusterExists = sql<[string], { n: number }>('SELECT 1 AS n FROM clusters WHERE name = ?');
 
   function load(mac: Mac): Machine {
     const row = byMac.get(mac);
@@ -79,7 +95,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     };
     guarded(() => {
       if (existing) {
-        db.prepare(
+        sql(
           `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack,
              bmc_driver=@bmc_driver, bmc_address=@bmc_address, bmc_port=@bmc_port, bmc_username=@bmc_username,
              bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite,
@@ -87,7 +103,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
            WHERE mac=@mac`,
         ).run(values);
       } else {
-        db.prepare(
+        sql(
           `INSERT INTO machines (mac, hostname, role, cluster, ip, rack, bmc_driver, bmc_address, bmc_port, bmc_username,
              bmc_password_sealed, bmc_cipher_suite, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
            VALUES (@mac, @hostname, @role, @cluster, @ip, @rack, @bmc_driver, @bmc_address, @bmc_port, @bmc_username,
@@ -106,7 +122,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     const next = transition(before, event);
     const at = now().toISOString();
     const failed = event === 'fail';
-    db.prepare(
+    sql(
       `UPDATE machines SET state=?, failed_from=?, failed_step=?, failed_reason=?, state_changed_at=?, updated_at=? WHERE mac=?`,
     ).run(next.state, next.failedFrom, failed ? (ctx.step ?? null) : null, failed ? (ctx.reason ?? null) : null, at, at, mac);
     appendEvent({
@@ -162,7 +178,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       if (patch.bmc.password !== undefined) set('bmc_password_sealed', box.seal(patch.bmc.password));
     }
     if (sets.length > 0) {
-      guarded(() => db.prepare(`UPDATE machines SET ${sets.join(', ')}, updated_at=@at WHERE mac=@mac`).run(values));
+      guarded(() => sql(`UPDATE machines SET ${sets.join(', ')}, updated_at=@at WHERE mac=@mac`).run(values));
       const changed = Object.keys(patch).filter((k) => k !== 'bmc');
       appendEvent({
         mac,
@@ -174,11 +190,11 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     }
     if (placementChanged && before.state === 'discovered' && assignedNow) {
       const seed = sealedToken();
-      db.prepare('UPDATE machines SET seed_token_hash=?, seed_token_sealed=? WHERE mac=?').run(seed.hash, seed.sealed, mac);
+      sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=? WHERE mac=?').run(seed.hash, seed.sealed, mac);
       return applyTransition(mac, 'assign', { source, message: `assigned as ${role} of cluster ${cluster}` });
     }
     if (placementChanged && before.state === 'assigned' && !assignedNow) {
-      db.prepare('UPDATE machines SET seed_token_hash=NULL, seed_token_sealed=NULL WHERE mac=?').run(mac);
+      sql('UPDATE machines SET seed_token_hash=NULL, seed_token_sealed=NULL WHERE mac=?').run(mac);
       return applyTransition(mac, 'unassign', { source, message: 'role or cluster removed' });
     }
     return load(mac);
@@ -192,18 +208,16 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       const row = byMac.get(mac);
       return row ? machineFromRow(row) : null;
     },
-    async list(filter: MachineFilter = {}) {
-      const where: string[] = [];
-      const params: Record<string, string> = {};
-      for (const key of ['cluster', 'role', 'state', 'rack'] as const) {
-        const v = filter[key];
-        if (v !== undefined) {
-          where.push(`${key} = @${key}`);
-          params[key] = v;
-        }
+    async list(filter: MachineFilter = {}, page: MachinePage = {}) {
+      const params: Record<string, unknown> = {};
+      for (const key of LIST_KEYS) if (filter[key] !== undefined) params[key] = filter[key];
+      if (page.after) {
+        params['afterRack'] = page.after.rack ?? '';
+        params['afterHostname'] = page.after.hostname ?? '';
+        params['afterMac'] = page.after.mac;
       }
-      const sql = `SELECT * FROM machines ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY rack, hostname, mac`;
-      return db.prepare<Record<string, string>, MachineRow>(sql).all(params).map(machineFromRow);
+      if (page.limit !== undefined) params['limit'] = page.limit;
+      return listStatement(filter, page).all(params).map(machineFromRow);
     },
     async update(mac, patch, source) {
       return db.transaction(() => update(mac, patch, source)).immediate();
@@ -211,7 +225,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     async delete(mac) {
       db.transaction(() => {
         const m = load(mac);
-        db.prepare('DELETE FROM machines WHERE mac = ?').run(mac);
+        sql('DELETE FROM machines WHERE mac = ?').run(mac);
         appendEvent({ mac, cluster: m.cluster, type: 'machine.deleted', source: 'api', message: `machine ${m.hostname ?? mac} deleted` });
       }).immediate();
     },
@@ -250,14 +264,14 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
           const existing = byMac.get(s.mac);
           const facts = { arch: s.arch ?? null, firmware: s.firmware ?? null, vendor_class: s.vendorClass ?? null, uuid: s.uuid ?? null };
           if (existing) {
-            db.prepare(
+            sql(
               `UPDATE machines SET arch=COALESCE(@arch, arch), firmware=COALESCE(@firmware, firmware),
                  vendor_class=COALESCE(@vendor_class, vendor_class), uuid=COALESCE(@uuid, uuid),
                  first_seen=COALESCE(first_seen, @at), last_seen=@at WHERE mac=@mac`,
             ).run({ ...facts, at, mac: s.mac });
             return { machine: load(s.mac), created: false };
           }
-          db.prepare(
+          sql(
             `INSERT INTO machines (mac, state, arch, firmware, vendor_class, uuid, first_seen, last_seen, state_changed_at, created_at, updated_at)
              VALUES (@mac, 'discovered', @arch, @firmware, @vendor_class, @uuid, @at, @at, @at, @at, @at)`,
           ).run({ ...facts, at, mac: s.mac });
@@ -273,20 +287,20 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         .immediate();
     },
     async setLastStep(mac, step) {
-      db.prepare('UPDATE machines SET last_step=?, last_seen=? WHERE mac=?').run(step, now().toISOString(), mac);
+      sql('UPDATE machines SET last_step=?, last_seen=? WHERE mac=?').run(step, now().toISOString(), mac);
     },
     async bmcPassword(mac) {
-      const row = byMac.get(mac);
+      const row = sealedOf.get(mac);
       return row?.bmc_password_sealed ? box.open(row.bmc_password_sealed) : null;
     },
     async rotateSeedToken(mac) {
       const s = sealedToken();
-      const r = db.prepare('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, updated_at=? WHERE mac=?').run(s.hash, s.sealed, now().toISOString(), mac);
+      const r = sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, updated_at=? WHERE mac=?').run(s.hash, s.sealed, now().toISOString(), mac);
       if (r.changes === 0) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
       return s.token;
     },
     async seedToken(mac) {
-      const row = byMac.get(mac);
+      const row = sealedOf.get(mac);
       return row?.seed_token_sealed ? box.open(row.seed_token_sealed) : null;
     },
     async findBySeedToken(token) {
@@ -294,10 +308,10 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       return row ? machineFromRow(row) : null;
     },
     async setInstanceId(mac, instanceId) {
-      db.prepare('UPDATE machines SET instance_id=?, updated_at=? WHERE mac=?').run(instanceId, now().toISOString(), mac);
+      sql('UPDATE machines SET instance_id=?, updated_at=? WHERE mac=?').run(instanceId, now().toISOString(), mac);
     },
     async setHostKeys(mac, keys: readonly SshHostKey[]) {
-      db.prepare('UPDATE machines SET host_keys=?, updated_at=? WHERE mac=?').run(JSON.stringify(keys), now().toISOString(), mac);
+      sql('UPDATE machines SET host_keys=?, updated_at=? WHERE mac=?').run(JSON.stringify(keys), now().toISOString(), mac);
     },
   };
 }

@@ -1,0 +1,36 @@
+/**
+ * The encoded bodies of recent list responses, reused while the store's revision is unchanged:
+ * a page polling `GET /machines` for 5,000 machines costs one buffer write instead of reading and
+ * encoding every row again. Any write anywhere in the store changes the revision, so an entry
+ * can only be reused when nothing at all changed; at most `max` entries are kept.
+ */
+export interface CachedResponse {
+  readonly body: Buffer;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export interface ResponseCache {
+  get(key: string, revision: string): CachedResponse | undefined;
+  set(key: string, revision: string, response: CachedResponse): void;
+}
+
+export function createResponseCache(max: number): ResponseCache {
+  const entries = new Map<string, { revision: string; response: CachedResponse }>();
+  return {
+    get(key, revision) {
+      const e = entries.get(key);
+      if (!e) return undefined;
+      if (e.revision !== revision) {
+        entries.delete(key);
+        return undefined;
+      }
+      return e.response;
+    },
+    set(key, revision, response) {
+      entries.delete(key);
+      entries.set(key, { revision, response });
+      // Map keeps insertion order: the first key is the least recently stored.
+      while (entries.size > max) entries.delete(entries.keys().next().value as string);
+    },
+  };
+}

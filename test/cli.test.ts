@@ -1,0 +1,218 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { SETTINGS, kebab } from '../server/config/settings.js';
+import { PACKAGE_ROOT } from '../server/lib/paths.js';
+import { freePort, runCli, startRacksmith, type CliRun, type RacksmithProcess } from './lib/racksmith.js';
+
+/**
+ * The `racksmith` command as an admin uses it, against a real running server: help, tokens for
+ * each role, clusters and machines through the API, table output for people and --json for
+ * scripts, and the exit codes (0 done, 1 failed, 2 usage).
+ */
+const test = suite('cli: help, tokens, clusters and machines against a real server, exit codes');
+
+let rs: RacksmithProcess;
+const tokens: Record<string, string> = {};
+const work = mkdtempSync(join(tmpdir(), 'racksmith-cli-'));
+
+/** The CLI as the given role, talking to the test server. */
+function as(role: 'admin' | 'operator' | 'viewer', args: readonly string[]): Promise<CliRun> {
+  return runCli(args, { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens[role] ?? '' });
+}
+
+function ok(r: CliRun): string {
+  assert.is(r.code, 0, `exit ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Rows of a table: the columns are where the header words start. */
+function parseTable(text: string): Record<string, string>[] {
+  const [header, ...lines] = text.trimEnd().split('\n');
+  assert.ok(header, 'no header line');
+  const starts = [...header.matchAll(/\S+/g)].map((m) => ({ name: m[0].toLowerCase(), at: m.index ?? 0 }));
+  return lines.map((line) =>
+    Object.fromEntries(
+      starts.map((s, i) => {
+        const end = starts[i + 1]?.at ?? line.length;
+        // A cell ends where the next column starts: anything crossing it means misaligned columns.
+        if (end < line.length) assert.is(line[end - 1], ' ', `column ${starts[i + 1]?.name} is misaligned in: ${line}`);
+        return [s.name, line.slice(s.at, end).trim()];
+      }),
+    ),
+  );
+}
+
+test.before(async () => {
+  rs = await startRacksmith({ env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+});
+
+test.after(async () => {
+  await rs?.stop();
+  rs?.cleanup();
+  rmSync(work, { recursive: true, force: true });
+});
+
+test('racksmith --help lists every command; no command is a usage error', async () => {
+  const help = ok(await runCli(['--help']));
+  for (const c of ['serve', 'token create', 'machines list|add|set|rm|import', 'clusters list|create|show', 'version']) assert.ok(help.includes(c), `--help lacks ${c}`);
+  const none = await runCli([]);
+  assert.is(none.code, 2);
+  assert.ok(none.stdout.includes('Usage: racksmith'));
+  const version = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version as string;
+  assert.is(ok(await runCli(['version'])).trim(), version);
+  assert.is(ok(await runCli(['--version'])).trim(), version);
+});
+
+test('racksmith serve --help lists every setting with its flag and environment name', async () => {
+  const help = ok(await runCli(['serve', '--help']));
+  assert.ok(help.includes('--config'));
+  for (const [name, spec] of Object.entries(SETTINGS)) {
+    const line = help.split('\n').find((l) => l.trimStart().startsWith(`--${kebab(name)} `));
+    assert.ok(line, `serve --help lacks --${kebab(name)}`);
+    assert.ok(line.includes(spec.env), `--${kebab(name)}'s line lacks ${spec.env}`);
+  }
+  for (const sub of [['machines', '--help'], ['clusters', '--help'], ['token', '--help'], ['token', 'create', '--help'], ['machines', 'add', '--help']]) {
+    assert.match(ok(await runCli(sub)), /^Usage:/);
+  }
+});
+
+test('token create for each role: printed once, accepted with that role', async () => {
+  for (const role of ['admin', 'operator', 'viewer'] as const) {
+    const r = await runCli(['token', 'create', '--role', role, '--name', `${role} from the cli test`], { RACKSMITH_DATA_DIR: rs.dataDir });
+    tokens[role] = ok(r).trim();
+    assert.match(tokens[role] as string, /^rs_[A-Za-z0-9_-]{43}$/);
+  }
+  assert.is(new Set(Object.values(tokens)).size, 3);
+  for (const role of ['admin', 'operator', 'viewer'] as const) assert.is((await as(role, ['clusters', 'list'])).code, 0);
+  // Writes need admin: the others get the server's 403 as one line and exit 1.
+  for (const role of ['operator', 'viewer'] as const) {
+    const r = await as(role, ['clusters', 'create', '--name', 'nope', '--ubuntu-release', '22.04', '--kubernetes-version', '1.28.4', '--container-runtime', 'containerd', '--cni', 'flannel']);
+    assert.is(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^racksmith: 403 ERR_FORBIDDEN: this needs an admin token; yours is ${role}\\n$`));
+  }
+  const bad = await runCli(['token', 'create', '--role', 'root'], { RACKSMITH_DATA_DIR: rs.dataDir });
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /--role must be one of viewer, operator, admin/);
+});
+
+test('clusters create | list | show: table for people, --json for scripts', async () => {
+  const created = ok(await as('admin', ['clusters', 'create', '--name', 'rack1', '--ubuntu-release', '18.04', '--kubernetes-version', '1.18.6', '--container-runtime', 'docker', '--cni', 'weave']));
+  const [row] = parseTable(created);
+  assert.equal(row, { name: 'rack1', ubuntu: '18.04', kubernetes: '1.18.6', runtime: 'docker', cni: 'weave', endpoint: '-', machines: '0', state: 'pending' });
+  ok(await as('admin', ['clusters', 'create', '--name', 'rack2', '--ubuntu-release', '24.04', '--kubernetes-version', 'v1.30.2', '--container-runtime', 'containerd', '--cni', 'calico', '--pod-subnet', '10.50.0.0/16']));
+  const list = parseTable(ok(await as('viewer', ['clusters', 'list'])));
+  assert.equal(list.map((c) => c['name']), ['rack1', 'rack2']);
+  const json = JSON.parse(ok(await as('viewer', ['clusters', 'list', '--json'])));
+  assert.is(json[1].kubernetesVersion, '1.30.2');
+  assert.is(json[1].podSubnet, '10.50.0.0/16');
+  const shown = JSON.parse(ok(await as('viewer', ['clusters', 'show', 'rack1', '--json'])));
+  assert.is(shown.name, 'rack1');
+  assert.equal(shown.machines, []);
+});
+
+test('machines add (every MAC form) | list | set | rm, table and --json', async () => {
+  const forms = ['52:54:00:C1:00:01', '52-54-00-c1-00-02', '5254.00c1.0003', '525400c10004'];
+  for (const [i, mac] of forms.entries()) {
+    const args = ['machines', 'add', '--mac', mac, '--hostname', `n${i + 1}`, '--role', i === 0 ? 'loadbalancer' : 'worker', '--cluster', 'rack1', '--ip', `10.8.0.${i + 1}`, '--rack', 'r1'];
+    if (i === 0) args.push('--bmc-address', '10.8.1.1', '--bmc-username', 'admin', '--bmc-password', 'cli-bmc-secret');
+    const [row] = parseTable(ok(await as('admin', args)));
+    assert.is(row?.['mac'], `52:54:00:c1:00:0${i + 1}`);
+    assert.is(row?.['state'], 'assigned');
+  }
+  const table = parseTable(ok(await as('viewer', ['machines', 'list', '--cluster', 'rack1'])));
+  assert.equal(table.map((m) => m['hostname']), ['n1', 'n2', 'n3', 'n4']);
+  assert.equal(table[0], { mac: '52:54:00:c1:00:01', hostname: 'n1', role: 'loadbalancer', cluster: 'rack1', ip: '10.8.0.1', rack: 'r1', state: 'assigned', step: '-' });
+  const workers = JSON.parse(ok(await as('viewer', ['machines', 'list', '--role', 'worker', '--json'])));
+  assert.is(workers.length, 3);
+  const lb = JSON.parse(ok(await as('viewer', ['machines', 'list', '--role', 'loadbalancer', '--json'])))[0];
+  assert.is(lb.bmc.passwordSet, true);
+  assert.not.ok(JSON.stringify(lb).includes('cli-bmc-secret'));
+  // The load balancer's address becomes the cluster's endpoint.
+  const show = ok(await as('viewer', ['clusters', 'show', 'rack1'])).split('\n\n');
+  assert.is(parseTable(show[0] ?? '')[0]?.['endpoint'], '10.8.0.1:6443');
+  assert.equal(parseTable(show[1] ?? '').map((m) => m['mac']), ['52:54:00:c1:00:01', '52:54:00:c1:00:02', '52:54:00:c1:00:03', '52:54:00:c1:00:04']);
+
+  const set = JSON.parse(ok(await as('admin', ['machines', 'set', '5254.00c1.0002', '--hostname', 'n2b', '--rack', 'none', '--json'])));
+  assert.is(set.hostname, 'n2b');
+  assert.is(set.rack, null);
+  const removed = await as('admin', ['machines', 'rm', '52-54-00-C1-00-04']);
+  assert.is(ok(removed).trim(), 'deleted 52-54-00-C1-00-04');
+  assert.is(JSON.parse(ok(await as('viewer', ['machines', 'list', '--json']))).length, 3);
+});
+
+test('machines import FILE.csv: all rows, or an error naming row and column and nothing stored', async () => {
+  const good = join(work, 'rack.csv');
+  writeFileSync(
+    good,
+    ['mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password', '52:54:00:c2:00:01,m1,control-plane,rack2,10.9.0.1,r2,,,', '52:54:00:c2:00:02,m2,worker,rack2,10.9.0.2,r2,10.9.1.2,admin,pw2', '52:54:00:c2:00:03,m3,worker,rack2,,r2,,,'].join('\n') + '\n',
+  );
+  const out = ok(await as('admin', ['machines', 'import', good]));
+  assert.ok(out.startsWith('imported 3 machine(s)\n'), out);
+  assert.equal(parseTable(out.split('\n').slice(1).join('\n')).map((m) => m['hostname']), ['m1', 'm2', 'm3']);
+
+  const bad = join(work, 'bad.csv');
+  writeFileSync(bad, 'mac,hostname,role,cluster\n52:54:00:c3:00:01,b1,worker,rack2\n52:54:00:c3:00:02,b2,chef,rack2\n');
+  const r = await as('admin', ['machines', 'import', bad]);
+  assert.is(r.code, 1);
+  assert.match(r.stderr, /^racksmith: 400 ERR_CSV: row 2, column role: /);
+  assert.is(JSON.parse(ok(await as('viewer', ['machines', 'list', '--cluster', 'rack2', '--json']))).length, 3);
+  writeFileSync(bad, 'mac,hostname,role,cluster\n52:54:00:c3:00:01,b1,worker,rack2\n');
+  const json = JSON.parse(ok(await as('admin', ['machines', 'import', bad, '--json'])));
+  assert.is(json.imported, 1);
+  assert.is(json.machines[0].mac, '52:54:00:c3:00:01');
+});
+
+test('exit codes: 2 for usage mistakes, 1 for failures', async () => {
+  const usage: (readonly string[])[] = [
+    ['frobnicate'],
+    ['machines'],
+    ['machines', 'frob'],
+    ['machines', 'list', '--bogus'],
+    ['machines', 'set'],
+    ['machines', 'set', '52:54:00:c1:00:01'],
+    ['machines', 'rm'],
+    ['machines', 'rm', 'a', 'b'],
+    ['machines', 'import'],
+    ['clusters'],
+    ['clusters', 'show'],
+    ['token'],
+    ['token', 'revoke'],
+    ['serve', '--no-such-flag'],
+  ];
+  const usageRuns = await Promise.all(usage.map((args) => as('admin', args)));
+  for (const [i, args] of usage.entries()) {
+    const r = usageRuns[i] as CliRun;
+    assert.is(r.code, 2, `racksmith ${args.join(' ')} → ${r.code}: ${r.stderr}`);
+    // Either one line saying what is wrong, or the command's usage.
+    assert.ok(/^racksmith: .+\n/.test(r.stderr) || /^Usage: /.test(r.stdout), `racksmith ${args.join(' ')}: ${r.stderr}${r.stdout}`);
+  }
+  const noToken = await runCli(['machines', 'list'], { RACKSMITH_URL: rs.url });
+  assert.is(noToken.code, 2);
+  assert.match(noToken.stderr, /an API token is needed/);
+
+  const closedPort = await freePort();
+  const failures: [readonly string[], RegExp][] = [
+    [['clusters', 'show', 'nope'], /^racksmith: 404 ERR_UNKNOWN_CLUSTER: no cluster named "nope"\n$/],
+    [['machines', 'rm', '52:54:00:00:00:99'], /^racksmith: 404 ERR_UNKNOWN_MACHINE: /],
+    [['machines', 'add', '--mac', '52:54:00:c1:00:01', '--hostname', 'dup', '--role', 'worker', '--cluster', 'rack1'], /^racksmith: 409 ERR_DUPLICATE: /],
+    [['machines', 'add', '--mac', 'not-a-mac', '--hostname', 'x', '--role', 'worker', '--cluster', 'rack1'], /^racksmith: 400 ERR_VALIDATION: mac: /],
+    [['machines', 'import', join(work, 'missing.csv')], /^racksmith: cannot read .*missing\.csv: ENOENT\n$/],
+    [['clusters', 'list', '--url', `http://127.0.0.1:${closedPort}`], new RegExp(`^racksmith: cannot reach racksmith at http://127\\.0\\.0\\.1:${closedPort} \\(ECONNREFUSED\\)`)],
+  ];
+  const failureRuns = await Promise.all(failures.map(([args]) => as('admin', args)));
+  for (const [i, [args, expected]] of failures.entries()) {
+    const r = failureRuns[i] as CliRun;
+    assert.is(r.code, 1, `racksmith ${args.join(' ')} → ${r.code}: ${r.stderr}`);
+    assert.match(r.stderr, expected);
+  }
+  const badToken = await runCli(['clusters', 'list'], { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: 'rs_wrong' });
+  assert.is(badToken.code, 1);
+  assert.match(badToken.stderr, /401 ERR_UNAUTHORIZED/);
+  // --token and --url flags work as well as the environment.
+  assert.is((await runCli(['clusters', 'list', '--url', rs.url, '--token', tokens['viewer'] ?? ''])).code, 0);
+});
+
+test.run();

@@ -1,0 +1,338 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { TransitionError } from '../server/inventory/lifecycle.js';
+import type { InventoryEvent } from '../server/inventory/model.js';
+import { migrate, openDb } from '../server/inventory/sqlite/db.js';
+import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
+import { MIGRATIONS } from '../server/inventory/sqlite/migrations.js';
+import { AppError } from '../server/lib/errors.js';
+import type { Mac } from '../server/lib/mac.js';
+import { createSecretBox, hashToken } from '../server/lib/secrets.js';
+import { tempInventory } from './lib/inventory.js';
+import { runCli, startRacksmith } from './lib/racksmith.js';
+
+/** The SQLite repositories in-process, on a real database file, and the data directory lock. */
+const test = suite('inventory: SQLite repositories, sealed secrets, migrations, one instance per data directory');
+
+const MAC = '52:54:00:10:00:01' as Mac;
+const CLUSTER = { name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' } as const;
+
+/** An inventory on a fixed file and key, so that a test can close it and open it again. */
+function reopenable(): { dir: string; file: string; open(): SqliteInventory; destroy(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-inv-'));
+  const file = join(dir, 'racksmith.db');
+  const key = randomBytes(32);
+  return {
+    dir,
+    file,
+    open: () => openSqliteInventory({ file, box: createSecretBox(key) }),
+    destroy: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+async function expectError<T extends Error>(fn: () => Promise<unknown>, type: new (...a: any[]) => T): Promise<T> {
+  try {
+    await fn();
+  } catch (err) {
+    assert.instance(err, type);
+    return err as T;
+  }
+  assert.unreachable(`expected a ${type.name}`);
+  throw new Error('unreachable');
+}
+
+test('a sighting records a discovered machine; assigning it later adopts it', async () => {
+  const inv = tempInventory();
+  try {
+    const first = await inv.machines.recordSighting({ mac: MAC, arch: 'x86_64', firmware: 'efi', vendorClass: 'PXEClient:Arch:00007', source: 'dhcp' });
+    assert.is(first.created, true);
+    assert.is(first.machine.state, 'discovered');
+    assert.is(first.machine.hostname, null);
+    const again = await inv.machines.recordSighting({ mac: MAC, uuid: 'c0ffee00-0000-0000-0000-000000000001', source: 'http' });
+    assert.is(again.created, false);
+    // Facts accumulate: a later sighting without the arch does not erase it.
+    assert.is(again.machine.arch, 'x86_64');
+    assert.is(again.machine.uuid, 'c0ffee00-0000-0000-0000-000000000001');
+
+    await inv.clusters.create(CLUSTER);
+    const adopted = await inv.machines.create({ mac: MAC, hostname: 'node1', role: 'worker', cluster: 'lab', ip: '10.0.0.11' });
+    assert.is(adopted.state, 'assigned');
+    assert.is(adopted.firmware, 'efi');
+    assert.is(adopted.firstSeen, first.machine.firstSeen);
+    assert.ok(await inv.machines.seedToken(MAC), 'an assigned machine has a seed token');
+
+    const states = (await inv.events.list({ mac: MAC })).filter((e) => e.type === 'state').map((e) => [e.data?.['from'], e.data?.['to'], e.source]);
+    assert.equal(states, [
+      [null, 'discovered', 'dhcp'],
+      ['discovered', 'assigned', 'api'],
+    ]);
+    // An assigned machine is not adopted twice.
+    const dup = await expectError(() => inv.machines.create({ mac: MAC, hostname: 'node2', role: 'worker', cluster: 'lab' }), AppError);
+    assert.is(dup.kind, 'conflict');
+    assert.is(dup.field, 'mac');
+  } finally {
+    await inv.destroy();
+  }
+});
+
+test('transitions persist across a reopen, each with its event; refused ones change nothing', async () => {
+  const store = reopenable();
+  try {
+    let inv = store.open();
+    await inv.clusters.create(CLUSTER);
+    await inv.machines.create({ mac: MAC, hostname: 'node1', role: 'control-plane', cluster: 'lab' });
+    for (const [event, source] of [
+      ['installer-served', 'http'],
+      ['installed', 'http'],
+      ['phoned-home', 'http'],
+      ['join-started', 'orchestrator'],
+    ] as const) {
+      await inv.machines.transition(MAC, event, { source });
+    }
+    await inv.machines.transition(MAC, 'fail', { source: 'orchestrator', step: 'kubeadm-join', reason: 'timed out waiting for the API server' });
+    const eventsBefore = (await inv.events.list({ mac: MAC })).length;
+    const refused = await expectError(() => inv.machines.transition(MAC, 'installed', { source: 'http' }), TransitionError);
+    assert.is(refused.code, 'ERR_TRANSITION');
+    assert.is((await inv.events.list({ mac: MAC })).length, eventsBefore, 'a refused transition appended an event');
+    await inv.close();
+
+    inv = store.open();
+    const m = await inv.machines.get(MAC);
+    assert.is(m?.state, 'failed');
+    assert.is(m?.failedFrom, 'joining');
+    assert.is(m?.failedStep, 'kubeadm-join');
+    assert.is(m?.failedReason, 'timed out waiting for the API server');
+    const path = (await inv.events.list({ mac: MAC })).filter((e) => e.type === 'state').map((e) => `${e.data?.['from']}→${e.data?.['to']}@${e.source}`);
+    assert.equal(path, ['discovered→assigned@api', 'assigned→provisioning@http', 'provisioning→installed@http', 'installed→ready@http', 'ready→joining@orchestrator', 'joining→failed@orchestrator']);
+    const retried = await inv.machines.transition(MAC, 'retry', { source: 'api' });
+    assert.is(retried.state, 'ready', 'a failed join is retried from ready');
+    assert.is(retried.failedFrom, null);
+    // Resuming the event list after an id.
+    const all = await inv.events.list({ mac: MAC });
+    const tail = await inv.events.list({ mac: MAC, afterId: all[all.length - 3]?.id, limit: 10 });
+    assert.is(tail.length, 2);
+    await inv.close();
+  } finally {
+    store.destroy();
+  }
+});
+
+test('subscribers hear of events after commit, and never of a rolled-back import', async () => {
+  const inv = tempInventory();
+  try {
+    const heard: InventoryEvent[] = [];
+    const unsubscribe = inv.events.subscribe((e) => heard.push(e));
+    await inv.clusters.create(CLUSTER);
+    assert.is(heard.length, 1);
+    const rows = [1, 2, 3].map((i) => ({ row: i, mac: `52:54:00:20:00:0${i}` as Mac, hostname: `w${i}`, role: 'worker' as const, cluster: 'lab', ip: `10.0.1.${i}` }));
+    await inv.machines.create({ mac: '52:54:00:20:00:09' as Mac, hostname: 'taken', role: 'worker', cluster: 'lab', ip: '10.0.1.3' });
+    const before = heard.length;
+    const err = await expectError(() => inv.machines.importAll(rows), AppError);
+    assert.match(err.message, /^row 3, column ip: /);
+    assert.is(heard.length, before, 'events of rolled-back rows reached subscribers');
+    assert.is((await inv.machines.list({ cluster: 'lab' })).length, 1);
+    rows[2] = { ...rows[2]!, ip: '10.0.1.33' };
+    await inv.machines.importAll(rows);
+    assert.is(heard.length, before + 3);
+    unsubscribe();
+    await inv.machines.delete('52:54:00:20:00:01' as Mac);
+    assert.is(heard.length, before + 3);
+  } finally {
+    await inv.destroy();
+  }
+});
+
+test('list order and keyset pages: every machine exactly once, even with writes between pages', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.clusters.create(CLUSTER);
+    const rows = Array.from({ length: 57 }, (_, i) => ({
+      row: i + 1,
+      mac: `52:54:00:30:00:${i.toString(16).padStart(2, '0')}` as Mac,
+      hostname: `h${(i * 7) % 57}`,
+      role: 'worker' as const,
+      cluster: 'lab',
+      rack: i % 3 === 0 ? undefined : `r${i % 4}`,
+    }));
+    await inv.machines.importAll(rows);
+    for (let i = 0; i < 5; i++) await inv.machines.recordSighting({ mac: `52:54:00:31:00:0${i}` as Mac, source: 'dhcp' });
+    const all = await inv.machines.list();
+    assert.is(all.length, 62);
+    // Missing rack first, then missing hostname, then by name and MAC.
+    const key = (m: (typeof all)[number]): string => `${m.rack === null ? '0' : '1' + m.rack}\u0000${m.hostname === null ? '0' : '1' + m.hostname}\u0000${m.mac}`;
+    assert.equal(all.map(key), [...all.map(key)].sort());
+    assert.is(all[0]?.hostname, null);
+
+    const cursor = (m: (typeof all)[number]) => ({ rack: m.rack, hostname: m.hostname, mac: m.mac });
+    const paged: string[] = [];
+    let after;
+    for (let guard = 0; guard < 100; guard++) {
+      const page = await inv.machines.list({}, { limit: 10, after });
+      paged.push(...page.map((m) => m.mac));
+      if (page.length < 10) break;
+      after = cursor(page[page.length - 1]!);
+    }
+    assert.equal(paged, all.map((m) => m.mac));
+
+    // A machine added before the cursor and one deleted after it: no duplicate, no skip of the rest.
+    const first = await inv.machines.list({}, { limit: 20 });
+    await inv.machines.create({ mac: '52:54:00:32:00:01' as Mac, hostname: 'a-early', role: 'worker', cluster: 'lab' });
+    const doomed = all[40]!;
+    await inv.machines.delete(doomed.mac);
+    const rest = await inv.machines.list({}, { after: cursor(first[19]!) });
+    const seen = [...first, ...rest].map((m) => m.mac);
+    assert.is(new Set(seen).size, seen.length);
+    assert.equal(seen.sort(), all.map((m) => m.mac).filter((m) => m !== doomed.mac).sort());
+    // Filters and pages combine.
+    const r1 = await inv.machines.list({ rack: 'r1' });
+    const r1Paged = [...(await inv.machines.list({ rack: 'r1' }, { limit: 3 })), ...(await inv.machines.list({ rack: 'r1' }, { after: cursor(r1[2]!) }))];
+    assert.equal(r1Paged.map((m) => m.mac), r1.map((m) => m.mac));
+  } finally {
+    await inv.destroy();
+  }
+});
+
+test('seed tokens: rotation invalidates the old one; lookup by token; tokens stored hashed', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.clusters.create(CLUSTER);
+    await inv.machines.create({ mac: MAC, hostname: 'node1', role: 'worker', cluster: 'lab' });
+    const first = await inv.machines.seedToken(MAC);
+    assert.ok(first && first.length >= 32);
+    assert.is((await inv.machines.findBySeedToken(first))?.mac, MAC);
+    const second = await inv.machines.rotateSeedToken(MAC);
+    assert.is.not(second, first);
+    assert.is(await inv.machines.seedToken(MAC), second);
+    assert.is(await inv.machines.findBySeedToken(first), null, 'the old token still works');
+    assert.is((await inv.machines.findBySeedToken(second))?.mac, MAC);
+    assert.is(await inv.machines.findBySeedToken(''), null);
+    const row = inv.db.prepare<[string], { seed_token_hash: string }>('SELECT seed_token_hash FROM machines WHERE mac = ?').get(MAC);
+    assert.is(row?.seed_token_hash, hashToken(second));
+    await expectError(() => inv.machines.rotateSeedToken('52:54:00:99:99:99' as Mac), AppError);
+
+    // API tokens: verified by hash, revocable, role kept.
+    const { token, info } = await inv.tokens.create('operator', 'ops');
+    assert.is((await inv.tokens.verify(token))?.role, 'operator');
+    assert.is(await inv.tokens.verify(token + 'x'), null);
+    await inv.tokens.revoke(info.id);
+    assert.is(await inv.tokens.verify(token), null);
+    assert.equal(await inv.tokens.list(), []);
+  } finally {
+    await inv.destroy();
+  }
+});
+
+test('secrets are sealed at rest: no BMC password, secret, seed or API token in the .db or -wal bytes', async () => {
+  const store = reopenable();
+  const clear = {
+    bmc: 'Bmc-Clear-Password',
+    bmc2: 'Patched-Bmc-Pass',
+    secret: '-----BEGIN KUBE CA KEY----- clear-text-ca-key',
+  };
+  try {
+    const inv = store.open();
+    await inv.clusters.create(CLUSTER);
+    await inv.machines.create({ mac: MAC, hostname: 'node1', role: 'worker', cluster: 'lab', bmc: { driver: 'ipmi', address: '10.0.9.1', username: 'admin', password: clear.bmc } });
+    await inv.machines.importAll([{ row: 1, mac: '52:54:00:10:00:02' as Mac, hostname: 'node2', role: 'worker', cluster: 'lab', bmc: { driver: 'ipmi', address: '10.0.9.2', username: 'admin', password: clear.bmc + '2' } }]);
+    await inv.machines.update('52:54:00:10:00:02' as Mac, { bmc: { driver: 'ipmi', address: '10.0.9.2', username: 'root', password: clear.bmc2 } }, 'test');
+    await inv.secrets.put('cluster:lab', 'ca-key', clear.secret);
+    const seed = (await inv.machines.seedToken(MAC)) as string;
+    const { token } = await inv.tokens.create('admin', 'a');
+    // They open again with the key.
+    assert.is(await inv.machines.bmcPassword(MAC), clear.bmc);
+    assert.is(await inv.machines.bmcPassword('52:54:00:10:00:02' as Mac), clear.bmc2);
+    assert.is(await inv.secrets.get('cluster:lab', 'ca-key'), clear.secret);
+
+    const leaks = (): string[] => {
+      const files = [store.file, store.file + '-wal'].filter((f) => existsSync(f));
+      const bytes = Buffer.concat(files.map((f) => readFileSync(f)));
+      assert.ok(bytes.length > 4096);
+      // BMC addresses are stored in clear: proof that the search reads real row content.
+      assert.ok(bytes.includes(Buffer.from('10.0.9.1')), 'the search does not see stored rows');
+      return Object.entries({ ...clear, seed, token }).flatMap(([what, v]) => (bytes.includes(Buffer.from(v, 'utf8')) || bytes.includes(Buffer.from(v, 'utf16le')) ? [what] : []));
+    };
+    assert.ok(existsSync(store.file + '-wal'), 'the WAL is in use');
+    assert.equal(leaks(), [], 'clear text in the open database files');
+    await inv.close();
+    assert.equal(leaks(), [], 'clear text in the database after close (checkpointed)');
+    // With another key nothing opens.
+    const other = openSqliteInventory({ file: store.file, box: createSecretBox(randomBytes(32)) });
+    try {
+      await other.machines.bmcPassword(MAC).then(
+        () => assert.unreachable('opened with the wrong key'),
+        (err: Error & { code?: string }) => assert.is(err.code, 'ERR_SECRET_KEY'),
+      );
+    } finally {
+      await other.close();
+    }
+  } finally {
+    store.destroy();
+  }
+});
+
+test('migrations: applied once, idempotent on reopen, a newer schema is refused', async () => {
+  const store = reopenable();
+  try {
+    const schema = (db: Database.Database): string =>
+      JSON.stringify(db.prepare("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name").all());
+    const latest = Math.max(...MIGRATIONS.map((m) => m.version));
+    const db = openDb(store.file);
+    const first = schema(db);
+    assert.is(db.pragma('user_version', { simple: true }), latest);
+    assert.is(db.pragma('journal_mode', { simple: true }), 'wal');
+    assert.is(db.pragma('foreign_keys', { simple: true }), 1);
+    db.prepare("INSERT INTO clusters (name, ubuntu_release, kubernetes_version, container_runtime, cni, created_at, updated_at) VALUES ('x', '22.04', '1.28.4', 'containerd', 'flannel', 'now', 'now')").run();
+    migrate(db, MIGRATIONS);
+    db.close();
+    const again = openDb(store.file);
+    assert.is(schema(again), first);
+    assert.is(again.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM clusters').get()?.n, 1, 'data kept across reopen');
+    // A database written by a newer racksmith is not touched by an older one.
+    again.pragma(`user_version = ${latest + 1}`);
+    again.close();
+    try {
+      openDb(store.file).close();
+      assert.unreachable('opened a newer schema');
+    } catch (err) {
+      assert.match((err as Error).message, new RegExp(`schema is version ${latest + 1}, newer than this racksmith \\(${latest}\\)`));
+    }
+    // A failing migration leaves the version where it was (each runs in its own transaction).
+    const fresh = join(store.dir, 'fresh.db');
+    const broken = [...MIGRATIONS, { version: latest + 1, name: 'broken', sql: 'CREATE TABLE t (a); CREATE TABLE t (a);' }];
+    assert.throws(() => openDb(fresh, broken));
+    const check = new Database(fresh);
+    assert.is(check.pragma('user_version', { simple: true }), latest);
+    assert.is((check.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 't'").get() as { n: number }).n, 0);
+    check.close();
+  } finally {
+    store.destroy();
+  }
+});
+
+test('a second racksmith on the same data directory refuses to start, with a clear message', async () => {
+  const rs = await startRacksmith({ env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+  try {
+    const second = await runCli(['serve'], { RACKSMITH_DATA_DIR: rs.dataDir, RACKSMITH_HTTP_PORT: '0', RACKSMITH_HTTP_ADDRESS: '127.0.0.1', RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_PORT: '0' });
+    assert.is(second.code, 1);
+    assert.is(second.stderr, `racksmith: data directory ${rs.dataDir} is in use by another racksmith (pid ${rs.child.pid}); stop it or use another --data-dir\n`);
+    assert.is(second.stdout, '');
+    // The first one is unharmed, and the CLI's own store commands still work beside it.
+    assert.is((await fetch(`${rs.url}/healthz`)).status, 200);
+    const token = await runCli(['token', 'create', '--role', 'viewer'], { RACKSMITH_DATA_DIR: rs.dataDir });
+    assert.is(token.code, 0, token.stderr);
+    assert.is((await fetch(`${rs.url}/api/v1/clusters`, { headers: { authorization: `Bearer ${token.stdout.trim()}` } })).status, 200);
+  } finally {
+    assert.is(await rs.stop(), 0);
+  }
+  // Once the first has stopped, the directory is free again.
+  const next = await startRacksmith({ dataDir: rs.dataDir, env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+  assert.is(await next.stop(), 0);
+  rmSync(rs.dataDir, { recursive: true, force: true });
+});
+
+test.run();

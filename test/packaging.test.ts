@@ -1,0 +1,154 @@
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { parse as parseYaml } from 'yaml';
+import { loadConfig } from '../server/config/load.js';
+import { SETTINGS } from '../server/config/settings.js';
+import { PACKAGE_ROOT } from '../server/lib/paths.js';
+import { requirements, skipNote } from './lib/tools.js';
+
+const run = promisify(execFile);
+
+/**
+ * Packaging without a container engine: Debian's `docker-compose config` parses and resolves the
+ * compose file (host network, capabilities, data volume, settings it passes are valid); the
+ * Dockerfile's stages are read line by line; the systemd unit passes `systemd-analyze verify`
+ * with no warning and its hardening is checked key by key and scored offline.
+ */
+const test = suite('packaging: Dockerfile, docker-compose.yml, systemd unit');
+
+const DATA = '/var/lib/racksmith';
+const file = (name: string): string => readFileSync(join(PACKAGE_ROOT, name), 'utf8');
+
+test('docker-compose config: host network, the three capabilities, the data volume, valid settings', async () => {
+  const missing = requirements(['docker-compose']);
+  if (missing) return skipNote('docker-compose config', missing);
+  // A clean environment: only what compose needs, so the operator's shell cannot change the result.
+  const { stdout } = await run('docker-compose', ['-f', 'docker-compose.yml', 'config'], { cwd: PACKAGE_ROOT, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', RACKSMITH_ADVERTISE_ADDRESS: '10.77.0.1' } });
+  const doc = parseYaml(stdout) as any;
+  const svc = doc.services?.racksmith;
+  assert.ok(svc, 'no racksmith service');
+  assert.is(svc.network_mode, 'host');
+  assert.equal([...svc.cap_add].sort(), ['NET_ADMIN', 'NET_BIND_SERVICE', 'NET_RAW']);
+  assert.is(svc.privileged, undefined, 'no privileged mode: the three capabilities are enough');
+  const volume = (svc.volumes as (string | { type: string; source: string; target: string })[]).map((v) => (typeof v === 'string' ? v : `${v.source}:${v.target}`));
+  assert.ok(volume.some((v) => /^racksmith-data:\/var\/lib\/racksmith(:rw)?$/.test(v)), `volumes: ${volume.join(', ')}`);
+  assert.ok('racksmith-data' in doc.volumes);
+  assert.ok(svc.build, 'builds from the Dockerfile');
+  assert.is(svc.stop_signal, 'SIGTERM');
+
+  const env = svc.environment as Record<string, string>;
+  assert.is(env['RACKSMITH_DATA_DIR'], DATA);
+  assert.is(env['RACKSMITH_ADVERTISE_ADDRESS'], '10.77.0.1');
+  const known = new Set<string>(Object.values(SETTINGS).map((s) => s.env));
+  for (const name of Object.keys(env)) assert.ok(known.has(name), `${name} is not a racksmith setting`);
+  // What compose hands the process is a valid configuration (empty values mean "default").
+  const config = loadConfig({ env, flags: {} });
+  assert.is(config.dataDir, DATA);
+  assert.is(config.dhcpMode, 'proxy');
+  assert.is(config.tftpRoot, '/usr/lib/ipxe');
+  assert.is(config.adminToken, undefined);
+});
+
+test('Dockerfile: node:20-bookworm-slim stages, npm ci + build, Debian ipxe/ipmitool/openssh-client, the data volume', () => {
+  const lines = file('Dockerfile')
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
+  const from = lines.filter((l) => l.startsWith('FROM '));
+  assert.equal(from, ['FROM node:20-bookworm-slim AS build', 'FROM node:20-bookworm-slim']);
+  const runtime = lines.slice(lines.indexOf('FROM node:20-bookworm-slim'));
+  const build = lines.slice(0, lines.indexOf('FROM node:20-bookworm-slim'));
+  assert.ok(build.some((l) => /^RUN npm ci\b/.test(l)));
+  assert.ok(build.some((l) => /npm run build/.test(l)));
+  const install = runtime.find((l) => /apt-get install/.test(l)) ?? '';
+  for (const pkg of ['ipxe', 'ipmitool', 'openssh-client']) assert.match(install, new RegExp(`\\b${pkg}\\b`));
+  assert.ok(runtime.some((l) => l.includes(`RACKSMITH_DATA_DIR=${DATA}`)));
+  assert.ok(runtime.some((l) => l.includes('RACKSMITH_TFTP_ROOT=/usr/lib/ipxe')));
+  assert.ok(runtime.includes(`VOLUME ["${DATA}"]`));
+  assert.ok(runtime.includes('ENTRYPOINT ["racksmith"]'));
+  assert.ok(runtime.includes('CMD ["serve"]'));
+  // What the runtime stage copies from the build stage is what a build here produces.
+  for (const l of runtime.filter((x) => x.startsWith('COPY --from=build'))) {
+    for (const src of l.split(/\s+/).slice(2, -1)) {
+      const rel = src.replace(/^\/src\/?/, '');
+      if (['boot-templates', 'autoinstall', 'node_modules'].includes(rel)) continue; // made or installed in the build stage
+      assert.ok(existsSync(join(PACKAGE_ROOT, rel)), `the runtime stage copies ${rel}, which a build does not make`);
+    }
+  }
+  assert.match(file('server/cli.ts'), /^#!\/usr\/bin\/env node\n/, 'the bin needs its shebang to run as `racksmith`');
+  const ignored = file('.dockerignore').split('\n').map((l) => l.trim());
+  for (const x of ['node_modules', 'dist', 'data', '.git']) assert.ok(ignored.includes(x), `.dockerignore lacks ${x}`);
+  for (const x of ['package.json', 'package-lock.json', 'tsconfig.json', 'server']) assert.not.ok(ignored.includes(x), `.dockerignore drops ${x}, which the build needs`);
+});
+
+function unitKeys(): Map<string, string[]> {
+  const keys = new Map<string, string[]>();
+  let section = '';
+  for (const raw of file('packaging/racksmith.service').split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const s = /^\[(\w+)\]$/.exec(line);
+    if (s) {
+      section = s[1] as string;
+      continue;
+    }
+    const eq = line.indexOf('=');
+    const key = `${section}.${line.slice(0, eq)}`;
+    keys.set(key, [...(keys.get(key) ?? []), line.slice(eq + 1)]);
+  }
+  return keys;
+}
+
+test('systemd unit: capabilities for ports 67/69 without root, hardening, the data directory writable', () => {
+  const k = unitKeys();
+  const one = (key: string): string => {
+    const v = k.get(key);
+    assert.ok(v && v.length === 1, `${key}: ${JSON.stringify(v)}`);
+    return (v as string[])[0] as string;
+  };
+  assert.match(one('Service.ExecStart'), /\/dist\/server\/cli\.js serve$/);
+  assert.is.not(one('Service.User'), 'root');
+  const caps = ['CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE', 'CAP_NET_RAW'];
+  assert.equal(one('Service.AmbientCapabilities').split(/\s+/).sort(), caps);
+  assert.equal(one('Service.CapabilityBoundingSet').split(/\s+/).sort(), caps);
+  assert.is(one('Service.NoNewPrivileges'), 'yes');
+  assert.is(one('Service.ProtectSystem'), 'strict');
+  assert.ok(one('Service.ReadWritePaths').split(/\s+/).includes(DATA));
+  assert.ok((k.get('Service.Environment') ?? []).includes(`RACKSMITH_DATA_DIR=${DATA}`));
+  assert.is(one('Service.StateDirectory'), 'racksmith');
+  assert.is(one('Service.KillSignal'), 'SIGTERM');
+  for (const key of ['ProtectHome', 'PrivateTmp', 'PrivateDevices', 'ProtectKernelTunables', 'ProtectKernelModules', 'ProtectControlGroups', 'RestrictSUIDSGID', 'LockPersonality']) {
+    assert.is(one(`Service.${key}`), 'yes', key);
+  }
+  // DHCP may need raw packet sockets; os.networkInterfaces() needs netlink.
+  for (const family of ['AF_INET', 'AF_PACKET', 'AF_NETLINK']) assert.ok(one('Service.RestrictAddressFamilies').includes(family));
+  // V8's JIT writes then executes code pages: this would kill node at start.
+  assert.not.ok(k.has('Service.MemoryDenyWriteExecute'));
+  assert.is(one('Install.WantedBy'), 'multi-user.target');
+});
+
+test('systemd-analyze verify passes with no warning; the offline security score is low', async () => {
+  const missing = requirements(['systemd-analyze']);
+  if (missing) return skipNote('systemd-analyze', missing);
+  const unit = join(PACKAGE_ROOT, 'packaging', 'racksmith.service');
+  const verify = await run('systemd-analyze', ['verify', unit]).then(
+    (r) => ({ code: 0, stderr: r.stderr }),
+    (err: { code: number; stderr: string }) => ({ code: err.code, stderr: err.stderr }),
+  );
+  assert.is(verify.code, 0, verify.stderr);
+  // Unknown keys are only warnings (exit 0): any line here is a mistake in the unit.
+  assert.is(verify.stderr.trim(), '');
+  const security = await run('systemd-analyze', ['security', '--offline=yes', unit]).then(
+    (r) => r.stdout,
+    (err: { stdout: string }) => err.stdout,
+  );
+  const score = Number(/Overall exposure level for racksmith\.service: ([\d.]+)/.exec(security)?.[1]);
+  assert.ok(score < 3, `exposure ${score}: ${security.slice(-500)}`);
+});
+
+test.run();

@@ -1,0 +1,107 @@
+import { existsSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
+
+/**
+ * SIGTERM drains: a request in flight when the signal arrives still completes, new connections
+ * are refused at once, idle keep-alive connections are closed, the process exits 0 with the
+ * store closed (SQLite removes its WAL on a clean close), and a restart sees everything.
+ */
+const test = suite('shutdown: SIGTERM finishes in-flight requests, refuses new ones, exits 0');
+
+let rs: RacksmithProcess;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function open(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+/** Reads from a socket until the peer closes it (bounded); `closed` is false on a timeout. */
+function readAll(s: Socket, timeoutMs = 10_000): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    let got = '';
+    const timer = setTimeout(() => resolve({ text: got, closed: false }), timeoutMs);
+    s.on('data', (d: Buffer) => (got += d.toString()));
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve({ text: got, closed: true });
+    });
+    s.on('error', () => undefined);
+  });
+}
+
+test.after(() => {
+  if (rs) rmSync(rs.dataDir, { recursive: true, force: true });
+});
+
+test('an import in flight at SIGTERM completes; new connections are refused; exit 0; a restart sees it', async () => {
+  rs = await startRacksmith({ env: { RACKSMITH_LOG_LEVEL: 'info' } });
+  const admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
+  const c = await api(rs.url, admin, 'POST', '/api/v1/clusters', { name: 'drain', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
+  assert.is(c.status, 201);
+  const port = Number(new URL(rs.url).port);
+
+  const rows = Array.from({ length: 200 }, (_, i) => `52:54:00:d0:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')},d${i},worker,drain`);
+  const body = Buffer.from(['mac,hostname,role,cluster', ...rows].join('\n') + '\n');
+  const half = Math.floor(body.length / 2);
+
+  // An idle keep-alive connection: a finished request, the socket left open.
+  const idle = await open(port);
+  const idleClosed = readAll(idle);
+  idle.write(`GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n`);
+  await sleep(100);
+
+  // The in-flight request: headers and half the body sent, the rest held back.
+  const busy = await open(port);
+  const reply = readAll(busy, 20_000);
+  busy.write(`POST /api/v1/machines/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${admin}\r\nContent-Type: text/csv\r\nContent-Length: ${body.length}\r\n\r\n`);
+  busy.write(body.subarray(0, half));
+  await sleep(200);
+
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => rs.child.once('exit', (code, signal) => resolve({ code, signal })));
+  rs.child.kill('SIGTERM');
+
+  // New connections are refused once the listener is closed (at once, but bounded here).
+  let refused = false;
+  for (let i = 0; i < 100 && !refused; i++) {
+    try {
+      (await open(port)).destroy();
+      await sleep(20);
+    } catch (err) {
+      refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+    }
+  }
+  assert.ok(refused, 'a new connection was still accepted after SIGTERM');
+  const idleReply = await idleClosed;
+  assert.match(idleReply.text, /^HTTP\/1\.1 200 /, 'the idle connection had its answer');
+  assert.ok(idleReply.closed, 'the idle keep-alive connection was left open');
+  assert.is(rs.child.exitCode, null, 'exited before the in-flight request finished');
+
+  busy.end(body.subarray(half));
+  const answer = await reply;
+  assert.match(answer.text, /^HTTP\/1\.1 201 /, answer.text.slice(0, 300));
+  assert.match(answer.text, /"imported":200/);
+
+  const { code, signal } = await exited;
+  assert.is(signal, null);
+  assert.is(code, 0, rs.output().slice(-2000));
+  assert.match(rs.output(), /"reason":"SIGTERM".*"msg":"stopping"/);
+  assert.match(rs.output(), /"msg":"stopped"/);
+  // The last connection closed cleanly: SQLite checkpointed and removed its write-ahead log.
+  assert.not.ok(existsSync(join(rs.dataDir, 'racksmith.db-wal')), 'the WAL is left over: the store was not closed');
+
+  rs = await startRacksmith({ dataDir: rs.dataDir, env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+  const got = await api(rs.url, admin, 'GET', '/api/v1/machines?cluster=drain');
+  assert.is(got.body.length, 200);
+  assert.is(await rs.stop(), 0);
+});
+
+test.run();
