@@ -17,6 +17,8 @@ import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
 import { VERSION } from './lib/version.js';
+import { createArpResolver } from './lib/neighbours.js';
+import { createTftpService, tftpFiles } from './tftp/index.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -63,6 +65,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory }));
+  // TFTP tells machines apart by IP only: the kernel's neighbour table names the MAC.
+  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient: createArpResolver(), inventory }));
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;

@@ -4,6 +4,8 @@
  * timers or crash cannot leak into another. Light suites run two at a time (two cores);
  * heavy ones (`*.qemu.test.js`, `*.heavy.test.js`: VMs, big transfers) run one at a time after
  * them, alone on the machine. Pass name fragments to run a subset: `node dist/test/run.js dhcp`.
+ * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 900) is killed, with
+ * its process group, and fails — a hung test must not hang CI.
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
@@ -28,16 +30,37 @@ interface Result {
   readonly seconds: number;
 }
 
+const SUITE_TIMEOUT_S = Number(process.env['RACKSMITH_SUITE_TIMEOUT'] ?? 900);
+
 function runOne(file: string): Promise<Result> {
   const started = Date.now();
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--enable-source-maps', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group, so a timeout ends the suite and everything it started.
+    const child = spawn(process.execPath, ['--enable-source-maps', file], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let out = '';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-(child.pid ?? 0), 'SIGTERM');
+        setTimeout(() => {
+          try {
+            process.kill(-(child.pid ?? 0), 'SIGKILL');
+          } catch {
+            /* already gone */
+          }
+        }, 10_000).unref();
+      } catch {
+        /* already gone */
+      }
+    }, SUITE_TIMEOUT_S * 1000);
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     child.on('close', (code) => {
+      clearTimeout(timer);
       const seconds = (Date.now() - started) / 1000;
-      const ok = code === 0;
+      const ok = code === 0 && !timedOut;
+      if (timedOut) out += `\n  ✘ killed after ${SUITE_TIMEOUT_S} s (RACKSMITH_SUITE_TIMEOUT)`;
       process.stdout.write(`\n── ${relative(DIST_TEST, file)} (${seconds.toFixed(1)} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
       resolve({ file, ok, seconds });
     });

@@ -26,6 +26,11 @@ const ipList = z.preprocess(
   z.array(ipv4),
 );
 
+const pathList = z.preprocess(
+  (v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v),
+  z.array(z.string().startsWith('/', 'expected absolute paths')),
+);
+
 export const SETTINGS = {
   dataDir: { env: 'RACKSMITH_DATA_DIR', schema: z.string().min(1), default: './data', help: 'data directory: SQLite file, keys, artifacts cache' },
   advertiseAddress: { env: 'RACKSMITH_ADVERTISE_ADDRESS', schema: ipv4.optional(), default: undefined, help: 'address machines use to reach racksmith (DHCP replies, URLs); default: first non-loopback IPv4' },
@@ -45,6 +50,13 @@ export const SETTINGS = {
   tftpPort: { env: 'RACKSMITH_TFTP_PORT', schema: port, default: 69, help: 'TFTP listen port; 0 turns TFTP off' },
   tftpRoot: { env: 'RACKSMITH_TFTP_ROOT', schema: z.string().min(1), default: '/usr/lib/ipxe', help: 'TFTP root for boot binaries (plus generated files)' },
   tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: integer(512, 65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },
+  tftpAddress: { env: 'RACKSMITH_TFTP_ADDRESS', schema: ipv4, default: '0.0.0.0', help: 'TFTP listen address (transfers answer from a new port on the same address)' },
+  tftpMaxWindowsize: { env: 'RACKSMITH_TFTP_MAX_WINDOWSIZE', schema: integer(1, 65535), default: 64, help: 'largest RFC 7440 window granted, in blocks' },
+  tftpMaxTransfers: { env: 'RACKSMITH_TFTP_MAX_TRANSFERS', schema: integer(1, 100_000), default: 256, help: 'transfers at once; requests beyond it are dropped (the client asks again)' },
+  tftpMaxClientTransfers: { env: 'RACKSMITH_TFTP_MAX_CLIENT_TRANSFERS', schema: integer(1, 100_000), default: 16, help: 'transfers at once from one client address' },
+  tftpTimeoutMs: { env: 'RACKSMITH_TFTP_TIMEOUT_MS', schema: integer(10, 255_000), default: 1000, help: 'first retransmission timeout; later ones follow the measured round trip (a client timeout option wins)' },
+  tftpRetries: { env: 'RACKSMITH_TFTP_RETRIES', schema: integer(1, 100), default: 10, help: 'retransmissions without progress before a transfer is abandoned' },
+  tftpAllowLinks: { env: 'RACKSMITH_TFTP_ALLOW_LINKS', schema: pathList, default: '/boot/ipxe.efi,/boot/ipxe.lkrn', help: 'files outside the TFTP root that symlinks in it may point to (Debian links ipxe.efi into /boot), comma separated' },
   artifactsDir: { env: 'RACKSMITH_ARTIFACTS_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'installer artifacts on local disk (default: <data dir>/artifacts)' },
   sshUser: { env: 'RACKSMITH_SSH_USER', schema: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'expected a Unix user name'), default: 'racksmith', help: 'user racksmith logs in as over SSH on nodes' },
   adminToken: { env: 'RACKSMITH_ADMIN_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'an admin API token accepted at start (bootstrap)', secret: true },

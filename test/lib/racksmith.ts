@@ -86,6 +86,13 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
   let up = false;
   while (Date.now() < deadline && child.exitCode === null) {
     try {
+      if (opts.netns) {
+        // The test process lives in the root namespace and cannot reach an address inside
+        // the test's namespace: ask from inside it.
+        await run('ip', ['netns', 'exec', opts.netns, 'curl', '-sf', '-m', '1', '-o', '/dev/null', `${url}/healthz`], { timeout: 3000 });
+        up = true;
+        break;
+      }
       const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
       if (res.ok) {
         up = true;
