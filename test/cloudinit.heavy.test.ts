@@ -15,7 +15,6 @@ import { CALLS_LOG, MachineRoot, sweepStale } from './lib/cloudinit/chroot.js';
 import { debconfDatasources, describeRun, runCloudInit, SUBIQUITY_NONE_DATASOURCE_WARNING, writeTestSystemConfig, type CloudInitRun } from './lib/cloudinit/cloudinit.js';
 import { groupNames, subiquityFirstBootFiles } from './lib/cloudinit/subiquity.js';
 import { activeSwapEntries, containerdFacts, dockerExecOpts, haproxyServers, installedVersions, keyIdentity, moduleNames, sysctlSettings } from './lib/cloudinit/checks.js';
-import { holdHeavyLock, type HeldLock } from './lib/cloudinit/lock.js';
 import { ensureRootfs, type RootfsImage } from './lib/cloudinit/rootfs.js';
 import { buildSiteMirror, type SiteMirror } from './lib/cloudinit/site-mirror.js';
 import { kubernetesDebVersion } from './lib/cloudinit/standins.js';
@@ -71,7 +70,6 @@ const MIRROR_PORT = 8081;
 
 const missing = requirements(['debootstrap', 'apt-ftparchive', 'dpkg-deb', 'gpg', 'gpgconf', 'unshare', 'flock', 'curl', 'ssh', 'mount'], { netns: true });
 
-let heavy: HeldLock | null = null;
 let image: RootfsImage;
 let work = '';
 let tb: Testbed;
@@ -105,18 +103,16 @@ test.before(async () => {
 });
 
 async function setUp(): Promise<void> {
-  let t = Date.now();
-  // Well inside the runner's per-suite limit (RACKSMITH_SUITE_TIMEOUT, 900 s by default).
-  heavy = await holdHeavyLock(600);
-  if (Date.now() - t > 1000) process.stdout.write(`  waited ${((Date.now() - t) / 1000).toFixed(0)} s for the heavy lock\n`);
+  // The runner runs heavy suites one at a time; only the root filesystem's build takes the
+  // machine-wide lock (inside ensureRootfs).
   image = await ensureRootfs({ log: (l) => process.stdout.write(`  ${l}\n`) });
   process.stdout.write(`  root filesystem ${image.key}: ${image.built ? `built in ${image.seconds.toFixed(0)} s` : 'from the cache'}\n`);
   rootCodename = /^VERSION_CODENAME=(\S+)$/m.exec(readFileSync(join(image.root, 'etc/os-release'), 'utf8'))?.[1] ?? '';
 
   const stale = await sweepStale(WORK_PARENT, WORK_PREFIX);
   if (stale.length > 0) process.stdout.write(`  removed what a killed run left: ${stale.join(', ')}\n`);
-  work = mkdtempSync(join(WORK_PARENT, WORK_PREFIX));
-  t = Date.now();
+  work = mkdtempSync(join(WORK_PARENT, `${WORK_PREFIX}${process.pid}-`));
+  const t = Date.now();
   mirror = await buildSiteMirror(join(work, 'mirror'), image.debs, {
     ubuntuSuites: PATHS.map((p) => p.codename),
     // The Docker sources line is built on the machine from /etc/os-release, which says Debian's codename here.
@@ -157,13 +153,9 @@ async function setUp(): Promise<void> {
 }
 
 test.after(async () => {
-  try {
-    await rs?.stop();
-    await tb?.destroy();
-    if (work) rmSync(work, { recursive: true, force: true });
-  } finally {
-    await heavy?.release();
-  }
+  await rs?.stop();
+  await tb?.destroy();
+  if (work) rmSync(work, { recursive: true, force: true });
 });
 
 /** racksmith's own view of a machine, straight from its store: pinned host keys, SSH key pair. */

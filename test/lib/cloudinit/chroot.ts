@@ -165,16 +165,20 @@ export function pathInRoot(root: string, p: string): string {
 }
 
 /**
- * Unmounts and removes the machine folders a killed run left under `parent` (names starting with
- * `prefix`). Call it only while holding the heavy lock: then no other run owns such a folder.
+ * Unmounts and removes the machine folders a killed run left under `parent`: folders named
+ * `<prefix><pid>-…` whose process no longer exists (a live run's folders are never touched).
  */
 export async function sweepStale(parent: string, prefix: string): Promise<string[]> {
   const swept: string[] = [];
-  const base = join(parent, prefix);
+  const dead = (entry: string): boolean => {
+    const pid = /^(\d+)-/.exec(entry.slice(prefix.length))?.[1];
+    return entry.startsWith(prefix) && pid !== undefined && !existsSync(`/proc/${pid}`);
+  };
+  const owner = (mountPoint: string): string => mountPoint.slice(parent.length + 1).split('/')[0] ?? '';
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
     .map((l) => l.split(' ')[4] ?? '')
-    .filter((mp) => mp.startsWith(base))
+    .filter((mp) => mp.startsWith(join(parent, prefix)) && dead(owner(mp)))
     // Deepest first: a mount inside another goes before it.
     .sort((a, b) => b.length - a.length);
   for (const mp of mounts) {
@@ -184,7 +188,7 @@ export async function sweepStale(parent: string, prefix: string): Promise<string
   const still = readFileSync('/proc/self/mountinfo', 'utf8');
   for (const entry of readdirSync(parent)) {
     const dir = join(parent, entry);
-    if (!entry.startsWith(prefix) || still.includes(` ${dir}`)) continue;
+    if (!dead(entry) || still.includes(` ${dir}/`) || still.includes(` ${dir} `)) continue;
     rmSync(dir, { recursive: true, force: true });
     swept.push(dir);
   }

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../../../server/lib/paths.js';
-import { holdLock } from './lock.js';
+import { holdHeavyLock, holdLock, type HeldLock } from './lock.js';
 
 /**
  * The cached Debian 12 root filesystem that the cloud-init test runs role configs in. It is built
@@ -95,10 +95,10 @@ function imageAt(key: string, built: boolean, seconds: number): RootfsImage {
 }
 
 /**
- * Returns the cached image, building it first if needed. The build runs under the machine-wide
- * heavy lock (which the caller must already hold) and under the cache's own lock, so two test
- * processes never build it twice; it is built in a temporary folder and renamed into place, so a
- * visible `rootfs-<key>` folder is always complete.
+ * Returns the cached image, building it first if needed. The build (CPU- and disk-heavy, a
+ * minute or two) runs under the machine-wide heavy lock, then the cache's own lock — always in
+ * that order — so two test processes never build it twice; it is built in a temporary folder and
+ * renamed into place, so a visible `rootfs-<key>` folder is always complete.
  */
 export async function ensureRootfs(opts: { log?: (line: string) => void; timeoutMs?: number } = {}): Promise<RootfsImage> {
   const started = Date.now();
@@ -110,7 +110,14 @@ export async function ensureRootfs(opts: { log?: (line: string) => void; timeout
   mkdirSync(CACHE_DIR, { recursive: true });
   const lockPath = join(CACHE_DIR, 'build.lock');
   closeSync(openSync(lockPath, 'a'));
-  const lock = await holdLock(lockPath, 3600);
+  const heavy = await holdHeavyLock(600);
+  let lock: HeldLock;
+  try {
+    lock = await holdLock(lockPath, 600);
+  } catch (err) {
+    await heavy.release();
+    throw err;
+  }
   try {
     if (existsSync(ready.dir)) return ready;
     // Under the lock, any temporary folder left behind is from a build that died.
@@ -141,5 +148,6 @@ export async function ensureRootfs(opts: { log?: (line: string) => void; timeout
     return imageAt(key, true, (Date.now() - started) / 1000);
   } finally {
     await lock.release();
+    await heavy.release();
   }
 }
