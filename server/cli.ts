@@ -9,8 +9,10 @@ import { settingsMarkdown } from './config/table.js';
 import { TOKEN_ROLES, type TokenRole } from './inventory/model.js';
 import { parse, SETTING_FLAGS, settingFlags, UsageError } from './cli/args.js';
 import { ApiError, createApiClient } from './cli/client.js';
-import { MAIN_HELP, SERVE_HELP, TOKEN_HELP, settingsHelp } from './cli/help.js';
+import { MAIN_HELP, SERVE_HELP, TOKEN_HELP, WATCH_HELP, settingsHelp } from './cli/help.js';
 import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
+import { watch } from './cli/watch.js';
+import { rackCommand } from './cli/power-commands.js';
 import { createLogger } from './lib/log.js';
 import { ServiceStartError } from './lib/service.js';
 import { InstanceLockedError } from './lib/instance-lock.js';
@@ -24,12 +26,49 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
-const client: ClientFactory = (values) => {
+function endpoint(values: Record<string, string | boolean | undefined>): { url: string; token: string } {
   const url = (typeof values['url'] === 'string' ? values['url'] : undefined) ?? process.env['RACKSMITH_URL'] ?? 'http://127.0.0.1:8080';
   const token = (typeof values['token'] === 'string' ? values['token'] : undefined) ?? process.env['RACKSMITH_TOKEN'];
   if (!token) throw new UsageError('an API token is needed: --token TOKEN or RACKSMITH_TOKEN (make one with "racksmith token create")');
+  return { url, token };
+}
+
+const client: ClientFactory = (values) => {
+  const { url, token } = endpoint(values);
   return createApiClient(url, token);
 };
+
+async function watchCommand(args: readonly string[]): Promise<number> {
+  const { values } = parse(args, { url: { type: 'string' }, token: { type: 'string' }, cluster: { type: 'string' }, rack: { type: 'string' } });
+  if (values['help']) {
+    out(WATCH_HELP);
+    return 0;
+  }
+  const { url, token } = endpoint(values);
+  const abort = new AbortController();
+  const stop = (): void => abort.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const tty = process.stdout.isTTY === true;
+  if (tty) out('\x1b[?25l');
+  try {
+    await watch({
+      baseUrl: url,
+      token,
+      client: createApiClient(url, token),
+      cluster: typeof values['cluster'] === 'string' ? values['cluster'] : undefined,
+      rack: typeof values['rack'] === 'string' ? values['rack'] : undefined,
+      tty,
+      out,
+      signal: abort.signal,
+    });
+  } finally {
+    if (tty) out('\x1b[?25h\n');
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+  return 0;
+}
 
 async function serve(args: readonly string[]): Promise<number> {
   const { values } = parse(args, SETTING_FLAGS);
@@ -104,9 +143,13 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'machines':
       await machinesCommand(rest, client, out);
       return 0;
+    case 'rack':
+      return rackCommand(rest, client, out, Boolean(process.stdout.isTTY));
     case 'clusters':
       await clustersCommand(rest, client, out);
       return 0;
+    case 'watch':
+      return watchCommand(rest);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }

@@ -4,26 +4,45 @@
  * in reverse; the first fatal error stops the rest cleanly.
  */
 import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from './config/settings.js';
 import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
+import { consoleRouter } from './http/console.js';
+import { createEventStream } from './http/event-stream.js';
+import { metricsRouter } from './http/metrics.js';
 import { createHttpService } from './http/service.js';
+import { powerRoutes } from './http/api/power.js';
+import { orchestrationRoutes } from './http/api/orchestration-routes.js';
+import { createOrchestrationRepo } from './inventory/sqlite/orchestration.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
 import { DB_FILE } from './inventory/sqlite/db.js';
+import { collectInventoryMetrics } from './inventory/metrics.js';
 import { acquireInstanceLock, type InstanceLock } from './lib/instance-lock.js';
 import type { Logger } from './lib/log.js';
+import type { Mac } from './lib/mac.js';
+import { collectServiceHealth } from './lib/metric-catalogue.js';
+import { createMetrics, type MetricsRegistry } from './lib/metrics.js';
 import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
+import { instanceId } from './lib/instance-id.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
+import { createIpmiDriver } from './power/ipmi.js';
+import { createBmcGate } from './power/scheduler.js';
+import { createPowerService } from './power/service.js';
+import { createOrchestrator } from './orchestrator/service.js';
+import { orchestratorSettings } from './orchestrator/settings.js';
+import { createSshShell } from './orchestrator/ssh.js';
 import { VERSION } from './lib/version.js';
-import { createArpResolver } from './lib/neighbours.js';
+import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
 
 export interface Runtime {
   readonly config: Config;
   readonly inventory: SqliteInventory;
   readonly services: readonly Service[];
+  readonly metrics: MetricsRegistry;
   /** Stops every service in reverse order and closes the store; safe to call twice. */
   stop(reason: string): Promise<void>;
   /** Settles with the exit code once the runtime has stopped (0 clean, 1 after a fatal error). */
@@ -54,6 +73,40 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
+  const metrics = createMetrics();
+  collectServiceHealth(metrics, health);
+  const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
+  const eventStream = createEventStream({ events: inventory.events, machines: inventory.machines, metrics });
+  const ipmi = createIpmiDriver({
+    ipmitool: config.ipmitool,
+    deadlineMs: config.powerTimeoutSeconds * 1000,
+    retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
+    gate: createBmcGate(config.powerMaxInFlight),
+    log: log.child({ svc: 'power' }),
+  });
+  const power = createPowerService({
+    inventory,
+    driver: ipmi,
+    settings: {
+      rackConcurrency: config.rackPowerConcurrency,
+      rackDelaySeconds: config.rackPowerDelaySeconds,
+      removalTimeoutMs: config.reimageRemovalTimeoutSeconds * 1000,
+      removalPollMs: 2000,
+    },
+    onStopped: () => ipmi.close(),
+  });
+  // Power starts before HTTP (the API calls into it) and stops after it.
+  services.push(power);
+  const orchestrator = createOrchestrator({
+    inventory,
+    orchestration: createOrchestrationRepo(inventory.db, inventory.now),
+    shell: createSshShell(),
+    privateKey: async () => identity.privateKey,
+    settings: orchestratorSettings(config),
+    owner: instanceId(config.dataDir),
+    holder: `${hostname()} pid ${process.pid}`,
+  });
+
   const app = createApp({
     log,
     version: VERSION,
@@ -62,11 +115,25 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     revision: inventory.revision,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
+    eventStream,
+    metrics,
+    rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
+    clusterDetail: orchestrator,
+    extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory }));
-  // TFTP tells machines apart by IP only: the kernel's neighbour table names the MAC.
-  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient: createArpResolver(), inventory }));
+  // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
+  // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).
+  const leaseResolver = async (ip: string): Promise<Mac | null> => {
+    const lease = await inventory.leases.byIp(ip);
+    return lease?.state === 'bound' ? lease.mac : null;
+  };
+  const resolveClient = firstResolver([leaseResolver, createArpResolver()]);
+  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient, inventory }));
+  // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
+  services.push(eventStream.service);
+  services.push(orchestrator);
 
   const abort = new AbortController();
   let resolveDone!: (code: number) => void;
@@ -86,6 +153,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
           log.error({ err, service: s.name }, 'service did not stop cleanly');
         }
       }
+      stopInventoryMetrics();
       await inventory.close();
       lock.release();
       log.info('stopped');
@@ -117,5 +185,5 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     log.warn('no API tokens yet: create one with "racksmith token create --role admin" (same --data-dir)');
   }
   log.info({ version: VERSION, dataDir: config.dataDir, advertise: config.advertiseAddress, services: Object.fromEntries(services.map((s) => [s.name, s.health().state])) }, 'serving');
-  return { config, inventory, services, stop, done };
+  return { config, inventory, services, metrics, stop, done };
 }

@@ -3,6 +3,8 @@ import * as assert from 'uvu/assert';
 import type { Router } from 'express';
 import { apiRouter } from '../server/http/api/router.js';
 import { openApiDocument } from '../server/http/api/openapi.js';
+import { powerRoutes } from '../server/http/api/power.js';
+import { orchestrationRoutes } from '../server/http/api/orchestration-routes.js';
 import { tempInventory } from './lib/inventory.js';
 
 /** Every route the API serves is in the OpenAPI document, and the document lists nothing else. */
@@ -21,7 +23,15 @@ function routesOf(router: Router): string[] {
 test('routes ⇔ paths', async () => {
   const inv = tempInventory();
   try {
-    const router = apiRouter({ inventory: inv, sshPublicKey: async () => 'ssh-ed25519 AAAA racksmith' });
+    const unused = async (): Promise<never> => {
+      throw new Error('not called');
+    };
+    const control = { kubeconfig: async () => null, retry: async () => ({ machines: [], steps: [] }) };
+    const extraRoutes = [
+      ...powerRoutes({ machinePower: unused, reimage: unused, rackPower: unused, rackJob: () => null }),
+      ...orchestrationRoutes(control, inv.clusters),
+    ];
+    const router = apiRouter({ inventory: inv, sshPublicKey: async () => 'ssh-ed25519 AAAA racksmith', extraRoutes });
     const served = [...routesOf(router), 'GET /openapi.json'].sort();
     const doc = openApiDocument('test') as { paths: Record<string, Record<string, unknown>> };
     const documented = Object.entries(doc.paths)

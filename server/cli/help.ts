@@ -9,7 +9,12 @@ Commands:
   token create               print a new API token (--role admin|operator|viewer [--name NAME])
   machines list|add|set|rm|import
                              the machine inventory, through a running server's API
-  clusters list|create|show  clusters, through a running server's API
+  machines power|reimage     a machine's power through its BMC; reimage it
+  rack power                 power a whole rack, a few machines at a time, with live progress
+  watch [--cluster C] [--rack R]
+                             the machines live: state, boot step, time in state
+  clusters list|create|show|retry|kubeconfig
+                             clusters, through a running server's API
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
@@ -50,10 +55,13 @@ export const MACHINES_HELP = `Usage:
   racksmith machines list [--cluster C] [--role R] [--state S] [--rack R]
   racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
                          [--ip IP] [--rack R] [--bmc-address A --bmc-username U --bmc-password P]
+                         [--bmc-port N] [--bmc-cipher-suite 17|3|…]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
   racksmith machines rm MAC
   racksmith machines import FILE.csv
       header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
+  racksmith machines power MAC --action on|off|cycle|reset|status
+  racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
 
 Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
 `;
@@ -64,6 +72,19 @@ export const CLUSTERS_HELP = `Usage:
                             --container-runtime docker|containerd --cni weave|flannel|calico
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
   racksmith clusters show NAME
+  racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
+  racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
 
 Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+`;
+
+export const WATCH_HELP = `Usage: racksmith watch [--cluster C] [--rack R] [--url URL] [--token TOKEN]
+
+Shows the machines of a cluster or rack (default: all) live, from the server's event stream:
+rack, host, MAC, role, state, current boot step, time in that state and the last event.
+On a terminal the table is redrawn in place; piped, it prints one line per machine at start,
+then one line per event:
+  <time>  <rack>  <host>  <mac>  <state>  <event type>: <message>
+It reconnects by itself after a disconnect and resumes without losing events. Ctrl-C stops it.
+Any token role may watch (viewer is enough).
 `;

@@ -3,6 +3,7 @@ import type { ApiClient } from './client.js';
 import { CLUSTERS_HELP, MACHINES_HELP } from './help.js';
 import { parse, UsageError, type Options } from './args.js';
 import { table } from './table.js';
+import { machinePowerCommand, reimageCommand } from './power-commands.js';
 
 /** Thin commands over the REST API: what an admin does daily, without curl. */
 
@@ -35,7 +36,7 @@ interface ClusterJson {
   controlPlaneEndpoint: string | null;
   machineCount: number;
   machines?: MachineJson[];
-  steps?: { id?: string; name?: string; state?: string; machine?: string | null }[];
+  steps?: { id?: string; name?: string; state?: string; machine?: string | null; startedAt?: string | null; endedAt?: string | null; error?: string | null }[];
 }
 
 const machineRows = (ms: readonly MachineJson[]): string =>
@@ -74,6 +75,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         'bmc-port': { type: 'string' },
         'bmc-username': { type: 'string' },
         'bmc-password': { type: 'string' },
+        'bmc-cipher-suite': { type: 'string' },
       });
       if (values['help']) return out(MACHINES_HELP);
       const bmcAddress = str(values['bmc-address']);
@@ -91,6 +93,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
               port: values['bmc-port'] ? Number(values['bmc-port']) : undefined,
               username: str(values['bmc-username']),
               password: str(values['bmc-password']) ?? process.env['RACKSMITH_BMC_PASSWORD'],
+              cipherSuite: values['bmc-cipher-suite'] ? Number(values['bmc-cipher-suite']) : undefined,
             }
           : undefined,
       };
@@ -131,8 +134,15 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       const result = await client(values).request<{ imported: number; machines: MachineJson[] }>('POST', '/machines/import', text, 'text/csv');
       return out(values['json'] ? JSON.stringify(result, null, 2) + '\n' : `imported ${result.imported} machine(s)\n` + machineRows(result.machines));
     }
+    case 'power':
+      return machinePowerCommand(rest, client, out);
+    case 'reimage': {
+      const code = await reimageCommand(rest, client, out);
+      if (code !== 0) process.exitCode = code;
+      return;
+    }
     default:
-      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import)`);
+      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, power, reimage)`);
   }
 }
 
@@ -166,11 +176,26 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       if (values['json']) return out(JSON.stringify(c, null, 2) + '\n');
       let text = clusterRows([c]) + '\n' + machineRows(c.machines ?? []);
       if (c.steps && c.steps.length > 0) {
-        text += '\n' + table(['step', 'machine', 'state'], c.steps.map((s) => [s.id ?? s.name, s.machine, s.state]));
+        text += '\n' + table(['step', 'machine', 'state', 'started', 'ended', 'error'], c.steps.map((s) => [s.id ?? s.name, s.machine, s.state, s.startedAt ?? null, s.endedAt ?? null, s.error ?? null]));
       }
       return out(text);
     }
+    case 'retry': {
+      const { values, positionals } = parse(rest, COMMON, 1);
+      if (values['help']) return out(CLUSTERS_HELP);
+      const name = positionals[0];
+      if (!name) throw new UsageError('clusters retry: give the cluster name');
+      const r = await client(values).request<{ retried: { machines: string[]; steps: string[] } }>('POST', `/clusters/${encodeURIComponent(name)}/retry`);
+      return out(values['json'] ? JSON.stringify(r, null, 2) + '\n' : `retrying ${r.retried.steps.length} step(s) on ${r.retried.machines.length} machine(s)${r.retried.machines.length ? ': ' + r.retried.machines.join(', ') : ''}\n`);
+    }
+    case 'kubeconfig': {
+      const { values, positionals } = parse(rest, COMMON, 1);
+      if (values['help']) return out(CLUSTERS_HELP);
+      const name = positionals[0];
+      if (!name) throw new UsageError('clusters kubeconfig: give the cluster name');
+      return out(await client(values).request<string>('GET', `/clusters/${encodeURIComponent(name)}/kubeconfig`));
+    }
     default:
-      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show)`);
+      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, retry, kubeconfig)`);
   }
 }

@@ -1,10 +1,12 @@
 import express, { type Express, type Router } from 'express';
 import type { Logger } from '../lib/log.js';
+import type { Metrics } from '../lib/metrics.js';
 import type { ServiceHealth } from '../lib/service.js';
 import { apiRouter, type ApiDeps } from './api/router.js';
 import { openApiDocument } from './api/openapi.js';
 import { requestContext } from './context.js';
 import { errorHandler, notFoundHandler } from './errors.js';
+import { httpMetrics } from './metrics.js';
 
 export interface AppDeps extends ApiDeps {
   readonly log: Logger;
@@ -15,6 +17,8 @@ export interface AppDeps extends ApiDeps {
   readonly machineRouter?: Router | undefined;
   /** Anything else served at the root (metrics, web console). */
   readonly rootRouters?: readonly Router[] | undefined;
+  /** Request counts and latency by route template. */
+  readonly metrics?: Metrics | undefined;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -23,6 +27,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('etag', false);
   // Express's "extended" parser builds nested objects from `a[b]=c`; the API takes flat queries only.
   app.set('query parser', 'simple');
+  if (deps.metrics) app.use(httpMetrics(deps.metrics));
   app.use(requestContext(deps.log));
 
   app.get('/healthz', (_req, res) => {

@@ -1,12 +1,13 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { z } from 'zod';
-import { AppError, type ErrorKind } from '../lib/errors.js';
+import { AppError, type ErrorDetail, type ErrorKind } from '../lib/errors.js';
 import { TransitionError } from '../inventory/lifecycle.js';
 
 /**
  * Every error leaves as `{"error": {"code", "message", "field"?}}` with the status of its kind:
  * 400 bad input, 401 no or bad token, 403 role too low, 404 unknown resource, 409 conflict,
- * 415 a body that is not of the type the route takes.
+ * 415 a body that is not of the type the route takes, 502 a BMC answered with an error, 504 a
+ * BMC did not answer in time.
  * A 500 is a real fault: logged with its stack, answered without internals.
  */
 const STATUS: Record<ErrorKind, number> = {
@@ -17,14 +18,16 @@ const STATUS: Record<ErrorKind, number> = {
   conflict: 409,
   'unsupported-media-type': 415,
   unavailable: 503,
+  'bad-gateway': 502,
+  'gateway-timeout': 504,
 };
 
 export interface ErrorBody {
-  readonly error: { readonly code: string; readonly message: string; readonly field?: string };
+  readonly error: { readonly code: string; readonly message: string; readonly field?: string; readonly details?: readonly ErrorDetail[] };
 }
 
-export function errorBody(code: string, message: string, field?: string): ErrorBody {
-  return { error: field === undefined ? { code, message } : { code, message, field } };
+export function errorBody(code: string, message: string, field?: string, details?: readonly ErrorDetail[]): ErrorBody {
+  return { error: { code, message, ...(field === undefined ? {} : { field }), ...(details === undefined ? {} : { details }) } };
 }
 
 /** The first zod issue as a 400, naming the field by its dotted path. */
@@ -55,7 +58,7 @@ export const notFoundHandler: RequestHandler = (req, res) => {
 export const errorHandler: ErrorRequestHandler = (err: unknown, req, res, _next) => {
   if (res.headersSent) return;
   if (err instanceof AppError) {
-    res.status(STATUS[err.kind]).json(errorBody(err.code, err.message, err.field));
+    res.status(STATUS[err.kind]).json(errorBody(err.code, err.message, err.field, err.details));
     return;
   }
   if (err instanceof TransitionError) {

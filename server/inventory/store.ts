@@ -165,6 +165,8 @@ export interface EventQuery {
 export interface EventRepo {
   append(e: NewEvent): Promise<InventoryEvent>;
   list(q: EventQuery): Promise<InventoryEvent[]>;
+  /** The id of the newest event (0 when there is none): where a live stream without a resume point starts. */
+  latestId(): Promise<number>;
   /** Called after each appended event (the live stream hangs on this). */
   subscribe(listener: (e: InventoryEvent) => void): () => void;
 }
@@ -221,7 +223,70 @@ export interface LeaseRepo {
 export interface SecretRepo {
   get(scope: string, name: string): Promise<string | null>;
   put(scope: string, name: string, value: string): Promise<void>;
+  /**
+   * Stores the value only when the name is still free, atomically, and returns what is stored
+   * afterwards: the first writer wins, so two racksmith processes never end up with two
+   * different cluster CAs.
+   */
+  putIfAbsent(scope: string, name: string, value: string): Promise<string>;
   delete(scope: string, name?: string): Promise<void>;
+}
+
+/**
+ * Orchestration progress (the kubeadm bootstrap of a cluster), persisted after every step so
+ * that a restart — even kill -9 — resumes where it stopped.
+ *
+ * A step is identified within its cluster by an id the plan derives from the cluster's facts
+ * (`init`, `join:<mac>`, `upload-certs:2`…); saving a step with the same id replaces it.
+ */
+export const STEP_STATES = ['pending', 'running', 'done', 'skipped', 'failed'] as const;
+export type StepState = (typeof STEP_STATES)[number];
+
+export interface StepRecord {
+  readonly cluster: string;
+  readonly id: string;
+  readonly kind: string;
+  /** The machine the step runs on (SSH target). */
+  readonly mac: Mac | null;
+  readonly state: StepState;
+  /** How many times it was tried since it was last (re)planned. */
+  readonly attempts: number;
+  readonly startedAt: string | null;
+  readonly endedAt: string | null;
+  /** The last lines of its output, secrets already redacted. */
+  readonly output: readonly string[];
+  readonly error: string | null;
+  /** Facts later steps depend on (when certificates were uploaded, which backends the LB got…). */
+  readonly data: Readonly<Record<string, unknown>>;
+  /** Order of first creation within the cluster. */
+  readonly seq: number;
+}
+
+export type StepWrite = Omit<StepRecord, 'seq'>;
+
+export interface ClusterLock {
+  readonly cluster: string;
+  readonly owner: string;
+  /** Who holds it, for people: host and process. */
+  readonly holder: string;
+  readonly expiresAt: string;
+}
+
+export interface OrchestrationRepo {
+  steps(cluster: string): Promise<StepRecord[]>;
+  /** Inserts or replaces the step with this id (keeping its original order). */
+  saveStep(step: StepWrite): Promise<StepRecord>;
+  /** Failed steps of the cluster become `pending` again (for retry); returns their ids. */
+  resetFailed(cluster: string): Promise<string[]>;
+  /**
+   * Takes the cluster's lock for `ttlMs` when it is free, expired, or already this owner's.
+   * Returns the lock as it stands afterwards; the caller holds it when `owner` is its own.
+   */
+  acquireLock(cluster: string, owner: string, holder: string, ttlMs: number): Promise<ClusterLock>;
+  /** Extends the lock; false when this owner no longer holds it (it expired and was taken). */
+  renewLock(cluster: string, owner: string, ttlMs: number): Promise<boolean>;
+  releaseLock(cluster: string, owner: string): Promise<void>;
+  lock(cluster: string): Promise<ClusterLock | null>;
 }
 
 export interface Inventory {

@@ -3,7 +3,7 @@
  * dhclient, udhcpc, perfdhcp (as a relay), QEMU's iPXE ROM (SeaBIOS) and OVMF's own PXE (NIC ROM
  * disabled). racksmith's DHCP service answers in authoritative mode so that each client also
  * sends its REQUEST. Run as root, under the heavy lock (QEMU):
- *   flock /tmp/racksmith-heavy.lock node dist/test/tools/capture-dhcp-fixtures.js
+ *   node dist/test/tools/capture-dhcp-fixtures.js
  * It writes <name>.hex only; the golden test (UPDATE_GOLDEN=1) writes the parsed <name>.txt.
  */
 import { execFile } from 'node:child_process';

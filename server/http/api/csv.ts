@@ -1,6 +1,6 @@
 import { parse } from 'csv-parse/sync';
 import type { z } from 'zod';
-import { invalid } from '../../lib/errors.js';
+import { AppError, invalid, type ErrorDetail } from '../../lib/errors.js';
 import type { ImportRow } from '../../inventory/store.js';
 import { newMachineSchema } from './schemas.js';
 
@@ -50,7 +50,8 @@ export function parseMachinesCsv(text: string): ImportRow[] {
   });
   for (const r of REQUIRED) if (!names.includes(r)) throw invalid('ERR_CSV', `header: the required column "${r}" is missing`, r);
 
-  return rows.map((cells, index) => {
+  const bad: ErrorDetail[] = [];
+  const parsed = rows.map((cells, index): ImportRow | null => {
     const row = index + 1;
     const cell = (c: Column): string | undefined => {
       const i = names.indexOf(c);
@@ -68,10 +69,23 @@ export function parseMachinesCsv(text: string): ImportRow[] {
       bmc: hasBmc ? { driver: 'ipmi', address: cell('bmc_address'), username: cell('bmc_username'), password: cell('bmc_password') } : undefined,
     };
     const result = newMachineSchema.safeParse(body);
-    if (!result.success) throw rowError(row, result.error);
+    if (!result.success) {
+      if (bad.length < MAX_ROW_ERRORS) bad.push(rowError(row, result.error));
+      return null;
+    }
     return { ...result.data, row };
   });
+  // Every bad row at once (up to a limit), so that a spreadsheet is fixed in one pass.
+  const first = bad[0];
+  if (first) {
+    const more = bad.length > 1 ? ` (and ${bad.length - 1} more bad row${bad.length > 2 ? 's' : ''})` : '';
+    throw new AppError('invalid', 'ERR_CSV', `${first.message}${more}`, first.field, bad);
+  }
+  return parsed.filter((r) => r !== null);
 }
+
+/** At most this many rows are reported; the rest are fixed after the next try. */
+export const MAX_ROW_ERRORS = 100;
 
 /**
  * csv-parse's own messages quote the offending cell ("value is ..."), and a cell may be a BMC
@@ -96,11 +110,11 @@ function csvSyntaxMessage(err: unknown): string {
   return `${where}: ${(e.code && CSV_SYNTAX[e.code]) ?? 'not valid CSV'}`;
 }
 
-function rowError(row: number, err: z.ZodError): Error {
+function rowError(row: number, err: z.ZodError): ErrorDetail {
   const issue = err.issues[0];
   const path = issue?.path.map(String).join('.') ?? '';
   const column = COLUMN_OF_FIELD[path] ?? path;
   const missing = issue?.code === 'invalid_type' && issue.input === undefined;
   const message = missing ? 'a value is required' : (issue?.message ?? 'invalid value');
-  return invalid('ERR_CSV', `row ${row}, column ${column}: ${message}`, column);
+  return { row, field: column, message: `row ${row}, column ${column}: ${message}` };
 }

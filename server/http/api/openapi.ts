@@ -4,7 +4,9 @@ import {
   machinePatchSchema,
   newClusterSchema,
   newMachineSchema,
+  sessionSchema,
 } from './schemas.js';
+import { machinePowerSchema, rackPowerSchema, reimageSchema } from './power.js';
 
 /**
  * The OpenAPI 3 document of /api/v1. Request bodies come from the same zod schemas the handlers
@@ -19,7 +21,18 @@ const errors = (...codes: number[]): Record<string, unknown> =>
     codes.map((c) => [
       String(c),
       {
-        description: { 400: 'bad input', 401: 'no or bad token', 403: 'role too low', 404: 'unknown resource', 409: 'conflict', 415: 'wrong content type' }[c] ?? 'error',
+        description:
+          {
+            400: 'bad input',
+            401: 'no or bad token',
+            403: 'role too low',
+            404: 'unknown resource',
+            409: 'conflict',
+            415: 'wrong content type',
+            502: 'the BMC answered with an error (code ERR_BMC_*)',
+            503: 'racksmith is stopping',
+            504: 'the BMC did not answer in time (ERR_BMC_TIMEOUT, ERR_BMC_UNREACHABLE)',
+          }[c] ?? 'error',
         content: { 'application/json': { schema: error } },
       },
     ]),
@@ -31,6 +44,7 @@ const ok = (description: string, schema: unknown = { type: 'object' }): Record<s
 const jsonBody = (s: z.ZodType): Record<string, unknown> => ({ required: true, content: { 'application/json': { schema: bodySchema(s) } } });
 const macParam = { name: 'mac', in: 'path', required: true, description: 'MAC in any common form', schema: { type: 'string' } };
 const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string' } };
+const rackParam = { name: 'rack', in: 'path', required: true, schema: { type: 'string' } };
 
 export function openApiDocument(version: string): Record<string, unknown> {
   return {
@@ -44,7 +58,22 @@ export function openApiDocument(version: string): Record<string, unknown> {
         Error: {
           type: 'object',
           required: ['error'],
-          properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: 'string' } } } },
+          properties: {
+            error: {
+              type: 'object',
+              required: ['code', 'message'],
+              properties: {
+                code: { type: 'string' },
+                message: { type: 'string' },
+                field: { type: 'string' },
+                details: {
+                  type: 'array',
+                  description: 'several findings at once, e.g. every bad row of a CSV import',
+                  items: { type: 'object', required: ['message'], properties: { message: { type: 'string' }, field: { type: 'string' }, row: { type: 'integer' } } },
+                },
+              },
+            },
+          },
         },
       },
     },
@@ -58,6 +87,20 @@ export function openApiDocument(version: string): Record<string, unknown> {
         get: { summary: 'A cluster with its machines, state and orchestration steps', responses: { 200: ok('the cluster'), ...errors(401, 404) } },
         patch: { summary: 'Change a cluster (admin)', requestBody: jsonBody(clusterPatchSchema), responses: { 200: ok('the cluster'), ...errors(400, 401, 403, 404, 415) } },
         delete: { summary: 'Delete an empty cluster (admin)', responses: { 204: { description: 'deleted' }, ...errors(401, 403, 404, 409) } },
+      },
+      '/clusters/{name}/kubeconfig': {
+        parameters: [nameParam],
+        get: {
+          summary: "The cluster's admin kubeconfig (admin), once kubeadm init has run on its first control node",
+          responses: { 200: { description: 'admin.conf', content: { 'application/yaml': { schema: { type: 'string' } } } }, ...errors(400, 401, 403, 404) },
+        },
+      },
+      '/clusters/{name}/retry': {
+        parameters: [nameParam],
+        post: {
+          summary: "Retry what failed in the cluster's bootstrap (operator): failed machines go back to ready, failed steps run again",
+          responses: { 202: ok('what was retried: machine names and step ids'), ...errors(400, 401, 403, 404) },
+        },
       },
       '/machines': {
         get: {
@@ -94,6 +137,63 @@ export function openApiDocument(version: string): Record<string, unknown> {
           { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 10000 } },
         ],
         get: { summary: "The machine's history", responses: { 200: ok('events', { type: 'array' }), ...errors(400, 401, 404) } },
+      },
+      '/session': {
+        post: {
+          summary: "The web console's sign-in: checks an API token and sets it as an HttpOnly, SameSite=Strict cookie",
+          security: [],
+          requestBody: jsonBody(sessionSchema),
+          responses: { 200: ok('the token\'s name and role'), ...errors(400, 401) },
+        },
+        delete: { summary: 'Sign out: clears the cookie', security: [], responses: { 204: { description: 'signed out' } } },
+      },
+      '/whoami': {
+        get: { summary: "The caller's token name and role (viewer, operator, admin)", responses: { 200: ok('name and role'), ...errors(401) } },
+      },
+      '/events/stream': {
+        get: {
+          summary: 'Machine and cluster events as they happen (Server-Sent Events), resumable',
+          description:
+            'Each event is `id: <event id>` and `data: <event JSON>`; the first is `event: hello` with the newest id. ' +
+            'Resumes after the `Last-Event-ID` header (else `?after=`, else from now) without loss. Comments keep idle ' +
+            'connections alive. Browsers may pass the token as `?token=` or use the console cookie. A client that does not ' +
+            'keep up is disconnected and resumes on reconnect.',
+          parameters: [
+            { name: 'Last-Event-ID', in: 'header', required: false, schema: { type: 'string', pattern: '^\\d+$' } },
+            { name: 'after', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } },
+            ...['cluster', 'rack', 'mac', 'token'].map((n) => ({ name: n, in: 'query', required: false, schema: { type: 'string' } })),
+          ],
+          responses: { 200: { description: 'an endless event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errors(400, 401), 503: { description: 'shutting down', content: { 'application/json': { schema: error } } } },
+        },
+      },
+      '/machines/{mac}/power': {
+        parameters: [macParam],
+        post: {
+          summary: 'Power on, off, cycle (on when off), reset, or read the power state through the BMC (operator)',
+          requestBody: jsonBody(machinePowerSchema),
+          responses: { 200: ok('what was done, with attempts and the cipher suite used'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
+        },
+      },
+      '/machines/{mac}/reimage': {
+        parameters: [macParam],
+        post: {
+          summary: 'Reimage: rotate the seed token, leave the cluster, next boot PXE, power cycle (operator)',
+          description: 'Refused (409 ERR_QUORUM) for a control-plane node whose removal would lose etcd quorum, unless force. Progress: the machine\'s events (type reimage). See docs/power.md.',
+          requestBody: { required: false, content: { 'application/json': { schema: bodySchema(reimageSchema) } } },
+          responses: { 202: ok('the reimage id and whether the node leaves its cluster first'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
+        },
+      },
+      '/racks/{rack}/power': {
+        parameters: [rackParam],
+        post: {
+          summary: 'Power every machine of a rack, a few at a time with a delay between starts (operator)',
+          requestBody: jsonBody(rackPowerSchema),
+          responses: { 202: ok('the job, with per-machine state'), ...errors(400, 401, 403, 404) },
+        },
+      },
+      '/racks/{rack}/power/{job}': {
+        parameters: [rackParam, { name: 'job', in: 'path', required: true, schema: { type: 'string' } }],
+        get: { summary: 'A rack power job: progress and per-machine results', responses: { 200: ok('the job'), ...errors(400, 401, 404) } },
       },
       '/ssh-key': {
         get: { summary: "racksmith's SSH public key (the one the seeds install)", responses: { 200: { description: 'OpenSSH public key', content: { 'text/plain': {} } }, ...errors(401) } },

@@ -3,8 +3,9 @@ import { AppError, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
 import type { Cluster, Machine, TokenRole } from '../../inventory/model.js';
 import type { Inventory } from '../../inventory/store.js';
-import { authenticate, requireRole } from '../auth.js';
+import { authenticate, principalOf, requireRole, SESSION_COOKIE } from '../auth.js';
 import { parseWith } from '../errors.js';
+import { createEventStream, type EventStream } from '../event-stream.js';
 import { parseMachinesCsv } from './csv.js';
 import { createResponseCache } from './response-cache.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, presentCluster, presentEvent, presentMachine } from './present.js';
@@ -19,6 +20,7 @@ import {
   macSchema,
   newClusterSchema,
   newMachineSchema,
+  sessionSchema,
 } from './schemas.js';
 
 /**
@@ -36,6 +38,8 @@ export interface ApiRoute {
 export interface ClusterDetailProvider {
   /** The orchestration steps shown on `GET /clusters/{name}`. */
   steps(cluster: Cluster, machines: readonly Machine[]): Promise<unknown[]>;
+  /** More of the cluster view (what the bootstrap waits for, who holds its lock). */
+  detail?(cluster: Cluster, machines: readonly Machine[]): Promise<Record<string, unknown>>;
 }
 
 export interface ApiDeps {
@@ -44,9 +48,14 @@ export interface ApiDeps {
   readonly clusterDetail?: ClusterDetailProvider | undefined;
   readonly sshPublicKey: () => Promise<string>;
   readonly extraRoutes?: readonly ApiRoute[] | undefined;
+  /** The live event stream; main.ts passes one whose lifecycle it owns (tests get a private one). */
+  readonly eventStream?: EventStream | undefined;
   /** The store's revision (changes with every write); when given, list responses are reused while it holds. */
   readonly revision?: (() => string) | undefined;
 }
+
+/** The only request that may carry the token in its query string (EventSource cannot set headers). */
+const STREAM_PATH = '/events/stream';
 
 /** The MAC in a path, in any accepted spelling. */
 export function pathMac(req: Request): Mac {
@@ -59,7 +68,24 @@ export function apiRouter(deps: ApiDeps): Router {
   const json = express.json({ limit: '1mb', strict: true });
   const csv = express.text({ type: ['text/csv', 'text/plain', 'application/csv'], limit: '5mb' });
 
-  r.use(authenticate({ tokens: deps.inventory.tokens, adminToken: deps.adminToken }));
+  const auth = { tokens: deps.inventory.tokens, adminToken: deps.adminToken, queryTokenAllowed: (req: Request) => req.method === 'GET' && req.path === STREAM_PATH };
+  const stream = deps.eventStream ?? createEventStream({ events, machines });
+
+  // ── the console's sign-in: before authentication, since it is how a browser gets authenticated
+  r.post('/session', json, async (req, res) => {
+    parseWith(emptyQuerySchema, req.query, 'query');
+    const { token } = parseWith(sessionSchema, req.body);
+    const who = await principalOf(token, auth);
+    if (!who) throw new AppError('unauthorized', 'ERR_UNAUTHORIZED', 'the API token is unknown or revoked');
+    res.cookie(SESSION_COOKIE, token, { httpOnly: true, sameSite: 'strict', secure: req.secure, path: '/' });
+    res.json({ name: who.name, role: who.role });
+  });
+  r.delete('/session', (_req, res) => {
+    res.clearCookie(SESSION_COOKIE, { httpOnly: true, sameSite: 'strict', path: '/' });
+    res.status(204).end();
+  });
+
+  r.use(authenticate(auth));
 
   // Without a JSON content type express.json() leaves no body; say so instead of "field required".
   const jsonBody: RequestHandler[] = [
@@ -117,6 +143,7 @@ export function apiRouter(deps: ApiDeps): Router {
       ...presentCluster(c, members),
       machines: members.map(presentMachine),
       steps: deps.clusterDetail ? await deps.clusterDetail.steps(c, members) : [],
+      ...(deps.clusterDetail?.detail ? await deps.clusterDetail.detail(c, members) : {}),
     });
   });
   route('patch', '/clusters/:name', 'admin', noQuery, ...jsonBody, async (req, res) => {
@@ -185,6 +212,11 @@ export function apiRouter(deps: ApiDeps): Router {
     const q = parseWith(eventQuerySchema, req.query, 'query');
     res.json((await events.list({ mac: m.mac, afterId: q.after, limit: q.limit })).map(presentEvent));
   });
+
+  route('get', '/whoami', 'viewer', noQuery, (req, res) => {
+    res.json({ name: req.principal?.name, role: req.principal?.role });
+  });
+  route('get', STREAM_PATH, 'viewer', stream.handler);
 
   route('get', '/ssh-key', 'viewer', noQuery, async (_req, res) => {
     res.type('text/plain').send((await deps.sshPublicKey()) + '\n');

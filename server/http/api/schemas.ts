@@ -172,3 +172,6 @@ export const eventQuerySchema = z
   .strict();
 
 export const emptyQuerySchema = z.object({}).strict();
+
+/** The console's sign-in form. */
+export const sessionSchema = z.object({ token: z.string().min(1, 'paste an API token').max(200) }).strict();

@@ -97,6 +97,9 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
         .all(...params)
         .map(eventFromRow);
     },
+    async latestId() {
+      return db.prepare<[], { id: number | null }>('SELECT MAX(id) AS id FROM events').get()?.id ?? 0;
+    },
     subscribe(listener) {
       emitter.on('event', listener);
       return () => emitter.off('event', listener);
@@ -133,6 +136,21 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
         `INSERT INTO secrets (scope, name, sealed, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (scope, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at`,
       ).run(scope, name, opts.box.seal(value), now().toISOString());
+    },
+    async putIfAbsent(scope, name, value) {
+      return db
+        .transaction(() => {
+          db.prepare('INSERT INTO secrets (scope, name, sealed, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (scope, name) DO NOTHING').run(
+            scope,
+            name,
+            opts.box.seal(value),
+            now().toISOString(),
+          );
+          const row = db.prepare<[string, string], { sealed: string }>('SELECT sealed FROM secrets WHERE scope = ? AND name = ?').get(scope, name);
+          if (!row) throw new Error(`secret ${scope}/${name} vanished inside its own transaction`);
+          return opts.box.open(row.sealed);
+        })
+        .immediate();
     },
     async delete(scope, name) {
       if (name === undefined) sql('DELETE FROM secrets WHERE scope = ?').run(scope);

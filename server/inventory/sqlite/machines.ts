@@ -180,12 +180,18 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     if (sets.length > 0) {
       guarded(() => sql(`UPDATE machines SET ${sets.join(', ')}, updated_at=@at WHERE mac=@mac`).run(values));
       const changed = Object.keys(patch).filter((k) => k !== 'bmc');
+      // Old and new values, so that a view filtered by rack or cluster hears of a machine leaving it.
+      const changes: Record<string, { from: unknown; to: unknown }> = {};
+      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack'] as const) {
+        if (patch[k] !== undefined && patch[k] !== before[k]) changes[k] = { from: before[k], to: patch[k] };
+      }
       appendEvent({
         mac,
         cluster: cluster,
         type: 'machine.updated',
         source,
         message: `updated ${[...changed, ...(patch.bmc !== undefined ? ['bmc'] : [])].join(', ')}`,
+        data: { changes },
       });
     }
     if (placementChanged && before.state === 'discovered' && assignedNow) {

@@ -114,6 +114,36 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
+    // Version 2 belongs to DHCP (leases); the numbers were handed out per service.
+    version: 3,
+    name: 'orchestration',
+    sql: `
+      CREATE TABLE orchestration_steps (
+        cluster TEXT NOT NULL REFERENCES clusters(name) ON UPDATE CASCADE ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        mac TEXT,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started_at TEXT,
+        ended_at TEXT,
+        output TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        data TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (cluster, id)
+      ) STRICT;
+      CREATE INDEX orchestration_steps_seq ON orchestration_steps(cluster, seq);
+
+      CREATE TABLE orchestration_locks (
+        cluster TEXT PRIMARY KEY REFERENCES clusters(name) ON UPDATE CASCADE ON DELETE CASCADE,
+        owner TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
+  {
     version: 4,
     name: 'machine list order index',
     // The list order of MachineCursor, so that a page of GET /machines?limit= walks the index

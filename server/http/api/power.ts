@@ -1,0 +1,95 @@
+import { z } from 'zod';
+import { notFound } from '../../lib/errors.js';
+import type { Mac } from '../../lib/mac.js';
+import { parseWith } from '../errors.js';
+import { pathMac, type ApiRoute } from './router.js';
+import { rackSchema } from './schemas.js';
+
+/**
+ * The power routes: machine power, reimage, rack power jobs. The HTTP layer parses and renders;
+ * the work is done by whatever implements `PowerApi` (the power service, wired by main.ts — the
+ * HTTP service does not import it).
+ */
+export const POWER_ACTIONS = ['on', 'off', 'cycle', 'reset', 'status'] as const;
+export type PowerActionInput = (typeof POWER_ACTIONS)[number];
+
+export interface RackPowerInput {
+  readonly action: PowerActionInput;
+  readonly concurrency?: number | undefined;
+  readonly delaySeconds?: number | undefined;
+  readonly source: string;
+}
+
+export interface PowerApi {
+  machinePower(mac: Mac, action: PowerActionInput, source: string): Promise<Record<string, unknown>>;
+  reimage(mac: Mac, opts: { readonly force: boolean; readonly source: string }): Promise<Record<string, unknown>>;
+  rackPower(rack: string, opts: RackPowerInput): Promise<Record<string, unknown>>;
+  rackJob(rack: string, id: string): Record<string, unknown> | null;
+}
+
+export const machinePowerSchema = z.object({ action: z.enum(POWER_ACTIONS) }).strict();
+
+export const reimageSchema = z
+  .object({ force: z.boolean().optional().describe('reimage a control-plane node even when etcd would lose quorum') })
+  .strict()
+  .optional();
+
+export const rackPowerSchema = z
+  .object({
+    action: z.enum(POWER_ACTIONS),
+    concurrency: z.number().int().min(1).max(64).optional().describe('machines handled at once'),
+    delaySeconds: z.number().min(0).max(600).optional().describe('seconds between two machines\u2019 starts'),
+  })
+  .strict();
+
+const jobIdSchema = z.string().regex(/^[0-9a-f]{12}$/, 'expected a job id (12 hex digits)');
+
+export function powerRoutes(api: PowerApi): ApiRoute[] {
+  const source = (req: { principal?: { name: string } }): string => `api:${req.principal?.name ?? 'unknown'}`;
+  return [
+    {
+      method: 'post',
+      path: '/machines/:mac/power',
+      role: 'operator',
+      handler: async (req, res) => {
+        const mac = pathMac(req);
+        const body = parseWith(machinePowerSchema, req.body);
+        res.json(await api.machinePower(mac, body.action, source(req)));
+      },
+    },
+    {
+      method: 'post',
+      path: '/machines/:mac/reimage',
+      role: 'operator',
+      handler: async (req, res) => {
+        const mac = pathMac(req);
+        const body = parseWith(reimageSchema, req.body) ?? {};
+        const out = await api.reimage(mac, { force: body.force ?? false, source: source(req) });
+        res.status(202).location(`/api/v1/machines/${mac}/events`).json(out);
+      },
+    },
+    {
+      method: 'post',
+      path: '/racks/:rack/power',
+      role: 'operator',
+      handler: async (req, res) => {
+        const rack = parseWith(rackSchema, req.params['rack'], 'rack');
+        const body = parseWith(rackPowerSchema, req.body);
+        const job = await api.rackPower(rack, { ...body, source: source(req) });
+        res.status(202).location(`/api/v1/racks/${rack}/power/${String(job['id'])}`).json(job);
+      },
+    },
+    {
+      method: 'get',
+      path: '/racks/:rack/power/:job',
+      role: 'viewer',
+      handler: async (req, res) => {
+        const rack = parseWith(rackSchema, req.params['rack'], 'rack');
+        const id = parseWith(jobIdSchema, req.params['job'], 'job');
+        const job = api.rackJob(rack, id);
+        if (!job) throw notFound('ERR_UNKNOWN_JOB', `no power job ${id} for rack ${rack} (jobs are kept in memory until racksmith restarts; the machines' events keep the results)`);
+        res.json(job);
+      },
+    },
+  ];
+}

@@ -1,0 +1,132 @@
+import { randomBytes } from 'node:crypto';
+import { shellQuote } from '../render/templates.js';
+import { TOKEN_TTL } from './kubeadm-config.js';
+
+/**
+ * The shell scripts racksmith runs on nodes, one per step, as plain data. Every script goes to
+ * the node on the standard input of `sh -s` (through `sudo -n` unless the SSH user is root):
+ * secrets never appear on a command line, so they stay out of sudo's log and of `ps` for the
+ * shell itself. The body is one `{ … }` group, which sh parses whole before running it, so no
+ * command inside can swallow the rest of the script from stdin.
+ */
+export const PATHS = {
+  adminConf: '/etc/kubernetes/admin.conf',
+  kubeletConf: '/etc/kubernetes/kubelet.conf',
+  pki: '/etc/kubernetes/pki',
+  configDir: '/etc/kubernetes/racksmith',
+  config: '/etc/kubernetes/racksmith/kubeadm-config.yaml',
+  haproxyCfg: '/etc/haproxy/haproxy.cfg',
+} as const;
+
+/**
+ * The command that reads a script from stdin, as the SSH user. coreutils `timeout` (inside
+ * sudo, so it may signal root's processes) ends the script and everything it started when the
+ * step's time is up, even if the SSH connection is already gone.
+ */
+export function shellCommand(user: string, timeoutMs: number): string {
+  // A few seconds after racksmith's own timer, so racksmith reports the timeout, not exit 124.
+  const limit = `timeout -k 10 ${Math.ceil(timeoutMs / 1000) + 5}`;
+  return user === 'root' ? `${limit} sh -s` : `sudo -n ${limit} sh -s`;
+}
+
+export function script(lines: readonly string[], opts: { errexit?: boolean } = {}): string {
+  return `{\nexec </dev/null\n${opts.errexit === false ? '' : 'set -e\n'}${lines.join('\n')}\n}\n`;
+}
+
+/** A file written through a quoted here-document (no expansion), with its mode set before any byte lands. */
+export function writeFile(path: string, content: string, mode: '0600' | '0644', delimiter = `RACKSMITH_${randomBytes(8).toString('hex').toUpperCase()}`): string[] {
+  if (content.includes(delimiter)) throw new Error('here-document delimiter collides with the content');
+  const body = content.endsWith('\n') ? content : content + '\n';
+  const tmp = `${path}.racksmith-new`;
+  return [`rm -f ${shellQuote(tmp)}`, `(umask 077 && cat > ${shellQuote(tmp)} <<'${delimiter}'\n${body}${delimiter}\n)`, `chmod ${mode} ${shellQuote(tmp)}`, `mv -f ${shellQuote(tmp)} ${shellQuote(path)}`];
+}
+
+/** Exit 0 when the step already happened: kubeadm's own files are the proof (admin.conf is written by init, kubelet.conf by a join; kubeadm-init.md, kubeadm-join.md). */
+export const probes = {
+  init: script([`test -f ${PATHS.adminConf}`], { errexit: false }),
+  join: script([`test -f ${PATHS.kubeletConf}`], { errexit: false }),
+} as const;
+
+export function prepareScript(caCertPem: string, caKeyPem: string, kubeadmConfig: string): string {
+  return script([
+    `mkdir -p ${PATHS.pki} ${PATHS.configDir}`,
+    `chmod 0700 ${PATHS.configDir}`,
+    ...writeFile(`${PATHS.pki}/ca.crt`, caCertPem, '0644'),
+    ...writeFile(`${PATHS.pki}/ca.key`, caKeyPem, '0600'),
+    ...writeFile(PATHS.config, kubeadmConfig, '0600'),
+    `echo "CA and kubeadm configuration in place"`,
+  ]);
+}
+
+export function initScript(): string {
+  return script([`kubeadm init --config ${PATHS.config} --upload-certs`]);
+}
+
+export function readAdminConfScript(): string {
+  return script([`cat ${PATHS.adminConf}`]);
+}
+
+export function applyCniScript(manifestUrl: string): string {
+  return script([`kubectl --kubeconfig ${PATHS.adminConf} apply -f ${shellQuote(manifestUrl)}`]);
+}
+
+/** Re-uploads the control-plane certificates with racksmith's key, so joins keep using it. */
+export function uploadCertsScript(certificateKey: string): string {
+  return script([`kubeadm init phase upload-certs --upload-certs --certificate-key ${shellQuote(certificateKey)}`]);
+}
+
+/**
+ * Makes the bootstrap token valid again for another TTL. Deleting first: `token create` refuses
+ * a token that still exists, and the token cleaner may already have removed an expired one.
+ */
+export function tokenRefreshScript(token: string): string {
+  const id = token.split('.')[0] ?? '';
+  return script([`kubeadm token delete ${shellQuote(id)} >/dev/null 2>&1 || true`, `kubeadm token create ${shellQuote(token)} --ttl ${TOKEN_TTL}`]);
+}
+
+export interface JoinArgs {
+  readonly endpoint: string;
+  readonly token: string;
+  readonly caCertHash: string;
+  readonly nodeName: string;
+  readonly criSocket: string;
+  /** For control-plane joins. */
+  readonly controlPlane?: { readonly certificateKey: string; readonly advertiseAddress: string } | undefined;
+}
+
+export function joinCommand(a: JoinArgs): string {
+  const words = ['kubeadm', 'join', a.endpoint, '--token', a.token, '--discovery-token-ca-cert-hash', a.caCertHash];
+  if (a.controlPlane) words.push('--control-plane', '--certificate-key', a.controlPlane.certificateKey, '--apiserver-advertise-address', a.controlPlane.advertiseAddress);
+  words.push('--node-name', a.nodeName, '--cri-socket', a.criSocket);
+  return words.map((w, i) => (i < 2 ? w : shellQuote(w))).join(' ');
+}
+
+/**
+ * A join, after `kubeadm reset -f` when an earlier attempt may have left files behind: kubeadm's
+ * preflight refuses to join over them (FileAvailable/DirAvailable checks; kubeadm-reset.md).
+ */
+export function joinScript(a: JoinArgs, opts: { resetFirst: boolean }): string {
+  return script([...(opts.resetFirst ? [`kubeadm reset -f --cri-socket ${shellQuote(a.criSocket)}`] : []), joinCommand(a)]);
+}
+
+export function getNodesScript(): string {
+  return script([`kubectl --kubeconfig ${PATHS.adminConf} get nodes --no-headers`]);
+}
+
+/**
+ * The new haproxy configuration is checked by haproxy itself before it replaces the old one,
+ * then haproxy reloads (a reload keeps established connections; restart only when it is not
+ * running yet).
+ */
+export function haproxyScript(config: string): string {
+  const next = `${PATHS.haproxyCfg}.racksmith-new`;
+  const delimiter = `RACKSMITH_${randomBytes(8).toString('hex').toUpperCase()}`;
+  return script([
+    'mkdir -p /etc/haproxy',
+    `cat > ${next} <<'${delimiter}'\n${config.endsWith('\n') ? config : config + '\n'}${delimiter}`,
+    `haproxy -c -f ${next}`,
+    `mv -f ${next} ${PATHS.haproxyCfg}`,
+    'if systemctl is-active --quiet haproxy; then systemctl reload haproxy; else systemctl restart haproxy; fi',
+    'echo "haproxy configuration applied"',
+  ]);
+}

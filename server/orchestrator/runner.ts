@@ -1,0 +1,423 @@
+import type { Cluster, Cni, Machine } from '../inventory/model.js';
+import { TransitionError, type MachineEventType } from '../inventory/lifecycle.js';
+import type { EventRepo, MachineRepo, OrchestrationRepo, SecretRepo, StepRecord, StepWrite } from '../inventory/store.js';
+import { ADMIN_CONF_SECRET, clusterScope, type ClusterSecrets } from '../lib/cluster-secrets.js';
+import { AppError, errorMessage } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+import type { Mac } from '../lib/mac.js';
+import type { Renderer } from '../render/templates.js';
+import {
+  applyCniScript,
+  getNodesScript,
+  haproxyScript,
+  initScript,
+  joinScript,
+  prepareScript,
+  probes,
+  readAdminConfScript,
+  shellCommand,
+  tokenRefreshScript,
+  uploadCertsScript,
+  PATHS,
+} from './commands.js';
+import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, criSocket, renderHaproxyConfig, renderKubeadmConfig } from './kubeadm-config.js';
+import { parseJoinCommands, parseNodes, tailLines } from './kubeadm-output.js';
+import type { Backend, PlannedStep, StepKind } from './plan.js';
+import { createRedactor, type Redactor } from './redact.js';
+import { SshError, type RemoteSession, type RemoteShell } from './ssh.js';
+
+/**
+ * Runs one planned step on its node: connect (host key pinned), probe whether it already
+ * happened, run it with a timeout while its output streams — redacted — into the machine's
+ * events, retry transient faults with backoff, and persist the step record and the machine's
+ * state at every turn. The only module that talks to nodes.
+ */
+export interface RunnerSettings {
+  readonly sshUser: string;
+  readonly sshPort: number;
+  readonly connectTimeoutMs: number;
+  readonly stepTimeoutMs: number;
+  readonly nodesReadyTimeoutMs: number;
+  readonly nodesReadyPollMs: number;
+  /** Tries per step (the first included) for faults worth retrying. */
+  readonly attempts: number;
+  readonly retryDelayMs: number;
+  readonly retryMaxDelayMs: number;
+  readonly cniManifests: Readonly<Record<Cni, string>>;
+  readonly imageRepository: string;
+  /** Output lines kept on the step record. */
+  readonly outputLines: number;
+}
+
+export interface RunnerDeps {
+  readonly machines: Pick<MachineRepo, 'get' | 'transition'>;
+  readonly events: Pick<EventRepo, 'append'>;
+  readonly secrets: Pick<SecretRepo, 'put'>;
+  readonly orchestration: Pick<OrchestrationRepo, 'saveStep'>;
+  readonly shell: RemoteShell;
+  readonly privateKey: string;
+  readonly kubeadmTemplates: Renderer;
+  readonly haproxyTemplates: Renderer;
+  readonly settings: RunnerSettings;
+  readonly now: () => Date;
+  readonly log: Logger;
+  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+}
+
+export interface StepJob {
+  readonly cluster: Cluster;
+  readonly step: PlannedStep;
+  readonly endpoint: string;
+  readonly members: readonly Machine[];
+  readonly secrets: ClusterSecrets;
+  readonly previous: StepRecord | undefined;
+}
+
+export type StepErrorCode = 'ERR_STEP_COMMAND' | 'ERR_STEP_TIMEOUT' | 'ERR_STEP_CHECK' | 'ERR_STEP_TARGET';
+
+export class StepError extends Error {
+  readonly code: StepErrorCode;
+  readonly retryable: boolean;
+  constructor(code: StepErrorCode, message: string, retryable: boolean) {
+    super(message);
+    this.name = 'StepError';
+    this.code = code;
+    this.retryable = retryable;
+  }
+}
+
+/**
+ * A failed `kubeadm init` leaves a half-made control plane that a second init refuses
+ * (preflight: port 6443 in use, manifests present), so only transport faults before it ran
+ * are retried; every other step is safe to try again.
+ */
+const RETRY_ON_FAILURE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'kubeconfig', 'cni', 'upload-certs', 'token-refresh', 'join-control', 'join-worker']);
+/** Steps that move their machine ready → joining → joined. */
+const JOINS_MACHINE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'init', 'join-control', 'join-worker']);
+/** Steps whose output is itself secret (admin.conf): never streamed. */
+const QUIET: ReadonlySet<StepKind> = new Set<StepKind>(['kubeconfig', 'nodes-ready']);
+
+interface Outcome {
+  readonly skipped: string | null;
+  readonly data: Record<string, unknown>;
+}
+
+/** Collects output into redacted lines, sends them to the machine's events in batches, keeps a tail. */
+class OutputSink {
+  private partial = '';
+  private batch: string[] = [];
+  private chain: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | null = null;
+  readonly lines: string[] = [];
+
+  constructor(
+    readonly redact: Redactor,
+    private readonly emit: (lines: string[]) => Promise<void>,
+    private readonly tailSize: number,
+  ) {}
+
+  push(text: string): void {
+    const parts = (this.partial + text).split(/\r?\n/);
+    this.partial = parts.pop() ?? '';
+    for (const p of parts) this.line(p);
+    if (this.batch.length >= 40) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), 500);
+  }
+
+  /** Lines given whole (a final listing), redacted and kept like streamed ones. */
+  add(lines: readonly string[]): void {
+    for (const l of lines) this.line(l);
+    this.flush();
+  }
+
+  private line(raw: string): void {
+    const l = this.redact(raw.replace(/\s+$/, ''));
+    this.lines.push(l);
+    if (this.lines.length > 4 * this.tailSize) this.lines.splice(0, this.lines.length - this.tailSize);
+    this.batch.push(l);
+  }
+
+  flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.partial) {
+      this.line(this.partial);
+      this.partial = '';
+    }
+    const lines = this.batch.splice(0);
+    if (lines.some((l) => l.trim() !== '')) this.chain = this.chain.then(() => this.emit(lines)).catch(() => undefined);
+    return this.chain;
+  }
+
+  tail(): string[] {
+    return tailLines(this.lines, this.tailSize);
+  }
+}
+
+function backoff(settings: RunnerSettings, attempt: number): number {
+  const base = Math.min(settings.retryDelayMs * 2 ** (attempt - 1), settings.retryMaxDelayMs);
+  // ±20 % so that workers failing together do not retry in lockstep.
+  return Math.round(base * (0.8 + Math.random() * 0.4));
+}
+
+export function isRetryable(err: unknown, kind: StepKind): boolean {
+  if (err instanceof SshError) return err.transient;
+  if (err instanceof StepError) return err.retryable && RETRY_ON_FAILURE.has(kind);
+  return false;
+}
+
+export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSignal): Promise<StepRecord> {
+  const { step, cluster } = job;
+  const { settings, now } = deps;
+  const log = deps.log.child({ cluster: cluster.name, step: step.id });
+  const redact = createRedactor([job.secrets.bootstrapToken, job.secrets.certificateKey, job.secrets.caKeyPem]);
+  const startedAt = now();
+  const sameRun = job.previous && (job.previous.state === 'running' || job.previous.state === 'pending');
+  let attempts = sameRun ? (job.previous?.attempts ?? 0) : 0;
+  let lastError: string | null = null;
+
+  const event = (mac: Mac, type: string, message: string, data: Record<string, unknown> = {}): Promise<void> =>
+    deps.events
+      .append({ mac, cluster: cluster.name, type, source: 'orchestrator', message, data: { step: step.id, kind: step.kind, ...data } })
+      .then(() => undefined)
+      .catch((err: unknown) => log.warn({ err }, 'cannot append an orchestration event'));
+  // Each batch of output goes to the machine's events, and the step record's tail follows, so
+  // the cluster view shows a long init's progress while it runs.
+  const sink: OutputSink = new OutputSink(
+    redact,
+    async (lines) => {
+      await event(step.mac, 'orchestration.output', lines.join('\n'), { lines: lines.length });
+      await save('running').catch((err: unknown) => log.warn({ err }, 'cannot save the step output'));
+    },
+    settings.outputLines,
+  );
+  const save = (state: StepWrite['state'], extra: Partial<StepWrite> = {}): Promise<StepRecord> =>
+    deps.orchestration.saveStep({
+      cluster: cluster.name,
+      id: step.id,
+      kind: step.kind,
+      mac: step.mac,
+      state,
+      attempts,
+      startedAt: startedAt.toISOString(),
+      endedAt: null,
+      output: sink.tail(),
+      error: lastError,
+      data: { ...step.data },
+      ...extra,
+    });
+  const move = async (mac: Mac, ev: MachineEventType, message: string, extra: { step?: string; reason?: string } = {}): Promise<void> => {
+    try {
+      await deps.machines.transition(mac, ev, { source: 'orchestrator', message, ...extra, data: { step: step.id } });
+    } catch (err) {
+      // Not allowed from its current state (an operator reimaged it meanwhile), or deleted.
+      if (!(err instanceof TransitionError) && !(err instanceof AppError && err.kind === 'not-found')) throw err;
+      log.debug({ err: err.message }, 'machine state left as is');
+    }
+  };
+
+  await save('running');
+  let target = await deps.machines.get(step.mac);
+  if (target && JOINS_MACHINE.has(step.kind) && target.state === 'ready') {
+    await move(step.mac, 'join-started', `joining cluster ${cluster.name}: ${step.kind}`);
+    target = await deps.machines.get(step.mac);
+  }
+  await event(step.mac, 'orchestration', `${step.id} started on ${step.hostname}`);
+
+  let outcome: Outcome | null = null;
+  let failure: unknown = null;
+  while (outcome === null && failure === null) {
+    attempts += 1;
+    try {
+      if (!target?.ip) throw new StepError('ERR_STEP_TARGET', `${step.hostname} has no IP address to reach it at`, false);
+      outcome = await attempt(deps, job, target, attempts, sink, signal);
+    } catch (err) {
+      if (signal.aborted) {
+        await sink.flush();
+        throw err;
+      }
+      lastError = errorMessage(err);
+      if (isRetryable(err, step.kind) && attempts < settings.attempts) {
+        const wait = backoff(settings, attempts);
+        log.info({ attempt: attempts, err: lastError, retryInMs: wait }, 'step attempt failed; retrying');
+        await sink.flush();
+        await event(step.mac, 'orchestration', `${step.id} attempt ${attempts} failed: ${lastError}; trying again in ${(wait / 1000).toFixed(1)} s`, { attempt: attempts });
+        await save('running');
+        await deps.sleep(wait, signal);
+      } else failure = err;
+    }
+  }
+  await sink.flush();
+  const endedAt = now().toISOString();
+  const seconds = ((Date.parse(endedAt) - startedAt.getTime()) / 1000).toFixed(1);
+
+  if (outcome) {
+    lastError = null;
+    // Record first, then the machine: a crash in between is settled by the plan (`settle`).
+    const rec = await save(outcome.skipped ? 'skipped' : 'done', { endedAt, data: { ...step.data, ...outcome.data } });
+    await event(step.mac, 'orchestration', outcome.skipped ? `${step.id} skipped: ${outcome.skipped}` : `${step.id} done in ${seconds} s`);
+    if (step.kind === 'init' || step.kind === 'join-control' || step.kind === 'join-worker' || step.kind === 'lb-config') {
+      const m = await deps.machines.get(step.mac);
+      if (m?.state === 'joining') await move(step.mac, 'joined', step.kind === 'lb-config' ? `load balancer of cluster ${cluster.name} configured` : `joined cluster ${cluster.name}`);
+    }
+    log.info({ seconds: Number(seconds), skipped: outcome.skipped }, 'step done');
+    return rec;
+  }
+
+  const reason = redact(errorMessage(failure));
+  lastError = reason;
+  log.warn({ err: reason, attempts }, 'step failed');
+  const tail = sink.tail().slice(-5).join(' | ');
+  await event(step.mac, 'orchestration', `${step.id} failed after ${attempts} attempt(s): ${reason}`);
+  // The cluster-wide check is nobody's machine's fault; every other step fails its machine —
+  // before the record says so: a crash in between leaves a failed machine and a `running`
+  // record (resumed after a retry), never a failed record beside a machine still `joining`.
+  if (step.kind !== 'nodes-ready') {
+    await move(step.mac, 'fail', `failed at ${step.id}: ${reason}`, { step: step.id, reason: tail ? `${reason} — ${tail}` : reason });
+  }
+  return save('failed', { endedAt });
+}
+
+async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+  const { settings } = deps;
+  const session = await deps.shell.connect(
+    { host: target.ip as string, port: settings.sshPort, username: settings.sshUser, privateKey: deps.privateKey, hostKeys: target.hostKeys, connectTimeoutMs: settings.connectTimeoutMs },
+    signal,
+  );
+  try {
+    return await perform(deps, job, session, n, sink, signal);
+  } finally {
+    session.close();
+  }
+}
+
+async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+  const { settings } = deps;
+  const { step, cluster, secrets } = job;
+  const quiet = QUIET.has(step.kind);
+  const run = async (script: string, opts: { timeoutMs?: number; stream?: boolean } = {}): Promise<string> => {
+    const timeoutMs = opts.timeoutMs ?? settings.stepTimeoutMs;
+    const r = await session.exec(shellCommand(settings.sshUser, timeoutMs), {
+      stdin: script,
+      timeoutMs,
+      signal,
+      onData: opts.stream === false || quiet ? undefined : (text) => sink.push(text),
+    });
+    if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', `timed out after ${Math.round(timeoutMs / 1000)} s`, true);
+    if (r.code !== 0) {
+      const last = quiet ? '' : sink.redact(tailLines((r.stdout + '\n' + r.stderr).split('\n'), 1)[0] ?? '');
+      throw new StepError('ERR_STEP_COMMAND', `exited ${r.code ?? r.signal ?? 'without a status'}${last ? `: ${last.trim().slice(0, 300)}` : ''}`, true);
+    }
+    return r.stdout;
+  };
+  const probe = async (script: string): Promise<boolean> => {
+    const r = await session.exec(shellCommand(settings.sshUser, 30_000), { stdin: script, timeoutMs: 30_000, signal });
+    if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', 'the idempotency probe timed out', true);
+    if (r.code !== 0 && r.code !== 1) throw new StepError('ERR_STEP_COMMAND', `the idempotency probe exited ${r.code ?? r.signal}: ${r.stderr.trim().slice(-200)}`, true);
+    return r.code === 0;
+  };
+  const at = deps.now().toISOString();
+
+  switch (step.kind) {
+    case 'lb-config': {
+      const config = renderHaproxyConfig(deps.haproxyTemplates, step.data['backends'] as Backend[]);
+      await run(haproxyScript(config));
+      return { skipped: null, data: {} };
+    }
+    case 'prepare': {
+      const first = job.members.find((m) => m.mac === step.mac);
+      const lb = job.members.find((m) => m.role === 'loadbalancer') ?? null;
+      const config = renderKubeadmConfig(deps.kubeadmTemplates, {
+        cluster,
+        endpoint: job.endpoint,
+        node: { name: step.hostname, ip: first?.ip ?? '' },
+        loadBalancer: lb,
+        bootstrapToken: secrets.bootstrapToken,
+        certificateKey: secrets.certificateKey,
+        podSubnet: cluster.podSubnet ?? DEFAULT_POD_SUBNET[cluster.cni],
+        serviceSubnet: cluster.serviceSubnet ?? DEFAULT_SERVICE_SUBNET,
+        imageRepository: settings.imageRepository,
+      });
+      await run(prepareScript(secrets.caCertPem, secrets.caKeyPem, config));
+      return { skipped: null, data: { endpoint: job.endpoint } };
+    }
+    case 'init': {
+      if (await probe(probes.init)) return { skipped: `${PATHS.adminConf} already exists: the control plane was initialised before`, data: {} };
+      const out = await run(initScript());
+      const printed = parseJoinCommands(out);
+      const wrong = printed.find((j) => j.caCertHash !== secrets.discoveryHash);
+      if (wrong) {
+        throw new StepError('ERR_STEP_CHECK', `kubeadm init used another CA (it printed ${wrong.caCertHash}, racksmith's CA is ${secrets.discoveryHash}): the CA in ${PATHS.pki} was not used`, false);
+      }
+      return { skipped: null, data: { certsUploadedAt: at, tokenCreatedAt: at, joinCommandsSeen: printed.length } };
+    }
+    case 'kubeconfig': {
+      const text = await run(readAdminConfScript(), { stream: false });
+      if (!/^kind:\s*Config\s*$/m.test(text) || !/^clusters:/m.test(text)) throw new StepError('ERR_STEP_CHECK', `${PATHS.adminConf} is not a kubeconfig`, true);
+      await deps.secrets.put(clusterScope(cluster.name), ADMIN_CONF_SECRET, text);
+      const server = /server:\s*(\S+)/.exec(text)?.[1] ?? null;
+      sink.add([`admin kubeconfig stored (server ${server ?? 'unknown'})`]);
+      return { skipped: null, data: { server } };
+    }
+    case 'cni': {
+      const url = settings.cniManifests[cluster.cni];
+      await run(applyCniScript(url));
+      return { skipped: null, data: { cni: cluster.cni, manifest: url } };
+    }
+    case 'upload-certs':
+      await run(uploadCertsScript(secrets.certificateKey));
+      return { skipped: null, data: { certsUploadedAt: at } };
+    case 'token-refresh':
+      await run(tokenRefreshScript(secrets.bootstrapToken));
+      return { skipped: null, data: { tokenCreatedAt: at } };
+    case 'join-control':
+    case 'join-worker': {
+      if (await probe(probes.join)) return { skipped: `${PATHS.kubeletConf} already exists: the node joined before`, data: {} };
+      const target = job.members.find((m) => m.mac === step.mac);
+      const control = step.kind === 'join-control';
+      await run(
+        joinScript(
+          {
+            endpoint: job.endpoint,
+            token: secrets.bootstrapToken,
+            caCertHash: secrets.discoveryHash,
+            nodeName: step.hostname,
+            criSocket: criSocket(cluster),
+            controlPlane: control ? { certificateKey: secrets.certificateKey, advertiseAddress: target?.ip ?? '' } : undefined,
+          },
+          // A retry cleans what the failed attempt may have left (preflight refuses leftovers).
+          { resetFirst: n > 1 },
+        ),
+      );
+      return { skipped: null, data: { endpoint: job.endpoint } };
+    }
+    case 'nodes-ready':
+      return waitForNodes(deps, step, run, sink, signal);
+  }
+}
+
+async function waitForNodes(deps: RunnerDeps, step: PlannedStep, run: (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => Promise<string>, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+  const expected = (step.data['nodes'] as string[] | undefined) ?? [];
+  const deadline = Date.now() + deps.settings.nodesReadyTimeoutMs;
+  let listing = '';
+  let missing: string[] = expected;
+  for (;;) {
+    try {
+      listing = await run(getNodesScript(), { timeoutMs: Math.min(deps.settings.stepTimeoutMs, 60_000), stream: false });
+      const seen = parseNodes(listing);
+      missing = expected.filter((n) => !seen.some((s) => s.name === n && s.ready));
+      if (missing.length === 0) {
+        sink.add(listing.split('\n'));
+        return { skipped: null, data: { nodes: expected } };
+      }
+    } catch (err) {
+      // The API may blip while control-plane nodes join; only the deadline ends the wait.
+      if (!(err instanceof StepError)) throw err;
+    }
+    if (Date.now() >= deadline) {
+      if (listing) sink.add(listing.split('\n'));
+      throw new StepError('ERR_STEP_TIMEOUT', `not Ready after ${Math.round(deps.settings.nodesReadyTimeoutMs / 1000)} s: ${missing.join(', ')}`, false);
+    }
+    await deps.sleep(deps.settings.nodesReadyPollMs, signal);
+  }
+}

@@ -1,0 +1,102 @@
+import type { Mac } from '../lib/mac.js';
+import type { Machine } from '../inventory/model.js';
+
+/**
+ * A rack power job: every machine of a rack gets the same action, at most `concurrency` at a time
+ * and with at least `delaySeconds` between two machines' starts — powering a rack on at once
+ * draws an inrush current the PDU may not take, and a rack that boots at once floods DHCP and TFTP.
+ * This module is the job's data and its pure updates; the service runs it.
+ */
+export const RACK_ACTIONS = ['on', 'off', 'cycle', 'reset', 'status'] as const;
+export type RackAction = (typeof RACK_ACTIONS)[number];
+
+export type ItemState = 'queued' | 'running' | 'ok' | 'failed' | 'skipped' | 'cancelled';
+
+export interface RackJobItem {
+  readonly mac: Mac;
+  readonly hostname: string | null;
+  readonly state: ItemState;
+  /** What was done ("on", "cycle", "on (was off)") or the power state read. */
+  readonly result: string | null;
+  readonly error: { readonly code: string; readonly message: string } | null;
+  readonly startedAt: string | null;
+  readonly finishedAt: string | null;
+}
+
+export interface RackJob {
+  readonly id: string;
+  readonly rack: string;
+  readonly action: RackAction;
+  readonly concurrency: number;
+  readonly delaySeconds: number;
+  readonly state: 'running' | 'done' | 'cancelled';
+  readonly createdAt: string;
+  readonly finishedAt: string | null;
+  readonly items: readonly RackJobItem[];
+}
+
+export function newRackJob(id: string, rack: string, action: RackAction, concurrency: number, delaySeconds: number, machines: readonly Machine[], at: string): RackJob {
+  return {
+    id,
+    rack,
+    action,
+    concurrency,
+    delaySeconds,
+    state: 'running',
+    createdAt: at,
+    finishedAt: null,
+    items: machines.map((m) => ({
+      mac: m.mac,
+      hostname: m.hostname,
+      state: m.bmc && m.bmc.hasPassword ? 'queued' : 'skipped',
+      result: null,
+      error: m.bmc && m.bmc.hasPassword ? null : { code: 'ERR_NO_BMC', message: m.bmc ? 'the BMC has no password' : 'no BMC configured' },
+      startedAt: null,
+      finishedAt: null,
+    })),
+  };
+}
+
+export function updateItem(job: RackJob, mac: Mac, patch: Partial<Omit<RackJobItem, 'mac' | 'hostname'>>): RackJob {
+  return { ...job, items: job.items.map((i) => (i.mac === mac ? { ...i, ...patch } : i)) };
+}
+
+/** Closes the job: anything not finished becomes `cancelled`. */
+export function finishJob(job: RackJob, at: string, cancelled: boolean): RackJob {
+  return {
+    ...job,
+    state: cancelled ? 'cancelled' : 'done',
+    finishedAt: at,
+    items: job.items.map((i) => (i.state === 'queued' || i.state === 'running' ? { ...i, state: 'cancelled', finishedAt: at } : i)),
+  };
+}
+
+export type JobCounts = Record<ItemState, number> & { total: number };
+
+export function jobCounts(job: RackJob): JobCounts {
+  const c: JobCounts = { total: job.items.length, queued: 0, running: 0, ok: 0, failed: 0, skipped: 0, cancelled: 0 };
+  for (const i of job.items) c[i.state]++;
+  return c;
+}
+
+export function jobSummary(job: RackJob): string {
+  const c = jobCounts(job);
+  const parts = (['ok', 'failed', 'skipped', 'cancelled', 'running', 'queued'] as const).filter((k) => c[k] > 0).map((k) => `${c[k]} ${k}`);
+  return `rack ${job.rack}: power ${job.action} ${job.state === 'running' ? 'in progress' : job.state}: ${parts.join(', ') || 'no machines'}`;
+}
+
+/** The API's JSON for a job. */
+export function presentRackJob(job: RackJob): Record<string, unknown> {
+  return {
+    id: job.id,
+    rack: job.rack,
+    action: job.action,
+    concurrency: job.concurrency,
+    delaySeconds: job.delaySeconds,
+    state: job.state,
+    createdAt: job.createdAt,
+    finishedAt: job.finishedAt,
+    counts: jobCounts(job),
+    machines: job.items.map((i) => ({ ...i })),
+  };
+}

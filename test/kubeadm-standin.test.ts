@@ -1,0 +1,156 @@
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { discoveryHash } from '../server/lib/cluster-secrets.js';
+import { createRenderer } from '../server/render/templates.js';
+import { KUBEADM_TEMPLATES_DIR, renderKubeadmConfig } from '../server/orchestrator/kubeadm-config.js';
+import { parseJoinCommands } from '../server/orchestrator/kubeadm-output.js';
+import { STANDIN } from './lib/kube-bed.js';
+import { cluster } from './lib/orch-fixtures.js';
+import { testCa } from './lib/orch-harness.js';
+import { requirements, skipNote } from './lib/tools.js';
+
+/**
+ * The acceptance tests are only as good as the kubeadm stand-in: it must refuse what kubeadm
+ * refuses. Run directly, with each "node" in its own folder instead of /etc/kubernetes.
+ */
+const test = suite('kubeadm stand-in');
+const missing = requirements(['openssl']);
+
+const TOKEN = 'abcdef.0123456789abcdef';
+const KEY = 'c0'.repeat(32);
+const ENDPOINT = '10.9.0.10:6443';
+let root = '';
+
+function node(name: string): string {
+  const dir = join(root, name);
+  mkdirSync(join(dir, 'k8s'), { recursive: true });
+  mkdirSync(join(dir, 'faults'), { recursive: true });
+  return dir;
+}
+
+function run(name: string, tool: string, args: string[]): { code: number; out: string; err: string } {
+  const dir = join(root, name);
+  const r = spawnSync(process.execPath, [STANDIN, tool, ...args], {
+    env: { ...process.env, STANDIN_NODE: name, STANDIN_NODE_DIR: dir, STANDIN_CLUSTER_DIR: join(root, 'cluster'), STANDIN_K8S_DIR: join(dir, 'k8s'), STANDIN_VERSION: '1.28.4' },
+    encoding: 'utf8',
+  });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+function config(): string {
+  return renderKubeadmConfig(createRenderer(KUBEADM_TEMPLATES_DIR), {
+    cluster: cluster(),
+    endpoint: ENDPOINT,
+    node: { name: 'cp1', ip: '10.9.0.11' },
+    loadBalancer: { hostname: 'lb1', ip: '10.9.0.10' },
+    bootstrapToken: TOKEN,
+    certificateKey: KEY,
+    podSubnet: '10.244.0.0/16',
+    serviceSubnet: '10.96.0.0/12',
+    imageRepository: 'registry.k8s.io',
+  });
+}
+
+const joinArgs = (over: { token?: string; hash?: string; key?: string | null; endpoint?: string } = {}, hash = ''): string[] => [
+  'join',
+  over.endpoint ?? ENDPOINT,
+  '--token',
+  over.token ?? TOKEN,
+  '--discovery-token-ca-cert-hash',
+  over.hash ?? hash,
+  ...(over.key === null ? [] : ['--control-plane', '--certificate-key', over.key ?? KEY]),
+];
+
+test.before(() => {
+  root = mkdtempSync(join(tmpdir(), 'racksmith-standin-'));
+  mkdirSync(join(root, 'cluster'));
+});
+test.after(() => rmSync(root, { recursive: true, force: true }));
+
+test('init uses the CA in pki, prints kubeadm\'s join commands; a second init is refused', async () => {
+  if (missing) return skipNote('stand-in', missing);
+  const ca = await testCa();
+  const cp1 = node('cp1');
+  mkdirSync(join(cp1, 'k8s', 'pki'));
+  writeFileSync(join(cp1, 'k8s', 'pki', 'ca.crt'), ca.certPem);
+  writeFileSync(join(cp1, 'k8s', 'pki', 'ca.key'), ca.keyPem);
+  writeFileSync(join(cp1, 'config.yaml'), config());
+  const r = run('cp1', 'kubeadm', ['init', '--config', join(cp1, 'config.yaml'), '--upload-certs']);
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /Using existing ca certificate authority/);
+  assert.match(r.out, / \\\n\t--discovery-token-ca-cert-hash/);
+  const joins = parseJoinCommands(r.out);
+  assert.equal(joins.map((j) => [j.endpoint, j.token, j.caCertHash, j.controlPlane, j.certificateKey]), [
+    [ENDPOINT, TOKEN, discoveryHash(ca.certPem), true, KEY],
+    [ENDPOINT, TOKEN, discoveryHash(ca.certPem), false, null],
+  ]);
+  const again = run('cp1', 'kubeadm', ['init', '--config', join(cp1, 'config.yaml'), '--upload-certs']);
+  assert.is(again.code, 1);
+  assert.match(again.err, /\[ERROR FileAvailable--etc-kubernetes-admin\.conf\]/);
+});
+
+test('joins are refused for a wrong endpoint, token, hash or certificate key', async () => {
+  if (missing) return skipNote('stand-in', missing);
+  const hash = discoveryHash((await testCa()).certPem);
+  node('cp2');
+  const cases: [string[], RegExp][] = [
+    [joinArgs({ endpoint: '10.9.0.99:6443' }, hash), /connection refused/],
+    [joinArgs({ token: 'zzzzzz.0123456789abcdef' }, hash), /could not find a JWS signature/],
+    [joinArgs({ hash: 'sha256:' + '0'.repeat(64) }), /none of the public keys .* are pinned/],
+    [joinArgs({ key: 'd0'.repeat(32) }, hash), /message authentication failed/],
+  ];
+  for (const [args, why] of cases) {
+    const r = run('cp2', 'kubeadm', args);
+    assert.is(r.code, 1, args.join(' '));
+    assert.match(r.err, why);
+  }
+});
+
+test('a control join more than 2 h after the upload is refused until the certificates are uploaded again', async () => {
+  if (missing) return skipNote('stand-in', missing);
+  const hash = discoveryHash((await testCa()).certPem);
+  writeFileSync(join(root, 'cluster', 'clock-offset-ms'), String(2 * 3600_000 + 60_000));
+  const late = run('cp2', 'kubeadm', joinArgs({}, hash));
+  assert.is(late.code, 1);
+  assert.match(late.err, /This Secret might have expired/);
+  const up = run('cp1', 'kubeadm', ['init', 'phase', 'upload-certs', '--upload-certs', '--certificate-key', KEY]);
+  assert.is(up.code, 0, up.err);
+  const ok = run('cp2', 'kubeadm', joinArgs({}, hash));
+  assert.is(ok.code, 0, ok.err);
+  assert.match(ok.out, /a new control plane instance was created/);
+  const twice = run('cp2', 'kubeadm', joinArgs({}, hash));
+  assert.is(twice.code, 1);
+  assert.match(twice.err, /kubelet\.conf already exists/);
+});
+
+test('nodes are NotReady until a CNI is applied; a worker joins without a certificate key', async () => {
+  if (missing) return skipNote('stand-in', missing);
+  const hash = discoveryHash((await testCa()).certPem);
+  node('w1');
+  assert.is(run('w1', 'kubeadm', joinArgs({ key: null }, hash)).code, 0);
+  const kc = ['--kubeconfig', join(root, 'cp1', 'k8s', 'admin.conf')];
+  assert.match(run('cp1', 'kubectl', [...kc, 'get', 'nodes', '--no-headers']).out, /^w1\s+NotReady\s+<none>/m);
+  assert.is(run('cp1', 'kubectl', [...kc, 'apply', '-f', 'https://x.test/kube-flannel.yml']).code, 0);
+  const nodes = run('cp1', 'kubectl', [...kc, 'get', 'nodes']).out;
+  assert.match(nodes, /^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION$/m);
+  assert.match(nodes, /^cp1\s+Ready\s+control-plane/m);
+  assert.match(nodes, /^w1\s+Ready\s+<none>/m);
+});
+
+test('without a CA in pki, init makes its own (whose hash racksmith would not know)', async () => {
+  if (missing) return skipNote('stand-in', missing);
+  rmSync(join(root, 'cluster'), { recursive: true });
+  mkdirSync(join(root, 'cluster'));
+  const fresh = node('solo');
+  writeFileSync(join(fresh, 'config.yaml'), config());
+  const r = run('solo', 'kubeadm', ['init', '--config', join(fresh, 'config.yaml'), '--upload-certs']);
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /Generating "ca" certificate and key/);
+  assert.is.not(parseJoinCommands(r.out)[0]?.caCertHash, discoveryHash((await testCa()).certPem));
+});
+
+test.run();

@@ -1,0 +1,332 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { ClusterState, Machine } from '../server/inventory/model.js';
+import type { MachineState } from '../server/inventory/lifecycle.js';
+import type { StepRecord } from '../server/inventory/store.js';
+import { planCluster, type PlanLimits } from '../server/orchestrator/plan.js';
+import { cluster, machine, step } from './lib/orch-fixtures.js';
+
+/**
+ * The plan as a table of named cases: the cluster's machines and persisted steps in, the
+ * steps to start now and the cluster state out.
+ */
+const test = suite('orchestrator plan');
+
+const NOW = new Date('2026-01-01T12:00:00.000Z');
+const FRESH = '2026-01-01T11:30:00.000Z'; // 30 min ago
+const STALE_CERTS = '2026-01-01T10:00:00.000Z'; // 2 h ago: past the 1 h 40 min limit
+const STALE_TOKEN = '2025-12-31T10:00:00.000Z'; // 26 h ago
+const LIMITS: PlanLimits = { workerConcurrency: 2, certUploadMaxAgeMs: 100 * 60_000, tokenMaxAgeMs: 23 * 3600_000 };
+
+type S = MachineState;
+function fleet(states: { lb?: S; cp1?: S; cp2?: S; cp3?: S; w1?: S; w2?: S; w3?: S } = {}, extra: Machine[] = []): Machine[] {
+  const out: Machine[] = [];
+  const add = (name: string, role: Machine['role'] & string, ip: string, st: S | undefined): void => {
+    if (st) out.push(machine(name, role as never, st, { ip }));
+  };
+  add('lb1', 'loadbalancer', '10.0.0.10', states.lb);
+  add('cp1', 'control-plane', '10.0.0.11', states.cp1);
+  add('cp2', 'control-plane', '10.0.0.12', states.cp2);
+  add('cp3', 'control-plane', '10.0.0.13', states.cp3);
+  add('w1', 'worker', '10.0.0.21', states.w1);
+  add('w2', 'worker', '10.0.0.22', states.w2);
+  add('w3', 'worker', '10.0.0.23', states.w3);
+  return [...out, ...extra];
+}
+const mac = (ip: string): Machine['mac'] => machine('x', 'worker', 'ready', { ip }).mac;
+const CP1 = mac('10.0.0.11');
+const CP2 = mac('10.0.0.12');
+const CP3 = mac('10.0.0.13');
+const LB = mac('10.0.0.10');
+const W1 = mac('10.0.0.21');
+const W2 = mac('10.0.0.22');
+const W3 = mac('10.0.0.23');
+const backends = (...cps: string[]): { name: string; address: string; port: number }[] =>
+  cps.map((n) => ({ name: n, address: `10.0.0.${10 + Number(n.slice(2))}`, port: 6443 }));
+
+/** Everything up to and including the CNI on cp1, with the certificate upload and token at `at`. */
+function initialised(at = FRESH, lb = backends('cp1', 'cp2', 'cp3')): StepRecord[] {
+  return [
+    step('lb-config:1', 'lb-config', LB, 'done', { backends: lb }),
+    step('prepare', 'prepare', CP1, 'done'),
+    step('init', 'init', CP1, 'done', { certsUploadedAt: at, tokenCreatedAt: at }),
+    step('kubeconfig', 'kubeconfig', CP1, 'done'),
+    step('cni', 'cni', CP1, 'done'),
+  ];
+}
+const joined = (id: string, kind: string, m: Machine['mac']): StepRecord => step(id, kind, m, 'done');
+
+interface Case {
+  readonly name: string;
+  readonly machines: Machine[];
+  readonly steps?: StepRecord[];
+  readonly active?: string[];
+  readonly endpoint?: string;
+  readonly expect: { readonly state: ClusterState; readonly run: string[]; readonly waiting?: RegExp; readonly data?: Record<string, unknown>; readonly settle?: string[] };
+}
+
+const CASES: Case[] = [
+  {
+    name: 'nothing has phoned home yet: pending, nothing to run',
+    machines: fleet({ lb: 'provisioning', cp1: 'installed', cp2: 'assigned', w1: 'assigned' }),
+    expect: { state: 'pending', run: [], waiting: /waiting for a control-plane node to be ready/ },
+  },
+  {
+    name: 'load balancer ready first: its backends are every control node with an IP',
+    machines: fleet({ lb: 'ready', cp1: 'provisioning', cp2: 'provisioning', cp3: 'provisioning' }),
+    expect: { state: 'bootstrapping', run: ['lb-config:1'], data: { backends: backends('cp1', 'cp2', 'cp3') } },
+  },
+  {
+    name: 'load balancer and first control node ready: LB config and prepare together',
+    machines: fleet({ lb: 'ready', cp1: 'ready', cp2: 'provisioning', w1: 'ready' }),
+    expect: { state: 'bootstrapping', run: ['lb-config:1', 'prepare'] },
+  },
+  {
+    name: 'first control node ready but the LB is not: prepare waits for the load balancer',
+    machines: fleet({ lb: 'provisioning', cp1: 'ready' }),
+    expect: { state: 'pending', run: [], waiting: /waiting for load balancer lb1/ },
+  },
+  {
+    name: 'prepared, LB configured: init on the first control node',
+    machines: fleet({ lb: 'joined', cp1: 'joining', cp2: 'ready' }),
+    steps: [step('lb-config:1', 'lb-config', LB, 'done', { backends: backends('cp1', 'cp2') }), step('prepare', 'prepare', CP1, 'done')],
+    expect: { state: 'bootstrapping', run: ['init'] },
+  },
+  {
+    name: 'prepared but the LB config is still running: init waits',
+    machines: fleet({ lb: 'joining', cp1: 'joining' }),
+    steps: [step('lb-config:1', 'lb-config', LB, 'running', { backends: backends('cp1') }), step('prepare', 'prepare', CP1, 'done')],
+    active: ['lb-config:1'],
+    expect: { state: 'bootstrapping', run: [], waiting: /init waits for the load balancer/ },
+  },
+  {
+    name: 'init was interrupted (record running, nobody runs it): it is planned again (the probe decides)',
+    machines: fleet({ lb: 'joined', cp1: 'joining' }),
+    steps: [step('lb-config:1', 'lb-config', LB, 'done', { backends: backends('cp1') }), step('prepare', 'prepare', CP1, 'done'), step('init', 'init', CP1, 'running')],
+    expect: { state: 'bootstrapping', run: ['init'] },
+  },
+  {
+    name: 'init done: fetch admin.conf; then the CNI',
+    machines: fleet({ lb: 'joined', cp1: 'joined' }),
+    steps: initialised(FRESH, backends('cp1')).slice(0, 3),
+    expect: { state: 'bootstrapping', run: ['kubeconfig'] },
+  },
+  {
+    name: 'CNI after admin.conf',
+    machines: fleet({ lb: 'joined', cp1: 'joined' }),
+    steps: initialised(FRESH, backends('cp1')).slice(0, 4),
+    expect: { state: 'bootstrapping', run: ['cni'] },
+  },
+  {
+    name: 'control joins one at a time, in name order; workers wait for them',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'ready', cp3: 'ready', w1: 'ready' }),
+    steps: initialised(),
+    expect: { state: 'bootstrapping', run: [`join:${CP2}`], waiting: /workers join once the control-plane joins/ },
+  },
+  {
+    name: 'a control join running: nothing else starts',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joining', cp3: 'ready', w1: 'ready' }),
+    steps: [...initialised(), step(`join:${CP2}`, 'join-control', CP2, 'running')],
+    active: [`join:${CP2}`],
+    expect: { state: 'bootstrapping', run: [] },
+  },
+  {
+    name: 'an interrupted control join goes before a fresh one',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'ready', cp3: 'joining' }),
+    steps: [...initialised(), step(`join:${CP3}`, 'join-control', CP3, 'running')],
+    expect: { state: 'bootstrapping', run: [`join:${CP3}`] },
+  },
+  {
+    name: 'certificates uploaded longer ago than 2 h minus the margin: upload again before the control join',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'ready' }),
+    steps: initialised(STALE_CERTS, backends('cp1', 'cp2')).map((s) => (s.id === 'init' ? { ...s, data: { certsUploadedAt: STALE_CERTS, tokenCreatedAt: FRESH } } : s)),
+    expect: { state: 'bootstrapping', run: ['upload-certs:1'] },
+  },
+  {
+    name: 'after the re-upload the control join runs',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'ready' }),
+    steps: [
+      ...initialised(STALE_CERTS, backends('cp1', 'cp2')).map((s) => (s.id === 'init' ? { ...s, data: { certsUploadedAt: STALE_CERTS, tokenCreatedAt: FRESH } } : s)),
+      step('upload-certs:1', 'upload-certs', CP1, 'done', { certsUploadedAt: FRESH }),
+    ],
+    expect: { state: 'bootstrapping', run: [`join:${CP2}`] },
+  },
+  {
+    name: 'a second stale upload gets the next number',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', cp3: 'ready' }),
+    steps: [
+      ...initialised(STALE_TOKEN, backends('cp1', 'cp2', 'cp3')).map((s) => (s.id === 'init' ? { ...s, data: { certsUploadedAt: STALE_TOKEN, tokenCreatedAt: FRESH } } : s)),
+      step('upload-certs:1', 'upload-certs', CP1, 'done', { certsUploadedAt: STALE_CERTS }),
+      joined(`join:${CP2}`, 'join-control', CP2),
+    ],
+    expect: { state: 'bootstrapping', run: ['upload-certs:2'] },
+  },
+  {
+    name: 'init was skipped by its probe (upload time unknown): token refreshed, then certificates uploaded',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'ready' }),
+    steps: initialised(FRESH, backends('cp1', 'cp2')).map((s) => (s.id === 'init' ? { ...s, state: 'skipped' as const, data: {} } : s)),
+    expect: { state: 'bootstrapping', run: ['token-refresh:1'] },
+  },
+  {
+    name: 'bootstrap token near its 24 h end: refreshed before workers join',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'ready' }),
+    steps: initialised(STALE_TOKEN, backends('cp1')),
+    expect: { state: 'bootstrapping', run: ['token-refresh:1'] },
+  },
+  {
+    name: 'workers join in parallel, bounded by the concurrency',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'ready', w2: 'ready', w3: 'ready' }),
+    steps: initialised(FRESH, backends('cp1')),
+    expect: { state: 'bootstrapping', run: [`join:${W1}`, `join:${W2}`] },
+  },
+  {
+    name: 'one worker joining uses one slot',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'joining', w2: 'ready', w3: 'ready' }),
+    steps: [...initialised(FRESH, backends('cp1')), step(`join:${W1}`, 'join-worker', W1, 'running')],
+    active: [`join:${W1}`],
+    expect: { state: 'bootstrapping', run: [`join:${W2}`] },
+  },
+  {
+    name: 'workers do not wait for a control node that is still installing',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'provisioning', w1: 'ready' }),
+    steps: initialised(FRESH, backends('cp1', 'cp2')),
+    expect: { state: 'bootstrapping', run: [`join:${W1}`], waiting: /cp2 is provisioning/ },
+  },
+  {
+    name: 'every join done: check that every node is Ready',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', w1: 'joined' }),
+    steps: [...initialised(FRESH, backends('cp1', 'cp2')), joined(`join:${CP2}`, 'join-control', CP2), joined(`join:${W1}`, 'join-worker', W1)],
+    expect: { state: 'bootstrapping', run: ['nodes-ready:1'], data: { nodes: ['cp1', 'cp2', 'w1'] } },
+  },
+  {
+    name: 'nodes Ready: the cluster is ready and nothing runs',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', w1: 'joined' }),
+    steps: [
+      ...initialised(FRESH, backends('cp1', 'cp2')),
+      joined(`join:${CP2}`, 'join-control', CP2),
+      joined(`join:${W1}`, 'join-worker', W1),
+      step('nodes-ready:1', 'nodes-ready', CP1, 'done', { nodes: ['cp1', 'cp2', 'w1'] }),
+    ],
+    expect: { state: 'ready', run: [] },
+  },
+  {
+    name: 'a worker that failed does not stop the others',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'failed', w2: 'ready' }),
+    steps: [...initialised(FRESH, backends('cp1')), step(`join:${W1}`, 'join-worker', W1, 'failed')],
+    expect: { state: 'bootstrapping', run: [`join:${W2}`] },
+  },
+  {
+    name: 'the rest joined and Ready, one worker failed: degraded',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'failed', w2: 'joined' }),
+    steps: [
+      ...initialised(FRESH, backends('cp1')),
+      step(`join:${W1}`, 'join-worker', W1, 'failed'),
+      joined(`join:${W2}`, 'join-worker', W2),
+      step('nodes-ready:1', 'nodes-ready', CP1, 'done', { nodes: ['cp1', 'w2'] }),
+    ],
+    expect: { state: 'degraded', run: [] },
+  },
+  {
+    name: 'a failed control join stops the plan: failed, no worker starts',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'failed', cp3: 'ready', w1: 'ready' }),
+    steps: [...initialised(), step(`join:${CP2}`, 'join-control', CP2, 'failed')],
+    expect: { state: 'failed', run: [], waiting: /stopped: join:.* failed/ },
+  },
+  {
+    name: 'a failed init stops the plan',
+    machines: fleet({ lb: 'joined', cp1: 'failed', w1: 'ready' }),
+    steps: [step('lb-config:1', 'lb-config', LB, 'done', { backends: backends('cp1') }), step('prepare', 'prepare', CP1, 'done'), step('init', 'init', CP1, 'failed')],
+    expect: { state: 'failed', run: [] },
+  },
+  {
+    name: 'after retry (failed step pending, machine ready) the join runs again',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'ready', w2: 'joined' }),
+    steps: [...initialised(FRESH, backends('cp1')), step(`join:${W1}`, 'join-worker', W1, 'pending'), joined(`join:${W2}`, 'join-worker', W2)],
+    expect: { state: 'bootstrapping', run: [`join:${W1}`] },
+  },
+  {
+    name: 'a control node added after the cluster was ready: the LB gets the new backend list',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'provisioning', w1: 'joined' }),
+    steps: [...initialised(FRESH, backends('cp1')), joined(`join:${W1}`, 'join-worker', W1), step('nodes-ready:1', 'nodes-ready', CP1, 'done', { nodes: ['cp1', 'w1'] })],
+    expect: { state: 'bootstrapping', run: ['lb-config:2'], data: { backends: backends('cp1', 'cp2') } },
+  },
+  {
+    name: 'a failed LB update after init degrades the cluster but does not stop joins',
+    machines: fleet({ lb: 'failed', cp1: 'joined', cp2: 'joined', w1: 'ready' }),
+    steps: [...initialised(FRESH, backends('cp1')), joined(`join:${CP2}`, 'join-control', CP2), step('lb-config:2', 'lb-config', LB, 'failed', { backends: backends('cp1', 'cp2') })],
+    expect: { state: 'bootstrapping', run: [`join:${W1}`], waiting: /load balancer update lb-config:2 failed/ },
+  },
+  {
+    name: 'a reimaged worker (ready again, old join done) joins again',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'ready' }),
+    steps: [...initialised(FRESH, backends('cp1')), joined(`join:${W1}`, 'join-worker', W1), step('nodes-ready:1', 'nodes-ready', CP1, 'done', { nodes: ['cp1', 'w1'] })],
+    expect: { state: 'bootstrapping', run: [`join:${W1}`] },
+  },
+  {
+    name: 'killed between "init done" and "cp1 joined": cp1 is settled as joined, the plan goes on',
+    machines: fleet({ lb: 'joined', cp1: 'joining' }),
+    steps: initialised(FRESH, backends('cp1')).slice(0, 3),
+    expect: { state: 'bootstrapping', run: ['kubeconfig'], settle: ['cp1'] },
+  },
+  {
+    name: 'a join and an LB configuration recorded done with their machines still joining are settled',
+    machines: fleet({ lb: 'joining', cp1: 'joined', w1: 'joining' }),
+    steps: [...initialised(FRESH, backends('cp1')), joined(`join:${W1}`, 'join-worker', W1)],
+    expect: { state: 'bootstrapping', run: ['nodes-ready:1'], settle: ['lb1', 'w1'] },
+  },
+  {
+    name: 'no load balancer and no explicit endpoint: nothing can start',
+    machines: fleet({ cp1: 'ready' }),
+    expect: { state: 'pending', run: [], waiting: /no control-plane endpoint/ },
+  },
+  {
+    name: 'an explicit endpoint without a load balancer machine: prepare at once',
+    machines: fleet({ cp1: 'ready' }),
+    endpoint: 'api.lab.example:6443',
+    expect: { state: 'bootstrapping', run: ['prepare'] },
+  },
+];
+
+for (const c of CASES) {
+  test(c.name, () => {
+    const p = planCluster({
+      cluster: cluster(c.endpoint ? { controlPlaneEndpoint: c.endpoint } : {}),
+      machines: c.machines,
+      steps: c.steps ?? [],
+      active: new Set(c.active ?? []),
+      now: NOW,
+      limits: LIMITS,
+    });
+    assert.equal(
+      p.run.map((s) => s.id),
+      c.expect.run,
+      `run: ${JSON.stringify(p.run.map((s) => s.id))} waiting: ${JSON.stringify(p.waiting)}`,
+    );
+    assert.is(p.state, c.expect.state, `state (waiting: ${JSON.stringify(p.waiting)})`);
+    if (c.expect.waiting) assert.ok(p.waiting.some((w) => c.expect.waiting?.test(w)), `waiting ${JSON.stringify(p.waiting)} lacks ${c.expect.waiting}`);
+    if (c.expect.data) assert.equal(p.run[0]?.data, c.expect.data);
+    const names = new Map(c.machines.map((m) => [m.mac, m.hostname]));
+    assert.equal(p.settle.map((m) => names.get(m)).sort(), c.expect.settle ?? []);
+  });
+}
+
+test('the plan is a pure function: the same facts give the same answer', () => {
+  const input = { cluster: cluster(), machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'ready', w1: 'ready' }), steps: initialised(), active: new Set<string>(), now: NOW, limits: LIMITS };
+  assert.equal(planCluster(input), planCluster(input));
+});
+
+test('the first control node is pinned by the prepare record, not re-chosen by name', () => {
+  const p = planCluster({
+    cluster: cluster(),
+    machines: fleet({ lb: 'joined', cp1: 'ready', cp2: 'joining' }),
+    steps: [step('lb-config:1', 'lb-config', LB, 'done', { backends: backends('cp1', 'cp2') }), step('prepare', 'prepare', CP2, 'done')],
+    active: new Set(),
+    now: NOW,
+    limits: LIMITS,
+  });
+  assert.is(p.initNode, CP2);
+  assert.equal(p.run.map((s) => [s.id, s.mac]), [['init', CP2]]);
+  void W3;
+});
+
+test.run();

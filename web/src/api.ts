@@ -1,0 +1,143 @@
+/**
+ * The console talks to racksmith's own REST API, signed in by an HttpOnly cookie (the page never
+ * holds the token). Writes carry X-Requested-With, which the server requires of cookie-signed
+ * writes so that another site cannot forge them.
+ */
+
+export type Role = 'viewer' | 'operator' | 'admin';
+const ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
+
+export function can(have: Role | null, need: Role): boolean {
+  return have !== null && ROLES.indexOf(have) >= ROLES.indexOf(need);
+}
+
+export interface ErrorDetail {
+  readonly message: string;
+  readonly field?: string;
+  readonly row?: number;
+}
+
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly field: string | undefined;
+  readonly details: readonly ErrorDetail[];
+  constructor(status: number, code: string, message: string, field?: string, details: readonly ErrorDetail[] = []) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.field = field;
+    this.details = details;
+  }
+}
+
+export interface Machine {
+  mac: string;
+  hostname: string | null;
+  role: string | null;
+  cluster: string | null;
+  ip: string | null;
+  rack: string | null;
+  bmc: { driver: string; address: string; port: number; username: string; passwordSet: boolean } | null;
+  state: string;
+  failure: { from: string | null; step: string | null; reason: string | null } | null;
+  lastStep: string | null;
+  arch: string | null;
+  firmware: string | null;
+  vendorClass: string | null;
+  uuid: string | null;
+  hostKeys: string[];
+  firstSeen: string | null;
+  lastSeen: string | null;
+  stateChangedAt: string;
+}
+
+export interface Cluster {
+  name: string;
+  ubuntuRelease: string;
+  kubernetesVersion: string;
+  containerRuntime: string;
+  cni: string;
+  podSubnet: string;
+  serviceSubnet: string;
+  controlPlaneEndpoint: string | null;
+  state: string;
+  machineCount: number;
+  machines?: Machine[];
+  steps?: Record<string, unknown>[];
+}
+
+export interface InventoryEvent {
+  id: number;
+  at: string;
+  mac: string | null;
+  cluster: string | null;
+  type: string;
+  source: string | null;
+  message: string;
+  data: Record<string, unknown> | null;
+}
+
+export interface Who {
+  name: string;
+  role: Role;
+}
+
+async function failure(res: Response): Promise<ApiError> {
+  const text = await res.text();
+  try {
+    const body = JSON.parse(text) as { error?: { code?: string; message?: string; field?: string; details?: ErrorDetail[] } };
+    if (body.error) return new ApiError(res.status, body.error.code ?? 'ERR_HTTP', body.error.message ?? res.statusText, body.error.field, body.error.details ?? []);
+  } catch {
+    /* not JSON */
+  }
+  return new ApiError(res.status, 'ERR_HTTP', `${res.status} ${res.statusText}${text ? `: ${text.slice(0, 200)}` : ''}`);
+}
+
+/** Called when the server says the session is gone (401), wherever it happens. */
+let onSignedOut: () => void = () => undefined;
+export function whenSignedOut(fn: () => void): void {
+  onSignedOut = fn;
+}
+
+export async function request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (method !== 'GET') headers['x-requested-with'] = 'racksmith-console';
+  if (body !== undefined) headers['content-type'] = contentType;
+  let res: Response;
+  try {
+    res = await fetch(`/api/v1${path}`, {
+      method,
+      headers,
+      credentials: 'same-origin',
+      body: body === undefined ? null : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, 'ERR_NETWORK', 'racksmith cannot be reached; check the network and try again');
+  }
+  if (!res.ok) {
+    const err = await failure(res);
+    if (res.status === 401 && path !== '/session') onSignedOut();
+    throw err;
+  }
+  if (res.status === 204) return undefined as T;
+  const type = res.headers.get('content-type') ?? '';
+  return (type.includes('json') ? await res.json() : await res.text()) as T;
+}
+
+export const api = {
+  whoami: () => request<Who>('GET', '/whoami'),
+  signIn: (token: string) => request<Who>('POST', '/session', { token }),
+  signOut: () => request<void>('DELETE', '/session'),
+  machines: () => request<Machine[]>('GET', '/machines'),
+  machine: (mac: string) => request<Machine>('GET', `/machines/${encodeURIComponent(mac)}`),
+  events: (mac: string) => request<InventoryEvent[]>('GET', `/machines/${encodeURIComponent(mac)}/events?limit=500`),
+  clusters: () => request<Cluster[]>('GET', '/clusters'),
+  cluster: (name: string) => request<Cluster>('GET', `/clusters/${encodeURIComponent(name)}`),
+};
+
+export function errorText(err: unknown): string {
+  if (err instanceof ApiError) return err.status === 0 ? err.message : `${err.message} (${err.code})`;
+  return err instanceof Error ? err.message : String(err);
+}

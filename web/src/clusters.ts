@@ -1,0 +1,198 @@
+import { api, can, errorText, request, type Cluster } from './api.js';
+import { h, notice, replace } from './dom.js';
+import { label } from './format.js';
+import { field, select, showError, values } from './forms.js';
+import { debouncer } from './live.js';
+import type { View } from './view.js';
+
+/** Clusters: the list, one cluster with its plan's steps, and the form to create one. */
+
+export const clustersView: View = async (ctx, el) => {
+  let list: Cluster[];
+  try {
+    list = await api.clusters();
+  } catch (err) {
+    replace(el, h('h1', null, 'Clusters'), notice('error', errorText(err)));
+    return;
+  }
+  replace(
+    el,
+    h('h1', { tabindex: '-1' }, 'Clusters'),
+    can(ctx.who.role, 'admin') ? h('p', null, h('a', { class: 'button', href: '#/clusters/new' }, 'New cluster')) : null,
+    list.length === 0
+      ? h('p', null, 'No clusters yet.')
+      : h(
+          'table',
+          null,
+          h('thead', null, h('tr', null, ['Name', 'State', 'Machines', 'Ubuntu', 'Kubernetes', 'Runtime', 'CNI', 'Endpoint'].map((t) => h('th', { scope: 'col' }, t)))),
+          h(
+            'tbody',
+            null,
+            list.map((c) =>
+              h(
+                'tr',
+                null,
+                h('td', null, h('a', { href: `#/clusters/${c.name}` }, c.name)),
+                h('td', null, h('span', { class: `badge cstate-${c.state}` }, c.state)),
+                h('td', null, String(c.machineCount)),
+                h('td', null, c.ubuntuRelease),
+                h('td', null, c.kubernetesVersion),
+                h('td', null, c.containerRuntime),
+                h('td', null, c.cni),
+                h('td', null, label(c.controlPlaneEndpoint)),
+              ),
+            ),
+          ),
+        ),
+  );
+};
+
+/** A step as the orchestrator reports it; only a few fields are known here, the rest is shown as is. */
+function stepRow(s: Record<string, unknown>, i: number): HTMLElement {
+  const text = (k: string): string => (typeof s[k] === 'string' || typeof s[k] === 'number' ? String(s[k]) : '—');
+  const name = typeof s['name'] === 'string' ? s['name'] : typeof s['id'] === 'string' ? s['id'] : `step ${i + 1}`;
+  const state = text('state');
+  return h(
+    'tr',
+    { 'data-step': name },
+    h('td', null, String(i + 1)),
+    h('td', null, name),
+    h('td', null, h('span', { class: `badge sstate-${state}` }, state)),
+    h('td', null, typeof s['machine'] === 'string' ? s['machine'] : typeof s['host'] === 'string' ? s['host'] : '—'),
+    h('td', null, typeof s['message'] === 'string' ? s['message'] : typeof s['error'] === 'string' ? s['error'] : ''),
+  );
+}
+
+export const clusterView: View = async (ctx, el) => {
+  const name = ctx.params[0] ?? '';
+  const result = h('div', { 'aria-live': 'polite' });
+
+  async function download(): Promise<void> {
+    try {
+      const res = await fetch(`/api/v1/clusters/${encodeURIComponent(name)}/kubeconfig`, { credentials: 'same-origin' });
+      if (!res.ok) {
+        const body = (await res.json().catch(() => null)) as { error?: { message?: string; code?: string } } | null;
+        throw new Error(body?.error ? `${body.error.message ?? ''} (${body.error.code ?? res.status})` : `${res.status} ${res.statusText}`);
+      }
+      const url = URL.createObjectURL(await res.blob());
+      const a = h('a', { href: url, download: `${name}.kubeconfig` });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      window.setTimeout(() => URL.revokeObjectURL(url), 10_000);
+      replace(result, notice('ok', `Downloaded ${name}.kubeconfig`));
+    } catch (err) {
+      replace(result, notice('error', `Kubeconfig: ${errorText(err)}`));
+    }
+  }
+
+  let c: Cluster;
+  try {
+    c = await api.cluster(name);
+  } catch (err) {
+    replace(el, h('h1', null, `Cluster ${name}`), notice('error', errorText(err)));
+    return;
+  }
+  const badge = h('span', { class: `badge cstate-${c.state}`, 'data-field': 'state' }, c.state);
+  const live = h('div', null);
+  const members = new Set<string>();
+
+  /** The parts that change while a cluster is built; rebuilt in place, so focus on the buttons stays. */
+  function fill(cl: Cluster): void {
+    badge.textContent = cl.state;
+    badge.className = `badge cstate-${cl.state}`;
+    const steps = cl.steps ?? [];
+    const machines = cl.machines ?? [];
+    members.clear();
+    for (const m of machines) members.add(m.mac);
+    replace(
+      live,
+      h(
+        'dl',
+        { class: 'facts' },
+        [
+          ['Ubuntu', cl.ubuntuRelease],
+          ['Kubernetes', cl.kubernetesVersion],
+          ['Container runtime', cl.containerRuntime],
+          ['CNI', cl.cni],
+          ['Pod subnet', cl.podSubnet],
+          ['Service subnet', cl.serviceSubnet],
+          ['Control-plane endpoint', label(cl.controlPlaneEndpoint)],
+        ].map(([k, v]) => [h('dt', null, k ?? ''), h('dd', null, v ?? '')]),
+      ),
+      h('h2', null, 'Plan'),
+      steps.length === 0
+        ? h('p', null, 'No orchestration steps yet: the plan starts once its machines have phoned home.')
+        : h('table', { class: 'steps' }, h('thead', null, h('tr', null, ['#', 'Step', 'State', 'Machine', 'Detail'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', null, steps.map(stepRow))),
+      h('h2', null, 'Machines'),
+      machines.length === 0
+        ? h('p', null, 'No machines in this cluster yet.')
+        : h(
+            'ul',
+            { class: 'members' },
+            machines.map((m) => h('li', null, h('a', { href: `#/machines/${m.mac}` }, m.hostname ?? m.mac), ` — ${label(m.role)}, `, h('span', { class: `badge state-${m.state}` }, m.state), m.lastStep ? `, step ${m.lastStep}` : '')),
+          ),
+    );
+  }
+
+  fill(c);
+  replace(
+    el,
+    h('p', { class: 'crumbs' }, h('a', { href: '#/clusters' }, 'Clusters'), ' › ', c.name),
+    h('h1', { tabindex: '-1' }, `Cluster ${c.name} `, badge),
+    h(
+      'div',
+      { class: 'actions' },
+      can(ctx.who.role, 'admin') ? h('button', { type: 'button', 'data-action': 'kubeconfig', onclick: () => void download() }, 'Download kubeconfig') : null,
+      can(ctx.who.role, 'operator')
+        ? h(
+            'button',
+            {
+              type: 'button',
+              'data-action': 'retry',
+              onclick: () =>
+                void request('POST', `/clusters/${encodeURIComponent(name)}/retry`).then(
+                  () => replace(result, notice('ok', 'Retry requested')),
+                  (err: unknown) => replace(result, notice('error', `Retry failed: ${errorText(err)}`)),
+                ),
+            },
+            'Retry',
+          )
+        : null,
+    ),
+    result,
+    live,
+  );
+  const later = debouncer(300);
+  ctx.live((e) => {
+    if (e.cluster !== name && !(e.mac !== null && members.has(e.mac))) return;
+    later('c', () => void api.cluster(name).then(fill, () => undefined));
+  });
+};
+
+const RELEASES = ['24.04', '22.04', '20.04', '18.04'];
+
+export const clusterFormView: View = async (ctx, el) => {
+  const box = h('div', { 'aria-live': 'polite' });
+  const form = h(
+    'form',
+    { novalidate: true },
+    field('name', 'Name', { required: true, autocomplete: 'off' }, 'Lower-case letters, digits and inner hyphens.'),
+    select('ubuntuRelease', 'Ubuntu release', RELEASES, '22.04'),
+    field('kubernetesVersion', 'Kubernetes version', { required: true, value: '1.30.2' }),
+    select('containerRuntime', 'Container runtime', ['containerd', 'docker'], 'containerd'),
+    select('cni', 'CNI', ['flannel', 'calico', 'weave'], 'flannel'),
+    field('podSubnet', 'Pod subnet (optional)', {}, 'Default depends on the CNI.'),
+    field('serviceSubnet', 'Service subnet (optional)', {}, 'Default 10.96.0.0/12.'),
+    field('controlPlaneEndpoint', 'Control-plane endpoint (optional)', {}, "host:port; default: the load balancer machine's IP on 6443."),
+    h('p', null, h('button', { type: 'submit' }, 'Create cluster'), ' ', h('a', { href: '#/clusters' }, 'Cancel')),
+  );
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    request<Cluster>('POST', '/clusters', values(form)).then(
+      (c) => ctx.navigate(`#/clusters/${c.name}`),
+      (err: unknown) => showError(form, box, err),
+    );
+  });
+  replace(el, h('h1', { tabindex: '-1' }, 'New cluster'), box, form);
+};

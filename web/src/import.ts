@@ -1,0 +1,65 @@
+import { ApiError, errorText, request, type Machine } from './api.js';
+import { h, notice, replace } from './dom.js';
+import type { View } from './view.js';
+
+/**
+ * Import a rack's CSV (admins): a file or pasted text, all rows or none. When rows are wrong,
+ * each is listed with its row number, column and problem, and the text stays in the box to fix.
+ */
+
+const HEADER = 'mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password';
+
+export const importView: View = async (ctx, el) => {
+  const box = h('div', { id: 'import-result', 'aria-live': 'polite' });
+  const text = h('textarea', { id: 'csv', name: 'csv', rows: 12, spellcheck: 'false', placeholder: `${HEADER}\n52:54:00:aa:bb:01,node1,control-plane,lab,10.0.0.11,r1,,,` });
+  const file = h('input', { id: 'csv-file', type: 'file', accept: '.csv,text/csv' });
+  file.addEventListener('change', () => {
+    const f = file.files?.[0];
+    if (f) void f.text().then((t) => (text.value = t));
+  });
+  const form = h(
+    'form',
+    null,
+    h('p', { class: 'field' }, h('label', { for: 'csv-file' }, 'CSV file'), file),
+    h('p', { class: 'field' }, h('label', { for: 'csv' }, 'or paste the CSV'), text, h('small', null, 'Header row: ', h('code', null, HEADER), '. Columns in any order; mac, hostname, role and cluster are required.')),
+    h('p', null, h('button', { type: 'submit' }, 'Import')),
+  );
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    replace(box, notice('info', 'Importing…'));
+    request<{ imported: number; machines: Machine[] }>('POST', '/machines/import', text.value, 'text/csv').then(
+      (r) => {
+        replace(
+          box,
+          notice('ok', `Imported ${r.imported} machine${r.imported === 1 ? '' : 's'}.`),
+          h('ul', null, r.machines.map((m) => h('li', null, h('a', { href: `#/machines/${m.mac}` }, m.hostname ?? m.mac), ` — ${m.role ?? ''}${m.rack ? `, rack ${m.rack}` : ''}`))),
+          h('p', null, h('a', { href: '#/' }, 'See them in the rack view')),
+        );
+        text.value = '';
+      },
+      (err: unknown) => {
+        const details = err instanceof ApiError ? err.details : [];
+        replace(
+          box,
+          notice('error', `Nothing was imported: ${errorText(err)}`),
+          details.length
+            ? h(
+                'table',
+                { class: 'row-errors' },
+                h('caption', null, `${details.length} row${details.length === 1 ? '' : 's'} to fix`),
+                h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Row'), h('th', { scope: 'col' }, 'Column'), h('th', { scope: 'col' }, 'Problem'))),
+                h(
+                  'tbody',
+                  null,
+                  details.map((d) => h('tr', { 'data-row': d.row ?? '' }, h('td', null, String(d.row ?? '')), h('td', null, d.field ?? ''), h('td', null, d.message.replace(/^row \d+, column [^:]+: /, '')))),
+                ),
+              )
+            : null,
+        );
+        text.focus();
+      },
+    );
+  });
+  replace(el, h('h1', { tabindex: '-1' }, 'Import machines from CSV'), box, form);
+  ctx.onLeave(() => undefined);
+};
