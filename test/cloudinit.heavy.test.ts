@@ -56,8 +56,17 @@ const MEMBERS: ReadonlyArray<{ hostname: string; role: Role; offset: number }> =
   { hostname: 'cp2', role: 'control-plane', offset: 2 },
   { hostname: 'w1', role: 'worker', offset: 3 },
 ];
-/** The machines whose role config runs (cp2 exists so the load balancer has two backends). */
-const RUN = ['lb1', 'cp1', 'w1'];
+/**
+ * The machines whose role config runs (cp2 exists so the load balancer has two backends). The
+ * load balancer goes last: racksmith's orchestrator starts driving a cluster once its load
+ * balancer is ready, and by then every other machine of the cluster has been checked.
+ */
+const RUN = ['cp1', 'w1', 'lb1'];
+/**
+ * The test's sshd listens here, not on 22: the orchestrator (port 22) is refused and never
+ * reaches a test machine — its kubeadm steps are its own tests' business.
+ */
+const TEST_SSH_PORT = 2222;
 /** Hostnames are unique across clusters. */
 const hostnameOf = (p: PathCase, hostname: string): string => `${hostname}-${p.cluster}`;
 
@@ -68,7 +77,7 @@ const WORK_PREFIX = 'racksmith-ci-';
 const HTTP_PORT = 8080;
 const MIRROR_PORT = 8081;
 
-const missing = requirements(['debootstrap', 'apt-ftparchive', 'dpkg-deb', 'gpg', 'gpgconf', 'unshare', 'flock', 'curl', 'ssh', 'mount'], { netns: true });
+const missing = requirements(['debootstrap', 'apt-ftparchive', 'dpkg-deb', 'gpg', 'gpgconf', 'unshare', 'flock', 'curl', 'ssh', 'mount', 'openssl'], { netns: true });
 
 let image: RootfsImage;
 let work = '';
@@ -274,7 +283,7 @@ async function install(m: MachineRoot, p: PathCase, mac: string, hostname: strin
 }
 
 for (const p of PATHS) {
-  for (const member of MEMBERS.filter((x) => RUN.includes(x.hostname))) {
+  for (const member of RUN.map((h) => MEMBERS.find((x) => x.hostname === h) as (typeof MEMBERS)[number])) {
     test(`${p.title}: ${member.role} ${member.hostname}`, async (ctx) => {
       if (missing) {
         skipNote(ctx.__test__, missing);
@@ -311,10 +320,14 @@ for (const p of PATHS) {
 
         // racksmith received the real phone-home, and pinned this machine's real host keys.
         const facts = await storeFacts(mac);
-        const machine = await rs.api('GET', `/api/v1/machines/${mac}`);
-        assert.is(machine.body?.state, 'ready', machine.text);
-        const events = await rs.api('GET', `/api/v1/machines/${mac}/events`);
-        const phoneHome = (events.body as Array<{ type: string; source: string; message: string; data: any }>).find((e) => e.type === 'phone-home');
+        const events = await rs.api('GET', `/api/v1/machines/${mac}/events?limit=1000`);
+        const history = events.body as Array<{ type: string; source: string; message: string; data: any }>;
+        // `ready` came from the phone-home (the orchestrator may move the machine on afterwards).
+        const ready = history.find((e) => e.type === 'state' && e.data?.to === 'ready');
+        assert.ok(ready, events.text);
+        assert.is(ready.data?.event, 'phoned-home');
+        assert.is(ready.source, `http ${ip}`);
+        const phoneHome = history.find((e) => e.type === 'phone-home');
         assert.ok(phoneHome, events.text);
         assert.is(phoneHome.source, `http ${ip}`, 'posted from the machine itself');
         assert.is(phoneHome.data?.hostname, hostnameOf(p, member.hostname), 'the host name cloud-init set');
@@ -335,17 +348,17 @@ for (const p of PATHS) {
         const authorized = m.readOr(`/home/${SSH_USER}/.ssh/authorized_keys`, '');
         assert.ok(authorized.includes(keyIdentity(facts.publicKey)), authorized);
         m.write('/run/sshd/.keep', '');
-        const sshd = m.spawn(['/usr/sbin/sshd', '-D', '-e', '-o', 'ListenAddress=0.0.0.0']);
+        const sshd = m.spawn(['/usr/sbin/sshd', '-D', '-e', '-p', String(TEST_SSH_PORT), '-o', 'ListenAddress=0.0.0.0']);
         let sshdLog = '';
         sshd.stderr?.on('data', (d: Buffer) => (sshdLog += d.toString()));
         const keyFile = join(caseDir, 'id_racksmith');
         const knownHosts = join(caseDir, 'known_hosts');
         writeFileSync(keyFile, facts.privateKey.endsWith('\n') ? facts.privateKey : facts.privateKey + '\n', { mode: 0o600 });
-        writeFileSync(knownHosts, facts.hostKeys.map((k) => `${ip} ${k}`).join('\n') + '\n');
+        writeFileSync(knownHosts, facts.hostKeys.map((k) => `[${ip}]:${TEST_SSH_PORT} ${k}`).join('\n') + '\n');
         let login: { stdout: string } | null = null;
         for (let i = 0; i < 50 && login === null; i++) {
           login = await tb
-            .exec(srv, 'ssh', ['-i', keyFile, '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=3', `${SSH_USER}@${ip}`, 'sudo -n id -u'], { timeoutMs: 15_000 })
+            .exec(srv, 'ssh', ['-p', String(TEST_SSH_PORT), '-i', keyFile, '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=3', `${SSH_USER}@${ip}`, 'sudo -n id -u'], { timeoutMs: 15_000 })
             .catch(() => null);
           if (login === null) await new Promise((r) => setTimeout(r, 200));
         }
@@ -425,14 +438,19 @@ async function checkLoadBalancer(m: MachineRoot, p: PathCase, calls: readonly st
   assert.ok(m.exists('/etc/systemd/system/multi-user.target.wants/haproxy.service'), 'haproxy enabled');
 
   // Serves: haproxy started from the root with the rendered config forwards TCP to the control
-  // plane. Each "API server" is the test's HTTP server on a control-plane address, naming itself.
+  // plane. Each "API server" is the test's HTTPS server on a control-plane address, answering
+  // /healthz (haproxy's health check) and naming itself on /whoami.
+  const cert = join(work, 'apiserver.crt');
+  const key = join(work, 'apiserver.key');
+  await tb.exec(srv, 'openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=kube-apiserver', '-keyout', key, '-out', cert]);
   for (const x of cps) {
     const addr = ipOf(p, x.offset);
     await tb.ip(srv, ['addr', 'add', `${addr}/32`, 'dev', srvIf]);
     const root = join(work, `api-${x.hostname}-${p.cluster}`);
     mkdirSync(root, { recursive: true });
     writeFileSync(join(root, 'whoami'), `${hostnameOf(p, x.hostname)}\n`);
-    const child = tb.spawn(srv, process.execPath, [join(PACKAGE_ROOT, 'dist/test/lib/cloudinit/static-server.js'), root, addr, '6443']);
+    writeFileSync(join(root, 'healthz'), 'ok');
+    const child = tb.spawn(srv, process.execPath, [join(PACKAGE_ROOT, 'dist/test/lib/cloudinit/static-server.js'), root, addr, '6443', cert, key]);
     backends.push({
       stop: () => {
         child.kill('SIGKILL');
@@ -449,7 +467,7 @@ async function checkLoadBalancer(m: MachineRoot, p: PathCase, calls: readonly st
   // Round robin over healthy backends: within a few requests every control plane answers.
   const deadline = Date.now() + 20_000;
   while (answered.size < cps.length && Date.now() < deadline) {
-    const r = await nsCurl(tb, srv, ['--max-time', '2', `http://${lb}:6443/whoami`]).catch(() => null);
+    const r = await nsCurl(tb, srv, ['--insecure', '--max-time', '2', `https://${lb}:6443/whoami`]).catch(() => null);
     if (r?.status === 200) answered.add(r.text.trim());
     await new Promise((res) => setTimeout(res, 100));
   }

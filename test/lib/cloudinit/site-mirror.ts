@@ -112,9 +112,9 @@ export async function buildSiteMirror(workDir: string, debianDebs: string, plan:
         RACKSMITH_UBUNTU_MIRROR: `${base}/ubuntu`,
         RACKSMITH_KUBERNETES_REPO: `${base}/pkgs.k8s.io/core:/stable:`,
         RACKSMITH_KUBERNETES_LEGACY_REPO: `${base}/apt.kubernetes.io/`,
-        RACKSMITH_KUBERNETES_LEGACY_KEY_URL: `${base}/packages.cloud.google.com/apt/doc/apt-key.gpg`,
+        RACKSMITH_KUBERNETES_LEGACY_GPG_URL: `${base}/packages.cloud.google.com/apt/doc/apt-key.gpg`,
         RACKSMITH_DOCKER_REPO: `${base}/download.docker.com/linux/ubuntu`,
-        RACKSMITH_DOCKER_KEY_URL: `${base}/download.docker.com/linux/ubuntu/gpg`,
+        RACKSMITH_DOCKER_GPG_URL: `${base}/download.docker.com/linux/ubuntu/gpg`,
       }),
       ubuntuSources: (base, codename) =>
         [`${codename}`, `${codename}-updates`, `${codename}-security`].map((s) => `deb ${base}/ubuntu ${s} ${UBUNTU_COMPONENTS.join(' ')}`).join('\n') + '\n',

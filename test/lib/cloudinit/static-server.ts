@@ -1,21 +1,24 @@
 /**
- * The test mirror's HTTP server, a process of its own started inside the test's network
- * namespace: `node static-server.js ROOT ADDRESS PORT`. Serves files under ROOT read-only (GET and
+ * The test's HTTP server, a process of its own started inside the test's network namespace:
+ * `node static-server.js ROOT ADDRESS PORT [CERT KEY]`. Serves files under ROOT read-only (GET and
  * HEAD), jailed to ROOT, and prints one JSON line per request on stdout so the test can check
- * what apt really fetched. Prints `listening` once it accepts connections.
+ * what apt really fetched. With a certificate and key it speaks HTTPS (the load balancer test's
+ * stand-in API servers, which haproxy health-checks over TLS). Prints `listening` once it accepts
+ * connections.
  */
-import { createReadStream, statSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { resolve, sep } from 'node:path';
 
-const [root, address, port] = process.argv.slice(2);
+const [root, address, port, cert, key] = process.argv.slice(2);
 if (!root || !address || !port) {
-  process.stderr.write('usage: static-server ROOT ADDRESS PORT\n');
+  process.stderr.write('usage: static-server ROOT ADDRESS PORT [CERT KEY]\n');
   process.exit(2);
 }
 const base = resolve(root);
 
-const server = createServer((req, res) => {
+function handle(req: IncomingMessage, res: ServerResponse): void {
   const url = new URL(req.url ?? '/', 'http://mirror');
   let path: string;
   try {
@@ -47,6 +50,8 @@ const server = createServer((req, res) => {
   res.writeHead(200, { 'content-length': String(size), 'content-type': 'application/octet-stream' });
   if (req.method === 'HEAD') res.end();
   else createReadStream(file).pipe(res);
-});
+}
+
+const server = cert && key ? createTlsServer({ cert: readFileSync(cert), key: readFileSync(key) }, handle) : createServer(handle);
 server.listen(Number(port), address, () => process.stdout.write('listening\n'));
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
