@@ -35,6 +35,11 @@ import { createOrchestrator } from './orchestrator/service.js';
 import { orchestratorSettings } from './orchestrator/settings.js';
 import { createSshShell } from './orchestrator/ssh.js';
 import { VERSION } from './lib/version.js';
+import { AUTOINSTALL_DIR, BOOT_TEMPLATES_DIR } from './lib/paths.js';
+import { createRenderer } from './render/templates.js';
+import { machineRouter } from './http/machine-router.js';
+import { createArtifactStore } from './artifacts/store.js';
+import { resolveInstallers } from './boot/releases.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
 
@@ -73,6 +78,17 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
+  const installers = resolveInstallers(config.installers ?? {});
+  const artifacts = createArtifactStore({
+    artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
+    cacheDir: join(config.dataDir, 'artifacts'),
+    installers,
+    fetchIdleTimeoutMs: config.artifactsFetchTimeoutSeconds * 1000,
+    log: log.child({ svc: 'artifacts' }),
+    onFetched: (f) => {
+      void inventory.events.append({ type: 'artifact.cached', source: 'artifacts', message: `cached ${f.release}/${f.file} (${f.size} bytes, sha256 ${f.sha256})`, data: { ...f } });
+    },
+  });
   const metrics = createMetrics();
   collectServiceHealth(metrics, health);
   const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
@@ -115,6 +131,35 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     revision: inventory.revision,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
+    machineRouter: machineRouter({
+      machines: inventory.machines,
+      clusters: inventory.clusters,
+      events: inventory.events,
+      bootTemplates: createRenderer(BOOT_TEMPLATES_DIR),
+      seedTemplates: createRenderer(AUTOINSTALL_DIR),
+      artifacts,
+      installers,
+      boot: {
+        waitSeconds: config.bootWaitSeconds,
+        waitAttempts: config.bootWaitAttempts,
+        chainTries: 5,
+        retrySeconds: 5,
+        kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean),
+      },
+      seed: {
+        sshUser: config.sshUser,
+        ubuntuMirror: config.ubuntuMirror,
+        kubernetesRepo: config.kubernetesRepo,
+        kubernetesLegacyRepo: config.kubernetesLegacyRepo,
+        kubernetesLegacyGpgUrl: config.kubernetesLegacyGpgUrl,
+        dockerRepo: config.dockerRepo,
+        dockerGpgUrl: config.dockerGpgUrl,
+      },
+      sshPublicKey: async () => identity.publicKey,
+      bootBinariesDir: config.tftpRoot,
+      advertiseUrl: config.advertiseAddress ? `http://${config.advertiseAddress}:${config.httpPort}` : null,
+      now: () => inventory.now(),
+    }),
     eventStream,
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],

@@ -489,6 +489,14 @@ test(`≥ 2,000 seeded requests over every documented route (seed ${SEED})`, asy
     try {
       res = await send(req);
     } catch (err) {
+      // A request whose head is over Node's 16 KiB limit is answered 431 and its connection
+      // closed while the client may still be sending: a reset is then the drop, not a fault —
+      // as long as the server still answers the next request.
+      const head = req.path.length + Object.entries(req.headers).reduce((n, [k, v]) => n + k.length + String(v).length + 4, 0);
+      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' && head > 16 * 1024) {
+        assert.is((await api(rs.url, tokens.viewer, 'GET', '/healthz')).status, 200, 'the server stopped answering after an oversized request');
+        continue;
+      }
       // A refused connection or reset means the server died or cut us off: both are failures.
       assert.unreachable(`${describe(req, i)}\n  → ${(err as Error).message}\n${rs.output().slice(-2000)}`);
       return;

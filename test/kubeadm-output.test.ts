@@ -1,8 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { joinContinuations, parseJoinCommands, parseNodes } from '../server/orchestrator/kubeadm-output.js';
+import { findEtcdMember, joinContinuations, parseEtcdMembers, parseJoinCommands, parseNodes } from '../server/orchestrator/kubeadm-output.js';
 import { createRedactor, REDACTED } from '../server/orchestrator/redact.js';
-import { joinCommand, script, writeFile } from '../server/orchestrator/commands.js';
+import { drainScript, etcdctlScript, joinCommand, script, writeFile } from '../server/orchestrator/commands.js';
 
 /** Reading kubeadm/kubectl output, and keeping secrets out of what racksmith shows. */
 const test = suite('kubeadm output and redaction');
@@ -69,6 +69,32 @@ const CA_KEY = `-----BEGIN RSA PRIVATE KEY-----
 MIIEpAIBAAKCAQEAx1x2y3z4AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd
 efghIJKLmnopQRSTuvwxYZ0123456789+/abcdefghijklmnopqrstuvwxyzABCD
 -----END RSA PRIVATE KEY-----`;
+
+test('etcdctl member list (simple format, with and without the learner column); members found by name or peer address', () => {
+  const text = [
+    '8e9e05c52164694d, started, cp1, https://10.0.0.11:2380, https://10.0.0.11:2379, false',
+    '91bc3c398fb3c146, started, cp2, https://10.0.0.12:2380,https://[fd00::12]:2380, https://10.0.0.12:2379, false',
+    'fd422379fda50e48, unstarted, , https://10.0.0.13:2380, , false',
+    '{"level":"warn","msg":"noise from the client"}',
+    'a1b2, started, old, http://10.0.0.9:2380, http://10.0.0.9:2379',
+  ].join('\n');
+  const members = parseEtcdMembers(text);
+  assert.equal(members.map((m) => [m.id, m.started, m.name]), [['8e9e05c52164694d', true, 'cp1'], ['91bc3c398fb3c146', true, 'cp2'], ['fd422379fda50e48', false, ''], ['a1b2', true, 'old']]);
+  assert.equal(members[1]?.peerUrls, ['https://10.0.0.12:2380', 'https://[fd00::12]:2380']);
+  assert.equal(members[2]?.clientUrls, []);
+  assert.is(findEtcdMember(members, 'cp2', '10.0.0.12')?.id, '91bc3c398fb3c146');
+  assert.is(findEtcdMember(members, 'cp3', '10.0.0.13')?.id, 'fd422379fda50e48', 'an unstarted member by its peer address');
+  assert.is(findEtcdMember(members, 'cp4', '10.0.0.14'), null);
+  assert.is(findEtcdMember(members, 'cp4', null), null);
+  assert.equal(parseEtcdMembers('Error: context deadline exceeded\n'), []);
+});
+
+test('removal commands: the drain flag follows kubectl\'s version; etcdctl runs in the etcd pod with its certificates', () => {
+  assert.match(drainScript('w1', { kubernetesMinor: 18, timeoutSeconds: 300 }), /kubectl --kubeconfig \/etc\/kubernetes\/admin\.conf drain 'w1' --ignore-daemonsets --delete-local-data --force --timeout=300s/);
+  assert.match(drainScript('w1', { kubernetesMinor: 20, timeoutSeconds: 12.4 }), /--delete-emptydir-data --force --timeout=12s/);
+  const e = etcdctlScript('cp2', ['member', 'remove', '8e9e05c52164694d']);
+  assert.match(e, /-n kube-system exec 'etcd-cp2' -- etcdctl '--endpoints' 'https:\/\/127\.0\.0\.1:2379' '--cacert' '\/etc\/kubernetes\/pki\/etcd\/ca\.crt' '--cert' '\/etc\/kubernetes\/pki\/etcd\/server\.crt' '--key' '\/etc\/kubernetes\/pki\/etcd\/server\.key' 'member' 'remove' '8e9e05c52164694d'/);
+});
 
 test('redaction: the exact secrets, the token secret half, PEM keys and kubeconfig credentials', () => {
   const redact = createRedactor(['abcdef.0123456789abcdef', KEY, CA_KEY]);

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -32,10 +32,16 @@ function node(name: string): string {
   return dir;
 }
 
-function run(name: string, tool: string, args: string[]): { code: number; out: string; err: string } {
+const IPS = new Map<string, string>([['cp1', '10.9.0.11']]);
+const ipOf = (name: string): string => {
+  if (!IPS.has(name)) IPS.set(name, `10.9.0.${20 + IPS.size}`);
+  return IPS.get(name) as string;
+};
+
+function run(name: string, tool: string, args: string[], version = '1.28.4'): { code: number; out: string; err: string } {
   const dir = join(root, name);
   const r = spawnSync(process.execPath, [STANDIN, tool, ...args], {
-    env: { ...process.env, STANDIN_NODE: name, STANDIN_NODE_DIR: dir, STANDIN_CLUSTER_DIR: join(root, 'cluster'), STANDIN_K8S_DIR: join(dir, 'k8s'), STANDIN_VERSION: '1.28.4' },
+    env: { ...process.env, STANDIN_NODE: name, STANDIN_NODE_IP: ipOf(name), STANDIN_NODE_DIR: dir, STANDIN_CLUSTER_DIR: join(root, 'cluster'), STANDIN_K8S_DIR: join(dir, 'k8s'), STANDIN_VERSION: version },
     encoding: 'utf8',
   });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
@@ -139,6 +145,64 @@ test('nodes are NotReady until a CNI is applied; a worker joins without a certif
   assert.match(nodes, /^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION$/m);
   assert.match(nodes, /^cp1\s+Ready\s+control-plane/m);
   assert.match(nodes, /^w1\s+Ready\s+<none>/m);
+});
+
+test('taking nodes out: drain, delete, etcd member list/remove, reset; joins again only once removed', async () => {
+  if (missing) return skipNote('stand-in', missing);
+  const hash = discoveryHash((await testCa()).certPem);
+  const kc = ['--kubeconfig', join(root, 'cp1', 'k8s', 'admin.conf')];
+  const etcdctl = (...a: string[]): string[] => [...kc, '-n', 'kube-system', 'exec', 'etcd-cp1', '--', 'etcdctl', '--endpoints', 'https://127.0.0.1:2379', '--cacert', '/etc/kubernetes/pki/etcd/ca.crt', '--cert', '/etc/kubernetes/pki/etcd/server.crt', '--key', '/etc/kubernetes/pki/etcd/server.key', ...a];
+  const members = run('cp1', 'kubectl', etcdctl('member', 'list'));
+  assert.is(members.code, 0, members.err);
+  // etcdctl's simple format: ID, STATUS, NAME, PEER ADDRS, CLIENT ADDRS, IS LEARNER.
+  assert.match(members.out, /^[0-9a-f]{1,16}, started, cp1, https:\/\/10\.9\.0\.11:2380, https:\/\/10\.9\.0\.11:2379, false$/m);
+  const cp2 = /^([0-9a-f]+), started, cp2, https:\/\/([\d.]+):2380/m.exec(members.out);
+  assert.ok(cp2, members.out);
+  assert.is(run('cp1', 'kubectl', [...kc, '-n', 'kube-system', 'exec', 'etcd-w1', '--', 'etcdctl', 'member', 'list']).code, 1, 'a worker has no etcd pod');
+  assert.match(run('cp1', 'kubectl', [...kc, '-n', 'kube-system', 'exec', 'etcd-cp1', '--', 'etcdctl', 'member', 'list']).err, /context deadline exceeded/, 'no client certificate, no answer');
+
+  // A worker: the drain flag follows kubectl's version; drain cordons; delete removes it.
+  const noHeaders = (): string => run('cp1', 'kubectl', [...kc, 'get', 'nodes', '--no-headers']).out;
+  assert.match(run('cp1', 'kubectl', [...kc, 'drain', 'w1', '--ignore-daemonsets', '--delete-emptydir-data', '--force', '--timeout=60s'], '1.18.6').err, /unknown flag: --delete-emptydir-data/);
+  assert.match(run('cp1', 'kubectl', [...kc, 'drain', 'w1', '--ignore-daemonsets', '--delete-local-data', '--force', '--timeout=60s'], '1.31.2').err, /unknown flag: --delete-local-data/);
+  const drained = run('cp1', 'kubectl', [...kc, 'drain', 'w1', '--ignore-daemonsets', '--delete-emptydir-data', '--force', '--timeout=60s']);
+  assert.is(drained.code, 0, drained.err);
+  assert.match(drained.out, /^node\/w1 cordoned$[\s\S]*^node\/w1 drained$/m);
+  assert.match(noHeaders(), /^w1\s+Ready,SchedulingDisabled\s/m);
+  assert.match(run('cp1', 'kubectl', [...kc, 'drain', 'w1', '--ignore-daemonsets', '--delete-emptydir-data', '--force', '--timeout=60s']).out, /already cordoned/);
+  // Joining again under a live Node's name is refused (kubeadm's kubelet-start check).
+  rmSync(join(root, 'w1', 'k8s', 'kubelet.conf'));
+  assert.match(run('w1', 'kubeadm', joinArgs({ key: null }, hash)).err, /a Node with name "w1" and status "Ready" already exists/);
+  assert.match(run('cp1', 'kubectl', [...kc, 'delete', 'node', 'w1']).out, /^node "w1" deleted$/m);
+  assert.not.match(noHeaders(), /^w1\s/m);
+  assert.match(run('cp1', 'kubectl', [...kc, 'get', 'node', 'w1']).err, /NotFound\): nodes "w1" not found/);
+  assert.is(run('cp1', 'kubectl', [...kc, 'delete', 'node', 'w1']).code, 1);
+  assert.is(run('cp1', 'kubectl', [...kc, 'delete', 'node', 'w1', '--ignore-not-found']).code, 0);
+  const back = run('w1', 'kubeadm', joinArgs({ key: null }, hash));
+  assert.is(back.code, 0, back.err);
+  assert.match(noHeaders(), /^w1\s+Ready\s/m);
+
+  // A control node: while its member is there it cannot join again; reset leaves etcd, and the Node turns NotReady.
+  const reset = run('cp2', 'kubeadm', ['reset', '-f']);
+  assert.is(reset.code, 0, reset.err);
+  assert.match(reset.out, /Removing member cp2 from the etcd cluster/);
+  assert.match(noHeaders(), /^cp2\s+NotReady\s/m);
+  assert.not.match(run('cp1', 'kubectl', etcdctl('member', 'list')).out, /cp2/);
+  const gone = run('cp1', 'kubectl', etcdctl('member', 'remove', cp2?.[1] ?? ''));
+  assert.is(gone.code, 1);
+  assert.match(gone.err, /etcdserver: member not found/);
+  // A member left behind (the node was off, nobody removed it) blocks the control join.
+  const state = JSON.parse(readFileSync(join(root, 'cluster', 'state.json'), 'utf8'));
+  state.members.push({ id: 'abc123', name: 'cp2', peerUrl: `https://${cp2?.[2]}:2380`, clientUrl: `https://${cp2?.[2]}:2379` });
+  writeFileSync(join(root, 'cluster', 'state.json'), JSON.stringify(state));
+  assert.match(run('cp2', 'kubeadm', joinArgs({}, hash)).err, /Peer URLs already exists/);
+  const removed = run('cp1', 'kubectl', etcdctl('member', 'remove', 'abc123'));
+  assert.is(removed.code, 0, removed.err);
+  assert.match(removed.out, /^Member {11}abc123 removed from cluster +[0-9a-f]+$/m, JSON.stringify(removed.out));
+  assert.is(run('cp1', 'kubectl', [...kc, 'delete', 'node', 'cp2']).code, 0);
+  const rejoin = run('cp2', 'kubeadm', joinArgs({}, hash));
+  assert.is(rejoin.code, 0, rejoin.err);
+  assert.match(run('cp1', 'kubectl', etcdctl('member', 'list')).out, /, started, cp2, /);
 });
 
 test('without a CA in pki, init makes its own (whose hash racksmith would not know)', async () => {

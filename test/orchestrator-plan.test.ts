@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import type { ClusterState, Machine } from '../server/inventory/model.js';
 import type { MachineState } from '../server/inventory/lifecycle.js';
 import type { StepRecord } from '../server/inventory/store.js';
-import { planCluster, type PlanLimits } from '../server/orchestrator/plan.js';
+import { planCluster, type PlanLimits, type RemovalRequest } from '../server/orchestrator/plan.js';
 import { cluster, machine, step } from './lib/orch-fixtures.js';
 
 /**
@@ -62,8 +62,204 @@ interface Case {
   readonly steps?: StepRecord[];
   readonly active?: string[];
   readonly endpoint?: string;
-  readonly expect: { readonly state: ClusterState; readonly run: string[]; readonly waiting?: RegExp; readonly data?: Record<string, unknown>; readonly settle?: string[] };
+  readonly removals?: RemovalRequest[];
+  readonly expect: {
+    readonly state: ClusterState;
+    readonly run: string[];
+    readonly waiting?: RegExp;
+    readonly data?: Record<string, unknown>;
+    readonly settle?: string[];
+    /** `<hostname> removed` or `<hostname> failed: <reason pattern>`. */
+    readonly answer?: (string | RegExp)[];
+  };
 }
+
+// ── reimage: removal, generations, rejoin ─────────────────────────────────
+const ask = (m: Machine['mac'], reimage = 'r1', askedAt = 100): RemovalRequest => ({ mac: m, reimage, askedAt });
+const removed = (m: Machine['mac'], reimage = 'r1', data: Record<string, unknown> = {}): StepRecord => step(`remove:${m}:${reimage}`, 'remove-node', m, 'done', { askedAt: 100, ...data });
+/** A ready 1 LB + 3 control + 2 worker cluster, every node checked. */
+function fullyJoined(): StepRecord[] {
+  return [
+    ...initialised(),
+    joined(`join:${CP2}`, 'join-control', CP2),
+    joined(`join:${CP3}`, 'join-control', CP3),
+    joined(`join:${W1}`, 'join-worker', W1),
+    joined(`join:${W2}`, 'join-worker', W2),
+    step('nodes-ready:1', 'nodes-ready', CP1, 'done', { nodes: ['cp1', 'cp2', 'cp3', 'w1', 'w2'] }),
+  ];
+}
+const REIMAGE_CASES: Case[] = [
+  {
+    name: 'reimage of a joined worker: its removal runs from the init node, nothing else',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', cp3: 'joined', w1: 'reimaging', w2: 'joined' }),
+    steps: fullyJoined(),
+    removals: [ask(W1)],
+    expect: { state: 'bootstrapping', run: [`remove:${W1}:r1`], data: { reimage: 'r1', askedAt: 100, node: 'w1', role: 'worker', via: CP1, viaNode: 'cp1', generation: 1 } },
+  },
+  {
+    name: 'the worker\'s removal is done: answered "removed"; the rest of the cluster is checked',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', cp3: 'joined', w1: 'reimaging', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(W1)],
+    removals: [ask(W1)],
+    expect: { state: 'bootstrapping', run: ['nodes-ready:2'], data: { nodes: ['cp1', 'cp2', 'cp3', 'w2'] }, answer: ['w1 removed'] },
+  },
+  {
+    name: 'removal answered, the worker reinstalls: nothing to do, waiting for it',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', cp3: 'joined', w1: 'provisioning', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(W1), step('nodes-ready:2', 'nodes-ready', CP1, 'done', { nodes: ['cp1', 'cp2', 'cp3', 'w2'] })],
+    expect: { state: 'bootstrapping', run: [], waiting: /worker w1 is provisioning/ },
+  },
+  {
+    name: 'the reimaged worker is ready again: a join of its second life, not the old record',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', cp3: 'joined', w1: 'ready', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(W1), step('nodes-ready:2', 'nodes-ready', CP1, 'done', { nodes: ['cp1', 'cp2', 'cp3', 'w2'] })],
+    expect: { state: 'bootstrapping', run: [`join:${W1}#2`] },
+  },
+  {
+    name: 'killed during the rejoin: the old life\'s done join does not settle it; the new join runs again',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', cp3: 'joined', w1: 'joining', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(W1), step(`join:${W1}#2`, 'join-worker', W1, 'running')],
+    expect: { state: 'bootstrapping', run: [`join:${W1}#2`], settle: [] },
+  },
+  {
+    name: 'rejoined and every node Ready again: the cluster is ready',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(W1), joined(`join:${W1}#2`, 'join-worker', W1), step('nodes-ready:2', 'nodes-ready', CP1, 'done', { nodes: ['cp1', 'cp2', 'cp3', 'w1', 'w2'] })],
+    expect: { state: 'ready', run: [] },
+  },
+  {
+    name: 'a worker whose join failed, reimaged: the failure is history, its next life joins',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'ready', w2: 'joined' }),
+    steps: [...initialised(FRESH, backends('cp1')), step(`join:${W1}`, 'join-worker', W1, 'failed'), joined(`join:${W2}`, 'join-worker', W2), removed(W1)],
+    expect: { state: 'bootstrapping', run: [`join:${W1}#2`] },
+  },
+  {
+    name: 'the removal failed for this request: answered "failed" with the step\'s error',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'reimaging' }),
+    steps: [...initialised(FRESH, backends('cp1')), joined(`join:${W1}`, 'join-worker', W1), step(`remove:${W1}:r1`, 'remove-node', W1, 'failed', { askedAt: 100 }, { error: 'kubectl drain w1 failed: disruption budget' })],
+    removals: [ask(W1)],
+    expect: { state: 'bootstrapping', run: ['nodes-ready:1'], answer: [/^w1 failed: kubectl drain w1 failed: disruption budget$/] },
+  },
+  {
+    name: 'asked again after a failed removal (a retried reimage): the removal runs again',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'reimaging' }),
+    steps: [...initialised(FRESH, backends('cp1')), joined(`join:${W1}`, 'join-worker', W1), step(`remove:${W1}:r1`, 'remove-node', W1, 'failed', { askedAt: 100 })],
+    removals: [ask(W1, 'r1', 200)],
+    expect: { state: 'bootstrapping', run: [`remove:${W1}:r1`] },
+  },
+  {
+    name: 'a removal waits while a step still runs on that machine',
+    machines: fleet({ lb: 'joined', cp1: 'joined', w1: 'reimaging' }),
+    steps: [...initialised(FRESH, backends('cp1')), step(`join:${W1}`, 'join-worker', W1, 'running')],
+    active: [`join:${W1}`],
+    removals: [ask(W1)],
+    expect: { state: 'bootstrapping', run: [], waiting: /removal of w1 waits for its running step/ },
+  },
+  {
+    name: 'no healthy control node to remove a worker from: answered "failed" at once',
+    machines: fleet({ lb: 'joined', cp1: 'failed', w1: 'reimaging' }),
+    steps: [...initialised(FRESH, backends('cp1')), joined(`join:${W1}`, 'join-worker', W1)],
+    removals: [ask(W1)],
+    expect: { state: 'bootstrapping', run: [], answer: [/^w1 failed: no healthy control-plane node in cluster lab/] },
+  },
+  {
+    name: 'reimage of a control node: its removal from the init node and an LB update without it, together',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'reimaging', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: fullyJoined(),
+    removals: [ask(CP2, 'r2')],
+    expect: { state: 'bootstrapping', run: [`remove:${CP2}:r2`, 'lb-config:2'], data: { reimage: 'r2', askedAt: 100, node: 'cp2', role: 'control-plane', via: CP1, viaNode: 'cp1', generation: 1 } },
+  },
+  {
+    name: 'control node removed but the LB still routes to it: no answer until the LB is rewritten',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'reimaging', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(CP2, 'r2')],
+    removals: [ask(CP2, 'r2')],
+    expect: { state: 'bootstrapping', run: ['lb-config:2'], data: { backends: backends('cp1', 'cp3') }, answer: [] },
+  },
+  {
+    name: 'control node removed and gone from the LB: answered "removed"',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'reimaging', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(CP2, 'r2'), step('lb-config:2', 'lb-config', LB, 'done', { backends: backends('cp1', 'cp3') })],
+    removals: [ask(CP2, 'r2')],
+    expect: { state: 'bootstrapping', run: ['nodes-ready:2'], answer: ['cp2 removed'] },
+  },
+  {
+    name: 'the LB update for a control removal failed: answered "failed"',
+    machines: fleet({ lb: 'failed', cp1: 'joined', cp2: 'reimaging', cp3: 'joined' }),
+    steps: [...initialised(), joined(`join:${CP2}`, 'join-control', CP2), joined(`join:${CP3}`, 'join-control', CP3), removed(CP2, 'r2'), step('lb-config:2', 'lb-config', LB, 'failed', { backends: backends('cp1', 'cp3') }, { error: 'haproxy -c: exited 1' })],
+    removals: [ask(CP2, 'r2')],
+    expect: { state: 'bootstrapping', run: ['nodes-ready:1'], answer: [/^cp2 failed: the load balancer update lb-config:2 failed: haproxy -c: exited 1$/] },
+  },
+  {
+    name: 'the reimaged control node is ready again: a control join of its second life; the LB waits for it',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'ready', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(CP2, 'r2'), step('lb-config:2', 'lb-config', LB, 'done', { backends: backends('cp1', 'cp3') })],
+    expect: { state: 'bootstrapping', run: [`join:${CP2}#2`] },
+  },
+  {
+    name: 'rejoined: the LB gets it back',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'joined', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(CP2, 'r2'), step('lb-config:2', 'lb-config', LB, 'done', { backends: backends('cp1', 'cp3') }), joined(`join:${CP2}#2`, 'join-control', CP2)],
+    expect: { state: 'bootstrapping', run: ['lb-config:3'], data: { backends: backends('cp1', 'cp2', 'cp3') } },
+  },
+  {
+    name: 'a rejoin hours later: token and certificates first, then the control join',
+    machines: fleet({ lb: 'joined', cp1: 'joined', cp2: 'ready', cp3: 'joined' }),
+    steps: [...initialised(STALE_CERTS).map((s) => (s.id === 'init' ? { ...s, data: { certsUploadedAt: STALE_CERTS, tokenCreatedAt: FRESH } } : s)), joined(`join:${CP2}`, 'join-control', CP2), joined(`join:${CP3}`, 'join-control', CP3), removed(CP2, 'r2'), step('lb-config:2', 'lb-config', LB, 'done', { backends: backends('cp1', 'cp3') })],
+    expect: { state: 'bootstrapping', run: ['upload-certs:1'] },
+  },
+  {
+    name: 'reimage of the init node once the cluster is up: removed from another control node',
+    machines: fleet({ lb: 'joined', cp1: 'reimaging', cp2: 'joined', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: fullyJoined(),
+    removals: [ask(CP1, 'r3')],
+    expect: { state: 'bootstrapping', run: [`remove:${CP1}:r3`, 'lb-config:2'], data: { reimage: 'r3', askedAt: 100, node: 'cp1', role: 'control-plane', via: CP2, viaNode: 'cp2', generation: 1 } },
+  },
+  {
+    name: 'the init node away: cluster commands (the node check) run on another control node',
+    machines: fleet({ lb: 'joined', cp1: 'provisioning', cp2: 'joined', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: [...fullyJoined(), removed(CP1, 'r3'), step('lb-config:2', 'lb-config', LB, 'done', { backends: backends('cp2', 'cp3') })],
+    expect: { state: 'bootstrapping', run: ['nodes-ready:2'], data: { nodes: ['cp2', 'cp3', 'w1', 'w2'] } },
+  },
+  {
+    name: 'the init node back ready: it joins as a control node (never init again); certificates from cp2',
+    machines: fleet({ lb: 'joined', cp1: 'ready', cp2: 'joined', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: [...fullyJoined().map((s) => (s.id === 'init' ? { ...s, data: { certsUploadedAt: STALE_CERTS, tokenCreatedAt: FRESH } } : s)), removed(CP1, 'r3'), step('lb-config:2', 'lb-config', LB, 'done', { backends: backends('cp2', 'cp3') })],
+    expect: { state: 'bootstrapping', run: ['upload-certs:1'] },
+  },
+  {
+    name: 'the last healthy control node: its removal is refused',
+    machines: fleet({ lb: 'joined', cp1: 'reimaging', w1: 'joined' }),
+    steps: [...initialised(FRESH, backends('cp1')), joined(`join:${W1}`, 'join-worker', W1)],
+    removals: [ask(CP1)],
+    expect: { state: 'bootstrapping', run: [], answer: [/^cp1 failed: cp1 is the last healthy control-plane node of cluster lab/] },
+  },
+  {
+    name: 'the init node reimaged before init succeeded: a removal with nothing to run from (only its reset)',
+    machines: fleet({ lb: 'joined', cp1: 'reimaging', cp2: 'ready' }),
+    steps: [step('lb-config:1', 'lb-config', LB, 'done', { backends: backends('cp1', 'cp2') }), step('prepare', 'prepare', CP1, 'done'), step('init', 'init', CP1, 'failed')],
+    removals: [ask(CP1)],
+    expect: { state: 'failed', run: [`remove:${CP1}:r1`], data: { reimage: 'r1', askedAt: 100, node: 'cp1', role: 'control-plane', via: null, viaNode: null, generation: 1 } },
+  },
+  {
+    name: '…and in its next life the chain starts again on it: the old failed init is history',
+    machines: fleet({ lb: 'joined', cp1: 'ready', cp2: 'ready' }),
+    steps: [step('lb-config:1', 'lb-config', LB, 'done', { backends: backends('cp1', 'cp2') }), step('prepare', 'prepare', CP1, 'done'), step('init', 'init', CP1, 'failed'), removed(CP1)],
+    expect: { state: 'bootstrapping', run: ['prepare#2'] },
+  },
+  {
+    name: 'a reinstalled load balancer (ready again) gets its configuration again',
+    machines: fleet({ lb: 'ready', cp1: 'joined', cp2: 'joined', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: fullyJoined(),
+    expect: { state: 'bootstrapping', run: ['lb-config:2'], data: { backends: backends('cp1', 'cp2', 'cp3') } },
+  },
+  {
+    name: 'a reinstalled LB killed mid-configuration: an older configuration does not settle it',
+    machines: fleet({ lb: 'joining', cp1: 'joined', cp2: 'joined', cp3: 'joined', w1: 'joined', w2: 'joined' }),
+    steps: [...fullyJoined(), step('lb-config:2', 'lb-config', LB, 'running', { backends: backends('cp1', 'cp2', 'cp3') })],
+    expect: { state: 'bootstrapping', run: ['lb-config:2'], settle: [] },
+  },
+];
 
 const CASES: Case[] = [
   {
@@ -287,7 +483,7 @@ const CASES: Case[] = [
   },
 ];
 
-for (const c of CASES) {
+for (const c of [...CASES, ...REIMAGE_CASES]) {
   test(c.name, () => {
     const p = planCluster({
       cluster: cluster(c.endpoint ? { controlPlaneEndpoint: c.endpoint } : {}),
@@ -296,6 +492,7 @@ for (const c of CASES) {
       active: new Set(c.active ?? []),
       now: NOW,
       limits: LIMITS,
+      removals: c.removals,
     });
     assert.equal(
       p.run.map((s) => s.id),
@@ -307,6 +504,9 @@ for (const c of CASES) {
     if (c.expect.data) assert.equal(p.run[0]?.data, c.expect.data);
     const names = new Map(c.machines.map((m) => [m.mac, m.hostname]));
     assert.equal(p.settle.map((m) => names.get(m)).sort(), c.expect.settle ?? []);
+    const answers = p.answer.map((a) => `${names.get(a.mac)} ${a.outcome}${a.reason ? `: ${a.reason}` : ''}`);
+    assert.is(answers.length, (c.expect.answer ?? []).length, `answers: ${JSON.stringify(answers)}`);
+    (c.expect.answer ?? []).forEach((want, i) => (typeof want === 'string' ? assert.is(answers[i], want) : assert.match(answers[i] ?? '', want)));
   });
 }
 

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { CLI_PATH } from '../server/lib/paths.js';
 import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
 import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
+import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
 import type { Mac } from '../server/lib/mac.js';
 import type { MachineEventType } from '../server/inventory/lifecycle.js';
 import { maxOverlap, startBmcSim, startDeadBmc, watchPs, type BmcSim } from './lib/bmc-sim.js';
@@ -75,6 +76,11 @@ test.before(async () => {
   viewer = (await rs.cli(['token', 'create', '--role', 'viewer'])).trim();
   const c = await call(admin, 'POST', '/clusters', { name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
   assert.is(c.status, 201, c.text);
+  // This suite plays the orchestrator's part of the reimage contract by hand. Its cluster is
+  // locked by "another racksmith instance" (the per-cluster lock of a shared store), so the
+  // orchestrator of the server under test leaves it alone, as it would a cluster another
+  // instance drives.
+  await createOrchestrationRepo(store.db, store.now).acquireLock('lab', 'another-racksmith', 'the power API test, playing the orchestrator', 3_600_000);
   const bmc = (port: number, cipherSuite?: number) => ({ driver: 'ipmi', address: '127.0.0.1', port, username: 'admin', password: PASSWORD, ...(cipherSuite ? { cipherSuite } : {}) });
   // m0..m9: rack r9 (workers); m10: joined worker; m11: worker that never joined; m12..m14: control plane.
   for (let i = 0; i < 10; i++) {

@@ -21,6 +21,35 @@ const bool = z.preprocess((v) => {
   if (typeof v === 'string' && /^(0|false|no|off)$/i.test(v)) return false;
   return v;
 }, z.boolean());
+const url = z.string().refine((s) => /^https?:\/\/[^\s"'`$\\]+$/.test(s), 'expected an http:// or https:// URL without spaces or quotes');
+/** A JSON object given in an environment variable, or a mapping from the YAML file. */
+const jsonObject = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((v) => {
+    if (typeof v !== 'string') return v;
+    try {
+      return JSON.parse(v) as unknown;
+    } catch {
+      return v;
+    }
+  }, schema);
+const artifactName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'expected a plain file name');
+/** Per-release overrides of the installer table in server/boot/releases.ts. */
+const installerOverrides = z.partialRecord(
+  z.enum(['18.04', '20.04', '22.04', '24.04']),
+  z
+    .object({
+      kernel: artifactName.optional(),
+      initrd: artifactName.optional(),
+      iso: artifactName.optional(),
+      /** Where each file comes from: an http(s) URL, or `iso:<path>` for a file inside the release's ISO. */
+      upstream: z.record(artifactName, z.union([url, z.string().regex(/^iso:[A-Za-z0-9._/-]+$/)])).optional(),
+      /** Expected SHA-256 of a file (hex); a fetched file that differs is refused. */
+      sha256: z.record(artifactName, z.string().regex(/^[0-9a-f]{64}$/)).optional(),
+    })
+    .strict(),
+);
+export type InstallerOverrides = z.output<typeof installerOverrides>;
+
 const ipList = z.preprocess(
   (v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v),
   z.array(ipv4),
@@ -58,6 +87,17 @@ export const SETTINGS = {
   tftpRetries: { env: 'RACKSMITH_TFTP_RETRIES', schema: integer(1, 100), default: 10, help: 'retransmissions without progress before a transfer is abandoned' },
   tftpAllowLinks: { env: 'RACKSMITH_TFTP_ALLOW_LINKS', schema: pathList, default: '/boot/ipxe.efi,/boot/ipxe.lkrn', help: 'files outside the TFTP root that symlinks in it may point to (Debian links ipxe.efi into /boot), comma separated' },
   artifactsDir: { env: 'RACKSMITH_ARTIFACTS_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'installer artifacts on local disk (default: <data dir>/artifacts)' },
+  installers: { env: 'RACKSMITH_INSTALLERS', schema: jsonObject(installerOverrides).optional(), default: undefined, help: 'per-release installer artifact names and upstream URLs (JSON/YAML), merged over the built-in table; see docs/boot-chain.md' },
+  artifactsFetchTimeoutSeconds: { env: 'RACKSMITH_ARTIFACTS_FETCH_TIMEOUT_SECONDS', schema: integer(1, 3600), default: 60, help: 'an upstream artifact download that stalls this long is abandoned' },
+  ubuntuMirror: { env: 'RACKSMITH_UBUNTU_MIRROR', schema: url, default: 'http://archive.ubuntu.com/ubuntu', help: 'Ubuntu archive the installers and nodes use' },
+  kubernetesRepo: { env: 'RACKSMITH_KUBERNETES_REPO', schema: url, default: 'https://pkgs.k8s.io/core:/stable:', help: 'pkgs.k8s.io base (Kubernetes >= 1.24): <base>/v1.MINOR/deb/ and its Release.key' },
+  kubernetesLegacyRepo: { env: 'RACKSMITH_KUBERNETES_LEGACY_REPO', schema: url, default: 'https://apt.kubernetes.io/', help: 'legacy Kubernetes apt repository for < 1.24 (suite kubernetes-xenial; upstream is gone, point it at a mirror)' },
+  kubernetesLegacyGpgUrl: { env: 'RACKSMITH_KUBERNETES_LEGACY_GPG_URL', schema: url, default: 'https://packages.cloud.google.com/apt/doc/apt-key.gpg', help: 'signing key of the legacy Kubernetes repository' },
+  dockerRepo: { env: 'RACKSMITH_DOCKER_REPO', schema: url, default: 'https://download.docker.com/linux/ubuntu', help: 'Docker CE apt repository (Kubernetes < 1.24 with the docker runtime)' },
+  dockerGpgUrl: { env: 'RACKSMITH_DOCKER_GPG_URL', schema: url, default: 'https://download.docker.com/linux/ubuntu/gpg', help: 'signing key of the Docker CE repository' },
+  installerKernelArgs: { env: 'RACKSMITH_INSTALLER_KERNEL_ARGS', schema: z.string().regex(/^[A-Za-z0-9 ._,=:/@+-]*$/, 'expected plain kernel arguments (no quotes, ";" or "$")'), default: '', help: 'extra kernel arguments for every installer, e.g. console=ttyS0,115200' },
+  bootWaitSeconds: { env: 'RACKSMITH_BOOT_WAIT_SECONDS', schema: integer(1, 3600), default: 30, help: 'how long a machine without a role waits before asking /boot.ipxe again' },
+  bootWaitAttempts: { env: 'RACKSMITH_BOOT_WAIT_ATTEMPTS', schema: integer(1, 10_000), default: 20, help: 'how many times it asks before it reboots' },
   sshUser: { env: 'RACKSMITH_SSH_USER', schema: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'expected a Unix user name'), default: 'racksmith', help: 'user racksmith logs in as over SSH on nodes' },
   ipmitool: { env: 'RACKSMITH_IPMITOOL', schema: z.string().min(1), default: 'ipmitool', help: 'the ipmitool binary the IPMI power driver runs' },
   powerTimeoutSeconds: { env: 'RACKSMITH_POWER_TIMEOUT_SECONDS', schema: integer(2, 600), default: 30, help: 'deadline for one BMC operation, every retry and cipher-suite fallback included' },
@@ -73,6 +113,7 @@ export const SETTINGS = {
   orchestratorNodesReadyTimeoutSeconds: { env: 'RACKSMITH_ORCHESTRATOR_NODES_READY_TIMEOUT_SECONDS', schema: integer(1, 86_400), default: 600, help: 'how long to wait for every joined node to report Ready' },
   orchestratorAttempts: { env: 'RACKSMITH_ORCHESTRATOR_ATTEMPTS', schema: integer(1, 20), default: 3, help: 'tries per step for faults worth retrying (refused, reset, timeout, a failed join)' },
   orchestratorRetryDelayMs: { env: 'RACKSMITH_ORCHESTRATOR_RETRY_DELAY_MS', schema: integer(0, 600_000), default: 5000, help: 'first retry delay; doubles per attempt up to 60 s' },
+  orchestratorDrainTimeoutSeconds: { env: 'RACKSMITH_ORCHESTRATOR_DRAIN_TIMEOUT_SECONDS', schema: integer(10, 86_400), default: 300, help: 'reimage: how long `kubectl drain` may take to move a node\'s pods away before its removal' },
   orchestratorWorkerConcurrency: { env: 'RACKSMITH_ORCHESTRATOR_WORKER_CONCURRENCY', schema: integer(1, 200), default: 5, help: 'workers joined in parallel' },
   orchestratorLockSeconds: { env: 'RACKSMITH_ORCHESTRATOR_LOCK_SECONDS', schema: integer(3, 3600), default: 60, help: 'lifetime of a cluster lock (renewed while driving); another instance may take over after it' },
   orchestratorCertMarginMinutes: { env: 'RACKSMITH_ORCHESTRATOR_CERT_MARGIN_MINUTES', schema: integer(1, 110), default: 20, help: 'uploaded control-plane certificates expire after 2 h; they are uploaded again before a control join when older than 2 h minus this' },

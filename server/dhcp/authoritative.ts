@@ -207,7 +207,7 @@ function reply(
   options.set(OPTION.SUBNET_MASK, ipOption(pool.mask));
   if (pool.router) options.set(OPTION.ROUTER, ipOption(pool.router));
   if (pool.dns.length > 0) options.set(OPTION.DNS_SERVERS, ipListOption(pool.dns));
-  const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: true });
+  const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: true, uefiPxeClient: false });
   for (const [code, value] of boot.options) options.set(code, value);
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;
   return { reply: buildReply(req, type, { ...fields, siaddr, file: boot.fields.file }, options), reason, effect: null };

@@ -65,7 +65,7 @@ const FILE_FIELD_MAX = 127;
  * boot server discovery") — for BIOS PXE ROMs only; UEFI clients get none so that firmware that
  * ignores a plain proxy offer asks the boot server on 4011 instead (pixiecore does the same).
  */
-export function bootOptions(info: ClientInfo, opts: { readonly pxeVendor: boolean; readonly ipxeNoProxy: boolean }): {
+export function bootOptions(info: ClientInfo, opts: { readonly pxeVendor: boolean; readonly ipxeNoProxy: boolean; readonly uefiPxeClient?: boolean }): {
   fields: { file: string };
   options: Map<number, Buffer>;
 } {
@@ -75,7 +75,11 @@ export function bootOptions(info: ClientInfo, opts: { readonly pxeVendor: boolea
   const fits = Buffer.byteLength(boot.name, 'latin1') <= FILE_FIELD_MAX;
   const asked = info.parameterList?.includes(OPTION.BOOTFILE_NAME) ?? false;
   if (info.httpBoot && !info.ipxe) options.set(OPTION.VENDOR_CLASS, stringOption('HTTPClient'));
-  else if (info.pxe) options.set(OPTION.VENDOR_CLASS, stringOption('PXEClient'));
+  // `uefiPxeClient: false` (authoritative mode): no `PXEClient` to UEFI firmware. EDK2 (OVMF
+  // 2022.11) takes a full offer that says PXEClient without PXE vendor options as one that needs
+  // boot-server discovery, finds none, and stops with "PXE-E16: No valid offer received"; the same
+  // offer without option 60 boots the file at once (dnsmasq answers so; QEMU test, boot chain).
+  else if (info.pxe && (opts.uefiPxeClient !== false || info.firmware === 'bios')) options.set(OPTION.VENDOR_CLASS, stringOption('PXEClient'));
   if (opts.pxeVendor && info.pxe && !info.ipxe && !info.chainloaded && info.firmware === 'bios') {
     options.set(OPTION.VENDOR_SPECIFIC, subOptionsValue(new Map([[PXE_SUBOPTION.DISCOVERY_CONTROL, uint8Option(8)]])));
   }

@@ -16,6 +16,7 @@ export function createHttpService(settings: HttpSettings, app: Express, graceMs 
   let server: Server | null = null;
   let state: ServiceState = 'stopped';
   const sockets = new Set<Socket>();
+  let rejected = 0;
 
   return {
     name: 'http',
@@ -25,6 +26,17 @@ export function createHttpService(settings: HttpSettings, app: Express, graceMs 
       server.keepAliveTimeout = 5_000;
       server.headersTimeout = 15_000;
       server.requestTimeout = 0; // artifacts (ISOs) stream for minutes
+      // Requests Node cannot even parse (a head over 16 KiB, bad framing) get a JSON error and a
+      // closed connection, and are counted, instead of Node's bare answer. If the client is still
+      // sending, the kernel may turn the close into a reset: the request was dropped either way.
+      server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+        rejected++;
+        if (!socket.writable) return socket.destroy();
+        const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+        const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+        const body = JSON.stringify({ error: { code: tooLarge ? 'ERR_HEADERS_TOO_LARGE' : 'ERR_BAD_REQUEST', message: tooLarge ? 'the request line and headers exceed 16 KiB' : 'the request is not valid HTTP' } });
+        socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      });
       server.on('connection', (s) => {
         sockets.add(s);
         s.on('close', () => sockets.delete(s));
@@ -54,7 +66,7 @@ export function createHttpService(settings: HttpSettings, app: Express, graceMs 
       state = 'stopped';
     },
     health() {
-      return { state, detail: { connections: sockets.size } };
+      return { state, detail: { connections: sockets.size, unparseableRequests: rejected } };
     },
     address() {
       const a = server?.address();

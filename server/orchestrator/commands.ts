@@ -130,3 +130,51 @@ export function haproxyScript(config: string): string {
     'echo "haproxy configuration applied"',
   ]);
 }
+
+// ── removing a node (reimage) ───────────────────────────────────────────────
+
+const KUBECTL = `kubectl --kubeconfig ${PATHS.adminConf}`;
+
+/** The etcd client certificates kubeadm writes on every stacked-etcd control node (kubeadm's etcd phase). */
+export const ETCD_PKI = {
+  ca: '/etc/kubernetes/pki/etcd/ca.crt',
+  cert: '/etc/kubernetes/pki/etcd/server.crt',
+  key: '/etc/kubernetes/pki/etcd/server.key',
+} as const;
+
+/** `kubectl get node`: exit 0 with its row, or non-zero with `NotFound` when it is gone. */
+export function nodeStatusScript(node: string): string {
+  return script([`${KUBECTL} get node ${shellQuote(node)} --no-headers`]);
+}
+
+/**
+ * `kubectl drain`. `--delete-emptydir-data` replaced `--delete-local-data` in kubectl 1.20
+ * (kubernetes/kubernetes#95076); the old flag is gone by 1.31, the new one unknown before 1.20.
+ */
+export function drainScript(node: string, opts: { readonly kubernetesMinor: number; readonly timeoutSeconds: number }): string {
+  const emptyDir = opts.kubernetesMinor >= 20 ? '--delete-emptydir-data' : '--delete-local-data';
+  return script([`${KUBECTL} drain ${shellQuote(node)} --ignore-daemonsets ${emptyDir} --force --timeout=${Math.max(1, Math.round(opts.timeoutSeconds))}s`]);
+}
+
+/**
+ * etcdctl inside the etcd static pod of a healthy control node (`etcd-<node name>`), against
+ * its local member: the pod has the binary and the certificates; the node itself may have
+ * neither installed.
+ */
+export function etcdctlScript(viaNode: string, args: readonly string[]): string {
+  const words = ['--endpoints', 'https://127.0.0.1:2379', '--cacert', ETCD_PKI.ca, '--cert', ETCD_PKI.cert, '--key', ETCD_PKI.key, ...args];
+  return script([`${KUBECTL} -n kube-system exec ${shellQuote(`etcd-${viaNode}`)} -- etcdctl ${words.map(shellQuote).join(' ')}`]);
+}
+
+export function deleteNodeScript(node: string): string {
+  return script([`${KUBECTL} delete node ${shellQuote(node)} --ignore-not-found`]);
+}
+
+/**
+ * On the node being removed, while its old system still answers: `kubeadm reset -f` stops the
+ * kubelet and wipes /etc/kubernetes (on a control node it also leaves etcd itself). Best
+ * effort: the disk is wiped next anyway.
+ */
+export function resetScript(criSocket: string): string {
+  return script([`kubeadm reset -f --cri-socket ${shellQuote(criSocket)}`]);
+}

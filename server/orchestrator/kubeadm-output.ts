@@ -59,3 +59,43 @@ export function parseNodes(text: string): NodeStatus[] {
 export function tailLines(lines: readonly string[], n: number): string[] {
   return lines.filter((l) => l.trim() !== '').slice(-n);
 }
+
+export interface EtcdMember {
+  /** Hex, as etcdctl prints and takes it. */
+  readonly id: string;
+  readonly started: boolean;
+  /** Empty for a member that was added but never started. */
+  readonly name: string;
+  readonly peerUrls: readonly string[];
+  readonly clientUrls: readonly string[];
+}
+
+/**
+ * `etcdctl member list` in its default (simple) format, one member a line:
+ * `ID, STATUS, NAME, PEER ADDRS, CLIENT ADDRS[, IS LEARNER]` with URLs joined by `,` (etcdctl
+ * printer_simple.go; the learner column exists from etcd 3.4). Lines that are not members are
+ * skipped.
+ */
+export function parseEtcdMembers(text: string): EtcdMember[] {
+  const out: EtcdMember[] = [];
+  for (const line of text.split('\n')) {
+    const cols = line.trim().split(', ');
+    const [id, status, name, peers, clients] = cols;
+    if (cols.length < 5 || !id || !/^[0-9a-f]{1,16}$/.test(id) || (status !== 'started' && status !== 'unstarted')) continue;
+    const urls = (s: string | undefined): string[] => (s ?? '').split(',').filter(Boolean);
+    out.push({ id, started: status === 'started', name: name ?? '', peerUrls: urls(peers), clientUrls: urls(clients) });
+  }
+  return out;
+}
+
+/** A member is a node's by its name (kubeadm names members after nodes) or, unstarted, by its peer address. */
+export function findEtcdMember(members: readonly EtcdMember[], node: string, ip: string | null): EtcdMember | null {
+  const host = (u: string): string => {
+    try {
+      return new URL(u).hostname;
+    } catch {
+      return '';
+    }
+  };
+  return members.find((m) => m.name === node) ?? (ip ? members.find((m) => m.peerUrls.some((u) => host(u) === ip)) : undefined) ?? null;
+}

@@ -8,7 +8,12 @@ import type { Mac } from '../lib/mac.js';
 import type { Renderer } from '../render/templates.js';
 import {
   applyCniScript,
+  deleteNodeScript,
+  drainScript,
+  etcdctlScript,
   getNodesScript,
+  nodeStatusScript,
+  resetScript,
   haproxyScript,
   initScript,
   joinScript,
@@ -20,11 +25,11 @@ import {
   uploadCertsScript,
   PATHS,
 } from './commands.js';
-import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, criSocket, renderHaproxyConfig, renderKubeadmConfig } from './kubeadm-config.js';
-import { parseJoinCommands, parseNodes, tailLines } from './kubeadm-output.js';
-import type { Backend, PlannedStep, StepKind } from './plan.js';
+import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, criSocket, kubernetesMinor, renderHaproxyConfig, renderKubeadmConfig } from './kubeadm-config.js';
+import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLines } from './kubeadm-output.js';
+import type { Backend, PlannedStep, RemovalData, StepKind } from './plan.js';
 import { createRedactor, type Redactor } from './redact.js';
-import { SshError, type RemoteSession, type RemoteShell } from './ssh.js';
+import { SshError, type ExecResult, type RemoteSession, type RemoteShell } from './ssh.js';
 
 /**
  * Runs one planned step on its node: connect (host key pinned), probe whether it already
@@ -39,6 +44,8 @@ export interface RunnerSettings {
   readonly stepTimeoutMs: number;
   readonly nodesReadyTimeoutMs: number;
   readonly nodesReadyPollMs: number;
+  /** `kubectl drain --timeout` when a node leaves its cluster (reimage). */
+  readonly drainTimeoutMs: number;
   /** Tries per step (the first included) for faults worth retrying. */
   readonly attempts: number;
   readonly retryDelayMs: number;
@@ -91,9 +98,14 @@ export class StepError extends Error {
  * (preflight: port 6443 in use, manifests present), so only transport faults before it ran
  * are retried; every other step is safe to try again.
  */
-const RETRY_ON_FAILURE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'kubeconfig', 'cni', 'upload-certs', 'token-refresh', 'join-control', 'join-worker']);
+const RETRY_ON_FAILURE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'kubeconfig', 'cni', 'upload-certs', 'token-refresh', 'join-control', 'join-worker', 'remove-node']);
 /** Steps that move their machine ready → joining → joined. */
 const JOINS_MACHINE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'init', 'join-control', 'join-worker']);
+/**
+ * Steps that fail no machine: the cluster-wide check is nobody's fault, and a failed removal is
+ * answered to the power service, which fails the machine being reimaged itself.
+ */
+const FAILS_NO_MACHINE: ReadonlySet<StepKind> = new Set<StepKind>(['nodes-ready', 'remove-node']);
 /** Steps whose output is itself secret (admin.conf): never streamed. */
 const QUIET: ReadonlySet<StepKind> = new Set<StepKind>(['kubeconfig', 'nodes-ready']);
 
@@ -229,8 +241,11 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
   while (outcome === null && failure === null) {
     attempts += 1;
     try {
-      if (!target?.ip) throw new StepError('ERR_STEP_TARGET', `${step.hostname} has no IP address to reach it at`, false);
-      outcome = await attempt(deps, job, target, attempts, sink, signal);
+      if (step.kind === 'remove-node') outcome = await removeNode(deps, job, target, sink, signal);
+      else {
+        if (!target?.ip) throw new StepError('ERR_STEP_TARGET', `${step.hostname} has no IP address to reach it at`, false);
+        outcome = await attempt(deps, job, target, attempts, sink, signal);
+      }
     } catch (err) {
       if (signal.aborted) {
         await sink.flush();
@@ -269,21 +284,56 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
   log.warn({ err: reason, attempts }, 'step failed');
   const tail = sink.tail().slice(-5).join(' | ');
   await event(step.mac, 'orchestration', `${step.id} failed after ${attempts} attempt(s): ${reason}`);
-  // The cluster-wide check is nobody's machine's fault; every other step fails its machine —
-  // before the record says so: a crash in between leaves a failed machine and a `running`
-  // record (resumed after a retry), never a failed record beside a machine still `joining`.
-  if (step.kind !== 'nodes-ready') {
+  // Every other step fails its machine — before the record says so: a crash in between leaves a
+  // failed machine and a `running` record (resumed after a retry), never a failed record beside
+  // a machine still `joining`.
+  if (!FAILS_NO_MACHINE.has(step.kind)) {
     await move(step.mac, 'fail', `failed at ${step.id}: ${reason}`, { step: step.id, reason: tail ? `${reason} — ${tail}` : reason });
   }
   return save('failed', { endedAt });
 }
 
-async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+function connectTo(deps: RunnerDeps, target: Machine, signal: AbortSignal, connectTimeoutMs = deps.settings.connectTimeoutMs): Promise<RemoteSession> {
   const { settings } = deps;
-  const session = await deps.shell.connect(
-    { host: target.ip as string, port: settings.sshPort, username: settings.sshUser, privateKey: deps.privateKey, hostKeys: target.hostKeys, connectTimeoutMs: settings.connectTimeoutMs },
+  return deps.shell.connect(
+    { host: target.ip as string, port: settings.sshPort, username: settings.sshUser, privateKey: deps.privateKey, hostKeys: target.hostKeys, connectTimeoutMs },
     signal,
   );
+}
+
+type Run = (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => Promise<string>;
+type RunRaw = (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => Promise<ExecResult>;
+
+/** Runs scripts over one session: `raw` returns whatever happened, `run` throws on a timeout or a non-zero exit. */
+function commands(deps: RunnerDeps, session: RemoteSession, sink: OutputSink, signal: AbortSignal, quiet: boolean): { run: Run; raw: RunRaw } {
+  const { settings } = deps;
+  const raw: RunRaw = (script, opts = {}) => {
+    const timeoutMs = opts.timeoutMs ?? settings.stepTimeoutMs;
+    return session.exec(shellCommand(settings.sshUser, timeoutMs), {
+      stdin: script,
+      timeoutMs,
+      signal,
+      onData: opts.stream === false || quiet ? undefined : (text) => sink.push(text),
+    });
+  };
+  const run: Run = async (script, opts = {}) => {
+    const timeoutMs = opts.timeoutMs ?? settings.stepTimeoutMs;
+    const r = await raw(script, opts);
+    if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', `timed out after ${Math.round(timeoutMs / 1000)} s`, true);
+    if (r.code !== 0) throw new StepError('ERR_STEP_COMMAND', `exited ${r.code ?? r.signal ?? 'without a status'}${lastLine(r, sink, quiet)}`, true);
+    return r.stdout;
+  };
+  return { run, raw };
+}
+
+/** `: <the last output line>`, redacted, for error messages. */
+function lastLine(r: ExecResult, sink: OutputSink, quiet = false): string {
+  const last = quiet ? '' : sink.redact(tailLines((r.stdout + '\n' + r.stderr).split('\n'), 1)[0] ?? '');
+  return last ? `: ${last.trim().slice(0, 300)}` : '';
+}
+
+async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+  const session = await connectTo(deps, target, signal);
   try {
     return await perform(deps, job, session, n, sink, signal);
   } finally {
@@ -294,22 +344,7 @@ async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: numbe
 async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
   const { settings } = deps;
   const { step, cluster, secrets } = job;
-  const quiet = QUIET.has(step.kind);
-  const run = async (script: string, opts: { timeoutMs?: number; stream?: boolean } = {}): Promise<string> => {
-    const timeoutMs = opts.timeoutMs ?? settings.stepTimeoutMs;
-    const r = await session.exec(shellCommand(settings.sshUser, timeoutMs), {
-      stdin: script,
-      timeoutMs,
-      signal,
-      onData: opts.stream === false || quiet ? undefined : (text) => sink.push(text),
-    });
-    if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', `timed out after ${Math.round(timeoutMs / 1000)} s`, true);
-    if (r.code !== 0) {
-      const last = quiet ? '' : sink.redact(tailLines((r.stdout + '\n' + r.stderr).split('\n'), 1)[0] ?? '');
-      throw new StepError('ERR_STEP_COMMAND', `exited ${r.code ?? r.signal ?? 'without a status'}${last ? `: ${last.trim().slice(0, 300)}` : ''}`, true);
-    }
-    return r.stdout;
-  };
+  const { run } = commands(deps, session, sink, signal, QUIET.has(step.kind));
   const probe = async (script: string): Promise<boolean> => {
     const r = await session.exec(shellCommand(settings.sshUser, 30_000), { stdin: script, timeoutMs: 30_000, signal });
     if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', 'the idempotency probe timed out', true);
@@ -393,7 +428,106 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
     }
     case 'nodes-ready':
       return waitForNodes(deps, step, run, sink, signal);
+    case 'remove-node':
+      throw new StepError('ERR_STEP_TARGET', 'a removal runs through removeNode', false);
   }
+}
+
+/**
+ * Takes a node out of its cluster before its machine is wiped (reimage), from a healthy control
+ * node (`data.via`, never the node itself): drain it, `kubeadm reset -f` on the node while its
+ * old system still answers (best effort), remove its etcd member (control plane), delete the
+ * Node. Every part is idempotent — a node or member already gone is success — so a retry or a
+ * restart runs the whole sequence again. With no `via` the cluster was never initialised: only
+ * the reset is tried. The load balancer is the plan's business (an `lb-config` without it).
+ */
+async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | null, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+  const { step, cluster } = job;
+  const d = step.data as unknown as RemovalData;
+  const facts: Record<string, unknown> = {};
+  let session: RemoteSession | null = null;
+  if (d.via) {
+    if (d.via === step.mac) throw new StepError('ERR_STEP_TARGET', `refusing to remove ${d.node} from itself`, false);
+    const via = await deps.machines.get(d.via);
+    if (!via?.ip) throw new StepError('ERR_STEP_TARGET', `control-plane node ${d.viaNode ?? d.via} has no IP address to reach it at`, false);
+    session = await connectTo(deps, via, signal);
+  }
+  try {
+    const sh = session ? commands(deps, session, sink, signal, false) : null;
+    if (sh) {
+      const short = Math.min(deps.settings.stepTimeoutMs, 60_000);
+      const st = await sh.raw(nodeStatusScript(d.node), { timeoutMs: short });
+      if (st.timedOut) throw new StepError('ERR_STEP_TIMEOUT', `kubectl get node ${d.node} timed out`, true);
+      const row = st.code === 0 ? parseNodes(st.stdout).find((n) => n.name === d.node) : undefined;
+      if (st.code !== 0 && !/NotFound|not found/.test(st.stdout + st.stderr)) throw new StepError('ERR_STEP_COMMAND', `kubectl get node ${d.node} exited ${st.code ?? st.signal}${lastLine(st, sink)}`, true);
+      facts['nodeFound'] = row !== undefined;
+      if (row) {
+        // kubectl gives up first, so its own message says why, inside the command's time.
+        const step = deps.settings.stepTimeoutMs;
+        const drainMs = Math.max(1000, Math.min(deps.settings.drainTimeoutMs, step - Math.min(30_000, step / 4)));
+        const dr = await sh.raw(drainScript(d.node, { kubernetesMinor: kubernetesMinor(cluster.kubernetesVersion), timeoutSeconds: drainMs / 1000 }), { timeoutMs: step });
+        if (dr.code === 0 && !dr.timedOut) facts['drained'] = true;
+        else if (!row.ready) {
+          // A node that is down cannot let its pods go gracefully; they are rescheduled once it is deleted.
+          facts['drained'] = false;
+          sink.add([`drain of ${d.node} did not finish${lastLine(dr, sink)}; the node is ${row.status}, so it is deleted anyway`]);
+        } else throw new StepError(dr.timedOut ? 'ERR_STEP_TIMEOUT' : 'ERR_STEP_COMMAND', `kubectl drain ${d.node} failed${lastLine(dr, sink)}`, true);
+      } else sink.add([`node ${d.node} is not in the cluster (already deleted)`]);
+    }
+    facts['reset'] = await resetBestEffort(deps, job, subject, sink, signal);
+    if (sh) {
+      if (d.role === 'control-plane') facts['etcdMember'] = await removeEtcdMember(sh, d, subject, sink);
+      await sh.run(deleteNodeScript(d.node), { timeoutMs: Math.min(deps.settings.stepTimeoutMs, 120_000) });
+      facts['deleted'] = true;
+    } else {
+      sink.add([`cluster ${cluster.name} was never initialised: there is no node or etcd member to remove`]);
+    }
+  } finally {
+    session?.close();
+  }
+  return { skipped: null, data: facts };
+}
+
+async function removeEtcdMember(sh: { run: Run; raw: RunRaw }, d: RemovalData, subject: Machine | null, sink: OutputSink): Promise<string | null> {
+  const via = d.viaNode as string;
+  const members = parseEtcdMembers(await sh.run(etcdctlScript(via, ['member', 'list']), { timeoutMs: 60_000 }));
+  if (members.length === 0) throw new StepError('ERR_STEP_CHECK', `etcdctl member list on ${via} printed no member`, true);
+  const member = findEtcdMember(members, d.node, subject?.ip ?? null);
+  if (!member) {
+    sink.add([`etcd has no member for ${d.node} (already removed)`]);
+    return null;
+  }
+  if (member.name === via) throw new StepError('ERR_STEP_CHECK', `the etcd member found for ${d.node} is ${via}'s own; nothing removed`, false);
+  if (members.length === 1) throw new StepError('ERR_STEP_CHECK', `${d.node} is the last etcd member; nothing removed`, false);
+  const r = await sh.raw(etcdctlScript(via, ['member', 'remove', member.id]), { timeoutMs: 60_000 });
+  // Removed meanwhile (kubeadm reset on the node leaves etcd by itself): the same outcome.
+  if ((r.code !== 0 || r.timedOut) && !/member not found/i.test(r.stdout + r.stderr)) throw new StepError('ERR_STEP_COMMAND', `etcdctl member remove ${member.id} failed${lastLine(r, sink)}`, true);
+  return member.id;
+}
+
+/** `kubeadm reset -f` on the node being removed, if it still answers with its pinned key; never fails the step. */
+async function resetBestEffort(deps: RunnerDeps, job: StepJob, subject: Machine | null, sink: OutputSink, signal: AbortSignal): Promise<string> {
+  const name = (job.step.data['node'] as string | undefined) ?? job.step.hostname;
+  let outcome: string;
+  if (!subject?.ip) outcome = 'skipped: no IP address';
+  else if (subject.hostKeys.length === 0) outcome = 'skipped: no phoned-home host key';
+  else {
+    const timeoutMs = Math.min(deps.settings.stepTimeoutMs, 120_000);
+    try {
+      const session = await connectTo(deps, subject, signal, Math.min(deps.settings.connectTimeoutMs, 10_000));
+      try {
+        const r = await commands(deps, session, sink, signal, false).raw(resetScript(criSocket(job.cluster)), { timeoutMs });
+        outcome = r.code === 0 && !r.timedOut ? 'done' : `failed: ${r.timedOut ? 'timed out' : `exited ${r.code ?? r.signal}`}${lastLine(r, sink)}`;
+      } finally {
+        session.close();
+      }
+    } catch (err) {
+      if (signal.aborted) throw err;
+      outcome = `skipped: ${errorMessage(err)}`;
+    }
+  }
+  if (outcome !== 'done') sink.add([`kubeadm reset on ${name} ${outcome} (best effort: its disk is wiped next)`]);
+  return outcome;
 }
 
 async function waitForNodes(deps: RunnerDeps, step: PlannedStep, run: (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => Promise<string>, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {

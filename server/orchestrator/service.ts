@@ -1,4 +1,5 @@
-import type { Cluster, Machine } from '../inventory/model.js';
+import type { Cluster, InventoryEvent, Machine } from '../inventory/model.js';
+import { NODE_REMOVAL_FAILED_EVENT, NODE_REMOVED_EVENT, REIMAGE_EVENT, awaitsClusterRemoval, reimageProgress } from '../inventory/reimage.js';
 import type { Inventory, OrchestrationRepo, StepRecord } from '../inventory/store.js';
 import type { ClusterCa } from '../lib/cluster-ca.js';
 import { ADMIN_CONF_SECRET, clusterScope, ensureClusterSecrets } from '../lib/cluster-secrets.js';
@@ -8,7 +9,7 @@ import { AUTOINSTALL_DIR } from '../lib/paths.js';
 import type { Service, ServiceState } from '../lib/service.js';
 import { createRenderer, type Renderer } from '../render/templates.js';
 import { KUBEADM_TEMPLATES_DIR } from './kubeadm-config.js';
-import { planCluster, type PlanLimits } from './plan.js';
+import { planCluster, type Plan, type PlanLimits, type RemovalRequest } from './plan.js';
 import { runStep, type RunnerDeps, type RunnerSettings } from './runner.js';
 import type { RemoteShell } from './ssh.js';
 
@@ -57,6 +58,9 @@ export interface Orchestrator extends Service {
   idle(timeoutMs?: number): Promise<void>;
 }
 
+/** Event pages read when replaying a reimaging machine's history (10,000 events each). */
+const MAX_EVENT_PAGES = 50;
+
 interface Driver {
   wake(): void;
   readonly active: Map<string, Promise<void>>;
@@ -77,7 +81,7 @@ export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
 
 export function presentStep(s: StepRecord, machines: readonly Machine[]): Record<string, unknown> {
   const m = machines.find((x) => x.mac === s.mac);
-  const { certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server } = s.data as Record<string, unknown>;
+  const { certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, viaNode, nodeFound, drained, reset, etcdMember, deleted } = s.data as Record<string, unknown>;
   return {
     id: s.id,
     kind: s.kind,
@@ -91,7 +95,7 @@ export function presentStep(s: StepRecord, machines: readonly Machine[]): Record
     output: s.output,
     error: s.error,
     // Facts only; secrets never reach step data.
-    facts: Object.fromEntries(Object.entries({ certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server }).filter(([, v]) => v !== undefined)),
+    facts: Object.fromEntries(Object.entries({ certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, via: viaNode, nodeFound, drained, reset, etcdMember, deleted }).filter(([, v]) => v !== undefined)),
   };
 }
 
@@ -207,15 +211,58 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     const cluster = await inventory.clusters.get(name);
     if (!cluster) return false;
     const [members, steps] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
-    const plan = planCluster({ cluster, machines: members, steps, active: new Set(), now: now(), limits: settings.limits });
-    return plan.run.length > 0 || plan.settle.length > 0 || plan.state !== cluster.state;
+    const removals = await removalRequests(members);
+    const plan = planCluster({ cluster, machines: members, steps, active: new Set(), now: now(), limits: settings.limits, removals });
+    return plan.run.length > 0 || plan.settle.length > 0 || plan.answer.length > 0 || plan.state !== cluster.state;
+  }
+
+  async function history(mac: Machine['mac']): Promise<InventoryEvent[]> {
+    const out: InventoryEvent[] = [];
+    let after: number | undefined;
+    for (let page = 0; page < MAX_EVENT_PAGES; page++) {
+      const batch = await inventory.events.list({ mac, afterId: after, limit: 10_000 });
+      out.push(...batch);
+      if (batch.length < 10_000) break;
+      after = batch[batch.length - 1]?.id;
+    }
+    return out;
+  }
+
+  /** The power service's open questions (server/inventory/reimage.ts): only machines in `reimaging` have any. */
+  async function removalRequests(members: readonly Machine[]): Promise<RemovalRequest[]> {
+    const out: RemovalRequest[] = [];
+    for (const m of members) {
+      if (m.state !== 'reimaging') continue;
+      const p = reimageProgress(await history(m.mac));
+      if (p && awaitsClusterRemoval(m, p)) out.push({ mac: m.mac, reimage: p.id, askedAt: p.stepEventId });
+    }
+    return out;
+  }
+
+  /**
+   * Records the answers the plan found. A removed node's pinned host keys go with its old
+   * system: the next connection to this machine needs the keys of its next phone-home.
+   * Keys first, then the fact; a crash in between answers again (both writes are idempotent).
+   */
+  async function answer(name: string, plan: Plan, l: Logger): Promise<void> {
+    for (const a of plan.answer) {
+      if (a.outcome === 'removed') {
+        await inventory.machines.setHostKeys(a.mac, []);
+        await inventory.events.append({ mac: a.mac, cluster: name, type: NODE_REMOVED_EVENT, source: 'orchestrator', message: `${a.message}; its pinned SSH host keys were dropped until it phones home again`, data: { reimage: a.reimage, step: a.step } });
+      } else {
+        await inventory.events.append({ mac: a.mac, cluster: name, type: NODE_REMOVAL_FAILED_EVENT, source: 'orchestrator', message: `${a.message}: ${a.reason ?? ''}`, data: { reimage: a.reimage, reason: a.reason, step: a.step } });
+      }
+      l.info({ mac: a.mac, reimage: a.reimage, outcome: a.outcome, reason: a.reason }, 'removal answered');
+    }
   }
 
   async function evaluate(name: string, active: Map<string, Promise<void>>, signal: AbortSignal, driver: Driver, l: Logger): Promise<boolean> {
     const cluster = await inventory.clusters.get(name);
     if (!cluster) return true;
     const [members, steps] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
-    const plan = planCluster({ cluster, machines: members, steps, active: new Set(active.keys()), now: now(), limits: settings.limits });
+    const removals = await removalRequests(members);
+    const plan = planCluster({ cluster, machines: members, steps, active: new Set(active.keys()), now: now(), limits: settings.limits, removals });
+    await answer(name, plan, l);
     // Made on first need: before the first step that uses them (seeds call the same function).
     const secrets = plan.run.length > 0 ? await ensureClusterSecrets(inventory.secrets, name, { now, makeCa: deps.makeCa }) : null;
     for (const mac of plan.settle) {
@@ -256,7 +303,8 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
         });
       active.set(step.id, p);
     }
-    return active.size === 0 && plan.run.length === 0;
+    // An answer changes what the next look sees: look once more before letting go.
+    return active.size === 0 && plan.run.length === 0 && plan.answer.length === 0;
   }
 
   return {
@@ -268,6 +316,8 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       privateKey = await deps.privateKey();
       unsubscribe = inventory.events.subscribe((e) => {
         if (!e.cluster || e.source === 'orchestrator' || e.type.startsWith('orchestration')) return;
+        // The power service asks for a removal with a `reimage` event (the contract in server/inventory/reimage.ts).
+        if (e.type === REIMAGE_EVENT && e.data?.['step'] !== 'remove-from-cluster') return;
         if (e.type === 'cluster.deleted') return;
         kick(e.cluster);
       });
@@ -311,9 +361,9 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       return (await orchestration.steps(cluster.name)).map((s) => presentStep(s, machines));
     },
     async detail(cluster, machines) {
-      const [steps, lock] = await Promise.all([orchestration.steps(cluster.name), orchestration.lock(cluster.name)]);
+      const [steps, lock, removals] = await Promise.all([orchestration.steps(cluster.name), orchestration.lock(cluster.name), removalRequests(machines)]);
       const driver = drivers.get(cluster.name);
-      const plan = planCluster({ cluster, machines, steps, active: new Set(driver ? driver.active.keys() : []), now: now(), limits: settings.limits });
+      const plan = planCluster({ cluster, machines, steps, active: new Set(driver ? driver.active.keys() : []), now: now(), limits: settings.limits, removals });
       return {
         orchestration: {
           waiting: plan.waiting,

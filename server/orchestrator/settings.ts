@@ -16,6 +16,7 @@ export function orchestratorSettings(config: Config): OrchestratorSettings {
     stepTimeoutMs: config.orchestratorStepTimeoutSeconds * 1000,
     nodesReadyTimeoutMs: config.orchestratorNodesReadyTimeoutSeconds * 1000,
     nodesReadyPollMs: 2000,
+    drainTimeoutMs: config.orchestratorDrainTimeoutSeconds * 1000,
     attempts: config.orchestratorAttempts,
     retryDelayMs: config.orchestratorRetryDelayMs,
     retryMaxDelayMs: 60_000,

@@ -44,7 +44,42 @@ export function cmdlineSafe(value: unknown): string {
  */
 export function ipxeSafe(value: unknown): string {
   const s = String(value);
-  if (!/^[A-Za-z0-9._:/?&=%+,@~-]*$/.test(s)) throw new Error(`ipxe filter: "${s.slice(0, 40)}" has characters that are unsafe in an iPXE script`);
+  if (!/^[A-Za-z0-9._:/?&=%+,@~_-]*$/.test(s)) throw new Error(`ipxe filter: "${s.slice(0, 40)}" has characters that are unsafe in an iPXE script`);
+  return s;
+}
+
+/**
+ * One argument of an iPXE command (a kernel command-line word). iPXE splits a line on white space
+ * only, with no quoting; a word that is exactly `||`, `&&` or `;` ends the command, a word that
+ * starts with `#` starts a comment and `${…}` expands a setting (src/core/exec.c) — so a word may
+ * contain `;` (as in `ds=nocloud-net;s=…`) but none of those forms.
+ */
+export function ipxeArg(value: unknown): string {
+  const s = String(value);
+  if (!/^[A-Za-z0-9._:/?&=%+,@~;_-]+$/.test(s) || s.startsWith('#') || ['||', '&&', ';'].includes(s)) {
+    throw new Error(`ipxearg filter: "${s.slice(0, 40)}" is not a safe iPXE command word`);
+  }
+  return s;
+}
+
+/** Words for `echo`: spaces allowed, but nothing iPXE would expand, split into commands, or end. */
+export function ipxeText(value: unknown): string {
+  const s = String(value);
+  if (!/^[A-Za-z0-9 ._:/?=%+,@~()_-]*$/.test(s)) throw new Error(`ipxetext filter: "${s.slice(0, 40)}" has characters that are unsafe in an iPXE script`);
+  return s;
+}
+
+/** A debconf preseed value: the rest of one line, so no line break may reach it. */
+export function preseedValue(value: unknown): string {
+  const s = String(value);
+  if (/[\r\n\0]/.test(s)) throw new Error('preseed filter: a preseed value is one line');
+  return s;
+}
+
+/** A word in an haproxy configuration line (server name, address). */
+export function haproxyWord(value: unknown): string {
+  const s = String(value);
+  if (!/^[A-Za-z0-9._:-]+$/.test(s)) throw new Error(`haproxyword filter: "${s.slice(0, 40)}" is not a plain name or address`);
   return s;
 }
 
@@ -64,6 +99,10 @@ export function createRenderer(dir: string, opts: { cache?: boolean } = {}): Ren
   env.addFilter('shellquote', shellQuote);
   env.addFilter('cmdline', cmdlineSafe);
   env.addFilter('ipxe', ipxeSafe);
+  env.addFilter('ipxearg', ipxeArg);
+  env.addFilter('preseed', preseedValue);
+  env.addFilter('haproxyword', haproxyWord);
+  env.addFilter('ipxetext', ipxeText);
   env.addFilter('json', (v: unknown) => JSON.stringify(v));
   env.addFilter('indent_block', (v: unknown, n: number) =>
     String(v)

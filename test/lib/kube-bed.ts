@@ -35,8 +35,8 @@ export interface BedNode extends NodeDef {
   readonly mac: Mac;
   readonly ns: string;
   readonly dir: string;
-  /** The node's real host key (as it would phone home). */
-  readonly hostKey: SshHostKey;
+  /** The node's real host key (as it would phone home); a reinstall makes a new one. */
+  hostKey: SshHostKey;
   sshd: ChildProcess | null;
 }
 
@@ -196,6 +196,39 @@ export class KubeBed {
       if (child.exitCode !== null) throw new Error(`sshd on ${n.name} exited: ${log}`);
       if (Date.now() > deadline) throw new Error(`sshd on ${n.name} did not listen: ${log}`);
       await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /**
+   * What a reinstall leaves: the old system stops (sshd and everything in its mount namespace),
+   * the node gets a fresh /etc/kubernetes and a new SSH host key, and the new system's sshd
+   * starts. Returns the new key, which the test phones home as the boot chain would.
+   */
+  async reinstall(name: string): Promise<SshHostKey> {
+    const n = this.node(name);
+    await this.stopSshd(name);
+    for (const sub of ['etc-up/kubernetes', 'etc-up/haproxy']) rmSync(join(n.dir, sub), { recursive: true, force: true });
+    rmSync(join(n.dir, 'ssh_host_ed25519_key'), { force: true });
+    rmSync(join(n.dir, 'ssh_host_ed25519_key.pub'), { force: true });
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `root@${name}`, '-f', join(n.dir, 'ssh_host_ed25519_key')]);
+    n.hostKey = { type: 'ed25519', key: readFileSync(join(n.dir, 'ssh_host_ed25519_key.pub'), 'utf8').trim() };
+    // The old sshd may need a moment to let go of port 22.
+    const deadline = Date.now() + 5000;
+    while ((await canConnect(n.ip, 22)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.startSshd(n);
+    return n.hostKey;
+  }
+
+  /** The node stops answering SSH (a hung or powered-off system). */
+  async stopSshd(name: string): Promise<void> {
+    const old = this.node(name).sshd;
+    if (!old || old.exitCode !== null || old.signalCode !== null) return;
+    const exited = new Promise((r) => old.once('exit', r));
+    old.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+    if (old.exitCode === null && old.signalCode === null) {
+      old.kill('SIGKILL');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
     }
   }
 

@@ -24,6 +24,7 @@ export function testSettings(over: Partial<OrchestratorSettings> = {}): Orchestr
     stepTimeoutMs: 20_000,
     nodesReadyTimeoutMs: 5000,
     nodesReadyPollMs: 50,
+    drainTimeoutMs: 10_000,
     attempts: 3,
     retryDelayMs: 20,
     retryMaxDelayMs: 200,

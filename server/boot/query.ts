@@ -1,0 +1,68 @@
+import { parseMac, type Mac } from '../lib/mac.js';
+import type { Firmware } from '../inventory/model.js';
+
+/**
+ * The query string of `GET /boot.ipxe`, parsed once at the boundary. iPXE fills it from its own
+ * settings (`${net0/mac:hexhyp}`, `${buildarch}`, `${platform}`, `${uuid}`), but anyone can send
+ * anything: each value is checked against what iPXE can produce and dropped otherwise, so nothing
+ * from a request ever reaches a script except through these narrow types.
+ */
+export const BUILD_ARCHES = ['i386', 'x86_64', 'arm32', 'arm64'] as const;
+export type BuildArch = (typeof BUILD_ARCHES)[number];
+export const PLATFORMS = ['pcbios', 'efi'] as const;
+export type Platform = (typeof PLATFORMS)[number];
+
+export interface BootQuery {
+  /** null: no MAC given — answer with the chain script that asks again with one. */
+  readonly mac: Mac | null;
+  readonly arch: BuildArch | null;
+  readonly platform: Platform | null;
+  readonly uuid: string | null;
+  /** How many times a waiting machine has asked (1 on the first). */
+  readonly attempt: number;
+}
+
+export class BootQueryError extends Error {
+  readonly code = 'ERR_BOOT_QUERY';
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super(message);
+    this.name = 'BootQueryError';
+    this.field = field;
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function one(q: Record<string, unknown>, key: string): string | null {
+  const v = q[key];
+  if (v === undefined || v === '') return null;
+  // A repeated key arrives as an array: ambiguous, so refused.
+  if (typeof v !== 'string') throw new BootQueryError(key, `${key} must be given once`);
+  return v;
+}
+
+export function parseBootQuery(q: Record<string, unknown>): BootQuery {
+  const macText = one(q, 'mac');
+  let mac: Mac | null = null;
+  if (macText !== null) {
+    mac = parseMac(macText);
+    if (mac === null) throw new BootQueryError('mac', `mac: "${macText.slice(0, 40)}" is not a MAC address`);
+  }
+  const arch = one(q, 'arch');
+  const platform = one(q, 'platform');
+  const uuid = one(q, 'uuid');
+  const attemptText = one(q, 'attempt');
+  const attempt = attemptText !== null && /^\d{1,6}$/.test(attemptText) ? Math.max(1, Number(attemptText)) : 1;
+  return {
+    mac,
+    arch: arch !== null && (BUILD_ARCHES as readonly string[]).includes(arch) ? (arch as BuildArch) : null,
+    platform: platform !== null && (PLATFORMS as readonly string[]).includes(platform) ? (platform as Platform) : null,
+    uuid: uuid !== null && UUID.test(uuid) ? uuid.toLowerCase() : null,
+    attempt,
+  };
+}
+
+export function firmwareOf(platform: Platform | null): Firmware | null {
+  return platform === 'pcbios' ? 'bios' : platform === 'efi' ? 'efi' : null;
+}

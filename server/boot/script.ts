@@ -1,0 +1,186 @@
+import type { Cluster, Machine } from '../inventory/model.js';
+import type { MachineState } from '../inventory/lifecycle.js';
+import { macHexHyphen, type Mac } from '../lib/mac.js';
+import type { BootQuery, Platform } from './query.js';
+import type { ReleaseInstaller } from './releases.js';
+
+/**
+ * Which iPXE script a machine gets, as a pure function of what it sent and what the inventory
+ * knows. The HTTP handler records the sighting and the transition the decision names, then
+ * renders `boot-templates/<template>` with the context.
+ *
+ *   no MAC                         → chain: ask again with mac/arch/platform/uuid
+ *   unknown, discovered            → wait: "waiting for a role", ask again later, bounded
+ *   assigned, provisioning,
+ *   reimaging                      → install: the installer of the cluster's Ubuntu release
+ *   installed, ready, joining,
+ *   joined                         → local: boot from disk (breaks the reinstall loop)
+ *   failed                         → wait: an operator has to retry it
+ */
+export type BootScriptKind = 'chain' | 'wait' | 'install' | 'local';
+
+export interface BootSettings {
+  /** `http://<advertise>:<port>` — what machines use to reach racksmith. */
+  readonly baseUrl: string;
+  readonly waitSeconds: number;
+  readonly waitAttempts: number;
+  /** Tries of the chain script before it reboots. */
+  readonly chainTries: number;
+  readonly retrySeconds: number;
+  /** Extra kernel arguments for every installer (already checked by the settings schema). */
+  readonly kernelArgs: readonly string[];
+}
+
+export interface BootFacts {
+  readonly query: BootQuery;
+  readonly machine: Machine | null;
+  readonly cluster: Cluster | null;
+  readonly installer: ReleaseInstaller | null;
+  /** The machine's seed token in clear (assigned machines only). */
+  readonly seedToken: string | null;
+}
+
+export interface BootDecision {
+  readonly kind: BootScriptKind;
+  readonly template: string;
+  readonly context: Record<string, unknown>;
+  /** The lifecycle event the handler applies before answering (`installer-served`), if any. */
+  readonly transition: 'installer-served' | null;
+  /** One line for the machine's event log. */
+  readonly summary: string;
+}
+
+const INSTALL_STATES: readonly MachineState[] = ['assigned', 'provisioning', 'reimaging'];
+const LOCAL_STATES: readonly MachineState[] = ['installed', 'ready', 'joining', 'joined'];
+
+export function bootUrl(s: BootSettings): string {
+  return `${s.baseUrl}/boot.ipxe`;
+}
+
+function machineQuery(mac: Mac, q: BootQuery, extra: Record<string, string> = {}): string {
+  const parts: [string, string][] = [['mac', macHexHyphen(mac)]];
+  if (q.arch) parts.push(['arch', q.arch]);
+  if (q.platform) parts.push(['platform', q.platform]);
+  if (q.uuid) parts.push(['uuid', q.uuid]);
+  parts.push(...Object.entries(extra));
+  return parts.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
+}
+
+function waitDecision(mac: Mac, q: BootQuery, s: BootSettings, reason: 'unknown' | 'discovered' | 'failed' | 'misconfigured', message: string): BootDecision {
+  const attempt = Math.min(q.attempt, s.waitAttempts);
+  return {
+    kind: 'wait',
+    template: 'wait.ipxe.njk',
+    transition: null,
+    summary: `iPXE script: wait (${message}, attempt ${attempt} of ${s.waitAttempts})`,
+    context: {
+      mac,
+      reason,
+      message,
+      attempt,
+      attempts: s.waitAttempts,
+      waitSeconds: s.waitSeconds,
+      nextUrl: `${bootUrl(s)}?${machineQuery(mac, q, { attempt: String(attempt + 1) })}`,
+    },
+  };
+}
+
+/** Kernel command line of each installer, word by word. */
+export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl: string, s: BootSettings): string[] {
+  if (inst.kind === 'debian-installer') {
+    // d-i asks the network questions before it can fetch a network preseed, so netcfg, locale
+    // and keyboard answers go on the command line (installation guide, appendix B.2.1).
+    return [
+      'auto=true',
+      'priority=critical',
+      `url=${seedUrl}preseed.cfg`,
+      'interface=auto',
+      'netcfg/dhcp_timeout=60',
+      ...(machine.hostname ? [`hostname=${machine.hostname}`] : []),
+      'locale=en_US.UTF-8',
+      'keyboard-configuration/layoutcode=us',
+      'console-setup/ask_detect=false',
+      ...s.kernelArgs,
+      '---',
+    ];
+  }
+  // casper fetches the ISO into RAM (url=); cloud-config-url=/dev/null keeps the live system's
+  // cloud-init from downloading it a second time (Ubuntu server docs, netboot how-to).
+  // `ds=nocloud-net;s=…` is one word: iPXE does not treat quotes specially, and cloud-init
+  // matches " ds=nocloud-net;" literally, so quoting it (as GRUB needs) would break it here.
+  // nocloud-net, not nocloud: `ds=nocloud;s=http…` needs cloud-init ≥ 23.2.
+  return [
+    'root=/dev/ram0',
+    'ramdisk_size=1500000',
+    'ip=dhcp',
+    `url=${s.baseUrl}/artifacts/${inst.release}/${inst.iso ?? ''}`,
+    'autoinstall',
+    `ds=nocloud-net;s=${seedUrl}`,
+    'cloud-config-url=/dev/null',
+    ...s.kernelArgs,
+  ];
+}
+
+function localTemplatePlatform(q: BootQuery, machine: Machine): Platform {
+  if (q.platform) return q.platform;
+  return machine.firmware === 'efi' ? 'efi' : 'pcbios';
+}
+
+export function decideBootScript(f: BootFacts, s: BootSettings): BootDecision {
+  const { query: q, machine } = f;
+  if (q.mac === null) {
+    return {
+      kind: 'chain',
+      template: 'chain.ipxe.njk',
+      transition: null,
+      summary: 'iPXE script: chain',
+      context: { bootUrl: bootUrl(s), tries: s.chainTries, retrySeconds: s.retrySeconds },
+    };
+  }
+  if (machine === null) return waitDecision(q.mac, q, s, 'unknown', 'waiting for a role');
+  if (machine.state === 'discovered') return waitDecision(q.mac, q, s, 'discovered', 'waiting for a role');
+  if (machine.state === 'failed') return waitDecision(q.mac, q, s, 'failed', `failed at ${sanitize(machine.failedStep ?? 'an unknown step')}, waiting for an operator`);
+  if (LOCAL_STATES.includes(machine.state)) {
+    return {
+      kind: 'local',
+      template: 'local.ipxe.njk',
+      transition: null,
+      summary: `iPXE script: boot from local disk (${machine.state})`,
+      context: { mac: machine.mac, hostname: machine.hostname ?? machine.mac, state: machine.state, platform: localTemplatePlatform(q, machine) },
+    };
+  }
+  if (INSTALL_STATES.includes(machine.state)) {
+    const { cluster, installer, seedToken } = f;
+    if (!cluster || !installer || !seedToken || !machine.role) {
+      return waitDecision(q.mac, q, s, 'misconfigured', 'assigned but missing its cluster or seed token');
+    }
+    const seedUrl = `${s.baseUrl}/seed/${seedToken}/`;
+    const hex = macHexHyphen(machine.mac);
+    const artifact = (file: string): string => `${s.baseUrl}/artifacts/${installer.release}/${file}?mac=${hex}`;
+    return {
+      kind: 'install',
+      template: 'install.ipxe.njk',
+      transition: 'installer-served',
+      summary: `iPXE script: install Ubuntu ${installer.release} (${installer.kind})`,
+      context: {
+        mac: machine.mac,
+        hostname: machine.hostname ?? machine.mac,
+        role: machine.role,
+        cluster: cluster.name,
+        release: installer.release,
+        installer: installer.kind,
+        kernelUrl: artifact(installer.kernel),
+        initrdUrl: artifact(installer.initrd),
+        initrdName: installer.initrd,
+        args: installerArgs(installer, machine, seedUrl, s),
+        retrySeconds: s.retrySeconds,
+      },
+    };
+  }
+  return waitDecision(q.mac, q, s, 'misconfigured', `in state ${machine.state}`);
+}
+
+/** Free text from the store shown on a console: only the characters the echo filter allows. */
+function sanitize(text: string): string {
+  return text.replace(/[^A-Za-z0-9 ._:/=+,@-]/g, ' ').slice(0, 60);
+}

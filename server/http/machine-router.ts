@@ -1,0 +1,257 @@
+import { join } from 'node:path';
+import express, { Router, type Request, type Response } from 'express';
+import { AppError } from '../lib/errors.js';
+import { parseMac } from '../lib/mac.js';
+import type { Machine, UbuntuRelease } from '../inventory/model.js';
+import type { MachineEventType } from '../inventory/lifecycle.js';
+import type { ClusterRepo, EventRepo, MachineRepo } from '../inventory/store.js';
+import type { Renderer } from '../render/templates.js';
+import { BootQueryError, firmwareOf, parseBootQuery } from '../boot/query.js';
+import { decideBootScript, type BootSettings } from '../boot/script.js';
+import type { ReleaseInstaller } from '../boot/releases.js';
+import type { ArtifactStore } from '../artifacts/store.js';
+import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
+import { newInstanceId, seedContext, type SeedSettings } from '../seeds/context.js';
+import { CONTENT_TYPE, isSeedFile, renderSeedFile } from '../seeds/render.js';
+import { parsePhoneHome, PhoneHomeError } from '../seeds/phone-home.js';
+import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-events.js';
+
+/**
+ * What machines see over HTTP without an API token (INTERFACE.md): the iPXE boot scripts, the
+ * installer artifacts, the seeds, and the installer's and cloud-init's reports. Handlers stay
+ * thin: parse → pure decision (boot/, seeds/) → render → record. Every script, artifact and seed
+ * file served is an event in the machine's log, and moves the step a tech sees on its tile.
+ */
+export interface MachineRouterDeps {
+  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedToken' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys'>;
+  readonly clusters: Pick<ClusterRepo, 'get'>;
+  readonly events: Pick<EventRepo, 'append'>;
+  readonly bootTemplates: Renderer;
+  readonly seedTemplates: Renderer;
+  readonly artifacts: ArtifactStore;
+  readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  /** Boot settings without the base URL, which depends on the address the request came in on. */
+  readonly boot: Omit<BootSettings, 'baseUrl'>;
+  readonly seed: Omit<SeedSettings, 'baseUrl' | 'sshPublicKey'>;
+  readonly sshPublicKey: () => Promise<string>;
+  /** The TFTP root: its iPXE binaries are also served at `/ipxe/<file>` for UEFI HTTP Boot clients. */
+  readonly bootBinariesDir: string;
+  /** `http://<advertise>:<port>`; null: use the local address of each request's connection. */
+  readonly advertiseUrl: string | null;
+  readonly now: () => Date;
+}
+
+type Source = string;
+
+function remoteOf(req: Request): string | null {
+  return normalizeRemote(req.socket.remoteAddress);
+}
+
+function sourceOf(req: Request): Source {
+  return `http ${remoteOf(req) ?? '?'}`;
+}
+
+/** The iPXE builds the DHCP service may name for HTTP Boot (Debian's ipxe package and arm64 builds). */
+export const IPXE_BINARIES: readonly string[] = ['ipxe.efi', 'snponly.efi', 'undionly.kpxe', 'arm64-efi/snponly.efi', 'arm64-efi/ipxe.efi', 'ipxe-arm64.efi', 'snp-arm64.efi'];
+
+export function machineRouter(d: MachineRouterDeps): Router {
+  const r = Router();
+  const form = express.urlencoded({ extended: false, limit: '64kb' });
+  const json = express.json({ limit: '256kb', strict: true });
+  // curtin's webhook and hand-made reports may omit or vary the content type: read any body as JSON.
+  const anyJson = express.json({ limit: '256kb', strict: true, type: () => true });
+
+  function baseUrl(req: Request): string {
+    if (d.advertiseUrl) return d.advertiseUrl;
+    // Never the Host header: it is the client's to choose, and it goes into scripts and seeds.
+    const local = normalizeRemote(req.socket.localAddress) ?? '127.0.0.1';
+    const host = local.includes(':') ? `[${local}]` : local;
+    return `http://${host}:${req.socket.localPort ?? 80}`;
+  }
+
+  async function machineEvent(m: Pick<Machine, 'mac' | 'cluster'>, type: string, req: Request, message: string, data?: Record<string, unknown>): Promise<void> {
+    await d.events.append({ mac: m.mac, cluster: m.cluster, type, source: sourceOf(req), message, data: data ?? null });
+  }
+
+  function sendText(res: Response, type: string, body: string): void {
+    res.status(200).type(type).set('Cache-Control', 'no-store').send(body);
+  }
+
+  // ── iPXE ────────────────────────────────────────────────────────────────────
+  r.get('/boot.ipxe', async (req, res) => {
+    let q;
+    try {
+      q = parseBootQuery(req.query as Record<string, unknown>);
+    } catch (err) {
+      if (err instanceof BootQueryError) throw new AppError('invalid', err.code, err.message, err.field);
+      throw err;
+    }
+    const settings: BootSettings = { ...d.boot, baseUrl: baseUrl(req) };
+    if (q.mac === null) {
+      const decision = decideBootScript({ query: q, machine: null, cluster: null, installer: null, seedToken: null }, settings);
+      sendText(res, 'text/plain; charset=utf-8', d.bootTemplates.render(decision.template, decision.context));
+      return;
+    }
+    const { machine } = await d.machines.recordSighting({ mac: q.mac, arch: q.arch, firmware: firmwareOf(q.platform), uuid: q.uuid, source: sourceOf(req) });
+    const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
+    const installer = cluster ? d.installers[cluster.ubuntuRelease] : null;
+    const seedToken = machine.role && cluster ? await d.machines.seedToken(machine.mac) : null;
+    const decision = decideBootScript({ query: q, machine, cluster, installer, seedToken }, settings);
+    // Render before any state change: a failed render changes nothing.
+    const script = d.bootTemplates.render(decision.template, decision.context);
+    if (decision.transition) {
+      await d.machines.transition(machine.mac, decision.transition, { source: sourceOf(req), message: `installer served: Ubuntu ${installer?.release ?? '?'} (${installer?.kind ?? '?'})` });
+      await d.machines.setInstanceId(machine.mac, newInstanceId(machine, d.now()));
+    }
+    await machineEvent(machine, 'http.ipxe', req, decision.summary, { script: decision.kind, arch: q.arch, platform: q.platform, attempt: q.attempt });
+    await d.machines.setLastStep(machine.mac, decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : 'ipxe');
+    sendText(res, 'text/plain; charset=utf-8', script);
+  });
+
+  // ── iPXE binaries over HTTP (UEFI HTTP Boot) ────────────────────────────────
+  // The DHCP service hands UEFI HTTP Boot clients (vendor class HTTPClient, UEFI 2.5 §24.7) a URI
+  // under /ipxe/. Only the iPXE builds it can name are served — the allow-list is the jail — and
+  // they may be Debian's links into /boot (/usr/lib/ipxe/ipxe.efi → /boot/ipxe.efi).
+  r.get(/^\/ipxe\/(.+)$/, async (req, res, next) => {
+    const name = String((req.params as Record<string, string>)[0] ?? '');
+    if (!IPXE_BINARIES.includes(name)) throw new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `no iPXE binary "${name.slice(0, 60)}" (served: ${IPXE_BINARIES.join(', ')})`);
+    const remote = remoteOf(req);
+    const m = remote ? (await d.machines.list()).find((x) => x.ip === remote) : undefined;
+    if (m) {
+      await machineEvent(m, 'http.bootfile', req, `iPXE binary ${name} over HTTP (UEFI HTTP Boot)`, { file: name });
+      await d.machines.setLastStep(m.mac, 'http-boot');
+    }
+    res.sendFile(join(d.bootBinariesDir, name), { acceptRanges: true, lastModified: true, cacheControl: false, dotfiles: 'deny' }, (err) => {
+      if (err && !res.headersSent) next((err as NodeJS.ErrnoException).code === 'ENOENT' ? new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `${name} is not installed in the TFTP root`) : err);
+    });
+  });
+
+  // ── installer artifacts ─────────────────────────────────────────────────────
+  async function artifactMachine(req: Request): Promise<Machine | null> {
+    const given = typeof req.query['mac'] === 'string' ? parseMac(req.query['mac']) : null;
+    if (given) return d.machines.get(given);
+    const remote = remoteOf(req);
+    if (!remote) return null;
+    return (await d.machines.list()).find((m) => m.ip === remote) ?? null;
+  }
+
+  r.get('/artifacts/:release/:file', async (req, res, next) => {
+    const art = await d.artifacts.resolve(String(req.params['release']), String(req.params['file']));
+    const m = await artifactMachine(req);
+    if (m) {
+      const range = req.get('range');
+      await machineEvent(m, 'http.artifact', req, `artifact ${art.release}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`, { release: art.release, file: art.file, size: art.size, source: art.source });
+      if (['assigned', 'provisioning', 'reimaging'].includes(m.state)) await d.machines.setLastStep(m.mac, 'installer');
+    }
+    // send (inside Express) streams the file with Range/If-Range, Last-Modified and HEAD support.
+    res.sendFile(art.path, { acceptRanges: true, lastModified: true, cacheControl: false, dotfiles: 'allow', headers: { 'Cache-Control': 'public, max-age=3600' } }, (err) => {
+      if (err && !res.headersSent) next(err);
+    });
+  });
+
+  // ── seeds ───────────────────────────────────────────────────────────────────
+  async function seedMachine(req: Request, use: SeedUse): Promise<{ machine: Machine; token: string }> {
+    const token = String(req.params['token']);
+    const machine = plausibleToken(token) ? await d.machines.findBySeedToken(token) : null;
+    const access = checkSeedAccess(machine, remoteOf(req), use);
+    if (!access.ok) {
+      if (access.status === 403 && access.machine) {
+        await machineEvent(access.machine, 'http.seed.refused', req, `seed token used from ${remoteOf(req) ?? '?'}, not from the machine's address ${access.machine.ip ?? '?'}`);
+      }
+      throw new AppError(access.status === 403 ? 'forbidden' : 'not-found', access.code, access.message);
+    }
+    return { machine: access.machine, token };
+  }
+
+  /** Applies lifecycle events in order, skipping those that would not move the machine. */
+  async function advance(m: Machine, events: readonly MachineEventType[], req: Request, message: string): Promise<Machine> {
+    let cur = m;
+    for (const e of events) {
+      cur = await d.machines.transition(cur.mac, e, { source: sourceOf(req), message });
+    }
+    return cur;
+  }
+
+  r.get('/seed/:token/:file', async (req, res) => {
+    const file = String(req.params['file']);
+    const { machine, token } = await seedMachine(req, 'read');
+    if (!isSeedFile(file)) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no seed file "${file.slice(0, 40)}"`);
+    const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
+    if (!cluster || !machine.role) throw new AppError('conflict', 'ERR_NOT_ASSIGNED', 'this machine has no role or cluster');
+    const installer = d.installers[cluster.ubuntuRelease];
+    let instanceId = machine.instanceId;
+    if (!instanceId) {
+      instanceId = newInstanceId(machine, d.now());
+      await d.machines.setInstanceId(machine.mac, instanceId);
+    }
+    const members = await d.machines.list({ cluster: cluster.name });
+    const ctx = seedContext({ machine, cluster, members, installer, token, instanceId }, { ...d.seed, baseUrl: baseUrl(req), sshPublicKey: await d.sshPublicKey() });
+    const body = renderSeedFile(d.seedTemplates, file, installer.kind, ctx);
+    if (body === null) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no ${file} for Ubuntu ${installer.release} (${installer.kind})`);
+    await machineEvent(machine, 'http.seed', req, `seed ${file} served`, { file });
+    await d.machines.setLastStep(machine.mac, 'installer');
+    sendText(res, CONTENT_TYPE[file], body);
+  });
+
+  r.post('/seed/:token/installed', form, async (req, res) => {
+    const { machine } = await seedMachine(req, 'report');
+    let m = machine;
+    if (m.state === 'assigned' || m.state === 'reimaging') m = await advance(m, ['installer-served'], req, 'installer reported in without racksmith serving it');
+    if (m.state === 'provisioning') m = await advance(m, ['installed'], req, 'the installer reports the OS is on disk');
+    else if (m.state !== 'installed') throw new AppError('conflict', 'ERR_TRANSITION', `a machine in state "${m.state}" cannot report an install`, 'state');
+    await d.machines.setLastStep(m.mac, 'installed');
+    res.json({ mac: m.mac, state: m.state });
+  });
+
+  r.post('/seed/:token/events', anyJson, async (req, res) => {
+    const { machine } = await seedMachine(req, 'report');
+    let ev;
+    try {
+      ev = parseInstallerEvent(req.body);
+    } catch (err) {
+      if (err instanceof InstallerEventError) throw new AppError('invalid', err.code, err.message, err.field);
+      throw err;
+    }
+    await machineEvent(machine, 'installer.event', req, `${ev.eventType} ${ev.name}${ev.result ? ` ${ev.result}` : ''}${ev.description ? `: ${ev.description}` : ''}`.slice(0, 300), {
+      eventType: ev.eventType,
+      name: ev.name,
+      result: ev.result,
+      origin: ev.origin,
+    });
+    let m = machine;
+    if (ev.failed && m.state !== 'failed') {
+      m = await d.machines.transition(m.mac, 'fail', { source: sourceOf(req), step: 'installer', reason: `${ev.name || 'install'}: ${ev.description || 'failed'}`.slice(0, 300) });
+    } else if (m.state !== 'failed') {
+      await d.machines.setLastStep(m.mac, 'installer');
+    }
+    res.json({ mac: m.mac, state: m.state });
+  });
+
+  r.post('/seed/:token/phone-home', form, json, async (req, res) => {
+    const { machine } = await seedMachine(req, 'report');
+    let ph;
+    try {
+      ph = parsePhoneHome(req.body ?? {});
+    } catch (err) {
+      if (err instanceof PhoneHomeError) throw new AppError('invalid', err.code, err.message, err.field);
+      throw err;
+    }
+    let m = machine;
+    if (m.state === 'assigned' || m.state === 'reimaging') m = await advance(m, ['installer-served'], req, 'phoned home without racksmith serving the installer');
+    if (m.state === 'provisioning') m = await advance(m, ['installed'], req, 'phoned home before the installer reported: the OS is on disk');
+    if (m.state !== 'installed') throw new AppError('conflict', 'ERR_TRANSITION', `a machine in state "${m.state}" cannot phone home`, 'state');
+    await d.machines.setHostKeys(m.mac, ph.hostKeys);
+    const instanceMatches = ph.instanceId === null || ph.instanceId === m.instanceId;
+    await machineEvent(m, 'phone-home', req, `phoned home${ph.hostname ? ` as ${ph.hostname}` : ''}: ${ph.hostKeys.length} host key(s) pinned${instanceMatches ? '' : ` (instance ${ph.instanceId} is not the current install's ${m.instanceId ?? '?'})`}`, {
+      hostname: ph.hostname,
+      fqdn: ph.fqdn,
+      instanceId: ph.instanceId,
+      keyTypes: ph.hostKeys.map((k) => k.type),
+    });
+    m = await advance(m, ['phoned-home'], req, 'phoned home: role config ran, host keys pinned');
+    await d.machines.setLastStep(m.mac, 'ready');
+    res.json({ mac: m.mac, state: m.state });
+  });
+
+  return r;
+}

@@ -1,0 +1,181 @@
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { Testbed } from './netns.js';
+
+/**
+ * The PXE test bed of the testbed recipe: a server namespace (racksmith, or the dnsmasq + nginx
+ * peer, at 10.77.0.1) joined by a veth to a switch namespace holding a bridge, one tap per VM,
+ * and QEMU. Every address exists only inside these namespaces.
+ */
+export const SERVER_IP = '10.77.0.1';
+export const SERVER_CIDR = `${SERVER_IP}/24`;
+export const SERVER_IP6 = 'fd77::1';
+
+export type VmFirmware = 'bios' | 'efi';
+
+export interface VmOptions {
+  readonly name: string;
+  readonly mac: string;
+  readonly firmware: VmFirmware;
+  readonly serialLog: string;
+  readonly memoryMiB?: number;
+}
+
+export class Vm {
+  readonly started = Date.now();
+  private exitCode: number | null | undefined = undefined;
+  readonly exited: Promise<number | null>;
+  constructor(
+    readonly opts: VmOptions,
+    readonly child: ChildProcess,
+  ) {
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    this.exited = new Promise((resolve) =>
+      child.on('exit', (code) => {
+        this.exitCode = code;
+        if (code !== 0 && stderr) process.stdout.write(`qemu ${opts.name} exited ${code}: ${stderr.slice(-500)}\n`);
+        resolve(code);
+      }),
+    );
+  }
+
+  serial(): string {
+    return existsSync(this.opts.serialLog) ? readFileSync(this.opts.serialLog, 'latin1') : '';
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  /** Waits until the serial console shows the pattern; returns the seconds since QEMU started. */
+  async waitFor(pattern: RegExp, timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (pattern.test(this.serial())) return (Date.now() - this.started) / 1000;
+      if (!this.running) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (pattern.test(this.serial())) return (Date.now() - this.started) / 1000;
+    throw new Error(`${this.opts.name}: no ${pattern} on the serial console within ${timeoutMs} ms (running: ${this.running}); last output:\n${this.serial().slice(-1500)}`);
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+}
+
+export class PxeBed {
+  readonly tb: Testbed;
+  srv = '';
+  sw = '';
+  serverIf = '';
+  bridge = '';
+  private taps = 0;
+
+  constructor(tag: string) {
+    this.tb = new Testbed(tag);
+  }
+
+  async setup(): Promise<this> {
+    this.srv = await this.tb.addNamespace('srv');
+    this.sw = await this.tb.addNamespace('sw');
+    await this.tb.veth(this.srv, 's0', this.sw, 'w0', SERVER_CIDR);
+    this.serverIf = this.tb.name('s0');
+    await this.tb.ip(this.srv, ['-6', 'addr', 'add', `${SERVER_IP6}/64`, 'dev', this.serverIf, 'nodad']);
+    this.bridge = await this.tb.bridge(this.sw, 'br', [this.tb.name('w0')]);
+    return this;
+  }
+
+  /**
+   * IPv6 router advertisements with router lifetime 0 on the segment: iPXE otherwise waits about
+   * 13 s for one on every DHCP (testbed gotcha). dnsmasq here does RAs only: no DNS (port 0), no
+   * DHCPv4, no TFTP.
+   */
+  raSender(): ChildProcess {
+    return this.tb.spawn(this.srv, 'dnsmasq', [...dnsmasqBase(this.serverIf), '--enable-ra', `--dhcp-range=::,constructor:${this.serverIf},ra-only`, `--ra-param=${this.serverIf},4,0`]);
+  }
+
+  /**
+   * The peer (and the stand-in while racksmith's own DHCP/TFTP are not there): dnsmasq doing
+   * DHCP with reservations, TFTP of Debian's iPXE binaries and RAs, handing iPXE clients `bootUrl`.
+   */
+  dnsmasqPxe(bootUrl: string, reservations: readonly [string, string][], tftpRoot = '/usr/lib/ipxe'): ChildProcess {
+    return this.tb.spawn(this.srv, 'dnsmasq', [
+      ...dnsmasqBase(this.serverIf),
+      '--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h',
+      ...reservations.map(([mac, ip]) => `--dhcp-host=${mac},${ip}`),
+      '--dhcp-authoritative',
+      '--enable-tftp',
+      `--tftp-root=${tftpRoot}`,
+      '--dhcp-match=set:ipxe,175',
+      '--dhcp-match=set:efi64,option:client-arch,7',
+      '--dhcp-match=set:efi64,option:client-arch,9',
+      `--dhcp-boot=tag:ipxe,${bootUrl}`,
+      '--dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi',
+      '--dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe',
+      // iPXE otherwise waits ~3 s for ProxyDHCP offers (encapsulated option 175.176 no-pxedhcp).
+      '--dhcp-option=encap:175,176,1b',
+      '--enable-ra',
+      `--dhcp-range=::,constructor:${this.serverIf},ra-only`,
+      `--ra-param=${this.serverIf},4,0`,
+    ]);
+  }
+
+  /** A TFTP-only stand-in (no DNS, no DHCP) with router adverts, beside a DHCP server that is racksmith's. */
+  dnsmasqTftp(tftpRoot = '/usr/lib/ipxe'): ChildProcess {
+    return this.tb.spawn(this.srv, 'dnsmasq', [
+      ...dnsmasqBase(this.serverIf),
+      '--enable-tftp',
+      `--tftp-root=${tftpRoot}`,
+      '--enable-ra',
+      `--dhcp-range=::,constructor:${this.serverIf},ra-only`,
+      `--ra-param=${this.serverIf},4,0`,
+    ]);
+  }
+
+  async vm(opts: VmOptions): Promise<Vm> {
+    const tap = this.tb.name(`t${++this.taps}`);
+    await this.tb.ip(this.sw, ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    await this.tb.ip(this.sw, ['link', 'set', tap, 'master', this.bridge]);
+    await this.tb.ip(this.sw, ['link', 'set', tap, 'up']);
+    const nic = `virtio-net-pci,netdev=n0,mac=${opts.mac}${opts.firmware === 'efi' ? ',romfile=' : ''}`;
+    const args = [
+      '-machine', 'pc', '-accel', 'tcg', '-m', String(opts.memoryMiB ?? 256), '-smp', '1',
+      '-display', 'none', '-monitor', 'none', '-serial', `file:${opts.serialLog}`,
+      '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
+      '-device', nic,
+      '-boot', 'order=n', '-no-reboot',
+      ...(opts.firmware === 'efi' ? ['-bios', '/usr/share/ovmf/OVMF.fd'] : []),
+    ];
+    return new Vm(opts, this.tb.spawn(this.sw, 'qemu-system-x86_64', args));
+  }
+
+  /** curl from inside the server namespace (the test process cannot reach 10.77.0.1). */
+  async curl(args: readonly string[]): Promise<string> {
+    return (await this.tb.exec(this.srv, 'curl', ['-sS', '-m', '30', ...args])).stdout;
+  }
+
+  async api(base: string, token: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+    const out = await this.curl(['-X', method, '-H', `authorization: Bearer ${token}`, ...(body === undefined ? [] : ['-H', 'content-type: application/json', '--data-binary', JSON.stringify(body)]), '-w', '\n%{http_code}', `${base}${path}`]);
+    const nl = out.lastIndexOf('\n');
+    const text = out.slice(0, nl);
+    let parsed: unknown = undefined;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = text;
+    }
+    return { status: Number(out.slice(nl + 1)), body: parsed };
+  }
+
+  async destroy(): Promise<void> {
+    await this.tb.destroy();
+  }
+}
+
+function dnsmasqBase(iface: string): string[] {
+  return ['--keep-in-foreground', '--conf-file=/dev/null', '--port=0', '--no-resolv', '--no-hosts', '--pid-file=', '--leasefile-ro', '--log-facility=-', '--log-dhcp', `--interface=${iface}`, '--bind-interfaces', '--user=root'];
+}
