@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -8,7 +8,7 @@ import { pathInRoot } from './lib/cloudinit/chroot.js';
 import { debconfDatasources, logProblems, parseStatus, SUBIQUITY_NONE_DATASOURCE_WARNING } from './lib/cloudinit/cloudinit.js';
 import { activeSwapEntries, containerdFacts, dockerExecOpts, haproxyServers, installedVersions, keyIdentity, moduleNames, sysctlSettings } from './lib/cloudinit/checks.js';
 import { controlFile, debFileName } from './lib/cloudinit/debs.js';
-import { ancestry, flockHolders } from './lib/cloudinit/lock.js';
+import { holdLock, LockTimeoutError } from './lib/cloudinit/lock.js';
 import { packagesIndex } from './lib/cloudinit/mirror.js';
 import { debianMirrors } from './lib/cloudinit/rootfs.js';
 import { CONTAINERD_DEFAULT_CONFIG, CONTAINERD_IO_PACKAGED_CONFIG, dockerPackages, dockerRelease, kubernetesDebVersion, kubernetesPackages, newerPatch } from './lib/cloudinit/standins.js';
@@ -211,20 +211,27 @@ test('mergeCloudInitConfig and pyYaml edge cases', () => {
   assert.equal(groupNames('root:x:0:\nsudo:x:27:\n\n'), ['root', 'sudo']);
 });
 
-test('flockHolders finds who holds a file lock; ancestry includes this process and its parent', () => {
+test('holdLock: a second taker times out while the lock is held, and gets it once it is released', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'racksmith-lock-'));
   try {
-    const file = join(dir, 'heavy.lock');
+    const file = join(dir, 'rootfs.lock');
     writeFileSync(file, '');
-    const ino = statSync(file).ino;
-    const locks = `1: POSIX  ADVISORY  WRITE 11 fe:00:${ino} 0 EOF\n2: FLOCK  ADVISORY  WRITE 4242 fe:00:${ino} 0 EOF\n3: FLOCK  ADVISORY  WRITE 77 fe:00:${ino + 1} 0 EOF\n`;
-    assert.equal(flockHolders(file, locks), [4242]);
-    assert.equal(flockHolders(join(dir, 'absent'), locks), []);
+    const first = await holdLock(file, 5);
+    let refused: unknown = null;
+    try {
+      const again = await holdLock(file, 1);
+      await again.release();
+    } catch (err) {
+      refused = err;
+    }
+    assert.instance(refused, LockTimeoutError);
+    assert.is((refused as LockTimeoutError).code, 'ERR_LOCK_TIMEOUT');
+    await first.release();
+    const second = await holdLock(file, 5);
+    await second.release();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const mine = ancestry();
-  assert.ok(mine.has(process.pid) && mine.has(process.ppid));
 });
 
 test.run();

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../../../server/lib/paths.js';
-import { holdHeavyLock, holdLock, type HeldLock } from './lock.js';
+import { holdLock } from './lock.js';
 
 /**
  * The cached Debian 12 root filesystem that the cloud-init test runs role configs in. It is built
@@ -95,12 +95,15 @@ function imageAt(key: string, built: boolean, seconds: number): RootfsImage {
 }
 
 /**
- * Returns the cached image, building it first if needed. The build (CPU- and disk-heavy, a
- * minute or two) runs under the machine-wide heavy lock, then the cache's own lock — always in
- * that order — so two test processes never build it twice; it is built in a temporary folder and
- * renamed into place, so a visible `rootfs-<key>` folder is always complete.
+ * Returns the cached image, building it first if needed. The build (a minute or two on a fast
+ * mirror, more on a slow one) runs under the cache's own lock (`rootfs.lock`), so two test
+ * processes never build it twice — the second waits, then finds it built. It never takes the
+ * machine-wide heavy lock: whoever runs the tests takes that around the whole command. It is
+ * built in a temporary folder and renamed into place, so a visible `rootfs-<key>` folder is
+ * always complete; a build killed half way (the runner's suite time limit) leaves a `.build-…`
+ * folder that the next build removes.
  */
-export async function ensureRootfs(opts: { log?: (line: string) => void; timeoutMs?: number } = {}): Promise<RootfsImage> {
+export async function ensureRootfs(opts: { log?: (line: string) => void; timeoutMs?: number; lockWaitSeconds?: number } = {}): Promise<RootfsImage> {
   const started = Date.now();
   const mirrors = debianMirrors();
   const key = rootfsKey(mirrors);
@@ -108,18 +111,13 @@ export async function ensureRootfs(opts: { log?: (line: string) => void; timeout
   if (existsSync(ready.dir)) return ready;
 
   mkdirSync(CACHE_DIR, { recursive: true });
-  const lockPath = join(CACHE_DIR, 'build.lock');
+  const lockPath = join(CACHE_DIR, 'rootfs.lock');
   closeSync(openSync(lockPath, 'a'));
-  const heavy = await holdHeavyLock(600);
-  let lock: HeldLock;
+  opts.log?.(`root filesystem ${key} not cached: taking ${lockPath}`);
+  const lock = await holdLock(lockPath, opts.lockWaitSeconds ?? 600);
   try {
-    lock = await holdLock(lockPath, 600);
-  } catch (err) {
-    await heavy.release();
-    throw err;
-  }
-  try {
-    if (existsSync(ready.dir)) return ready;
+    // Another run may have built it while this one waited for the lock.
+    if (existsSync(ready.dir)) return imageAt(key, false, (Date.now() - started) / 1000);
     // Under the lock, any temporary folder left behind is from a build that died.
     for (const entry of readdirSync(CACHE_DIR)) if (entry.startsWith('.build-')) rmSync(join(CACHE_DIR, entry), { recursive: true, force: true });
     const tmp = join(CACHE_DIR, `.build-${key}-${process.pid}`);
@@ -128,7 +126,7 @@ export async function ensureRootfs(opts: { log?: (line: string) => void; timeout
     await new Promise<void>((resolve, reject) => {
       const child = execFile(
         'sh',
-        ['-c', 'exec "$@" > "$LOG" 2>&1', 'sh', BUILDER, tmp, mirrors.mirror, mirrors.security, ROOTFS_INCLUDE.join(','), MIRROR_DEBIAN_PACKAGES.join(' ')],
+        ['-c', 'exec "$@" > "$LOG" 2>&1', 'sh', BUILDER, tmp, mirrors.mirror, mirrors.security, ROOTFS_INCLUDE.join(','), MIRROR_DEBIAN_PACKAGES.join(' '), join(CACHE_DIR, 'downloads')],
         { env: { ...process.env, LOG: logFile, DEBIAN_FRONTEND: 'noninteractive' }, timeout: opts.timeoutMs ?? 30 * 60_000, killSignal: 'SIGKILL' },
         (err) => {
           if (!err) return resolve();
@@ -148,6 +146,5 @@ export async function ensureRootfs(opts: { log?: (line: string) => void; timeout
     return imageAt(key, true, (Date.now() - started) / 1000);
   } finally {
     await lock.release();
-    await heavy.release();
   }
 }
