@@ -112,8 +112,9 @@ test.before(async () => {
 });
 
 async function setUp(): Promise<void> {
-  // The runner runs heavy suites one at a time; only the root filesystem's build takes the
-  // machine-wide lock (inside ensureRootfs).
+  // cloudinit-rootfs.heavy.test (run just before this suite) has built the root filesystem on a
+  // cold cache; run alone, this suite builds it here. Neither takes the machine-wide heavy lock:
+  // the runner runs heavy suites one at a time, and whoever runs them takes it around the command.
   image = await ensureRootfs({ log: (l) => process.stdout.write(`  ${l}\n`) });
   process.stdout.write(`  root filesystem ${image.key}: ${image.built ? `built in ${image.seconds.toFixed(0)} s` : 'from the cache'}\n`);
   rootCodename = /^VERSION_CODENAME=(\S+)$/m.exec(readFileSync(join(image.root, 'etc/os-release'), 'utf8'))?.[1] ?? '';
@@ -241,7 +242,7 @@ async function machineCurl(args: readonly string[]): Promise<{ status: number; t
  * and reports the install. 22.04 (subiquity): what subiquity hands the installed system's
  * cloud-init (see subiquity.ts) and the late-commands.
  */
-async function install(m: MachineRoot, p: PathCase, mac: string, hostname: string): Promise<void> {
+async function install(m: MachineRoot, p: PathCase, mac: string, hostname: string): Promise<string> {
   const script = await machineCurl([`${rs.url}/boot.ipxe?mac=${mac.replace(/:/g, '-')}&arch=x86_64&platform=pcbios`]);
   assert.is(script.status, 200, script.text);
   const seedBase = /(http:\/\/\S+\/seed\/[A-Za-z0-9_-]+\/)/.exec(script.text)?.[1];
@@ -267,7 +268,7 @@ async function install(m: MachineRoot, p: PathCase, mac: string, hostname: strin
     const r = await m.exec(['sh', '-c', late.replace(/(^|;\s*)in-target\s+/g, '$1')]);
     assert.is(r.code, 0, `late_command failed: ${r.stdout}${r.stderr}`);
     assert.ok(m.exists('/var/lib/cloud/seed/nocloud/user-data') && m.exists('/var/lib/cloud/seed/nocloud/meta-data'), 'the late_command saved the seed');
-    return;
+    return seedBase;
   }
   const ud = await machineCurl([`${seedBase}user-data`]);
   assert.is(ud.status, 200, ud.text);
@@ -280,6 +281,7 @@ async function install(m: MachineRoot, p: PathCase, mac: string, hostname: strin
     const r = await m.exec(['sh', '-c', cmd]);
     assert.is(r.code, 0, `late-command ${cmd} failed: ${r.stdout}${r.stderr}`);
   }
+  return seedBase;
 }
 
 for (const p of PATHS) {
@@ -302,7 +304,7 @@ for (const p of PATHS) {
       try {
         await m.installShims();
         installLike(m, p);
-        await install(m, p, mac, hostnameOf(p, member.hostname));
+        const seedBase = await install(m, p, mac, hostnameOf(p, member.hostname));
         await m.must(['ssh-keygen', '-A']);
         const t = Date.now();
         const run = await runCloudInit(m, { accept: p.ubuntuRelease === '18.04' ? [] : [SUBIQUITY_NONE_DATASOURCE_WARNING] });
@@ -327,8 +329,14 @@ for (const p of PATHS) {
         assert.ok(ready, events.text);
         assert.is(ready.data?.event, 'phoned-home');
         assert.is(ready.source, `http ${ip}`);
-        const phoneHome = history.find((e) => e.type === 'phone-home');
+        const phoneHomes = history.filter((e) => e.type === 'phone-home');
+        assert.is(phoneHomes.length, 1, `exactly one phone-home: ${events.text}`);
+        const phoneHome = phoneHomes[0];
         assert.ok(phoneHome, events.text);
+        // ... and it was cloud-init's phone_home module that posted it, to the URL the role config gave.
+        const ciLog = m.read('/var/log/cloud-init.log');
+        assert.ok(ciLog.includes(`Read from ${seedBase}phone-home (200, `), `cloud-init did not post ${seedBase}phone-home:\n${ciLog.split('\n').filter((l) => l.includes('phone')).join('\n')}`);
+        assert.ok(ciLog.includes('finish: modules-final/config-phone-home: SUCCESS'), 'config-phone-home ran successfully');
         assert.is(phoneHome.source, `http ${ip}`, 'posted from the machine itself');
         assert.is(phoneHome.data?.hostname, hostnameOf(p, member.hostname), 'the host name cloud-init set');
         assert.is(phoneHome.data?.instanceId, m.read('/var/lib/cloud/data/instance-id').trim(), 'the instance cloud-init ran');
