@@ -13,6 +13,7 @@ import { AUTOINSTALL_DIR, PACKAGE_ROOT } from '../server/lib/paths.js';
 import { createRenderer } from '../server/render/templates.js';
 import { haproxyContext, seedContext } from '../server/seeds/context.js';
 import { renderRoleConfig, renderSeedFile, SEED_FILES, type SeedFile } from '../server/seeds/render.js';
+import { otherInstance } from '../server/seeds/phone-home.js';
 import { matchGolden } from './lib/golden.js';
 import { INSTANCE_ID, ROLE_HOST, SEED_SETTINGS, TOKEN, fixtureCluster, fixtureMembers } from './lib/seed-fixtures.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -248,6 +249,16 @@ test('a value that would break its YAML or its line is quoted or refused', () =>
   const pre = seedContext({ machine: { ...machine, hostname: 'a\nd-i preseed/late_command string reboot' }, cluster: fixtureCluster('18.04'), members, installer: DEFAULT_INSTALLERS['18.04'], token: TOKEN, instanceId: INSTANCE_ID }, SEED_SETTINGS);
   assert.throws(() => renderSeedFile(renderer, 'preseed.cfg', 'debian-installer', pre), /one line/);
   assert.ok(stringify({}).length > 0);
+});
+
+test('phone-home: another instance is told only where racksmith\'s instance id reaches the system (18.04)', () => {
+  // debian-installer: the late_command copies racksmith's meta-data into the installed system.
+  assert.is(otherInstance('debian-installer', 'iid-a', 'iid-a'), false);
+  assert.is(otherInstance('debian-installer', 'iid-old', 'iid-a'), true);
+  assert.is(otherInstance('debian-installer', null, 'iid-a'), false);
+  // subiquity: the installed system runs with subiquity's own random instance-id, every time.
+  assert.is(otherInstance('subiquity', '0b0c5a2e-7c1d-4e4f-9f3a-0f2d6d1f8f7e', 'iid-a'), false);
+  assert.is(otherInstance(null, 'iid-old', 'iid-a'), false);
 });
 
 test.run();

@@ -13,7 +13,7 @@ import type { ArtifactStore } from '../artifacts/store.js';
 import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
 import { newInstanceId, seedContext, type SeedSettings } from '../seeds/context.js';
 import { CONTENT_TYPE, isSeedFile, renderSeedFile } from '../seeds/render.js';
-import { parsePhoneHome, PhoneHomeError } from '../seeds/phone-home.js';
+import { otherInstance, parsePhoneHome, PhoneHomeError } from '../seeds/phone-home.js';
 import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-events.js';
 
 /**
@@ -241,8 +241,9 @@ export function machineRouter(d: MachineRouterDeps): Router {
     if (m.state === 'provisioning') m = await advance(m, ['installed'], req, 'phoned home before the installer reported: the OS is on disk');
     if (m.state !== 'installed') throw new AppError('conflict', 'ERR_TRANSITION', `a machine in state "${m.state}" cannot phone home`, 'state');
     await d.machines.setHostKeys(m.mac, ph.hostKeys);
-    const instanceMatches = ph.instanceId === null || ph.instanceId === m.instanceId;
-    await machineEvent(m, 'phone-home', req, `phoned home${ph.hostname ? ` as ${ph.hostname}` : ''}: ${ph.hostKeys.length} host key(s) pinned${instanceMatches ? '' : ` (instance ${ph.instanceId} is not the current install's ${m.instanceId ?? '?'})`}`, {
+    const cluster = m.cluster ? await d.clusters.get(m.cluster) : null;
+    const other = otherInstance(cluster ? d.installers[cluster.ubuntuRelease].kind : null, ph.instanceId, m.instanceId);
+    await machineEvent(m, 'phone-home', req, `phoned home${ph.hostname ? ` as ${ph.hostname}` : ''}: ${ph.hostKeys.length} host key(s) pinned${other ? ` (instance ${ph.instanceId} is not the current install's ${m.instanceId ?? '?'})` : ''}`, {
       hostname: ph.hostname,
       fqdn: ph.fqdn,
       instanceId: ph.instanceId,

@@ -1,4 +1,5 @@
 import type { SshHostKey } from '../inventory/model.js';
+import type { InstallerKind } from '../boot/releases.js';
 
 /**
  * cloud-init's phone_home POST (cloudinit/config/cc_phone_home.py): form-encoded, with
@@ -64,4 +65,15 @@ export function parsePhoneHome(body: unknown): PhoneHome {
   }
   if (hostKeys.length === 0) throw new PhoneHomeError('ERR_NO_HOST_KEY', 'a phone-home must carry at least one SSH host key (pub_key_*)', 'pub_key_ed25519');
   return { hostKeys, instanceId: text(b, 'instance_id', 256), hostname: text(b, 'hostname', 253), fqdn: text(b, 'fqdn', 253) };
+}
+
+/**
+ * Whether a phone-home's instance id shows another install than racksmith's current one. Only
+ * debian-installer's systems run with racksmith's meta-data (the preseed's late_command copies the
+ * seed into the installed system). subiquity gives the installed system's cloud-init an
+ * instance-id of its own, a random UUID (the `None` datasource in 99-installer.cfg), so on 20.04+
+ * there is nothing to compare — every ordinary install would look like another instance.
+ */
+export function otherInstance(kind: InstallerKind | null, reported: string | null, current: string | null): boolean {
+  return kind === 'debian-installer' && reported !== null && reported !== current;
 }
