@@ -69,7 +69,6 @@ say "SEED $role $hostname instance=$iid kubernetes=${k8s:-?}"
 
 # Second serial port: the system log (haproxy logs there through syslog).
 syslogd -O /dev/ttyS1 -S
-klogd 2>/dev/null
 
 ip link set lo up
 i=0
