@@ -49,15 +49,26 @@ exec /usr/bin/node /usr/lib/standin/standin.js ${tool} "$@"
 `;
 }
 
+/**
+ * GRUB boots the installed system only when the installer left its mark on the data disk; a
+ * blank machine's GRUB returns to the firmware (EFI), which goes on to its next boot entry: the
+ * network. That is what a disk without an OS looks like to firmware.
+ */
 function grubCfg(): string {
   return `set timeout=0
 serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
-menuentry "racksmith lab: installed system" {
+insmod part_gpt
+insmod part_msdos
+insmod ext2
+if search --no-floppy --file --set=data /installed; then
   linux /boot/vmlinuz console=ttyS0,115200 quiet panic=-1
   initrd /boot/initrd.gz
-}
+  boot
+fi
+echo "racksmith lab: no system installed on this machine's disk"
+exit
 `;
 }
 

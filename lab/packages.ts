@@ -12,7 +12,7 @@ const run = promisify(execFile);
  */
 export const LAB_PACKAGES = [
   'qemu-system-x86', 'ipxe-qemu', 'ipxe', 'ovmf', 'busybox-static', 'openipmi', 'ipmitool', 'dropbear-bin', 'haproxy',
-  'grub-common', 'grub-pc-bin', 'grub-efi-amd64-bin', 'xorriso', 'mtools', 'cpio', 'gzip', 'dnsmasq-base', 'curl', 'iproute2', 'util-linux',
+  'grub-common', 'grub-pc-bin', 'grub-efi-amd64-bin', 'xorriso', 'mtools', 'cpio', 'gzip', 'dnsmasq-base', 'curl', 'iproute2', 'util-linux', 'e2fsprogs',
 ] as const;
 
 export async function missingPackages(names: readonly string[] = LAB_PACKAGES): Promise<string[]> {

@@ -1,5 +1,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Role } from '../server/inventory/model.js';
@@ -50,6 +52,7 @@ export const BASE = `http://${SERVER_IP}:${HTTP_PORT}`;
 export const BMC_USER = 'admin';
 export const KUBERNETES_VERSION = '1.28.4';
 const BOOTED = /RACKSMITH-SYSTEM (UP|FAIL)/;
+const run = promisify(execFile);
 
 /** 1 load balancer, 2 control-plane nodes (3 from 6 machines on: an etcd that survives a loss), the rest workers. */
 export function planMachines(n: number, firmware: FirmwareChoice): { name: string; role: Role; firmware: Firmware }[] {
@@ -150,13 +153,23 @@ export class Rack {
     const efi = m.firmware === 'uefi';
     // UEFI machines boot the way real UEFI hardware does: the firmware's own PXE (the NIC's iPXE
     // ROM off), TFTP from racksmith, then iPXE. Network first, then the system disk.
-    const nic = `virtio-net-pci,netdev=n0,mac=${m.mac},bootindex=1${efi ? ',romfile=' : ''}`;
+    //
+    // BIOS machines boot the network first, then the system disk (racksmith's iPXE script says
+    // which). OVMF drops a disk from its boot order when QEMU's bootindex names the network
+    // first, so for UEFI machines the chassis does what "network, then disk" amounts to: a disk
+    // with an installed system boots from the disk; a blank one, or a BMC's one-time "next boot
+    // PXE", boots from the network for that one boot (QEMU ends at the installer's reboot, and
+    // the machine comes back up from its disk).
     const d = m.dir;
+    const nic = `virtio-net-pci,netdev=n0,mac=${m.mac}${efi ? ',romfile=' : ''}`;
+    const installed = `debugfs -R 'stat /installed' ${d}/data.img 2>/dev/null | grep -q Inode`;
+    const devices = efi
+      ? `$(if [ "$order" != n ] && ${installed}; then echo "-device ${nic},bootindex=2 -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=1"; else echo default > $D/boot; echo "-device ${nic},bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system -no-reboot"; fi)`
+      : `-device ${nic},bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=2`;
     return [
       `[ -f ${d}/console.log ] && cat ${d}/console.log >> ${d}/console-earlier.log;`,
       `qemu-system-x86_64 -machine pc -accel tcg -m ${this.opts.memoryMiB ?? 512} -smp 1 -display none -monitor none -name rs-lab-${m.name}`,
-      `-netdev tap,id=n0,ifname=${tap},script=no,downscript=no -device ${nic}`,
-      `-drive file=${this.opts.images.systemDisk},format=raw,if=none,id=sys,readonly=on -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=2`,
+      `-netdev tap,id=n0,ifname=${tap},script=no,downscript=no -drive file=${this.opts.images.systemDisk},format=raw,if=none,id=sys,readonly=on ${devices}`,
       `-drive file=${d}/data.img,format=raw,if=none,id=data -device virtio-blk-pci,drive=data,serial=racksmith-data`,
       `-serial file:${d}/console.log -serial file:${d}/syslog-$(date +%s%N).log`,
       efi ? '-bios /usr/share/ovmf/OVMF.fd' : '',
@@ -172,7 +185,9 @@ export class Rack {
     await this.bed.tb.ip(this.bed.sw, ['link', 'set', tap, 'up']);
     await this.bed.tb.ip(this.bed.sw, ['addr', 'add', `${m.bmcAddress}/24`, 'dev', this.bed.bridge]);
     // A blank disk: what the installer writes, what the installed system keeps.
-    writeFileSync(join(m.dir, 'data.img'), Buffer.alloc(1024 * 1024));
+    writeFileSync(join(m.dir, 'data.img'), Buffer.alloc(0));
+    await run('truncate', ['-s', '16M', join(m.dir, 'data.img')]);
+    await run('mkfs.ext4', ['-q', '-F', '-L', 'rsdata', join(m.dir, 'data.img')]);
     m.bmc = await startBmcSim({ name: `${this.bed.tb.prefix}-${m.name}`, password: this.bmcPassword(m), vm: true, netns: this.bed.sw, address: m.bmcAddress, vmCommand: this.vmCommand(m) });
   }
 
@@ -210,6 +225,12 @@ export class Rack {
       const pid = m.bmc?.vmPid() ?? null;
       const g = this.gate.get(m.name);
       if (pid === null) {
+        if (g && m.firmware === 'uefi' && [...readConsole(m).matchAll(/RACKSMITH-GUEST (\S+)/g)].at(-1)?.[1] === 'REBOOT') {
+          // The one-time PXE boot ended with the installer's reboot: the machine comes back up
+          // with its usual boot order (the BMC's chassis program, as the hardware would).
+          this.log(`${m.name}: installer rebooted; starting again from its disk`);
+          await run('ip', ['netns', 'exec', this.bed.sw, 'sh', join(m.bmc!.dir, 'chassis.sh'), 'set', 'power', '1']).catch((e: unknown) => this.log(`${m.name}: restart failed: ${String(e)}`));
+        }
         this.gate.delete(m.name);
         continue;
       }

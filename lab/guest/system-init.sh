@@ -45,11 +45,11 @@ ln -s /media/system/usr /usr
 ln -s /usr/lib64 /lib64
 mkdir -p /lib && ln -s /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu
 
-# The seed the installer wrote: a tar archive on the raw data disk (seed/, and what this system keeps).
+# The seed the installer wrote, on the data disk (ext4), with what this system keeps there.
 D=/var/lib/racksmith
 mkdir -p $D
 [ -n "$datadisk" ] || halt_here "no data disk"
-tar -xf "$datadisk" -C $D 2>/dev/null
+mount -t ext4 "$datadisk" $D || halt_here "cannot mount $datadisk"
 [ -s $D/seed/user-data ] || halt_here "not installed: no seed on $datadisk"
 U=$D/seed/user-data
 M=$D/seed/meta-data
@@ -98,7 +98,6 @@ chmod 700 "$home" "$home/.ssh"; chmod 600 "$home/.ssh/authorized_keys"
 # reinstall (a new seed, no key) makes a new one.
 if [ ! -s $D/hostkey ]; then
   dropbearkey -t ed25519 -f $D/hostkey >/dev/null 2>&1 || halt_here "dropbearkey"
-  tar -cf "$datadisk" -C $D seed hostkey || halt_here "cannot keep the host key on $datadisk"
   sync
 fi
 pub=$(dropbearkey -y -f $D/hostkey | grep '^ssh-ed25519 ' | awk '{print $1" "$2}')
@@ -135,7 +134,7 @@ if [ ! -e "$D/phoned-home-$iid" ]; then
     sleep 3
   done
   : > "$D/phoned-home-$iid"
-  tar -cf "$datadisk" -C $D . 2>/dev/null; sync
+  sync
   say "PHONED-HOME $(cat /tmp/phone.out)"
 fi
 say "UP $(cut -d' ' -f1 /proc/uptime)"

@@ -72,17 +72,23 @@ say "SEEDS ok instance=$iid"
 if [ -n "$datadisk" ]; then
   # What curtin/d-i leave for the installed system's cloud-init: the role config (subiquity's
   # autoinstall.user-data, de-indented; d-i's user-data is the role config itself) and meta-data.
-  mkdir -p /tmp/target/seed
+  # The disk is wiped first: a new install keeps nothing of the old system (its host key).
+  mkdir -p /target
+  mount -t ext4 "$datadisk" /target || die "cannot mount $datadisk"
+  rm -rf /target/* 2>/dev/null
+  mkdir -p /target/seed
   if [ "$mode" = subiquity ]; then
-    awk '/^  user-data:/ {on=1; next} on && /^    / {sub(/^    /, ""); print; next} on && /^$/ {print ""; next} on {exit}' user-data > /tmp/target/seed/user-data
+    awk '/^  user-data:/ {on=1; next} on && /^    / {sub(/^    /, ""); print; next} on && /^$/ {print ""; next} on {exit}' user-data > /target/seed/user-data
   else
-    cp user-data /tmp/target/seed/user-data
+    cp user-data /target/seed/user-data
   fi
-  cp meta-data /tmp/target/seed/meta-data
-  head -n 1 /tmp/target/seed/user-data | grep -q '^#cloud-config' || die "no role config in the seed"
-  tar -cf "$datadisk" -C /tmp/target seed || die "writing $datadisk"
+  cp meta-data /target/seed/meta-data
+  head -n 1 /target/seed/user-data | grep -q '^#cloud-config' || die "no role config in the seed"
+  # What GRUB on the system disk looks for before it boots the installed system.
+  echo "$iid" > /target/installed
+  umount /target || die "cannot unmount $datadisk"
   sync
-  say "WROTE $datadisk $(wc -c < /tmp/target/seed/user-data) bytes of user-data"
+  say "WROTE $datadisk"
   post "${seed}installed" application/x-www-form-urlencoded installed.out "source=test-guest" || die "POST installed"
   say "INSTALLED $(cat installed.out)"
   say "REBOOT"
