@@ -49,6 +49,7 @@ export class LabClient {
   token = '';
   constructor(readonly rack: Rack) {}
 
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON bodies, read by field
   async api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
     return this.rack.bed.api(BASE, this.token, method, `/api/v1${path}`, body);
   }
@@ -127,7 +128,7 @@ export async function watch(c: LabClient, startedAt: number, opts: FlowOptions, 
     }
     const failed = ms.find((m) => m.state === 'failed');
     if (failed) return { ok: false, reason: `${failed.hostname} failed at ${failed.failure?.step ?? '?'}: ${failed.failure?.reason ?? '?'}` };
-    if (state === 'failed') return { ok: false, reason: `cluster ${CLUSTER} failed: ${JSON.stringify((cluster.body?.steps ?? []).filter((s: any) => s.state === 'failed'))}` };
+    if (state === 'failed') return { ok: false, reason: `cluster ${CLUSTER} failed: ${JSON.stringify(((cluster.body?.steps ?? []) as { state: string }[]).filter((s) => s.state === 'failed'))}` };
     if (done(ms, state)) return { ok: true };
     await new Promise((r) => setTimeout(r, 1000));
   }

@@ -29,7 +29,7 @@ const print = (t: string): void => void process.stdout.write(t.split('\n').map((
 const lastBoot = (text: string): string => text.slice(text.lastIndexOf('RACKSMITH-SYSTEM BOOTED'));
 
 function evidence(r: Rack): string {
-  return r.machines.map((m) => `── ${m.name} console (tail):\n${r.console(m).replace(/\x1b\[[0-9;=?]*[a-zA-Z]/g, '').slice(-1500)}`).join('\n') + `\n── racksmith (tail):\n${r.rs?.output().slice(-3000) ?? ''}`;
+  return r.machines.map((m) => `── ${m.name} console (tail):\n${r.console(m).replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;=?]*[a-zA-Z]`, 'g'), '').slice(-1500)}`).join('\n') + `\n── racksmith (tail):\n${r.rs?.output().slice(-3000) ?? ''}`;
 }
 
 test.after(async () => {
