@@ -27,6 +27,12 @@ export interface BmcSimOptions {
   /** VM mode: QEMU arguments for the NIC (default `-nic none`) and others, e.g. a tap. */
   readonly vmArgs?: readonly string[];
   readonly vmMemoryMiB?: number;
+  /**
+   * VM mode: the whole shell command that starts the VM instead of the default QEMU line (the
+   * virtual rack's machines with their disks). It must detach and write the VM's PID to
+   * \$D/qemu.pid; \$order holds the boot device asked for (n after \`bootdev pxe\`, else c).
+   */
+  readonly vmCommand?: string;
   /** Run ipmi_sim (and so the VM) inside this network namespace, listening on `address`. */
   readonly netns?: string;
   /** Listen address (default 127.0.0.1) and port (default: a free one; 623 inside a namespace). */
@@ -83,9 +89,9 @@ vm_alive() { [ -f $D/qemu.pid ] && kill -0 "$(cat $D/qemu.pid)" 2>/dev/null; }
 vm_start() {
   vm_alive && return 0
   order=c; [ "$(cat $D/boot 2>/dev/null)" = pxe ] && order=n
-  qemu-system-x86_64 -machine pc -accel tcg -m ${o.vmMemoryMiB ?? 64} -smp 1 -display none -monitor none ${(o.vmArgs ?? ['-nic', 'none']).join(' ')} \\
+  ${o.vmCommand ?? `qemu-system-x86_64 -machine pc -accel tcg -m ${o.vmMemoryMiB ?? 64} -smp 1 -display none -monitor none ${(o.vmArgs ?? ['-nic', 'none']).join(' ')} \\
     -serial file:$D/serial.log -boot order=$order -name rs-bmcsim-${o.name} -pidfile $D/qemu.pid -daemonize \\
-    </dev/null >/dev/null 2>>$D/qemu.err
+    </dev/null >/dev/null 2>>$D/qemu.err`}
 }
 vm_stop() {
   if vm_alive; then

@@ -25,6 +25,8 @@ export interface Guest {
 export const GUEST_CACHE = process.env['RACKSMITH_TEST_CACHE'] ?? join(homedir(), '.cache', 'racksmith-test');
 const SRC = join(PACKAGE_ROOT, 'test', 'lib', 'guest');
 const MODULES = ['failover', 'net_failover', 'virtio_ring', 'virtio', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio_pci', 'virtio_net'];
+/** The virtual rack's disks: virtio_blk for both, isofs (with cdrom) for the installed system's ISO 9660 disk. */
+export const DISK_MODULES = ['virtio_blk', 'cdrom', 'isofs'];
 
 function sha(...parts: (string | Buffer)[]): string {
   const h = createHash('sha256');
@@ -40,10 +42,10 @@ async function kernelPackage(): Promise<string> {
 }
 
 /** vmlinuz + the NIC modules of one kernel package, extracted once. */
-async function ensureKernel(): Promise<{ dir: string; version: string }> {
+export async function ensureKernel(): Promise<{ dir: string; version: string }> {
   const pkg = await kernelPackage();
   const dir = join(GUEST_CACHE, `kernel-${pkg}`);
-  if (existsSync(join(dir, 'vmlinuz'))) return { dir, version: pkg };
+  if (existsSync(join(dir, 'vmlinuz')) && [...MODULES, ...DISK_MODULES].every((m) => existsSync(join(dir, 'modules', `${m}.ko`)))) return { dir, version: pkg };
   const work = mkdtempSync(join(tmpdir(), 'racksmith-kernel-'));
   try {
     await run('apt-get', ['download', pkg], { cwd: work, timeout: 300_000 });
@@ -58,7 +60,7 @@ async function ensureKernel(): Promise<{ dir: string; version: string }> {
     copyFileSync(join(boot, vmlinuz), join(stage, 'vmlinuz'));
     const { stdout } = await run('find', [join(work, 'x'), '-name', '*.ko']);
     const byName = new Map(stdout.split('\n').filter(Boolean).map((p) => [p.slice(p.lastIndexOf('/') + 1, -3), p]));
-    for (const m of MODULES) {
+    for (const m of [...MODULES, ...DISK_MODULES]) {
       const p = byName.get(m);
       if (p) copyFileSync(p, join(stage, 'modules', `${m}.ko`));
     }
@@ -70,7 +72,7 @@ async function ensureKernel(): Promise<{ dir: string; version: string }> {
   }
 }
 
-async function libsOf(binary: string): Promise<string[]> {
+export async function libsOf(binary: string): Promise<string[]> {
   const { stdout } = await run('ldd', [binary]);
   return [...stdout.matchAll(/(\/\S+\.so[.\d]*)/g)].map((m) => m[1] as string);
 }
@@ -99,7 +101,7 @@ export async function buildGuest(): Promise<Guest> {
       mkdirSync(join(root, dirname(lib)), { recursive: true });
       copyFileSync(lib, join(root, lib));
     }
-    for (const m of readdirSync(join(kernel.dir, 'modules'))) copyFileSync(join(kernel.dir, 'modules', m), join(root, 'lib', 'modules', m));
+    for (const m of readdirSync(join(kernel.dir, 'modules')).filter((f) => !DISK_MODULES.includes(f.slice(0, -3)) || f === 'virtio_blk.ko')) copyFileSync(join(kernel.dir, 'modules', m), join(root, 'lib', 'modules', m));
     const tmp = `${out}.tmp-${process.pid}`;
     await run('sh', ['-c', `cd "${root}" && find . | cpio -o -H newc --quiet | gzip -1 > "${tmp}"`], { timeout: 120_000 });
     if (statSync(tmp).size < 100_000) throw new Error('the initramfs came out suspiciously small');

@@ -4,6 +4,9 @@
 # fetches and checks what an installer and cloud-init would fetch, reports /installed, phones home
 # with a freshly generated SSH host key, then powers off. Every step prints a RACKSMITH-GUEST line
 # on the serial console for the test to read.
+# With a data disk (a virtio disk whose serial is racksmith-data, as the virtual rack gives each
+# machine) it is only the installer: it writes the machine's NoCloud seed onto that disk (the
+# installed system's cloud-init reads it from there), reports /installed and reboots.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mkdir -p /proc /sys /dev /tmp /run
@@ -16,7 +19,7 @@ die() { say "FAIL $*"; sync; poweroff -f; }
 fetch() { timeout 20 wget -q -O "$2" "$1"; }
 post() { timeout 20 wget -q -O "$3" --header "Content-Type: $2" --post-data "$4" "$1"; }
 
-for m in failover net_failover virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_net; do
+for m in failover net_failover virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_net virtio_blk; do
   [ -e "/lib/modules/$m.ko" ] && insmod "/lib/modules/$m.ko" 2>/dev/null
 done
 say "BOOTED $(cat /proc/cmdline)"
@@ -40,6 +43,11 @@ done
 [ -n "$seed" ] || die "no seed URL on the command line"
 say "SEED $mode $seed"
 
+datadisk=""
+for b in /sys/block/vd*; do
+  [ "$(cat "$b/serial" 2>/dev/null)" = racksmith-data ] && datadisk="/dev/${b##*/}"
+done
+
 cd /tmp
 if [ "$mode" = debian-installer ]; then
   fetch "${seed}preseed.cfg" preseed.cfg || die "preseed.cfg"
@@ -60,6 +68,33 @@ if [ "$mode" = subiquity ]; then
   fetch "${seed}network-config" network-config || die "network-config"
 fi
 say "SEEDS ok instance=$iid"
+
+if [ -n "$datadisk" ]; then
+  # What curtin/d-i leave for the installed system's cloud-init: the role config (subiquity's
+  # autoinstall.user-data, de-indented; d-i's user-data is the role config itself) and meta-data.
+  # The disk is wiped first: a new install keeps nothing of the old system (its host key).
+  mkdir -p /target
+  mount -t ext4 "$datadisk" /target || die "cannot mount $datadisk"
+  rm -rf /target/* 2>/dev/null
+  mkdir -p /target/seed
+  if [ "$mode" = subiquity ]; then
+    awk '/^  user-data:/ {on=1; next} on && /^    / {sub(/^    /, ""); print; next} on && /^$/ {print ""; next} on {exit}' user-data > /target/seed/user-data
+  else
+    cp user-data /target/seed/user-data
+  fi
+  cp meta-data /target/seed/meta-data
+  head -n 1 /target/seed/user-data | grep -q '^#cloud-config' || die "no role config in the seed"
+  # What GRUB on the system disk looks for before it boots the installed system.
+  echo "$iid" > /target/installed
+  umount /target || die "cannot unmount $datadisk"
+  sync
+  say "WROTE $datadisk"
+  post "${seed}installed" application/x-www-form-urlencoded installed.out "source=test-guest" || die "POST installed"
+  say "INSTALLED $(cat installed.out)"
+  say "REBOOT"
+  sync
+  reboot -f
+fi
 
 post "${seed}installed" application/x-www-form-urlencoded installed.out "source=test-guest" || die "POST installed"
 say "INSTALLED $(cat installed.out)"

@@ -1,0 +1,160 @@
+#!/usr/bin/env node
+/**
+ * `npm run lab`: a virtual rack on this machine — QEMU machines with simulated BMCs on a private
+ * bridge, racksmith serving them — driven as an admin and a tech would, through racksmith's CLI
+ * and API, until the HA cluster is ready. See docs/lab.md.
+ */
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { buildImages } from './images.js';
+import { ensurePackages } from './packages.js';
+import { figures, figuresTable, LabClient, provision, watch } from './flow.js';
+import { CLUSTER, Rack, planMachines, type FirmwareChoice } from './rack.js';
+
+const USAGE = `Usage: npm run lab -- [--machines N] [--firmware bios|uefi|mixed] [--keep] [--timeout MINUTES] [--out DIR]
+
+Builds a virtual rack (QEMU machines with ipmi_sim BMCs on a private bridge in network
+namespaces), starts racksmith on it, and drives it through racksmith's CLI and API: a cluster,
+the rack's CSV, the rack powered on through its BMCs, a live table until the cluster is ready,
+then the figures of the run. Needs root (namespaces, taps) and Debian 12's packages, which it
+installs when missing. Ctrl-C or a failure tears everything down.
+
+  --machines N        4 or more: 1 load balancer, 2 control-plane nodes (3 from 6 on), the rest workers (default 4)
+  --firmware F        bios, uefi or mixed (default mixed: every other machine UEFI)
+  --keep              keep the rack running after the run, until Ctrl-C
+  --timeout MINUTES   give up after this long (default 30)
+  --out DIR           where the summary, kubeconfig and logs go (default ./lab-runs/<time>)
+`;
+
+interface Args {
+  machines: number;
+  firmware: FirmwareChoice;
+  keep: boolean;
+  timeoutMin: number;
+  out: string | null;
+}
+
+function parse(argv: readonly string[]): Args {
+  const a: Args = { machines: 4, firmware: 'mixed', keep: false, timeoutMin: 30, out: null };
+  for (let i = 0; i < argv.length; i++) {
+    const w = argv[i];
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${w} needs a value`);
+      return v;
+    };
+    if (w === '--machines') a.machines = Number(value());
+    else if (w === '--firmware') {
+      const f = value();
+      if (f !== 'bios' && f !== 'uefi' && f !== 'mixed') throw new Error('--firmware: bios, uefi or mixed');
+      a.firmware = f;
+    } else if (w === '--keep') a.keep = true;
+    else if (w === '--timeout') a.timeoutMin = Number(value());
+    else if (w === '--out') a.out = value();
+    else if (w === '--help' || w === '-h') {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    } else throw new Error(`unknown option ${w}`);
+  }
+  planMachines(a.machines, a.firmware);
+  if (!(a.timeoutMin > 0)) throw new Error('--timeout: minutes, more than 0');
+  return a;
+}
+
+const say = (line: string): void => void process.stdout.write(`${line}\n`);
+
+async function main(): Promise<number> {
+  let args: Args;
+  try {
+    args = parse(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n\n${USAGE}`);
+    return 2;
+  }
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('npm run lab needs root: it creates network namespaces, a bridge and taps (sudo npm run lab).\n');
+    return 2;
+  }
+  const out = resolve(args.out ?? join('lab-runs', new Date().toISOString().replace(/[:.]/g, '-')));
+  const t0 = Date.now();
+  say('checking Debian packages…');
+  await ensurePackages(say);
+  say('building guest images (cached after the first run)…');
+  const images = await buildImages(say);
+  say(`images ready in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+
+  const rack = new Rack({ tag: 'l', machines: args.machines, firmware: args.firmware, images, log: (l) => say(`  lab: ${l}`) });
+  let stopping = false;
+  const teardown = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    say('tearing the rack down…');
+    saveLogs(rack, out);
+    await rack.destroy();
+    say(`done; the run's summary and logs are in ${out}`);
+  };
+  const onSignal = (): void => {
+    void teardown().then(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    await rack.start();
+    const client = new LabClient(rack);
+    const startedAt = await provision(client, (t) => process.stdout.write(t));
+    const outcome = await watch(client, startedAt, { timeoutMs: args.timeoutMin * 60_000, print: (t) => process.stdout.write(t), tty: process.stdout.isTTY === true }, (ms, state) => state === 'ready' && ms.every((m) => m.state === 'joined'));
+    mkdirSync(out, { recursive: true });
+    const show = await client.cli(['clusters', 'show', CLUSTER]);
+    const figs = await figures(client, startedAt);
+    const lines = [
+      outcome.ok ? `cluster ${CLUSTER} is ready: ${rack.machines.length} machines in ${((Date.now() - startedAt) / 1000).toFixed(0)} s from the rack power-on` : `the run failed: ${outcome.reason}`,
+      '',
+      show.trimEnd(),
+      '',
+      'seconds from the rack power-on to each state, per machine:',
+      figuresTable(figs).trimEnd(),
+      '',
+      `at most ${rack.maxBootingSeen} machines booting at once (limit ${rack.maxBooting}); images ready in ${((startedAt - t0) / 1000).toFixed(0)} s before that`,
+    ];
+    if (outcome.ok) {
+      const kubeconfig = join(out, 'kubeconfig');
+      writeFileSync(kubeconfig, await client.cli(['clusters', 'kubeconfig', CLUSTER]), { mode: 0o600 });
+      lines.push(`kubeconfig (from racksmith clusters kubeconfig ${CLUSTER}): ${kubeconfig}`);
+    }
+    writeFileSync(join(out, 'summary.txt'), lines.join('\n') + '\n');
+    say('\n' + lines.join('\n'));
+    if (args.keep) {
+      say(`\nthe rack keeps running (--keep). racksmith: ip netns exec ${rack.bed.srv} curl ${'http://10.77.0.1:8080/healthz'}; API token in ${join(out, 'token')}. Ctrl-C tears it down.`);
+      writeFileSync(join(out, 'token'), client.token + '\n', { mode: 0o600 });
+      await new Promise<never>(() => undefined);
+    }
+    await teardown();
+    return outcome.ok ? 0 : 1;
+  } catch (e) {
+    say(`\nthe lab failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    if (args.keep) {
+      say('the rack keeps running (--keep) for a look; Ctrl-C tears it down.');
+      await new Promise<never>(() => undefined);
+    }
+    await teardown();
+    return 1;
+  }
+}
+
+function saveLogs(rack: Rack, out: string): void {
+  try {
+    mkdirSync(join(out, 'logs'), { recursive: true });
+    if (rack.rs) writeFileSync(join(out, 'logs', 'racksmith.log'), rack.rs.output());
+    for (const m of rack.machines) {
+      writeFileSync(join(out, 'logs', `${m.name}-console.log`), rack.console(m));
+      const sys = rack.syslog(m);
+      if (sys) writeFileSync(join(out, 'logs', `${m.name}-syslog.log`), sys);
+      if (existsSync(join(m.dir, 'qemu.err'))) copyFileSync(join(m.dir, 'qemu.err'), join(out, 'logs', `${m.name}-qemu.err`));
+    }
+  } catch (e) {
+    say(`could not keep every log: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+process.exitCode = await main();

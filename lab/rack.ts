@@ -1,0 +1,321 @@
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { connect } from 'node:net';
+import { promisify } from 'node:util';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Role } from '../server/inventory/model.js';
+import { startBmcSim, type BmcSim } from '../test/lib/bmc-sim.js';
+import { PxeBed, SERVER_IP } from '../test/lib/pxe.js';
+import { startRacksmith, type RacksmithProcess } from '../test/lib/racksmith.js';
+import type { LabImages } from './images.js';
+
+/**
+ * The virtual rack: racksmith in a server namespace on a bridge (authoritative DHCP, TFTP, HTTP on
+ * its own veth), and per machine a tap on the bridge, a small data disk, and an ipmi_sim BMC on
+ * its own address of the bridge whose chassis control starts and stops the machine's QEMU. Every
+ * name starts with `rs<tag><hex>`; `destroy()` ends every process and removes every file.
+ *
+ * The machines' QEMU starts paused; a boot gate lets at most `maxBooting` of them run their boot
+ * (PXE, installer, reboot, installed system up) at once — TCG on two cores cannot boot more at a
+ * useful speed. A machine waiting at the gate is, to racksmith, a machine slow to come out of POST.
+ */
+export type Firmware = 'bios' | 'uefi';
+export type FirmwareChoice = Firmware | 'mixed';
+
+export interface LabMachine {
+  readonly name: string;
+  readonly role: Role;
+  readonly mac: string;
+  readonly ip: string;
+  readonly firmware: Firmware;
+  readonly bmcAddress: string;
+  readonly dir: string;
+  bmc: BmcSim | null;
+}
+
+export interface RackOptions {
+  /** Testbed tag: 1–3 lower-case letters. */
+  readonly tag: string;
+  readonly machines: number;
+  readonly firmware: FirmwareChoice;
+  readonly images: LabImages;
+  readonly maxBooting?: number;
+  readonly memoryMiB?: number;
+  readonly log?: (line: string) => void;
+}
+
+export const CLUSTER = 'lab';
+export const RACK = 'lab-r1';
+export const HTTP_PORT = 8080;
+export const BASE = `http://${SERVER_IP}:${HTTP_PORT}`;
+export const BMC_USER = 'admin';
+export const KUBERNETES_VERSION = '1.28.4';
+const BOOTED = /RACKSMITH-SYSTEM (UP|FAIL)/;
+const run = promisify(execFile);
+
+/** 1 load balancer, 2 control-plane nodes (3 from 6 machines on: an etcd that survives a loss), the rest workers. */
+export function planMachines(n: number, firmware: FirmwareChoice): { name: string; role: Role; firmware: Firmware }[] {
+  if (!Number.isInteger(n) || n < 4) throw new Error('--machines: at least 4 (1 load balancer, 2 control-plane nodes, 1 worker)');
+  if (n > 40) throw new Error('--machines: at most 40');
+  const controls = n >= 6 ? 3 : 2;
+  const out: { name: string; role: Role; firmware: Firmware }[] = [];
+  for (let i = 0; i < n; i++) {
+    const role: Role = i === 0 ? 'loadbalancer' : i <= controls ? 'control-plane' : 'worker';
+    const name = role === 'loadbalancer' ? 'lb1' : role === 'control-plane' ? `cp${i}` : `w${i - controls}`;
+    // mixed: every other machine UEFI, starting with the first control node; the last worker is UEFI too.
+    const fw: Firmware = firmware === 'mixed' ? (i % 2 === 1 || i === n - 1 ? 'uefi' : 'bios') : firmware;
+    out.push({ name, role, firmware: fw });
+  }
+  return out;
+}
+
+interface GateEntry {
+  pid: number;
+  state: 'held' | 'booting' | 'up';
+  since: number;
+  consoleAt: number;
+}
+
+export class Rack {
+  readonly bed: PxeBed;
+  readonly work: string;
+  readonly machines: LabMachine[] = [];
+  rs: RacksmithProcess | null = null;
+  private readonly gate = new Map<string, GateEntry>();
+  private gateTimer: NodeJS.Timeout | null = null;
+  /** Most machines seen booting at once. */
+  maxBootingSeen = 0;
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly opts: RackOptions) {
+    this.bed = new PxeBed(opts.tag);
+    this.work = mkdtempSync(join(tmpdir(), `racksmith-lab-${this.bed.tb.prefix}-`));
+    this.log = opts.log ?? (() => undefined);
+  }
+
+  get maxBooting(): number {
+    return this.opts.maxBooting ?? 3;
+  }
+
+  async start(): Promise<void> {
+    await this.bed.setup();
+    this.bed.raSender();
+    const plan = planMachines(this.opts.machines, this.opts.firmware);
+    plan.forEach((p, i) => {
+      const octet = (i + 1).toString(16).padStart(2, '0');
+      const dir = join(this.work, p.name);
+      mkdirSync(dir, { recursive: true });
+      this.machines.push({ ...p, mac: `52:54:00:77:01:${octet}`, ip: `10.77.0.${11 + i}`, bmcAddress: `10.77.0.${201 + i}`, dir, bmc: null });
+    });
+    await this.startRacksmith();
+    this.log(`racksmith is serving ${BASE} in namespace ${this.bed.srv} (DHCP, TFTP, HTTP on ${this.bed.serverIf})`);
+    for (const m of this.machines) await this.startMachine(m);
+    this.log(`${this.machines.length} machines with simulated BMCs on bridge ${this.bed.bridge} (namespace ${this.bed.sw})`);
+    this.gateTimer = setInterval(() => void this.tickGate(), 500);
+  }
+
+  private async startRacksmith(): Promise<void> {
+    const artifacts = join(this.work, 'artifacts', '22.04');
+    mkdirSync(artifacts, { recursive: true });
+    writeFileSync(join(artifacts, 'vmlinuz'), readFileSync(this.opts.images.installer.kernel));
+    writeFileSync(join(artifacts, 'initrd'), readFileSync(this.opts.images.installer.initrd));
+    this.rs = await startRacksmith({
+      netns: this.bed.srv,
+      host: SERVER_IP,
+      httpPort: HTTP_PORT,
+      dataDir: join(this.work, 'racksmith-data'),
+      timeoutMs: 60_000,
+      env: {
+        RACKSMITH_LOG_LEVEL: 'info',
+        RACKSMITH_ARTIFACTS_DIR: join(this.work, 'artifacts'),
+        RACKSMITH_INSTALLER_KERNEL_ARGS: 'console=ttyS0,115200 panic=-1',
+        RACKSMITH_BOOT_WAIT_SECONDS: '5',
+        RACKSMITH_DHCP_MODE: 'authoritative',
+        RACKSMITH_DHCP_INTERFACE: this.bed.serverIf,
+        RACKSMITH_DHCP_RANGE: '10.77.0.100-10.77.0.199',
+        RACKSMITH_DHCP_NETMASK: '255.255.255.0',
+        RACKSMITH_TFTP_PORT: '69',
+        // The installed system has no sudo: racksmith logs in as root (the seeds authorise its key for root).
+        RACKSMITH_SSH_USER: 'root',
+        RACKSMITH_ORCHESTRATOR_POLL_SECONDS: '3',
+        RACKSMITH_ORCHESTRATOR_RETRY_DELAY_MS: '3000',
+        RACKSMITH_ORCHESTRATOR_DRAIN_TIMEOUT_SECONDS: '120',
+        RACKSMITH_POWER_TIMEOUT_SECONDS: '30',
+        // Nothing leaves the rack: the stand-in records the manifest URL, never fetches it.
+        RACKSMITH_CNI_MANIFEST_FLANNEL: `${BASE}/cni/kube-flannel.yml`,
+      },
+    });
+  }
+
+  private vmCommand(m: LabMachine): string {
+    const tap = this.bed.tb.name(`t${this.machines.indexOf(m) + 1}`);
+    const efi = m.firmware === 'uefi';
+    // UEFI machines boot the way real UEFI hardware does: the firmware's own PXE (the NIC's iPXE
+    // ROM off), TFTP from racksmith, then iPXE. Network first, then the system disk.
+    //
+    // BIOS machines boot the network first, then the system disk (racksmith's iPXE script says
+    // which). OVMF drops a disk from its boot order when QEMU's bootindex names the network
+    // first, so for UEFI machines the chassis does what "network, then disk" amounts to: a disk
+    // with an installed system boots from the disk; a blank one, or a BMC's one-time "next boot
+    // PXE", boots from the network for that one boot (QEMU ends at the installer's reboot, and
+    // the machine comes back up from its disk).
+    const d = m.dir;
+    const nic = `virtio-net-pci,netdev=n0,mac=${m.mac}${efi ? ',romfile=' : ''}`;
+    const installed = `debugfs -R 'stat /installed' ${d}/data.img 2>/dev/null | grep -q Inode`;
+    const devices = efi
+      ? `$(if [ "$order" != n ] && ${installed}; then echo "-device ${nic},bootindex=2 -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=1"; else echo default > $D/boot; echo "-device ${nic},bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system -no-reboot"; fi)`
+      : `-device ${nic},bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=2`;
+    return [
+      `[ -f ${d}/console.log ] && cat ${d}/console.log >> ${d}/console-earlier.log;`,
+      `qemu-system-x86_64 -machine pc -accel tcg -m ${this.opts.memoryMiB ?? 512} -smp 1 -display none -monitor none -name rs-lab-${m.name}`,
+      `-netdev tap,id=n0,ifname=${tap},script=no,downscript=no -drive file=${this.opts.images.systemDisk},format=raw,if=none,id=sys,readonly=on ${devices}`,
+      `-drive file=${d}/data.img,format=raw,if=none,id=data -device virtio-blk-pci,drive=data,serial=racksmith-data`,
+      `-serial file:${d}/console.log -serial file:${d}/syslog-$(date +%s%N).log`,
+      efi ? '-bios /usr/share/ovmf/OVMF.fd' : '',
+      `-S -qmp unix:${d}/qmp.sock,server=on,wait=off -pidfile $D/qemu.pid -daemonize </dev/null >/dev/null 2>>${d}/qemu.err`,
+    ].join(' ');
+  }
+
+  private async startMachine(m: LabMachine): Promise<void> {
+    const i = this.machines.indexOf(m) + 1;
+    const tap = this.bed.tb.name(`t${i}`);
+    await this.bed.tb.ip(this.bed.sw, ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    await this.bed.tb.ip(this.bed.sw, ['link', 'set', tap, 'master', this.bed.bridge]);
+    await this.bed.tb.ip(this.bed.sw, ['link', 'set', tap, 'up']);
+    await this.bed.tb.ip(this.bed.sw, ['addr', 'add', `${m.bmcAddress}/24`, 'dev', this.bed.bridge]);
+    // A blank disk: what the installer writes, what the installed system keeps.
+    writeFileSync(join(m.dir, 'data.img'), Buffer.alloc(0));
+    await run('truncate', ['-s', '16M', join(m.dir, 'data.img')]);
+    await run('mkfs.ext4', ['-q', '-F', '-L', 'rsdata', join(m.dir, 'data.img')]);
+    m.bmc = await startBmcSim({ name: `${this.bed.tb.prefix}-${m.name}`, password: this.bmcPassword(m), vm: true, netns: this.bed.sw, address: m.bmcAddress, vmCommand: this.vmCommand(m) });
+  }
+
+  bmcPassword(m: LabMachine): string {
+    return `lab-${m.name}-${this.bed.tb.prefix}`;
+  }
+
+  /** The rack's CSV, as an admin would import it. */
+  csv(): string {
+    const rows = this.machines.map((m) => [m.mac, m.name, m.role, CLUSTER, m.ip, RACK, m.bmcAddress, BMC_USER, this.bmcPassword(m)].join(','));
+    return ['mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password', ...rows].join('\n') + '\n';
+  }
+
+  console(m: LabMachine): string {
+    const read = (f: string): string => (existsSync(join(m.dir, f)) ? readFileSync(join(m.dir, f), 'latin1') : '');
+    return read('console-earlier.log') + read('console.log');
+  }
+
+  /** The machine's system log (its second serial port), every boot's. */
+  syslog(m: LabMachine): string {
+    return readdirSync(m.dir)
+      .filter((f) => /^syslog-\d+\.log$/.test(f))
+      .sort()
+      .map((f) => readFileSync(join(m.dir, f), 'latin1'))
+      .join('');
+  }
+
+  /** Machines whose boot is running now. */
+  booting(): number {
+    return [...this.gate.values()].filter((g) => g.state === 'booting').length;
+  }
+
+  private async tickGate(): Promise<void> {
+    for (const m of this.machines) {
+      const pid = m.bmc?.vmPid() ?? null;
+      const g = this.gate.get(m.name);
+      if (pid === null) {
+        if (g && m.firmware === 'uefi' && [...readConsole(m).matchAll(/RACKSMITH-GUEST (\S+)/g)].at(-1)?.[1] === 'REBOOT') {
+          // The one-time PXE boot ended with the installer's reboot: the machine comes back up
+          // with its usual boot order (the BMC's chassis program, as the hardware would).
+          this.log(`${m.name}: installer rebooted; starting again from its disk`);
+          await run('ip', ['netns', 'exec', this.bed.sw, 'sh', join(m.bmc!.dir, 'chassis.sh'), 'set', 'power', '1']).catch((e: unknown) => this.log(`${m.name}: restart failed: ${String(e)}`));
+        }
+        this.gate.delete(m.name);
+        continue;
+      }
+      if (!g || g.pid !== pid) {
+        this.gate.set(m.name, { pid, state: 'held', since: Date.now(), consoleAt: 0 });
+        continue;
+      }
+      if (g.state === 'booting') {
+        const text = readConsole(m);
+        // Up (or stopped for good): the installed system printed its last marker; a boot that hangs frees its slot after 6 min.
+        if (BOOTED.test(text.slice(g.consoleAt)) || Date.now() - g.since > 360_000) {
+          g.state = 'up';
+          this.log(`${m.name}: booted in ${((Date.now() - g.since) / 1000).toFixed(0)} s`);
+        }
+      }
+    }
+    for (const m of this.machines) {
+      const g = this.gate.get(m.name);
+      if (!g || g.state !== 'held' || this.booting() >= this.maxBooting) continue;
+      try {
+        await qmp(join(m.dir, 'qmp.sock'), 'cont');
+        g.state = 'booting';
+        g.since = Date.now();
+        g.consoleAt = readConsole(m).length;
+        this.maxBootingSeen = Math.max(this.maxBootingSeen, this.booting());
+      } catch {
+        /* QEMU not listening yet: next tick */
+      }
+    }
+  }
+
+  async destroy(): Promise<void> {
+    if (this.gateTimer) clearInterval(this.gateTimer);
+    this.gateTimer = null;
+    try {
+      await this.rs?.stop();
+    } catch {
+      /* already gone */
+    }
+    for (const m of this.machines) await m.bmc?.stop().catch(() => undefined);
+    await this.bed.destroy();
+    rmSync(this.work, { recursive: true, force: true });
+  }
+}
+
+function readConsole(m: LabMachine): string {
+  const f = join(m.dir, 'console.log');
+  return existsSync(f) ? readFileSync(f, 'latin1') : '';
+}
+
+/** One QMP command (QEMU's machine protocol on a unix socket): capabilities, then the command. */
+export function qmp(socket: string, command: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect(socket);
+    let buf = '';
+    let sent = 0;
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`QMP ${command}: no answer`));
+    }, 5000);
+    s.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.includes('"QMP"') && sent === 0) {
+          s.write('{"execute":"qmp_capabilities"}\n');
+          sent = 1;
+        } else if (line.includes('"return"') && sent === 1) {
+          s.write(`{"execute":"${command}"}\n`);
+          sent = 2;
+        } else if (line.includes('"return"') && sent === 2) {
+          clearTimeout(timer);
+          s.end();
+          resolve();
+        } else if (line.includes('"error"')) {
+          clearTimeout(timer);
+          s.destroy();
+          reject(new Error(`QMP ${command}: ${line}`));
+        }
+      }
+    });
+    s.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
