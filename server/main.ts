@@ -29,6 +29,7 @@ import type { Service, ServiceHealth } from './lib/service.js';
 import { instanceId } from './lib/instance-id.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
 import { createIpmiDriver } from './power/ipmi.js';
+import { meteredDriver } from './power/metered.js';
 import { createBmcGate } from './power/scheduler.js';
 import { createPowerService } from './power/service.js';
 import { createOrchestrator } from './orchestrator/service.js';
@@ -102,7 +103,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   const power = createPowerService({
     inventory,
-    driver: ipmi,
+    driver: meteredDriver(ipmi, metrics),
     settings: {
       rackConcurrency: config.rackPowerConcurrency,
       rackDelaySeconds: config.rackPowerDelaySeconds,
@@ -121,6 +122,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     settings: orchestratorSettings(config),
     owner: instanceId(config.dataDir),
     holder: `${hostname()} pid ${process.pid}`,
+    metrics,
   });
 
   const app = createApp({
@@ -167,7 +169,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
   });
   services.push(createHttpService(config, app));
-  services.push(createDhcpService(config, { inventory }));
+  services.push(createDhcpService(config, { inventory, metrics }));
   // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
   // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).
   const leaseResolver = async (ip: string): Promise<Mac | null> => {

@@ -52,7 +52,7 @@ test.after(async () => {
   removeDataDir(dataDir);
 });
 
-test('a DORA and a malformed datagram move received, replies, dropped and leases', async () => {
+test('a DORA and a malformed datagram move received, replies, dropped, leases and the offer time', async () => {
   if (missing) return skipNote('metrics: DHCP', missing);
   const before = await scrape();
   const v = (m: Map<string, PromFamily>, name: string, labels: Record<string, string> = {}): number => promValue(m, name, labels) ?? 0;
@@ -76,6 +76,12 @@ test('a DORA and a malformed datagram move received, replies, dropped and leases
   const dropped = after.get('racksmith_dhcp_dropped_total')?.samples ?? [];
   assert.ok(dropped.some((s) => /^ERR_DHCP_/.test(s.labels['reason'] ?? '') && s.value >= 1), `a decoder drop is counted: ${JSON.stringify(dropped)}`);
   assert.ok(v(after, 'racksmith_dhcp_leases_in_use') >= 1);
+  // The OFFER was timed from the DISCOVER taken off the socket: one observation, well under a second.
+  const offerCount = (m: Map<string, PromFamily>): number =>
+    m.get('racksmith_dhcp_offer_duration_seconds')?.samples.find((s) => s.name.endsWith('_count'))?.value ?? 0;
+  const offerSum = after.get('racksmith_dhcp_offer_duration_seconds')?.samples.find((s) => s.name.endsWith('_sum'))?.value ?? -1;
+  assert.is(offerCount(after) - offerCount(before), 1);
+  assert.ok(offerSum > 0 && offerSum < 1, `offer time ${offerSum} s`);
   // The HTTP counters moved too: two scrapes of /metrics.
   assert.ok(v(after, 'racksmith_http_requests_total', { method: 'GET', route: '/metrics', status: '200' }) >= 1);
 });

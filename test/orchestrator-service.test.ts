@@ -2,7 +2,9 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
 import { readClusterSecrets } from '../server/lib/cluster-secrets.js';
+import { createMetrics } from '../server/lib/metrics.js';
 import { FakeRack, HOSTNAMES } from './lib/fake-shell.js';
+import { parsePromText, promValue } from './lib/prom-text.js';
 import { tempInventory } from './lib/inventory.js';
 import { addMembers, member, phoneHome, startOrchestrator, waitFor, type Member } from './lib/orch-harness.js';
 
@@ -105,7 +107,8 @@ test('an always-failing worker: failed with step and output tail, others join, d
   const inv = tempInventory();
   const rack = new FakeRack();
   rack.node(W[1]!.ip).failJoins = Infinity;
-  const h = await startOrchestrator(inv, rack);
+  const metrics = createMetrics();
+  const h = await startOrchestrator(inv, rack, { metrics });
   try {
     await cluster(inv, [LB, CP[0]!, ...W]);
     for (const m of [LB, CP[0]!, ...W]) await phoneHome(inv, m.mac, KEY);
@@ -122,6 +125,16 @@ test('an always-failing worker: failed with step and output tail, others join, d
     assert.equal(r.steps, [`join:${W[1]!.mac}`]);
     await waitFor('cluster ready after retry', () => state(inv, 'ready'));
     assert.is((await inv.machines.get(W[1]!.mac))?.state, 'joined');
+
+    // Steps are timed by kind and outcome; the failed join is counted once, before its retry.
+    const m = parsePromText(await metrics.text());
+    const counts = m.get('racksmith_orchestration_step_duration_seconds')?.samples.filter((x) => x.name.endsWith('_count')) ?? [];
+    const count = (step: string, outcome: string): number => counts.find((x) => x.labels['step'] === step && x.labels['outcome'] === outcome)?.value ?? 0;
+    assert.is(count('init', 'ok'), 1, JSON.stringify(counts));
+    assert.is(count('join-worker', 'ok'), 2);
+    assert.is(count('join-worker', 'failed'), 1);
+    assert.is(promValue(m, 'racksmith_orchestration_step_failures_total', { step: 'join-worker' }), 1);
+    for (const x of counts) assert.not.match(JSON.stringify(x.labels), /w2|10\.0\.0|52:54/);
   } finally {
     await h.stop();
     await inv.destroy();

@@ -6,6 +6,9 @@ import { NODE_REMOVED_EVENT } from '../server/inventory/reimage.js';
 import { createIpmiDriver, type IpmiDriver } from '../server/power/ipmi.js';
 import { createBmcGate } from '../server/power/scheduler.js';
 import { createPowerService, type PowerService } from '../server/power/service.js';
+import { meteredDriver } from '../server/power/metered.js';
+import { createMetrics, type MetricsRegistry } from '../server/lib/metrics.js';
+import { parsePromText } from './lib/prom-text.js';
 import { startBmcSim, type BmcSim } from './lib/bmc-sim.js';
 import { tempInventory } from './lib/inventory.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -23,6 +26,7 @@ let inv: ReturnType<typeof tempInventory>;
 let bmc: BmcSim;
 let driver: IpmiDriver;
 let power: PowerService;
+let metrics: MetricsRegistry;
 const mac = (i: number): Mac => `52:54:00:77:30:0${i}` as Mac;
 
 async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
@@ -41,7 +45,8 @@ test.before(async () => {
   inv = tempInventory();
   bmc = await startBmcSim({ name: 'ps1', password: PASSWORD });
   driver = createIpmiDriver({ ipmitool: 'ipmitool', deadlineMs: 5000, retry: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 200 }, gate: createBmcGate(4), log: silentLogger() });
-  power = createPowerService({ inventory: inv, driver, settings: { rackConcurrency: 2, rackDelaySeconds: 0, removalTimeoutMs: 800, removalPollMs: 100 }, onStopped: () => driver.close() });
+  metrics = createMetrics();
+  power = createPowerService({ inventory: inv, driver: meteredDriver(driver, metrics), settings: { rackConcurrency: 2, rackDelaySeconds: 0, removalTimeoutMs: 800, removalPollMs: 100 }, onStopped: () => driver.close() });
   await power.start({ signal: new AbortController().signal, log: silentLogger(), fatal: () => undefined });
   await inv.clusters.create({ name: 'svc', ubuntuRelease: '24.04', kubernetesVersion: '1.31.2', containerRuntime: 'containerd', cni: 'calico' });
   const bmcCfg = { driver: 'ipmi' as const, address: '127.0.0.1', port: bmc.port, username: 'admin', password: PASSWORD, cipherSuite: 3 };
@@ -113,6 +118,20 @@ test('rack job: a machine without BMC is skipped, a wrong password fails alone, 
   assert.is(rackEvents.length, 2);
   assert.match(rackEvents[1]?.message ?? '', /rack rs: power status done: 1 ok, 1 failed, 1 skipped/);
   assert.is(power.rackJob('other', String(job['id'])), null);
+});
+
+test('every BMC call is timed by driver, action and outcome; the wrong password counts as an auth failure', async () => {
+  if (missing) return;
+  const m = parsePromText(await metrics.text());
+  const calls = m.get('racksmith_bmc_call_duration_seconds')?.samples.filter((x) => x.name.endsWith('_count')) ?? [];
+  const count = (action: string, outcome: string): number =>
+    calls.find((x) => x.labels['driver'] === 'ipmi' && x.labels['action'] === action && x.labels['outcome'] === outcome)?.value ?? 0;
+  assert.ok(count('status', 'ok') >= 1, JSON.stringify(calls));
+  assert.ok(count('status', 'failed') >= 1, JSON.stringify(calls));
+  const failures = m.get('racksmith_bmc_call_failures_total')?.samples ?? [];
+  assert.ok(failures.some((x) => x.labels['action'] === 'status' && x.labels['reason'] === 'auth' && x.value >= 1), JSON.stringify(failures));
+  // No label carries an address, a MAC or a host name.
+  for (const x of [...calls, ...failures]) assert.not.match(JSON.stringify(x.labels), /127\.0\.0\.1|52:54|w3/);
 });
 
 test.run();

@@ -6,6 +6,8 @@ import type { Config } from '../config/settings.js';
 import type { EventRepo, LeaseRepo, MachineRepo } from '../inventory/store.js';
 import { inRange, intToIp, ipToInt, parseRange, sameSubnet, type IPv4 } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
+import { DHCP_METRICS, instrument } from '../lib/metric-catalogue.js';
+import { NO_METRICS, type Metrics } from '../lib/metrics.js';
 import type { Mac } from '../lib/mac.js';
 import { bindFailure, ServiceStartError, type Service, type ServiceContext, type ServiceHealth, type ServiceState } from '../lib/service.js';
 import { decideAuthoritative, type AddressFacts, type AuthoritativeFacts, type PoolConfig } from './authoritative.js';
@@ -63,6 +65,8 @@ export interface DhcpDeps {
    * `dhcp` and `dhcp-proxy`); defaults to reading LISTEN_FDS/LISTEN_FDNAMES from the environment.
    */
   readonly inheritedFds?: ReadonlyMap<string, number>;
+  /** `racksmith_dhcp_offer_duration_seconds` (the counters are read from `health().detail`). */
+  readonly metrics?: Metrics;
   /** Sees every datagram as received (fixture capture in tests). */
   readonly tap?: (msg: Buffer, from: RemoteInfo, port: 'dhcp' | 'boot-server') => void;
 }
@@ -110,6 +114,8 @@ interface Job {
   readonly rinfo: RemoteInfo;
   readonly via: Via;
   readonly at: number;
+  /** performance.now() when the datagram was taken off the socket, for the offer latency. */
+  readonly hr: number;
 }
 
 interface PendingAck {
@@ -128,6 +134,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
   const now = deps.now ?? Date.now;
   const readInterfaces = deps.interfaces ?? networkInterfaces;
   const counters: DhcpCounters = { received: 0, replies: {}, dropped: {}, handled: {} };
+  const offerSeconds = instrument(deps.metrics ?? NO_METRICS, DHCP_METRICS.offerSeconds);
   const book = new LeaseBook();
   const handouts = new Map<string, number>();
   const sockets: Socket[] = [];
@@ -286,7 +293,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       return;
     }
     queued++;
-    const job: Job = { msg, rinfo, via, at: now() };
+    const job: Job = { msg, rinfo, via, at: now(), hr: performance.now() };
     tail = tail.then(() => handle(job)).then(
       () => void queued--,
       (err: unknown) => {
@@ -507,6 +514,8 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       return;
     }
     send();
+    // Queue wait included: that is the delay a client sees.
+    if (d.reason === 'offer' || d.reason === 'proxy-offer') offerSeconds.observe({}, (performance.now() - job.hr) / 1000);
     after();
   }
 

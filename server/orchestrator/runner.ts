@@ -30,6 +30,8 @@ import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLi
 import type { Backend, PlannedStep, RemovalData, StepKind } from './plan.js';
 import { createRedactor, type Redactor } from './redact.js';
 import { SshError, type ExecResult, type RemoteSession, type RemoteShell } from './ssh.js';
+import { ORCHESTRATOR_METRICS, instruments } from '../lib/metric-catalogue.js';
+import { NO_METRICS, type Metrics } from '../lib/metrics.js';
 
 /**
  * Runs one planned step on its node: connect (host key pinned), probe whether it already
@@ -69,6 +71,8 @@ export interface RunnerDeps {
   readonly now: () => Date;
   readonly log: Logger;
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** `racksmith_orchestration_*`: step durations by kind and outcome, failures by kind. */
+  readonly metrics?: Metrics | undefined;
 }
 
 export interface StepJob {
@@ -266,8 +270,11 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
   const endedAt = now().toISOString();
   const seconds = ((Date.parse(endedAt) - startedAt.getTime()) / 1000).toFixed(1);
 
+  const metrics = instruments(deps.metrics ?? NO_METRICS, ORCHESTRATOR_METRICS);
   if (outcome) {
     lastError = null;
+    // A skipped step did no work: its time would only pull the histogram down.
+    if (!outcome.skipped) metrics.stepSeconds.observe({ step: step.kind, outcome: 'ok' }, Number(seconds));
     // Record first, then the machine: a crash in between is settled by the plan (`settle`).
     const rec = await save(outcome.skipped ? 'skipped' : 'done', { endedAt, data: { ...step.data, ...outcome.data } });
     await event(step.mac, 'orchestration', outcome.skipped ? `${step.id} skipped: ${outcome.skipped}` : `${step.id} done in ${seconds} s`);
@@ -279,6 +286,8 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
     return rec;
   }
 
+  metrics.stepSeconds.observe({ step: step.kind, outcome: 'failed' }, Number(seconds));
+  metrics.stepFailures.inc({ step: step.kind });
   const reason = redact(errorMessage(failure));
   lastError = reason;
   log.warn({ err: reason, attempts }, 'step failed');

@@ -1,3 +1,4 @@
+import type { Metrics } from '../lib/metrics.js';
 import type { Cluster, InventoryEvent, Machine } from '../inventory/model.js';
 import { NODE_REMOVAL_FAILED_EVENT, NODE_REMOVED_EVENT, REIMAGE_EVENT, awaitsClusterRemoval, reimageProgress } from '../inventory/reimage.js';
 import type { Inventory, OrchestrationRepo, StepRecord } from '../inventory/store.js';
@@ -40,6 +41,7 @@ export interface OrchestratorDeps {
   readonly makeCa?: (() => Promise<ClusterCa>) | undefined;
   readonly kubeadmTemplates?: Renderer | undefined;
   readonly haproxyTemplates?: Renderer | undefined;
+  readonly metrics?: Metrics | undefined;
 }
 
 export interface RetryResult {
@@ -285,6 +287,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       now,
       log: l,
       sleep: abortableSleep,
+      metrics: deps.metrics,
     };
     for (const step of plan.run) {
       if (active.has(step.id)) continue;

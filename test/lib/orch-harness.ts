@@ -7,6 +7,7 @@ import type { ClusterCa } from '../../server/lib/cluster-ca.js';
 import { createClusterCa } from '../../server/lib/cluster-ca.js';
 import { createLogger, type Logger } from '../../server/lib/log.js';
 import type { Mac } from '../../server/lib/mac.js';
+import type { Metrics } from '../../server/lib/metrics.js';
 import { createOrchestrator, type Orchestrator, type OrchestratorSettings } from '../../server/orchestrator/service.js';
 import type { RemoteShell } from '../../server/orchestrator/ssh.js';
 
@@ -83,7 +84,7 @@ export interface Harness {
 export async function startOrchestrator(
   inv: SqliteInventory,
   shell: RemoteShell,
-  opts: { owner?: string; settings?: Partial<OrchestratorSettings>; now?: () => Date } = {},
+  opts: { owner?: string; settings?: Partial<OrchestratorSettings>; now?: () => Date; metrics?: Metrics } = {},
 ): Promise<Harness> {
   const { log, text } = memoryLogger();
   const orchestrator = createOrchestrator({
@@ -96,6 +97,7 @@ export async function startOrchestrator(
     holder: `test ${opts.owner ?? ''}`,
     now: opts.now,
     makeCa: testCa,
+    metrics: opts.metrics,
   });
   const abort = new AbortController();
   await orchestrator.start({ signal: abort.signal, log, fatal: (err) => log.error({ err }, 'fatal') });
