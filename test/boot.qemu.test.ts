@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { buildGuest, extraCpio, type Guest } from './lib/guest/build.js';
 import { PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
-import { startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
+import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
 /**
@@ -90,24 +90,8 @@ test('BIOS and UEFI machines install, phone home and end ready; next boot is fro
   const artifacts = join(work, 'artifacts');
   for (const r of ['18.04', '22.04']) mkdirSync(join(artifacts, r), { recursive: true });
 
-  rs = await startRacksmith({
-    netns: bed!.srv,
-    host: SERVER_IP,
-    httpPort: HTTP_PORT,
-    dataDir: join(work, 'data'),
-    env: {
-      RACKSMITH_ARTIFACTS_DIR: artifacts,
-      RACKSMITH_INSTALLER_KERNEL_ARGS: 'console=ttyS0,115200 panic=-1',
-      RACKSMITH_BOOT_WAIT_SECONDS: '2',
-      // racksmith alone serves DHCP (authoritative, reservations from the machines' ip), TFTP and HTTP.
-      RACKSMITH_DHCP_MODE: 'authoritative',
-      RACKSMITH_DHCP_INTERFACE: bed!.serverIf,
-      RACKSMITH_DHCP_RANGE: '10.77.0.100-10.77.0.199',
-      RACKSMITH_DHCP_NETMASK: '255.255.255.0',
-      RACKSMITH_TFTP_PORT: '69',
-    },
-    timeoutMs: 30_000,
-  });
+  // racksmith alone serves DHCP (authoritative, reservations from the machines' ip), TFTP and HTTP.
+  rs = await bed!.racksmith(work, artifacts, HTTP_PORT);
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   // Only router adverts from elsewhere (iPXE would otherwise wait ~13 s for one on every DHCP).
   bed!.raSender();

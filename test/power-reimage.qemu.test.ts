@@ -8,7 +8,7 @@ import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
 import { startBmcSim, watchPs, type BmcSim } from './lib/bmc-sim.js';
 import { buildGuest, type Guest } from './lib/guest/build.js';
 import { PxeBed, SERVER_IP } from './lib/pxe.js';
-import { startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
+import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
 /**
@@ -90,24 +90,7 @@ test('power on installs; reimage sets PXE, starts the VM, and it installs again 
   mkdirSync(join(artifacts, '22.04'), { recursive: true });
   writeFileSync(join(artifacts, '22.04', 'vmlinuz'), readFileSync(guest.kernel));
   writeFileSync(join(artifacts, '22.04', 'initrd'), readFileSync(guest.initrd));
-  rs = await startRacksmith({
-    netns: bed!.srv,
-    host: SERVER_IP,
-    httpPort: HTTP_PORT,
-    dataDir: join(work, 'data'),
-    env: {
-      RACKSMITH_ARTIFACTS_DIR: artifacts,
-      RACKSMITH_INSTALLER_KERNEL_ARGS: 'console=ttyS0,115200 panic=-1',
-      RACKSMITH_BOOT_WAIT_SECONDS: '2',
-      RACKSMITH_DHCP_MODE: 'authoritative',
-      RACKSMITH_DHCP_INTERFACE: bed!.serverIf,
-      RACKSMITH_DHCP_RANGE: '10.77.0.100-10.77.0.199',
-      RACKSMITH_DHCP_NETMASK: '255.255.255.0',
-      RACKSMITH_TFTP_PORT: '69',
-      RACKSMITH_POWER_TIMEOUT_SECONDS: '20',
-    },
-    timeoutMs: 30_000,
-  });
+  rs = await bed!.racksmith(work, artifacts, HTTP_PORT, { RACKSMITH_POWER_TIMEOUT_SECONDS: '20' });
   bed!.raSender();
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   store = openSqliteInventory({ file: join(rs.dataDir, 'racksmith.db'), box: createSecretBox(loadSecretKey(undefined, rs.dataDir)) });

@@ -1,6 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Testbed } from './netns.js';
+import { startRacksmith, type RacksmithProcess } from './racksmith.js';
 
 /**
  * The PXE test bed of the testbed recipe: a server namespace (racksmith, or the dnsmasq + nginx
@@ -134,6 +136,32 @@ export class PxeBed {
       `--dhcp-range=::,constructor:${this.serverIf},ra-only`,
       `--ra-param=${this.serverIf},4,0`,
     ]);
+  }
+
+  /**
+   * racksmith alone serving the segment in the server namespace: authoritative DHCP (pool
+   * .100–.199, reservations from the machines' ip), TFTP on 69 and HTTP, with the installer
+   * artifacts of `artifacts` and the guest's serial console on its kernel command line.
+   */
+  racksmith(work: string, artifacts: string, httpPort: number, env: Record<string, string> = {}): Promise<RacksmithProcess> {
+    return startRacksmith({
+      netns: this.srv,
+      host: SERVER_IP,
+      httpPort,
+      dataDir: join(work, 'data'),
+      env: {
+        RACKSMITH_ARTIFACTS_DIR: artifacts,
+        RACKSMITH_INSTALLER_KERNEL_ARGS: 'console=ttyS0,115200 panic=-1',
+        RACKSMITH_BOOT_WAIT_SECONDS: '2',
+        RACKSMITH_DHCP_MODE: 'authoritative',
+        RACKSMITH_DHCP_INTERFACE: this.serverIf,
+        RACKSMITH_DHCP_RANGE: '10.77.0.100-10.77.0.199',
+        RACKSMITH_DHCP_NETMASK: '255.255.255.0',
+        RACKSMITH_TFTP_PORT: '69',
+        ...env,
+      },
+      timeoutMs: 30_000,
+    });
   }
 
   async vm(opts: VmOptions): Promise<Vm> {
