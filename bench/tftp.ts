@@ -33,6 +33,13 @@ const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
 const BIG = 30 << 20;
 const SMALL = 1 << 20;
 const PARALLEL = 50;
+/**
+ * Servers on CPU 0 and clients on CPU 1 (BENCH_TFTP_PIN=0 turns it off), so that no server
+ * competes with the client that measures it; the delay relay is left to the scheduler.
+ */
+const PIN = process.env['BENCH_TFTP_PIN'] !== '0';
+const SERVER_CPU = PIN ? ['taskset', '-c', '0'] : [];
+const pinned = (cpu: string, cmd: string, args: string[]): [string, string[]] => (PIN ? ['taskset', ['-c', cpu, cmd, ...args]] : [cmd, args]);
 
 function atftpdBinary(): string {
   const bin = join(CACHE, 'atftpd', 'usr', 'sbin', 'atftpd');
@@ -90,7 +97,7 @@ async function main(): Promise<void> {
     for (const a of Object.values(ADDRESSES).slice(1)) await tb.ip(srv, ['addr', 'add', `${a}/24`, 'dev', tb.name('sv')]);
 
     const spawnServer = (cmd: string, args: string[]) => async () => {
-      const child = tb.spawn(srv, cmd, args);
+      const child = tb.spawn(srv, ...pinned('0', cmd, args));
       return () => waitExit(child);
     };
     const servers: Server[] = [
@@ -99,6 +106,7 @@ async function main(): Promise<void> {
         async start() {
           const rs = await startRacksmith({
             netns: srv,
+            wrap: SERVER_CPU,
             env: { RACKSMITH_TFTP_PORT: '69', RACKSMITH_TFTP_ADDRESS: addressOf('racksmith'), RACKSMITH_TFTP_ROOT: root, RACKSMITH_TFTP_MAX_CLIENT_TRANSFERS: '64', RACKSMITH_LOG_LEVEL: 'warn' },
           });
           return async () => {
@@ -117,7 +125,7 @@ async function main(): Promise<void> {
 
     const clientRun = async (cmd: string, args: string[], bytes: number, check: () => number): Promise<number> => {
       const t0 = performance.now();
-      await tb.exec(cli, cmd, args, { timeoutMs: 300_000 });
+      await tb.exec(cli, ...pinned('1', cmd, args), { timeoutMs: 300_000 });
       const seconds = (performance.now() - t0) / 1000;
       const got = check();
       if (got !== bytes) throw new Error(`${cmd} received ${got} bytes, expected ${bytes}`);
@@ -181,7 +189,7 @@ async function main(): Promise<void> {
 
     const ours = results.get('racksmith') as Map<string, number>;
     const peers = servers.map((s) => s.name).filter((n) => n !== 'racksmith');
-    process.stdout.write(`\nMB/s (median of ${RUNS}; the +1 ms rows: one run), and racksmith ÷ peer\n\n`);
+    process.stdout.write(`\nMB/s (median of ${RUNS}; the +1 ms rows: one run; ${PIN ? 'servers on CPU 0, clients on CPU 1' : 'unpinned'}), and racksmith ÷ peer\n\n`);
     process.stdout.write(`| scenario | racksmith | ${peers.map((p) => `${p} | ×`).join(' | ')} |\n|---|---|${peers.map(() => '---|---').join('|')}|\n`);
     for (const s of scenarios) {
       const mine = ours.get(s.name) ?? 0;

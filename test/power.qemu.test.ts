@@ -108,12 +108,19 @@ test('reimage: boot device PXE on the BMC, the VM cycled into a PXE boot', async
   assert.is(bmc.boot(), 'pxe');
   assert.match(bmc.vmCmdline() ?? '', /-boot order=n/);
   // The chassis program logs a call when it returns, a moment after QEMU wrote its pid file.
+  // ipmitool retransmits a request the BMC is slow to answer (killing QEMU takes a moment), and
+  // ipmi_sim may carry out the retransmitted cycle's power-off again: one or more `set power 0`,
+  // then the power-on, and nothing else after the boot device.
   const sets = await until('the power-on in the chassis log', () => {
     const all = bmc.sets().map((c) => c.args);
     const i = all.lastIndexOf('set boot pxe');
-    return i >= 0 && all.length >= i + 3 && all.slice(i, i + 3);
+    const on = all.indexOf('set power 1', i);
+    return i >= 0 && on > i && all.slice(i, on + 1);
   });
-  assert.equal(sets, ['set boot pxe', 'set power 0', 'set power 1']);
+  assert.is(sets[0], 'set boot pxe');
+  assert.is(sets.at(-1), 'set power 1');
+  const offs = sets.slice(1, -1);
+  assert.ok(offs.length >= 1 && offs.every((c) => c === 'set power 0'), `between the boot device and the power-on: ${JSON.stringify(offs)}`);
   const evs = (await call('GET', `/machines/${MAC}/events`)).body as any[];
   await until('the power-cycled step', async () => ((await call('GET', `/machines/${MAC}/events`)).body as any[]).some((e) => e.type === 'reimage' && e.data.step === 'power-cycled'));
   assert.ok(evs.some((e) => e.type === 'state' && e.data.to === 'reimaging'));

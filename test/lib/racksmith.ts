@@ -38,6 +38,8 @@ export interface StartOptions {
   readonly host?: string;
   readonly httpPort?: number;
   readonly timeoutMs?: number;
+  /** A command that runs racksmith (benchmarks pin it to a CPU with `taskset -c 0`). */
+  readonly wrap?: readonly string[];
 }
 
 export async function freePort(): Promise<number> {
@@ -52,8 +54,8 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function command(netns: string | undefined, args: readonly string[]): [string, string[]] {
-  const node = [process.execPath, '--enable-source-maps', CLI_PATH, ...args];
+function command(netns: string | undefined, args: readonly string[], wrap: readonly string[] = []): [string, string[]] {
+  const node = [...wrap, process.execPath, '--enable-source-maps', CLI_PATH, ...args];
   return netns ? ['ip', ['netns', 'exec', netns, ...node]] : [node[0] as string, node.slice(1)];
 }
 
@@ -74,7 +76,7 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
     RACKSMITH_LOG_LEVEL: 'debug',
     ...opts.env,
   };
-  const [cmd, args] = command(opts.netns, ['serve']);
+  const [cmd, args] = command(opts.netns, ['serve'], opts.wrap);
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
