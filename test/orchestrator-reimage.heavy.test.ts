@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
 import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
 import { startBmcSim, type BmcSim } from './lib/bmc-sim.js';
-import { KubeBed, type BedNode, type Call } from './lib/kube-bed.js';
+import { HA_RACK, KubeBed, type BedNode, type Call } from './lib/kube-bed.js';
 import { phoneHome, waitFor } from './lib/orch-harness.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -119,14 +119,7 @@ async function reinstall(name: string): Promise<string> {
 
 test.before(async () => {
   if (missing) return;
-  bed = await KubeBed.create('r', [
-    { name: 'lb1', role: 'loadbalancer' },
-    { name: 'cp1', role: 'control-plane' },
-    { name: 'cp2', role: 'control-plane' },
-    { name: 'cp3', role: 'control-plane' },
-    { name: 'w1', role: 'worker' },
-    { name: 'w2', role: 'worker' },
-  ], { version: '1.28.4' });
+  bed = await KubeBed.create('r', HA_RACK, { version: '1.28.4' });
   for (const name of ['cp1', 'cp2', 'w1', 'w2']) bmcs.set(name, await startBmcSim({ name: `r${name}`, password: PASSWORD }));
   rs = await startRacksmith({ env: ENV });
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();

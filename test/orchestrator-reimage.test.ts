@@ -6,7 +6,7 @@ import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestratio
 import type { Mac } from '../server/lib/mac.js';
 import { FakeRack, HOSTNAMES } from './lib/fake-shell.js';
 import { tempInventory } from './lib/inventory.js';
-import { addMembers, member, phoneHome, startOrchestrator, waitFor, type Member } from './lib/orch-harness.js';
+import { addMembers, member, onFakeRack, phoneHome, startOrchestrator, waitFor, type Member } from './lib/orch-harness.js';
 
 /**
  * The orchestrator's side of a reimage, in-process against the in-memory rack: the test plays
@@ -57,11 +57,8 @@ const joinedAll = async (inv: Inv, members: readonly Member[]): Promise<boolean>
 };
 
 test('a worker: drained and deleted from the init node, reset, answered; back with a new key it joins again as a new step', async () => {
-  const inv = tempInventory();
-  const rack = new FakeRack();
-  const h = await startOrchestrator(inv, rack);
-  const members = [LB, CP[0]!, ...W];
-  try {
+  await onFakeRack(async ({ inv, rack }) => {
+    const members = [LB, CP[0]!, ...W];
     await readyCluster(inv, members);
     const w1 = W[0]!;
     await askRemoval(inv, w1, 'r1');
@@ -94,20 +91,14 @@ test('a worker: drained and deleted from the init node, reset, answered; back wi
     assert.is(all.find((s) => s.id === `join:${w1.mac}#2`)?.state, 'done');
     assert.equal((await inv.machines.get(w1.mac))?.hostKeys, NEW_KEY);
     assert.ok(rack.cluster.nodes.has(w1.ip));
-  } finally {
-    await h.stop();
-    await inv.destroy();
-  }
+  });
 });
 
 test('control nodes: etcd member and node removed, LB without it, then with it again; the init node too, from another control node', async () => {
-  const inv = tempInventory();
-  const rack = new FakeRack();
-  const h = await startOrchestrator(inv, rack);
-  const members = [LB, ...CP, W[0]!];
-  const [cp1, cp2, cp3] = CP as [Member, Member, Member];
-  const backendsApplied = (): string[][] => rack.callsOn(LB.ip).map((c) => [...c.script.matchAll(/server (\S+) [\d.]+:6443/g)].map((m) => m[1] as string));
-  try {
+  await onFakeRack(async ({ inv, rack, h }) => {
+    const members = [LB, ...CP, W[0]!];
+    const [cp1, cp2] = CP as [Member, Member, Member];
+    const backendsApplied = (): string[][] => rack.callsOn(LB.ip).map((c) => [...c.script.matchAll(/server (\S+) [\d.]+:6443/g)].map((m) => m[1] as string));
     await readyCluster(inv, members);
     assert.equal(backendsApplied().at(-1), ['cp1', 'cp2', 'cp3']);
     assert.equal([...rack.cluster.members.keys()].sort(), ['cp1', 'cp2', 'cp3']);
@@ -140,19 +131,12 @@ test('control nodes: etcd member and node removed, LB without it, then with it a
     assert.match((await h.orchestrator.kubeconfig('lab')) ?? '', /kind: Config/, 'the kubeconfig stays available');
     const all = await steps(inv);
     assert.is(all.find((s) => s.id === `join:${cp1.mac}#2`)?.kind, 'join-control');
-    void cp3;
-  } finally {
-    await h.stop();
-    await inv.destroy();
-  }
+  });
 });
 
 test('a powered-off worker: no reset, still removed; a drain refused by a budget is retried, then answered "failed"', async () => {
-  const inv = tempInventory();
-  const rack = new FakeRack();
-  const h = await startOrchestrator(inv, rack);
-  const members = [LB, CP[0]!, ...W];
-  try {
+  await onFakeRack(async ({ inv, rack }) => {
+    const members = [LB, CP[0]!, ...W];
     await readyCluster(inv, members);
     rack.node(W[0]!.ip).down = true;
     await askRemoval(inv, W[0]!, 'off1');
@@ -170,10 +154,7 @@ test('a powered-off worker: no reset, still removed; a drain refused by a budget
     assert.ok(rack.cluster.nodes.has(W[1]!.ip), 'not deleted');
     assert.equal((await inv.machines.get(W[1]!.mac))?.hostKeys, OLD_KEY, 'keys kept: the old system still runs');
     assert.is((await inv.machines.get(W[1]!.mac))?.state, 'reimaging', 'the orchestrator fails no machine; power does');
-  } finally {
-    await h.stop();
-    await inv.destroy();
-  }
+  });
 });
 
 test('stopped mid-removal, a new start finishes it; the last healthy control node is never removed', async () => {

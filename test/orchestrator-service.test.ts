@@ -6,7 +6,7 @@ import { createMetrics } from '../server/lib/metrics.js';
 import { FakeRack, HOSTNAMES } from './lib/fake-shell.js';
 import { parsePromText, promValue } from './lib/prom-text.js';
 import { tempInventory } from './lib/inventory.js';
-import { addMembers, member, phoneHome, startOrchestrator, waitFor, type Member } from './lib/orch-harness.js';
+import { addMembers, member, onFakeRack, phoneHome, startOrchestrator, waitFor, type Member } from './lib/orch-harness.js';
 
 /**
  * The orchestrator service in-process, against an in-memory rack behind `RemoteShell`: the
@@ -29,10 +29,7 @@ async function cluster(inv: ReturnType<typeof tempInventory>, members = ALL): Pr
 const state = async (inv: ReturnType<typeof tempInventory>, want: string): Promise<boolean> => (await inv.clusters.get('lab'))?.state === want;
 
 test('a whole cluster on fake nodes: order, states, and no secret in events or logs', async () => {
-  const inv = tempInventory();
-  const rack = new FakeRack();
-  const h = await startOrchestrator(inv, rack);
-  try {
+  await onFakeRack(async ({ inv, rack, h }) => {
     await cluster(inv);
     for (const m of ALL) await phoneHome(inv, m.mac, KEY);
     await waitFor('cluster ready', () => state(inv, 'ready'));
@@ -69,19 +66,13 @@ test('a whole cluster on fake nodes: order, states, and no secret in events or l
     assert.match((await h.orchestrator.kubeconfig('lab')) ?? '', /kind: Config/);
     const detail = await h.orchestrator.detail((await inv.clusters.get('lab'))!, machines);
     assert.equal((detail['orchestration'] as { waiting: string[] }).waiting, []);
-  } finally {
-    await h.stop();
-    await inv.destroy();
-  }
+  });
 });
 
 test('refused connections and a worker failing twice are retried; it joins', async () => {
-  const inv = tempInventory();
-  const rack = new FakeRack();
-  rack.node(W[0]!.ip).refuse = 2;
-  rack.node(W[1]!.ip).failJoins = 2;
-  const h = await startOrchestrator(inv, rack);
-  try {
+  await onFakeRack(async ({ inv, rack }) => {
+    rack.node(W[0]!.ip).refuse = 2;
+    rack.node(W[1]!.ip).failJoins = 2;
     await cluster(inv, [LB, CP[0]!, ...W]);
     for (const m of [LB, CP[0]!, ...W]) await phoneHome(inv, m.mac, KEY);
     await waitFor('cluster ready', () => state(inv, 'ready'));
@@ -97,19 +88,13 @@ test('refused connections and a worker failing twice are retried; it joins', asy
     assert.ok(w2calls[2]?.script.includes('kubeadm reset -f'));
     const events = await inv.events.list({ mac: W[1]!.mac });
     assert.ok(events.some((e) => /attempt 1 failed: exited 1/.test(e.message)), 'the failed attempts are in the machine events');
-  } finally {
-    await h.stop();
-    await inv.destroy();
-  }
+  });
 });
 
 test('an always-failing worker: failed with step and output tail, others join, degraded; retry finishes it', async () => {
-  const inv = tempInventory();
-  const rack = new FakeRack();
-  rack.node(W[1]!.ip).failJoins = Infinity;
   const metrics = createMetrics();
-  const h = await startOrchestrator(inv, rack, { metrics });
-  try {
+  await onFakeRack(async ({ inv, rack, h }) => {
+    rack.node(W[1]!.ip).failJoins = Infinity;
     await cluster(inv, [LB, CP[0]!, ...W]);
     for (const m of [LB, CP[0]!, ...W]) await phoneHome(inv, m.mac, KEY);
     await waitFor('cluster degraded', () => state(inv, 'degraded'));
@@ -135,18 +120,12 @@ test('an always-failing worker: failed with step and output tail, others join, d
     assert.is(count('join-worker', 'failed'), 1);
     assert.is(promValue(m, 'racksmith_orchestration_step_failures_total', { step: 'join-worker' }), 1);
     for (const x of counts) assert.not.match(JSON.stringify(x.labels), /w2|10\.0\.0|52:54/);
-  } finally {
-    await h.stop();
-    await inv.destroy();
-  }
+  }, { metrics });
 });
 
 test('a host key that differs from the phone-home: machine failed, nothing run on it', async () => {
-  const inv = tempInventory();
-  const rack = new FakeRack();
-  rack.node(W[0]!.ip).hostKeyMismatch = true;
-  const h = await startOrchestrator(inv, rack);
-  try {
+  await onFakeRack(async ({ inv, rack }) => {
+    rack.node(W[0]!.ip).hostKeyMismatch = true;
     await cluster(inv, [LB, CP[0]!, W[0]!]);
     for (const m of [LB, CP[0]!, W[0]!]) await phoneHome(inv, m.mac, KEY);
     await waitFor('cluster degraded', () => state(inv, 'degraded'));
@@ -156,10 +135,7 @@ test('a host key that differs from the phone-home: machine failed, nothing run o
     assert.equal(rack.callsOn(W[0]!.ip), []);
     const step = (await createOrchestrationRepo(inv.db, inv.now).steps('lab')).find((s) => s.mac === W[0]!.mac);
     assert.is(step?.attempts, 1, 'a host key mismatch is not retried');
-  } finally {
-    await h.stop();
-    await inv.destroy();
-  }
+  });
 });
 
 test('two orchestrators on one store never drive the same cluster', async () => {

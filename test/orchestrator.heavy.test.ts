@@ -6,7 +6,7 @@ import { openSqliteInventory, type SqliteInventory } from '../server/inventory/s
 import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
 import { readClusterSecrets, type ClusterSecrets } from '../server/lib/cluster-secrets.js';
 import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
-import { KubeBed, type BedNode, type Call } from './lib/kube-bed.js';
+import { HA_RACK, KubeBed, type BedNode, type Call } from './lib/kube-bed.js';
 import { phoneHome, waitFor } from './lib/orch-harness.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -85,14 +85,7 @@ test.after(async () => {
 
 test('1 LB + 3 control + 2 workers: ordered, kill -9 right after init, resumed, ready', async () => {
   if (missing) return skipNote('orchestrator acceptance', missing);
-  const bed = await KubeBed.create('o', [
-    { name: 'lb1', role: 'loadbalancer' },
-    { name: 'cp1', role: 'control-plane' },
-    { name: 'cp2', role: 'control-plane' },
-    { name: 'cp3', role: 'control-plane' },
-    { name: 'w1', role: 'worker' },
-    { name: 'w2', role: 'worker' },
-  ], { version: '1.28.4' });
+  const bed = await KubeBed.create('o', HA_RACK, { version: '1.28.4' });
   try {
     const key = await call(viewer, 'GET', '/ssh-key');
     assert.match(key.text, /^ssh-ed25519 /);

@@ -31,11 +31,16 @@ export function shellQuote(value: unknown): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/** The value as one line: a line break or NUL would end the line it is put on and start another. */
+function oneLine(value: unknown, refusal: string): string {
+  const s = String(value);
+  if (/[\r\n\0]/.test(s)) throw new Error(refusal);
+  return s;
+}
+
 /** A kernel command line / iPXE argument: refused if it could break the line or inject a command. */
 export function cmdlineSafe(value: unknown): string {
-  const s = String(value);
-  if (/[\r\n\0]/.test(s)) throw new Error('cmdline filter: a newline or NUL cannot go on a command line');
-  return s;
+  return oneLine(value, 'cmdline filter: a newline or NUL cannot go on a command line');
 }
 
 /**
@@ -71,9 +76,7 @@ export function ipxeText(value: unknown): string {
 
 /** A debconf preseed value: the rest of one line, so no line break may reach it. */
 export function preseedValue(value: unknown): string {
-  const s = String(value);
-  if (/[\r\n\0]/.test(s)) throw new Error('preseed filter: a preseed value is one line');
-  return s;
+  return oneLine(value, 'preseed filter: a preseed value is one line');
 }
 
 /** A word in an haproxy configuration line (server name, address). */

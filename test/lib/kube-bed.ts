@@ -57,6 +57,16 @@ export const STANDIN = fileURLToPath(new URL('../fixtures/kubeadm-standin/standi
 export const INSTANT = join(PACKAGE_ROOT, 'test', 'fixtures', 'kubeadm-standin', 'instant.sh');
 export const SSH_USER = 'racksmith';
 
+/** The HA shape the acceptance tests drive: a load balancer, three control-plane nodes, two workers. */
+export const HA_RACK: readonly NodeDef[] = [
+  { name: 'lb1', role: 'loadbalancer' },
+  { name: 'cp1', role: 'control-plane' },
+  { name: 'cp2', role: 'control-plane' },
+  { name: 'cp3', role: 'control-plane' },
+  { name: 'w1', role: 'worker' },
+  { name: 'w2', role: 'worker' },
+];
+
 export interface BedOptions {
   /** kubeadm version the stand-in plays. */
   readonly version: string;

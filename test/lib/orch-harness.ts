@@ -10,6 +10,8 @@ import type { Mac } from '../../server/lib/mac.js';
 import type { Metrics } from '../../server/lib/metrics.js';
 import { createOrchestrator, type Orchestrator, type OrchestratorSettings } from '../../server/orchestrator/service.js';
 import type { RemoteShell } from '../../server/orchestrator/ssh.js';
+import { FakeRack } from './fake-shell.js';
+import { tempInventory } from './inventory.js';
 
 /** Helpers shared by the orchestrator's in-process tests. */
 
@@ -81,11 +83,14 @@ export interface Harness {
   stop(): Promise<void>;
 }
 
-export async function startOrchestrator(
-  inv: SqliteInventory,
-  shell: RemoteShell,
-  opts: { owner?: string; settings?: Partial<OrchestratorSettings>; now?: () => Date; metrics?: Metrics } = {},
-): Promise<Harness> {
+export interface HarnessOptions {
+  owner?: string;
+  settings?: Partial<OrchestratorSettings>;
+  now?: () => Date;
+  metrics?: Metrics;
+}
+
+export async function startOrchestrator(inv: SqliteInventory, shell: RemoteShell, opts: HarnessOptions = {}): Promise<Harness> {
   const { log, text } = memoryLogger();
   const orchestrator = createOrchestrator({
     inventory: inv,
@@ -109,6 +114,28 @@ export async function startOrchestrator(
       await orchestrator.stop();
     },
   };
+}
+
+export interface FakeRackRun {
+  readonly inv: ReturnType<typeof tempInventory>;
+  readonly rack: FakeRack;
+  readonly h: Harness;
+}
+
+/** A fresh store and in-memory rack with an orchestrator on them, torn down whatever the test does. */
+export async function onFakeRack(fn: (run: FakeRackRun) => Promise<void>, opts: HarnessOptions = {}): Promise<void> {
+  const inv = tempInventory();
+  try {
+    const rack = new FakeRack();
+    const h = await startOrchestrator(inv, rack, opts);
+    try {
+      await fn({ inv, rack, h });
+    } finally {
+      await h.stop();
+    }
+  } finally {
+    await inv.destroy();
+  }
 }
 
 export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000, everyMs = 25): Promise<T> {
