@@ -18,10 +18,17 @@ import { newDataDir, openDataDir, removeDataDir, serveInNamespace, waitFor } fro
 import { dhcpFixtures } from '../test/lib/dhcp-fixtures.js';
 import { fuzzDhcp } from '../test/lib/dhcp-fuzz.js';
 import { Testbed } from '../test/lib/netns.js';
+import { cpuBusy, cpuSample, formatBusy } from './lib/cpu.js';
 import { requirements } from '../test/lib/tools.js';
 
-const RATES = (process.env['BENCH_DHCP_RATES'] ?? '1000,2000,4000,6000,8000,10000,12000,14000,17000,20000').split(',').map(Number);
+const RATES = (process.env['BENCH_DHCP_RATES'] ?? '1000,2000,4000,6000,8000,10000,11000,12000,13000,14000,15000,17000,20000').split(',').map(Number);
 const SECONDS = Number(process.env['BENCH_DHCP_SECONDS'] ?? '5');
+/**
+ * Before each measured step, every server gets WARMUP seconds of 2,000 exchanges/s from other
+ * MACs (and the pool keeps room for them): a server runs for days, and a step measured from
+ * the first datagram after start would charge a JIT-compiled server for its compilation.
+ */
+const WARMUP = Number(process.env['BENCH_DHCP_WARMUP'] ?? '2');
 const BURST = 500;
 /**
  * Each server on CPU 0 and the clients on CPU 1 (BENCH_DHCP_PIN=0 turns it off): on 2 cores an
@@ -34,8 +41,13 @@ const CLIENT_CPU = PIN ? ['taskset', '-c', '1'] : [];
 /** argv with the client's CPU pinning in front. */
 const client = (cmd: string, args: string[]): [string, string[]] => (PIN ? [CLIENT_CPU[0] as string, [...CLIENT_CPU.slice(1), cmd, ...args]] : [cmd, args]);
 const FUZZ = Number(process.env['BENCH_DHCP_FUZZ'] ?? '1000000');
+/** Which servers to measure (both by default; one alone is for profiling, not for a ratio). */
+const SERVERS = (process.env['BENCH_DHCP_SERVERS'] ?? 'kea,racksmith,node-floor').split(',').filter((s): s is Server => s === 'kea' || s === 'racksmith' || s === 'node-floor');
+/** Extra node flags for racksmith, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+const NODE_ARGS = (process.env['BENCH_DHCP_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
 
-type Server = 'racksmith' | 'kea';
+/** `node-floor` is no DHCP server: bench/lib/dhcp-floor.ts, the cost of Node's datagram I/O alone. */
+type Server = 'racksmith' | 'kea' | 'node-floor';
 
 interface Step {
   readonly rate: number;
@@ -43,6 +55,10 @@ interface Step {
   readonly acks: number;
   readonly lossPct: number;
   readonly persisted: number;
+  /** Datagrams the server's kernel dropped because the socket's receive buffer was full. */
+  readonly rcvbufDrops: number;
+  /** Percent busy per CPU while perfdhcp ran. */
+  readonly busy: readonly number[];
 }
 
 interface Perfdhcp {
@@ -81,7 +97,7 @@ async function main(): Promise<void> {
     const iface = tb.name('sv');
 
     /** Starts one server fresh (empty lease store); returns how to stop it and count its leases. */
-    const startServer = async (which: Server): Promise<{ stop: () => Promise<void>; leases: () => Promise<number> }> => {
+    const startServer = async (which: Server): Promise<{ stop: () => Promise<void>; leases: () => Promise<number>; counters: () => Promise<string> }> => {
       if (which === 'racksmith') {
         const dataDir = newDataDir();
         const serve = await serveInNamespace(srv, {
@@ -91,11 +107,15 @@ async function main(): Promise<void> {
           RACKSMITH_DHCP_LEASE_SECONDS: '3600',
           RACKSMITH_ADVERTISE_ADDRESS: '10.78.0.1',
           RACKSMITH_LOG_LEVEL: 'warn',
-        }, { dataDir, wrap: SERVER_CPU });
+        }, { dataDir, wrap: SERVER_CPU, nodeArgs: NODE_ARGS });
         return {
           stop: async () => {
             await serve.stop();
             removeDataDir(dataDir);
+          },
+          counters: async () => {
+            const d = (await serve.health()).services['dhcp']?.detail ?? {};
+            return JSON.stringify({ received: d['received'], replies: d['replies'], dropped: d['dropped'] });
           },
           leases: async () => {
             const inv = openDataDir(dataDir);
@@ -105,6 +125,28 @@ async function main(): Promise<void> {
               await inv.close();
             }
           },
+        };
+      }
+      if (which === 'node-floor') {
+        const [cmd, ...args] = [...SERVER_CPU, process.execPath, join(PACKAGE_ROOT, 'dist', 'bench', 'lib', 'dhcp-floor.js'), '10.78.0.1', '10.78.1.0'];
+        const child = tb.spawn(srv, cmd as string, args);
+        await new Promise<void>((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error('the Node floor responder did not start')), 10_000);
+          child.stdout?.on('data', (d: Buffer) => {
+            if (d.toString().includes('FLOOR READY')) {
+              clearTimeout(t);
+              resolve();
+            }
+          });
+        });
+        return {
+          stop: async () => {
+            child.kill('SIGTERM');
+            await new Promise((r) => setTimeout(r, 200));
+            child.kill('SIGKILL');
+          },
+          leases: async () => 0,
+          counters: async () => '',
         };
       }
       const dir = mkdtempSync(join(work, 'kea-'));
@@ -143,15 +185,34 @@ async function main(): Promise<void> {
           const rows = readFileSync(leaseFile, 'utf8').split('\n').slice(1).filter(Boolean);
           return new Set(rows.map((r) => r.split(',')[0])).size;
         },
+        counters: async () => '',
       };
+    };
+
+    /** The server namespace's UDP receive-buffer drops so far (a counter per network namespace). */
+    const rcvbufErrors = async (): Promise<number> => {
+      const { stdout } = await tb.exec(srv, 'cat', ['/proc/net/snmp']);
+      const udp = stdout.split('\n').filter((l) => l.startsWith('Udp:'));
+      const names = (udp[0] ?? '').split(/\s+/);
+      const values = (udp[1] ?? '').split(/\s+/);
+      return Number(values[names.indexOf('RcvbufErrors')] ?? 0);
     };
 
     const rateStep = async (which: Server, rate: number): Promise<Step> => {
       const s = await startServer(which);
       try {
+        if (WARMUP > 0) {
+          await tb
+            .exec(cli, ...client('perfdhcp', ['-4', '-l', '10.78.0.2', '-r', '2000', '-R', '4000', '-b', 'mac=00:0d:01:02:03:04', '-p', String(WARMUP), '-W', '2000000', '10.78.0.1']), { timeoutMs: (WARMUP + 30) * 1000 })
+            .catch(() => undefined);
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        const dropsBefore = await rcvbufErrors();
+        const c0 = cpuSample();
         const { stdout } = await tb
           .exec(cli, ...client('perfdhcp', ['-4', '-l', '10.78.0.2', '-r', String(rate), '-R', '60000', '-p', String(SECONDS), '-W', '2000000', '-s', String(rate), '10.78.0.1']), { timeoutMs: (SECONDS + 30) * 1000 })
           .catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
+        const busy = cpuBusy(c0, cpuSample());
         const p = parsePerfdhcp(stdout);
         const sent = p.sent['DISCOVER-OFFER'] ?? 0;
         const acks = p.received['REQUEST-ACK'] ?? 0;
@@ -159,7 +220,9 @@ async function main(): Promise<void> {
         const lossPct = sent === 0 ? 100 : (100 * (sent - acks)) / sent;
         await new Promise((r) => setTimeout(r, 300));
         const persisted = await s.leases();
-        return { rate, sent, acks, lossPct, persisted };
+        // Where a lossy step lost its exchanges, by the server's own counters.
+        if (lossPct >= 1 && process.env['BENCH_DHCP_VERBOSE']) process.stdout.write(`  ${which} counters: ${await s.counters()}\n`);
+        return { rate, sent, acks, lossPct, persisted, rcvbufDrops: (await rcvbufErrors()) - dropsBefore, busy };
       } finally {
         await s.stop();
       }
@@ -181,8 +244,9 @@ async function main(): Promise<void> {
     const results: Record<Server, { steps: Step[]; best: Step | null; burst: { allBoundMs: number | null; retried: number; bound: number } }> = {
       racksmith: { steps: [], best: null, burst: { allBoundMs: null, retried: 0, bound: 0 } },
       kea: { steps: [], best: null, burst: { allBoundMs: null, retried: 0, bound: 0 } },
+      'node-floor': { steps: [], best: null, burst: { allBoundMs: null, retried: 0, bound: 0 } },
     };
-    for (const which of ['kea', 'racksmith'] as const) {
+    for (const which of SERVERS) {
       for (const rate of RATES) {
         // The machine is shared: a step that loses ≥ 1 % is tried once more, for both servers alike.
         let step = await rateStep(which, rate);
@@ -192,11 +256,12 @@ async function main(): Promise<void> {
         }
         results[which].steps.push(step);
         process.stdout.write(
-          `${which.padEnd(9)} rate ${String(rate).padStart(6)}/s: ${step.sent} DISCOVERs, ${step.acks} ACKs, loss ${step.lossPct.toFixed(2)} %, leases in store ${step.persisted}\n`,
+          `${which.padEnd(9)} rate ${String(rate).padStart(6)}/s: ${step.sent} DISCOVERs, ${step.acks} ACKs, loss ${step.lossPct.toFixed(2)} %, leases in store ${step.persisted}, receive-buffer drops ${step.rcvbufDrops}${PIN ? `, ${formatBusy(step.busy)}` : ''}\n`,
         );
         if (step.lossPct < 1) results[which].best = step;
         else break;
       }
+      if (which === 'node-floor') continue;
       results[which].burst = await burst(which);
       const b = results[which].burst;
       process.stdout.write(`${which.padEnd(9)} burst of ${BURST}: ${b.bound} bound, all bound after ${b.allBoundMs ?? 'never'} ms, ${b.retried} needed a retry\n\n`);

@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Testbed } from '../test/lib/netns.js';
+import { cpuBusy, cpuSample, formatBusy } from './lib/cpu.js';
 import { startRacksmith } from '../test/lib/racksmith.js';
 import { RELAY_SCRIPT, patternBytes } from '../test/lib/tftp-bed.js';
 import { requirements } from '../test/lib/tools.js';
@@ -50,6 +51,12 @@ function atftpdBinary(): string {
   if (!deb) throw new Error(`apt-get download atftpd left no .deb in ${CACHE}`);
   execFileSync('dpkg', ['-x', join(CACHE, deb), join(CACHE, 'atftpd')]);
   return bin;
+}
+
+interface Run {
+  readonly mbps: number;
+  /** Percent busy per CPU during the run. */
+  readonly busy: readonly number[];
 }
 
 interface Server {
@@ -123,13 +130,16 @@ async function main(): Promise<void> {
       },
     ];
 
-    const clientRun = async (cmd: string, args: string[], bytes: number, check: () => number): Promise<number> => {
+    /** MB/s of one client run, and how busy each CPU was meanwhile. */
+    const clientRun = async (cmd: string, args: string[], bytes: number, check: () => number): Promise<Run> => {
+      const c0 = cpuSample();
       const t0 = performance.now();
       await tb.exec(cli, ...pinned('1', cmd, args), { timeoutMs: 300_000 });
       const seconds = (performance.now() - t0) / 1000;
+      const busy = cpuBusy(c0, cpuSample());
       const got = check();
       if (got !== bytes) throw new Error(`${cmd} received ${got} bytes, expected ${bytes}`);
-      return bytes / 1e6 / seconds;
+      return { mbps: bytes / 1e6 / seconds, busy };
     };
     const big = (port: number, window: boolean) => (host: string) => {
       const dest = join(out, 'big.bin');
@@ -143,7 +153,7 @@ async function main(): Promise<void> {
       for (let i = 0; i < PARALLEL; i++) rmSync(join(out, `p${i}.bin`), { force: true });
       return clientRun('curl', args, PARALLEL * SMALL, () => Array.from({ length: PARALLEL }, (_, i) => statSync(join(out, `p${i}.bin`)).size).reduce((a, b) => a + b, 0));
     };
-    const scenarios: { name: string; run: (host: string) => Promise<number>; runs: number }[] = [
+    const scenarios: { name: string; run: (host: string) => Promise<Run>; runs: number }[] = [
       { name: '30 MiB, blksize 1468', run: big(69, false), runs: RUNS },
       { name: '30 MiB, blksize 1468, windowsize 8', run: big(69, true), runs: RUNS },
       { name: `${PARALLEL} × 1 MiB at once, one client`, run: parallel(69), runs: RUNS },
@@ -153,6 +163,7 @@ async function main(): Promise<void> {
 
     const stops: (() => Promise<void>)[] = [];
     const results = new Map<string, Map<string, number>>();
+    const busyAt = new Map<string, Map<string, readonly number[]>>();
     try {
       for (const server of servers) {
         stops.push(await server.start());
@@ -170,17 +181,20 @@ async function main(): Promise<void> {
           }
         }
         results.set(server.name, new Map());
+        busyAt.set(server.name, new Map());
       }
       for (const s of scenarios) {
-        const figures = new Map<string, number[]>(servers.map((sv) => [sv.name, []]));
+        const figures = new Map<string, Run[]>(servers.map((sv) => [sv.name, []]));
         for (let r = 0; r < s.runs; r++) {
           for (const server of servers) figures.get(server.name)?.push(await s.run(addressOf(server.name)));
         }
         for (const server of servers) {
-          const f = (figures.get(server.name) ?? []).sort((a, b) => a - b);
-          const median = f[Math.floor(f.length / 2)] ?? 0;
-          results.get(server.name)?.set(s.name, median);
-          process.stdout.write(`  ${server.name.padEnd(10)} ${s.name.padEnd(36)} ${median.toFixed(1).padStart(7)} MB/s  (${f.map((x) => x.toFixed(1)).join(', ')})\n`);
+          const f = (figures.get(server.name) ?? []).sort((a, b) => a.mbps - b.mbps);
+          const median = f[Math.floor(f.length / 2)] ?? { mbps: 0, busy: [] };
+          results.get(server.name)?.set(s.name, median.mbps);
+          busyAt.get(server.name)?.set(s.name, median.busy);
+          const busy = PIN ? `  ${formatBusy(median.busy)}` : '';
+          process.stdout.write(`  ${server.name.padEnd(10)} ${s.name.padEnd(36)} ${median.mbps.toFixed(1).padStart(7)} MB/s  (${f.map((x) => x.mbps.toFixed(1)).join(', ')})${busy}\n`);
         }
       }
     } finally {
@@ -198,6 +212,17 @@ async function main(): Promise<void> {
         return `${v.toFixed(1)} | ${(mine / v).toFixed(2)}`;
       });
       process.stdout.write(`| ${s.name} | ${mine.toFixed(1)} | ${cells.join(' | ')} |\n`);
+    }
+    if (PIN) {
+      // Which side bounds each figure: see bench/lib/cpu.ts.
+      process.stdout.write(`\nCPU busy during the median run, server CPU / client CPU (%)\n\n| scenario | ${servers.map((s) => s.name).join(' | ')} |\n|---|${servers.map(() => '---').join('|')}|\n`);
+      for (const s of scenarios) {
+        const cells = servers.map((sv) => {
+          const b = busyAt.get(sv.name)?.get(s.name) ?? [];
+          return `${Math.round(b[0] ?? 0)} / ${Math.round(b[1] ?? 0)}`;
+        });
+        process.stdout.write(`| ${s.name} | ${cells.join(' | ')} |\n`);
+      }
     }
     const get = (server: string, scenario: string): number => results.get(server)?.get(scenario) ?? 0;
     const bestWindowedPeer = Math.max(...peers.map((p) => get(p, scenarios[1]?.name ?? '')));

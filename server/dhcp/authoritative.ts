@@ -197,18 +197,31 @@ function reply(
 ): Decision {
   const pool = f.pool as PoolConfig;
   const options = new Map<number, Buffer>([[OPTION.SERVER_ID, ipOption(f.serverId)]]);
-  if (lease) {
-    // §4.4.5: T1 defaults to 0.5 and T2 to 0.875 of the lease.
-    options.set(OPTION.LEASE_TIME, uint32Option(pool.leaseSeconds));
-    options.set(OPTION.RENEWAL_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.5)));
-    options.set(OPTION.REBINDING_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.875)));
-  }
-  // RFC 2132 §3.5: the subnet mask comes before the router.
-  options.set(OPTION.SUBNET_MASK, ipOption(pool.mask));
-  if (pool.router) options.set(OPTION.ROUTER, ipOption(pool.router));
-  if (pool.dns.length > 0) options.set(OPTION.DNS_SERVERS, ipListOption(pool.dns));
+  for (const [code, value] of poolOptions(pool)) if (lease || !LEASE_TIMES.has(code)) options.set(code, value);
   const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: true, uefiPxeClient: false });
   for (const [code, value] of boot.options) options.set(code, value);
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;
   return { reply: buildReply(req, type, { ...fields, siaddr, file: boot.fields.file }, options), reason, effect: null };
+}
+
+const LEASE_TIMES: ReadonlySet<number> = new Set([OPTION.LEASE_TIME, OPTION.RENEWAL_TIME, OPTION.REBINDING_TIME]);
+const poolOptionCache = new WeakMap<PoolConfig, ReadonlyMap<number, Buffer>>();
+
+/** A pool's own options, in reply order; the same for every reply, so encoded once per pool. */
+function poolOptions(pool: PoolConfig): ReadonlyMap<number, Buffer> {
+  let options = poolOptionCache.get(pool);
+  if (!options) {
+    const m = new Map<number, Buffer>();
+    // §4.4.5: T1 defaults to 0.5 and T2 to 0.875 of the lease.
+    m.set(OPTION.LEASE_TIME, uint32Option(pool.leaseSeconds));
+    m.set(OPTION.RENEWAL_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.5)));
+    m.set(OPTION.REBINDING_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.875)));
+    // RFC 2132 §3.5: the subnet mask comes before the router.
+    m.set(OPTION.SUBNET_MASK, ipOption(pool.mask));
+    if (pool.router) m.set(OPTION.ROUTER, ipOption(pool.router));
+    if (pool.dns.length > 0) m.set(OPTION.DNS_SERVERS, ipListOption(pool.dns));
+    options = m;
+    poolOptionCache.set(pool, options);
+  }
+  return options;
 }

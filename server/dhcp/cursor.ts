@@ -1,3 +1,4 @@
+import { ipFromBytes, type IPv4 } from '../lib/ipv4.js';
 import { ProtocolError, type DhcpErrorCode } from './errors.js';
 
 /**
@@ -52,6 +53,14 @@ export class Cursor {
     const v = (((b[p] as number) << 24) | ((b[p + 1] as number) << 16) | ((b[p + 2] as number) << 8) | (b[p + 3] as number)) >>> 0;
     this.pos += 4;
     return v;
+  }
+
+  /** The next 4 bytes as a dotted quad (read in place: no view is made). */
+  ip(what: string): IPv4 {
+    this.need(4, what);
+    const out = ipFromBytes(this.buf, this.pos);
+    this.pos += 4;
+    return out;
   }
 
   /** A view (not a copy) of the next `n` bytes. */

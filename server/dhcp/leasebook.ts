@@ -74,7 +74,10 @@ export class LeaseBook {
 
   /** Who holds the address now: an unexpired offer or lease, or a quarantine. Null when free. */
   holder(ip: string, now: number): Holder | null {
-    const n = ipToInt(ip);
+    return this.holderOf(ipToInt(ip), now);
+  }
+
+  private holderOf(n: number, now: number): Holder | null {
     const o = this.offers.get(n);
     if (o && o.until > now) return { kind: 'offer', mac: o.mac };
     const l = this.leases.get(n);
@@ -104,11 +107,10 @@ export class LeaseBook {
       const n = start + ((from + i) % size);
       const skip = this.reservedSkip.get(n);
       if (skip !== undefined && skip > now) continue;
-      const ip = intToIp(n);
-      if (this.holder(ip, now) !== null) continue;
+      if (this.holderOf(n, now) !== null) continue;
       // A free address still remembered for another MAC (released or expired) is taken only
       // once no never-used address is left ahead of the cursor: the scan reaches it last anyway.
-      return ip;
+      return intToIp(n);
     }
     return null;
   }

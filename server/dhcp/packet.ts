@@ -1,4 +1,4 @@
-import { ipFromBytes, ipToBytes, type IPv4 } from '../lib/ipv4.js';
+import { ipToBytes, type IPv4 } from '../lib/ipv4.js';
 import { macFromBytes, type Mac } from '../lib/mac.js';
 import { Cursor } from './cursor.js';
 import { ProtocolError } from './errors.js';
@@ -87,10 +87,10 @@ export function decodeDhcp(buf: Uint8Array): DhcpPacket {
   const xid = c.u32('xid');
   const secs = c.u16('secs');
   const flags = c.u16('flags');
-  const ciaddr = ipFromBytes(c.bytes(4, 'ciaddr'));
-  const yiaddr = ipFromBytes(c.bytes(4, 'yiaddr'));
-  const siaddr = ipFromBytes(c.bytes(4, 'siaddr'));
-  const giaddr = ipFromBytes(c.bytes(4, 'giaddr'));
+  const ciaddr = c.ip('ciaddr');
+  const yiaddr = c.ip('yiaddr');
+  const siaddr = c.ip('siaddr');
+  const giaddr = c.ip('giaddr');
   const chaddr = Buffer.from(c.bytes(16, 'chaddr'));
   const snameField = c.bytes(SNAME.size, 'sname');
   const fileField = c.bytes(FILE.size, 'file');

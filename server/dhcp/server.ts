@@ -3,8 +3,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from '../config/settings.js';
+import type { InventoryLookup, MachineFacts } from '../inventory/sqlite/lookup.js';
 import type { EventRepo, LeaseRepo, MachineRepo } from '../inventory/store.js';
-import { inRange, intToIp, ipToInt, parseRange, sameSubnet, type IPv4 } from '../lib/ipv4.js';
+import { inRange, intToIp, ipToInt, literalLookup, parseRange, sameSubnet, type IPv4 } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
 import { DHCP_METRICS, instrument } from '../lib/metric-catalogue.js';
 import { NO_METRICS, type Metrics } from '../lib/metrics.js';
@@ -16,7 +17,7 @@ import type { Decision, LeaseEffect } from './decision.js';
 import { ProtocolError } from './errors.js';
 import { ingress, interfaceOn, servedInterfaces, type InterfaceTable, type ServedInterface } from './interfaces.js';
 import { LeaseBook } from './leasebook.js';
-import { OPTION, getIp } from './options.js';
+import { OPTION, getIp, type MessageTypeName } from './options.js';
 import { clientMac, decodeDhcp, encodeDhcp, type DhcpPacket } from './packet.js';
 import { decideBootServer, decideProxy } from './proxy.js';
 import { destination, type Destination } from './reply.js';
@@ -25,13 +26,17 @@ import { destination, type Destination } from './reply.js';
  * The DHCP service: the only impure part. Receive → decode → classify → gather facts → decide →
  * apply the lease effect (a binding is committed before its ACK is sent) → send → record.
  * Datagrams are handled one at a time, in arrival order, so the facts one decision read are never
- * changed under it by another; nothing here blocks (the store answers synchronously underneath
- * its async interface), and ACKs that pile up in one turn of the event loop share one commit.
+ * changed under it by another. The common path — a client the inventory does not know, or a
+ * known one whose step is not recorded — is synchronous from datagram to reply: it reads the
+ * inventory through synchronous lookups, and only writes (sightings, events, released and
+ * declined leases) wait for the store. ACKs that pile up in one turn of the event loop share one
+ * commit.
  */
 
 /** What DHCP needs from the inventory, and nothing more; the SQLite inventory satisfies it. */
 export interface DhcpInventory {
-  readonly machines: Pick<MachineRepo, 'get' | 'recordSighting' | 'setLastStep'>;
+  readonly lookup: InventoryLookup;
+  readonly machines: Pick<MachineRepo, 'recordSighting' | 'setLastStep'>;
   readonly events: Pick<EventRepo, 'append'>;
   readonly leases: LeaseRepo;
 }
@@ -146,8 +151,12 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
   let boot: BootConfig | null = null;
   let state: ServiceState = 'stopped';
   let log: Logger | null = null;
-  let tail: Promise<void> = Promise.resolve();
-  let queued = 0;
+  // The datagrams waiting to be handled, oldest first; `head` is the next one.
+  let queue: Job[] = [];
+  let head = 0;
+  /** A job is being handled (possibly waiting for the store): new datagrams only queue. */
+  let draining = false;
+  const idle: (() => void)[] = [];
   let recvBuffer = 0;
   let pending: PendingAck[] = [];
   let flushScheduled = false;
@@ -251,7 +260,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     via: Omit<Via, 'socket'>,
   ): Promise<Socket> {
     return new Promise((resolve, reject) => {
-      const s = createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: RECV_BUFFER_BYTES });
+      const s = createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: RECV_BUFFER_BYTES, lookup: literalLookup });
       const fail = (err: Error): void => {
         s.close();
         reject(err);
@@ -288,36 +297,72 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     counters.received++;
     deps.tap?.(msg, rinfo, via.kind);
     if (state !== 'serving') return;
-    if (queued >= MAX_QUEUE) {
+    if (queue.length - head >= MAX_QUEUE) {
       bump(counters.dropped, 'queue-full');
       return;
     }
-    queued++;
-    const job: Job = { msg, rinfo, via, at: now(), hr: performance.now() };
-    tail = tail.then(() => handle(job)).then(
-      () => void queued--,
-      (err: unknown) => {
-        queued--;
-        bump(counters.dropped, 'internal-error');
-        log?.error({ err: err instanceof Error ? err.stack : String(err) }, 'DHCP: unexpected error handling a datagram');
-      },
-    );
+    queue.push({ msg, rinfo, via, at: now(), hr: performance.now() });
+    if (!draining) drain();
   }
 
-  async function handle(job: Job): Promise<void> {
+  /**
+   * Handles queued datagrams in order: synchronously while each finishes synchronously, and
+   * after the store answers when one has to wait (the next one starts only then).
+   */
+  function drain(): void {
+    draining = true;
+    while (head < queue.length) {
+      const job = queue[head++] as Job;
+      let waiting: Promise<void> | void;
+      try {
+        waiting = handle(job);
+      } catch (err) {
+        failed(err);
+        continue;
+      }
+      if (waiting) {
+        waiting.then(drain, (err: unknown) => {
+          failed(err);
+          drain();
+        });
+        return;
+      }
+    }
+    queue = [];
+    head = 0;
+    draining = false;
+    for (const resolve of idle.splice(0)) resolve();
+  }
+
+  function failed(err: unknown): void {
+    bump(counters.dropped, 'internal-error');
+    log?.error({ err: err instanceof Error ? err.stack : String(err) }, 'DHCP: unexpected error handling a datagram');
+  }
+
+  /** Resolves once every queued datagram has been handled. */
+  function drained(): Promise<void> {
+    return draining ? new Promise((resolve) => idle.push(resolve)) : Promise.resolve();
+  }
+
+  function handle(job: Job): Promise<void> | void {
     try {
-      await handlePacket(job);
+      const waiting = handlePacket(job);
+      return waiting?.catch((err: unknown) => malformed(err, job));
     } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
-      bump(counters.dropped, err.code);
-      log?.debug({ from: `${job.rinfo.address}:${job.rinfo.port}`, code: err.code, why: err.message }, 'DHCP: malformed datagram dropped');
+      malformed(err, job);
     }
   }
 
-  async function handlePacket(job: Job): Promise<void> {
+  function malformed(err: unknown, job: Job): void {
+    if (!(err instanceof ProtocolError)) throw err;
+    bump(counters.dropped, err.code);
+    log?.debug({ from: `${job.rinfo.address}:${job.rinfo.port}`, code: err.code, why: err.message }, 'DHCP: malformed datagram dropped');
+  }
+
+  function handlePacket(job: Job): Promise<void> | void {
     const req = decodeDhcp(job.msg);
     const mac = clientMac(req);
-    let machine = mac ? await machineOf(mac, job.at) : null;
+    const machine = mac ? machineOf(mac, job.at) : null;
     const handedAt = mac ? handouts.get(mac) : undefined;
     const chainloaded = handedAt !== undefined && job.at - handedAt < CHAINLOAD_WINDOW_MS && machine?.lastStep === 'tftp';
     const info = classify(req, boot as BootConfig, { chainloaded });
@@ -327,21 +372,21 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     const firstContact = info.messageType === 'discover' || (settings.dhcpMode === 'proxy' && job.via.kind === 'boot-server');
     if (mac && booting && firstContact && !settings.dhcpIgnoreUnknown && req.op === 'BOOTREQUEST') {
       // An unknown PXE client becomes a `discovered` machine; a known one gets its facts refreshed.
-      const seen = await inv.machines.recordSighting({
-        mac,
-        arch: info.arch,
-        firmware: info.firmware,
-        vendorClass: info.vendorClass,
-        uuid: info.uuid,
-        source: 'dhcp',
-      });
-      machine = seen.machine;
-      machines.set(mac, { machine, at: job.at });
+      return inv.machines
+        .recordSighting({ mac, arch: info.arch, firmware: info.firmware, vendorClass: info.vendorClass, uuid: info.uuid, source: 'dhcp' })
+        .then((seen) => {
+          machines.set(mac, { machine: seen.machine, at: job.at });
+          return answer(job, req, info, mac, seen.machine, iface, 0);
+        });
     }
+    return answer(job, req, info, mac, machine, iface, 0);
+  }
 
+  /** Decides and applies the reply for each target from the i-th on; waits only for store writes. */
+  function answer(job: Job, req: DhcpPacket, info: ClientInfo, mac: Mac | null, machine: MachineFacts | null, iface: ServedInterface | null, from: number): Promise<void> | void {
     const known = machine !== null;
     const targets = replyTargets(iface, req, job);
-    for (let i = 0; i < targets.length; i++) {
+    for (let i = from; i < targets.length; i++) {
       const target = targets[i] ?? null;
       const serverId = serverIdFor(target, req, job);
       const nextServer = (boot?.advertise ?? serverId) as IPv4;
@@ -350,11 +395,11 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
         const f = { serverId, nextServer, ignoreUnknown: settings.dhcpIgnoreUnknown, known };
         decision = job.via.kind === 'boot-server' ? decideBootServer(req, info, f) : decideProxy(req, info, f);
       } else {
-        const facts = await authoritativeFacts(req, info, mac, machine?.ip ?? null, known, serverId, nextServer, target, job);
-        decision = decideAuthoritative(req, info, facts);
+        decision = decideAuthoritative(req, info, authoritativeFacts(req, info, mac, machine?.ip ?? null, known, serverId, nextServer, target, job));
       }
-      if (i === 0) await record(req, info, mac, known, decision, job, 'request');
-      await apply(req, info, mac, known, decision, target, job, i === 0);
+      const recorded = i === 0 ? record(req, info, mac, known, decision, job, 'request') : undefined;
+      const applied = recorded ? recorded.then(() => apply(req, info, mac, known, decision, target, job, i === 0)) : apply(req, info, mac, known, decision, target, job, i === 0);
+      if (applied) return applied.then(() => answer(job, req, info, mac, machine, iface, i + 1));
     }
   }
 
@@ -377,7 +422,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     return (interfaceOn(served, toward)?.address ?? boot?.advertise ?? served[0]?.address) as IPv4;
   }
 
-  async function authoritativeFacts(
+  function authoritativeFacts(
     req: DhcpPacket,
     info: ClientInfo,
     mac: Mac | null,
@@ -387,15 +432,15 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     nextServer: IPv4,
     target: ServedInterface | null,
     job: Job,
-  ): Promise<AuthoritativeFacts> {
+  ): AuthoritativeFacts {
     const t = job.at;
     // The subnet the client is on: the relay's (giaddr), else the interface's.
     const subnetOf = req.giaddr !== '0.0.0.0' ? req.giaddr : (target?.address ?? (job.rinfo.address !== '0.0.0.0' ? job.rinfo.address : null));
     const p = pool && subnetOf !== null && sameSubnet(subnetOf, pool.network, pool.mask) ? pool : null;
-    const facts = async (ip: string | null): Promise<AddressFacts | null> => {
+    const facts = (ip: string | null): AddressFacts | null => {
       if (!ip || !mac || !p) return null;
       const h = book.holder(ip, t);
-      const owner = ip === machineIp ? mac : await reservedFor(ip, t);
+      const owner = ip === machineIp ? mac : reservedFor(ip, t);
       return {
         ip: ip as IPv4,
         onSubnet: sameSubnet(ip, p.network, p.mask),
@@ -405,7 +450,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       };
     };
     const leaseView = mac ? book.leaseOf(mac, t) : null;
-    const leaseFacts = leaseView ? await facts(leaseView.ip) : null;
+    const leaseFacts = leaseView ? facts(leaseView.ip) : null;
     const requestedIp = getIp(req.options, OPTION.REQUESTED_IP) ?? (req.ciaddr !== '0.0.0.0' ? req.ciaddr : null);
     return {
       now: t,
@@ -414,37 +459,36 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       pool: p,
       ignoreUnknown: settings.dhcpIgnoreUnknown,
       known,
-      reservation: await facts(machineIp),
+      reservation: facts(machineIp),
       lease: leaseView && leaseFacts ? { ...leaseFacts, state: leaseView.state, active: leaseView.active } : null,
       offered: mac ? book.offerOf(mac, t) : null,
-      requested: await facts(requestedIp),
-      candidate: p && mac && info.messageType === 'discover' ? await nextCandidate(p, mac, t) : null,
+      requested: facts(requestedIp),
+      candidate: p && mac && info.messageType === 'discover' ? nextCandidate(p, mac, t) : null,
     };
   }
 
-  type MachineRow = Awaited<ReturnType<DhcpInventory['machines']['get']>>;
-  const machines = new Map<string, { machine: MachineRow; at: number }>();
-  async function machineOf(mac: Mac, t: number): Promise<MachineRow> {
+  const machines = new Map<string, { machine: MachineFacts | null; at: number }>();
+  function machineOf(mac: Mac, t: number): MachineFacts | null {
     const hit = machines.get(mac);
     if (hit && t - hit.at < INVENTORY_CACHE_MS) return hit.machine;
-    const machine = await inv.machines.get(mac);
+    const machine = inv.lookup.machine(mac);
     if (machines.size > 100_000) machines.clear();
     machines.set(mac, { machine, at: t });
     return machine;
   }
 
   let reserved: { map: Map<string, Mac>; at: number } | null = null;
-  async function reservedFor(ip: string, t: number): Promise<Mac | null> {
-    if (!reserved || t - reserved.at >= INVENTORY_CACHE_MS) reserved = { map: await inv.leases.reservations(), at: t };
+  function reservedFor(ip: string, t: number): Mac | null {
+    if (!reserved || t - reserved.at >= INVENTORY_CACHE_MS) reserved = { map: inv.lookup.reservations(), at: t };
     return reserved.map.get(ip) ?? null;
   }
 
   /** The next free pool address that is nobody else's reservation. */
-  async function nextCandidate(p: PoolConfig, mac: Mac, t: number): Promise<IPv4 | null> {
+  function nextCandidate(p: PoolConfig, mac: Mac, t: number): IPv4 | null {
     for (let i = 0; i < 64; i++) {
       const ip = book.nextFree(p.range, t);
       if (!ip) return null;
-      const owner = await reservedFor(ip, t);
+      const owner = reservedFor(ip, t);
       if (owner === null || owner === mac) return ip;
       book.skipReserved(ip, t + 60_000);
     }
@@ -453,7 +497,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
 
   // ── effects ────────────────────────────────────────────────────────────────────────────────
 
-  async function apply(
+  function apply(
     req: DhcpPacket,
     info: ClientInfo,
     mac: Mac | null,
@@ -462,7 +506,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     target: ServedInterface | null,
     job: Job,
     recordIt: boolean,
-  ): Promise<void> {
+  ): Promise<void> | void {
     const e = d.effect;
     const t = job.at;
     if (!d.reply) {
@@ -474,11 +518,18 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     else if (e?.kind === 'unhold') book.unoffer(e.mac);
     else if (e?.kind === 'release') {
       book.release(e.ip, e.mac, t);
-      await inv.leases.release(e.ip, e.mac, new Date(t));
+      return inv.leases.release(e.ip, e.mac, new Date(t)).then(() => sendReply(req, info, mac, known, d, target, job, recordIt));
     } else if (e?.kind === 'decline') {
       book.decline(e.ip, e.until);
-      await inv.leases.decline(e.ip, e.mac, new Date(e.until), new Date(t));
+      return inv.leases.decline(e.ip, e.mac, new Date(e.until), new Date(t)).then(() => sendReply(req, info, mac, known, d, target, job, recordIt));
     }
+    sendReply(req, info, mac, known, d, target, job, recordIt);
+  }
+
+  /** Sends the decision's reply (after committing its binding, for an ACK). */
+  function sendReply(req: DhcpPacket, info: ClientInfo, mac: Mac | null, known: boolean, d: Decision, target: ServedInterface | null, job: Job, recordIt: boolean): void {
+    const e = d.effect;
+    const t = job.at;
     if (!d.reply) return;
     const reply = d.reply;
     const to: Destination =
@@ -603,18 +654,23 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
 
   // ── inventory effects and logs ─────────────────────────────────────────────────────────────
 
-  async function record(req: DhcpPacket, info: ClientInfo, mac: Mac | null, known: boolean, d: Decision, job: Job, side: 'request' | 'reply'): Promise<void> {
-    if (!mac || !known || req.op !== 'BOOTREQUEST' || info.messageType === null) return;
+  /** Records a step of a known machine; undefined (nothing to wait for) for anyone else. */
+  function record(req: DhcpPacket, info: ClientInfo, mac: Mac | null, known: boolean, d: Decision, job: Job, side: 'request' | 'reply'): Promise<void> | undefined {
+    if (!mac || !known || req.op !== 'BOOTREQUEST' || info.messageType === null) return undefined;
+    if (side === 'request' && !d.reply && d.reason.startsWith('ignored-')) return undefined;
+    return recordStep(req, info, info.messageType, mac, d, job, side);
+  }
+
+  async function recordStep(req: DhcpPacket, info: ClientInfo, messageType: MessageTypeName, mac: Mac, d: Decision, job: Job, side: 'request' | 'reply'): Promise<void> {
     const mode = job.via.kind === 'boot-server' ? 'boot-server' : settings.dhcpMode;
     const base = { mode, xid: hex(req.xid), from: job.rinfo.address, arch: info.arch, firmware: info.firmware, ipxe: info.ipxe || info.chainloaded };
     try {
       if (side === 'request') {
-        if (!d.reply && d.reason.startsWith('ignored-')) return;
         await inv.events.append({
           mac,
-          type: `dhcp.${info.messageType}`,
+          type: `dhcp.${messageType}`,
           source: 'dhcp',
-          message: `DHCP ${info.messageType.toUpperCase()} (${[info.firmware, info.arch, info.ipxe ? 'iPXE' : info.pxe ? 'PXE' : null].filter(Boolean).join(' ') || 'no boot info'})`,
+          message: `DHCP ${messageType.toUpperCase()} (${[info.firmware, info.arch, info.ipxe ? 'iPXE' : info.pxe ? 'PXE' : null].filter(Boolean).join(' ') || 'no boot info'})`,
           data: { ...base, vendorClass: info.vendorClass, userClasses: info.userClasses, archCode: info.archCode },
         });
       } else if (d.reply) {
@@ -669,7 +725,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       state = 'stopping';
       // Finish what was already received (bounded: the queue holds at most MAX_QUEUE datagrams),
       // commit and send the last ACKs, then release the sockets.
-      await Promise.race([tail, new Promise((r) => setTimeout(r, 5_000).unref())]);
+      await Promise.race([drained(), new Promise((r) => setTimeout(r, 5_000).unref())]);
       await flush();
       await closeAll();
       state = 'stopped';

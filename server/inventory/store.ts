@@ -215,8 +215,6 @@ export interface LeaseRepo {
   decline(ip: string, mac: Mac, until: Date, now: Date): Promise<boolean>;
   /** The machine whose `ip` is this address (a reservation), or null. */
   reservedBy(ip: string): Promise<Mac | null>;
-  /** Every reservation (machines with an `ip`), address → MAC. */
-  reservations(): Promise<Map<string, Mac>>;
 }
 
 /** Sealed secrets by scope (`global`, `cluster:<name>`) and name. */

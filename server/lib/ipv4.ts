@@ -79,3 +79,13 @@ export function inRange(ip: string, r: IPv4Range): boolean {
   const n = ipToInt(ip);
   return n >= ipToInt(r.start) && n <= ipToInt(r.end);
 }
+
+/**
+ * A `lookup` for UDP sockets that only ever send to literal addresses (DHCP and TFTP replies go
+ * to the address a request came from, a relay or a broadcast). Answering at once, instead of
+ * dns.lookup's next tick, makes each send synchronous: one less queued callback per datagram,
+ * and a datagram sent just before close() really leaves.
+ */
+export function literalLookup(address: string, _family: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
+  callback(null, address, 4);
+}

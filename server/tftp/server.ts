@@ -3,6 +3,7 @@ import { constants as fsc } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { FileError, memoryFile, type FileSource, type OpenedFile } from '../lib/files.js';
+import { literalLookup } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
 import type { ClientResolver } from '../lib/neighbours.js';
 import { ServiceStartError, bindFailure, type Service, type ServiceContext, type ServiceHealth, type ServiceState } from '../lib/service.js';
@@ -115,15 +116,6 @@ export interface TftpService extends Service {
   activeTransfers(): number;
   /** The bound listening port (useful when the setting was moved for tests). */
   port(): number | null;
-}
-
-/**
- * Transfer sockets only ever send to the literal address a request came from. Answering the
- * address lookup at once (instead of dns.lookup's next tick) makes each send synchronous: one
- * less queued callback per block, and an ERROR sent just before close() really leaves.
- */
-function literalLookup(address: string, _family: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
-  callback(null, address, 4);
 }
 
 async function folderProblem(path: string): Promise<string | null> {

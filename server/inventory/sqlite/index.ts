@@ -6,6 +6,7 @@ import type { EventQuery, EventRepo, Inventory, NewEvent, SecretRepo, TokenRepo 
 import { createClusterRepo } from './clusters.js';
 import { openDb, prepared, type Db } from './db.js';
 import { createLeaseRepo } from './leases.js';
+import { createInventoryLookup, type InventoryLookup } from './lookup.js';
 import { createMachineRepo } from './machines.js';
 import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from './rows.js';
 
@@ -28,6 +29,8 @@ export interface SqliteInventory extends Inventory {
    * data_version) — so that a response built from the store can be reused while it is equal.
    */
   readonly revision: () => string;
+  /** Synchronous point reads for the per-datagram DHCP path. */
+  readonly lookup: InventoryLookup;
 }
 
 /** API tokens look like `rs_<43 chars>` so that they are recognisable in a leaked paste. */
@@ -169,6 +172,7 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
     db,
     now,
     revision: () => `${totalChanges.get()}.${dataVersion.get()}`,
+    lookup: createInventoryLookup(db),
     box: opts.box,
     appendEventSync,
     clusters,

@@ -32,14 +32,17 @@ export function createLeaseRepo(db: Db): LeaseRepo {
   const byIp = db.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE ip = ?');
   const byMac = db.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE mac = ?');
   const reservation = db.prepare<[string], { mac: string }>('SELECT mac FROM machines WHERE ip = ?');
-  const dropOtherRows = db.prepare<[string, string]>('DELETE FROM leases WHERE mac = ? AND ip <> ?');
-  const upsert = db.prepare<{ ip: string; mac: string; client_id: string | null; hostname: string | null; now: string; expires_at: string }>(
-    `INSERT INTO leases (ip, mac, state, client_id, hostname, starts_at, expires_at, updated_at)
-       VALUES (@ip, @mac, 'bound', @client_id, @hostname, @now, @expires_at, @now)
-     ON CONFLICT (ip) DO UPDATE SET
-       starts_at = CASE WHEN leases.mac = excluded.mac AND leases.state = 'bound' THEN leases.starts_at ELSE excluded.starts_at END,
-       mac = excluded.mac, state = 'bound', client_id = excluded.client_id, hostname = excluded.hostname,
-       expires_at = excluded.expires_at, updated_at = excluded.updated_at`,
+  // What a binding must check, in one statement: the machine the address is reserved for, and
+  // the lease row it would replace (a commit runs this for every ACK).
+  const bindingFacts = db.prepare<[string, string], Partial<LeaseRow> & { reserved_for: string | null }>(
+    `SELECT (SELECT mac FROM machines WHERE ip = ?) AS reserved_for, leases.*
+       FROM (SELECT 1) LEFT JOIN leases ON leases.ip = ?`,
+  );
+  // REPLACE removes every row the new one conflicts with: the address's old row, and the row of
+  // any other address this MAC held (UNIQUE mac): "a binding moves the MAC off any other address".
+  const replace = db.prepare<{ ip: string; mac: string; client_id: string | null; hostname: string | null; starts_at: string; now: string; expires_at: string }>(
+    `INSERT OR REPLACE INTO leases (ip, mac, state, client_id, hostname, starts_at, expires_at, updated_at)
+       VALUES (@ip, @mac, 'bound', @client_id, @hostname, @starts_at, @expires_at, @now)`,
   );
   const releaseStmt = db.prepare<[string, string, string, string]>(
     "UPDATE leases SET state = 'released', expires_at = ?, updated_at = ? WHERE ip = ? AND mac = ? AND state = 'bound'",
@@ -53,16 +56,17 @@ export function createLeaseRepo(db: Db): LeaseRepo {
   );
 
   function bindOne(b: LeaseBinding, now: string): BindOutcome {
-    const reservedFor = reservation.get(b.ip)?.mac ?? null;
+    const facts = bindingFacts.get(b.ip, b.ip);
+    const reservedFor = facts?.reserved_for ?? null;
     if (reservedFor !== null && reservedFor !== b.mac) return { ok: false, reason: 'reserved', holder: reservedFor as Mac };
-    const existing = byIp.get(b.ip);
+    const existing = facts?.ip ? (facts as LeaseRow) : undefined;
     if (existing && existing.mac !== b.mac && existing.state !== 'released' && existing.expires_at > now) {
       return { ok: false, reason: 'held', holder: existing.mac as Mac | null };
     }
-    dropOtherRows.run(b.mac, b.ip);
-    const row = { ip: b.ip, mac: b.mac, client_id: b.clientId ?? null, hostname: b.hostname ?? null, now, expires_at: b.expiresAt };
-    upsert.run(row);
+    // A renewal keeps the lease's start; anything else starts now.
     const startsAt = existing && existing.mac === b.mac && existing.state === 'bound' ? existing.starts_at : now;
+    const row = { ip: b.ip, mac: b.mac, client_id: b.clientId ?? null, hostname: b.hostname ?? null, starts_at: startsAt, now, expires_at: b.expiresAt };
+    replace.run(row);
     return {
       ok: true,
       lease: { ip: b.ip, mac: b.mac, state: 'bound', clientId: row.client_id, hostname: row.hostname, startsAt, expiresAt: b.expiresAt, updatedAt: now },
@@ -96,10 +100,6 @@ export function createLeaseRepo(db: Db): LeaseRepo {
     },
     async reservedBy(ip) {
       return (reservation.get(ip)?.mac as Mac | undefined) ?? null;
-    },
-    async reservations() {
-      const rows = db.prepare<[], { ip: string; mac: string }>('SELECT ip, mac FROM machines WHERE ip IS NOT NULL').all();
-      return new Map(rows.map((r) => [r.ip, r.mac as Mac]));
     },
   };
 }

@@ -1,0 +1,53 @@
+/**
+ * The DHCP service in-process over the real SQLite inventory, with faults injected at the
+ * inventory boundary, for test/dhcp/faults.test.ts. Run inside a test namespace; config comes
+ * from RACKSMITH_* like `serve`, the faults from:
+ *   FAULT_LOOKUP_MAC   reading this MAC's machine throws (an internal error, not bad input)
+ *   FAULT_BIND_FAILS   the first N lease commits throw (the store is unavailable)
+ * Prints "FAULT READY" when serving; on SIGTERM stops the service and prints one line
+ * "COUNTERS <json>" before exiting 0.
+ */
+import { loadConfig } from '../../server/config/load.js';
+import { createDhcpService, type DhcpInventory } from '../../server/dhcp/server.js';
+import { createLogger } from '../../server/lib/log.js';
+import { openDataDir } from '../lib/dhcp.js';
+
+const config = loadConfig({ env: process.env, flags: {} });
+const inventory = openDataDir(config.dataDir);
+const faultyMac = process.env['FAULT_LOOKUP_MAC'] ?? null;
+let bindFailures = Number(process.env['FAULT_BIND_FAILS'] ?? '0');
+
+const faulty: DhcpInventory = {
+  machines: inventory.machines,
+  events: inventory.events,
+  lookup: {
+    machine(mac) {
+      if (mac === faultyMac) throw new Error(`injected: the inventory cannot read ${mac}`);
+      return inventory.lookup.machine(mac);
+    },
+    reservations: () => inventory.lookup.reservations(),
+  },
+  leases: {
+    ...inventory.leases,
+    async bindAll(bindings, now) {
+      if (bindFailures > 0) {
+        bindFailures--;
+        throw new Error('injected: the store is unavailable');
+      }
+      return inventory.leases.bindAll(bindings, now);
+    },
+  },
+};
+
+const service = createDhcpService(config, { inventory: faulty });
+const abort = new AbortController();
+const log = createLogger(config.logLevel, process.stderr);
+await service.start({ signal: abort.signal, log, fatal: (err) => log.fatal({ err }, 'fatal') });
+process.stdout.write('FAULT READY\n');
+process.on('SIGTERM', () => {
+  void service.stop().then(async () => {
+    process.stdout.write(`COUNTERS ${JSON.stringify(service.counters())}\n`);
+    await inventory.close();
+    process.exit(0);
+  });
+});
