@@ -320,7 +320,7 @@ export function ipListOption(ips: readonly string[]): Buffer {
 }
 
 export function uint32Option(n: number): Buffer {
-  const b = Buffer.alloc(4);
+  const b = Buffer.allocUnsafe(4);
   b.writeUInt32BE(n >>> 0, 0);
   return b;
 }

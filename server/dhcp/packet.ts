@@ -1,4 +1,4 @@
-import { ipToBytes, type IPv4 } from '../lib/ipv4.js';
+import { ipToInt, type IPv4 } from '../lib/ipv4.js';
 import { macFromBytes, type Mac } from '../lib/mac.js';
 import { Cursor } from './cursor.js';
 import { ProtocolError } from './errors.js';
@@ -161,7 +161,8 @@ export interface EncodeOptions {
 
 export function encodeDhcp(p: DhcpPacket, opts: EncodeOptions = {}): Buffer {
   const length = Math.max(encodingLength(p), opts.minLength ?? MIN_REPLY_LENGTH);
-  const out = Buffer.alloc(length);
+  // From the shared pool (Buffer.alloc would allocate a backing store per reply), zeroed here.
+  const out = Buffer.allocUnsafe(length).fill(0);
   if (p.hlen > 16) throw new ProtocolError('ERR_DHCP_ENCODE', `hlen ${p.hlen} does not fit the 16-byte chaddr field`);
   if (p.chaddr.length > 16) throw new ProtocolError('ERR_DHCP_ENCODE', `chaddr is ${p.chaddr.length} bytes; the field holds 16`);
   out[0] = p.op === 'BOOTREQUEST' ? 1 : 2;
@@ -171,10 +172,10 @@ export function encodeDhcp(p: DhcpPacket, opts: EncodeOptions = {}): Buffer {
   out.writeUInt32BE(p.xid >>> 0, 4);
   out.writeUInt16BE(p.secs & 0xffff, 8);
   out.writeUInt16BE(p.flags & 0xffff, 10);
-  ipToBytes(p.ciaddr).copy(out, 12);
-  ipToBytes(p.yiaddr).copy(out, 16);
-  ipToBytes(p.siaddr).copy(out, 20);
-  ipToBytes(p.giaddr).copy(out, 24);
+  out.writeUInt32BE(ipToInt(p.ciaddr), 12);
+  out.writeUInt32BE(ipToInt(p.yiaddr), 16);
+  out.writeUInt32BE(ipToInt(p.siaddr), 20);
+  out.writeUInt32BE(ipToInt(p.giaddr), 24);
   p.chaddr.copy(out, 28);
   writeField(out, p.sname, SNAME.at, SNAME.size, 'sname');
   writeField(out, p.file, FILE.at, FILE.size, 'file');
@@ -186,6 +187,7 @@ export function encodeDhcp(p: DhcpPacket, opts: EncodeOptions = {}): Buffer {
 }
 
 function writeField(out: Buffer, text: string, at: number, size: number, name: string): void {
+  if (text === '') return;
   const bytes = Buffer.from(text, 'latin1');
   if (bytes.length > size) throw new ProtocolError('ERR_DHCP_ENCODE', `${name} is ${bytes.length} bytes; the field holds ${size}`);
   bytes.copy(out, at);

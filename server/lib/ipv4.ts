@@ -32,7 +32,8 @@ export function ipFromBytes(b: Uint8Array, offset = 0): IPv4 {
 
 export function ipToBytes(ip: string): Buffer {
   const n = ipToInt(ip);
-  const out = Buffer.alloc(4);
+  // Every byte is written: no need for a zeroed (unpooled) allocation.
+  const out = Buffer.allocUnsafe(4);
   out.writeUInt32BE(n, 0);
   return out;
 }
