@@ -11,6 +11,9 @@
  * are interleaved (server by server within each round), so that a noisy moment on the shared
  * machine does not land on one server only; each figure is the median of the rounds. Prints MB/s and racksmith's ratio to
  * each peer; the goals of issue 4 are checked and printed, not asserted (a benchmark, not a test).
+ * A fifth row, `ceiling` (bench/lib/tftp-ceiling.c, compiled here with cc), is no TFTP server: the
+ * least a C program can do to send a file in windows (sendmmsg per window, mapped file), run
+ * for the single-transfer rows only. It shows what this bed allows any server.
  * atftpd conflicts with tftpd-hpa as a Debian package, so it is fetched with `apt-get download`
  * and unpacked into a cache outside the clone. Run it alone on the machine: the npm script takes
  * the machine-wide lock.
@@ -20,6 +23,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, sta
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { Testbed } from '../test/lib/netns.js';
 import { cpuBusy, cpuSample, formatBusy } from './lib/cpu.js';
 import { startRacksmith } from '../test/lib/racksmith.js';
@@ -27,7 +31,9 @@ import { RELAY_SCRIPT, patternBytes } from '../test/lib/tftp-bed.js';
 import { requirements } from '../test/lib/tools.js';
 
 const CLIENT = '10.77.0.2';
-const ADDRESSES: Record<string, string> = { racksmith: '10.77.0.1', 'tftpd-hpa': '10.77.0.3', atftpd: '10.77.0.4', dnsmasq: '10.77.0.5' };
+const ADDRESSES: Record<string, string> = { racksmith: '10.77.0.1', 'tftpd-hpa': '10.77.0.3', atftpd: '10.77.0.4', dnsmasq: '10.77.0.5', ceiling: '10.77.0.6' };
+/** Not a peer: the bed's ceiling (see the header); not in the ratios against peers. */
+const CEILING = 'ceiling';
 const addressOf = (server: string): string => ADDRESSES[server] ?? '10.77.0.1';
 const CACHE = process.env['RACKSMITH_BENCH_CACHE'] ?? '/var/cache/racksmith-bench';
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
@@ -59,6 +65,17 @@ interface Run {
   readonly busy: readonly number[];
 }
 
+/** Compiles the ceiling sender into the cache (again when its source is newer). */
+function ceilingBinary(): string {
+  const source = join(PACKAGE_ROOT, 'bench', 'lib', 'tftp-ceiling.c');
+  const bin = join(CACHE, 'tftp-ceiling');
+  if (!existsSync(bin) || statSync(bin).mtimeMs < statSync(source).mtimeMs) {
+    mkdirSync(CACHE, { recursive: true });
+    execFileSync('cc', ['-O2', '-Wall', '-o', bin, source], { stdio: 'inherit' });
+  }
+  return bin;
+}
+
 interface Server {
   readonly name: string;
   start(): Promise<() => Promise<void>>;
@@ -80,13 +97,14 @@ async function waitExit(child: ChildProcess): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const missing = requirements(['in.tftpd', 'dnsmasq', 'atftp', 'curl', 'apt-get', 'dpkg'], { netns: true });
+  const missing = requirements(['in.tftpd', 'dnsmasq', 'atftp', 'curl', 'apt-get', 'dpkg', 'cc'], { netns: true });
   if (missing) {
     process.stdout.write(`bench:tftp cannot run here: ${missing}\n`);
     process.exitCode = 1;
     return;
   }
   const atftpd = atftpdBinary();
+  const ceiling = ceilingBinary();
   const tb = new Testbed('tb');
   const dir = mkdtempSync(join(tmpdir(), 'racksmith-bench-tftp-'));
   const root = join(dir, 'root');
@@ -128,6 +146,7 @@ async function main(): Promise<void> {
         name: 'dnsmasq',
         start: spawnServer('dnsmasq', ['--no-daemon', '--port=0', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--user=root', '--enable-tftp', `--tftp-root=${root}`, `--listen-address=${addressOf('dnsmasq')}`, '--bind-interfaces', '--tftp-max=200', '--quiet-tftp']),
       },
+      { name: CEILING, start: spawnServer(ceiling, [addressOf(CEILING), root, '1']) },
     ];
 
     /** MB/s of one client run, and how busy each CPU was meanwhile. */
@@ -153,11 +172,12 @@ async function main(): Promise<void> {
       for (let i = 0; i < PARALLEL; i++) rmSync(join(out, `p${i}.bin`), { force: true });
       return clientRun('curl', args, PARALLEL * SMALL, () => Array.from({ length: PARALLEL }, (_, i) => statSync(join(out, `p${i}.bin`)).size).reduce((a, b) => a + b, 0));
     };
-    const scenarios: { name: string; run: (host: string) => Promise<Run>; runs: number }[] = [
-      { name: '30 MiB, blksize 1468', run: big(69, false), runs: RUNS },
-      { name: '30 MiB, blksize 1468, windowsize 8', run: big(69, true), runs: RUNS },
+    /** `single`: one transfer at a time, the rows the ceiling runs. */
+    const scenarios: { name: string; run: (host: string) => Promise<Run>; runs: number; single?: boolean }[] = [
+      { name: '30 MiB, blksize 1468', run: big(69, false), runs: RUNS, single: true },
+      { name: '30 MiB, blksize 1468, windowsize 8', run: big(69, true), runs: RUNS, single: true },
       { name: `${PARALLEL} × 1 MiB at once, one client`, run: parallel(69), runs: RUNS },
-      { name: '+1 ms: 30 MiB, windowsize 8', run: big(6969, true), runs: 1 },
+      { name: '+1 ms: 30 MiB, windowsize 8', run: big(6969, true), runs: 1, single: true },
       { name: `+1 ms: ${PARALLEL} × 1 MiB at once`, run: parallel(6969), runs: 1 },
     ];
 
@@ -184,11 +204,12 @@ async function main(): Promise<void> {
         busyAt.set(server.name, new Map());
       }
       for (const s of scenarios) {
-        const figures = new Map<string, Run[]>(servers.map((sv) => [sv.name, []]));
+        const runners = servers.filter((sv) => sv.name !== CEILING || s.single);
+        const figures = new Map<string, Run[]>(runners.map((sv) => [sv.name, []]));
         for (let r = 0; r < s.runs; r++) {
-          for (const server of servers) figures.get(server.name)?.push(await s.run(addressOf(server.name)));
+          for (const server of runners) figures.get(server.name)?.push(await s.run(addressOf(server.name)));
         }
-        for (const server of servers) {
+        for (const server of runners) {
           const f = (figures.get(server.name) ?? []).sort((a, b) => a.mbps - b.mbps);
           const median = f[Math.floor(f.length / 2)] ?? { mbps: 0, busy: [] };
           results.get(server.name)?.set(s.name, median.mbps);
@@ -202,7 +223,7 @@ async function main(): Promise<void> {
     }
 
     const ours = results.get('racksmith') as Map<string, number>;
-    const peers = servers.map((s) => s.name).filter((n) => n !== 'racksmith');
+    const peers = servers.map((s) => s.name).filter((n) => n !== 'racksmith' && n !== CEILING);
     process.stdout.write(`\nMB/s (median of ${RUNS}; the +1 ms rows: one run; ${PIN ? 'servers on CPU 0, clients on CPU 1' : 'unpinned'}), and racksmith ÷ peer\n\n`);
     process.stdout.write(`| scenario | racksmith | ${peers.map((p) => `${p} | ×`).join(' | ')} |\n|---|---|${peers.map(() => '---|---').join('|')}|\n`);
     for (const s of scenarios) {
@@ -218,8 +239,8 @@ async function main(): Promise<void> {
       process.stdout.write(`\nCPU busy during the median run, server CPU / client CPU (%)\n\n| scenario | ${servers.map((s) => s.name).join(' | ')} |\n|---|${servers.map(() => '---').join('|')}|\n`);
       for (const s of scenarios) {
         const cells = servers.map((sv) => {
-          const b = busyAt.get(sv.name)?.get(s.name) ?? [];
-          return `${Math.round(b[0] ?? 0)} / ${Math.round(b[1] ?? 0)}`;
+          const b = busyAt.get(sv.name)?.get(s.name);
+          return b ? `${Math.round(b[0] ?? 0)} / ${Math.round(b[1] ?? 0)}` : '–';
         });
         process.stdout.write(`| ${s.name} | ${cells.join(' | ')} |\n`);
       }
@@ -233,6 +254,13 @@ async function main(): Promise<void> {
     ];
     process.stdout.write('\nGoals (issue 4)\n');
     for (const [name, ratio, goal] of goals) process.stdout.write(`  ${name.padEnd(30)} ${ratio.toFixed(2)} × (goal ≥ ${goal}) ${ratio >= goal ? 'met' : 'NOT met'}\n`);
+    // What the bed allows any server: the ceiling sender against the best peer.
+    process.stdout.write(`\nThe bed's ceiling (${CEILING}: a minimal C sender, one sendmmsg per window)\n`);
+    for (const s of scenarios.filter((x) => x.single)) {
+      const top = Math.max(...peers.map((p) => get(p, s.name)));
+      const c = get(CEILING, s.name);
+      process.stdout.write(`  ${s.name.padEnd(36)} ${c.toFixed(1).padStart(7)} MB/s = ${(c / top).toFixed(2)} × the best peer; racksmith ${(get('racksmith', s.name) / c).toFixed(2)} × the ceiling\n`);
+    }
   } finally {
     await tb.destroy();
     rmSync(dir, { recursive: true, force: true });
