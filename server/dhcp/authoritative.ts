@@ -118,14 +118,21 @@ function discover(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac:
   // asks for, then a new one from the pool.
   const reserved = reservedAddress(f);
   let ip: IPv4 | null = null;
+  let fresh = false;
   if (reserved) ip = reserved;
   else if (f.offered) ip = f.offered;
   else if (f.lease && usableDynamic(f.lease)) ip = f.lease.ip;
   else if (f.requested && usableDynamic(f.requested)) ip = f.requested.ip;
-  else ip = f.candidate;
+  else {
+    ip = f.candidate;
+    fresh = true;
+  }
   if (!ip) return silent('ignored-pool-exhausted');
   const d = reply(req, info, f, 'offer', 'offer', { yiaddr: ip }, true);
-  return { ...d, effect: { kind: 'hold', ip, mac, until: f.now + OFFER_HOLD_MS, range: ip === reserved ? null : f.pool.range } };
+  // Only a new address moves the pool's next-fit cursor: re-offering a returning client's old
+  // address must not send the cursor back to it, or the next new client would scan forward
+  // over every address bound since (and be given recently freed addresses first).
+  return { ...d, effect: { kind: 'hold', ip, mac, until: f.now + OFFER_HOLD_MS, range: fresh ? f.pool.range : null } };
 }
 
 function request(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: Mac): Decision {

@@ -52,6 +52,7 @@ export type SilentReason =
 export type Reason = ReplyReason | SilentReason;
 
 export type LeaseEffect =
+  /** `range`: the pool whose next-fit cursor moves past `ip` — set only for a new address. */
   | { readonly kind: 'hold'; readonly ip: IPv4; readonly mac: Mac; readonly until: number; readonly range: IPv4Range | null }
   | { readonly kind: 'unhold'; readonly mac: Mac }
   | {

@@ -89,6 +89,16 @@ for (const c of A) {
   });
 }
 
+a('only a new pool address moves the next-fit cursor (a returning client\'s old one does not)', () => {
+  const rangeOf = (d: Decision): unknown => (d.effect?.kind === 'hold' ? d.effect.range : 'no hold');
+  assert.equal(rangeOf(auth(msg(1))), BASE.pool?.range, 'a new client takes the candidate and moves the cursor');
+  const lease = { ...addr('10.77.0.120', { holder: 'self' as const }), state: 'bound' as const, active: true };
+  assert.is(rangeOf(auth(msg(1), { lease })), null, 'its lease again');
+  assert.is(rangeOf(auth(msg(1), { offered: IP('10.77.0.130') })), null, 'its held offer again');
+  assert.is(rangeOf(auth(msg(1, [50, 4, ...ipBytes('10.77.0.150')]), { requested: addr('10.77.0.150') })), null, 'the address it asked for');
+  assert.is(rangeOf(auth(msg(1), { known: true, reservation: addr('10.77.0.50', { reserved: 'self' }) })), null, 'its reservation');
+});
+
 a('OFFER carries mask before router, DNS, lease with T1/T2 (§4.4.5), server id', () => {
   const d = auth(msg(1));
   const o = d.reply?.options;
