@@ -59,6 +59,20 @@ interface Step {
   readonly rcvbufDrops: number;
   /** Percent busy per CPU while perfdhcp ran. */
   readonly busy: readonly number[];
+  /** The server process's own CPU time (user + system) per completed exchange, µs. */
+  readonly cpuPerExchangeUs: number;
+}
+
+/** utime + stime of a process, ms (/proc/<pid>/stat, clock ticks of 10 ms). */
+function processCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return 0;
+  }
 }
 
 interface Perfdhcp {
@@ -97,7 +111,7 @@ async function main(): Promise<void> {
     const iface = tb.name('sv');
 
     /** Starts one server fresh (empty lease store); returns how to stop it and count its leases. */
-    const startServer = async (which: Server): Promise<{ stop: () => Promise<void>; leases: () => Promise<number>; counters: () => Promise<string> }> => {
+    const startServer = async (which: Server): Promise<{ stop: () => Promise<void>; leases: () => Promise<number>; counters: () => Promise<string>; pid: number }> => {
       if (which === 'racksmith') {
         const dataDir = newDataDir();
         const serve = await serveInNamespace(srv, {
@@ -109,6 +123,7 @@ async function main(): Promise<void> {
           RACKSMITH_LOG_LEVEL: 'warn',
         }, { dataDir, wrap: SERVER_CPU, nodeArgs: NODE_ARGS });
         return {
+          pid: serve.child.pid ?? 0,
           stop: async () => {
             await serve.stop();
             removeDataDir(dataDir);
@@ -140,6 +155,7 @@ async function main(): Promise<void> {
           });
         });
         return {
+          pid: child.pid ?? 0,
           stop: async () => {
             child.kill('SIGTERM');
             await new Promise((r) => setTimeout(r, 200));
@@ -175,6 +191,7 @@ async function main(): Promise<void> {
         throw new Error(`${e.message}\n${out}`);
       });
       return {
+        pid: child.pid ?? 0,
         stop: async () => {
           child.kill('SIGTERM');
           await new Promise((r) => setTimeout(r, 300));
@@ -209,10 +226,12 @@ async function main(): Promise<void> {
         }
         const dropsBefore = await rcvbufErrors();
         const c0 = cpuSample();
+        const p0 = processCpuMs(s.pid);
         const { stdout } = await tb
           .exec(cli, ...client('perfdhcp', ['-4', '-l', '10.78.0.2', '-r', String(rate), '-R', '60000', '-p', String(SECONDS), '-W', '2000000', '-s', String(rate), '10.78.0.1']), { timeoutMs: (SECONDS + 30) * 1000 })
           .catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
         const busy = cpuBusy(c0, cpuSample());
+        const processMs = processCpuMs(s.pid) - p0;
         const p = parsePerfdhcp(stdout);
         const sent = p.sent['DISCOVER-OFFER'] ?? 0;
         const acks = p.received['REQUEST-ACK'] ?? 0;
@@ -222,7 +241,7 @@ async function main(): Promise<void> {
         const persisted = await s.leases();
         // Where a lossy step lost its exchanges, by the server's own counters.
         if (lossPct >= 1 && process.env['BENCH_DHCP_VERBOSE']) process.stdout.write(`  ${which} counters: ${await s.counters()}\n`);
-        return { rate, sent, acks, lossPct, persisted, rcvbufDrops: (await rcvbufErrors()) - dropsBefore, busy };
+        return { rate, sent, acks, lossPct, persisted, rcvbufDrops: (await rcvbufErrors()) - dropsBefore, busy, cpuPerExchangeUs: acks > 0 ? (processMs * 1000) / acks : 0 };
       } finally {
         await s.stop();
       }
@@ -256,7 +275,7 @@ async function main(): Promise<void> {
         }
         results[which].steps.push(step);
         process.stdout.write(
-          `${which.padEnd(9)} rate ${String(rate).padStart(6)}/s: ${step.sent} DISCOVERs, ${step.acks} ACKs, loss ${step.lossPct.toFixed(2)} %, leases in store ${step.persisted}, receive-buffer drops ${step.rcvbufDrops}${PIN ? `, ${formatBusy(step.busy)}` : ''}\n`,
+          `${which.padEnd(9)} rate ${String(rate).padStart(6)}/s: ${step.sent} DISCOVERs, ${step.acks} ACKs, loss ${step.lossPct.toFixed(2)} %, leases in store ${step.persisted}, receive-buffer drops ${step.rcvbufDrops}${PIN ? `, ${formatBusy(step.busy)}` : ''}, server process ${step.cpuPerExchangeUs.toFixed(0)} µs CPU per exchange\n`,
         );
         if (step.lossPct < 1) results[which].best = step;
         else break;
@@ -275,6 +294,18 @@ async function main(): Promise<void> {
     process.stdout.write(`DORA rate with < 1 % loss   racksmith ${r.best?.rate ?? 0}/s (${achieved(r.best).toFixed(0)} leases/s)   Kea ${k.best?.rate ?? 0}/s (${achieved(k.best).toFixed(0)} leases/s)   ratio ${ratio(r.best?.rate ?? 0, k.best?.rate ?? 0)}\n`);
     process.stdout.write(`  (the highest step tried was ${Math.max(...RATES)}/s; ${PIN ? 'servers pinned to CPU 0, clients to CPU 1' : 'unpinned: perfdhcp shares the cores with the server'})\n`);
     process.stdout.write(`leases persisted at best rate racksmith ${r.best?.persisted ?? 0} of ${r.best?.acks ?? 0} ACKs   Kea ${k.best?.persisted ?? 0} of ${k.best?.acks ?? 0}\n`);
+    // The CPU each server spends per exchange, at the highest rate that all of them passed:
+    // perfdhcp's loss threshold says when a server falls behind, this says by how much.
+    const f = results['node-floor'];
+    const passed = (x: typeof r, rate: number): Step | undefined => x.steps.find((st) => st.rate === rate && st.lossPct < 1);
+    const measured = [r, k, f].filter((x) => x.steps.length > 0);
+    const common = [...RATES].reverse().find((rate) => measured.every((x) => passed(x, rate)));
+    if (common !== undefined) {
+      const us = (x: typeof r): string => (x.steps.length ? `${passed(x, common)?.cpuPerExchangeUs.toFixed(0)} µs` : 'not run');
+      process.stdout.write(
+        `server process CPU per exchange at ${common}/s   racksmith ${us(r)}   Kea ${us(k)}   Node floor ${us(f)}   ratio (racksmith/Kea) ${ratio(passed(r, common)?.cpuPerExchangeUs ?? 0, passed(k, common)?.cpuPerExchangeUs ?? 0)}\n`,
+      );
+    }
     process.stdout.write(`burst of ${BURST}: all bound    racksmith ${r.burst.allBoundMs ?? 'never'} ms (${r.burst.retried} retried)   Kea ${k.burst.allBoundMs ?? 'never'} ms (${k.burst.retried} retried)   ratio (Kea/racksmith time) ${ratio(k.burst.allBoundMs ?? 0, r.burst.allBoundMs ?? 0)}\n`);
   } finally {
     await tb.destroy();
