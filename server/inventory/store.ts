@@ -217,6 +217,22 @@ export interface LeaseRepo {
   reservedBy(ip: string): Promise<Mac | null>;
 }
 
+/** What the DHCP service reads of a machine for each datagram. */
+export type MachineFacts = Pick<Machine, 'mac' | 'ip' | 'lastStep'>;
+
+/**
+ * Synchronous point reads for per-datagram paths. The repositories are async so that another
+ * store could stand behind them; the DHCP loop, though, handles tens of thousands of datagrams a
+ * second, and a promise per read there costs more than the read itself (an indexed SQLite lookup
+ * takes microseconds). Reads only: every write still goes through the repositories.
+ */
+export interface InventoryLookup {
+  /** The machine with this MAC, or null when the inventory does not know it. */
+  machine(mac: Mac): MachineFacts | null;
+  /** Every reservation (machines with an `ip`), address → MAC. */
+  reservations(): Map<string, Mac>;
+}
+
 /** Sealed secrets by scope (`global`, `cluster:<name>`) and name. */
 export interface SecretRepo {
   get(scope: string, name: string): Promise<string | null>;

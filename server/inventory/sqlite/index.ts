@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import type { InventoryEvent } from '../model.js';
-import type { EventQuery, EventRepo, Inventory, NewEvent, SecretRepo, TokenRepo } from '../store.js';
+import type { EventQuery, EventRepo, Inventory, InventoryLookup, NewEvent, SecretRepo, TokenRepo } from '../store.js';
 import { createClusterRepo } from './clusters.js';
 import { openDb, prepared, type Db } from './db.js';
 import { createLeaseRepo } from './leases.js';
-import { createInventoryLookup, type InventoryLookup } from './lookup.js';
+import { createInventoryLookup } from './lookup.js';
 import { createMachineRepo } from './machines.js';
 import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from './rows.js';
 
