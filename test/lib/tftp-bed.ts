@@ -59,7 +59,7 @@ export interface TftpBed {
   api(method: string, path: string, body?: unknown): Promise<any>;
   tftpCounters(): Promise<Record<string, number>>;
   /** Starts the lossy/delaying relay in the server namespace on SERVER_IP:port → SERVER_IP:69. */
-  relay(port: number, loss: number, seed: number, delayMs?: number): Promise<ChildProcess>;
+  relay(port: number, loss: number, seed: number, delayMs?: number, spareNegotiation?: boolean): Promise<ChildProcess>;
   destroy(): Promise<void>;
 }
 
@@ -114,8 +114,12 @@ export async function createTftpBed(tag = 't'): Promise<TftpBed> {
         const h = await bed.api('GET', '/healthz');
         return h.services.tftp.detail.counters as Record<string, number>;
       },
-      async relay(port, loss, seed, delayMs = 0) {
-        const child = tb.spawn(srv, process.execPath, [RELAY_SCRIPT, '--listen', `${SERVER_IP}:${port}`, '--target', `${SERVER_IP}:69`, '--loss', String(loss), '--seed', String(seed), '--delay-ms', String(delayMs)]);
+      async relay(port, loss, seed, delayMs = 0, spareNegotiation = false) {
+        const child = tb.spawn(srv, process.execPath, [
+          RELAY_SCRIPT,
+          ...['--listen', `${SERVER_IP}:${port}`, '--target', `${SERVER_IP}:69`, '--loss', String(loss), '--seed', String(seed), '--delay-ms', String(delayMs)],
+          ...(spareNegotiation ? ['--spare-negotiation', 'yes'] : []),
+        ]);
         await new Promise<void>((resolve, reject) => {
           const timer = setTimeout(() => reject(new Error('relay did not start')), 10_000);
           child.stdout?.on('data', (d: Buffer) => {

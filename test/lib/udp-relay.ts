@@ -6,7 +6,8 @@
  * client-facing port, and the client sees the same shape of conversation as without the relay.
  *
  * Run inside a namespace: `node dist/test/lib/udp-relay.js --listen 10.77.0.1:6969
- * --target 10.77.0.1:69 --loss 0.1 --seed 7` (add `--delay-ms 1 --delay-to server` for latency). It prints `ready` once bound and, on SIGTERM, one
+ * --target 10.77.0.1:69 --loss 0.1 --seed 7` (add `--delay-ms 1 --delay-to server` for latency,
+ * `--spare-negotiation yes` to never drop an OACK or ACK 0). It prints `ready` once bound and, on SIGTERM, one
  * JSON line of counts.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
@@ -21,6 +22,13 @@ export interface RelayOptions {
   /** Which direction is delayed: towards the server, towards the client, or both. */
   readonly delayTo?: 'server' | 'client' | 'both';
   readonly seed: number;
+  /**
+   * Never drop the option negotiation (the server's OACK, the client's ACK of block 0). atftp
+   * aborts a transfer on a second OACK ("unexpected OACK": its tftp_file.c counts OACKs and
+   * gives up past one), so when its ACK 0 is lost, the server's retransmitted OACK ends the
+   * transfer whatever the server does. Losses elsewhere are repaired by every client.
+   */
+  readonly spareNegotiation?: boolean;
 }
 
 export interface RelayCounts {
@@ -42,6 +50,13 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
+/** An OACK towards the client, or an ACK of block 0 towards the server. */
+function isNegotiation(msg: Buffer, dir: 'toServer' | 'toClient'): boolean {
+  if (msg.length < 2 || msg[0] !== 0) return false;
+  if (dir === 'toClient') return msg[1] === 6;
+  return msg[1] === 4 && msg.length >= 4 && msg.readUInt16BE(2) === 0;
+}
+
 interface Session {
   readonly client: RemoteInfo;
   readonly up: Socket;
@@ -58,7 +73,8 @@ export async function startRelay(o: RelayOptions): Promise<{ counts: RelayCounts
 
   const forward = (sock: Socket, msg: Buffer, port: number, address: string, dir: 'toServer' | 'toClient'): void => {
     if (process.env['RELAY_DEBUG']) process.stderr.write(`${dir} ${port} op=${msg[1]} blk=${msg.length >= 4 ? msg.readUInt16BE(2) : -1}\n`);
-    if (o.loss > 0 && rand() < o.loss) {
+    const spared = o.spareNegotiation === true && isNegotiation(msg, dir);
+    if (o.loss > 0 && rand() < o.loss && !spared) {
       if (process.env['RELAY_DEBUG']) process.stderr.write('  dropped\n');
       counts.dropped++;
       return;
@@ -161,6 +177,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     delayMs: Number(args.get('delay-ms') ?? 0),
     delayTo: (args.get('delay-to') ?? 'both') as 'server' | 'client' | 'both',
     seed: Number(args.get('seed') ?? 1),
+    spareNegotiation: args.get('spare-negotiation') === 'yes',
   });
   process.stdout.write('ready\n');
   const end = (): void => {
