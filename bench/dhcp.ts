@@ -17,6 +17,7 @@ import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { newDataDir, openDataDir, removeDataDir, serveInNamespace, waitFor } from '../test/lib/dhcp.js';
 import { dhcpFixtures } from '../test/lib/dhcp-fixtures.js';
 import { fuzzDhcp } from '../test/lib/dhcp-fuzz.js';
+import { stopChild, untilOutput } from '../test/lib/child.js';
 import { Testbed } from '../test/lib/netns.js';
 import { cpuBusy, cpuSample, formatBusy } from './lib/cpu.js';
 import { requirements } from '../test/lib/tools.js';
@@ -145,22 +146,10 @@ async function main(): Promise<void> {
       if (which === 'node-floor') {
         const [cmd, ...args] = [...SERVER_CPU, process.execPath, join(PACKAGE_ROOT, 'dist', 'bench', 'lib', 'dhcp-floor.js'), '10.78.0.1', '10.78.1.0'];
         const child = tb.spawn(srv, cmd as string, args);
-        await new Promise<void>((resolve, reject) => {
-          const t = setTimeout(() => reject(new Error('the Node floor responder did not start')), 10_000);
-          child.stdout?.on('data', (d: Buffer) => {
-            if (d.toString().includes('FLOOR READY')) {
-              clearTimeout(t);
-              resolve();
-            }
-          });
-        });
+        await untilOutput(child, 'FLOOR READY', 'the Node floor responder');
         return {
           pid: child.pid ?? 0,
-          stop: async () => {
-            child.kill('SIGTERM');
-            await new Promise((r) => setTimeout(r, 200));
-            child.kill('SIGKILL');
-          },
+          stop: () => stopChild(child),
           leases: async () => 0,
           counters: async () => '',
         };
@@ -192,11 +181,7 @@ async function main(): Promise<void> {
       });
       return {
         pid: child.pid ?? 0,
-        stop: async () => {
-          child.kill('SIGTERM');
-          await new Promise((r) => setTimeout(r, 300));
-          child.kill('SIGKILL');
-        },
+        stop: () => stopChild(child),
         leases: async () => {
           // The memfile is an append log: count distinct addresses with a live lease.
           const rows = readFileSync(leaseFile, 'utf8').split('\n').slice(1).filter(Boolean);

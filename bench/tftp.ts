@@ -18,12 +18,13 @@
  * and unpacked into a cache outside the clone. Run it alone on the machine: the npm script takes
  * the machine-wide lock.
  */
-import { type ChildProcess, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';
+import { stopChild } from '../test/lib/child.js';
 import { Testbed } from '../test/lib/netns.js';
 import { cpuBusy, cpuSample, formatBusy } from './lib/cpu.js';
 import { startRacksmith } from '../test/lib/racksmith.js';
@@ -81,21 +82,6 @@ interface Server {
   start(): Promise<() => Promise<void>>;
 }
 
-async function waitExit(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  await new Promise<void>((resolve) => {
-    const t = setTimeout(() => {
-      child.kill('SIGKILL');
-      resolve();
-    }, 5000);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}
-
 async function main(): Promise<void> {
   const missing = requirements(['in.tftpd', 'dnsmasq', 'atftp', 'curl', 'apt-get', 'dpkg', 'cc'], { netns: true });
   if (missing) {
@@ -123,7 +109,7 @@ async function main(): Promise<void> {
 
     const spawnServer = (cmd: string, args: string[]) => async () => {
       const child = tb.spawn(srv, ...pinned('0', cmd, args));
-      return () => waitExit(child);
+      return () => stopChild(child);
     };
     const servers: Server[] = [
       {
@@ -189,7 +175,7 @@ async function main(): Promise<void> {
         stops.push(await server.start());
         const host = addressOf(server.name);
         const relay = tb.spawn(srv, process.execPath, [RELAY_SCRIPT, '--listen', `${host}:6969`, '--target', `${host}:69`, '--delay-ms', '1', '--delay-to', 'server']);
-        stops.push(() => waitExit(relay));
+        stops.push(() => stopChild(relay));
         // Ready when a download works.
         for (let i = 0; ; i++) {
           try {

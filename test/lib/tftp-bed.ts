@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseMac, type Mac } from '../../server/lib/mac.js';
+import { untilOutput } from './child.js';
 import { Testbed } from './netns.js';
 import { startRacksmith, type RacksmithProcess } from './racksmith.js';
 
@@ -120,16 +121,7 @@ export async function createTftpBed(tag = 't'): Promise<TftpBed> {
           ...['--listen', `${SERVER_IP}:${port}`, '--target', `${SERVER_IP}:69`, '--loss', String(loss), '--seed', String(seed), '--delay-ms', String(delayMs)],
           ...(spareNegotiation ? ['--spare-negotiation', 'yes'] : []),
         ]);
-        await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error('relay did not start')), 10_000);
-          child.stdout?.on('data', (d: Buffer) => {
-            if (d.toString().includes('ready')) {
-              clearTimeout(timer);
-              resolve();
-            }
-          });
-          child.on('exit', (code) => reject(new Error(`relay exited ${code}`)));
-        });
+        await untilOutput(child, 'ready', 'the UDP relay');
         return child;
       },
       async destroy() {
