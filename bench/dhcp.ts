@@ -7,11 +7,17 @@
  *    rate with < 1 % of exchanges lost;
  * 3. power-on burst: 500 clients send their DISCOVER at once; time until all are bound and how
  *    many needed a retry (1 s, like a PXE ROM).
+ * 4. the floors under any Node server that keeps its leases in racksmith's store: Node's datagram
+ *    I/O alone (`node-floor`, bench/lib/dhcp-floor.ts) and one lease commit in the SQLite store
+ *    (bench/lib/lease-commit.ts), printed against the CPU per exchange that 1.5 × Kea's rate
+ *    leaves on one core.
  * Figures are printed with the racksmith/Kea ratio. Nothing here asserts: speed is measured.
  * Servers run on CPU 0 and clients on CPU 1 unless BENCH_DHCP_PIN=0.
  */
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { newDataDir, openDataDir, removeDataDir, serveInNamespace, waitFor } from '../test/lib/dhcp.js';
@@ -271,6 +277,12 @@ async function main(): Promise<void> {
       process.stdout.write(`${which.padEnd(9)} burst of ${BURST}: ${b.bound} bound, all bound after ${b.allBoundMs ?? 'never'} ms, ${b.retried} needed a retry\n\n`);
     }
 
+    // The store's floor, on the servers' CPU: what one persisted lease costs before any DHCP work.
+    const commitFloor = JSON.parse(
+      (await promisify(execFile)(SERVER_CPU[0] ?? process.execPath, [...SERVER_CPU.slice(1), ...(PIN ? [process.execPath] : []), join(PACKAGE_ROOT, 'dist', 'bench', 'lib', 'lease-commit.js')])).stdout,
+    ) as { leases: number; batch: number; cpuUsPerLease: number };
+    process.stdout.write(`lease commit (racksmith's SQLite store, batches of ${commitFloor.batch}, MACs in random order): ${commitFloor.cpuUsPerLease.toFixed(1)} µs CPU per lease\n\n`);
+
     const k = results.kea;
     const r = results.racksmith;
     const achieved = (s: Step | null): number => (s ? (s.acks / SECONDS) : 0);
@@ -289,6 +301,16 @@ async function main(): Promise<void> {
       const us = (x: typeof r): string => (x.steps.length ? `${passed(x, common)?.cpuPerExchangeUs.toFixed(0)} µs` : 'not run');
       process.stdout.write(
         `server process CPU per exchange at ${common}/s   racksmith ${us(r)}   Kea ${us(k)}   Node floor ${us(f)}   ratio (racksmith/Kea) ${ratio(passed(r, common)?.cpuPerExchangeUs ?? 0, passed(k, common)?.cpuPerExchangeUs ?? 0)}\n`,
+      );
+    }
+    if (k.best && f.best) {
+      // What 1.5 × Kea's rate leaves per exchange on the one core a server has here, and how much
+      // of it the two floors take before any decoding, deciding or encoding.
+      const target = 1.5 * k.best.rate;
+      const budget = 1e6 / target;
+      const floors = f.best.cpuPerExchangeUs + commitFloor.cpuUsPerLease;
+      process.stdout.write(
+        `1.5 × Kea = ${target}/s leaves ${budget.toFixed(0)} µs of one CPU per exchange; Node datagram floor ${f.best.cpuPerExchangeUs.toFixed(0)} µs (at ${f.best.rate}/s) + lease commit ${commitFloor.cpuUsPerLease.toFixed(0)} µs = ${floors.toFixed(0)} µs (${((100 * floors) / budget).toFixed(0)} % of it) before any DHCP work\n`,
       );
     }
     process.stdout.write(`burst of ${BURST}: all bound    racksmith ${r.burst.allBoundMs ?? 'never'} ms (${r.burst.retried} retried)   Kea ${k.burst.allBoundMs ?? 'never'} ms (${k.burst.retried} retried)   ratio (Kea/racksmith time) ${ratio(k.burst.allBoundMs ?? 0, r.burst.allBoundMs ?? 0)}\n`);

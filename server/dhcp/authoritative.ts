@@ -2,8 +2,8 @@ import type { IPv4, IPv4Range } from '../lib/ipv4.js';
 import type { Mac } from '../lib/mac.js';
 import type { LeaseState } from '../inventory/model.js';
 import type { ClientInfo } from './classify.js';
-import { screen, silent, type Decision, type ReplyReason } from './decision.js';
-import { OPTION, getIp, ipListOption, ipOption, stringOption, uint32Option } from './options.js';
+import { screen, silent, type Decision, type LeaseEffect, type ReplyReason } from './decision.js';
+import { OPTION, getIp, ipListOption, ipOption, serverIdOption, stringOption, uint32Option } from './options.js';
 import { ZERO_IP, type DhcpPacket } from './packet.js';
 import { bootOptions, buildReply, type ReplyFields } from './reply.js';
 
@@ -128,11 +128,10 @@ function discover(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac:
     fresh = true;
   }
   if (!ip) return silent('ignored-pool-exhausted');
-  const d = reply(req, info, f, 'offer', 'offer', { yiaddr: ip }, true);
   // Only a new address moves the pool's next-fit cursor: re-offering a returning client's old
   // address must not send the cursor back to it, or the next new client would scan forward
   // over every address bound since (and be given recently freed addresses first).
-  return { ...d, effect: { kind: 'hold', ip, mac, until: f.now + OFFER_HOLD_MS, range: fresh ? f.pool.range : null } };
+  return reply(req, info, f, 'offer', 'offer', { yiaddr: ip }, true, { kind: 'hold', ip, mac, until: f.now + OFFER_HOLD_MS, range: fresh ? f.pool.range : null });
 }
 
 function request(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: Mac): Decision {
@@ -177,11 +176,14 @@ function request(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: 
 
 function ack(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: Mac, ip: IPv4): Decision {
   const pool = f.pool as PoolConfig;
-  const d = reply(req, info, f, 'ack', 'ack', { yiaddr: ip, ciaddr: req.ciaddr }, true);
-  return {
-    ...d,
-    effect: { kind: 'bind', ip, mac, until: f.now + pool.leaseSeconds * 1000, clientId: info.clientId, hostname: info.hostname },
-  };
+  return reply(req, info, f, 'ack', 'ack', { yiaddr: ip, ciaddr: req.ciaddr }, true, {
+    kind: 'bind',
+    ip,
+    mac,
+    until: f.now + pool.leaseSeconds * 1000,
+    clientId: info.clientId,
+    hostname: info.hostname,
+  });
 }
 
 function nak(req: DhcpPacket, f: AuthoritativeFacts, reason: ReplyReason, message: string): Decision {
@@ -201,14 +203,15 @@ function reply(
   reason: ReplyReason,
   fields: ReplyFields,
   lease: boolean,
+  effect: LeaseEffect | null = null,
 ): Decision {
   const pool = f.pool as PoolConfig;
-  const options = new Map<number, Buffer>([[OPTION.SERVER_ID, ipOption(f.serverId)]]);
+  const options = new Map<number, Buffer>([[OPTION.SERVER_ID, serverIdOption(f.serverId)]]);
   for (const [code, value] of poolOptions(pool)) if (lease || !LEASE_TIMES.has(code)) options.set(code, value);
   const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: true, uefiPxeClient: false });
   for (const [code, value] of boot.options) options.set(code, value);
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;
-  return { reply: buildReply(req, type, { ...fields, siaddr, file: boot.fields.file }, options), reason, effect: null };
+  return { reply: buildReply(req, type, { ...fields, siaddr, file: boot.fields.file }, options), reason, effect };
 }
 
 const LEASE_TIMES: ReadonlySet<number> = new Set([OPTION.LEASE_TIME, OPTION.RENEWAL_TIME, OPTION.REBINDING_TIME]);

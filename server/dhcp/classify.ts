@@ -88,11 +88,14 @@ export interface ClassifyFacts {
 
 /** Reads the options once. Malformed options throw `ProtocolError` (the loop counts and drops). */
 export function classify(p: DhcpPacket, cfg: BootConfig, facts: ClassifyFacts = {}): ClientInfo {
-  const id = identify(p, facts);
-  return { ...id, bootfile: chooseBootfile(id, cfg) };
+  // One object, completed in place: the loop classifies every datagram, and a spread copy of
+  // the identity would be a second allocation of it.
+  const info: { -readonly [K in keyof ClientInfo]: ClientInfo[K] } = identify(p, facts);
+  info.bootfile = chooseBootfile(info, cfg);
+  return info;
 }
 
-export function identify(p: DhcpPacket, facts: ClassifyFacts = {}): ClientIdentity {
+function identify(p: DhcpPacket, facts: ClassifyFacts): { -readonly [K in keyof ClientInfo]: ClientInfo[K] } {
   const o = p.options;
   const vendorClass = getString(o, OPTION.VENDOR_CLASS);
   const userClasses = getUserClasses(o) ?? [];
@@ -121,6 +124,7 @@ export function identify(p: DhcpPacket, facts: ClassifyFacts = {}): ClientIdenti
     hostname: getString(o, OPTION.HOSTNAME),
     parameterList: getParameterList(o),
     clientId: o.get(OPTION.CLIENT_ID)?.toString('hex') ?? null,
+    bootfile: null,
   };
 }
 

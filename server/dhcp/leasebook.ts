@@ -34,6 +34,18 @@ export interface LeaseView {
   readonly active: boolean;
 }
 
+const rangeKeys = new WeakMap<IPv4Range, string>();
+
+/** A range's cursor key, made once per range object (a pool's range is one object for its life). */
+function rangeKey(range: IPv4Range): string {
+  let key = rangeKeys.get(range);
+  if (key === undefined) {
+    key = `${range.start}-${range.end}`;
+    rangeKeys.set(range, key);
+  }
+  return key;
+}
+
 export class LeaseBook {
   private readonly leases = new Map<number, LeaseEntry>();
   private readonly leaseByMac = new Map<string, number>();
@@ -77,7 +89,8 @@ export class LeaseBook {
     return this.holderOf(ipToInt(ip), now);
   }
 
-  private holderOf(n: number, now: number): Holder | null {
+  /** `holder` for an address already in numeric form. */
+  holderOf(n: number, now: number): Holder | null {
     const o = this.offers.get(n);
     if (o && o.until > now) return { kind: 'offer', mac: o.mac };
     const l = this.leases.get(n);
@@ -101,7 +114,7 @@ export class LeaseBook {
   nextFree(range: IPv4Range, now: number): IPv4 | null {
     const start = ipToInt(range.start);
     const size = ipToInt(range.end) - start + 1;
-    const key = `${range.start}-${range.end}`;
+    const key = rangeKey(range);
     const from = this.cursors.get(key) ?? 0;
     for (let i = 0; i < size; i++) {
       const n = start + ((from + i) % size);
@@ -126,7 +139,7 @@ export class LeaseBook {
     const n = ipToInt(ip);
     this.offers.set(n, { mac, until });
     this.offerByMac.set(mac, n);
-    if (range) this.cursors.set(`${range.start}-${range.end}`, n - ipToInt(range.start) + 1);
+    if (range) this.cursors.set(rangeKey(range), n - ipToInt(range.start) + 1);
     if (++this.holdsSinceSweep >= 4096) this.sweep(now);
   }
 

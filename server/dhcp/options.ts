@@ -1,5 +1,4 @@
 import { ipFromBytes, ipToBytes, type IPv4 } from '../lib/ipv4.js';
-import { Cursor } from './cursor.js';
 import { ProtocolError } from './errors.js';
 
 /**
@@ -95,24 +94,44 @@ export const PXE_SUBOPTION = {
 // ── Reading an option area ───────────────────────────────────────────────────────────────────
 
 /**
- * Parses one option area (the options field, or `file`/`sname` when overloaded) into `into`,
- * appending each instance's value so that repeated codes concatenate (RFC 3396 §7). PAD is a
- * single octet with no length (RFC 2132 §3.1); END stops the area (§3.2). An area that simply
- * runs out without END is accepted: several firmwares fill `file`/`sname` to the last byte.
+ * Parses one option area of a datagram (bytes `from`…`to`: the options field, or `file`/`sname`
+ * when overloaded) into `into`, each value a view of the datagram. A repeated code's instances
+ * are collected in `repeats` (all of them, in order), for the caller to concatenate once
+ * (RFC 3396 §7) — not concatenated as they come, which a datagram of thousands of tiny repeats
+ * would make quadratic. PAD is a single octet with no length (RFC 2132 §3.1); END stops the area
+ * (§3.2). An area that simply runs out without END is accepted: several firmwares fill
+ * `file`/`sname` to the last byte. `overloaded`: the area is `file` or `sname`, where option 52
+ * may not appear (RFC 2131 §4.1).
  */
-export function readOptionArea(area: Uint8Array, base: number, into: Map<number, Uint8Array[]>): void {
-  const c = new Cursor(area, base);
-  while (!c.done) {
-    const at = c.offset;
-    const code = c.u8('option code');
+export function readOptionArea(
+  buf: Uint8Array,
+  from: number,
+  to: number,
+  into: Map<number, Buffer>,
+  repeats: Map<number, Uint8Array[]>,
+  overloaded: boolean,
+): void {
+  let p = from;
+  while (p < to) {
+    const at = p;
+    const code = buf[p++] as number;
     if (code === OPTION.PAD) continue;
     if (code === OPTION.END) return;
-    if (c.done) throw new ProtocolError('ERR_DHCP_OPTION_TRUNCATED', `option ${code} at offset ${at} has no length byte`, at);
-    const len = c.u8('option length');
-    const value = c.take(len, 'ERR_DHCP_OPTION_TRUNCATED', () => `option ${code} at offset ${at} claims ${len} bytes, ${c.remaining} remain`);
-    const list = into.get(code);
-    if (list) list.push(value);
-    else into.set(code, [value]);
+    if (overloaded && code === OPTION.OVERLOAD) {
+      throw new ProtocolError('ERR_DHCP_OVERLOAD', `option 52 (overload) appears inside the ${from === 108 ? 'file' : 'sname'} field; RFC 2131 §4.1 allows it only in the options field`, from);
+    }
+    if (p >= to) throw new ProtocolError('ERR_DHCP_OPTION_TRUNCATED', `option ${code} at offset ${at} has no length byte`, at);
+    const len = buf[p++] as number;
+    if (len > to - p) throw new ProtocolError('ERR_DHCP_OPTION_TRUNCATED', `option ${code} at offset ${at} claims ${len} bytes, ${to - p} remain`, p);
+    const value = Buffer.from(buf.buffer, buf.byteOffset + p, len);
+    p += len;
+    const first = into.get(code);
+    if (first === undefined) into.set(code, value);
+    else {
+      const list = repeats.get(code);
+      if (list) list.push(value);
+      else repeats.set(code, [first, value]);
+    }
   }
 }
 
@@ -315,6 +334,23 @@ export function ipOption(ip: string): Buffer {
   return ipToBytes(ip);
 }
 
+const serverIdValues = new Map<string, Buffer>();
+
+/**
+ * Option 54's value for one of our own addresses: there are only a few (one per served
+ * interface), and every reply carries one, so each is encoded once and shared (encoding copies).
+ */
+export function serverIdOption(ip: string): Buffer {
+  let value = serverIdValues.get(ip);
+  if (value === undefined) {
+    value = ipToBytes(ip);
+    // Bounded however addresses come and go (a re-addressed interface adds one).
+    if (serverIdValues.size >= 64) serverIdValues.clear();
+    serverIdValues.set(ip, value);
+  }
+  return value;
+}
+
 export function ipListOption(ips: readonly string[]): Buffer {
   return Buffer.concat(ips.map((ip) => ipToBytes(ip)));
 }
@@ -333,8 +369,11 @@ export function stringOption(s: string): Buffer {
   return Buffer.from(s, 'latin1');
 }
 
+/** One shared value per message type (every reply carries one; encoding only copies it). */
+const MESSAGE_TYPE_VALUES: readonly Buffer[] = MESSAGE_TYPE_NAMES.map((_, i) => uint8Option(i + 1));
+
 export function messageTypeOption(name: MessageTypeName): Buffer {
-  return uint8Option(messageTypeCode(name));
+  return MESSAGE_TYPE_VALUES[messageTypeCode(name) - 1] as Buffer;
 }
 
 /** Encodes sub-options for an encapsulating option (43, 175); each value must fit 255 bytes. */

@@ -1,6 +1,5 @@
-import { ipToInt, type IPv4 } from '../lib/ipv4.js';
+import { ipFromBytes, ipToInt, type IPv4 } from '../lib/ipv4.js';
 import { macFromBytes, type Mac } from '../lib/mac.js';
-import { Cursor } from './cursor.js';
 import { ProtocolError } from './errors.js';
 import { OPTION, getOverload, optionsLength, readOptionArea, writeOptions, type DhcpOptions } from './options.js';
 
@@ -77,76 +76,71 @@ export function decodeDhcp(buf: Uint8Array): DhcpPacket {
   if (buf.length < HEADER_LENGTH + 4) {
     throw new ProtocolError('ERR_DHCP_SHORT', `a DHCP message needs at least ${HEADER_LENGTH + 4} bytes (header and magic cookie), got ${buf.length}`, 0);
   }
-  const c = new Cursor(buf);
-  const opByte = c.u8('op');
+  // The fixed header is read in place: its length was checked once above, so no field can fall
+  // short (the options are read with bounds checks, by `readOptionArea`).
+  const opByte = buf[0] as number;
   if (opByte !== 1 && opByte !== 2) throw new ProtocolError('ERR_DHCP_OP', `op at offset 0 is ${opByte}; RFC 2131 §2 allows 1 (BOOTREQUEST) or 2 (BOOTREPLY)`, 0);
-  const htype = c.u8('htype');
-  const hlen = c.u8('hlen');
+  const hlen = buf[2] as number;
   if (hlen > 16) throw new ProtocolError('ERR_DHCP_HLEN', `hlen at offset 2 is ${hlen}; chaddr holds at most 16 bytes`, 2);
-  const hops = c.u8('hops');
-  const xid = c.u32('xid');
-  const secs = c.u16('secs');
-  const flags = c.u16('flags');
-  const ciaddr = c.ip('ciaddr');
-  const yiaddr = c.ip('yiaddr');
-  const siaddr = c.ip('siaddr');
-  const giaddr = c.ip('giaddr');
-  const chaddr = Buffer.from(c.bytes(16, 'chaddr'));
-  const snameField = c.bytes(SNAME.size, 'sname');
-  const fileField = c.bytes(FILE.size, 'file');
-  const cookie = c.u32('magic cookie');
+  const cookie = u32(buf, HEADER_LENGTH);
   if (cookie !== MAGIC_COOKIE) {
     throw new ProtocolError('ERR_DHCP_COOKIE', `magic cookie at offset ${HEADER_LENGTH} is 0x${cookie.toString(16).padStart(8, '0')}, expected 0x63825363`, HEADER_LENGTH);
   }
 
-  const parts = new Map<number, Uint8Array[]>();
-  readOptionArea(buf.subarray(HEADER_LENGTH + 4), HEADER_LENGTH + 4, parts);
-  const overload = parts.has(OPTION.OVERLOAD) ? getOverload(concatenate(parts)) : null;
+  const options = new Map<number, Buffer>();
+  // Repeated codes only (rare): their instances, concatenated once at the end (RFC 3396 §7).
+  const repeats = new Map<number, Uint8Array[]>();
+  readOptionArea(buf, HEADER_LENGTH + 4, buf.length, options, repeats, false);
+  const overload = options.has(OPTION.OVERLOAD) ? getOverload(joinRepeats(options, repeats)) : null;
   // RFC 2131 §4.1 and RFC 3396 §7: the options field first, then `file`, then `sname`.
-  if (overload === 1 || overload === 3) readOverloaded(fileField, FILE.at, 'file', parts);
-  if (overload === 2 || overload === 3) readOverloaded(snameField, SNAME.at, 'sname', parts);
+  if (overload === 1 || overload === 3) readOptionArea(buf, FILE.at, FILE.at + FILE.size, options, repeats, true);
+  if (overload === 2 || overload === 3) readOptionArea(buf, SNAME.at, SNAME.at + SNAME.size, options, repeats, true);
 
   return {
     op: opByte === 1 ? 'BOOTREQUEST' : 'BOOTREPLY',
-    htype,
+    htype: buf[1] as number,
     hlen,
-    hops,
-    xid,
-    secs,
-    flags,
-    ciaddr,
-    yiaddr,
-    siaddr,
-    giaddr,
-    chaddr,
-    sname: overload === 2 || overload === 3 ? '' : cString(snameField),
-    file: overload === 1 || overload === 3 ? '' : cString(fileField),
-    options: concatenate(parts),
+    hops: buf[3] as number,
+    xid: u32(buf, 4),
+    secs: ((buf[8] as number) << 8) | (buf[9] as number),
+    flags: ((buf[10] as number) << 8) | (buf[11] as number),
+    ciaddr: ipAt(buf, 12),
+    yiaddr: ipAt(buf, 16),
+    siaddr: ipAt(buf, 20),
+    giaddr: ipAt(buf, 24),
+    // Views into the datagram (no copy): each received datagram is a buffer of its own.
+    chaddr: view(buf, 28, 16),
+    sname: overload === 2 || overload === 3 ? '' : cString(buf, SNAME.at, SNAME.size),
+    file: overload === 1 || overload === 3 ? '' : cString(buf, FILE.at, FILE.size),
+    options: repeats.size === 0 ? options : joinRepeats(options, repeats),
   };
 }
 
-function readOverloaded(field: Uint8Array, at: number, name: string, parts: Map<number, Uint8Array[]>): void {
-  const before = parts.get(OPTION.OVERLOAD)?.length ?? 0;
-  readOptionArea(field, at, parts);
-  if ((parts.get(OPTION.OVERLOAD)?.length ?? 0) !== before) {
-    throw new ProtocolError('ERR_DHCP_OVERLOAD', `option 52 (overload) appears inside the ${name} field; RFC 2131 §4.1 allows it only in the options field`, at);
-  }
+function u32(b: Uint8Array, at: number): number {
+  return (((b[at] as number) << 24) | ((b[at + 1] as number) << 16) | ((b[at + 2] as number) << 8) | (b[at + 3] as number)) >>> 0;
 }
 
-function concatenate(parts: Map<number, Uint8Array[]>): Map<number, Buffer> {
-  const out = new Map<number, Buffer>();
-  // Views into the datagram (no copy): each received datagram is a buffer of its own.
-  for (const [code, list] of parts) out.set(code, list.length === 1 ? view(list[0] as Uint8Array) : Buffer.concat(list));
-  return out;
+/** An address field; the all-zero one (most of them, in requests) without building a string. */
+function ipAt(b: Uint8Array, at: number): IPv4 {
+  return u32(b, at) === 0 ? ZERO_IP : ipFromBytes(b, at);
 }
 
-function view(u: Uint8Array): Buffer {
-  return Buffer.from(u.buffer, u.byteOffset, u.length);
+/** The options with each repeated code's instances concatenated, in the order they came. */
+function joinRepeats(options: Map<number, Buffer>, repeats: ReadonlyMap<number, Uint8Array[]>): Map<number, Buffer> {
+  for (const [code, list] of repeats) options.set(code, Buffer.concat(list));
+  return options;
 }
 
-function cString(field: Uint8Array): string {
+function view(u: Uint8Array, at: number, length: number): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset + at, length);
+}
+
+function cString(buf: Uint8Array, at: number, size: number): string {
+  // Most requests leave the field empty: no view, no string to build.
+  if (buf[at] === 0) return '';
+  const field = buf.subarray(at, at + size);
   const nul = field.indexOf(0);
-  return Buffer.from(field.buffer, field.byteOffset, nul === -1 ? field.length : nul).toString('latin1');
+  return Buffer.from(field.buffer, field.byteOffset, nul === -1 ? size : nul).toString('latin1');
 }
 
 /** Bytes `encodeDhcp` will produce (before padding to the minimum). */
@@ -172,10 +166,11 @@ export function encodeDhcp(p: DhcpPacket, opts: EncodeOptions = {}): Buffer {
   out.writeUInt32BE(p.xid >>> 0, 4);
   out.writeUInt16BE(p.secs & 0xffff, 8);
   out.writeUInt16BE(p.flags & 0xffff, 10);
-  out.writeUInt32BE(ipToInt(p.ciaddr), 12);
-  out.writeUInt32BE(ipToInt(p.yiaddr), 16);
-  out.writeUInt32BE(ipToInt(p.siaddr), 20);
-  out.writeUInt32BE(ipToInt(p.giaddr), 24);
+  // Zero addresses are left as the zeroed buffer has them.
+  if (p.ciaddr !== ZERO_IP) out.writeUInt32BE(ipToInt(p.ciaddr), 12);
+  if (p.yiaddr !== ZERO_IP) out.writeUInt32BE(ipToInt(p.yiaddr), 16);
+  if (p.siaddr !== ZERO_IP) out.writeUInt32BE(ipToInt(p.siaddr), 20);
+  if (p.giaddr !== ZERO_IP) out.writeUInt32BE(ipToInt(p.giaddr), 24);
   p.chaddr.copy(out, 28);
   writeField(out, p.sname, SNAME.at, SNAME.size, 'sname');
   writeField(out, p.file, FILE.at, FILE.size, 'file');
@@ -188,9 +183,9 @@ export function encodeDhcp(p: DhcpPacket, opts: EncodeOptions = {}): Buffer {
 
 function writeField(out: Buffer, text: string, at: number, size: number, name: string): void {
   if (text === '') return;
-  const bytes = Buffer.from(text, 'latin1');
-  if (bytes.length > size) throw new ProtocolError('ERR_DHCP_ENCODE', `${name} is ${bytes.length} bytes; the field holds ${size}`);
-  bytes.copy(out, at);
+  // latin1: one byte per character.
+  if (text.length > size) throw new ProtocolError('ERR_DHCP_ENCODE', `${name} is ${text.length} bytes; the field holds ${size}`);
+  out.write(text, at, size, 'latin1');
 }
 
 /** The client's MAC when chaddr is an Ethernet address (htype 1, hlen 6), else null. */

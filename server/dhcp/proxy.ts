@@ -1,7 +1,7 @@
 import type { IPv4 } from '../lib/ipv4.js';
 import { isBootClient, type ClientInfo } from './classify.js';
 import { screen, silent, type Decision } from './decision.js';
-import { OPTION, PXE_SUBOPTION, decodeSubOptions, ipOption, subOptionsValue } from './options.js';
+import { OPTION, PXE_SUBOPTION, decodeSubOptions, serverIdOption, subOptionsValue } from './options.js';
 import { ZERO_IP, type DhcpPacket } from './packet.js';
 import { bootOptions, buildReply } from './reply.js';
 
@@ -35,7 +35,7 @@ export function decideProxy(req: DhcpPacket, info: ClientInfo, f: ProxyFacts): D
   if (gated) return gated;
   if (info.messageType !== 'discover') return silent('ignored-not-discover');
   const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: false });
-  const options = new Map<number, Buffer>([[OPTION.SERVER_ID, ipOption(f.serverId)], ...boot.options]);
+  const options = new Map<number, Buffer>([[OPTION.SERVER_ID, serverIdOption(f.serverId)], ...boot.options]);
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;
   return { reply: buildReply(req, 'offer', { siaddr, file: boot.fields.file }, options), reason: 'proxy-offer', effect: null };
 }
@@ -51,7 +51,7 @@ export function decideBootServer(req: DhcpPacket, info: ClientInfo, f: ProxyFact
   if (gated) return gated;
   if (info.messageType !== 'request' && info.messageType !== 'inform') return silent('ignored-not-discover');
   const boot = bootOptions(info, { pxeVendor: false, ipxeNoProxy: false });
-  const options = new Map<number, Buffer>([[OPTION.SERVER_ID, ipOption(f.serverId)], ...boot.options]);
+  const options = new Map<number, Buffer>([[OPTION.SERVER_ID, serverIdOption(f.serverId)], ...boot.options]);
   const item = bootItem(req, info);
   if (item) options.set(OPTION.VENDOR_SPECIFIC, subOptionsValue(new Map([[PXE_SUBOPTION.BOOT_ITEM, item]])));
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;

@@ -53,6 +53,14 @@ export function buildReply(req: DhcpPacket, type: MessageTypeName, fields: Reply
   };
 }
 
+export interface BootOptions {
+  readonly fields: { readonly file: string };
+  readonly options: ReadonlyMap<number, Buffer>;
+}
+
+/** A client with no bootfile (most DHCP clients): one shared, empty answer. */
+const NO_BOOT: BootOptions = { fields: { file: '' }, options: new Map() };
+
 /** The 128-byte `file` field holds a NUL-terminated name: 127 bytes at most (RFC 2131 §2). */
 const FILE_FIELD_MAX = 127;
 
@@ -65,13 +73,10 @@ const FILE_FIELD_MAX = 127;
  * boot server discovery") — for BIOS PXE ROMs only; UEFI clients get none so that firmware that
  * ignores a plain proxy offer asks the boot server on 4011 instead (pixiecore does the same).
  */
-export function bootOptions(info: ClientInfo, opts: { readonly pxeVendor: boolean; readonly ipxeNoProxy: boolean; readonly uefiPxeClient?: boolean }): {
-  fields: { file: string };
-  options: Map<number, Buffer>;
-} {
-  const options = new Map<number, Buffer>();
+export function bootOptions(info: ClientInfo, opts: { readonly pxeVendor: boolean; readonly ipxeNoProxy: boolean; readonly uefiPxeClient?: boolean }): BootOptions {
   const boot = info.bootfile;
-  if (!boot) return { fields: { file: '' }, options };
+  if (!boot) return NO_BOOT;
+  const options = new Map<number, Buffer>();
   const fits = Buffer.byteLength(boot.name, 'latin1') <= FILE_FIELD_MAX;
   const asked = info.parameterList?.includes(OPTION.BOOTFILE_NAME) ?? false;
   if (info.httpBoot && !info.ipxe) options.set(OPTION.VENDOR_CLASS, stringOption('HTTPClient'));

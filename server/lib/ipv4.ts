@@ -23,7 +23,7 @@ export function ipToInt(ip: string): number {
 }
 
 export function intToIp(n: number): IPv4 {
-  return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.') as IPv4;
+  return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}` as IPv4;
 }
 
 export function ipFromBytes(b: Uint8Array, offset = 0): IPv4 {

@@ -31,11 +31,14 @@ export function isMac(text: string): text is Mac {
   return parseMac(text) === text;
 }
 
+const HEX_BYTE: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
 /** The canonical form of six raw bytes (DHCP chaddr, ARP). */
 export function macFromBytes(bytes: Uint8Array): Mac {
   if (bytes.length < 6) throw new RangeError(`a MAC needs 6 bytes, got ${bytes.length}`);
-  const h = Buffer.from(bytes.buffer, bytes.byteOffset, 6).toString('hex');
-  return `${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}:${h.slice(6, 8)}:${h.slice(8, 10)}:${h.slice(10, 12)}` as Mac;
+  // Byte by byte from a table: the DHCP loop calls this for every datagram.
+  const h = HEX_BYTE;
+  return `${h[bytes[0] as number]}:${h[bytes[1] as number]}:${h[bytes[2] as number]}:${h[bytes[3] as number]}:${h[bytes[4] as number]}:${h[bytes[5] as number]}` as Mac;
 }
 
 export function macToBytes(mac: Mac): Buffer {
