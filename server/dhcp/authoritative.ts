@@ -5,7 +5,7 @@ import type { ClientInfo } from './classify.js';
 import { screen, silent, type Decision, type LeaseEffect, type ReplyReason } from './decision.js';
 import { OPTION, getIp, ipListOption, ipOption, serverIdOption, stringOption, uint32Option } from './options.js';
 import { ZERO_IP, type DhcpPacket } from './packet.js';
-import { bootOptions, buildReply, type ReplyFields } from './reply.js';
+import { bootOptions, buildReply, replyOptions, replyPacket, type ReplyFields } from './reply.js';
 
 /**
  * Authoritative mode, RFC 2131 §4.3: racksmith owns a pool and answers every client on its
@@ -206,12 +206,13 @@ function reply(
   effect: LeaseEffect | null = null,
 ): Decision {
   const pool = f.pool as PoolConfig;
-  const options = new Map<number, Buffer>([[OPTION.SERVER_ID, serverIdOption(f.serverId)]]);
+  const options = replyOptions(type);
+  options.set(OPTION.SERVER_ID, serverIdOption(f.serverId));
   for (const [code, value] of poolOptions(pool)) if (lease || !LEASE_TIMES.has(code)) options.set(code, value);
   const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: true, uefiPxeClient: false });
   for (const [code, value] of boot.options) options.set(code, value);
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;
-  return { reply: buildReply(req, type, { ...fields, siaddr, file: boot.fields.file }, options), reason, effect };
+  return { reply: replyPacket(req, { ...fields, siaddr, file: boot.fields.file }, options), reason, effect };
 }
 
 const LEASE_TIMES: ReadonlySet<number> = new Set([OPTION.LEASE_TIME, OPTION.RENEWAL_TIME, OPTION.REBINDING_TIME]);

@@ -65,8 +65,8 @@ export interface ClientIdentity {
   /** Option 97 as the SMBIOS UUID text. */
   readonly uuid: string | null;
   readonly hostname: string | null;
-  /** Option 55, or null when absent. */
-  readonly parameterList: readonly number[] | null;
+  /** Option 55 (one code per byte), or null when absent. */
+  readonly parameterList: Uint8Array | null;
   /** Option 61 as hex, or null. */
   readonly clientId: string | null;
 }

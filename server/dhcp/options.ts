@@ -239,12 +239,15 @@ export function getString(o: DhcpOptions, code: number): string | null {
   return v.toString('latin1', 0, end);
 }
 
-/** RFC 2132 §9.8: the parameter request list, one code per byte, at least one. */
-export function getParameterList(o: DhcpOptions): number[] | null {
+/**
+ * RFC 2132 §9.8: the parameter request list, one code per byte, at least one. Returned as the
+ * option's bytes (no copy): `includes(code)` is all a server asks of it.
+ */
+export function getParameterList(o: DhcpOptions): Uint8Array | null {
   const v = o.get(OPTION.PARAMETER_LIST);
   if (!v) return null;
   if (v.length === 0) throw lengthError(OPTION.PARAMETER_LIST, 0, 'RFC 2132 §9.8 requires at least 1');
-  return Array.from(v);
+  return v;
 }
 
 /** RFC 4578 §2.1: client system architecture, a non-empty list of 16-bit types. */

@@ -30,10 +30,23 @@ export interface ReplyFields {
  * is appended last, echoed verbatim (RFC 3046 §2.2).
  */
 export function buildReply(req: DhcpPacket, type: MessageTypeName, fields: ReplyFields, options: ReadonlyMap<number, Buffer>): DhcpPacket {
-  const opts = new Map<number, Buffer>([[OPTION.MESSAGE_TYPE, messageTypeOption(type)]]);
+  const opts = replyOptions(type);
   for (const [code, value] of options) if (code !== OPTION.RELAY_AGENT_INFO) opts.set(code, value);
+  return replyPacket(req, fields, opts);
+}
+
+/**
+ * The options of a reply of this type, message type first, for the caller to fill in order and
+ * hand to `replyPacket` (the hot path builds one map per reply instead of copying a second).
+ */
+export function replyOptions(type: MessageTypeName): Map<number, Buffer> {
+  return new Map([[OPTION.MESSAGE_TYPE, messageTypeOption(type)]]);
+}
+
+/** `buildReply` for options made by `replyOptions` (taken over, not copied; no option 82 in them). */
+export function replyPacket(req: DhcpPacket, fields: ReplyFields, options: Map<number, Buffer>): DhcpPacket {
   const agent = req.options.get(OPTION.RELAY_AGENT_INFO);
-  if (agent) opts.set(OPTION.RELAY_AGENT_INFO, agent);
+  if (agent) options.set(OPTION.RELAY_AGENT_INFO, agent);
   return {
     op: 'BOOTREPLY',
     htype: req.htype,
@@ -49,7 +62,7 @@ export function buildReply(req: DhcpPacket, type: MessageTypeName, fields: Reply
     chaddr: req.chaddr,
     sname: '',
     file: fields.file ?? '',
-    options: opts,
+    options,
   };
 }
 

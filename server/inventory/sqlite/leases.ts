@@ -34,8 +34,9 @@ export function createLeaseRepo(db: Db): LeaseRepo {
   const reservation = db.prepare<[string], { mac: string }>('SELECT mac FROM machines WHERE ip = ?');
   // What a binding must check, in one statement: the machine the address is reserved for, and
   // the lease row it would replace (a commit runs this for every ACK).
-  const bindingFacts = db.prepare<[string, string], Partial<LeaseRow> & { reserved_for: string | null }>(
-    `SELECT (SELECT mac FROM machines WHERE ip = ?) AS reserved_for, leases.*
+  // Only the columns the checks read: each column is a string made in JS for every ACK.
+  const bindingFacts = db.prepare<[string, string], { reserved_for: string | null } & (Pick<LeaseRow, 'ip' | 'mac' | 'state' | 'starts_at' | 'expires_at'> | { ip: null })>(
+    `SELECT (SELECT mac FROM machines WHERE ip = ?) AS reserved_for, leases.ip, leases.mac, leases.state, leases.starts_at, leases.expires_at
        FROM (SELECT 1) LEFT JOIN leases ON leases.ip = ?`,
   );
   // REPLACE removes every row the new one conflicts with: the address's old row, and the row of
@@ -59,7 +60,7 @@ export function createLeaseRepo(db: Db): LeaseRepo {
     const facts = bindingFacts.get(b.ip, b.ip);
     const reservedFor = facts?.reserved_for ?? null;
     if (reservedFor !== null && reservedFor !== b.mac) return { ok: false, reason: 'reserved', holder: reservedFor as Mac };
-    const existing = facts?.ip ? (facts as LeaseRow) : undefined;
+    const existing = facts?.ip ? (facts as Pick<LeaseRow, 'mac' | 'state' | 'starts_at' | 'expires_at'>) : undefined;
     if (existing && existing.mac !== b.mac && existing.state !== 'released' && existing.expires_at > now) {
       return { ok: false, reason: 'held', holder: existing.mac as Mac | null };
     }
