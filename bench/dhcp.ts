@@ -64,6 +64,8 @@ interface Step {
   readonly persisted: number;
   /** Datagrams the server's kernel dropped because the socket's receive buffer was full. */
   readonly rcvbufDrops: number;
+  /** The same on perfdhcp's side: replies that reached the client namespace but not perfdhcp. */
+  readonly clientRcvbufDrops: number;
   /** Percent busy per CPU while perfdhcp ran. */
   readonly busy: readonly number[];
   /** The server process's own CPU time (user + system) per completed exchange, µs. */
@@ -197,9 +199,9 @@ async function main(): Promise<void> {
       };
     };
 
-    /** The server namespace's UDP receive-buffer drops so far (a counter per network namespace). */
-    const rcvbufErrors = async (): Promise<number> => {
-      const { stdout } = await tb.exec(srv, 'cat', ['/proc/net/snmp']);
+    /** A namespace's UDP receive-buffer drops so far (a counter per network namespace). */
+    const rcvbufErrors = async (ns = srv): Promise<number> => {
+      const { stdout } = await tb.exec(ns, 'cat', ['/proc/net/snmp']);
       const udp = stdout.split('\n').filter((l) => l.startsWith('Udp:'));
       const names = (udp[0] ?? '').split(/\s+/);
       const values = (udp[1] ?? '').split(/\s+/);
@@ -216,6 +218,7 @@ async function main(): Promise<void> {
           await new Promise((r) => setTimeout(r, 500));
         }
         const dropsBefore = await rcvbufErrors();
+        const clientDropsBefore = await rcvbufErrors(cli);
         const c0 = cpuSample();
         const p0 = processCpuMs(s.pid);
         const { stdout } = await tb
@@ -232,7 +235,17 @@ async function main(): Promise<void> {
         const persisted = await s.leases();
         // Where a lossy step lost its exchanges, by the server's own counters.
         if (lossPct >= 1 && process.env['BENCH_DHCP_VERBOSE']) process.stdout.write(`  ${which} counters: ${await s.counters()}\n`);
-        return { rate, sent, acks, lossPct, persisted, rcvbufDrops: (await rcvbufErrors()) - dropsBefore, busy, cpuPerExchangeUs: acks > 0 ? (processMs * 1000) / acks : 0 };
+        return {
+          rate,
+          sent,
+          acks,
+          lossPct,
+          persisted,
+          rcvbufDrops: (await rcvbufErrors()) - dropsBefore,
+          clientRcvbufDrops: (await rcvbufErrors(cli)) - clientDropsBefore,
+          busy,
+          cpuPerExchangeUs: acks > 0 ? (processMs * 1000) / acks : 0,
+        };
       } finally {
         await s.stop();
       }
@@ -266,7 +279,7 @@ async function main(): Promise<void> {
         }
         results[which].steps.push(step);
         process.stdout.write(
-          `${which.padEnd(9)} rate ${String(rate).padStart(6)}/s: ${step.sent} DISCOVERs, ${step.acks} ACKs, loss ${step.lossPct.toFixed(2)} %, leases in store ${step.persisted}, receive-buffer drops ${step.rcvbufDrops}${PIN ? `, ${formatBusy(step.busy)}` : ''}, server process ${step.cpuPerExchangeUs.toFixed(0)} µs CPU per exchange\n`,
+          `${which.padEnd(9)} rate ${String(rate).padStart(6)}/s: ${step.sent} DISCOVERs, ${step.acks} ACKs, loss ${step.lossPct.toFixed(2)} %, leases in store ${step.persisted}, receive-buffer drops ${step.rcvbufDrops} (client ${step.clientRcvbufDrops})${PIN ? `, ${formatBusy(step.busy)}` : ''}, server process ${step.cpuPerExchangeUs.toFixed(0)} µs CPU per exchange\n`,
         );
         if (step.lossPct < 1) results[which].best = step;
         else break;
