@@ -87,6 +87,9 @@ export interface ClassifyFacts {
 }
 
 /** Reads the options once. Malformed options throw `ProtocolError` (the loop counts and drops). */
+/** Most clients send no user class: one shared empty list. */
+const NO_USER_CLASSES: readonly string[] = Object.freeze([]);
+
 export function classify(p: DhcpPacket, cfg: BootConfig, facts: ClassifyFacts = {}): ClientInfo {
   // One object, completed in place: the loop classifies every datagram, and a spread copy of
   // the identity would be a second allocation of it.
@@ -98,7 +101,7 @@ export function classify(p: DhcpPacket, cfg: BootConfig, facts: ClassifyFacts = 
 function identify(p: DhcpPacket, facts: ClassifyFacts): { -readonly [K in keyof ClientInfo]: ClientInfo[K] } {
   const o = p.options;
   const vendorClass = getString(o, OPTION.VENDOR_CLASS);
-  const userClasses = getUserClasses(o) ?? [];
+  const userClasses = getUserClasses(o) ?? NO_USER_CLASSES;
   const archCode = getClientArch(o)?.[0] ?? null;
   const row = archCode === null ? undefined : CLIENT_ARCH_TYPES.get(archCode);
   const guid = getClientGuid(o);
@@ -163,6 +166,7 @@ export interface Bootfile {
  * Null: nothing suitable (a non-booting client, or an architecture with no binary here).
  */
 export function chooseBootfile(info: ClientIdentity, cfg: BootConfig): Bootfile | null {
+  if (!info.ipxe && !info.chainloaded && !info.httpBoot && !info.pxe) return null;
   const base = `http://${cfg.advertise}:${cfg.httpPort}`;
   if (info.ipxe || info.chainloaded) {
     return { kind: 'http', name: `${base}${IPXE_SCRIPT_PATH}`, rule: info.ipxe ? 'ipxe' : 'ipxe (chainloaded, by state)' };

@@ -140,9 +140,12 @@ export function writeOptions(options: DhcpOptions, out: Buffer, at: number): num
   let p = at;
   for (const [code, value] of options) {
     if (code === OPTION.PAD || code === OPTION.END) continue;
-    if (value.length === 0) {
+    if (value.length <= 255) {
+      // One instance (nearly every option): copied whole, no view made.
       out[p++] = code;
-      out[p++] = 0;
+      out[p++] = value.length;
+      out.set(value, p);
+      p += value.length;
       continue;
     }
     for (let from = 0; from < value.length; from += 255) {
@@ -293,7 +296,7 @@ export function guidToUuid(raw: Buffer): string {
  * firmwares send one bare string instead (`iPXE`). A value that parses exactly as an RFC 3004
  * list is returned as that list, anything else as one string.
  */
-export function getUserClasses(o: DhcpOptions): string[] | null {
+export function getUserClasses(o: DhcpOptions): readonly string[] | null {
   const v = o.get(OPTION.USER_CLASS);
   if (!v) return null;
   const list: string[] = [];
