@@ -208,30 +208,35 @@ function reply(
   const pool = f.pool as PoolConfig;
   const options = replyOptions(type);
   options.set(OPTION.SERVER_ID, serverIdOption(f.serverId));
-  for (const [code, value] of poolOptions(pool)) if (lease || !LEASE_TIMES.has(code)) options.set(code, value);
+  const own = poolOptions(pool);
+  for (const [code, value] of lease ? own.lease : own.config) options.set(code, value);
   const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: true, uefiPxeClient: false });
   for (const [code, value] of boot.options) options.set(code, value);
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;
   return { reply: replyPacket(req, { ...fields, siaddr, file: boot.fields.file }, options), reason, effect };
 }
 
+type OptionList = readonly (readonly [number, Buffer])[];
 const LEASE_TIMES: ReadonlySet<number> = new Set([OPTION.LEASE_TIME, OPTION.RENEWAL_TIME, OPTION.REBINDING_TIME]);
-const poolOptionCache = new WeakMap<PoolConfig, ReadonlyMap<number, Buffer>>();
+const poolOptionCache = new WeakMap<PoolConfig, { readonly lease: OptionList; readonly config: OptionList }>();
 
-/** A pool's own options, in reply order; the same for every reply, so encoded once per pool. */
-function poolOptions(pool: PoolConfig): ReadonlyMap<number, Buffer> {
+/**
+ * A pool's own options, in reply order: with the lease times (OFFER, ACK) and without (an
+ * INFORM's ACK). The same for every reply, so encoded once per pool.
+ */
+function poolOptions(pool: PoolConfig): { readonly lease: OptionList; readonly config: OptionList } {
   let options = poolOptionCache.get(pool);
   if (!options) {
-    const m = new Map<number, Buffer>();
+    const lease: [number, Buffer][] = [];
     // §4.4.5: T1 defaults to 0.5 and T2 to 0.875 of the lease.
-    m.set(OPTION.LEASE_TIME, uint32Option(pool.leaseSeconds));
-    m.set(OPTION.RENEWAL_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.5)));
-    m.set(OPTION.REBINDING_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.875)));
+    lease.push([OPTION.LEASE_TIME, uint32Option(pool.leaseSeconds)]);
+    lease.push([OPTION.RENEWAL_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.5))]);
+    lease.push([OPTION.REBINDING_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.875))]);
     // RFC 2132 §3.5: the subnet mask comes before the router.
-    m.set(OPTION.SUBNET_MASK, ipOption(pool.mask));
-    if (pool.router) m.set(OPTION.ROUTER, ipOption(pool.router));
-    if (pool.dns.length > 0) m.set(OPTION.DNS_SERVERS, ipListOption(pool.dns));
-    options = m;
+    lease.push([OPTION.SUBNET_MASK, ipOption(pool.mask)]);
+    if (pool.router) lease.push([OPTION.ROUTER, ipOption(pool.router)]);
+    if (pool.dns.length > 0) lease.push([OPTION.DNS_SERVERS, ipListOption(pool.dns)]);
+    options = { lease, config: lease.filter(([code]) => !LEASE_TIMES.has(code)) };
     poolOptionCache.set(pool, options);
   }
   return options;

@@ -6,6 +6,7 @@ import type { Config } from '../config/settings.js';
 import type { EventRepo, InventoryLookup, LeaseRepo, MachineFacts, MachineRepo } from '../inventory/store.js';
 import { intToIp, ipToInt, literalLookup, parseRange, sameSubnet, type IPv4 } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
+import { RecentAnswers } from '../lib/recent.js';
 import { DHCP_METRICS, instrument } from '../lib/metric-catalogue.js';
 import { NO_METRICS, type Metrics } from '../lib/metrics.js';
 import type { Mac } from '../lib/mac.js';
@@ -388,7 +389,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       return inv.machines
         .recordSighting({ mac, arch: info.arch, firmware: info.firmware, vendorClass: info.vendorClass, uuid: info.uuid, source: 'dhcp' })
         .then((seen) => {
-          machines.set(mac, { machine: seen.machine, at: job.at });
+          machines.set(mac, seen.machine, job.at);
           return answer(job, req, info, mac, seen.machine, iface, 0);
         });
     }
@@ -486,13 +487,12 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     return ((n & poolNet.mask) >>> 0) === poolNet.network;
   }
 
-  const machines = new Map<string, { machine: MachineFacts | null; at: number }>();
+  const machines = new RecentAnswers<MachineFacts | null>(INVENTORY_CACHE_MS, 16_384);
   function machineOf(mac: Mac, t: number): MachineFacts | null {
-    const hit = machines.get(mac);
-    if (hit && t - hit.at < INVENTORY_CACHE_MS) return hit.machine;
+    const hit = machines.get(mac, t);
+    if (hit !== undefined) return hit;
     const machine = inv.lookup.machine(mac);
-    if (machines.size > 100_000) machines.clear();
-    machines.set(mac, { machine, at: t });
+    machines.set(mac, machine, t);
     return machine;
   }
 
