@@ -86,10 +86,10 @@ export interface ClassifyFacts {
   readonly chainloaded?: boolean;
 }
 
-/** Reads the options once. Malformed options throw `ProtocolError` (the loop counts and drops). */
 /** Most clients send no user class: one shared empty list. */
 const NO_USER_CLASSES: readonly string[] = Object.freeze([]);
 
+/** Reads the options once. Malformed options throw `ProtocolError` (the loop counts and drops). */
 export function classify(p: DhcpPacket, cfg: BootConfig, facts: ClassifyFacts = {}): ClientInfo {
   // One object, completed in place: the loop classifies every datagram, and a spread copy of
   // the identity would be a second allocation of it.

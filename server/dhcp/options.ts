@@ -100,8 +100,8 @@ export const PXE_SUBOPTION = {
  * (RFC 3396 §7) — not concatenated as they come, which a datagram of thousands of tiny repeats
  * would make quadratic. PAD is a single octet with no length (RFC 2132 §3.1); END stops the area
  * (§3.2). An area that simply runs out without END is accepted: several firmwares fill
- * `file`/`sname` to the last byte. `overloaded`: the area is `file` or `sname`, where option 52
- * may not appear (RFC 2131 §4.1).
+ * `file`/`sname` to the last byte. `overloaded`: which of `file` or `sname` the area is (option 52
+ * may not appear there, RFC 2131 §4.1), or null for the options field.
  */
 export function readOptionArea(
   buf: Uint8Array,
@@ -109,7 +109,7 @@ export function readOptionArea(
   to: number,
   into: Map<number, Buffer>,
   repeats: Map<number, Uint8Array[]>,
-  overloaded: boolean,
+  overloaded: 'file' | 'sname' | null,
 ): void {
   let p = from;
   while (p < to) {
@@ -117,8 +117,8 @@ export function readOptionArea(
     const code = buf[p++] as number;
     if (code === OPTION.PAD) continue;
     if (code === OPTION.END) return;
-    if (overloaded && code === OPTION.OVERLOAD) {
-      throw new ProtocolError('ERR_DHCP_OVERLOAD', `option 52 (overload) appears inside the ${from === 108 ? 'file' : 'sname'} field; RFC 2131 §4.1 allows it only in the options field`, from);
+    if (overloaded !== null && code === OPTION.OVERLOAD) {
+      throw new ProtocolError('ERR_DHCP_OVERLOAD', `option 52 (overload) appears inside the ${overloaded} field; RFC 2131 §4.1 allows it only in the options field`, from);
     }
     if (p >= to) throw new ProtocolError('ERR_DHCP_OPTION_TRUNCATED', `option ${code} at offset ${at} has no length byte`, at);
     const len = buf[p++] as number;

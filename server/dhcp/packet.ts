@@ -90,11 +90,11 @@ export function decodeDhcp(buf: Uint8Array): DhcpPacket {
   const options = new Map<number, Buffer>();
   // Repeated codes only (rare): their instances, concatenated once at the end (RFC 3396 §7).
   const repeats = new Map<number, Uint8Array[]>();
-  readOptionArea(buf, HEADER_LENGTH + 4, buf.length, options, repeats, false);
+  readOptionArea(buf, HEADER_LENGTH + 4, buf.length, options, repeats, null);
   const overload = options.has(OPTION.OVERLOAD) ? getOverload(joinRepeats(options, repeats)) : null;
   // RFC 2131 §4.1 and RFC 3396 §7: the options field first, then `file`, then `sname`.
-  if (overload === 1 || overload === 3) readOptionArea(buf, FILE.at, FILE.at + FILE.size, options, repeats, true);
-  if (overload === 2 || overload === 3) readOptionArea(buf, SNAME.at, SNAME.at + SNAME.size, options, repeats, true);
+  if (overload === 1 || overload === 3) readOptionArea(buf, FILE.at, FILE.at + FILE.size, options, repeats, 'file');
+  if (overload === 2 || overload === 3) readOptionArea(buf, SNAME.at, SNAME.at + SNAME.size, options, repeats, 'sname');
 
   return {
     op: opByte === 1 ? 'BOOTREQUEST' : 'BOOTREPLY',

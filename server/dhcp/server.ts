@@ -91,9 +91,9 @@ export const INVENTORY_CACHE_MS = 1_000;
 export const ACK_BATCH = 16;
 /**
  * How long the first ACK of a batch waits for others to share its commit. A commit's fixed cost
- * (BEGIN, the WAL frames, COMMIT) is ~2 × a single lease's row work: at 8,000 DORA/s, committing
- * at the end of each event-loop turn made batches of 1–2 and cost ~6 % more CPU per exchange
- * than this window (bench:dhcp). A client waits seconds for its ACK; 1 ms is nothing to it.
+ * (BEGIN, the WAL frames, COMMIT) is about as much as one lease's own row work: at 8,000 DORA/s,
+ * committing at the end of each event-loop turn made batches of 1–2 and cost ~6 % more CPU per
+ * exchange than this window (bench:dhcp). A client waits seconds for its ACK; 1 ms is nothing.
  */
 export const ACK_WINDOW_MS = 1;
 

@@ -2,9 +2,9 @@
  * Answers remembered for a short while (`ttlMs`), for lookups a hot loop repeats within moments
  * (a DHCP DISCOVER and its REQUEST come milliseconds apart). Kept in two generations of at most
  * `generation` entries each: when the young one fills it becomes the old one and the previous old
- * one is dropped whole, so memory stays bounded without a sweep, and the maps stay small enough
- * to be cheap to probe (a single map of 100,000 entries costs a cache miss per lookup and a long
- * rehash each time it grows).
+ * one is dropped whole. Memory stays bounded without a sweep, and the answers just given survive
+ * the drop — a single map cleared when full forgets them all at once, and the next burst of
+ * requests would all go to the store again.
  */
 export class RecentAnswers<V> {
   private young = new Map<string, { readonly value: V; readonly at: number }>();

@@ -33,8 +33,8 @@ export function createLeaseRepo(db: Db): LeaseRepo {
   const byMac = db.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE mac = ?');
   const reservation = db.prepare<[string], { mac: string }>('SELECT mac FROM machines WHERE ip = ?');
   // What a binding must check, in one statement: the machine the address is reserved for, and
-  // the lease row it would replace (a commit runs this for every ACK).
-  // Only the columns the checks read: each column is a string made in JS for every ACK.
+  // the lease row it would replace. A commit runs this for every ACK, so it selects only the
+  // columns the checks read (each one is a string made in JS).
   const bindingFacts = db.prepare<[string, string], { reserved_for: string | null } & (Pick<LeaseRow, 'ip' | 'mac' | 'state' | 'starts_at' | 'expires_at'> | { ip: null })>(
     `SELECT (SELECT mac FROM machines WHERE ip = ?) AS reserved_for, leases.ip, leases.mac, leases.state, leases.starts_at, leases.expires_at
        FROM (SELECT 1) LEFT JOIN leases ON leases.ip = ?`,
