@@ -450,7 +450,6 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     const t = job.at;
     // The subnet the client is on: the relay's (giaddr), else the interface's.
     const subnetOf = req.giaddr !== '0.0.0.0' ? req.giaddr : (target?.address ?? (job.rinfo.address !== '0.0.0.0' ? job.rinfo.address : null));
-    const net = poolNet;
     const p = pool && subnetOf !== null && onPoolSubnet(ipToInt(subnetOf)) ? pool : null;
     const facts = (ip: string | null): AddressFacts | null => {
       if (!ip || !mac || !p) return null;
@@ -460,7 +459,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       return {
         ip: ip as IPv4,
         onSubnet: onPoolSubnet(n),
-        inRange: n >= net.start && n <= net.end,
+        inRange: n >= poolNet.start && n <= poolNet.end,
         holder: h === null ? 'none' : h.kind === 'quarantine' ? 'quarantine' : h.mac === mac ? 'self' : 'other',
         reserved: owner === null ? null : owner === mac ? 'self' : 'other',
       };

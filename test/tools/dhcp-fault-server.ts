@@ -9,8 +9,8 @@
  */
 import { loadConfig } from '../../server/config/load.js';
 import { createDhcpService, type DhcpInventory } from '../../server/dhcp/server.js';
-import { createLogger } from '../../server/lib/log.js';
 import { openDataDir } from '../lib/dhcp.js';
+import { runDhcpTool } from './dhcp-tool.js';
 
 const config = loadConfig({ env: process.env, flags: {} });
 const inventory = openDataDir(config.dataDir);
@@ -40,14 +40,4 @@ const faulty: DhcpInventory = {
 };
 
 const service = createDhcpService(config, { inventory: faulty });
-const abort = new AbortController();
-const log = createLogger(config.logLevel, process.stderr);
-await service.start({ signal: abort.signal, log, fatal: (err) => log.fatal({ err }, 'fatal') });
-process.stdout.write('FAULT READY\n');
-process.on('SIGTERM', () => {
-  void service.stop().then(async () => {
-    process.stdout.write(`COUNTERS ${JSON.stringify(service.counters())}\n`);
-    await inventory.close();
-    process.exit(0);
-  });
-});
+await runDhcpTool(config, service, inventory, 'FAULT READY', () => process.stdout.write(`COUNTERS ${JSON.stringify(service.counters())}\n`));

@@ -7,8 +7,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../../server/config/load.js';
 import { createDhcpService } from '../../server/dhcp/server.js';
-import { createLogger } from '../../server/lib/log.js';
 import { openDataDir } from '../lib/dhcp.js';
+import { runDhcpTool } from './dhcp-tool.js';
 
 const outDir = process.env['TAP_DIR'];
 if (!outDir) throw new Error('TAP_DIR is required');
@@ -22,13 +22,4 @@ const service = createDhcpService(config, {
     writeFileSync(join(outDir, `${String(seq).padStart(4, '0')}-${port}-${from.address}.bin`), msg);
   },
 });
-const abort = new AbortController();
-const log = createLogger(config.logLevel, process.stderr);
-await service.start({ signal: abort.signal, log, fatal: (err) => log.fatal({ err }, 'fatal') });
-process.stdout.write('TAP READY\n');
-process.on('SIGTERM', () => {
-  void service.stop().then(async () => {
-    await inventory.close();
-    process.exit(0);
-  });
-});
+await runDhcpTool(config, service, inventory, 'TAP READY');
