@@ -63,7 +63,8 @@ function dbHash(): string {
   const tables = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all();
   for (const { name } of tables) {
     h.update(`\u0001${name}\u0001`);
-    for (const row of db.prepare(`SELECT * FROM "${name}" ORDER BY rowid`).all()) h.update(JSON.stringify(row));
+    // Rows sorted as text: some tables have no rowid to order by (WITHOUT ROWID).
+    for (const row of db.prepare(`SELECT * FROM "${name}"`).all().map((r) => JSON.stringify(r)).sort()) h.update(row);
   }
   return h.digest('hex');
 }

@@ -8,23 +8,38 @@ import type { Lease, LeaseState } from '../inventory/model.js';
  * which are held in memory only (RFC 2131 §4.3.1: "the server need not reserve the offered
  * address", but holding it keeps a burst of DISCOVERs from being offered one address twice).
  * No I/O and no clock: `now` is always passed in, so it is tested like a pure module.
+ *
+ * One record per address (its lease, its offer, its reservation skip) and one per MAC (where its
+ * lease and its offer are), updated in place: a datagram's questions about an address or a MAC
+ * are one map lookup each, where separate lease, offer and skip maps cost one each (on a busy
+ * pool these maps hold tens of thousands of entries, and each lookup misses the CPU cache).
  */
 
-interface LeaseEntry {
-  readonly mac: Mac | null;
-  readonly state: LeaseState;
+/** What the book knows of one address. */
+interface AddressSlot {
+  /** The lease row's state, or null when the address has no row. */
+  leaseState: LeaseState | null;
+  leaseMac: Mac | null;
   /** ms since the epoch: the lease's end, or the end of a quarantine. */
-  readonly until: number;
+  leaseUntil: number;
+  /** The MAC the address is offered to, or null. */
+  offerMac: Mac | null;
+  offerUntil: number;
+  /** Found reserved for another machine: `nextFree` passes over it until then. */
+  skipUntil: number;
 }
 
-interface OfferEntry {
-  readonly mac: Mac;
-  readonly until: number;
+/** Where one MAC's lease row and offer are (−1: none). */
+interface ClientSlot {
+  lease: number;
+  offer: number;
 }
 
 export type Holder =
   | { readonly kind: 'offer' | 'bound'; readonly mac: Mac }
   | { readonly kind: 'quarantine'; readonly mac: null };
+
+const QUARANTINE: Holder = { kind: 'quarantine', mac: null };
 
 export interface LeaseView {
   readonly ip: IPv4;
@@ -46,14 +61,15 @@ function rangeKey(range: IPv4Range): string {
   return key;
 }
 
+/** How many holds between sweeps of expired offers and empty records. */
+const SWEEP_EVERY = 4096;
+
 export class LeaseBook {
-  private readonly leases = new Map<number, LeaseEntry>();
-  private readonly leaseByMac = new Map<string, number>();
-  private readonly offers = new Map<number, OfferEntry>();
-  private readonly offerByMac = new Map<string, number>();
-  /** Addresses found reserved for some machine: skipped by `nextFree` until the entry's time. */
-  private readonly reservedSkip = new Map<number, number>();
+  private readonly addresses = new Map<number, AddressSlot>();
+  private readonly clients = new Map<string, ClientSlot>();
   private readonly cursors = new Map<string, number>();
+  private leases = 0;
+  private offers = 0;
   private holdsSinceSweep = 0;
 
   load(leases: readonly Lease[]): void {
@@ -61,27 +77,28 @@ export class LeaseBook {
   }
 
   get leaseCount(): number {
-    return this.leases.size;
+    return this.leases;
   }
 
   get offerCount(): number {
-    return this.offers.size;
+    return this.offers;
   }
 
   /** The MAC's persisted lease (any state), or null. */
   leaseOf(mac: Mac, now: number): LeaseView | null {
-    const n = this.leaseByMac.get(mac);
-    if (n === undefined) return null;
-    const e = this.leases.get(n) as LeaseEntry;
-    return { ip: intToIp(n), state: e.state, until: e.until, active: e.state === 'bound' && e.until > now };
+    const n = this.clients.get(mac)?.lease ?? -1;
+    if (n < 0) return null;
+    const s = this.addresses.get(n) as AddressSlot;
+    const state = s.leaseState as LeaseState;
+    return { ip: intToIp(n), state, until: s.leaseUntil, active: state === 'bound' && s.leaseUntil > now };
   }
 
   /** The address currently offered to the MAC, or null. */
   offerOf(mac: Mac, now: number): IPv4 | null {
-    const n = this.offerByMac.get(mac);
-    if (n === undefined) return null;
-    const o = this.offers.get(n);
-    return o && o.until > now ? intToIp(n) : null;
+    const n = this.clients.get(mac)?.offer ?? -1;
+    if (n < 0) return null;
+    const s = this.addresses.get(n);
+    return s && s.offerMac === mac && s.offerUntil > now ? intToIp(n) : null;
   }
 
   /** Who holds the address now: an unexpired offer or lease, or a quarantine. Null when free. */
@@ -91,13 +108,8 @@ export class LeaseBook {
 
   /** `holder` for an address already in numeric form. */
   holderOf(n: number, now: number): Holder | null {
-    const o = this.offers.get(n);
-    if (o && o.until > now) return { kind: 'offer', mac: o.mac };
-    const l = this.leases.get(n);
-    if (!l || l.until <= now) return null;
-    if (l.state === 'bound') return { kind: 'bound', mac: l.mac as Mac };
-    if (l.state === 'declined') return { kind: 'quarantine', mac: null };
-    return null;
+    const s = this.addresses.get(n);
+    return s === undefined ? null : holderIn(s, now);
   }
 
   /** Free for this MAC: nobody holds it, or the MAC itself does. */
@@ -118,36 +130,39 @@ export class LeaseBook {
     const from = this.cursors.get(key) ?? 0;
     for (let i = 0; i < size; i++) {
       const n = start + ((from + i) % size);
-      const skip = this.reservedSkip.get(n);
-      if (skip !== undefined && skip > now) continue;
-      if (this.holderOf(n, now) !== null) continue;
+      const s = this.addresses.get(n);
       // A free address still remembered for another MAC (released or expired) is taken only
       // once no never-used address is left ahead of the cursor: the scan reaches it last anyway.
-      return intToIp(n);
+      if (s === undefined || (s.skipUntil <= now && holderIn(s, now) === null)) return intToIp(n);
     }
     return null;
   }
 
   /** Marks an address as reserved for another machine, so `nextFree` passes over it for a while. */
   skipReserved(ip: string, until: number): void {
-    this.reservedSkip.set(ipToInt(ip), until);
+    this.slot(ipToInt(ip)).skipUntil = until;
   }
 
   /** Holds an offered address for the MAC (drops any earlier offer to it). */
   hold(ip: string, mac: Mac, now: number, until: number, range?: IPv4Range): void {
     this.unoffer(mac);
     const n = ipToInt(ip);
-    this.offers.set(n, { mac, until });
-    this.offerByMac.set(mac, n);
+    const s = this.slot(n);
+    this.dropOffer(n, s);
+    s.offerMac = mac;
+    s.offerUntil = until;
+    this.offers++;
+    this.client(mac).offer = n;
     if (range) this.cursors.set(rangeKey(range), n - ipToInt(range.start) + 1);
-    if (++this.holdsSinceSweep >= 4096) this.sweep(now);
+    if (++this.holdsSinceSweep >= SWEEP_EVERY) this.sweep(now);
   }
 
   unoffer(mac: Mac): void {
-    const n = this.offerByMac.get(mac);
-    if (n === undefined) return;
-    this.offerByMac.delete(mac);
-    if (this.offers.get(n)?.mac === mac) this.offers.delete(n);
+    const c = this.clients.get(mac);
+    if (c === undefined || c.offer < 0) return;
+    const s = this.addresses.get(c.offer);
+    if (s !== undefined && s.offerMac === mac) this.dropOffer(c.offer, s);
+    c.offer = -1;
   }
 
   /** Mirrors a committed binding: the MAC now holds this address and no other. */
@@ -157,9 +172,11 @@ export class LeaseBook {
   }
 
   release(ip: string, mac: Mac, now: number): void {
-    const n = ipToInt(ip);
-    const l = this.leases.get(n);
-    if (l && l.mac === mac) this.leases.set(n, { mac, state: 'released', until: now });
+    const s = this.addresses.get(ipToInt(ip));
+    if (s !== undefined && s.leaseState !== null && s.leaseMac === mac) {
+      s.leaseState = 'released';
+      s.leaseUntil = now;
+    }
   }
 
   decline(ip: string, until: number): void {
@@ -168,42 +185,91 @@ export class LeaseBook {
 
   /** Drops what the book knows about an address and a MAC (before reloading them from the store). */
   forget(ip: string, mac: Mac): void {
-    const n = ipToInt(ip);
-    const l = this.leases.get(n);
-    if (l?.mac && this.leaseByMac.get(l.mac) === n) this.leaseByMac.delete(l.mac);
-    this.leases.delete(n);
-    const m = this.leaseByMac.get(mac);
-    if (m !== undefined) {
-      this.leases.delete(m);
-      this.leaseByMac.delete(mac);
-    }
+    this.dropLease(ipToInt(ip));
+    const c = this.clients.get(mac);
+    if (c !== undefined && c.lease >= 0) this.dropLease(c.lease);
     this.unoffer(mac);
   }
 
   private setLease(n: number, mac: Mac | null, state: LeaseState, until: number): void {
-    const previous = this.leases.get(n);
-    if (previous?.mac && previous.mac !== mac && this.leaseByMac.get(previous.mac) === n) this.leaseByMac.delete(previous.mac);
-    if (mac) {
-      const old = this.leaseByMac.get(mac);
-      if (old !== undefined && old !== n) this.leases.delete(old);
-      this.leaseByMac.set(mac, n);
+    const s = this.slot(n);
+    if (s.leaseState !== null && s.leaseMac !== null && s.leaseMac !== mac) {
+      const previous = this.clients.get(s.leaseMac);
+      if (previous !== undefined && previous.lease === n) previous.lease = -1;
     }
-    this.leases.set(n, { mac, state, until });
-    const o = this.offers.get(n);
-    if (o && o.mac !== mac) {
-      this.offers.delete(n);
-      if (this.offerByMac.get(o.mac) === n) this.offerByMac.delete(o.mac);
+    if (mac !== null) {
+      const c = this.client(mac);
+      // A binding moves the MAC: its row at another address goes (as in the store).
+      if (c.lease >= 0 && c.lease !== n) this.dropLease(c.lease);
+      c.lease = n;
     }
+    if (s.leaseState === null) this.leases++;
+    s.leaseState = state;
+    s.leaseMac = mac;
+    s.leaseUntil = until;
+    if (s.offerMac !== null && s.offerMac !== mac) this.dropOffer(n, s);
   }
 
-  /** Forgets expired offers (a DISCOVER-only flood must not grow memory without bound). */
+  /** The address's lease row is gone; its MAC no longer points at it. */
+  private dropLease(n: number): void {
+    const s = this.addresses.get(n);
+    if (s === undefined || s.leaseState === null) return;
+    if (s.leaseMac !== null) {
+      const c = this.clients.get(s.leaseMac);
+      if (c !== undefined && c.lease === n) c.lease = -1;
+    }
+    s.leaseState = null;
+    s.leaseMac = null;
+    s.leaseUntil = 0;
+    this.leases--;
+  }
+
+  /** The address's offer is gone; its MAC no longer points at it. */
+  private dropOffer(n: number, s: AddressSlot): void {
+    if (s.offerMac === null) return;
+    const c = this.clients.get(s.offerMac);
+    if (c !== undefined && c.offer === n) c.offer = -1;
+    s.offerMac = null;
+    s.offerUntil = 0;
+    this.offers--;
+  }
+
+  private slot(n: number): AddressSlot {
+    let s = this.addresses.get(n);
+    if (s === undefined) {
+      s = { leaseState: null, leaseMac: null, leaseUntil: 0, offerMac: null, offerUntil: 0, skipUntil: 0 };
+      this.addresses.set(n, s);
+    }
+    return s;
+  }
+
+  private client(mac: Mac): ClientSlot {
+    let c = this.clients.get(mac);
+    if (c === undefined) {
+      c = { lease: -1, offer: -1 };
+      this.clients.set(mac, c);
+    }
+    return c;
+  }
+
+  /**
+   * Forgets expired offers, and the records left with nothing in them (a DISCOVER-only flood of
+   * new MACs must not grow memory without bound).
+   */
   private sweep(now: number): void {
     this.holdsSinceSweep = 0;
-    for (const [n, o] of this.offers) {
-      if (o.until <= now) {
-        this.offers.delete(n);
-        if (this.offerByMac.get(o.mac) === n) this.offerByMac.delete(o.mac);
-      }
+    for (const [n, s] of this.addresses) {
+      if (s.offerMac !== null && s.offerUntil <= now) this.dropOffer(n, s);
+      if (s.leaseState === null && s.offerMac === null && s.skipUntil <= now) this.addresses.delete(n);
     }
+    for (const [mac, c] of this.clients) if (c.lease < 0 && c.offer < 0) this.clients.delete(mac);
   }
+}
+
+function holderIn(s: AddressSlot, now: number): Holder | null {
+  if (s.offerMac !== null && s.offerUntil > now) return { kind: 'offer', mac: s.offerMac };
+  if (s.leaseState === null || s.leaseUntil <= now) return null;
+  if (s.leaseState === 'bound') return { kind: 'bound', mac: s.leaseMac as Mac };
+  if (s.leaseState === 'declined') return QUARANTINE;
+  return null;
 }

@@ -3,10 +3,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from '../config/settings.js';
-import type { EventRepo, InventoryLookup, LeaseRepo, MachineFacts, MachineRepo } from '../inventory/store.js';
+import type { EventRepo, InventoryLookup, LeaseRepo, MachineDirectory, MachineFacts, MachineRepo } from '../inventory/store.js';
 import { intToIp, ipToInt, literalLookup, parseRange, sameSubnet, type IPv4 } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
-import { RecentAnswers } from '../lib/recent.js';
 import { DHCP_METRICS, instrument } from '../lib/metric-catalogue.js';
 import { NO_METRICS, type Metrics } from '../lib/metrics.js';
 import type { Mac } from '../lib/mac.js';
@@ -82,9 +81,9 @@ export const MAX_QUEUE = 50_000;
 /** How long "this MAC was just handed undionly.kpxe" counts for recognising the chained iPXE. */
 export const CHAINLOAD_WINDOW_MS = 120_000;
 /**
- * How long a machine row and the reservation list are reused between datagrams: a DISCOVER and
- * its REQUEST come milliseconds apart, and a busy segment would otherwise query the store for
- * each. The store still checks reservations when a lease is committed.
+ * How long the service answers from one read of the inventory's machines (their facts and
+ * reservations) before reading them again: a machine added through the API is served as known
+ * within this long. The store still checks reservations when a lease is committed.
  */
 export const INVENTORY_CACHE_MS = 1_000;
 /** ACKs committed together at most (group commit). */
@@ -389,7 +388,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       return inv.machines
         .recordSighting({ mac, arch: info.arch, firmware: info.firmware, vendorClass: info.vendorClass, uuid: info.uuid, source: 'dhcp' })
         .then((seen) => {
-          machines.set(mac, seen.machine, job.at);
+          machinesAt(job.at).byMac.set(mac, seen.machine);
           return answer(job, req, info, mac, seen.machine, iface, 0);
         });
     }
@@ -486,19 +485,25 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     return ((n & poolNet.mask) >>> 0) === poolNet.network;
   }
 
-  const machines = new RecentAnswers<MachineFacts | null>(INVENTORY_CACHE_MS, 16_384);
-  function machineOf(mac: Mac, t: number): MachineFacts | null {
-    const hit = machines.get(mac, t);
-    if (hit !== undefined) return hit;
-    const machine = inv.lookup.machine(mac);
-    machines.set(mac, machine, t);
-    return machine;
+  /**
+   * The inventory's machines as last read, whole: read again when a machine was added, removed
+   * or readdressed since, and at least every INVENTORY_CACHE_MS. It replaces a point query for
+   * every new MAC's DISCOVER (most of a busy segment's clients are unknown to the inventory, and
+   * each such query found nothing) and a per-MAC cache of the answers: a MAC's facts are one map
+   * lookup, and a machine added through the API is known to the very next datagram.
+   */
+  let directory: (MachineDirectory & { readonly at: number }) | null = null;
+  function machinesAt(t: number): MachineDirectory {
+    if (directory === null || t - directory.at >= INVENTORY_CACHE_MS || directory.revision !== inv.lookup.revision()) {
+      directory = { ...inv.lookup.directory(), at: t };
+    }
+    return directory;
   }
-
-  let reserved: { map: Map<string, Mac>; at: number } | null = null;
+  function machineOf(mac: Mac, t: number): MachineFacts | null {
+    return machinesAt(t).byMac.get(mac) ?? null;
+  }
   function reservedFor(ip: string, t: number): Mac | null {
-    if (!reserved || t - reserved.at >= INVENTORY_CACHE_MS) reserved = { map: inv.lookup.reservations(), at: t };
-    return reserved.map.get(ip) ?? null;
+    return machinesAt(t).byIp.get(ip) ?? null;
   }
 
   /** The next free pool address that is nobody else's reservation. */
@@ -631,7 +636,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
         bump(counters.dropped, 'bind-refused');
         if (o && !o.ok && o.reason === 'reserved') {
           book.skipReserved(p.binding.ip, now() + 60_000);
-          reserved = null;
+          directory = null;
         }
         await resync(p.binding.ip, p.binding.mac);
         log?.warn({ ip: p.binding.ip, mac: p.binding.mac, why: o && !o.ok ? o.reason : 'unknown' }, 'DHCP: store refused a binding; ACK withheld');

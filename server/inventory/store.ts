@@ -227,10 +227,23 @@ export type MachineFacts = Pick<Machine, 'mac' | 'ip' | 'lastStep'>;
  * takes microseconds). Reads only: every write still goes through the repositories.
  */
 export interface InventoryLookup {
-  /** The machine with this MAC, or null when the inventory does not know it. */
-  machine(mac: Mac): MachineFacts | null;
-  /** Every reservation (machines with an `ip`), address → MAC. */
-  reservations(): Map<string, Mac>;
+  /**
+   * Every machine's DHCP facts, read in one statement: by MAC, and the reservations (machines
+   * with an `ip`) by address. The maps are the caller's to keep and amend.
+   */
+  directory(): MachineDirectory;
+  /**
+   * Changes whenever a machine is added or removed or its MAC or address changes through this
+   * inventory; a directory read at another revision may be out of date.
+   */
+  revision(): number;
+}
+
+export interface MachineDirectory {
+  readonly byMac: Map<string, MachineFacts>;
+  readonly byIp: Map<string, Mac>;
+  /** `revision()` when this was read. */
+  readonly revision: number;
 }
 
 /** Sealed secrets by scope (`global`, `cluster:<name>`) and name. */

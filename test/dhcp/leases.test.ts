@@ -1,8 +1,16 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { LeaseBook } from '../../server/dhcp/leasebook.js';
 import type { IPv4 } from '../../server/lib/ipv4.js';
 import type { Mac } from '../../server/lib/mac.js';
+import { openDb } from '../../server/inventory/sqlite/db.js';
+import { openSqliteInventory } from '../../server/inventory/sqlite/index.js';
+import { MIGRATIONS } from '../../server/inventory/sqlite/migrations.js';
+import { createSecretBox } from '../../server/lib/secrets.js';
 import { tempInventory } from '../lib/inventory.js';
 
 const A = '52:54:00:00:00:0a' as Mac;
@@ -10,7 +18,7 @@ const B = '52:54:00:00:00:0b' as Mac;
 const T0 = new Date('2026-01-01T00:00:00.000Z');
 const later = (s: number): Date => new Date(T0.getTime() + s * 1000);
 
-const repo = suite('lease table (SQLite, migration 2)');
+const repo = suite('lease table (SQLite, migrations 2 and 5)');
 
 repo('bind, rebind extends, and a second MAC is refused while the lease runs', async () => {
   const inv = tempInventory();
@@ -79,18 +87,79 @@ repo('release keeps the row for the MAC; decline quarantines without a MAC', asy
   }
 });
 
-repo('the schema itself refuses two holders of one address and two addresses for one MAC', async () => {
+repo('the schema refuses two holders of one address; no MAC index is left to dirty a page per lease', async () => {
   const inv = tempInventory();
   try {
     const ins = inv.db.prepare("INSERT INTO leases (ip, mac, state, starts_at, expires_at, updated_at) VALUES (?, ?, 'bound', 'x', 'y', 'z')");
     ins.run('10.77.0.1', A);
     assert.throws(() => ins.run('10.77.0.1', B), /UNIQUE|PRIMARY/);
-    assert.throws(() => ins.run('10.77.0.2', A), /UNIQUE/);
     assert.throws(() => inv.db.prepare("INSERT INTO leases (ip, mac, state, starts_at, expires_at, updated_at) VALUES ('10.77.0.3', NULL, 'bound', 'x', 'y', 'z')").run(), /CHECK/);
-    // Migration 2 made this table; later migrations may follow it.
-    assert.ok((inv.db.pragma('user_version', { simple: true }) as number) >= 2);
+    const indexed = inv.db.prepare<[], { name: string }>("SELECT name FROM pragma_index_info((SELECT name FROM pragma_index_list('leases') WHERE origin = 'pk'))").all();
+    assert.equal(indexed.map((c) => c.name), ['ip']);
+    assert.is(inv.db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM pragma_index_list('leases')").get()?.n, 1, 'the primary key is the only index');
+    assert.ok((inv.db.pragma('user_version', { simple: true }) as number) >= 5);
   } finally {
     await inv.destroy();
+  }
+});
+
+repo('one row per MAC across a reopen: the MAC map is read back from the table', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-leases-'));
+  const open = () => openSqliteInventory({ file: join(dir, 'racksmith.db'), box: createSecretBox(randomBytes(32)) });
+  try {
+    const first = open();
+    await first.leases.bindAll([{ ip: '10.77.0.100', mac: A, expiresAt: later(600).toISOString() }], T0);
+    await first.close();
+    const second = open();
+    try {
+      const [moved] = await second.leases.bindAll([{ ip: '10.77.0.101', mac: A, expiresAt: later(600).toISOString() }], later(1));
+      assert.ok(moved?.ok);
+      assert.equal((await second.leases.list()).map((l) => [l.ip, l.mac]), [['10.77.0.101', A]]);
+    } finally {
+      await second.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+repo('a failed commit leaves no row and no stale MAC map behind', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.leases.bindAll([{ ip: '10.77.0.100', mac: A, expiresAt: later(600).toISOString() }], T0);
+    inv.db.exec("CREATE TEMP TRIGGER refuse BEFORE INSERT ON leases WHEN NEW.ip = '10.77.0.102' BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+    const batch = [
+      { ip: '10.77.0.101', mac: A, expiresAt: later(600).toISOString() },
+      { ip: '10.77.0.102', mac: B, expiresAt: later(600).toISOString() },
+    ];
+    const failed = await inv.leases.bindAll(batch, later(1)).then(() => null, (err: Error) => err.message);
+    assert.match(failed ?? 'committed', /disk says no/);
+    assert.equal((await inv.leases.list()).map((l) => l.ip), ['10.77.0.100'], 'the whole batch rolled back');
+    inv.db.exec('DROP TRIGGER refuse');
+    // Had the map kept "A is at .101" from the rolled-back batch, .100 would be left behind here.
+    await inv.leases.bindAll([{ ip: '10.77.0.103', mac: A, expiresAt: later(600).toISOString() }], later(2));
+    assert.equal((await inv.leases.list()).map((l) => [l.ip, l.mac]), [['10.77.0.103', A]]);
+  } finally {
+    await inv.destroy();
+  }
+});
+
+repo('migration 5 keeps every lease of a version-4 table', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-leases-'));
+  const file = join(dir, 'racksmith.db');
+  try {
+    const old = openDb(file, MIGRATIONS.filter((m) => m.version <= 4));
+    old.prepare("INSERT INTO leases (ip, mac, state, client_id, hostname, starts_at, expires_at, updated_at) VALUES ('10.77.0.9', ?, 'bound', 'c', 'h', 's', 'e', 'u')").run(A);
+    old.prepare("INSERT INTO leases (ip, mac, state, starts_at, expires_at, updated_at) VALUES ('10.77.0.8', NULL, 'declined', 's', 'e', 'u')").run();
+    old.close();
+    const db = openDb(file);
+    assert.equal(db.prepare('SELECT * FROM leases ORDER BY ip').all(), [
+      { ip: '10.77.0.8', mac: null, state: 'declined', client_id: null, hostname: null, starts_at: 's', expires_at: 'e', updated_at: 'u' },
+      { ip: '10.77.0.9', mac: A, state: 'bound', client_id: 'c', hostname: 'h', starts_at: 's', expires_at: 'e', updated_at: 'u' },
+    ]);
+    db.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -122,6 +191,49 @@ book('a bind moves the MAC and drops its previous address', () => {
   b.decline('10.77.0.101', 9000);
   assert.equal(b.holder('10.77.0.101', 0), { kind: 'quarantine', mac: null });
   assert.is(b.leaseOf(A, 0), null);
+});
+
+book('release keeps the row for its own MAC only; forget drops a lease and an offer; counts follow', () => {
+  const b = new LeaseBook();
+  b.bind('10.77.0.100', A, 5000);
+  b.release('10.77.0.100', B, 10);
+  assert.equal(b.holder('10.77.0.100', 10), { kind: 'bound', mac: A }, 'another MAC cannot release it');
+  b.release('10.77.0.100', A, 10);
+  assert.is(b.holder('10.77.0.100', 10), null);
+  assert.equal(b.leaseOf(A, 10), { ip: '10.77.0.100', state: 'released', until: 10, active: false });
+  assert.is(b.leaseCount, 1, 'a released lease is still a row');
+  b.hold('10.77.0.101', B, 0, 1000);
+  assert.is(b.offerCount, 1);
+  b.forget('10.77.0.100', A);
+  b.forget('10.77.0.101', B);
+  assert.is(b.leaseOf(A, 0), null);
+  assert.is(b.offerOf(B, 0), null);
+  assert.equal([b.leaseCount, b.offerCount], [0, 0]);
+});
+
+book("a binding takes the address from another MAC's offer, and that MAC no longer has it", () => {
+  const b = new LeaseBook();
+  b.hold('10.77.0.100', B, 0, 1000);
+  b.bind('10.77.0.100', A, 5000);
+  assert.is(b.offerOf(B, 0), null);
+  assert.equal(b.holder('10.77.0.100', 0), { kind: 'bound', mac: A });
+  assert.is(b.offerCount, 0);
+});
+
+book('reserved addresses are skipped until their time; expired offers are swept', () => {
+  const b = new LeaseBook();
+  b.skipReserved('10.77.0.100', 100);
+  assert.is(b.nextFree(RANGE, 50), '10.77.0.101');
+  assert.is(b.nextFree(RANGE, 100), '10.77.0.100');
+  // A flood of one-time DISCOVERs: every offer expires, and a sweep forgets them.
+  const wide = { start: ip('10.77.0.0'), end: ip('10.77.31.255') };
+  for (let i = 0; i < 5000; i++) {
+    const mac = `02:00:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}` as Mac;
+    const at = i < 4000 ? 0 : 2000;
+    b.hold(b.nextFree(wide, at) as string, mac, at, at + 1000, wide);
+  }
+  assert.ok(b.offerCount <= 1000, `expired offers were swept: ${b.offerCount} left`);
+  assert.is(b.offerOf('02:00:00:00:00:00' as Mac, 2000), null);
 });
 
 repo.run();

@@ -9,6 +9,7 @@
  */
 import { loadConfig } from '../../server/config/load.js';
 import { createDhcpService, type DhcpInventory } from '../../server/dhcp/server.js';
+import type { MachineFacts } from '../../server/inventory/store.js';
 import { openDataDir } from '../lib/dhcp.js';
 import { runDhcpTool } from './dhcp-tool.js';
 
@@ -17,15 +18,23 @@ const inventory = openDataDir(config.dataDir);
 const faultyMac = process.env['FAULT_LOOKUP_MAC'] ?? null;
 let bindFailures = Number(process.env['FAULT_BIND_FAILS'] ?? '0');
 
+/** The inventory's machines, except that reading the faulty MAC's throws. */
+class FaultyMachines extends Map<string, MachineFacts> {
+  override get(mac: string): MachineFacts | undefined {
+    if (mac === faultyMac) throw new Error(`injected: the inventory cannot read ${mac}`);
+    return super.get(mac);
+  }
+}
+
 const faulty: DhcpInventory = {
   machines: inventory.machines,
   events: inventory.events,
   lookup: {
-    machine(mac) {
-      if (mac === faultyMac) throw new Error(`injected: the inventory cannot read ${mac}`);
-      return inventory.lookup.machine(mac);
+    directory() {
+      const d = inventory.lookup.directory();
+      return { ...d, byMac: new FaultyMachines(d.byMac) };
     },
-    reservations: () => inventory.lookup.reservations(),
+    revision: () => inventory.lookup.revision(),
   },
   leases: {
     ...inventory.leases,
