@@ -5,7 +5,7 @@ import type { ClientInfo } from './classify.js';
 import { screen, silent, type Decision, type LeaseEffect, type ReplyReason } from './decision.js';
 import { OPTION, getIp, ipListOption, ipOption, serverIdOption, stringOption, uint32Option } from './options.js';
 import { ZERO_IP, type DhcpPacket } from './packet.js';
-import { bootOptions, buildReply, replyOptions, replyPacket, type ReplyFields } from './reply.js';
+import { bootOptions, buildReply, replyOptions, replyPacket } from './reply.js';
 
 /**
  * Authoritative mode, RFC 2131 §4.3: racksmith owns a pool and answers every client on its
@@ -88,7 +88,7 @@ export function decideAuthoritative(req: DhcpPacket, info: ClientInfo, f: Author
     case 'inform':
       // §4.3.5: configuration only, no lease: no yiaddr, no lease time, unicast to ciaddr.
       if (!f.pool) return silent('ignored-no-pool');
-      return reply(req, info, f, 'ack', 'ack-inform', { ciaddr: req.ciaddr }, false);
+      return reply(req, info, f, 'ack', 'ack-inform', ZERO_IP, req.ciaddr, false);
     default:
       return silent('ignored-server-message');
   }
@@ -131,7 +131,7 @@ function discover(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac:
   // Only a new address moves the pool's next-fit cursor: re-offering a returning client's old
   // address must not send the cursor back to it, or the next new client would scan forward
   // over every address bound since (and be given recently freed addresses first).
-  return reply(req, info, f, 'offer', 'offer', { yiaddr: ip }, true, { kind: 'hold', ip, mac, until: f.now + OFFER_HOLD_MS, range: fresh ? f.pool.range : null });
+  return reply(req, info, f, 'offer', 'offer', ip, ZERO_IP, true, { kind: 'hold', ip, mac, until: f.now + OFFER_HOLD_MS, range: fresh ? f.pool.range : null });
 }
 
 function request(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: Mac): Decision {
@@ -176,7 +176,7 @@ function request(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: 
 
 function ack(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: Mac, ip: IPv4): Decision {
   const pool = f.pool as PoolConfig;
-  return reply(req, info, f, 'ack', 'ack', { yiaddr: ip, ciaddr: req.ciaddr }, true, {
+  return reply(req, info, f, 'ack', 'ack', ip, req.ciaddr, true, {
     kind: 'bind',
     ip,
     mac,
@@ -201,7 +201,8 @@ function reply(
   f: AuthoritativeFacts,
   type: 'offer' | 'ack',
   reason: ReplyReason,
-  fields: ReplyFields,
+  yiaddr: IPv4,
+  ciaddr: IPv4,
   lease: boolean,
   effect: LeaseEffect | null = null,
 ): Decision {
@@ -213,7 +214,7 @@ function reply(
   const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: true, uefiPxeClient: false });
   for (const [code, value] of boot.options) options.set(code, value);
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;
-  return { reply: replyPacket(req, { ...fields, siaddr, file: boot.fields.file }, options), reason, effect };
+  return { reply: replyPacket(req, yiaddr, ciaddr, siaddr, boot.fields.file, options), reason, effect };
 }
 
 type OptionList = readonly (readonly [number, Buffer])[];

@@ -32,7 +32,7 @@ export interface ReplyFields {
 export function buildReply(req: DhcpPacket, type: MessageTypeName, fields: ReplyFields, options: ReadonlyMap<number, Buffer>): DhcpPacket {
   const opts = replyOptions(type);
   for (const [code, value] of options) if (code !== OPTION.RELAY_AGENT_INFO) opts.set(code, value);
-  return replyPacket(req, fields, opts);
+  return replyPacket(req, fields.yiaddr ?? ZERO_IP, fields.ciaddr ?? ZERO_IP, fields.siaddr ?? ZERO_IP, fields.file ?? '', opts);
 }
 
 /**
@@ -43,8 +43,12 @@ export function replyOptions(type: MessageTypeName): Map<number, Buffer> {
   return new Map([[OPTION.MESSAGE_TYPE, messageTypeOption(type)]]);
 }
 
-/** `buildReply` for options made by `replyOptions` (taken over, not copied; no option 82 in them). */
-export function replyPacket(req: DhcpPacket, fields: ReplyFields, options: Map<number, Buffer>): DhcpPacket {
+/**
+ * `buildReply` for options made by `replyOptions` (taken over, not copied; no option 82 in them).
+ * The addresses come as arguments, not as a fields object: the hot path then makes no object
+ * whose shape varies with which fields a reply sets (that made these reads megamorphic).
+ */
+export function replyPacket(req: DhcpPacket, yiaddr: IPv4, ciaddr: IPv4, siaddr: IPv4, file: string, options: Map<number, Buffer>): DhcpPacket {
   const agent = req.options.get(OPTION.RELAY_AGENT_INFO);
   if (agent) options.set(OPTION.RELAY_AGENT_INFO, agent);
   return {
@@ -55,13 +59,13 @@ export function replyPacket(req: DhcpPacket, fields: ReplyFields, options: Map<n
     xid: req.xid,
     secs: 0,
     flags: req.flags,
-    ciaddr: fields.ciaddr ?? ZERO_IP,
-    yiaddr: fields.yiaddr ?? ZERO_IP,
-    siaddr: fields.siaddr ?? ZERO_IP,
+    ciaddr,
+    yiaddr,
+    siaddr,
     giaddr: req.giaddr,
     chaddr: req.chaddr,
     sname: '',
-    file: fields.file ?? '',
+    file,
     options,
   };
 }
