@@ -61,7 +61,7 @@ function rangeKey(range: IPv4Range): string {
   return key;
 }
 
-/** How many holds between sweeps of expired offers and empty records. */
+/** How many holds at least between sweeps of expired offers and empty records. */
 const SWEEP_EVERY = 4096;
 
 export class LeaseBook {
@@ -71,6 +71,10 @@ export class LeaseBook {
   private leases = 0;
   private offers = 0;
   private holdsSinceSweep = 0;
+  private lastMac: string | null = null;
+  private lastClient: ClientSlot | undefined = undefined;
+  /** A sweep walks every record: at most once per as many holds as it found records left. */
+  private sweepAfter = SWEEP_EVERY;
 
   load(leases: readonly Lease[]): void {
     for (const l of leases) this.setLease(ipToInt(l.ip), l.mac, l.state, Date.parse(l.expiresAt));
@@ -86,7 +90,7 @@ export class LeaseBook {
 
   /** The MAC's persisted lease (any state), or null. */
   leaseOf(mac: Mac, now: number): LeaseView | null {
-    const n = this.clients.get(mac)?.lease ?? -1;
+    const n = this.find(mac)?.lease ?? -1;
     if (n < 0) return null;
     const s = this.addresses.get(n) as AddressSlot;
     const state = s.leaseState as LeaseState;
@@ -95,7 +99,7 @@ export class LeaseBook {
 
   /** The address currently offered to the MAC, or null. */
   offerOf(mac: Mac, now: number): IPv4 | null {
-    const n = this.clients.get(mac)?.offer ?? -1;
+    const n = this.find(mac)?.offer ?? -1;
     if (n < 0) return null;
     const s = this.addresses.get(n);
     return s && s.offerMac === mac && s.offerUntil > now ? intToIp(n) : null;
@@ -154,11 +158,11 @@ export class LeaseBook {
     this.offers++;
     this.client(mac).offer = n;
     if (range) this.cursors.set(rangeKey(range), n - ipToInt(range.start) + 1);
-    if (++this.holdsSinceSweep >= SWEEP_EVERY) this.sweep(now);
+    if (++this.holdsSinceSweep >= this.sweepAfter) this.sweep(now);
   }
 
   unoffer(mac: Mac): void {
-    const c = this.clients.get(mac);
+    const c = this.find(mac);
     if (c === undefined || c.offer < 0) return;
     const s = this.addresses.get(c.offer);
     if (s !== undefined && s.offerMac === mac) this.dropOffer(c.offer, s);
@@ -186,7 +190,7 @@ export class LeaseBook {
   /** Drops what the book knows about an address and a MAC (before reloading them from the store). */
   forget(ip: string, mac: Mac): void {
     this.dropLease(ipToInt(ip));
-    const c = this.clients.get(mac);
+    const c = this.find(mac);
     if (c !== undefined && c.lease >= 0) this.dropLease(c.lease);
     this.unoffer(mac);
   }
@@ -243,11 +247,24 @@ export class LeaseBook {
     return s;
   }
 
+  /**
+   * The MAC's record. One datagram asks about the same MAC several times in a row (its lease, its
+   * offer, then the effect), so the last answer is kept; records leave the map only in a sweep.
+   */
+  private find(mac: string): ClientSlot | undefined {
+    if (mac !== this.lastMac) {
+      this.lastMac = mac;
+      this.lastClient = this.clients.get(mac);
+    }
+    return this.lastClient;
+  }
+
   private client(mac: Mac): ClientSlot {
-    let c = this.clients.get(mac);
+    let c = this.find(mac);
     if (c === undefined) {
       c = { lease: -1, offer: -1 };
       this.clients.set(mac, c);
+      this.lastClient = c;
     }
     return c;
   }
@@ -263,6 +280,9 @@ export class LeaseBook {
       if (s.leaseState === null && s.offerMac === null && s.skipUntil <= now) this.addresses.delete(n);
     }
     for (const [mac, c] of this.clients) if (c.lease < 0 && c.offer < 0) this.clients.delete(mac);
+    this.lastMac = null;
+    this.lastClient = undefined;
+    this.sweepAfter = Math.max(SWEEP_EVERY, this.addresses.size);
   }
 }
 
