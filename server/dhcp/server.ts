@@ -385,10 +385,19 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     const firstContact = info.messageType === 'discover' || (settings.dhcpMode === 'proxy' && job.via.kind === 'boot-server');
     if (mac && booting && firstContact && !settings.dhcpIgnoreUnknown && req.op === 'BOOTREQUEST') {
       // An unknown PXE client becomes a `discovered` machine; a known one gets its facts refreshed.
+      const before = inv.lookup.revision();
       return inv.machines
         .recordSighting({ mac, arch: info.arch, firmware: info.firmware, vendorClass: info.vendorClass, uuid: info.uuid, source: 'dhcp' })
         .then((seen) => {
-          machinesAt(job.at).byMac.set(mac, seen.machine);
+          // The directory gets this machine in place. When the sighting's own insert was the only
+          // change since it was read, it stays current; a PXE storm of new machines would
+          // otherwise re-read every machine once per newcomer. Otherwise the next datagram
+          // re-reads it.
+          const d = directory;
+          if (d !== null && d.revision === before && inv.lookup.revision() === before + (seen.created ? 1 : 0)) {
+            d.byMac.set(mac, seen.machine);
+            directory = { ...d, revision: inv.lookup.revision() };
+          }
           return answer(job, req, info, mac, seen.machine, iface, 0);
         });
     }
