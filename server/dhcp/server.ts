@@ -81,9 +81,10 @@ export const MAX_QUEUE = 50_000;
 /** How long "this MAC was just handed undionly.kpxe" counts for recognising the chained iPXE. */
 export const CHAINLOAD_WINDOW_MS = 120_000;
 /**
- * How long the service answers from one read of the inventory's machines (their facts and
- * reservations) before reading them again: a machine added through the API is served as known
- * within this long. The store still checks reservations when a lease is committed.
+ * How old the service's read of the inventory's machines may get. Adding, removing or readdressing
+ * a machine through this racksmith makes it read them again at once; a machine's last step, and
+ * a write from outside this racksmith, are seen within this long. The store still checks
+ * reservations when a lease is committed.
  */
 export const INVENTORY_CACHE_MS = 1_000;
 /** ACKs committed together at most (group commit). */

@@ -221,10 +221,10 @@ export interface LeaseRepo {
 export type MachineFacts = Pick<Machine, 'mac' | 'ip' | 'lastStep'>;
 
 /**
- * Synchronous point reads for per-datagram paths. The repositories are async so that another
- * store could stand behind them; the DHCP loop, though, handles tens of thousands of datagrams a
- * second, and a promise per read there costs more than the read itself (an indexed SQLite lookup
- * takes microseconds). Reads only: every write still goes through the repositories.
+ * Synchronous reads for per-datagram paths. The repositories are async so that another store
+ * could stand behind them; the DHCP loop, though, handles tens of thousands of datagrams a
+ * second, and a promise per read there costs more than the read itself. Reads only: every write
+ * still goes through the repositories.
  */
 export interface InventoryLookup {
   /**

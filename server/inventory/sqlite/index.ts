@@ -29,7 +29,7 @@ export interface SqliteInventory extends Inventory {
    * data_version) — so that a response built from the store can be reused while it is equal.
    */
   readonly revision: () => string;
-  /** Synchronous point reads for the per-datagram DHCP path. */
+  /** Synchronous reads for the per-datagram DHCP path (the machine directory and its revision). */
   readonly lookup: InventoryLookup;
 }
 

@@ -70,8 +70,8 @@ export function createLeaseRepo(db: Db): LeaseRepo {
   function macMap(): Map<string, string> {
     if (addressOf === null) {
       addressOf = new Map();
-      // Oldest first, so that should a MAC have two rows (written before migration 5 could not be),
-      // the newer one is what the map keeps.
+      // Oldest first: if a MAC ever had two rows, the map keeps the newer (the table could not
+      // hold two before migration 5, and this repository keeps it so).
       for (const r of macRows.iterate()) addressOf.set(r.mac, r.ip);
     }
     return addressOf;
