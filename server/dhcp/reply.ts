@@ -40,7 +40,10 @@ export function buildReply(req: DhcpPacket, type: MessageTypeName, fields: Reply
  * hand to `replyPacket` (the hot path builds one map per reply instead of copying a second).
  */
 export function replyOptions(type: MessageTypeName): Map<number, Buffer> {
-  return new Map([[OPTION.MESSAGE_TYPE, messageTypeOption(type)]]);
+  // Built by set, not from an entry list: the Map constructor walks its argument as an iterator.
+  const options = new Map<number, Buffer>();
+  options.set(OPTION.MESSAGE_TYPE, messageTypeOption(type));
+  return options;
 }
 
 /**
@@ -78,6 +81,15 @@ export interface BootOptions {
 /** A client with no bootfile (most DHCP clients): one shared, empty answer. */
 const NO_BOOT: BootOptions = { fields: { file: '' }, options: new Map() };
 
+// The same values in every booting client's reply, encoded once (encoding copies them; nothing
+// writes into an option value).
+const HTTP_CLIENT = stringOption('HTTPClient');
+const PXE_CLIENT = stringOption('PXEClient');
+/** 43.6 PXE_DISCOVERY_CONTROL = 8: boot the file in this offer, no boot server discovery. */
+const BOOT_THIS_FILE = subOptionsValue(new Map([[PXE_SUBOPTION.DISCOVERY_CONTROL, uint8Option(8)]]));
+/** 175.176 = 1: iPXE need not wait for ProxyDHCP offers. */
+const NO_PXEDHCP = subOptionsValue(new Map([[IPXE_SUBOPTION.NO_PXEDHCP, uint8Option(1)]]));
+
 /** The 128-byte `file` field holds a NUL-terminated name: 127 bytes at most (RFC 2131 §2). */
 const FILE_FIELD_MAX = 127;
 
@@ -96,18 +108,18 @@ export function bootOptions(info: ClientInfo, opts: { readonly pxeVendor: boolea
   const options = new Map<number, Buffer>();
   const fits = Buffer.byteLength(boot.name, 'latin1') <= FILE_FIELD_MAX;
   const asked = info.parameterList?.includes(OPTION.BOOTFILE_NAME) ?? false;
-  if (info.httpBoot && !info.ipxe) options.set(OPTION.VENDOR_CLASS, stringOption('HTTPClient'));
+  if (info.httpBoot && !info.ipxe) options.set(OPTION.VENDOR_CLASS, HTTP_CLIENT);
   // `uefiPxeClient: false` (authoritative mode): no `PXEClient` to UEFI firmware. EDK2 (OVMF
   // 2022.11) takes a full offer that says PXEClient without PXE vendor options as one that needs
   // boot-server discovery, finds none, and stops with "PXE-E16: No valid offer received"; the same
   // offer without option 60 boots the file at once (dnsmasq answers so; QEMU test, boot chain).
-  else if (info.pxe && (opts.uefiPxeClient !== false || info.firmware === 'bios')) options.set(OPTION.VENDOR_CLASS, stringOption('PXEClient'));
+  else if (info.pxe && (opts.uefiPxeClient !== false || info.firmware === 'bios')) options.set(OPTION.VENDOR_CLASS, PXE_CLIENT);
   if (opts.pxeVendor && info.pxe && !info.ipxe && !info.chainloaded && info.firmware === 'bios') {
-    options.set(OPTION.VENDOR_SPECIFIC, subOptionsValue(new Map([[PXE_SUBOPTION.DISCOVERY_CONTROL, uint8Option(8)]])));
+    options.set(OPTION.VENDOR_SPECIFIC, BOOT_THIS_FILE);
   }
   if (info.guid) options.set(OPTION.CLIENT_GUID, info.guid);
   if (info.ipxe && opts.ipxeNoProxy) {
-    options.set(OPTION.IPXE_ENCAP, subOptionsValue(new Map([[IPXE_SUBOPTION.NO_PXEDHCP, uint8Option(1)]])));
+    options.set(OPTION.IPXE_ENCAP, NO_PXEDHCP);
   }
   if (!fits || asked) options.set(OPTION.BOOTFILE_NAME, stringOption(boot.name));
   return { fields: { file: fits ? boot.name : '' }, options };
