@@ -88,8 +88,8 @@ export function decodeDhcp(buf: Uint8Array): DhcpPacket {
   }
 
   const options = new Map<number, Buffer>();
-  const repeats = REPEATS;
-  repeats.clear();
+  // Repeated codes only (rare): their instances, concatenated once at the end (RFC 3396 §7).
+  const repeats = new Map<number, Uint8Array[]>();
   readOptionArea(buf, HEADER_LENGTH + 4, buf.length, options, repeats, null);
   const overload = options.has(OPTION.OVERLOAD) ? getOverload(joinRepeats(options, repeats)) : null;
   // RFC 2131 §4.1 and RFC 3396 §7: the options field first, then `file`, then `sname`.
@@ -115,12 +115,6 @@ export function decodeDhcp(buf: Uint8Array): DhcpPacket {
     options: repeats.size === 0 ? options : joinRepeats(options, repeats),
   };
 }
-
-/**
- * Repeated codes only (rare): their instances, concatenated once at the end (RFC 3396 §7). One
- * map for every datagram, cleared first: decoding is synchronous and calls out to nothing.
- */
-const REPEATS = new Map<number, Uint8Array[]>();
 
 function u32(b: Uint8Array, at: number): number {
   return (((b[at] as number) << 24) | ((b[at + 1] as number) << 16) | ((b[at + 2] as number) << 8) | (b[at + 3] as number)) >>> 0;
