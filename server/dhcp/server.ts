@@ -10,6 +10,7 @@ import { DHCP_METRICS, instrument } from '../lib/metric-catalogue.js';
 import { NO_METRICS, type Metrics } from '../lib/metrics.js';
 import type { Mac } from '../lib/mac.js';
 import { bindFailure, ServiceStartError, type Service, type ServiceContext, type ServiceHealth, type ServiceState } from '../lib/service.js';
+import { patchDirectory } from './directory.js';
 import { decideAuthoritative, type AddressFacts, type AuthoritativeFacts, type PoolConfig } from './authoritative.js';
 import { ARM64_BOOTFILE_CANDIDATES, BIOS_BOOTFILE, classify, isBootClient, type BootConfig, type ClientInfo } from './classify.js';
 import type { Decision, LeaseEffect } from './decision.js';
@@ -81,12 +82,14 @@ export const MAX_QUEUE = 50_000;
 /** How long "this MAC was just handed undionly.kpxe" counts for recognising the chained iPXE. */
 export const CHAINLOAD_WINDOW_MS = 120_000;
 /**
- * How old the service's read of the inventory's machines may get. Adding, removing or readdressing
- * a machine through this racksmith makes it read them again at once; a machine's last step, and
- * a write from outside this racksmith, are seen within this long. The store still checks
- * reservations when a lease is committed.
+ * How old the service's read of the inventory's machines may get. A machine added, removed or
+ * readdressed through this racksmith is read again before the next datagram; a machine's last
+ * step, and a write from outside this racksmith, are seen within this long. The store still
+ * checks reservations when a lease is committed.
  */
 export const INVENTORY_CACHE_MS = 1_000;
+/** Machines changed since the directory was read, past which it is read whole rather than patched. */
+export const DIRECTORY_PATCH_MAX = 256;
 /** ACKs committed together at most (group commit). */
 export const ACK_BATCH = 16;
 /**
@@ -386,21 +389,9 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     const firstContact = info.messageType === 'discover' || (settings.dhcpMode === 'proxy' && job.via.kind === 'boot-server');
     if (mac && booting && firstContact && !settings.dhcpIgnoreUnknown && req.op === 'BOOTREQUEST') {
       // An unknown PXE client becomes a `discovered` machine; a known one gets its facts refreshed.
-      const before = inv.lookup.revision();
       return inv.machines
         .recordSighting({ mac, arch: info.arch, firmware: info.firmware, vendorClass: info.vendorClass, uuid: info.uuid, source: 'dhcp' })
-        .then((seen) => {
-          // The directory gets this machine in place. When the sighting's own insert was the only
-          // change since it was read, it stays current; a PXE storm of new machines would
-          // otherwise re-read every machine once per newcomer. Otherwise the next datagram
-          // re-reads it.
-          const d = directory;
-          if (d !== null && d.revision === before && inv.lookup.revision() === before + (seen.created ? 1 : 0)) {
-            d.byMac.set(mac, seen.machine);
-            directory = { ...d, revision: inv.lookup.revision() };
-          }
-          return answer(job, req, info, mac, seen.machine, iface, 0);
-        });
+        .then((seen) => answer(job, req, info, mac, seen.machine, iface, 0));
     }
     return answer(job, req, info, mac, machine, iface, 0);
   }
@@ -496,16 +487,26 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
   }
 
   /**
-   * The inventory's machines as last read, whole: read again when a machine was added, removed
-   * or readdressed since, and at least every INVENTORY_CACHE_MS. It replaces a point query for
-   * every new MAC's DISCOVER (most of a busy segment's clients are unknown to the inventory, and
-   * each such query found nothing) and a per-MAC cache of the answers: a MAC's facts are one map
+   * The inventory's machines as last read. A machine added, removed or readdressed since is read
+   * again on its own before the next datagram (patchDirectory); all of them are read again every
+   * INVENTORY_CACHE_MS, or when too many changed at once. This replaces a point query for every
+   * new MAC's DISCOVER (most of a busy segment's clients are unknown to the inventory, and each
+   * such query found nothing) and a per-MAC cache of the answers: a MAC's facts are one map
    * lookup, and a machine added through the API is known to the very next datagram.
    */
   let directory: (MachineDirectory & { readonly at: number }) | null = null;
   function machinesAt(t: number): MachineDirectory {
-    if (directory === null || t - directory.at >= INVENTORY_CACHE_MS || directory.revision !== inv.lookup.revision()) {
+    if (directory === null || t - directory.at >= INVENTORY_CACHE_MS) {
       directory = { ...inv.lookup.directory(), at: t };
+      return directory;
+    }
+    const revision = inv.lookup.revision();
+    if (directory.revision !== revision) {
+      const changed = inv.lookup.changedSince(directory.revision);
+      directory =
+        changed === null || changed.length > DIRECTORY_PATCH_MAX
+          ? { ...inv.lookup.directory(), at: t }
+          : { ...patchDirectory(directory, changed, (mac) => inv.lookup.machine(mac), revision), at: directory.at };
     }
     return directory;
   }

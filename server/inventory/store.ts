@@ -237,6 +237,13 @@ export interface InventoryLookup {
    * inventory; a directory read at another revision may be out of date.
    */
   revision(): number;
+  /**
+   * The MACs of those changes after `revision`, oldest first (a MAC may repeat), or null when
+   * they are more than the lookup remembers.
+   */
+  changedSince(revision: number): readonly string[] | null;
+  /** One machine's facts, or null when the inventory does not know the MAC. */
+  machine(mac: Mac): MachineFacts | null;
 }
 
 export interface MachineDirectory {

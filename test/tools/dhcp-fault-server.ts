@@ -35,6 +35,11 @@ const faulty: DhcpInventory = {
       return { ...d, byMac: new FaultyMachines(d.byMac) };
     },
     revision: () => inventory.lookup.revision(),
+    changedSince: (revision) => inventory.lookup.changedSince(revision),
+    machine(mac) {
+      if (mac === faultyMac) throw new Error(`injected: the inventory cannot read ${mac}`);
+      return inventory.lookup.machine(mac);
+    },
   },
   leases: {
     ...inventory.leases,
