@@ -116,12 +116,6 @@ export class LeaseBook {
     return s === undefined ? null : holderIn(s, now);
   }
 
-  /** Free for this MAC: nobody holds it, or the MAC itself does. */
-  freeFor(ip: string, mac: Mac, now: number): boolean {
-    const h = this.holder(ip, now);
-    return h === null || h.mac === mac;
-  }
-
   /**
    * Next free address of the range after the range's cursor (next-fit: recently released
    * addresses are reused last, so a returning client usually finds its old address still free).

@@ -76,11 +76,6 @@ export function rangeSize(r: IPv4Range): number {
   return ipToInt(r.end) - ipToInt(r.start) + 1;
 }
 
-export function inRange(ip: string, r: IPv4Range): boolean {
-  const n = ipToInt(ip);
-  return n >= ipToInt(r.start) && n <= ipToInt(r.end);
-}
-
 /**
  * A `lookup` for UDP sockets that only ever send to literal addresses (DHCP and TFTP replies go
  * to the address a request came from, a relay or a broadcast). Answering at once, instead of

@@ -18,10 +18,15 @@ const inventory = openDataDir(config.dataDir);
 const faultyMac = process.env['FAULT_LOOKUP_MAC'] ?? null;
 let bindFailures = Number(process.env['FAULT_BIND_FAILS'] ?? '0');
 
-/** The inventory's machines, except that reading the faulty MAC's throws. */
+/** Reading the faulty MAC's machine throws, however it is read. */
+function readable(mac: string): void {
+  if (mac === faultyMac) throw new Error(`injected: the inventory cannot read ${mac}`);
+}
+
+/** The inventory's machines, except the faulty MAC's. */
 class FaultyMachines extends Map<string, MachineFacts> {
   override get(mac: string): MachineFacts | undefined {
-    if (mac === faultyMac) throw new Error(`injected: the inventory cannot read ${mac}`);
+    readable(mac);
     return super.get(mac);
   }
 }
@@ -37,7 +42,7 @@ const faulty: DhcpInventory = {
     revision: () => inventory.lookup.revision(),
     changedSince: (revision) => inventory.lookup.changedSince(revision),
     machine(mac) {
-      if (mac === faultyMac) throw new Error(`injected: the inventory cannot read ${mac}`);
+      readable(mac);
       return inventory.lookup.machine(mac);
     },
   },
