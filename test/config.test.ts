@@ -140,6 +140,16 @@ test('an unknown YAML key is refused, naming it and the allowed keys', () => {
   assert.match(configError(() => loadConfig({ file: join(dir, 'missing.yaml'), env: {}, flags: {} })), /cannot read it \(ENOENT\)/);
 });
 
+test('the DHCP cache threshold is a fraction from 0 to below 1, from any source', () => {
+  assert.is(load({}).dhcpCacheThreshold, 0.25);
+  assert.is(load({ env: { RACKSMITH_DHCP_CACHE_THRESHOLD: '0' } }).dhcpCacheThreshold, 0);
+  assert.is(load({ env: { RACKSMITH_DHCP_CACHE_THRESHOLD: '.5' } }).dhcpCacheThreshold, 0.5);
+  assert.is(load({ yaml: 'dhcp-cache-threshold: 0.1\n' }).dhcpCacheThreshold, 0.1);
+  for (const bad of ['1', '1.5', '-0.1', 'a quarter', '0.2.5']) {
+    assert.match(configError(() => load({ env: { RACKSMITH_DHCP_CACHE_THRESHOLD: bad } })), /dhcp-cache-threshold .*expected a fraction from 0 to below 1/, bad);
+  }
+});
+
 test('secret settings are shown as (hidden), never echoed', () => {
   const token = 'short-secret';
   for (const m of [

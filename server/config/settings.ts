@@ -15,6 +15,11 @@ const integer = (min: number, max: number) =>
     z.number({ error: `expected an integer from ${min} to ${max}` }).int(`expected an integer from ${min} to ${max}`).min(min, `expected an integer from ${min} to ${max}`).max(max, `expected an integer from ${min} to ${max}`),
   );
 const port = integer(0, 65535);
+/** A fraction from 0 up to (not including) 1, e.g. 0.25. */
+const fraction = z.preprocess(
+  (v) => (typeof v === 'string' && /^\d*\.?\d+$/.test(v.trim()) ? Number(v) : v),
+  z.number({ error: 'expected a fraction from 0 to below 1, such as 0.25' }).min(0, 'expected a fraction from 0 to below 1, such as 0.25').lt(1, 'expected a fraction from 0 to below 1, such as 0.25'),
+);
 const bool = z.preprocess((v) => {
   if (typeof v === 'boolean') return v;
   if (typeof v === 'string' && /^(1|true|yes|on)$/i.test(v)) return true;
@@ -74,6 +79,12 @@ export const SETTINGS = {
   dhcpRouter: { env: 'RACKSMITH_DHCP_ROUTER', schema: ipv4.optional(), default: undefined, help: 'router handed out in authoritative mode' },
   dhcpDns: { env: 'RACKSMITH_DHCP_DNS', schema: ipList.optional(), default: undefined, help: 'DNS servers handed out, comma separated' },
   dhcpLeaseSeconds: { env: 'RACKSMITH_DHCP_LEASE_SECONDS', schema: integer(60, 31_536_000), default: 3600, help: 'lease time in authoritative mode' },
+  dhcpCacheThreshold: {
+    env: 'RACKSMITH_DHCP_CACHE_THRESHOLD',
+    schema: fraction,
+    default: 0.25,
+    help: "a client's lease younger than this fraction of the lease time is ACKed again as it stands, with what is left of it, and not rewritten (as Kea's cache-threshold); 0 rewrites every ACK",
+  },
   dhcpIgnoreUnknown: { env: 'RACKSMITH_DHCP_IGNORE_UNKNOWN', schema: bool, default: false, help: 'answer only MACs in the inventory (shared L2 segment with another provisioner)' },
   efiBootfile: { env: 'RACKSMITH_EFI_BOOTFILE', schema: z.enum(['ipxe.efi', 'snponly.efi']), default: 'ipxe.efi', help: 'iPXE binary for x64 UEFI PXE clients' },
   tftpPort: { env: 'RACKSMITH_TFTP_PORT', schema: port, default: 69, help: 'TFTP listen port; 0 turns TFTP off' },

@@ -20,6 +20,11 @@ export interface PoolConfig {
   readonly router: IPv4 | null;
   readonly dns: readonly IPv4[];
   readonly leaseSeconds: number;
+  /**
+   * A lease younger than this fraction of `leaseSeconds` is reused: ACKed again unchanged, with
+   * the time it has left, and not written again (Kea's cache-threshold). 0: never.
+   */
+  readonly cacheThreshold: number;
 }
 
 /** One address as it stands for this client. */
@@ -50,7 +55,16 @@ export interface AuthoritativeFacts {
   /** The client's reservation (its machine's `ip`), or null. */
   readonly reservation: AddressFacts | null;
   /** The client's persisted lease, or null. */
-  readonly lease: (AddressFacts & { readonly state: LeaseState; readonly active: boolean }) | null;
+  readonly lease:
+    | (AddressFacts & {
+        readonly state: LeaseState;
+        readonly active: boolean;
+        /** ms since the epoch. */
+        readonly until: number;
+        readonly clientId: string | null;
+        readonly hostname: string | null;
+      })
+    | null;
   /** The address last offered to this client, while the offer is held. */
   readonly offered: IPv4 | null;
   /** The address the client asks for (option 50, or ciaddr when renewing), as it stands. */
@@ -131,7 +145,7 @@ function discover(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac:
   // Only a new address moves the pool's next-fit cursor: re-offering a returning client's old
   // address must not send the cursor back to it, or the next new client would scan forward
   // over every address bound since (and be given recently freed addresses first).
-  return reply(req, info, f, 'offer', 'offer', ip, ZERO_IP, true, { kind: 'hold', ip, mac, until: f.now + OFFER_HOLD_MS, range: fresh ? f.pool.range : null });
+  return reply(req, info, f, 'offer', 'offer', ip, ZERO_IP, true, { kind: 'hold', ip, mac, until: f.now + OFFER_HOLD_MS, range: fresh ? f.pool.range : null }, reusable(f, info, ip));
 }
 
 function request(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: Mac): Decision {
@@ -176,6 +190,9 @@ function request(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: 
 
 function ack(req: DhcpPacket, info: ClientInfo, f: AuthoritativeFacts, mac: Mac, ip: IPv4): Decision {
   const pool = f.pool as PoolConfig;
+  // The lease as it stands is already in the store: nothing to write before this ACK.
+  const left = reusable(f, info, ip);
+  if (left !== null) return reply(req, info, f, 'ack', 'ack-reused', ip, req.ciaddr, true, f.offered ? { kind: 'unhold', mac } : null, left);
   return reply(req, info, f, 'ack', 'ack', ip, req.ciaddr, true, {
     kind: 'bind',
     ip,
@@ -205,16 +222,41 @@ function reply(
   ciaddr: IPv4,
   lease: boolean,
   effect: LeaseEffect | null = null,
+  secondsLeft: number | null = null,
 ): Decision {
   const pool = f.pool as PoolConfig;
   const options = replyOptions(type);
   options.set(OPTION.SERVER_ID, serverIdOption(f.serverId));
   const own = poolOptions(pool);
   for (const [code, value] of lease ? own.lease : own.config) options.set(code, value);
+  if (lease && secondsLeft !== null) {
+    // A reused lease: its own end, and T1/T2 at the usual fractions of what is left (§4.4.5).
+    options.set(OPTION.LEASE_TIME, uint32Option(secondsLeft));
+    options.set(OPTION.RENEWAL_TIME, uint32Option(Math.floor(secondsLeft * 0.5)));
+    options.set(OPTION.REBINDING_TIME, uint32Option(Math.floor(secondsLeft * 0.875)));
+  }
   const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: true, uefiPxeClient: false });
   for (const [code, value] of boot.options) options.set(code, value);
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;
   return { reply: replyPacket(req, yiaddr, ciaddr, siaddr, boot.fields.file, options), reason, effect };
+}
+
+/**
+ * Seconds left on the client's lease of `ip` when it can be given again as it stands, else null.
+ * As Kea's lease caching: the lease is this client's, bound, unexpired, for the same client id
+ * and host name, and younger than `cacheThreshold` of a lease time (it has more than the rest of
+ * one left). Its end was committed when it was bound, so the ACK needs no write; a lease with
+ * more left than one lease time (the setting was lowered) is written again.
+ */
+function reusable(f: AuthoritativeFacts, info: ClientInfo, ip: IPv4): number | null {
+  const pool = f.pool;
+  const l = f.lease;
+  if (!pool || pool.cacheThreshold <= 0 || !l || l.ip !== ip || !l.active || l.holder !== 'self') return null;
+  if (l.clientId !== info.clientId || l.hostname !== info.hostname) return null;
+  const leftMs = l.until - f.now;
+  const leaseMs = pool.leaseSeconds * 1000;
+  if (leftMs > leaseMs || leftMs <= (1 - pool.cacheThreshold) * leaseMs) return null;
+  return Math.floor(leftMs / 1000);
 }
 
 type OptionList = readonly (readonly [number, Buffer])[];

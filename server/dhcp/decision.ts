@@ -11,6 +11,8 @@ import type { DhcpPacket } from './packet.js';
 export type ReplyReason =
   | 'offer'
   | 'ack'
+  /** The client's young lease given again as it stands, with the time it has left (no write). */
+  | 'ack-reused'
   | 'ack-inform'
   | 'nak-wrong-network'
   | 'nak-wrong-address'

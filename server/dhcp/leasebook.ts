@@ -22,6 +22,9 @@ interface AddressSlot {
   leaseMac: Mac | null;
   /** ms since the epoch: the lease's end, or the end of a quarantine. */
   leaseUntil: number;
+  /** The lease row's client identifier and host name (a reused lease must not change them). */
+  leaseClientId: string | null;
+  leaseHostname: string | null;
   /** The MAC the address is offered to, or null. */
   offerMac: Mac | null;
   offerUntil: number;
@@ -47,6 +50,8 @@ export interface LeaseView {
   readonly until: number;
   /** `bound` and not yet expired. */
   readonly active: boolean;
+  readonly clientId: string | null;
+  readonly hostname: string | null;
 }
 
 const rangeKeys = new WeakMap<IPv4Range, string>();
@@ -77,7 +82,7 @@ export class LeaseBook {
   private sweepAfter = SWEEP_EVERY;
 
   load(leases: readonly Lease[]): void {
-    for (const l of leases) this.setLease(ipToInt(l.ip), l.mac, l.state, Date.parse(l.expiresAt));
+    for (const l of leases) this.setLease(ipToInt(l.ip), l.mac, l.state, Date.parse(l.expiresAt), l.clientId, l.hostname);
   }
 
   get leaseCount(): number {
@@ -94,7 +99,7 @@ export class LeaseBook {
     if (n < 0) return null;
     const s = this.addresses.get(n) as AddressSlot;
     const state = s.leaseState as LeaseState;
-    return { ip: intToIp(n), state, until: s.leaseUntil, active: state === 'bound' && s.leaseUntil > now };
+    return { ip: intToIp(n), state, until: s.leaseUntil, active: state === 'bound' && s.leaseUntil > now, clientId: s.leaseClientId, hostname: s.leaseHostname };
   }
 
   /** The address currently offered to the MAC, or null. */
@@ -164,9 +169,9 @@ export class LeaseBook {
   }
 
   /** Mirrors a committed binding: the MAC now holds this address and no other. */
-  bind(ip: string, mac: Mac, until: number): void {
+  bind(ip: string, mac: Mac, until: number, clientId: string | null = null, hostname: string | null = null): void {
     this.unoffer(mac);
-    this.setLease(ipToInt(ip), mac, 'bound', until);
+    this.setLease(ipToInt(ip), mac, 'bound', until, clientId, hostname);
   }
 
   release(ip: string, mac: Mac, now: number): void {
@@ -178,7 +183,7 @@ export class LeaseBook {
   }
 
   decline(ip: string, until: number): void {
-    this.setLease(ipToInt(ip), null, 'declined', until);
+    this.setLease(ipToInt(ip), null, 'declined', until, null, null);
   }
 
   /** Drops what the book knows about an address and a MAC (before reloading them from the store). */
@@ -189,7 +194,7 @@ export class LeaseBook {
     this.unoffer(mac);
   }
 
-  private setLease(n: number, mac: Mac | null, state: LeaseState, until: number): void {
+  private setLease(n: number, mac: Mac | null, state: LeaseState, until: number, clientId: string | null, hostname: string | null): void {
     const s = this.slot(n);
     if (s.leaseState !== null && s.leaseMac !== null && s.leaseMac !== mac) {
       const previous = this.clients.get(s.leaseMac);
@@ -205,6 +210,8 @@ export class LeaseBook {
     s.leaseState = state;
     s.leaseMac = mac;
     s.leaseUntil = until;
+    s.leaseClientId = clientId;
+    s.leaseHostname = hostname;
     if (s.offerMac !== null && s.offerMac !== mac) this.dropOffer(n, s);
   }
 
@@ -219,6 +226,8 @@ export class LeaseBook {
     s.leaseState = null;
     s.leaseMac = null;
     s.leaseUntil = 0;
+    s.leaseClientId = null;
+    s.leaseHostname = null;
     this.leases--;
   }
 
@@ -235,7 +244,7 @@ export class LeaseBook {
   private slot(n: number): AddressSlot {
     let s = this.addresses.get(n);
     if (s === undefined) {
-      s = { leaseState: null, leaseMac: null, leaseUntil: 0, offerMac: null, offerUntil: 0, skipUntil: 0 };
+      s = { leaseState: null, leaseMac: null, leaseUntil: 0, leaseClientId: null, leaseHostname: null, offerMac: null, offerUntil: 0, skipUntil: 0 };
       this.addresses.set(n, s);
     }
     return s;

@@ -51,6 +51,7 @@ export type DhcpSettings = Pick<
   | 'dhcpRouter'
   | 'dhcpDns'
   | 'dhcpLeaseSeconds'
+  | 'dhcpCacheThreshold'
   | 'dhcpIgnoreUnknown'
   | 'efiBootfile'
   | 'advertiseAddress'
@@ -221,6 +222,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
         router: (settings.dhcpRouter ?? null) as IPv4 | null,
         dns: (settings.dhcpDns ?? []) as IPv4[],
         leaseSeconds: settings.dhcpLeaseSeconds,
+        cacheThreshold: settings.dhcpCacheThreshold,
         iface: home,
       };
       poolNet = { network: ipToInt(pool.network), mask: ipToInt(mask), start: ipToInt(range.start), end: ipToInt(range.end) };
@@ -475,7 +477,10 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       ignoreUnknown: settings.dhcpIgnoreUnknown,
       known,
       reservation: facts(machineIp),
-      lease: leaseView && leaseFacts ? { ...leaseFacts, state: leaseView.state, active: leaseView.active } : null,
+      lease:
+        leaseView && leaseFacts
+          ? { ...leaseFacts, state: leaseView.state, active: leaseView.active, until: leaseView.until, clientId: leaseView.clientId, hostname: leaseView.hostname }
+          : null,
       offered: mac ? book.offerOf(mac, t) : null,
       requested: facts(requestedIp),
       candidate: p && mac && info.messageType === 'discover' ? nextCandidate(p, mac, t) : null,
@@ -584,7 +589,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     if (e?.kind === 'bind') {
       // Persist before the ACK leaves (RFC 2131 §4.3.1 leaves durability to the server; an ACK
       // for a lease that a crash then forgets would let the address go to a second MAC).
-      book.bind(e.ip, e.mac, e.until);
+      book.bind(e.ip, e.mac, e.until, e.clientId, e.hostname);
       pending.push({ binding: e, send, after });
       // Commit once the window has passed, or sooner once a batch is full: one transaction per
       // batch, and no long train of ACKs that would overrun a client's buffer.

@@ -56,7 +56,7 @@ export const EVENT_STREAM_METRICS = {
 
 export const DHCP_METRICS = {
   received: def('counter', 'racksmith_dhcp_received_total', 'dhcp', 'DHCP datagrams received'),
-  replies: def('counter', 'racksmith_dhcp_replies_total', 'dhcp', 'DHCP replies sent, by reason (offer, ack, ack-inform, nak-wrong-network, nak-wrong-address, nak-taken, proxy-offer, boot-server-ack)', ['reason']),
+  replies: def('counter', 'racksmith_dhcp_replies_total', 'dhcp', 'DHCP replies sent, by reason (offer, ack, ack-reused, ack-inform, nak-wrong-network, nak-wrong-address, nak-taken, proxy-offer, boot-server-ack)', ['reason']),
   dropped: def('counter', 'racksmith_dhcp_dropped_total', 'dhcp', 'DHCP datagrams not answered, by reason (a decoder error code such as ERR_DHCP_SHORT, ignored-not-pxe, ignored-unknown-mac, ignored-pool-exhausted, queue-full, send-error…)', ['reason']),
   leasesInUse: def('gauge', 'racksmith_dhcp_leases_in_use', 'dhcp', 'Leases in the DHCP lease book (authoritative mode)'),
   offersOutstanding: def('gauge', 'racksmith_dhcp_offers_outstanding', 'dhcp', 'Addresses offered and held, not yet requested'),

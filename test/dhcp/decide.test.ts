@@ -16,7 +16,7 @@ const BASE: AuthoritativeFacts = {
   now: 1_000_000,
   serverId: IP('10.77.0.1'),
   nextServer: IP('10.77.0.1'),
-  pool: { range: { start: IP('10.77.0.100'), end: IP('10.77.0.199') }, network: IP('10.77.0.0'), mask: IP('255.255.255.0'), router: IP('10.77.0.254'), dns: [IP('10.77.0.53')], leaseSeconds: 600 },
+  pool: { range: { start: IP('10.77.0.100'), end: IP('10.77.0.199') }, network: IP('10.77.0.0'), mask: IP('255.255.255.0'), router: IP('10.77.0.254'), dns: [IP('10.77.0.53')], leaseSeconds: 600, cacheThreshold: 0 },
   ignoreUnknown: false,
   known: false,
   reservation: null,
@@ -26,6 +26,8 @@ const BASE: AuthoritativeFacts = {
   candidate: IP('10.77.0.100'),
 };
 const addr = (ip: string, over: Partial<AddressFacts> = {}): AddressFacts => ({ ip: IP(ip), onSubnet: ip.startsWith('10.77.0.'), inRange: /^10\.77\.0\.1\d\d$/.test(ip), holder: 'none', reserved: null, ...over });
+/** A lease row's remaining facts, for cases where reuse is off or beside the point. */
+const ROW = { until: 0, clientId: null, hostname: null };
 const ipBytes = (ip: string): number[] => ip.split('.').map(Number);
 const PXE_BIOS = [60, 32, ...ascii('PXEClient:Arch:00000:UNDI:002001'), 93, 2, 0, 0, 97, 17, 0, ...new Array(16).fill(7)];
 const PXE_UEFI = [60, 32, ...ascii('PXEClient:Arch:00007:UNDI:003000'), 93, 2, 0, 7];
@@ -50,8 +52,8 @@ const A: Case[] = [
   { name: 'DISCOVER, new client: next free pool address, held', run: () => auth(msg(1)), reason: 'offer', yiaddr: '10.77.0.100', effect: 'hold' },
   { name: 'DISCOVER, reserved machine: its own address', run: () => auth(msg(1), { known: true, reservation: addr('10.77.0.50', { reserved: 'self' }) }), reason: 'offer', yiaddr: '10.77.0.50', effect: 'hold' },
   { name: 'DISCOVER, reservation held by another client: a pool address meanwhile', run: () => auth(msg(1), { reservation: addr('10.77.0.50', { holder: 'other', reserved: 'self' }) }), reason: 'offer', yiaddr: '10.77.0.100' },
-  { name: 'DISCOVER, client with a lease: same address again', run: () => auth(msg(1), { lease: { ...addr('10.77.0.120', { holder: 'self' }), state: 'bound', active: true } }), reason: 'offer', yiaddr: '10.77.0.120' },
-  { name: 'DISCOVER, expired lease now held by another: a new address', run: () => auth(msg(1), { lease: { ...addr('10.77.0.120', { holder: 'other' }), state: 'bound', active: false } }), reason: 'offer', yiaddr: '10.77.0.100' },
+  { name: 'DISCOVER, client with a lease: same address again', run: () => auth(msg(1), { lease: { ...addr('10.77.0.120', { holder: 'self' }), state: 'bound', active: true, ...ROW } }), reason: 'offer', yiaddr: '10.77.0.120' },
+  { name: 'DISCOVER, expired lease now held by another: a new address', run: () => auth(msg(1), { lease: { ...addr('10.77.0.120', { holder: 'other' }), state: 'bound', active: false, ...ROW } }), reason: 'offer', yiaddr: '10.77.0.100' },
   { name: 'DISCOVER asking for a free pool address (option 50): granted', run: () => auth(msg(1, [50, 4, ...ipBytes('10.77.0.150')]), { requested: addr('10.77.0.150') }), reason: 'offer', yiaddr: '10.77.0.150' },
   { name: 'DISCOVER asking for someone else\'s reservation: not granted', run: () => auth(msg(1, [50, 4, ...ipBytes('10.77.0.150')]), { requested: addr('10.77.0.150', { reserved: 'other' }) }), reason: 'offer', yiaddr: '10.77.0.100' },
   { name: 'DISCOVER, pool exhausted: silent', run: () => auth(msg(1), { candidate: null }), reason: 'ignored-pool-exhausted' },
@@ -65,15 +67,15 @@ const A: Case[] = [
   { name: 'SELECTING an address taken meanwhile: NAK', run: () => auth(msg(3, [54, 4, ...ipBytes('10.77.0.1'), 50, 4, ...ipBytes('10.77.0.130')]), { requested: addr('10.77.0.130', { holder: 'other' }) }), reason: 'nak-taken' },
   { name: 'SELECTING another server: silent, our offer released', run: () => auth(msg(3, [54, 4, ...ipBytes('10.77.0.9'), 50, 4, ...ipBytes('10.77.0.100')]), { offered: IP('10.77.0.100'), requested: addr('10.77.0.100', { holder: 'self' }) }), reason: 'ignored-other-server', effect: 'unhold' },
   { name: 'INIT-REBOOT, no record of the client: silent (§4.3.2)', run: () => auth(msg(3, [50, 4, ...ipBytes('10.77.0.140')]), { requested: addr('10.77.0.140') }), reason: 'ignored-no-record' },
-  { name: 'INIT-REBOOT with its own lease: ACK', run: () => auth(msg(3, [50, 4, ...ipBytes('10.77.0.140')]), { requested: addr('10.77.0.140', { holder: 'self' }), lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true } }), reason: 'ack', yiaddr: '10.77.0.140', effect: 'bind' },
-  { name: 'INIT-REBOOT for another address than its lease: NAK', run: () => auth(msg(3, [50, 4, ...ipBytes('10.77.0.141')]), { requested: addr('10.77.0.141'), lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true } }), reason: 'nak-wrong-address' },
+  { name: 'INIT-REBOOT with its own lease: ACK', run: () => auth(msg(3, [50, 4, ...ipBytes('10.77.0.140')]), { requested: addr('10.77.0.140', { holder: 'self' }), lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true, ...ROW } }), reason: 'ack', yiaddr: '10.77.0.140', effect: 'bind' },
+  { name: 'INIT-REBOOT for another address than its lease: NAK', run: () => auth(msg(3, [50, 4, ...ipBytes('10.77.0.141')]), { requested: addr('10.77.0.141'), lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true, ...ROW } }), reason: 'nak-wrong-address' },
   { name: 'INIT-REBOOT for a foreign network: NAK', run: () => auth(msg(3, [50, 4, ...ipBytes('10.99.0.5')]), { requested: addr('10.99.0.5') }), reason: 'nak-wrong-network' },
-  { name: 'RENEWING (ciaddr): ACK, unicast to ciaddr', run: () => auth(msg(3, [], { ciaddr: ipBytes('10.77.0.140') }), { requested: addr('10.77.0.140', { holder: 'self' }), lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true } }), reason: 'ack', yiaddr: '10.77.0.140', effect: 'bind' },
+  { name: 'RENEWING (ciaddr): ACK, unicast to ciaddr', run: () => auth(msg(3, [], { ciaddr: ipBytes('10.77.0.140') }), { requested: addr('10.77.0.140', { holder: 'self' }), lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true, ...ROW } }), reason: 'ack', yiaddr: '10.77.0.140', effect: 'bind' },
   { name: 'RENEWING an address held by another: NAK', run: () => auth(msg(3, [], { ciaddr: ipBytes('10.77.0.140') }), { requested: addr('10.77.0.140', { holder: 'other' }) }), reason: 'nak-taken' },
   { name: 'RENEWING while reserved elsewhere: NAK (back to INIT, to the reservation)', run: () => auth(msg(3, [], { ciaddr: ipBytes('10.77.0.140') }), { requested: addr('10.77.0.140', { holder: 'self' }), reservation: addr('10.77.0.50', { reserved: 'self' }) }), reason: 'nak-wrong-address' },
-  { name: 'RELEASE of its lease', run: () => auth(msg(7, [], { ciaddr: ipBytes('10.77.0.140') }), { lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true } }), reason: 'released', effect: 'release' },
-  { name: 'RELEASE of an address it does not hold: ignored', run: () => auth(msg(7, [], { ciaddr: ipBytes('10.77.0.141') }), { lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true } }), reason: 'ignored-not-holder' },
-  { name: 'DECLINE: the address is quarantined', run: () => auth(msg(4, [50, 4, ...ipBytes('10.77.0.140')]), { lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true } }), reason: 'declined', effect: 'decline' },
+  { name: 'RELEASE of its lease', run: () => auth(msg(7, [], { ciaddr: ipBytes('10.77.0.140') }), { lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true, ...ROW } }), reason: 'released', effect: 'release' },
+  { name: 'RELEASE of an address it does not hold: ignored', run: () => auth(msg(7, [], { ciaddr: ipBytes('10.77.0.141') }), { lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true, ...ROW } }), reason: 'ignored-not-holder' },
+  { name: 'DECLINE: the address is quarantined', run: () => auth(msg(4, [50, 4, ...ipBytes('10.77.0.140')]), { lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true, ...ROW } }), reason: 'declined', effect: 'decline' },
   { name: 'INFORM: ACK without lease', run: () => auth(msg(8, [], { ciaddr: ipBytes('10.77.0.20') })), reason: 'ack-inform', yiaddr: '0.0.0.0' },
 ];
 
@@ -92,11 +94,56 @@ for (const c of A) {
 a('only a new pool address moves the next-fit cursor (a returning client\'s old one does not)', () => {
   const rangeOf = (d: Decision): unknown => (d.effect?.kind === 'hold' ? d.effect.range : 'no hold');
   assert.equal(rangeOf(auth(msg(1))), BASE.pool?.range, 'a new client takes the candidate and moves the cursor');
-  const lease = { ...addr('10.77.0.120', { holder: 'self' as const }), state: 'bound' as const, active: true };
+  const lease = { ...addr('10.77.0.120', { holder: 'self' as const }), state: 'bound' as const, active: true, ...ROW };
   assert.is(rangeOf(auth(msg(1), { lease })), null, 'its lease again');
   assert.is(rangeOf(auth(msg(1), { offered: IP('10.77.0.130') })), null, 'its held offer again');
   assert.is(rangeOf(auth(msg(1, [50, 4, ...ipBytes('10.77.0.150')]), { requested: addr('10.77.0.150') })), null, 'the address it asked for');
   assert.is(rangeOf(auth(msg(1), { known: true, reservation: addr('10.77.0.50', { reserved: 'self' }) })), null, 'its reservation');
+});
+
+a('a young lease is reused as it stands (no write), with what it has left; an older or changed one is bound again', () => {
+  const pool = { ...(BASE.pool as NonNullable<AuthoritativeFacts['pool']>), cacheThreshold: 0.25 };
+  const select = msg(3, [54, 4, ...ipBytes('10.77.0.1'), 50, 4, ...ipBytes('10.77.0.120')]);
+  const renew = msg(3, [], { ciaddr: ipBytes('10.77.0.120') });
+  const lease = (leftSeconds: number, over: Partial<{ clientId: string | null; hostname: string | null }> = {}) => ({
+    ...addr('10.77.0.120', { holder: 'self' }),
+    state: 'bound' as const,
+    active: true,
+    until: BASE.now + leftSeconds * 1000,
+    clientId: null,
+    hostname: null,
+    ...over,
+  });
+  const facts = (leftSeconds: number, over: Partial<AuthoritativeFacts> = {}, row = {}): Partial<AuthoritativeFacts> => ({
+    pool,
+    offered: IP('10.77.0.120'),
+    requested: addr('10.77.0.120', { holder: 'self' }),
+    lease: lease(leftSeconds, row),
+    ...over,
+  });
+  const times = (d: Decision): number[] => [OPTION.LEASE_TIME, OPTION.RENEWAL_TIME, OPTION.REBINDING_TIME].map((c) => (d.reply ? (getUint32(d.reply.options, c) ?? -1) : -1));
+
+  // 590 of 600 s left: younger than a quarter of a lease.
+  const reused = auth(select, facts(590.5));
+  assert.is(reused.reason, 'ack-reused');
+  assert.is(type(reused), 'ack');
+  assert.is(reused.reply?.yiaddr, '10.77.0.120');
+  assert.equal(times(reused), [590, 295, 516], 'the time left, T1 and T2 at 0.5 and 0.875 of it');
+  assert.is(reused.effect?.kind, 'unhold', 'nothing to bind; the offer it answered is dropped');
+  assert.is(auth(renew, facts(590, { offered: null })).effect, null, 'a renewal with no offer: no effect at all');
+  assert.equal(times(auth(msg(1), facts(590, { offered: null }))), [590, 295, 516], 'its OFFER already says what the ACK will');
+
+  const bound = (d: Decision, why: string): void => {
+    assert.is(d.reason, 'ack', why);
+    assert.is(d.effect?.kind, 'bind', why);
+    assert.equal(times(d), [600, 300, 525], why);
+  };
+  bound(auth(select, facts(450)), 'a quarter of the lease gone: bound anew');
+  bound(auth(select, facts(700)), 'more left than one lease time (the setting was lowered): bound anew');
+  bound(auth(select, facts(590, { pool: { ...pool, cacheThreshold: 0 } })), 'cache threshold 0: every ACK is written');
+  bound(auth(select, facts(590, {}, { hostname: 'old-name' })), 'the host name changed');
+  bound(auth(select, facts(590, {}, { clientId: '01aabbcc' })), 'the client id changed');
+  bound(auth(select, { ...facts(590), lease: { ...lease(590), state: 'released', active: false } }), 'a released lease');
 });
 
 a('OFFER carries mask before router, DNS, lease with T1/T2 (§4.4.5), server id', () => {
@@ -135,7 +182,7 @@ dest('NAK without relay → broadcast', () => {
 });
 dest('ciaddr set → unicast to ciaddr:68', () => {
   const req = msg(3, [], { ciaddr: ipBytes('10.77.0.140') });
-  const d = auth(req, { requested: addr('10.77.0.140', { holder: 'self' }), lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true } });
+  const d = auth(req, { requested: addr('10.77.0.140', { holder: 'self' }), lease: { ...addr('10.77.0.140', { holder: 'self' }), state: 'bound', active: true, ...ROW } });
   assert.equal(destination(req, d.reply as DhcpPacket, 67), { address: '10.77.0.140', port: 68, broadcast: false, why: 'ciaddr' });
 });
 dest('broadcast flag → broadcast; otherwise broadcast too (no ARP injection from Node)', () => {

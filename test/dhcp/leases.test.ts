@@ -195,12 +195,13 @@ book('a bind moves the MAC and drops its previous address', () => {
 
 book('release keeps the row for its own MAC only; forget drops a lease and an offer; counts follow', () => {
   const b = new LeaseBook();
-  b.bind('10.77.0.100', A, 5000);
+  b.bind('10.77.0.100', A, 5000, '01525400000000', 'node-a');
+  assert.equal(b.leaseOf(A, 10), { ip: '10.77.0.100', state: 'bound', until: 5000, active: true, clientId: '01525400000000', hostname: 'node-a' }, 'the row as bound');
   b.release('10.77.0.100', B, 10);
   assert.equal(b.holder('10.77.0.100', 10), { kind: 'bound', mac: A }, 'another MAC cannot release it');
   b.release('10.77.0.100', A, 10);
   assert.is(b.holder('10.77.0.100', 10), null);
-  assert.equal(b.leaseOf(A, 10), { ip: '10.77.0.100', state: 'released', until: 10, active: false });
+  assert.equal(b.leaseOf(A, 10), { ip: '10.77.0.100', state: 'released', until: 10, active: false, clientId: '01525400000000', hostname: 'node-a' });
   assert.is(b.leaseCount, 1, 'a released lease is still a row');
   b.hold('10.77.0.101', B, 0, 1000);
   assert.is(b.offerCount, 1);

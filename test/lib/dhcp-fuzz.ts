@@ -24,7 +24,7 @@ const FACTS: AuthoritativeFacts = {
   now: 1_700_000_000_000,
   serverId: IP('10.77.0.1'),
   nextServer: IP('10.77.0.1'),
-  pool: { range: { start: IP('10.77.0.100'), end: IP('10.77.0.199') }, network: IP('10.77.0.0'), mask: IP('255.255.255.0'), router: IP('10.77.0.1'), dns: [], leaseSeconds: 600 },
+  pool: { range: { start: IP('10.77.0.100'), end: IP('10.77.0.199') }, network: IP('10.77.0.0'), mask: IP('255.255.255.0'), router: IP('10.77.0.1'), dns: [], leaseSeconds: 600, cacheThreshold: 0.25 },
   ignoreUnknown: false,
   known: true,
   reservation: null,
