@@ -1,5 +1,5 @@
 import type { NetworkInterfaceInfo } from 'node:os';
-import { intToIp, ipToInt, sameSubnet, type IPv4 } from '../lib/ipv4.js';
+import { intToIp, ipToInt, type IPv4 } from '../lib/ipv4.js';
 
 /**
  * Which interfaces DHCP serves and which of them a datagram belongs to. Pure: the loop passes in
@@ -11,6 +11,12 @@ export interface ServedInterface {
   readonly address: IPv4;
   readonly netmask: IPv4;
   readonly network: IPv4;
+  /**
+   * `network` and `netmask` as numbers: the loop asks which interface an address is on several
+   * times per datagram (ingress, server id, the reply's socket).
+   */
+  readonly networkBits: number;
+  readonly maskBits: number;
 }
 
 export type InterfaceTable = NodeJS.Dict<NetworkInterfaceInfo[]>;
@@ -22,8 +28,9 @@ export function servedInterfaces(table: InterfaceTable, only: string | undefined
     if (only !== undefined && name !== only) continue;
     const a = (addrs ?? []).find((x) => x.family === 'IPv4' && !x.internal);
     if (!a) continue;
-    const network = intToIp((ipToInt(a.address) & ipToInt(a.netmask)) >>> 0);
-    served.push({ name, address: a.address as IPv4, netmask: a.netmask as IPv4, network });
+    const maskBits = ipToInt(a.netmask);
+    const networkBits = (ipToInt(a.address) & maskBits) >>> 0;
+    served.push({ name, address: a.address as IPv4, netmask: a.netmask as IPv4, network: intToIp(networkBits), networkBits, maskBits });
   }
   if (only !== undefined && served.length === 0) {
     const known = Object.keys(table).filter((n) => (table[n] ?? []).some((x) => !x.internal));
@@ -40,7 +47,9 @@ export function servedInterfaces(table: InterfaceTable, only: string | undefined
 }
 
 export function interfaceOn(served: readonly ServedInterface[], ip: string): ServedInterface | null {
-  return served.find((s) => sameSubnet(s.address, ip, s.netmask)) ?? null;
+  const n = ipToInt(ip);
+  for (const s of served) if (((n & s.maskBits) >>> 0) === s.networkBits) return s;
+  return null;
 }
 
 /**

@@ -568,7 +568,6 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
   /** Sends the decision's reply (after committing its binding, for an ACK). */
   function sendReply(req: DhcpPacket, info: ClientInfo, mac: Mac | null, known: boolean, d: Decision, target: ServedInterface | null, job: Job, recordIt: boolean): void {
     const e = d.effect;
-    const t = job.at;
     if (!d.reply) return;
     const reply = d.reply;
     const to: Destination =
@@ -577,16 +576,10 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
         : destination(req, reply, settings.dhcpPort);
     const bytes = encodeDhcp(reply);
     // Boot-server answers leave from the socket they came to (source port 4011, PXE spec 2.1).
-    const send = (): void => transmit(bytes, to, target, d.reason, job.via.kind === 'boot-server' ? job.via.socket : null);
-    const after = (): void => {
-      if (recordIt) void record(req, info, mac, known, d, job, 'reply');
-      if (mac && info.bootfile?.name === BIOS_BOOTFILE) {
-        if (handouts.size > 10_000) for (const [m, at] of handouts) if (t - at > CHAINLOAD_WINDOW_MS) handouts.delete(m);
-        handouts.set(mac, t);
-      }
-      logTransaction(req, info, mac, d, to, job);
-    };
+    const from = job.via.kind === 'boot-server' ? job.via.socket : null;
     if (e?.kind === 'bind') {
+      const send = (): void => transmit(bytes, to, target, d.reason, from);
+      const after = (): void => replied(req, info, mac, known, d, to, job, recordIt);
       // Persist before the ACK leaves (RFC 2131 §4.3.1 leaves durability to the server; an ACK
       // for a lease that a crash then forgets would let the address go to a second MAC).
       book.bind(e.ip, e.mac, e.until, e.clientId, e.hostname);
@@ -603,10 +596,21 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       }
       return;
     }
-    send();
+    transmit(bytes, to, target, d.reason, from);
     // Queue wait included: that is the delay a client sees.
     if (d.reason === 'offer' || d.reason === 'proxy-offer') offerSeconds.observe({}, (performance.now() - job.hr) / 1000);
-    after();
+    replied(req, info, mac, known, d, to, job, recordIt);
+  }
+
+  /** What follows a reply that left: the machine's event, the chainload window, the log line. */
+  function replied(req: DhcpPacket, info: ClientInfo, mac: Mac | null, known: boolean, d: Decision, to: Destination, job: Job, recordIt: boolean): void {
+    if (recordIt) void record(req, info, mac, known, d, job, 'reply');
+    if (mac && info.bootfile?.name === BIOS_BOOTFILE) {
+      const t = job.at;
+      if (handouts.size > 10_000) for (const [m, at] of handouts) if (t - at > CHAINLOAD_WINDOW_MS) handouts.delete(m);
+      handouts.set(mac, t);
+    }
+    logTransaction(req, info, mac, d, to, job);
   }
 
   /** Never rejects: a failure here is logged and counted, and the loop goes on. */
