@@ -63,6 +63,8 @@ export interface AuthoritativeFacts {
         readonly until: number;
         readonly clientId: string | null;
         readonly hostname: string | null;
+        /** Committed to the store (false while its binding's commit is still pending). */
+        readonly durable: boolean;
       })
     | null;
   /** The address last offered to this client, while the offer is held. */
@@ -243,15 +245,17 @@ function reply(
 
 /**
  * Seconds left on the client's lease of `ip` when it can be given again as it stands, else null.
- * As Kea's lease caching: the lease is this client's, bound, unexpired, for the same client id
- * and host name, and younger than `cacheThreshold` of a lease time (it has more than the rest of
- * one left). Its end was committed when it was bound, so the ACK needs no write; a lease with
- * more left than one lease time (the setting was lowered) is written again.
+ * As Kea's lease caching: the lease is this client's, bound, committed, unexpired, for the same
+ * client id and host name, and younger than `cacheThreshold` of a lease time (it has more than
+ * the rest of one left). Its end was committed when it was bound, so the ACK needs no write; a
+ * lease with more left than one lease time (the setting was lowered) is written again.
  */
 function reusable(f: AuthoritativeFacts, info: ClientInfo, ip: IPv4): number | null {
   const pool = f.pool;
   const l = f.lease;
   if (!pool || pool.cacheThreshold <= 0 || !l || l.ip !== ip || !l.active || l.holder !== 'self') return null;
+  // A binding whose commit has not finished is not in the store yet: an ACK must wait for it.
+  if (!l.durable) return null;
   if (l.clientId !== info.clientId || l.hostname !== info.hostname) return null;
   const leftMs = l.until - f.now;
   const leaseMs = pool.leaseSeconds * 1000;

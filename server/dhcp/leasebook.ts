@@ -25,6 +25,8 @@ interface AddressSlot {
   /** The lease row's client identifier and host name (a reused lease must not change them). */
   leaseClientId: string | null;
   leaseHostname: string | null;
+  /** The lease is in the store: read from it, or its binding's commit has finished. */
+  leaseDurable: boolean;
   /** The MAC the address is offered to, or null. */
   offerMac: Mac | null;
   offerUntil: number;
@@ -52,6 +54,8 @@ export interface LeaseView {
   readonly active: boolean;
   readonly clientId: string | null;
   readonly hostname: string | null;
+  /** Committed: a binding mirrored before its commit finished is not, until `durable`. */
+  readonly durable: boolean;
 }
 
 const rangeKeys = new WeakMap<IPv4Range, string>();
@@ -82,7 +86,7 @@ export class LeaseBook {
   private sweepAfter = SWEEP_EVERY;
 
   load(leases: readonly Lease[]): void {
-    for (const l of leases) this.setLease(ipToInt(l.ip), l.mac, l.state, Date.parse(l.expiresAt), l.clientId, l.hostname);
+    for (const l of leases) this.setLease(ipToInt(l.ip), l.mac, l.state, Date.parse(l.expiresAt), l.clientId, l.hostname, true);
   }
 
   get leaseCount(): number {
@@ -99,7 +103,7 @@ export class LeaseBook {
     if (n < 0) return null;
     const s = this.addresses.get(n) as AddressSlot;
     const state = s.leaseState as LeaseState;
-    return { ip: intToIp(n), state, until: s.leaseUntil, active: state === 'bound' && s.leaseUntil > now, clientId: s.leaseClientId, hostname: s.leaseHostname };
+    return { ip: intToIp(n), state, until: s.leaseUntil, active: state === 'bound' && s.leaseUntil > now, clientId: s.leaseClientId, hostname: s.leaseHostname, durable: s.leaseDurable };
   }
 
   /** The address currently offered to the MAC, or null. */
@@ -168,10 +172,20 @@ export class LeaseBook {
     c.offer = -1;
   }
 
-  /** Mirrors a committed binding: the MAC now holds this address and no other. */
+  /**
+   * Mirrors a binding: the MAC now holds this address and no other. The loop mirrors it as soon
+   * as it is decided (so the next datagram sees it) and marks it `durable` once its commit has
+   * finished; until then it is not given again without a write.
+   */
   bind(ip: string, mac: Mac, until: number, clientId: string | null = null, hostname: string | null = null): void {
     this.unoffer(mac);
-    this.setLease(ipToInt(ip), mac, 'bound', until, clientId, hostname);
+    this.setLease(ipToInt(ip), mac, 'bound', until, clientId, hostname, false);
+  }
+
+  /** The binding of `ip` to `mac` is committed. */
+  durable(ip: string, mac: Mac): void {
+    const s = this.addresses.get(ipToInt(ip));
+    if (s !== undefined && s.leaseMac === mac && s.leaseState === 'bound') s.leaseDurable = true;
   }
 
   release(ip: string, mac: Mac, now: number): void {
@@ -183,7 +197,7 @@ export class LeaseBook {
   }
 
   decline(ip: string, until: number): void {
-    this.setLease(ipToInt(ip), null, 'declined', until, null, null);
+    this.setLease(ipToInt(ip), null, 'declined', until, null, null, true);
   }
 
   /** Drops what the book knows about an address and a MAC (before reloading them from the store). */
@@ -194,7 +208,7 @@ export class LeaseBook {
     this.unoffer(mac);
   }
 
-  private setLease(n: number, mac: Mac | null, state: LeaseState, until: number, clientId: string | null, hostname: string | null): void {
+  private setLease(n: number, mac: Mac | null, state: LeaseState, until: number, clientId: string | null, hostname: string | null, durable: boolean): void {
     const s = this.slot(n);
     if (s.leaseState !== null && s.leaseMac !== null && s.leaseMac !== mac) {
       const previous = this.clients.get(s.leaseMac);
@@ -212,6 +226,7 @@ export class LeaseBook {
     s.leaseUntil = until;
     s.leaseClientId = clientId;
     s.leaseHostname = hostname;
+    s.leaseDurable = durable;
     if (s.offerMac !== null && s.offerMac !== mac) this.dropOffer(n, s);
   }
 
@@ -228,6 +243,7 @@ export class LeaseBook {
     s.leaseUntil = 0;
     s.leaseClientId = null;
     s.leaseHostname = null;
+    s.leaseDurable = false;
     this.leases--;
   }
 
@@ -244,7 +260,7 @@ export class LeaseBook {
   private slot(n: number): AddressSlot {
     let s = this.addresses.get(n);
     if (s === undefined) {
-      s = { leaseState: null, leaseMac: null, leaseUntil: 0, leaseClientId: null, leaseHostname: null, offerMac: null, offerUntil: 0, skipUntil: 0 };
+      s = { leaseState: null, leaseMac: null, leaseUntil: 0, leaseClientId: null, leaseHostname: null, leaseDurable: false, offerMac: null, offerUntil: 0, skipUntil: 0 };
       this.addresses.set(n, s);
     }
     return s;

@@ -479,7 +479,15 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       reservation: facts(machineIp),
       lease:
         leaseView && leaseFacts
-          ? { ...leaseFacts, state: leaseView.state, active: leaseView.active, until: leaseView.until, clientId: leaseView.clientId, hostname: leaseView.hostname }
+          ? {
+              ...leaseFacts,
+              state: leaseView.state,
+              active: leaseView.active,
+              until: leaseView.until,
+              clientId: leaseView.clientId,
+              hostname: leaseView.hostname,
+              durable: leaseView.durable,
+            }
           : null,
       offered: mac ? book.offerOf(mac, t) : null,
       requested: facts(requestedIp),
@@ -650,6 +658,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       const p = batch[i] as PendingAck;
       const o = outcomes[i];
       if (o?.ok) {
+        book.durable(p.binding.ip, p.binding.mac);
         p.send();
         p.after();
       } else {

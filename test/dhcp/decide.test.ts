@@ -27,7 +27,7 @@ const BASE: AuthoritativeFacts = {
 };
 const addr = (ip: string, over: Partial<AddressFacts> = {}): AddressFacts => ({ ip: IP(ip), onSubnet: ip.startsWith('10.77.0.'), inRange: /^10\.77\.0\.1\d\d$/.test(ip), holder: 'none', reserved: null, ...over });
 /** A lease row's remaining facts, for cases where reuse is off or beside the point. */
-const ROW = { until: 0, clientId: null, hostname: null };
+const ROW = { until: 0, clientId: null, hostname: null, durable: true };
 const ipBytes = (ip: string): number[] => ip.split('.').map(Number);
 const PXE_BIOS = [60, 32, ...ascii('PXEClient:Arch:00000:UNDI:002001'), 93, 2, 0, 0, 97, 17, 0, ...new Array(16).fill(7)];
 const PXE_UEFI = [60, 32, ...ascii('PXEClient:Arch:00007:UNDI:003000'), 93, 2, 0, 7];
@@ -105,13 +105,14 @@ a('a young lease is reused as it stands (no write), with what it has left; an ol
   const pool = { ...(BASE.pool as NonNullable<AuthoritativeFacts['pool']>), cacheThreshold: 0.25 };
   const select = msg(3, [54, 4, ...ipBytes('10.77.0.1'), 50, 4, ...ipBytes('10.77.0.120')]);
   const renew = msg(3, [], { ciaddr: ipBytes('10.77.0.120') });
-  const lease = (leftSeconds: number, over: Partial<{ clientId: string | null; hostname: string | null }> = {}) => ({
+  const lease = (leftSeconds: number, over: Partial<{ clientId: string | null; hostname: string | null; durable: boolean }> = {}) => ({
     ...addr('10.77.0.120', { holder: 'self' }),
     state: 'bound' as const,
     active: true,
     until: BASE.now + leftSeconds * 1000,
     clientId: null,
     hostname: null,
+    durable: true,
     ...over,
   });
   const facts = (leftSeconds: number, over: Partial<AuthoritativeFacts> = {}, row = {}): Partial<AuthoritativeFacts> => ({
@@ -144,6 +145,7 @@ a('a young lease is reused as it stands (no write), with what it has left; an ol
   bound(auth(select, facts(590, {}, { hostname: 'old-name' })), 'the host name changed');
   bound(auth(select, facts(590, {}, { clientId: '01aabbcc' })), 'the client id changed');
   bound(auth(select, { ...facts(590), lease: { ...lease(590), state: 'released', active: false } }), 'a released lease');
+  bound(auth(select, facts(590, {}, { durable: false })), 'a binding whose commit has not finished (a retransmitted REQUEST): it waits for the commit');
 });
 
 a('OFFER carries mask before router, DNS, lease with T1/T2 (§4.4.5), server id', () => {

@@ -182,6 +182,13 @@ book('offers hold addresses; next-fit moves on; expired offers free them', () =>
   assert.is(b.nextFree(RANGE, 0), null, 'exhausted');
 });
 
+book('a lease read from the store is durable, with its client id and host name', () => {
+  const b = new LeaseBook();
+  b.load([{ ip: '10.77.0.100', mac: A, state: 'bound', clientId: '01aa', hostname: 'node-a', startsAt: '2026-01-01T00:00:00.000Z', expiresAt: '2026-01-01T01:00:00.000Z', updatedAt: '2026-01-01T00:00:00.000Z' }]);
+  const l = b.leaseOf(A, Date.parse('2026-01-01T00:30:00.000Z'));
+  assert.equal([l?.durable, l?.clientId, l?.hostname, l?.active], [true, '01aa', 'node-a', true]);
+});
+
 book('a bind moves the MAC and drops its previous address', () => {
   const b = new LeaseBook();
   b.bind('10.77.0.100', A, 5000);
@@ -196,12 +203,16 @@ book('a bind moves the MAC and drops its previous address', () => {
 book('release keeps the row for its own MAC only; forget drops a lease and an offer; counts follow', () => {
   const b = new LeaseBook();
   b.bind('10.77.0.100', A, 5000, '01525400000000', 'node-a');
-  assert.equal(b.leaseOf(A, 10), { ip: '10.77.0.100', state: 'bound', until: 5000, active: true, clientId: '01525400000000', hostname: 'node-a' }, 'the row as bound');
+  assert.equal(b.leaseOf(A, 10), { ip: '10.77.0.100', state: 'bound', until: 5000, active: true, clientId: '01525400000000', hostname: 'node-a', durable: false }, 'the row as bound, before its commit');
+  b.durable('10.77.0.100', B);
+  assert.is(b.leaseOf(A, 10)?.durable, false, "another MAC's commit does not make it durable");
+  b.durable('10.77.0.100', A);
+  assert.is(b.leaseOf(A, 10)?.durable, true, 'committed');
   b.release('10.77.0.100', B, 10);
   assert.equal(b.holder('10.77.0.100', 10), { kind: 'bound', mac: A }, 'another MAC cannot release it');
   b.release('10.77.0.100', A, 10);
   assert.is(b.holder('10.77.0.100', 10), null);
-  assert.equal(b.leaseOf(A, 10), { ip: '10.77.0.100', state: 'released', until: 10, active: false, clientId: '01525400000000', hostname: 'node-a' });
+  assert.equal(b.leaseOf(A, 10), { ip: '10.77.0.100', state: 'released', until: 10, active: false, clientId: '01525400000000', hostname: 'node-a', durable: true });
   assert.is(b.leaseCount, 1, 'a released lease is still a row');
   b.hold('10.77.0.101', B, 0, 1000);
   assert.is(b.offerCount, 1);
