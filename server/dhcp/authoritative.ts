@@ -231,12 +231,8 @@ function reply(
   options.set(OPTION.SERVER_ID, serverIdOption(f.serverId));
   const own = poolOptions(pool);
   for (const [code, value] of lease ? own.lease : own.config) options.set(code, value);
-  if (lease && secondsLeft !== null) {
-    // A reused lease: its own end, and T1/T2 at the usual fractions of what is left (§4.4.5).
-    options.set(OPTION.LEASE_TIME, uint32Option(secondsLeft));
-    options.set(OPTION.RENEWAL_TIME, uint32Option(Math.floor(secondsLeft * 0.5)));
-    options.set(OPTION.REBINDING_TIME, uint32Option(Math.floor(secondsLeft * 0.875)));
-  }
+  // A reused lease: its own end, and T1/T2 of what is left (same places in the map, set again).
+  if (lease && secondsLeft !== null) for (const [code, value] of leaseTimes(secondsLeft)) options.set(code, value);
   const boot = bootOptions(info, { pxeVendor: true, ipxeNoProxy: true, uefiPxeClient: false });
   for (const [code, value] of boot.options) options.set(code, value);
   const siaddr = info.bootfile?.kind === 'tftp' ? f.nextServer : ZERO_IP;
@@ -263,6 +259,15 @@ function reusable(f: AuthoritativeFacts, info: ClientInfo, ip: IPv4): number | n
   return Math.floor(leftMs / 1000);
 }
 
+/** Options 51, 58 and 59 for a lease of `seconds`: §4.4.5, T1 defaults to 0.5 and T2 to 0.875 of it. */
+function leaseTimes(seconds: number): [number, Buffer][] {
+  return [
+    [OPTION.LEASE_TIME, uint32Option(seconds)],
+    [OPTION.RENEWAL_TIME, uint32Option(Math.floor(seconds * 0.5))],
+    [OPTION.REBINDING_TIME, uint32Option(Math.floor(seconds * 0.875))],
+  ];
+}
+
 type OptionList = readonly (readonly [number, Buffer])[];
 const LEASE_TIMES: ReadonlySet<number> = new Set([OPTION.LEASE_TIME, OPTION.RENEWAL_TIME, OPTION.REBINDING_TIME]);
 const poolOptionCache = new WeakMap<PoolConfig, { readonly lease: OptionList; readonly config: OptionList }>();
@@ -274,11 +279,7 @@ const poolOptionCache = new WeakMap<PoolConfig, { readonly lease: OptionList; re
 function poolOptions(pool: PoolConfig): { readonly lease: OptionList; readonly config: OptionList } {
   let options = poolOptionCache.get(pool);
   if (!options) {
-    const lease: [number, Buffer][] = [];
-    // §4.4.5: T1 defaults to 0.5 and T2 to 0.875 of the lease.
-    lease.push([OPTION.LEASE_TIME, uint32Option(pool.leaseSeconds)]);
-    lease.push([OPTION.RENEWAL_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.5))]);
-    lease.push([OPTION.REBINDING_TIME, uint32Option(Math.floor(pool.leaseSeconds * 0.875))]);
+    const lease: [number, Buffer][] = leaseTimes(pool.leaseSeconds);
     // RFC 2132 §3.5: the subnet mask comes before the router.
     lease.push([OPTION.SUBNET_MASK, ipOption(pool.mask)]);
     if (pool.router) lease.push([OPTION.ROUTER, ipOption(pool.router)]);

@@ -477,18 +477,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       ignoreUnknown: settings.dhcpIgnoreUnknown,
       known,
       reservation: facts(machineIp),
-      lease:
-        leaseView && leaseFacts
-          ? {
-              ...leaseFacts,
-              state: leaseView.state,
-              active: leaseView.active,
-              until: leaseView.until,
-              clientId: leaseView.clientId,
-              hostname: leaseView.hostname,
-              durable: leaseView.durable,
-            }
-          : null,
+      lease: leaseView && leaseFacts ? { ...leaseView, ...leaseFacts } : null,
       offered: mac ? book.offerOf(mac, t) : null,
       requested: facts(requestedIp),
       candidate: p && mac && info.messageType === 'discover' ? nextCandidate(p, mac, t) : null,
