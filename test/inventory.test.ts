@@ -227,6 +227,35 @@ test('seed tokens: rotation invalidates the old one; lookup by token; tokens sto
   }
 });
 
+test('seed token binding: the first boot-script address binds it, the same address keeps it, another gets a new one; rotation and assignment unbind', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.clusters.create(CLUSTER);
+    await inv.machines.create({ mac: MAC, hostname: 'node1', role: 'worker', cluster: 'lab' });
+    const minted = await inv.machines.seedToken(MAC);
+    assert.is(await inv.machines.seedAddress(MAC), null, 'not bound before a boot script carried it');
+    const first = await inv.machines.seedTokenFor(MAC, '10.0.0.5');
+    assert.equal(first, { token: minted, rebound: null });
+    assert.is(await inv.machines.seedAddress(MAC), '10.0.0.5');
+    assert.equal(await inv.machines.seedTokenFor(MAC, '10.0.0.5'), { token: minted, rebound: null }, 'iPXE asking again keeps its token');
+    const moved = await inv.machines.seedTokenFor(MAC, '10.0.0.6');
+    assert.ok(moved && moved.token !== minted);
+    assert.is(moved?.rebound, '10.0.0.5');
+    assert.is(await inv.machines.findBySeedToken(minted as string), null, 'the token handed to the other address is dead');
+    assert.is(await inv.machines.seedAddress(MAC), '10.0.0.6');
+    await inv.machines.rotateSeedToken(MAC);
+    assert.is(await inv.machines.seedAddress(MAC), null, 'a reimage token is bound by its own boot script');
+    await inv.machines.seedTokenFor(MAC, '10.0.0.7');
+    await inv.machines.update(MAC, { cluster: null }, 'test');
+    assert.is(await inv.machines.seedAddress(MAC), null);
+    assert.is(await inv.machines.seedTokenFor(MAC, '10.0.0.7'), null, 'no role, no token');
+    await inv.machines.update(MAC, { cluster: 'lab' }, 'test');
+    assert.is(await inv.machines.seedAddress(MAC), null, 'a new assignment starts unbound');
+  } finally {
+    await inv.destroy();
+  }
+});
+
 test('secrets are sealed at rest: no BMC password, secret, seed or API token in the .db or -wal bytes', async () => {
   const store = reopenable();
   const clear = {
