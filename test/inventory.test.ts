@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -362,6 +362,40 @@ test('a second racksmith on the same data directory refuses to start, with a cle
   const next = await startRacksmith({ dataDir: rs.dataDir, env: { RACKSMITH_LOG_LEVEL: 'warn' } });
   assert.is(await next.stop(), 0);
   rmSync(rs.dataDir, { recursive: true, force: true });
+});
+
+test('the data directory: database, WAL, SHM and lock files are 0600 even under umask 000 in a 0777 directory; files left wider are narrowed; a directory racksmith makes is 0700', async () => {
+  const parent = mkdtempSync(join(tmpdir(), 'racksmith-modes-'));
+  const wide = join(parent, 'wide');
+  mkdirSync(wide);
+  chmodSync(wide, 0o777);
+  const FILES = ['racksmith.db', 'racksmith.db-wal', 'racksmith.db-shm', 'racksmith.lock', 'racksmith.pid'];
+  const modes = (): Record<string, string> => Object.fromEntries(FILES.map((f) => [f, existsSync(join(wide, f)) ? (statSync(join(wide, f)).mode & 0o777).toString(8) : 'missing']));
+  const everyPrivate = Object.fromEntries(FILES.map((f) => [f, '600']));
+  try {
+    const loose = await startRacksmith({ dataDir: wide, wrap: ['sh', '-c', 'umask 000; exec "$@"', 'sh'], env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+    try {
+      assert.is((await fetch(`${loose.url}/healthz`)).status, 200);
+      assert.equal(modes(), everyPrivate);
+    } finally {
+      assert.is(await loose.stop(), 0);
+    }
+    // An older racksmith, a restore or a hand-made directory left them readable by all.
+    for (const f of FILES) if (existsSync(join(wide, f))) chmodSync(join(wide, f), 0o644);
+    const again = await startRacksmith({ dataDir: wide, env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+    try {
+      assert.equal(modes(), everyPrivate);
+    } finally {
+      assert.is(await again.stop(), 0);
+    }
+    const made = join(parent, 'new', 'data');
+    const fresh = await startRacksmith({ dataDir: made, env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+    assert.is(await fresh.stop(), 0);
+    assert.is((statSync(made).mode & 0o777).toString(8), '700');
+    assert.is((statSync(join(made, 'racksmith.db')).mode & 0o777).toString(8), '600');
+  } finally {
+    rmSync(parent, { recursive: true, force: true });
+  }
 });
 
 test.run();
