@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -70,8 +70,10 @@ function copy(sources: readonly string[], dest: string): void {
   const target = join(IMAGE, dest.startsWith('/') ? dest : join(stage.workdir, dest));
   for (const src of sources) {
     assert.ok(src.startsWith('/src/'), `copied from outside the build stage's /src: ${src}`);
-    const from = join(PACKAGE_ROOT, src.slice('/src/'.length));
-    assert.ok(existsSync(from), `the runtime stage copies ${src}, which the build does not make`);
+    const given = join(PACKAGE_ROOT, src.slice('/src/'.length));
+    assert.ok(existsSync(given), `the runtime stage copies ${src}, which the build does not make`);
+    // The real folder, never a link to it: the prune below must only ever touch the copy.
+    const from = realpathSync(given);
     const into = statSync(from).isDirectory() ? target : dest.endsWith('/') || sources.length > 1 ? join(target, src.split('/').pop() as string) : target;
     mkdirSync(dirname(into), { recursive: true });
     cpSync(from, into, { recursive: true, verbatimSymlinks: true });
@@ -90,11 +92,26 @@ async function post(path: string, body: string, type: string, from = CP_IP) {
   return r;
 }
 
+/** Set when the image could not be assembled or started: every test then fails with it. */
+let setupFailure: Error | null = null;
+const ready = (): void => {
+  if (setupFailure) throw setupFailure;
+};
+
 test.before(async () => {
+  try {
+    await assembleAndStart();
+  } catch (err) {
+    setupFailure = err as Error;
+  }
+});
+
+async function assembleAndStart(): Promise<void> {
   stage = runtimeStage(readFileSync(join(PACKAGE_ROOT, 'Dockerfile'), 'utf8'));
   appDir = join(IMAGE, stage.workdir);
   for (const [sources, dest] of stage.copies) copy(sources, dest);
   // The build stage's `npm prune --omit=dev`: a runtime dependency filed under devDependencies fails here.
+  assert.ok(lstatSync(join(appDir, 'node_modules')).isDirectory(), 'node_modules must be a copy');
   await run('npm', ['prune', '--omit=dev', '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: appDir, timeout: 120_000 });
   mkdirSync(join(work, 'tftp'));
   rs = await startRacksmith({
@@ -110,7 +127,7 @@ test.before(async () => {
       RACKSMITH_ORCHESTRATOR_ATTEMPTS: '1',
     },
   });
-});
+}
 
 test.after(async () => {
   await rs?.stop();
@@ -118,6 +135,7 @@ test.after(async () => {
 });
 
 test('the runtime stage is what racksmith reads: the server, the console, the three template folders', () => {
+  ready();
   const copied = stage.copies.flatMap(([s]) => s.map((x) => x.slice('/src/'.length)));
   for (const needed of ['dist/server', 'dist/web', 'web/index.html', 'web/assets', 'boot-templates', 'autoinstall', 'kubeadm-templates', 'node_modules', 'package.json']) {
     assert.ok(copied.includes(needed), `the runtime stage does not copy ${needed}`);
@@ -128,6 +146,7 @@ test('the runtime stage is what racksmith reads: the server, the console, the th
 });
 
 test('the console: page, scripts and stylesheet', async () => {
+  ready();
   const page = await get('/');
   assert.is(page.status, 200, page.text());
   assert.match(page.text(), /<script type="module" src="\/console\/js\/main\.js"><\/script>/);
@@ -139,6 +158,7 @@ test('the console: page, scripts and stylesheet', async () => {
 });
 
 test('a cluster render: the install script and every seed file of a machine', async () => {
+  ready();
   const c = await api(rs.url, ADMIN, 'POST', '/api/v1/clusters', { name: 'img', ubuntuRelease: '22.04', kubernetesVersion: '1.30.6', containerRuntime: 'containerd', cni: 'flannel', controlPlaneEndpoint: `${CP_IP}:6443` });
   assert.is(c.status, 201, c.text);
   const m = await api(rs.url, ADMIN, 'POST', '/api/v1/machines', { mac: CP, hostname: 'cp1', role: 'control-plane', cluster: 'img', ip: CP_IP });
@@ -162,6 +182,7 @@ test('a cluster render: the install script and every seed file of a machine', as
 });
 
 test('the kubeadm configuration render: prepare renders it, then fails only at the closed SSH port', async () => {
+  ready();
   let prepare: { state: string; error: string | null } | undefined;
   for (let i = 0; i < 300 && prepare?.state !== 'failed' && prepare?.state !== 'done'; i++) {
     const c = (await api(rs.url, ADMIN, 'GET', '/api/v1/clusters/img')).body as { steps?: { id?: string; kind?: string; state: string; error: string | null }[] };
@@ -171,9 +192,17 @@ test('the kubeadm configuration render: prepare renders it, then fails only at t
   assert.is(prepare?.state, 'failed', JSON.stringify(prepare));
   assert.not.match(prepare?.error ?? '', /render|template/i, 'the kubeadm configuration did not render');
   assert.match(prepare?.error ?? '', /refused|ECONNREFUSED|connect/i);
+  const rendered = rs
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('"msg":"kubeadm configuration rendered"'))
+    .map((l) => JSON.parse(l) as { apiVersion?: string; bytes?: number });
+  assert.is(rendered[0]?.apiVersion, 'kubeadm.k8s.io/v1beta3', 'Kubernetes 1.30 gets the v1beta3 configuration');
+  assert.ok((rendered[0]?.bytes ?? 0) > 200);
 });
 
 test('files that are not there: 404s and 503s that name no path on racksmith\'s disk', async () => {
+  ready();
   // A cache folder that cannot be made (a file sits where it should be).
   mkdirSync(join(DATA, 'artifacts'), { recursive: true });
   writeFileSync(join(DATA, 'artifacts', '22.04'), 'not a folder');

@@ -157,13 +157,13 @@ test('a forking ipmitool wrapper that hangs: the deadline holds, its children ar
   const wrapper = join(dir, 'ipmitool-wrapper');
   writeFileSync(
     wrapper,
-    ['#!/bin/sh', `if [ ! -e ${dir}/held ]; then`, `  : > ${dir}/held`, '  sleep 600 &', `  echo $! > ${dir}/sleep.pid`, '  wait', 'fi', 'exec ipmitool "$@"', ''].join('\n'),
+    ['#!/bin/sh', `if [ ! -e ${dir}/held ]; then`, `  : > ${dir}/held`, '  sleep 180 &', `  echo $! > ${dir}/sleep.pid`, '  wait', 'fi', 'exec ipmitool "$@"', ''].join('\n'),
     { mode: 0o755 },
   );
   const wrapped = createIpmiDriver({ ipmitool: wrapper, deadlineMs: 3000, retry: { maxAttempts: 3, baseDelayMs: 200, maxDelayMs: 1000 }, gate: createBmcGate(3), log });
   const t = targetOf(sim(4));
   const guards: NodeJS.Timeout[] = [];
-  // A bound for the test itself, far above the 3 s deadline: without the fix the held call waits for the child's 600 s.
+  // A bound for the test itself, far above the 3 s deadline: without the fix the held call waits for the child's 180 s.
   const bounded = <T>(p: Promise<T>): Promise<T> =>
     Promise.race([p, new Promise<T>((_, reject) => guards.push(setTimeout(() => reject(new Error('the deadline did not hold: the call still waits')), 60_000)))]);
   try {

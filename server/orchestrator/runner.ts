@@ -345,6 +345,7 @@ async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: numbe
   // Rendered before any node is touched: a configuration that cannot be rendered (a template
   // missing from an install) fails the step as such, not as whatever the connection did.
   const kubeadmConfig = job.step.kind === 'prepare' ? prepareConfig(deps, job) : '';
+  if (kubeadmConfig) deps.log.info({ cluster: job.cluster.name, step: job.step.id, apiVersion: /^apiVersion: (\S+)/m.exec(kubeadmConfig)?.[1], bytes: kubeadmConfig.length }, 'kubeadm configuration rendered');
   const session = await connectTo(deps, target, signal);
   try {
     return await perform(deps, job, session, n, sink, signal, kubeadmConfig);
