@@ -66,12 +66,12 @@ export const MACHINES_HELP = `Usage:
   racksmith machines import FILE.csv
       header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
               (optional: bmc_port,bmc_cipher_suite; columns in any order)
+  racksmith machines power MAC --action on|off|cycle|reset|status
+  racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
 
 The BMC password comes from --bmc-password-file FILE (its first line) or RACKSMITH_BMC_PASSWORD,
 else add asks for it on a terminal; --bmc-password P works too but is visible in ps. set changes
 the password only when one of these is given.
-  racksmith machines power MAC --action on|off|cycle|reset|status
-  racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
 
 Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
 (or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)
