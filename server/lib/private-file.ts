@@ -14,9 +14,16 @@ export function privateFile(path: string): void {
   const fd = openSync(path, constants.O_CREAT | constants.O_RDWR, PRIVATE_FILE_MODE);
   try {
     fchmodSync(fd, PRIVATE_FILE_MODE);
+  } catch (err) {
+    if (!notOurs(err)) throw err;
   } finally {
     closeSync(fd);
   }
+}
+
+/** Another user's file (root's, read through a group): theirs to narrow, not a reason to stop. */
+function notOurs(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException).code === 'EPERM';
 }
 
 /** Narrows the file to 0600 when it exists; a missing file is fine. */
@@ -24,7 +31,7 @@ export function narrowIfPresent(path: string): void {
   try {
     chmodSync(path, PRIVATE_FILE_MODE);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !notOurs(err)) throw err;
   }
 }
 
