@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { serveRefusal } from './config/serve.js';
 import type { Config } from './config/settings.js';
 import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
@@ -18,7 +19,8 @@ import { orchestrationRoutes } from './http/api/orchestration-routes.js';
 import { createOrchestrationRepo } from './inventory/sqlite/orchestration.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
 import { DB_FILE } from './inventory/sqlite/db.js';
-import { collectInventoryMetrics } from './inventory/metrics.js';
+import { collectDiscoveryMetrics, collectInventoryMetrics } from './inventory/metrics.js';
+import { createDiscoveryGate, DISCOVERY_WINDOW_MS } from './inventory/discovery.js';
 import { acquireInstanceLock, type InstanceLock } from './lib/instance-lock.js';
 import type { Logger } from './lib/log.js';
 import type { Mac } from './lib/mac.js';
@@ -63,6 +65,8 @@ export function openInventory(config: Config): SqliteInventory {
 }
 
 export async function startRacksmith(config: Config, log: Logger): Promise<Runtime> {
+  const refusal = serveRefusal(config);
+  if (refusal) throw refusal;
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const lock: InstanceLock = acquireInstanceLock(config.dataDir);
   let inventory: SqliteInventory | undefined;
@@ -93,6 +97,11 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const metrics = createMetrics();
   collectServiceHealth(metrics, health);
   const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
+  const discovery = {
+    http: createDiscoveryGate({ perWindow: config.discoveryPerAddress, windowMs: DISCOVERY_WINDOW_MS }),
+    dhcp: createDiscoveryGate({ perWindow: config.discoveryPerSegment, windowMs: DISCOVERY_WINDOW_MS }),
+  };
+  collectDiscoveryMetrics(metrics, discovery);
   const eventStream = createEventStream({ events: inventory.events, machines: inventory.machines, metrics });
   const ipmi = createIpmiDriver({
     ipmitool: config.ipmitool,
@@ -161,6 +170,16 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       bootBinariesDir: config.tftpRoot,
       advertiseUrl: config.advertiseAddress ? `http://${config.advertiseAddress}:${config.httpPort}` : null,
       now: () => inventory.now(),
+      discovery: discovery.http,
+      // Only racksmith's own leases say where a MAC is; in proxy mode the site's DHCP knows.
+      leasedAddress:
+        config.dhcpMode === 'authoritative'
+          ? async (mac) => {
+              const lease = await inventory.leases.byMac(mac);
+              return lease?.state === 'bound' && Date.parse(lease.expiresAt) > inventory.now().getTime() ? lease.ip : null;
+            }
+          : undefined,
+      log: log.child({ svc: 'http' }),
     }),
     eventStream,
     metrics,
@@ -169,7 +188,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
   });
   services.push(createHttpService(config, app));
-  services.push(createDhcpService(config, { inventory, metrics }));
+  services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp }));
   // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
   // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).
   const leaseResolver = async (ip: string): Promise<Mac | null> => {

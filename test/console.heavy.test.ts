@@ -228,6 +228,24 @@ test('the machine page: facts, events, power buttons (the API\'s refusal shown),
   await screenshot('console-machine.png');
 });
 
+test('editing a machine in the form keeps the BMC port and cipher suite it does not show', async () => {
+  if (missing) return;
+  const mac = '52:54:00:c0:00:03';
+  const bmc = { driver: 'ipmi', address: '10.77.1.13', port: 1623, username: 'admin', password: 'Bmc-pass-c3', cipherSuite: 3 };
+  assert.is((await api(rs.url, admin, 'PATCH', `/api/v1/machines/${mac}`, { bmc })).status, 200);
+  await page.goto(`${rs.url}/#/machines/${mac}/edit`);
+  await page.getByRole('heading', { name: /^Edit c3/ }).waitFor();
+  await page.getByLabel('Host name').fill('c3b');
+  await page.getByLabel('BMC user').fill('operator');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.getByRole('heading', { name: /^c3b/ }).waitFor();
+  const saved = (await api(rs.url, admin, 'GET', `/api/v1/machines/${mac}`)).body;
+  assert.is(saved.hostname, 'c3b');
+  assert.equal(saved.bmc, { driver: 'ipmi', address: '10.77.1.13', port: 1623, username: 'operator', cipherSuite: 3, passwordSet: true });
+  await page.goto(`${rs.url}/#/machines/${DRIVEN}`);
+  await page.getByRole('heading', { name: /^c1/ }).waitFor();
+});
+
 test('a viewer token sees no write buttons and no admin pages', async () => {
   if (missing) return;
   await page.getByRole('button', { name: 'Sign out' }).click();

@@ -92,7 +92,6 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
    */
   async function materialize(release: UbuntuRelease, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
     const dir = join(o.cacheDir, release);
-    await mkdir(dir, { recursive: true });
     const final = join(dir, file);
     const tmp = join(dir, `.${file}.part-${process.pid}-${randomBytes(4).toString('hex')}`);
     const started = Date.now();
@@ -103,6 +102,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     let size = 0;
     o.log.info({ release, file, from }, 'caching artifact');
     try {
+      await mkdir(dir, { recursive: true });
       const src = await open(abort.signal);
       const meter = new Transform({
         transform(chunk: Buffer, _enc, cb) {
@@ -128,7 +128,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       const why = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
       o.log.warn({ release, file, from, err: why }, 'artifact not cached');
       if (err instanceof IsoError) throw new AppError('unavailable', err.code, `cannot take ${release}/${file} from ${from}: ${why}`);
-      throw new AppError('unavailable', 'ERR_UPSTREAM', `cannot fetch ${release}/${file} from ${from}: ${why}`);
+      throw new AppError('unavailable', 'ERR_UPSTREAM', `cannot fetch ${release}/${file} from ${from}: ${abort.signal.aborted ? why : withoutPaths(err)}`);
     } finally {
       clearTimeout(idle);
     }
@@ -180,6 +180,16 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       return downloads.size;
     },
   };
+}
+
+/**
+ * A failure as a machine may read it: a file-system error names the call and its code, not the
+ * path on racksmith's disk (the log has the whole message).
+ */
+function withoutPaths(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (typeof e?.code === 'string' && typeof e.syscall === 'string') return `the artifacts cache: ${e.syscall} failed (${e.code})`;
+  return errorMessage(err);
 }
 
 /** The recorded SHA-256 of a cached file, if any. */

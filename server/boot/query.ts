@@ -1,4 +1,4 @@
-import { parseMac, type Mac } from '../lib/mac.js';
+import { macRefusal, parseMac, type Mac } from '../lib/mac.js';
 import type { Firmware } from '../inventory/model.js';
 
 /**
@@ -48,6 +48,8 @@ export function parseBootQuery(q: Record<string, unknown>): BootQuery {
   if (macText !== null) {
     mac = parseMac(macText);
     if (mac === null) throw new BootQueryError('mac', `mac: "${macText.slice(0, 40)}" is not a MAC address`);
+    const refusal = macRefusal(mac);
+    if (refusal !== null) throw new BootQueryError('mac', `mac: ${mac}: ${refusal}`);
   }
   const arch = one(q, 'arch');
   const platform = one(q, 'platform');

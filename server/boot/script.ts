@@ -53,6 +53,11 @@ export interface BootDecision {
 const INSTALL_STATES: readonly MachineState[] = ['assigned', 'provisioning', 'reimaging'];
 const LOCAL_STATES: readonly MachineState[] = ['installed', 'ready', 'joining', 'joined'];
 
+/** Whether the machine's boot script carries its seed token (the install script). */
+export function carriesSeedToken(machine: Pick<Machine, 'state' | 'role'> | null, cluster: Cluster | null): boolean {
+  return machine !== null && INSTALL_STATES.includes(machine.state) && machine.role !== null && cluster !== null;
+}
+
 export function bootUrl(s: BootSettings): string {
   return `${s.baseUrl}/boot.ipxe`;
 }

@@ -17,12 +17,18 @@ export interface ApiClient {
   request<T = unknown>(method: string, path: string, body?: unknown, contentType?: string): Promise<T>;
 }
 
-export function createApiClient(baseUrl: string, token: string | undefined): ApiClient {
+/** The token, or where to get it the first time a request needs it (a file, a prompt). */
+export type TokenSource = string | undefined | (() => Promise<string>);
+
+export function createApiClient(baseUrl: string, token: TokenSource): ApiClient {
   const base = baseUrl.replace(/\/+$/, '');
+  let resolved: Promise<string | undefined> | null = null;
   return {
     async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
       const headers: Record<string, string> = { accept: 'application/json' };
-      if (token) headers['authorization'] = `Bearer ${token}`;
+      resolved ??= typeof token === 'function' ? token() : Promise.resolve(token);
+      const bearer = await resolved;
+      if (bearer) headers['authorization'] = `Bearer ${bearer}`;
       let payload: string | undefined;
       if (body !== undefined) {
         headers['content-type'] = contentType;

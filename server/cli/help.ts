@@ -19,8 +19,11 @@ Commands:
   version                    print the version
 
 Run "racksmith <command> --help" for a command's options.
-Client commands talk to --url (RACKSMITH_URL, default http://127.0.0.1:8080) with
---token (RACKSMITH_TOKEN); add --json for machine-readable output.
+Client commands talk to --url (RACKSMITH_URL, default http://127.0.0.1:8080) with the API token
+from --token-file FILE or RACKSMITH_TOKEN, else they ask for it on a terminal (--token TOKEN also
+works, but anything on a command line is visible to every user in ps); add --json for
+machine-readable output. BMC passwords likewise: --bmc-password-file FILE, RACKSMITH_BMC_PASSWORD,
+a prompt, or --bmc-password.
 `;
 
 export function settingsHelp(): string {
@@ -54,16 +57,24 @@ reimages them and retries clusters; admin also changes the inventory and reads k
 export const MACHINES_HELP = `Usage:
   racksmith machines list [--cluster C] [--role R] [--state S] [--rack R]
   racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
-                         [--ip IP] [--rack R] [--bmc-address A --bmc-username U --bmc-password P]
+                         [--ip IP] [--rack R] [--bmc-address A --bmc-username U]
                          [--bmc-port N] [--bmc-cipher-suite 17|3|…]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
+                         [--bmc-address A] [--bmc-username U] [--bmc-port N|default]
+                         [--bmc-cipher-suite N|default]   (BMC fields not given keep their values)
   racksmith machines rm MAC
   racksmith machines import FILE.csv
       header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
+              (optional: bmc_port,bmc_cipher_suite; columns in any order)
   racksmith machines power MAC --action on|off|cycle|reset|status
   racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
 
-Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+The BMC password comes from --bmc-password-file FILE (its first line) or RACKSMITH_BMC_PASSWORD,
+else add asks for it on a terminal; --bmc-password P works too but is visible in ps. set changes
+the password only when one of these is given.
+
+Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
+(or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)
 `;
 
 export const CLUSTERS_HELP = `Usage:
@@ -75,10 +86,11 @@ export const CLUSTERS_HELP = `Usage:
   racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
   racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
 
-Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
+(or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)
 `;
 
-export const WATCH_HELP = `Usage: racksmith watch [--cluster C] [--rack R] [--url URL] [--token TOKEN]
+export const WATCH_HELP = `Usage: racksmith watch [--cluster C] [--rack R] [--url URL] [--token-file FILE | --token TOKEN]
 
 Shows the machines of a cluster or rack (default: all) live, from the server's event stream:
 rack, host, MAC, role, state, current boot step, time in that state and the last event.
@@ -86,5 +98,6 @@ On a terminal the table is redrawn in place; piped, it prints one line per machi
 then one line per event:
   <time>  <rack>  <host>  <mac>  <state>  <event type>: <message>
 It reconnects by itself after a disconnect and resumes without losing events. Ctrl-C stops it.
-Any token role may watch (viewer is enough).
+Any token role may watch (viewer is enough). The token comes from --token-file FILE or
+RACKSMITH_TOKEN, else it is asked for on a terminal (--token TOKEN works but is visible in ps).
 `;

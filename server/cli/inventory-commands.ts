@@ -2,12 +2,13 @@ import { readFileSync } from 'node:fs';
 import type { ApiClient } from './client.js';
 import { CLUSTERS_HELP, MACHINES_HELP } from './help.js';
 import { parse, UsageError, type Options } from './args.js';
+import { readSecret, terminalPrompt } from './secrets.js';
 import { table } from './table.js';
 import { machinePowerCommand, reimageCommand } from './power-commands.js';
 
 /** Thin commands over the REST API: what an admin does daily, without curl. */
 
-const COMMON: Options = { url: { type: 'string' }, token: { type: 'string' }, json: { type: 'boolean' } };
+const COMMON: Options = { url: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, json: { type: 'boolean' } };
 
 export interface ClientFactory {
   (values: Record<string, string | boolean | undefined>): ApiClient;
@@ -46,6 +47,30 @@ const str = (v: string | boolean | undefined): string | undefined => (typeof v =
 /** `none` clears a field in `set`. */
 const clearable = (v: string | boolean | undefined): string | null | undefined => (typeof v === 'string' ? (v === 'none' ? null : v) : undefined);
 
+const BMC_FLAGS: Options = {
+  'bmc-address': { type: 'string' },
+  'bmc-port': { type: 'string' },
+  'bmc-username': { type: 'string' },
+  'bmc-password': { type: 'string' },
+  'bmc-password-file': { type: 'string' },
+  'bmc-cipher-suite': { type: 'string' },
+};
+
+/** The BMC password: --bmc-password, --bmc-password-file, RACKSMITH_BMC_PASSWORD, or asked for on a terminal. */
+function bmcPassword(values: Record<string, string | boolean | undefined>, address: string | null): Promise<string | undefined> {
+  return readSecret(
+    {
+      what: `BMC password${address ? ` for ${address}` : ''}`,
+      flag: 'bmc-password',
+      flagValue: str(values['bmc-password']),
+      fileFlag: 'bmc-password-file',
+      fileValue: str(values['bmc-password-file']),
+      envName: 'RACKSMITH_BMC_PASSWORD',
+    },
+    { env: process.env, prompt: terminalPrompt() },
+  );
+}
+
 export async function machinesCommand(args: readonly string[], client: ClientFactory, out: Out): Promise<void> {
   const [sub, ...rest] = args;
   if (!sub) throw new UsageError('machines: give a subcommand (list, add, set, rm, import)');
@@ -74,8 +99,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         'bmc-address': { type: 'string' },
         'bmc-port': { type: 'string' },
         'bmc-username': { type: 'string' },
-        'bmc-password': { type: 'string' },
-        'bmc-cipher-suite': { type: 'string' },
+        ...BMC_FLAGS,
       });
       if (values['help']) return out(MACHINES_HELP);
       const bmcAddress = str(values['bmc-address']);
@@ -92,7 +116,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
               address: bmcAddress,
               port: values['bmc-port'] ? Number(values['bmc-port']) : undefined,
               username: str(values['bmc-username']),
-              password: str(values['bmc-password']) ?? process.env['RACKSMITH_BMC_PASSWORD'],
+              password: await bmcPassword(values, bmcAddress),
               cipherSuite: values['bmc-cipher-suite'] ? Number(values['bmc-cipher-suite']) : undefined,
             }
           : undefined,
@@ -101,14 +125,23 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
     }
     case 'set': {
-      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' } }, 1);
+      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, ...BMC_FLAGS }, 1);
       if (values['help']) return out(MACHINES_HELP);
       const mac = positionals[0];
       if (!mac) throw new UsageError('machines set: give the MAC');
-      const patch = Object.fromEntries(
+      const patch: Record<string, unknown> = Object.fromEntries(
         ['hostname', 'role', 'cluster', 'ip', 'rack'].map((k) => [k, clearable(values[k])]).filter(([, v]) => v !== undefined),
       );
-      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip or --rack)');
+      // The BMC patch merges on the server: only the BMC fields given change.
+      const bmc: Record<string, unknown> = {};
+      if (str(values['bmc-address']) !== undefined) bmc['address'] = str(values['bmc-address']);
+      if (str(values['bmc-username']) !== undefined) bmc['username'] = str(values['bmc-username']);
+      if (str(values['bmc-port']) !== undefined) bmc['port'] = values['bmc-port'] === 'default' ? null : Number(values['bmc-port']);
+      if (str(values['bmc-cipher-suite']) !== undefined) bmc['cipherSuite'] = values['bmc-cipher-suite'] === 'default' ? null : Number(values['bmc-cipher-suite']);
+      // A password is asked for only when one is given some way: setting other fields keeps the stored one.
+      if (values['bmc-password'] !== undefined || values['bmc-password-file'] !== undefined || process.env['RACKSMITH_BMC_PASSWORD']) bmc['password'] = await bmcPassword(values, null);
+      if (Object.keys(bmc).length > 0) patch['bmc'] = bmc;
+      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack or a --bmc-… flag)');
       const m = await client(values).request<MachineJson>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
     }

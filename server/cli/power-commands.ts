@@ -10,7 +10,7 @@ import { table } from './table.js';
  */
 type Out = (text: string) => void;
 
-const COMMON: Options = { url: { type: 'string' }, token: { type: 'string' }, json: { type: 'boolean' } };
+const COMMON: Options = { url: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, json: { type: 'boolean' } };
 const ACTIONS = ['on', 'off', 'cycle', 'reset', 'status'];
 
 export const RACK_HELP = `Usage:
@@ -21,7 +21,8 @@ rack-power-concurrency) with SECONDS between two machines' starts (default for o
 the server's rack-power-delay-seconds; 0 for off/status). Shows the progress until the job is
 done; exits 1 when a machine failed.
 
-Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
+(or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)
 `;
 
 export const POWER_HELP = `Usage:
@@ -34,7 +35,8 @@ power cycles; then the machine reinstalls and joins again. Follows the progress 
 cycle (or a failure) unless --no-wait. --force reimages a control-plane node even when etcd would
 lose quorum.
 
-Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
+(or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)
 `;
 
 interface EventJson {

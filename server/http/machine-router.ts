@@ -1,16 +1,18 @@
 import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
 import { AppError } from '../lib/errors.js';
-import { parseMac } from '../lib/mac.js';
+import { parseMac, type Mac } from '../lib/mac.js';
 import type { Machine, UbuntuRelease } from '../inventory/model.js';
 import type { MachineEventType } from '../inventory/lifecycle.js';
 import type { ClusterRepo, EventRepo, MachineRepo } from '../inventory/store.js';
 import type { Renderer } from '../render/templates.js';
 import { BootQueryError, firmwareOf, parseBootQuery } from '../boot/query.js';
-import { decideBootScript, type BootSettings } from '../boot/script.js';
+import { carriesSeedToken, decideBootScript, type BootSettings } from '../boot/script.js';
 import type { ReleaseInstaller } from '../boot/releases.js';
 import type { ArtifactStore } from '../artifacts/store.js';
-import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
+import { checkBootAddress, checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
+import { createDiscoveryGate, DISCOVERY_WINDOW_MS, type DiscoveryGate } from '../inventory/discovery.js';
+import type { Logger } from '../lib/log.js';
 import { newInstanceId, seedContext, type SeedSettings } from '../seeds/context.js';
 import { CONTENT_TYPE, isSeedFile, renderSeedFile } from '../seeds/render.js';
 import { otherInstance, parsePhoneHome, PhoneHomeError } from '../seeds/phone-home.js';
@@ -23,7 +25,7 @@ import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-eve
  * file served is an event in the machine's log, and moves the step a tech sees on its tile.
  */
 export interface MachineRouterDeps {
-  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedToken' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedTokenFor' | 'seedAddress' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys'>;
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
   readonly bootTemplates: Renderer;
@@ -39,7 +41,15 @@ export interface MachineRouterDeps {
   /** `http://<advertise>:<port>`; null: use the local address of each request's connection. */
   readonly advertiseUrl: string | null;
   readonly now: () => Date;
+  /** How many unknown MACs one client address may add (default: DEFAULT_DISCOVERY_PER_ADDRESS an hour). */
+  readonly discovery?: DiscoveryGate | undefined;
+  /** The address racksmith's own DHCP has bound to this MAC (authoritative mode), or null. */
+  readonly leasedAddress?: ((mac: Mac) => Promise<string | null>) | undefined;
+  readonly log?: Logger | undefined;
 }
+
+/** Unknown MACs one client address may add per DISCOVERY_WINDOW_MS unless the caller says. */
+export const DEFAULT_DISCOVERY_PER_ADDRESS = 8;
 
 type Source = string;
 
@@ -56,6 +66,7 @@ export const IPXE_BINARIES: readonly string[] = ['ipxe.efi', 'snponly.efi', 'und
 
 export function machineRouter(d: MachineRouterDeps): Router {
   const r = Router();
+  const discovery = d.discovery ?? createDiscoveryGate({ perWindow: DEFAULT_DISCOVERY_PER_ADDRESS, windowMs: DISCOVERY_WINDOW_MS });
   const form = express.urlencoded({ extended: false, limit: '64kb' });
   const json = express.json({ limit: '256kb', strict: true });
   // curtin's webhook and hand-made reports may omit or vary the content type: read any body as JSON.
@@ -92,10 +103,17 @@ export function machineRouter(d: MachineRouterDeps): Router {
       sendText(res, 'text/plain; charset=utf-8', d.bootTemplates.render(decision.template, decision.context));
       return;
     }
+    const remote = remoteOf(req);
+    if ((await d.machines.get(q.mac)) === null && !(await admitDiscovery(req, remote))) {
+      // Over its allowance: the same answer an unknown machine gets, but nothing recorded.
+      const decision = decideBootScript({ query: q, machine: null, cluster: null, installer: null, seedToken: null }, settings);
+      sendText(res, 'text/plain; charset=utf-8', d.bootTemplates.render(decision.template, decision.context));
+      return;
+    }
     const { machine } = await d.machines.recordSighting({ mac: q.mac, arch: q.arch, firmware: firmwareOf(q.platform), uuid: q.uuid, source: sourceOf(req) });
     const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
     const installer = cluster ? d.installers[cluster.ubuntuRelease] : null;
-    const seedToken = machine.role && cluster ? await d.machines.seedToken(machine.mac) : null;
+    const seedToken = carriesSeedToken(machine, cluster) ? await bindSeedToken(machine, req, remote) : null;
     const decision = decideBootScript({ query: q, machine, cluster, installer, seedToken }, settings);
     // Render before any state change: a failed render changes nothing.
     const script = d.bootTemplates.render(decision.template, decision.context);
@@ -107,6 +125,37 @@ export function machineRouter(d: MachineRouterDeps): Router {
     await d.machines.setLastStep(machine.mac, decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : 'ipxe');
     sendText(res, 'text/plain; charset=utf-8', script);
   });
+
+  /** Spends one of the client address's discovery allowances; the first refusal is logged and recorded. */
+  async function admitDiscovery(req: Request, remote: string | null): Promise<boolean> {
+    const admission = discovery.admit(remote ?? '?');
+    if (admission.ok) return true;
+    if (admission.first) {
+      const message = `${remote ?? '?'} asked for boot scripts of more unknown MACs than its allowance: they are answered but not recorded as machines`;
+      d.log?.warn({ remote }, message);
+      await d.events.append({ type: 'discovery.limited', source: sourceOf(req), message, data: { path: 'http', remote } });
+    }
+    return false;
+  }
+
+  /**
+   * The machine's seed token for the install script, bound to the address asking for it. A MAC
+   * racksmith's DHCP leased elsewhere is not this asker's: 403, and the machine's log says so.
+   */
+  async function bindSeedToken(machine: Machine, req: Request, remote: string | null): Promise<string | null> {
+    const leased = d.leasedAddress ? await d.leasedAddress(machine.mac) : null;
+    const check = checkBootAddress(machine, remote, leased);
+    if (!check.ok || remote === null) {
+      const message = check.ok ? 'no client address' : check.message;
+      await machineEvent(machine, 'http.boot.refused', req, `install script refused: ${message}`);
+      throw new AppError('forbidden', 'ERR_WRONG_ADDRESS', message);
+    }
+    const bound = await d.machines.seedTokenFor(machine.mac, remote);
+    if (bound?.rebound) {
+      await machineEvent(machine, 'http.seed.rebound', req, `seed token bound to ${remote} now; the one handed to ${bound.rebound} no longer works`, { from: bound.rebound, to: remote });
+    }
+    return bound?.token ?? null;
+  }
 
   // ── iPXE binaries over HTTP (UEFI HTTP Boot) ────────────────────────────────
   // The DHCP service hands UEFI HTTP Boot clients (vendor class HTTPClient, UEFI 2.5 §24.7) a URI
@@ -153,10 +202,12 @@ export function machineRouter(d: MachineRouterDeps): Router {
   async function seedMachine(req: Request, use: SeedUse): Promise<{ machine: Machine; token: string }> {
     const token = String(req.params['token']);
     const machine = plausibleToken(token) ? await d.machines.findBySeedToken(token) : null;
-    const access = checkSeedAccess(machine, remoteOf(req), use);
+    const boundTo = machine ? await d.machines.seedAddress(machine.mac) : null;
+    const access = checkSeedAccess(machine, remoteOf(req), use, boundTo);
     if (!access.ok) {
       if (access.status === 403 && access.machine) {
-        await machineEvent(access.machine, 'http.seed.refused', req, `seed token used from ${remoteOf(req) ?? '?'}, not from the machine's address ${access.machine.ip ?? '?'}`);
+        const owners = [boundTo, access.machine.ip].filter((a) => a !== null).join(' or ') || 'none yet';
+        await machineEvent(access.machine, 'http.seed.refused', req, `seed token used from ${remoteOf(req) ?? '?'}, not from the machine's address (${owners})`, { use, remote: remoteOf(req), boundTo, ip: access.machine.ip });
       }
       throw new AppError(access.status === 403 ? 'forbidden' : 'not-found', access.code, access.message);
     }

@@ -63,14 +63,26 @@ export interface NewMachine {
   readonly bmc?: NewBmc | null | undefined;
 }
 
-/** `null` clears a field; an absent key leaves it. A BMC patch without a password keeps the old one. */
+/**
+ * `null` clears a field; an absent key leaves it. A BMC patch merges: each absent BMC field keeps
+ * its stored value (the password too), `port`/`cipherSuite` null go back to the default.
+ */
 export interface MachinePatch {
   readonly hostname?: string | null | undefined;
   readonly role?: Role | null | undefined;
   readonly cluster?: string | null | undefined;
   readonly ip?: string | null | undefined;
   readonly rack?: string | null | undefined;
-  readonly bmc?: (Omit<NewBmc, 'password'> & { readonly password?: string | undefined }) | null | undefined;
+  readonly bmc?: BmcPatch | null | undefined;
+}
+
+export interface BmcPatch {
+  readonly driver?: NewBmc['driver'] | undefined;
+  readonly address?: string | undefined;
+  readonly port?: number | null | undefined;
+  readonly username?: string | undefined;
+  readonly password?: string | undefined;
+  readonly cipherSuite?: number | null | undefined;
 }
 
 export interface MachineFilter {
@@ -141,6 +153,14 @@ export interface MachineRepo {
   /** The current seed token in clear (it is embedded in the machine's boot script), or null. */
   seedToken(mac: Mac): Promise<string | null>;
   findBySeedToken(token: string): Promise<Machine | null>;
+  /**
+   * The seed token for a boot script fetched from `address`, bound to that address: the current
+   * token when it is unbound or already bound there, else a new one (the old one stops working).
+   * Null when the machine has no token. `rebound` is the address the old token was bound to.
+   */
+  seedTokenFor(mac: Mac, address: string): Promise<{ token: string; rebound: string | null } | null>;
+  /** The address the current seed token is bound to, or null. */
+  seedAddress(mac: Mac): Promise<string | null>;
   setInstanceId(mac: Mac, instanceId: string): Promise<void>;
   setHostKeys(mac: Mac, keys: readonly SshHostKey[]): Promise<void>;
 }

@@ -47,6 +47,7 @@ export const INVENTORY_METRICS = {
   events: def('counter', 'racksmith_events_total', 'inventory', 'Events appended to the inventory since start, by type', ['type']),
   serviceUp: def('gauge', 'racksmith_service_up', 'inventory', '1 when the service is serving, 0 when it is starting, stopping or failed (services turned off are absent)', ['service']),
   buildInfo: def('gauge', 'racksmith_build_info', 'inventory', 'Always 1; the version is the label', ['version']),
+  discoveryRefused: def('counter', 'racksmith_discovery_refused_total', 'inventory', 'Unknown MACs answered but not recorded as discovered machines because their source was over its allowance, by path (http: per client address; dhcp: per segment)', ['path']),
 } as const;
 
 export const EVENT_STREAM_METRICS = {

@@ -342,15 +342,37 @@ function lastLine(r: ExecResult, sink: OutputSink, quiet = false): string {
 }
 
 async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+  // Rendered before any node is touched: a configuration that cannot be rendered (a template
+  // missing from an install) fails the step as such, not as whatever the connection did.
+  const kubeadmConfig = job.step.kind === 'prepare' ? prepareConfig(deps, job) : '';
+  if (kubeadmConfig) deps.log.info({ cluster: job.cluster.name, step: job.step.id, apiVersion: /^apiVersion: (\S+)/m.exec(kubeadmConfig)?.[1], bytes: kubeadmConfig.length }, 'kubeadm configuration rendered');
   const session = await connectTo(deps, target, signal);
   try {
-    return await perform(deps, job, session, n, sink, signal);
+    return await perform(deps, job, session, n, sink, signal, kubeadmConfig);
   } finally {
     session.close();
   }
 }
 
-async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+/** The kubeadm configuration `prepare` writes on the first control node. */
+function prepareConfig(deps: RunnerDeps, job: StepJob): string {
+  const { step, cluster, secrets } = job;
+  const first = job.members.find((m) => m.mac === step.mac);
+  const lb = job.members.find((m) => m.role === 'loadbalancer') ?? null;
+  return renderKubeadmConfig(deps.kubeadmTemplates, {
+    cluster,
+    endpoint: job.endpoint,
+    node: { name: step.hostname, ip: first?.ip ?? '' },
+    loadBalancer: lb,
+    bootstrapToken: secrets.bootstrapToken,
+    certificateKey: secrets.certificateKey,
+    podSubnet: cluster.podSubnet ?? DEFAULT_POD_SUBNET[cluster.cni],
+    serviceSubnet: cluster.serviceSubnet ?? DEFAULT_SERVICE_SUBNET,
+    imageRepository: deps.settings.imageRepository,
+  });
+}
+
+async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n: number, sink: OutputSink, signal: AbortSignal, kubeadmConfig: string): Promise<Outcome> {
   const { settings } = deps;
   const { step, cluster, secrets } = job;
   const { run } = commands(deps, session, sink, signal, QUIET.has(step.kind));
@@ -369,20 +391,7 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
       return { skipped: null, data: {} };
     }
     case 'prepare': {
-      const first = job.members.find((m) => m.mac === step.mac);
-      const lb = job.members.find((m) => m.role === 'loadbalancer') ?? null;
-      const config = renderKubeadmConfig(deps.kubeadmTemplates, {
-        cluster,
-        endpoint: job.endpoint,
-        node: { name: step.hostname, ip: first?.ip ?? '' },
-        loadBalancer: lb,
-        bootstrapToken: secrets.bootstrapToken,
-        certificateKey: secrets.certificateKey,
-        podSubnet: cluster.podSubnet ?? DEFAULT_POD_SUBNET[cluster.cni],
-        serviceSubnet: cluster.serviceSubnet ?? DEFAULT_SERVICE_SUBNET,
-        imageRepository: settings.imageRepository,
-      });
-      await run(prepareScript(secrets.caCertPem, secrets.caKeyPem, config));
+      await run(prepareScript(secrets.caCertPem, secrets.caKeyPem, kubeadmConfig));
       return { skipped: null, data: { endpoint: job.endpoint } };
     }
     case 'init': {

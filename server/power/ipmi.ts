@@ -41,6 +41,8 @@ export interface IpmiDriver extends PowerDriver {
   close(): void;
 }
 
+/** How long the output pipes may stay open after ipmitool (or its wrapper) exited. */
+const EXIT_GRACE_MS = 1000;
 /** Output kept per stream: ipmitool `-v` is chatty, and a broken BMC must not fill memory. */
 const MAX_OUTPUT = 64 * 1024;
 
@@ -82,27 +84,56 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
     }
   }
 
+  /**
+   * One ipmitool run with a hard deadline. It runs in its own process group (a new session), and
+   * the deadline or a stop ends the whole group: a configured `ipmitool` may be a wrapper that
+   * forks, and killing only the wrapper would leave its children holding the output pipes, so the
+   * call — and every later call to that BMC behind it — would wait for them. Once the group is
+   * ended the call settles when the wrapper is gone, whether or not an escaped child still holds
+   * a pipe. After a normal exit, anything the wrapper left behind in its group is ended too.
+   */
   function runIpmitool(args: string[], timeoutMs: number, signal: AbortSignal | undefined): Promise<RunResult> {
     return new Promise((resolve) => {
       let stdout = '';
       let stderr = '';
       let timedOut = false;
       let settled = false;
-      const child = spawn(opts.ipmitool, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LANG: 'C', LC_ALL: 'C' } });
+      let exited = false;
+      let ended = false;
+      let graceTimer: NodeJS.Timeout | null = null;
+      const child = spawn(opts.ipmitool, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LANG: 'C', LC_ALL: 'C' } });
+      const endGroup = (): void => {
+        if (child.pid === undefined) return;
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          /* the group is already gone */
+        }
+      };
       const finish = (r: RunResult): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        if (graceTimer) clearTimeout(graceTimer);
         signal?.removeEventListener('abort', onAbort);
         resolve(r);
       };
+      /** Ends the group; the call settles once the wrapper itself has exited, pipes or not. */
+      const end = (): void => {
+        ended = true;
+        endGroup();
+        if (exited) settleAfterEnd();
+      };
+      const settleAfterEnd = (): void => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish({ exitCode: null, stdout, stderr, timedOut });
+      };
       const timer = setTimeout(() => {
         timedOut = true;
-        child.kill('SIGKILL');
+        end();
       }, Math.max(1, timeoutMs));
-      const onAbort = (): void => {
-        child.kill('SIGKILL');
-      };
+      const onAbort = (): void => end();
       signal?.addEventListener('abort', onAbort, { once: true });
       child.stdout?.on('data', (d: Buffer) => {
         if (stdout.length < MAX_OUTPUT) stdout += d.toString('utf8');
@@ -111,7 +142,21 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
         if (stderr.length < MAX_OUTPUT) stderr += d.toString('utf8');
       });
       child.on('error', (err) => finish({ exitCode: null, stdout, stderr, timedOut: false, spawnError: err.message }));
-      child.on('close', (code) => finish({ exitCode: code, stdout, stderr, timedOut }));
+      child.on('exit', () => {
+        exited = true;
+        if (ended) return settleAfterEnd();
+        // What the wrapper left running in its group is nobody's; its pipes close with it. A child
+        // that left the group and keeps a pipe open does not hold the call past a short grace.
+        endGroup();
+        graceTimer = setTimeout(() => {
+          child.stdout?.destroy();
+          child.stderr?.destroy();
+          finish({ exitCode: child.exitCode, stdout, stderr, timedOut });
+        }, EXIT_GRACE_MS);
+      });
+      child.on('close', (code) => {
+        if (!ended) finish({ exitCode: code, stdout, stderr, timedOut });
+      });
     });
   }
 

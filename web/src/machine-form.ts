@@ -42,10 +42,8 @@ export const machineFormView: View = async (ctx, el) => {
     ev.preventDefault();
     void (async () => {
       const v = values(form);
-      const bmc =
-        v['bmc_address'] || v['bmc_username'] || v['bmc_password']
-          ? { driver: 'ipmi', address: v['bmc_address'], username: v['bmc_username'], ...(v['bmc_password'] ? { password: v['bmc_password'] } : {}) }
-          : undefined;
+      const given = Boolean(v['bmc_address'] || v['bmc_username'] || v['bmc_password']);
+      const bmc = given ? { driver: 'ipmi', address: v['bmc_address'], username: v['bmc_username'], ...(v['bmc_password'] ? { password: v['bmc_password'] } : {}) } : undefined;
       try {
         if (m) {
           const patch: Record<string, unknown> = {
@@ -56,8 +54,15 @@ export const machineFormView: View = async (ctx, el) => {
             rack: v['rack'] ?? null,
           };
           for (const k of Object.keys(patch)) if (patch[k] === (m as unknown as Record<string, unknown>)[k]) delete patch[k];
-          if (bmc) patch['bmc'] = bmc;
-          else if (m.bmc) patch['bmc'] = null;
+          // The BMC patch merges on the server: only the fields this form changed, so the port
+          // and cipher suite it does not show stay as they are.
+          if (!given) {
+            if (m.bmc) patch['bmc'] = null;
+          } else if (!m.bmc) patch['bmc'] = bmc;
+          else {
+            const changed = bmcChanges(m.bmc, v);
+            if (Object.keys(changed).length > 0) patch['bmc'] = changed;
+          }
           const saved = await request<Machine>('PATCH', `/machines/${m.mac}`, patch);
           ctx.navigate(`#/machines/${saved.mac}`);
         } else {
@@ -72,3 +77,12 @@ export const machineFormView: View = async (ctx, el) => {
   });
   replace(el, h('h1', { tabindex: '-1' }, m ? `Edit ${m.hostname ?? m.mac}` : 'Add a machine'), box, form);
 };
+
+/** The BMC fields the form changed, as a merge patch (a blank password keeps the stored one). */
+export function bmcChanges(stored: { address: string; username: string }, v: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (v['bmc_address'] !== undefined && v['bmc_address'] !== stored.address) out['address'] = v['bmc_address'];
+  if (v['bmc_username'] !== undefined && v['bmc_username'] !== stored.username) out['username'] = v['bmc_username'];
+  if (v['bmc_password'] !== undefined) out['password'] = v['bmc_password'];
+  return out;
+}

@@ -119,15 +119,15 @@ export function openApiDocument(version: string): Record<string, unknown> {
       },
       '/machines/import': {
         post: {
-          summary: 'Import machines from CSV, all rows or none (admin)',
-          requestBody: { required: true, content: { 'text/csv': { schema: { type: 'string' }, example: 'mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password\n' } } },
+          summary: 'Import machines from CSV, all rows or none (admin); optional columns bmc_port and bmc_cipher_suite',
+          requestBody: { required: true, content: { 'text/csv': { schema: { type: 'string' }, example: 'mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password,bmc_port,bmc_cipher_suite\n' } } },
           responses: { 201: ok('imported machines'), ...errors(400, 401, 403, 409, 415) },
         },
       },
       '/machines/{mac}': {
         parameters: [macParam],
         get: { summary: 'A machine', responses: { 200: ok('the machine'), ...errors(400, 401, 404) } },
-        patch: { summary: 'Change a machine (admin)', requestBody: jsonBody(machinePatchSchema), responses: { 200: ok('the machine'), ...errors(400, 401, 403, 404, 409, 415) } },
+        patch: { summary: 'Change a machine (admin); a bmc object merges into the stored one', requestBody: jsonBody(machinePatchSchema), responses: { 200: ok('the machine'), ...errors(400, 401, 403, 404, 409, 415) } },
         delete: { summary: 'Delete a machine (admin)', responses: { 204: { description: 'deleted' }, ...errors(400, 401, 403, 404) } },
       },
       '/machines/{mac}/events': {

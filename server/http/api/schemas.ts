@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseIPv4 } from '../../lib/ipv4.js';
-import { parseMac, type Mac } from '../../lib/mac.js';
+import { macRefusal, parseMac, type Mac } from '../../lib/mac.js';
 import { CNIS, CONTAINER_RUNTIMES, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
 import { MACHINE_STATES } from '../../inventory/lifecycle.js';
 import type { MachineCursor } from '../../inventory/store.js';
@@ -16,6 +16,11 @@ export const macSchema = z
     const mac = parseMac(s);
     if (mac === null) {
       ctx.addIssue({ code: 'custom', message: `"${s.slice(0, 40)}" is not a MAC address (accepted: 52:54:00:aa:bb:cc, 52-54-00-aa-bb-cc, 5254.00aa.bbcc, 525400aabbcc)` });
+      return z.NEVER;
+    }
+    const refusal = macRefusal(mac);
+    if (refusal !== null) {
+      ctx.addIssue({ code: 'custom', message: `${mac}: ${refusal}` });
       return z.NEVER;
     }
     return mac;
@@ -99,7 +104,18 @@ export const newBmcSchema = z
   })
   .strict();
 
-export const bmcPatchSchema = newBmcSchema.extend({ password: z.string().min(1).max(20).optional() }).strict();
+/**
+ * A BMC patch merges into the stored BMC: an absent field keeps its value, `port` or
+ * `cipherSuite` set to null goes back to the default. A machine without a BMC needs address,
+ * user name and password (the store says which is missing).
+ */
+export const bmcPatchSchema = newBmcSchema
+  .partial()
+  .extend({
+    port: newBmcSchema.shape.port.unwrap().nullable().optional(),
+    cipherSuite: newBmcSchema.shape.cipherSuite.unwrap().nullable().optional(),
+  })
+  .strict();
 
 export const newMachineSchema = z
   .object({

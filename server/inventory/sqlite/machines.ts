@@ -23,6 +23,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
   const byMac = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE mac = ?`);
   const byTokenHash = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE seed_token_hash = ?`);
   const sealedOf = sql<[string], Pick<MachineRow, 'bmc_password_sealed' | 'seed_token_sealed'>>('SELECT bmc_password_sealed, seed_token_sealed FROM machines WHERE mac = ?');
+  const seedOf = sql<[string], Pick<MachineRow, 'seed_token_sealed' | 'seed_token_address'>>('SELECT seed_token_sealed, seed_token_address FROM machines WHERE mac = ?');
   // One prepared statement per filter shape. The order is the list order of MachineCursor;
   // COALESCE sorts a missing rack/hostname first, as NULL would, lets the keyset comparison be
   // one row-value test (no rack or hostname is ever the empty string) and matches the
@@ -99,7 +100,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
           `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack,
              bmc_driver=@bmc_driver, bmc_address=@bmc_address, bmc_port=@bmc_port, bmc_username=@bmc_username,
              bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite,
-             seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, updated_at=@at
+             seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, seed_token_address=NULL, updated_at=@at
            WHERE mac=@mac`,
         ).run(values);
       } else {
@@ -167,15 +168,20 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     if (patch.bmc === null) {
       for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite']) set(c, null);
     } else if (patch.bmc !== undefined) {
-      if (patch.bmc.password === undefined && !before.bmc?.hasPassword) {
-        throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
-      }
-      set('bmc_driver', patch.bmc.driver);
-      set('bmc_address', patch.bmc.address);
-      set('bmc_port', patch.bmc.port ?? null);
-      set('bmc_username', patch.bmc.username);
-      set('bmc_cipher_suite', patch.bmc.cipherSuite ?? null);
-      if (patch.bmc.password !== undefined) set('bmc_password_sealed', box.seal(patch.bmc.password));
+      // Merged into what is stored: a form or script that sends only what it changed keeps the rest.
+      const b = patch.bmc;
+      const old = before.bmc;
+      const address = b.address ?? old?.address;
+      const username = b.username ?? old?.username;
+      if (address === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs an address', 'bmc.address');
+      if (username === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs a user name', 'bmc.username');
+      if (b.password === undefined && !old?.hasPassword) throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
+      set('bmc_driver', b.driver ?? old?.driver ?? 'ipmi');
+      set('bmc_address', address);
+      set('bmc_port', b.port === undefined ? (old?.port ?? null) : b.port);
+      set('bmc_username', username);
+      set('bmc_cipher_suite', b.cipherSuite === undefined ? (old?.cipherSuite ?? null) : b.cipherSuite);
+      if (b.password !== undefined) set('bmc_password_sealed', box.seal(b.password));
     }
     if (sets.length > 0) {
       guarded(() => sql(`UPDATE machines SET ${sets.join(', ')}, updated_at=@at WHERE mac=@mac`).run(values));
@@ -190,17 +196,17 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         cluster: cluster,
         type: 'machine.updated',
         source,
-        message: `updated ${[...changed, ...(patch.bmc !== undefined ? ['bmc'] : [])].join(', ')}`,
+        message: `updated ${[...changed, ...(patch.bmc === null ? ['bmc (removed)'] : patch.bmc !== undefined ? [`bmc (${Object.keys(patch.bmc).join(', ')})`] : [])].join(', ')}`,
         data: { changes },
       });
     }
     if (placementChanged && before.state === 'discovered' && assignedNow) {
       const seed = sealedToken();
-      sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=? WHERE mac=?').run(seed.hash, seed.sealed, mac);
+      sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, seed_token_address=NULL WHERE mac=?').run(seed.hash, seed.sealed, mac);
       return applyTransition(mac, 'assign', { source, message: `assigned as ${role} of cluster ${cluster}` });
     }
     if (placementChanged && before.state === 'assigned' && !assignedNow) {
-      sql('UPDATE machines SET seed_token_hash=NULL, seed_token_sealed=NULL WHERE mac=?').run(mac);
+      sql('UPDATE machines SET seed_token_hash=NULL, seed_token_sealed=NULL, seed_token_address=NULL WHERE mac=?').run(mac);
       return applyTransition(mac, 'unassign', { source, message: 'role or cluster removed' });
     }
     return load(mac);
@@ -301,7 +307,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     },
     async rotateSeedToken(mac) {
       const s = sealedToken();
-      const r = sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, updated_at=? WHERE mac=?').run(s.hash, s.sealed, now().toISOString(), mac);
+      const r = sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, seed_token_address=NULL, updated_at=? WHERE mac=?').run(s.hash, s.sealed, now().toISOString(), mac);
       if (r.changes === 0) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
       return s.token;
     },
@@ -312,6 +318,26 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     async findBySeedToken(token) {
       const row = byTokenHash.get(hashToken(token));
       return row ? machineFromRow(row) : null;
+    },
+    async seedTokenFor(mac, address) {
+      return db
+        .transaction(() => {
+          const row = seedOf.get(mac);
+          if (!row?.seed_token_sealed) return null;
+          if (row.seed_token_address === address) return { token: box.open(row.seed_token_sealed), rebound: null };
+          if (row.seed_token_address === null) {
+            sql('UPDATE machines SET seed_token_address=? WHERE mac=?').run(address, mac);
+            return { token: box.open(row.seed_token_sealed), rebound: null };
+          }
+          // Another address holds the token: the one that asked last gets a new one.
+          const s = sealedToken();
+          sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, seed_token_address=?, updated_at=? WHERE mac=?').run(s.hash, s.sealed, address, now().toISOString(), mac);
+          return { token: s.token, rebound: row.seed_token_address };
+        })
+        .immediate();
+    },
+    async seedAddress(mac) {
+      return seedOf.get(mac)?.seed_token_address ?? null;
     },
     async setInstanceId(mac, instanceId) {
       sql('UPDATE machines SET instance_id=?, updated_at=? WHERE mac=?').run(instanceId, now().toISOString(), mac);

@@ -179,4 +179,11 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE leases_v5 RENAME TO leases;
     `,
   },
+  {
+    version: 6,
+    name: 'seed token address',
+    // The address that fetched the boot script carrying the machine's seed token: the token works
+    // only from there (and from the machine's `ip`). NULL until a boot script carried it.
+    sql: `ALTER TABLE machines ADD COLUMN seed_token_address TEXT;`,
+  },
 ];

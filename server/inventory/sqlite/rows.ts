@@ -58,6 +58,7 @@ export interface MachineRow {
   last_step: string | null;
   seed_token_hash: string | null;
   seed_token_sealed: string | null;
+  seed_token_address: string | null;
   instance_id: string | null;
   host_keys: string;
   first_seen: string | null;
@@ -78,7 +79,7 @@ export const MACHINE_COLUMNS = [
   'last_seen', 'state_changed_at', 'created_at', 'updated_at',
 ].join(', ');
 
-export type MachineViewRow = Omit<MachineRow, 'bmc_password_sealed' | 'seed_token_hash' | 'seed_token_sealed'> & { bmc_password_set: number };
+export type MachineViewRow = Omit<MachineRow, 'bmc_password_sealed' | 'seed_token_hash' | 'seed_token_sealed' | 'seed_token_address'> & { bmc_password_set: number };
 
 const NO_HOST_KEYS: readonly SshHostKey[] = Object.freeze([]);
 
