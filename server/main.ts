@@ -43,6 +43,10 @@ import { createArtifactStore } from './artifacts/store.js';
 import { resolveInstallers } from './boot/releases.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
+import { findSignedChains } from './boot/loaders.js';
+import { installerTables } from './boot/releases.js';
+import { bootFiles } from './boot/tftp-files.js';
+import { layeredSource } from './lib/files.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -177,7 +181,24 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     return lease?.state === 'bound' ? lease.mac : null;
   };
   const resolveClient = firstResolver([leaseResolver, createArpResolver()]);
-  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient, inventory }));
+  // The signed shim → GRUB chain's files (signed binaries, GRUB configs, installer artifacts) in
+  // front of the TFTP root; GRUB configs go through the same code as /boot.ipxe.
+  const signedBoot = bootFiles({
+    serve: {
+      machines: inventory.machines,
+      clusters: inventory.clusters,
+      events: inventory.events,
+      templates: createRenderer(BOOT_TEMPLATES_DIR),
+      installers: installerTables(installers),
+      boot: { waitSeconds: config.bootWaitSeconds, waitAttempts: config.bootWaitAttempts, chainTries: 5, retrySeconds: 5, kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean) },
+      now: () => inventory.now(),
+    },
+    artifacts,
+    chains: findSignedChains(config.signedBootDir ? [config.signedBootDir] : []),
+    baseUrl: `http://${config.advertiseAddress ?? '127.0.0.1'}:${config.httpPort}`,
+  });
+  const tftpSource = layeredSource([signedBoot, tftpFiles(config).source]);
+  services.push(createTftpService(config, { files: tftpSource, root: config.tftpRoot, resolveClient, inventory }));
   // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
   services.push(eventStream.service);
   services.push(orchestrator);
