@@ -56,7 +56,9 @@ export const MACHINES_HELP = `Usage:
   racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
                          [--ip IP] [--rack R] [--bmc-address A --bmc-username U --bmc-password P]
                          [--bmc-port N] [--bmc-cipher-suite 17|3|…]
+                         [--boot-loader ipxe|shim-grub|auto] [--secure-boot on|off|unknown]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
+                         [--boot-loader ipxe|shim-grub|auto|default] [--secure-boot on|off|unknown]
   racksmith machines rm MAC
   racksmith machines import FILE.csv
       header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
