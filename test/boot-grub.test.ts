@@ -5,6 +5,7 @@ import { BootQueryError, grubConfigQuery, parseBootQuery, type BootQuery } from 
 import { DEFAULT_ARM64_INSTALLERS, DEFAULT_INSTALLERS, artifactDir, installerArchOf, installerFor, installerTables } from '../server/boot/releases.js';
 import { decideBootScript, grubConfigName, type BootFacts } from '../server/boot/script.js';
 import { secureBootShown } from '../server/boot/serve.js';
+import { UBUNTU_PORTS, mirrorFor } from '../server/seeds/context.js';
 import { UBUNTU_RELEASES } from '../server/inventory/model.js';
 import type { MachineState } from '../server/inventory/lifecycle.js';
 import { BOOT_TEMPLATES_DIR } from '../server/lib/paths.js';
@@ -197,6 +198,12 @@ test('stuck after the bootfile: a bootfile, no loader after it, for longer than 
   assert.is(loaderOfBootfile('undionly.kpxe'), 'ipxe');
   assert.is(loaderOfBootfile('artifacts/22.04/vmlinuz'), null);
   assert.is(loaderOfBootfile('grub/grub.cfg'), null);
+});
+
+test('ARM64 seeds: Ubuntu\'s default archive becomes ubuntu-ports; a site mirror stays', () => {
+  assert.is(mirrorFor('arm64', 'http://archive.ubuntu.com/ubuntu'), UBUNTU_PORTS);
+  assert.is(mirrorFor('x86_64', 'http://archive.ubuntu.com/ubuntu'), 'http://archive.ubuntu.com/ubuntu');
+  assert.is(mirrorFor('arm64', 'http://mirror.lan/ubuntu'), 'http://mirror.lan/ubuntu');
 });
 
 test.run();
