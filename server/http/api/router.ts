@@ -174,7 +174,8 @@ export function apiRouter(deps: ApiDeps): Router {
   route('get', '/machines', 'viewer', async (req, res) => {
     const query = parseWith(machineQuerySchema, req.query, 'query');
     // Read before the rows: a write landing in between only makes the entry stale, never wrong.
-    const revision = deps.revision?.();
+    // Ten-second buckets too: a machine's `boot.stuck` comes with time, not with a write.
+    const revision = deps.revision ? `${deps.revision()}@${Math.floor(Date.now() / 10_000)}` : undefined;
     const key = JSON.stringify(query);
     let response = revision === undefined ? undefined : listCache.get(key, revision);
     if (!response) {
