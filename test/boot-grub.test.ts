@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BOOTFILE_STALL_SECONDS, bootStall, findSignedChains, loaderOfBootfile, resolveBootLoader, type LoaderFacts } from '../server/boot/loaders.js';
+import { BOOTFILE_STALL_SECONDS, bootStall, findSignedChains, loaderOfBootfile, nextStallAt, resolveBootLoader, type LoaderFacts } from '../server/boot/loaders.js';
 import { BootQueryError, grubConfigQuery, parseBootQuery, type BootQuery } from '../server/boot/query.js';
 import { DEFAULT_ARM64_INSTALLERS, DEFAULT_INSTALLERS, artifactDir, installerArchOf, installerFor, installerTables } from '../server/boot/releases.js';
 import { decideBootScript, grubConfigName, type BootFacts } from '../server/boot/script.js';
@@ -194,6 +194,8 @@ test('stuck after the bootfile: a bootfile, no loader after it, for longer than 
   assert.match(stuck.message, /Secure Boot/);
   assert.is(bootStall({ bootfile: 'ipxe.efi', bootfileAt: at(0), loaderAt: at(3) }, later), null, 'the loader asked after it');
   assert.ok(bootStall({ bootfile: 'ipxe.efi', bootfileAt: at(10), loaderAt: at(3) }, t0 + (BOOTFILE_STALL_SECONDS + 11) * 1000), 'a loader from an earlier boot does not count');
+  assert.is(nextStallAt([{ bootfile: 'ipxe.efi', bootfileAt: at(0), loaderAt: null }, { bootfile: 'ipxe.efi', bootfileAt: at(5), loaderAt: null }], t0 + 1000), t0 + BOOTFILE_STALL_SECONDS * 1000, 'a cached list expires when the first stall shows');
+  assert.is(nextStallAt([{ bootfile: 'ipxe.efi', bootfileAt: at(0), loaderAt: at(1) }], t0 + 1000), null);
   assert.is(loaderOfBootfile('shim-grub/x86_64/shimx64.efi'), 'shim-grub');
   assert.is(loaderOfBootfile('undionly.kpxe'), 'ipxe');
   assert.is(loaderOfBootfile('artifacts/22.04/vmlinuz'), null);

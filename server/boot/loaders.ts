@@ -139,3 +139,16 @@ export function signedChainsAvailable(extraDir: string | undefined): { x86_64: b
   const found = findSignedChains(extraDir ? [extraDir] : []);
   return { x86_64: found.x86_64 !== undefined, arm64: found.arm64 !== undefined };
 }
+
+/** The earliest moment one of these machines will show stuck that does not yet (null: none will). */
+export function nextStallAt(machines: readonly { readonly bootfile: string | null; readonly bootfileAt: string | null; readonly loaderAt: string | null }[], nowMs = Date.now()): number | null {
+  let next: number | null = null;
+  for (const m of machines) {
+    if (!m.bootfile || !m.bootfileAt) continue;
+    const served = Date.parse(m.bootfileAt);
+    if (m.loaderAt && Date.parse(m.loaderAt) >= served) continue;
+    const at = served + BOOTFILE_STALL_SECONDS * 1000;
+    if (at > nowMs && (next === null || at < next)) next = at;
+  }
+  return next;
+}
