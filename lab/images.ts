@@ -56,14 +56,16 @@ export async function buildSecureBootEsp(): Promise<string> {
   try {
     const cfg = join(work, 'grub.cfg');
     writeFileSync(cfg, ESP_GRUB_CFG);
-    const tmp = `${out}.tmp-${process.pid}`;
+    const tmp = join(work, 'esp.img');
     await run('truncate', ['-s', '16M', tmp]);
-    await run('mformat', ['-i', tmp, '-F', '::']);
+    // FAT16 at this size (FAT32 needs more clusters); UEFI reads FAT12/16/32 alike.
+    await run('mformat', ['-i', tmp, '::']);
     await run('mmd', ['-i', tmp, '::/EFI', '::/EFI/BOOT', '::/EFI/debian']);
     await run('mcopy', ['-i', tmp, SIGNED_SHIM, '::/EFI/BOOT/BOOTX64.EFI']);
     await run('mcopy', ['-i', tmp, SIGNED_GRUB, '::/EFI/BOOT/grubx64.efi']);
     await run('mcopy', ['-i', tmp, cfg, '::/EFI/debian/grub.cfg']);
-    renameSync(tmp, out);
+    copyFileSync(tmp, `${out}.tmp-${process.pid}`);
+    renameSync(`${out}.tmp-${process.pid}`, out);
     return out;
   } finally {
     rmSync(work, { recursive: true, force: true });
