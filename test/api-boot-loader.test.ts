@@ -66,4 +66,19 @@ test('a GRUB config fetched over HTTP: its lockdown is Secure Boot as seen, the 
   assert.is((await fetch(`${rs.url}/grub/grub.cfg-01-zz`)).status, 404);
 });
 
+test('CSV import: boot_loader and secure_boot columns; a bad cell names its row and column', async () => {
+  const csv = 'mac,hostname,role,cluster,boot_loader,secure_boot\n52:54:00:19:00:02,w2,worker,c,auto,yes\n52:54:00:19:00:03,w3,worker,c,,\n';
+  const r = await api(rs.url, admin, 'POST', '/api/v1/machines/import', csv, 'text/csv');
+  assert.is(r.status, 201, r.text);
+  const [a, b] = r.body.machines;
+  assert.is(a.bootLoader, 'auto');
+  assert.is(a.secureBoot, true);
+  assert.is(b.bootLoader, null);
+  assert.is(b.secureBoot, null);
+  const bad = await api(rs.url, admin, 'POST', '/api/v1/machines/import', 'mac,hostname,role,cluster,boot_loader,secure_boot\n52:54:00:19:00:04,w4,worker,c,grub,maybe\n', 'text/csv');
+  assert.is(bad.status, 400);
+  assert.match(JSON.stringify(bad.body.error), /row 1/);
+  assert.match(JSON.stringify(bad.body.error), /boot_loader|secure_boot/);
+});
+
 test.run();

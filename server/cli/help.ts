@@ -61,7 +61,7 @@ export const MACHINES_HELP = `Usage:
                          [--boot-loader ipxe|shim-grub|auto|default] [--secure-boot on|off|unknown]
   racksmith machines rm MAC
   racksmith machines import FILE.csv
-      header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
+      header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password[,boot_loader,secure_boot]
   racksmith machines power MAC --action on|off|cycle|reset|status
   racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
 
