@@ -180,9 +180,11 @@ export class Rack {
     const nic = `virtio-net-pci,netdev=n0,mac=${m.mac}${efi ? ',romfile=' : ''}`;
     const installed = `debugfs -R 'stat /installed' ${d}/data.img 2>/dev/null | grep -q Inode`;
     // Under Secure Boot the firmware boots the ESP disk (shim → Debian's signed GRUB), which
-    // finds the system disk's kernel; the system disk's own GRUB is not signed.
+    // finds the system disk's kernel; the system disk's own GRUB is not signed. The system disk
+    // still needs a bootindex: OVMF connects only the devices QEMU's boot order names, and GRUB
+    // would not see an unconnected disk.
     const diskBoot = sb
-      ? `-device virtio-blk-pci,drive=esp,bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system`
+      ? `-device virtio-blk-pci,drive=esp,bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=3`
       : `-device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=1`;
     const diskPlain = `${sb ? '-device virtio-blk-pci,drive=esp ' : ''}-device virtio-blk-pci,drive=sys,serial=racksmith-system`;
     const devices = efi
