@@ -181,8 +181,8 @@ export class Rack {
     const installed = `debugfs -R 'stat /installed' ${d}/data.img 2>/dev/null | grep -q Inode`;
     // Under Secure Boot the firmware boots the ESP disk (shim → Debian's signed GRUB), which
     // finds the system disk's kernel; the system disk's own GRUB is not signed. The system disk
-    // still needs a bootindex: OVMF connects only the devices QEMU's boot order names, and GRUB
-    // would not see an unconnected disk.
+    // and the data disk still need a boot index: OVMF connects only the devices QEMU's boot order
+    // names, and GRUB would not see an unconnected disk.
     const diskBoot = sb
       ? `-device virtio-blk-pci,drive=esp,bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=3`
       : `-device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=1`;
@@ -202,7 +202,7 @@ export class Rack {
       `[ -f ${d}/console.log ] && cat ${d}/console.log >> ${d}/console-earlier.log;`,
       `qemu-system-x86_64 -machine ${sb ? 'q35,smm=on' : 'pc'} -accel tcg -m ${this.opts.memoryMiB ?? 512} -smp 1 -display none -monitor none -name rs-lab-${m.name}`,
       `-netdev tap,id=n0,ifname=${tap},script=no,downscript=no -drive file=${this.opts.images.systemDisk},format=raw,if=none,id=sys,readonly=on ${devices}`,
-      `-drive file=${d}/data.img,format=raw,if=none,id=data -device virtio-blk-pci,drive=data,serial=racksmith-data`,
+      `-drive file=${d}/data.img,format=raw,if=none,id=data -device virtio-blk-pci,drive=data,serial=racksmith-data${sb ? ',bootindex=4' : ''}`,
       `-serial file:${d}/console.log -serial file:${d}/syslog-$(date +%s%N).log`,
       firmware,
       `-S -qmp unix:${d}/qmp.sock,server=on,wait=off -pidfile $D/qemu.pid -daemonize </dev/null >/dev/null 2>>${d}/qemu.err`,
