@@ -13,6 +13,7 @@ const run = promisify(execFile);
 export const LAB_PACKAGES = [
   'qemu-system-x86', 'ipxe-qemu', 'ipxe', 'ovmf', 'busybox-static', 'openipmi', 'ipmitool', 'dropbear-bin', 'haproxy',
   'grub-common', 'grub-pc-bin', 'grub-efi-amd64-bin', 'xorriso', 'mtools', 'cpio', 'gzip', 'dnsmasq-base', 'curl', 'iproute2', 'util-linux', 'e2fsprogs',
+  'shim-signed', 'grub-efi-amd64-signed',
 ] as const;
 
 export async function missingPackages(names: readonly string[] = LAB_PACKAGES): Promise<string[]> {

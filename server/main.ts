@@ -45,6 +45,10 @@ import { createArtifactStore } from './artifacts/store.js';
 import { resolveInstallers } from './boot/releases.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
+import { findSignedChains } from './boot/loaders.js';
+import { installerTables } from './boot/releases.js';
+import { bootFiles } from './boot/tftp-files.js';
+import { layeredSource } from './lib/files.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -134,6 +138,14 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     metrics,
   });
 
+  // Only racksmith's own leases say where a MAC is; in proxy mode the site's DHCP knows.
+  const leasedAddress =
+    config.dhcpMode === 'authoritative'
+      ? async (mac: Mac): Promise<string | null> => {
+          const lease = await inventory.leases.byMac(mac);
+          return lease?.state === 'bound' && Date.parse(lease.expiresAt) > inventory.now().getTime() ? lease.ip : null;
+        }
+      : undefined;
   const app = createApp({
     log,
     version: VERSION,
@@ -171,14 +183,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       advertiseUrl: config.advertiseAddress ? `http://${config.advertiseAddress}:${config.httpPort}` : null,
       now: () => inventory.now(),
       discovery: discovery.http,
-      // Only racksmith's own leases say where a MAC is; in proxy mode the site's DHCP knows.
-      leasedAddress:
-        config.dhcpMode === 'authoritative'
-          ? async (mac) => {
-              const lease = await inventory.leases.byMac(mac);
-              return lease?.state === 'bound' && Date.parse(lease.expiresAt) > inventory.now().getTime() ? lease.ip : null;
-            }
-          : undefined,
+      leasedAddress,
       log: log.child({ svc: 'http' }),
     }),
     eventStream,
@@ -196,7 +201,27 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     return lease?.state === 'bound' ? lease.mac : null;
   };
   const resolveClient = firstResolver([leaseResolver, createArpResolver()]);
-  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient, inventory }));
+  // The signed shim → GRUB chain's files (signed binaries, GRUB configs, installer artifacts) in
+  // front of the TFTP root; GRUB configs go through the same code as /boot.ipxe.
+  const signedBoot = bootFiles({
+    serve: {
+      machines: inventory.machines,
+      clusters: inventory.clusters,
+      events: inventory.events,
+      templates: createRenderer(BOOT_TEMPLATES_DIR),
+      installers: installerTables(installers),
+      boot: { waitSeconds: config.bootWaitSeconds, waitAttempts: config.bootWaitAttempts, chainTries: 5, retrySeconds: 5, kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean) },
+      now: () => inventory.now(),
+      discovery: discovery.http,
+      leasedAddress,
+      log: log.child({ svc: 'tftp' }),
+    },
+    artifacts,
+    chains: findSignedChains(config.signedBootDir ? [config.signedBootDir] : []),
+    baseUrl: `http://${config.advertiseAddress ?? '127.0.0.1'}:${config.httpPort}`,
+  });
+  const tftpSource = layeredSource([signedBoot, tftpFiles(config).source]);
+  services.push(createTftpService(config, { files: tftpSource, root: config.tftpRoot, resolveClient, inventory }));
   // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
   services.push(eventStream.service);
   services.push(orchestrator);

@@ -222,9 +222,13 @@ test('the machine page: facts, events, power buttons (the API\'s refusal shown),
   await dialog.waitFor({ state: 'hidden' });
   assert.not.match((await page.locator('.result').textContent()) ?? '', /Reimage/);
   // A live event lands in the timeline without a reload.
-  assert.is((await api(rs.url, admin, 'PATCH', `/api/v1/machines/${DRIVEN}`, { rack: 'r7' })).status, 200);
+  assert.match((await page.locator('[data-fact="Secure Boot"]').textContent()) ?? '', /not marked; not seen yet/);
+  assert.match((await page.locator('[data-fact="Boot loader"]').textContent()) ?? '', /^site default/);
+  assert.is((await api(rs.url, admin, 'PATCH', `/api/v1/machines/${DRIVEN}`, { rack: 'r7', bootLoader: 'shim-grub', secureBoot: true })).status, 200);
   await page.locator('ol.events li', { hasText: 'updated rack' }).waitFor();
   await page.locator('[data-fact="Rack"]', { hasText: 'r7' }).waitFor();
+  await page.locator('[data-fact="Boot loader"]', { hasText: 'shim-grub' }).waitFor();
+  await page.locator('[data-fact="Secure Boot"]', { hasText: 'marked on' }).waitFor();
   await screenshot('console-machine.png');
 });
 

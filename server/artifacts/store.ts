@@ -8,7 +8,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { AppError, errorMessage, notFound } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { UBUNTU_RELEASES, type UbuntuRelease } from '../inventory/model.js';
-import type { ReleaseInstaller } from '../boot/releases.js';
+import { DEFAULT_ARM64_INSTALLERS, INSTALLER_ARCHES, type InstallerArch, type ReleaseInstaller } from '../boot/releases.js';
 import { locateInIso } from './iso-extract.js';
 import { IsoError } from './iso9660.js';
 
@@ -31,6 +31,8 @@ export interface ArtifactStoreOptions {
   readonly artifactsDir: string;
   readonly cacheDir: string;
   readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  /** The arm64 table (default: the built-in one); amd64's is `installers`. */
+  readonly arm64Installers?: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
   /** A download that receives nothing for this long is abandoned. */
   readonly fetchIdleTimeoutMs: number;
   readonly log: Logger;
@@ -42,6 +44,8 @@ export type ArtifactSource = 'local' | 'cache' | 'fetched';
 
 export interface ResolvedArtifact {
   readonly release: UbuntuRelease;
+  /** Absent for amd64 (stored as `<release>/<file>`); arm64 files are `<release>/arm64/<file>`. */
+  readonly arch?: InstallerArch;
   readonly file: string;
   readonly path: string;
   readonly size: number;
@@ -58,7 +62,8 @@ export interface FetchedArtifact {
 }
 
 export interface ArtifactStore {
-  resolve(release: string, file: string): Promise<ResolvedArtifact>;
+  /** `arch` defaults to amd64; an ARM64 machine asks with `arm64` and never gets amd64 files. */
+  resolve(release: string, file: string, arch?: string): Promise<ResolvedArtifact>;
   /** Downloads in progress (for health and tests). */
   inFlight(): number;
 }
@@ -90,8 +95,8 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
    * Writes a stream into the cache as `<release>/<file>`: to a temporary name while hashing, then
    * renamed into place with its `.sha256` — or removed, on any failure.
    */
-  async function materialize(release: UbuntuRelease, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
-    const dir = join(o.cacheDir, release);
+  async function materialize(release: UbuntuRelease, arch: InstallerArch, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
+    const dir = join(o.cacheDir, subdir(release, arch));
     const final = join(dir, file);
     const tmp = join(dir, `.${file}.part-${process.pid}-${randomBytes(4).toString('hex')}`);
     const started = Date.now();
@@ -122,7 +127,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       const seconds = (Date.now() - started) / 1000;
       o.log.info({ release, file, from, size, sha256, seconds }, 'artifact cached');
       o.onFetched?.({ release, file, url: from, size, sha256, seconds });
-      return { release, file, path: final, size, source: 'fetched' };
+      return { release, ...archField(arch), file, path: final, size, source: 'fetched' };
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       const why = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
@@ -143,32 +148,37 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     };
   }
 
+  const tableOf = (arch: InstallerArch): Readonly<Record<UbuntuRelease, ReleaseInstaller>> => (arch === 'arm64' ? (o.arm64Installers ?? DEFAULT_ARM64_INSTALLERS) : o.installers);
+
   /** A file inside the release's ISO (itself local, cached or fetched first). */
-  function fromIso(release: UbuntuRelease, inside: string) {
+  function fromIso(release: UbuntuRelease, arch: InstallerArch, inside: string) {
     return async (): Promise<{ body: Readable; length: number | null }> => {
-      const iso = o.installers[release].iso;
-      if (!iso) throw new Error(`Ubuntu ${release} has no ISO configured`);
-      const art = await resolve(release, iso);
+      const iso = tableOf(arch)[release].iso;
+      if (!iso) throw new Error(`Ubuntu ${release} (${arch}) has no ISO configured`);
+      const art = await resolve(release, iso, arch);
       const at = await locateInIso(art.path, inside);
       return { body: createReadStream(art.path, { start: at.offset, end: at.offset + at.size - 1 }), length: at.size };
     };
   }
 
-  async function resolve(release: string, file: string): Promise<ResolvedArtifact> {
+  async function resolve(release: string, file: string, archName = 'amd64'): Promise<ResolvedArtifact> {
     if (!isRelease(release)) throw notFound('ERR_UNKNOWN_RELEASE', `no Ubuntu release "${release.slice(0, 20)}" (known: ${UBUNTU_RELEASES.join(', ')})`);
+    if (!(INSTALLER_ARCHES as readonly string[]).includes(archName)) throw notFound('ERR_UNKNOWN_ARCH', `no installer architecture "${archName.slice(0, 20)}" (known: ${INSTALLER_ARCHES.join(', ')})`);
+    const arch = archName as InstallerArch;
     if (!ARTIFACT_NAME.test(file)) throw notFound('ERR_UNKNOWN_ARTIFACT', 'artifact names are plain file names');
-    const local = await fileIn(o.artifactsDir, release, file);
-    if (local) return { release, file, ...local, source: 'local' };
-    const cached = await fileIn(o.cacheDir, release, file);
-    if (cached) return { release, file, ...cached, source: 'cache' };
-    const inst = o.installers[release];
+    const where = subdir(release, arch);
+    const local = await fileIn(o.artifactsDir, where, file);
+    if (local) return { release, ...archField(arch), file, ...local, source: 'local' };
+    const cached = await fileIn(o.cacheDir, where, file);
+    if (cached) return { release, ...archField(arch), file, ...cached, source: 'cache' };
+    const inst = tableOf(arch)[release];
     const upstream = inst.upstream[file];
-    if (!upstream) throw notFound('ERR_UNKNOWN_ARTIFACT', `no artifact ${release}/${file}: not in the artifacts directory and no upstream is configured for it`);
-    const key = `${release}/${file}`;
+    if (!upstream) throw notFound('ERR_UNKNOWN_ARTIFACT', `no artifact ${where}/${file}: not in the artifacts directory and no upstream is configured for it`);
+    const key = `${where}/${file}`;
     let p = downloads.get(key);
     if (!p) {
-      const open = upstream.startsWith('iso:') ? fromIso(release, upstream.slice(4)) : fromUrl(upstream);
-      p = materialize(release, file, upstream.startsWith('iso:') ? `${inst.iso ?? '?'}:${upstream.slice(4)}` : upstream, open, inst.sha256[file]).finally(() => downloads.delete(key));
+      const open = upstream.startsWith('iso:') ? fromIso(release, arch, upstream.slice(4)) : fromUrl(upstream);
+      p = materialize(release, arch, file, upstream.startsWith('iso:') ? `${inst.iso ?? '?'}:${upstream.slice(4)}` : upstream, open, inst.sha256[file]).finally(() => downloads.delete(key));
       downloads.set(key, p);
     }
     return p;
@@ -190,6 +200,15 @@ function withoutPaths(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   if (typeof e?.code === 'string' && typeof e.syscall === 'string') return `the artifacts cache: ${e.syscall} failed (${e.code})`;
   return errorMessage(err);
+}
+
+/** amd64 files stay where they always were (`<release>/`); others under `<release>/<arch>/`. */
+function subdir(release: UbuntuRelease, arch: InstallerArch): string {
+  return arch === 'amd64' ? release : join(release, arch);
+}
+
+function archField(arch: InstallerArch): { arch?: InstallerArch } {
+  return arch === 'amd64' ? {} : { arch };
 }
 
 /** The recorded SHA-256 of a cached file, if any. */

@@ -59,13 +59,15 @@ export const MACHINES_HELP = `Usage:
   racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
                          [--ip IP] [--rack R] [--bmc-address A --bmc-username U]
                          [--bmc-port N] [--bmc-cipher-suite 17|3|…]
+                         [--boot-loader ipxe|shim-grub|auto] [--secure-boot on|off|unknown]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
                          [--bmc-address A] [--bmc-username U] [--bmc-port N|default]
                          [--bmc-cipher-suite N|default]   (BMC fields not given keep their values)
+                         [--boot-loader ipxe|shim-grub|auto|default] [--secure-boot on|off|unknown]
   racksmith machines rm MAC
   racksmith machines import FILE.csv
       header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
-              (optional: bmc_port,bmc_cipher_suite; columns in any order)
+              (optional: bmc_port,bmc_cipher_suite,boot_loader,secure_boot; columns in any order)
   racksmith machines power MAC --action on|off|cycle|reset|status
   racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
 

@@ -100,6 +100,8 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         'bmc-port': { type: 'string' },
         'bmc-username': { type: 'string' },
         ...BMC_FLAGS,
+        'boot-loader': { type: 'string' },
+        'secure-boot': { type: 'string' },
       });
       if (values['help']) return out(MACHINES_HELP);
       const bmcAddress = str(values['bmc-address']);
@@ -120,12 +122,13 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
               cipherSuite: values['bmc-cipher-suite'] ? Number(values['bmc-cipher-suite']) : undefined,
             }
           : undefined,
+        ...bootOptions(values),
       };
       const m = await client(values).request<MachineJson>('POST', '/machines', body);
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
     }
     case 'set': {
-      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, ...BMC_FLAGS }, 1);
+      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, ...BMC_FLAGS, 'boot-loader': { type: 'string' }, 'secure-boot': { type: 'string' } }, 1);
       if (values['help']) return out(MACHINES_HELP);
       const mac = positionals[0];
       if (!mac) throw new UsageError('machines set: give the MAC');
@@ -141,7 +144,8 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       // A password is asked for only when one is given some way: setting other fields keeps the stored one.
       if (values['bmc-password'] !== undefined || values['bmc-password-file'] !== undefined || process.env['RACKSMITH_BMC_PASSWORD']) bmc['password'] = await bmcPassword(values, null);
       if (Object.keys(bmc).length > 0) patch['bmc'] = bmc;
-      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack or a --bmc-… flag)');
+      Object.assign(patch, bootOptions(values));
+      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --boot-loader, --secure-boot or a --bmc-… flag)');
       const m = await client(values).request<MachineJson>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
     }
@@ -231,4 +235,17 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
     default:
       throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, retry, kubeconfig)`);
   }
+}
+
+/** `--boot-loader ipxe|shim-grub|auto|default` and `--secure-boot on|off|unknown` as API fields. */
+function bootOptions(values: Record<string, unknown>): { bootLoader?: string | null; secureBoot?: boolean | null } {
+  const out: { bootLoader?: string | null; secureBoot?: boolean | null } = {};
+  const loader = values['boot-loader'];
+  if (typeof loader === 'string') out.bootLoader = loader === 'default' ? null : loader;
+  const sb = values['secure-boot'];
+  if (typeof sb === 'string') {
+    if (!['on', 'off', 'unknown'].includes(sb)) throw new UsageError('--secure-boot: on, off or unknown');
+    out.secureBoot = sb === 'unknown' ? null : sb === 'on';
+  }
+  return out;
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseIPv4, parseRange } from '../lib/ipv4.js';
 import { isSecretKeyText } from '../lib/secrets.js';
+import { BOOT_LOADERS } from '../inventory/model.js';
 
 /**
  * Every setting racksmith reads, in one table: its YAML/flag name (kebab case), its environment
@@ -99,6 +100,8 @@ export const SETTINGS = {
     help: 'unknown PXE clients DHCP may add as discovered machines per hour on one segment (the served interface, or one relay); past it they are answered but not recorded, and counted',
   },
   efiBootfile: { env: 'RACKSMITH_EFI_BOOTFILE', schema: z.enum(['ipxe.efi', 'snponly.efi']), default: 'ipxe.efi', help: 'iPXE binary for x64 UEFI PXE clients' },
+  bootLoader: { env: 'RACKSMITH_BOOT_LOADER', schema: z.enum(BOOT_LOADERS), default: 'ipxe', help: 'UEFI boot loader for machines without their own bootLoader: ipxe, shim-grub (signed shim → GRUB, for Secure Boot) or auto (shim-grub for machines marked secureBoot)' },
+  signedBootDir: { env: 'RACKSMITH_SIGNED_BOOT_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'folder with <arch>/shim*.efi and grub*.efi (x86_64, arm64) taken before the Debian package paths; see docs/boot-chain.md' },
   tftpPort: { env: 'RACKSMITH_TFTP_PORT', schema: port, default: 69, help: 'TFTP listen port; 0 turns TFTP off' },
   tftpRoot: { env: 'RACKSMITH_TFTP_ROOT', schema: z.string().min(1), default: '/usr/lib/ipxe', help: 'TFTP root for boot binaries (plus generated files)' },
   tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: integer(512, 65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },

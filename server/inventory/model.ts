@@ -24,6 +24,18 @@ export type TokenRole = (typeof TOKEN_ROLES)[number];
 export const FIRMWARES = ['bios', 'efi'] as const;
 export type Firmware = (typeof FIRMWARES)[number];
 
+/**
+ * Which boot loader a UEFI machine is sent to: Debian's iPXE (unsigned), the distribution's
+ * signed shim → GRUB chain (Secure Boot), or `auto` (the signed chain when the machine is
+ * marked Secure Boot, or has no other loader for its architecture). Null on a machine: the site
+ * default (`boot-loader` setting).
+ */
+export const BOOT_LOADERS = ['ipxe', 'shim-grub', 'auto'] as const;
+export type BootLoaderSetting = (typeof BOOT_LOADERS)[number];
+/** What racksmith last saw of a machine's Secure Boot: GRUB's lockdown, or iPXE running on EFI. */
+export const SECURE_BOOT_SEEN = ['enforced', 'off'] as const;
+export type SecureBootSeen = (typeof SECURE_BOOT_SEEN)[number];
+
 export interface Cluster {
   readonly name: string;
   readonly ubuntuRelease: UbuntuRelease;
@@ -71,6 +83,15 @@ export interface Machine {
   readonly vendorClass: string | null;
   readonly uuid: string | null;
   readonly lastStep: string | null;
+  /** The machine's boot loader choice; null: the site default. */
+  readonly bootLoader: BootLoaderSetting | null;
+  /** The operator's mark: Secure Boot is on (true), off (false), or not known (null). */
+  readonly secureBoot: boolean | null;
+  readonly secureBootSeen: SecureBootSeen | null;
+  /** The last boot binary served (TFTP or HTTP) and when; and when a boot loader last asked for its script. */
+  readonly bootfile: string | null;
+  readonly bootfileAt: string | null;
+  readonly loaderAt: string | null;
   readonly instanceId: string | null;
   readonly hostKeys: readonly SshHostKey[];
   readonly firstSeen: string | null;

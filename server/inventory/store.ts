@@ -2,6 +2,7 @@ import type { Mac } from '../lib/mac.js';
 import type { MachineEventType, MachineState } from './lifecycle.js';
 import type {
   ApiToken,
+  BootLoaderSetting,
   Cluster,
   ClusterState,
   Cni,
@@ -10,6 +11,7 @@ import type {
   InventoryEvent,
   Lease,
   Machine,
+  SecureBootSeen,
   Role,
   SshHostKey,
   TokenRole,
@@ -61,6 +63,8 @@ export interface NewMachine {
   readonly ip?: string | null | undefined;
   readonly rack?: string | null | undefined;
   readonly bmc?: NewBmc | null | undefined;
+  readonly bootLoader?: BootLoaderSetting | null | undefined;
+  readonly secureBoot?: boolean | null | undefined;
 }
 
 /**
@@ -74,6 +78,8 @@ export interface MachinePatch {
   readonly ip?: string | null | undefined;
   readonly rack?: string | null | undefined;
   readonly bmc?: BmcPatch | null | undefined;
+  readonly bootLoader?: BootLoaderSetting | null | undefined;
+  readonly secureBoot?: boolean | null | undefined;
 }
 
 export interface BmcPatch {
@@ -84,6 +90,13 @@ export interface BmcPatch {
   readonly password?: string | undefined;
   readonly cipherSuite?: number | null | undefined;
 }
+
+/** A step of the boot chain that says whether the machine got past its bootfile. */
+export type BootStep =
+  /** A boot binary (iPXE, shim, GRUB) was sent to the machine's firmware. */
+  | { readonly kind: 'bootfile'; readonly file: string }
+  /** A boot loader asked for its script or config: the bootfile ran. */
+  | { readonly kind: 'loader'; readonly secureBoot: SecureBootSeen | null };
 
 export interface MachineFilter {
   readonly cluster?: string | undefined;
@@ -147,6 +160,8 @@ export interface MachineRepo {
   recordSighting(s: Sighting): Promise<{ machine: Machine; created: boolean }>;
   /** The step a tech sees on the machine's tile (`dhcp`, `tftp`, `ipxe`, `installer`…). */
   setLastStep(mac: Mac, step: string): Promise<void>;
+  /** Records a bootfile served or a loader seen (and the Secure Boot state it showed). */
+  recordBootStep(mac: Mac, step: BootStep): Promise<void>;
   bmcPassword(mac: Mac): Promise<string | null>;
   /** Mints a new seed token (invalidating the old one) and returns it in clear, once. */
   rotateSeedToken(mac: Mac): Promise<string>;
@@ -238,7 +253,7 @@ export interface LeaseRepo {
 }
 
 /** What the DHCP service reads of a machine for each datagram. */
-export type MachineFacts = Pick<Machine, 'mac' | 'ip' | 'lastStep'>;
+export type MachineFacts = Pick<Machine, 'mac' | 'ip' | 'lastStep' | 'bootLoader' | 'secureBoot'>;
 
 /**
  * Synchronous reads for per-datagram paths. The repositories are async so that another store

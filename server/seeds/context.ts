@@ -76,6 +76,16 @@ export function mirrorParts(mirror: string): MirrorParts {
   return { protocol: u.protocol === 'https:' ? 'https' : 'http', host: u.host, directory: u.pathname.replace(/\/+$/, '') || '/' };
 }
 
+/**
+ * Ubuntu's archive carries amd64 and i386 only; ARM64 machines install from ubuntu-ports. A site
+ * mirror (any other URL) is taken as the operator gave it.
+ */
+export const UBUNTU_PORTS = 'http://ports.ubuntu.com/ubuntu-ports';
+export function mirrorFor(arch: string | null, mirror: string): string {
+  const archive = /^https?:\/\/archive\.ubuntu\.com\/ubuntu\/?$/.test(mirror);
+  return arch === 'arm64' && archive ? UBUNTU_PORTS : mirror;
+}
+
 export function seedBaseUrl(baseUrl: string, token: string): string {
   return `${baseUrl}/seed/${token}/`;
 }
@@ -110,7 +120,7 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
     phoneHomeUrl: `${seedUrl}phone-home`,
     sshUser: s.sshUser,
     sshPublicKey: s.sshPublicKey,
-    mirror: mirrorParts(s.ubuntuMirror),
+    mirror: mirrorParts(mirrorFor(f.machine.arch, s.ubuntuMirror)),
     repos: { docker: s.dockerRepo, dockerGpgUrl: s.dockerGpgUrl },
     k8s: role === 'loadbalancer' ? null : kubernetesPackages(f.cluster, s),
     haproxy: haproxyContext(f.cluster, f.members),

@@ -47,6 +47,17 @@ export interface Machine {
   firmware: string | null;
   vendorClass: string | null;
   uuid: string | null;
+  /** The machine's boot loader setting (null: the site default) and Secure Boot mark. */
+  bootLoader: 'ipxe' | 'shim-grub' | 'auto' | null;
+  secureBoot: boolean | null;
+  secureBootSeen: 'enforced' | 'off' | null;
+  boot?: {
+    lastLoader: 'ipxe' | 'shim-grub' | null;
+    bootfile: string | null;
+    bootfileAt: string | null;
+    loaderAt: string | null;
+    stuck: { since: string; bootfile: string; message: string } | null;
+  };
   hostKeys: string[];
   firstSeen: string | null;
   lastSeen: string | null;

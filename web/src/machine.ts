@@ -10,6 +10,18 @@ import type { View } from './view.js';
  * refuses (a BMC error, an endpoint not there), its message is shown as it is.
  */
 
+function secureBootText(m: Machine): string {
+  const marked = m.secureBoot === null ? 'not marked' : m.secureBoot ? 'marked on' : 'marked off';
+  const seen = m.secureBootSeen === null ? 'not seen yet' : m.secureBootSeen === 'enforced' ? 'seen enforced (signed GRUB in lockdown)' : 'seen off (iPXE ran)';
+  return `${marked}; ${seen}`;
+}
+
+function bootLoaderText(m: Machine): string {
+  const setting = m.bootLoader ?? 'site default';
+  const last = m.boot?.lastLoader ? `; last served ${m.boot.lastLoader} (${label(m.boot.bootfile)})` : '';
+  return `${setting}${last}`;
+}
+
 function facts(m: Machine): HTMLElement {
   const rows: [string, string | Node][] = [
     ['MAC', m.mac],
@@ -22,6 +34,9 @@ function facts(m: Machine): HTMLElement {
     ['Boot step', label(m.lastStep)],
     ...(m.failure ? ([['Failure', `from ${label(m.failure.from)} at ${label(m.failure.step)}: ${label(m.failure.reason)}`]] as [string, string][]) : []),
     ['Firmware / arch', `${label(m.firmware)} / ${label(m.arch)}`],
+    ['Secure Boot', secureBootText(m)],
+    ['Boot loader', bootLoaderText(m)],
+    ...(m.boot?.stuck ? ([['Stuck', `${m.boot.stuck.message} (since ${elapsed(m.boot.stuck.since)})`]] as [string, string][]) : []),
     ['Vendor class', label(m.vendorClass)],
     ['UUID', label(m.uuid)],
     ['BMC', m.bmc ? `${m.bmc.driver} ${m.bmc.address}:${m.bmc.port}, user ${m.bmc.username}, password ${m.bmc.passwordSet ? 'set' : 'not set'}` : 'none'],

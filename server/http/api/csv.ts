@@ -6,11 +6,11 @@ import { newMachineSchema } from './schemas.js';
 
 /**
  * A rack's CSV, as techs export it from a spreadsheet:
- *   mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password[,bmc_port,bmc_cipher_suite]
+ *   mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password[,bmc_port,bmc_cipher_suite,boot_loader,secure_boot]
  * Columns may come in any order; mac, hostname, role and cluster are required; an empty cell is
  * "not given". Every error names the data row (1 = first row after the header) and the column.
  */
-export const CSV_COLUMNS = ['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'bmc_address', 'bmc_username', 'bmc_password', 'bmc_port', 'bmc_cipher_suite'] as const;
+export const CSV_COLUMNS = ['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'bmc_address', 'bmc_username', 'bmc_password', 'bmc_port', 'bmc_cipher_suite', 'boot_loader', 'secure_boot'] as const;
 const REQUIRED = ['mac', 'hostname', 'role', 'cluster'] as const;
 export const MAX_IMPORT_ROWS = 10_000;
 
@@ -30,7 +30,18 @@ const COLUMN_OF_FIELD: Record<string, Column> = {
   'bmc.port': 'bmc_port',
   'bmc.cipherSuite': 'bmc_cipher_suite',
   bmc: 'bmc_address',
+  bootLoader: 'boot_loader',
+  secureBoot: 'secure_boot',
 };
+
+/** `secure_boot` cells: yes/no words as a spreadsheet holds them; anything else goes to the schema (and its error). */
+function yesNo(v: string | undefined): boolean | string | undefined {
+  if (v === undefined) return undefined;
+  const w = v.toLowerCase();
+  if (['true', 'yes', 'on', '1'].includes(w)) return true;
+  if (['false', 'no', 'off', '0'].includes(w)) return false;
+  return v;
+}
 
 export function parseMachinesCsv(text: string): ImportRow[] {
   let records: string[][];
@@ -71,6 +82,8 @@ export function parseMachinesCsv(text: string): ImportRow[] {
       bmc: hasBmc
         ? { driver: 'ipmi', address: cell('bmc_address'), username: cell('bmc_username'), password: cell('bmc_password'), port: integerCell(cell('bmc_port')), cipherSuite: integerCell(cell('bmc_cipher_suite')) }
         : undefined,
+      bootLoader: cell('boot_loader'),
+      secureBoot: yesNo(cell('secure_boot')),
     };
     const result = newMachineSchema.safeParse(body);
     if (!result.success) {

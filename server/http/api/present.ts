@@ -1,4 +1,5 @@
 import type { Cluster, InventoryEvent, Machine } from '../../inventory/model.js';
+import { bootStall, loaderOfBootfile } from '../../boot/loaders.js';
 
 /**
  * The user-facing JSON of inventory objects, kept apart from the model. Write-only fields (BMC
@@ -27,6 +28,17 @@ export function presentMachine(m: Machine): Record<string, unknown> {
     firmware: m.firmware,
     vendorClass: m.vendorClass,
     uuid: m.uuid,
+    // The operator's settings (null: the site default / not known) and what racksmith saw.
+    bootLoader: m.bootLoader,
+    secureBoot: m.secureBoot,
+    secureBootSeen: m.secureBootSeen,
+    boot: {
+      lastLoader: loaderOfBootfile(m.bootfile),
+      bootfile: m.bootfile,
+      bootfileAt: m.bootfileAt,
+      loaderAt: m.loaderAt,
+      stuck: bootStall(m, Date.now()),
+    },
     hostKeys: m.hostKeys.map((k) => k.type),
     firstSeen: m.firstSeen,
     lastSeen: m.lastSeen,

@@ -9,6 +9,7 @@ import { createEventStream, type EventStream } from '../event-stream.js';
 import { parseMachinesCsv } from './csv.js';
 import { createResponseCache } from './response-cache.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, presentCluster, presentEvent, presentMachine } from './present.js';
+import { nextStallAt } from '../../boot/loaders.js';
 import {
   clusterNameSchema,
   clusterPatchSchema,
@@ -189,7 +190,9 @@ export function apiRouter(deps: ApiDeps): Router {
         next.set('after', encodeMachineCursor(last));
         headers['Link'] = `</api/v1/machines?${next.toString()}>; rel="next"`;
       }
-      response = { body: Buffer.from(JSON.stringify(list.map(presentMachine))), headers };
+      // A machine's `boot.stuck` comes with time, not with a write: the body expires then.
+      const staleAt = nextStallAt(list);
+      response = { body: Buffer.from(JSON.stringify(list.map(presentMachine))), headers, ...(staleAt === null ? {} : { staleAt }) };
       if (revision !== undefined) listCache.set(key, revision, response);
     }
     res.set(response.headers).send(response.body);

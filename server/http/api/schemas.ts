@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { parseIPv4 } from '../../lib/ipv4.js';
 import { macRefusal, parseMac, type Mac } from '../../lib/mac.js';
-import { CNIS, CONTAINER_RUNTIMES, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
+import { BOOT_LOADERS, CNIS, CONTAINER_RUNTIMES, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
 import { MACHINE_STATES } from '../../inventory/lifecycle.js';
 import type { MachineCursor } from '../../inventory/store.js';
 
@@ -126,6 +126,8 @@ export const newMachineSchema = z
     ip: ipv4Schema.optional(),
     rack: rackSchema.optional(),
     bmc: newBmcSchema.optional(),
+    bootLoader: z.enum(BOOT_LOADERS).nullable().optional(),
+    secureBoot: z.boolean().nullable().optional(),
   })
   .strict();
 
@@ -137,6 +139,8 @@ export const machinePatchSchema = z
     ip: ipv4Schema.nullable().optional(),
     rack: rackSchema.nullable().optional(),
     bmc: bmcPatchSchema.nullable().optional(),
+    bootLoader: z.enum(BOOT_LOADERS).nullable().optional(),
+    secureBoot: z.boolean().nullable().optional(),
   })
   .strict();
 

@@ -112,6 +112,13 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         ).run(values);
       }
     });
+    if (input.bootLoader !== undefined || input.secureBoot !== undefined) {
+      sql('UPDATE machines SET boot_loader=COALESCE(@boot_loader, boot_loader), secure_boot=COALESCE(@secure_boot, secure_boot) WHERE mac=@mac').run({
+        mac: input.mac,
+        boot_loader: input.bootLoader ?? null,
+        secure_boot: input.secureBoot === undefined || input.secureBoot === null ? null : input.secureBoot ? 1 : 0,
+      });
+    }
     return applyTransition(input.mac, 'assign', {
       source: 'api',
       message: `assigned as ${input.role} of cluster ${input.cluster}`,
@@ -165,6 +172,8 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     if (patch.cluster !== undefined) set('cluster', patch.cluster);
     if (patch.ip !== undefined) set('ip', patch.ip);
     if (patch.rack !== undefined) set('rack', patch.rack);
+    if (patch.bootLoader !== undefined) set('boot_loader', patch.bootLoader);
+    if (patch.secureBoot !== undefined) set('secure_boot', patch.secureBoot === null ? null : patch.secureBoot ? 1 : 0);
     if (patch.bmc === null) {
       for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite']) set(c, null);
     } else if (patch.bmc !== undefined) {
@@ -188,7 +197,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       const changed = Object.keys(patch).filter((k) => k !== 'bmc');
       // Old and new values, so that a view filtered by rack or cluster hears of a machine leaving it.
       const changes: Record<string, { from: unknown; to: unknown }> = {};
-      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack'] as const) {
+      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'bootLoader', 'secureBoot'] as const) {
         if (patch[k] !== undefined && patch[k] !== before[k]) changes[k] = { from: before[k], to: patch[k] };
       }
       appendEvent({
@@ -300,6 +309,11 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     },
     async setLastStep(mac, step) {
       sql('UPDATE machines SET last_step=?, last_seen=? WHERE mac=?').run(step, now().toISOString(), mac);
+    },
+    async recordBootStep(mac, step) {
+      const at = now().toISOString();
+      if (step.kind === 'bootfile') sql('UPDATE machines SET bootfile=?, bootfile_at=?, last_seen=? WHERE mac=?').run(step.file, at, at, mac);
+      else sql('UPDATE machines SET loader_at=?, secure_boot_seen=COALESCE(?, secure_boot_seen), last_seen=? WHERE mac=?').run(at, step.secureBoot, at, mac);
     },
     async bmcPassword(mac) {
       const row = sealedOf.get(mac);

@@ -186,4 +186,21 @@ export const MIGRATIONS: readonly Migration[] = [
     // only from there (and from the machine's `ip`). NULL until a boot script carried it.
     sql: `ALTER TABLE machines ADD COLUMN seed_token_address TEXT;`,
   },
+  {
+    version: 7,
+    name: 'boot loader and Secure Boot per machine',
+    // boot_loader: null is the site default. secure_boot: the operator's mark (1/0/null).
+    // secure_boot_seen: what racksmith last saw ('enforced' from signed GRUB's lockdown, 'off'
+    // from iPXE running on EFI). bootfile/bootfile_at/loader_at: the last boot binary served and
+    // when a loader last asked for its script — a bootfile with no loader after it is a machine
+    // stuck after its bootfile (docs/boot-chain.md).
+    sql: `
+      ALTER TABLE machines ADD COLUMN boot_loader TEXT;
+      ALTER TABLE machines ADD COLUMN secure_boot INTEGER;
+      ALTER TABLE machines ADD COLUMN secure_boot_seen TEXT;
+      ALTER TABLE machines ADD COLUMN bootfile TEXT;
+      ALTER TABLE machines ADD COLUMN bootfile_at TEXT;
+      ALTER TABLE machines ADD COLUMN loader_at TEXT;
+    `,
+  },
 ];

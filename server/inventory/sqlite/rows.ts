@@ -56,6 +56,12 @@ export interface MachineRow {
   vendor_class: string | null;
   uuid: string | null;
   last_step: string | null;
+  boot_loader: string | null;
+  secure_boot: number | null;
+  secure_boot_seen: string | null;
+  bootfile: string | null;
+  bootfile_at: string | null;
+  loader_at: string | null;
   seed_token_hash: string | null;
   seed_token_sealed: string | null;
   seed_token_address: string | null;
@@ -77,6 +83,7 @@ export const MACHINE_COLUMNS = [
   'bmc_password_sealed IS NOT NULL AS bmc_password_set', 'bmc_cipher_suite', 'state', 'failed_from', 'failed_step',
   'failed_reason', 'arch', 'firmware', 'vendor_class', 'uuid', 'last_step', 'instance_id', 'host_keys', 'first_seen',
   'last_seen', 'state_changed_at', 'created_at', 'updated_at',
+  'boot_loader', 'secure_boot', 'secure_boot_seen', 'bootfile', 'bootfile_at', 'loader_at',
 ].join(', ');
 
 export type MachineViewRow = Omit<MachineRow, 'bmc_password_sealed' | 'seed_token_hash' | 'seed_token_sealed' | 'seed_token_address'> & { bmc_password_set: number };
@@ -111,6 +118,12 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
     vendorClass: r.vendor_class,
     uuid: r.uuid,
     lastStep: r.last_step,
+    bootLoader: r.boot_loader as Machine['bootLoader'],
+    secureBoot: r.secure_boot === null ? null : r.secure_boot === 1,
+    secureBootSeen: r.secure_boot_seen as Machine['secureBootSeen'],
+    bootfile: r.bootfile,
+    bootfileAt: r.bootfile_at,
+    loaderAt: r.loader_at,
     instanceId: r.instance_id,
     hostKeys: r.host_keys === '[]' ? NO_HOST_KEYS : (JSON.parse(r.host_keys) as SshHostKey[]),
     firstSeen: r.first_seen,
