@@ -13,6 +13,7 @@ import { MAIN_HELP, SERVE_HELP, TOKEN_HELP, WATCH_HELP, settingsHelp } from './c
 import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
 import { watch } from './cli/watch.js';
 import { rackCommand } from './cli/power-commands.js';
+import { artifactsCommand, preflightCommand } from './cli/checks-commands.js';
 import { createLogger } from './lib/log.js';
 import { ServiceStartError } from './lib/service.js';
 import { InstanceLockedError } from './lib/instance-lock.js';
@@ -146,8 +147,11 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'rack':
       return rackCommand(rest, client, out, Boolean(process.stdout.isTTY));
     case 'clusters':
+      if (rest[0] === 'preflight') return preflightCommand(rest.slice(1), endpoint, out);
       await clustersCommand(rest, client, out);
       return 0;
+    case 'artifacts':
+      return artifactsCommand(rest, endpoint, out);
     case 'watch':
       return watchCommand(rest);
     default:
