@@ -133,7 +133,8 @@ async function setUp(): Promise<void> {
   mirror = await buildSiteMirror(join(work, 'mirror'), image.debs, {
     ubuntuSuites: PATHS.map((p) => p.codename),
     // The Docker sources line is built on the machine from /etc/os-release, which says Debian's codename here.
-    dockerSuites: PATHS.filter((p) => p.containerRuntime === 'docker').map((p) => ({ suite: rootCodename, ubuntu: p.codename })),
+    // …and under the Ubuntu codename too, where racksmith's preflight looks for it, as upstream.
+    dockerSuites: PATHS.filter((p) => p.containerRuntime === 'docker').flatMap((p) => [{ suite: rootCodename, ubuntu: p.codename }, { suite: p.codename, ubuntu: p.codename }]),
     legacyKubernetes: PATHS.filter((p) => p.repo === 'legacy').map((p) => p.kubernetesVersion),
     kubernetes: PATHS.filter((p) => p.repo === 'pkgs').map((p) => p.kubernetesVersion),
   });
@@ -157,7 +158,28 @@ async function setUp(): Promise<void> {
   });
   await listening(mirrorServer);
   secretKey = randomBytes(32).toString('hex');
-  rs = await startRacksmithIn(tb, srv, { address: `${net}.1`, port: HTTP_PORT, secretKey, env: { RACKSMITH_SSH_USER: SSH_USER, ...mirror.settings(mirrorBase) } });
+  // The preflight's other upstreams, on the mirror and on disk: installer files (never booted
+  // here) and the CNI manifests (applied by the orchestrator, which never reaches these machines).
+  const artifacts = join(work, 'artifacts');
+  for (const [release, names] of [['18.04', ['linux', 'initrd.gz']], ['22.04', ['ubuntu-22.04.5-live-server-amd64.iso', 'vmlinuz', 'initrd']]] as const) {
+    mkdirSync(join(artifacts, release), { recursive: true });
+    for (const n of names) writeFileSync(join(artifacts, release, n), `${n} stand-in\n`);
+  }
+  mkdirSync(join(mirror.www, 'cni'), { recursive: true });
+  writeFileSync(join(mirror.www, 'cni', 'weave-v2.8.1.yaml'), 'kind: List\n');
+  writeFileSync(join(mirror.www, 'cni', 'flannel-v0.27.4.yml'), 'kind: List\n');
+  rs = await startRacksmithIn(tb, srv, {
+    address: `${net}.1`,
+    port: HTTP_PORT,
+    secretKey,
+    env: {
+      RACKSMITH_SSH_USER: SSH_USER,
+      ...mirror.settings(mirrorBase),
+      RACKSMITH_ARTIFACTS_DIR: artifacts,
+      RACKSMITH_CNI_MANIFEST_WEAVE: `${mirrorBase}/cni/weave-{version}.yaml`,
+      RACKSMITH_CNI_MANIFEST_FLANNEL: `${mirrorBase}/cni/flannel-{version}.yml`,
+    },
+  });
 
   for (const p of PATHS) {
     const c = await rs.api('POST', '/api/v1/clusters', { name: p.cluster, ubuntuRelease: p.ubuntuRelease, kubernetesVersion: p.kubernetesVersion, containerRuntime: p.containerRuntime, cni: p.cni });
@@ -557,10 +579,37 @@ test(`${MISSING.title}: the role setup fails at apt, and the machine ends failed
   }
 });
 
+test('racksmith\'s preflight reads the same signed mirror: every check passes for both paths; the missing 1.30.7 is named', async () => {
+  if (missing) return;
+  if (setupError) throw setupError;
+  for (const p of PATHS) {
+    const r = await rs.api('POST', `/api/v1/clusters/${p.cluster}/preflight`);
+    assert.is(r.status, 200, r.text);
+    const failed = (r.body.checks as Array<{ id: string; state: string; detail: string }>).filter((c) => c.state !== 'ok');
+    assert.equal(failed, [], `${p.cluster}: ${r.text}`);
+    const pk = (r.body.checks as Array<{ id: string; detail: string }>).find((c) => c.id === 'kubernetes-packages');
+    const v = kubernetesDebVersion(p.kubernetesVersion, p.repo);
+    assert.is(pk?.detail, `kubelet ${v}, kubeadm ${v}, kubectl ${v}`);
+    if (p.containerRuntime === 'docker') {
+      const dk = (r.body.checks as Array<{ id: string; detail: string }>).find((c) => c.id === 'docker-packages');
+      assert.match(dk?.detail ?? '', new RegExp(`^docker-ce ${dockerRelease(p.codename).engine.replace(/[.~]/g, '\\$&')}, `));
+    }
+  }
+  const miss = await rs.api('POST', `/api/v1/clusters/${MISSING.cluster}/preflight`);
+  assert.is(miss.body.ok, false);
+  const pk = (miss.body.checks as Array<{ id: string; state: string; detail: string }>).find((c) => c.id === 'kubernetes-packages');
+  assert.is(pk?.state, 'failed');
+  assert.match(pk?.detail ?? '', /^kubelet has no version 1\.30\.7-\* \(it has 1\.30\.6-1\.1, 1\.30\.8-1\.1\);/);
+});
+
 test('everything came from the test mirror, to the machines: every repository\'s signed index, and packages', () => {
   if (missing) return;
   if (setupError) throw setupError;
-  const fetched = mirrorLog.map((l) => JSON.parse(l) as { path: string; status: number; from: string });
+  // racksmith's own requests (its preflight) come from the server's address; the rest from the machines.
+  const all = mirrorLog.map((l) => JSON.parse(l) as { path: string; status: number; from: string });
+  const fromRacksmith = all.filter((f) => f.from.replace(/^::ffff:/, '') === `${net}.1`);
+  assert.ok(fromRacksmith.length > 0 && fromRacksmith.every((f) => /\/(In)?Release$|\/Packages(\.gz)?$|\.key$|\/gpg$|apt-key\.gpg$|\/cni\//.test(f.path)), 'the preflight read indexes, keys and manifests only');
+  const fetched = all.filter((f) => !fromRacksmith.includes(f));
   const machines = new Set([...PATHS.flatMap((p) => MEMBERS.map((x) => ipOf(p, x.offset))), ipOf(MISSING, 3)]);
   assert.ok(fetched.length > 0 && fetched.every((f) => machines.has(f.from.replace(/^::ffff:/, ''))), 'only the machines used the mirror');
   const ok = (re: RegExp): boolean => fetched.some((f) => f.status === 200 && re.test(f.path));

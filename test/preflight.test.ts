@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { formatReport, LEGACY_GONE_MESSAGE, legacyRepositoryGone, planPreflight,
 import type { ArtifactLocation } from '../server/artifacts/store.js';
 import { NASTY_STRINGS, Rng, seedFromEnv } from './lib/fuzz.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
+import { requirements, skipNote, which } from './lib/tools.js';
 
 /**
  * Issue 17, item 2: the preflight. Upstreams are served by the test's own HTTP server on loopback
@@ -37,10 +39,26 @@ const held: Socket[] = [];
 let base = '';
 let silentBase = '';
 const seen: string[] = [];
+/** Who asked for each path: racksmith itself, or the apt proxy on its behalf. */
+const agents: string[] = [];
 const files = new Map<string, Buffer | string>();
 let work = '';
 let rs: RacksmithProcess | null = null;
 let token = '';
+
+/** apt-cacher-ng 3.7 cannot use ports from 32768 on (it binds nothing, and answers 503 for upstreams there). */
+async function freePortBelow(limit: number): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20_000 + Math.floor(Math.random() * (limit - 20_000));
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = createTcpServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error(`no free port below ${limit}`);
+}
 
 function put(path: string, body: string | Buffer): void {
   files.set(path, body);
@@ -71,6 +89,7 @@ test.before(async () => {
   upstream = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     seen.push(path);
+    agents.push(`${String(req.headers['user-agent'])} ${path}`);
     const body = files.get(path);
     if (body === undefined) {
       res.writeHead(404).end('not found\n');
@@ -78,7 +97,9 @@ test.before(async () => {
     }
     res.writeHead(200, { 'content-length': String(Buffer.byteLength(body)) }).end(body);
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  // Below the ephemeral range: the apt proxy test's apt-cacher-ng reaches it too.
+  const low = await freePortBelow(32768);
+  await new Promise<void>((r) => upstream.listen(low, '127.0.0.1', r));
   base = `http://127.0.0.1:${(upstream.address() as { port: number }).port}`;
   // A server that takes the connection and never answers: the timeout must end the check.
   silent = createTcpServer((s) => held.push(s));
@@ -235,6 +256,46 @@ test('every request is bounded: an upstream that never answers fails its check a
   assert.is(mirror?.state, 'failed');
   assert.match(mirror?.detail ?? '', /^no answer from 127\.0\.0\.1:\d+ within 1 s$/);
   assert.ok(took < 30_000, `bounded (${took} ms)`);
+});
+
+const acngMissing = requirements(['apt-cacher-ng']);
+
+
+test('the apt proxy (real apt-cacher-ng): apt repositories are checked through it, as the nodes\' apt will reach them; a proxy that is down fails them', async (ctx) => {
+  if (acngMissing) return skipNote(ctx.__test__, acngMissing);
+  const dir = join(work, 'acng');
+  mkdirSync(join(dir, 'cache'), { recursive: true });
+  mkdirSync(join(dir, 'log'), { recursive: true });
+  const port = await freePortBelow(32768);
+  const upstreamPort = new URL(base).port;
+  // Its own cache, log and socket; AllowUserPorts lets it reach the test's upstream port.
+  const acng = spawn(which('apt-cacher-ng') as string, ['-c', '/etc/apt-cacher-ng', 'ForeGround=1', `Port=${port}`, 'BindAddress=127.0.0.1', `CacheDir=${dir}/cache`, `LogDir=${dir}/log`, `PidFile=${dir}/acng.pid`, `SocketPath=${dir}/acng.sock`, `AllowUserPorts=${upstreamPort}`], { stdio: 'ignore' });
+  try {
+    const proxy = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 50; i++) {
+      const up = await fetch(`${proxy}/acng-report.html`).then((r) => r.status > 0, () => false);
+      if (up) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const s = { ...localSettings(), aptProxy: proxy };
+    const before = agents.length;
+    const r = await runPreflight('current', planPreflight(current, s, DEFAULT_INSTALLERS['22.04']), { get: httpGet, locate, timeoutMs: 5000 }, proxy);
+    assert.ok(r.ok, formatReport(r));
+    assert.match(r.checks.find((c) => c.id === 'apt-proxy')?.detail ?? '', new RegExp(`^${proxy} answers \\(HTTP 200 for ${base}/ubuntu/dists/jammy/Release\\)$`));
+    // The Release files and the Packages index reached the upstream from apt-cacher-ng, not from racksmith.
+    const asked = agents.slice(before);
+    const viaProxy = asked.filter((a) => !a.startsWith('racksmith-preflight '));
+    for (const path of ['/ubuntu/dists/jammy/Release', '/pkgs/core:/stable:/v1.30/deb/Packages']) assert.ok(viaProxy.some((a) => a.endsWith(` ${path}`)), `${path} through the proxy:\n${asked.join('\n')}`);
+    assert.ok(asked.filter((a) => a.startsWith('racksmith-preflight ')).every((a) => /Release\.key$|\/cni\/|\.iso$/.test(a)), 'keys, manifests and installers directly');
+    // A proxy that does not answer: every apt check fails, saying so.
+    const down = await runPreflight('current', planPreflight(current, { ...s, aptProxy: 'http://127.0.0.1:9' }, DEFAULT_INSTALLERS['22.04']), { get: httpGet, locate, timeoutMs: 5000 }, 'http://127.0.0.1:9');
+    const failed = down.checks.filter((c) => c.state === 'failed').map((c) => c.id);
+    assert.equal(failed, ['os-mirror:jammy', 'os-mirror:jammy-updates', 'apt-proxy', 'kubernetes-repo', 'kubernetes-packages']);
+    assert.match(down.checks[0]?.detail ?? '', /^the proxy 127\.0\.0\.1:9 refused the connection \(through the apt proxy http:\/\/127\.0\.0\.1:9\)$/);
+  } finally {
+    acng.kill('SIGTERM');
+    await new Promise((r) => acng.once('exit', r));
+  }
 });
 
 test('the real server: `racksmith clusters preflight` prints one line per check and exits 1; the API answers JSON; the rack power-on gate uses it', async () => {

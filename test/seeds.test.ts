@@ -241,6 +241,8 @@ test('the role setup reports its outcome before the phone-home: the report scrip
     const file = join(work, `report-${r.release}-${r.role}.py`);
     writeFileSync(file, report);
     await run('python3', ['-m', 'py_compile', file]);
+    // Ubuntu 18.04's Python is 3.6: the report may use no later syntax.
+    await run('python3', ['-c', 'import ast, sys; ast.parse(open(sys.argv[1]).read(), feature_version=(3, 6))', file]);
   }
   // Run for real against a local server: what reaches racksmith is the form parsePhoneHome's sibling parses.
   const script = join(work, 'report.py');

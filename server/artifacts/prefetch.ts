@@ -60,8 +60,8 @@ export async function prefetchArtifacts(store: Pick<ArtifactStore, 'resolve' | '
       items[i] = { ...item, state: 'failed', error: 'cancelled' };
       continue;
     }
+    // Reported once a download shows progress: a file already at hand goes from waiting to done.
     items[i] = { ...item, state: 'fetching' };
-    report();
     const timer = setInterval(() => {
       const p = store.progress(item.release, item.file);
       if (p) {

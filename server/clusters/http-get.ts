@@ -104,15 +104,17 @@ function readBody(res: IncomingMessage, max: number): Promise<Buffer> {
   });
 }
 
-/** Node's errors as the words an operator acts on. */
-function describe(err: unknown, url: URL, timeoutMs: number, timedOut: boolean): GetError {
+/** Node's errors as the words an operator acts on; a proxy that failed is named as the proxy. */
+function describe(err: unknown, target: URL, timeoutMs: number, timedOut: boolean, proxy: string | null | undefined): GetError {
   if (err instanceof GetError) return err;
-  if (timedOut) return new GetError('ERR_TIMEOUT', `no answer from ${url.host} within ${Math.round(timeoutMs / 1000)} s`);
-  const e = err as NodeJS.ErrnoException;
+  if (timedOut) return new GetError('ERR_TIMEOUT', `no answer from ${target.host} within ${Math.round(timeoutMs / 1000)} s`);
+  const e = err as NodeJS.ErrnoException & { port?: number };
+  const p = proxy ? new URL(proxy) : null;
+  const url = p && e.port !== undefined && String(e.port) === (p.port || '80') ? p : target;
   const what: Record<string, string> = {
     ENOTFOUND: `cannot resolve ${url.hostname}`,
     EAI_AGAIN: `cannot resolve ${url.hostname} (DNS did not answer)`,
-    ECONNREFUSED: `${url.host} refused the connection`,
+    ECONNREFUSED: `${url === target ? url.host : `the proxy ${url.host}`} refused the connection`,
     ECONNRESET: `${url.host} reset the connection`,
     EHOSTUNREACH: `${url.host} is unreachable`,
     ENETUNREACH: `no route to ${url.host}`,
@@ -136,7 +138,7 @@ export const httpGet: HttpGet = async (target, opts) => {
     try {
       res = await once(url, opts, signal);
     } catch (err) {
-      throw describe(err, url, opts.timeoutMs, timeout.aborted);
+      throw describe(err, url, opts.timeoutMs, timeout.aborted, opts.proxy);
     }
     const status = res.statusCode ?? 0;
     const location = res.headers.location;
@@ -153,7 +155,7 @@ export const httpGet: HttpGet = async (target, opts) => {
       const body = await readBody(res, opts.maxBytes ?? DEFAULT_MAX_BYTES);
       return { status, url: url.href, headers: res.headers, body };
     } catch (err) {
-      throw describe(err, url, opts.timeoutMs, timeout.aborted);
+      throw describe(err, url, opts.timeoutMs, timeout.aborted, opts.proxy);
     }
   }
 };
