@@ -245,6 +245,9 @@ test('the cluster page warns about an even number of control-plane nodes, and ru
   const row = page.locator('table.preflight tr[data-check="kubernetes-packages"]');
   assert.match((await row.textContent()) ?? '', /kubelet, kubeadm, kubectl 1\.30\.2-\*failed127\.0\.0\.1:9 refused the connection/);
   await screenshot('console-cluster-preflight.png');
+  // Back where the next test signs out and in again.
+  await page.goto(`${rs.url}/#/machines/${DRIVEN}`);
+  await page.getByRole('heading', { name: /^c1/ }).waitFor();
 });
 
 test('a viewer token sees no write buttons and no admin pages', async () => {

@@ -1,7 +1,8 @@
-import { spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -9,9 +10,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DEFAULT_INSTALLERS } from '../server/boot/releases.js';
 import { SETTINGS } from '../server/config/settings.js';
+import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { AptIndexError, matchesVersion, packageVersions, parseRelease, parseStanzas, unsign } from '../server/clusters/apt-index.js';
 import { httpGet, type HttpGet } from '../server/clusters/http-get.js';
-import { formatReport, LEGACY_GONE_MESSAGE, legacyRepositoryGone, planPreflight, runPreflight, type PreflightSettings } from '../server/clusters/preflight.js';
+import { formatReport, legacyGoneMessage, legacyRepositoryGone, planPreflight, runPreflight, type PreflightSettings } from '../server/clusters/preflight.js';
 import type { ArtifactLocation } from '../server/artifacts/store.js';
 import { NASTY_STRINGS, Rng, seedFromEnv } from './lib/fuzz.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
@@ -195,8 +197,8 @@ test('the seed recipe with the default legacy repository fails: gone upstream, a
   assert.not.ok(report.ok);
   const failed = report.checks.filter((c) => c.state === 'failed');
   assert.equal(failed.map((c) => c.id), ['kubernetes-repo'], formatReport(report));
-  assert.ok(failed[0]?.detail.includes(LEGACY_GONE_MESSAGE));
-  assert.match(failed[0]?.detail ?? '', /Kubernetes 1\.18\.6 comes from the legacy Kubernetes apt repository \(apt\.kubernetes\.io, suite kubernetes-xenial\) is gone upstream.*Configure a site mirror of it: --kubernetes-legacy-repo URL/);
+  assert.is(failed[0]?.detail, legacyGoneMessage('1.18.6'));
+  assert.match(failed[0]?.detail ?? '', /^the legacy Kubernetes apt repository \(apt\.kubernetes\.io, suite kubernetes-xenial\), the only source of Kubernetes 1\.18\.6, is gone upstream: .*Configure a site mirror of it: --kubernetes-legacy-repo URL/);
   assert.is(failed[0]?.url, 'https://apt.kubernetes.io/');
   assert.equal(report.checks.filter((c) => c.state === 'skipped').map((c) => c.id), ['kubernetes-packages', 'kubernetes-key']);
   // Nothing was asked of the legacy hosts, and every request stayed on the test's server.
@@ -269,7 +271,8 @@ test('the apt proxy (real apt-cacher-ng): apt repositories are checked through i
   const port = await freePortBelow(32768);
   const upstreamPort = new URL(base).port;
   // Its own cache, log and socket; AllowUserPorts lets it reach the test's upstream port.
-  const acng = spawn(which('apt-cacher-ng') as string, ['-c', '/etc/apt-cacher-ng', 'ForeGround=1', `Port=${port}`, 'BindAddress=127.0.0.1', `CacheDir=${dir}/cache`, `LogDir=${dir}/log`, `PidFile=${dir}/acng.pid`, `SocketPath=${dir}/acng.sock`, `AllowUserPorts=${upstreamPort}`], { stdio: 'ignore' });
+  // PassThroughPattern: CONNECT tunnels (https) to the test's own addresses.
+  const acng = spawn(which('apt-cacher-ng') as string, ['-c', '/etc/apt-cacher-ng', 'ForeGround=1', `Port=${port}`, 'BindAddress=127.0.0.1', `CacheDir=${dir}/cache`, `LogDir=${dir}/log`, `PidFile=${dir}/acng.pid`, `SocketPath=${dir}/acng.sock`, `AllowUserPorts=${upstreamPort}`, 'PassThroughPattern=^127\\.0\\.0\\.1:[0-9]+$'], { stdio: 'ignore' });
   try {
     const proxy = `http://127.0.0.1:${port}`;
     for (let i = 0; i < 50; i++) {
@@ -287,6 +290,32 @@ test('the apt proxy (real apt-cacher-ng): apt repositories are checked through i
     const viaProxy = asked.filter((a) => !a.startsWith('racksmith-preflight '));
     for (const path of ['/ubuntu/dists/jammy/Release', '/pkgs/core:/stable:/v1.30/deb/Packages']) assert.ok(viaProxy.some((a) => a.endsWith(` ${path}`)), `${path} through the proxy:\n${asked.join('\n')}`);
     assert.ok(asked.filter((a) => a.startsWith('racksmith-preflight ')).every((a) => /Release\.key$|\/cni\/|\.iso$/.test(a)), 'keys, manifests and installers directly');
+    // An https repository goes through a CONNECT tunnel, as apt's https method does: a TLS
+    // upstream of the test's own, its certificate trusted by a child process that runs the check.
+    const cert = join(dir, 'tls.crt');
+    const key = join(dir, 'tls.key');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    const tls = createHttpsServer({ cert: readFileSync(cert), key: readFileSync(key) }, (req, res) => {
+      agents.push(`tls ${req.url ?? ''}`);
+      res.writeHead(200).end('Suite: tls\n');
+    });
+    const tlsPort = await freePortBelow(32768);
+    await new Promise<void>((r) => tls.listen(tlsPort, '127.0.0.1', r));
+    try {
+      const tunnelled = await new Promise<string>((resolve, reject) =>
+        execFile(
+          process.execPath,
+          ['--input-type=module', '-e', `import { httpGet } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist/server/clusters/http-get.js'))}; const r = await httpGet(process.argv[1], { timeoutMs: 5000, body: true, proxy: process.argv[2] }); console.log(r.status, r.body.toString().trim());`, `https://127.0.0.1:${tlsPort}/dists/x/Release`, proxy],
+          { env: { ...process.env, NODE_EXTRA_CA_CERTS: cert }, timeout: 30_000 },
+          (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim())),
+        ),
+      );
+      assert.is(tunnelled, '200 Suite: tls');
+      assert.ok(agents.includes('tls /dists/x/Release'));
+    } finally {
+      await new Promise<void>((r) => tls.close(() => r()));
+    }
+
     // A proxy that does not answer: every apt check fails, saying so.
     const down = await runPreflight('current', planPreflight(current, { ...s, aptProxy: 'http://127.0.0.1:9' }, DEFAULT_INSTALLERS['22.04']), { get: httpGet, locate, timeoutMs: 5000 }, 'http://127.0.0.1:9');
     const failed = down.checks.filter((c) => c.state === 'failed').map((c) => c.id);
@@ -330,11 +359,12 @@ test('the real server: `racksmith clusters preflight` prints one line per check 
       return err.stdout ?? '';
     },
   );
+  process.stdout.write(`\n  racksmith clusters preflight recipe (the seed recipe, default legacy repository):\n${out.replace(/^/gm, '    ')}\n`);
   const lines = out.trim().split('\n');
   assert.is(lines.length, 12, out);
   assert.match(out, /^ok {6}Ubuntu 18\.04 mirror, suite bionic: Test bionic, Mon, 01 Jan 2024 00:00:00 UTC {2}\[http:\/\/127\.0\.0\.1:\d+\/ubuntu\/dists\/bionic\/Release\]$/m);
   assert.match(out, /^ok {6}installer 18\.04\/linux: in the artifacts directory \(6 bytes\)$/m);
-  assert.match(out, /^FAILED {2}Kubernetes apt repository \(legacy, kubernetes-xenial\): Kubernetes 1\.18\.6 comes from the legacy Kubernetes apt repository \(apt\.kubernetes\.io, suite kubernetes-xenial\) is gone upstream: .* Configure a site mirror of it: --kubernetes-legacy-repo URL \(RACKSMITH_KUBERNETES_LEGACY_REPO\) and --kubernetes-legacy-gpg-url URL for its key {2}\[https:\/\/apt\.kubernetes\.io\/\]$/m);
+  assert.match(out, /^FAILED {2}Kubernetes apt repository \(legacy, kubernetes-xenial\): the legacy Kubernetes apt repository \(apt\.kubernetes\.io, suite kubernetes-xenial\), the only source of Kubernetes 1\.18\.6, is gone upstream: .* Configure a site mirror of it: --kubernetes-legacy-repo URL \(RACKSMITH_KUBERNETES_LEGACY_REPO\) and --kubernetes-legacy-gpg-url URL for its key {2}\[https:\/\/apt\.kubernetes\.io\/\]$/m);
   assert.match(out, /^skipped kubelet, kubeadm, kubectl 1\.18\.6-\*: not checked: their repository is gone$/m);
   assert.match(out, /^ok {6}Docker CE 19\.03 \(docker-ce, docker-ce-cli 5:19\.03\.\*; containerd\.io\): docker-ce 5:19\.03\.12~3-0~ubuntu-bionic/m);
   assert.match(out, /^ok {6}CNI manifest \(weave v2\.8\.1\): HTTP 200/m);
@@ -359,7 +389,7 @@ test('the real server: `racksmith clusters preflight` prints one line per check 
   const on = await api(rs.url, token, 'POST', '/api/v1/racks/r17/power', { action: 'on' });
   assert.is(on.status, 409, on.text);
   assert.is(on.body.error.code, 'ERR_PREFLIGHT');
-  assert.match(on.body.error.message, /the preflight of cluster recipe failed \(1 check\(s\); the first: Kubernetes apt repository \(legacy, kubernetes-xenial\): Kubernetes 1\.18\.6 comes from the legacy/);
+  assert.match(on.body.error.message, /the preflight of cluster recipe failed \(1 check\(s\); the first: Kubernetes apt repository \(legacy, kubernetes-xenial\): the legacy Kubernetes apt repository \(apt\.kubernetes\.io, suite kubernetes-xenial\), the only source of Kubernetes 1\.18\.6, is gone upstream/);
   const cli = await rs.cli(['rack', 'power', 'r17', '--action', 'on', '--token', token, '--url', rs.url]).then(
     () => '',
     (err: { code?: number; stderr?: string }) => `${err.code} ${err.stderr ?? ''}`,

@@ -1,7 +1,7 @@
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 
 /**
  * A bounded GET for the preflight: a deadline for the whole exchange (redirects included), a cap
@@ -58,9 +58,12 @@ function tunnel(proxy: URL, target: URL, signal: AbortSignal): Promise<Socket> {
   });
 }
 
-async function once(url: URL, opts: GetOptions, signal: AbortSignal): Promise<IncomingMessage> {
+/** One request; a CONNECT tunnel it opens is added to `tunnels`, for the caller to close. */
+async function once(url: URL, opts: GetOptions, signal: AbortSignal, tunnels: Socket[]): Promise<IncomingMessage> {
   const proxy = opts.proxy ? new URL(opts.proxy) : null;
-  const base: RequestOptions = { method: 'GET', signal, headers: { 'user-agent': 'racksmith-preflight', accept: '*/*' } };
+  // A connection per request: a handful of requests gain nothing from keep-alive, and a proxy or
+  // mirror closing an idle kept-alive socket as it is reused would read as a reset.
+  const base: RequestOptions = { method: 'GET', signal, agent: false, headers: { 'user-agent': 'racksmith-preflight', accept: '*/*' } };
   if (url.protocol === 'http:' && proxy) {
     // An HTTP proxy takes the absolute URI on the request line.
     return send(httpRequest({ ...base, host: proxy.hostname, port: proxy.port || 80, path: url.href, headers: { ...base.headers, host: url.host } }));
@@ -68,7 +71,9 @@ async function once(url: URL, opts: GetOptions, signal: AbortSignal): Promise<In
   if (url.protocol === 'https:') {
     if (proxy) {
       const socket = await tunnel(proxy, url, signal);
-      const tls = tlsConnect({ socket, servername: url.hostname });
+      tunnels.push(socket);
+      // SNI takes host names only (RFC 6066 §3); the certificate is checked against the host either way.
+      const tls = tlsConnect({ socket, host: url.hostname, ...(isIP(url.hostname) ? {} : { servername: url.hostname }) });
       return send(httpsRequest(url, { ...base, createConnection: () => tls }));
     }
     return send(httpsRequest(url, base));
@@ -133,10 +138,21 @@ export const httpGet: HttpGet = async (target, opts) => {
     throw new GetError('ERR_URL', `not a URL: ${target.slice(0, 200)}`);
   }
   const hops = opts.maxRedirects ?? 5;
+  // No connection outlives the request: the TLS socket in a CONNECT tunnel does not close the tunnel.
+  const tunnels: Socket[] = [];
+  try {
+    return await follow(url, hops, opts, signal, timeout, tunnels);
+  } finally {
+    for (const t of tunnels) t.destroy();
+  }
+};
+
+async function follow(start: URL, hops: number, opts: GetOptions, signal: AbortSignal, timeout: AbortSignal, tunnels: Socket[]): Promise<GetResult> {
+  let url = start;
   for (let hop = 0; ; hop++) {
     let res: IncomingMessage;
     try {
-      res = await once(url, opts, signal);
+      res = await once(url, opts, signal, tunnels);
     } catch (err) {
       throw describe(err, url, opts.timeoutMs, timeout.aborted, opts.proxy);
     }
@@ -156,6 +172,8 @@ export const httpGet: HttpGet = async (target, opts) => {
       return { status, url: url.href, headers: res.headers, body };
     } catch (err) {
       throw describe(err, url, opts.timeoutMs, timeout.aborted, opts.proxy);
+    } finally {
+      res.destroy();
     }
   }
-};
+}

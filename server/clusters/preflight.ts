@@ -98,9 +98,13 @@ export function legacyRepositoryGone(url: string): boolean {
   return GONE_HOSTS.some((g) => u.hostname === g.host && g.path.test(u.pathname));
 }
 
-export const LEGACY_GONE_MESSAGE =
-  'the legacy Kubernetes apt repository (apt.kubernetes.io, suite kubernetes-xenial) is gone upstream: frozen on 2023-09-13, removed on 2024-03-04, and pkgs.k8s.io starts at 1.24. ' +
-  'Configure a site mirror of it: --kubernetes-legacy-repo URL (RACKSMITH_KUBERNETES_LEGACY_REPO) and --kubernetes-legacy-gpg-url URL for its key';
+export function legacyGoneMessage(version: string): string {
+  return (
+    `the legacy Kubernetes apt repository (apt.kubernetes.io, suite kubernetes-xenial), the only source of Kubernetes ${version}, is gone upstream: ` +
+    'frozen on 2023-09-13, removed on 2024-03-04; pkgs.k8s.io starts at 1.24. ' +
+    'Configure a site mirror of it: --kubernetes-legacy-repo URL (RACKSMITH_KUBERNETES_LEGACY_REPO) and --kubernetes-legacy-gpg-url URL for its key'
+  );
+}
 
 const slash = (u: string): string => (u.endsWith('/') ? u : `${u}/`);
 
@@ -143,7 +147,7 @@ export function planPreflight(c: PreflightCluster, s: PreflightSettings, install
   if (pins.packages === 'legacy') {
     const repo = slash(s.kubernetesLegacyRepo);
     if (legacyRepositoryGone(repo)) {
-      checks.push({ kind: 'fail', id: 'kubernetes-repo', title: 'Kubernetes apt repository (legacy, kubernetes-xenial)', url: repo, message: `Kubernetes ${c.kubernetesVersion} comes from ${LEGACY_GONE_MESSAGE}` });
+      checks.push({ kind: 'fail', id: 'kubernetes-repo', title: 'Kubernetes apt repository (legacy, kubernetes-xenial)', url: repo, message: legacyGoneMessage(c.kubernetesVersion) });
       checks.push({ kind: 'skip', id: 'kubernetes-packages', title: `kubelet, kubeadm, kubectl ${pattern}`, url: null, message: 'not checked: their repository is gone' });
       checks.push({ kind: 'skip', id: 'kubernetes-key', title: 'Kubernetes signing key', url: s.kubernetesLegacyGpgUrl, message: 'not checked: its repository is gone' });
     } else {
