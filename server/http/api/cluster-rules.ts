@@ -19,7 +19,10 @@ export function guardClusterChange(before: Cluster, patch: ClusterPatchFacts, me
  * row when there is one) and returns the warnings of the clusters they touch.
  */
 export async function guardPlacements(machines: Pick<MachineRepo, 'list'>, placements: readonly Placement[]): Promise<string[]> {
-  const { problems, warnings } = checkPlacements(await machines.list(), placements);
+  // Only the clusters the placements land in are checked: their members are all that is read.
+  const clusters = [...new Set(placements.map((p) => p.cluster).filter((c): c is string => c !== null))];
+  const members = (await Promise.all(clusters.map((cluster) => machines.list({ cluster })))).flat();
+  const { problems, warnings } = checkPlacements(members, placements);
   const first = problems[0];
   if (first) {
     throw new AppError(
