@@ -99,8 +99,9 @@ export async function provision(c: LabClient, print: (t: string) => void): Promi
   print(`$ racksmith machines import rack.csv   (${c.rack.machines.length} machines, BMC addresses and credentials)\n`);
   print(await c.cli(['machines', 'import', csv]));
   const startedAt = Date.now();
-  print(`$ racksmith rack power ${RACK} --action on --concurrency ${c.rack.maxBooting} --no-wait\n`);
-  print(await c.cli(['rack', 'power', RACK, '--action', 'on', '--concurrency', String(c.rack.maxBooting), '--no-wait']));
+  // --force: the virtual rack has no upstreams to preflight (its installer and packages are stand-ins on its own disk).
+  print(`$ racksmith rack power ${RACK} --action on --concurrency ${c.rack.maxBooting} --force --no-wait\n`);
+  print(await c.cli(['rack', 'power', RACK, '--action', 'on', '--concurrency', String(c.rack.maxBooting), '--force', '--no-wait']));
   return startedAt;
 }
 

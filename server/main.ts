@@ -42,6 +42,10 @@ import { AUTOINSTALL_DIR, BOOT_TEMPLATES_DIR } from './lib/paths.js';
 import { createRenderer } from './render/templates.js';
 import { machineRouter } from './http/machine-router.js';
 import { createArtifactStore } from './artifacts/store.js';
+import { createClusterChecks } from './clusters/checks.js';
+import { preflightSettings } from './clusters/settings.js';
+import { createPowerOnGate } from './clusters/power-on.js';
+import { clusterChecksRoutes } from './http/api/cluster-checks-routes.js';
 import { resolveInstallers } from './boot/releases.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
@@ -114,7 +118,17 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     gate: createBmcGate(config.powerMaxInFlight),
     log: log.child({ svc: 'power' }),
   });
+  const clusterChecks = createClusterChecks({
+    clusters: inventory.clusters,
+    events: inventory.events,
+    installers,
+    artifacts,
+    settings: preflightSettings(config),
+    timeoutMs: config.preflightTimeoutSeconds * 1000,
+    log: log.child({ svc: 'preflight' }),
+  });
   const power = createPowerService({
+    powerOnGate: createPowerOnGate(clusterChecks),
     inventory,
     driver: meteredDriver(ipmi, metrics),
     settings: {
@@ -190,7 +204,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
     clusterDetail: orchestrator,
-    extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
+    extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters), ...clusterChecksRoutes(clusterChecks, inventory.clusters)],
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp }));

@@ -5,6 +5,7 @@ import { apiRouter } from '../server/http/api/router.js';
 import { openApiDocument } from '../server/http/api/openapi.js';
 import { powerRoutes } from '../server/http/api/power.js';
 import { orchestrationRoutes } from '../server/http/api/orchestration-routes.js';
+import { clusterChecksRoutes } from '../server/http/api/cluster-checks-routes.js';
 import { tempInventory } from './lib/inventory.js';
 
 /** Every route the API serves is in the OpenAPI document, and the document lists nothing else. */
@@ -30,6 +31,7 @@ test('routes ⇔ paths', async () => {
     const extraRoutes = [
       ...powerRoutes({ machinePower: unused, reimage: unused, rackPower: unused, rackJob: () => null }),
       ...orchestrationRoutes(control, inv.clusters),
+      ...clusterChecksRoutes({ preflight: unused, prefetch: unused }, inv.clusters),
     ];
     const router = apiRouter({ inventory: inv, sshPublicKey: async () => 'ssh-ed25519 AAAA racksmith', extraRoutes });
     const served = [...routesOf(router), 'GET /openapi.json'].sort();
@@ -48,7 +50,7 @@ test('the document is valid JSON with bodies for every POST/PATCH', () => {
   const doc = openApiDocument('test') as { paths: Record<string, Record<string, { requestBody?: unknown }>> };
   for (const [path, ops] of Object.entries(doc.paths)) {
     for (const [method, op] of Object.entries(ops)) {
-      if ((method === 'post' || method === 'patch') && !/retry|reimage/.test(path)) assert.ok(op.requestBody, `${method} ${path} has no requestBody`);
+      if ((method === 'post' || method === 'patch') && !/retry|reimage|preflight|prefetch/.test(path)) assert.ok(op.requestBody, `${method} ${path} has no requestBody`);
     }
   }
   assert.not.throws(() => JSON.parse(JSON.stringify(doc)));

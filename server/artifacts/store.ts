@@ -61,11 +61,32 @@ export interface FetchedArtifact {
   readonly seconds: number;
 }
 
+/** A download in progress: how far it got. */
+export interface DownloadProgress {
+  readonly release: UbuntuRelease;
+  readonly file: string;
+  readonly from: string;
+  readonly bytes: number;
+  /** From the upstream's Content-Length (or the file's size inside the ISO); null when unknown. */
+  readonly total: number | null;
+  readonly startedAt: number;
+}
+
+/** Where a file would come from, without fetching it (the preflight's question). */
+export type ArtifactLocation =
+  | { readonly source: 'local' | 'cache'; readonly path: string; readonly size: number }
+  | { readonly source: 'upstream'; readonly url: string }
+  | { readonly source: 'iso'; readonly iso: string; readonly path: string }
+  | { readonly source: 'none'; readonly message: string };
+
 export interface ArtifactStore {
   /** `arch` defaults to amd64; an ARM64 machine asks with `arm64` and never gets amd64 files. */
   resolve(release: string, file: string, arch?: string): Promise<ResolvedArtifact>;
+  locate(release: string, file: string): Promise<ArtifactLocation>;
   /** Downloads in progress (for health and tests). */
   inFlight(): number;
+  /** The progress of the download of `release/file`, if one is running (a prefetch shows it). */
+  progress(release: string, file: string): DownloadProgress | null;
 }
 
 export const ARTIFACT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -90,6 +111,7 @@ async function fileIn(dir: string, release: string, file: string): Promise<{ pat
 
 export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
   const downloads = new Map<string, Promise<ResolvedArtifact>>();
+  const meters = new Map<string, { -readonly [K in keyof DownloadProgress]: DownloadProgress[K] }>();
 
   /**
    * Writes a stream into the cache as `<release>/<file>`: to a temporary name while hashing, then
@@ -105,16 +127,20 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     let idle: NodeJS.Timeout = setTimeout(stall, o.fetchIdleTimeoutMs);
     const hash = createHash('sha256');
     let size = 0;
+    const progress = { release, file, from, bytes: 0, total: null as number | null, startedAt: started };
+    meters.set(`${release}/${file}`, progress);
     o.log.info({ release, file, from }, 'caching artifact');
     try {
       await mkdir(dir, { recursive: true });
       const src = await open(abort.signal);
+      progress.total = src.length;
       const meter = new Transform({
         transform(chunk: Buffer, _enc, cb) {
           clearTimeout(idle);
           idle = setTimeout(stall, o.fetchIdleTimeoutMs);
           hash.update(chunk);
           size += chunk.length;
+          progress.bytes = size;
           cb(null, chunk);
         },
       });
@@ -136,6 +162,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       throw new AppError('unavailable', 'ERR_UPSTREAM', `cannot fetch ${release}/${file} from ${from}: ${abort.signal.aborted ? why : withoutPaths(err)}`);
     } finally {
       clearTimeout(idle);
+      meters.delete(`${release}/${file}`);
     }
   }
 
@@ -184,10 +211,28 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     return p;
   }
 
+  async function locate(release: string, file: string): Promise<ArtifactLocation> {
+    if (!isRelease(release)) return { source: 'none', message: `no Ubuntu release "${release.slice(0, 20)}"` };
+    if (!ARTIFACT_NAME.test(file)) return { source: 'none', message: 'artifact names are plain file names' };
+    const local = await fileIn(o.artifactsDir, release, file);
+    if (local) return { source: 'local', ...local };
+    const cached = await fileIn(o.cacheDir, release, file);
+    if (cached) return { source: 'cache', ...cached };
+    const upstream = o.installers[release].upstream[file];
+    if (!upstream) return { source: 'none', message: `not in the artifacts directory (${join(release, file)}) and no upstream is configured for it` };
+    if (upstream.startsWith('iso:')) return { source: 'iso', iso: o.installers[release].iso ?? '?', path: upstream.slice(4) };
+    return { source: 'upstream', url: upstream };
+  }
+
   return {
     resolve,
+    locate,
     inFlight() {
       return downloads.size;
+    },
+    progress(release, file) {
+      const m = meters.get(`${release}/${file}`);
+      return m ? { ...m } : null;
     },
   };
 }

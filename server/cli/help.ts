@@ -15,6 +15,8 @@ Commands:
                              the machines live: state, boot step, time in state
   clusters list|create|show|retry|kubeconfig
                              clusters, through a running server's API
+  clusters preflight NAME    check every upstream the cluster's machines will use (before power-on)
+  artifacts prefetch CLUSTER cache the installer artifacts the cluster's machines will ask for
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
@@ -84,7 +86,10 @@ export const CLUSTERS_HELP = `Usage:
   racksmith clusters create --name N --ubuntu-release 18.04|20.04|22.04|24.04 --kubernetes-version V
                             --container-runtime docker|containerd --cni weave|flannel|calico
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
+      The versions must go together (docs/compatibility.md): e.g. Kubernetes 1.18 on 18.04/20.04
+      with docker or containerd, 1.25+ on 22.04/24.04 with containerd; weave up to 1.23.
   racksmith clusters show NAME
+  racksmith clusters preflight NAME      (operator) check every upstream its machines will use; exit 1 on a failure
   racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
   racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
 

@@ -36,6 +36,7 @@ interface ClusterJson {
   state: string;
   controlPlaneEndpoint: string | null;
   machineCount: number;
+  warnings?: string[];
   machines?: MachineJson[];
   steps?: { id?: string; name?: string; state?: string; machine?: string | null; startedAt?: string | null; endedAt?: string | null; error?: string | null }[];
 }
@@ -44,6 +45,8 @@ const machineRows = (ms: readonly MachineJson[]): string =>
   table(['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'state', 'step'], ms.map((m) => [m.mac, m.hostname, m.role, m.cluster, m.ip, m.rack, m.state, m.lastStep]));
 
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
+/** What the server warns about (an even number of control-plane nodes), one line each. */
+const warningLines = (ws: readonly string[] | undefined): string => (ws ?? []).map((w) => `warning: ${w}\n`).join('');
 /** `none` clears a field in `set`. */
 const clearable = (v: string | boolean | undefined): string | null | undefined => (typeof v === 'string' ? (v === 'none' ? null : v) : undefined);
 
@@ -124,8 +127,8 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
           : undefined,
         ...bootOptions(values),
       };
-      const m = await client(values).request<MachineJson>('POST', '/machines', body);
-      return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
+      const m = await client(values).request<MachineJson & { warnings?: string[] }>('POST', '/machines', body);
+      return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
     case 'set': {
       const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, ...BMC_FLAGS, 'boot-loader': { type: 'string' }, 'secure-boot': { type: 'string' } }, 1);
@@ -146,8 +149,8 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       if (Object.keys(bmc).length > 0) patch['bmc'] = bmc;
       Object.assign(patch, bootOptions(values));
       if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --boot-loader, --secure-boot or a --bmc-… flag)');
-      const m = await client(values).request<MachineJson>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
-      return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
+      const m = await client(values).request<MachineJson & { warnings?: string[] }>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
+      return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
     case 'rm': {
       const { values, positionals } = parse(rest, COMMON, 1);
@@ -168,8 +171,8 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       } catch (err) {
         throw new Error(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
-      const result = await client(values).request<{ imported: number; machines: MachineJson[] }>('POST', '/machines/import', text, 'text/csv');
-      return out(values['json'] ? JSON.stringify(result, null, 2) + '\n' : `imported ${result.imported} machine(s)\n` + machineRows(result.machines));
+      const result = await client(values).request<{ imported: number; machines: MachineJson[]; warnings?: string[] }>('POST', '/machines/import', text, 'text/csv');
+      return out(values['json'] ? JSON.stringify(result, null, 2) + '\n' : `imported ${result.imported} machine(s)\n` + machineRows(result.machines) + warningLines(result.warnings));
     }
     case 'power':
       return machinePowerCommand(rest, client, out);
@@ -185,7 +188,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
 
 export async function clustersCommand(args: readonly string[], client: ClientFactory, out: Out): Promise<void> {
   const [sub, ...rest] = args;
-  if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show)');
+  if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show, preflight)');
   if (sub === '--help' || sub === '-h') return out(CLUSTERS_HELP);
   const clusterRows = (cs: readonly ClusterJson[]): string =>
     table(['name', 'ubuntu', 'kubernetes', 'runtime', 'cni', 'endpoint', 'machines', 'state'], cs.map((c) => [c.name, c.ubuntuRelease, c.kubernetesVersion, c.containerRuntime, c.cni, c.controlPlaneEndpoint, c.machineCount, c.state]));
@@ -211,7 +214,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       if (!name) throw new UsageError('clusters show: give the cluster name');
       const c = await client(values).request<ClusterJson>('GET', `/clusters/${encodeURIComponent(name)}`);
       if (values['json']) return out(JSON.stringify(c, null, 2) + '\n');
-      let text = clusterRows([c]) + '\n' + machineRows(c.machines ?? []);
+      let text = clusterRows([c]) + warningLines(c.warnings) + '\n' + machineRows(c.machines ?? []);
       if (c.steps && c.steps.length > 0) {
         text += '\n' + table(['step', 'machine', 'state', 'started', 'ended', 'error'], c.steps.map((s) => [s.id ?? s.name, s.machine, s.state, s.startedAt ?? null, s.endedAt ?? null, s.error ?? null]));
       }
@@ -233,7 +236,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       return out(await client(values).request<string>('GET', `/clusters/${encodeURIComponent(name)}/kubeconfig`));
     }
     default:
-      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, retry, kubeconfig)`);
+      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, preflight, retry, kubeconfig)`);
   }
 }
 

@@ -18,6 +18,7 @@ import { newInstanceId, seedContext, type SeedSettings } from '../seeds/context.
 import { CONTENT_TYPE, isSeedFile, renderSeedFile } from '../seeds/render.js';
 import { otherInstance, parsePhoneHome, PhoneHomeError } from '../seeds/phone-home.js';
 import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-events.js';
+import { decideRoleSetupReport, parseRoleSetupReport, RoleSetupReportError } from '../seeds/role-setup.js';
 
 /**
  * What machines see over HTTP without an API token (INTERFACE.md): the iPXE boot scripts, the
@@ -270,6 +271,19 @@ export function machineRouter(d: MachineRouterDeps): Router {
       throw err;
     }
     let m = machine;
+    if (m.state === 'failed') {
+      // A failed role setup reported first: the phone-home that follows it must not make the machine ready.
+      await d.machines.setHostKeys(m.mac, ph.hostKeys);
+      await machineEvent(m, 'phone-home', req, `phoned home${ph.hostname ? ` as ${ph.hostname}` : ''}, but stays failed at ${m.failedStep ?? '?'}: ${m.failedReason ?? 'no reason given'}`, {
+        hostname: ph.hostname,
+        fqdn: ph.fqdn,
+        instanceId: ph.instanceId,
+        keyTypes: ph.hostKeys.map((k) => k.type),
+        failed: true,
+      });
+      res.json({ mac: m.mac, state: m.state });
+      return;
+    }
     if (m.state === 'assigned' || m.state === 'reimaging') m = await advance(m, ['installer-served'], req, 'phoned home without racksmith serving the installer');
     if (m.state === 'provisioning') m = await advance(m, ['installed'], req, 'phoned home before the installer reported: the OS is on disk');
     if (m.state !== 'installed') throw new AppError('conflict', 'ERR_TRANSITION', `a machine in state "${m.state}" cannot phone home`, 'state');
@@ -284,6 +298,26 @@ export function machineRouter(d: MachineRouterDeps): Router {
     });
     m = await advance(m, ['phoned-home'], req, 'phoned home: role config ran, host keys pinned');
     await d.machines.setLastStep(m.mac, 'ready');
+    res.json({ mac: m.mac, state: m.state });
+  });
+
+  // The role setup's outcome, posted by its script just before the phone-home (roles/cloud-config.yaml.njk).
+  r.post('/seed/:token/role-setup', form, json, async (req, res) => {
+    const { machine } = await seedMachine(req, 'report');
+    let report;
+    try {
+      report = parseRoleSetupReport(req.body ?? {});
+    } catch (err) {
+      if (err instanceof RoleSetupReportError) throw new AppError('invalid', err.code, err.message, err.field);
+      throw err;
+    }
+    const decision = decideRoleSetupReport(machine, report);
+    let m = machine;
+    for (const e of decision.events) {
+      m = await d.machines.transition(m.mac, e, e === 'fail' && decision.failure ? { source: sourceOf(req), step: decision.failure.step, reason: decision.failure.reason } : { source: sourceOf(req), message: 'the role setup reported: the OS is on disk' });
+    }
+    await machineEvent(m, 'role-setup', req, decision.message, { status: report.status, command: report.command, log: report.log });
+    if (m.state !== 'failed') await d.machines.setLastStep(m.mac, 'role-setup');
     res.json({ mac: m.mac, state: m.state });
   });
 

@@ -6,6 +6,7 @@ import { AppError, errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { Mac } from '../lib/mac.js';
 import type { Renderer } from '../render/templates.js';
+import { checkCompatibility, cniManifestUrl, osOfRelease } from '../clusters/compatibility.js';
 import {
   applyCniScript,
   deleteNodeScript,
@@ -413,7 +414,10 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
       return { skipped: null, data: { server } };
     }
     case 'cni': {
-      const url = settings.cniManifests[cluster.cni];
+      // The CNI release pinned for the cluster's Kubernetes version goes into the manifest URL.
+      const compat = checkCompatibility({ os: osOfRelease(cluster.ubuntuRelease), kubernetesVersion: cluster.kubernetesVersion, containerRuntime: cluster.containerRuntime, cni: cluster.cni });
+      if (!compat.ok) throw new StepError('ERR_STEP_CHECK', `no pinned ${cluster.cni} release: ${compat.message}`, false);
+      const url = cniManifestUrl(settings.cniManifests[cluster.cni], compat.pins.cni);
       await run(applyCniScript(url));
       return { skipped: null, data: { cni: cluster.cni, manifest: url } };
     }

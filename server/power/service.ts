@@ -8,7 +8,7 @@ import type { Inventory } from '../inventory/store.js';
 import { PowerError, type BmcTarget, type PowerCallInfo, type PowerDriver, type PowerState } from './driver.js';
 import { DEFAULT_IPMI_PORT } from './ipmitool.js';
 import { callData, createReimageWorkflow, nameOf, toAppError } from './reimage.js';
-import { finishJob, jobCounts, jobSummary, newRackJob, presentRackJob, updateItem, type RackAction, type RackJob } from './rack.js';
+import { failQueued, finishJob, jobCounts, jobSummary, newRackJob, presentRackJob, updateItem, type PowerOnGate, type RackAction, type RackJob } from './rack.js';
 
 /**
  * The power service: machine power actions, rack power jobs and the reimage workflow. It talks to
@@ -34,6 +34,8 @@ export interface PowerServiceDeps {
   readonly now?: () => Date;
   /** Runs once the service has stopped (closes the driver). */
   readonly onStopped?: () => void;
+  /** Preflight and prefetch before a rack power-on (server/clusters/power-on.ts); none: power only. */
+  readonly powerOnGate?: PowerOnGate | undefined;
 }
 
 export type MachinePowerAction = RackAction;
@@ -41,7 +43,7 @@ export type MachinePowerAction = RackAction;
 export interface PowerService extends Service {
   machinePower(mac: Mac, action: MachinePowerAction, source: string): Promise<Record<string, unknown>>;
   reimage(mac: Mac, opts: { readonly force: boolean; readonly source: string }): Promise<Record<string, unknown>>;
-  rackPower(rack: string, opts: { readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly source: string }): Promise<Record<string, unknown>>;
+  rackPower(rack: string, opts: { readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly force?: boolean | undefined; readonly source: string }): Promise<Record<string, unknown>>;
   rackJob(rack: string, id: string): Record<string, unknown> | null;
   /** Resolves once no workflow or job is running. */
   settled(): Promise<void>;
@@ -153,6 +155,22 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
   async function runJob(id: string, source: string): Promise<void> {
     const get = (): RackJob => jobs.get(id) as RackJob;
     const set = (j: RackJob): void => void jobs.set(id, j);
+    // A power-on caches what its machines' installers will fetch before the first one starts.
+    const gate = deps.powerOnGate;
+    const pre = get().prefetch;
+    if (gate && pre) {
+      const result = await gate
+        .prefetch(pre.clusters, (items) => set({ ...get(), prefetch: { ...pre, items } }), abort.signal)
+        .catch((err: unknown) => ({ ok: false, items: get().prefetch?.items ?? [], error: err instanceof Error ? err.message : String(err) }));
+      const failed = result.items.filter((i) => i.state !== 'done');
+      const error = result.ok ? null : 'error' in result ? String(result.error) : failed.map((i) => `${i.release}/${i.file}: ${i.error ?? i.state}`).join('; ');
+      set({ ...get(), prefetch: { ...pre, state: result.ok ? 'done' : 'failed', items: result.items, error } });
+      if (!result.ok) {
+        const message = `the installer artifacts could not be cached, so no machine was started: ${error ?? 'unknown error'} (power on with force to start them anyway)`;
+        set(failQueued(get(), { code: 'ERR_PREFETCH', message }, now().toISOString()));
+        log.warn({ rack: get().rack, job: id, error }, 'rack power-on: prefetch failed');
+      }
+    }
     const job = get();
     const queue = job.items.filter((i) => i.state === 'queued').map((i) => i.mac);
     const delayMs = job.delaySeconds * 1000;
@@ -222,15 +240,32 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
       const concurrency = opts.concurrency ?? settings.rackConcurrency;
       const powersOn = opts.action === 'on' || opts.action === 'cycle' || opts.action === 'reset';
       const delaySeconds = opts.delaySeconds ?? (powersOn ? settings.rackDelaySeconds : 0);
+      // Before a power-on: the preflight of every cluster whose machines it makes install, unless forced.
+      const gate = powersOn && !opts.force ? deps.powerOnGate : undefined;
+      const installing = gate ? gate.clusters(list) : [];
+      if (gate && installing.length > 0) {
+        const pre = await gate.preflight(installing);
+        if (!pre.ok) {
+          const first = pre.failures[0];
+          throw new AppError(
+            'conflict',
+            'ERR_PREFLIGHT',
+            `rack ${rack}: the preflight of cluster ${[...new Set(pre.failures.map((f) => f.cluster))].join(', ')} failed (${pre.failures.length} check(s); the first: ${first ? `${first.check}: ${first.detail}` : '?'}); no machine was powered. "racksmith clusters preflight NAME" shows every check; fix the upstream, or power on with force`,
+            'force',
+            pre.failures.map((f) => ({ message: `${f.cluster}: ${f.check}: ${f.detail}`, field: f.cluster })),
+          );
+        }
+      }
       const id = randomBytes(6).toString('hex');
-      const job = newRackJob(id, rack, opts.action, concurrency, delaySeconds, list, now().toISOString());
+      const created = newRackJob(id, rack, opts.action, concurrency, delaySeconds, list, now().toISOString());
+      const job: RackJob = gate && installing.length > 0 ? { ...created, prefetch: { state: 'running', clusters: installing, items: [], error: null } } : created;
       jobs.set(id, job);
       pruneJobs();
       await events.append({
         type: 'rack.power',
         source: opts.source,
-        message: `rack ${rack}: power ${opts.action} of ${list.length} machine(s) started (job ${id}, concurrency ${concurrency}, ${delaySeconds} s between machines)`,
-        data: { rack, job: id, action: opts.action, concurrency, delaySeconds, machines: list.length },
+        message: `rack ${rack}: power ${opts.action} of ${list.length} machine(s) started (job ${id}, concurrency ${concurrency}, ${delaySeconds} s between machines${job.prefetch ? `, after prefetching the installers of ${job.prefetch.clusters.join(', ')}` : ''}${powersOn && opts.force ? ', forced: no preflight, no prefetch' : ''})`,
+        data: { rack, job: id, action: opts.action, concurrency, delaySeconds, machines: list.length, force: opts.force === true, preflighted: job.prefetch?.clusters ?? [] },
       });
       track(runJob(id, opts.source));
       return presentRackJob(job);

@@ -1,5 +1,7 @@
 import type { Cluster, Machine } from '../inventory/model.js';
 import type { ReleaseInstaller } from '../boot/releases.js';
+import { conflict } from '../lib/errors.js';
+import { checkCompatibility, kubernetesPackageSource, osOfRelease, type DockerPin } from '../clusters/compatibility.js';
 
 /**
  * The data every seed template sees, built once per request as a pure function of the machine,
@@ -22,6 +24,8 @@ export interface KubernetesPackages {
   readonly version: string;
   readonly minor: number;
   readonly runtime: Cluster['containerRuntime'];
+  /** Docker CE pinned for this Kubernetes version (the docker runtime only). */
+  readonly docker: DockerPin | null;
   /** apt source: `deb [signed-by=…] <repo> <suite>`. */
   readonly repo: string;
   readonly suite: string;
@@ -48,11 +52,31 @@ export function kubernetesMinorOf(version: string): number {
 export function kubernetesPackages(cluster: Cluster, s: SeedSettings): KubernetesPackages {
   const version = cluster.kubernetesVersion.replace(/^v/, '');
   const minor = kubernetesMinorOf(version);
-  if (minor < 24) {
-    return { version, minor, runtime: cluster.containerRuntime, repo: s.kubernetesLegacyRepo, suite: 'kubernetes-xenial main', keyUrl: s.kubernetesLegacyGpgUrl, legacy: true };
-  }
+  const compat = checkCompatibility({ os: osOfRelease(cluster.ubuntuRelease), kubernetesVersion: version, containerRuntime: cluster.containerRuntime, cni: cluster.cni });
+  // A cluster stored before the compatibility table existed may fall outside it: say so, never render a guess.
+  if (!compat.ok) throw conflict('ERR_INCOMPATIBLE', `cluster ${cluster.name}: ${compat.message} (change it with PATCH /api/v1/clusters/${cluster.name})`, compat.field);
+  const docker = compat.pins.docker;
+  const repo = kubernetesRepository(version, s);
+  return { version, minor, runtime: cluster.containerRuntime, docker, ...repo };
+}
+
+export interface KubernetesRepository {
+  /** apt source: `deb [signed-by=…] <repo> <suite>`. */
+  readonly repo: string;
+  readonly suite: string;
+  readonly keyUrl: string;
+  readonly legacy: boolean;
+}
+
+/**
+ * Where kubelet/kubeadm/kubectl of a version come from: the legacy repository (suite
+ * kubernetes-xenial) before 1.24, else pkgs.k8s.io's flat repository of the version's minor.
+ */
+export function kubernetesRepository(version: string, s: Pick<SeedSettings, 'kubernetesRepo' | 'kubernetesLegacyRepo' | 'kubernetesLegacyGpgUrl'>): KubernetesRepository {
+  const minor = kubernetesMinorOf(version);
+  if (kubernetesPackageSource(minor) === 'legacy') return { repo: s.kubernetesLegacyRepo, suite: 'kubernetes-xenial main', keyUrl: s.kubernetesLegacyGpgUrl, legacy: true };
   const base = `${s.kubernetesRepo.replace(/\/+$/, '')}/v1.${minor}/deb/`;
-  return { version, minor, runtime: cluster.containerRuntime, repo: base, suite: '/', keyUrl: `${base}Release.key`, legacy: false };
+  return { repo: base, suite: '/', keyUrl: `${base}Release.key`, legacy: false };
 }
 
 /** The load balancer's backends: the cluster's control-plane machines that have an address. */
@@ -118,6 +142,7 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
     instanceId: f.instanceId,
     seedUrl,
     phoneHomeUrl: `${seedUrl}phone-home`,
+    roleSetupUrl: `${seedUrl}role-setup`,
     sshUser: s.sshUser,
     sshPublicKey: s.sshPublicKey,
     mirror: mirrorParts(mirrorFor(f.machine.arch, s.ubuntuMirror)),

@@ -75,8 +75,18 @@ export interface Cluster {
   controlPlaneEndpoint: string | null;
   state: string;
   machineCount: number;
+  /** Allowed but worth knowing (an even number of control-plane nodes). */
+  warnings?: string[];
   machines?: Machine[];
   steps?: Record<string, unknown>[];
+}
+
+/** POST /clusters/{name}/preflight: every upstream check (docs/preflight.md). */
+export interface PreflightReport {
+  cluster: string;
+  ok: boolean;
+  checkedAt: string;
+  checks: { id: string; title: string; url: string | null; state: 'ok' | 'failed' | 'skipped'; status: number | null; detail: string; ms: number }[];
 }
 
 export interface InventoryEvent {

@@ -85,7 +85,12 @@ export function openApiDocument(version: string): Record<string, unknown> {
       '/clusters/{name}': {
         parameters: [nameParam],
         get: { summary: 'A cluster with its machines, state and orchestration steps', responses: { 200: ok('the cluster'), ...errors(401, 404) } },
-        patch: { summary: 'Change a cluster (admin)', requestBody: jsonBody(clusterPatchSchema), responses: { 200: ok('the cluster'), ...errors(400, 401, 403, 404, 415) } },
+        patch: {
+          summary: 'Change a cluster (admin)',
+          description: 'The result must be in the compatibility table (400 ERR_INCOMPATIBLE). Kubernetes version, runtime and CNI of a cluster with joined nodes change only through an upgrade (409 ERR_CLUSTER_LIVE), and not while machines hold the old packages (409 ERR_MACHINES_INSTALLED).',
+          requestBody: jsonBody(clusterPatchSchema),
+          responses: { 200: ok('the cluster'), ...errors(400, 401, 403, 404, 409, 415) },
+        },
         delete: { summary: 'Delete an empty cluster (admin)', responses: { 204: { description: 'deleted' }, ...errors(401, 403, 404, 409) } },
       },
       '/clusters/{name}/kubeconfig': {
@@ -100,6 +105,22 @@ export function openApiDocument(version: string): Record<string, unknown> {
         post: {
           summary: "Retry what failed in the cluster's bootstrap (operator): failed machines go back to ready, failed steps run again",
           responses: { 202: ok('what was retried: machine names and step ids'), ...errors(400, 401, 403, 404) },
+        },
+      },
+      '/clusters/{name}/preflight': {
+        parameters: [nameParam],
+        post: {
+          summary: "Check from racksmith's host every upstream the cluster's seeds use (operator): OS mirror and suites, installer artifacts, Kubernetes repository and the pinned versions in its Packages index, Docker CE, CNI manifest, apt proxy",
+          description: 'Answers 200 with {cluster, ok, checkedAt, checks: [{id, title, url, state (ok|failed|skipped), status, detail, ms}]}; ok is false when a check failed. Also run before a rack power-on of the cluster\'s machines (unless force). See docs/preflight.md.',
+          responses: { 200: ok('the preflight report'), ...errors(400, 401, 403, 404) },
+        },
+      },
+      '/clusters/{name}/prefetch': {
+        parameters: [nameParam],
+        post: {
+          summary: "Cache every installer artifact the cluster's machines will ask for (operator), with progress",
+          description: 'Streams NDJSON: {"type":"progress","items":[{release, file, state, bytes, total, error}]} while it runs, then {"type":"result","ok",…}. Joins a download already running.',
+          responses: { 200: { description: 'progress, then the result, one JSON object per line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } }, ...errors(400, 401, 403, 404) },
         },
       },
       '/machines': {
@@ -187,8 +208,9 @@ export function openApiDocument(version: string): Record<string, unknown> {
         parameters: [rackParam],
         post: {
           summary: 'Power every machine of a rack, a few at a time with a delay between starts (operator)',
+          description: "A power-on (on, cycle, reset) of machines that will install first runs their clusters' preflight — refused with 409 ERR_PREFLIGHT when a check fails — then prefetches their installer artifacts (the job's `prefetch` phase) before any machine starts; force skips both.",
           requestBody: jsonBody(rackPowerSchema),
-          responses: { 202: ok('the job, with per-machine state'), ...errors(400, 401, 403, 404) },
+          responses: { 202: ok('the job, with per-machine state'), ...errors(400, 401, 403, 404, 409) },
         },
       },
       '/racks/{rack}/power/{job}': {

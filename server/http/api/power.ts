@@ -17,6 +17,7 @@ export interface RackPowerInput {
   readonly action: PowerActionInput;
   readonly concurrency?: number | undefined;
   readonly delaySeconds?: number | undefined;
+  readonly force?: boolean | undefined;
   readonly source: string;
 }
 
@@ -39,6 +40,7 @@ export const rackPowerSchema = z
     action: z.enum(POWER_ACTIONS),
     concurrency: z.number().int().min(1).max(64).optional().describe('machines handled at once'),
     delaySeconds: z.number().min(0).max(600).optional().describe('seconds between two machines\u2019 starts'),
+    force: z.boolean().optional().describe('power on without the preflight of the machines\u2019 clusters and without prefetching their installer artifacts'),
   })
   .strict();
 

@@ -1,5 +1,6 @@
 import type { Cluster, InventoryEvent, Machine } from '../../inventory/model.js';
 import { bootStall, loaderOfBootfile } from '../../boot/loaders.js';
+import { checkTopology } from '../../clusters/topology.js';
 
 /**
  * The user-facing JSON of inventory objects, kept apart from the model. Write-only fields (BMC
@@ -74,6 +75,8 @@ export function presentCluster(c: Cluster, machines: readonly Machine[]): Record
     controlPlaneEndpoint: effectiveEndpoint(c, machines),
     state: c.state,
     machineCount: machines.length,
+    /** Allowed but worth knowing: an even number of control-plane nodes (server/clusters/topology.ts). */
+    warnings: checkTopology(c, machines.filter((m) => m.cluster === c.name)).warnings,
     createdAt: c.createdAt,
     updatedAt: c.updatedAt,
   };

@@ -7,6 +7,7 @@ import { authenticate, principalOf, requireRole, SESSION_COOKIE } from '../auth.
 import { parseWith } from '../errors.js';
 import { createEventStream, type EventStream } from '../event-stream.js';
 import { parseMachinesCsv } from './csv.js';
+import { guardClusterChange, guardPlacements } from './cluster-rules.js';
 import { createResponseCache } from './response-cache.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, presentCluster, presentEvent, presentMachine } from './present.js';
 import { nextStallAt } from '../../boot/loaders.js';
@@ -150,6 +151,7 @@ export function apiRouter(deps: ApiDeps): Router {
   route('patch', '/clusters/:name', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const c = await loadCluster(String(req.params['name']));
     const patch = parseWith(clusterPatchSchema, req.body);
+    guardClusterChange(c, patch, await machines.list({ cluster: c.name }));
     const updated = await clusters.update(c.name, patch);
     res.json(presentCluster(updated, await machines.list({ cluster: c.name })));
   });
@@ -163,13 +165,15 @@ export function apiRouter(deps: ApiDeps): Router {
   route('post', '/machines/import', 'admin', noQuery, csv, async (req, res) => {
     if (typeof req.body !== 'string') throw new AppError('unsupported-media-type', 'ERR_CONTENT_TYPE', 'send the CSV with Content-Type: text/csv', 'content-type');
     const rows = parseMachinesCsv(req.body);
+    const warnings = await guardPlacements(machines, rows);
     const created = await machines.importAll(rows);
-    res.status(201).json({ imported: created.length, machines: created.map(presentMachine) });
+    res.status(201).json({ imported: created.length, machines: created.map(presentMachine), warnings });
   });
   route('post', '/machines', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const body = parseWith(newMachineSchema, req.body);
+    const warnings = await guardPlacements(machines, [body]);
     const m = await machines.create(body);
-    res.status(201).location(`/api/v1/machines/${m.mac}`).json(presentMachine(m));
+    res.status(201).location(`/api/v1/machines/${m.mac}`).json({ ...presentMachine(m), warnings });
   });
   const listCache = createResponseCache(8);
   route('get', '/machines', 'viewer', async (req, res) => {
@@ -203,7 +207,9 @@ export function apiRouter(deps: ApiDeps): Router {
   route('patch', '/machines/:mac', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const m = await loadMachine(req);
     const patch = parseWith(machinePatchSchema, req.body);
-    res.json(presentMachine(await machines.update(m.mac, patch, 'api')));
+    const placement = { mac: m.mac, hostname: patch.hostname === undefined ? m.hostname : patch.hostname, role: patch.role === undefined ? m.role : patch.role, cluster: patch.cluster === undefined ? m.cluster : patch.cluster };
+    const warnings = await guardPlacements(machines, [placement]);
+    res.json({ ...presentMachine(await machines.update(m.mac, patch, 'api')), warnings });
   });
   route('delete', '/machines/:mac', 'admin', noQuery, async (req, res) => {
     const m = await loadMachine(req);

@@ -4,6 +4,8 @@ import { macRefusal, parseMac, type Mac } from '../../lib/mac.js';
 import { BOOT_LOADERS, CNIS, CONTAINER_RUNTIMES, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
 import { MACHINE_STATES } from '../../inventory/lifecycle.js';
 import type { MachineCursor } from '../../inventory/store.js';
+import { checkCompatibility, osOfRelease } from '../../clusters/compatibility.js';
+import { apiField } from '../../clusters/changes.js';
 
 /**
  * The API's input shapes, parsed once at the boundary: MACs canonicalised, IPs checked, literals
@@ -72,10 +74,9 @@ export const newClusterSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    // dockershim left Kubernetes in 1.24; Docker Engine would need cri-dockerd, which we do not install.
-    if (c.containerRuntime === 'docker' && kubernetesMinor(c.kubernetesVersion) >= 24) {
-      ctx.addIssue({ code: 'custom', path: ['containerRuntime'], message: 'Kubernetes 1.24 and later have no dockershim: use containerd' });
-    }
+    // One compatibility table (server/clusters/compatibility.ts): Kubernetes minor × OS × runtime × CNI.
+    const compat = checkCompatibility({ os: osOfRelease(c.ubuntuRelease), kubernetesVersion: c.kubernetesVersion, containerRuntime: c.containerRuntime, cni: c.cni });
+    if (!compat.ok) ctx.addIssue({ code: 'custom', path: [apiField(compat.field)], message: compat.message });
   });
 
 export const clusterPatchSchema = z
