@@ -28,7 +28,9 @@ import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { instanceId } from './lib/instance-id.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
+import { routeDrivers } from './power/drivers.js';
 import { createIpmiDriver } from './power/ipmi.js';
+import { createRedfishDriver } from './power/redfish/driver.js';
 import { meteredDriver } from './power/metered.js';
 import { createBmcGate } from './power/scheduler.js';
 import { createPowerService } from './power/service.js';
@@ -94,23 +96,35 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   collectServiceHealth(metrics, health);
   const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
   const eventStream = createEventStream({ events: inventory.events, machines: inventory.machines, metrics });
+  const bmcGate = createBmcGate(config.powerMaxInFlight);
   const ipmi = createIpmiDriver({
     ipmitool: config.ipmitool,
     deadlineMs: config.powerTimeoutSeconds * 1000,
     retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
-    gate: createBmcGate(config.powerMaxInFlight),
+    gate: bmcGate,
     log: log.child({ svc: 'power' }),
+  });
+  // Same gate: one command per BMC and one global limit, whichever protocol speaks to it.
+  const redfish = createRedfishDriver({
+    deadlineMs: config.powerTimeoutSeconds * 1000,
+    retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
+    gate: bmcGate,
+    log: log.child({ svc: 'power', driver: 'redfish' }),
+    sessionIdleMs: config.redfishSessionIdleSeconds * 1000,
   });
   const power = createPowerService({
     inventory,
-    driver: meteredDriver(ipmi, metrics),
+    driver: routeDrivers({ ipmi: meteredDriver(ipmi, metrics), redfish: meteredDriver(redfish, metrics) }),
     settings: {
       rackConcurrency: config.rackPowerConcurrency,
       rackDelaySeconds: config.rackPowerDelaySeconds,
       removalTimeoutMs: config.reimageRemovalTimeoutSeconds * 1000,
       removalPollMs: 2000,
     },
-    onStopped: () => ipmi.close(),
+    onStopped: async () => {
+      ipmi.close();
+      await redfish.close();
+    },
   });
   // Power starts before HTTP (the API calls into it) and stops after it.
   services.push(power);

@@ -28,7 +28,7 @@ test('routes ⇔ paths', async () => {
     };
     const control = { kubeconfig: async () => null, retry: async () => ({ machines: [], steps: [] }) };
     const extraRoutes = [
-      ...powerRoutes({ machinePower: unused, reimage: unused, rackPower: unused, rackJob: () => null }),
+      ...powerRoutes({ machinePower: unused, reimage: unused, identify: unused, rackPower: unused, rackJob: () => null }),
       ...orchestrationRoutes(control, inv.clusters),
     ];
     const router = apiRouter({ inventory: inv, sshPublicKey: async () => 'ssh-ed25519 AAAA racksmith', extraRoutes });

@@ -6,7 +6,7 @@ import {
   newMachineSchema,
   sessionSchema,
 } from './schemas.js';
-import { machinePowerSchema, rackPowerSchema, reimageSchema } from './power.js';
+import { identifySchema, machinePowerSchema, rackPowerSchema, reimageSchema } from './power.js';
 
 /**
  * The OpenAPI 3 document of /api/v1. Request bodies come from the same zod schemas the handlers
@@ -181,6 +181,15 @@ export function openApiDocument(version: string): Record<string, unknown> {
           description: 'Refused (409 ERR_QUORUM) for a control-plane node whose removal would lose etcd quorum, unless force. Progress: the machine\'s events (type reimage). See docs/power.md.',
           requestBody: { required: false, content: { 'application/json': { schema: bodySchema(reimageSchema) } } },
           responses: { 202: ok('the reimage id and whether the node leaves its cluster first'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
+        },
+      },
+      '/machines/{mac}/identify': {
+        parameters: [macParam],
+        post: {
+          summary: 'The locator LED on (optionally for some seconds) or off, through the BMC (operator)',
+          description: 'IPMI chassis identify; Redfish LocationIndicatorActive (IndicatorLED on older BMCs). See docs/power.md.',
+          requestBody: jsonBody(identifySchema),
+          responses: { 200: ok('what was done'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
         },
       },
       '/racks/{rack}/power': {

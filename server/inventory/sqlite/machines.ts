@@ -6,7 +6,7 @@ import { transition, type MachineEventType } from '../lifecycle.js';
 import type { Machine, SshHostKey } from '../model.js';
 import type { ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
 import { prepared, type Db } from './db.js';
-import { MACHINE_COLUMNS, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
+import { MACHINE_COLUMNS, bmcOptionsToJson, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
 
 export interface MachineRepoDeps {
   readonly db: Db;
@@ -89,6 +89,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       bmc_username: bmc ? bmc.username : null,
       bmc_password_sealed: bmc ? box.seal(bmc.password) : null,
       bmc_cipher_suite: bmc?.cipherSuite ?? null,
+      bmc_options: bmc ? bmcOptionsToJson(bmc) : null,
       seed_token_hash: seed.hash,
       seed_token_sealed: seed.sealed,
       at,
@@ -98,16 +99,16 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         sql(
           `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack,
              bmc_driver=@bmc_driver, bmc_address=@bmc_address, bmc_port=@bmc_port, bmc_username=@bmc_username,
-             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite,
+             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite, bmc_options=@bmc_options,
              seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, updated_at=@at
            WHERE mac=@mac`,
         ).run(values);
       } else {
         sql(
           `INSERT INTO machines (mac, hostname, role, cluster, ip, rack, bmc_driver, bmc_address, bmc_port, bmc_username,
-             bmc_password_sealed, bmc_cipher_suite, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
+             bmc_password_sealed, bmc_cipher_suite, bmc_options, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
            VALUES (@mac, @hostname, @role, @cluster, @ip, @rack, @bmc_driver, @bmc_address, @bmc_port, @bmc_username,
-             @bmc_password_sealed, @bmc_cipher_suite, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
+             @bmc_password_sealed, @bmc_cipher_suite, @bmc_options, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
         ).run(values);
       }
     });
@@ -165,7 +166,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     if (patch.ip !== undefined) set('ip', patch.ip);
     if (patch.rack !== undefined) set('rack', patch.rack);
     if (patch.bmc === null) {
-      for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite']) set(c, null);
+      for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite', 'bmc_options', 'bmc_facts']) set(c, null);
     } else if (patch.bmc !== undefined) {
       if (patch.bmc.password === undefined && !before.bmc?.hasPassword) {
         throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
@@ -175,6 +176,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       set('bmc_port', patch.bmc.port ?? null);
       set('bmc_username', patch.bmc.username);
       set('bmc_cipher_suite', patch.bmc.cipherSuite ?? null);
+      set('bmc_options', bmcOptionsToJson(patch.bmc));
       if (patch.bmc.password !== undefined) set('bmc_password_sealed', box.seal(patch.bmc.password));
     }
     if (sets.length > 0) {
@@ -318,6 +320,9 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     },
     async setHostKeys(mac, keys: readonly SshHostKey[]) {
       sql('UPDATE machines SET host_keys=?, updated_at=? WHERE mac=?').run(JSON.stringify(keys), now().toISOString(), mac);
+    },
+    async setBmcFacts(mac, facts) {
+      sql('UPDATE machines SET bmc_facts=? WHERE mac=?').run(JSON.stringify(facts), mac);
     },
   };
 }
