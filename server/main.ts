@@ -31,6 +31,9 @@ import { ensureSshIdentity } from './lib/ssh-identity.js';
 import { routeDrivers } from './power/drivers.js';
 import { createIpmiDriver } from './power/ipmi.js';
 import { createRedfishDriver } from './power/redfish/driver.js';
+import { parseRackList } from './power/sol/policy.js';
+import { createSolService } from './power/sol/service.js';
+import { consoleRoutes } from './http/api/serial-console.js';
 import { meteredDriver } from './power/metered.js';
 import { createBmcGate } from './power/scheduler.js';
 import { createPowerService } from './power/service.js';
@@ -128,6 +131,11 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   // Power starts before HTTP (the API calls into it) and stops after it.
   services.push(power);
+  const sol = createSolService({
+    inventory,
+    settings: { ipmitool: config.ipmitool, racks: parseRackList(config.solCaptureRacks), retryMs: config.solRetrySeconds * 1000 },
+  });
+  services.push(sol);
   const orchestrator = createOrchestrator({
     inventory,
     orchestration: createOrchestrationRepo(inventory.db, inventory.now),
@@ -180,7 +188,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
     clusterDetail: orchestrator,
-    extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
+    extraRoutes: [...powerRoutes(power), ...consoleRoutes(sol), ...orchestrationRoutes(orchestrator, inventory.clusters)],
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory, metrics }));

@@ -64,7 +64,7 @@ function decodeAll(body: Buffer): void {
 /** A structural mutation: a property replaced by a value of another type or a nasty string. */
 function mutateJson(rng: Rng, v: unknown, depth = 0): unknown {
   if (depth > 4 || rng.chance(0.15)) {
-    return rng.pick<unknown>([null, 0, -1, 1e309, true, [], {}, [null], rng.pick(NASTY_STRINGS), { '@odata.id': rng.pick(NASTY_STRINGS) }, 'x'.repeat(rng.int(5000))]);
+    return rng.pick<unknown>([null, 0, -1, Number.POSITIVE_INFINITY, 2 ** 60, true, [], {}, [null], rng.pick(NASTY_STRINGS), { '@odata.id': rng.pick(NASTY_STRINGS) }, 'x'.repeat(rng.int(5000))]);
   }
   if (Array.isArray(v)) return v.map((x) => mutateJson(rng, x, depth + 1));
   if (v && typeof v === 'object') {

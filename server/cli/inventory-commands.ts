@@ -4,6 +4,7 @@ import { CLUSTERS_HELP, MACHINES_HELP } from './help.js';
 import { parse, UsageError, type Options } from './args.js';
 import { table } from './table.js';
 import { machinePowerCommand, reimageCommand } from './power-commands.js';
+import { consoleCommand, identifyCommand } from './tech-commands.js';
 
 /** Thin commands over the REST API: what an admin does daily, without curl. */
 
@@ -76,6 +77,11 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         'bmc-username': { type: 'string' },
         'bmc-password': { type: 'string' },
         'bmc-cipher-suite': { type: 'string' },
+        'bmc-driver': { type: 'string' },
+        'bmc-system-id': { type: 'string' },
+        'bmc-tls-fingerprint': { type: 'string' },
+        'bmc-no-verify-tls': { type: 'boolean' },
+        'sol-capture': { type: 'boolean' },
       });
       if (values['help']) return out(MACHINES_HELP);
       const bmcAddress = str(values['bmc-address']);
@@ -88,12 +94,16 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         rack: str(values['rack']),
         bmc: bmcAddress
           ? {
-              driver: 'ipmi',
+              driver: str(values['bmc-driver']) ?? 'ipmi',
               address: bmcAddress,
               port: values['bmc-port'] ? Number(values['bmc-port']) : undefined,
               username: str(values['bmc-username']),
               password: str(values['bmc-password']) ?? process.env['RACKSMITH_BMC_PASSWORD'],
               cipherSuite: values['bmc-cipher-suite'] ? Number(values['bmc-cipher-suite']) : undefined,
+              systemId: str(values['bmc-system-id']),
+              tlsFingerprint: str(values['bmc-tls-fingerprint']),
+              verifyTls: values['bmc-no-verify-tls'] ? false : undefined,
+              solCapture: values['sol-capture'] ? true : undefined,
             }
           : undefined,
       };
@@ -136,13 +146,17 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
     }
     case 'power':
       return machinePowerCommand(rest, client, out);
+    case 'identify':
+      return identifyCommand(rest, client, out);
+    case 'console':
+      return consoleCommand(rest, client, out);
     case 'reimage': {
       const code = await reimageCommand(rest, client, out);
       if (code !== 0) process.exitCode = code;
       return;
     }
     default:
-      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, power, reimage)`);
+      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, power, reimage, identify, console)`);
   }
 }
 
