@@ -11,7 +11,7 @@ import type { InventoryEvent, Machine } from '../../inventory/model.js';
 import type { EventRepo, MachineRepo } from '../../inventory/store.js';
 import { cipherOrder, DEFAULT_IPMI_PORT } from '../ipmitool.js';
 import { ConsoleLines, type ConsoleLine } from './lines.js';
-import { captureStep, captureWanted, sessionEnd, type CaptureState } from './policy.js';
+import { CAPTURE_STATES, captureStep, captureWanted, sessionEnd, type CaptureState } from './policy.js';
 
 const run = promisify(execFile);
 
@@ -27,6 +27,8 @@ export interface SolSettings {
   readonly racks: readonly string[];
   /** How long to wait before asking again for a slot someone else holds, or after a failure. */
   readonly retryMs: number;
+  /** How often the store is read again (another racksmith instance may move a machine). */
+  readonly pollMs?: number;
 }
 
 export interface SolDeps {
@@ -57,6 +59,10 @@ interface Capture {
   state: CaptureState;
   reason: string | null;
   heldBack: boolean;
+  /** The failure's console.tail was written for this install. */
+  tailWritten: boolean;
+  /** The machine's state when last seen, to tell a new install from the same one. */
+  seen: string | null;
   lines: ConsoleLines;
   child: ChildProcess | null;
   stopping: boolean;
@@ -76,6 +82,7 @@ export function createSolService(deps: SolDeps): SolService {
   /** BMC (address:port) → the MAC whose session holds it: one session per BMC. */
   const holders = new Map<string, Mac>();
   let queue = Promise.resolve();
+  let poller: NodeJS.Timeout | null = null;
 
   /** Serialises reactions so two events for one machine never race a spawn. */
   const serial = (fn: () => Promise<void>): void => {
@@ -85,7 +92,7 @@ export function createSolService(deps: SolDeps): SolService {
   function captureOf(mac: Mac): Capture {
     let c = captures.get(mac);
     if (!c) {
-      c = { mac, bmc: '', state: 'off', reason: null, heldBack: false, lines: new ConsoleLines(), child: null, stopping: false, retry: null, suites: [] };
+      c = { mac, bmc: '', state: 'off', reason: null, heldBack: false, tailWritten: false, seen: null, lines: new ConsoleLines(), child: null, stopping: false, retry: null, suites: [] };
       captures.set(mac, c);
     }
     return c;
@@ -210,35 +217,41 @@ export function createSolService(deps: SolDeps): SolService {
     if (state !== 'serving') return;
     const m = await machines.get(mac);
     const c = captures.get(mac) ?? null;
+    if (c && m && m.state !== c.seen) {
+      const installing = m.state === 'reimaging' || m.state === 'provisioning';
+      if (installing && c.seen !== 'reimaging' && c.seen !== 'provisioning' && c.state !== 'attached' && c.state !== 'attaching') {
+        // A new install: a person's earlier "hands off" no longer applies; a fresh buffer.
+        c.heldBack = false;
+        c.tailWritten = false;
+        c.lines = new ConsoleLines();
+      }
+      c.seen = m.state;
+    }
+    if (c && m?.state === 'failed' && !c.tailWritten) {
+      // The failure carries the console: its last lines as an event beside the state change.
+      c.tailWritten = true;
+      const tail = c.lines.tail();
+      if (tail.length > 0) {
+        await events.append({ mac, cluster: m.cluster, type: 'console.tail', source: 'power', message: `serial console before the failure: ${tail[tail.length - 1] ?? ''}`, data: { lines: tail, step: m.failedStep } });
+      }
+    }
     const step = captureStep(m, c, s.racks);
     if (step === 'detach' && c) await detach(c);
     if (step === 'attach' && m) await attach(m, captureOf(mac));
   }
 
   function onEvent(e: InventoryEvent): void {
-    if (!e.mac) return;
-    const mac = e.mac;
-    if (e.type === 'state') {
-      const to = e.data?.['to'];
-      const c = captures.get(mac);
-      if (to === 'failed' && c) {
-        // The failure carries the console: its last lines as an event beside the state change.
-        const tail = c.lines.tail();
-        if (tail.length > 0) {
-          void events.append({ mac, cluster: e.cluster, type: 'console.tail', source: 'power', message: `serial console before the failure: ${tail[tail.length - 1] ?? ''}`, data: { lines: tail, step: e.data?.['step'] ?? null } });
-        }
-      }
-      if (c && (to === 'reimaging' || to === 'provisioning') && e.data?.['from'] !== 'reimaging') {
-        // A new install: a person's earlier "hands off" no longer applies; a fresh buffer.
-        if (c.state !== 'attached' && c.state !== 'attaching') {
-          c.heldBack = false;
-          c.lines = new ConsoleLines();
-        }
-      }
-      serial(() => evaluate(mac));
-    } else if (e.type === 'machine.updated' || e.type === 'machine.deleted') {
+    if (e.mac && (e.type === 'state' || e.type === 'machine.updated' || e.type === 'machine.deleted')) {
+      const mac = e.mac;
       serial(() => evaluate(mac));
     }
+  }
+
+  /** Every machine that installs or has a capture, read again from the store. */
+  async function scan(): Promise<void> {
+    const macs = new Set<Mac>(captures.keys());
+    for (const st of CAPTURE_STATES) for (const m of await machines.list({ state: st })) if (captureWanted(m, s.racks)) macs.add(m.mac);
+    for (const mac of macs) await evaluate(mac);
   }
 
   return {
@@ -247,12 +260,15 @@ export function createSolService(deps: SolDeps): SolService {
       log = ctx.log;
       state = 'serving';
       unsubscribe = events.subscribe(onEvent);
-      // After a restart: machines that are installing now.
-      for (const m of await machines.list()) if (captureWanted(m, s.racks)) serial(() => evaluate(m.mac));
+      // After a restart, and for changes made by another instance: the store, now and every pollMs.
+      serial(scan);
+      poller = setInterval(() => serial(scan), s.pollMs ?? 10_000);
+      poller.unref();
     },
     async stop() {
       state = 'stopping';
       unsubscribe?.();
+      if (poller) clearInterval(poller);
       await queue;
       await Promise.all([...captures.values()].map((c) => detach(c)));
       if (fifoDir) rmSync(fifoDir, { recursive: true, force: true });
