@@ -114,7 +114,7 @@ export const SETTINGS = {
   powerTimeoutSeconds: { env: 'RACKSMITH_POWER_TIMEOUT_SECONDS', schema: integer(2, 600), default: 30, help: 'deadline for one BMC operation, every retry and cipher-suite fallback included' },
   powerRetries: { env: 'RACKSMITH_POWER_RETRIES', schema: integer(0, 10), default: 2, help: 'extra attempts after a BMC did not answer or was busy (backoff 0.5 s, doubling)' },
   powerMaxInFlight: { env: 'RACKSMITH_POWER_MAX_IN_FLIGHT', schema: integer(1, 256), default: 8, help: 'BMC commands in flight at once over all BMCs (one per BMC always)' },
-  redfishSessionIdleSeconds: { env: 'RACKSMITH_REDFISH_SESSION_IDLE_SECONDS', schema: integer(5, 3600), default: 60, help: 'a Redfish session unused this long is deleted on the BMC (BMCs have few session slots)' },
+  redfishSessionIdleSeconds: { env: 'RACKSMITH_REDFISH_SESSION_IDLE_SECONDS', schema: integer(30, 3600), default: 60, help: 'a Redfish session unused this long is deleted on the BMC (BMCs have few session slots)' },
   solCaptureRacks: { env: 'RACKSMITH_SOL_CAPTURE_RACKS', schema: z.string().max(4096).regex(/^[A-Za-z0-9_.,* -]*$/, 'rack names separated by commas, or *'), default: '', help: 'racks whose machines get their serial console captured over IPMI SOL while they install (comma-separated, * for all; a machine\'s bmc.solCapture wins)' },
   solRetrySeconds: { env: 'RACKSMITH_SOL_RETRY_SECONDS', schema: integer(1, 3600), default: 30, help: 'serial console capture: seconds before asking again for a SOL session someone else holds, or after a failure' },
   rackPowerConcurrency: { env: 'RACKSMITH_RACK_POWER_CONCURRENCY', schema: integer(1, 64), default: 4, help: 'rack power jobs: machines handled at once, unless the request says' },

@@ -52,6 +52,8 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
   let fifoSeq = 0;
   /** The suite that last worked per BMC, so a BMC without 17 is not asked for it every time. */
   const learned = new Map<string, number>();
+  /** Locator LEDs racksmith turns off itself (on for longer than IPMI's 255 s). */
+  const ledTimers = new Map<string, NodeJS.Timeout>();
 
   /**
    * The password goes through a FIFO opened read-write by racksmith: ipmitool's `-f` reads it
@@ -215,9 +217,22 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
       return { attempts: set.info.attempts + read.info.attempts, cipherSuite: read.info.cipherSuite, ms: set.info.ms + read.info.ms, warning };
     },
     async identify(t, on, seconds, signal) {
-      // IPMI keeps the LED on for at most 255 s by itself; longer is `force`, turned off by the caller.
+      const key = `${t.address}:${t.port}`;
+      const pending = ledTimers.get(key);
+      if (pending) clearTimeout(pending);
+      ledTimers.delete(key);
+      // The BMC keeps the LED on by itself for at most 255 s; longer is `force`, and racksmith turns it off.
       const interval = !on ? 0 : seconds !== null && seconds <= 255 ? Math.max(1, Math.round(seconds)) : null;
-      return (await call(t, { op: 'identify', seconds: interval }, signal)).info;
+      const info = (await call(t, { op: 'identify', seconds: interval }, signal)).info;
+      if (on && seconds !== null && interval === null) {
+        const timer = setTimeout(() => {
+          ledTimers.delete(key);
+          call(t, { op: 'identify', seconds: 0 }).catch((err: unknown) => opts.log.warn({ bmc: key, err }, 'turning the locator LED off failed'));
+        }, seconds * 1000);
+        timer.unref();
+        ledTimers.set(key, timer);
+      }
+      return info;
     },
     async facts(t, signal) {
       const mc = await call(t, { op: 'mcinfo' }, signal);
@@ -238,6 +253,8 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
       return { attempts: mc.info.attempts + fru.info.attempts, cipherSuite: fru.info.cipherSuite, ms: mc.info.ms + fru.info.ms, facts };
     },
     close() {
+      for (const timer of ledTimers.values()) clearTimeout(timer);
+      ledTimers.clear();
       if (fifoDir) rmSync(fifoDir, { recursive: true, force: true });
       fifoDir = null;
     },

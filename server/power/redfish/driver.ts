@@ -53,7 +53,7 @@ export function createRedfishDriver(opts: RedfishDriverOptions): RedfishDriver {
 
   const sweeper = setInterval(() => {
     for (const [key, c] of conns) {
-      if (Date.now() - c.lastUsed() > idleMs) {
+      if (!c.busy() && Date.now() - c.lastUsed() > idleMs) {
         conns.delete(key);
         void c.close();
       }

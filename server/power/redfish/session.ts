@@ -19,6 +19,8 @@ export interface BmcConnection {
   close(): Promise<void>;
   /** For tests and logs: "session", "basic" or "none" yet. */
   authMode(): 'session' | 'basic' | 'none';
+  /** Requests in flight: an idle sweep leaves a busy connection alone. */
+  busy(): boolean;
   lastUsed(): number;
 }
 
@@ -52,6 +54,7 @@ export function createBmcConnection(endpoint: RedfishEndpoint, tls: TlsPolicy, u
   const http: BmcHttp = createBmcHttp(endpoint, tls);
   let auth: Auth | null = null;
   let used = Date.now();
+  let inFlight = 0;
   /** One login at a time: calls are serialised per BMC by the gate, but close() may race. */
   let loggingIn: Promise<Auth> | null = null;
 
@@ -106,6 +109,7 @@ export function createBmcConnection(endpoint: RedfishEndpoint, tls: TlsPolicy, u
     endpoint,
     async send(req, deadline, signal) {
       used = Date.now();
+      inFlight++;
       try {
         let a = await currentAuth(deadline, signal);
         let res = await http.request({ ...req, headers: { ...req.headers, ...headersFor(a) } }, remaining(deadline), signal);
@@ -119,6 +123,8 @@ export function createBmcConnection(endpoint: RedfishEndpoint, tls: TlsPolicy, u
         return res;
       } catch (err) {
         throw transportError(endpoint, err);
+      } finally {
+        inFlight--;
       }
     },
     async close() {
@@ -134,6 +140,7 @@ export function createBmcConnection(endpoint: RedfishEndpoint, tls: TlsPolicy, u
       http.close();
     },
     authMode: () => auth?.mode ?? 'none',
+    busy: () => inFlight > 0,
     lastUsed: () => used,
   };
 }
