@@ -7,6 +7,17 @@ import type { View } from './view.js';
 
 const ROLES = ['loadbalancer', 'control-plane', 'worker'];
 
+function keptBmcOptions(b: NonNullable<Machine['bmc']>): Record<string, unknown> {
+  const o = b as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  if (b.driver === 'redfish') {
+    if (o['verifyTls'] === false) out['verifyTls'] = false;
+    if (typeof o['tlsFingerprint'] === 'string') out['tlsFingerprint'] = o['tlsFingerprint'];
+  } else if (typeof o['cipherSuite'] === 'number') out['cipherSuite'] = o['cipherSuite'];
+  if (typeof b.solCapture === 'boolean' && b.driver === 'ipmi') out['solCapture'] = b.solCapture;
+  return out;
+}
+
 export const machineFormView: View = async (ctx, el) => {
   const editing = ctx.params[0];
   let m: Machine | null = null;
@@ -31,8 +42,10 @@ export const machineFormView: View = async (ctx, el) => {
     h(
       'fieldset',
       null,
-      h('legend', null, 'BMC (IPMI, optional)'),
-      field('bmc_address', 'BMC address', { value: m?.bmc?.address ?? '' }),
+      h('legend', null, 'BMC (optional)'),
+      select('bmc_driver', 'Protocol', ['ipmi', 'redfish'], m?.bmc?.driver ?? 'ipmi'),
+      field('bmc_address', 'BMC address', { value: m?.bmc?.address ?? '' }, 'IPMI: host or IP. Redfish: host or https://host[:port]'),
+      field('bmc_system_id', 'Redfish system id (optional)', { value: m?.bmc?.systemId ?? '', autocomplete: 'off' }, 'Needed only when the BMC manages several systems'),
       field('bmc_username', 'BMC user', { value: m?.bmc?.username ?? '', autocomplete: 'off' }),
       field('bmc_password', m?.bmc?.passwordSet ? 'BMC password (blank: keep)' : 'BMC password', { type: 'password', autocomplete: 'new-password' }),
     ),
@@ -44,7 +57,15 @@ export const machineFormView: View = async (ctx, el) => {
       const v = values(form);
       const bmc =
         v['bmc_address'] || v['bmc_username'] || v['bmc_password']
-          ? { driver: 'ipmi', address: v['bmc_address'], username: v['bmc_username'], ...(v['bmc_password'] ? { password: v['bmc_password'] } : {}) }
+          ? {
+              driver: v['bmc_driver'] ?? 'ipmi',
+              address: v['bmc_address'],
+              username: v['bmc_username'],
+              ...(v['bmc_password'] ? { password: v['bmc_password'] } : {}),
+              ...(v['bmc_driver'] === 'redfish' && v['bmc_system_id'] ? { systemId: v['bmc_system_id'] } : {}),
+              // What the form does not show is kept (a pinned certificate, the console capture setting).
+              ...(m?.bmc && m.bmc.driver === v['bmc_driver'] ? keptBmcOptions(m.bmc) : {}),
+            }
           : undefined;
       try {
         if (m) {
