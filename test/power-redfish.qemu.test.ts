@@ -1,10 +1,10 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { buildGuest, type Guest } from './lib/guest/build.js';
-import { domainXml, startLibvirtd, type Libvirtd } from './lib/libvirt.js';
+import { domainXml, firstBootDevice, startLibvirtd, type Libvirtd } from './lib/libvirt.js';
 import { PxeBed, SERVER_IP } from './lib/pxe.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { startSushy, sushyMissing, type Sushy } from './lib/sushy.js';
@@ -59,18 +59,21 @@ async function until<T>(what: string, fn: () => T | null | undefined | false | P
   throw new Error(`timed out waiting for ${what}; serial:\n${serial().slice(-1500)}\nlibvirtd: ${lv?.log().slice(-800)}\nsushy: ${sushy?.log().slice(-800)}`);
 }
 const domainState = async (): Promise<string> => (await lv!.virsh(['domstate', VM.uuid])).trim();
-const bootDev = async (): Promise<string | null> => /<boot dev='(\w+)'/.exec(await lv!.virsh(['dumpxml', '--inactive', VM.uuid]))?.[1] ?? null;
+const bootDev = async (): Promise<string | null> => firstBootDevice(await lv!.virsh(['dumpxml', '--inactive', VM.uuid]));
 
 test.before(async () => {
   if (missing) return;
   guest = await buildGuest();
   work = mkdtempSync(join(tmpdir(), 'racksmith-rfq-'));
   serialLog = join(work, 'serial.log');
+  // An empty disk: "boot from disk" finds nothing bootable and never falls through to the network.
+  writeFileSync(join(work, 'disk.img'), Buffer.alloc(0));
+  truncateSync(join(work, 'disk.img'), 16 * 1024 * 1024);
   bed = await new PxeBed('rq').setup();
   await bed.tb.ip(bed.sw, ['addr', 'add', `${BMC_IP}/24`, 'dev', bed.bridge]);
   lv = await startLibvirtd(bed.sw);
   const xml = join(work, 'domain.xml');
-  writeFileSync(xml, domainXml({ name: 'rs-redfish-vm', uuid: VM.uuid, mac: VM.mac, bridge: bed.bridge, serialLog, boot: 'network' }));
+  writeFileSync(xml, domainXml({ name: 'rs-redfish-vm', uuid: VM.uuid, mac: VM.mac, bridge: bed.bridge, serialLog, disk: join(work, 'disk.img'), boot: 'network' }));
   await lv.virsh(['define', xml]);
   sushy = await startSushy({ users: { admin: PASSWORD }, libvirtUri: lv.uri, netns: bed.sw, address: BMC_IP, port: 8000 });
 });

@@ -92,8 +92,11 @@ export async function startLibvirtd(netns: string): Promise<Libvirtd> {
   throw new Error(`libvirtd did not start: ${why.slice(-2000)}`);
 }
 
-/** A diskless QEMU/TCG domain on a bridge, booting from `boot` first, its COM1 to a file. */
-export function domainXml(o: { name: string; uuid: string; mac: string; bridge: string; serialLog: string; boot: 'network' | 'hd'; memoryMiB?: number }): string {
+/**
+ * A QEMU/TCG domain on a bridge, booting from `boot` first, its COM1 to a file, with an empty
+ * (unbootable) disk so that "boot from disk" really does not reach the network.
+ */
+export function domainXml(o: { name: string; uuid: string; mac: string; bridge: string; serialLog: string; disk: string; boot: 'network' | 'hd'; memoryMiB?: number }): string {
   return `<domain type='qemu'>
   <name>${o.name}</name>
   <uuid>${o.uuid}</uuid>
@@ -104,9 +107,25 @@ export function domainXml(o: { name: string; uuid: string; mac: string; bridge: 
   <on_reboot>restart</on_reboot>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='${o.disk}'/><target dev='vda' bus='virtio'/></disk>
     <interface type='bridge'><source bridge='${o.bridge}'/><mac address='${o.mac}'/><model type='virtio'/></interface>
     <serial type='file'><source path='${o.serialLog}'/><target port='0'/></serial>
   </devices>
 </domain>
 `;
+}
+
+/**
+ * Which device a domain boots first, as libvirt records it: the legacy `<os><boot dev=…/>`, or
+ * the per-device `<boot order='1'/>` sushy-emulator writes on an override (`network` when it is
+ * on the NIC). Null when nothing is bootable.
+ */
+export function firstBootDevice(xml: string): string | null {
+  const os = /<os>[\s\S]*?<\/os>/.exec(xml)?.[0] ?? '';
+  const dev = /<boot dev='(\w+)'/.exec(os)?.[1];
+  if (dev) return dev;
+  for (const m of xml.matchAll(/<(interface|disk)\b[\s\S]*?<\/\1>/g)) {
+    if (/<boot order='1'\/>/.test(m[0])) return m[1] === 'interface' ? 'network' : 'hd';
+  }
+  return null;
 }
