@@ -57,7 +57,9 @@ async function personActivates(): Promise<string> {
 /**
  * The machine's UART as a real BMC sees it: always there, whether the host is powered or not.
  * ipmi_sim's SOL connects to one side (at start), QEMU's COM1 to the other (when it runs); bytes
- * flow while both are connected. (ipmi_sim completes no SOL activation while its device is down.)
+ * flow while both are connected. ipmi_sim answers a SOL activation only once its device has
+ * sent something, so while no host is connected the line idles with a CR/LF a second (blank
+ * lines, which the capture drops).
  */
 let uart: Server[] = [];
 async function uartRelay(): Promise<{ bmcPort: number; hostPort: number }> {
@@ -71,6 +73,10 @@ async function uartRelay(): Promise<{ bmcPort: number; hostPort: number }> {
       sock.on('close', () => set(null));
     });
   const a = side((s) => (bmc = s), () => host);
+  const idle = setInterval(() => {
+    if (!host) bmc?.write('\r\n');
+  }, 1000);
+  idle.unref();
   const b = side((s) => (host = s), () => bmc);
   uart = [a, b];
   const listen = (srv: Server): Promise<number> => new Promise((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as { port: number }).port)));

@@ -174,7 +174,15 @@ export function createSolService(deps: SolDeps): SolService {
     child.on('error', (err) => {
       output += `\n${err.message}`;
     });
+    // Bounded: a BMC that never completes the activation is given up and asked again later.
+    const activation = setTimeout(() => {
+      if (operational) return;
+      output += '\nno answer to the SOL activation within 30 s';
+      child.kill('SIGKILL');
+    }, 30_000);
+    activation.unref();
     child.on('close', () => {
+      clearTimeout(activation);
       releaseFifo();
       if (holders.get(key) === m.mac) holders.delete(key);
       c.child = null;
