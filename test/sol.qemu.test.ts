@@ -1,10 +1,10 @@
 import { execFile, spawn } from 'node:child_process';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Server } from 'node:net';
 import { promisify } from 'node:util';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Mac } from '../server/lib/mac.js';
-import { startBmcSim, watchPs, type BmcSim } from './lib/bmc-sim.js';
+import { startBmcSim, uartRelay, watchPs, type BmcSim } from './lib/bmc-sim.js';
 import { buildGuest, type Guest } from './lib/guest/build.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -27,6 +27,7 @@ const missing = requirements(['qemu-system-x86_64', 'ipmi_sim', 'ipmitool', 'mkf
 let rs: RacksmithProcess;
 let sim: BmcSim;
 let ps: ReturnType<typeof watchPs> | null = null;
+let uart: Server[] = [];
 let guest: Guest;
 let admin = '';
 
@@ -54,39 +55,12 @@ async function personActivates(): Promise<string> {
   return out;
 }
 
-/**
- * The machine's UART as a real BMC sees it: always there, whether the host is powered or not.
- * ipmi_sim's SOL connects to one side (at start), QEMU's COM1 to the other (when it runs); bytes
- * flow while both are connected. ipmi_sim answers a SOL activation only once its device has
- * sent something, so while no host is connected the line idles with a CR/LF a second (blank
- * lines, which the capture drops).
- */
-let uart: Server[] = [];
-async function uartRelay(): Promise<{ bmcPort: number; hostPort: number }> {
-  let bmc: Socket | null = null;
-  let host: Socket | null = null;
-  const side = (set: (s: Socket | null) => void, other: () => Socket | null) =>
-    createServer((sock) => {
-      set(sock);
-      sock.on('data', (d) => other()?.write(d));
-      sock.on('error', () => undefined);
-      sock.on('close', () => set(null));
-    });
-  const a = side((s) => (bmc = s), () => host);
-  const idle = setInterval(() => {
-    if (!host) bmc?.write('\r\n');
-  }, 1000);
-  idle.unref();
-  const b = side((s) => (host = s), () => bmc);
-  uart = [a, b];
-  const listen = (srv: Server): Promise<number> => new Promise((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as { port: number }).port)));
-  return { bmcPort: await listen(a), hostPort: await listen(b) };
-}
-
 test.before(async () => {
   if (missing) return;
   guest = await buildGuest();
-  const { bmcPort, hostPort } = await uartRelay();
+  const relay = await uartRelay();
+  uart = relay.servers;
+  const { bmcPort, hostPort } = relay;
   // The guest looks for a seed that is not there, prints why, and powers off.
   const vm = `qemu-system-x86_64 -machine pc -accel tcg -m 256 -smp 1 -display none -monitor none -no-reboot \\
     -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0,mac=${MAC} \\

@@ -1,5 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
+import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -335,4 +336,31 @@ export function watchPs(needle: string): { stop(): Promise<{ samples: number; le
       return { samples, leaks, ipmitoolLines };
     },
   };
+}
+
+/**
+ * The machine's UART as a real BMC sees it: always there, whether the host is powered or not.
+ * ipmi_sim's SOL connects to one side (at start), QEMU's COM1 to the other (when it runs); bytes
+ * flow while both are connected. ipmi_sim answers a SOL activation only once its device has
+ * sent something, so while no host is connected the line idles with a CR/LF a second (blank
+ * lines, which the capture drops).
+ */
+export async function uartRelay(): Promise<{ bmcPort: number; hostPort: number; servers: Server[] }> {
+  let bmc: TcpSocket | null = null;
+  let host: TcpSocket | null = null;
+  const side = (set: (s: TcpSocket | null) => void, other: () => TcpSocket | null) =>
+    createServer((sock) => {
+      set(sock);
+      sock.on('data', (d) => other()?.write(d));
+      sock.on('error', () => undefined);
+      sock.on('close', () => set(null));
+    });
+  const a = side((s) => (bmc = s), () => host);
+  const idle = setInterval(() => {
+    if (!host) bmc?.write('\r\n');
+  }, 1000);
+  idle.unref();
+  const b = side((s) => (host = s), () => bmc);
+  const listen = (srv: Server): Promise<number> => new Promise((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as { port: number }).port)));
+  return { bmcPort: await listen(a), hostPort: await listen(b), servers: [a, b] };
 }

@@ -123,6 +123,7 @@ export function createSolService(deps: SolDeps): SolService {
   async function attach(m: Machine, c: Capture): Promise<void> {
     const bmc = m.bmc;
     if (!bmc) return;
+    c.seen = m.state;
     const key = `${bmc.address}:${bmc.port ?? DEFAULT_IPMI_PORT}`;
     const holder = holders.get(key);
     if (holder && holder !== m.mac) {
