@@ -103,6 +103,7 @@ export function domainXml(o: { name: string; uuid: string; mac: string; bridge: 
   <memory unit='MiB'>${o.memoryMiB ?? 256}</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='${o.boot}'/></os>
+  <features><acpi/><apic/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <devices>
