@@ -30,7 +30,12 @@ import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { instanceId } from './lib/instance-id.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
+import { routeDrivers } from './power/drivers.js';
 import { createIpmiDriver } from './power/ipmi.js';
+import { createRedfishDriver } from './power/redfish/driver.js';
+import { parseRackList } from './power/sol/policy.js';
+import { createSolService } from './power/sol/service.js';
+import { consoleRoutes } from './http/api/serial-console.js';
 import { meteredDriver } from './power/metered.js';
 import { createBmcGate } from './power/scheduler.js';
 import { createPowerService } from './power/service.js';
@@ -111,12 +116,21 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   };
   collectDiscoveryMetrics(metrics, discovery);
   const eventStream = createEventStream({ events: inventory.events, machines: inventory.machines, metrics });
+  const bmcGate = createBmcGate(config.powerMaxInFlight);
   const ipmi = createIpmiDriver({
     ipmitool: config.ipmitool,
     deadlineMs: config.powerTimeoutSeconds * 1000,
     retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
-    gate: createBmcGate(config.powerMaxInFlight),
+    gate: bmcGate,
     log: log.child({ svc: 'power' }),
+  });
+  // Same gate: one command per BMC and one global limit, whichever protocol speaks to it.
+  const redfish = createRedfishDriver({
+    deadlineMs: config.powerTimeoutSeconds * 1000,
+    retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
+    gate: bmcGate,
+    log: log.child({ svc: 'power', driver: 'redfish' }),
+    sessionIdleMs: config.redfishSessionIdleSeconds * 1000,
   });
   const clusterChecks = createClusterChecks({
     clusters: inventory.clusters,
@@ -130,17 +144,25 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const power = createPowerService({
     powerOnGate: createPowerOnGate(clusterChecks),
     inventory,
-    driver: meteredDriver(ipmi, metrics),
+    driver: routeDrivers({ ipmi: meteredDriver(ipmi, metrics), redfish: meteredDriver(redfish, metrics) }),
     settings: {
       rackConcurrency: config.rackPowerConcurrency,
       rackDelaySeconds: config.rackPowerDelaySeconds,
       removalTimeoutMs: config.reimageRemovalTimeoutSeconds * 1000,
       removalPollMs: 2000,
     },
-    onStopped: () => ipmi.close(),
+    onStopped: async () => {
+      ipmi.close();
+      await redfish.close();
+    },
   });
   // Power starts before HTTP (the API calls into it) and stops after it.
   services.push(power);
+  const sol = createSolService({
+    inventory,
+    settings: { ipmitool: config.ipmitool, racks: parseRackList(config.solCaptureRacks), retryMs: config.solRetrySeconds * 1000 },
+  });
+  services.push(sol);
   const orchestrator = createOrchestrator({
     inventory,
     orchestration: createOrchestrationRepo(inventory.db, inventory.now),
@@ -204,7 +226,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
     clusterDetail: orchestrator,
-    extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters), ...clusterChecksRoutes(clusterChecks, inventory.clusters)],
+    extraRoutes: [...powerRoutes(power), ...consoleRoutes(sol), ...orchestrationRoutes(orchestrator, inventory.clusters), ...clusterChecksRoutes(clusterChecks, inventory.clusters)],
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp }));

@@ -1,3 +1,4 @@
+import { consoleRoutes } from '../server/http/api/serial-console.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Router } from 'express';
@@ -29,9 +30,10 @@ test('routes ⇔ paths', async () => {
     };
     const control = { kubeconfig: async () => null, retry: async () => ({ machines: [], steps: [] }) };
     const extraRoutes = [
-      ...powerRoutes({ machinePower: unused, reimage: unused, rackPower: unused, rackJob: () => null }),
+      ...powerRoutes({ machinePower: unused, reimage: unused, identify: unused, rackPower: unused, rackJob: () => null }),
       ...orchestrationRoutes(control, inv.clusters),
       ...clusterChecksRoutes({ preflight: unused, prefetch: unused }, inv.clusters),
+      ...consoleRoutes({ console: unused, detach: unused, attach: unused }),
     ];
     const router = apiRouter({ inventory: inv, sshPublicKey: async () => 'ssh-ed25519 AAAA racksmith', extraRoutes });
     const served = [...routesOf(router), 'GET /openapi.json'].sort();

@@ -10,6 +10,7 @@ Commands:
   machines list|add|set|rm|import
                              the machine inventory, through a running server's API
   machines power|reimage     a machine's power through its BMC; reimage it
+  machines identify|console  its locator LED; its captured serial console (IPMI SOL)
   rack power                 power a whole rack, a few machines at a time, with live progress
   watch [--cluster C] [--rack R]
                              the machines live: state, boot step, time in state
@@ -60,7 +61,9 @@ export const MACHINES_HELP = `Usage:
   racksmith machines list [--cluster C] [--role R] [--state S] [--rack R]
   racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
                          [--ip IP] [--rack R] [--bmc-address A --bmc-username U]
-                         [--bmc-port N] [--bmc-cipher-suite 17|3|…]
+                         [--bmc-port N] [--bmc-cipher-suite 17|3|…] [--sol-capture]
+                         [--bmc-driver redfish --bmc-address https://HOST[:PORT] [--bmc-system-id ID]
+                          [--bmc-tls-fingerprint SHA256 | --bmc-no-verify-tls]]
                          [--boot-loader ipxe|shim-grub|auto] [--secure-boot on|off|unknown]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
                          [--bmc-address A] [--bmc-username U] [--bmc-port N|default]
@@ -72,6 +75,8 @@ export const MACHINES_HELP = `Usage:
               (optional: bmc_port,bmc_cipher_suite,boot_loader,secure_boot; columns in any order)
   racksmith machines power MAC --action on|off|cycle|reset|status
   racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
+  racksmith machines identify MAC [--off] [--seconds N]
+  racksmith machines console MAC [--follow] [--detach | --attach]
 
 The BMC password comes from --bmc-password-file FILE (its first line) or RACKSMITH_BMC_PASSWORD,
 else add asks for it on a terminal; --bmc-password P works too but is visible in ps. set changes

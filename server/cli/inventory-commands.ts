@@ -5,6 +5,7 @@ import { parse, UsageError, type Options } from './args.js';
 import { readSecret, terminalPrompt } from './secrets.js';
 import { table } from './table.js';
 import { machinePowerCommand, reimageCommand } from './power-commands.js';
+import { consoleCommand, identifyCommand } from './tech-commands.js';
 
 /** Thin commands over the REST API: what an admin does daily, without curl. */
 
@@ -103,6 +104,11 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         'bmc-port': { type: 'string' },
         'bmc-username': { type: 'string' },
         ...BMC_FLAGS,
+        'bmc-driver': { type: 'string' },
+        'bmc-system-id': { type: 'string' },
+        'bmc-tls-fingerprint': { type: 'string' },
+        'bmc-no-verify-tls': { type: 'boolean' },
+        'sol-capture': { type: 'boolean' },
         'boot-loader': { type: 'string' },
         'secure-boot': { type: 'string' },
       });
@@ -117,12 +123,16 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         rack: str(values['rack']),
         bmc: bmcAddress
           ? {
-              driver: 'ipmi',
+              driver: str(values['bmc-driver']) ?? 'ipmi',
               address: bmcAddress,
               port: values['bmc-port'] ? Number(values['bmc-port']) : undefined,
               username: str(values['bmc-username']),
               password: await bmcPassword(values, bmcAddress),
               cipherSuite: values['bmc-cipher-suite'] ? Number(values['bmc-cipher-suite']) : undefined,
+              systemId: str(values['bmc-system-id']),
+              tlsFingerprint: str(values['bmc-tls-fingerprint']),
+              verifyTls: values['bmc-no-verify-tls'] ? false : undefined,
+              solCapture: values['sol-capture'] ? true : undefined,
             }
           : undefined,
         ...bootOptions(values),
@@ -176,13 +186,17 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
     }
     case 'power':
       return machinePowerCommand(rest, client, out);
+    case 'identify':
+      return identifyCommand(rest, client, out);
+    case 'console':
+      return consoleCommand(rest, client, out);
     case 'reimage': {
       const code = await reimageCommand(rest, client, out);
       if (code !== 0) process.exitCode = code;
       return;
     }
     default:
-      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, power, reimage)`);
+      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, power, reimage, identify, console)`);
   }
 }
 

@@ -51,14 +51,38 @@ export interface Cluster {
   readonly updatedAt: string;
 }
 
+export const BMC_DRIVER_NAMES = ['ipmi', 'redfish'] as const;
+export type BmcDriverName = (typeof BMC_DRIVER_NAMES)[number];
+
 export interface BmcConfig {
-  readonly driver: 'ipmi';
+  readonly driver: BmcDriverName;
   readonly address: string;
   readonly port: number | null;
   readonly username: string;
   /** IPMI lanplus cipher suite; null means the driver's default order (17, then 3). */
   readonly cipherSuite: number | null;
   readonly hasPassword: boolean;
+  /** Redfish: the ComputerSystem id; null means the BMC's only system. */
+  readonly systemId: string | null;
+  /** Redfish: check the certificate against the system's CAs (default true). */
+  readonly verifyTls: boolean;
+  /** Redfish: SHA-256 fingerprint of the one certificate to accept (self-signed BMCs). */
+  readonly tlsFingerprint: string | null;
+  /** Serial console capture during installs (IPMI SOL); null means the rack's setting. */
+  readonly solCapture: boolean | null;
+}
+
+/** What the BMC reported about its machine at the last status call that read it. */
+export interface BmcFactsRecord {
+  readonly source: BmcDriverName;
+  readonly manufacturer: string | null;
+  readonly model: string | null;
+  readonly serial: string | null;
+  readonly biosVersion: string | null;
+  readonly firmwareVersion: string | null;
+  /** The system's NIC MACs (Redfish); null when the BMC does not list them. */
+  readonly nics: readonly string[] | null;
+  readonly collectedAt: string;
 }
 
 export interface SshHostKey {
@@ -74,6 +98,7 @@ export interface Machine {
   readonly ip: string | null;
   readonly rack: string | null;
   readonly bmc: BmcConfig | null;
+  readonly bmcFacts: BmcFactsRecord | null;
   readonly state: MachineState;
   readonly failedFrom: MachineState | null;
   readonly failedStep: string | null;

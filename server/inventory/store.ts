@@ -2,6 +2,8 @@ import type { Mac } from '../lib/mac.js';
 import type { MachineEventType, MachineState } from './lifecycle.js';
 import type {
   ApiToken,
+  BmcDriverName,
+  BmcFactsRecord,
   BootLoaderSetting,
   Cluster,
   ClusterState,
@@ -47,12 +49,16 @@ export interface ClusterRepo {
 }
 
 export interface NewBmc {
-  readonly driver: 'ipmi';
+  readonly driver: BmcDriverName;
   readonly address: string;
   readonly port?: number | null | undefined;
   readonly username: string;
   readonly password: string;
   readonly cipherSuite?: number | null | undefined;
+  readonly systemId?: string | null | undefined;
+  readonly verifyTls?: boolean | undefined;
+  readonly tlsFingerprint?: string | null | undefined;
+  readonly solCapture?: boolean | null | undefined;
 }
 
 export interface NewMachine {
@@ -89,6 +95,10 @@ export interface BmcPatch {
   readonly username?: string | undefined;
   readonly password?: string | undefined;
   readonly cipherSuite?: number | null | undefined;
+  readonly systemId?: string | null | undefined;
+  readonly verifyTls?: boolean | undefined;
+  readonly tlsFingerprint?: string | null | undefined;
+  readonly solCapture?: boolean | null | undefined;
 }
 
 /** A step of the boot chain that says whether the machine got past its bootfile. */
@@ -178,6 +188,8 @@ export interface MachineRepo {
   seedAddress(mac: Mac): Promise<string | null>;
   setInstanceId(mac: Mac, instanceId: string): Promise<void>;
   setHostKeys(mac: Mac, keys: readonly SshHostKey[]): Promise<void>;
+  /** Records what the BMC reported (no event, no updated_at: a status call is no edit). */
+  setBmcFacts(mac: Mac, facts: BmcFactsRecord): Promise<void>;
 }
 
 export interface NewEvent {

@@ -182,9 +182,11 @@ export function createReimageWorkflow(ctx: PowerContext): ReimageWorkflow {
           }
           case 'removed-from-cluster': {
             const efi = m.firmware === 'efi';
+            // A machine seen booting by UEFI HTTP (vendor class HTTPClient) asks Redfish for UefiHttp.
+            const http = efi && (m.vendorClass ?? '').startsWith('HTTPClient');
             try {
-              const info = await ctx.driver.setNextBoot(await ctx.target(m), 'pxe', { efi, persistent: false }, ctx.signal);
-              await step(m, id, 'next-boot-set', `next boot set to PXE (${efi ? 'UEFI' : 'legacy BIOS'})` + (info.warning ? `; warning: ${info.warning}` : ''), { efi, ...callData(info) });
+              const info = await ctx.driver.setNextBoot(await ctx.target(m), 'pxe', { efi, persistent: false, http }, ctx.signal);
+              await step(m, id, 'next-boot-set', `next boot set to ${http ? 'UEFI HTTP' : 'PXE'} (${efi ? 'UEFI' : 'legacy BIOS'})` + (info.warning ? `; warning: ${info.warning}` : ''), { efi, http, ...callData(info) });
             } catch (err) {
               if (!(err instanceof PowerError || err instanceof AppError)) throw err;
               if (err instanceof PowerError && err.kind === 'aborted') return;

@@ -3,6 +3,7 @@ import { AppError, conflict, notFound } from '../lib/errors.js';
 import { silentLogger, type Logger } from '../lib/log.js';
 import type { Mac } from '../lib/mac.js';
 import type { Service, ServiceContext, ServiceState } from '../lib/service.js';
+import { macReported } from '../inventory/bmc-facts.js';
 import type { Machine } from '../inventory/model.js';
 import type { Inventory } from '../inventory/store.js';
 import { PowerError, type BmcTarget, type PowerCallInfo, type PowerDriver, type PowerState } from './driver.js';
@@ -32,8 +33,8 @@ export interface PowerServiceDeps {
   readonly driver: PowerDriver;
   readonly settings: PowerSettings;
   readonly now?: () => Date;
-  /** Runs once the service has stopped (closes the driver). */
-  readonly onStopped?: () => void;
+  /** Runs once the service has stopped (closes the drivers, deletes Redfish sessions). */
+  readonly onStopped?: () => void | Promise<void>;
   /** Preflight and prefetch before a rack power-on (server/clusters/power-on.ts); none: power only. */
   readonly powerOnGate?: PowerOnGate | undefined;
 }
@@ -43,6 +44,8 @@ export type MachinePowerAction = RackAction;
 export interface PowerService extends Service {
   machinePower(mac: Mac, action: MachinePowerAction, source: string): Promise<Record<string, unknown>>;
   reimage(mac: Mac, opts: { readonly force: boolean; readonly source: string }): Promise<Record<string, unknown>>;
+  /** The locator LED on (for `seconds`, or until turned off) or off. */
+  identify(mac: Mac, opts: { readonly on: boolean; readonly seconds: number | null; readonly source: string }): Promise<Record<string, unknown>>;
   rackPower(rack: string, opts: { readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly force?: boolean | undefined; readonly source: string }): Promise<Record<string, unknown>>;
   rackJob(rack: string, id: string): Record<string, unknown> | null;
   /** Resolves once no workflow or job is running. */
@@ -51,6 +54,8 @@ export interface PowerService extends Service {
 
 /** Finished rack jobs kept for `GET …/power/{job}` (in memory; the events are the durable record). */
 const MAX_JOBS = 100;
+/** A status call re-reads the BMC's facts when they are older than this (two more BMC round trips). */
+const FACTS_MAX_AGE_MS = 10 * 60_000;
 export function createPowerService(deps: PowerServiceDeps): PowerService {
   const s = deps.settings;
   if (!Number.isInteger(s.rackConcurrency) || s.rackConcurrency < 1) throw new RangeError(`rack power concurrency must be a positive integer, got ${s.rackConcurrency}`);
@@ -93,7 +98,43 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     if (!m.bmc) throw conflict('ERR_NO_BMC', `${nameOf(m)} has no BMC; give it one with PATCH /machines/${m.mac} {"bmc": {…}}`, 'bmc');
     const password = await machines.bmcPassword(m.mac);
     if (password === null) throw conflict('ERR_NO_BMC', `the BMC of ${nameOf(m)} has no password`, 'bmc.password');
-    return { address: m.bmc.address, port: m.bmc.port ?? DEFAULT_IPMI_PORT, username: m.bmc.username, password, cipherSuite: m.bmc.cipherSuite };
+    const b = m.bmc;
+    if (b.driver === 'redfish') {
+      // The Redfish driver takes the port from an https://host:port address, then bmc.port, then 443.
+      return { driver: 'redfish', address: b.address, port: b.port ?? 0, username: b.username, password, cipherSuite: null, systemId: b.systemId, verifyTls: b.verifyTls, tlsFingerprint: b.tlsFingerprint };
+    }
+    return { driver: 'ipmi', address: b.address, port: b.port ?? DEFAULT_IPMI_PORT, username: b.username, password, cipherSuite: b.cipherSuite };
+  }
+
+  /**
+   * After a status call: the BMC's facts when they are missing or old, recorded on the machine; a
+   * MAC the BMC does not report is flagged with an event (once per change). A failure here never
+   * fails the status call: it is logged and the old facts stay.
+   */
+  async function refreshFacts(m: Machine, t: BmcTarget, source: string): Promise<void> {
+    const age = m.bmcFacts ? now().getTime() - Date.parse(m.bmcFacts.collectedAt) : Infinity;
+    if (age < FACTS_MAX_AGE_MS) return;
+    try {
+      const got = await driver.facts(t, abort.signal);
+      const record = { ...got.facts, collectedAt: now().toISOString() };
+      await machines.setBmcFacts(m.mac, record);
+      const was = macReported(m, m.bmcFacts);
+      const is = macReported(m, record);
+      if (is === false && was !== false) {
+        await events.append({
+          mac: m.mac,
+          cluster: m.cluster,
+          type: 'bmc.mac-mismatch',
+          source,
+          message: `the BMC at ${m.bmc?.address ?? '?'} does not report MAC ${m.mac} among its system's NICs (${(record.nics ?? []).join(', ')}): a swapped cable, a machine in the wrong place, or a typo in the inventory`,
+          data: { nics: record.nics },
+        });
+        log.warn({ mac: m.mac, nics: record.nics }, 'BMC does not report the machine MAC');
+      }
+    } catch (err) {
+      if (!(err instanceof PowerError)) throw err;
+      log.warn({ mac: m.mac, code: err.code, error: err.message }, 'reading the BMC facts failed');
+    }
   }
 
   /** "cycle" on a machine that is off does nothing over IPMI: power it on instead. */
@@ -117,6 +158,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
         powerState = s.state;
         info = s;
         result = s.state;
+        await refreshFacts(m, t, source);
       } else if (action === 'cycle') {
         ({ result, info } = await cycleOrOn(t));
       } else {
@@ -222,7 +264,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
       abort.abort(new Error('racksmith is stopping'));
       unsubscribe?.();
       await Promise.allSettled([...tasks]);
-      deps.onStopped?.();
+      await deps.onStopped?.();
       state = 'stopped';
     },
     health() {
@@ -234,6 +276,21 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
       return { mac, hostname: m.hostname, action, result: r.result, ...(r.state ? { state: r.state } : {}), ...callData(r.info) };
     },
     reimage: (mac, opts) => workflow.reimage(mac, opts),
+    async identify(mac, opts) {
+      const m = await load(mac);
+      const t = await target(m);
+      const what = opts.on ? `locator LED on${opts.seconds !== null ? ` for ${opts.seconds} s` : ''}` : 'locator LED off';
+      const base = { mac: m.mac, cluster: m.cluster, type: 'identify', source: opts.source };
+      try {
+        const info = await driver.identify(t, opts.on, opts.seconds, abort.signal);
+        await events.append({ ...base, message: `${what}: done`, data: { on: opts.on, seconds: opts.seconds, outcome: 'ok', ...callData(info) } });
+        return { mac, hostname: m.hostname, on: opts.on, seconds: opts.seconds, ...callData(info) };
+      } catch (err) {
+        if (!(err instanceof PowerError)) throw err;
+        await events.append({ ...base, message: `${what} failed: ${err.message}`, data: { on: opts.on, seconds: opts.seconds, outcome: 'failed', code: err.code } });
+        throw toAppError(err);
+      }
+    },
     async rackPower(rack, opts) {
       const list = await machines.list({ rack });
       if (list.length === 0) throw notFound('ERR_UNKNOWN_RACK', `no machines in rack "${rack}"`);

@@ -36,6 +36,7 @@ export function machine(hostname: string, role: Role, state: MachineState, over:
     ip: `10.0.0.${n}`,
     rack: null,
     bmc: null,
+    bmcFacts: null,
     state,
     failedFrom: null,
     failedStep: null,

@@ -69,6 +69,7 @@ export function fixtureMachine(cluster: string, mac: string, hostname: string, r
     ip,
     rack: 'r1',
     bmc: null,
+    bmcFacts: null,
     state,
     failedFrom: null,
     failedStep: null,

@@ -39,7 +39,18 @@ export interface Machine {
   cluster: string | null;
   ip: string | null;
   rack: string | null;
-  bmc: { driver: string; address: string; port: number; username: string; passwordSet: boolean } | null;
+  bmc: { driver: string; address: string; port: number | null; username: string; passwordSet: boolean; systemId?: string | null; solCapture?: boolean | null } | null;
+  bmcFacts?: {
+    source: string;
+    manufacturer: string | null;
+    model: string | null;
+    serial: string | null;
+    biosVersion: string | null;
+    firmwareVersion: string | null;
+    nics: string[] | null;
+    collectedAt: string;
+    macReported: boolean | null;
+  } | null;
   state: string;
   failure: { from: string | null; step: string | null; reason: string | null } | null;
   lastStep: string | null;

@@ -6,7 +6,8 @@ import {
   newMachineSchema,
   sessionSchema,
 } from './schemas.js';
-import { machinePowerSchema, rackPowerSchema, reimageSchema } from './power.js';
+import { identifySchema, machinePowerSchema, rackPowerSchema, reimageSchema } from './power.js';
+import { consoleActionSchema } from './serial-console.js';
 
 /**
  * The OpenAPI 3 document of /api/v1. Request bodies come from the same zod schemas the handlers
@@ -202,6 +203,28 @@ export function openApiDocument(version: string): Record<string, unknown> {
           description: 'Refused (409 ERR_QUORUM) for a control-plane node whose removal would lose etcd quorum, unless force. Progress: the machine\'s events (type reimage). See docs/power.md.',
           requestBody: { required: false, content: { 'application/json': { schema: bodySchema(reimageSchema) } } },
           responses: { 202: ok('the reimage id and whether the node leaves its cluster first'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
+        },
+      },
+      '/machines/{mac}/identify': {
+        parameters: [macParam],
+        post: {
+          summary: 'The locator LED on (optionally for some seconds) or off, through the BMC (operator)',
+          description: 'IPMI chassis identify; Redfish LocationIndicatorActive (IndicatorLED on older BMCs). See docs/power.md.',
+          requestBody: jsonBody(identifySchema),
+          responses: { 200: ok('what was done'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
+        },
+      },
+      '/machines/{mac}/console': {
+        parameters: [macParam],
+        get: {
+          summary: 'The serial console racksmith captured over IPMI SOL while the machine installs: the last 200 lines (viewer)',
+          parameters: [{ name: 'after', in: 'query', required: false, schema: { type: 'integer', minimum: 0 }, description: 'only lines with a larger seq (follow a live capture)' }],
+          responses: { 200: ok('{attached, state, reason, lines: [{seq, text}]}'), ...errors(400, 401, 404) },
+        },
+        post: {
+          summary: 'Detach (free the BMC SOL session for a person; no automatic attach during this install) or attach again (operator)',
+          requestBody: jsonBody(consoleActionSchema),
+          responses: { 200: ok('the capture state'), ...errors(400, 401, 403, 404, 409) },
         },
       },
       '/racks/{rack}/power': {

@@ -1,3 +1,4 @@
+import { macReported } from '../../inventory/bmc-facts.js';
 import type { Cluster, InventoryEvent, Machine } from '../../inventory/model.js';
 import { bootStall, loaderOfBootfile } from '../../boot/loaders.js';
 import { checkTopology } from '../../clusters/topology.js';
@@ -17,11 +18,15 @@ export function presentMachine(m: Machine): Record<string, unknown> {
     bmc: m.bmc && {
       driver: m.bmc.driver,
       address: m.bmc.address,
-      port: m.bmc.port ?? 623,
+      port: m.bmc.port ?? (m.bmc.driver === 'redfish' ? null : 623),
       username: m.bmc.username,
       cipherSuite: m.bmc.cipherSuite,
       passwordSet: m.bmc.hasPassword,
+      ...(m.bmc.driver === 'redfish' ? { systemId: m.bmc.systemId, verifyTls: m.bmc.verifyTls, tlsFingerprint: m.bmc.tlsFingerprint } : {}),
+      solCapture: m.bmc.solCapture,
     },
+    // What the BMC reported at its last status call; macReported false flags a sheet/rack mismatch.
+    bmcFacts: m.bmcFacts && { ...m.bmcFacts, macReported: macReported(m, m.bmcFacts) },
     state: m.state,
     failure: m.state === 'failed' ? { from: m.failedFrom, step: m.failedStep, reason: m.failedReason } : null,
     lastStep: m.lastStep,

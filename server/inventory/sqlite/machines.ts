@@ -6,7 +6,7 @@ import { transition, type MachineEventType } from '../lifecycle.js';
 import type { Machine, SshHostKey } from '../model.js';
 import type { ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
 import { prepared, type Db } from './db.js';
-import { MACHINE_COLUMNS, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
+import { MACHINE_COLUMNS, bmcOptionsToJson, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
 
 export interface MachineRepoDeps {
   readonly db: Db;
@@ -90,6 +90,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       bmc_username: bmc ? bmc.username : null,
       bmc_password_sealed: bmc ? box.seal(bmc.password) : null,
       bmc_cipher_suite: bmc?.cipherSuite ?? null,
+      bmc_options: bmc ? bmcOptionsToJson(bmc) : null,
       seed_token_hash: seed.hash,
       seed_token_sealed: seed.sealed,
       at,
@@ -99,16 +100,16 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         sql(
           `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack,
              bmc_driver=@bmc_driver, bmc_address=@bmc_address, bmc_port=@bmc_port, bmc_username=@bmc_username,
-             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite,
+             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite, bmc_options=@bmc_options,
              seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, seed_token_address=NULL, updated_at=@at
            WHERE mac=@mac`,
         ).run(values);
       } else {
         sql(
           `INSERT INTO machines (mac, hostname, role, cluster, ip, rack, bmc_driver, bmc_address, bmc_port, bmc_username,
-             bmc_password_sealed, bmc_cipher_suite, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
+             bmc_password_sealed, bmc_cipher_suite, bmc_options, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
            VALUES (@mac, @hostname, @role, @cluster, @ip, @rack, @bmc_driver, @bmc_address, @bmc_port, @bmc_username,
-             @bmc_password_sealed, @bmc_cipher_suite, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
+             @bmc_password_sealed, @bmc_cipher_suite, @bmc_options, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
         ).run(values);
       }
     });
@@ -175,7 +176,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     if (patch.bootLoader !== undefined) set('boot_loader', patch.bootLoader);
     if (patch.secureBoot !== undefined) set('secure_boot', patch.secureBoot === null ? null : patch.secureBoot ? 1 : 0);
     if (patch.bmc === null) {
-      for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite']) set(c, null);
+      for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite', 'bmc_options', 'bmc_facts']) set(c, null);
     } else if (patch.bmc !== undefined) {
       // Merged into what is stored: a form or script that sends only what it changed keeps the rest.
       const b = patch.bmc;
@@ -185,11 +186,21 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       if (address === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs an address', 'bmc.address');
       if (username === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs a user name', 'bmc.username');
       if (b.password === undefined && !old?.hasPassword) throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
+      const keep = <T,>(given: T | undefined, stored: T): T => (given === undefined ? stored : given);
       set('bmc_driver', b.driver ?? old?.driver ?? 'ipmi');
       set('bmc_address', address);
-      set('bmc_port', b.port === undefined ? (old?.port ?? null) : b.port);
+      set('bmc_port', keep(b.port, old?.port ?? null));
       set('bmc_username', username);
-      set('bmc_cipher_suite', b.cipherSuite === undefined ? (old?.cipherSuite ?? null) : b.cipherSuite);
+      set('bmc_cipher_suite', keep(b.cipherSuite, old?.cipherSuite ?? null));
+      set(
+        'bmc_options',
+        bmcOptionsToJson({
+          systemId: keep(b.systemId, old?.systemId ?? null),
+          verifyTls: keep(b.verifyTls, old?.verifyTls ?? true),
+          tlsFingerprint: keep(b.tlsFingerprint, old?.tlsFingerprint ?? null),
+          solCapture: keep(b.solCapture, old?.solCapture ?? null),
+        }),
+      );
       if (b.password !== undefined) set('bmc_password_sealed', box.seal(b.password));
     }
     if (sets.length > 0) {
@@ -358,6 +369,9 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     },
     async setHostKeys(mac, keys: readonly SshHostKey[]) {
       sql('UPDATE machines SET host_keys=?, updated_at=? WHERE mac=?').run(JSON.stringify(keys), now().toISOString(), mac);
+    },
+    async setBmcFacts(mac, facts) {
+      sql('UPDATE machines SET bmc_facts=? WHERE mac=?').run(JSON.stringify(facts), mac);
     },
   };
 }

@@ -203,4 +203,15 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE machines ADD COLUMN loader_at TEXT;
     `,
   },
+  {
+    version: 8,
+    name: 'redfish BMC options and BMC facts',
+    // bmc_options: the driver-specific settings as JSON ({systemId, verifyTls, tlsFingerprint,
+    // solCapture}), so the next driver needs no migration. bmc_facts: what the BMC reported at
+    // the last status call (JSON), kept apart from the machine's own fields.
+    sql: `
+      ALTER TABLE machines ADD COLUMN bmc_options TEXT;
+      ALTER TABLE machines ADD COLUMN bmc_facts TEXT;
+    `,
+  },
 ];

@@ -1,6 +1,6 @@
 import type { Mac } from '../../lib/mac.js';
 import type { MachineState } from '../lifecycle.js';
-import type { ApiToken, Cluster, InventoryEvent, Machine, SshHostKey } from '../model.js';
+import type { ApiToken, BmcConfig, BmcFactsRecord, Cluster, InventoryEvent, Machine, SshHostKey } from '../model.js';
 
 /** Row shapes as SQLite returns them, and their mapping to the model. */
 
@@ -47,6 +47,8 @@ export interface MachineRow {
   bmc_username: string | null;
   bmc_password_sealed: string | null;
   bmc_cipher_suite: number | null;
+  bmc_options: string | null;
+  bmc_facts: string | null;
   state: string;
   failed_from: string | null;
   failed_step: string | null;
@@ -84,6 +86,7 @@ export const MACHINE_COLUMNS = [
   'failed_reason', 'arch', 'firmware', 'vendor_class', 'uuid', 'last_step', 'instance_id', 'host_keys', 'first_seen',
   'last_seen', 'state_changed_at', 'created_at', 'updated_at',
   'boot_loader', 'secure_boot', 'secure_boot_seen', 'bootfile', 'bootfile_at', 'loader_at',
+  'bmc_options', 'bmc_facts',
 ].join(', ');
 
 export type MachineViewRow = Omit<MachineRow, 'bmc_password_sealed' | 'seed_token_hash' | 'seed_token_sealed' | 'seed_token_address'> & { bmc_password_set: number };
@@ -102,13 +105,15 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
       r.bmc_driver === null
         ? null
         : {
-            driver: 'ipmi',
+            driver: r.bmc_driver === 'redfish' ? 'redfish' : 'ipmi',
             address: r.bmc_address ?? '',
             port: r.bmc_port,
             username: r.bmc_username ?? '',
             cipherSuite: r.bmc_cipher_suite,
             hasPassword: 'bmc_password_set' in r ? r.bmc_password_set === 1 : r.bmc_password_sealed !== null,
+            ...bmcOptionsFromJson(r.bmc_options),
           },
+    bmcFacts: r.bmc_facts === null ? null : (JSON.parse(r.bmc_facts) as BmcFactsRecord),
     state: r.state as MachineState,
     failedFrom: r.failed_from as MachineState | null,
     failedStep: r.failed_step,
@@ -132,6 +137,23 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };
+}
+
+type BmcOptions = Pick<BmcConfig, 'systemId' | 'verifyTls' | 'tlsFingerprint' | 'solCapture'>;
+
+/** The `bmc_options` column: driver-specific BMC settings as JSON, with their defaults. */
+export function bmcOptionsFromJson(json: string | null): BmcOptions {
+  const o = json === null ? {} : (JSON.parse(json) as Partial<BmcOptions>);
+  return { systemId: o.systemId ?? null, verifyTls: o.verifyTls ?? true, tlsFingerprint: o.tlsFingerprint ?? null, solCapture: o.solCapture ?? null };
+}
+
+export function bmcOptionsToJson(b: { readonly systemId?: string | null | undefined; readonly verifyTls?: boolean | undefined; readonly tlsFingerprint?: string | null | undefined; readonly solCapture?: boolean | null | undefined }): string | null {
+  const o: { -readonly [K in keyof BmcOptions]?: BmcOptions[K] } = {};
+  if (b.systemId) o.systemId = b.systemId;
+  if (b.verifyTls === false) o.verifyTls = false;
+  if (b.tlsFingerprint) o.tlsFingerprint = b.tlsFingerprint;
+  if (b.solCapture !== undefined && b.solCapture !== null) o.solCapture = b.solCapture;
+  return Object.keys(o).length ? JSON.stringify(o) : null;
 }
 
 export interface EventRow {
