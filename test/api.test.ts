@@ -137,12 +137,12 @@ test('PATCH of bmc merges: fields not sent keep their values; null port or ciphe
   const mac = '52:54:00:aa:bb:02';
   const set = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { port: 1623, cipherSuite: 3 } });
   assert.is(set.status, 200, set.text);
-  assert.equal(set.body.bmc, { driver: 'ipmi', address: '10.77.1.12', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true });
+  assert.equal(set.body.bmc, { driver: 'ipmi', address: '10.77.1.12', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true, solCapture: null });
   // What the console sends when a user changes only the BMC address.
   const moved = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { address: '10.77.1.99' } });
-  assert.equal(moved.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true });
+  assert.equal(moved.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true, solCapture: null });
   const back = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { port: null, cipherSuite: null } });
-  assert.equal(back.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 623, username: 'admin', cipherSuite: null, passwordSet: true });
+  assert.equal(back.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 623, username: 'admin', cipherSuite: null, passwordSet: true, solCapture: null });
   const ev = await call(viewer, 'GET', `/machines/${mac}/events`);
   assert.ok(ev.body.some((e: any) => e.type === 'machine.updated' && /bmc \(address\)/.test(e.message)), 'the event names the BMC fields');
   // A machine without a BMC: a partial one is refused, naming what is missing.

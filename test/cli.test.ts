@@ -229,7 +229,7 @@ test('secrets not on the command line: the token from --token-file or a terminal
   // set changes only the BMC fields given; the stored password stays.
   const moved = await runCli(['machines', 'set', '52:54:00:c5:00:02', '--bmc-port', '1623', '--json'], { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['admin'] ?? '' });
   assert.is(moved.code, 0, moved.stderr);
-  assert.equal(JSON.parse(moved.stdout).bmc, { driver: 'ipmi', address: '10.8.2.2', port: 1623, username: 'admin', cipherSuite: null, passwordSet: true });
+  assert.equal(JSON.parse(moved.stdout).bmc, { driver: 'ipmi', address: '10.8.2.2', port: 1623, username: 'admin', cipherSuite: null, passwordSet: true, solCapture: null });
   for (const mac of ['52:54:00:c5:00:01', '52:54:00:c5:00:02']) ok(await as('admin', ['machines', 'rm', mac]));
 
   // On a terminal: asked for, with echo off.

@@ -245,7 +245,7 @@ test('editing a machine in the form keeps the BMC port and cipher suite it does 
   await page.getByRole('heading', { name: /^c3b/ }).waitFor();
   const saved = (await api(rs.url, admin, 'GET', `/api/v1/machines/${mac}`)).body;
   assert.is(saved.hostname, 'c3b');
-  assert.equal(saved.bmc, { driver: 'ipmi', address: '10.77.1.13', port: 1623, username: 'operator', cipherSuite: 3, passwordSet: true });
+  assert.equal(saved.bmc, { driver: 'ipmi', address: '10.77.1.13', port: 1623, username: 'operator', cipherSuite: 3, passwordSet: true, solCapture: null });
   await page.goto(`${rs.url}/#/machines/${DRIVEN}`);
   await page.getByRole('heading', { name: /^c1/ }).waitFor();
 });
