@@ -28,6 +28,7 @@ import {
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, criSocket, kubernetesMinor, renderHaproxyConfig, renderKubeadmConfig } from './kubeadm-config.js';
 import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLines } from './kubeadm-output.js';
 import type { Backend, PlannedStep, RemovalData, StepKind } from './plan.js';
+import { CHECK_SCRIPT, renderKeepalivedConfig, type Vrrp } from './lb-pair.js';
 import { createRedactor, type Redactor } from './redact.js';
 import { SshError, type ExecResult, type RemoteSession, type RemoteShell } from './ssh.js';
 import { ORCHESTRATOR_METRICS, instruments } from '../lib/metric-catalogue.js';
@@ -365,7 +366,9 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
   switch (step.kind) {
     case 'lb-config': {
       const config = renderHaproxyConfig(deps.haproxyTemplates, step.data['backends'] as Backend[]);
-      await run(haproxyScript(config));
+      const vrrp = step.data['vrrp'] as Vrrp | undefined;
+      const keepalived = vrrp ? { config: renderKeepalivedConfig(deps.haproxyTemplates, vrrp, { cluster: cluster.name, hostname: step.hostname }), checkScript: CHECK_SCRIPT, address: vrrp.self } : undefined;
+      await run(haproxyScript(config, keepalived));
       return { skipped: null, data: {} };
     }
     case 'prepare': {

@@ -1,5 +1,6 @@
 import type { Cluster, Machine } from '../inventory/model.js';
 import type { ReleaseInstaller } from '../boot/releases.js';
+import { vrrpFor } from '../orchestrator/lb-pair.js';
 
 /**
  * The data every seed template sees, built once per request as a pure function of the machine,
@@ -114,5 +115,7 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
     repos: { docker: s.dockerRepo, dockerGpgUrl: s.dockerGpgUrl },
     k8s: role === 'loadbalancer' ? null : kubernetesPackages(f.cluster, s),
     haproxy: haproxyContext(f.cluster, f.members),
+    // A load balancer of a pair: keepalived holds the VIP with its peer (roles/keepalived.conf.njk).
+    vrrp: role === 'loadbalancer' ? vrrpFor(f.cluster, f.members, f.machine) : null,
   };
 }

@@ -1,4 +1,5 @@
 import type { Cluster, InventoryEvent, Machine } from '../../inventory/model.js';
+import { apiEndpoint } from '../../inventory/topology.js';
 
 /**
  * The user-facing JSON of inventory objects, kept apart from the model. Write-only fields (BMC
@@ -38,9 +39,7 @@ export function presentMachine(m: Machine): Record<string, unknown> {
 
 /** The endpoint workers and kubectl use: explicit, else the load balancer's address on :6443. */
 export function effectiveEndpoint(c: Cluster, machines: readonly Machine[]): string | null {
-  if (c.controlPlaneEndpoint) return c.controlPlaneEndpoint;
-  const lb = machines.find((m) => m.cluster === c.name && m.role === 'loadbalancer' && m.ip);
-  return lb?.ip ? `${lb.ip}:6443` : null;
+  return apiEndpoint(c, machines);
 }
 
 export const DEFAULT_POD_SUBNET: Record<Cluster['cni'], string> = {
@@ -60,10 +59,12 @@ export function presentCluster(c: Cluster, machines: readonly Machine[]): Record
     podSubnet: c.podSubnet ?? DEFAULT_POD_SUBNET[c.cni],
     serviceSubnet: c.serviceSubnet ?? DEFAULT_SERVICE_SUBNET,
     controlPlaneEndpoint: effectiveEndpoint(c, machines),
+    vip: c.vip ?? null,
     state: c.state,
     machineCount: machines.length,
     createdAt: c.createdAt,
     updatedAt: c.updatedAt,
+    ...(c.upgrade ? { upgrade: c.upgrade } : {}),
   };
 }
 
