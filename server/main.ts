@@ -43,6 +43,8 @@ import { createArtifactStore } from './artifacts/store.js';
 import { resolveInstallers } from './boot/releases.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
+import { vipChecker } from './inventory/topology.js';
+import { vipSources } from './inventory/vip-sources.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -111,6 +113,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       removalPollMs: 2000,
     },
     onStopped: () => ipmi.close(),
+    // etcd's own member list and health before a control node is reimaged (the orchestrator, made below).
+    liveQuorum: (m) => orchestrator.liveQuorum(m),
   });
   // Power starts before HTTP (the API calls into it) and stops after it.
   services.push(power);
@@ -166,6 +170,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
     clusterDetail: orchestrator,
+    checkVip: vipChecker(vipSources(inventory, config)),
+    removeFromCluster: (m, opts) => orchestrator.removeFromCluster(m, opts),
     extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
   });
   services.push(createHttpService(config, app));

@@ -75,6 +75,10 @@ export interface RemovalData {
   readonly viaNode: string | null;
   /** The generation this removal ends. */
   readonly generation: number;
+  /** `reimage` (power asked) or `delete` (the machine's record goes once its node is out). */
+  readonly purpose?: 'reimage' | 'delete';
+  /** A delete of a node that no longer answers: removed from the cluster side anyway. */
+  readonly force?: boolean;
 }
 
 /** The power service asks (a `reimage` event with step `remove-from-cluster`, server/inventory/reimage.ts). */
@@ -83,6 +87,8 @@ export interface RemovalRequest {
   readonly reimage: string;
   /** Id of the event that asked; a newer ask after a failed answer is a new request. */
   readonly askedAt: number;
+  readonly purpose?: 'reimage' | 'delete';
+  readonly force?: boolean;
 }
 
 /** The fact to record for a request: `cluster.node-removed` or `cluster.node-removal-failed`. */
@@ -94,6 +100,7 @@ export interface RemovalAnswer {
   readonly reason: string | null;
   /** The step that did the work, when one did. */
   readonly step: string | null;
+  readonly purpose?: 'reimage' | 'delete';
 }
 
 export interface PlanLimits {
@@ -291,7 +298,7 @@ export function planCluster(input: PlanInput): Plan {
     const m = byMac.get(r.mac) as Machine;
     const id = removeStepId(m.mac, r.reimage);
     const rec = record.get(id);
-    const base = { mac: m.mac, reimage: r.reimage };
+    const base = { mac: m.mac, reimage: r.reimage, purpose: r.purpose ?? 'reimage' };
     if (isActive(id)) continue;
     if (m.role !== 'worker' && m.role !== 'control-plane') {
       answer.push({ ...base, outcome: 'removed', message: `${nameOf(m)} is no Kubernetes node: nothing to remove`, reason: null, step: null });
@@ -327,7 +334,7 @@ export function planCluster(input: PlanInput): Plan {
       answer.push({ ...base, outcome: 'failed', message: `cannot remove node ${nameOf(m)}`, reason, step: null });
       continue;
     }
-    const data: RemovalData = { reimage: r.reimage, askedAt: r.askedAt, node: nameOf(m), role: m.role, via: via?.mac ?? null, viaNode: via ? nameOf(via) : null, generation: life.gen(m) };
+    const data: RemovalData = { reimage: r.reimage, askedAt: r.askedAt, node: nameOf(m), role: m.role, via: via?.mac ?? null, viaNode: via ? nameOf(via) : null, generation: life.gen(m), purpose: r.purpose ?? 'reimage', force: r.force ?? false };
     plan('remove-node', id, m, { ...data });
   }
 

@@ -29,6 +29,7 @@ import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, criSocket, kubernetesMinor,
 import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLines } from './kubeadm-output.js';
 import type { Backend, PlannedStep, RemovalData, StepKind } from './plan.js';
 import { CHECK_SCRIPT, renderKeepalivedConfig, type Vrrp } from './lb-pair.js';
+import { endpointHealthScript, keepSnapshot, liveQuorumAfterRemoval, parseEndpointHealth, snapshotReadScript, snapshotSaveScript, type EtcdView } from './etcd.js';
 import { createRedactor, type Redactor } from './redact.js';
 import { SshError, type ExecResult, type RemoteSession, type RemoteShell } from './ssh.js';
 import { ORCHESTRATOR_METRICS, instruments } from '../lib/metric-catalogue.js';
@@ -57,6 +58,8 @@ export interface RunnerSettings {
   readonly imageRepository: string;
   /** Output lines kept on the step record. */
   readonly outputLines: number;
+  /** etcd snapshots before a control-plane node leaves: `<dir>/<cluster>/etcd-<time>.db`, the newest `keep`. */
+  readonly snapshots?: { readonly dir: string; readonly keep: number } | undefined;
 }
 
 export interface RunnerDeps {
@@ -303,7 +306,7 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
   return save('failed', { endedAt });
 }
 
-function connectTo(deps: RunnerDeps, target: Machine, signal: AbortSignal, connectTimeoutMs = deps.settings.connectTimeoutMs): Promise<RemoteSession> {
+function connectTo(deps: Pick<RunnerDeps, 'shell' | 'privateKey' | 'settings'>, target: Machine, signal: AbortSignal, connectTimeoutMs = deps.settings.connectTimeoutMs): Promise<RemoteSession> {
   const { settings } = deps;
   return deps.shell.connect(
     { host: target.ip as string, port: settings.sshPort, username: settings.sshUser, privateKey: deps.privateKey, hostKeys: target.hostKeys, connectTimeoutMs },
@@ -315,7 +318,7 @@ type Run = (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => 
 type RunRaw = (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => Promise<ExecResult>;
 
 /** Runs scripts over one session: `raw` returns whatever happened, `run` throws on a timeout or a non-zero exit. */
-function commands(deps: RunnerDeps, session: RemoteSession, sink: OutputSink, signal: AbortSignal, quiet: boolean): { run: Run; raw: RunRaw } {
+function commands(deps: Pick<RunnerDeps, 'settings'>, session: RemoteSession, sink: OutputSink, signal: AbortSignal, quiet: boolean): { run: Run; raw: RunRaw } {
   const { settings } = deps;
   const raw: RunRaw = (script, opts = {}) => {
     const timeoutMs = opts.timeoutMs ?? settings.stepTimeoutMs;
@@ -458,6 +461,11 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
   const d = step.data as unknown as RemovalData;
   const facts: Record<string, unknown> = {};
   let session: RemoteSession | null = null;
+  if (d.purpose === 'delete' && !d.force) {
+    // The node is taken out for good: it must answer, so its own reset leaves nothing running.
+    const reach = await reachable(deps, subject, signal);
+    if (reach !== null) throw new StepError('ERR_STEP_TARGET', `${d.node} does not answer over SSH (${reach}): delete it with force to remove it from the cluster side anyway`, false);
+  }
   if (d.via) {
     if (d.via === step.mac) throw new StepError('ERR_STEP_TARGET', `refusing to remove ${d.node} from itself`, false);
     const via = await deps.machines.get(d.via);
@@ -466,6 +474,14 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
   }
   try {
     const sh = session ? commands(deps, session, sink, signal, false) : null;
+    if (sh && d.role === 'control-plane') {
+      const view = await readEtcd(sh, d.viaNode as string);
+      if (d.purpose === 'delete') {
+        const verdict = liveQuorumAfterRemoval(view, d.node, subject?.ip ?? null);
+        if (!verdict.ok) throw new StepError('ERR_STEP_CHECK', `removing ${d.node} would break etcd quorum: ${verdict.reason ?? ''}`, false);
+      }
+      Object.assign(facts, await takeSnapshot(deps, job, sh, d.viaNode as string, sink));
+    }
     if (sh) {
       const short = Math.min(deps.settings.stepTimeoutMs, 60_000);
       const st = await sh.raw(nodeStatusScript(d.node), { timeoutMs: short });
@@ -479,10 +495,10 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
         const drainMs = Math.max(1000, Math.min(deps.settings.drainTimeoutMs, step - Math.min(30_000, step / 4)));
         const dr = await sh.raw(drainScript(d.node, { kubernetesMinor: kubernetesMinor(cluster.kubernetesVersion), timeoutSeconds: drainMs / 1000 }), { timeoutMs: step });
         if (dr.code === 0 && !dr.timedOut) facts['drained'] = true;
-        else if (!row.ready) {
+        else if (!row.ready || d.force) {
           // A node that is down cannot let its pods go gracefully; they are rescheduled once it is deleted.
           facts['drained'] = false;
-          sink.add([`drain of ${d.node} did not finish${lastLine(dr, sink)}; the node is ${row.status}, so it is deleted anyway`]);
+          sink.add([`drain of ${d.node} did not finish${lastLine(dr, sink)}; the node is ${row.status}${d.force ? ' and the removal is forced' : ''}, so it is deleted anyway`]);
         } else throw new StepError(dr.timedOut ? 'ERR_STEP_TIMEOUT' : 'ERR_STEP_COMMAND', `kubectl drain ${d.node} failed${lastLine(dr, sink)}`, true);
       } else sink.add([`node ${d.node} is not in the cluster (already deleted)`]);
     }
@@ -515,6 +531,54 @@ async function removeEtcdMember(sh: { run: Run; raw: RunRaw }, d: RemovalData, s
   // Removed meanwhile (kubeadm reset on the node leaves etcd by itself): the same outcome.
   if ((r.code !== 0 || r.timedOut) && !/member not found/i.test(r.stdout + r.stderr)) throw new StepError('ERR_STEP_COMMAND', `etcdctl member remove ${member.id} failed${lastLine(r, sink)}`, true);
   return member.id;
+}
+
+/** etcd's member list and health read through control node `via` (outside any step: a guard before a reimage or a delete). */
+export async function inspectEtcd(deps: Pick<RunnerDeps, 'shell' | 'privateKey' | 'settings'>, via: Machine, signal: AbortSignal): Promise<EtcdView> {
+  const session = await connectTo(deps, via, signal, Math.min(deps.settings.connectTimeoutMs, 10_000));
+  try {
+    const sink = new OutputSink(createRedactor([]), async () => undefined, deps.settings.outputLines);
+    return await readEtcd(commands(deps, session, sink, signal, true), via.hostname ?? via.mac);
+  } finally {
+    session.close();
+  }
+}
+
+/** Null when the node answers over SSH with its pinned key; else why not. */
+async function reachable(deps: RunnerDeps, subject: Machine | null, signal: AbortSignal): Promise<string | null> {
+  if (!subject?.ip) return 'no IP address';
+  if (subject.hostKeys.length === 0) return 'no phoned-home host key';
+  try {
+    const session = await connectTo(deps, subject, signal, Math.min(deps.settings.connectTimeoutMs, 10_000));
+    session.close();
+    return null;
+  } catch (err) {
+    if (signal.aborted) throw err;
+    return errorMessage(err);
+  }
+}
+
+/** The member list and every member's health, through the etcd pod of `via`. */
+export async function readEtcd(sh: { run: Run; raw: RunRaw }, via: string): Promise<EtcdView> {
+  const members = parseEtcdMembers(await sh.run(etcdctlScript(via, ['member', 'list']), { timeoutMs: 60_000, stream: false }));
+  if (members.length === 0) throw new StepError('ERR_STEP_CHECK', `etcdctl member list on ${via} printed no member`, true);
+  // `endpoint health` exits 1 when a member is unhealthy: its lines are the answer either way.
+  const h = await sh.raw(endpointHealthScript(via), { timeoutMs: 60_000, stream: false });
+  if (h.timedOut) throw new StepError('ERR_STEP_TIMEOUT', `etcdctl endpoint health on ${via} timed out`, true);
+  return { members, health: parseEndpointHealth(h.stdout + '\n' + h.stderr) };
+}
+
+/** An etcd snapshot kept in racksmith's data directory before a control-plane node goes. */
+async function takeSnapshot(deps: RunnerDeps, job: StepJob, sh: { run: Run; raw: RunRaw }, via: string, sink: OutputSink): Promise<Record<string, unknown>> {
+  const where = deps.settings.snapshots;
+  if (!where) return {};
+  await sh.run(snapshotSaveScript(via), { timeoutMs: Math.min(deps.settings.stepTimeoutMs, 300_000) });
+  const text = await sh.run(snapshotReadScript(), { timeoutMs: Math.min(deps.settings.stepTimeoutMs, 300_000), stream: false });
+  const bytes = Buffer.from(text.trim(), 'base64');
+  if (bytes.length === 0) throw new StepError('ERR_STEP_CHECK', `the etcd snapshot read from ${via} is empty`, true);
+  const kept = keepSnapshot(where.dir, job.cluster.name, deps.now(), bytes, where.keep);
+  sink.add([`etcd snapshot kept: ${kept.path} (${bytes.length} bytes)${kept.pruned.length ? `; removed the oldest: ${kept.pruned.join(', ')}` : ''}`]);
+  return { snapshot: kept.path, snapshotBytes: bytes.length };
 }
 
 /** `kubeadm reset -f` on the node being removed, if it still answers with its pinned key; never fails the step. */

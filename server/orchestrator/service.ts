@@ -4,14 +4,17 @@ import { NODE_REMOVAL_FAILED_EVENT, NODE_REMOVED_EVENT, REIMAGE_EVENT, awaitsClu
 import type { Inventory, OrchestrationRepo, StepRecord } from '../inventory/store.js';
 import type { ClusterCa } from '../lib/cluster-ca.js';
 import { ADMIN_CONF_SECRET, clusterScope, ensureClusterSecrets } from '../lib/cluster-secrets.js';
-import { notFound } from '../lib/errors.js';
+import { randomBytes } from 'node:crypto';
+import { conflict, errorMessage, notFound } from '../lib/errors.js';
+import { quorumAfterRemoval, type QuorumVerdict } from '../power/quorum.js';
+import { liveQuorumAfterRemoval } from './etcd.js';
 import type { Logger } from '../lib/log.js';
 import { AUTOINSTALL_DIR } from '../lib/paths.js';
 import type { Service, ServiceState } from '../lib/service.js';
 import { createRenderer, type Renderer } from '../render/templates.js';
 import { KUBEADM_TEMPLATES_DIR } from './kubeadm-config.js';
-import { planCluster, type Plan, type PlanLimits, type RemovalRequest } from './plan.js';
-import { runStep, type RunnerDeps, type RunnerSettings } from './runner.js';
+import { planCluster, removeStepId, type Plan, type PlanLimits, type RemovalRequest } from './plan.js';
+import { inspectEtcd, runStep, type RunnerDeps, type RunnerSettings } from './runner.js';
 import type { RemoteShell } from './ssh.js';
 
 /**
@@ -25,6 +28,8 @@ export interface OrchestratorSettings extends RunnerSettings {
   readonly pollMs: number;
   readonly lockTtlMs: number;
   readonly limits: PlanLimits;
+  /** Workers reimaged at once by a rolling upgrade unless the request says otherwise. */
+  readonly upgradeMaxUnavailable?: number | undefined;
 }
 
 export interface OrchestratorDeps {
@@ -58,6 +63,14 @@ export interface Orchestrator extends Service {
   detail(cluster: Cluster, machines: readonly Machine[]): Promise<Record<string, unknown>>;
   /** Resolves once no cluster is being driven (or rejects after `timeoutMs`). */
   idle(timeoutMs?: number): Promise<void>;
+  /** etcd's own view through a healthy control node: would removing this control node keep quorum? Null when no control node answered. */
+  liveQuorum(m: Machine): Promise<QuorumVerdict | null>;
+  /**
+   * `DELETE /machines/{mac}` of a node of its cluster: asks for its removal (drain, etcd member,
+   * Node object, load balancers) after which the record is deleted. Null when the machine is
+   * no node of a cluster (the record may go at once).
+   */
+  removeFromCluster(m: Machine, opts: { readonly force: boolean }): Promise<Record<string, unknown> | null>;
 }
 
 /** Event pages read when replaying a reimaging machine's history (10,000 events each). */
@@ -213,7 +226,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     const cluster = await inventory.clusters.get(name);
     if (!cluster) return false;
     const [members, steps] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
-    const removals = await removalRequests(members);
+    const removals = await removalRequests(members, steps);
     const plan = planCluster({ cluster, machines: members, steps, active: new Set(), now: now(), limits: settings.limits, removals });
     return plan.run.length > 0 || plan.settle.length > 0 || plan.answer.length > 0 || plan.state !== cluster.state;
   }
@@ -230,10 +243,20 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     return out;
   }
 
-  /** The power service's open questions (server/inventory/reimage.ts): only machines in `reimaging` have any. */
-  async function removalRequests(members: readonly Machine[]): Promise<RemovalRequest[]> {
+  /**
+   * The open removal requests: the power service's (server/inventory/reimage.ts; only machines
+   * in `reimaging` have any) and the deletes asked through the API, kept as `remove-node`
+   * records of purpose `delete` until they are done or answered.
+   */
+  async function removalRequests(members: readonly Machine[], steps: readonly StepRecord[]): Promise<RemovalRequest[]> {
     const out: RemovalRequest[] = [];
+    for (const s of steps) {
+      if (s.kind !== 'remove-node' || s.data['purpose'] !== 'delete' || s.data['answered'] === true || s.state === 'done' || s.state === 'skipped') continue;
+      const m = members.find((x) => x.mac === s.mac);
+      if (m) out.push({ mac: m.mac, reimage: String(s.data['reimage']), askedAt: Number(s.data['askedAt']), purpose: 'delete', force: s.data['force'] === true });
+    }
     for (const m of members) {
+      if (out.some((r) => r.mac === m.mac)) continue;
       if (m.state !== 'reimaging') continue;
       const p = reimageProgress(await history(m.mac));
       if (p && awaitsClusterRemoval(m, p)) out.push({ mac: m.mac, reimage: p.id, askedAt: p.stepEventId });
@@ -246,8 +269,18 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
    * system: the next connection to this machine needs the keys of its next phone-home.
    * Keys first, then the fact; a crash in between answers again (both writes are idempotent).
    */
-  async function answer(name: string, plan: Plan, l: Logger): Promise<void> {
+  async function answer(name: string, plan: Plan, steps: readonly StepRecord[], l: Logger): Promise<void> {
     for (const a of plan.answer) {
+      const rec = a.purpose === 'delete' ? steps.find((s) => s.id === removeStepId(a.mac, a.reimage)) : undefined;
+      if (a.purpose === 'delete') {
+        // The node is out of its cluster (or could not be taken out): the fact, then the record goes.
+        const type = a.outcome === 'removed' ? NODE_REMOVED_EVENT : NODE_REMOVAL_FAILED_EVENT;
+        await inventory.events.append({ mac: a.mac, cluster: name, type, source: 'orchestrator', message: a.outcome === 'removed' ? `${a.message}; the machine's record is deleted` : `${a.message}: ${a.reason ?? ''}; the machine is kept`, data: { request: a.reimage, reason: a.reason, step: a.step } });
+        if (rec) await orchestration.saveStep({ ...rec, data: { ...rec.data, answered: true } });
+        if (a.outcome === 'removed') await inventory.machines.delete(a.mac).catch((err: unknown) => l.warn({ err, mac: a.mac }, 'cannot delete the removed machine\'s record'));
+        l.info({ mac: a.mac, request: a.reimage, outcome: a.outcome, reason: a.reason }, 'delete answered');
+        continue;
+      }
       if (a.outcome === 'removed') {
         await inventory.machines.setHostKeys(a.mac, []);
         await inventory.events.append({ mac: a.mac, cluster: name, type: NODE_REMOVED_EVENT, source: 'orchestrator', message: `${a.message}; its pinned SSH host keys were dropped until it phones home again`, data: { reimage: a.reimage, step: a.step } });
@@ -262,9 +295,9 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     const cluster = await inventory.clusters.get(name);
     if (!cluster) return true;
     const [members, steps] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
-    const removals = await removalRequests(members);
+    const removals = await removalRequests(members, steps);
     const plan = planCluster({ cluster, machines: members, steps, active: new Set(active.keys()), now: now(), limits: settings.limits, removals });
-    await answer(name, plan, l);
+    await answer(name, plan, steps, l);
     // Made on first need: before the first step that uses them (seeds call the same function).
     const secrets = plan.run.length > 0 ? await ensureClusterSecrets(inventory.secrets, name, { now, makeCa: deps.makeCa }) : null;
     for (const mac of plan.settle) {
@@ -308,6 +341,26 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     }
     // An answer changes what the next look sees: look once more before letting go.
     return active.size === 0 && plan.run.length === 0 && plan.answer.length === 0;
+  }
+
+  /** etcd's own view through a healthy control node (the one cluster commands use first). */
+  async function liveQuorum(m: Machine): Promise<QuorumVerdict | null> {
+    if (m.role !== 'control-plane' || !m.cluster) return null;
+    const cluster = await inventory.clusters.get(m.cluster);
+    if (!cluster) return null;
+    const [members, steps] = await Promise.all([inventory.machines.list({ cluster: cluster.name }), orchestration.steps(cluster.name)]);
+    const plan = planCluster({ cluster, machines: members, steps, active: new Set(), now: now(), limits: settings.limits, removals: [] });
+    // Every healthy control node may answer; the one cluster commands use first, then the others.
+    const candidates = members.filter((c) => c.role === 'control-plane' && c.state === 'joined' && c.ip).sort((a, b) => Number(b.mac === plan.controlNode) - Number(a.mac === plan.controlNode));
+    for (const via of candidates.slice(0, 3)) {
+      try {
+        const view = await inspectEtcd({ shell: deps.shell, privateKey, settings }, via, stopAll.signal);
+        return liveQuorumAfterRemoval(view, m.hostname ?? m.mac, m.ip);
+      } catch (err) {
+        log?.warn({ err: errorMessage(err), via: via.hostname, cluster: cluster.name }, 'cannot read etcd through this control node');
+      }
+    }
+    return null;
   }
 
   return {
@@ -364,7 +417,8 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       return (await orchestration.steps(cluster.name)).map((s) => presentStep(s, machines));
     },
     async detail(cluster, machines) {
-      const [steps, lock, removals] = await Promise.all([orchestration.steps(cluster.name), orchestration.lock(cluster.name), removalRequests(machines)]);
+      const [steps, lock] = await Promise.all([orchestration.steps(cluster.name), orchestration.lock(cluster.name)]);
+      const removals = await removalRequests(machines, steps);
       const driver = drivers.get(cluster.name);
       const plan = planCluster({ cluster, machines, steps, active: new Set(driver ? driver.active.keys() : []), now: now(), limits: settings.limits, removals });
       return {
@@ -375,6 +429,28 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
           lock: lock && Date.parse(lock.expiresAt) > Date.now() ? { holder: lock.holder, expiresAt: lock.expiresAt } : null,
         },
       };
+    },
+    liveQuorum,
+    async removeFromCluster(m, opts) {
+      if (!m.cluster || (m.role !== 'worker' && m.role !== 'control-plane')) return null;
+      if (m.state === 'reimaging') throw conflict('ERR_REIMAGE_IN_PROGRESS', `${m.hostname ?? m.mac} is being reimaged; delete it once the reimage is over`, 'mac');
+      const where = m.state === 'failed' ? m.failedFrom : m.state;
+      if (where !== 'joining' && where !== 'joined') return null;
+      const cluster = m.cluster;
+      const name = m.hostname ?? m.mac;
+      if (m.role === 'control-plane') {
+        const verdict = (await liveQuorum(m)) ?? { ...quorumAfterRemoval(m, await inventory.machines.list({ cluster })), source: 'inventory' as const };
+        if (!verdict.ok) throw conflict('ERR_QUORUM', `removing ${name} would lose etcd quorum (${verdict.source ?? 'inventory'}): ${verdict.reason ?? ''}`, 'mac');
+      }
+      const open = (await orchestration.steps(cluster)).find((s) => s.kind === 'remove-node' && s.mac === m.mac && s.data['purpose'] === 'delete' && s.data['answered'] !== true && s.state !== 'done');
+      const request = open ? String(open.data['reimage']) : `del-${randomBytes(4).toString('hex')}`;
+      const id = removeStepId(m.mac, request);
+      if (!open) {
+        await orchestration.saveStep({ cluster, id, kind: 'remove-node', mac: m.mac, state: 'pending', attempts: 0, startedAt: null, endedAt: null, output: [], error: null, data: { purpose: 'delete', reimage: request, askedAt: Date.now(), force: opts.force } });
+        await inventory.events.append({ mac: m.mac, cluster, type: 'cluster.node-removal-requested', source: 'api', message: `node ${name} leaves cluster ${cluster} before its record is deleted${opts.force ? ' (forced: removed from the cluster side even if it does not answer)' : ''}`, data: { request, force: opts.force, step: id } });
+      }
+      kick(cluster);
+      return { removal: 'pending', request, step: id, mac: m.mac, hostname: m.hostname, cluster, force: open ? open.data['force'] === true : opts.force, events: `/api/v1/machines/${m.mac}/events` };
     },
     async idle(timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;

@@ -8,6 +8,7 @@ import type { Inventory } from '../inventory/store.js';
 import { PowerError, type BmcTarget, type PowerCallInfo, type PowerDriver, type PowerState } from './driver.js';
 import { DEFAULT_IPMI_PORT } from './ipmitool.js';
 import { callData, createReimageWorkflow, nameOf, toAppError } from './reimage.js';
+import type { LiveQuorumCheck } from './quorum.js';
 import { finishJob, jobCounts, jobSummary, newRackJob, presentRackJob, updateItem, type RackAction, type RackJob } from './rack.js';
 
 /**
@@ -34,6 +35,8 @@ export interface PowerServiceDeps {
   readonly now?: () => Date;
   /** Runs once the service has stopped (closes the driver). */
   readonly onStopped?: () => void;
+  /** etcd's live member list and health before a control node is reimaged (the orchestrator's). */
+  readonly liveQuorum?: LiveQuorumCheck | undefined;
 }
 
 export type MachinePowerAction = RackAction;
@@ -146,6 +149,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     load,
     target,
     cycleOrOn,
+    liveQuorum: deps.liveQuorum,
   });
 
   // ── rack jobs ──────────────────────────────────────────────────────────────
