@@ -127,6 +127,11 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     owner: instanceId(config.dataDir),
     holder: `${hostname()} pid ${process.pid}`,
     metrics,
+    // A rolling upgrade reimages its nodes through the power service.
+    reimage: (mac, opts) => power.reimage(mac, opts),
+    // The upgrade's package preflight: the cluster preflight (`POST /clusters/{name}/preflight`)
+    // is handed in here once it exists; until then only the skew rules are checked.
+    checkPackages: undefined,
   });
 
   const app = createApp({

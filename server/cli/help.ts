@@ -13,7 +13,7 @@ Commands:
   rack power                 power a whole rack, a few machines at a time, with live progress
   watch [--cluster C] [--rack R]
                              the machines live: state, boot step, time in state
-  clusters list|create|show|retry|kubeconfig
+  clusters list|create|show|retry|kubeconfig|upgrade
                              clusters, through a running server's API
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
@@ -57,7 +57,7 @@ export const MACHINES_HELP = `Usage:
                          [--ip IP] [--rack R] [--bmc-address A --bmc-username U --bmc-password P]
                          [--bmc-port N] [--bmc-cipher-suite 17|3|…]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
-  racksmith machines rm MAC
+  racksmith machines rm MAC [--force]   a node leaves its cluster first (drain, etcd, LBs); --force when it no longer answers
   racksmith machines import FILE.csv
       header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
   racksmith machines power MAC --action on|off|cycle|reset|status
@@ -71,9 +71,13 @@ export const CLUSTERS_HELP = `Usage:
   racksmith clusters create --name N --ubuntu-release 18.04|20.04|22.04|24.04 --kubernetes-version V
                             --container-runtime docker|containerd --cni weave|flannel|calico
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
+                            [--vip IP]   (two load balancers share it; the endpoint is then IP:6443)
   racksmith clusters show NAME
   racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
   racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
+  racksmith clusters upgrade NAME --kubernetes-version V [--max-unavailable N] [--wait [--timeout S]]
+                                         (admin) rolling upgrade by reimage, one minor at a time
+  racksmith clusters upgrade NAME --pause|--resume|--abort   (operator)
 
 Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
 `;

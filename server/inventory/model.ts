@@ -59,6 +59,8 @@ export interface ClusterUpgrade {
   readonly updatedAt: string;
   /** Why it stopped (failed), or who paused/aborted it. */
   readonly reason: string | null;
+  /** The cluster's ClusterConfiguration names the new version: machines installed from now on get it. */
+  readonly controlPlaneMoved: boolean;
 }
 
 export interface BmcConfig {

@@ -3,6 +3,7 @@ import type { Cluster, ClusterState, Machine } from '../inventory/model.js';
 import type { StepRecord } from '../inventory/store.js';
 import { API_SERVER_PORT, apiEndpoint, loadBalancerProblem } from '../inventory/topology.js';
 import { vrrpFor } from './lb-pair.js';
+import { activeUpgrade, installVersion, planUpgrade, type UpgradePlan } from './upgrade.js';
 
 /**
  * The bootstrap plan, as a pure function of the cluster, its machines, the persisted step
@@ -38,6 +39,13 @@ export const STEP_KINDS = [
   'join-worker',
   'nodes-ready',
   'remove-node',
+  // The rolling upgrade's (upgrade.ts; listed here, not spread from it: the two modules import each other).
+  'upgrade-preflight',
+  'upgrade-snapshot',
+  'upgrade-config',
+  'upgrade-node',
+  'upgrade-check',
+  'upgrade-addons',
 ] as const;
 export type StepKind = (typeof STEP_KINDS)[number];
 
@@ -139,6 +147,8 @@ export interface Plan {
   readonly settle: readonly Mac[];
   /** Removal requests whose answer is known and not yet recorded; the service records them. */
   readonly answer: readonly RemovalAnswer[];
+  /** The rolling upgrade's part (nodes to reimage, progress), when one is under way. */
+  readonly upgrade: UpgradePlan | null;
 }
 
 export { API_SERVER_PORT };
@@ -288,7 +298,8 @@ export function planCluster(input: PlanInput): Plan {
   const control = initFinished ? (healthy.find((c) => c.mac === life.pinned) ?? healthy[0] ?? null) : null;
 
   const derive = (): ClusterState => clusterState(input, life, { lbs, controls, workers, criticalFailure, run });
-  const result = (): Plan => ({ state: derive(), run, waiting, endpoint, initNode: first?.mac ?? null, controlNode: control?.mac ?? null, settle, answer });
+  let upgradePlan: UpgradePlan | null = null;
+  const result = (): Plan => ({ state: derive(), run, waiting, endpoint, initNode: first?.mac ?? null, controlNode: control?.mac ?? null, settle, answer, upgrade: upgradePlan });
 
   // ── removals asked for by reimages ──────────────────────────────────────
   const lbRecords = (l: Machine): StepRecord[] => steps.filter((s) => s.kind === 'lb-config' && s.mac === l.mac);
@@ -298,7 +309,7 @@ export function planCluster(input: PlanInput): Plan {
     const m = byMac.get(r.mac) as Machine;
     const id = removeStepId(m.mac, r.reimage);
     const rec = record.get(id);
-    const base = { mac: m.mac, reimage: r.reimage, purpose: r.purpose ?? 'reimage' };
+    const base = { mac: m.mac, reimage: r.reimage, ...(r.purpose === 'delete' ? { purpose: 'delete' as const } : {}) };
     if (isActive(id)) continue;
     if (m.role !== 'worker' && m.role !== 'control-plane') {
       answer.push({ ...base, outcome: 'removed', message: `${nameOf(m)} is no Kubernetes node: nothing to remove`, reason: null, step: null });
@@ -334,7 +345,7 @@ export function planCluster(input: PlanInput): Plan {
       answer.push({ ...base, outcome: 'failed', message: `cannot remove node ${nameOf(m)}`, reason, step: null });
       continue;
     }
-    const data: RemovalData = { reimage: r.reimage, askedAt: r.askedAt, node: nameOf(m), role: m.role, via: via?.mac ?? null, viaNode: via ? nameOf(via) : null, generation: life.gen(m), purpose: r.purpose ?? 'reimage', force: r.force ?? false };
+    const data: RemovalData = { reimage: r.reimage, askedAt: r.askedAt, node: nameOf(m), role: m.role, via: via?.mac ?? null, viaNode: via ? nameOf(via) : null, generation: life.gen(m), ...(r.purpose === 'delete' ? { purpose: 'delete' as const, force: r.force ?? false } : {}) };
     plan('remove-node', id, m, { ...data });
   }
 
@@ -416,6 +427,8 @@ export function planCluster(input: PlanInput): Plan {
     return 'waiting';
   };
   const others = controls.filter((c) => !life.isInitLife(c));
+  // Once an upgrade moved the control plane on, a node of the old version never joins.
+  const joinData = (): Record<string, unknown> => (cluster.upgrade?.controlPlaneMoved ? { requiredVersion: installVersion(cluster) } : {});
   const certsAt = newestTime(steps, ['init', 'upload-certs'], 'certsUploadedAt');
   const tokenAt = newestTime(steps, ['init', 'token-refresh'], 'tokenCreatedAt');
   const certsFresh = certsAt !== null && now.getTime() - certsAt < limits.certUploadMaxAgeMs;
@@ -432,7 +445,7 @@ export function planCluster(input: PlanInput): Plan {
     if (!activeControl && candidate && !refreshing) {
       if (!tokenFresh) plan('token-refresh', generationalId('token-refresh'), control);
       else if (!certsFresh) plan('upload-certs', generationalId('upload-certs'), control);
-      else plan('join-control', joinStepId(candidate.mac, life.gen(candidate)), candidate);
+      else plan('join-control', joinStepId(candidate.mac, life.gen(candidate)), candidate, joinData());
     }
     for (const x of statuses) if (x.s === 'waiting') waiting.push(`control-plane node ${nameOf(x.c)} is ${x.c.ip ? x.c.state : 'without an IP address'}`);
 
@@ -444,12 +457,34 @@ export function planCluster(input: PlanInput): Plan {
       else {
         const slots = Math.max(0, limits.workerConcurrency - workerStatuses.filter((x) => x.s === 'active').length);
         for (const w of eligibleWorkers.sort((a, b) => Number(b.state === 'joining') - Number(a.state === 'joining')).slice(0, slots)) {
-          plan('join-worker', joinStepId(w.mac, life.gen(w)), w);
+          plan('join-worker', joinStepId(w.mac, life.gen(w)), w, joinData());
         }
       }
     } else if (!controlsSettled && eligibleWorkers.length > 0) {
       waiting.push('workers join once the control-plane joins in progress are done');
     }
+  }
+
+  // ── the rolling upgrade ─────────────────────────────────────────────────
+  const upgrade = activeUpgrade(cluster);
+  if (chainDone && upgrade) {
+    upgradePlan = planUpgrade({
+      cluster,
+      upgrade,
+      controls,
+      workers,
+      control,
+      record: (id) => record.get(id),
+      isActive,
+      generation: (m) => life.gen(m),
+      currentJoin: (m) => life.join(m),
+      isInitLife: (m) => life.isInitLife(m),
+    });
+    for (const u of upgradePlan.run) {
+      const on = byMac.get(u.mac);
+      if (on) plan(u.kind, u.id, on, u.data);
+    }
+    waiting.push(...upgradePlan.waiting);
   }
 
   // ── every joined node Ready ─────────────────────────────────────────────

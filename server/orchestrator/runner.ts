@@ -26,10 +26,11 @@ import {
   PATHS,
 } from './commands.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, criSocket, kubernetesMinor, renderHaproxyConfig, renderKubeadmConfig } from './kubeadm-config.js';
-import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLines } from './kubeadm-output.js';
+import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLines, type EtcdMember } from './kubeadm-output.js';
 import type { Backend, PlannedStep, RemovalData, StepKind } from './plan.js';
 import { CHECK_SCRIPT, renderKeepalivedConfig, type Vrrp } from './lb-pair.js';
-import { endpointHealthScript, keepSnapshot, liveQuorumAfterRemoval, parseEndpointHealth, snapshotReadScript, snapshotSaveScript, type EtcdView } from './etcd.js';
+import { endpointHealthScript, etcdAllHealthy, keepSnapshot, liveQuorumAfterRemoval, memberHealthy, parseEndpointHealth, snapshotReadScript, snapshotSaveScript, type EtcdView } from './etcd.js';
+import { clusterConfigPatchScript, clusterConfigReadScript, kubeProxyImageScript, kubeadmVersionProbe, parseVersion, withKubernetesVersion } from './upgrade.js';
 import { createRedactor, type Redactor } from './redact.js';
 import { SshError, type ExecResult, type RemoteSession, type RemoteShell } from './ssh.js';
 import { ORCHESTRATOR_METRICS, instruments } from '../lib/metric-catalogue.js';
@@ -106,14 +107,14 @@ export class StepError extends Error {
  * (preflight: port 6443 in use, manifests present), so only transport faults before it ran
  * are retried; every other step is safe to try again.
  */
-const RETRY_ON_FAILURE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'kubeconfig', 'cni', 'upload-certs', 'token-refresh', 'join-control', 'join-worker', 'remove-node']);
+const RETRY_ON_FAILURE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'kubeconfig', 'cni', 'upload-certs', 'token-refresh', 'join-control', 'join-worker', 'remove-node', 'upgrade-preflight', 'upgrade-snapshot', 'upgrade-config', 'upgrade-check', 'upgrade-addons']);
 /** Steps that move their machine ready → joining → joined. */
 const JOINS_MACHINE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'init', 'join-control', 'join-worker']);
 /**
  * Steps that fail no machine: the cluster-wide check is nobody's fault, and a failed removal is
  * answered to the power service, which fails the machine being reimaged itself.
  */
-const FAILS_NO_MACHINE: ReadonlySet<StepKind> = new Set<StepKind>(['nodes-ready', 'remove-node']);
+const FAILS_NO_MACHINE: ReadonlySet<StepKind> = new Set<StepKind>(['nodes-ready', 'remove-node', 'upgrade-preflight', 'upgrade-snapshot', 'upgrade-config', 'upgrade-node', 'upgrade-check', 'upgrade-addons']);
 /** Steps whose output is itself secret (admin.conf): never streamed. */
 const QUIET: ReadonlySet<StepKind> = new Set<StepKind>(['kubeconfig', 'nodes-ready']);
 
@@ -357,7 +358,8 @@ async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: numbe
 async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n: number, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
   const { settings } = deps;
   const { step, cluster, secrets } = job;
-  const { run } = commands(deps, session, sink, signal, QUIET.has(step.kind));
+  const sh = commands(deps, session, sink, signal, QUIET.has(step.kind));
+  const { run } = sh;
   const probe = async (script: string): Promise<boolean> => {
     const r = await session.exec(shellCommand(settings.sshUser, 30_000), { stdin: script, timeoutMs: 30_000, signal });
     if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', 'the idempotency probe timed out', true);
@@ -423,6 +425,10 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
     case 'join-control':
     case 'join-worker': {
       if (await probe(probes.join)) return { skipped: `${PATHS.kubeletConf} already exists: the node joined before`, data: {} };
+      const version = await nodeVersion(session, deps, signal);
+      const required = step.data['requiredVersion'] as string | undefined;
+      const mismatch = required && version ? versionMismatch(version, required) : null;
+      if (mismatch) throw new StepError('ERR_STEP_CHECK', `${step.hostname} has kubeadm ${version} but the control plane is at ${required}: ${mismatch}; reimage it to install ${required}`, false);
       const target = job.members.find((m) => m.mac === step.mac);
       const control = step.kind === 'join-control';
       await run(
@@ -439,10 +445,35 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
           { resetFirst: n > 1 },
         ),
       );
-      return { skipped: null, data: { endpoint: job.endpoint } };
+      return { skipped: null, data: { endpoint: job.endpoint, version } };
     }
     case 'nodes-ready':
       return waitForNodes(deps, step, run, sink, signal);
+    case 'upgrade-preflight': {
+      const view = await readEtcd(sh, step.hostname);
+      if (!etcdAllHealthy(view)) throw new StepError('ERR_STEP_CHECK', `etcd is not healthy: ${view.members.filter((m) => !memberHealthy(m, view.health)).map((m) => m.name || m.id).join(', ')}`, true);
+      const nodes = parseNodes(await run(getNodesScript(), { timeoutMs: 60_000, stream: false }));
+      const notReady = nodes.filter((n) => !n.ready).map((n) => n.name);
+      if (notReady.length) throw new StepError('ERR_STEP_CHECK', `nodes not Ready: ${notReady.join(', ')}`, true);
+      sink.add([`etcd: ${view.members.length} member(s), all healthy; ${nodes.length} node(s), all Ready`]);
+      return { skipped: null, data: { members: view.members.length, nodes: nodes.length } };
+    }
+    case 'upgrade-snapshot':
+      return { skipped: deps.settings.snapshots ? null : 'no snapshot folder configured', data: await takeSnapshot(deps, job, sh, step.hostname, sink) };
+    case 'upgrade-config': {
+      const to = String(step.data['to']);
+      const current = await run(clusterConfigReadScript(), { timeoutMs: 60_000, stream: false });
+      await run(clusterConfigPatchScript(withKubernetesVersion(current, to)), { timeoutMs: 60_000 });
+      sink.add([`ClusterConfiguration.kubernetesVersion is now v${to}: nodes joined from now on deploy ${to}`]);
+      return { skipped: null, data: { to } };
+    }
+    case 'upgrade-check':
+      return waitForUpgradedNode(deps, step, sh, sink, signal);
+    case 'upgrade-addons':
+      await run(kubeProxyImageScript(settings.imageRepository, String(step.data['to'])), { timeoutMs: 60_000 });
+      return { skipped: null, data: { to: step.data['to'] } };
+    case 'upgrade-node':
+      throw new StepError('ERR_STEP_TARGET', 'a node is upgraded by its reimage, not by a step', false);
     case 'remove-node':
       throw new StepError('ERR_STEP_TARGET', 'a removal runs through removeNode', false);
   }
@@ -474,8 +505,9 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
   }
   try {
     const sh = session ? commands(deps, session, sink, signal, false) : null;
+    let etcdView: EtcdView | null = null;
     if (sh && d.role === 'control-plane') {
-      const view = await readEtcd(sh, d.viaNode as string);
+      const view = (etcdView = await readEtcd(sh, d.viaNode as string));
       if (d.purpose === 'delete') {
         const verdict = liveQuorumAfterRemoval(view, d.node, subject?.ip ?? null);
         if (!verdict.ok) throw new StepError('ERR_STEP_CHECK', `removing ${d.node} would break etcd quorum: ${verdict.reason ?? ''}`, false);
@@ -504,7 +536,7 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
     }
     facts['reset'] = await resetBestEffort(deps, job, subject, sink, signal);
     if (sh) {
-      if (d.role === 'control-plane') facts['etcdMember'] = await removeEtcdMember(sh, d, subject, sink);
+      if (d.role === 'control-plane') facts['etcdMember'] = await removeEtcdMember(sh, d, subject, sink, etcdView?.members);
       await sh.run(deleteNodeScript(d.node), { timeoutMs: Math.min(deps.settings.stepTimeoutMs, 120_000) });
       facts['deleted'] = true;
     } else {
@@ -516,9 +548,10 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
   return { skipped: null, data: facts };
 }
 
-async function removeEtcdMember(sh: { run: Run; raw: RunRaw }, d: RemovalData, subject: Machine | null, sink: OutputSink): Promise<string | null> {
+async function removeEtcdMember(sh: { run: Run; raw: RunRaw }, d: RemovalData, subject: Machine | null, sink: OutputSink, listed?: readonly EtcdMember[]): Promise<string | null> {
   const via = d.viaNode as string;
-  const members = parseEtcdMembers(await sh.run(etcdctlScript(via, ['member', 'list']), { timeoutMs: 60_000 }));
+  // The list read before the drain will do: a member the node's own reset removed since answers "member not found".
+  const members = listed ?? parseEtcdMembers(await sh.run(etcdctlScript(via, ['member', 'list']), { timeoutMs: 60_000 }));
   if (members.length === 0) throw new StepError('ERR_STEP_CHECK', `etcdctl member list on ${via} printed no member`, true);
   const member = findEtcdMember(members, d.node, subject?.ip ?? null);
   if (!member) {
@@ -604,6 +637,49 @@ async function resetBestEffort(deps: RunnerDeps, job: StepJob, subject: Machine 
   }
   if (outcome !== 'done') sink.add([`kubeadm reset on ${name} ${outcome} (best effort: its disk is wiped next)`]);
   return outcome;
+}
+
+/** `v1.30.6` from the node's kubeadm, or null when it does not say (the check is then skipped). */
+async function nodeVersion(session: RemoteSession, deps: RunnerDeps, signal: AbortSignal): Promise<string | null> {
+  const r = await session.exec(shellCommand(deps.settings.sshUser, 30_000), { stdin: kubeadmVersionProbe(), timeoutMs: 30_000, signal });
+  const m = /v?(\d+\.\d+\.\d+)/.exec(r.stdout);
+  return r.code === 0 && m ? (m[1] as string) : null;
+}
+
+/** Why a node's version does not fit the control plane's (another minor), or null. */
+function versionMismatch(node: string, required: string): string | null {
+  const a = parseVersion(node);
+  const b = parseVersion(required);
+  if (!a || !b || (a.major === b.major && a.minor === b.minor)) return null;
+  return a.minor < b.minor ? 'a node of the old version never joins after the control plane moved on' : 'a node newer than the control plane is not a supported skew';
+}
+
+/** After an upgraded node rejoined: etcd healthy (every member) and the node Ready at the new version. */
+async function waitForUpgradedNode(deps: RunnerDeps, step: PlannedStep, sh: { run: Run; raw: RunRaw }, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+  const node = String(step.data['node']);
+  const to = String(step.data['to']).replace(/^v/, '');
+  const deadline = Date.now() + deps.settings.nodesReadyTimeoutMs;
+  let why = '';
+  for (;;) {
+    try {
+      const view = await readEtcd(sh, step.hostname);
+      const rows = parseNodes(await sh.run(getNodesScript(), { timeoutMs: 60_000, stream: false }));
+      const row = rows.find((n) => n.name === node);
+      if (!etcdAllHealthy(view)) why = `etcd not healthy yet (${view.members.filter((m) => !memberHealthy(m, view.health)).map((m) => m.name || m.id).join(', ')})`;
+      else if (!row) why = `${node} is not in kubectl get nodes`;
+      else if (!row.ready) why = `${node} is ${row.status}`;
+      else if (row.version !== null && row.version.replace(/^v/, '') !== to) why = `${node} runs ${row.version}, not v${to}`;
+      else {
+        sink.add([`${node} Ready at v${to}; etcd: ${view.members.length} member(s), all healthy`]);
+        return { skipped: null, data: { node, version: to, members: view.members.length } };
+      }
+    } catch (err) {
+      if (!(err instanceof StepError)) throw err;
+      why = err.message;
+    }
+    if (Date.now() >= deadline) throw new StepError('ERR_STEP_TIMEOUT', `after ${Math.round(deps.settings.nodesReadyTimeoutMs / 1000)} s: ${why}`, false);
+    await deps.sleep(deps.settings.nodesReadyPollMs, signal);
+  }
 }
 
 async function waitForNodes(deps: RunnerDeps, step: PlannedStep, run: (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => Promise<string>, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {

@@ -1,11 +1,12 @@
 import type { Metrics } from '../lib/metrics.js';
-import type { Cluster, InventoryEvent, Machine } from '../inventory/model.js';
+import type { Cluster, ClusterUpgrade, InventoryEvent, Machine } from '../inventory/model.js';
 import { NODE_REMOVAL_FAILED_EVENT, NODE_REMOVED_EVENT, REIMAGE_EVENT, awaitsClusterRemoval, reimageProgress } from '../inventory/reimage.js';
 import type { Inventory, OrchestrationRepo, StepRecord } from '../inventory/store.js';
 import type { ClusterCa } from '../lib/cluster-ca.js';
 import { ADMIN_CONF_SECRET, clusterScope, ensureClusterSecrets } from '../lib/cluster-secrets.js';
 import { randomBytes } from 'node:crypto';
-import { conflict, errorMessage, notFound } from '../lib/errors.js';
+import { conflict, errorMessage, invalid, notFound } from '../lib/errors.js';
+import type { Mac } from '../lib/mac.js';
 import { quorumAfterRemoval, type QuorumVerdict } from '../power/quorum.js';
 import { liveQuorumAfterRemoval } from './etcd.js';
 import type { Logger } from '../lib/log.js';
@@ -13,7 +14,8 @@ import { AUTOINSTALL_DIR } from '../lib/paths.js';
 import type { Service, ServiceState } from '../lib/service.js';
 import { createRenderer, type Renderer } from '../render/templates.js';
 import { KUBEADM_TEMPLATES_DIR } from './kubeadm-config.js';
-import { planCluster, removeStepId, type Plan, type PlanLimits, type RemovalRequest } from './plan.js';
+import { machineGeneration, planCluster, removeStepId, type Plan, type PlanLimits, type RemovalRequest } from './plan.js';
+import { UPGRADE_STEP_KINDS, nodeRecordId, parseVersion, skewProblem } from './upgrade.js';
 import { inspectEtcd, runStep, type RunnerDeps, type RunnerSettings } from './runner.js';
 import type { RemoteShell } from './ssh.js';
 
@@ -47,6 +49,19 @@ export interface OrchestratorDeps {
   readonly kubeadmTemplates?: Renderer | undefined;
   readonly haproxyTemplates?: Renderer | undefined;
   readonly metrics?: Metrics | undefined;
+  /** The power service's reimage (a rolling upgrade reimages its nodes); without it an upgrade cannot start. */
+  readonly reimage?: ((mac: Mac, opts: { readonly force: boolean; readonly source: string }) => Promise<Record<string, unknown>>) | undefined;
+  /**
+   * The upgrade's package preflight: do the new version's packages exist in the configured
+   * repositories? (The cluster preflight of `POST /clusters/{name}/preflight` is the one to hand
+   * in.) Without it only the skew rules are checked.
+   */
+  readonly checkPackages?: ((cluster: Cluster, version: string) => Promise<{ readonly ok: boolean; readonly lines: readonly string[] }>) | undefined;
+}
+
+export interface UpgradeRequest {
+  readonly kubernetesVersion: string;
+  readonly maxUnavailable?: number | undefined;
 }
 
 export interface RetryResult {
@@ -71,6 +86,10 @@ export interface Orchestrator extends Service {
    * no node of a cluster (the record may go at once).
    */
   removeFromCluster(m: Machine, opts: { readonly force: boolean }): Promise<Record<string, unknown> | null>;
+  /** `POST /clusters/{name}/upgrade`: checks the skew rules and the packages, then starts the rolling upgrade. */
+  startUpgrade(cluster: string, req: UpgradeRequest, source: string): Promise<ClusterUpgrade>;
+  /** pause: no further node is reimaged (those on their way finish); resume; abort: stop for good. */
+  controlUpgrade(cluster: string, action: 'pause' | 'resume' | 'abort', source: string): Promise<ClusterUpgrade>;
 }
 
 /** Event pages read when replaying a reimaging machine's history (10,000 events each). */
@@ -96,7 +115,7 @@ export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
 
 export function presentStep(s: StepRecord, machines: readonly Machine[]): Record<string, unknown> {
   const m = machines.find((x) => x.mac === s.mac);
-  const { certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, viaNode, nodeFound, drained, reset, etcdMember, deleted } = s.data as Record<string, unknown>;
+  const { certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, viaNode, nodeFound, drained, reset, etcdMember, deleted, vrrp, snapshot, version, to, node, purpose } = s.data as Record<string, unknown>;
   return {
     id: s.id,
     kind: s.kind,
@@ -110,7 +129,7 @@ export function presentStep(s: StepRecord, machines: readonly Machine[]): Record
     output: s.output,
     error: s.error,
     // Facts only; secrets never reach step data.
-    facts: Object.fromEntries(Object.entries({ certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, via: viaNode, nodeFound, drained, reset, etcdMember, deleted }).filter(([, v]) => v !== undefined)),
+    facts: Object.fromEntries(Object.entries({ certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, via: viaNode, nodeFound, drained, reset, etcdMember, deleted, vrrp, snapshot, version, to, node, purpose }).filter(([, v]) => v !== undefined)),
   };
 }
 
@@ -228,7 +247,52 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     const [members, steps] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
     const removals = await removalRequests(members, steps);
     const plan = planCluster({ cluster, machines: members, steps, active: new Set(), now: now(), limits: settings.limits, removals });
-    return plan.run.length > 0 || plan.settle.length > 0 || plan.answer.length > 0 || plan.state !== cluster.state;
+    return plan.run.length > 0 || plan.settle.length > 0 || plan.answer.length > 0 || plan.state !== cluster.state || upgradeWrites(cluster, plan);
+  }
+
+  /** Would the upgrade's part of the plan write something: a reimage to ask, a flag to set, the end? */
+  function upgradeWrites(cluster: Cluster, plan: Plan): boolean {
+    const u = plan.upgrade;
+    return u !== null && (u.reimage.length > 0 || (u.controlPlaneMoved && cluster.upgrade?.controlPlaneMoved !== true) || u.finished);
+  }
+
+  /**
+   * The upgrade's writes: the control plane moved on (installs get the new version), nodes to
+   * reimage (the record first, so a restart never asks twice), and the end.
+   */
+  async function applyUpgrade(cluster: Cluster, plan: Plan, steps: readonly StepRecord[], l: Logger): Promise<void> {
+    const u = plan.upgrade;
+    let upgrade = cluster.upgrade;
+    if (!u || !upgrade) return;
+    if (u.controlPlaneMoved && !upgrade.controlPlaneMoved) {
+      upgrade = { ...upgrade, controlPlaneMoved: true, updatedAt: now().toISOString() };
+      await inventory.clusters.setUpgrade(cluster.name, upgrade, `upgrade to ${upgrade.to}: the cluster configuration names ${upgrade.to}; machines installed from now on get it`);
+    }
+    for (const mac of u.reimage) {
+      const id = nodeRecordId(mac, upgrade.id);
+      const m = await inventory.machines.get(mac);
+      if (!m) continue;
+      const base = { cluster: cluster.name, id, kind: 'upgrade-node', mac, attempts: 1, startedAt: now().toISOString(), endedAt: null, output: [], error: null } as const;
+      const data = { upgrade: upgrade.id, to: upgrade.to, generation: machineGeneration(mac, steps), reimage: null as string | null };
+      await orchestration.saveStep({ ...base, state: 'running', data });
+      if (!deps.reimage) {
+        await orchestration.saveStep({ ...base, state: 'failed', endedAt: now().toISOString(), error: 'this racksmith has no power service to reimage with', data });
+        continue;
+      }
+      try {
+        const r = await deps.reimage(mac, { force: false, source: 'orchestrator' });
+        await orchestration.saveStep({ ...base, state: 'running', data: { ...data, reimage: String(r['reimage'] ?? '') || 'asked' }, output: [`reimage ${String(r['reimage'] ?? '')} of ${m.hostname ?? mac} into Kubernetes ${upgrade.to}`] });
+        l.info({ mac, reimage: r['reimage'], to: upgrade.to }, 'upgrade: node reimaged');
+      } catch (err) {
+        await orchestration.saveStep({ ...base, state: 'failed', endedAt: now().toISOString(), error: errorMessage(err), data });
+        l.warn({ mac, err: errorMessage(err) }, 'upgrade: the reimage was refused');
+      }
+    }
+    if (u.finished && upgrade.state !== 'done') {
+      const done = { ...upgrade, state: 'done' as const, updatedAt: now().toISOString(), reason: null };
+      await inventory.clusters.setUpgrade(cluster.name, done, `upgrade done: every node runs Kubernetes ${upgrade.to}`, { kubernetesVersion: upgrade.to });
+      l.info({ to: upgrade.to }, 'upgrade done');
+    }
   }
 
   async function history(mac: Machine['mac']): Promise<InventoryEvent[]> {
@@ -298,6 +362,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     const removals = await removalRequests(members, steps);
     const plan = planCluster({ cluster, machines: members, steps, active: new Set(active.keys()), now: now(), limits: settings.limits, removals });
     await answer(name, plan, steps, l);
+    await applyUpgrade(cluster, plan, steps, l);
     // Made on first need: before the first step that uses them (seeds call the same function).
     const secrets = plan.run.length > 0 ? await ensureClusterSecrets(inventory.secrets, name, { now, makeCa: deps.makeCa }) : null;
     for (const mac of plan.settle) {
@@ -340,7 +405,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       active.set(step.id, p);
     }
     // An answer changes what the next look sees: look once more before letting go.
-    return active.size === 0 && plan.run.length === 0 && plan.answer.length === 0;
+    return active.size === 0 && plan.run.length === 0 && plan.answer.length === 0 && !upgradeWrites(cluster, plan);
   }
 
   /** etcd's own view through a healthy control node (the one cluster commands use first). */
@@ -428,6 +493,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
           running: driver ? [...driver.active.keys()] : [],
           lock: lock && Date.parse(lock.expiresAt) > Date.now() ? { holder: lock.holder, expiresAt: lock.expiresAt } : null,
         },
+        ...(cluster.upgrade ? { upgrade: { ...cluster.upgrade, nodes: plan.upgrade?.progress ?? {} } } : {}),
       };
     },
     liveQuorum,
@@ -451,6 +517,62 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       }
       kick(cluster);
       return { removal: 'pending', request, step: id, mac: m.mac, hostname: m.hostname, cluster, force: open ? open.data['force'] === true : opts.force, events: `/api/v1/machines/${m.mac}/events` };
+    },
+    async startUpgrade(name, req, source) {
+      const cluster = await inventory.clusters.get(name);
+      if (!cluster) throw notFound('ERR_UNKNOWN_CLUSTER', `no cluster named "${name}"`);
+      const to = req.kubernetesVersion.replace(/^v/, '');
+      const previous = cluster.upgrade ?? null;
+      if (previous && (previous.state === 'running' || previous.state === 'paused')) throw conflict('ERR_UPGRADE_IN_PROGRESS', `cluster ${name} is already being upgraded to ${previous.to} (${previous.state}); resume or abort it first`, 'kubernetesVersion');
+      // An aborted upgrade that already moved the control plane can only be finished.
+      const unfinished = previous?.state === 'aborted' && previous.controlPlaneMoved ? previous : null;
+      if (unfinished && unfinished.to !== to) throw conflict('ERR_UPGRADE_UNFINISHED', `an aborted upgrade already moved cluster ${name}'s control plane to ${unfinished.to}: upgrade to ${unfinished.to} to finish it`, 'kubernetesVersion');
+      const skew = skewProblem(cluster.kubernetesVersion, to);
+      if (skew) throw invalid('ERR_VERSION_SKEW', skew, 'kubernetesVersion');
+      if (cluster.containerRuntime === 'docker' && (parseVersion(to)?.minor ?? 0) >= 24) throw invalid('ERR_VERSION_SKEW', 'Kubernetes 1.24 and later have no dockershim: a cluster on Docker cannot be upgraded past 1.23', 'kubernetesVersion');
+      if (cluster.state !== 'ready') throw conflict('ERR_CLUSTER_NOT_READY', `cluster ${name} is ${cluster.state}: an upgrade starts from a ready cluster (every machine joined, every node Ready)`, 'name');
+      if (!deps.reimage) throw conflict('ERR_NO_POWER', 'an upgrade reimages its nodes, and this racksmith has no power service', 'name');
+      const members = await inventory.machines.list({ cluster: name });
+      const noBmc = members.filter((m) => (m.role === 'control-plane' || m.role === 'worker') && !m.bmc).map((m) => m.hostname ?? m.mac);
+      if (noBmc.length) throw conflict('ERR_NO_BMC', `an upgrade reimages every node, and ${noBmc.join(', ')} ha${noBmc.length === 1 ? 's' : 've'} no BMC`, 'name');
+      if (deps.checkPackages) {
+        const pre = await deps.checkPackages(cluster, to);
+        if (!pre.ok) throw conflict('ERR_PREFLIGHT', `the packages of Kubernetes ${to} are not all available: ${pre.lines.filter((x) => /fail|missing|not/i.test(x)).join('; ') || pre.lines.join('; ')}`, 'kubernetesVersion');
+      }
+      const at = now().toISOString();
+      const upgrade: ClusterUpgrade = {
+        id: randomBytes(4).toString('hex'),
+        from: cluster.kubernetesVersion,
+        to,
+        state: 'running',
+        maxUnavailable: req.maxUnavailable ?? settings.upgradeMaxUnavailable ?? 1,
+        requestedAt: at,
+        updatedAt: at,
+        reason: null,
+        controlPlaneMoved: unfinished !== null,
+      };
+      await inventory.clusters.setUpgrade(name, upgrade, `upgrade ${upgrade.id} from ${upgrade.from} to ${to} requested (${upgrade.maxUnavailable} worker(s) at a time)`, { source });
+      kick(name);
+      return upgrade;
+    },
+    async controlUpgrade(name, action, source) {
+      const cluster = await inventory.clusters.get(name);
+      if (!cluster) throw notFound('ERR_UNKNOWN_CLUSTER', `no cluster named "${name}"`);
+      const u = cluster.upgrade ?? null;
+      const allowed: Record<typeof action, readonly string[]> = { pause: ['running'], resume: ['paused', 'running'], abort: ['running', 'paused'] };
+      if (!u || !allowed[action].includes(u.state)) throw conflict('ERR_UPGRADE_STATE', u ? `the upgrade to ${u.to} is ${u.state}: it cannot ${action}` : `cluster ${name} has no upgrade to ${action}`, 'name');
+      const state = action === 'pause' ? 'paused' : action === 'resume' ? 'running' : 'aborted';
+      if (action === 'resume') {
+        // What stopped it (a refused reimage, a failed check) is tried again.
+        for (const s of await orchestration.steps(name)) {
+          if (s.state === 'failed' && (UPGRADE_STEP_KINDS as readonly string[]).includes(s.kind) && String(s.id).endsWith(`:${u.id}`)) await orchestration.saveStep({ ...s, state: 'pending', attempts: 0, error: null });
+        }
+      }
+      const next: ClusterUpgrade = { ...u, state, updatedAt: now().toISOString(), reason: action === 'resume' ? null : `${action} requested by ${source}` };
+      const nodes = action === 'resume' ? '' : '; nodes already on their way finish their reinstall and rejoin';
+      await inventory.clusters.setUpgrade(name, next, `upgrade to ${u.to} ${state}${nodes}`, { source });
+      kick(name);
+      return next;
     },
     async idle(timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
