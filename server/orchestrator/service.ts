@@ -253,7 +253,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
   /** Would the upgrade's part of the plan write something: a reimage to ask, a flag to set, the end? */
   function upgradeWrites(cluster: Cluster, plan: Plan): boolean {
     const u = plan.upgrade;
-    return u !== null && (u.reimage.length > 0 || (u.controlPlaneMoved && cluster.upgrade?.controlPlaneMoved !== true) || u.finished);
+    return u !== null && (u.reimage.length > 0 || u.doneNodes.length > 0 || (u.controlPlaneMoved && cluster.upgrade?.controlPlaneMoved !== true) || u.finished);
   }
 
   /**
@@ -287,6 +287,10 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
         await orchestration.saveStep({ ...base, state: 'failed', endedAt: now().toISOString(), error: errorMessage(err), data });
         l.warn({ mac, err: errorMessage(err) }, 'upgrade: the reimage was refused');
       }
+    }
+    for (const mac of u.doneNodes) {
+      const rec = steps.find((s) => s.id === nodeRecordId(mac, upgrade.id));
+      if (rec) await orchestration.saveStep({ ...rec, state: 'done', endedAt: now().toISOString() });
     }
     if (u.finished && upgrade.state !== 'done') {
       const done = { ...upgrade, state: 'done' as const, updatedAt: now().toISOString(), reason: null };

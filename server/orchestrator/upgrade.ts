@@ -91,6 +91,8 @@ export interface UpgradePlan {
   /** Every node is done and the addons too: the cluster's version may change. */
   readonly finished: boolean;
   readonly progress: Readonly<Record<string, NodeProgress>>;
+  /** Nodes checked at the new version whose `upgrade-node` record still reads running: the service closes them. */
+  readonly doneNodes: readonly Mac[];
 }
 
 const finished = (r: StepRecord | undefined): boolean => r !== undefined && (r.state === 'done' || r.state === 'skipped');
@@ -110,7 +112,8 @@ export function planUpgrade(f: UpgradeFacts): UpgradePlan {
   const going = u.state === 'running';
   const phase = (kind: 'upgrade-preflight' | 'upgrade-snapshot' | 'upgrade-config' | 'upgrade-addons'): StepRecord | undefined => record(phaseStepId(kind, u.id));
   const moved = finished(phase('upgrade-config')) || u.controlPlaneMoved === true;
-  const result = (fin = false): UpgradePlan => ({ run, reimage, waiting, controlPlaneMoved: moved, finished: fin, progress });
+  const doneNodes: Mac[] = [];
+  const result = (fin = false): UpgradePlan => ({ run, reimage, waiting, controlPlaneMoved: moved, finished: fin, progress, doneNodes });
   const control = f.control;
   const planPhase = (kind: 'upgrade-preflight' | 'upgrade-snapshot' | 'upgrade-config' | 'upgrade-addons', data: Record<string, unknown> = {}): void => {
     const id = phaseStepId(kind, u.id);
@@ -164,6 +167,7 @@ export function planUpgrade(f: UpgradeFacts): UpgradePlan {
   for (const g of groups) {
     const st = g.nodes.map((m) => ({ m, s: statusOf(m) }));
     for (const x of st) progress[nameOf(x.m)] = x.s;
+    for (const x of st) if (x.s === 'done' && record(nodeRecordId(x.m.mac, u.id))?.state === 'running') doneNodes.push(x.m.mac);
     for (const x of st) if (x.s === 'checking') checkNode(x.m);
     const failed = st.filter((x) => x.s === 'failed');
     if (failed.length) {

@@ -42,6 +42,8 @@ export interface BedNode extends NodeDef {
 
 export interface Call {
   readonly node: string;
+  /** The calling node's package version. */
+  readonly version?: string;
   readonly tool: string;
   readonly args: string[];
   readonly files: Record<string, any>;
