@@ -92,7 +92,8 @@ export function snapshotSaveScript(viaNode: string): string {
 }
 
 export function snapshotReadScript(): string {
-  return script([`base64 -w 0 ${SNAPSHOT_ON_NODE}`, `rm -f ${SNAPSHOT_ON_NODE}`]);
+  // coreutils' base64 wraps unless told not to; busybox's may not know -w.
+  return script([`base64 -w 0 ${SNAPSHOT_ON_NODE} 2>/dev/null || base64 ${SNAPSHOT_ON_NODE} | tr -d '\\n'`, `rm -f ${SNAPSHOT_ON_NODE}`]);
 }
 
 /** `etcd-20260103T101500Z.db`: sorts by time. */
