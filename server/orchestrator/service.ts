@@ -319,7 +319,8 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
   async function removalRequests(members: readonly Machine[], steps: readonly StepRecord[]): Promise<RemovalRequest[]> {
     const out: RemovalRequest[] = [];
     for (const s of steps) {
-      if (s.kind !== 'remove-node' || s.data['purpose'] !== 'delete' || s.data['answered'] === true || s.state === 'done' || s.state === 'skipped') continue;
+      // Open until answered: a finished removal is answered (and the record deleted) on the next look.
+      if (s.kind !== 'remove-node' || s.data['purpose'] !== 'delete' || s.data['answered'] === true) continue;
       const m = members.find((x) => x.mac === s.mac);
       if (m) out.push({ mac: m.mac, reimage: String(s.data['reimage']), askedAt: Number(s.data['askedAt']), purpose: 'delete', force: s.data['force'] === true });
     }
@@ -512,7 +513,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
         const verdict = (await liveQuorum(m)) ?? { ...quorumAfterRemoval(m, await inventory.machines.list({ cluster })), source: 'inventory' as const };
         if (!verdict.ok) throw conflict('ERR_QUORUM', `removing ${name} would lose etcd quorum (${verdict.source ?? 'inventory'}): ${verdict.reason ?? ''}`, 'mac');
       }
-      const open = (await orchestration.steps(cluster)).find((s) => s.kind === 'remove-node' && s.mac === m.mac && s.data['purpose'] === 'delete' && s.data['answered'] !== true && s.state !== 'done');
+      const open = (await orchestration.steps(cluster)).find((s) => s.kind === 'remove-node' && s.mac === m.mac && s.data['purpose'] === 'delete' && s.data['answered'] !== true);
       const request = open ? String(open.data['reimage']) : `del-${randomBytes(4).toString('hex')}`;
       const id = removeStepId(m.mac, request);
       if (!open) {
