@@ -15,7 +15,7 @@
  * BENCH_RUNS (default 3) and BENCH_UPGRADE_RUNS (default 1) set the repetitions; medians are printed.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -134,7 +134,7 @@ S ${cps[0]!.ip} ${dir}/nodes.sh
     const t0 = performance.now();
     await run('bash', [join(dir, 'peer.sh')], { timeout: 300_000 });
     const ms = performance.now() - t0;
-    const joined = readFileSync(join(bed.clusterDir, 'nodes'), 'utf8').split('\n').filter(Boolean).length;
+    const joined = readdirSync(join(bed.clusterDir, 'nodes.d')).length;
     if (joined !== 23) throw new Error(`peer: ${joined} nodes joined, expected 23`);
     return ms;
   } finally {
