@@ -63,11 +63,12 @@ export function renderKeepalivedConfig(renderer: Renderer, v: Vrrp, ctx: { reado
 /**
  * keepalived's health check: the local haproxy accepts a TCP connection on the API port in this
  * network namespace (a process check would also see other namespaces' haproxy). When no control
- * node is up both checks still pass, so the VIP stays where it is.
+ * node is up both checks still pass, so the VIP stays where it is. Three failures 2 s apart (a
+ * refused connection fails at once) move the VIP; a slow machine's slow check does not.
  */
 export const CHECK_SCRIPT = `#!/bin/bash
 # racksmith: healthy while the local haproxy accepts connections on the Kubernetes API port.
-exec timeout 2 bash -c '</dev/tcp/127.0.0.1/${API_SERVER_PORT}'
+exec timeout 4 bash -c '</dev/tcp/127.0.0.1/${API_SERVER_PORT}'
 `;
 
 /**
