@@ -145,12 +145,13 @@ test('control nodes: etcd member and node removed, LB without it, then with it a
     assert.match(scriptsOn(rack, cp2, 'kubeadm join').at(-1) ?? '', /--control-plane/);
 
     // The init node: removed through another control node, rejoined as a control node — never init again.
+    const listsOnCp1 = scriptsOn(rack, cp1, "'member' 'list'").length;
     await askRemoval(inv, cp1, 'r3');
     const fact = await answerOf(inv, cp1.mac, 'r3');
     assert.is(fact.type, NODE_REMOVED_EVENT, fact.message);
     assert.match(fact.message, /from cp2/);
     assert.ok(scriptsOn(rack, cp2, "'member' 'list'").length >= 1, 'etcdctl ran on cp2');
-    assert.equal(scriptsOn(rack, cp1, "'member' 'list'").length, 1, 'nothing of the removal ran on cp1 itself');
+    assert.equal(scriptsOn(rack, cp1, "'member' 'list'").length, listsOnCp1, 'nothing of the removal ran on cp1 itself');
     assert.equal([...rack.cluster.members.keys()].sort(), ['cp2', 'cp3']);
     assert.equal(backendsApplied().at(-1), ['cp2', 'cp3']);
     await reinstall(inv, rack, cp1);

@@ -26,7 +26,7 @@ import {
   PATHS,
 } from './commands.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, criSocket, kubernetesMinor, renderHaproxyConfig, renderKubeadmConfig } from './kubeadm-config.js';
-import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLines, type EtcdMember } from './kubeadm-output.js';
+import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLines } from './kubeadm-output.js';
 import type { Backend, PlannedStep, RemovalData, StepKind } from './plan.js';
 import { CHECK_SCRIPT, renderKeepalivedConfig, type Vrrp } from './lb-pair.js';
 import { endpointHealthScript, etcdAllHealthy, keepSnapshot, liveQuorumAfterRemoval, memberHealthy, parseEndpointHealth, snapshotReadScript, snapshotSaveScript, type EtcdView } from './etcd.js';
@@ -505,9 +505,8 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
   }
   try {
     const sh = session ? commands(deps, session, sink, signal, false) : null;
-    let etcdView: EtcdView | null = null;
     if (sh && d.role === 'control-plane') {
-      const view = (etcdView = await readEtcd(sh, d.viaNode as string));
+      const view = await readEtcd(sh, d.viaNode as string);
       if (d.purpose === 'delete') {
         const verdict = liveQuorumAfterRemoval(view, d.node, subject?.ip ?? null);
         if (!verdict.ok) throw new StepError('ERR_STEP_CHECK', `removing ${d.node} would break etcd quorum: ${verdict.reason ?? ''}`, false);
@@ -536,7 +535,8 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
     }
     facts['reset'] = await resetBestEffort(deps, job, subject, sink, signal);
     if (sh) {
-      if (d.role === 'control-plane') facts['etcdMember'] = await removeEtcdMember(sh, d, subject, sink, etcdView?.members);
+      // Listed again: the node's own reset has usually left etcd by now.
+      if (d.role === 'control-plane') facts['etcdMember'] = await removeEtcdMember(sh, d, subject, sink);
       await sh.run(deleteNodeScript(d.node), { timeoutMs: Math.min(deps.settings.stepTimeoutMs, 120_000) });
       facts['deleted'] = true;
     } else {
@@ -548,10 +548,9 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
   return { skipped: null, data: facts };
 }
 
-async function removeEtcdMember(sh: { run: Run; raw: RunRaw }, d: RemovalData, subject: Machine | null, sink: OutputSink, listed?: readonly EtcdMember[]): Promise<string | null> {
+async function removeEtcdMember(sh: { run: Run; raw: RunRaw }, d: RemovalData, subject: Machine | null, sink: OutputSink): Promise<string | null> {
   const via = d.viaNode as string;
-  // The list read before the drain will do: a member the node's own reset removed since answers "member not found".
-  const members = listed ?? parseEtcdMembers(await sh.run(etcdctlScript(via, ['member', 'list']), { timeoutMs: 60_000 }));
+  const members = parseEtcdMembers(await sh.run(etcdctlScript(via, ['member', 'list']), { timeoutMs: 60_000 }));
   if (members.length === 0) throw new StepError('ERR_STEP_CHECK', `etcdctl member list on ${via} printed no member`, true);
   const member = findEtcdMember(members, d.node, subject?.ip ?? null);
   if (!member) {

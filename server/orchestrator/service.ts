@@ -420,8 +420,10 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     if (!cluster) return null;
     const [members, steps] = await Promise.all([inventory.machines.list({ cluster: cluster.name }), orchestration.steps(cluster.name)]);
     const plan = planCluster({ cluster, machines: members, steps, active: new Set(), now: now(), limits: settings.limits, removals: [] });
-    // Every healthy control node may answer; the one cluster commands use first, then the others.
-    const candidates = members.filter((c) => c.role === 'control-plane' && c.state === 'joined' && c.ip).sort((a, b) => Number(b.mac === plan.controlNode) - Number(a.mac === plan.controlNode));
+    // Every healthy control node may answer: another than the node in question first (the one
+    // cluster commands use, then the others), the node itself only when no other does.
+    const rank = (c: Machine): number => (c.mac === m.mac ? 2 : c.mac === plan.controlNode ? 0 : 1);
+    const candidates = members.filter((c) => c.role === 'control-plane' && c.state === 'joined' && c.ip).sort((a, b) => rank(a) - rank(b));
     for (const via of candidates.slice(0, 3)) {
       try {
         const view = await inspectEtcd({ shell: deps.shell, privateKey, settings }, via, stopAll.signal);
