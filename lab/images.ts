@@ -78,6 +78,9 @@ const STANDIN_FILES = ['standin.js', 'remote.js', 'apiserver.js'];
 const PROGRAMS: Record<string, string> = {
   'usr/bin/node': process.execPath,
   'usr/sbin/haproxy': '/usr/sbin/haproxy',
+  // A load balancer of a pair: keepalived holds the VIP; its health check is a bash script.
+  'usr/sbin/keepalived': '/usr/sbin/keepalived',
+  'usr/bin/bash': '/bin/bash',
   'usr/sbin/dropbear': '/usr/sbin/dropbear',
   'usr/bin/dropbearkey': '/usr/bin/dropbearkey',
 };

@@ -62,20 +62,28 @@ export const HTTP_PORT = 8080;
 export const BASE = `http://${SERVER_IP}:${HTTP_PORT}`;
 export const BMC_USER = 'admin';
 export const KUBERNETES_VERSION = '1.28.4';
+/** The next minor the lab's upgrade goes to. */
+export const UPGRADE_VERSION = '1.29.10';
+/** The API's virtual IP of a load-balancer pair: in the provisioning network, outside the DHCP pool and every machine's address. */
+export const VIP = '10.77.0.90';
 const BOOTED = /RACKSMITH-SYSTEM (UP|FAIL)/;
 const OVMF_SECBOOT_CODE = '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd';
 const OVMF_MS_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 const run = promisify(execFile);
 
-/** 1 load balancer, 2 control-plane nodes (3 from 6 machines on: an etcd that survives a loss), the rest workers. */
+/**
+ * 1 load balancer (2 sharing the VIP from 7 machines on), 2 control-plane nodes (3 from 6
+ * machines on: an etcd that survives a loss), the rest workers.
+ */
 export function planMachines(n: number, firmware: FirmwareChoice): { name: string; role: Role; firmware: Firmware }[] {
   if (!Number.isInteger(n) || n < 4) throw new Error('--machines: at least 4 (1 load balancer, 2 control-plane nodes, 1 worker)');
   if (n > 40) throw new Error('--machines: at most 40');
   const controls = n >= 6 ? 3 : 2;
+  const lbs = n >= 7 ? 2 : 1;
   const out: { name: string; role: Role; firmware: Firmware }[] = [];
   for (let i = 0; i < n; i++) {
-    const role: Role = i === 0 ? 'loadbalancer' : i <= controls ? 'control-plane' : 'worker';
-    const name = role === 'loadbalancer' ? 'lb1' : role === 'control-plane' ? `cp${i}` : `w${i - controls}`;
+    const role: Role = i < lbs ? 'loadbalancer' : i < lbs + controls ? 'control-plane' : 'worker';
+    const name = role === 'loadbalancer' ? `lb${i + 1}` : role === 'control-plane' ? `cp${i - lbs + 1}` : `w${i - lbs - controls + 1}`;
     // mixed: every other machine UEFI, starting with the first control node; the last worker is UEFI too.
     const fw: Firmware = firmware === 'mixed' ? (i % 2 === 1 || i === n - 1 ? 'uefi' : 'bios') : firmware;
     out.push({ name, role, firmware: fw });

@@ -47,6 +47,7 @@ import { AUTOINSTALL_DIR, BOOT_TEMPLATES_DIR } from './lib/paths.js';
 import { createRenderer } from './render/templates.js';
 import { machineRouter } from './http/machine-router.js';
 import { createArtifactStore } from './artifacts/store.js';
+import { formatReport } from './clusters/preflight.js';
 import { createClusterChecks } from './clusters/checks.js';
 import { preflightSettings } from './clusters/settings.js';
 import { createPowerOnGate } from './clusters/power-on.js';
@@ -58,6 +59,8 @@ import { findSignedChains } from './boot/loaders.js';
 import { installerTables } from './boot/releases.js';
 import { bootFiles } from './boot/tftp-files.js';
 import { layeredSource } from './lib/files.js';
+import { vipChecker } from './clusters/load-balancers.js';
+import { vipSources } from './clusters/vip-sources.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -155,6 +158,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       ipmi.close();
       await redfish.close();
     },
+    // etcd's own member list and health before a control node is reimaged (the orchestrator, made below).
+    liveQuorum: (m) => orchestrator.liveQuorum(m),
   });
   // Power starts before HTTP (the API calls into it) and stops after it.
   services.push(power);
@@ -172,6 +177,15 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     owner: instanceId(config.dataDir),
     holder: `${hostname()} pid ${process.pid}`,
     metrics,
+    // A rolling upgrade reimages its nodes through the power service.
+    reimage: (mac, opts) => power.reimage(mac, opts),
+    // The upgrade's package preflight: the cluster preflight (`POST /clusters/{name}/preflight`)
+    // is handed in here once it exists; until then only the skew rules are checked.
+    // The upgrade's preflight: every upstream the target version's seeds will use, its packages pinned.
+    checkPackages: async (cluster, version) => {
+      const report = await clusterChecks.preflight(cluster.name, { kubernetesVersion: version });
+      return { ok: report.ok, lines: formatReport(report).trimEnd().split('\n') };
+    },
   });
 
   // Only racksmith's own leases say where a MAC is; in proxy mode the site's DHCP knows.
@@ -226,6 +240,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
     clusterDetail: orchestrator,
+    checkVip: vipChecker(vipSources(inventory, config)),
+    removeFromCluster: (m, opts) => orchestrator.removeFromCluster(m, opts),
     extraRoutes: [...powerRoutes(power), ...consoleRoutes(sol), ...orchestrationRoutes(orchestrator, inventory.clusters), ...clusterChecksRoutes(clusterChecks, inventory.clusters)],
   });
   services.push(createHttpService(config, app));

@@ -96,6 +96,23 @@ test('machines given their MACs in all four forms come back normalised', async (
   assert.is(lb.body.machines.length, 4);
 });
 
+test('a cluster VIP: taken by a machine → 409, an explicit endpoint that differs → 400, else the endpoint is vip:6443', async () => {
+  const base = { ubuntuRelease: '22.04', kubernetesVersion: '1.30.6', containerRuntime: 'containerd', cni: 'flannel' };
+  const taken = await call(admin, 'POST', '/clusters', { name: 'pair-a', ...base, vip: '10.77.0.11' });
+  assert.is(taken.status, 409, taken.text);
+  assert.is(taken.body.error.code, 'ERR_VIP_TAKEN');
+  assert.is(taken.body.error.field, 'vip');
+  const clash = await call(admin, 'POST', '/clusters', { name: 'pair-a', ...base, vip: '10.77.0.250', controlPlaneEndpoint: '10.77.0.11:6443' });
+  assert.is(clash.status, 400, clash.text);
+  const ok = await call(admin, 'POST', '/clusters', { name: 'pair-a', ...base, vip: '10.77.0.250' });
+  assert.is(ok.status, 201, ok.text);
+  assert.is(ok.body.vip, '10.77.0.250');
+  assert.is(ok.body.controlPlaneEndpoint, '10.77.0.250:6443');
+  const again = await call(admin, 'POST', '/clusters', { name: 'pair-b', ...base, vip: '10.77.0.250' });
+  assert.is(again.status, 409, 'one VIP per cluster');
+  assert.is((await call(admin, 'DELETE', '/clusters/pair-a')).status, 204);
+});
+
 test('a write without a JSON body → 415 naming content-type', async () => {
   const r = await call(admin, 'POST', '/machines', 'mac=52:54:00:aa:bb:cc', 'application/x-www-form-urlencoded');
   assert.is(r.status, 415, r.text);

@@ -93,7 +93,7 @@ test('topology: a second load balancer is refused (API and CSV, naming the row);
   assert.is(lb2.status, 409, lb2.text);
   assert.is(lb2.body.error.code, 'ERR_TOPOLOGY');
   assert.is(lb2.body.error.field, 'role');
-  assert.match(lb2.body.error.message, /cluster topo would have 2 load balancers \(topo-lb1, topo-lb2\): racksmith configures exactly 1 per cluster/);
+  assert.match(lb2.body.error.message, /cluster topo would have 2 load balancers \(topo-lb1, topo-lb2\): one per cluster, or a pair sharing a virtual IP — set the cluster.s vip first/);
   // A worker may not become the second one either.
   assert.is((await call('POST', '/machines', { mac: '52:54:00:17:04:03', hostname: 'topo-w1', role: 'worker', cluster: 'topo' })).status, 201);
   assert.is((await call('PATCH', '/machines/52:54:00:17:04:03', { role: 'loadbalancer' })).status, 409);

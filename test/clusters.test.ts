@@ -138,7 +138,7 @@ test('placements: a second load balancer is refused naming the newcomer and its 
   assert.is(second.problems.length, 1);
   assert.is(second.problems[0]?.row, 4);
   assert.is(second.problems[0]?.cluster, 'lab');
-  assert.match(second.problems[0]?.message ?? '', /cluster lab would have 2 load balancers \(lb1, lb2\): racksmith configures exactly 1 per cluster/);
+  assert.match(second.problems[0]?.message ?? '', /cluster lab would have 2 load balancers \(lb1, lb2\): one per cluster, or a pair sharing a virtual IP — set the cluster.s vip first/);
   // Moving the other cluster's load balancer in is the same problem.
   assert.is(checkPlacements(existing, [m('x', 'lbx', 'loadbalancer', 'lab')]).problems.length, 1);
   // A worker joins: no problem, and the even control-plane count is not worse than before.

@@ -44,7 +44,11 @@ async function until<T>(what: string, fn: () => Promise<T | null | false | undef
 }
 /** A person's own `ipmitool sol activate`: what it prints within a few seconds, then `~.`. */
 async function personActivates(): Promise<string> {
-  const child = spawn('ipmitool', ['-I', 'lanplus', '-C', '3', '-H', '127.0.0.1', '-p', String(sim.port), '-U', 'admin', '-P', PASSWORD, 'sol', 'activate'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn('ipmitool', ['-I', 'lanplus', '-C', '3', '-H', '127.0.0.1', '-p', String(sim.port), '-U', 'admin', '-E', 'sol', 'activate'], {
+    // -E: the person's password comes from the environment, so the ps watcher sees only racksmith's command lines.
+    env: { ...process.env, IPMI_PASSWORD: PASSWORD },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
   child.stderr.on('data', (d: Buffer) => (out += d.toString('latin1')));

@@ -14,7 +14,7 @@ Commands:
   rack power                 power a whole rack, a few machines at a time, with live progress
   watch [--cluster C] [--rack R]
                              the machines live: state, boot step, time in state
-  clusters list|create|show|retry|kubeconfig
+  clusters list|create|show|retry|kubeconfig|upgrade
                              clusters, through a running server's API
   clusters preflight NAME    check every upstream the cluster's machines will use (before power-on)
   artifacts prefetch CLUSTER cache the installer artifacts the cluster's machines will ask for
@@ -69,7 +69,7 @@ export const MACHINES_HELP = `Usage:
                          [--bmc-address A] [--bmc-username U] [--bmc-port N|default]
                          [--bmc-cipher-suite N|default]   (BMC fields not given keep their values)
                          [--boot-loader ipxe|shim-grub|auto|default] [--secure-boot on|off|unknown]
-  racksmith machines rm MAC
+  racksmith machines rm MAC [--force]   a node leaves its cluster first (drain, etcd, LBs); --force when it no longer answers
   racksmith machines import FILE.csv
       header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
               (optional: bmc_port,bmc_cipher_suite,boot_loader,secure_boot; columns in any order)
@@ -91,12 +91,16 @@ export const CLUSTERS_HELP = `Usage:
   racksmith clusters create --name N --ubuntu-release 18.04|20.04|22.04|24.04 --kubernetes-version V
                             --container-runtime docker|containerd --cni weave|flannel|calico
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
+                            [--vip IP]   (two load balancers share it; the endpoint is then IP:6443)
       The versions must go together (docs/compatibility.md): e.g. Kubernetes 1.18 on 18.04/20.04
       with docker or containerd, 1.25+ on 22.04/24.04 with containerd; weave up to 1.23.
   racksmith clusters show NAME
   racksmith clusters preflight NAME      (operator) check every upstream its machines will use; exit 1 on a failure
   racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
   racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
+  racksmith clusters upgrade NAME --kubernetes-version V [--max-unavailable N] [--wait [--timeout S]]
+                                         (admin) rolling upgrade by reimage, one minor at a time
+  racksmith clusters upgrade NAME --pause|--resume|--abort   (operator)
 
 Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
 (or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)

@@ -39,6 +39,9 @@ interface ClusterJson {
   machineCount: number;
   warnings?: string[];
   machines?: MachineJson[];
+  vip?: string | null;
+  upgrade?: { id: string; from: string; to: string; state: string; reason: string | null; nodes?: Record<string, string> };
+  orchestration?: { waiting?: string[] };
   steps?: { id?: string; name?: string; state?: string; machine?: string | null; startedAt?: string | null; endedAt?: string | null; error?: string | null }[];
 }
 
@@ -163,11 +166,13 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
     case 'rm': {
-      const { values, positionals } = parse(rest, COMMON, 1);
+      const { values, positionals } = parse(rest, { ...COMMON, force: { type: 'boolean' } }, 1);
       if (values['help']) return out(MACHINES_HELP);
       const mac = positionals[0];
       if (!mac) throw new UsageError('machines rm: give the MAC');
-      await client(values).request('DELETE', `/machines/${encodeURIComponent(mac)}`);
+      const r = await client(values).request<{ removal?: string; request?: string; cluster?: string } | string>('DELETE', `/machines/${encodeURIComponent(mac)}${values['force'] ? '?force=true' : ''}`);
+      // A node of a cluster leaves it first; its record goes once it is out.
+      if (typeof r === 'object' && r?.removal === 'pending') return out(values['json'] ? JSON.stringify(r, null, 2) + '\n' : `${mac} leaves cluster ${r.cluster ?? '?'} first (request ${r.request ?? '?'}); its record is deleted once it is out: racksmith machines events ${mac}\n`);
       return out(values['json'] ? JSON.stringify({ deleted: mac }) + '\n' : `deleted ${mac}\n`);
     }
     case 'import': {
@@ -202,7 +207,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
 
 export async function clustersCommand(args: readonly string[], client: ClientFactory, out: Out): Promise<void> {
   const [sub, ...rest] = args;
-  if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show, preflight)');
+  if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show, preflight, upgrade)');
   if (sub === '--help' || sub === '-h') return out(CLUSTERS_HELP);
   const clusterRows = (cs: readonly ClusterJson[]): string =>
     table(['name', 'ubuntu', 'kubernetes', 'runtime', 'cni', 'endpoint', 'machines', 'state'], cs.map((c) => [c.name, c.ubuntuRelease, c.kubernetesVersion, c.containerRuntime, c.cni, c.controlPlaneEndpoint, c.machineCount, c.state]));
@@ -214,7 +219,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(cs, null, 2) + '\n' : clusterRows(cs));
     }
     case 'create': {
-      const fields = ['name', 'ubuntu-release', 'kubernetes-version', 'container-runtime', 'cni', 'pod-subnet', 'service-subnet', 'control-plane-endpoint'];
+      const fields = ['name', 'ubuntu-release', 'kubernetes-version', 'container-runtime', 'cni', 'pod-subnet', 'service-subnet', 'control-plane-endpoint', 'vip'];
       const { values } = parse(rest, { ...COMMON, ...Object.fromEntries(fields.map((f) => [f, { type: 'string' as const }])) });
       if (values['help']) return out(CLUSTERS_HELP);
       const body = Object.fromEntries(fields.map((f) => [f.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), str(values[f])]).filter(([, v]) => v !== undefined));
@@ -249,8 +254,66 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       if (!name) throw new UsageError('clusters kubeconfig: give the cluster name');
       return out(await client(values).request<string>('GET', `/clusters/${encodeURIComponent(name)}/kubeconfig`));
     }
+    case 'upgrade': {
+      const code = await upgradeCommand(rest, client, out);
+      if (code !== 0) process.exitCode = code;
+      return;
+    }
     default:
-      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, preflight, retry, kubeconfig)`);
+      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, preflight, retry, kubeconfig, upgrade)`);
+  }
+}
+
+/**
+ * `clusters upgrade NAME --kubernetes-version V [--max-unavailable N] [--wait [--timeout S]]`, or
+ * `--pause|--resume|--abort`. With --wait it follows the upgrade, one line per node change, and
+ * exits 0 when it is done, 1 when it stopped (aborted, or waiting on a failure), 2 on timeout.
+ */
+async function upgradeCommand(rest: readonly string[], client: ClientFactory, out: Out): Promise<number> {
+  const { values, positionals } = parse(
+    rest,
+    { ...COMMON, 'kubernetes-version': { type: 'string' }, 'max-unavailable': { type: 'string' }, pause: { type: 'boolean' }, resume: { type: 'boolean' }, abort: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' } },
+    1,
+  );
+  if (values['help']) {
+    out(CLUSTERS_HELP);
+    return 0;
+  }
+  const name = positionals[0];
+  if (!name) throw new UsageError('clusters upgrade: give the cluster name');
+  const c = client(values);
+  const path = `/clusters/${encodeURIComponent(name)}/upgrade`;
+  const actions = (['pause', 'resume', 'abort'] as const).filter((a) => values[a]);
+  if (actions.length > 1) throw new UsageError('clusters upgrade: one of --pause, --resume, --abort');
+  const version = str(values['kubernetes-version']);
+  if (actions.length === 0 && !version) throw new UsageError('clusters upgrade: give --kubernetes-version (or --pause, --resume, --abort)');
+  const max = str(values['max-unavailable']);
+  if (max !== undefined && !/^\d+$/.test(max)) throw new UsageError('clusters upgrade: --max-unavailable takes a whole number');
+  const r = actions[0]
+    ? await c.request<{ upgrade: NonNullable<ClusterJson['upgrade']> }>('POST', `${path}/${actions[0]}`, {})
+    : await c.request<{ upgrade: NonNullable<ClusterJson['upgrade']> }>('POST', path, { kubernetesVersion: version, ...(max ? { maxUnavailable: Number(max) } : {}) });
+  if (values['json'] && !values['wait']) {
+    out(JSON.stringify(r, null, 2) + '\n');
+    return 0;
+  }
+  out(`upgrade ${r.upgrade.id} of ${name}: ${r.upgrade.from} → ${r.upgrade.to}, ${r.upgrade.state}\n`);
+  if (!values['wait']) return 0;
+  const timeoutMs = Number(str(values['timeout']) ?? 7200) * 1000;
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    const v = await c.request<ClusterJson>('GET', `/clusters/${encodeURIComponent(name)}`);
+    const u = v.upgrade;
+    const line = u ? `${u.state}: ${Object.entries(u.nodes ?? {}).map(([n, s]) => `${n} ${s}`).join(', ')}${v.orchestration?.waiting?.[0] ? ` — ${v.orchestration.waiting[0]}` : ''}` : 'no upgrade';
+    if (line !== last) out(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
+    last = line;
+    if (!u || u.state === 'done') {
+      out(`cluster ${name} runs Kubernetes ${v.kubernetesVersion}\n`);
+      return 0;
+    }
+    if (u.state === 'aborted' || u.state === 'failed' || v.orchestration?.waiting?.some((w) => w.startsWith('upgrade stopped'))) return 1;
+    if (Date.now() > deadline) return 2;
+    await new Promise((res) => setTimeout(res, 2000));
   }
 }
 

@@ -15,7 +15,8 @@ import { planPreflight, runPreflight, type PreflightReport, type PreflightSettin
  * the cluster's history. The HTTP routes and the rack power-on gate both use this.
  */
 export interface ClusterChecks {
-  preflight(name: string, opts?: { readonly signal?: AbortSignal }): Promise<PreflightReport>;
+  /** `kubernetesVersion`: check that version's packages instead of the cluster's own (an upgrade's target). */
+  preflight(name: string, opts?: { readonly signal?: AbortSignal; readonly kubernetesVersion?: string }): Promise<PreflightReport>;
   prefetch(names: readonly string[], opts?: PrefetchOptions): Promise<PrefetchResult>;
 }
 
@@ -43,7 +44,7 @@ export function createClusterChecks(d: ClusterChecksDeps): ClusterChecks {
   return {
     async preflight(name, opts = {}) {
       const c = await load(name);
-      const plan = planPreflight({ name: c.name, os: osOfRelease(c.ubuntuRelease), kubernetesVersion: c.kubernetesVersion, containerRuntime: c.containerRuntime, cni: c.cni }, d.settings, d.installers[c.ubuntuRelease]);
+      const plan = planPreflight({ name: c.name, os: osOfRelease(c.ubuntuRelease), kubernetesVersion: opts.kubernetesVersion ?? c.kubernetesVersion, containerRuntime: c.containerRuntime, cni: c.cni }, d.settings, d.installers[c.ubuntuRelease]);
       const report = await runPreflight(c.name, plan, { get, locate: (r, f) => d.artifacts.locate(r, f), timeoutMs: d.timeoutMs, signal: opts.signal }, d.settings.aptProxy ?? null);
       const failed = report.checks.filter((x) => x.state === 'failed');
       await d.events.append({

@@ -1,8 +1,8 @@
 import type { Cluster, Machine, Role } from '../inventory/model.js';
 
 /**
- * The shape of a cluster, as rules over its members: what is refused (a second load balancer:
- * racksmith configures exactly one, until load-balancer pairs with a virtual IP exist) and what is
+ * The shape of a cluster, as rules over its members: what is refused (more load balancers than
+ * racksmith configures: one, or a pair sharing the cluster's virtual IP) and what is
  * allowed but worth a warning (an even number of control-plane nodes: stacked etcd needs a
  * majority, so 2 tolerate no failure and 4 no more than 3 do). Pure: the caller gives the members
  * as they would be after the change it is about to make.
@@ -24,14 +24,17 @@ export interface TopologyCheck {
 
 const nameOf = (m: Member): string => m.hostname ?? m.mac;
 
-/** How many load balancers a cluster may have. One today; two once a cluster has a virtual IP for them. */
-export function maxLoadBalancers(_cluster: Pick<Cluster, 'name'>): number {
-  return 1;
+/** The facts of a cluster its shape depends on: a `vip` lets two load balancers share the API's address. */
+export type ClusterShape = Pick<Cluster, 'name'> & { readonly vip?: string | null | undefined };
+
+/** How many load balancers a cluster may have: one, or a pair once it has a virtual IP for them (keepalived). */
+export function maxLoadBalancers(cluster: ClusterShape): number {
+  return cluster.vip ? 2 : 1;
 }
 
 interface Rule {
   readonly id: string;
-  check(cluster: Pick<Cluster, 'name'>, byRole: ReadonlyMap<Role, readonly Member[]>): { problem?: Omit<TopologyProblem, 'rule'>; warning?: string } | null;
+  check(cluster: ClusterShape, byRole: ReadonlyMap<Role, readonly Member[]>): { problem?: Omit<TopologyProblem, 'rule'>; warning?: string } | null;
 }
 
 const RULES: readonly Rule[] = [
@@ -45,7 +48,10 @@ const RULES: readonly Rule[] = [
         problem: {
           field: 'role',
           macs: lbs.map((m) => m.mac),
-          message: `cluster ${cluster.name} would have ${lbs.length} load balancers (${lbs.map(nameOf).join(', ')}): racksmith configures exactly ${max} per cluster`,
+          message:
+            max === 1
+              ? `cluster ${cluster.name} would have ${lbs.length} load balancers (${lbs.map(nameOf).join(', ')}): one per cluster, or a pair sharing a virtual IP — set the cluster's vip first`
+              : `cluster ${cluster.name} would have ${lbs.length} load balancers (${lbs.map(nameOf).join(', ')}): at most a pair, sharing the vip ${cluster.vip ?? ''}`,
         },
       };
     },
@@ -63,7 +69,7 @@ const RULES: readonly Rule[] = [
   },
 ];
 
-export function checkTopology(cluster: Pick<Cluster, 'name'>, members: readonly Member[]): TopologyCheck {
+export function checkTopology(cluster: ClusterShape, members: readonly Member[]): TopologyCheck {
   const byRole = new Map<Role, Member[]>();
   for (const m of members) {
     if (!m.role) continue;
@@ -98,7 +104,11 @@ export interface PlacementProblem extends TopologyProblem {
  * by MAC), checked. Problems only count when a placement made them: a cluster that already had two
  * load balancers before this rule existed is not refused an unrelated worker.
  */
-export function checkPlacements(existing: readonly (Member & { readonly cluster: string | null })[], placements: readonly Placement[]): { problems: PlacementProblem[]; warnings: string[] } {
+export function checkPlacements(
+  existing: readonly (Member & { readonly cluster: string | null })[],
+  placements: readonly Placement[],
+  vips: ReadonlyMap<string, string | null> = new Map(),
+): { problems: PlacementProblem[]; warnings: string[] } {
   const placed = new Map<string, Placement>(placements.map((p) => [p.mac, p]));
   const clusters = new Set(placements.map((p) => p.cluster).filter((c): c is string => c !== null));
   const problems: PlacementProblem[] = [];
@@ -106,8 +116,9 @@ export function checkPlacements(existing: readonly (Member & { readonly cluster:
   for (const name of [...clusters].sort()) {
     const before = existing.filter((m) => m.cluster === name);
     const after = [...existing.filter((m) => !placed.has(m.mac)), ...placements].filter((m) => m.cluster === name);
-    const was = checkTopology({ name }, before);
-    const now = checkTopology({ name }, after);
+    const shape = { name, vip: vips.get(name) ?? null };
+    const was = checkTopology(shape, before);
+    const now = checkTopology(shape, after);
     for (const p of now.problems) {
       const old = was.problems.find((x) => x.rule === p.rule);
       if (old && p.macs.every((mac) => old.macs.includes(mac))) continue;

@@ -49,6 +49,30 @@ export interface Cluster {
   readonly state: ClusterState;
   readonly createdAt: string;
   readonly updatedAt: string;
+  /** The API's virtual IP held by a pair of load balancers (keepalived); the endpoint is then `vip:6443`. */
+  readonly vip?: string | null;
+  /** The rolling upgrade under way or last run (server/orchestrator/upgrade.ts); null when there never was one. */
+  readonly upgrade?: ClusterUpgrade | null;
+}
+
+export const UPGRADE_STATES = ['running', 'paused', 'aborted', 'done', 'failed'] as const;
+export type UpgradeState = (typeof UPGRADE_STATES)[number];
+
+/** A rolling upgrade by reimage, as the store keeps it: the orchestrator derives its progress from step records. */
+export interface ClusterUpgrade {
+  /** Distinguishes this upgrade's step records (`upgrade-node:<mac>:<id>`). */
+  readonly id: string;
+  readonly from: string;
+  readonly to: string;
+  readonly state: UpgradeState;
+  /** Workers reimaged at once. */
+  readonly maxUnavailable: number;
+  readonly requestedAt: string;
+  readonly updatedAt: string;
+  /** Why it stopped (failed), or who paused/aborted it. */
+  readonly reason: string | null;
+  /** The cluster's ClusterConfiguration names the new version: machines installed from now on get it. */
+  readonly controlPlaneMoved: boolean;
 }
 
 export const BMC_DRIVER_NAMES = ['ipmi', 'redfish'] as const;

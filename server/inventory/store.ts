@@ -7,6 +7,7 @@ import type {
   BootLoaderSetting,
   Cluster,
   ClusterState,
+  ClusterUpgrade,
   Cni,
   ContainerRuntime,
   Firmware,
@@ -35,6 +36,7 @@ export interface NewCluster {
   readonly podSubnet?: string | null | undefined;
   readonly serviceSubnet?: string | null | undefined;
   readonly controlPlaneEndpoint?: string | null | undefined;
+  readonly vip?: string | null | undefined;
 }
 export type ClusterPatch = Partial<Omit<NewCluster, 'name'>>;
 
@@ -44,6 +46,11 @@ export interface ClusterRepo {
   list(): Promise<Cluster[]>;
   update(name: string, patch: ClusterPatch): Promise<Cluster>;
   setState(name: string, state: ClusterState, message: string): Promise<Cluster>;
+  /**
+   * Records the cluster's rolling upgrade (null clears it) with an event; `kubernetesVersion`
+   * moves the cluster's version in the same write (the upgrade's last node is done).
+   */
+  setUpgrade(name: string, upgrade: ClusterUpgrade | null, message: string, opts?: { readonly kubernetesVersion?: string; readonly source?: string }): Promise<Cluster>;
   /** Refused (conflict) while machines still belong to the cluster. */
   delete(name: string): Promise<void>;
 }

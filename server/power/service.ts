@@ -9,6 +9,7 @@ import type { Inventory } from '../inventory/store.js';
 import { PowerError, type BmcTarget, type PowerCallInfo, type PowerDriver, type PowerState } from './driver.js';
 import { DEFAULT_IPMI_PORT } from './ipmitool.js';
 import { callData, createReimageWorkflow, nameOf, toAppError } from './reimage.js';
+import type { LiveQuorumCheck } from './quorum.js';
 import { failQueued, finishJob, jobCounts, jobSummary, newRackJob, presentRackJob, updateItem, type PowerOnGate, type RackAction, type RackJob } from './rack.js';
 
 /**
@@ -37,6 +38,8 @@ export interface PowerServiceDeps {
   readonly onStopped?: () => void | Promise<void>;
   /** Preflight and prefetch before a rack power-on (server/clusters/power-on.ts); none: power only. */
   readonly powerOnGate?: PowerOnGate | undefined;
+  /** etcd's live member list and health before a control node is reimaged (the orchestrator's). */
+  readonly liveQuorum?: LiveQuorumCheck | undefined;
 }
 
 export type MachinePowerAction = RackAction;
@@ -190,6 +193,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     load,
     target,
     cycleOrOn,
+    liveQuorum: deps.liveQuorum,
   });
 
   // ── rack jobs ──────────────────────────────────────────────────────────────

@@ -2,6 +2,8 @@ import type { Cluster, Machine } from '../inventory/model.js';
 import type { ReleaseInstaller } from '../boot/releases.js';
 import { conflict } from '../lib/errors.js';
 import { checkCompatibility, kubernetesPackageSource, osOfRelease, type DockerPin } from '../clusters/compatibility.js';
+import { vrrpFor } from '../orchestrator/lb-pair.js';
+import { installVersion } from '../orchestrator/upgrade.js';
 
 /**
  * The data every seed template sees, built once per request as a pure function of the machine,
@@ -147,7 +149,10 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
     sshPublicKey: s.sshPublicKey,
     mirror: mirrorParts(mirrorFor(f.machine.arch, s.ubuntuMirror)),
     repos: { docker: s.dockerRepo, dockerGpgUrl: s.dockerGpgUrl },
-    k8s: role === 'loadbalancer' ? null : kubernetesPackages(f.cluster, s),
+    // During a rolling upgrade, once the control plane moved on, a machine installs the new version.
+    k8s: role === 'loadbalancer' ? null : kubernetesPackages({ ...f.cluster, kubernetesVersion: installVersion(f.cluster) }, s),
     haproxy: haproxyContext(f.cluster, f.members),
+    // A load balancer of a pair: keepalived holds the VIP with its peer (roles/keepalived.conf.njk).
+    vrrp: role === 'loadbalancer' ? vrrpFor(f.cluster, f.members, f.machine) : null,
   };
 }

@@ -1,6 +1,6 @@
 import { AppError } from '../../lib/errors.js';
 import type { Cluster, Machine } from '../../inventory/model.js';
-import type { MachineRepo } from '../../inventory/store.js';
+import type { ClusterRepo, MachineRepo } from '../../inventory/store.js';
 import { decideClusterChange, type ClusterPatchFacts } from '../../clusters/changes.js';
 import { checkPlacements, checkTopology, type Placement } from '../../clusters/topology.js';
 
@@ -18,11 +18,12 @@ export function guardClusterChange(before: Cluster, patch: ClusterPatchFacts, me
  * Refuses placements that break a cluster's topology (409, one detail per finding, with the CSV
  * row when there is one) and returns the warnings of the clusters they touch.
  */
-export async function guardPlacements(machines: Pick<MachineRepo, 'list'>, placements: readonly Placement[]): Promise<string[]> {
+export async function guardPlacements(machines: Pick<MachineRepo, 'list'>, clusterRepo: Pick<ClusterRepo, 'get'>, placements: readonly Placement[]): Promise<string[]> {
   // Only the clusters the placements land in are checked: their members are all that is read.
   const clusters = [...new Set(placements.map((p) => p.cluster).filter((c): c is string => c !== null))];
   const members = (await Promise.all(clusters.map((cluster) => machines.list({ cluster })))).flat();
-  const { problems, warnings } = checkPlacements(members, placements);
+  const vips = new Map(await Promise.all(clusters.map(async (name) => [name, (await clusterRepo.get(name))?.vip ?? null] as const)));
+  const { problems, warnings } = checkPlacements(members, placements, vips);
   const first = problems[0];
   if (first) {
     throw new AppError(
@@ -37,6 +38,6 @@ export async function guardPlacements(machines: Pick<MachineRepo, 'list'>, place
 }
 
 /** What a cluster's view warns about (shown by the API, the console and `clusters show`). */
-export function clusterWarnings(c: Pick<Cluster, 'name'>, members: readonly Machine[]): readonly string[] {
+export function clusterWarnings(c: Pick<Cluster, 'name' | 'vip'>, members: readonly Machine[]): readonly string[] {
   return checkTopology(c, members).warnings;
 }

@@ -8,6 +8,7 @@ import {
 } from './schemas.js';
 import { identifySchema, machinePowerSchema, rackPowerSchema, reimageSchema } from './power.js';
 import { consoleActionSchema } from './serial-console.js';
+import { upgradeRequestSchema } from './orchestration-routes.js';
 
 /**
  * The OpenAPI 3 document of /api/v1. Request bodies come from the same zod schemas the handlers
@@ -124,6 +125,28 @@ export function openApiDocument(version: string): Record<string, unknown> {
           responses: { 200: { description: 'progress, then the result, one JSON object per line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } }, ...errors(400, 401, 403, 404) },
         },
       },
+      '/clusters/{name}/upgrade': {
+        parameters: [nameParam],
+        post: {
+          summary:
+            'Rolling upgrade by reimage (admin): one minor at a time; preflight, etcd snapshot, the cluster configuration, then control-plane nodes one at a time and workers maxUnavailable at a time; the cluster view shows its progress',
+          requestBody: jsonBody(upgradeRequestSchema),
+          responses: { 202: ok('the upgrade as recorded'), ...errors(400, 401, 403, 404, 409, 415) },
+        },
+      },
+      ...Object.fromEntries(
+        (['pause', 'resume', 'abort'] as const).map((a) => [
+          `/clusters/{name}/upgrade/${a}`,
+          {
+            parameters: [nameParam],
+            post: {
+              summary: a === 'pause' ? 'Pause the upgrade (operator): no further node is reimaged; those on their way finish' : a === 'resume' ? 'Resume a paused or stopped upgrade (operator); what failed is tried again' : 'Abort the upgrade (operator): no further node is reimaged; nodes already upgraded stay upgraded',
+              requestBody: jsonBody(z.object({}).strict()),
+              responses: { 200: ok('the upgrade'), ...errors(400, 401, 403, 404, 409) },
+            },
+          },
+        ]),
+      ),
       '/machines': {
         get: {
           summary: 'List machines (all of them, or a page with limit/after)',
@@ -150,7 +173,11 @@ export function openApiDocument(version: string): Record<string, unknown> {
         parameters: [macParam],
         get: { summary: 'A machine', responses: { 200: ok('the machine'), ...errors(400, 401, 404) } },
         patch: { summary: 'Change a machine (admin); a bmc object merges into the stored one', requestBody: jsonBody(machinePatchSchema), responses: { 200: ok('the machine'), ...errors(400, 401, 403, 404, 409, 415) } },
-        delete: { summary: 'Delete a machine (admin)', responses: { 204: { description: 'deleted' }, ...errors(400, 401, 403, 404) } },
+        delete: {
+          summary: 'Delete a machine (admin). A node of its cluster leaves it first (drain, etcd member, Node object, load balancers): 202, and the record goes once it is out',
+          parameters: [{ name: 'force', in: 'query', required: false, description: 'remove a node that no longer answers from the cluster side anyway', schema: { type: 'string', enum: ['true', 'false'] } }],
+          responses: { 202: ok('the removal request'), 204: { description: 'deleted' }, ...errors(400, 401, 403, 404, 409) },
+        },
       },
       '/machines/{mac}/events': {
         parameters: [

@@ -2,6 +2,7 @@ import { macReported } from '../../inventory/bmc-facts.js';
 import type { Cluster, InventoryEvent, Machine } from '../../inventory/model.js';
 import { bootStall, loaderOfBootfile } from '../../boot/loaders.js';
 import { checkTopology } from '../../clusters/topology.js';
+import { apiEndpoint } from '../../clusters/load-balancers.js';
 
 /**
  * The user-facing JSON of inventory objects, kept apart from the model. Write-only fields (BMC
@@ -56,9 +57,7 @@ export function presentMachine(m: Machine): Record<string, unknown> {
 
 /** The endpoint workers and kubectl use: explicit, else the load balancer's address on :6443. */
 export function effectiveEndpoint(c: Cluster, machines: readonly Machine[]): string | null {
-  if (c.controlPlaneEndpoint) return c.controlPlaneEndpoint;
-  const lb = machines.find((m) => m.cluster === c.name && m.role === 'loadbalancer' && m.ip);
-  return lb?.ip ? `${lb.ip}:6443` : null;
+  return apiEndpoint(c, machines);
 }
 
 export const DEFAULT_POD_SUBNET: Record<Cluster['cni'], string> = {
@@ -78,12 +77,14 @@ export function presentCluster(c: Cluster, machines: readonly Machine[]): Record
     podSubnet: c.podSubnet ?? DEFAULT_POD_SUBNET[c.cni],
     serviceSubnet: c.serviceSubnet ?? DEFAULT_SERVICE_SUBNET,
     controlPlaneEndpoint: effectiveEndpoint(c, machines),
+    vip: c.vip ?? null,
     state: c.state,
     machineCount: machines.length,
     /** Allowed but worth knowing: an even number of control-plane nodes (server/clusters/topology.ts). */
     warnings: checkTopology(c, machines.filter((m) => m.cluster === c.name)).warnings,
     createdAt: c.createdAt,
     updatedAt: c.updatedAt,
+    ...(c.upgrade ? { upgrade: c.upgrade } : {}),
   };
 }
 

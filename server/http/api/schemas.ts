@@ -71,9 +71,13 @@ export const newClusterSchema = z
     podSubnet: cidrSchema.optional(),
     serviceSubnet: cidrSchema.optional(),
     controlPlaneEndpoint: endpointSchema.optional(),
+    vip: ipv4Schema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.vip && c.controlPlaneEndpoint && c.controlPlaneEndpoint !== `${c.vip}:6443`) {
+      ctx.addIssue({ code: 'custom', path: ['controlPlaneEndpoint'], message: `with a vip the control-plane endpoint is ${c.vip}:6443; leave controlPlaneEndpoint out` });
+    }
     // One compatibility table (server/clusters/compatibility.ts): Kubernetes minor × OS × runtime × CNI.
     const compat = checkCompatibility({ os: osOfRelease(c.ubuntuRelease), kubernetesVersion: c.kubernetesVersion, containerRuntime: c.containerRuntime, cni: c.cni });
     if (!compat.ok) ctx.addIssue({ code: 'custom', path: [apiField(compat.field)], message: compat.message });
@@ -88,6 +92,7 @@ export const clusterPatchSchema = z
     podSubnet: cidrSchema.nullable().optional(),
     serviceSubnet: cidrSchema.nullable().optional(),
     controlPlaneEndpoint: endpointSchema.nullable().optional(),
+    vip: ipv4Schema.nullable().optional(),
   })
   .strict();
 
@@ -224,6 +229,11 @@ export const eventQuerySchema = z
   .strict();
 
 export const emptyQuerySchema = z.object({}).strict();
+
+/** `DELETE /machines/{mac}?force=true`: take a node that no longer answers out of its cluster anyway. */
+export const deleteMachineQuerySchema = z
+  .object({ force: z.enum(['true', 'false']).optional().transform((v) => v === 'true') })
+  .strict();
 
 /** The console's sign-in form. */
 export const sessionSchema = z.object({ token: z.string().min(1, 'paste an API token').max(200) }).strict();

@@ -214,4 +214,14 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE machines ADD COLUMN bmc_facts TEXT;
     `,
   },
+  {
+    version: 9,
+    name: 'cluster VIP and rolling upgrade',
+    // A pair of load balancers shares the API's virtual IP (keepalived); the upgrade under way is
+    // one JSON document (its progress is in the orchestration's step records).
+    sql: `
+      ALTER TABLE clusters ADD COLUMN vip TEXT;
+      ALTER TABLE clusters ADD COLUMN upgrade TEXT;
+    `,
+  },
 ];

@@ -1,6 +1,6 @@
 import type { Mac } from '../../lib/mac.js';
 import type { MachineState } from '../lifecycle.js';
-import type { ApiToken, BmcConfig, BmcFactsRecord, Cluster, InventoryEvent, Machine, SshHostKey } from '../model.js';
+import type { ApiToken, BmcConfig, BmcFactsRecord, Cluster, ClusterUpgrade, InventoryEvent, Machine, SshHostKey } from '../model.js';
 
 /** Row shapes as SQLite returns them, and their mapping to the model. */
 
@@ -16,6 +16,8 @@ export interface ClusterRow {
   state: string;
   created_at: string;
   updated_at: string;
+  vip?: string | null;
+  upgrade?: string | null;
 }
 
 export function clusterFromRow(r: ClusterRow): Cluster {
@@ -31,6 +33,8 @@ export function clusterFromRow(r: ClusterRow): Cluster {
     state: r.state as Cluster['state'],
     createdAt: r.created_at,
     updatedAt: r.updated_at,
+    vip: r.vip ?? null,
+    upgrade: r.upgrade ? (JSON.parse(r.upgrade) as ClusterUpgrade) : null,
   };
 }
 
