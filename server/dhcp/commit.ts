@@ -50,6 +50,8 @@ interface Pending<T> {
 export class LeaseCommits<T> {
   private pending: Pending<T>[] = [];
   private scheduled = false;
+  /** Commits under way (the store may take a while to answer). */
+  private readonly committing = new Set<Promise<void>>();
   private readonly later: (flush: () => void, ms: number) => void;
 
   constructor(private readonly deps: CommitDeps<T>) {
@@ -76,13 +78,24 @@ export class LeaseCommits<T> {
   }
 
   /** Commits what is pending. Never rejects: a failure here is logged and counted. */
-  async flush(): Promise<void> {
-    try {
-      await this.commit();
-    } catch (err) {
-      bump(this.deps.counters.dropped, 'internal-error');
-      this.deps.log.error({ err: err instanceof Error ? err.stack : String(err) }, 'DHCP: could not finish a lease commit');
-    }
+  flush(): Promise<void> {
+    const batch = this.pending;
+    if (batch.length === 0) return Promise.resolve();
+    this.pending = [];
+    const committing: Promise<void> = this.commit(batch)
+      .catch((err: unknown) => {
+        bump(this.deps.counters.dropped, 'internal-error');
+        this.deps.log.error({ err: err instanceof Error ? err.stack : String(err) }, 'DHCP: could not finish a lease commit');
+      })
+      .finally(() => this.committing.delete(committing));
+    this.committing.add(committing);
+    return committing;
+  }
+
+  /** Commits what is pending and waits for every commit under way: their ACKs have left after it. */
+  async settle(): Promise<void> {
+    await this.flush();
+    await Promise.all([...this.committing]);
   }
 
   /** A RELEASE or DECLINE written to the store (the book has it already). */
@@ -96,10 +109,7 @@ export class LeaseCommits<T> {
     void this.flush();
   };
 
-  private async commit(): Promise<void> {
-    const batch = this.pending;
-    this.pending = [];
-    if (batch.length === 0) return;
+  private async commit(batch: readonly Pending<T>[]): Promise<void> {
     const { leases, space, counters, log, now } = this.deps;
     let outcomes;
     try {

@@ -434,7 +434,7 @@ class DhcpServer implements DhcpService {
         // Finish what was already received (bounded: the queue holds at most MAX_QUEUE datagrams),
         // commit and send the last ACKs, then release the sockets.
         await Promise.race([loop.drained(), new Promise((r) => setTimeout(r, 5_000).unref())]);
-        await loop.commits.flush();
+        await loop.commits.settle();
       }
       await this.sockets?.close();
       this.state = 'stopped';
