@@ -76,7 +76,7 @@ faults('an inventory that throws for one MAC and a store that refuses a commit: 
 
 faults('an ACK leaves only once its binding is committed; a stop sends the ACKs still waiting', async () => {
   const inv = tempInventory();
-  let release: (() => void) | null = null;
+  let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   let commits = 0;
   const d = await startInProcess({
@@ -95,7 +95,7 @@ faults('an ACK leaves only once its binding is committed; a stop sends the ACKs 
     await d.until('the commit to start', () => commits === 1);
     assert.is(d.sockets.to(mac(1)).filter((s) => s.type === 'ack').length, 0, 'the ACK went out before its commit finished');
     const stopped = d.service.stop();
-    (release as unknown as () => void)();
+    release();
     await stopped;
     assert.is(d.sockets.to(mac(1)).filter((s) => s.type === 'ack').length, 1, 'the stop sent the committed ACK');
     assert.is((await inv.leases.byMac(mac(1) as Mac))?.ip, ip);
