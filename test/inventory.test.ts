@@ -335,4 +335,22 @@ test('a second racksmith on the same data directory refuses to start, with a cle
   rmSync(rs.dataDir, { recursive: true, force: true });
 });
 
+test('a machine by its address is one keyed lookup (the unique index on ip), never a scan', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.clusters.create(CLUSTER);
+    await inv.machines.create({ mac: MAC, hostname: 'node1', role: 'worker', cluster: 'lab', ip: '10.0.0.11' });
+    await inv.machines.create({ mac: '52:54:00:10:00:02' as Mac, hostname: 'node2', role: 'worker', cluster: 'lab' });
+    assert.is((await inv.machines.byIp('10.0.0.11'))?.mac, MAC);
+    assert.is(await inv.machines.byIp('10.0.0.12'), null);
+    await inv.machines.update(MAC, { ip: '10.0.0.12' }, 'api');
+    assert.is(await inv.machines.byIp('10.0.0.11'), null, 'the old address no longer names it');
+    assert.is((await inv.machines.byIp('10.0.0.12'))?.hostname, 'node1');
+    const plan = inv.db.prepare<[string], { detail: string }>('EXPLAIN QUERY PLAN SELECT mac FROM machines WHERE ip = ?').all('10.0.0.12');
+    assert.ok(plan.some((p) => /USING INDEX/.test(p.detail)) && !plan.some((p) => /^SCAN/.test(p.detail)), JSON.stringify(plan));
+  } finally {
+    await inv.destroy();
+  }
+});
+
 test.run();

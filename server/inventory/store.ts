@@ -123,6 +123,8 @@ export interface ImportRow extends NewMachine {
 export interface MachineRepo {
   create(input: NewMachine): Promise<Machine>;
   get(mac: Mac): Promise<Machine | null>;
+  /** The machine whose `ip` is this address (a keyed lookup: `ip` is unique), or null. */
+  byIp(ip: string): Promise<Machine | null>;
   /** In list order (see MachineCursor); all of them unless a page is asked for. */
   list(filter?: MachineFilter, page?: MachinePage): Promise<Machine[]>;
   update(mac: Mac, patch: MachinePatch, source: string): Promise<Machine>;

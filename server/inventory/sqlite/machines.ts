@@ -21,6 +21,7 @@ const COLUMN_FOR_FIELD: Record<string, string> = { mac: 'mac', hostname: 'hostna
 export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps): MachineRepo {
   const sql = prepared(db);
   const byMac = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE mac = ?`);
+  const byIpRow = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE ip = ?`);
   const byTokenHash = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE seed_token_hash = ?`);
   const sealedOf = sql<[string], Pick<MachineRow, 'bmc_password_sealed' | 'seed_token_sealed'>>('SELECT bmc_password_sealed, seed_token_sealed FROM machines WHERE mac = ?');
   // One prepared statement per filter shape. The order is the list order of MachineCursor;
@@ -212,6 +213,10 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     },
     async get(mac) {
       const row = byMac.get(mac);
+      return row ? machineFromRow(row) : null;
+    },
+    async byIp(ip) {
+      const row = byIpRow.get(ip);
       return row ? machineFromRow(row) : null;
     },
     async list(filter: MachineFilter = {}, page: MachinePage = {}) {
