@@ -43,6 +43,8 @@ import { createArtifactStore } from './artifacts/store.js';
 import { resolveInstallers } from './boot/releases.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
+import { inProcessSender, workerSender } from './http/artifact-sender.js';
+import { createFileWorkers } from './artifacts/file-workers.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -82,7 +84,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const installers = resolveInstallers(config.installers ?? {});
   const artifacts = createArtifactStore({
     artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
-    cacheDir: join(config.dataDir, 'artifacts'),
+    cacheDir: config.artifactsCacheDir ?? join(config.dataDir, 'artifacts'),
     installers,
     fetchIdleTimeoutMs: config.artifactsFetchTimeoutSeconds * 1000,
     log: log.child({ svc: 'artifacts' }),
@@ -90,6 +92,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       void inventory.events.append({ type: 'artifact.cached', source: 'artifacts', message: `cached ${f.release}/${f.file} (${f.size} bytes, sha256 ${f.sha256})`, data: { ...f } });
     },
   });
+  const fileWorkers = createFileWorkers(config.artifactWorkers, log.child({ svc: 'artifact-workers' }));
   const metrics = createMetrics();
   collectServiceHealth(metrics, health);
   const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
@@ -140,6 +143,10 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       bootTemplates: createRenderer(BOOT_TEMPLATES_DIR),
       seedTemplates: createRenderer(AUTOINSTALL_DIR),
       artifacts,
+      sendArtifact: config.artifactWorkers > 0 ? workerSender(fileWorkers, inProcessSender()) : inProcessSender(),
+      // The same resolver as TFTP's (below), for an artifact request without a MAC in its URL.
+      resolveClient: (ip: string) => resolveClient(ip),
+      artifactsFronts: config.artifactsFronts,
       installers,
       boot: {
         waitSeconds: config.bootWaitSeconds,
@@ -147,6 +154,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
         chainTries: 5,
         retrySeconds: 5,
         kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean),
+        artifactsBaseUrl: config.artifactsUrl,
       },
       seed: {
         sshUser: config.sshUser,
@@ -168,7 +176,9 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     clusterDetail: orchestrator,
     extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
   });
-  services.push(createHttpService(config, app));
+  // Before HTTP, so it stops after it: the server waits for the workers' connections, cut at its grace.
+  services.push(fileWorkers);
+  services.push(createHttpService(config, app, undefined, () => fileWorkers.abort()));
   services.push(createDhcpService(config, { inventory, metrics }));
   // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
   // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).

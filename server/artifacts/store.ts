@@ -43,9 +43,15 @@ export type ArtifactSource = 'local' | 'cache' | 'fetched';
 export interface ResolvedArtifact {
   readonly release: UbuntuRelease;
   readonly file: string;
+  /** The real path (links resolved), inside `root`. */
   readonly path: string;
   readonly size: number;
+  /** Last modification, for Last-Modified (milliseconds since the epoch). */
+  readonly mtimeMs: number;
   readonly source: ArtifactSource;
+  /** Which directory holds it (the artifacts directory, or the cache) and its real path there. */
+  readonly root: 'local' | 'cache';
+  readonly relative: string;
 }
 
 export interface FetchedArtifact {
@@ -69,7 +75,7 @@ export function isRelease(s: string): s is UbuntuRelease {
   return (UBUNTU_RELEASES as readonly string[]).includes(s);
 }
 
-async function fileIn(dir: string, release: string, file: string): Promise<{ path: string; size: number } | null> {
+async function fileIn(dir: string, release: string, file: string): Promise<{ path: string; size: number; mtimeMs: number; relative: string } | null> {
   const candidate = join(dir, release, file);
   let real: string;
   let root: string;
@@ -80,7 +86,7 @@ async function fileIn(dir: string, release: string, file: string): Promise<{ pat
   }
   if (!real.startsWith(root + sep)) return null;
   const st = await stat(real).catch(() => null);
-  return st && st.isFile() ? { path: real, size: st.size } : null;
+  return st && st.isFile() ? { path: real, size: st.size, mtimeMs: st.mtimeMs, relative: real.slice(root.length + 1) } : null;
 }
 
 export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
@@ -119,10 +125,11 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       if (expected && expected !== sha256) throw new Error(`SHA-256 ${sha256} does not match the configured ${expected}`);
       await writeFile(`${final}.sha256`, `${sha256}  ${file}\n`);
       await rename(tmp, final);
+      const { mtimeMs } = await stat(final);
       const seconds = (Date.now() - started) / 1000;
       o.log.info({ release, file, from, size, sha256, seconds }, 'artifact cached');
       o.onFetched?.({ release, file, url: from, size, sha256, seconds });
-      return { release, file, path: final, size, source: 'fetched' };
+      return { release, file, path: final, size, mtimeMs, source: 'fetched', root: 'cache', relative: join(release, file) };
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       const why = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
@@ -158,9 +165,9 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     if (!isRelease(release)) throw notFound('ERR_UNKNOWN_RELEASE', `no Ubuntu release "${release.slice(0, 20)}" (known: ${UBUNTU_RELEASES.join(', ')})`);
     if (!ARTIFACT_NAME.test(file)) throw notFound('ERR_UNKNOWN_ARTIFACT', 'artifact names are plain file names');
     const local = await fileIn(o.artifactsDir, release, file);
-    if (local) return { release, file, ...local, source: 'local' };
+    if (local) return { release, file, ...local, source: 'local', root: 'local' };
     const cached = await fileIn(o.cacheDir, release, file);
-    if (cached) return { release, file, ...cached, source: 'cache' };
+    if (cached) return { release, file, ...cached, source: 'cache', root: 'cache' };
     const inst = o.installers[release];
     const upstream = inst.upstream[file];
     if (!upstream) throw notFound('ERR_UNKNOWN_ARTIFACT', `no artifact ${release}/${file}: not in the artifacts directory and no upstream is configured for it`);

@@ -22,6 +22,8 @@ export type BootScriptKind = 'chain' | 'wait' | 'install' | 'local';
 export interface BootSettings {
   /** `http://<advertise>:<port>` — what machines use to reach racksmith. */
   readonly baseUrl: string;
+  /** Where machines fetch installer artifacts (an nginx front, `artifacts-url`); default `baseUrl`. */
+  readonly artifactsBaseUrl?: string | undefined;
   readonly waitSeconds: number;
   readonly waitAttempts: number;
   /** Tries of the chain script before it reboots. */
@@ -113,7 +115,7 @@ export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl:
     'root=/dev/ram0',
     'ramdisk_size=1500000',
     'ip=dhcp',
-    `url=${s.baseUrl}/artifacts/${inst.release}/${inst.iso ?? ''}`,
+    `url=${s.artifactsBaseUrl ?? s.baseUrl}/artifacts/${inst.release}/${inst.iso ?? ''}`,
     'autoinstall',
     `ds=nocloud-net;s=${seedUrl}`,
     'cloud-config-url=/dev/null',
@@ -156,7 +158,7 @@ export function decideBootScript(f: BootFacts, s: BootSettings): BootDecision {
     }
     const seedUrl = `${s.baseUrl}/seed/${seedToken}/`;
     const hex = macHexHyphen(machine.mac);
-    const artifact = (file: string): string => `${s.baseUrl}/artifacts/${installer.release}/${file}?mac=${hex}`;
+    const artifact = (file: string): string => `${s.artifactsBaseUrl ?? s.baseUrl}/artifacts/${installer.release}/${file}?mac=${hex}`;
     return {
       kind: 'install',
       template: 'install.ipxe.njk',

@@ -10,6 +10,10 @@ import { BootQueryError, firmwareOf, parseBootQuery } from '../boot/query.js';
 import { decideBootScript, type BootSettings } from '../boot/script.js';
 import type { ReleaseInstaller } from '../boot/releases.js';
 import type { ArtifactStore } from '../artifacts/store.js';
+import { accelUri } from '../artifacts/accel.js';
+import type { ClientResolver } from '../lib/neighbours.js';
+import { clientView } from './client-address.js';
+import type { ArtifactSender } from './artifact-sender.js';
 import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
 import { newInstanceId, seedContext, type SeedSettings } from '../seeds/context.js';
 import { CONTENT_TYPE, isSeedFile, renderSeedFile } from '../seeds/render.js';
@@ -23,12 +27,18 @@ import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-eve
  * file served is an event in the machine's log, and moves the step a tech sees on its tile.
  */
 export interface MachineRouterDeps {
-  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedToken' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'byIp' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedToken' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys'>;
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
   readonly bootTemplates: Renderer;
   readonly seedTemplates: Renderer;
   readonly artifacts: ArtifactStore;
+  /** Sends an artifact's bytes when no front does (in process, or by file workers). */
+  readonly sendArtifact: ArtifactSender;
+  /** A machine by address when no machine has it as its `ip`: DHCP leases, then the neighbour table. */
+  readonly resolveClient?: ClientResolver | undefined;
+  /** Artifacts fronts (nginx): believed about the client of an artifact request, answered with X-Accel-Redirect. */
+  readonly artifactsFronts?: readonly string[] | undefined;
   readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
   /** Boot settings without the base URL, which depends on the address the request came in on. */
   readonly boot: Omit<BootSettings, 'baseUrl'>;
@@ -60,6 +70,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
   const json = express.json({ limit: '256kb', strict: true });
   // curtin's webhook and hand-made reports may omit or vary the content type: read any body as JSON.
   const anyJson = express.json({ limit: '256kb', strict: true, type: () => true });
+  const fronts = new Set(d.artifactsFronts ?? []);
 
   function baseUrl(req: Request): string {
     if (d.advertiseUrl) return d.advertiseUrl;
@@ -108,6 +119,19 @@ export function machineRouter(d: MachineRouterDeps): Router {
     sendText(res, 'text/plain; charset=utf-8', script);
   });
 
+  /**
+   * The machine at a client's address, by keyed lookups only: the machine whose `ip` it is, else
+   * the MAC a DHCP lease or the neighbour table has for it (proxy mode: the site's DHCP server
+   * gave the address, racksmith never stored it).
+   */
+  async function machineAt(remote: string | null): Promise<Machine | null> {
+    if (!remote) return null;
+    const byIp = await d.machines.byIp(remote);
+    if (byIp) return byIp;
+    const mac = d.resolveClient ? await d.resolveClient(remote) : null;
+    return mac ? d.machines.get(mac) : null;
+  }
+
   // ── iPXE binaries over HTTP (UEFI HTTP Boot) ────────────────────────────────
   // The DHCP service hands UEFI HTTP Boot clients (vendor class HTTPClient, UEFI 2.5 §24.7) a URI
   // under /ipxe/. Only the iPXE builds it can name are served — the allow-list is the jail — and
@@ -115,8 +139,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
   r.get(/^\/ipxe\/(.+)$/, async (req, res, next) => {
     const name = String((req.params as Record<string, string>)[0] ?? '');
     if (!IPXE_BINARIES.includes(name)) throw new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `no iPXE binary "${name.slice(0, 60)}" (served: ${IPXE_BINARIES.join(', ')})`);
-    const remote = remoteOf(req);
-    const m = remote ? (await d.machines.list()).find((x) => x.ip === remote) : undefined;
+    const m = await machineAt(remoteOf(req));
     if (m) {
       await machineEvent(m, 'http.bootfile', req, `iPXE binary ${name} over HTTP (UEFI HTTP Boot)`, { file: name });
       await d.machines.setLastStep(m.mac, 'http-boot');
@@ -127,26 +150,31 @@ export function machineRouter(d: MachineRouterDeps): Router {
   });
 
   // ── installer artifacts ─────────────────────────────────────────────────────
-  async function artifactMachine(req: Request): Promise<Machine | null> {
+  async function artifactMachine(req: Request, remote: string | null): Promise<Machine | null> {
     const given = typeof req.query['mac'] === 'string' ? parseMac(req.query['mac']) : null;
     if (given) return d.machines.get(given);
-    const remote = remoteOf(req);
-    if (!remote) return null;
-    return (await d.machines.list()).find((m) => m.ip === remote) ?? null;
+    return machineAt(remote);
   }
 
   r.get('/artifacts/:release/:file', async (req, res, next) => {
     const art = await d.artifacts.resolve(String(req.params['release']), String(req.params['file']));
-    const m = await artifactMachine(req);
+    // Through an artifacts front, the machine is the one the front names.
+    const client = clientView(req, fronts);
+    const m = await artifactMachine(req, client.address);
     if (m) {
       const range = req.get('range');
-      await machineEvent(m, 'http.artifact', req, `artifact ${art.release}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`, { release: art.release, file: art.file, size: art.size, source: art.source });
+      const message = `artifact ${art.release}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`;
+      const data = { release: art.release, file: art.file, size: art.size, source: art.source };
+      await d.events.append({ mac: m.mac, cluster: m.cluster, type: 'http.artifact', source: `http ${client.address ?? '?'}`, message, data });
       if (['assigned', 'provisioning', 'reimaging'].includes(m.state)) await d.machines.setLastStep(m.mac, 'installer');
     }
-    // send (inside Express) streams the file with Range/If-Range, Last-Modified and HEAD support.
-    res.sendFile(art.path, { acceptRanges: true, lastModified: true, cacheControl: false, dotfiles: 'allow', headers: { 'Cache-Control': 'public, max-age=3600' } }, (err) => {
-      if (err && !res.headersSent) next(err);
-    });
+    const accel = client.accel ? accelUri(art) : null;
+    if (accel) {
+      // The front sends the bytes, with its own Range, HEAD and Last-Modified handling.
+      res.status(200).set({ 'X-Accel-Redirect': accel, 'Cache-Control': 'public, max-age=3600', 'Content-Type': 'application/octet-stream' }).end();
+      return;
+    }
+    d.sendArtifact(req, res, art, next);
   });
 
   // ── seeds ───────────────────────────────────────────────────────────────────

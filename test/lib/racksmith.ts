@@ -40,6 +40,8 @@ export interface StartOptions {
   readonly timeoutMs?: number;
   /** A command that runs racksmith (benchmarks pin it to a CPU with `taskset -c 0`). */
   readonly wrap?: readonly string[];
+  /** Another build's CLI (a benchmark's baseline, e.g. main's), instead of this one. */
+  readonly cli?: string;
 }
 
 export async function freePort(): Promise<number> {
@@ -54,8 +56,8 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function command(netns: string | undefined, args: readonly string[], wrap: readonly string[] = []): [string, string[]] {
-  const node = [...wrap, process.execPath, '--enable-source-maps', CLI_PATH, ...args];
+function command(netns: string | undefined, args: readonly string[], wrap: readonly string[] = [], cli = CLI_PATH): [string, string[]] {
+  const node = [...wrap, process.execPath, '--enable-source-maps', cli, ...args];
   return netns ? ['ip', ['netns', 'exec', netns, ...node]] : [node[0] as string, node.slice(1)];
 }
 
@@ -76,7 +78,7 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
     RACKSMITH_LOG_LEVEL: 'debug',
     ...opts.env,
   };
-  const [cmd, args] = command(opts.netns, ['serve'], opts.wrap);
+  const [cmd, args] = command(opts.netns, ['serve'], opts.wrap, opts.cli);
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
@@ -116,7 +118,7 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
     child,
     output: () => output,
     async cli(cliArgs, extraEnv = {}) {
-      const [c, a] = command(opts.netns, cliArgs);
+      const [c, a] = command(opts.netns, cliArgs, [], opts.cli);
       const { stdout } = await run(c, a, { env: { ...env, RACKSMITH_URL: url, ...extraEnv }, timeout: 60_000 });
       return stdout;
     },
