@@ -45,6 +45,7 @@ import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
 import { inProcessSender, workerSender } from './http/artifact-sender.js';
 import { createFileWorkers } from './artifacts/file-workers.js';
+import { bootStepRecorder } from './http/boot-steps.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -140,6 +141,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       machines: inventory.machines,
       clusters: inventory.clusters,
       events: inventory.events,
+      recordBootStep: bootStepRecorder(inventory.machines),
       bootTemplates: createRenderer(BOOT_TEMPLATES_DIR),
       seedTemplates: createRenderer(AUTOINSTALL_DIR),
       artifacts,

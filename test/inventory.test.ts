@@ -353,4 +353,41 @@ test('a machine by its address is one keyed lookup (the unique index on ip), nev
   }
 });
 
+test('boot steps: many in one commit; a refused transition fails its own step only, and records nothing of it', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.clusters.create(CLUSTER);
+    const a = '52:54:00:10:00:0a' as Mac;
+    const b = '52:54:00:10:00:0b' as Mac;
+    await inv.machines.create({ mac: a, hostname: 'a', role: 'worker', cluster: 'lab' });
+    await inv.machines.recordSighting({ mac: b, source: 'dhcp' });
+    const heard: string[] = [];
+    const off = inv.events.subscribe((e) => heard.push(`${e.mac} ${e.type}`));
+    const step = (mac: Mac, transition: boolean) => ({
+      sighting: { mac, arch: 'x86_64', firmware: 'efi' as const, source: 'http 10.0.0.5' },
+      transition: transition ? { event: 'installer-served' as const, message: 'installer served' } : null,
+      instanceId: transition ? `iid-${mac}` : null,
+      event: { cluster: transition ? 'lab' : null, type: 'http.ipxe', message: 'iPXE script', data: { script: transition ? 'install' : 'wait' } },
+      lastStep: transition ? 'installer' : 'ipxe',
+    });
+    // b is discovered: installer-served is refused for it.
+    const out = await inv.machines.recordBootSteps([step(a, true), step(b, true), step(b, false)]);
+    off();
+    assert.equal(out.map((o) => o.ok), [true, false, true]);
+    assert.instance((out[1] as { error: Error }).error, TransitionError);
+    const ma = await inv.machines.get(a);
+    assert.equal([ma?.state, ma?.instanceId, ma?.lastStep, ma?.firmware, ma?.arch], ['provisioning', `iid-${a}`, 'installer', 'efi', 'x86_64']);
+    const mb = await inv.machines.get(b);
+    assert.equal([mb?.state, mb?.instanceId, mb?.lastStep], ['discovered', null, 'ipxe']);
+    assert.equal(
+      (await inv.events.list({ mac: b })).map((e) => e.type),
+      ['state', 'http.ipxe'],
+      'the refused step wrote no event',
+    );
+    assert.equal(heard, [`${a} state`, `${a} http.ipxe`, `${b} http.ipxe`], 'subscribers hear the committed events only, after the commit');
+  } finally {
+    await inv.destroy();
+  }
+});
+
 test.run();

@@ -14,6 +14,7 @@ import { accelUri } from '../artifacts/accel.js';
 import type { ClientResolver } from '../lib/neighbours.js';
 import { clientView } from './client-address.js';
 import type { ArtifactSender } from './artifact-sender.js';
+import type { BootStepRecorder } from './boot-steps.js';
 import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
 import { newInstanceId, seedContext, type SeedSettings } from '../seeds/context.js';
 import { CONTENT_TYPE, isSeedFile, renderSeedFile } from '../seeds/render.js';
@@ -30,6 +31,8 @@ export interface MachineRouterDeps {
   readonly machines: Pick<MachineRepo, 'get' | 'byIp' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedToken' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys'>;
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
+  /** Writes a boot script's step (sighting, transition, event, step) in the next group commit. */
+  readonly recordBootStep: BootStepRecorder;
   readonly bootTemplates: Renderer;
   readonly seedTemplates: Renderer;
   readonly artifacts: ArtifactStore;
@@ -103,19 +106,24 @@ export function machineRouter(d: MachineRouterDeps): Router {
       sendText(res, 'text/plain; charset=utf-8', d.bootTemplates.render(decision.template, decision.context));
       return;
     }
-    const { machine } = await d.machines.recordSighting({ mac: q.mac, arch: q.arch, firmware: firmwareOf(q.platform), uuid: q.uuid, source: sourceOf(req) });
+    const sighting = { mac: q.mac, arch: q.arch, firmware: firmwareOf(q.platform), uuid: q.uuid, source: sourceOf(req) };
+    // First contact records the machine (discovered) before it is answered; a known machine's
+    // sighting goes with the rest of its step, in the next group commit.
+    const known = await d.machines.get(q.mac);
+    const machine = known ?? (await d.machines.recordSighting(sighting)).machine;
     const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
     const installer = cluster ? d.installers[cluster.ubuntuRelease] : null;
     const seedToken = machine.role && cluster ? await d.machines.seedToken(machine.mac) : null;
     const decision = decideBootScript({ query: q, machine, cluster, installer, seedToken }, settings);
     // Render before any state change: a failed render changes nothing.
     const script = d.bootTemplates.render(decision.template, decision.context);
-    if (decision.transition) {
-      await d.machines.transition(machine.mac, decision.transition, { source: sourceOf(req), message: `installer served: Ubuntu ${installer?.release ?? '?'} (${installer?.kind ?? '?'})` });
-      await d.machines.setInstanceId(machine.mac, newInstanceId(machine, d.now()));
-    }
-    await machineEvent(machine, 'http.ipxe', req, decision.summary, { script: decision.kind, arch: q.arch, platform: q.platform, attempt: q.attempt });
-    await d.machines.setLastStep(machine.mac, decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : 'ipxe');
+    await d.recordBootStep({
+      sighting,
+      transition: decision.transition ? { event: decision.transition, message: `installer served: Ubuntu ${installer?.release ?? '?'} (${installer?.kind ?? '?'})` } : null,
+      instanceId: decision.transition ? newInstanceId(machine, d.now()) : null,
+      event: { cluster: machine.cluster, type: 'http.ipxe', message: decision.summary, data: { script: decision.kind, arch: q.arch, platform: q.platform, attempt: q.attempt } },
+      lastStep: decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : 'ipxe',
+    });
     sendText(res, 'text/plain; charset=utf-8', script);
   });
 

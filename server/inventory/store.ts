@@ -106,6 +106,21 @@ export interface Sighting {
   readonly source: string;
 }
 
+/**
+ * What serving one boot script records about a known machine, all in one transaction: the
+ * lifecycle event the script implies (first, so that a refused one records nothing of the step),
+ * the facts the request carried, a new instance id, the event for its history, and its step.
+ */
+export interface BootStep {
+  readonly sighting: Sighting;
+  readonly transition: { readonly event: MachineEventType; readonly message: string } | null;
+  readonly instanceId: string | null;
+  readonly event: Omit<NewEvent, 'mac' | 'source'>;
+  readonly lastStep: string;
+}
+
+export type BootStepOutcome = { readonly ok: true } | { readonly ok: false; readonly error: Error };
+
 export interface TransitionContext {
   readonly source: string;
   readonly message?: string | undefined;
@@ -137,6 +152,11 @@ export interface MachineRepo {
   recordSighting(s: Sighting): Promise<{ machine: Machine; created: boolean }>;
   /** The step a tech sees on the machine's tile (`dhcp`, `tftp`, `ipxe`, `installer`…). */
   setLastStep(mac: Mac, step: string): Promise<void>;
+  /**
+   * Boot steps of many requests in one commit (the boot path's group commit). Each step is
+   * applied whole or not at all: a refused transition fails that step alone, with its error.
+   */
+  recordBootSteps(steps: readonly BootStep[]): Promise<BootStepOutcome[]>;
   bmcPassword(mac: Mac): Promise<string | null>;
   /** Mints a new seed token (invalidating the old one) and returns it in clear, once. */
   rotateSeedToken(mac: Mac): Promise<string>;

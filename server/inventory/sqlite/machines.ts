@@ -4,7 +4,7 @@ import type { Mac } from '../../lib/mac.js';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import { transition, type MachineEventType } from '../lifecycle.js';
 import type { Machine, SshHostKey } from '../model.js';
-import type { ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
+import type { BootStep, BootStepOutcome, ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
 import { prepared, type Db } from './db.js';
 import { MACHINE_COLUMNS, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
 
@@ -135,6 +135,44 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       data: { from: before.state, to: next.state, event, ...(ctx.step ? { step: ctx.step } : {}), ...(ctx.reason ? { reason: ctx.reason } : {}), ...ctx.data },
     });
     return load(mac);
+  }
+
+  /** Records what a sighting saw (facts kept when a later one lacks them); an unknown MAC becomes a discovered machine. True when it was new. */
+  function applySighting(s: Sighting): boolean {
+    const at = now().toISOString();
+    const existing = byMac.get(s.mac);
+    const facts = { arch: s.arch ?? null, firmware: s.firmware ?? null, vendor_class: s.vendorClass ?? null, uuid: s.uuid ?? null };
+    if (existing) {
+      sql(
+        `UPDATE machines SET arch=COALESCE(@arch, arch), firmware=COALESCE(@firmware, firmware),
+           vendor_class=COALESCE(@vendor_class, vendor_class), uuid=COALESCE(@uuid, uuid),
+           first_seen=COALESCE(first_seen, @at), last_seen=@at WHERE mac=@mac`,
+      ).run({ ...facts, at, mac: s.mac });
+      return false;
+    }
+    sql(
+      `INSERT INTO machines (mac, state, arch, firmware, vendor_class, uuid, first_seen, last_seen, state_changed_at, created_at, updated_at)
+       VALUES (@mac, 'discovered', @arch, @firmware, @vendor_class, @uuid, @at, @at, @at, @at, @at)`,
+    ).run({ ...facts, at, mac: s.mac });
+    appendEvent({
+      mac: s.mac,
+      type: 'state',
+      source: s.source,
+      message: `discovered (${[s.firmware, s.arch, s.vendorClass].filter(Boolean).join(', ') || 'no details'})`,
+      data: { from: null, to: 'discovered', event: 'discover', ...facts },
+    });
+    return true;
+  }
+
+  /** The transition first: refused, it throws before anything of the step is written. */
+  function applyBootStep(step: BootStep): void {
+    const { mac, source } = step.sighting;
+    if (step.transition) applyTransition(mac, step.transition.event, { source, message: step.transition.message });
+    applySighting(step.sighting);
+    const at = now().toISOString();
+    if (step.instanceId) sql('UPDATE machines SET instance_id=?, updated_at=? WHERE mac=?').run(step.instanceId, at, mac);
+    sql('UPDATE machines SET last_step=?, last_seen=? WHERE mac=?').run(step.lastStep, at, mac);
+    appendEvent({ ...step.event, mac, source });
   }
 
   function update(mac: Mac, patch: MachinePatch, source: string): Machine {
@@ -271,30 +309,24 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     async recordSighting(s: Sighting) {
       return db
         .transaction(() => {
-          const at = now().toISOString();
-          const existing = byMac.get(s.mac);
-          const facts = { arch: s.arch ?? null, firmware: s.firmware ?? null, vendor_class: s.vendorClass ?? null, uuid: s.uuid ?? null };
-          if (existing) {
-            sql(
-              `UPDATE machines SET arch=COALESCE(@arch, arch), firmware=COALESCE(@firmware, firmware),
-                 vendor_class=COALESCE(@vendor_class, vendor_class), uuid=COALESCE(@uuid, uuid),
-                 first_seen=COALESCE(first_seen, @at), last_seen=@at WHERE mac=@mac`,
-            ).run({ ...facts, at, mac: s.mac });
-            return { machine: load(s.mac), created: false };
-          }
-          sql(
-            `INSERT INTO machines (mac, state, arch, firmware, vendor_class, uuid, first_seen, last_seen, state_changed_at, created_at, updated_at)
-             VALUES (@mac, 'discovered', @arch, @firmware, @vendor_class, @uuid, @at, @at, @at, @at, @at)`,
-          ).run({ ...facts, at, mac: s.mac });
-          appendEvent({
-            mac: s.mac,
-            type: 'state',
-            source: s.source,
-            message: `discovered (${[s.firmware, s.arch, s.vendorClass].filter(Boolean).join(', ') || 'no details'})`,
-            data: { from: null, to: 'discovered', event: 'discover', ...facts },
-          });
-          return { machine: load(s.mac), created: true };
+          const created = applySighting(s);
+          return { machine: load(s.mac), created };
         })
+        .immediate();
+    },
+    async recordBootSteps(steps: readonly BootStep[]) {
+      return db
+        .transaction(() =>
+          steps.map((step): BootStepOutcome => {
+            try {
+              // A savepoint per step: a refused transition leaves the batch's other steps.
+              db.transaction(() => applyBootStep(step))();
+              return { ok: true };
+            } catch (err) {
+              return { ok: false, error: err instanceof Error ? err : new Error(String(err)) };
+            }
+          }),
+        )
         .immediate();
     },
     async setLastStep(mac, step) {
