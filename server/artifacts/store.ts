@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { chmod, mkdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -98,7 +98,13 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
    */
   async function materialize(release: UbuntuRelease, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
     const dir = join(o.cacheDir, release);
-    await mkdir(dir, { recursive: true });
+    // Installer artifacts are public files that an artifacts front (nginx, as another user)
+    // reads: readable by others whatever the process's umask (the systemd unit's is 0077).
+    const made = await mkdir(dir, { recursive: true });
+    for (let p = dir; made !== undefined; p = dirname(p)) {
+      await chmod(p, 0o755);
+      if (p === made || p === dirname(p)) break;
+    }
     const final = join(dir, file);
     const tmp = join(dir, `.${file}.part-${process.pid}-${randomBytes(4).toString('hex')}`);
     const started = Date.now();
@@ -124,6 +130,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       const sha256 = hash.digest('hex');
       if (expected && expected !== sha256) throw new Error(`SHA-256 ${sha256} does not match the configured ${expected}`);
       await writeFile(`${final}.sha256`, `${sha256}  ${file}\n`);
+      await chmod(tmp, 0o644);
       await rename(tmp, final);
       const { mtimeMs } = await stat(final);
       const seconds = (Date.now() - started) / 1000;
