@@ -15,11 +15,14 @@
  * (BENCH_PIN=0: unpinned), so no server competes with the client that measures it; the servers
  * take turns within each round, so a noisy moment on a shared machine does not land on one
  * server only, and each figure is the median over the rounds. BENCH_BASELINE_CLI=<another
- * build's dist/server/cli.js> adds that build (e.g. main before a change) as one more server.
+ * build's dist/server/cli.js> adds that build (e.g. main before a change) as one more server;
+ * BENCH_WORKERS=1,4 adds racksmith with other `artifact-workers` counts; BENCH_FLOOR_CHUNKS
+ * (65536,1048576) sets the read sizes of the Node floor — a bare node:http server piping the
+ * file, what any Node process pays per byte before racksmith does anything.
  * racksmith logs at its default level (info), as an operator runs it. Run it alone: the npm
  * script takes the machine-wide lock. Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,12 +31,17 @@ import { DEFAULT_INSTALLERS } from '../server/boot/releases.js';
 import { api, freePort, startRacksmith, type RacksmithProcess } from '../test/lib/racksmith.js';
 import { artifactsFrontConfig, startNginx, type Nginx } from '../test/lib/nginx.js';
 import { requirements } from '../test/lib/tools.js';
+import { stopChild, untilOutput } from '../test/lib/child.js';
 
 const run = promisify(execFile);
 const ROUNDS = Math.max(1, Number(process.env['BENCH_ROUNDS'] ?? 5));
 const SECONDS = Math.max(1, Number(process.env['BENCH_SECONDS'] ?? 5));
 const PIN = process.env['BENCH_PIN'] !== '0';
 const BASELINE = process.env['BENCH_BASELINE_CLI'];
+/** More racksmith processes with other worker counts (the default, 2, is always measured). */
+const WORKER_COUNTS = (process.env['BENCH_WORKERS'] ?? '').split(',').filter(Boolean).map(Number).filter((n) => Number.isInteger(n) && n > 0 && n !== 2);
+/** Read sizes for the Node floor: a bare node:http server piping the file, nothing else. */
+const FLOOR_CHUNKS = (process.env['BENCH_FLOOR_CHUNKS'] ?? '65536,1048576').split(',').filter(Boolean).map(Number);
 const SERVER_CPU = PIN ? ['taskset', '-c', '0'] : [];
 const CLIENT_CPU = PIN ? ['taskset', '-c', '1'] : [];
 const ARTIFACT_BYTES = 30 << 20;
@@ -181,6 +189,25 @@ async function main(): Promise<void> {
     started.push(single);
     cleanups.push(() => single.cleanup());
     await prepare(single, macs, csv);
+    const others: { workers: number; rs: RacksmithProcess }[] = [];
+    for (const workers of WORKER_COUNTS) {
+      const rs = await startRacksmith({ wrap: SERVER_CPU, env: { RACKSMITH_LOG_LEVEL: 'info', RACKSMITH_ARTIFACTS_DIR: artifacts, RACKSMITH_ARTIFACT_WORKERS: String(workers) } });
+      started.push(rs);
+      cleanups.push(() => rs.cleanup());
+      await prepare(rs, macs, csv);
+      others.push({ workers, rs });
+    }
+    const floors: { chunk: number; port: number; child: ChildProcess }[] = [];
+    for (const chunk of FLOOR_CHUNKS) {
+      const port = await freePort();
+      const file = join(artifacts, RELEASE, ISO);
+      const code = `const fs=require('fs');const size=fs.statSync(${JSON.stringify(file)}).size;require('http').createServer((q,r)=>{r.writeHead(200,{'content-type':'application/octet-stream','content-length':size});fs.createReadStream(${JSON.stringify(file)},{highWaterMark:${chunk}}).pipe(r)}).listen(${port},'127.0.0.1',()=>console.log('ready'))`;
+      const argv = [...SERVER_CPU, process.execPath, '-e', code];
+      const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+      await untilOutput(child, 'ready', 'the Node floor');
+      started.push({ stop: () => stopChild(child) });
+      floors.push({ chunk, port, child });
+    }
     let base: RacksmithProcess | null = null;
     if (BASELINE) {
       base = await startRacksmith({ cli: BASELINE, wrap: SERVER_CPU, env: { RACKSMITH_LOG_LEVEL: 'info', RACKSMITH_ARTIFACTS_DIR: artifacts } });
@@ -226,8 +253,10 @@ async function main(): Promise<void> {
     type Side = { name: string; url: string; pids: number[] };
     const artifactSides: Side[] = [
       { name: 'racksmith', url: `${ours.url}${artifactPath}`, pids: [ours.child.pid as number] },
+      ...others.map((o) => ({ name: `racksmith, ${o.workers} worker${o.workers > 1 ? 's' : ''}`, url: `${o.rs.url}${artifactPath}`, pids: [o.rs.child.pid as number] })),
       { name: 'racksmith, workers off', url: `${single.url}${artifactPath}`, pids: [single.child.pid as number] },
       ...(base ? [{ name: 'baseline racksmith', url: `${base.url}${artifactPath}`, pids: [base.child.pid as number] }] : []),
+      ...floors.map((f) => ({ name: `Node floor, ${f.chunk >> 10} KiB reads`, url: `http://127.0.0.1:${f.port}/`, pids: [f.child.pid as number] })),
       { name: 'racksmith + nginx front', url: `http://127.0.0.1:${frontPort}${artifactPath}`, pids: [front.child.pid as number, ours.child.pid as number] },
       { name: 'nginx alone', url: `http://127.0.0.1:${staticPort}/artifacts/${RELEASE}/${ISO}`, pids: [nginx.child.pid as number] },
       { name: 'nginx, sendfile off', url: `http://127.0.0.1:${plainPort}/artifacts/${RELEASE}/${ISO}`, pids: [plain.child.pid as number] },
