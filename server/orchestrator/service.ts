@@ -92,6 +92,14 @@ export interface Orchestrator extends Service {
   controlUpgrade(cluster: string, action: 'pause' | 'resume' | 'abort', source: string): Promise<ClusterUpgrade>;
 }
 
+/**
+ * What a machine fetched or reported on its way through the boot (a script, an artifact, a seed
+ * file, an installer's progress): never an input of the plan — what changes a machine's place in
+ * it comes as its own `state` event. Each would otherwise cost a look at the whole cluster, once
+ * per boot script served (docs/artifacts.md).
+ */
+const BOOT_OBSERVATION = /^(dhcp|tftp|http|installer)\./;
+
 /** Event pages read when replaying a reimaging machine's history (10,000 events each). */
 const MAX_EVENT_PAGES = 50;
 
@@ -444,6 +452,9 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       privateKey = await deps.privateKey();
       unsubscribe = inventory.events.subscribe((e) => {
         if (!e.cluster || e.source === 'orchestrator' || e.type.startsWith('orchestration')) return;
+        if (BOOT_OBSERVATION.test(e.type)) return;
+        // provisioning → provisioning (the installer served again): nothing moved.
+        if (e.type === 'state' && e.data?.['from'] === e.data?.['to']) return;
         // The power service asks for a removal with a `reimage` event (the contract in server/inventory/reimage.ts).
         if (e.type === REIMAGE_EVENT && e.data?.['step'] !== 'remove-from-cluster') return;
         if (e.type === 'cluster.deleted') return;
