@@ -15,13 +15,14 @@ import { requirements, skipNote } from './lib/tools.js';
  * docs/rack-guide.md, run: every ```sh block of the guide, in order, as one `sh -e` script against
  * a real `racksmith serve` (DHCP and TFTP off, on loopback), with `racksmith` on PATH as the built
  * CLI, the mirrors served locally (startOpenUpstream) and an ipmi_sim per BMC of the guide's CSV.
- * The guide's example values are replaced by the test bed's (`examples`, set up in `before`); a block starting with
- * `# not run: <reason>` is left out (few, each with its reason); `apt-get install -y` runs as
- * `apt-get install --simulate` (the packages must resolve on Debian 12) and `apt-get update` is
- * left to the host; a line ending in `# Ctrl-C stops it` runs for a few seconds, then is
- * interrupted as a person would. The guide's `racksmith serve` line (DHCP in proxy mode on
- * eth1) is not part of the script: it is started as written inside a network namespace of the
- * test's own whose eth1 has the guide's address, and must come up with DHCP and TFTP serving.
+ * The guide's example values are replaced by the test bed's (`examples`, set in `before`); a
+ * block starting with `# not run: <reason>` is left out (few, each with its reason);
+ * `apt-get install -y` runs as `apt-get install --simulate` (the packages must resolve on
+ * Debian 12) and `apt-get update` is left to the host; a line ending in `# Ctrl-C stops it` runs
+ * for a few seconds, then is interrupted as a person would. The guide's `racksmith serve` line
+ * (DHCP in proxy mode on eth1) is not part of the script: it is started as written inside a
+ * network namespace of the test's own whose eth1 has the guide's address, and must come up with
+ * DHCP and TFTP serving and stop cleanly.
  */
 const test = suite('the rack guide: every command of docs/rack-guide.md, run');
 const GUIDE = join(ROOT, 'docs', 'rack-guide.md');
@@ -66,7 +67,7 @@ function script(blocks: readonly Block[], examples: readonly (readonly [string, 
       .split('\n')
       .map((l) => {
         if (/^apt-get update\b/.test(l)) return ': apt-get update left to the host';
-        if (/# Ctrl-C stops it\s*$/.test(l)) return `{ timeout -s INT 4 ${l.replace(/#.*$/, '').trim()} || [ $? -eq 124 ]; }`;
+        if (/# Ctrl-C stops it\s*$/.test(l)) return `{ timeout -s INT 3 ${l.replace(/#.*$/, '').trim()} || [ $? -eq 124 ]; }`;
         return l.replace(/^apt-get install -y /, 'apt-get install --simulate ');
       })
       .join('\n');
@@ -111,6 +112,7 @@ test.before(async () => {
   writeFileSync(join(bin, 'racksmith'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI_PATH)} "$@"\n`);
   chmodSync(join(bin, 'racksmith'), 0o755);
   upstream = await startOpenUpstream(['1.30.6']);
+  // No pause between two machines' power-on: the BMCs are simulated, and the suite stays short.
   rs = await startRacksmith({ env: { ...upstream.env, RACKSMITH_RACK_POWER_DELAY_SECONDS: '0' } });
   // Each BMC of the guide's CSV, simulated on its own loopback address (a second octet of this
   // run's own), port 623 as a real one: only the example network's prefix changes.
@@ -157,7 +159,7 @@ test('the extraction: fences, reasons, rewrites', () => {
   const s = script(bs, [['r1', 'r9']]);
   assert.ok(!s.includes('reboot'));
   assert.ok(s.includes('apt-get install --simulate ipxe'));
-  assert.ok(s.includes('{ timeout -s INT 4 racksmith watch --rack r9 || [ $? -eq 124 ]; }'));
+  assert.ok(s.includes('{ timeout -s INT 3 racksmith watch --rack r9 || [ $? -eq 124 ]; }'));
   assert.ok(!/^apt-get update/m.test(s));
   assert.throws(() => shellBlocks('```sh\necho open\n'), /never closes/);
 });
