@@ -62,6 +62,8 @@ export interface OrchestratorDeps {
 export interface UpgradeRequest {
   readonly kubernetesVersion: string;
   readonly maxUnavailable?: number | undefined;
+  /** Skip the upstream preflight (a site whose mirrors racksmith's host cannot reach); the skew rules still hold. */
+  readonly force?: boolean | undefined;
 }
 
 export interface RetryResult {
@@ -553,7 +555,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       const members = await inventory.machines.list({ cluster: name });
       const noBmc = members.filter((m) => (m.role === 'control-plane' || m.role === 'worker') && !m.bmc).map((m) => m.hostname ?? m.mac);
       if (noBmc.length) throw conflict('ERR_NO_BMC', `an upgrade reimages every node, and ${noBmc.join(', ')} ha${noBmc.length === 1 ? 's' : 've'} no BMC`, 'name');
-      if (deps.checkPackages) {
+      if (deps.checkPackages && !req.force) {
         const pre = await deps.checkPackages(cluster, to);
         if (!pre.ok) throw conflict('ERR_PREFLIGHT', `the packages of Kubernetes ${to} are not all available: ${pre.lines.filter((x) => /fail|missing|not/i.test(x)).join('; ') || pre.lines.join('; ')}`, 'kubernetesVersion');
       }
