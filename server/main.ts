@@ -41,6 +41,9 @@ import { createRenderer } from './render/templates.js';
 import { machineRouter } from './http/machine-router.js';
 import { createArtifactStore } from './artifacts/store.js';
 import { resolveInstallers } from './boot/releases.js';
+import { AGENT_INITRD, AGENT_KERNEL, ensureAgent } from './agent/build.js';
+import { createImageStore, type ImageStore } from './images/store.js';
+import { createDeadlineService } from './seeds/deadline.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
 
@@ -79,15 +82,44 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
-  const installers = resolveInstallers(config.installers ?? {});
+  const installers = resolveInstallers(config.installers ?? {}, { debianMirror: config.debianMirror });
+  // The deploy agent: built once per set of inputs (a minute the first time), on the first
+  // machine's request unless `racksmith agent build` made it before.
+  let agentBuild: Promise<Record<string, string>> | null = null;
+  const agentLog = log.child({ svc: 'agent' });
+  const agentFiles = (): Promise<Record<string, string>> => {
+    agentBuild ??= ensureAgent({ dir: join(config.dataDir, 'agent'), kernelPackage: config.agentKernelPackage, log: (line) => agentLog.info(line) }).then(
+      (b) => {
+        if (b.built) void inventory.events.append({ type: 'agent.built', source: 'agent', message: `deploy agent ${b.key} built (kernel ${b.kernelVersion}) in ${b.seconds.toFixed(0)} s`, data: { key: b.key, kernel: b.kernelPackage } });
+        return { [AGENT_KERNEL]: b.kernel, [AGENT_INITRD]: b.initrd };
+      },
+      (err: unknown) => {
+        agentBuild = null;
+        throw err;
+      },
+    );
+    return agentBuild;
+  };
+  let images: ImageStore | null = null;
   const artifacts = createArtifactStore({
     artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
     cacheDir: join(config.dataDir, 'artifacts'),
     installers,
+    agent: agentFiles,
+    imageUpstream: (file) => images?.upstreamOf(file) ?? null,
     fetchIdleTimeoutMs: config.artifactsFetchTimeoutSeconds * 1000,
     log: log.child({ svc: 'artifacts' }),
     onFetched: (f) => {
       void inventory.events.append({ type: 'artifact.cached', source: 'artifacts', message: `cached ${f.release}/${f.file} (${f.size} bytes, sha256 ${f.sha256})`, data: { ...f } });
+    },
+  });
+  images = createImageStore({
+    artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
+    cacheDir: join(config.dataDir, 'artifacts'),
+    artifacts,
+    log: log.child({ svc: 'images' }),
+    onConverted: (f) => {
+      void inventory.events.append({ type: 'image.converted', source: 'images', message: `converted ${f.source} to ${f.file} (${f.rawSize} bytes raw, ${f.size} compressed, sha256 ${f.sha256}) in ${f.seconds.toFixed(0)} s`, data: { ...f } });
     },
   });
   const metrics = createMetrics();
@@ -141,6 +173,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       seedTemplates: createRenderer(AUTOINSTALL_DIR),
       artifacts,
       installers,
+      images,
+      imageSettings: config.images,
       boot: {
         waitSeconds: config.bootWaitSeconds,
         waitAttempts: config.bootWaitAttempts,
@@ -151,6 +185,9 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       seed: {
         sshUser: config.sshUser,
         ubuntuMirror: config.ubuntuMirror,
+        debianMirror: config.debianMirror,
+        aptProxy: config.aptProxy ?? null,
+        installDiskMinGb: config.installDiskMinGb,
         kubernetesRepo: config.kubernetesRepo,
         kubernetesLegacyRepo: config.kubernetesLegacyRepo,
         kubernetesLegacyGpgUrl: config.kubernetesLegacyGpgUrl,
@@ -178,6 +215,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   };
   const resolveClient = firstResolver([leaseResolver, createArpResolver()]);
   services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient, inventory }));
+  services.push(createDeadlineService({ machines: inventory.machines, events: inventory.events, deadlineMinutes: config.installTimeoutMinutes, now: () => inventory.now() }));
   // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
   services.push(eventStream.service);
   services.push(orchestrator);

@@ -7,8 +7,9 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { AppError, errorMessage, notFound } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import { UBUNTU_RELEASES, type UbuntuRelease } from '../inventory/model.js';
-import type { ReleaseInstaller } from '../boot/releases.js';
+import { UBUNTU_RELEASES } from '../inventory/model.js';
+import type { InstallerKey } from '../inventory/os.js';
+import type { ArtifactKey, ReleaseInstaller } from '../boot/releases.js';
 import { locateInIso } from './iso-extract.js';
 import { IsoError } from './iso9660.js';
 
@@ -30,7 +31,14 @@ import { IsoError } from './iso9660.js';
 export interface ArtifactStoreOptions {
   readonly artifactsDir: string;
   readonly cacheDir: string;
-  readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  readonly installers: Readonly<Record<InstallerKey, ReleaseInstaller>>;
+  /**
+   * The deploy agent's files (`/artifacts/agent/<file>`), built by racksmith when it is not in
+   * the artifacts directory: file name → path.
+   */
+  readonly agent?: (() => Promise<Readonly<Record<string, string>>>) | undefined;
+  /** Where an OS image of image deployment (`/artifacts/images/<file>`) comes from, when racksmith knows. */
+  readonly imageUpstream?: ((file: string) => { readonly url: string; readonly sha256: string | null } | null) | undefined;
   /** A download that receives nothing for this long is abandoned. */
   readonly fetchIdleTimeoutMs: number;
   readonly log: Logger;
@@ -38,10 +46,10 @@ export interface ArtifactStoreOptions {
   readonly onFetched?: ((f: FetchedArtifact) => void) | undefined;
 }
 
-export type ArtifactSource = 'local' | 'cache' | 'fetched';
+export type ArtifactSource = 'local' | 'cache' | 'fetched' | 'built';
 
 export interface ResolvedArtifact {
-  readonly release: UbuntuRelease;
+  readonly release: ArtifactKey | 'images';
   readonly file: string;
   readonly path: string;
   readonly size: number;
@@ -49,7 +57,7 @@ export interface ResolvedArtifact {
 }
 
 export interface FetchedArtifact {
-  readonly release: UbuntuRelease;
+  readonly release: ArtifactKey | 'images';
   readonly file: string;
   readonly url: string;
   readonly size: number;
@@ -65,8 +73,10 @@ export interface ArtifactStore {
 
 export const ARTIFACT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-export function isRelease(s: string): s is UbuntuRelease {
-  return (UBUNTU_RELEASES as readonly string[]).includes(s);
+export const ARTIFACT_KEYS: readonly (ArtifactKey | 'images')[] = [...UBUNTU_RELEASES, 'debian-12', 'agent', 'images'];
+
+export function isRelease(s: string): s is ArtifactKey | 'images' {
+  return (ARTIFACT_KEYS as readonly string[]).includes(s);
 }
 
 async function fileIn(dir: string, release: string, file: string): Promise<{ path: string; size: number } | null> {
@@ -90,7 +100,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
    * Writes a stream into the cache as `<release>/<file>`: to a temporary name while hashing, then
    * renamed into place with its `.sha256` — or removed, on any failure.
    */
-  async function materialize(release: UbuntuRelease, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
+  async function materialize(release: InstallerKey | 'images', file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
     const dir = join(o.cacheDir, release);
     await mkdir(dir, { recursive: true });
     const final = join(dir, file);
@@ -144,7 +154,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
   }
 
   /** A file inside the release's ISO (itself local, cached or fetched first). */
-  function fromIso(release: UbuntuRelease, inside: string) {
+  function fromIso(release: InstallerKey, inside: string) {
     return async (): Promise<{ body: Readable; length: number | null }> => {
       const iso = o.installers[release].iso;
       if (!iso) throw new Error(`Ubuntu ${release} has no ISO configured`);
@@ -155,12 +165,14 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
   }
 
   async function resolve(release: string, file: string): Promise<ResolvedArtifact> {
-    if (!isRelease(release)) throw notFound('ERR_UNKNOWN_RELEASE', `no Ubuntu release "${release.slice(0, 20)}" (known: ${UBUNTU_RELEASES.join(', ')})`);
+    if (!isRelease(release)) throw notFound('ERR_UNKNOWN_RELEASE', `no installer "${release.slice(0, 20)}" (known: ${ARTIFACT_KEYS.join(', ')})`);
     if (!ARTIFACT_NAME.test(file)) throw notFound('ERR_UNKNOWN_ARTIFACT', 'artifact names are plain file names');
     const local = await fileIn(o.artifactsDir, release, file);
     if (local) return { release, file, ...local, source: 'local' };
+    if (release === 'agent') return builtAgent(file);
     const cached = await fileIn(o.cacheDir, release, file);
     if (cached) return { release, file, ...cached, source: 'cache' };
+    if (release === 'images') return fetchImage(file);
     const inst = o.installers[release];
     const upstream = inst.upstream[file];
     if (!upstream) throw notFound('ERR_UNKNOWN_ARTIFACT', `no artifact ${release}/${file}: not in the artifacts directory and no upstream is configured for it`);
@@ -172,6 +184,32 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       downloads.set(key, p);
     }
     return p;
+  }
+
+  async function fetchImage(file: string): Promise<ResolvedArtifact> {
+    const up = o.imageUpstream?.(file);
+    if (!up) throw notFound('ERR_UNKNOWN_ARTIFACT', `no image ${file}: not in the artifacts directory's images/ and no cluster names it`);
+    const key = `images/${file}`;
+    let p = downloads.get(key);
+    if (!p) {
+      p = materialize('images', file, up.url, fromUrl(up.url), up.sha256 ?? undefined).finally(() => downloads.delete(key));
+      downloads.set(key, p);
+    }
+    return p;
+  }
+
+  async function builtAgent(file: string): Promise<ResolvedArtifact> {
+    if (!o.agent) throw notFound('ERR_UNKNOWN_ARTIFACT', `no deploy agent file ${file} in the artifacts directory`);
+    let files: Readonly<Record<string, string>>;
+    try {
+      files = await o.agent();
+    } catch (err) {
+      throw new AppError('unavailable', 'ERR_AGENT_BUILD', `the deploy agent is not built and cannot be built here: ${errorMessage(err)}`);
+    }
+    const path = files[file];
+    if (!path) throw notFound('ERR_UNKNOWN_ARTIFACT', `the deploy agent has no file ${file} (it has ${Object.keys(files).join(', ')})`);
+    const st = await stat(path);
+    return { release: 'agent', file, path, size: st.size, source: 'built' };
   }
 
   return {

@@ -1,4 +1,5 @@
 import type { Cluster, Machine } from '../inventory/model.js';
+import { OS_NAMES } from '../inventory/os.js';
 import type { MachineState } from '../inventory/lifecycle.js';
 import { macHexHyphen, type Mac } from '../lib/mac.js';
 import type { BootQuery, Platform } from './query.js';
@@ -12,7 +13,7 @@ import type { ReleaseInstaller } from './releases.js';
  *   no MAC                         → chain: ask again with mac/arch/platform/uuid
  *   unknown, discovered            → wait: "waiting for a role", ask again later, bounded
  *   assigned, provisioning,
- *   reimaging                      → install: the installer of the cluster's Ubuntu release
+ *   reimaging                      → install: the installer of the cluster's OS, or the deploy agent
  *   installed, ready, joining,
  *   joined                         → local: boot from disk (breaks the reinstall loop)
  *   failed                         → wait: an operator has to retry it
@@ -87,6 +88,10 @@ function waitDecision(mac: Mac, q: BootQuery, s: BootSettings, reason: 'unknown'
 
 /** Kernel command line of each installer, word by word. */
 export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl: string, s: BootSettings): string[] {
+  if (inst.kind === 'deploy-agent') {
+    // The agent finds its NIC by the MAC racksmith booted it on, and everything else at the seed.
+    return [`racksmith.seed=${seedUrl}`, `racksmith.mac=${machine.mac}`, 'quiet', ...s.kernelArgs];
+  }
   if (inst.kind === 'debian-installer') {
     // d-i asks the network questions before it can fetch a network preseed, so netcfg, locale
     // and keyboard answers go on the command line (installation guide, appendix B.2.1).
@@ -161,13 +166,14 @@ export function decideBootScript(f: BootFacts, s: BootSettings): BootDecision {
       kind: 'install',
       template: 'install.ipxe.njk',
       transition: 'installer-served',
-      summary: `iPXE script: install Ubuntu ${installer.release} (${installer.kind})`,
+      summary: `iPXE script: install ${OS_NAMES[cluster.os]} (${installer.kind})`,
       context: {
         mac: machine.mac,
         hostname: machine.hostname ?? machine.mac,
         role: machine.role,
         cluster: cluster.name,
         release: installer.release,
+        osName: OS_NAMES[cluster.os],
         installer: installer.kind,
         kernelUrl: artifact(installer.kernel),
         initrdUrl: artifact(installer.initrd),

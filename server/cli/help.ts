@@ -15,6 +15,7 @@ Commands:
                              the machines live: state, boot step, time in state
   clusters list|create|show|retry|kubeconfig
                              clusters, through a running server's API
+  agent build                build racksmith's deploy agent (image deployment) from Debian packages
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
@@ -54,28 +55,47 @@ reimages them and retries clusters; admin also changes the inventory and reads k
 export const MACHINES_HELP = `Usage:
   racksmith machines list [--cluster C] [--role R] [--state S] [--rack R]
   racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
-                         [--ip IP] [--rack R] [--bmc-address A --bmc-username U --bmc-password P]
+                         [--ip IP] [--rack R] [--install-disk DISK]
+                         [--bmc-address A --bmc-username U --bmc-password P]
                          [--bmc-port N] [--bmc-cipher-suite 17|3|…]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
+                         [--install-disk DISK|none]
   racksmith machines rm MAC
   racksmith machines import FILE.csv
       header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
   racksmith machines power MAC --action on|off|cycle|reset|status
   racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
 
+--install-disk: the disk to install on — /dev/NAME, /dev/disk/by-id/NAME or serial:SERIAL;
+without it the cluster's --install-disk-rule picks one.
+
 Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
 `;
 
 export const CLUSTERS_HELP = `Usage:
   racksmith clusters list
-  racksmith clusters create --name N --ubuntu-release 18.04|20.04|22.04|24.04 --kubernetes-version V
-                            --container-runtime docker|containerd --cni weave|flannel|calico
+  racksmith clusters create --name N --os ubuntu-18.04|ubuntu-20.04|ubuntu-22.04|ubuntu-24.04|debian-12
+                            --kubernetes-version V --container-runtime docker|containerd --cni weave|flannel|calico
+                            [--install-method preseed|autoinstall|image] [--install-disk-rule smallest|largest|first]
+                            [--image-url URL|FILE [--image-sha256 HEX]]
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
+      (--ubuntu-release 18.04|20.04|22.04|24.04 is the older form of --os)
   racksmith clusters show NAME
   racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
   racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
 
 Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+`;
+
+export const AGENT_HELP = `Usage: racksmith agent build [--data-dir DIR | --config FILE] [--agent-kernel-package PKG]
+
+Builds the deploy agent that installs machines by image (installMethod "image"): the Debian
+kernel package (default linux-image-amd64, downloaded with apt-get, not installed) and an
+initramfs made of busybox-static, sfdisk, e2fsprogs and zstd from this host's Debian packages
+and the agent's scripts. Cached under <data dir>/agent/ by its inputs: run it again and it
+costs nothing unless a package or the agent changed. racksmith serve builds it on the first
+machine's request otherwise; run this before a rack powers on. A site can also put its own
+vmlinuz and initrd.img in <artifacts dir>/agent/.
 `;
 
 export const WATCH_HELP = `Usage: racksmith watch [--cluster C] [--rack R] [--url URL] [--token TOKEN]

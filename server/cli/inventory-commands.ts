@@ -4,6 +4,7 @@ import { CLUSTERS_HELP, MACHINES_HELP } from './help.js';
 import { parse, UsageError, type Options } from './args.js';
 import { table } from './table.js';
 import { machinePowerCommand, reimageCommand } from './power-commands.js';
+import { diskLabel } from './watch.js';
 
 /** Thin commands over the REST API: what an admin does daily, without curl. */
 
@@ -24,11 +25,15 @@ interface MachineJson {
   rack: string | null;
   state: string;
   lastStep: string | null;
+  installDisk?: string | null;
+  installedDisk?: { name: string; sizeBytes: number } | null;
 }
 
 interface ClusterJson {
   name: string;
-  ubuntuRelease: string;
+  os?: string;
+  installMethod?: string;
+  ubuntuRelease: string | null;
   kubernetesVersion: string;
   containerRuntime: string;
   cni: string;
@@ -40,7 +45,7 @@ interface ClusterJson {
 }
 
 const machineRows = (ms: readonly MachineJson[]): string =>
-  table(['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'state', 'step'], ms.map((m) => [m.mac, m.hostname, m.role, m.cluster, m.ip, m.rack, m.state, m.lastStep]));
+  table(['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'state', 'step', 'disk'], ms.map((m) => [m.mac, m.hostname, m.role, m.cluster, m.ip, m.rack, m.state, m.lastStep, diskLabel(m.installedDisk) ?? m.installDisk ?? null]));
 
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
 /** `none` clears a field in `set`. */
@@ -71,6 +76,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         cluster: { type: 'string' },
         ip: { type: 'string' },
         rack: { type: 'string' },
+        'install-disk': { type: 'string' },
         'bmc-address': { type: 'string' },
         'bmc-port': { type: 'string' },
         'bmc-username': { type: 'string' },
@@ -86,6 +92,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         cluster: str(values['cluster']),
         ip: str(values['ip']),
         rack: str(values['rack']),
+        installDisk: str(values['install-disk']),
         bmc: bmcAddress
           ? {
               driver: 'ipmi',
@@ -101,14 +108,14 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
     }
     case 'set': {
-      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' } }, 1);
+      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, 'install-disk': { type: 'string' } }, 1);
       if (values['help']) return out(MACHINES_HELP);
       const mac = positionals[0];
       if (!mac) throw new UsageError('machines set: give the MAC');
       const patch = Object.fromEntries(
-        ['hostname', 'role', 'cluster', 'ip', 'rack'].map((k) => [k, clearable(values[k])]).filter(([, v]) => v !== undefined),
+        ['hostname', 'role', 'cluster', 'ip', 'rack', 'install-disk'].map((k) => [k === 'install-disk' ? 'installDisk' : k, clearable(values[k])]).filter(([, v]) => v !== undefined),
       );
-      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip or --rack)');
+      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack or --install-disk)');
       const m = await client(values).request<MachineJson>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
     }
@@ -151,7 +158,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
   if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show)');
   if (sub === '--help' || sub === '-h') return out(CLUSTERS_HELP);
   const clusterRows = (cs: readonly ClusterJson[]): string =>
-    table(['name', 'ubuntu', 'kubernetes', 'runtime', 'cni', 'endpoint', 'machines', 'state'], cs.map((c) => [c.name, c.ubuntuRelease, c.kubernetesVersion, c.containerRuntime, c.cni, c.controlPlaneEndpoint, c.machineCount, c.state]));
+    table(['name', 'os', 'install', 'kubernetes', 'runtime', 'cni', 'endpoint', 'machines', 'state'], cs.map((c) => [c.name, c.os ?? (c.ubuntuRelease ? `ubuntu-${c.ubuntuRelease}` : null), c.installMethod ?? null, c.kubernetesVersion, c.containerRuntime, c.cni, c.controlPlaneEndpoint, c.machineCount, c.state]));
   switch (sub) {
     case 'list': {
       const { values } = parse(rest, COMMON);
@@ -160,7 +167,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(cs, null, 2) + '\n' : clusterRows(cs));
     }
     case 'create': {
-      const fields = ['name', 'ubuntu-release', 'kubernetes-version', 'container-runtime', 'cni', 'pod-subnet', 'service-subnet', 'control-plane-endpoint'];
+      const fields = ['name', 'os', 'ubuntu-release', 'install-method', 'install-disk-rule', 'image-url', 'image-sha256', 'kubernetes-version', 'container-runtime', 'cni', 'pod-subnet', 'service-subnet', 'control-plane-endpoint'];
       const { values } = parse(rest, { ...COMMON, ...Object.fromEntries(fields.map((f) => [f, { type: 'string' as const }])) });
       if (values['help']) return out(CLUSTERS_HELP);
       const body = Object.fromEntries(fields.map((f) => [f.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), str(values[f])]).filter(([, v]) => v !== undefined));

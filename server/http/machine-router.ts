@@ -2,14 +2,20 @@ import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
 import { AppError } from '../lib/errors.js';
 import { parseMac } from '../lib/mac.js';
-import type { Machine, UbuntuRelease } from '../inventory/model.js';
+import type { Cluster, Machine } from '../inventory/model.js';
+import type { InstallerKey } from '../inventory/os.js';
+import { macHexHyphen } from '../lib/mac.js';
 import type { MachineEventType } from '../inventory/lifecycle.js';
 import type { ClusterRepo, EventRepo, MachineRepo } from '../inventory/store.js';
 import type { Renderer } from '../render/templates.js';
 import { BootQueryError, firmwareOf, parseBootQuery } from '../boot/query.js';
 import { decideBootScript, type BootSettings } from '../boot/script.js';
-import type { ReleaseInstaller } from '../boot/releases.js';
+import { installerFor, type ReleaseInstaller } from '../boot/releases.js';
 import type { ArtifactStore } from '../artifacts/store.js';
+import type { ImageOverrides } from '../config/settings.js';
+import { imageFor } from '../images/catalog.js';
+import type { ImageStore, PreparedImage } from '../images/store.js';
+import { errorMessage } from '../lib/errors.js';
 import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
 import { newInstanceId, seedContext, type SeedSettings } from '../seeds/context.js';
 import { CONTENT_TYPE, isSeedFile, renderSeedFile } from '../seeds/render.js';
@@ -23,13 +29,17 @@ import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-eve
  * file served is an event in the machine's log, and moves the step a tech sees on its tile.
  */
 export interface MachineRouterDeps {
-  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedToken' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedToken' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys' | 'setInstalledDisk'>;
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
   readonly bootTemplates: Renderer;
   readonly seedTemplates: Renderer;
   readonly artifacts: ArtifactStore;
-  readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  readonly installers: Readonly<Record<InstallerKey, ReleaseInstaller>>;
+  /** OS images for image deployment; without it, image clusters cannot install. */
+  readonly images?: ImageStore | undefined;
+  /** The `images` setting: per-OS images over the built-in ones. */
+  readonly imageSettings?: ImageOverrides | undefined;
   /** Boot settings without the base URL, which depends on the address the request came in on. */
   readonly boot: Omit<BootSettings, 'baseUrl'>;
   readonly seed: Omit<SeedSettings, 'baseUrl' | 'sshPublicKey'>;
@@ -94,13 +104,16 @@ export function machineRouter(d: MachineRouterDeps): Router {
     }
     const { machine } = await d.machines.recordSighting({ mac: q.mac, arch: q.arch, firmware: firmwareOf(q.platform), uuid: q.uuid, source: sourceOf(req) });
     const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
-    const installer = cluster ? d.installers[cluster.ubuntuRelease] : null;
+    const installer = cluster ? installerFor(cluster, d.installers) : null;
     const seedToken = machine.role && cluster ? await d.machines.seedToken(machine.mac) : null;
     const decision = decideBootScript({ query: q, machine, cluster, installer, seedToken }, settings);
     // Render before any state change: a failed render changes nothing.
     const script = d.bootTemplates.render(decision.template, decision.context);
     if (decision.transition) {
-      await d.machines.transition(machine.mac, decision.transition, { source: sourceOf(req), message: `installer served: Ubuntu ${installer?.release ?? '?'} (${installer?.kind ?? '?'})` });
+      await d.machines.transition(machine.mac, decision.transition, { source: sourceOf(req), message: `installer served: ${decision.summary.replace(/^iPXE script: install /, '')}` });
+      // The image is made ready while the deploy agent boots: the first machine of a rack pays a
+      // download or a conversion once, the others find it done.
+      if (cluster?.installMethod === 'image' && d.images) void d.images.prepare(imageFor(cluster, d.imageSettings)).catch(() => undefined);
       await d.machines.setInstanceId(machine.mac, newInstanceId(machine, d.now()));
     }
     await machineEvent(machine, 'http.ipxe', req, decision.summary, { script: decision.kind, arch: q.arch, platform: q.platform, attempt: q.attempt });
@@ -172,13 +185,26 @@ export function machineRouter(d: MachineRouterDeps): Router {
     return cur;
   }
 
+  /** The image a machine is to write, ready; a machine whose image cannot be made ready fails with the reason. */
+  async function machineImage(machine: Machine, cluster: Cluster, req: Request): Promise<PreparedImage> {
+    if (!d.images) throw new AppError('unavailable', 'ERR_NO_IMAGES', 'this racksmith serves no images for image deployment');
+    const spec = imageFor(cluster, d.imageSettings);
+    try {
+      return await d.images.prepare(spec);
+    } catch (err) {
+      const reason = `image ${spec.source}: ${errorMessage(err)}`.slice(0, 300);
+      if (machine.state !== 'failed') await d.machines.transition(machine.mac, 'fail', { source: sourceOf(req), step: 'image', reason });
+      throw err instanceof AppError ? err : new AppError('unavailable', 'ERR_IMAGE', reason);
+    }
+  }
+
   r.get('/seed/:token/:file', async (req, res) => {
     const file = String(req.params['file']);
     const { machine, token } = await seedMachine(req, 'read');
     if (!isSeedFile(file)) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no seed file "${file.slice(0, 40)}"`);
     const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
     if (!cluster || !machine.role) throw new AppError('conflict', 'ERR_NOT_ASSIGNED', 'this machine has no role or cluster');
-    const installer = d.installers[cluster.ubuntuRelease];
+    const installer = installerFor(cluster, d.installers);
     let instanceId = machine.instanceId;
     if (!instanceId) {
       instanceId = newInstanceId(machine, d.now());
@@ -186,8 +212,12 @@ export function machineRouter(d: MachineRouterDeps): Router {
     }
     const members = await d.machines.list({ cluster: cluster.name });
     const ctx = seedContext({ machine, cluster, members, installer, token, instanceId }, { ...d.seed, baseUrl: baseUrl(req), sshPublicKey: await d.sshPublicKey() });
+    if (file === 'deploy.env' && installer.kind === 'deploy-agent') {
+      const image = await machineImage(machine, cluster, req);
+      ctx['image'] = { url: `${baseUrl(req)}/artifacts/images/${image.file}?mac=${macHexHyphen(machine.mac)}`, sha256: image.sha256, format: image.format, rawSize: image.rawSize };
+    }
     const body = renderSeedFile(d.seedTemplates, file, installer.kind, ctx);
-    if (body === null) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no ${file} for Ubuntu ${installer.release} (${installer.kind})`);
+    if (body === null) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no ${file} for ${cluster.os} by ${cluster.installMethod} (${installer.kind})`);
     await machineEvent(machine, 'http.seed', req, `seed ${file} served`, { file });
     await d.machines.setLastStep(machine.mac, 'installer');
     sendText(res, CONTENT_TYPE[file], body);
@@ -217,7 +247,10 @@ export function machineRouter(d: MachineRouterDeps): Router {
       name: ev.name,
       result: ev.result,
       origin: ev.origin,
+      ...(ev.disk ? { disk: ev.disk } : {}),
+      ...(ev.inventory ? { inventory: ev.inventory } : {}),
     });
+    if (ev.disk && !ev.failed) await d.machines.setInstalledDisk(machine.mac, ev.disk);
     let m = machine;
     if (ev.failed && m.state !== 'failed') {
       m = await d.machines.transition(m.mac, 'fail', { source: sourceOf(req), step: 'installer', reason: `${ev.name || 'install'}: ${ev.description || 'failed'}`.slice(0, 300) });
@@ -242,7 +275,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
     if (m.state !== 'installed') throw new AppError('conflict', 'ERR_TRANSITION', `a machine in state "${m.state}" cannot phone home`, 'state');
     await d.machines.setHostKeys(m.mac, ph.hostKeys);
     const cluster = m.cluster ? await d.clusters.get(m.cluster) : null;
-    const other = otherInstance(cluster ? d.installers[cluster.ubuntuRelease].kind : null, ph.instanceId, m.instanceId);
+    const other = otherInstance(cluster ? installerFor(cluster, d.installers).kind : null, ph.instanceId, m.instanceId);
     await machineEvent(m, 'phone-home', req, `phoned home${ph.hostname ? ` as ${ph.hostname}` : ''}: ${ph.hostKeys.length} host key(s) pinned${other ? ` (instance ${ph.instanceId} is not the current install's ${m.instanceId ?? '?'})` : ''}`, {
       hostname: ph.hostname,
       fqdn: ph.fqdn,

@@ -7,6 +7,7 @@ import type {
   Cni,
   ContainerRuntime,
   Firmware,
+  InstalledDisk,
   InventoryEvent,
   Lease,
   Machine,
@@ -15,6 +16,7 @@ import type {
   TokenRole,
   UbuntuRelease,
 } from './model.js';
+import type { InstallDiskRule, InstallMethod, OsId } from './os.js';
 
 /**
  * The inventory as the services see it: a few repositories, each a narrow interface. Services
@@ -22,9 +24,18 @@ import type {
  * Methods are async so that a networked store (PostgreSQL) can implement the same interface.
  */
 
+/**
+ * A cluster's OS is `os`, or the older `ubuntuRelease` (one of them); `installMethod` defaults to
+ * the OS's own installer, `installDiskRule` to `smallest`.
+ */
 export interface NewCluster {
   readonly name: string;
-  readonly ubuntuRelease: UbuntuRelease;
+  readonly ubuntuRelease?: UbuntuRelease | undefined;
+  readonly os?: OsId | undefined;
+  readonly installMethod?: InstallMethod | undefined;
+  readonly installDiskRule?: InstallDiskRule | undefined;
+  readonly imageUrl?: string | null | undefined;
+  readonly imageSha256?: string | null | undefined;
   readonly kubernetesVersion: string;
   readonly containerRuntime: ContainerRuntime;
   readonly cni: Cni;
@@ -61,6 +72,7 @@ export interface NewMachine {
   readonly ip?: string | null | undefined;
   readonly rack?: string | null | undefined;
   readonly bmc?: NewBmc | null | undefined;
+  readonly installDisk?: string | null | undefined;
 }
 
 /** `null` clears a field; an absent key leaves it. A BMC patch without a password keeps the old one. */
@@ -71,6 +83,7 @@ export interface MachinePatch {
   readonly ip?: string | null | undefined;
   readonly rack?: string | null | undefined;
   readonly bmc?: (Omit<NewBmc, 'password'> & { readonly password?: string | undefined }) | null | undefined;
+  readonly installDisk?: string | null | undefined;
 }
 
 export interface MachineFilter {
@@ -143,6 +156,8 @@ export interface MachineRepo {
   findBySeedToken(token: string): Promise<Machine | null>;
   setInstanceId(mac: Mac, instanceId: string): Promise<void>;
   setHostKeys(mac: Mac, keys: readonly SshHostKey[]): Promise<void>;
+  /** Records the disk the machine's installer reports it installs on. */
+  setInstalledDisk(mac: Mac, disk: Omit<InstalledDisk, 'reportedAt'>): Promise<void>;
 }
 
 export interface NewEvent {

@@ -1,5 +1,7 @@
 import type { Cluster, Machine } from '../inventory/model.js';
+import { OS_CODENAMES, OS_FAMILY, OS_NAMES } from '../inventory/os.js';
 import type { ReleaseInstaller } from '../boot/releases.js';
+import { diskRuleParams, subiquityMatch } from './install-disk.js';
 
 /**
  * The data every seed template sees, built once per request as a pure function of the machine,
@@ -11,6 +13,11 @@ export interface SeedSettings {
   readonly sshUser: string;
   readonly sshPublicKey: string;
   readonly ubuntuMirror: string;
+  readonly debianMirror: string;
+  /** An apt proxy for every installer and node (apt-cacher-ng at many sites), or null. */
+  readonly aptProxy: string | null;
+  /** The smallest disk the install disk rule may pick (decimal GB). */
+  readonly installDiskMinGb: number;
   readonly kubernetesRepo: string;
   readonly kubernetesLegacyRepo: string;
   readonly kubernetesLegacyGpgUrl: string;
@@ -76,6 +83,12 @@ export function mirrorParts(mirror: string): MirrorParts {
   return { protocol: u.protocol === 'https:' ? 'https' : 'http', host: u.host, directory: u.pathname.replace(/\/+$/, '') || '/' };
 }
 
+/** Host, port and path of the seed URL, for a request written by hand (d-i's reporter). */
+export function seedEndpoint(seedUrl: string): { host: string; port: string; path: string } {
+  const u = new URL(seedUrl);
+  return { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port || (u.protocol === 'https:' ? '443' : '80'), path: u.pathname };
+}
+
 export function seedBaseUrl(baseUrl: string, token: string): string {
   return `${baseUrl}/seed/${token}/`;
 }
@@ -98,6 +111,8 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
   const seedUrl = seedBaseUrl(s.baseUrl, f.token);
   const role = f.machine.role;
   if (!role) throw new Error(`machine ${f.machine.mac} has no role`);
+  const os = f.cluster.os;
+  const disk = diskRuleParams(f.cluster.installDiskRule, s.installDiskMinGb, f.machine.installDisk);
   return {
     mac: f.machine.mac,
     hostname: f.machine.hostname ?? f.machine.mac.replace(/:/g, ''),
@@ -105,12 +120,26 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
     cluster: f.cluster.name,
     release: f.installer.release,
     installer: f.installer.kind,
+    os,
+    osName: OS_NAMES[os],
+    family: OS_FAMILY[os],
+    codename: OS_CODENAMES[os],
+    installMethod: f.cluster.installMethod,
+    aptProxy: s.aptProxy,
+    disk: {
+      ...disk,
+      // Only subiquity reads it; an installDisk it cannot express fails its seed, not the others'.
+      get subiquity() {
+        return subiquityMatch(os, disk.rule, f.machine.installDisk);
+      },
+    },
     instanceId: f.instanceId,
     seedUrl,
+    seed: seedEndpoint(seedUrl),
     phoneHomeUrl: `${seedUrl}phone-home`,
     sshUser: s.sshUser,
     sshPublicKey: s.sshPublicKey,
-    mirror: mirrorParts(s.ubuntuMirror),
+    mirror: mirrorParts(OS_FAMILY[os] === 'debian' ? s.debianMirror : s.ubuntuMirror),
     repos: { docker: s.dockerRepo, dockerGpgUrl: s.dockerGpgUrl },
     k8s: role === 'loadbalancer' ? null : kubernetesPackages(f.cluster, s),
     haproxy: haproxyContext(f.cluster, f.members),

@@ -2,6 +2,9 @@ import { z } from 'zod';
 import { parseIPv4 } from '../../lib/ipv4.js';
 import { parseMac, type Mac } from '../../lib/mac.js';
 import { CNIS, CONTAINER_RUNTIMES, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
+import { INSTALL_DISK_RULES, INSTALL_METHODS, OS_IDS, installMethodProblem, osOfUbuntuRelease, ubuntuReleaseOf } from '../../inventory/os.js';
+import { imageSource } from '../../config/settings.js';
+import { INSTALL_DISK_HELP, isInstallDisk } from '../../seeds/install-disk.js';
 import { MACHINE_STATES } from '../../inventory/lifecycle.js';
 import type { MachineCursor } from '../../inventory/store.js';
 
@@ -54,10 +57,20 @@ export function kubernetesMinor(version: string): number {
   return Number(version.split('.')[1]);
 }
 
+const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 as 64 lower-case hex digits');
+const imageUrlSchema = imageSource;
+
+export const installDiskSchema = z.string().refine(isInstallDisk, INSTALL_DISK_HELP);
+
 export const newClusterSchema = z
   .object({
     name: clusterNameSchema,
-    ubuntuRelease: z.enum(UBUNTU_RELEASES),
+    os: z.enum(OS_IDS).optional(),
+    ubuntuRelease: z.enum(UBUNTU_RELEASES).optional(),
+    installMethod: z.enum(INSTALL_METHODS).optional(),
+    installDiskRule: z.enum(INSTALL_DISK_RULES).optional(),
+    imageUrl: imageUrlSchema.optional(),
+    imageSha256: sha256Schema.optional(),
     kubernetesVersion: kubernetesVersionSchema,
     containerRuntime: z.enum(CONTAINER_RUNTIMES),
     cni: z.enum(CNIS),
@@ -71,11 +84,24 @@ export const newClusterSchema = z
     if (c.containerRuntime === 'docker' && kubernetesMinor(c.kubernetesVersion) >= 24) {
       ctx.addIssue({ code: 'custom', path: ['containerRuntime'], message: 'Kubernetes 1.24 and later have no dockershim: use containerd' });
     }
+    if (!c.os && !c.ubuntuRelease) ctx.addIssue({ code: 'custom', path: ['os'], message: `give the cluster's os (${OS_IDS.join(', ')})` });
+    if (c.os && c.ubuntuRelease && ubuntuReleaseOf(c.os) !== c.ubuntuRelease) {
+      ctx.addIssue({ code: 'custom', path: ['ubuntuRelease'], message: `ubuntuRelease ${c.ubuntuRelease} contradicts os ${c.os}: give one of them` });
+    }
+    const os = c.os ?? (c.ubuntuRelease ? osOfUbuntuRelease(c.ubuntuRelease) : null);
+    const problem = os && c.installMethod ? installMethodProblem(os, c.installMethod) : null;
+    if (problem) ctx.addIssue({ code: 'custom', path: ['installMethod'], message: problem });
+    if (c.imageSha256 && !c.imageUrl) ctx.addIssue({ code: 'custom', path: ['imageSha256'], message: 'imageSha256 pins the cluster\'s imageUrl: give both' });
   });
 
 export const clusterPatchSchema = z
   .object({
+    os: z.enum(OS_IDS).optional(),
     ubuntuRelease: z.enum(UBUNTU_RELEASES).optional(),
+    installMethod: z.enum(INSTALL_METHODS).optional(),
+    installDiskRule: z.enum(INSTALL_DISK_RULES).optional(),
+    imageUrl: imageUrlSchema.nullable().optional(),
+    imageSha256: sha256Schema.nullable().optional(),
     kubernetesVersion: kubernetesVersionSchema.optional(),
     containerRuntime: z.enum(CONTAINER_RUNTIMES).optional(),
     cni: z.enum(CNIS).optional(),
@@ -110,6 +136,7 @@ export const newMachineSchema = z
     ip: ipv4Schema.optional(),
     rack: rackSchema.optional(),
     bmc: newBmcSchema.optional(),
+    installDisk: installDiskSchema.optional(),
   })
   .strict();
 
@@ -121,6 +148,7 @@ export const machinePatchSchema = z
     ip: ipv4Schema.nullable().optional(),
     rack: rackSchema.nullable().optional(),
     bmc: bmcPatchSchema.nullable().optional(),
+    installDisk: installDiskSchema.nullable().optional(),
   })
   .strict();
 
