@@ -161,6 +161,9 @@ test('the apt proxy reaches every seed: d-i mirror/http/proxy, autoinstall proxy
   assert.is(ai['autoinstall'].proxy, PROXY);
   assert.ok(validateAutoinstall(structuredClone(ai['autoinstall'])), JSON.stringify(validateAutoinstall.errors));
   assert.equal(ai['autoinstall']['user-data'].apt, { proxy: PROXY });
+  // The Kubernetes repository's key comes through the proxy as well, like the packages it signs.
+  const setup = (ai['autoinstall']['user-data'].write_files as { path: string; content: string }[]).find((f) => f.path === '/usr/local/sbin/racksmith-role-setup')?.content ?? '';
+  assert.match(setup, /curl -fsSL --retry 5 --proxy 'http:\/\/10\.77\.0\.1:3142' "\$1"/);
   assert.not.ok((parseYaml(render('ubuntu-22.04', 'autoinstall', 'worker')['user-data'] ?? '') as Record<string, any>)['autoinstall'].proxy);
   if (missing) return skipNote('cloud-init', missing);
   const cluster = fixtureClusterOs('ubuntu-24.04', 'autoinstall');

@@ -15,12 +15,24 @@ export const SERVER_IP6 = 'fd77::1';
 
 export type VmFirmware = 'bios' | 'efi';
 
+/** A disk of a VM: a (sparse) image file on an NVMe or virtio controller. */
+export interface VmDisk {
+  readonly file: string;
+  readonly bus: 'nvme' | 'virtio';
+  readonly serial: string;
+  /** In the firmware's boot order, after the NIC (which is 1). */
+  readonly bootindex?: number;
+}
+
 export interface VmOptions {
   readonly name: string;
   readonly mac: string;
   readonly firmware: VmFirmware;
   readonly serialLog: string;
   readonly memoryMiB?: number;
+  readonly disks?: readonly VmDisk[];
+  /** Let the guest reboot (an installer that reboots into the installed system); default: QEMU exits. */
+  readonly allowReboot?: boolean;
 }
 
 export class Vm {
@@ -169,13 +181,21 @@ export class PxeBed {
     await this.tb.ip(this.sw, ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
     await this.tb.ip(this.sw, ['link', 'set', tap, 'master', this.bridge]);
     await this.tb.ip(this.sw, ['link', 'set', tap, 'up']);
-    const nic = `virtio-net-pci,netdev=n0,mac=${opts.mac}${opts.firmware === 'efi' ? ',romfile=' : ''}`;
+    const disks = opts.disks ?? [];
+    // With disks, the boot order is the NIC first, then the disks that name a place after it.
+    const nic = `virtio-net-pci,netdev=n0,mac=${opts.mac}${opts.firmware === 'efi' ? ',romfile=' : ''}${disks.length ? ',bootindex=1' : ''}`;
+    const diskArgs = disks.flatMap((d, i) => [
+      '-drive', `file=${d.file},format=raw,if=none,id=disk${i},cache=unsafe`,
+      '-device', `${d.bus === 'nvme' ? 'nvme' : 'virtio-blk-pci'},drive=disk${i},serial=${d.serial}${d.bootindex ? `,bootindex=${d.bootindex}` : ''}`,
+    ]);
     const args = [
       '-machine', 'pc', '-accel', 'tcg', '-m', String(opts.memoryMiB ?? 256), '-smp', '1',
       '-display', 'none', '-monitor', 'none', '-serial', `file:${opts.serialLog}`,
       '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
       '-device', nic,
-      '-boot', 'order=n', '-no-reboot',
+      ...diskArgs,
+      ...(disks.length ? [] : ['-boot', 'order=n']),
+      ...(opts.allowReboot ? [] : ['-no-reboot']),
       ...(opts.firmware === 'efi' ? ['-bios', '/usr/share/ovmf/OVMF.fd'] : []),
     ];
     return new Vm(opts, this.tb.spawn(this.sw, 'qemu-system-x86_64', args));

@@ -11,8 +11,9 @@
 #
 # Usage: build-image.sh DEST MIRROR SECURITY_MIRROR INCLUDE EXTRA DOWNLOADS SIZE_MIB
 #   INCLUDE   packages debootstrap installs (comma separated)
-#   EXTRA     packages apt installs afterwards inside the root (space separated): cloud-init and
-#             what is pre-baked so that the guest's own package work stays small
+#   EXTRA     packages apt installs afterwards inside the root (space separated), once the
+#             security suite is there (so only the current kernel lands): the kernel, cloud-init
+#             and what is pre-baked so that the guest's own package work stays small
 #   DEST/disk.img.zst  the image;  DEST/packages.txt  what it holds
 set -eu
 dest=$1 mirror=$2 security=$3 include=$4 extra=$5 downloads=$6 size_mib=$7
