@@ -1,12 +1,12 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { startAptCache, type AptCache } from './lib/apt-cache.js';
 import { PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
+import { keepEvidence, machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -40,13 +40,7 @@ let admin = '';
 let vm: Vm | null = null;
 let failed = true;
 
-async function api(method: string, path: string, body?: unknown) {
-  return bed!.api(BASE, admin, method, `/api/v1${path}`, body);
-}
-async function events(mac: string): Promise<any[]> {
-  const r = await api('GET', `/machines/${mac}/events?limit=10000`);
-  return Array.isArray(r.body) ? r.body : [];
-}
+const { call: api, events } = machineApi(() => bed!, BASE, () => admin);
 
 test.before(async () => {
   if (missing) return;
@@ -63,13 +57,7 @@ test.before(async () => {
 
 test.after(async () => {
   await vm?.stop();
-  if (failed && work) {
-    const keep = join(PACKAGE_ROOT, 'test-artifacts', 'debian-installer');
-    mkdirSync(keep, { recursive: true });
-    if (vm && existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, 'd-i.log'));
-    if (rs) writeFileSync(join(keep, 'racksmith.log'), rs.output());
-    process.stdout.write(`\n  evidence kept in ${keep}\n`);
-  }
+  if (failed && work) keepEvidence('debian-installer', vm ? [vm] : [], rs);
   await rs?.stop();
   rs?.cleanup();
   await cache?.stop();

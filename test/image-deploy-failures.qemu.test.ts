@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,9 +8,9 @@ import { promisify } from 'node:util';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ensureAgent } from '../server/agent/build.js';
-import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { GUEST_CACHE } from './lib/guest/build.js';
 import { PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
+import { keepEvidence, machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -44,13 +44,7 @@ let admin = '';
 const vms: Vm[] = [];
 let failed = true;
 
-async function api(method: string, path: string, body?: unknown) {
-  return bed!.api(BASE, admin, method, `/api/v1${path}`, body);
-}
-async function events(mac: string): Promise<any[]> {
-  const r = await api('GET', `/machines/${mac}/events?limit=10000`);
-  return Array.isArray(r.body) ? r.body : [];
-}
+const { call: api, events } = machineApi(() => bed!, BASE, () => admin);
 
 test.before(async () => {
   if (missing) return;
@@ -72,13 +66,7 @@ test.before(async () => {
 
 test.after(async () => {
   for (const vm of vms) await vm.stop();
-  if (failed && work) {
-    const keep = join(PACKAGE_ROOT, 'test-artifacts', 'image-deploy-failures');
-    mkdirSync(keep, { recursive: true });
-    for (const vm of vms) if (existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, `${vm.opts.name}.log`));
-    if (rs) writeFileSync(join(keep, 'racksmith.log'), rs.output());
-    process.stdout.write(`\n  evidence kept in ${keep}\n`);
-  }
+  if (failed && work) keepEvidence('image-deploy-failures', vms, rs);
   await rs?.stop();
   rs?.cleanup();
   await bed?.destroy();

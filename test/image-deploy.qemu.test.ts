@@ -1,14 +1,14 @@
-import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ensureAgent } from '../server/agent/build.js';
-import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { startAptCache, type AptCache } from './lib/apt-cache.js';
 import { ensureDebianImage, type DebianImage } from './lib/debian-image/index.js';
 import { GUEST_CACHE } from './lib/guest/build.js';
 import { PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
+import { keepEvidence, machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -50,13 +50,7 @@ let image: DebianImage;
 const vms: Vm[] = [];
 let failed = true;
 
-async function api(method: string, path: string, body?: unknown) {
-  return bed!.api(BASE, admin, method, `/api/v1${path}`, body);
-}
-async function events(mac: string): Promise<any[]> {
-  const r = await api('GET', `/machines/${mac}/events?limit=10000`);
-  return Array.isArray(r.body) ? r.body : [];
-}
+const { call: api, events } = machineApi(() => bed!, BASE, () => admin);
 
 /** Links (or copies) a cached file into the artifacts directory, which serves files as they are. */
 function stage(from: string, to: string): void {
@@ -93,14 +87,7 @@ test.before(async () => {
 
 test.after(async () => {
   for (const vm of vms) await vm.stop();
-  if (failed && work) {
-    const keep = join(PACKAGE_ROOT, 'test-artifacts', 'image-deploy');
-    mkdirSync(keep, { recursive: true });
-    for (const vm of vms) if (existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, `${vm.opts.name}.log`));
-    if (rs) writeFileSync(join(keep, 'racksmith.log'), rs.output());
-    if (cache) writeFileSync(join(keep, 'apt-cache.txt'), cache.served().join('\n') + '\n');
-    process.stdout.write(`\n  evidence kept in ${keep}\n`);
-  }
+  if (failed && work) keepEvidence('image-deploy', vms, rs, cache ? { 'apt-cache.txt': cache.served().join('\n') + '\n' } : {});
   await rs?.stop();
   rs?.cleanup();
   await cache?.stop();
