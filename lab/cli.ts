@@ -6,12 +6,13 @@
  */
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { buildImages } from './images.js';
-import { ensurePackages } from './packages.js';
+import { buildImageDeployment, buildImages, type ImageDeployment } from './images.js';
+import { ensurePackages, IMAGE_PACKAGES } from './packages.js';
 import { figures, figuresTable, LabClient, provision, watch } from './flow.js';
 import { CLUSTER, Rack, planMachines, type FirmwareChoice } from './rack.js';
 
-const USAGE = `Usage: npm run lab -- [--machines N] [--firmware bios|uefi|mixed] [--keep] [--timeout MINUTES] [--out DIR]
+const USAGE = `Usage: npm run lab -- [--machines N] [--firmware bios|uefi|mixed] [--os ubuntu-22.04|debian-12]
+                      [--install autoinstall|image] [--keep] [--timeout MINUTES] [--out DIR]
 
 Builds a virtual rack (QEMU machines with ipmi_sim BMCs on a private bridge in network
 namespaces), starts racksmith on it, and drives it through racksmith's CLI and API: a cluster,
@@ -21,6 +22,11 @@ installs when missing. Ctrl-C or a failure tears everything down.
 
   --machines N        4 or more: 1 load balancer, 2 control-plane nodes (3 from 6 on), the rest workers (default 4)
   --firmware F        bios, uefi or mixed (default mixed: every other machine UEFI)
+  --os debian-12 --install image
+                      real Debian 12 machines, deployed by racksmith's deploy agent from a Debian
+                      image built here, HAProxy and containerd through apt-cacher-ng, the
+                      Kubernetes packages from a stand-in repository (default: ubuntu-22.04 by
+                      autoinstall, with the test guest playing the installer and the system)
   --keep              keep the rack running after the run, until Ctrl-C
   --timeout MINUTES   give up after this long (default 30)
   --out DIR           where the summary, kubeconfig and logs go (default ./lab-runs/<time>)
@@ -29,13 +35,15 @@ installs when missing. Ctrl-C or a failure tears everything down.
 interface Args {
   machines: number;
   firmware: FirmwareChoice;
+  os: 'ubuntu-22.04' | 'debian-12';
+  install: 'autoinstall' | 'image';
   keep: boolean;
   timeoutMin: number;
   out: string | null;
 }
 
 function parse(argv: readonly string[]): Args {
-  const a: Args = { machines: 4, firmware: 'mixed', keep: false, timeoutMin: 30, out: null };
+  const a: Args = { machines: 4, firmware: 'mixed', os: 'ubuntu-22.04', install: 'autoinstall', keep: false, timeoutMin: 30, out: null };
   for (let i = 0; i < argv.length; i++) {
     const w = argv[i];
     const value = (): string => {
@@ -48,6 +56,14 @@ function parse(argv: readonly string[]): Args {
       const f = value();
       if (f !== 'bios' && f !== 'uefi' && f !== 'mixed') throw new Error('--firmware: bios, uefi or mixed');
       a.firmware = f;
+    } else if (w === '--os') {
+      const o = value();
+      if (o !== 'ubuntu-22.04' && o !== 'debian-12') throw new Error('--os: ubuntu-22.04 (the test guest) or debian-12 (real machines by image)');
+      a.os = o;
+    } else if (w === '--install') {
+      const i = value();
+      if (i !== 'autoinstall' && i !== 'image') throw new Error('--install: autoinstall or image');
+      a.install = i;
     } else if (w === '--keep') a.keep = true;
     else if (w === '--timeout') a.timeoutMin = Number(value());
     else if (w === '--out') a.out = value();
@@ -58,6 +74,8 @@ function parse(argv: readonly string[]): Args {
   }
   planMachines(a.machines, a.firmware);
   if (!(a.timeoutMin > 0)) throw new Error('--timeout: minutes, more than 0');
+  // Debian's installer cannot finish here (its mirror serves no .udeb), and the test guest plays Ubuntu only.
+  if ((a.os === 'debian-12') !== (a.install === 'image')) throw new Error('--os debian-12 goes with --install image (real machines); the test guest plays ubuntu-22.04 by autoinstall');
   return a;
 }
 
@@ -78,12 +96,17 @@ async function main(): Promise<number> {
   const out = resolve(args.out ?? join('lab-runs', new Date().toISOString().replace(/[:.]/g, '-')));
   const t0 = Date.now();
   say('checking Debian packages…');
-  await ensurePackages(say);
+  await ensurePackages(say, args.install === 'image' ? IMAGE_PACKAGES : []);
   say('building guest images (cached after the first run)…');
   const images = await buildImages(say);
+  let imageDeployment: ImageDeployment | undefined;
+  if (args.install === 'image') {
+    say('building the Debian 12 image and the deploy agent (cached after the first run)…');
+    imageDeployment = await buildImageDeployment(say);
+  }
   say(`images ready in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 
-  const rack = new Rack({ tag: 'l', machines: args.machines, firmware: args.firmware, images, log: (l) => say(`  lab: ${l}`) });
+  const rack = new Rack({ tag: 'l', machines: args.machines, firmware: args.firmware, images, imageDeployment, log: (l) => say(`  lab: ${l}`) });
   let stopping = false;
   const teardown = async (): Promise<void> => {
     if (stopping) return;

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { table } from '../server/cli/table.js';
-import { BASE, CLUSTER, KUBERNETES_VERSION, RACK, type LabMachine, type Rack } from './rack.js';
+import { BASE, CLUSTER, IMAGE_FILE, KUBERNETES_VERSION, RACK, type LabMachine, type Rack } from './rack.js';
 
 /**
  * What an admin and a tech do with the virtual rack, through racksmith's public CLI and API only:
@@ -92,8 +92,10 @@ export async function provision(c: LabClient, print: (t: string) => void): Promi
   const rs = c.rack.rs;
   if (!rs) throw new Error('racksmith is not running');
   c.token = (await rs.cli(['token', 'create', '--role', 'admin', '--name', 'lab'])).trim();
-  print(`$ racksmith clusters create --name ${CLUSTER} --ubuntu-release 22.04 --kubernetes-version ${KUBERNETES_VERSION} --container-runtime containerd --cni flannel\n`);
-  print(await c.cli(['clusters', 'create', '--name', CLUSTER, '--ubuntu-release', '22.04', '--kubernetes-version', KUBERNETES_VERSION, '--container-runtime', 'containerd', '--cni', 'flannel']));
+  const os = c.rack.imageMode ? ['--os', 'debian-12', '--install-method', 'image', '--image-url', IMAGE_FILE] : ['--ubuntu-release', '22.04'];
+  const create = ['clusters', 'create', '--name', CLUSTER, ...os, '--kubernetes-version', KUBERNETES_VERSION, '--container-runtime', 'containerd', '--cni', 'flannel'];
+  print(`$ racksmith ${create.join(' ')}\n`);
+  print(await c.cli(create));
   const csv = join(c.rack.work, 'rack.csv');
   writeFileSync(csv, c.rack.csv(), { mode: 0o600 });
   print(`$ racksmith machines import rack.csv   (${c.rack.machines.length} machines, BMC addresses and credentials)\n`);

@@ -71,10 +71,10 @@ test('golden scripts: chain, wait, install per release × firmware, local per fi
   }
 });
 
-test('local boot: exit on EFI, sanboot of the first disk on BIOS', () => {
+test('local boot: exit with an error on EFI (the firmware goes on to the disk), sanboot of the first disk on BIOS', () => {
   const efi = decideBootScript(facts('ready', q({ platform: 'efi' })), BOOT_SETTINGS);
   const bios = decideBootScript(facts('ready', q({ platform: 'pcbios' })), BOOT_SETTINGS);
-  assert.match(renderer.render(efi.template, efi.context), /^exit$/m);
+  assert.match(renderer.render(efi.template, efi.context), /^set racksmith-local-boot 1\nexit 1$/m);
   assert.match(renderer.render(bios.template, bios.context), /^sanboot --no-describe --drive 0x80 \|\| exit$/m);
 });
 

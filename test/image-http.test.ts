@@ -119,7 +119,7 @@ test('the deploy agent boots, reads deploy.env, fetches its image, reports its d
   const cfg = parseYaml((await get(`${seed}cloud.cfg`, M1.ip)).body) as Record<string, any>;
   assert.equal(cfg['datasource_list'], ['NoCloud', 'None']);
   const role = parseYaml((await get(`${seed}user-data`, M1.ip)).body) as Record<string, any>;
-  assert.equal(role['apt'], { proxy: 'http://10.0.0.2:3142' });
+  assert.equal(role['apt'].proxy, 'http://10.0.0.2:3142');
   assert.is((await get(`${seed}preseed.cfg`, M1.ip)).status, 404, 'no preseed for an image install');
 
   const disk = { name: 'nvme0n1', kind: 'nvme', sizeBytes: 6_442_450_944, serial: 'NVME0001', model: 'QEMU NVMe Ctrl', chosenBy: 'serial:NVME0001' };

@@ -137,7 +137,7 @@ test('image deployment: deploy.env for the agent, cloud.cfg for the installed cl
     assert.equal(cfg['datasource_list'], ['NoCloud', 'None']);
     assert.equal(cfg['network'], { version: 2, ethernets: { boot: { match: { macaddress: '52:54:00:77:00:10' }, dhcp4: true } } });
     const role = parseYaml(files['user-data'] ?? '') as Record<string, any>;
-    assert.equal(role['apt'], { proxy: PROXY });
+    assert.equal(role['apt'], { proxy: PROXY, conf: 'Acquire::http::Proxy::10.77.0.1 "DIRECT";\n' });
     assert.ok(role['packages'].includes('haproxy'));
     assert.match(files['user-data'] ?? '', /^# racksmith: loadbalancer lb1 of cluster \S+ \((Debian 12|Ubuntu 22\.04)\)\.$/m);
   }
@@ -160,10 +160,10 @@ test('the apt proxy reaches every seed: d-i mirror/http/proxy, autoinstall proxy
   const ai = parseYaml(render('ubuntu-22.04', 'autoinstall', 'worker', { aptProxy: PROXY })['user-data'] ?? '') as Record<string, any>;
   assert.is(ai['autoinstall'].proxy, PROXY);
   assert.ok(validateAutoinstall(structuredClone(ai['autoinstall'])), JSON.stringify(validateAutoinstall.errors));
-  assert.equal(ai['autoinstall']['user-data'].apt, { proxy: PROXY });
+  assert.equal(ai['autoinstall']['user-data'].apt, { proxy: PROXY, conf: 'Acquire::http::Proxy::10.77.0.1 "DIRECT";\n' }, "racksmith's own host is never proxied");
   // The Kubernetes repository's key comes through the proxy as well, like the packages it signs.
   const setup = (ai['autoinstall']['user-data'].write_files as { path: string; content: string }[]).find((f) => f.path === '/usr/local/sbin/racksmith-role-setup')?.content ?? '';
-  assert.match(setup, /curl -fsSL --retry 5 --proxy 'http:\/\/10\.77\.0\.1:3142' "\$1"/);
+  assert.match(setup, /curl -fsSL --retry 5 --proxy 'http:\/\/10\.77\.0\.1:3142' --noproxy '10\.77\.0\.1' "\$1"/);
   assert.not.ok((parseYaml(render('ubuntu-22.04', 'autoinstall', 'worker')['user-data'] ?? '') as Record<string, any>)['autoinstall'].proxy);
   if (missing) return skipNote('cloud-init', missing);
   const cluster = fixtureClusterOs('ubuntu-24.04', 'autoinstall');
