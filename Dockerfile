@@ -24,7 +24,7 @@ FROM node:20-bookworm-slim
 # build; its kernel comes with apt-get download); qemu-utils: qcow2 images converted to raw.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ipxe ipmitool openssh-client ca-certificates \
-      busybox-static fdisk e2fsprogs zstd kmod cpio qemu-utils \
+      busybox-static fdisk e2fsprogs zstd efibootmgr kmod cpio qemu-utils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/racksmith
 ENV NODE_ENV=production \

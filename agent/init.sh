@@ -233,6 +233,36 @@ sync
 umount /mnt || fail seed "cannot unmount /dev/$root"
 event finish seed SUCCESS "NoCloud seed on /dev/$root: instance $RS_INSTANCE_ID from $SEED"
 
+# ── UEFI: a boot entry for the installed system, right after the network ───────────────────────
+# As curtin and Ironic's agent do: firmware does not always make an entry for a new disk by itself,
+# and racksmith stays first (the network) so that a reimage needs no one at the console.
+if [ -d /sys/firmware/efi ]; then
+  [ -d /sys/firmware/efi/efivars ] && [ -n "$(ls /sys/firmware/efi/efivars 2>/dev/null)" ] || mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null || fail boot-entry "cannot reach the UEFI variables (efivarfs)"
+  esp="" espdev=""
+  for p in /sys/block/"$disk"/"$disk"*; do
+    [ -r "$p/partition" ] || continue
+    n=$(cat "$p/partition")
+    t=$(sfdisk --part-type "/dev/$disk" "$n" 2>/dev/null | tr 'a-f' 'A-F')
+    [ "$t" = C12A7328-F81F-11D2-BA4B-00A0C93EC93B ] && esp=$n espdev=${p##*/}
+  done
+  [ -n "$esp" ] || fail boot-entry "the image has no EFI system partition: it cannot boot on this UEFI machine"
+  mount -t vfat -o ro "/dev/$espdev" /mnt || fail boot-entry "cannot mount the EFI system partition /dev/$espdev"
+  loader=""
+  for l in EFI/debian/shimx64.efi EFI/ubuntu/shimx64.efi EFI/BOOT/BOOTX64.EFI; do
+    [ -f "/mnt/$l" ] && { loader=$l; break; }
+  done
+  umount /mnt
+  [ -n "$loader" ] || fail boot-entry "no boot loader on the EFI system partition (EFI/BOOT/BOOTX64.EFI)"
+  ours() { efibootmgr | sed -n 's/^Boot\([0-9A-Fa-f]\{4\}\)\*\{0,1\} racksmith: .*/\1/p'; }
+  for b in $(ours); do efibootmgr -q -b "$b" -B; done
+  efibootmgr -q -c -d "/dev/$disk" -p "$esp" -L "racksmith: ${RS_HOSTNAME:-$disk}" -l "\\$(echo "$loader" | tr '/' '\\')" > /tmp/efibootmgr.out 2>&1 || fail boot-entry "efibootmgr could not add the entry: $(tail -n 2 /tmp/efibootmgr.out | tr '\n' ' ')"
+  new=$(ours | head -n 1)
+  current=$(efibootmgr | sed -n 's/^BootCurrent: //p')
+  rest=$(efibootmgr | sed -n 's/^BootOrder: //p' | tr ',' '\n' | grep -v -i -e "^$current\$" -e "^$new\$" | tr '\n' ',' | sed 's/,$//')
+  efibootmgr -q -o "${current:+$current,}$new${rest:+,$rest}" || fail boot-entry "efibootmgr could not set the boot order"
+  event finish boot-entry SUCCESS "UEFI Boot$new: $loader on /dev/$espdev, after the network (Boot${current:-?}); order $(efibootmgr | sed -n 's/^BootOrder: //p')"
+fi
+
 # ── done: the OS is on disk ────────────────────────────────────────────────────────────────────
 post "${SEED}installed" application/x-www-form-urlencoded "source=racksmith-agent" || fail installed "racksmith did not take the /installed report"
 event finish deploy SUCCESS "installed on /dev/$disk; rebooting into it"

@@ -20,7 +20,7 @@ export const LAB_PACKAGES = [
  * deploy agent's build (busybox-static, fdisk, e2fsprogs, zstd, kmod's depmod), the site package
  * cache (apt-cacher-ng) and the stand-in Kubernetes repository (apt-utils, gnupg).
  */
-export const IMAGE_PACKAGES = ['debootstrap', 'gdisk', 'dosfstools', 'zstd', 'fdisk', 'kmod', 'apt-cacher-ng', 'apt-utils', 'gnupg'] as const;
+export const IMAGE_PACKAGES = ['debootstrap', 'gdisk', 'dosfstools', 'zstd', 'fdisk', 'efibootmgr', 'kmod', 'apt-cacher-ng', 'apt-utils', 'gnupg'] as const;
 
 export async function missingPackages(names: readonly string[] = LAB_PACKAGES): Promise<string[]> {
   const missing: string[] = [];

@@ -161,7 +161,10 @@ test('BIOS and UEFI machines: deploy agent → image on the NVMe → Debian from
     // Every deploy step, reported by the agent, in order, then installed and the phone-home.
     const ev = await events(m.mac);
     const steps = ev.filter((e) => e.type === 'installer.event' && e.data?.eventType === 'finish').map((e) => `${String(e.data.name).replace('racksmith-agent/', '')} ${e.data.result}`);
-    assert.equal(steps, [...AGENT_STEPS.slice(1).map((s) => `${s} SUCCESS`), 'deploy SUCCESS'], `${m.hostname}: ${steps.join(', ')}`);
+    // UEFI machines also get a boot entry for the installed system, after the network.
+    const expected = [...AGENT_STEPS.slice(1), ...(m.firmware === 'efi' ? ['boot-entry'] : []), 'deploy'];
+    assert.equal(steps, expected.map((s) => `${s} SUCCESS`), `${m.hostname}: ${steps.join(', ')}`);
+    if (m.firmware === 'efi') assert.match(ev.find((e) => e.data?.name === 'racksmith-agent/boot-entry')?.message ?? '', /UEFI Boot[0-9A-F]{4}: EFI\/BOOT\/BOOTX64\.EFI on \/dev\/nvme0n1p15, after the network \(Boot[0-9A-F]{4}\)/);
     const inventory = ev.find((e) => e.data?.name === 'racksmith-agent/inventory')?.data?.inventory;
     assert.equal(inventory.disks.map((d: any) => [d.name, d.kind, d.sizeBytes]).sort(), [['nvme0n1', 'nvme', 6 * 1024 ** 3], ['vda', 'virtio', 12 * 1024 ** 3]]);
     assert.equal(inventory.nics.map((n: any) => [n.mac, n.driver]), [[m.mac, 'virtio_net']]);

@@ -10,8 +10,8 @@ const run = promisify(execFile);
 /**
  * racksmith's deploy agent, built from Debian packages: the distribution's kernel (apt-get
  * download + dpkg -x, never installed) with the modules a server's disks and NICs need, and a
- * small initramfs — busybox-static, sfdisk (fdisk), e2fsck/resize2fs (e2fsprogs) and zstd with the
- * libraries `ldd` names, and the agent's scripts from `agent/`. Cached under a name derived from
+ * small initramfs — busybox-static, sfdisk (fdisk), e2fsck/resize2fs (e2fsprogs), zstd and
+ * efibootmgr with the libraries `ldd` names, and the agent's scripts from `agent/`. Cached under a name derived from
  * every input (scripts, package versions, module list), so a build costs something only when an
  * input changed; the kernel package itself is kept in `downloads/` across keys.
  */
@@ -27,6 +27,7 @@ const TOOLS: Readonly<Record<string, string>> = {
   '/usr/sbin/e2fsck': 'e2fsprogs',
   '/usr/sbin/resize2fs': 'e2fsprogs',
   '/usr/bin/zstd': 'zstd',
+  '/usr/bin/efibootmgr': 'efibootmgr',
 };
 const BUSYBOX = { path: '/bin/busybox', package: 'busybox-static' };
 
@@ -39,7 +40,8 @@ export const AGENT_MODULES: readonly string[] = [
   'nvme', 'ahci', 'ata_piix', 'ata_generic', 'sd_mod', 'virtio_blk', 'virtio_scsi', 'megaraid_sas', 'mpt3sas', 'smartpqi', 'hpsa',
   'aacraid', 'vmw_pvscsi', 'mmc_block', 'sdhci_pci', 'sdhci_acpi', 'usb_storage', 'uas', 'xhci_pci', 'ehci_pci', 'ohci_pci', 'uhci_hcd',
   'virtio_pci', 'virtio_net', 'e1000', 'e1000e', 'igb', 'igc', 'ixgbe', 'i40e', 'ice', 'bnxt_en', 'tg3', 'bnx2x', 'mlx4_en', 'mlx5_core',
-  'qede', 'r8169', 'vmxnet3', 'ena', 'sfc', 'be2net', 'atlantic', 'ext4', 'crc32c_generic', 'crc32c_intel', 'efivarfs',
+  'qede', 'r8169', 'vmxnet3', 'ena', 'sfc', 'be2net', 'atlantic', 'ext4', 'crc32c_generic', 'crc32c_intel', 'efivarfs', 'vfat', 'nls_cp437',
+  'nls_ascii', 'nls_utf8',
 ];
 
 export interface AgentBuildOptions {

@@ -91,7 +91,7 @@ export const AGENT_HELP = `Usage: racksmith agent build [--data-dir DIR | --conf
 
 Builds the deploy agent that installs machines by image (installMethod "image"): the Debian
 kernel package (default linux-image-amd64, downloaded with apt-get, not installed) and an
-initramfs made of busybox-static, sfdisk, e2fsprogs and zstd from this host's Debian packages
+initramfs made of busybox-static, sfdisk, e2fsprogs, zstd and efibootmgr from this host's Debian packages
 and the agent's scripts. Cached under <data dir>/agent/ by its inputs: run it again and it
 costs nothing unless a package or the agent changed. racksmith serve builds it on the first
 machine's request otherwise; run this before a rack powers on. A site can also put its own

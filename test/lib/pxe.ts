@@ -20,7 +20,11 @@ export interface VmDisk {
   readonly file: string;
   readonly bus: 'nvme' | 'virtio';
   readonly serial: string;
-  /** In the firmware's boot order, after the NIC (which is 1). */
+  /**
+   * In SeaBIOS's boot order, after the NIC (which is 1). UEFI machines get no boot indexes: OVMF
+   * then keeps the boot order in its variables — as real UEFI firmware does, and as the deploy
+   * agent sets it (the network first, then the installed system).
+   */
   readonly bootindex?: number;
 }
 
@@ -182,11 +186,13 @@ export class PxeBed {
     await this.tb.ip(this.sw, ['link', 'set', tap, 'master', this.bridge]);
     await this.tb.ip(this.sw, ['link', 'set', tap, 'up']);
     const disks = opts.disks ?? [];
-    // With disks, the boot order is the NIC first, then the disks that name a place after it.
-    const nic = `virtio-net-pci,netdev=n0,mac=${opts.mac}${opts.firmware === 'efi' ? ',romfile=' : ''}${disks.length ? ',bootindex=1' : ''}`;
+    // With disks, SeaBIOS boots the NIC first, then the disks that name a place after it. OVMF
+    // follows its own variables (QEMU's boot indexes would drop the NVMe from its boot order).
+    const indexed = disks.length > 0 && opts.firmware === 'bios';
+    const nic = `virtio-net-pci,netdev=n0,mac=${opts.mac}${opts.firmware === 'efi' ? ',romfile=' : ''}${indexed ? ',bootindex=1' : ''}`;
     const diskArgs = disks.flatMap((d, i) => [
       '-drive', `file=${d.file},format=raw,if=none,id=disk${i},cache=unsafe`,
-      '-device', `${d.bus === 'nvme' ? 'nvme' : 'virtio-blk-pci'},drive=disk${i},serial=${d.serial}${d.bootindex ? `,bootindex=${d.bootindex}` : ''}`,
+      '-device', `${d.bus === 'nvme' ? 'nvme' : 'virtio-blk-pci'},drive=disk${i},serial=${d.serial}${indexed && d.bootindex ? `,bootindex=${d.bootindex}` : ''}`,
     ]);
     const args = [
       '-machine', 'pc', '-accel', 'tcg', '-m', String(opts.memoryMiB ?? 256), '-smp', '1',
