@@ -74,7 +74,7 @@ test('d-i boots with racksmith\'s command line, loads the preseed, reports its s
   const disk = join(work, 'disk.img');
   writeFileSync(disk, '');
   await truncate(disk, 10 * 1024 ** 3);
-  vm = await bed!.vm({ name: 'd-i', mac: M.mac, firmware: 'bios', serialLog: join(work, 'd-i.log'), memoryMiB: 768, disks: [{ file: disk, bus: 'virtio', serial: 'DISK0001', bootindex: 2 }] });
+  vm = await bed!.vm({ name: 'd-i', mac: M.mac, firmware: 'bios', serialLog: join(work, 'd-i.log'), memoryMiB: 1536, disks: [{ file: disk, bus: 'virtio', serial: 'DISK0001', bootindex: 2 }] });
   const started = Date.now();
   let reached: any = null;
   const seen: string[] = [];

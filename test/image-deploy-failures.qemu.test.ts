@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -141,7 +141,10 @@ test('no disk, a wrong checksum, a machine gone silent: each failed, with its re
   assert.not.ok(cEvents.some((e) => e.data?.name === 'racksmith-agent/grow'), 'nothing after the image');
   assert.not.match(corrupt.serial(), /rebooting/);
   assert.ok(corrupt.running, 'it stays up, holding its console, until someone power-cycles it');
-  const wiped = readFileSync(join(work, 'corrupt.img')).subarray(0, 1024 * 1024);
+  const wiped = Buffer.alloc(1024 * 1024);
+  const fd = openSync(join(work, 'corrupt.img'), 'r');
+  readSync(fd, wiped, 0, wiped.length, 0);
+  closeSync(fd);
   assert.ok(wiped.every((b) => b === 0), 'no partition table left to boot from');
 
   // Silent: failed by the install deadline, with its last boot step and the agent's last word.

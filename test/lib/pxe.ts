@@ -37,6 +37,12 @@ export interface VmOptions {
   readonly disks?: readonly VmDisk[];
   /** Let the guest reboot (an installer that reboots into the installed system); default: QEMU exits. */
   readonly allowReboot?: boolean;
+  /**
+   * UEFI only: a copy of OVMF's variable store (OVMF_VARS_4M.fd) to keep boot entries in, as a
+   * machine's NVRAM does; OVMF then runs from flash (OVMF_CODE_4M.fd) instead of `-bios`, whose
+   * variables do not survive a reboot.
+   */
+  readonly nvram?: string;
 }
 
 export class Vm {
@@ -202,7 +208,11 @@ export class PxeBed {
       ...diskArgs,
       ...(disks.length ? [] : ['-boot', 'order=n']),
       ...(opts.allowReboot ? [] : ['-no-reboot']),
-      ...(opts.firmware === 'efi' ? ['-bios', '/usr/share/ovmf/OVMF.fd'] : []),
+      ...(opts.firmware !== 'efi'
+        ? []
+        : opts.nvram
+          ? ['-drive', 'if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd', '-drive', `if=pflash,format=raw,unit=1,file=${opts.nvram}`]
+          : ['-bios', '/usr/share/ovmf/OVMF.fd']),
     ];
     return new Vm(opts, this.tb.spawn(this.sw, 'qemu-system-x86_64', args));
   }
