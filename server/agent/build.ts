@@ -103,12 +103,12 @@ async function packageVersions(names: readonly string[]): Promise<Record<string,
 export async function resolveKernelPackage(pkg: string): Promise<{ name: string; version: string }> {
   let name = pkg;
   if (!/^linux-image-\d/.test(pkg)) {
-    const deps = await out('apt-cache', ['depends', pkg]);
+    const deps = await out('apt-cache', ['depends', pkg]).catch(() => '');
     const dep = /Depends: (linux-image-\d\S*)/.exec(deps)?.[1];
     if (!dep) throw new AgentBuildError(`apt-cache knows no kernel package behind ${pkg} (run apt-get update?)`);
     name = dep;
   }
-  const show = await out('apt-cache', ['show', '--no-all-versions', name]);
+  const show = await out('apt-cache', ['show', '--no-all-versions', name]).catch(() => '');
   const version = /^Version: (\S+)$/m.exec(show)?.[1];
   if (!version) throw new AgentBuildError(`apt-cache shows no version of ${name}`);
   return { name, version };

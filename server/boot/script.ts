@@ -101,6 +101,9 @@ export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl:
       `url=${seedUrl}preseed.cfg`,
       'interface=auto',
       'netcfg/dhcp_timeout=60',
+      // A provisioning network may hand out no router (the mirror reached through a proxy on the
+      // segment): d-i would stop to ask whether to go on without one.
+      'netcfg/no_default_route=true',
       ...(machine.hostname ? [`hostname=${machine.hostname}`] : []),
       'locale=en_US.UTF-8',
       'keyboard-configuration/layoutcode=us',
