@@ -30,11 +30,19 @@ WORKDIR /opt/racksmith
 ENV NODE_ENV=production \
     RACKSMITH_DATA_DIR=/var/lib/racksmith \
     RACKSMITH_TFTP_ROOT=/usr/lib/ipxe
+# Everything racksmith reads at run time, and nothing else: the compiled server and console
+# scripts, the console's page and stylesheet, and the three template folders (iPXE scripts,
+# seeds and role configs, kubeadm configurations). test/docker-image.test.ts assembles exactly
+# these lines into a fresh folder and drives racksmith from it.
 COPY --from=build /src/package.json /src/package-lock.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/server ./dist/server
+COPY --from=build /src/dist/web ./dist/web
+COPY --from=build /src/web/index.html ./web/index.html
+COPY --from=build /src/web/assets ./web/assets
 COPY --from=build /src/boot-templates ./boot-templates
 COPY --from=build /src/autoinstall ./autoinstall
+COPY --from=build /src/kubeadm-templates ./kubeadm-templates
 COPY --from=build /src/agent ./agent
 RUN ln -s /opt/racksmith/dist/server/cli.js /usr/local/bin/racksmith \
  && chmod 0755 /opt/racksmith/dist/server/cli.js \

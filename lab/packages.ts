@@ -11,8 +11,9 @@ const run = promisify(execFile);
  * router adverts only.
  */
 export const LAB_PACKAGES = [
-  'qemu-system-x86', 'ipxe-qemu', 'ipxe', 'ovmf', 'busybox-static', 'openipmi', 'ipmitool', 'dropbear-bin', 'haproxy',
+  'qemu-system-x86', 'ipxe-qemu', 'ipxe', 'ovmf', 'busybox-static', 'openipmi', 'ipmitool', 'dropbear-bin', 'haproxy', 'keepalived',
   'grub-common', 'grub-pc-bin', 'grub-efi-amd64-bin', 'xorriso', 'mtools', 'cpio', 'gzip', 'dnsmasq-base', 'curl', 'iproute2', 'util-linux', 'e2fsprogs',
+  'shim-signed', 'grub-efi-amd64-signed',
 ] as const;
 
 /**

@@ -9,10 +9,12 @@ import { settingsMarkdown } from './config/table.js';
 import { TOKEN_ROLES, type TokenRole } from './inventory/model.js';
 import { parse, SETTING_FLAGS, settingFlags, UsageError } from './cli/args.js';
 import { ApiError, createApiClient } from './cli/client.js';
+import { readSecret, terminalPrompt } from './cli/secrets.js';
 import { AGENT_HELP, MAIN_HELP, SERVE_HELP, TOKEN_HELP, WATCH_HELP, settingsHelp } from './cli/help.js';
 import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
 import { watch } from './cli/watch.js';
 import { rackCommand } from './cli/power-commands.js';
+import { artifactsCommand, preflightCommand } from './cli/checks-commands.js';
 import { createLogger } from './lib/log.js';
 import { ServiceStartError } from './lib/service.js';
 import { InstanceLockedError } from './lib/instance-lock.js';
@@ -26,25 +28,34 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
-function endpoint(values: Record<string, string | boolean | undefined>): { url: string; token: string } {
-  const url = (typeof values['url'] === 'string' ? values['url'] : undefined) ?? process.env['RACKSMITH_URL'] ?? 'http://127.0.0.1:8080';
-  const token = (typeof values['token'] === 'string' ? values['token'] : undefined) ?? process.env['RACKSMITH_TOKEN'];
-  if (!token) throw new UsageError('an API token is needed: --token TOKEN or RACKSMITH_TOKEN (make one with "racksmith token create")');
-  return { url, token };
+const prompt = terminalPrompt();
+const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
+
+function serverUrl(values: Record<string, string | boolean | undefined>): string {
+  return str(values['url']) ?? process.env['RACKSMITH_URL'] ?? 'http://127.0.0.1:8080';
 }
 
-const client: ClientFactory = (values) => {
-  const { url, token } = endpoint(values);
-  return createApiClient(url, token);
-};
+/** The API token: --token, --token-file, RACKSMITH_TOKEN, or asked for on a terminal. */
+async function apiToken(values: Record<string, string | boolean | undefined>): Promise<string> {
+  const token = await readSecret(
+    { what: `API token for ${serverUrl(values)}`, flag: 'token', flagValue: str(values['token']), fileFlag: 'token-file', fileValue: str(values['token-file']), envName: 'RACKSMITH_TOKEN' },
+    { env: process.env, prompt },
+  );
+  if (!token) throw new UsageError('an API token is needed: --token-file FILE or RACKSMITH_TOKEN (or --token TOKEN, visible in ps); make one with "racksmith token create"');
+  return token;
+}
+
+const client: ClientFactory = (values) => createApiClient(serverUrl(values), () => apiToken(values));
+const endpoint = async (values: Record<string, string | boolean | undefined>): Promise<{ url: string; token: string }> => ({ url: serverUrl(values), token: await apiToken(values) });
 
 async function watchCommand(args: readonly string[]): Promise<number> {
-  const { values } = parse(args, { url: { type: 'string' }, token: { type: 'string' }, cluster: { type: 'string' }, rack: { type: 'string' } });
+  const { values } = parse(args, { url: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, cluster: { type: 'string' }, rack: { type: 'string' } });
   if (values['help']) {
     out(WATCH_HELP);
     return 0;
   }
-  const { url, token } = endpoint(values);
+  const url = serverUrl(values);
+  const token = await apiToken(values);
   const abort = new AbortController();
   const stop = (): void => abort.abort();
   process.once('SIGINT', stop);
@@ -167,8 +178,11 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'rack':
       return rackCommand(rest, client, out, Boolean(process.stdout.isTTY));
     case 'clusters':
+      if (rest[0] === 'preflight') return preflightCommand(rest.slice(1), endpoint, out);
       await clustersCommand(rest, client, out);
       return 0;
+    case 'artifacts':
+      return artifactsCommand(rest, endpoint, out);
     case 'watch':
       return watchCommand(rest);
     case 'agent':

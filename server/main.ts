@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { serveRefusal } from './config/serve.js';
 import type { Config } from './config/settings.js';
 import { createDhcpService } from './dhcp/server.js';
 import { createApp } from './http/app.js';
@@ -18,7 +19,8 @@ import { orchestrationRoutes } from './http/api/orchestration-routes.js';
 import { createOrchestrationRepo } from './inventory/sqlite/orchestration.js';
 import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
 import { DB_FILE } from './inventory/sqlite/db.js';
-import { collectInventoryMetrics } from './inventory/metrics.js';
+import { collectDiscoveryMetrics, collectInventoryMetrics } from './inventory/metrics.js';
+import { createDiscoveryGate, DISCOVERY_WINDOW_MS } from './inventory/discovery.js';
 import { acquireInstanceLock, type InstanceLock } from './lib/instance-lock.js';
 import type { Logger } from './lib/log.js';
 import type { Mac } from './lib/mac.js';
@@ -28,7 +30,12 @@ import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { instanceId } from './lib/instance-id.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
+import { routeDrivers } from './power/drivers.js';
 import { createIpmiDriver } from './power/ipmi.js';
+import { createRedfishDriver } from './power/redfish/driver.js';
+import { parseRackList } from './power/sol/policy.js';
+import { createSolService } from './power/sol/service.js';
+import { consoleRoutes } from './http/api/serial-console.js';
 import { meteredDriver } from './power/metered.js';
 import { createBmcGate } from './power/scheduler.js';
 import { createPowerService } from './power/service.js';
@@ -40,12 +47,23 @@ import { AUTOINSTALL_DIR, BOOT_TEMPLATES_DIR } from './lib/paths.js';
 import { createRenderer } from './render/templates.js';
 import { machineRouter } from './http/machine-router.js';
 import { createArtifactStore } from './artifacts/store.js';
-import { resolveInstallers } from './boot/releases.js';
+import { formatReport } from './clusters/preflight.js';
+import { createClusterChecks } from './clusters/checks.js';
+import { preflightSettings } from './clusters/settings.js';
+import { createPowerOnGate } from './clusters/power-on.js';
+import { clusterChecksRoutes } from './http/api/cluster-checks-routes.js';
+import { installerTables, resolveInstallers } from './boot/releases.js';
 import { AGENT_INITRD, AGENT_KERNEL, ensureAgent } from './agent/build.js';
 import { createImageStore, type ImageStore } from './images/store.js';
+import { imageFor } from './images/catalog.js';
 import { createDeadlineService } from './seeds/deadline.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
+import { findSignedChains } from './boot/loaders.js';
+import { bootFiles } from './boot/tftp-files.js';
+import { layeredSource } from './lib/files.js';
+import { vipChecker } from './clusters/load-balancers.js';
+import { vipSources } from './clusters/vip-sources.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -66,6 +84,8 @@ export function openInventory(config: Config): SqliteInventory {
 }
 
 export async function startRacksmith(config: Config, log: Logger): Promise<Runtime> {
+  const refusal = serveRefusal(config);
+  if (refusal) throw refusal;
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const lock: InstanceLock = acquireInstanceLock(config.dataDir);
   let inventory: SqliteInventory | undefined;
@@ -125,27 +145,61 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const metrics = createMetrics();
   collectServiceHealth(metrics, health);
   const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
+  const discovery = {
+    http: createDiscoveryGate({ perWindow: config.discoveryPerAddress, windowMs: DISCOVERY_WINDOW_MS }),
+    dhcp: createDiscoveryGate({ perWindow: config.discoveryPerSegment, windowMs: DISCOVERY_WINDOW_MS }),
+  };
+  collectDiscoveryMetrics(metrics, discovery);
   const eventStream = createEventStream({ events: inventory.events, machines: inventory.machines, metrics });
+  const bmcGate = createBmcGate(config.powerMaxInFlight);
   const ipmi = createIpmiDriver({
     ipmitool: config.ipmitool,
     deadlineMs: config.powerTimeoutSeconds * 1000,
     retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
-    gate: createBmcGate(config.powerMaxInFlight),
+    gate: bmcGate,
     log: log.child({ svc: 'power' }),
   });
+  // Same gate: one command per BMC and one global limit, whichever protocol speaks to it.
+  const redfish = createRedfishDriver({
+    deadlineMs: config.powerTimeoutSeconds * 1000,
+    retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
+    gate: bmcGate,
+    log: log.child({ svc: 'power', driver: 'redfish' }),
+    sessionIdleMs: config.redfishSessionIdleSeconds * 1000,
+  });
+  const clusterChecks = createClusterChecks({
+    clusters: inventory.clusters,
+    events: inventory.events,
+    installers,
+    artifacts,
+    settings: preflightSettings(config),
+    timeoutMs: config.preflightTimeoutSeconds * 1000,
+    log: log.child({ svc: 'preflight' }),
+  });
   const power = createPowerService({
+    powerOnGate: createPowerOnGate(clusterChecks),
     inventory,
-    driver: meteredDriver(ipmi, metrics),
+    driver: routeDrivers({ ipmi: meteredDriver(ipmi, metrics), redfish: meteredDriver(redfish, metrics) }),
     settings: {
       rackConcurrency: config.rackPowerConcurrency,
       rackDelaySeconds: config.rackPowerDelaySeconds,
       removalTimeoutMs: config.reimageRemovalTimeoutSeconds * 1000,
       removalPollMs: 2000,
     },
-    onStopped: () => ipmi.close(),
+    onStopped: async () => {
+      ipmi.close();
+      await redfish.close();
+    },
+    // etcd's own member list and health before a control node is reimaged (the orchestrator, made below).
+    liveQuorum: (m) => orchestrator.liveQuorum(m),
   });
   // Power starts before HTTP (the API calls into it) and stops after it.
   services.push(power);
+  const sol = createSolService({
+    inventory,
+    settings: { ipmitool: config.ipmitool, racks: parseRackList(config.solCaptureRacks), retryMs: config.solRetrySeconds * 1000 },
+  });
+  services.push(sol);
   const orchestrator = createOrchestrator({
     inventory,
     orchestration: createOrchestrationRepo(inventory.db, inventory.now),
@@ -155,8 +209,25 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     owner: instanceId(config.dataDir),
     holder: `${hostname()} pid ${process.pid}`,
     metrics,
+    // A rolling upgrade reimages its nodes through the power service.
+    reimage: (mac, opts) => power.reimage(mac, opts),
+    // The upgrade's package preflight: the cluster preflight (`POST /clusters/{name}/preflight`)
+    // is handed in here once it exists; until then only the skew rules are checked.
+    // The upgrade's preflight: every upstream the target version's seeds will use, its packages pinned.
+    checkPackages: async (cluster, version) => {
+      const report = await clusterChecks.preflight(cluster.name, { kubernetesVersion: version });
+      return { ok: report.ok, lines: formatReport(report).trimEnd().split('\n') };
+    },
   });
 
+  // Only racksmith's own leases say where a MAC is; in proxy mode the site's DHCP knows.
+  const leasedAddress =
+    config.dhcpMode === 'authoritative'
+      ? async (mac: Mac): Promise<string | null> => {
+          const lease = await inventory.leases.byMac(mac);
+          return lease?.state === 'bound' && Date.parse(lease.expiresAt) > inventory.now().getTime() ? lease.ip : null;
+        }
+      : undefined;
   const app = createApp({
     log,
     version: VERSION,
@@ -198,15 +269,20 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       bootBinariesDir: config.tftpRoot,
       advertiseUrl: config.advertiseAddress ? `http://${config.advertiseAddress}:${config.httpPort}` : null,
       now: () => inventory.now(),
+      discovery: discovery.http,
+      leasedAddress,
+      log: log.child({ svc: 'http' }),
     }),
     eventStream,
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
     clusterDetail: orchestrator,
-    extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
+    checkVip: vipChecker(vipSources(inventory, config)),
+    removeFromCluster: (m, opts) => orchestrator.removeFromCluster(m, opts),
+    extraRoutes: [...powerRoutes(power), ...consoleRoutes(sol), ...orchestrationRoutes(orchestrator, inventory.clusters), ...clusterChecksRoutes(clusterChecks, inventory.clusters)],
   });
   services.push(createHttpService(config, app));
-  services.push(createDhcpService(config, { inventory, metrics }));
+  services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp }));
   // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
   // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).
   const leaseResolver = async (ip: string): Promise<Mac | null> => {
@@ -214,7 +290,28 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     return lease?.state === 'bound' ? lease.mac : null;
   };
   const resolveClient = firstResolver([leaseResolver, createArpResolver()]);
-  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient, inventory }));
+  // The signed shim → GRUB chain's files (signed binaries, GRUB configs, installer artifacts) in
+  // front of the TFTP root; GRUB configs go through the same code as /boot.ipxe.
+  const signedBoot = bootFiles({
+    serve: {
+      machines: inventory.machines,
+      clusters: inventory.clusters,
+      events: inventory.events,
+      templates: createRenderer(BOOT_TEMPLATES_DIR),
+      installers: installerTables(installers),
+      boot: { waitSeconds: config.bootWaitSeconds, waitAttempts: config.bootWaitAttempts, chainTries: 5, retrySeconds: 5, kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean) },
+      now: () => inventory.now(),
+      discovery: discovery.http,
+      leasedAddress,
+      log: log.child({ svc: 'tftp' }),
+      prepareImage: (cluster) => void images?.prepare(imageFor(cluster, config.images)).catch(() => undefined),
+    },
+    artifacts,
+    chains: findSignedChains(config.signedBootDir ? [config.signedBootDir] : []),
+    baseUrl: `http://${config.advertiseAddress ?? '127.0.0.1'}:${config.httpPort}`,
+  });
+  const tftpSource = layeredSource([signedBoot, tftpFiles(config).source]);
+  services.push(createTftpService(config, { files: tftpSource, root: config.tftpRoot, resolveClient, inventory }));
   services.push(createDeadlineService({ machines: inventory.machines, events: inventory.events, deadlineMinutes: config.installTimeoutMinutes, now: () => inventory.now() }));
   // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
   services.push(eventStream.service);

@@ -96,6 +96,23 @@ test('machines given their MACs in all four forms come back normalised', async (
   assert.is(lb.body.machines.length, 4);
 });
 
+test('a cluster VIP: taken by a machine → 409, an explicit endpoint that differs → 400, else the endpoint is vip:6443', async () => {
+  const base = { ubuntuRelease: '22.04', kubernetesVersion: '1.30.6', containerRuntime: 'containerd', cni: 'flannel' };
+  const taken = await call(admin, 'POST', '/clusters', { name: 'pair-a', ...base, vip: '10.77.0.11' });
+  assert.is(taken.status, 409, taken.text);
+  assert.is(taken.body.error.code, 'ERR_VIP_TAKEN');
+  assert.is(taken.body.error.field, 'vip');
+  const clash = await call(admin, 'POST', '/clusters', { name: 'pair-a', ...base, vip: '10.77.0.250', controlPlaneEndpoint: '10.77.0.11:6443' });
+  assert.is(clash.status, 400, clash.text);
+  const ok = await call(admin, 'POST', '/clusters', { name: 'pair-a', ...base, vip: '10.77.0.250' });
+  assert.is(ok.status, 201, ok.text);
+  assert.is(ok.body.vip, '10.77.0.250');
+  assert.is(ok.body.controlPlaneEndpoint, '10.77.0.250:6443');
+  const again = await call(admin, 'POST', '/clusters', { name: 'pair-b', ...base, vip: '10.77.0.250' });
+  assert.is(again.status, 409, 'one VIP per cluster');
+  assert.is((await call(admin, 'DELETE', '/clusters/pair-a')).status, 204);
+});
+
 test('a write without a JSON body → 415 naming content-type', async () => {
   const r = await call(admin, 'POST', '/machines', 'mac=52:54:00:aa:bb:cc', 'application/x-www-form-urlencoded');
   assert.is(r.status, 415, r.text);
@@ -112,6 +129,71 @@ test('a bad MAC → 400 naming the field', async () => {
   const path = await call(viewer, 'GET', '/machines/not-a-mac');
   assert.is(path.status, 400);
   assert.is(path.body.error.field, 'mac');
+});
+
+test('only real MACs: broadcast, multicast and all-zero → 400 naming the field, in the API and the CSV import', async () => {
+  for (const mac of ['ff:ff:ff:ff:ff:ff', 'FF-FF-FF-FF-FF-FF', '01:00:5e:00:00:fb', '3333.0000.0001', '00:00:00:00:00:00']) {
+    const r = await call(admin, 'POST', '/machines', { mac, hostname: 'ghost', role: 'worker', cluster: 'lab' });
+    assert.is(r.status, 400, `${mac}: ${r.text}`);
+    assert.is(r.body.error.field, 'mac');
+    assert.match(r.body.error.message, /broadcast|multicast|all-zero/);
+  }
+  const csv = ['hostname,mac,role,cluster', 'g1,52:54:00:dd:00:01,worker,lab', 'g2,01:00:5e:00:00:01,worker,lab'].join('\n');
+  const r = await call(admin, 'POST', '/machines/import', csv, 'text/csv');
+  assert.is(r.status, 400, r.text);
+  assert.match(r.body.error.message, /^row 2, column mac: 01:00:5e:00:00:01: a multicast address/);
+  assert.is(r.body.error.field, 'mac');
+  assert.is((await call(viewer, 'GET', '/machines/52:54:00:dd:00:01')).status, 404, 'nothing stored');
+  const boot = await api(rs.url, null, 'GET', '/boot.ipxe?mac=ff-ff-ff-ff-ff-ff&platform=pcbios');
+  assert.is(boot.status, 400, boot.text);
+  assert.is(boot.body.error.field, 'mac');
+  assert.is((await call(viewer, 'GET', '/machines?state=discovered')).body.filter((m: any) => m.mac === 'ff:ff:ff:ff:ff:ff').length, 0);
+});
+
+test('PATCH of bmc merges: fields not sent keep their values; null port or cipher suite goes back to the default', async () => {
+  const mac = '52:54:00:aa:bb:02';
+  const set = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { port: 1623, cipherSuite: 3 } });
+  assert.is(set.status, 200, set.text);
+  assert.equal(set.body.bmc, { driver: 'ipmi', address: '10.77.1.12', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true, solCapture: null });
+  // What the console sends when a user changes only the BMC address.
+  const moved = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { address: '10.77.1.99' } });
+  assert.equal(moved.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true, solCapture: null });
+  const back = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { port: null, cipherSuite: null } });
+  assert.equal(back.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 623, username: 'admin', cipherSuite: null, passwordSet: true, solCapture: null });
+  const ev = await call(viewer, 'GET', `/machines/${mac}/events`);
+  assert.ok(ev.body.some((e: any) => e.type === 'machine.updated' && /bmc \(address\)/.test(e.message)), 'the event names the BMC fields');
+  // A machine without a BMC: a partial one is refused, naming what is missing.
+  const bare = await call(admin, 'POST', '/machines', { mac: '52:54:00:aa:bb:77', hostname: 'node77', role: 'worker', cluster: 'lab' });
+  assert.is(bare.status, 201, bare.text);
+  const partial = await call(admin, 'PATCH', '/machines/52:54:00:aa:bb:77', { bmc: { address: '10.77.1.77', username: 'admin' } });
+  assert.is(partial.status, 400, partial.text);
+  assert.is(partial.body.error.field, 'bmc.password');
+  const noAddress = await call(admin, 'PATCH', '/machines/52:54:00:aa:bb:77', { bmc: { port: 1623 } });
+  assert.is(noAddress.body.error.field, 'bmc.address');
+  const bad = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { port: 70000 } });
+  assert.is(bad.status, 400);
+  assert.is(bad.body.error.field, 'bmc.port');
+  assert.is((await call(admin, 'DELETE', '/machines/52:54:00:aa:bb:77')).status, 204);
+});
+
+test('CSV import: optional bmc_port and bmc_cipher_suite columns, in any order; a bad one names its row and column', async () => {
+  const csv = [
+    'bmc_cipher_suite,mac,hostname,role,cluster,bmc_address,bmc_username,bmc_password,bmc_port',
+    `3,52:54:00:ee:00:01,e1,worker,lab,10.77.1.71,admin,${BMC_PASSWORD},1623`,
+    `,52:54:00:ee:00:02,e2,worker,lab,10.77.1.72,admin,${BMC_PASSWORD},`,
+  ].join('\n');
+  const bad = await call(admin, 'POST', '/machines/import', csv.replace(',1623', ',16x3'), 'text/csv');
+  assert.is(bad.status, 400, bad.text);
+  assert.match(bad.body.error.message, /^row 1, column bmc_port: /);
+  assert.is(bad.body.error.field, 'bmc_port');
+  const tooHigh = await call(admin, 'POST', '/machines/import', csv.replace('3,52', '99,52'), 'text/csv');
+  assert.match(tooHigh.body.error.message, /^row 1, column bmc_cipher_suite: /);
+  const ok = await call(admin, 'POST', '/machines/import', csv, 'text/csv');
+  assert.is(ok.status, 201, ok.text);
+  const [e1, e2] = ok.body.machines;
+  assert.equal([e1.bmc.port, e1.bmc.cipherSuite], [1623, 3]);
+  assert.equal([e2.bmc.port, e2.bmc.cipherSuite], [623, null]);
+  for (const m of ['52:54:00:ee:00:01', '52:54:00:ee:00:02']) assert.is((await call(admin, 'DELETE', `/machines/${m}`)).status, 204);
 });
 
 test('a duplicate hostname → 409 naming the field; unknown machine → 404', async () => {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import Database from 'better-sqlite3';
 import { parse as parseYaml } from 'yaml';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { rawRequest } from './lib/http.js';
@@ -213,6 +214,73 @@ test('a FAIL from the installer marks the machine failed at the installer step, 
   const again = await get('/boot.ipxe?mac=52-54-00-77-01-21&platform=pcbios', '127.0.0.21');
   assert.match(again.text(), /waiting for an operator/);
   assert.is((await get(`${path}user-data`, '127.0.0.21')).status, 404, 'a failed machine cannot read its seed');
+});
+
+const W2 = '52:54:00:77:01:22';
+
+test('a machine without an ip: its token works only from the address its boot script went to; others get 403 and an event', async () => {
+  assert.is((await api(rs.url, admin, 'POST', '/api/v1/machines', { mac: W2, hostname: 'w2', role: 'worker', cluster: 'lab' })).status, 201);
+  const tokenOf = (script: string): string => /\/seed\/([A-Za-z0-9_-]+)\//.exec(script)?.[1] ?? '';
+  const first = tokenOf((await get('/boot.ipxe?mac=52-54-00-77-01-22&platform=pcbios', '127.0.0.22')).text());
+  assert.ok(first);
+  assert.is((await get(`/seed/${first}/user-data`, '127.0.0.22')).status, 200, 'the installer, same machine, same address');
+  // Someone else who learnt the token (a log, a sniffed request) can neither read nor report.
+  const theirs = [
+    await get(`/seed/${first}/user-data`, '127.0.0.23'),
+    await post(`/seed/${first}/installed`, '', 'application/x-www-form-urlencoded', '127.0.0.23'),
+    await post(`/seed/${first}/events`, JSON.stringify({ event_type: 'finish', name: 'x', result: 'FAIL' }), 'application/json', '127.0.0.23'),
+    await post(`/seed/${first}/phone-home`, 'pub_key_ed25519=ssh-ed25519%20AAAA', 'application/x-www-form-urlencoded', '127.0.0.23'),
+  ];
+  for (const r of theirs) {
+    assert.is(r.status, 403, r.text());
+    assert.is(r.json().error.code, 'ERR_WRONG_ADDRESS');
+  }
+  const m = await machine(W2);
+  assert.is(m.state, 'provisioning', 'nothing moved it');
+  assert.equal(m.hostKeys, []);
+  const refused = (await events(W2)).filter((e) => e.type === 'http.seed.refused');
+  assert.is(refused.length, 4);
+  assert.match(refused[0].message, /127\.0\.0\.23, not from the machine's address \(127\.0\.0\.22\)/);
+  // iPXE asking again from its address keeps the token; the machine back on another address
+  // gets a new one, and the old one is dead.
+  assert.is(tokenOf((await get('/boot.ipxe?mac=52-54-00-77-01-22&platform=pcbios', '127.0.0.22')).text()), first);
+  const second = tokenOf((await get('/boot.ipxe?mac=52-54-00-77-01-22&platform=pcbios', '127.0.0.24')).text());
+  assert.ok(second && second !== first);
+  assert.is((await get(`/seed/${first}/user-data`, '127.0.0.22')).status, 404);
+  assert.is((await get(`/seed/${second}/user-data`, '127.0.0.24')).status, 200);
+  assert.ok((await events(W2)).some((e) => e.type === 'http.seed.rebound' && e.data.from === '127.0.0.22' && e.data.to === '127.0.0.24'));
+});
+
+test('300 made-up MACs from one address add at most its allowance; the refusal is counted and recorded once', async () => {
+  const before = (await api(rs.url, admin, 'GET', '/api/v1/machines?state=discovered')).body.length;
+  for (let i = 0; i < 300; i++) {
+    const mac = `52-54-00-f0-${(i >> 8).toString(16).padStart(2, '0')}-${(i & 255).toString(16).padStart(2, '0')}`;
+    const r = await get(`/boot.ipxe?mac=${mac}&platform=pcbios`, '127.0.0.66');
+    assert.is(r.status, 200);
+    assert.match(r.text(), /waiting for a role/, 'answered like any unknown machine');
+  }
+  const after = (await api(rs.url, admin, 'GET', '/api/v1/machines?state=discovered')).body.length;
+  assert.is(after - before, 8, `${after - before} discovered rows added`);
+  const metrics = await (await fetch(`${rs.url}/metrics`)).text();
+  assert.match(metrics, /^racksmith_discovery_refused_total\{path="http"\} 292$/m);
+  const db = new Database(join(rs.dataDir, 'racksmith.db'), { readonly: true });
+  try {
+    const limited = db.prepare<[], { source: string; message: string }>("SELECT source, message FROM events WHERE type = 'discovery.limited'").all();
+    assert.is(limited.length, 1, 'recorded once, not per request');
+    assert.is(limited[0]?.source, 'http 127.0.0.66');
+  } finally {
+    db.close();
+  }
+  assert.is((rs.output().match(/more unknown MACs than its allowance/g) ?? []).length, 1, 'logged once');
+  // Another address still adds its own machine.
+  await get('/boot.ipxe?mac=52-54-00-f1-00-01&platform=pcbios', '127.0.0.67');
+  assert.is((await machine('52:54:00:f1:00:01')).state, 'discovered');
+});
+
+test('no seed token in the access log', async () => {
+  const tokens = [...rs.output().matchAll(/\/seed\/([A-Za-z0-9_-]{16,})\//g)].map((m) => m[1]);
+  assert.equal(tokens, [], 'a seed token was logged');
+  assert.match(rs.output(), /"path":"\/seed\/\[redacted\]\/user-data"/);
 });
 
 test('phone-home as JSON is accepted too', async () => {

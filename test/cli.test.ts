@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +7,7 @@ import * as assert from 'uvu/assert';
 import { SETTINGS, kebab } from '../server/config/settings.js';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { freePort, runCli, startRacksmith, type CliRun, type RacksmithProcess } from './lib/racksmith.js';
+import { requirements, skipNote } from './lib/tools.js';
 
 /**
  * The `racksmith` command as an admin uses it, against a real running server: help, tokens for
@@ -163,6 +165,87 @@ test('machines import FILE.csv: all rows, or an error naming row and column and 
   const json = JSON.parse(ok(await as('admin', ['machines', 'import', bad, '--json'])));
   assert.is(json.imported, 1);
   assert.is(json.machines[0].mac, '52:54:00:c3:00:01');
+});
+
+/** The CLI on a real terminal (util-linux `script` gives it a pty); `typed` is what the user types. */
+function onTerminal(args: readonly string[], typed: string, env: Record<string, string> = {}): Promise<{ code: number | null; output: string }> {
+  const command = [process.execPath, join(PACKAGE_ROOT, 'dist', 'server', 'cli.js'), ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  return new Promise((resolve) => {
+    const child = spawn('script', ['-qec', command, '/dev/null'], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', TERM: 'dumb', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    // Typed once the prompt is up, as a person would.
+    const typeWhenAsked = setInterval(() => {
+      if (/(token|password)[^\n]*: $/i.test(output)) {
+        clearInterval(typeWhenAsked);
+        child.stdin.write(typed);
+      }
+    }, 50);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      clearInterval(typeWhenAsked);
+      resolve({ code, output });
+    });
+  });
+}
+
+test('secrets not on the command line: the token from --token-file or a terminal prompt (echo off); the BMC password from the environment, a file or a prompt', async () => {
+  const tokenFile = join(work, 'token');
+  writeFileSync(tokenFile, `${tokens['admin']}\n`, { mode: 0o600 });
+  const viaFile = await runCli(['clusters', 'list', '--json', '--token-file', tokenFile], { RACKSMITH_URL: rs.url });
+  assert.is(viaFile.code, 0, viaFile.stderr);
+  assert.ok(Array.isArray(JSON.parse(viaFile.stdout)));
+  const empty = join(work, 'empty');
+  writeFileSync(empty, '\n');
+  for (const [args, why] of [
+    [['--token-file', empty], /--token-file .*: the first line is empty/],
+    [['--token-file', join(work, 'missing')], /--token-file .*: cannot read it \(ENOENT\)/],
+    [['--token-file', tokenFile, '--token', 'x'], /give --token or --token-file, not both/],
+  ] as const) {
+    const r = await runCli(['clusters', 'list', ...args], { RACKSMITH_URL: rs.url });
+    assert.is(r.code, 2, r.stderr);
+    assert.match(r.stderr, why);
+  }
+  // Without a terminal and without a token: a clear error, never a hang.
+  const none = await runCli(['clusters', 'list'], { RACKSMITH_URL: rs.url });
+  assert.is(none.code, 2);
+  assert.match(none.stderr, /an API token is needed: --token-file FILE or RACKSMITH_TOKEN/);
+
+  // BMC passwords: environment, file, prompt; never needed on the command line.
+  const add = (mac: string, extra: readonly string[]): readonly string[] => ['machines', 'add', '--mac', mac, '--hostname', `s${mac.slice(-1)}`, '--role', 'worker', '--cluster', 'rack1', '--bmc-address', `10.8.2.${mac.slice(-1)}`, '--bmc-username', 'admin', '--json', ...extra];
+  const env = await runCli(add('52:54:00:c5:00:01', []), { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['admin'] ?? '', RACKSMITH_BMC_PASSWORD: 'from-the-env' });
+  assert.is(env.code, 0, env.stderr);
+  assert.is(JSON.parse(env.stdout).bmc.passwordSet, true);
+  const pwFile = join(work, 'bmc');
+  writeFileSync(pwFile, 'from-a-file\n', { mode: 0o600 });
+  const file = await runCli(add('52:54:00:c5:00:02', ['--bmc-password-file', pwFile]), { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['admin'] ?? '' });
+  assert.is(file.code, 0, file.stderr);
+  // Without any of them and no terminal, the server names the missing field.
+  const missingPw = await runCli(add('52:54:00:c5:00:04', []), { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['admin'] ?? '' });
+  assert.is(missingPw.code, 1);
+  assert.match(missingPw.stderr, /bmc\.password/);
+  // set changes only the BMC fields given; the stored password stays.
+  const moved = await runCli(['machines', 'set', '52:54:00:c5:00:02', '--bmc-port', '1623', '--json'], { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['admin'] ?? '' });
+  assert.is(moved.code, 0, moved.stderr);
+  assert.equal(JSON.parse(moved.stdout).bmc, { driver: 'ipmi', address: '10.8.2.2', port: 1623, username: 'admin', cipherSuite: null, passwordSet: true, solCapture: null });
+  for (const mac of ['52:54:00:c5:00:01', '52:54:00:c5:00:02']) ok(await as('admin', ['machines', 'rm', mac]));
+
+  // On a terminal: asked for, with echo off.
+  const noPty = requirements(['script']);
+  if (noPty) return skipNote('secrets asked for on a terminal', noPty);
+  const asked = await onTerminal(['clusters', 'list', '--url', rs.url], `${tokens['admin']}\r`);
+  assert.is(asked.code, 0, asked.output);
+  assert.match(asked.output, new RegExp(`API token for ${rs.url.replace(/\./g, '\\.')}: `));
+  assert.match(asked.output, /rack1/);
+  assert.not.ok(asked.output.includes(tokens['admin'] as string), 'the typed token was echoed');
+
+  const prompted = await onTerminal(add('52:54:00:c5:00:03', []), 'typed-bmc-pw\r', { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['admin'] ?? '' });
+  assert.is(prompted.code, 0, prompted.output);
+  assert.match(prompted.output, /BMC password for 10\.8\.2\.3: /);
+  assert.not.ok(prompted.output.includes('typed-bmc-pw'));
+  ok(await as('admin', ['machines', 'rm', '52:54:00:c5:00:03']));
 });
 
 test('exit codes: 2 for usage mistakes, 1 for failures', async () => {

@@ -1,12 +1,12 @@
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ConfigError, loadConfig } from '../server/config/load.js';
 import { SETTINGS, kebab, type SettingName } from '../server/config/settings.js';
-import { CLI_PATH } from '../server/lib/paths.js';
+import { CLI_PATH, PACKAGE_ROOT } from '../server/lib/paths.js';
 import { freePort, runCli, startRacksmith, type CliRun } from './lib/racksmith.js';
 
 /**
@@ -44,6 +44,15 @@ type Run = CliRun;
 /** The real CLI with a throwaway data directory and DHCP/TFTP off, plus the given variables. */
 function cli(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
   return runCli(args, { RACKSMITH_DATA_DIR: join(dir, 'data'), RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_PORT: '0', ...env });
+}
+
+/** SIGTERM, then SIGKILL if it has not exited within 10 s; the exit code. */
+async function stopChild(child: ChildProcess, exited: Promise<number | null>): Promise<number | null> {
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  const code = await exited;
+  clearTimeout(timer);
+  return code;
 }
 
 test.after(() => {
@@ -222,10 +231,34 @@ test('racksmith serve: a flag beats the environment, which beats the YAML file (
     );
     assert.not.ok(onEnvPort);
   } finally {
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    assert.is(await exited, 0);
-    clearTimeout(timer);
+    assert.is(await stopChild(child, exited), 0);
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+
+test('npm start\'s serve (DHCP and TFTP off) needs no interface or address named', async () => {
+  const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  const args = (pkg.scripts['start'] ?? '').split('cli.js ')[1]?.split(/\s+/) ?? [];
+  assert.equal(args.slice(0, 1), ['serve']);
+  const port = await freePort();
+  const data = mkdtempSync(join(tmpdir(), 'racksmith-npm-start-'));
+  // Only what npm start gives it: its flags, and no DHCP, TFTP or interface settings at all.
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { PATH: process.env['PATH'] ?? '', RACKSMITH_DATA_DIR: data, RACKSMITH_HTTP_PORT: String(port), RACKSMITH_HTTP_ADDRESS: '127.0.0.1' }, stdio: 'ignore' });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  try {
+    let health: { services: Record<string, { state: string }> } | null = null;
+    for (let i = 0; i < 150 && !health && child.exitCode === null; i++) {
+      health = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(500) }).then(
+        async (r) => (r.ok ? ((await r.json()) as { services: Record<string, { state: string }> }) : null),
+        () => null,
+      );
+      if (!health) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(health, `npm start's serve did not come up (exit ${child.exitCode})`);
+    assert.is(health?.services['dhcp']?.state, 'off');
+    assert.is(health?.services['tftp']?.state, 'off');
+  } finally {
+    assert.is(await stopChild(child, exited), 0);
     rmSync(data, { recursive: true, force: true });
   }
 });

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -227,6 +227,35 @@ test('seed tokens: rotation invalidates the old one; lookup by token; tokens sto
   }
 });
 
+test('seed token binding: the first boot-script address binds it, the same address keeps it, another gets a new one; rotation and assignment unbind', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.clusters.create(CLUSTER);
+    await inv.machines.create({ mac: MAC, hostname: 'node1', role: 'worker', cluster: 'lab' });
+    const minted = await inv.machines.seedToken(MAC);
+    assert.is(await inv.machines.seedAddress(MAC), null, 'not bound before a boot script carried it');
+    const first = await inv.machines.seedTokenFor(MAC, '10.0.0.5');
+    assert.equal(first, { token: minted, rebound: null });
+    assert.is(await inv.machines.seedAddress(MAC), '10.0.0.5');
+    assert.equal(await inv.machines.seedTokenFor(MAC, '10.0.0.5'), { token: minted, rebound: null }, 'iPXE asking again keeps its token');
+    const moved = await inv.machines.seedTokenFor(MAC, '10.0.0.6');
+    assert.ok(moved && moved.token !== minted);
+    assert.is(moved?.rebound, '10.0.0.5');
+    assert.is(await inv.machines.findBySeedToken(minted as string), null, 'the token handed to the other address is dead');
+    assert.is(await inv.machines.seedAddress(MAC), '10.0.0.6');
+    await inv.machines.rotateSeedToken(MAC);
+    assert.is(await inv.machines.seedAddress(MAC), null, 'a reimage token is bound by its own boot script');
+    await inv.machines.seedTokenFor(MAC, '10.0.0.7');
+    await inv.machines.update(MAC, { cluster: null }, 'test');
+    assert.is(await inv.machines.seedAddress(MAC), null);
+    assert.is(await inv.machines.seedTokenFor(MAC, '10.0.0.7'), null, 'no role, no token');
+    await inv.machines.update(MAC, { cluster: 'lab' }, 'test');
+    assert.is(await inv.machines.seedAddress(MAC), null, 'a new assignment starts unbound');
+  } finally {
+    await inv.destroy();
+  }
+});
+
 test('secrets are sealed at rest: no BMC password, secret, seed or API token in the .db or -wal bytes', async () => {
   const store = reopenable();
   const clear = {
@@ -333,6 +362,40 @@ test('a second racksmith on the same data directory refuses to start, with a cle
   const next = await startRacksmith({ dataDir: rs.dataDir, env: { RACKSMITH_LOG_LEVEL: 'warn' } });
   assert.is(await next.stop(), 0);
   rmSync(rs.dataDir, { recursive: true, force: true });
+});
+
+test('the data directory: database, WAL, SHM and lock files are 0600 even under umask 000 in a 0777 directory; files left wider are narrowed; a directory racksmith makes is 0700', async () => {
+  const parent = mkdtempSync(join(tmpdir(), 'racksmith-modes-'));
+  const wide = join(parent, 'wide');
+  mkdirSync(wide);
+  chmodSync(wide, 0o777);
+  const FILES = ['racksmith.db', 'racksmith.db-wal', 'racksmith.db-shm', 'racksmith.lock', 'racksmith.pid'];
+  const modes = (): Record<string, string> => Object.fromEntries(FILES.map((f) => [f, existsSync(join(wide, f)) ? (statSync(join(wide, f)).mode & 0o777).toString(8) : 'missing']));
+  const everyPrivate = Object.fromEntries(FILES.map((f) => [f, '600']));
+  try {
+    const loose = await startRacksmith({ dataDir: wide, wrap: ['sh', '-c', 'umask 000; exec "$@"', 'sh'], env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+    try {
+      assert.is((await fetch(`${loose.url}/healthz`)).status, 200);
+      assert.equal(modes(), everyPrivate);
+    } finally {
+      assert.is(await loose.stop(), 0);
+    }
+    // An older racksmith, a restore or a hand-made directory left them readable by all.
+    for (const f of FILES) if (existsSync(join(wide, f))) chmodSync(join(wide, f), 0o644);
+    const again = await startRacksmith({ dataDir: wide, env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+    try {
+      assert.equal(modes(), everyPrivate);
+    } finally {
+      assert.is(await again.stop(), 0);
+    }
+    const made = join(parent, 'new', 'data');
+    const fresh = await startRacksmith({ dataDir: made, env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+    assert.is(await fresh.stop(), 0);
+    assert.is((statSync(made).mode & 0o777).toString(8), '700');
+    assert.is((statSync(join(made, 'racksmith.db')).mode & 0o777).toString(8), '600');
+  } finally {
+    rmSync(parent, { recursive: true, force: true });
+  }
 });
 
 test.run();

@@ -1,3 +1,4 @@
+import { consoleRoutes } from '../server/http/api/serial-console.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Router } from 'express';
@@ -5,6 +6,7 @@ import { apiRouter } from '../server/http/api/router.js';
 import { openApiDocument } from '../server/http/api/openapi.js';
 import { powerRoutes } from '../server/http/api/power.js';
 import { orchestrationRoutes } from '../server/http/api/orchestration-routes.js';
+import { clusterChecksRoutes } from '../server/http/api/cluster-checks-routes.js';
 import { tempInventory } from './lib/inventory.js';
 
 /** Every route the API serves is in the OpenAPI document, and the document lists nothing else. */
@@ -28,8 +30,10 @@ test('routes ⇔ paths', async () => {
     };
     const control = { kubeconfig: async () => null, retry: async () => ({ machines: [], steps: [] }) };
     const extraRoutes = [
-      ...powerRoutes({ machinePower: unused, reimage: unused, rackPower: unused, rackJob: () => null }),
+      ...powerRoutes({ machinePower: unused, reimage: unused, identify: unused, rackPower: unused, rackJob: () => null }),
       ...orchestrationRoutes(control, inv.clusters),
+      ...clusterChecksRoutes({ preflight: unused, prefetch: unused }, inv.clusters),
+      ...consoleRoutes({ console: unused, detach: unused, attach: unused }),
     ];
     const router = apiRouter({ inventory: inv, sshPublicKey: async () => 'ssh-ed25519 AAAA racksmith', extraRoutes });
     const served = [...routesOf(router), 'GET /openapi.json'].sort();
@@ -48,7 +52,7 @@ test('the document is valid JSON with bodies for every POST/PATCH', () => {
   const doc = openApiDocument('test') as { paths: Record<string, Record<string, { requestBody?: unknown }>> };
   for (const [path, ops] of Object.entries(doc.paths)) {
     for (const [method, op] of Object.entries(ops)) {
-      if ((method === 'post' || method === 'patch') && !/retry|reimage/.test(path)) assert.ok(op.requestBody, `${method} ${path} has no requestBody`);
+      if ((method === 'post' || method === 'patch') && !/retry|reimage|preflight|prefetch/.test(path)) assert.ok(op.requestBody, `${method} ${path} has no requestBody`);
     }
   }
   assert.not.throws(() => JSON.parse(JSON.stringify(doc)));

@@ -1,5 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createLogger } from '../server/lib/log.js';
 import { PowerError, type BmcTarget } from '../server/power/driver.js';
@@ -144,6 +147,54 @@ test('ten BMCs at once: never more than 3 commands in flight, never two on one B
   assert.ok(seen.ipmitoolLines.length > 0, `ps never caught an ipmitool (${seen.samples} samples)`);
   assert.equal(seen.leaks, []);
   assert.ok(seen.ipmitoolLines.every((l) => / -f \S+ /.test(l) && !/ -P /.test(l)));
+});
+
+test('a forking ipmitool wrapper that hangs: the deadline holds, its children are ended, the next call to that BMC proceeds', async () => {
+  if (missing) return;
+  // A site's wrapper (logging, a vendor shim) whose first call forks a child that keeps the
+  // output pipe open and never ends; later calls run the real ipmitool.
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-ipmi-wrapper-'));
+  const wrapper = join(dir, 'ipmitool-wrapper');
+  writeFileSync(
+    wrapper,
+    ['#!/bin/sh', `if [ ! -e ${dir}/held ]; then`, `  : > ${dir}/held`, '  sleep 180 &', `  echo $! > ${dir}/sleep.pid`, '  wait', 'fi', 'exec ipmitool "$@"', ''].join('\n'),
+    { mode: 0o755 },
+  );
+  const wrapped = createIpmiDriver({ ipmitool: wrapper, deadlineMs: 3000, retry: { maxAttempts: 3, baseDelayMs: 200, maxDelayMs: 1000 }, gate: createBmcGate(3), log });
+  const t = targetOf(sim(4));
+  const guards: NodeJS.Timeout[] = [];
+  // A bound for the test itself, far above the 3 s deadline: without the fix the held call waits for the child's 180 s.
+  const bounded = <T>(p: Promise<T>): Promise<T> =>
+    Promise.race([p, new Promise<T>((_, reject) => guards.push(setTimeout(() => reject(new Error('the deadline did not hold: the call still waits')), 60_000)))]);
+  try {
+    const settle = <T>(p: Promise<T>): Promise<T | Error> => p.catch((e: unknown) => e as Error);
+    const held = settle(wrapped.status(t));
+    const next = settle(wrapped.status(t));
+    try {
+      const err = await bounded(held);
+      assert.instance(err, PowerError);
+      assert.is((err as PowerError).code, 'ERR_BMC_TIMEOUT', (err as Error).message);
+      const sleeper = Number(readFileSync(join(dir, 'sleep.pid'), 'utf8'));
+      assert.ok(sleeper > 1);
+      // Gone, or dead and waiting to be reaped (a container's init may reap late).
+      let state = 'gone';
+      try {
+        state = /^State:\s+(\S)/m.exec(readFileSync(`/proc/${sleeper}/status`, 'utf8'))?.[1] ?? '?';
+      } catch {
+        /* no such process */
+      }
+      assert.ok(state === 'gone' || state === 'Z', `the wrapper's child still runs (state ${state})`);
+      const after = await bounded(next);
+      assert.not.instance(after, Error, String(after));
+      assert.is((after as { state: string }).state, 'off', 'the call queued behind it on the same BMC went through');
+    } finally {
+      await bounded(Promise.all([held, next])).catch(() => undefined);
+    }
+  } finally {
+    for (const g of guards) clearTimeout(g);
+    wrapped.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('the password is in no log line', () => {

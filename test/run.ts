@@ -59,12 +59,28 @@ function runOne(file: string): Promise<Result> {
     child.on('close', (code) => {
       clearTimeout(timer);
       const seconds = (Date.now() - started) / 1000;
-      const ok = code === 0 && !timedOut;
+      const unrun = code === 0 ? testsNotRun(out) : 0;
+      const ok = code === 0 && !timedOut && unrun === 0;
       if (timedOut) out += `\n  ✘ killed after ${SUITE_TIMEOUT_S} s (RACKSMITH_SUITE_TIMEOUT)`;
+      if (unrun > 0) out += `\n  ✘ ${unrun} test(s) never ran: a before hook threw (uvu reports that as a pass)`;
       process.stdout.write(`\n── ${relative(DIST_TEST, file)} (${seconds.toFixed(1)} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
       resolve({ file, ok, seconds });
     });
   });
+}
+
+/**
+ * Tests uvu counted but neither passed nor skipped. A `before` hook that throws ends its suite
+ * with exit 0 and no FAIL line (the runner returns from a `finally`), so its tests must be
+ * counted here.
+ */
+function testsNotRun(output: string): number {
+  let missing = 0;
+  // eslint-disable-next-line no-control-regex -- colour codes, should uvu ever print them here
+  for (const m of output.replace(/\x1b\[[0-9;]*m/g, '').matchAll(/Total:\s+(\d+)\s+Passed:\s+(\d+)\s+Skipped:\s+(\d+)/g)) {
+    missing += Math.max(0, Number(m[1]) - Number(m[2]) - Number(m[3]));
+  }
+  return missing;
 }
 
 async function pool(files: readonly string[], width: number): Promise<Result[]> {

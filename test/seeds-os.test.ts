@@ -7,7 +7,7 @@ import { Ajv } from 'ajv';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parse as parseYaml } from 'yaml';
-import { AGENT_INSTALLER, DEFAULT_INSTALLERS, installerFor } from '../server/boot/releases.js';
+import { AGENT_INSTALLER, DEFAULT_INSTALLERS, clusterInstaller, installerTables } from '../server/boot/releases.js';
 import { ROLES, type Cluster, type Machine } from '../server/inventory/model.js';
 import { installMethodProblem, OS_IDS, type InstallMethod, type OsId } from '../server/inventory/os.js';
 import { AUTOINSTALL_DIR, PACKAGE_ROOT } from '../server/lib/paths.js';
@@ -39,11 +39,14 @@ const IMAGE = { url: 'http://10.77.0.1:8080/artifacts/images/debian-12.img.zst?m
 
 test.after(() => rmSync(work, { recursive: true, force: true }));
 
+const TABLES = installerTables(DEFAULT_INSTALLERS);
+
 function render(os: OsId, method: InstallMethod, role: (typeof ROLES)[number], settings: Partial<SeedSettings> = {}, machineOver: Partial<Machine> = {}, clusterOver: Partial<Cluster> = {}): Partial<Record<SeedFile, string>> {
   const cluster = { ...fixtureClusterOs(os, method), ...clusterOver };
   const members = fixtureMembers(cluster.name);
   const machine = { ...members.find((m) => m.hostname === ROLE_HOST[role])!, ...machineOver };
-  const installer = installerFor(cluster, DEFAULT_INSTALLERS);
+  const installer = clusterInstaller(cluster, TABLES);
+  if (!installer) throw new Error(`no installer for ${os} by ${method}`);
   const ctx = { ...seedContext({ machine, cluster, members, installer, token: TOKEN, instanceId: INSTANCE_ID }, { ...SEED_SETTINGS, ...settings }), image: IMAGE };
   const out: Partial<Record<SeedFile, string>> = {};
   for (const f of SEED_FILES) {
@@ -66,8 +69,12 @@ test('which OS installs which way: preseed for 18.04 and Debian, autoinstall for
     assert.is(installMethodProblem(os, 'preseed') === null, os === 'ubuntu-18.04' || os === 'debian-12', `${os} by preseed`);
     assert.is(installMethodProblem(os, 'autoinstall') === null, os.startsWith('ubuntu-') && os !== 'ubuntu-18.04', `${os} by autoinstall`);
   }
-  assert.is(installerFor({ os: 'debian-12', installMethod: 'preseed' }, DEFAULT_INSTALLERS).release, 'debian-12');
-  assert.is(installerFor({ os: 'ubuntu-22.04', installMethod: 'image' }, DEFAULT_INSTALLERS), AGENT_INSTALLER);
+  assert.is(clusterInstaller({ os: 'debian-12', installMethod: 'preseed' }, TABLES)?.release, 'debian-12');
+  assert.is(clusterInstaller({ os: 'ubuntu-22.04', installMethod: 'image' }, TABLES), AGENT_INSTALLER);
+  // Neither Debian's installer nor the deploy agent exists for ARM64 machines: no installer, not an amd64 one.
+  assert.is(clusterInstaller({ os: 'debian-12', installMethod: 'preseed' }, TABLES, 'arm64'), null);
+  assert.is(clusterInstaller({ os: 'ubuntu-22.04', installMethod: 'image' }, TABLES, 'arm64'), null);
+  assert.is(clusterInstaller({ os: 'ubuntu-22.04', installMethod: 'autoinstall' }, TABLES, 'arm64')?.arch, 'arm64');
   assert.match(DEFAULT_INSTALLERS['debian-12'].upstream['linux'] ?? '', /^http:\/\/deb\.debian\.org\/debian\/dists\/bookworm\/main\/installer-amd64\/current\/images\/netboot\/debian-installer\/amd64\/linux$/);
 });
 

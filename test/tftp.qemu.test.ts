@@ -70,7 +70,7 @@ if (missing) {
 
     rs = await startRacksmith({
       netns: srv,
-      env: { RACKSMITH_TFTP_PORT: '69', RACKSMITH_ADMIN_TOKEN: ADMIN, RACKSMITH_ADVERTISE_ADDRESS: '10.77.0.1' },
+      env: { RACKSMITH_TFTP_PORT: '69', RACKSMITH_TFTP_ADDRESS: '10.77.0.1', RACKSMITH_ADMIN_TOKEN: ADMIN, RACKSMITH_ADVERTISE_ADDRESS: '10.77.0.1' },
     });
     await api('POST', '/api/v1/clusters', { name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.30.0', containerRuntime: 'containerd', cni: 'flannel' });
     await api('POST', '/api/v1/machines', { mac: MAC, hostname: 'uefi1', role: 'worker', cluster: 'lab' });

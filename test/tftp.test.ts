@@ -210,7 +210,7 @@ if (missing) {
 
   async function serveFails(env: Record<string, string>): Promise<string> {
     const dataDir = join(bed.dir, `data-${Object.keys(env).join('-').length}-${Date.now()}`);
-    const vars = { RACKSMITH_DATA_DIR: dataDir, RACKSMITH_HTTP_PORT: '18081', RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_ROOT: bed.root, ...env };
+    const vars = { RACKSMITH_DATA_DIR: dataDir, RACKSMITH_HTTP_PORT: '18081', RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_ADDRESS: SERVER_IP, RACKSMITH_TFTP_ROOT: bed.root, ...env };
     const args = [...Object.entries(vars).map(([k, v]) => `${k}=${v}`), process.execPath, CLI_PATH, 'serve'];
     return bed.tb.exec(bed.srv, 'env', args, { timeoutMs: 30_000 }).then(
       () => 'started',

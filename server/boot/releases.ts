@@ -21,9 +21,15 @@ export type InstallerKind = 'debian-installer' | 'subiquity' | 'deploy-agent';
 /** The folder an installer's files are served from: `/artifacts/<key>/<file>`. */
 export type ArtifactKey = InstallerKey | 'agent';
 
+/** Debian's architecture names, as the installers' upstream paths spell them. */
+export const INSTALLER_ARCHES = ['amd64', 'arm64'] as const;
+export type InstallerArch = (typeof INSTALLER_ARCHES)[number];
+
 export interface ReleaseInstaller {
   /** The artifacts folder of its files: the Ubuntu release, `debian-12`, or `agent`. */
   readonly release: ArtifactKey;
+  /** Absent: amd64 (the table racksmith started with). */
+  readonly arch?: InstallerArch;
   readonly kind: InstallerKind;
   readonly kernel: string;
   readonly initrd: string;
@@ -123,12 +129,82 @@ export function resolveInstallers(overrides: InstallerOverrides, opts: { debianM
   return out;
 }
 
-/** What boots to install a cluster's machines: its OS's installer, or the deploy agent. */
-export function installerFor(cluster: Pick<Cluster, 'os' | 'installMethod'>, installers: Readonly<Record<InstallerKey, ReleaseInstaller>>): ReleaseInstaller {
-  return cluster.installMethod === 'image' ? AGENT_INSTALLER : installers[installerKeyOf(cluster.os)];
-}
-
 /** The files a release's installer is made of (what `/artifacts/<release>/` fetches from upstream). */
 export function artifactFiles(r: ReleaseInstaller): string[] {
   return [r.kernel, r.initrd, ...(r.iso ? [r.iso] : [])];
+}
+
+// ── arm64 ────────────────────────────────────────────────────────────────────────────────────
+// Ubuntu publishes arm64 installers on cdimage (ubuntu-ports for d-i): the same kinds of files
+// under other names. Keyed by (release, arch) so that an ARM64 machine is never handed amd64
+// files; a later `os` key (Debian) slots in beside the release.
+
+const BIONIC_NETBOOT_ARM64 = 'http://ports.ubuntu.com/ubuntu-ports/dists/bionic-updates/main/installer-arm64/current/images/netboot/ubuntu-installer/arm64/';
+
+function subiquityArm64(release: UbuntuRelease, point: string, netboot: boolean): ReleaseInstaller {
+  const iso = `ubuntu-${point}-live-server-arm64.iso`;
+  const base = `https://cdimage.ubuntu.com/releases/${point}/release/`;
+  return {
+    release,
+    arch: 'arm64',
+    kind: 'subiquity',
+    kernel: 'vmlinuz',
+    initrd: 'initrd',
+    iso,
+    upstream: {
+      [iso]: `${base}${iso}`,
+      ...(netboot ? { vmlinuz: `${base}netboot/arm64/linux`, initrd: `${base}netboot/arm64/initrd` } : fromIso()),
+    },
+    sha256: {},
+  };
+}
+
+export const DEFAULT_ARM64_INSTALLERS: Readonly<Record<UbuntuRelease, ReleaseInstaller>> = {
+  '18.04': {
+    release: '18.04',
+    arch: 'arm64',
+    kind: 'debian-installer',
+    kernel: 'linux',
+    initrd: 'initrd.gz',
+    iso: null,
+    upstream: { linux: `${BIONIC_NETBOOT_ARM64}linux`, 'initrd.gz': `${BIONIC_NETBOOT_ARM64}initrd.gz` },
+    sha256: {},
+  },
+  '20.04': subiquityArm64('20.04', '20.04.5', false),
+  '22.04': subiquityArm64('22.04', '22.04.5', false),
+  '24.04': subiquityArm64('24.04', '24.04.4', true),
+};
+
+/** iPXE's/GRUB's CPU word → Debian's architecture name; anything else is amd64's table. */
+export function installerArchOf(cpu: string | null | undefined): InstallerArch {
+  return cpu === 'arm64' || cpu === 'aarch64' ? 'arm64' : 'amd64';
+}
+
+/** Installer tables by architecture: amd64 has every OS; arm64 Ubuntu's releases. */
+export interface InstallerTables {
+  readonly amd64: Readonly<Record<InstallerKey, ReleaseInstaller>>;
+  readonly arm64: Readonly<Partial<Record<InstallerKey, ReleaseInstaller>>>;
+}
+
+export function installerTables(amd64: Readonly<Record<InstallerKey, ReleaseInstaller>>, arm64: Readonly<Partial<Record<InstallerKey, ReleaseInstaller>>> = DEFAULT_ARM64_INSTALLERS): InstallerTables {
+  return { amd64, arm64 };
+}
+
+/** The installer of a release for a machine's architecture; null where there is none (Debian on arm64). */
+export function installerFor(tables: InstallerTables, release: InstallerKey, arch: InstallerArch): ReleaseInstaller | null {
+  return tables[arch][release] ?? null;
+}
+
+/**
+ * What boots to install a cluster's machines: its OS's installer for the machine's architecture,
+ * or the deploy agent (amd64: it is built from the host's own Debian packages).
+ */
+export function clusterInstaller(cluster: Pick<Cluster, 'os' | 'installMethod'>, tables: InstallerTables, arch: InstallerArch = 'amd64'): ReleaseInstaller | null {
+  if (cluster.installMethod === 'image') return arch === 'amd64' ? AGENT_INSTALLER : null;
+  return installerFor(tables, installerKeyOf(cluster.os), arch);
+}
+
+/** Where a release's artifacts live under `/artifacts/` (and the artifacts directory): `<release>` or `<release>/<arch>`. */
+export function artifactDir(inst: ReleaseInstaller): string {
+  return inst.arch && inst.arch !== 'amd64' ? `${inst.release}/${inst.arch}` : inst.release;
 }

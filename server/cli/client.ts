@@ -13,16 +13,36 @@ export class ApiError extends Error {
   }
 }
 
+/** The server's error body (`{"error": {"code", "message"}}`) as an ApiError; any other text as it is. */
+export function apiErrorOf(status: number, text: string): ApiError {
+  let code = 'ERR_HTTP';
+  let message = text.slice(0, 300);
+  try {
+    const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } };
+    code = parsed.error?.code ?? code;
+    message = parsed.error?.message ?? message;
+  } catch {
+    /* not JSON: keep the text */
+  }
+  return new ApiError(status, code, message);
+}
+
 export interface ApiClient {
   request<T = unknown>(method: string, path: string, body?: unknown, contentType?: string): Promise<T>;
 }
 
-export function createApiClient(baseUrl: string, token: string | undefined): ApiClient {
+/** The token, or where to get it the first time a request needs it (a file, a prompt). */
+export type TokenSource = string | undefined | (() => Promise<string>);
+
+export function createApiClient(baseUrl: string, token: TokenSource): ApiClient {
   const base = baseUrl.replace(/\/+$/, '');
+  let resolved: Promise<string | undefined> | null = null;
   return {
     async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
       const headers: Record<string, string> = { accept: 'application/json' };
-      if (token) headers['authorization'] = `Bearer ${token}`;
+      resolved ??= typeof token === 'function' ? token() : Promise.resolve(token);
+      const bearer = await resolved;
+      if (bearer) headers['authorization'] = `Bearer ${bearer}`;
       let payload: string | undefined;
       if (body !== undefined) {
         headers['content-type'] = contentType;
@@ -37,18 +57,7 @@ export function createApiClient(baseUrl: string, token: string | undefined): Api
         throw new Error(`cannot reach racksmith at ${base} (${cause}); is "racksmith serve" running? (--url, RACKSMITH_URL)`);
       }
       const text = await res.text();
-      if (!res.ok) {
-        let code = 'ERR_HTTP';
-        let message = text.slice(0, 300);
-        try {
-          const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } };
-          code = parsed.error?.code ?? code;
-          message = parsed.error?.message ?? message;
-        } catch {
-          /* not JSON: keep the text */
-        }
-        throw new ApiError(res.status, code, message);
-      }
+      if (!res.ok) throw apiErrorOf(res.status, text);
       if (res.status === 204 || text === '') return undefined as T;
       return (res.headers.get('content-type') ?? '').includes('json') ? (JSON.parse(text) as T) : (text as T);
     },

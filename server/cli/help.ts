@@ -10,18 +10,24 @@ Commands:
   machines list|add|set|rm|import
                              the machine inventory, through a running server's API
   machines power|reimage     a machine's power through its BMC; reimage it
+  machines identify|console  its locator LED; its captured serial console (IPMI SOL)
   rack power                 power a whole rack, a few machines at a time, with live progress
   watch [--cluster C] [--rack R]
                              the machines live: state, boot step, time in state
-  clusters list|create|show|retry|kubeconfig
+  clusters list|create|show|retry|kubeconfig|upgrade
                              clusters, through a running server's API
+  clusters preflight NAME    check every upstream the cluster's machines will use (before power-on)
+  artifacts prefetch CLUSTER cache the installer artifacts the cluster's machines will ask for
   agent build                build racksmith's deploy agent (image deployment) from Debian packages
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
 Run "racksmith <command> --help" for a command's options.
-Client commands talk to --url (RACKSMITH_URL, default http://127.0.0.1:8080) with
---token (RACKSMITH_TOKEN); add --json for machine-readable output.
+Client commands talk to --url (RACKSMITH_URL, default http://127.0.0.1:8080) with the API token
+from --token-file FILE or RACKSMITH_TOKEN, else they ask for it on a terminal (--token TOKEN also
+works, but anything on a command line is visible to every user in ps); add --json for
+machine-readable output. BMC passwords likewise: --bmc-password-file FILE, RACKSMITH_BMC_PASSWORD,
+a prompt, or --bmc-password.
 `;
 
 export function settingsHelp(): string {
@@ -55,21 +61,34 @@ reimages them and retries clusters; admin also changes the inventory and reads k
 export const MACHINES_HELP = `Usage:
   racksmith machines list [--cluster C] [--role R] [--state S] [--rack R]
   racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
-                         [--ip IP] [--rack R] [--install-disk DISK]
-                         [--bmc-address A --bmc-username U --bmc-password P]
-                         [--bmc-port N] [--bmc-cipher-suite 17|3|…]
+                         [--ip IP] [--rack R] [--install-disk DISK] [--bmc-address A --bmc-username U]
+                         [--bmc-port N] [--bmc-cipher-suite 17|3|…] [--sol-capture]
+                         [--bmc-driver redfish --bmc-address https://HOST[:PORT] [--bmc-system-id ID]
+                          [--bmc-tls-fingerprint SHA256 | --bmc-no-verify-tls]]
+                         [--boot-loader ipxe|shim-grub|auto] [--secure-boot on|off|unknown]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
                          [--install-disk DISK|none]
-  racksmith machines rm MAC
+                         [--bmc-address A] [--bmc-username U] [--bmc-port N|default]
+                         [--bmc-cipher-suite N|default]   (BMC fields not given keep their values)
+                         [--boot-loader ipxe|shim-grub|auto|default] [--secure-boot on|off|unknown]
+  racksmith machines rm MAC [--force]   a node leaves its cluster first (drain, etcd, LBs); --force when it no longer answers
   racksmith machines import FILE.csv
       header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
+              (optional: bmc_port,bmc_cipher_suite,boot_loader,secure_boot; columns in any order)
   racksmith machines power MAC --action on|off|cycle|reset|status
   racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
+  racksmith machines identify MAC [--off] [--seconds N]
+  racksmith machines console MAC [--follow] [--detach | --attach]
 
 --install-disk: the disk to install on — /dev/NAME, /dev/disk/by-id/NAME or serial:SERIAL;
 without it the cluster's --install-disk-rule picks one.
 
-Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+The BMC password comes from --bmc-password-file FILE (its first line) or RACKSMITH_BMC_PASSWORD,
+else add asks for it on a terminal; --bmc-password P works too but is visible in ps. set changes
+the password only when one of these is given.
+
+Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
+(or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)
 `;
 
 export const CLUSTERS_HELP = `Usage:
@@ -79,12 +98,20 @@ export const CLUSTERS_HELP = `Usage:
                             [--install-method preseed|autoinstall|image] [--install-disk-rule smallest|largest|first]
                             [--image-url URL|FILE [--image-sha256 HEX]]
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
+                            [--vip IP]   (two load balancers share it; the endpoint is then IP:6443)
       (--ubuntu-release 18.04|20.04|22.04|24.04 is the older form of --os)
+      The versions must go together (docs/compatibility.md): e.g. Kubernetes 1.18 on 18.04/20.04
+      with docker or containerd, 1.25+ on 22.04/24.04 and Debian 12 with containerd; weave up to 1.23.
   racksmith clusters show NAME
+  racksmith clusters preflight NAME      (operator) check every upstream its machines will use; exit 1 on a failure
   racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
   racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
+  racksmith clusters upgrade NAME --kubernetes-version V [--max-unavailable N] [--wait [--timeout S]]
+                                         (admin) rolling upgrade by reimage, one minor at a time
+  racksmith clusters upgrade NAME --pause|--resume|--abort   (operator)
 
-Common: --url URL (RACKSMITH_URL) --token TOKEN (RACKSMITH_TOKEN) --json
+Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
+(or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)
 `;
 
 export const AGENT_HELP = `Usage: racksmith agent build [--data-dir DIR | --config FILE] [--agent-kernel-package PKG]
@@ -98,7 +125,7 @@ machine's request otherwise; run this before a rack powers on. A site can also p
 vmlinuz and initrd.img in <artifacts dir>/agent/.
 `;
 
-export const WATCH_HELP = `Usage: racksmith watch [--cluster C] [--rack R] [--url URL] [--token TOKEN]
+export const WATCH_HELP = `Usage: racksmith watch [--cluster C] [--rack R] [--url URL] [--token-file FILE | --token TOKEN]
 
 Shows the machines of a cluster or rack (default: all) live, from the server's event stream:
 rack, host, MAC, role, state, current boot step, time in that state and the last event.
@@ -106,5 +133,6 @@ On a terminal the table is redrawn in place; piped, it prints one line per machi
 then one line per event:
   <time>  <rack>  <host>  <mac>  <state>  <event type>: <message>
 It reconnects by itself after a disconnect and resumes without losing events. Ctrl-C stops it.
-Any token role may watch (viewer is enough).
+Any token role may watch (viewer is enough). The token comes from --token-file FILE or
+RACKSMITH_TOKEN, else it is asked for on a terminal (--token TOKEN works but is visible in ps).
 `;

@@ -2,14 +2,17 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
+import { noDhcpInterface } from '../config/serve.js';
 import type { Config } from '../config/settings.js';
 import type { EventRepo, InventoryLookup, LeaseRepo, MachineDirectory, MachineFacts, MachineRepo } from '../inventory/store.js';
 import { intToIp, ipToInt, literalLookup, parseRange, sameSubnet, type IPv4 } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
 import { DHCP_METRICS, instrument } from '../lib/metric-catalogue.js';
 import { NO_METRICS, type Metrics } from '../lib/metrics.js';
-import type { Mac } from '../lib/mac.js';
+import { macRefusal, type Mac } from '../lib/mac.js';
 import { bindFailure, ServiceStartError, type Service, type ServiceContext, type ServiceHealth, type ServiceState } from '../lib/service.js';
+import { createDiscoveryGate, DISCOVERY_WINDOW_MS, type DiscoveryGate } from '../inventory/discovery.js';
+import { signedChainsAvailable } from '../boot/loaders.js';
 import { patchDirectory } from './directory.js';
 import { decideAuthoritative, type AddressFacts, type AuthoritativeFacts, type PoolConfig } from './authoritative.js';
 import { ARM64_BOOTFILE_CANDIDATES, BIOS_BOOTFILE, classify, isBootClient, type BootConfig, type ClientInfo } from './classify.js';
@@ -57,6 +60,8 @@ export type DhcpSettings = Pick<
   | 'advertiseAddress'
   | 'httpPort'
   | 'tftpRoot'
+  | 'bootLoader'
+  | 'signedBootDir'
 >;
 
 export interface DhcpDeps {
@@ -72,6 +77,8 @@ export interface DhcpDeps {
   readonly inheritedFds?: ReadonlyMap<string, number>;
   /** `racksmith_dhcp_offer_duration_seconds` (the counters are read from `health().detail`). */
   readonly metrics?: Metrics;
+  /** How many unknown PXE clients one segment may add (default: DEFAULT_DISCOVERY_PER_SEGMENT an hour). */
+  readonly discovery?: DiscoveryGate;
   /** Sees every datagram as received (fixture capture in tests). */
   readonly tap?: (msg: Buffer, from: RemoteInfo, port: 'dhcp' | 'boot-server') => void;
 }
@@ -100,6 +107,8 @@ export const ACK_BATCH = 16;
  * exchange than this window (bench:dhcp). A client waits seconds for its ACK; 1 ms is nothing.
  */
 export const ACK_WINDOW_MS = 1;
+/** Unknown PXE clients one segment may add per DISCOVERY_WINDOW_MS unless the caller says. */
+export const DEFAULT_DISCOVERY_PER_SEGMENT = 1000;
 
 export interface DhcpCounters {
   received: number;
@@ -150,6 +159,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
   const readInterfaces = deps.interfaces ?? networkInterfaces;
   const counters: DhcpCounters = { received: 0, replies: {}, dropped: {}, handled: {} };
   const offerSeconds = instrument(deps.metrics ?? NO_METRICS, DHCP_METRICS.offerSeconds);
+  const discovery = deps.discovery ?? createDiscoveryGate({ perWindow: DEFAULT_DISCOVERY_PER_SEGMENT, windowMs: DISCOVERY_WINDOW_MS });
   const book = new LeaseBook();
   const handouts = new Map<string, number>();
   const sockets: Socket[] = [];
@@ -185,6 +195,8 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       state = 'off';
       return;
     }
+    // Never every interface: a PXE answer on a segment nobody meant reinstalls machines there.
+    if (!settings.dhcpInterface) throw noDhcpInterface(settings.dhcpMode);
     state = 'starting';
     const found = servedInterfaces(readInterfaces(), settings.dhcpInterface);
     if (found.error) throw new ServiceStartError('dhcp', 'dhcp-interface', found.error);
@@ -193,7 +205,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     const inheritedFd = inherited.get('dhcp');
     const others = otherLinks(served);
     exact = inheritedFd !== undefined || (served.length === 1 && others.length === 0);
-    if (!exact && settings.dhcpInterface) {
+    if (!exact) {
       log.warn(
         { interface: settings.dhcpInterface, otherLinks: others },
         'DHCP: broadcasts from other links reach this socket too and cannot be told apart (no IP_PKTINFO in Node); replies still leave only through the served interface. For exact binding pass a device-bound socket (docs/dhcp.md, "Serving one interface")',
@@ -205,6 +217,8 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       httpPort: settings.httpPort,
       efiBootfile: settings.efiBootfile,
       arm64Bootfile: ARM64_BOOTFILE_CANDIDATES.find((f) => existsSync(join(settings.tftpRoot, f))) ?? null,
+      bootLoader: settings.bootLoader,
+      signedChains: signedChainsAvailable(settings.signedBootDir),
     };
     if (settings.dhcpMode === 'authoritative' && range) {
       const home = interfaceOn(served, range.start);
@@ -381,21 +395,45 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
   function handlePacket(job: Job): Promise<void> | void {
     const req = decodeDhcp(job.msg);
     const mac = clientMac(req);
+    if (mac !== null && macRefusal(mac) !== null) {
+      // A broadcast, multicast or all-zero chaddr is no network card: nothing to answer or record.
+      bump(counters.dropped, 'ignored-group-mac');
+      log?.debug({ from: `${job.rinfo.address}:${job.rinfo.port}`, mac }, 'DHCP: a client with a group or all-zero MAC dropped');
+      return;
+    }
     const machine = mac ? machineOf(mac, job.at) : null;
     const handedAt = mac ? handouts.get(mac) : undefined;
     const chainloaded = handedAt !== undefined && job.at - handedAt < CHAINLOAD_WINDOW_MS && machine?.lastStep === 'tftp';
-    const info = classify(req, boot as BootConfig, { chainloaded });
+    const info = classify(req, boot as BootConfig, { chainloaded, bootLoader: machine?.bootLoader, secureBoot: machine?.secureBoot });
 
     const iface = ingress(served, job.via.iface, exact, job.rinfo.address, req.giaddr);
     const booting = isBootClient(info);
     const firstContact = info.messageType === 'discover' || (settings.dhcpMode === 'proxy' && job.via.kind === 'boot-server');
     if (mac && booting && firstContact && !settings.dhcpIgnoreUnknown && req.op === 'BOOTREQUEST') {
-      // An unknown PXE client becomes a `discovered` machine; a known one gets its facts refreshed.
+      // An unknown PXE client becomes a `discovered` machine (within its segment's allowance);
+      // a known one gets its facts refreshed.
+      if (machine === null && !admitDiscovery(req, iface, mac)) return answer(job, req, info, mac, null, iface, 0);
       return inv.machines
         .recordSighting({ mac, arch: info.arch, firmware: info.firmware, vendorClass: info.vendorClass, uuid: info.uuid, source: 'dhcp' })
         .then((seen) => answer(job, req, info, mac, seen.machine, iface, 0));
     }
     return answer(job, req, info, mac, machine, iface, 0);
+  }
+
+  /**
+   * Spends one discovery allowance of the client's segment (its relay, else its interface). The
+   * first refusal in a row is logged and recorded once; the client is answered all the same.
+   */
+  function admitDiscovery(req: DhcpPacket, iface: ServedInterface | null, mac: Mac): boolean {
+    const segment = req.giaddr !== '0.0.0.0' ? `relay ${req.giaddr}` : `interface ${iface?.name ?? settings.dhcpInterface ?? '?'}`;
+    const admission = discovery.admit(segment);
+    if (admission.ok) return true;
+    if (admission.first) {
+      const message = `${segment}: more unknown PXE clients than its allowance (${mac} and later ones are answered but not recorded as machines)`;
+      log?.warn({ segment }, message);
+      inv.events.append({ type: 'discovery.limited', source: 'dhcp', message, data: { path: 'dhcp', segment } }).catch((err: unknown) => log?.warn({ err: String(err) }, 'DHCP: cannot record an event'));
+    }
+    return false;
   }
 
   /** Decides and applies the reply for each target from the i-th on; waits only for store writes. */
@@ -792,6 +830,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
           received: counters.received,
           replies: { ...counters.replies },
           dropped: { ...counters.dropped },
+          discoveryRefused: discovery.refused(),
         },
       };
     },

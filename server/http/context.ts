@@ -22,9 +22,18 @@ export function requestContext(log: Logger): RequestHandler {
     const started = process.hrtime.bigint();
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      // The path only: query strings can carry tokens (browser event streams).
-      req.log.info({ method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10, remote: req.socket.remoteAddress }, 'http');
+      // The path only (query strings can carry tokens: browser event streams), and seed tokens out of it.
+      req.log.info({ method: req.method, path: loggedPath(req.path), status: res.statusCode, ms: Math.round(ms * 10) / 10, remote: req.socket.remoteAddress }, 'http');
     });
     next();
   };
+}
+
+/**
+ * A request path as the access log writes it: a seed token (`/seed/<token>/…`) is a machine's
+ * credential until it phones home, so only its place is kept. Express decodes nothing in
+ * `req.path`, so `%2F` cannot smuggle the token past the first segment.
+ */
+export function loggedPath(path: string): string {
+  return path.replace(/^\/+seed\/[^/]*/i, '/seed/[redacted]');
 }

@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { z } from 'zod';
 import { AppError, type ErrorDetail, type ErrorKind } from '../lib/errors.js';
@@ -70,9 +71,16 @@ export const errorHandler: ErrorRequestHandler = (err: unknown, req, res, _next)
     res.status(400).json(errorBody(e.code, e.message, e.field));
     return;
   }
-  // Body-parser failures: malformed JSON, wrong charset, too large.
+  // Body-parser failures (malformed JSON, wrong charset, too large) say what was wrong. A file
+  // that could not be sent (send's 404 for a missing file, 416 for a bad range) says only its
+  // status: its message is the file system's, with the path on the server's disk in it.
   const e = err as { type?: string; status?: number; message?: string };
   if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+    if (e.type === undefined) {
+      const code = e.status === 404 ? 'ERR_NOT_FOUND' : e.status === 416 ? 'ERR_RANGE' : 'ERR_BAD_REQUEST';
+      res.status(e.status).json(errorBody(code, e.status === 404 ? `no such file: ${req.path.slice(0, 200)}` : (STATUS_CODES[e.status] ?? 'bad request').toLowerCase()));
+      return;
+    }
     const code = e.type === 'entity.parse.failed' ? 'ERR_BAD_JSON' : e.type === 'entity.too.large' ? 'ERR_TOO_LARGE' : 'ERR_BAD_REQUEST';
     res.status(e.status).json(errorBody(code, e.type === 'entity.parse.failed' ? 'the body is not valid JSON' : (e.message ?? 'bad request')));
     return;

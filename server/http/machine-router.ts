@@ -1,26 +1,29 @@
 import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
 import { AppError } from '../lib/errors.js';
-import { parseMac } from '../lib/mac.js';
+import { macHexHyphen, parseMac, type Mac } from '../lib/mac.js';
 import type { Cluster, Machine } from '../inventory/model.js';
 import type { InstallerKey } from '../inventory/os.js';
-import { macHexHyphen } from '../lib/mac.js';
 import type { MachineEventType } from '../inventory/lifecycle.js';
 import type { ClusterRepo, EventRepo, MachineRepo } from '../inventory/store.js';
 import type { Renderer } from '../render/templates.js';
-import { BootQueryError, firmwareOf, parseBootQuery } from '../boot/query.js';
-import { decideBootScript, type BootSettings } from '../boot/script.js';
-import { installerFor, type ReleaseInstaller } from '../boot/releases.js';
+import { BootQueryError, grubConfigQuery, parseBootQuery, type BootQuery } from '../boot/query.js';
+import type { BootScriptLoader, BootSettings } from '../boot/script.js';
+import { clusterInstaller, installerArchOf, installerTables, type InstallerTables, type ReleaseInstaller } from '../boot/releases.js';
+import { serveBootScript, type BootServeDeps } from '../boot/serve.js';
 import type { ArtifactStore } from '../artifacts/store.js';
 import type { ImageOverrides } from '../config/settings.js';
 import { imageFor } from '../images/catalog.js';
 import type { ImageStore, PreparedImage } from '../images/store.js';
 import { errorMessage } from '../lib/errors.js';
 import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
+import { createDiscoveryGate, DISCOVERY_WINDOW_MS, type DiscoveryGate } from '../inventory/discovery.js';
+import type { Logger } from '../lib/log.js';
 import { newInstanceId, seedContext, type SeedSettings } from '../seeds/context.js';
 import { CONTENT_TYPE, isSeedFile, renderSeedFile } from '../seeds/render.js';
 import { otherInstance, parsePhoneHome, PhoneHomeError } from '../seeds/phone-home.js';
 import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-events.js';
+import { decideRoleSetupReport, parseRoleSetupReport, RoleSetupReportError } from '../seeds/role-setup.js';
 
 /**
  * What machines see over HTTP without an API token (INTERFACE.md): the iPXE boot scripts, the
@@ -29,13 +32,15 @@ import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-eve
  * file served is an event in the machine's log, and moves the step a tech sees on its tile.
  */
 export interface MachineRouterDeps {
-  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedToken' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys' | 'setInstalledDisk'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedTokenFor' | 'seedAddress' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys' | 'recordBootStep' | 'setInstalledDisk'>;
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
   readonly bootTemplates: Renderer;
   readonly seedTemplates: Renderer;
   readonly artifacts: ArtifactStore;
   readonly installers: Readonly<Record<InstallerKey, ReleaseInstaller>>;
+  /** Installers by architecture (default: `installers` for amd64 and the built-in arm64 table). */
+  readonly installerTables?: InstallerTables;
   /** OS images for image deployment; without it, image clusters cannot install. */
   readonly images?: ImageStore | undefined;
   /** The `images` setting: per-OS images over the built-in ones. */
@@ -49,7 +54,15 @@ export interface MachineRouterDeps {
   /** `http://<advertise>:<port>`; null: use the local address of each request's connection. */
   readonly advertiseUrl: string | null;
   readonly now: () => Date;
+  /** How many unknown MACs one client address may add (default: DEFAULT_DISCOVERY_PER_ADDRESS an hour). */
+  readonly discovery?: DiscoveryGate | undefined;
+  /** The address racksmith's own DHCP has bound to this MAC (authoritative mode), or null. */
+  readonly leasedAddress?: ((mac: Mac) => Promise<string | null>) | undefined;
+  readonly log?: Logger | undefined;
 }
+
+/** Unknown MACs one client address may add per DISCOVERY_WINDOW_MS unless the caller says. */
+export const DEFAULT_DISCOVERY_PER_ADDRESS = 8;
 
 type Source = string;
 
@@ -66,6 +79,7 @@ export const IPXE_BINARIES: readonly string[] = ['ipxe.efi', 'snponly.efi', 'und
 
 export function machineRouter(d: MachineRouterDeps): Router {
   const r = Router();
+  const discovery = d.discovery ?? createDiscoveryGate({ perWindow: DEFAULT_DISCOVERY_PER_ADDRESS, windowMs: DISCOVERY_WINDOW_MS });
   const form = express.urlencoded({ extended: false, limit: '64kb' });
   const json = express.json({ limit: '256kb', strict: true });
   // curtin's webhook and hand-made reports may omit or vary the content type: read any body as JSON.
@@ -87,38 +101,52 @@ export function machineRouter(d: MachineRouterDeps): Router {
     res.status(200).type(type).set('Cache-Control', 'no-store').send(body);
   }
 
-  // ── iPXE ────────────────────────────────────────────────────────────────────
-  r.get('/boot.ipxe', async (req, res) => {
-    let q;
+  const bootServe: BootServeDeps = {
+    machines: d.machines,
+    clusters: d.clusters,
+    events: d.events,
+    templates: d.bootTemplates,
+    installers: d.installerTables ?? installerTables(d.installers),
+    boot: d.boot,
+    // The image is made ready while the deploy agent boots: the first machine of a rack pays a
+    // download or a conversion once, the others find it done.
+    prepareImage: d.images ? (cluster) => void d.images?.prepare(imageFor(cluster, d.imageSettings)).catch(() => undefined) : undefined,
+    now: d.now,
+    discovery,
+    leasedAddress: d.leasedAddress,
+    log: d.log,
+  };
+
+  function bootQuery(raw: Record<string, unknown>): BootQuery {
     try {
-      q = parseBootQuery(req.query as Record<string, unknown>);
+      return parseBootQuery(raw);
     } catch (err) {
       if (err instanceof BootQueryError) throw new AppError('invalid', err.code, err.message, err.field);
       throw err;
     }
-    const settings: BootSettings = { ...d.boot, baseUrl: baseUrl(req) };
-    if (q.mac === null) {
-      const decision = decideBootScript({ query: q, machine: null, cluster: null, installer: null, seedToken: null }, settings);
-      sendText(res, 'text/plain; charset=utf-8', d.bootTemplates.render(decision.template, decision.context));
-      return;
-    }
-    const { machine } = await d.machines.recordSighting({ mac: q.mac, arch: q.arch, firmware: firmwareOf(q.platform), uuid: q.uuid, source: sourceOf(req) });
-    const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
-    const installer = cluster ? installerFor(cluster, d.installers) : null;
-    const seedToken = machine.role && cluster ? await d.machines.seedToken(machine.mac) : null;
-    const decision = decideBootScript({ query: q, machine, cluster, installer, seedToken }, settings);
-    // Render before any state change: a failed render changes nothing.
-    const script = d.bootTemplates.render(decision.template, decision.context);
-    if (decision.transition) {
-      await d.machines.transition(machine.mac, decision.transition, { source: sourceOf(req), message: `installer served: ${decision.summary.replace(/^iPXE script: install /, '')}` });
-      // The image is made ready while the deploy agent boots: the first machine of a rack pays a
-      // download or a conversion once, the others find it done.
-      if (cluster?.installMethod === 'image' && d.images) void d.images.prepare(imageFor(cluster, d.imageSettings)).catch(() => undefined);
-      await d.machines.setInstanceId(machine.mac, newInstanceId(machine, d.now()));
-    }
-    await machineEvent(machine, 'http.ipxe', req, decision.summary, { script: decision.kind, arch: q.arch, platform: q.platform, attempt: q.attempt });
-    await d.machines.setLastStep(machine.mac, decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : 'ipxe');
-    sendText(res, 'text/plain; charset=utf-8', script);
+  }
+
+  async function sendBootScript(req: Request, res: Response, query: BootQuery, loader: BootScriptLoader): Promise<void> {
+    const served = await serveBootScript(bootServe, { query, loader, baseUrl: baseUrl(req), source: sourceOf(req), remote: remoteOf(req) });
+    sendText(res, 'text/plain; charset=utf-8', served.body);
+  }
+
+  // ── iPXE ────────────────────────────────────────────────────────────────────
+  r.get('/boot.ipxe', async (req, res) => {
+    await sendBootScript(req, res, bootQuery(req.query as Record<string, unknown>), 'ipxe');
+  });
+
+  // ── GRUB (the signed chain) over HTTP, for a GRUB that has an HTTP client ───
+  // The same names GRUB asks for over TFTP (server/boot/tftp-files.ts): grub/grub.cfg, then
+  // grub/grub.cfg-01-<mac>?arch=…&platform=…&lockdown=…
+  r.get('/grub/grub.cfg', async (req, res) => {
+    await sendBootScript(req, res, bootQuery({}), 'grub');
+  });
+  r.get(/^\/grub\/(grub\.cfg-01-[0-9A-Fa-f-]+)$/, async (req, res) => {
+    const name = String((req.params as Record<string, string>)[0] ?? '');
+    const raw = grubConfigQuery(`grub/${name}`);
+    if (!raw) throw new AppError('not-found', 'ERR_UNKNOWN_GRUB_CONFIG', `no GRUB config "${name.slice(0, 60)}"`);
+    await sendBootScript(req, res, bootQuery({ ...(req.query as Record<string, unknown>), mac: raw['mac'] }), 'grub');
   });
 
   // ── iPXE binaries over HTTP (UEFI HTTP Boot) ────────────────────────────────
@@ -133,6 +161,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
     if (m) {
       await machineEvent(m, 'http.bootfile', req, `iPXE binary ${name} over HTTP (UEFI HTTP Boot)`, { file: name });
       await d.machines.setLastStep(m.mac, 'http-boot');
+      await d.machines.recordBootStep(m.mac, { kind: 'bootfile', file: name });
     }
     res.sendFile(join(d.bootBinariesDir, name), { acceptRanges: true, lastModified: true, cacheControl: false, dotfiles: 'deny' }, (err) => {
       if (err && !res.headersSent) next((err as NodeJS.ErrnoException).code === 'ENOENT' ? new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `${name} is not installed in the TFTP root`) : err);
@@ -148,12 +177,14 @@ export function machineRouter(d: MachineRouterDeps): Router {
     return (await d.machines.list()).find((m) => m.ip === remote) ?? null;
   }
 
-  r.get('/artifacts/:release/:file', async (req, res, next) => {
-    const art = await d.artifacts.resolve(String(req.params['release']), String(req.params['file']));
+  r.get(['/artifacts/:release/:file', '/artifacts/:release/:arch/:file'], async (req, res, next) => {
+    const arch = req.params['arch'];
+    const art = await d.artifacts.resolve(String(req.params['release']), String(req.params['file']), arch === undefined ? undefined : String(arch));
     const m = await artifactMachine(req);
     if (m) {
       const range = req.get('range');
-      await machineEvent(m, 'http.artifact', req, `artifact ${art.release}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`, { release: art.release, file: art.file, size: art.size, source: art.source });
+      const where = art.arch ? `${art.release}/${art.arch}` : art.release;
+      await machineEvent(m, 'http.artifact', req, `artifact ${where}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`, { release: art.release, ...(art.arch ? { arch: art.arch } : {}), file: art.file, size: art.size, source: art.source });
       if (['assigned', 'provisioning', 'reimaging'].includes(m.state)) await d.machines.setLastStep(m.mac, 'installer');
     }
     // send (inside Express) streams the file with Range/If-Range, Last-Modified and HEAD support.
@@ -166,10 +197,12 @@ export function machineRouter(d: MachineRouterDeps): Router {
   async function seedMachine(req: Request, use: SeedUse): Promise<{ machine: Machine; token: string }> {
     const token = String(req.params['token']);
     const machine = plausibleToken(token) ? await d.machines.findBySeedToken(token) : null;
-    const access = checkSeedAccess(machine, remoteOf(req), use);
+    const boundTo = machine ? await d.machines.seedAddress(machine.mac) : null;
+    const access = checkSeedAccess(machine, remoteOf(req), use, boundTo);
     if (!access.ok) {
       if (access.status === 403 && access.machine) {
-        await machineEvent(access.machine, 'http.seed.refused', req, `seed token used from ${remoteOf(req) ?? '?'}, not from the machine's address ${access.machine.ip ?? '?'}`);
+        const owners = [boundTo, access.machine.ip].filter((a) => a !== null).join(' or ') || 'none yet';
+        await machineEvent(access.machine, 'http.seed.refused', req, `seed token used from ${remoteOf(req) ?? '?'}, not from the machine's address (${owners})`, { use, remote: remoteOf(req), boundTo, ip: access.machine.ip });
       }
       throw new AppError(access.status === 403 ? 'forbidden' : 'not-found', access.code, access.message);
     }
@@ -204,7 +237,8 @@ export function machineRouter(d: MachineRouterDeps): Router {
     if (!isSeedFile(file)) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no seed file "${file.slice(0, 40)}"`);
     const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
     if (!cluster || !machine.role) throw new AppError('conflict', 'ERR_NOT_ASSIGNED', 'this machine has no role or cluster');
-    const installer = installerFor(cluster, d.installers);
+    const installer = clusterInstaller(cluster, bootServe.installers, installerArchOf(machine.arch));
+    if (!installer) throw new AppError('conflict', 'ERR_NO_INSTALLER', `no installer of ${cluster.os} by ${cluster.installMethod} for a ${machine.arch ?? 'amd64'} machine`);
     let instanceId = machine.instanceId;
     if (!instanceId) {
       instanceId = newInstanceId(machine, d.now());
@@ -270,12 +304,25 @@ export function machineRouter(d: MachineRouterDeps): Router {
       throw err;
     }
     let m = machine;
+    if (m.state === 'failed') {
+      // A failed role setup reported first: the phone-home that follows it must not make the machine ready.
+      await d.machines.setHostKeys(m.mac, ph.hostKeys);
+      await machineEvent(m, 'phone-home', req, `phoned home${ph.hostname ? ` as ${ph.hostname}` : ''}, but stays failed at ${m.failedStep ?? '?'}: ${m.failedReason ?? 'no reason given'}`, {
+        hostname: ph.hostname,
+        fqdn: ph.fqdn,
+        instanceId: ph.instanceId,
+        keyTypes: ph.hostKeys.map((k) => k.type),
+        failed: true,
+      });
+      res.json({ mac: m.mac, state: m.state });
+      return;
+    }
     if (m.state === 'assigned' || m.state === 'reimaging') m = await advance(m, ['installer-served'], req, 'phoned home without racksmith serving the installer');
     if (m.state === 'provisioning') m = await advance(m, ['installed'], req, 'phoned home before the installer reported: the OS is on disk');
     if (m.state !== 'installed') throw new AppError('conflict', 'ERR_TRANSITION', `a machine in state "${m.state}" cannot phone home`, 'state');
     await d.machines.setHostKeys(m.mac, ph.hostKeys);
     const cluster = m.cluster ? await d.clusters.get(m.cluster) : null;
-    const other = otherInstance(cluster ? installerFor(cluster, d.installers).kind : null, ph.instanceId, m.instanceId);
+    const other = otherInstance(cluster ? (clusterInstaller(cluster, bootServe.installers, installerArchOf(m.arch))?.kind ?? null) : null, ph.instanceId, m.instanceId);
     await machineEvent(m, 'phone-home', req, `phoned home${ph.hostname ? ` as ${ph.hostname}` : ''}: ${ph.hostKeys.length} host key(s) pinned${other ? ` (instance ${ph.instanceId} is not the current install's ${m.instanceId ?? '?'})` : ''}`, {
       hostname: ph.hostname,
       fqdn: ph.fqdn,
@@ -284,6 +331,26 @@ export function machineRouter(d: MachineRouterDeps): Router {
     });
     m = await advance(m, ['phoned-home'], req, 'phoned home: role config ran, host keys pinned');
     await d.machines.setLastStep(m.mac, 'ready');
+    res.json({ mac: m.mac, state: m.state });
+  });
+
+  // The role setup's outcome, posted by its script just before the phone-home (roles/cloud-config.yaml.njk).
+  r.post('/seed/:token/role-setup', form, json, async (req, res) => {
+    const { machine } = await seedMachine(req, 'report');
+    let report;
+    try {
+      report = parseRoleSetupReport(req.body ?? {});
+    } catch (err) {
+      if (err instanceof RoleSetupReportError) throw new AppError('invalid', err.code, err.message, err.field);
+      throw err;
+    }
+    const decision = decideRoleSetupReport(machine, report);
+    let m = machine;
+    for (const e of decision.events) {
+      m = await d.machines.transition(m.mac, e, e === 'fail' && decision.failure ? { source: sourceOf(req), step: decision.failure.step, reason: decision.failure.reason } : { source: sourceOf(req), message: 'the role setup reported: the OS is on disk' });
+    }
+    await machineEvent(m, 'role-setup', req, decision.message, { status: report.status, command: report.command, log: report.log });
+    if (m.state !== 'failed') await d.machines.setLastStep(m.mac, 'role-setup');
     res.json({ mac: m.mac, state: m.state });
   });
 

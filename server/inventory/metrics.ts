@@ -2,6 +2,7 @@ import { INVENTORY_METRICS, instrument } from '../lib/metric-catalogue.js';
 import type { Metrics } from '../lib/metrics.js';
 import { MACHINE_STATES } from './lifecycle.js';
 import { CLUSTER_STATES } from './model.js';
+import type { DiscoveryGate } from './discovery.js';
 import type { Inventory } from './store.js';
 
 /** Event types become label values; anything unexpected is folded into one, to bound the series. */
@@ -35,4 +36,10 @@ export function collectInventoryMetrics(m: Metrics, inv: Pick<Inventory, 'machin
       transitionCount.inc({ from: typeof from === 'string' ? from : 'none', to: typeof to === 'string' ? to : 'unknown' });
     }
   });
+}
+
+/** `racksmith_discovery_refused_total`, read from the discovery gates at each scrape. */
+export function collectDiscoveryMetrics(m: Metrics, gates: Readonly<Record<'http' | 'dhcp', Pick<DiscoveryGate, 'refused'>>>): void {
+  const { discoveryRefused: d } = INVENTORY_METRICS;
+  m.collect('counter', d.name, d.help, d.labels, () => (['http', 'dhcp'] as const).map((path) => ({ labels: { path }, value: gates[path].refused() })));
 }

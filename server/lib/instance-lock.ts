@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { narrowIfPresent, PRIVATE_FILE_MODE, privateFile, SQLITE_SIDE_FILES } from './private-file.js';
 
 /**
  * One serving racksmith per data directory. The lock is an exclusive SQLite transaction on a
@@ -21,6 +22,7 @@ export class InstanceLockedError extends Error {
 export function acquireInstanceLock(dataDir: string): InstanceLock {
   const file = join(dataDir, 'racksmith.lock');
   const pidFile = join(dataDir, 'racksmith.pid');
+  privateFile(file);
   const db = new Database(file, { timeout: 0 });
   try {
     db.pragma('locking_mode = EXCLUSIVE');
@@ -38,7 +40,9 @@ export function acquireInstanceLock(dataDir: string): InstanceLock {
     }
     throw err;
   }
-  writeFileSync(pidFile, `${process.pid}\n`);
+  writeFileSync(pidFile, `${process.pid}\n`, { mode: PRIVATE_FILE_MODE });
+  narrowIfPresent(pidFile);
+  for (const side of SQLITE_SIDE_FILES) narrowIfPresent(file + side);
   return {
     release() {
       if (db.open) {

@@ -27,6 +27,19 @@ export function parseMac(text: string): Mac | null {
   return hex.toLowerCase().replace(/(..)(?!$)/g, '$1:') as Mac;
 }
 
+/**
+ * Why a well-formed MAC cannot name one network card, or null when it can: the all-ones
+ * broadcast, any group address (IEEE 802 §8.2: the lowest bit of the first octet set: multicast,
+ * broadcast included) and the all-zero address that a card without an address reports. A machine
+ * is one card; none of these identify one.
+ */
+export function macRefusal(mac: Mac): string | null {
+  if (mac === 'ff:ff:ff:ff:ff:ff') return 'the broadcast address names no single network card';
+  if (mac === '00:00:00:00:00:00') return 'the all-zero address names no network card';
+  if ((parseInt(mac.slice(0, 2), 16) & 1) === 1) return 'a multicast address (the first octet is odd: its group bit is set) names no single network card';
+  return null;
+}
+
 export function isMac(text: string): text is Mac {
   return parseMac(text) === text;
 }

@@ -47,6 +47,7 @@ export const INVENTORY_METRICS = {
   events: def('counter', 'racksmith_events_total', 'inventory', 'Events appended to the inventory since start, by type', ['type']),
   serviceUp: def('gauge', 'racksmith_service_up', 'inventory', '1 when the service is serving, 0 when it is starting, stopping or failed (services turned off are absent)', ['service']),
   buildInfo: def('gauge', 'racksmith_build_info', 'inventory', 'Always 1; the version is the label', ['version']),
+  discoveryRefused: def('counter', 'racksmith_discovery_refused_total', 'inventory', 'Unknown MACs answered but not recorded as discovered machines because their source was over its allowance, by path (http: per client address; dhcp: per segment)', ['path']),
 } as const;
 
 export const EVENT_STREAM_METRICS = {
@@ -77,7 +78,7 @@ export const ORCHESTRATOR_METRICS = {
 } as const;
 
 export const POWER_METRICS = {
-  callSeconds: def('histogram', 'racksmith_bmc_call_duration_seconds', 'power', 'BMC call latency, by driver, action (on, off, cycle, status, bootdev) and outcome (ok, failed)', ['driver', 'action', 'outcome'], BMC_BUCKETS),
+  callSeconds: def('histogram', 'racksmith_bmc_call_duration_seconds', 'power', 'BMC call latency, by driver, action (on, off, cycle, status, bootdev, identify, facts) and outcome (ok, failed)', ['driver', 'action', 'outcome'], BMC_BUCKETS),
   callFailures: def('counter', 'racksmith_bmc_call_failures_total', 'power', 'BMC calls that failed, by driver, action and reason (timeout, auth, unreachable, error)', ['driver', 'action', 'reason']),
 } as const;
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from '../lib/log.js';
-import { PowerError, type BmcTarget, type BootDevice, type BootOptions, type PowerCallInfo, type PowerDriver, type PowerFailureKind, type PowerState } from './driver.js';
+import { PowerError, type BmcFacts, type BmcTarget, type BootDevice, type BootOptions, type PowerCallInfo, type PowerDriver, type PowerFailureKind, type PowerState } from './driver.js';
 import {
   cipherOrder,
   ipmitoolArgs,
@@ -41,6 +41,8 @@ export interface IpmiDriver extends PowerDriver {
   close(): void;
 }
 
+/** How long the output pipes may stay open after ipmitool (or its wrapper) exited. */
+const EXIT_GRACE_MS = 1000;
 /** Output kept per stream: ipmitool `-v` is chatty, and a broken BMC must not fill memory. */
 const MAX_OUTPUT = 64 * 1024;
 
@@ -52,6 +54,8 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
   let fifoSeq = 0;
   /** The suite that last worked per BMC, so a BMC without 17 is not asked for it every time. */
   const learned = new Map<string, number>();
+  /** Locator LEDs racksmith turns off itself (on for longer than IPMI's 255 s). */
+  const ledTimers = new Map<string, NodeJS.Timeout>();
 
   /**
    * The password goes through a FIFO opened read-write by racksmith: ipmitool's `-f` reads it
@@ -82,27 +86,56 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
     }
   }
 
+  /**
+   * One ipmitool run with a hard deadline. It runs in its own process group (a new session), and
+   * the deadline or a stop ends the whole group: a configured `ipmitool` may be a wrapper that
+   * forks, and killing only the wrapper would leave its children holding the output pipes, so the
+   * call — and every later call to that BMC behind it — would wait for them. Once the group is
+   * ended the call settles when the wrapper is gone, whether or not an escaped child still holds
+   * a pipe. After a normal exit, anything the wrapper left behind in its group is ended too.
+   */
   function runIpmitool(args: string[], timeoutMs: number, signal: AbortSignal | undefined): Promise<RunResult> {
     return new Promise((resolve) => {
       let stdout = '';
       let stderr = '';
       let timedOut = false;
       let settled = false;
-      const child = spawn(opts.ipmitool, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LANG: 'C', LC_ALL: 'C' } });
+      let exited = false;
+      let ended = false;
+      let graceTimer: NodeJS.Timeout | null = null;
+      const child = spawn(opts.ipmitool, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LANG: 'C', LC_ALL: 'C' } });
+      const endGroup = (): void => {
+        if (child.pid === undefined) return;
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          /* the group is already gone */
+        }
+      };
       const finish = (r: RunResult): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        if (graceTimer) clearTimeout(graceTimer);
         signal?.removeEventListener('abort', onAbort);
         resolve(r);
       };
+      /** Ends the group; the call settles once the wrapper itself has exited, pipes or not. */
+      const end = (): void => {
+        ended = true;
+        endGroup();
+        if (exited) settleAfterEnd();
+      };
+      const settleAfterEnd = (): void => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish({ exitCode: null, stdout, stderr, timedOut });
+      };
       const timer = setTimeout(() => {
         timedOut = true;
-        child.kill('SIGKILL');
+        end();
       }, Math.max(1, timeoutMs));
-      const onAbort = (): void => {
-        child.kill('SIGKILL');
-      };
+      const onAbort = (): void => end();
       signal?.addEventListener('abort', onAbort, { once: true });
       child.stdout?.on('data', (d: Buffer) => {
         if (stdout.length < MAX_OUTPUT) stdout += d.toString('utf8');
@@ -111,7 +144,21 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
         if (stderr.length < MAX_OUTPUT) stderr += d.toString('utf8');
       });
       child.on('error', (err) => finish({ exitCode: null, stdout, stderr, timedOut: false, spawnError: err.message }));
-      child.on('close', (code) => finish({ exitCode: code, stdout, stderr, timedOut }));
+      child.on('exit', () => {
+        exited = true;
+        if (ended) return settleAfterEnd();
+        // What the wrapper left running in its group is nobody's; its pipes close with it. A child
+        // that left the group and keeps a pipe open does not hold the call past a short grace.
+        endGroup();
+        graceTimer = setTimeout(() => {
+          child.stdout?.destroy();
+          child.stderr?.destroy();
+          finish({ exitCode: child.exitCode, stdout, stderr, timedOut });
+        }, EXIT_GRACE_MS);
+      });
+      child.on('close', (code) => {
+        if (!ended) finish({ exitCode: code, stdout, stderr, timedOut });
+      });
     });
   }
 
@@ -214,7 +261,45 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
       const warning = boot.efi && !got.efi ? 'the BMC reports legacy (BIOS) boot although UEFI was asked for; some BMCs ignore the efiboot flag' : undefined;
       return { attempts: set.info.attempts + read.info.attempts, cipherSuite: read.info.cipherSuite, ms: set.info.ms + read.info.ms, warning };
     },
+    async identify(t, on, seconds, signal) {
+      const key = `${t.address}:${t.port}`;
+      const pending = ledTimers.get(key);
+      if (pending) clearTimeout(pending);
+      ledTimers.delete(key);
+      // The BMC keeps the LED on by itself for at most 255 s; longer is `force`, and racksmith turns it off.
+      const interval = !on ? 0 : seconds !== null && seconds <= 255 ? Math.max(1, Math.round(seconds)) : null;
+      const info = (await call(t, { op: 'identify', seconds: interval }, signal)).info;
+      if (on && seconds !== null && interval === null) {
+        const timer = setTimeout(() => {
+          ledTimers.delete(key);
+          call(t, { op: 'identify', seconds: 0 }).catch((err: unknown) => opts.log.warn({ bmc: key, err }, 'turning the locator LED off failed'));
+        }, seconds * 1000);
+        timer.unref();
+        ledTimers.set(key, timer);
+      }
+      return info;
+    },
+    async facts(t, signal) {
+      const mc = await call(t, { op: 'mcinfo' }, signal);
+      const fru = await call(t, { op: 'fru' }, signal);
+      const m = mc.outcome.fields ?? {};
+      const f = fru.outcome.fields ?? {};
+      const pick = (...vals: (string | undefined)[]): string | null => vals.find((v) => v !== undefined && v.trim() !== '') ?? null;
+      const facts: BmcFacts = {
+        source: 'ipmi',
+        manufacturer: pick(f['Product Manufacturer'], f['Board Mfg'], m['Manufacturer Name']),
+        model: pick(f['Product Name'], f['Board Product'], m['Product Name']),
+        serial: pick(f['Product Serial'], f['Chassis Serial'], f['Board Serial']),
+        biosVersion: null,
+        firmwareVersion: pick(m['Firmware Revision']),
+        // IPMI has no standard command listing the host's NICs.
+        nics: null,
+      };
+      return { attempts: mc.info.attempts + fru.info.attempts, cipherSuite: fru.info.cipherSuite, ms: mc.info.ms + fru.info.ms, facts };
+    },
     close() {
+      for (const timer of ledTimers.values()) clearTimeout(timer);
+      ledTimers.clear();
       if (fifoDir) rmSync(fifoDir, { recursive: true, force: true });
       fifoDir = null;
     },

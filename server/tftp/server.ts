@@ -1,6 +1,7 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { constants as fsc } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
+import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { FileError, memoryFile, type FileSource, type OpenedFile } from '../lib/files.js';
 import { literalLookup } from '../lib/ipv4.js';
@@ -8,7 +9,9 @@ import type { Logger } from '../lib/log.js';
 import type { ClientResolver } from '../lib/neighbours.js';
 import { ServiceStartError, bindFailure, type Service, type ServiceContext, type ServiceHealth, type ServiceState } from '../lib/service.js';
 import type { EventRepo, MachineRepo } from '../inventory/store.js';
+import { loaderOfBootfile } from '../boot/loaders.js';
 import { admit, fileRefusal, type RefusalCounter } from './decide.js';
+import { tftpListenAddress } from './listen.js';
 import { toNetascii } from './netascii.js';
 import { TFTP_ERRORS, ackBlock, decodeTftp, encodeDataHeader, encodeTftp, tftpErrorName, type RequestPacket, type TftpPacket } from './packet.js';
 import { MAX_RTO_MS, blockRange, initialState, negotiate, step, type AbortReason, type Negotiation, type TransferAction, type TransferConfig, type TransferEvent, type TransferState } from './transfer.js';
@@ -21,7 +24,9 @@ import { MAX_RTO_MS, blockRange, initialState, negotiate, step, type AbortReason
 
 export interface TftpSettings {
   readonly tftpPort: number;
-  readonly tftpAddress: string;
+  /** Unset or 0.0.0.0: the DHCP interface's address (see listen.ts). */
+  readonly tftpAddress?: string | undefined;
+  readonly dhcpInterface?: string | undefined;
   readonly tftpMaxBlksize: number;
   readonly tftpMaxWindowsize: number;
   readonly tftpMaxTransfers: number;
@@ -32,7 +37,7 @@ export interface TftpSettings {
 
 /** The inventory as TFTP needs it: is this a known machine, and where to write its evidence. */
 export interface TftpInventory {
-  readonly machines: Pick<MachineRepo, 'get' | 'setLastStep'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'setLastStep'> & Partial<Pick<MachineRepo, 'recordBootStep'>>;
   readonly events: Pick<EventRepo, 'append'>;
 }
 
@@ -45,6 +50,8 @@ export interface TftpDeps {
   readonly mtuTowards?: (ip: string) => number;
   /** The TFTP root folder, checked at start so that a wrong setting fails `serve` at once. */
   readonly root?: string;
+  /** Defaults to `os.networkInterfaces()`: where the DHCP interface's address is read. */
+  readonly interfaces?: () => NodeJS.Dict<NetworkInterfaceInfo[]>;
 }
 
 export interface TftpCounters {
@@ -415,6 +422,8 @@ export class TftpServer implements TftpService {
   private listener: Socket | null = null;
   private boundPort: number | null = null;
   private serviceState: ServiceState = 'stopped';
+  /** The address listened on (after start). */
+  private address: string | null = null;
   /** Transfers by client `address:port`; null while one is being set up. */
   private readonly active = new Map<string, Transfer | null>();
   private readonly perClient = new Map<string, number>();
@@ -445,7 +454,7 @@ export class TftpServer implements TftpService {
       state: this.serviceState,
       detail: {
         port: this.boundPort,
-        address: this.settings.tftpAddress,
+        address: this.address,
         active: this.active.size,
         // A few running transfers by client, for a tech watching a rack boot.
         transfers: [...this.active.entries()].slice(0, 20).map(([k, t]) => ({ client: k, file: t?.file.name ?? null })),
@@ -468,6 +477,13 @@ export class TftpServer implements TftpService {
         throw new ServiceStartError('tftp', 'tftp-root', `${this.deps.root}: ${why}`);
       }
     }
+    const where = tftpListenAddress(this.settings, (this.deps.interfaces ?? networkInterfaces)());
+    if ('problem' in where) {
+      this.serviceState = 'failed';
+      throw new ServiceStartError('tftp', 'tftp-address', where.problem);
+    }
+    const address = where.address;
+    this.address = address;
     const sock = createSocket({ type: 'udp4', lookup: literalLookup });
     await new Promise<void>((resolve, reject) => {
       sock.once('error', (err) => {
@@ -477,9 +493,9 @@ export class TftpServer implements TftpService {
         } catch {
           /* not open */
         }
-        reject(new ServiceStartError('tftp', 'tftp-port', `${this.settings.tftpAddress}:${this.settings.tftpPort}: ${bindFailure(err)}`));
+        reject(new ServiceStartError('tftp', 'tftp-port', `${address}:${this.settings.tftpPort}: ${bindFailure(err)}`));
       });
-      sock.bind(this.settings.tftpPort, this.settings.tftpAddress, () => resolve());
+      sock.bind(this.settings.tftpPort, address, () => resolve());
     });
     sock.removeAllListeners('error');
     sock.on('error', (err) => {
@@ -491,7 +507,7 @@ export class TftpServer implements TftpService {
     this.boundPort = sock.address().port;
     this.serviceState = 'serving';
     ctx.signal.addEventListener('abort', () => void this.stop(), { once: true });
-    this.log.info({ address: this.settings.tftpAddress, port: this.boundPort }, 'tftp serving');
+    this.log.info({ address, port: this.boundPort }, 'tftp serving');
   }
 
   async stop(): Promise<void> {
@@ -565,7 +581,7 @@ export class TftpServer implements TftpService {
   private async setUp(p: RequestPacket, rinfo: RemoteInfo, key: string): Promise<void> {
     let file: OpenedFile;
     try {
-      file = await this.deps.files.open(p.filename);
+      file = await this.deps.files.open(p.filename, { address: rinfo.address });
     } catch (err) {
       this.release(key, rinfo.address);
       if (!(err instanceof FileError)) throw err;
@@ -601,7 +617,7 @@ export class TftpServer implements TftpService {
     try {
       await new Promise<void>((resolve, reject) => {
         sock.once('error', reject);
-        sock.bind(0, this.settings.tftpAddress, () => {
+        sock.bind(0, this.address ?? undefined, () => {
           sock.off('error', reject);
           resolve();
         });
@@ -691,6 +707,8 @@ export class TftpServer implements TftpService {
         },
       });
       if (s.outcome === 'complete') await inv.machines.setLastStep(mac, 'tftp');
+      // A boot binary sent: if no loader asks for its script after it, the machine is stuck there.
+      if (s.outcome === 'complete' && loaderOfBootfile(s.file) !== null) await inv.machines.recordBootStep?.(mac, { kind: 'bootfile', file: s.file });
       this.stats.eventsRecorded++;
     })()
       .catch((err: unknown) => this.log.warn({ client: s.client, err: err instanceof Error ? err.message : String(err) }, 'tftp evidence not recorded'))

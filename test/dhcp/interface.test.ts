@@ -12,7 +12,7 @@ import { requirements, skipNote } from '../lib/tools.js';
  * interface; with a device-bound socket handed over the way systemd socket activation does
  * (BindToDevice=, LISTEN_FDS), datagrams from the other link never reach racksmith at all.
  */
-const missing = requirements(['udhcpc', 'python3', 'curl'], { netns: true });
+const missing = requirements(['udhcpc', 'python3', 'curl', 'ss'], { netns: true });
 const MAC_A = '52:54:00:77:01:0a' as Mac;
 const MAC_B = '52:54:00:77:01:0b' as Mac;
 
@@ -138,6 +138,51 @@ if (missing) {
       assert.match(taken, /racksmith: dhcp: cannot start \(dhcp-port\): UDP 67: the port is already in use/);
     } finally {
       holder.kill('SIGKILL');
+    }
+  });
+
+  test('no interface named: serve refuses DHCP in proxy and authoritative mode, and TFTP without an address', async () => {
+    const refused = async (env: Record<string, string>): Promise<string> => {
+      const dataDir = newDataDir();
+      try {
+        const serve = await serveInNamespace(srv, env, { dataDir, timeoutMs: 8000 });
+        await serve.stop();
+        assert.unreachable(`serve started with ${JSON.stringify(env)}`);
+        return '';
+      } catch (err) {
+        return String((err as Error).message);
+      } finally {
+        removeDataDir(dataDir);
+      }
+    };
+    const unnamed = Object.fromEntries(Object.entries(env()).filter(([k]) => k !== 'RACKSMITH_DHCP_INTERFACE'));
+    for (const mode of ['authoritative', 'proxy']) {
+      const err = await refused({ ...unnamed, RACKSMITH_DHCP_MODE: mode });
+      assert.match(err, new RegExp(`racksmith: dhcp: cannot start \\(dhcp-interface\\): DHCP mode ${mode} answers PXE only on a named interface: give --dhcp-interface NAME`));
+    }
+    for (const address of [undefined, '0.0.0.0']) {
+      const err = await refused({ RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_PORT: '6969', ...(address ? { RACKSMITH_TFTP_ADDRESS: address } : {}) });
+      assert.match(err, /racksmith: tftp: cannot start \(tftp-address\): TFTP listens only on a named address: give --tftp-address ADDRESS/);
+    }
+  });
+
+  test('TFTP listens on the DHCP interface\'s address when --tftp-address is unset, else on that address', async () => {
+    const dataDir = newDataDir();
+    const serve = await serveInNamespace(srv, { ...env(), RACKSMITH_TFTP_PORT: '6969', RACKSMITH_TFTP_ROOT: dataDir }, { dataDir });
+    try {
+      assert.is((await serve.health()).services['tftp']?.detail?.['address'], '10.77.0.1');
+      const sockets = (await tb.exec(srv, 'ss', ['-Hnul', 'sport = :6969'])).stdout;
+      assert.match(sockets, /10\.77\.0\.1:6969/);
+      assert.not.match(sockets, /0\.0\.0\.0:6969|\*:6969/);
+    } finally {
+      await serve.stop();
+    }
+    const other = await serveInNamespace(srv, { RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_PORT: '6969', RACKSMITH_TFTP_ROOT: dataDir, RACKSMITH_TFTP_ADDRESS: '10.79.0.1' }, { dataDir });
+    try {
+      assert.is((await other.health()).services['tftp']?.detail?.['address'], '10.79.0.1');
+    } finally {
+      await other.stop();
+      removeDataDir(dataDir);
     }
   });
 

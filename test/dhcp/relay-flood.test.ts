@@ -2,7 +2,8 @@ import { createSocket } from 'node:dgram';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { newDataDir, openDataDir, removeDataDir, serveInNamespace, type ServeProcess } from '../lib/dhcp.js';
-import { dhcpFixtures } from '../lib/dhcp-fixtures.js';
+import type { Mac } from '../../server/lib/mac.js';
+import { ascii, dhcpFixtures, rawRequest } from '../lib/dhcp-fixtures.js';
 import { prng } from '../lib/dhcp-fuzz.js';
 import { Testbed } from '../lib/netns.js';
 import { requirements, skipNote } from '../lib/tools.js';
@@ -50,6 +51,7 @@ if (missing) {
       RACKSMITH_DHCP_RANGE: '10.77.0.10-10.77.0.250',
       RACKSMITH_ADVERTISE_ADDRESS: '10.77.0.1',
       RACKSMITH_LOG_LEVEL: 'warn',
+      RACKSMITH_DISCOVERY_PER_SEGMENT: '20',
     }, { dataDir });
   });
 
@@ -120,6 +122,46 @@ if (missing) {
     const s = await perfdhcp(20);
     assert.is(s.drops['REQUEST-ACK'], 0, JSON.stringify(s));
     assert.ok((s.received['REQUEST-ACK'] ?? 0) >= 20, JSON.stringify(s));
+  });
+
+  test('PXE clients: a group or all-zero MAC is dropped and counted, never recorded; past the segment\'s allowance new MACs are answered, not recorded', async () => {
+    const pxeDiscover = (mac: string): Buffer =>
+      rawRequest([53, 1, 1, 60, 32, ...ascii('PXEClient:Arch:00000:UNDI:002001'), 93, 2, 0, 0, 255], { mac, giaddr: [10, 77, 0, 2] });
+    const group = ['ff:ff:ff:ff:ff:ff', '01:00:5e:00:00:01', '00:00:00:00:00:00'];
+    const fresh = Array.from({ length: 50 }, (_, i) => `52:54:00:fa:00:${i.toString(16).padStart(2, '0')}`);
+    const before = (await serve?.health())?.services['dhcp']?.detail ?? {};
+    const script = `
+      const dgram = require('node:dgram');
+      const payloads = JSON.parse(require('node:fs').readFileSync(0, 'utf8')).map((h) => Buffer.from(h, 'hex'));
+      const s = dgram.createSocket('udp4');
+      let i = 0;
+      const next = () => (i >= payloads.length ? s.close() : s.send(payloads[i++], 67, '10.77.0.1', () => setTimeout(next, 2)));
+      next();`;
+    await tb.exec(cli, process.execPath, ['-e', script], { input: JSON.stringify([...group, ...fresh].map((m) => pxeDiscover(m).toString('hex'))), timeoutMs: 60_000 });
+    let detail: Record<string, unknown> = {};
+    for (let i = 0; i < 50; i++) {
+      detail = (await serve?.health())?.services['dhcp']?.detail ?? {};
+      if (Number(detail['received']) >= Number(before['received']) + 53) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const dropped = detail['dropped'] as Record<string, number>;
+    assert.is(dropped['ignored-group-mac'], 3, JSON.stringify(dropped));
+    assert.is(detail['discoveryRefused'], 30, JSON.stringify(detail));
+    // Every real MAC was decided like any other client, recorded or not (perfdhcp left the pool nearly full).
+    const delta = (table: string, key: string): number => ((detail[table] as Record<string, number>)[key] ?? 0) - ((before[table] as Record<string, number> | undefined)?.[key] ?? 0);
+    assert.is(delta('replies', 'offer') + delta('dropped', 'ignored-pool-exhausted'), 50, JSON.stringify(detail));
+    assert.ok(delta('replies', 'offer') > 30, 'some of the unrecorded ones were offered an address');
+    const inv = openDataDir(dataDir);
+    try {
+      for (const mac of group) assert.is(await inv.machines.get(mac as Mac), null, mac);
+      const discovered = (await inv.machines.list({ state: 'discovered' })).filter((m) => m.mac.startsWith('52:54:00:fa:'));
+      assert.is(discovered.length, 20);
+      const limited = (await inv.events.list({ limit: 10_000 })).filter((e) => e.type === 'discovery.limited');
+      assert.is(limited.length, 1);
+      assert.match(limited[0]?.message ?? '', /^relay 10\.77\.0\.2: more unknown PXE clients than its allowance/);
+    } finally {
+      await inv.close();
+    }
   });
 
   test.run();

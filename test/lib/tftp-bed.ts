@@ -94,6 +94,7 @@ export async function createTftpBed(tag = 't'): Promise<TftpBed> {
           host: '127.0.0.1',
           env: {
             RACKSMITH_TFTP_PORT: '69',
+            RACKSMITH_TFTP_ADDRESS: SERVER_IP,
             RACKSMITH_TFTP_ROOT: root,
             RACKSMITH_ADMIN_TOKEN: ADMIN_TOKEN,
             RACKSMITH_ADVERTISE_ADDRESS: SERVER_IP,

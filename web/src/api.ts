@@ -39,7 +39,18 @@ export interface Machine {
   cluster: string | null;
   ip: string | null;
   rack: string | null;
-  bmc: { driver: string; address: string; port: number; username: string; passwordSet: boolean } | null;
+  bmc: { driver: string; address: string; port: number | null; username: string; passwordSet: boolean; systemId?: string | null; solCapture?: boolean | null } | null;
+  bmcFacts?: {
+    source: string;
+    manufacturer: string | null;
+    model: string | null;
+    serial: string | null;
+    biosVersion: string | null;
+    firmwareVersion: string | null;
+    nics: string[] | null;
+    collectedAt: string;
+    macReported: boolean | null;
+  } | null;
   state: string;
   failure: { from: string | null; step: string | null; reason: string | null } | null;
   lastStep: string | null;
@@ -47,6 +58,17 @@ export interface Machine {
   firmware: string | null;
   vendorClass: string | null;
   uuid: string | null;
+  /** The machine's boot loader setting (null: the site default) and Secure Boot mark. */
+  bootLoader: 'ipxe' | 'shim-grub' | 'auto' | null;
+  secureBoot: boolean | null;
+  secureBootSeen: 'enforced' | 'off' | null;
+  boot?: {
+    lastLoader: 'ipxe' | 'shim-grub' | null;
+    bootfile: string | null;
+    bootfileAt: string | null;
+    loaderAt: string | null;
+    stuck: { since: string; bootfile: string; message: string } | null;
+  };
   hostKeys: string[];
   firstSeen: string | null;
   lastSeen: string | null;
@@ -70,8 +92,18 @@ export interface Cluster {
   controlPlaneEndpoint: string | null;
   state: string;
   machineCount: number;
+  /** Allowed but worth knowing (an even number of control-plane nodes). */
+  warnings?: string[];
   machines?: Machine[];
   steps?: Record<string, unknown>[];
+}
+
+/** POST /clusters/{name}/preflight: every upstream check (docs/preflight.md). */
+export interface PreflightReport {
+  cluster: string;
+  ok: boolean;
+  checkedAt: string;
+  checks: { id: string; title: string; url: string | null; state: 'ok' | 'failed' | 'skipped'; status: number | null; detail: string; ms: number }[];
 }
 
 export interface InventoryEvent {

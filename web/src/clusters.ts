@@ -1,4 +1,4 @@
-import { api, can, errorText, request, type Cluster } from './api.js';
+import { api, can, errorText, request, type Cluster, type PreflightReport } from './api.js';
 import { h, notice, replace } from './dom.js';
 import { label } from './format.js';
 import { field, select, showError, values } from './forms.js';
@@ -86,6 +86,27 @@ export const clusterView: View = async (ctx, el) => {
     }
   }
 
+  /** Every upstream the cluster's machines will use, checked from racksmith's host: one row per check. */
+  async function preflight(): Promise<void> {
+    replace(result, notice('info', 'Checking every upstream the machines will use…'));
+    try {
+      const r = await request<PreflightReport>('POST', `/clusters/${encodeURIComponent(name)}/preflight`);
+      const failed = r.checks.filter((x) => x.state === 'failed').length;
+      replace(
+        result,
+        notice(r.ok ? 'ok' : 'error', r.ok ? `Preflight passed: ${r.checks.length} checks` : `Preflight: ${failed} of ${r.checks.length} checks failed`),
+        h(
+          'table',
+          { class: 'preflight' },
+          h('thead', null, h('tr', null, ['Check', 'State', 'Detail'].map((t) => h('th', { scope: 'col' }, t)))),
+          h('tbody', null, r.checks.map((x) => h('tr', { 'data-check': x.id }, h('td', null, x.title), h('td', { class: `state-${x.state}` }, x.state), h('td', null, x.url && x.state !== 'skipped' ? `${x.detail} (${x.url})` : x.detail)))),
+        ),
+      );
+    } catch (err) {
+      replace(result, notice('error', `Preflight: ${errorText(err)}`));
+    }
+  }
+
   let c: Cluster;
   try {
     c = await api.cluster(name);
@@ -107,6 +128,7 @@ export const clusterView: View = async (ctx, el) => {
     for (const m of machines) members.add(m.mac);
     replace(
       live,
+      h('div', { class: 'warnings', 'data-field': 'warnings' }, (cl.warnings ?? []).map((w) => notice('warning', w))),
       h(
         'dl',
         { class: 'facts' },
@@ -162,6 +184,7 @@ export const clusterView: View = async (ctx, el) => {
             'Retry',
           )
         : null,
+      can(ctx.who.role, 'operator') ? h('button', { type: 'button', 'data-action': 'preflight', onclick: () => void preflight() }, 'Preflight') : null,
     ),
     result,
     live,

@@ -21,7 +21,7 @@ export const importView: View = async (ctx, el) => {
     'form',
     null,
     h('p', { class: 'field' }, h('label', { for: 'csv-file' }, 'CSV file'), file),
-    h('p', { class: 'field' }, h('label', { for: 'csv' }, 'or paste the CSV'), text, h('small', null, 'Header row: ', h('code', null, HEADER), '. Columns in any order; mac, hostname, role and cluster are required.')),
+    h('p', { class: 'field' }, h('label', { for: 'csv' }, 'or paste the CSV'), text, h('small', null, 'Header row: ', h('code', null, HEADER), ' (optionally ', h('code', null, 'bmc_port,bmc_cipher_suite'), '). Columns in any order; mac, hostname, role and cluster are required.')),
     h('p', null, h('button', { type: 'submit' }, 'Import')),
   );
   form.addEventListener('submit', (ev) => {

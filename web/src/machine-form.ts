@@ -32,8 +32,10 @@ export const machineFormView: View = async (ctx, el) => {
     h(
       'fieldset',
       null,
-      h('legend', null, 'BMC (IPMI, optional)'),
-      field('bmc_address', 'BMC address', { value: m?.bmc?.address ?? '' }),
+      h('legend', null, 'BMC (optional)'),
+      select('bmc_driver', 'Protocol', ['ipmi', 'redfish'], m?.bmc?.driver ?? 'ipmi'),
+      field('bmc_address', 'BMC address', { value: m?.bmc?.address ?? '' }, 'IPMI: host or IP. Redfish: host or https://host[:port]'),
+      field('bmc_system_id', 'Redfish system id (optional)', { value: m?.bmc?.systemId ?? '', autocomplete: 'off' }, 'Needed only when the BMC manages several systems'),
       field('bmc_username', 'BMC user', { value: m?.bmc?.username ?? '', autocomplete: 'off' }),
       field('bmc_password', m?.bmc?.passwordSet ? 'BMC password (blank: keep)' : 'BMC password', { type: 'password', autocomplete: 'new-password' }),
     ),
@@ -43,10 +45,16 @@ export const machineFormView: View = async (ctx, el) => {
     ev.preventDefault();
     void (async () => {
       const v = values(form);
-      const bmc =
-        v['bmc_address'] || v['bmc_username'] || v['bmc_password']
-          ? { driver: 'ipmi', address: v['bmc_address'], username: v['bmc_username'], ...(v['bmc_password'] ? { password: v['bmc_password'] } : {}) }
-          : undefined;
+      const given = Boolean(v['bmc_address'] || v['bmc_username'] || v['bmc_password']);
+      const bmc = given
+        ? {
+            driver: v['bmc_driver'] ?? 'ipmi',
+            address: v['bmc_address'],
+            username: v['bmc_username'],
+            ...(v['bmc_password'] ? { password: v['bmc_password'] } : {}),
+            ...(v['bmc_driver'] === 'redfish' && v['bmc_system_id'] ? { systemId: v['bmc_system_id'] } : {}),
+          }
+        : undefined;
       try {
         if (m) {
           const patch: Record<string, unknown> = {
@@ -58,8 +66,15 @@ export const machineFormView: View = async (ctx, el) => {
             installDisk: v['installDisk'] ?? null,
           };
           for (const k of Object.keys(patch)) if (patch[k] === (m as unknown as Record<string, unknown>)[k]) delete patch[k];
-          if (bmc) patch['bmc'] = bmc;
-          else if (m.bmc) patch['bmc'] = null;
+          // The BMC patch merges on the server: only the fields this form changed, so the port
+          // and cipher suite it does not show stay as they are.
+          if (!given) {
+            if (m.bmc) patch['bmc'] = null;
+          } else if (!m.bmc) patch['bmc'] = bmc;
+          else {
+            const changed = bmcChanges(m.bmc, v);
+            if (Object.keys(changed).length > 0) patch['bmc'] = changed;
+          }
           const saved = await request<Machine>('PATCH', `/machines/${m.mac}`, patch);
           ctx.navigate(`#/machines/${saved.mac}`);
         } else {
@@ -74,3 +89,15 @@ export const machineFormView: View = async (ctx, el) => {
   });
   replace(el, h('h1', { tabindex: '-1' }, m ? `Edit ${m.hostname ?? m.mac}` : 'Add a machine'), box, form);
 };
+
+/** The BMC fields the form changed, as a merge patch (a blank password keeps the stored one). */
+export function bmcChanges(stored: { driver: string; address: string; username: string; systemId?: string | null }, v: Record<string, string>): Record<string, string | null> {
+  const out: Record<string, string | null> = {};
+  if (v['bmc_driver'] !== undefined && v['bmc_driver'] !== stored.driver) out['driver'] = v['bmc_driver'];
+  const systemId = v['bmc_driver'] === 'redfish' || (v['bmc_driver'] === undefined && stored.driver === 'redfish') ? (v['bmc_system_id'] ?? null) : undefined;
+  if (systemId !== undefined && systemId !== (stored.systemId ?? null)) out['systemId'] = systemId;
+  if (v['bmc_address'] !== undefined && v['bmc_address'] !== stored.address) out['address'] = v['bmc_address'];
+  if (v['bmc_username'] !== undefined && v['bmc_username'] !== stored.username) out['username'] = v['bmc_username'];
+  if (v['bmc_password'] !== undefined) out['password'] = v['bmc_password'];
+  return out;
+}

@@ -6,11 +6,11 @@ import { newMachineSchema } from './schemas.js';
 
 /**
  * A rack's CSV, as techs export it from a spreadsheet:
- *   mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
+ *   mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password[,bmc_port,bmc_cipher_suite,boot_loader,secure_boot]
  * Columns may come in any order; mac, hostname, role and cluster are required; an empty cell is
  * "not given". Every error names the data row (1 = first row after the header) and the column.
  */
-export const CSV_COLUMNS = ['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'bmc_address', 'bmc_username', 'bmc_password'] as const;
+export const CSV_COLUMNS = ['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'bmc_address', 'bmc_username', 'bmc_password', 'bmc_port', 'bmc_cipher_suite', 'boot_loader', 'secure_boot'] as const;
 const REQUIRED = ['mac', 'hostname', 'role', 'cluster'] as const;
 export const MAX_IMPORT_ROWS = 10_000;
 
@@ -27,8 +27,21 @@ const COLUMN_OF_FIELD: Record<string, Column> = {
   'bmc.address': 'bmc_address',
   'bmc.username': 'bmc_username',
   'bmc.password': 'bmc_password',
+  'bmc.port': 'bmc_port',
+  'bmc.cipherSuite': 'bmc_cipher_suite',
   bmc: 'bmc_address',
+  bootLoader: 'boot_loader',
+  secureBoot: 'secure_boot',
 };
+
+/** `secure_boot` cells: yes/no words as a spreadsheet holds them; anything else goes to the schema (and its error). */
+function yesNo(v: string | undefined): boolean | string | undefined {
+  if (v === undefined) return undefined;
+  const w = v.toLowerCase();
+  if (['true', 'yes', 'on', '1'].includes(w)) return true;
+  if (['false', 'no', 'off', '0'].includes(w)) return false;
+  return v;
+}
 
 export function parseMachinesCsv(text: string): ImportRow[] {
   let records: string[][];
@@ -58,7 +71,7 @@ export function parseMachinesCsv(text: string): ImportRow[] {
       const v = i < 0 ? undefined : cells[i];
       return v === undefined || v === '' ? undefined : v;
     };
-    const hasBmc = cell('bmc_address') !== undefined || cell('bmc_username') !== undefined || cell('bmc_password') !== undefined;
+    const hasBmc = (['bmc_address', 'bmc_username', 'bmc_password', 'bmc_port', 'bmc_cipher_suite'] as const).some((c) => cell(c) !== undefined);
     const body = {
       mac: cell('mac'),
       hostname: cell('hostname'),
@@ -66,7 +79,11 @@ export function parseMachinesCsv(text: string): ImportRow[] {
       cluster: cell('cluster'),
       ip: cell('ip'),
       rack: cell('rack'),
-      bmc: hasBmc ? { driver: 'ipmi', address: cell('bmc_address'), username: cell('bmc_username'), password: cell('bmc_password') } : undefined,
+      bmc: hasBmc
+        ? { driver: 'ipmi', address: cell('bmc_address'), username: cell('bmc_username'), password: cell('bmc_password'), port: integerCell(cell('bmc_port')), cipherSuite: integerCell(cell('bmc_cipher_suite')) }
+        : undefined,
+      bootLoader: cell('boot_loader'),
+      secureBoot: yesNo(cell('secure_boot')),
     };
     const result = newMachineSchema.safeParse(body);
     if (!result.success) {
@@ -82,6 +99,11 @@ export function parseMachinesCsv(text: string): ImportRow[] {
     throw new AppError('invalid', 'ERR_CSV', `${first.message}${more}`, first.field, bad);
   }
   return parsed.filter((r) => r !== null);
+}
+
+/** A number cell as a number; anything else is left for the schema to refuse, naming the column. */
+function integerCell(v: string | undefined): number | string | undefined {
+  return v !== undefined && /^\d{1,6}$/.test(v) ? Number(v) : v;
 }
 
 /** At most this many rows are reported; the rest are fixed after the next try. */

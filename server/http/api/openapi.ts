@@ -6,7 +6,9 @@ import {
   newMachineSchema,
   sessionSchema,
 } from './schemas.js';
-import { machinePowerSchema, rackPowerSchema, reimageSchema } from './power.js';
+import { identifySchema, machinePowerSchema, rackPowerSchema, reimageSchema } from './power.js';
+import { consoleActionSchema } from './serial-console.js';
+import { upgradeRequestSchema } from './orchestration-routes.js';
 
 /**
  * The OpenAPI 3 document of /api/v1. Request bodies come from the same zod schemas the handlers
@@ -85,7 +87,12 @@ export function openApiDocument(version: string): Record<string, unknown> {
       '/clusters/{name}': {
         parameters: [nameParam],
         get: { summary: 'A cluster with its machines, state and orchestration steps', responses: { 200: ok('the cluster'), ...errors(401, 404) } },
-        patch: { summary: 'Change a cluster (admin)', requestBody: jsonBody(clusterPatchSchema), responses: { 200: ok('the cluster'), ...errors(400, 401, 403, 404, 415) } },
+        patch: {
+          summary: 'Change a cluster (admin)',
+          description: 'The result must be in the compatibility table (400 ERR_INCOMPATIBLE). Kubernetes version, runtime and CNI of a cluster with joined nodes change only through an upgrade (409 ERR_CLUSTER_LIVE), and not while machines hold the old packages (409 ERR_MACHINES_INSTALLED).',
+          requestBody: jsonBody(clusterPatchSchema),
+          responses: { 200: ok('the cluster'), ...errors(400, 401, 403, 404, 409, 415) },
+        },
         delete: { summary: 'Delete an empty cluster (admin)', responses: { 204: { description: 'deleted' }, ...errors(401, 403, 404, 409) } },
       },
       '/clusters/{name}/kubeconfig': {
@@ -102,6 +109,44 @@ export function openApiDocument(version: string): Record<string, unknown> {
           responses: { 202: ok('what was retried: machine names and step ids'), ...errors(400, 401, 403, 404) },
         },
       },
+      '/clusters/{name}/preflight': {
+        parameters: [nameParam],
+        post: {
+          summary: "Check from racksmith's host every upstream the cluster's seeds use (operator): OS mirror and suites, installer artifacts, Kubernetes repository and the pinned versions in its Packages index, Docker CE, CNI manifest, apt proxy",
+          description: 'Answers 200 with {cluster, ok, checkedAt, checks: [{id, title, url, state (ok|failed|skipped), status, detail, ms}]}; ok is false when a check failed. Also run before a rack power-on of the cluster\'s machines (unless force). See docs/preflight.md.',
+          responses: { 200: ok('the preflight report'), ...errors(400, 401, 403, 404) },
+        },
+      },
+      '/clusters/{name}/prefetch': {
+        parameters: [nameParam],
+        post: {
+          summary: "Cache every installer artifact the cluster's machines will ask for (operator), with progress",
+          description: 'Streams NDJSON: {"type":"progress","items":[{release, file, state, bytes, total, error}]} while it runs, then {"type":"result","ok",…}. Joins a download already running.',
+          responses: { 200: { description: 'progress, then the result, one JSON object per line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } }, ...errors(400, 401, 403, 404) },
+        },
+      },
+      '/clusters/{name}/upgrade': {
+        parameters: [nameParam],
+        post: {
+          summary:
+            'Rolling upgrade by reimage (admin): one minor at a time; preflight, etcd snapshot, the cluster configuration, then control-plane nodes one at a time and workers maxUnavailable at a time; the cluster view shows its progress',
+          requestBody: jsonBody(upgradeRequestSchema),
+          responses: { 202: ok('the upgrade as recorded'), ...errors(400, 401, 403, 404, 409, 415) },
+        },
+      },
+      ...Object.fromEntries(
+        (['pause', 'resume', 'abort'] as const).map((a) => [
+          `/clusters/{name}/upgrade/${a}`,
+          {
+            parameters: [nameParam],
+            post: {
+              summary: a === 'pause' ? 'Pause the upgrade (operator): no further node is reimaged; those on their way finish' : a === 'resume' ? 'Resume a paused or stopped upgrade (operator); what failed is tried again' : 'Abort the upgrade (operator): no further node is reimaged; nodes already upgraded stay upgraded',
+              requestBody: jsonBody(z.object({}).strict()),
+              responses: { 200: ok('the upgrade'), ...errors(400, 401, 403, 404, 409) },
+            },
+          },
+        ]),
+      ),
       '/machines': {
         get: {
           summary: 'List machines (all of them, or a page with limit/after)',
@@ -119,16 +164,20 @@ export function openApiDocument(version: string): Record<string, unknown> {
       },
       '/machines/import': {
         post: {
-          summary: 'Import machines from CSV, all rows or none (admin)',
-          requestBody: { required: true, content: { 'text/csv': { schema: { type: 'string' }, example: 'mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password\n' } } },
+          summary: 'Import machines from CSV, all rows or none (admin); optional columns bmc_port and bmc_cipher_suite',
+          requestBody: { required: true, content: { 'text/csv': { schema: { type: 'string' }, example: 'mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password,bmc_port,bmc_cipher_suite\n' } } },
           responses: { 201: ok('imported machines'), ...errors(400, 401, 403, 409, 415) },
         },
       },
       '/machines/{mac}': {
         parameters: [macParam],
         get: { summary: 'A machine', responses: { 200: ok('the machine'), ...errors(400, 401, 404) } },
-        patch: { summary: 'Change a machine (admin)', requestBody: jsonBody(machinePatchSchema), responses: { 200: ok('the machine'), ...errors(400, 401, 403, 404, 409, 415) } },
-        delete: { summary: 'Delete a machine (admin)', responses: { 204: { description: 'deleted' }, ...errors(400, 401, 403, 404) } },
+        patch: { summary: 'Change a machine (admin); a bmc object merges into the stored one', requestBody: jsonBody(machinePatchSchema), responses: { 200: ok('the machine'), ...errors(400, 401, 403, 404, 409, 415) } },
+        delete: {
+          summary: 'Delete a machine (admin). A node of its cluster leaves it first (drain, etcd member, Node object, load balancers): 202, and the record goes once it is out',
+          parameters: [{ name: 'force', in: 'query', required: false, description: 'remove a node that no longer answers from the cluster side anyway', schema: { type: 'string', enum: ['true', 'false'] } }],
+          responses: { 202: ok('the removal request'), 204: { description: 'deleted' }, ...errors(400, 401, 403, 404, 409) },
+        },
       },
       '/machines/{mac}/events': {
         parameters: [
@@ -183,12 +232,35 @@ export function openApiDocument(version: string): Record<string, unknown> {
           responses: { 202: ok('the reimage id and whether the node leaves its cluster first'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
         },
       },
+      '/machines/{mac}/identify': {
+        parameters: [macParam],
+        post: {
+          summary: 'The locator LED on (optionally for some seconds) or off, through the BMC (operator)',
+          description: 'IPMI chassis identify; Redfish LocationIndicatorActive (IndicatorLED on older BMCs). See docs/power.md.',
+          requestBody: jsonBody(identifySchema),
+          responses: { 200: ok('what was done'), ...errors(400, 401, 403, 404, 409, 502, 503, 504) },
+        },
+      },
+      '/machines/{mac}/console': {
+        parameters: [macParam],
+        get: {
+          summary: 'The serial console racksmith captured over IPMI SOL while the machine installs: the last 200 lines (viewer)',
+          parameters: [{ name: 'after', in: 'query', required: false, schema: { type: 'integer', minimum: 0 }, description: 'only lines with a larger seq (follow a live capture)' }],
+          responses: { 200: ok('{attached, state, reason, lines: [{seq, text}]}'), ...errors(400, 401, 404) },
+        },
+        post: {
+          summary: 'Detach (free the BMC SOL session for a person; no automatic attach during this install) or attach again (operator)',
+          requestBody: jsonBody(consoleActionSchema),
+          responses: { 200: ok('the capture state'), ...errors(400, 401, 403, 404, 409) },
+        },
+      },
       '/racks/{rack}/power': {
         parameters: [rackParam],
         post: {
           summary: 'Power every machine of a rack, a few at a time with a delay between starts (operator)',
+          description: "A power-on (on, cycle, reset) of machines that will install first runs their clusters' preflight — refused with 409 ERR_PREFLIGHT when a check fails — then prefetches their installer artifacts (the job's `prefetch` phase) before any machine starts; force skips both.",
           requestBody: jsonBody(rackPowerSchema),
-          responses: { 202: ok('the job, with per-machine state'), ...errors(400, 401, 403, 404) },
+          responses: { 202: ok('the job, with per-machine state'), ...errors(400, 401, 403, 404, 409) },
         },
       },
       '/racks/{rack}/power/{job}': {

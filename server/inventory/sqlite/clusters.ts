@@ -31,8 +31,8 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
           const os = osOf(input);
           sql(
             `INSERT INTO clusters (name, ubuntu_release, kubernetes_version, container_runtime, cni, pod_subnet, service_subnet,
-               control_plane_endpoint, state, created_at, updated_at, os, install_method, install_disk_rule, image_url, image_sha256)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
+               control_plane_endpoint, state, created_at, updated_at, vip, os, install_method, install_disk_rule, image_url, image_sha256)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)`,
           ).run(
             input.name,
             ubuntuReleaseOf(os) ?? '',
@@ -44,6 +44,7 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
             input.controlPlaneEndpoint ?? null,
             at,
             at,
+            input.vip ?? null,
             os,
             input.installMethod ?? defaultInstallMethod(os),
             input.installDiskRule ?? 'smallest',
@@ -86,6 +87,7 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
             podSubnet: 'pod_subnet',
             serviceSubnet: 'service_subnet',
             controlPlaneEndpoint: 'control_plane_endpoint',
+            vip: 'vip',
           };
           const sets: string[] = [];
           const values: unknown[] = [];
@@ -108,6 +110,23 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
           if (before.state === state) return before;
           sql('UPDATE clusters SET state = ?, updated_at = ? WHERE name = ?').run(state, now().toISOString(), name);
           appendEvent({ cluster: name, type: 'cluster.state', source: 'orchestrator', message, data: { from: before.state, to: state } });
+          return load(name);
+        })
+        .immediate();
+    },
+    async setUpgrade(name, upgrade, message, opts = {}) {
+      return db
+        .transaction(() => {
+          const before = load(name);
+          const version = opts.kubernetesVersion ?? before.kubernetesVersion;
+          sql('UPDATE clusters SET upgrade = ?, kubernetes_version = ?, updated_at = ? WHERE name = ?').run(upgrade ? JSON.stringify(upgrade) : null, version, now().toISOString(), name);
+          appendEvent({
+            cluster: name,
+            type: 'cluster.upgrade',
+            source: opts.source ?? 'orchestrator',
+            message,
+            data: { upgrade: upgrade ? { ...upgrade } : null, ...(version !== before.kubernetesVersion ? { kubernetesVersion: { from: before.kubernetesVersion, to: version } } : {}) },
+          });
           return load(name);
         })
         .immediate();

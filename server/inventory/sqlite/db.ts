@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { narrowIfPresent, privateFile, SQLITE_SIDE_FILES } from '../../lib/private-file.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 
 export type Db = Database.Database;
@@ -10,8 +11,12 @@ export const DB_FILE = 'racksmith.db';
  * was committed), foreign keys on, a busy timeout so a CLI command and the server can share it.
  */
 export function openDb(file: string, migrations: readonly Migration[] = MIGRATIONS): Db {
+  // 0600 before SQLite opens it: its -wal and -shm files are then created with the same mode.
+  privateFile(file);
+  for (const side of SQLITE_SIDE_FILES) narrowIfPresent(file + side);
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
+  for (const side of SQLITE_SIDE_FILES) narrowIfPresent(file + side);
   // NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS crash may lose
   // the last transactions. Each lease and state change is one commit.
   db.pragma('synchronous = NORMAL');

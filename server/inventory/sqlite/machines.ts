@@ -6,7 +6,7 @@ import { transition, type MachineEventType } from '../lifecycle.js';
 import type { InstalledDisk, Machine, SshHostKey } from '../model.js';
 import type { ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
 import { prepared, type Db } from './db.js';
-import { MACHINE_COLUMNS, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
+import { MACHINE_COLUMNS, bmcOptionsToJson, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
 
 export interface MachineRepoDeps {
   readonly db: Db;
@@ -23,6 +23,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
   const byMac = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE mac = ?`);
   const byTokenHash = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE seed_token_hash = ?`);
   const sealedOf = sql<[string], Pick<MachineRow, 'bmc_password_sealed' | 'seed_token_sealed'>>('SELECT bmc_password_sealed, seed_token_sealed FROM machines WHERE mac = ?');
+  const seedOf = sql<[string], Pick<MachineRow, 'seed_token_sealed' | 'seed_token_address'>>('SELECT seed_token_sealed, seed_token_address FROM machines WHERE mac = ?');
   // One prepared statement per filter shape. The order is the list order of MachineCursor;
   // COALESCE sorts a missing rack/hostname first, as NULL would, lets the keyset comparison be
   // one row-value test (no rack or hostname is ever the empty string) and matches the
@@ -89,6 +90,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       bmc_username: bmc ? bmc.username : null,
       bmc_password_sealed: bmc ? box.seal(bmc.password) : null,
       bmc_cipher_suite: bmc?.cipherSuite ?? null,
+      bmc_options: bmc ? bmcOptionsToJson(bmc) : null,
       install_disk: input.installDisk ?? null,
       seed_token_hash: seed.hash,
       seed_token_sealed: seed.sealed,
@@ -99,19 +101,26 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         sql(
           `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack,
              bmc_driver=@bmc_driver, bmc_address=@bmc_address, bmc_port=@bmc_port, bmc_username=@bmc_username,
-             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite, install_disk=@install_disk,
-             seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, updated_at=@at
+             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite, bmc_options=@bmc_options, install_disk=@install_disk,
+             seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, seed_token_address=NULL, updated_at=@at
            WHERE mac=@mac`,
         ).run(values);
       } else {
         sql(
           `INSERT INTO machines (mac, hostname, role, cluster, ip, rack, bmc_driver, bmc_address, bmc_port, bmc_username,
-             bmc_password_sealed, bmc_cipher_suite, install_disk, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
+             bmc_password_sealed, bmc_cipher_suite, bmc_options, install_disk, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
            VALUES (@mac, @hostname, @role, @cluster, @ip, @rack, @bmc_driver, @bmc_address, @bmc_port, @bmc_username,
-             @bmc_password_sealed, @bmc_cipher_suite, @install_disk, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
+             @bmc_password_sealed, @bmc_cipher_suite, @bmc_options, @install_disk, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
         ).run(values);
       }
     });
+    if (input.bootLoader !== undefined || input.secureBoot !== undefined) {
+      sql('UPDATE machines SET boot_loader=COALESCE(@boot_loader, boot_loader), secure_boot=COALESCE(@secure_boot, secure_boot) WHERE mac=@mac').run({
+        mac: input.mac,
+        boot_loader: input.bootLoader ?? null,
+        secure_boot: input.secureBoot === undefined || input.secureBoot === null ? null : input.secureBoot ? 1 : 0,
+      });
+    }
     return applyTransition(input.mac, 'assign', {
       source: 'api',
       message: `assigned as ${input.role} of cluster ${input.cluster}`,
@@ -169,25 +178,42 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     if (patch.ip !== undefined) set('ip', patch.ip);
     if (patch.rack !== undefined) set('rack', patch.rack);
     if (patch.installDisk !== undefined) set('install_disk', patch.installDisk);
+    if (patch.bootLoader !== undefined) set('boot_loader', patch.bootLoader);
+    if (patch.secureBoot !== undefined) set('secure_boot', patch.secureBoot === null ? null : patch.secureBoot ? 1 : 0);
     if (patch.bmc === null) {
-      for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite']) set(c, null);
+      for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite', 'bmc_options', 'bmc_facts']) set(c, null);
     } else if (patch.bmc !== undefined) {
-      if (patch.bmc.password === undefined && !before.bmc?.hasPassword) {
-        throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
-      }
-      set('bmc_driver', patch.bmc.driver);
-      set('bmc_address', patch.bmc.address);
-      set('bmc_port', patch.bmc.port ?? null);
-      set('bmc_username', patch.bmc.username);
-      set('bmc_cipher_suite', patch.bmc.cipherSuite ?? null);
-      if (patch.bmc.password !== undefined) set('bmc_password_sealed', box.seal(patch.bmc.password));
+      // Merged into what is stored: a form or script that sends only what it changed keeps the rest.
+      const b = patch.bmc;
+      const old = before.bmc;
+      const address = b.address ?? old?.address;
+      const username = b.username ?? old?.username;
+      if (address === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs an address', 'bmc.address');
+      if (username === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs a user name', 'bmc.username');
+      if (b.password === undefined && !old?.hasPassword) throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
+      const keep = <T,>(given: T | undefined, stored: T): T => (given === undefined ? stored : given);
+      set('bmc_driver', b.driver ?? old?.driver ?? 'ipmi');
+      set('bmc_address', address);
+      set('bmc_port', keep(b.port, old?.port ?? null));
+      set('bmc_username', username);
+      set('bmc_cipher_suite', keep(b.cipherSuite, old?.cipherSuite ?? null));
+      set(
+        'bmc_options',
+        bmcOptionsToJson({
+          systemId: keep(b.systemId, old?.systemId ?? null),
+          verifyTls: keep(b.verifyTls, old?.verifyTls ?? true),
+          tlsFingerprint: keep(b.tlsFingerprint, old?.tlsFingerprint ?? null),
+          solCapture: keep(b.solCapture, old?.solCapture ?? null),
+        }),
+      );
+      if (b.password !== undefined) set('bmc_password_sealed', box.seal(b.password));
     }
     if (sets.length > 0) {
       guarded(() => sql(`UPDATE machines SET ${sets.join(', ')}, updated_at=@at WHERE mac=@mac`).run(values));
       const changed = Object.keys(patch).filter((k) => k !== 'bmc');
       // Old and new values, so that a view filtered by rack or cluster hears of a machine leaving it.
       const changes: Record<string, { from: unknown; to: unknown }> = {};
-      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'installDisk'] as const) {
+      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'installDisk', 'bootLoader', 'secureBoot'] as const) {
         if (patch[k] !== undefined && patch[k] !== before[k]) changes[k] = { from: before[k], to: patch[k] };
       }
       appendEvent({
@@ -195,17 +221,17 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         cluster: cluster,
         type: 'machine.updated',
         source,
-        message: `updated ${[...changed, ...(patch.bmc !== undefined ? ['bmc'] : [])].join(', ')}`,
+        message: `updated ${[...changed, ...(patch.bmc === null ? ['bmc (removed)'] : patch.bmc !== undefined ? [`bmc (${Object.keys(patch.bmc).join(', ')})`] : [])].join(', ')}`,
         data: { changes },
       });
     }
     if (placementChanged && before.state === 'discovered' && assignedNow) {
       const seed = sealedToken();
-      sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=? WHERE mac=?').run(seed.hash, seed.sealed, mac);
+      sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, seed_token_address=NULL WHERE mac=?').run(seed.hash, seed.sealed, mac);
       return applyTransition(mac, 'assign', { source, message: `assigned as ${role} of cluster ${cluster}` });
     }
     if (placementChanged && before.state === 'assigned' && !assignedNow) {
-      sql('UPDATE machines SET seed_token_hash=NULL, seed_token_sealed=NULL WHERE mac=?').run(mac);
+      sql('UPDATE machines SET seed_token_hash=NULL, seed_token_sealed=NULL, seed_token_address=NULL WHERE mac=?').run(mac);
       return applyTransition(mac, 'unassign', { source, message: 'role or cluster removed' });
     }
     return load(mac);
@@ -300,13 +326,18 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     async setLastStep(mac, step) {
       sql('UPDATE machines SET last_step=?, last_seen=? WHERE mac=?').run(step, now().toISOString(), mac);
     },
+    async recordBootStep(mac, step) {
+      const at = now().toISOString();
+      if (step.kind === 'bootfile') sql('UPDATE machines SET bootfile=?, bootfile_at=?, last_seen=? WHERE mac=?').run(step.file, at, at, mac);
+      else sql('UPDATE machines SET loader_at=?, secure_boot_seen=COALESCE(?, secure_boot_seen), last_seen=? WHERE mac=?').run(at, step.secureBoot, at, mac);
+    },
     async bmcPassword(mac) {
       const row = sealedOf.get(mac);
       return row?.bmc_password_sealed ? box.open(row.bmc_password_sealed) : null;
     },
     async rotateSeedToken(mac) {
       const s = sealedToken();
-      const r = sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, updated_at=? WHERE mac=?').run(s.hash, s.sealed, now().toISOString(), mac);
+      const r = sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, seed_token_address=NULL, updated_at=? WHERE mac=?').run(s.hash, s.sealed, now().toISOString(), mac);
       if (r.changes === 0) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
       return s.token;
     },
@@ -318,6 +349,26 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       const row = byTokenHash.get(hashToken(token));
       return row ? machineFromRow(row) : null;
     },
+    async seedTokenFor(mac, address) {
+      return db
+        .transaction(() => {
+          const row = seedOf.get(mac);
+          if (!row?.seed_token_sealed) return null;
+          if (row.seed_token_address === address) return { token: box.open(row.seed_token_sealed), rebound: null };
+          if (row.seed_token_address === null) {
+            sql('UPDATE machines SET seed_token_address=? WHERE mac=?').run(address, mac);
+            return { token: box.open(row.seed_token_sealed), rebound: null };
+          }
+          // Another address holds the token: the one that asked last gets a new one.
+          const s = sealedToken();
+          sql('UPDATE machines SET seed_token_hash=?, seed_token_sealed=?, seed_token_address=?, updated_at=? WHERE mac=?').run(s.hash, s.sealed, address, now().toISOString(), mac);
+          return { token: s.token, rebound: row.seed_token_address };
+        })
+        .immediate();
+    },
+    async seedAddress(mac) {
+      return seedOf.get(mac)?.seed_token_address ?? null;
+    },
     async setInstanceId(mac, instanceId) {
       sql('UPDATE machines SET instance_id=?, updated_at=? WHERE mac=?').run(instanceId, now().toISOString(), mac);
     },
@@ -328,6 +379,9 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       const at = now().toISOString();
       const stored: InstalledDisk = { ...disk, reportedAt: at };
       sql('UPDATE machines SET installed_disk=?, updated_at=? WHERE mac=?').run(JSON.stringify(stored), at, mac);
+    },
+    async setBmcFacts(mac, facts) {
+      sql('UPDATE machines SET bmc_facts=? WHERE mac=?').run(JSON.stringify(facts), mac);
     },
   };
 }
