@@ -260,7 +260,10 @@ if [ -d /sys/firmware/efi ]; then
   current=$(efibootmgr | sed -n 's/^BootCurrent: //p')
   rest=$(efibootmgr | sed -n 's/^BootOrder: //p' | tr ',' '\n' | grep -v -i -e "^$current\$" -e "^$new\$" | tr '\n' ',' | sed 's/,$//')
   efibootmgr -q -o "${current:+$current,}$new${rest:+,$rest}" || fail boot-entry "efibootmgr could not set the boot order"
-  event finish boot-entry SUCCESS "UEFI Boot$new: $loader on /dev/$espdev, after the network (Boot${current:-?}); order $(efibootmgr | sed -n 's/^BootOrder: //p')"
+  # The reboot into the new system goes straight to it (BootNext, used once): its first boot does
+  # not depend on how the network boot program leaves, which varies between iPXE builds and firmware.
+  efibootmgr -q -n "$new" || fail boot-entry "efibootmgr could not set BootNext"
+  event finish boot-entry SUCCESS "UEFI Boot$new: $loader on /dev/$espdev, after the network (Boot${current:-?}); order $(efibootmgr | sed -n 's/^BootOrder: //p'); next boot Boot$new"
 fi
 
 # ── done: the OS is on disk ────────────────────────────────────────────────────────────────────

@@ -42,6 +42,18 @@ let failed = true;
 
 const { call: api, events } = machineApi(() => bed!, BASE, () => admin);
 
+/**
+ * The question d-i's newt frontend shows last on the serial console, if its screen ends on one:
+ * a dialog titled "[!] …" or "[!!] …" with <Continue>, after no progress bar.
+ */
+function diQuestion(serial: string): string | null {
+  // eslint-disable-next-line no-control-regex
+  const text = serial.slice(-6000).replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]/g, ' ');
+  const at = Math.max(text.lastIndexOf('[!] '), text.lastIndexOf('[!!] '));
+  if (at < 0 || !text.includes('<Continue>', at) || /\d+%/.test(text.slice(at))) return null;
+  return text.slice(at).replace(/\s+/g, ' ').replace(/\b[lqxkmjtu]+\b/g, ' ').replace(/\s+/g, ' ').slice(0, 120).trim();
+}
+
 test.before(async () => {
   if (missing) return;
   work = mkdtempSync(join(tmpdir(), 'racksmith-di-'));
@@ -51,7 +63,9 @@ test.before(async () => {
   bed = await new PxeBed('dbi').setup();
   bed.raSender();
   cache = await startAptCache(bed.tb, bed.srv, SERVER_IP);
-  rs = await bed.racksmith(work, artifacts, HTTP_PORT, { RACKSMITH_APT_PROXY: cache.url, RACKSMITH_LOG_LEVEL: 'info' });
+  // DNS servers from DHCP, as a site hands out: without any, d-i's netcfg stops to ask for them
+  // (before it can fetch a preseed). Nothing needs to answer on them: the mirror is reached through the proxy.
+  rs = await bed.racksmith(work, artifacts, HTTP_PORT, { RACKSMITH_APT_PROXY: cache.url, RACKSMITH_LOG_LEVEL: 'info', RACKSMITH_DHCP_DNS: SERVER_IP });
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
 });
 
@@ -86,6 +100,9 @@ test('d-i boots with racksmith\'s command line, loads the preseed, reports its s
     }
     reached = ev.find((e) => e.data?.name === 'd-i/download-installer');
     if (!vm.running) break;
+    // A question on d-i's screen at priority critical is an install that waits for ever: say which, now.
+    const question = reached ? null : diQuestion(vm.serial());
+    if (question) assert.unreachable(`d-i stopped to ask "${question}" (reported: ${seen.join(', ') || 'nothing'})`);
     if (!reached) await new Promise((r) => setTimeout(r, 2000));
   }
   assert.ok(reached, `d-i never reported "Download installer components" (reported: ${seen.join(', ')})\n${vm.serial().slice(-2000)}`);

@@ -181,7 +181,9 @@ test('BIOS and UEFI machines: deploy agent → image on the NVMe → Debian from
     assert.is(phone?.data?.instanceId, machine.instanceId ?? phone?.data?.instanceId, 'the installed system runs racksmith\'s instance');
     assert.ok(ev.some((e) => e.type === 'http.artifact' && e.data?.release === 'agent' && e.data?.file === 'initrd.img'), 'the agent came from racksmith');
     assert.ok(ev.some((e) => e.type === 'http.artifact' && e.data?.release === 'images' && e.data?.file === IMAGE_FILE), 'and the image');
-    assert.ok(ev.some((e) => e.type === 'http.ipxe' && e.data?.script === 'local'), 'after the install, iPXE was told to boot the local disk');
+    // BIOS reboots through the network: iPXE is told to boot the local disk. UEFI goes straight to
+    // the agent's entry (BootNext).
+    if (m.firmware === 'bios') assert.ok(ev.some((e) => e.type === 'http.ipxe' && e.data?.script === 'local'), 'after the install, iPXE was told to boot the local disk');
     if (m.firmware === 'efi') assert.ok(ev.some((e) => e.type === 'tftp.transfer'), 'UEFI firmware PXE fetched iPXE over TFTP');
 
     // The serial console: the agent, then the disk's own GRUB, Debian's systemd and cloud-init.
@@ -190,9 +192,11 @@ test('BIOS and UEFI machines: deploy agent → image on the NVMe → Debian from
     const after = log.slice(agentDone);
     assert.match(after, /Debian GNU\/Linux 12: loading the kernel from the disk/, 'GRUB from the NVMe');
     if (m.firmware === 'efi') {
-      // The network first — racksmith says "local disk", iPXE leaves with an error — then the
-      // firmware goes on to the entry the agent added for the installed system.
-      assert.match(after, new RegExp(`racksmith: ${m.hostname} is installed, booting from the local disk[\\s\\S]*BdsDxe: starting Boot[0-9A-F]{4} "racksmith: ${m.hostname}"`), after.slice(0, 3000));
+      // The firmware starts the entry the agent added for the installed system (BootNext), not the network.
+      const entry = new RegExp(`BdsDxe: starting Boot[0-9A-F]{4} "racksmith: ${m.hostname}"`).exec(after);
+      assert.ok(entry, after.slice(0, 3000));
+      assert.not.match(after.slice(0, entry.index), /PXEv4/, 'no network boot before it');
+      assert.match(ev.find((e) => e.data?.name === 'racksmith-agent/boot-entry')?.message ?? '', /; next boot Boot[0-9A-F]{4}$/);
     }
     assert.match(after, /Welcome to .*Debian GNU\/Linux 12 \(bookworm\)/);
     assert.match(after, /cloud-init\[\d+\]: Cloud-init v\. 22\.4/);
