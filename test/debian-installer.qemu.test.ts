@@ -70,13 +70,17 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  await vm?.stop();
-  if (failed && work) keepEvidence('debian-installer', vm ? [vm] : [], rs);
-  await rs?.stop();
-  rs?.cleanup();
-  await cache?.stop();
-  await bed?.destroy();
-  if (work) rmSync(work, { recursive: true, force: true });
+  // The test bed goes whatever fails before it: no namespace, bridge or tap outlives the suite.
+  try {
+    await vm?.stop();
+    if (failed && work) keepEvidence('debian-installer', vm ? [vm] : [], rs);
+    await rs?.stop();
+    rs?.cleanup();
+    await cache?.stop();
+  } finally {
+    await bed?.destroy();
+    if (work) rmSync(work, { recursive: true, force: true });
+  }
 });
 
 test('d-i boots with racksmith\'s command line, loads the preseed, reports its steps; stopped at "Download installer components"', async (ctx) => {

@@ -65,12 +65,16 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  for (const vm of vms) await vm.stop();
-  if (failed && work) keepEvidence('image-deploy-failures', vms, rs);
-  await rs?.stop();
-  rs?.cleanup();
-  await bed?.destroy();
-  if (work) rmSync(work, { recursive: true, force: true });
+  // The test bed goes whatever fails before it: no namespace, bridge or tap outlives the suite.
+  try {
+    for (const vm of vms) await vm.stop();
+    if (failed && work) keepEvidence('image-deploy-failures', vms, rs);
+    await rs?.stop();
+    rs?.cleanup();
+  } finally {
+    await bed?.destroy();
+    if (work) rmSync(work, { recursive: true, force: true });
+  }
 });
 
 test('no disk, a wrong checksum, a machine gone silent: each failed, with its reason, none rebooted', async (ctx) => {

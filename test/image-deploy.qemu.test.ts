@@ -86,13 +86,17 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  for (const vm of vms) await vm.stop();
-  if (failed && work) keepEvidence('image-deploy', vms, rs, cache ? { 'apt-cache.txt': cache.served().join('\n') + '\n' } : {});
-  await rs?.stop();
-  rs?.cleanup();
-  await cache?.stop();
-  await bed?.destroy();
-  if (work) rmSync(work, { recursive: true, force: true });
+  // The test bed goes whatever fails before it: no namespace, bridge or tap outlives the suite.
+  try {
+    for (const vm of vms) await vm.stop();
+    if (failed && work) keepEvidence('image-deploy', vms, rs, cache ? { 'apt-cache.txt': cache.served().join('\n') + '\n' } : {});
+    await rs?.stop();
+    rs?.cleanup();
+    await cache?.stop();
+  } finally {
+    await bed?.destroy();
+    if (work) rmSync(work, { recursive: true, force: true });
+  }
 });
 
 test('BIOS and UEFI machines: deploy agent → image on the NVMe → Debian from its disk → cloud-init → HAProxy → ready', async (ctx) => {
