@@ -19,9 +19,12 @@ RUN npm run build \
 # ── runtime ───────────────────────────────────────────────────────────────────────────────
 FROM node:20-bookworm-slim
 # ipxe: the boot binaries TFTP serves (/usr/lib/ipxe); ipmitool: BMC power control;
-# openssh-client: ssh-keygen/ssh for operators debugging node access from inside.
+# openssh-client: ssh-keygen/ssh for operators debugging node access from inside;
+# busybox-static, fdisk, e2fsprogs, zstd, kmod, cpio: the deploy agent's build (racksmith agent
+# build; its kernel comes with apt-get download); qemu-utils: qcow2 images converted to raw.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ipxe ipmitool openssh-client ca-certificates \
+      busybox-static fdisk e2fsprogs zstd efibootmgr kmod cpio qemu-utils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/racksmith
 ENV NODE_ENV=production \
@@ -40,6 +43,7 @@ COPY --from=build /src/web/assets ./web/assets
 COPY --from=build /src/boot-templates ./boot-templates
 COPY --from=build /src/autoinstall ./autoinstall
 COPY --from=build /src/kubeadm-templates ./kubeadm-templates
+COPY --from=build /src/agent ./agent
 RUN ln -s /opt/racksmith/dist/server/cli.js /usr/local/bin/racksmith \
  && chmod 0755 /opt/racksmith/dist/server/cli.js \
  && mkdir -p /var/lib/racksmith /var/lib/racksmith-artifacts \

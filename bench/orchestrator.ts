@@ -86,7 +86,7 @@ async function peer(bed: KubeBed): Promise<number> {
     const certKey = newCertificateKey();
     const lb = bed.node('lb1');
     const endpoint = `${lb.ip}:6443`;
-    const cluster = { name: 'bench', ubuntuRelease: '22.04', kubernetesVersion: VERSION, containerRuntime: 'containerd', cni: 'flannel', podSubnet: '10.244.0.0/16', serviceSubnet: '10.96.0.0/12', controlPlaneEndpoint: null, state: 'pending', createdAt: '', updatedAt: '' } as const;
+    const cluster = { name: 'bench', ubuntuRelease: '22.04', os: 'ubuntu-22.04', installMethod: 'autoinstall', installDiskRule: 'smallest', imageUrl: null, imageSha256: null, kubernetesVersion: VERSION, containerRuntime: 'containerd', cni: 'flannel', podSubnet: '10.244.0.0/16', serviceSubnet: '10.96.0.0/12', controlPlaneEndpoint: null, state: 'pending', createdAt: '', updatedAt: '' } as const;
     const cps = ['cp1', 'cp2', 'cp3'].map((n) => bed.node(n));
     const write = (name: string, text: string): string => {
       writeFileSync(join(dir, name), text);

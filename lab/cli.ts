@@ -6,12 +6,13 @@
  */
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { buildImages, buildSecureBootEsp } from './images.js';
-import { ensurePackages } from './packages.js';
+import { buildImageDeployment, buildImages, buildSecureBootEsp, type ImageDeployment } from './images.js';
+import { ensurePackages, IMAGE_PACKAGES } from './packages.js';
 import { figures, figuresTable, LabClient, provision, watch } from './flow.js';
 import { CLUSTER, FIRMWARE_CHOICES, Rack, UPGRADE_VERSION, VIP, planMachines, type FirmwareChoice } from './rack.js';
 
-const USAGE = `Usage: npm run lab -- [--machines N] [--firmware bios|uefi|mixed|secureboot|http] [--no-upgrade] [--keep] [--timeout MINUTES] [--out DIR]
+const USAGE = `Usage: npm run lab -- [--machines N] [--firmware bios|uefi|mixed|secureboot|http] [--no-upgrade]
+                      [--os ubuntu-22.04|debian-12] [--install autoinstall|image] [--keep] [--timeout MINUTES] [--out DIR]
 
 Builds a virtual rack (QEMU machines with ipmi_sim BMCs on a private bridge in network
 namespaces), starts racksmith on it, and drives it through racksmith's CLI and API: a cluster,
@@ -26,6 +27,12 @@ installs when missing. Ctrl-C or a failure tears everything down.
   --firmware F        bios, uefi or mixed (default mixed: every other machine UEFI); secureboot:
                       UEFI with Secure Boot enforced (the signed shim → GRUB chain); http: UEFI
                       HTTP Boot with racksmith's TFTP off
+  --os debian-12 --install image
+                      real Debian 12 machines, deployed by racksmith's deploy agent from a Debian
+                      image built here, HAProxy and containerd through apt-cacher-ng, the
+                      Kubernetes packages from a stand-in repository (default: ubuntu-22.04 by
+                      autoinstall, with the test guest playing the installer and the system);
+                      firmware bios, uefi or mixed
   --keep              keep the rack running after the run, until Ctrl-C
   --timeout MINUTES   give up after this long (default 30)
   --out DIR           where the summary, kubeconfig and logs go (default ./lab-runs/<time>)
@@ -34,6 +41,8 @@ installs when missing. Ctrl-C or a failure tears everything down.
 interface Args {
   machines: number;
   firmware: FirmwareChoice;
+  os: 'ubuntu-22.04' | 'debian-12';
+  install: 'autoinstall' | 'image';
   keep: boolean;
   timeoutMin: number;
   out: string | null;
@@ -41,7 +50,7 @@ interface Args {
 }
 
 function parse(argv: readonly string[]): Args {
-  const a: Args = { machines: 4, firmware: 'mixed', keep: false, timeoutMin: 30, out: null, upgrade: true };
+  const a: Args = { machines: 4, firmware: 'mixed', os: 'ubuntu-22.04', install: 'autoinstall', keep: false, timeoutMin: 30, out: null, upgrade: true };
   for (let i = 0; i < argv.length; i++) {
     const w = argv[i];
     const value = (): string => {
@@ -56,6 +65,14 @@ function parse(argv: readonly string[]): Args {
       const choice = FIRMWARE_CHOICES.find((c) => c === f);
       if (!choice) throw new Error(`--firmware: ${FIRMWARE_CHOICES.join(', ')}`);
       a.firmware = choice;
+    } else if (w === '--os') {
+      const o = value();
+      if (o !== 'ubuntu-22.04' && o !== 'debian-12') throw new Error('--os: ubuntu-22.04 (the test guest) or debian-12 (real machines by image)');
+      a.os = o;
+    } else if (w === '--install') {
+      const i = value();
+      if (i !== 'autoinstall' && i !== 'image') throw new Error('--install: autoinstall or image');
+      a.install = i;
     } else if (w === '--keep') a.keep = true;
     else if (w === '--no-upgrade') a.upgrade = false;
     else if (w === '--timeout') a.timeoutMin = Number(value());
@@ -67,6 +84,10 @@ function parse(argv: readonly string[]): Args {
   }
   planMachines(a.machines, a.firmware);
   if (!(a.timeoutMin > 0)) throw new Error('--timeout: minutes, more than 0');
+  // Debian's installer cannot finish here (its mirror serves no .udeb), and the test guest plays Ubuntu only.
+  if ((a.os === 'debian-12') !== (a.install === 'image')) throw new Error('--os debian-12 goes with --install image (real machines); the test guest plays ubuntu-22.04 by autoinstall');
+  // The lab's Debian image carries GRUB unsigned, and the deploy agent is fetched over TFTP/iPXE.
+  if (a.install === 'image' && a.firmware !== 'bios' && a.firmware !== 'uefi' && a.firmware !== 'mixed') throw new Error('--install image: firmware bios, uefi or mixed');
   return a;
 }
 
@@ -87,13 +108,18 @@ async function main(): Promise<number> {
   const out = resolve(args.out ?? join('lab-runs', new Date().toISOString().replace(/[:.]/g, '-')));
   const t0 = Date.now();
   say('checking Debian packages…');
-  await ensurePackages(say);
+  await ensurePackages(say, args.install === 'image' ? IMAGE_PACKAGES : []);
   say('building guest images (cached after the first run)…');
   const base = await buildImages(say);
   const images = args.firmware === 'secureboot' ? { ...base, secureBootEsp: await buildSecureBootEsp() } : base;
+  let imageDeployment: ImageDeployment | undefined;
+  if (args.install === 'image') {
+    say('building the Debian 12 image and the deploy agent (cached after the first run)…');
+    imageDeployment = await buildImageDeployment(say);
+  }
   say(`images ready in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 
-  const rack = new Rack({ tag: 'l', machines: args.machines, firmware: args.firmware, images, log: (l) => say(`  lab: ${l}`) });
+  const rack = new Rack({ tag: 'l', machines: args.machines, firmware: args.firmware, images, imageDeployment, log: (l) => say(`  lab: ${l}`) });
   let stopping = false;
   const teardown = async (): Promise<void> => {
     if (stopping) return;

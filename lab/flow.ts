@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { table } from '../server/cli/table.js';
 import { spawn } from 'node:child_process';
 import { CLI_PATH } from '../server/lib/paths.js';
-import { BASE, CLUSTER, KUBERNETES_VERSION, RACK, VIP, type LabMachine, type Rack } from './rack.js';
+import { BASE, CLUSTER, IMAGE_FILE, KUBERNETES_VERSION, RACK, VIP, type LabMachine, type Rack } from './rack.js';
 
 /**
  * What an admin and a tech do with the virtual rack, through racksmith's public CLI and API only:
@@ -113,11 +113,13 @@ export async function provision(c: LabClient, print: (t: string) => void): Promi
   const rs = c.rack.rs;
   if (!rs) throw new Error('racksmith is not running');
   c.token = (await rs.cli(['token', 'create', '--role', 'admin', '--name', 'lab'])).trim();
+  const os = c.rack.imageMode ? ['--os', 'debian-12', '--install-method', 'image', '--image-url', IMAGE_FILE] : ['--ubuntu-release', '22.04'];
   // Two load balancers share the API's VIP (keepalived); the endpoint is then VIP:6443.
   const pair = c.rack.machines.filter((m) => m.role === 'loadbalancer').length === 2;
   const vip = pair ? ['--vip', VIP] : [];
-  print(`$ racksmith clusters create --name ${CLUSTER} --ubuntu-release 22.04 --kubernetes-version ${KUBERNETES_VERSION} --container-runtime containerd --cni flannel${pair ? ` --vip ${VIP}` : ''}\n`);
-  print(await c.cli(['clusters', 'create', '--name', CLUSTER, '--ubuntu-release', '22.04', '--kubernetes-version', KUBERNETES_VERSION, '--container-runtime', 'containerd', '--cni', 'flannel', ...vip]));
+  const create = ['clusters', 'create', '--name', CLUSTER, ...os, '--kubernetes-version', KUBERNETES_VERSION, '--container-runtime', 'containerd', '--cni', 'flannel', ...vip];
+  print(`$ racksmith ${create.join(' ')}\n`);
+  print(await c.cli(create));
   const csv = join(c.rack.work, 'rack.csv');
   writeFileSync(csv, c.rack.csv(), { mode: 0o600 });
   print(`$ racksmith machines import rack.csv   (${c.rack.machines.length} machines, BMC addresses and credentials)\n`);

@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { buildGuest, ensureKernel, GUEST_CACHE, libsOf, type Guest } from '../test/lib/guest/build.js';
+import { ensureDebianImage, type DebianImage } from '../test/lib/debian-image/index.js';
+import { ensureAgent, type AgentBuild } from '../server/agent/build.js';
 
 const run = promisify(execFile);
 
@@ -122,6 +124,18 @@ exit
 async function hashFile(h: ReturnType<typeof createHash>, path: string): Promise<void> {
   h.update(path);
   h.update(readFileSync(path));
+}
+
+/** What image deployment needs: racksmith's deploy agent and the Debian 12 image (cached, like the rest). */
+export interface ImageDeployment {
+  readonly agent: AgentBuild;
+  readonly image: DebianImage;
+}
+
+export async function buildImageDeployment(log: (line: string) => void = () => undefined): Promise<ImageDeployment> {
+  const image = await ensureDebianImage({ log });
+  const agent = await ensureAgent({ dir: join(GUEST_CACHE, 'agent'), kernelPackage: 'linux-image-amd64', log });
+  return { agent, image };
 }
 
 export async function buildImages(log: (line: string) => void = () => undefined): Promise<LabImages> {

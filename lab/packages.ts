@@ -16,6 +16,13 @@ export const LAB_PACKAGES = [
   'shim-signed', 'grub-efi-amd64-signed',
 ] as const;
 
+/**
+ * Image deployment adds: the Debian image's build (debootstrap, gdisk, dosfstools, zstd), the
+ * deploy agent's build (busybox-static, fdisk, e2fsprogs, zstd, kmod's depmod), the site package
+ * cache (apt-cacher-ng) and the stand-in Kubernetes repository (apt-utils, gnupg).
+ */
+export const IMAGE_PACKAGES = ['debootstrap', 'gdisk', 'dosfstools', 'zstd', 'fdisk', 'efibootmgr', 'kmod', 'apt-cacher-ng', 'apt-utils', 'gnupg'] as const;
+
 export async function missingPackages(names: readonly string[] = LAB_PACKAGES): Promise<string[]> {
   const missing: string[] = [];
   for (const p of names) {
@@ -30,8 +37,8 @@ export async function missingPackages(names: readonly string[] = LAB_PACKAGES): 
 }
 
 /** apt-get installs only what is missing; services must not start in the host's own namespace on install. */
-export async function ensurePackages(log: (line: string) => void): Promise<void> {
-  const missing = await missingPackages();
+export async function ensurePackages(log: (line: string) => void, extra: readonly string[] = []): Promise<void> {
+  const missing = await missingPackages([...LAB_PACKAGES, ...extra]);
   if (missing.length === 0) return;
   log(`installing Debian packages: ${missing.join(' ')}`);
   const policy = '/usr/sbin/policy-rc.d';
@@ -44,6 +51,6 @@ export async function ensurePackages(log: (line: string) => void): Promise<void>
   } finally {
     if (made) rmSync(policy, { force: true });
   }
-  const still = await missingPackages();
+  const still = await missingPackages([...LAB_PACKAGES, ...extra]);
   if (still.length) throw new Error(`apt-get did not install: ${still.join(' ')}`);
 }

@@ -8,7 +8,10 @@ import type { Role } from '../server/inventory/model.js';
 import { startBmcSim, type BmcSim } from '../test/lib/bmc-sim.js';
 import { PxeBed, SERVER_IP } from '../test/lib/pxe.js';
 import { startRacksmith, type RacksmithProcess } from '../test/lib/racksmith.js';
-import type { LabImages } from './images.js';
+import type { ImageDeployment, LabImages } from './images.js';
+import { startAptCache, type AptCache } from '../test/lib/apt-cache.js';
+import { buildStandinRepo } from './k8s-repo.js';
+import { PACKAGE_ROOT } from '../server/lib/paths.js';
 
 /**
  * The virtual rack: racksmith in a server namespace on a bridge (authoritative DHCP, TFTP, HTTP on
@@ -51,6 +54,12 @@ export interface RackOptions {
   readonly machines: number;
   readonly firmware: FirmwareChoice;
   readonly images: LabImages;
+  /**
+   * Real Debian machines deployed by image (racksmith's deploy agent) instead of the test guest:
+   * the agent and the Debian image, HAProxy and containerd through apt-cacher-ng on the bridge,
+   * the Kubernetes packages from a stand-in repository.
+   */
+  readonly imageDeployment?: ImageDeployment | undefined;
   readonly maxBooting?: number;
   readonly memoryMiB?: number;
   readonly log?: (line: string) => void;
@@ -67,6 +76,10 @@ export const UPGRADE_VERSION = '1.29.10';
 /** The API's virtual IP of a load-balancer pair: in the provisioning network, outside the DHCP pool and every machine's address. */
 export const VIP = '10.77.0.90';
 const BOOTED = /RACKSMITH-SYSTEM (UP|FAIL)/;
+/** A real Debian machine is up once cloud-init's last stage ran, or its agent stopped on a failure. */
+const BOOTED_DEBIAN = /Cloud-init v\. \S+ finished at|racksmith-agent: stopped;/;
+export const IMAGE_FILE = 'debian-12-racksmith.img.zst';
+const REPO_PORT = 8081;
 const OVMF_SECBOOT_CODE = '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd';
 const OVMF_MS_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 const run = promisify(execFile);
@@ -103,6 +116,7 @@ export class Rack {
   readonly work: string;
   readonly machines: LabMachine[] = [];
   rs: RacksmithProcess | null = null;
+  aptCache: AptCache | null = null;
   private readonly gate = new Map<string, GateEntry>();
   private gateTimer: NodeJS.Timeout | null = null;
   /** Most machines seen booting at once. */
@@ -119,9 +133,19 @@ export class Rack {
     return this.opts.maxBooting ?? 3;
   }
 
+  get imageMode(): boolean {
+    return this.opts.imageDeployment !== undefined;
+  }
+
   async start(): Promise<void> {
     await this.bed.setup();
     this.bed.raSender();
+    if (this.imageMode) {
+      this.aptCache = await startAptCache(this.bed.tb, this.bed.srv, SERVER_IP);
+      const repo = await buildStandinRepo(join(this.work, 'k8s-repo'), KUBERNETES_VERSION, SERVER_IP);
+      this.bed.tb.spawn(this.bed.srv, process.execPath, [join(PACKAGE_ROOT, 'dist/test/lib/cloudinit/static-server.js'), repo.www, SERVER_IP, String(REPO_PORT)]);
+      this.log(`apt-cacher-ng at ${this.aptCache.url}; the stand-in Kubernetes repository at http://${SERVER_IP}:${REPO_PORT}/`);
+    }
     const plan = planMachines(this.opts.machines, this.opts.firmware);
     plan.forEach((p, i) => {
       const octet = (i + 1).toString(16).padStart(2, '0');
@@ -141,6 +165,24 @@ export class Rack {
     mkdirSync(artifacts, { recursive: true });
     writeFileSync(join(artifacts, 'vmlinuz'), readFileSync(this.opts.images.installer.kernel));
     writeFileSync(join(artifacts, 'initrd'), readFileSync(this.opts.images.installer.initrd));
+    const deploy = this.opts.imageDeployment;
+    const imageEnv: Record<string, string> = {};
+    if (deploy) {
+      const a = join(this.work, 'artifacts');
+      mkdirSync(join(a, 'agent'), { recursive: true });
+      mkdirSync(join(a, 'images'), { recursive: true });
+      copyFileSync(deploy.agent.kernel, join(a, 'agent', 'vmlinuz'));
+      copyFileSync(deploy.agent.initrd, join(a, 'agent', 'initrd.img'));
+      copyFileSync(deploy.image.path, join(a, 'images', IMAGE_FILE));
+      Object.assign(imageEnv, {
+        RACKSMITH_APT_PROXY: this.aptCache?.url ?? '',
+        RACKSMITH_KUBERNETES_REPO: `http://${SERVER_IP}:${REPO_PORT}/pkgs.k8s.io/core:/stable:`,
+        // Each machine has one 8 GB NVMe disk.
+        RACKSMITH_INSTALL_DISK_MIN_GB: '4',
+        // Debian has sudo: the seeds' own SSH user.
+        RACKSMITH_SSH_USER: 'racksmith',
+      });
+    }
     this.rs = await startRacksmith({
       netns: this.bed.srv,
       host: SERVER_IP,
@@ -167,11 +209,29 @@ export class Rack {
         RACKSMITH_POWER_TIMEOUT_SECONDS: '30',
         // Nothing leaves the rack: the stand-in records the manifest URL, never fetches it.
         RACKSMITH_CNI_MANIFEST_FLANNEL: `${BASE}/cni/kube-flannel.yml`,
+        ...imageEnv,
       },
     });
   }
 
+  /** A real Debian machine: its NIC first, then an empty NVMe disk the deploy agent installs on. */
+  private imageVmCommand(m: LabMachine): string {
+    const tap = this.bed.tb.name(`t${this.machines.indexOf(m) + 1}`);
+    const efi = m.firmware === 'uefi';
+    const d = m.dir;
+    return [
+      `[ -f ${d}/console.log ] && cat ${d}/console.log >> ${d}/console-earlier.log;`,
+      `qemu-system-x86_64 -machine pc -accel tcg -m ${this.opts.memoryMiB ?? 1536} -smp 1 -display none -monitor none -name rs-lab-${m.name}`,
+      `-netdev tap,id=n0,ifname=${tap},script=no,downscript=no -device virtio-net-pci,netdev=n0,mac=${m.mac},bootindex=1${efi ? ',romfile=' : ''}`,
+      `-drive file=${d}/nvme.img,format=raw,if=none,id=disk,cache=unsafe -device nvme,drive=disk,serial=NVME${m.mac.replace(/:/g, '').slice(-6).toUpperCase()},bootindex=2`,
+      `-serial file:${d}/console.log`,
+      efi ? '-bios /usr/share/ovmf/OVMF.fd' : '',
+      `-S -qmp unix:${d}/qmp.sock,server=on,wait=off -pidfile $D/qemu.pid -daemonize </dev/null >/dev/null 2>>${d}/qemu.err`,
+    ].join(' ');
+  }
+
   private vmCommand(m: LabMachine): string {
+    if (this.imageMode) return this.imageVmCommand(m);
     const tap = this.bed.tb.name(`t${this.machines.indexOf(m) + 1}`);
     const efi = isEfi(m.firmware);
     const sb = m.firmware === 'secureboot';
@@ -224,10 +284,16 @@ export class Rack {
     await this.bed.tb.ip(this.bed.sw, ['link', 'set', tap, 'master', this.bed.bridge]);
     await this.bed.tb.ip(this.bed.sw, ['link', 'set', tap, 'up']);
     await this.bed.tb.ip(this.bed.sw, ['addr', 'add', `${m.bmcAddress}/24`, 'dev', this.bed.bridge]);
-    // A blank disk: what the installer writes, what the installed system keeps.
-    writeFileSync(join(m.dir, 'data.img'), Buffer.alloc(0));
-    await run('truncate', ['-s', '16M', join(m.dir, 'data.img')]);
-    await run('mkfs.ext4', ['-q', '-F', '-L', 'rsdata', join(m.dir, 'data.img')]);
+    if (this.imageMode) {
+      // An empty disk, as a new server has: the deploy agent writes Debian onto it.
+      writeFileSync(join(m.dir, 'nvme.img'), Buffer.alloc(0));
+      await run('truncate', ['-s', '8G', join(m.dir, 'nvme.img')]);
+    } else {
+      // A blank disk: what the installer writes, what the installed system keeps.
+      writeFileSync(join(m.dir, 'data.img'), Buffer.alloc(0));
+      await run('truncate', ['-s', '16M', join(m.dir, 'data.img')]);
+      await run('mkfs.ext4', ['-q', '-F', '-L', 'rsdata', join(m.dir, 'data.img')]);
+    }
     // The machine's own UEFI variable store (boot entries, Secure Boot keys), kept across power cycles.
     if (m.firmware === 'secureboot') copyFileSync(OVMF_MS_VARS, join(m.dir, 'vars.fd'));
     m.bmc = await startBmcSim({ name: `${this.bed.tb.prefix}-${m.name}`, password: this.bmcPassword(m), vm: true, netns: this.bed.sw, address: m.bmcAddress, vmCommand: this.vmCommand(m) });
@@ -283,7 +349,7 @@ export class Rack {
       if (g.state === 'booting') {
         const text = readConsole(m);
         // Up (or stopped for good): the installed system printed its last marker; a boot that hangs frees its slot after 6 min.
-        if (BOOTED.test(text.slice(g.consoleAt)) || Date.now() - g.since > 360_000) {
+        if ((this.imageMode ? BOOTED_DEBIAN : BOOTED).test(text.slice(g.consoleAt)) || Date.now() - g.since > (this.imageMode ? 1_500_000 : 360_000)) {
           g.state = 'up';
           this.log(`${m.name}: booted in ${((Date.now() - g.since) / 1000).toFixed(0)} s`);
         }
@@ -313,6 +379,7 @@ export class Rack {
       /* already gone */
     }
     for (const m of this.machines) await m.bmc?.stop().catch(() => undefined);
+    await this.aptCache?.stop().catch(() => undefined);
     await this.bed.destroy();
     rmSync(this.work, { recursive: true, force: true });
   }

@@ -10,7 +10,7 @@ import { TOKEN_ROLES, type TokenRole } from './inventory/model.js';
 import { parse, SETTING_FLAGS, settingFlags, UsageError } from './cli/args.js';
 import { ApiError, createApiClient } from './cli/client.js';
 import { readSecret, terminalPrompt } from './cli/secrets.js';
-import { MAIN_HELP, SERVE_HELP, TOKEN_HELP, WATCH_HELP, settingsHelp } from './cli/help.js';
+import { AGENT_HELP, MAIN_HELP, SERVE_HELP, TOKEN_HELP, WATCH_HELP, settingsHelp } from './cli/help.js';
 import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
 import { watch } from './cli/watch.js';
 import { rackCommand } from './cli/power-commands.js';
@@ -129,6 +129,27 @@ async function token(args: readonly string[]): Promise<number> {
   return 0;
 }
 
+async function agent(args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === '--help' || sub === '-h') {
+    out(AGENT_HELP);
+    return sub ? 0 : 2;
+  }
+  if (sub !== 'build') throw new UsageError(`agent: unknown subcommand "${sub}" (build)`);
+  const { values } = parse(rest, { ...SETTING_FLAGS, json: { type: 'boolean' } });
+  if (values['help']) {
+    out(AGENT_HELP);
+    return 0;
+  }
+  const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
+  const { ensureAgent } = await import('./agent/build.js');
+  const { join } = await import('node:path');
+  const b = await ensureAgent({ dir: join(config.dataDir, 'agent'), kernelPackage: config.agentKernelPackage, log: (line) => void process.stderr.write(`racksmith: ${line}\n`) });
+  if (values['json']) out(JSON.stringify(b, null, 2) + '\n');
+  else out(`deploy agent ${b.key} ${b.built ? `built in ${b.seconds.toFixed(0)} s` : 'already built'}: kernel ${b.kernelVersion} (${b.kernelPackage})\n  ${b.kernel}\n  ${b.initrd}\n`);
+  return 0;
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -164,6 +185,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return artifactsCommand(rest, endpoint, out);
     case 'watch':
       return watchCommand(rest);
+    case 'agent':
+      return agent(rest);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }

@@ -52,11 +52,14 @@ import { createClusterChecks } from './clusters/checks.js';
 import { preflightSettings } from './clusters/settings.js';
 import { createPowerOnGate } from './clusters/power-on.js';
 import { clusterChecksRoutes } from './http/api/cluster-checks-routes.js';
-import { resolveInstallers } from './boot/releases.js';
+import { installerTables, resolveInstallers } from './boot/releases.js';
+import { AGENT_INITRD, AGENT_KERNEL, ensureAgent } from './agent/build.js';
+import { createImageStore, type ImageStore } from './images/store.js';
+import { imageFor } from './images/catalog.js';
+import { createDeadlineService } from './seeds/deadline.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
 import { findSignedChains } from './boot/loaders.js';
-import { installerTables } from './boot/releases.js';
 import { bootFiles } from './boot/tftp-files.js';
 import { layeredSource } from './lib/files.js';
 import { vipChecker } from './clusters/load-balancers.js';
@@ -102,11 +105,31 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const services: Service[] = [];
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
-  const installers = resolveInstallers(config.installers ?? {});
+  const installers = resolveInstallers(config.installers ?? {}, { debianMirror: config.debianMirror });
+  // The deploy agent: built once per set of inputs (a minute the first time), on the first
+  // machine's request unless `racksmith agent build` made it before.
+  let agentBuild: Promise<Record<string, string>> | null = null;
+  const agentLog = log.child({ svc: 'agent' });
+  const agentFiles = (): Promise<Record<string, string>> => {
+    agentBuild ??= ensureAgent({ dir: join(config.dataDir, 'agent'), kernelPackage: config.agentKernelPackage, log: (line) => agentLog.info(line) }).then(
+      (b) => {
+        if (b.built) void inventory.events.append({ type: 'agent.built', source: 'agent', message: `deploy agent ${b.key} built (kernel ${b.kernelVersion}) in ${b.seconds.toFixed(0)} s`, data: { key: b.key, kernel: b.kernelPackage } });
+        return { [AGENT_KERNEL]: b.kernel, [AGENT_INITRD]: b.initrd };
+      },
+      (err: unknown) => {
+        agentBuild = null;
+        throw err;
+      },
+    );
+    return agentBuild;
+  };
+  let images: ImageStore | null = null;
   const artifacts = createArtifactStore({
     artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
     cacheDir: config.artifactsCacheDir ?? join(config.dataDir, 'artifacts'),
     installers,
+    agent: agentFiles,
+    imageUpstream: (file) => images?.upstreamOf(file) ?? null,
     fetchIdleTimeoutMs: config.artifactsFetchTimeoutSeconds * 1000,
     log: log.child({ svc: 'artifacts' }),
     onFetched: (f) => {
@@ -114,6 +137,15 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     },
   });
   const fileWorkers = createFileWorkers(config.artifactWorkers, log.child({ svc: 'artifact-workers' }));
+  images = createImageStore({
+    artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
+    cacheDir: config.artifactsCacheDir ?? join(config.dataDir, 'artifacts'),
+    artifacts,
+    log: log.child({ svc: 'images' }),
+    onConverted: (f) => {
+      void inventory.events.append({ type: 'image.converted', source: 'images', message: `converted ${f.source} to ${f.file} (${f.rawSize} bytes raw, ${f.size} compressed, sha256 ${f.sha256}) in ${f.seconds.toFixed(0)} s`, data: { ...f } });
+    },
+  });
   const metrics = createMetrics();
   collectServiceHealth(metrics, health);
   const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
@@ -223,6 +255,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       resolveClient: (ip: string) => resolveClient(ip),
       artifactsFronts: config.artifactsFronts,
       installers,
+      images,
+      imageSettings: config.images,
       boot: {
         waitSeconds: config.bootWaitSeconds,
         waitAttempts: config.bootWaitAttempts,
@@ -234,6 +268,9 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       seed: {
         sshUser: config.sshUser,
         ubuntuMirror: config.ubuntuMirror,
+        debianMirror: config.debianMirror,
+        aptProxy: config.aptProxy ?? null,
+        installDiskMinGb: config.installDiskMinGb,
         kubernetesRepo: config.kubernetesRepo,
         kubernetesLegacyRepo: config.kubernetesLegacyRepo,
         kubernetesLegacyGpgUrl: config.kubernetesLegacyGpgUrl,
@@ -282,6 +319,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       leasedAddress,
       recordBootScript: bootScripts,
       log: log.child({ svc: 'tftp' }),
+      prepareImage: (cluster) => void images?.prepare(imageFor(cluster, config.images)).catch(() => undefined),
     },
     artifacts,
     chains: findSignedChains(config.signedBootDir ? [config.signedBootDir] : []),
@@ -289,6 +327,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   const tftpSource = layeredSource([signedBoot, tftpFiles(config).source]);
   services.push(createTftpService(config, { files: tftpSource, root: config.tftpRoot, resolveClient, inventory }));
+  services.push(createDeadlineService({ machines: inventory.machines, events: inventory.events, deadlineMinutes: config.installTimeoutMinutes, now: () => inventory.now() }));
   // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
   services.push(eventStream.service);
   services.push(orchestrator);

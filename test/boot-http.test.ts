@@ -195,7 +195,7 @@ test('phone-home (form-encoded, as cloud-init posts it) pins the host keys → r
 
 test('its next PXE boot gets the boot-from-disk script', async () => {
   const efi = await get('/boot.ipxe?mac=52-54-00-77-01-11&arch=x86_64&platform=efi');
-  assert.match(efi.text(), /^exit$/m);
+  assert.match(efi.text(), /^exit 1$/m);
   assert.not.match(efi.text(), /kernel/);
   const bios = await get('/boot.ipxe?mac=52-54-00-77-01-11&arch=x86_64&platform=pcbios');
   assert.match(bios.text(), /^sanboot --no-describe --drive 0x80/m);

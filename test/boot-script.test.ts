@@ -71,16 +71,16 @@ test('golden scripts: chain, wait, install per release × firmware, local per fi
   }
 });
 
-test('local boot: exit on EFI, sanboot of the first disk on BIOS', () => {
+test('local boot: exit with an error on EFI (the firmware goes on to the disk), sanboot of the first disk on BIOS', () => {
   const efi = decideBootScript(facts('ready', q({ platform: 'efi' })), BOOT_SETTINGS);
   const bios = decideBootScript(facts('ready', q({ platform: 'pcbios' })), BOOT_SETTINGS);
-  assert.match(renderer.render(efi.template, efi.context), /^exit$/m);
+  assert.match(renderer.render(efi.template, efi.context), /^set racksmith-local-boot 1\nexit 1$/m);
   assert.match(renderer.render(bios.template, bios.context), /^sanboot --no-describe --drive 0x80 \|\| exit$/m);
 });
 
 test('installers: d-i for 18.04, casper + nocloud-net for 20.04+, named initrd on the kernel line', () => {
   const di = renderer.render(...tpl(decideBootScript(facts('assigned', q(), '18.04'), BOOT_SETTINGS)));
-  assert.match(di, /^kernel --name kernel http:\/\/10\.77\.0\.1:8080\/artifacts\/18\.04\/linux\?mac=52-54-00-77-00-11 initrd=initrd\.gz auto=true priority=critical url=http:\/\/10\.77\.0\.1:8080\/seed\/tok3n-[^/]+\/preseed\.cfg interface=auto netcfg\/dhcp_timeout=60 hostname=cp1 locale=en_US\.UTF-8 keyboard-configuration\/layoutcode=us console-setup\/ask_detect=false console=ttyS0,115200 --- \|\| goto failed$/m);
+  assert.match(di, /^kernel --name kernel http:\/\/10\.77\.0\.1:8080\/artifacts\/18\.04\/linux\?mac=52-54-00-77-00-11 initrd=initrd\.gz auto=true priority=critical url=http:\/\/10\.77\.0\.1:8080\/seed\/tok3n-[^/]+\/preseed\.cfg interface=auto netcfg\/dhcp_timeout=60 netcfg\/no_default_route=true hostname=cp1 locale=en_US\.UTF-8 keyboard-configuration\/layoutcode=us console-setup\/ask_detect=false console=ttyS0,115200 --- \|\| goto failed$/m);
   assert.match(di, /^initrd --name initrd\.gz http:\/\/10\.77\.0\.1:8080\/artifacts\/18\.04\/initrd\.gz\?mac=52-54-00-77-00-11 \|\| goto failed$/m);
   const sub = renderer.render(...tpl(decideBootScript(facts('assigned', q(), '24.04'), BOOT_SETTINGS)));
   assert.match(sub, / url=http:\/\/10\.77\.0\.1:8080\/artifacts\/24\.04\/ubuntu-24\.04\.4-live-server-amd64\.iso autoinstall ds=nocloud-net;s=http:\/\/10\.77\.0\.1:8080\/seed\/tok3n-[A-Za-z0-9_-]+\/ cloud-config-url=\/dev\/null/);

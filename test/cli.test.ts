@@ -103,7 +103,7 @@ test('token create for each role: printed once, accepted with that role', async 
 test('clusters create | list | show: table for people, --json for scripts', async () => {
   const created = ok(await as('admin', ['clusters', 'create', '--name', 'rack1', '--ubuntu-release', '18.04', '--kubernetes-version', '1.18.6', '--container-runtime', 'docker', '--cni', 'weave']));
   const [row] = parseTable(created);
-  assert.equal(row, { name: 'rack1', ubuntu: '18.04', kubernetes: '1.18.6', runtime: 'docker', cni: 'weave', endpoint: '-', machines: '0', state: 'pending' });
+  assert.equal(row, { name: 'rack1', os: 'ubuntu-18.04', install: 'preseed', kubernetes: '1.18.6', runtime: 'docker', cni: 'weave', endpoint: '-', machines: '0', state: 'pending' });
   ok(await as('admin', ['clusters', 'create', '--name', 'rack2', '--ubuntu-release', '24.04', '--kubernetes-version', 'v1.30.2', '--container-runtime', 'containerd', '--cni', 'calico', '--pod-subnet', '10.50.0.0/16']));
   const list = parseTable(ok(await as('viewer', ['clusters', 'list'])));
   assert.equal(list.map((c) => c['name']), ['rack1', 'rack2']);
@@ -126,7 +126,7 @@ test('machines add (every MAC form) | list | set | rm, table and --json', async 
   }
   const table = parseTable(ok(await as('viewer', ['machines', 'list', '--cluster', 'rack1'])));
   assert.equal(table.map((m) => m['hostname']), ['n1', 'n2', 'n3', 'n4']);
-  assert.equal(table[0], { mac: '52:54:00:c1:00:01', hostname: 'n1', role: 'loadbalancer', cluster: 'rack1', ip: '10.8.0.1', rack: 'r1', state: 'assigned', step: '-' });
+  assert.equal(table[0], { mac: '52:54:00:c1:00:01', hostname: 'n1', role: 'loadbalancer', cluster: 'rack1', ip: '10.8.0.1', rack: 'r1', state: 'assigned', step: '-', disk: '-' });
   const workers = JSON.parse(ok(await as('viewer', ['machines', 'list', '--role', 'worker', '--json'])));
   assert.is(workers.length, 3);
   const lb = JSON.parse(ok(await as('viewer', ['machines', 'list', '--role', 'loadbalancer', '--json'])))[0];

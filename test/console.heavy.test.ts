@@ -172,6 +172,9 @@ test('a machine walking the boot path changes its tile live, without a reload', 
     await waitTileState(DRIVEN, 'provisioning');
     // The boot step is a field of the machine: the tile shows it once it is set (no reload).
     await page.locator(`[data-mac="${DRIVEN}"] [data-field="step"]`, { hasText: /^(?!—$)\S+/ }).waitFor();
+    // The installer reports the disk it installs on (the machine page shows it below).
+    const disk = { event_type: 'finish', origin: 'racksmith-agent', name: 'racksmith-agent/disk', result: 'SUCCESS', description: '/dev/nvme0n1', disk: { name: 'nvme0n1', kind: 'nvme', sizeBytes: 480_103_981_056, serial: 'S5GXNF0R123456', model: 'Samsung SSD 980 PRO 1TB', chosenBy: 'rule smallest' } };
+    assert.ok((await fetch(`${rs.url}/seed/${token}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(disk) })).ok);
     assert.ok((await fetch(`${rs.url}/seed/${token}/installed`, { method: 'POST' })).ok);
     await waitTileState(DRIVEN, 'installed');
     const form = new URLSearchParams({ pub_key_ed25519: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ4dNpyR2sWpvZ0GmN4jkE1pFSBlBVZkyL8oW4C2sU8p root@c1', instance_id: 'iid-c1', hostname: 'c1', fqdn: 'c1.lab' });
@@ -209,6 +212,7 @@ test('the machine page: facts, events, power buttons (the API\'s refusal shown),
   await page.locator(`[data-mac="${DRIVEN}"] a`).click();
   await page.getByRole('heading', { name: /^c1/ }).waitFor();
   assert.is(await page.locator('[data-fact="MAC"]').textContent(), DRIVEN);
+  assert.match((await page.locator('[data-fact="Install disk"]').textContent()) ?? '', /^\/dev\/nvme0n1 — NVME, 480\.1 GB, Samsung SSD 980 PRO 1TB, serial S5GXNF0R123456 \(chosen by rule smallest, reported /);
   assert.ok((await page.locator('ol.events li').count()) >= 1);
   assert.match((await page.locator('ol.events').textContent()) ?? '', /assigned as control-plane of cluster lab/);
   await page.getByRole('button', { name: 'Power status' }).click();

@@ -401,6 +401,49 @@ test('the real server: `racksmith clusters preflight` prints one line per check 
   assert.is(forced.body.prefetch, null);
 });
 
+test('a Debian 12 cluster on the real server: --debian-mirror is the archive and the installer checked, --apt-proxy is checked and carries the apt checks', async () => {
+  // The Debian archive with bookworm, and d-i's netboot files where a Debian mirror keeps them.
+  for (const s of ['bookworm', 'bookworm-updates']) put(`/debian/dists/${s}/Release`, releaseFile(s, []));
+  const netboot = '/debian/dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64/';
+  put(`${netboot}linux`, 'kernel');
+  put(`${netboot}initrd.gz`, 'initrd');
+  const s = localSettings();
+  const env = {
+    RACKSMITH_DEBIAN_MIRROR: `${base}/debian`,
+    RACKSMITH_KUBERNETES_REPO: s.kubernetesRepo,
+    RACKSMITH_CNI_MANIFEST_FLANNEL: s.cniManifests.flannel,
+    RACKSMITH_PREFLIGHT_TIMEOUT_SECONDS: '5',
+  };
+  const check = async (extra: Record<string, string>): Promise<{ ok: boolean; checks: Array<{ id: string; title: string; state: string; detail: string; url: string | null }> }> => {
+    const srv = await startRacksmith({ env: { ...env, ...extra } });
+    try {
+      const admin = (await srv.cli(['token', 'create', '--role', 'admin'])).trim();
+      const c = await api(srv.url, admin, 'POST', '/api/v1/clusters', { name: 'deb', os: 'debian-12', installMethod: 'preseed', kubernetesVersion: '1.30.6', containerRuntime: 'containerd', cni: 'flannel' });
+      assert.is(c.status, 201, c.text);
+      const r = await api(srv.url, admin, 'POST', '/api/v1/clusters/deb/preflight');
+      assert.is(r.status, 200, r.text);
+      return r.body;
+    } finally {
+      await srv.stop();
+      srv.cleanup();
+    }
+  };
+  const direct = await check({});
+  assert.ok(direct.ok, JSON.stringify(direct.checks, null, 2));
+  const byId = new Map(direct.checks.map((c) => [c.id, c]));
+  assert.is(byId.get('os-mirror:bookworm')?.title, 'Debian 12 mirror, suite bookworm');
+  assert.is(byId.get('os-mirror:bookworm')?.url, `${base}/debian/dists/bookworm/Release`);
+  assert.ok(byId.has('os-mirror:bookworm-updates'));
+  assert.match(byId.get('installer:debian-12/linux')?.detail ?? '', /upstream|HTTP 200/);
+  assert.not.ok(byId.has('apt-proxy'), 'no proxy configured, none checked');
+  // With --apt-proxy (down here): the proxy is a check of its own, and the apt checks went through it.
+  const proxied = await check({ RACKSMITH_APT_PROXY: 'http://127.0.0.1:9' });
+  assert.is(proxied.ok, false);
+  const failed = proxied.checks.filter((c) => c.state === 'failed').map((c) => c.id);
+  assert.equal(failed, ['os-mirror:bookworm', 'os-mirror:bookworm-updates', 'apt-proxy', 'kubernetes-repo', 'kubernetes-packages']);
+  assert.match(proxied.checks.find((c) => c.id === 'apt-proxy')?.detail ?? '', /127\.0\.0\.1:9/);
+});
+
 test('--help names the command and what it checks', async () => {
   const help = await (rs as RacksmithProcess).cli(['clusters', 'preflight', '--help']);
   assert.match(help, /^Usage: racksmith clusters preflight NAME/);

@@ -109,7 +109,7 @@ test('on a terminal: the table is drawn in place with its columns', async () => 
   // script(1) gives the command a pseudo-terminal; its output is the terminal's.
   const cmd = `${process.execPath} ${CLI_PATH} watch --cluster w`;
   const w = startWatch([], ['script', '-qfec', cmd, '/dev/null']);
-  await w.waitFor(/RACK\s+HOST\s+MAC\s+ROLE\s+STATE\s+STEP\s+FOR\s+LAST EVENT/, 'the table header');
+  await w.waitFor(/RACK\s+HOST\s+MAC\s+ROLE\s+STATE\s+STEP\s+DISK\s+FOR\s+LAST EVENT/, 'the table header');
   await w.waitFor(/r2\s+w3b\s+52:54:00:77:00:03\s+worker\s+assigned/, 'w3b in the table');
   assert.ok(w.text().includes('\x1b[H\x1b[2J'), 'redrawn in place');
   assert.is((await api(rs.url, admin, 'PATCH', '/api/v1/machines/52:54:00:77:00:03', { role: null, cluster: null })).status, 200);
@@ -123,7 +123,10 @@ test('table and elapsed helpers', () => {
   assert.is(elapsed('2026-11-25T11:56:55Z', now), '3m05s');
   assert.is(elapsed('2026-11-25T09:58:00Z', now), '2h02m');
   const row = rowOf({ mac: '52:54:00:00:00:01', hostname: 'a', role: 'worker', rack: 'r1', cluster: 'c', state: 'provisioning', lastStep: 'ipxe', stateChangedAt: '2026-11-25T11:59:00Z' });
-  assert.match(renderTable([row], now, 'h'), /r1\s+a\s+52:54:00:00:00:01\s+worker\s+provisioning\s+ipxe\s+1m00s/);
+  assert.match(renderTable([row], now, 'h'), /r1\s+a\s+52:54:00:00:00:01\s+worker\s+provisioning\s+ipxe\s+-\s+1m00s/);
+  // The disk its installer reported, as a tech reads it off the drive's label.
+  const installed = rowOf({ mac: '52:54:00:00:00:02', hostname: 'b', role: 'worker', rack: 'r1', cluster: 'c', state: 'installed', lastStep: 'installed', stateChangedAt: '2026-11-25T11:59:00Z', installedDisk: { name: 'nvme0n1', sizeBytes: 6_442_450_944 } });
+  assert.match(renderTable([installed], now, 'h'), /b\s+52:54:00:00:00:02\s+worker\s+installed\s+installed\s+nvme0n1 6\.4GB\s+1m00s/);
 });
 
 test.run();

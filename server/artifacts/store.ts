@@ -7,8 +7,9 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { AppError, errorMessage, notFound } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import { UBUNTU_RELEASES, type UbuntuRelease } from '../inventory/model.js';
-import { DEFAULT_ARM64_INSTALLERS, INSTALLER_ARCHES, type InstallerArch, type ReleaseInstaller } from '../boot/releases.js';
+import { UBUNTU_RELEASES } from '../inventory/model.js';
+import type { InstallerKey } from '../inventory/os.js';
+import { DEFAULT_ARM64_INSTALLERS, INSTALLER_ARCHES, type ArtifactKey, type InstallerArch, type ReleaseInstaller } from '../boot/releases.js';
 import { locateInIso } from './iso-extract.js';
 import { IsoError } from './iso9660.js';
 
@@ -30,9 +31,16 @@ import { IsoError } from './iso9660.js';
 export interface ArtifactStoreOptions {
   readonly artifactsDir: string;
   readonly cacheDir: string;
-  readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  readonly installers: Readonly<Record<InstallerKey, ReleaseInstaller>>;
   /** The arm64 table (default: the built-in one); amd64's is `installers`. */
-  readonly arm64Installers?: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  readonly arm64Installers?: Readonly<Partial<Record<InstallerKey, ReleaseInstaller>>>;
+  /**
+   * The deploy agent's files (`/artifacts/agent/<file>`), built by racksmith when it is not in
+   * the artifacts directory: file name → path.
+   */
+  readonly agent?: (() => Promise<Readonly<Record<string, string>>>) | undefined;
+  /** Where an OS image of image deployment (`/artifacts/images/<file>`) comes from, when racksmith knows. */
+  readonly imageUpstream?: ((file: string) => { readonly url: string; readonly sha256: string | null } | null) | undefined;
   /** A download that receives nothing for this long is abandoned. */
   readonly fetchIdleTimeoutMs: number;
   readonly log: Logger;
@@ -40,10 +48,10 @@ export interface ArtifactStoreOptions {
   readonly onFetched?: ((f: FetchedArtifact) => void) | undefined;
 }
 
-export type ArtifactSource = 'local' | 'cache' | 'fetched';
+export type ArtifactSource = 'local' | 'cache' | 'fetched' | 'built';
 
 export interface ResolvedArtifact {
-  readonly release: UbuntuRelease;
+  readonly release: ArtifactKey | 'images';
   /** Absent for amd64 (stored as `<release>/<file>`); arm64 files are `<release>/arm64/<file>`. */
   readonly arch?: InstallerArch;
   readonly file: string;
@@ -59,7 +67,7 @@ export interface ResolvedArtifact {
 }
 
 export interface FetchedArtifact {
-  readonly release: UbuntuRelease;
+  readonly release: ArtifactKey | 'images';
   readonly file: string;
   readonly url: string;
   readonly size: number;
@@ -69,7 +77,7 @@ export interface FetchedArtifact {
 
 /** A download in progress: how far it got. */
 export interface DownloadProgress {
-  readonly release: UbuntuRelease;
+  readonly release: ArtifactKey | 'images';
   readonly file: string;
   readonly from: string;
   readonly bytes: number;
@@ -97,8 +105,10 @@ export interface ArtifactStore {
 
 export const ARTIFACT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-export function isRelease(s: string): s is UbuntuRelease {
-  return (UBUNTU_RELEASES as readonly string[]).includes(s);
+export const ARTIFACT_KEYS: readonly (ArtifactKey | 'images')[] = [...UBUNTU_RELEASES, 'debian-12', 'agent', 'images'];
+
+export function isRelease(s: string): s is ArtifactKey | 'images' {
+  return (ARTIFACT_KEYS as readonly string[]).includes(s);
 }
 
 async function fileIn(dir: string, release: string, file: string): Promise<{ path: string; size: number; mtimeMs: number; relative: string } | null> {
@@ -123,7 +133,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
    * Writes a stream into the cache as `<release>/<file>`: to a temporary name while hashing, then
    * renamed into place with its `.sha256` — or removed, on any failure.
    */
-  async function materialize(release: UbuntuRelease, arch: InstallerArch, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
+  async function materialize(release: InstallerKey | 'images', arch: InstallerArch, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
     const where = subdir(release, arch);
     const dir = join(o.cacheDir, where);
     const final = join(dir, file);
@@ -190,13 +200,13 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     };
   }
 
-  const tableOf = (arch: InstallerArch): Readonly<Record<UbuntuRelease, ReleaseInstaller>> => (arch === 'arm64' ? (o.arm64Installers ?? DEFAULT_ARM64_INSTALLERS) : o.installers);
+  const tableOf = (arch: InstallerArch): Readonly<Partial<Record<InstallerKey, ReleaseInstaller>>> => (arch === 'arm64' ? (o.arm64Installers ?? DEFAULT_ARM64_INSTALLERS) : o.installers);
 
   /** A file inside the release's ISO (itself local, cached or fetched first). */
-  function fromIso(release: UbuntuRelease, arch: InstallerArch, inside: string) {
+  function fromIso(release: InstallerKey, arch: InstallerArch, inside: string) {
     return async (): Promise<{ body: Readable; length: number | null }> => {
-      const iso = tableOf(arch)[release].iso;
-      if (!iso) throw new Error(`Ubuntu ${release} (${arch}) has no ISO configured`);
+      const iso = tableOf(arch)[release]?.iso;
+      if (!iso) throw new Error(`${release} (${arch}) has no ISO configured`);
       const art = await resolve(release, iso, arch);
       const at = await locateInIso(art.path, inside);
       return { body: createReadStream(art.path, { start: at.offset, end: at.offset + at.size - 1 }), length: at.size };
@@ -204,18 +214,21 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
   }
 
   async function resolve(release: string, file: string, archName = 'amd64'): Promise<ResolvedArtifact> {
-    if (!isRelease(release)) throw notFound('ERR_UNKNOWN_RELEASE', `no Ubuntu release "${release.slice(0, 20)}" (known: ${UBUNTU_RELEASES.join(', ')})`);
+    if (!isRelease(release)) throw notFound('ERR_UNKNOWN_RELEASE', `no installer "${release.slice(0, 20)}" (known: ${ARTIFACT_KEYS.join(', ')})`);
     if (!(INSTALLER_ARCHES as readonly string[]).includes(archName)) throw notFound('ERR_UNKNOWN_ARCH', `no installer architecture "${archName.slice(0, 20)}" (known: ${INSTALLER_ARCHES.join(', ')})`);
     const arch = archName as InstallerArch;
     if (!ARTIFACT_NAME.test(file)) throw notFound('ERR_UNKNOWN_ARTIFACT', 'artifact names are plain file names');
     const where = subdir(release, arch);
     const local = await fileIn(o.artifactsDir, where, file);
     if (local) return { release, ...archField(arch), file, ...local, source: 'local', root: 'local' };
+    // The agent and images are amd64-only folders (arm64 has no deploy agent yet).
+    if (release === 'agent' && arch === 'amd64') return builtAgent(file);
     const cached = await fileIn(o.cacheDir, where, file);
     if (cached) return { release, ...archField(arch), file, ...cached, source: 'cache', root: 'cache' };
-    const inst = tableOf(arch)[release];
-    const upstream = inst.upstream[file];
-    if (!upstream) throw notFound('ERR_UNKNOWN_ARTIFACT', `no artifact ${where}/${file}: not in the artifacts directory and no upstream is configured for it`);
+    if (release === 'images' && arch === 'amd64') return fetchImage(file);
+    const inst = release === 'agent' || release === 'images' ? undefined : tableOf(arch)[release];
+    const upstream = inst?.upstream[file];
+    if (!inst || !upstream || release === 'agent' || release === 'images') throw notFound('ERR_UNKNOWN_ARTIFACT', `no artifact ${where}/${file}: not in the artifacts directory and no upstream is configured for it`);
     const key = `${where}/${file}`;
     let p = downloads.get(key);
     if (!p) {
@@ -226,13 +239,55 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     return p;
   }
 
+  async function fetchImage(file: string): Promise<ResolvedArtifact> {
+    const up = o.imageUpstream?.(file);
+    if (!up) throw notFound('ERR_UNKNOWN_ARTIFACT', `no image ${file}: not in the artifacts directory's images/ and no cluster names it`);
+    const key = `images/${file}`;
+    let p = downloads.get(key);
+    if (!p) {
+      p = materialize('images', 'amd64', file, up.url, fromUrl(up.url), up.sha256 ?? undefined).finally(() => downloads.delete(key));
+      downloads.set(key, p);
+    }
+    return p;
+  }
+
+  async function builtAgent(file: string): Promise<ResolvedArtifact> {
+    if (!o.agent) throw notFound('ERR_UNKNOWN_ARTIFACT', `no deploy agent file ${file} in the artifacts directory`);
+    let files: Readonly<Record<string, string>>;
+    try {
+      files = await o.agent();
+    } catch (err) {
+      throw new AppError('unavailable', 'ERR_AGENT_BUILD', `the deploy agent is not built and cannot be built here: ${errorMessage(err)}`);
+    }
+    const path = files[file];
+    if (!path) throw notFound('ERR_UNKNOWN_ARTIFACT', `the deploy agent has no file ${file} (it has ${Object.keys(files).join(', ')})`);
+    const st = await stat(path);
+    // Built into the cache: a front may send it (an empty relative name means racksmith sends it).
+    const [real, cacheRoot] = await Promise.all([realpath(path), realpath(o.cacheDir).catch(() => o.cacheDir)]);
+    const relative = real.startsWith(cacheRoot + sep) ? real.slice(cacheRoot.length + 1) : '';
+    return { release: 'agent', file, path, size: st.size, mtimeMs: st.mtimeMs, source: 'built', root: 'cache', relative };
+  }
+
   async function locate(release: string, file: string): Promise<ArtifactLocation> {
-    if (!isRelease(release)) return { source: 'none', message: `no Ubuntu release "${release.slice(0, 20)}"` };
+    if (!isRelease(release)) return { source: 'none', message: `no installer "${release.slice(0, 20)}"` };
     if (!ARTIFACT_NAME.test(file)) return { source: 'none', message: 'artifact names are plain file names' };
     const local = await fileIn(o.artifactsDir, release, file);
     if (local) return { source: 'local', ...local };
     const cached = await fileIn(o.cacheDir, release, file);
     if (cached) return { source: 'cache', ...cached };
+    // The deploy agent is built, not fetched: locating it builds it once (cached by its inputs).
+    if (release === 'agent') {
+      try {
+        const built = await builtAgent(file);
+        return { source: 'cache', path: built.path, size: built.size };
+      } catch (err) {
+        return { source: 'none', message: errorMessage(err) };
+      }
+    }
+    if (release === 'images') {
+      const up = o.imageUpstream?.(file);
+      return up ? { source: 'upstream', url: up.url } : { source: 'none', message: `no image ${file}: not in the artifacts directory's images/ and no cluster names it` };
+    }
     const upstream = o.installers[release].upstream[file];
     if (!upstream) return { source: 'none', message: `not in the artifacts directory (${join(release, file)}) and no upstream is configured for it` };
     if (upstream.startsWith('iso:')) return { source: 'iso', iso: o.installers[release].iso ?? '?', path: upstream.slice(4) };
@@ -263,7 +318,7 @@ function withoutPaths(err: unknown): string {
 }
 
 /** amd64 files stay where they always were (`<release>/`); others under `<release>/<arch>/`. */
-function subdir(release: UbuntuRelease, arch: InstallerArch): string {
+function subdir(release: ArtifactKey | 'images', arch: InstallerArch): string {
   return arch === 'amd64' ? release : join(release, arch);
 }
 

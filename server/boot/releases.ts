@@ -1,5 +1,6 @@
 import type { InstallerOverrides } from '../config/settings.js';
-import type { UbuntuRelease } from '../inventory/model.js';
+import type { Cluster, UbuntuRelease } from '../inventory/model.js';
+import { installerKeyOf, type InstallerKey } from '../inventory/os.js';
 
 /**
  * What each Ubuntu release boots as its installer, and where racksmith gets the files.
@@ -15,14 +16,18 @@ import type { UbuntuRelease } from '../inventory/model.js';
  * (20.04 and 22.04 publish no separate netboot kernel). Everything here is overridable per
  * release with the `installers` setting.
  */
-export type InstallerKind = 'debian-installer' | 'subiquity';
+export type InstallerKind = 'debian-installer' | 'subiquity' | 'deploy-agent';
+
+/** The folder an installer's files are served from: `/artifacts/<key>/<file>`. */
+export type ArtifactKey = InstallerKey | 'agent';
 
 /** Debian's architecture names, as the installers' upstream paths spell them. */
 export const INSTALLER_ARCHES = ['amd64', 'arm64'] as const;
 export type InstallerArch = (typeof INSTALLER_ARCHES)[number];
 
 export interface ReleaseInstaller {
-  readonly release: UbuntuRelease;
+  /** The artifacts folder of its files: the Ubuntu release, `debian-12`, or `agent`. */
+  readonly release: ArtifactKey;
   /** Absent: amd64 (the table racksmith started with). */
   readonly arch?: InstallerArch;
   readonly kind: InstallerKind;
@@ -53,7 +58,29 @@ function subiquity(release: UbuntuRelease, point: string, kernelSource: (iso: st
 
 const fromIso = (): Record<string, string> => ({ vmlinuz: 'iso:casper/vmlinuz', initrd: 'iso:casper/initrd' });
 
-export const DEFAULT_INSTALLERS: Readonly<Record<UbuntuRelease, ReleaseInstaller>> = {
+/** Debian's netboot d-i from a mirror (installation guide 4.5): its kernel must match the mirror's udebs. */
+export function debianNetboot(mirror: string): Record<string, string> {
+  const base = `${mirror.replace(/\/+$/, '')}/dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64/`;
+  return { linux: `${base}linux`, 'initrd.gz': `${base}initrd.gz` };
+}
+
+export const DEFAULT_DEBIAN_MIRROR = 'http://deb.debian.org/debian';
+
+/**
+ * racksmith's deploy agent (image deployment): built by racksmith (`racksmith agent build`, see
+ * server/agent/build.ts), never fetched, so it has no upstream.
+ */
+export const AGENT_INSTALLER: ReleaseInstaller = {
+  release: 'agent',
+  kind: 'deploy-agent',
+  kernel: 'vmlinuz',
+  initrd: 'initrd.img',
+  iso: null,
+  upstream: {},
+  sha256: {},
+};
+
+export const DEFAULT_INSTALLERS: Readonly<Record<InstallerKey, ReleaseInstaller>> = {
   '18.04': {
     release: '18.04',
     kind: 'debian-installer',
@@ -70,13 +97,26 @@ export const DEFAULT_INSTALLERS: Readonly<Record<UbuntuRelease, ReleaseInstaller
     vmlinuz: 'https://releases.ubuntu.com/24.04.4/netboot/amd64/linux',
     initrd: 'https://releases.ubuntu.com/24.04.4/netboot/amd64/initrd',
   })),
+  'debian-12': {
+    release: 'debian-12',
+    kind: 'debian-installer',
+    kernel: 'linux',
+    initrd: 'initrd.gz',
+    iso: null,
+    upstream: debianNetboot(DEFAULT_DEBIAN_MIRROR),
+    sha256: {},
+  },
 };
 
-/** The built-in table with the operator's overrides laid over it, release by release. */
-export function resolveInstallers(overrides: InstallerOverrides): Record<UbuntuRelease, ReleaseInstaller> {
-  const out = { ...DEFAULT_INSTALLERS } as Record<UbuntuRelease, ReleaseInstaller>;
-  for (const [release, o] of Object.entries(overrides) as [UbuntuRelease, NonNullable<InstallerOverrides[UbuntuRelease]>][]) {
-    const base = DEFAULT_INSTALLERS[release];
+/**
+ * The built-in table with the operator's overrides laid over it, release by release. Debian's
+ * installer comes from the configured Debian mirror unless overridden.
+ */
+export function resolveInstallers(overrides: InstallerOverrides, opts: { debianMirror?: string } = {}): Record<InstallerKey, ReleaseInstaller> {
+  const out = { ...DEFAULT_INSTALLERS } as Record<InstallerKey, ReleaseInstaller>;
+  if (opts.debianMirror) out['debian-12'] = { ...out['debian-12'], upstream: debianNetboot(opts.debianMirror) };
+  for (const [release, o] of Object.entries(overrides) as [InstallerKey, NonNullable<InstallerOverrides[InstallerKey]>][]) {
+    const base = out[release];
     out[release] = {
       ...base,
       kernel: o.kernel ?? base.kernel,
@@ -140,16 +180,28 @@ export function installerArchOf(cpu: string | null | undefined): InstallerArch {
   return cpu === 'arm64' || cpu === 'aarch64' ? 'arm64' : 'amd64';
 }
 
-/** Installer tables by architecture. */
-export type InstallerTables = Readonly<Record<InstallerArch, Readonly<Record<UbuntuRelease, ReleaseInstaller>>>>;
+/** Installer tables by architecture: amd64 has every OS; arm64 Ubuntu's releases. */
+export interface InstallerTables {
+  readonly amd64: Readonly<Record<InstallerKey, ReleaseInstaller>>;
+  readonly arm64: Readonly<Partial<Record<InstallerKey, ReleaseInstaller>>>;
+}
 
-export function installerTables(amd64: Readonly<Record<UbuntuRelease, ReleaseInstaller>>, arm64: Readonly<Record<UbuntuRelease, ReleaseInstaller>> = DEFAULT_ARM64_INSTALLERS): InstallerTables {
+export function installerTables(amd64: Readonly<Record<InstallerKey, ReleaseInstaller>>, arm64: Readonly<Partial<Record<InstallerKey, ReleaseInstaller>>> = DEFAULT_ARM64_INSTALLERS): InstallerTables {
   return { amd64, arm64 };
 }
 
-/** The installer of a release for a machine's architecture. */
-export function installerFor(tables: InstallerTables, release: UbuntuRelease, arch: InstallerArch): ReleaseInstaller {
-  return tables[arch][release];
+/** The installer of a release for a machine's architecture; null where there is none (Debian on arm64). */
+export function installerFor(tables: InstallerTables, release: InstallerKey, arch: InstallerArch): ReleaseInstaller | null {
+  return tables[arch][release] ?? null;
+}
+
+/**
+ * What boots to install a cluster's machines: its OS's installer for the machine's architecture,
+ * or the deploy agent (amd64: it is built from the host's own Debian packages).
+ */
+export function clusterInstaller(cluster: Pick<Cluster, 'os' | 'installMethod'>, tables: InstallerTables, arch: InstallerArch = 'amd64'): ReleaseInstaller | null {
+  if (cluster.installMethod === 'image') return arch === 'amd64' ? AGENT_INSTALLER : null;
+  return installerFor(tables, installerKeyOf(cluster.os), arch);
 }
 
 /** Where a release's artifacts live under `/artifacts/` (and the artifacts directory): `<release>` or `<release>/<arch>`. */

@@ -1,4 +1,5 @@
 import type { Cluster, Machine } from '../inventory/model.js';
+import { OS_NAMES } from '../inventory/os.js';
 import type { MachineState } from '../inventory/lifecycle.js';
 import { macHexHyphen, type Mac } from '../lib/mac.js';
 import type { BootQuery, Platform } from './query.js';
@@ -12,7 +13,7 @@ import { artifactDir, type ReleaseInstaller } from './releases.js';
  *   no MAC                         → chain: ask again with mac/arch/platform/uuid
  *   unknown, discovered            → wait: "waiting for a role", ask again later, bounded
  *   assigned, provisioning,
- *   reimaging                      → install: the installer of the cluster's Ubuntu release
+ *   reimaging                      → install: the installer of the cluster's OS, or the deploy agent
  *   installed, ready, joining,
  *   joined                         → local: boot from disk (breaks the reinstall loop)
  *   failed                         → wait: an operator has to retry it
@@ -117,6 +118,10 @@ function waitDecision(mac: Mac, q: BootQuery, s: BootSettings, reason: 'unknown'
 
 /** Kernel command line of each installer, word by word. */
 export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl: string, s: BootSettings): string[] {
+  if (inst.kind === 'deploy-agent') {
+    // The agent finds its NIC by the MAC racksmith booted it on, and everything else at the seed.
+    return [`racksmith.seed=${seedUrl}`, `racksmith.mac=${machine.mac}`, 'quiet', ...s.kernelArgs];
+  }
   if (inst.kind === 'debian-installer') {
     // d-i asks the network questions before it can fetch a network preseed, so netcfg, locale
     // and keyboard answers go on the command line (installation guide, appendix B.2.1).
@@ -126,6 +131,9 @@ export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl:
       `url=${seedUrl}preseed.cfg`,
       'interface=auto',
       'netcfg/dhcp_timeout=60',
+      // A provisioning network may hand out no router (the mirror reached through a proxy on the
+      // segment): d-i would stop to ask whether to go on without one.
+      'netcfg/no_default_route=true',
       ...(machine.hostname ? [`hostname=${machine.hostname}`] : []),
       'locale=en_US.UTF-8',
       'keyboard-configuration/layoutcode=us',
@@ -197,13 +205,14 @@ export function decideBootScript(f: BootFacts, s: BootSettings): BootDecision {
       kind: 'install',
       template: TEMPLATES[loader].install,
       transition: 'installer-served',
-      summary: `${label}: install Ubuntu ${installer.release}${installer.arch && installer.arch !== 'amd64' ? ` ${installer.arch}` : ''} (${installer.kind})`,
+      summary: `${label}: install ${OS_NAMES[cluster.os]}${installer.arch && installer.arch !== 'amd64' ? ` ${installer.arch}` : ''} (${installer.kind})`,
       context: {
         mac: machine.mac,
         hostname: machine.hostname ?? machine.mac,
         role: machine.role,
         cluster: cluster.name,
         release: installer.release,
+        osName: OS_NAMES[cluster.os],
         arch: installer.arch ?? 'amd64',
         installer: installer.kind,
         kernelUrl: artifact(installer.kernel),

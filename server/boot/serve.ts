@@ -1,5 +1,6 @@
 import type { DiscoveryGate } from '../inventory/discovery.js';
-import type { Machine, SecureBootSeen } from '../inventory/model.js';
+import type { Cluster, Machine, SecureBootSeen } from '../inventory/model.js';
+import { OS_NAMES } from '../inventory/os.js';
 import type { ClusterRepo, EventRepo, MachineRepo } from '../inventory/store.js';
 import { AppError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
@@ -9,7 +10,7 @@ import type { Renderer } from '../render/templates.js';
 import { checkBootAddress } from '../seeds/access.js';
 import { newInstanceId } from '../seeds/context.js';
 import { firmwareOf, type BootQuery } from './query.js';
-import { installerArchOf, installerFor, type InstallerTables } from './releases.js';
+import { clusterInstaller, installerArchOf, type InstallerTables } from './releases.js';
 import { carriesSeedToken, decideBootScript, type BootDecision, type BootScriptLoader, type BootSettings } from './script.js';
 
 /**
@@ -33,6 +34,8 @@ export interface BootServeDeps {
   /** Where racksmith's own DHCP leased the MAC (authoritative mode), or null. */
   readonly leasedAddress?: ((mac: Mac) => Promise<string | null>) | undefined;
   readonly log?: Logger | undefined;
+  /** Told when an image cluster's machine is handed the deploy agent, so its image gets ready meanwhile. */
+  readonly prepareImage?: ((cluster: Cluster) => void) | undefined;
 }
 
 export interface BootRequest {
@@ -78,12 +81,12 @@ export async function serveBootScript(d: BootServeDeps, r: BootRequest): Promise
   const machine = known ?? (await d.machines.recordSighting(sighting)).machine;
   const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
   // The architecture the loader reports, else the one DHCP saw: an ARM64 machine never gets amd64 files.
-  const installer = cluster ? installerFor(d.installers, cluster.ubuntuRelease, installerArchOf(q.arch ?? machine.arch)) : null;
+  const installer = cluster ? clusterInstaller(cluster, d.installers, installerArchOf(q.arch ?? machine.arch)) : null;
   const seedToken = carriesSeedToken(machine, cluster) ? await bindSeedToken(d, r, machine) : null;
   const decision = decideBootScript({ query: q, machine, cluster, installer, seedToken, loader: r.loader }, settings);
   // Render before any state change: a failed render changes nothing.
   const body = d.templates.render(decision.template, decision.context);
-  const what = installer ? `Ubuntu ${installer.release}${installer.arch ? ` ${installer.arch}` : ''} (${installer.kind})` : '?';
+  const what = installer && cluster ? `${OS_NAMES[cluster.os]}${installer.arch ? ` ${installer.arch}` : ''} (${installer.kind})` : '?';
   const data = { script: decision.kind, arch: q.arch, platform: q.platform, attempt: q.attempt, ...(r.loader === 'grub' ? { loader: 'shim-grub', lockdown: q.lockdown ?? null } : {}) };
   const loaderStep = r.loader === 'grub' ? 'grub' : 'ipxe';
   await d.recordBootScript({
@@ -94,6 +97,8 @@ export async function serveBootScript(d: BootServeDeps, r: BootRequest): Promise
     lastStep: decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : loaderStep,
     loader: { kind: 'loader', secureBoot: secureBootShown(r.loader, q) },
   });
+  // The image is fetched and converted while the deploy agent boots.
+  if (decision.transition && cluster?.installMethod === 'image') d.prepareImage?.(cluster);
   return { body, decision, machine };
 }
 

@@ -18,6 +18,7 @@ Commands:
                              clusters, through a running server's API
   clusters preflight NAME    check every upstream the cluster's machines will use (before power-on)
   artifacts prefetch CLUSTER cache the installer artifacts the cluster's machines will ask for
+  agent build                build racksmith's deploy agent (image deployment) from Debian packages
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
 
@@ -60,12 +61,13 @@ reimages them and retries clusters; admin also changes the inventory and reads k
 export const MACHINES_HELP = `Usage:
   racksmith machines list [--cluster C] [--role R] [--state S] [--rack R]
   racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
-                         [--ip IP] [--rack R] [--bmc-address A --bmc-username U]
+                         [--ip IP] [--rack R] [--install-disk DISK] [--bmc-address A --bmc-username U]
                          [--bmc-port N] [--bmc-cipher-suite 17|3|…] [--sol-capture]
                          [--bmc-driver redfish --bmc-address https://HOST[:PORT] [--bmc-system-id ID]
                           [--bmc-tls-fingerprint SHA256 | --bmc-no-verify-tls]]
                          [--boot-loader ipxe|shim-grub|auto] [--secure-boot on|off|unknown]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none]
+                         [--install-disk DISK|none]
                          [--bmc-address A] [--bmc-username U] [--bmc-port N|default]
                          [--bmc-cipher-suite N|default]   (BMC fields not given keep their values)
                          [--boot-loader ipxe|shim-grub|auto|default] [--secure-boot on|off|unknown]
@@ -78,6 +80,9 @@ export const MACHINES_HELP = `Usage:
   racksmith machines identify MAC [--off] [--seconds N]
   racksmith machines console MAC [--follow] [--detach | --attach]
 
+--install-disk: the disk to install on — /dev/NAME, /dev/disk/by-id/NAME or serial:SERIAL;
+without it the cluster's --install-disk-rule picks one.
+
 The BMC password comes from --bmc-password-file FILE (its first line) or RACKSMITH_BMC_PASSWORD,
 else add asks for it on a terminal; --bmc-password P works too but is visible in ps. set changes
 the password only when one of these is given.
@@ -88,12 +93,15 @@ Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE o
 
 export const CLUSTERS_HELP = `Usage:
   racksmith clusters list
-  racksmith clusters create --name N --ubuntu-release 18.04|20.04|22.04|24.04 --kubernetes-version V
-                            --container-runtime docker|containerd --cni weave|flannel|calico
+  racksmith clusters create --name N --os ubuntu-18.04|ubuntu-20.04|ubuntu-22.04|ubuntu-24.04|debian-12
+                            --kubernetes-version V --container-runtime docker|containerd --cni weave|flannel|calico
+                            [--install-method preseed|autoinstall|image] [--install-disk-rule smallest|largest|first]
+                            [--image-url URL|FILE [--image-sha256 HEX]]
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
                             [--vip IP]   (two load balancers share it; the endpoint is then IP:6443)
+      (--ubuntu-release 18.04|20.04|22.04|24.04 is the older form of --os)
       The versions must go together (docs/compatibility.md): e.g. Kubernetes 1.18 on 18.04/20.04
-      with docker or containerd, 1.25+ on 22.04/24.04 with containerd; weave up to 1.23.
+      with docker or containerd, 1.25+ on 22.04/24.04 and Debian 12 with containerd; weave up to 1.23.
   racksmith clusters show NAME
   racksmith clusters preflight NAME      (operator) check every upstream its machines will use; exit 1 on a failure
   racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
@@ -104,6 +112,17 @@ export const CLUSTERS_HELP = `Usage:
 
 Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
 (or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)
+`;
+
+export const AGENT_HELP = `Usage: racksmith agent build [--data-dir DIR | --config FILE] [--agent-kernel-package PKG]
+
+Builds the deploy agent that installs machines by image (installMethod "image"): the Debian
+kernel package (default linux-image-amd64, downloaded with apt-get, not installed) and an
+initramfs made of busybox-static, sfdisk, e2fsprogs, zstd and efibootmgr from this host's Debian packages
+and the agent's scripts. Cached under <data dir>/agent/ by its inputs: run it again and it
+costs nothing unless a package or the agent changed. racksmith serve builds it on the first
+machine's request otherwise; run this before a rack powers on. A site can also put its own
+vmlinuz and initrd.img in <artifacts dir>/agent/.
 `;
 
 export const WATCH_HELP = `Usage: racksmith watch [--cluster C] [--rack R] [--url URL] [--token-file FILE | --token TOKEN]

@@ -6,6 +6,7 @@ import { readSecret, terminalPrompt } from './secrets.js';
 import { table } from './table.js';
 import { machinePowerCommand, reimageCommand } from './power-commands.js';
 import { consoleCommand, identifyCommand } from './tech-commands.js';
+import { diskLabel } from './watch.js';
 
 /** Thin commands over the REST API: what an admin does daily, without curl. */
 
@@ -26,11 +27,15 @@ interface MachineJson {
   rack: string | null;
   state: string;
   lastStep: string | null;
+  installDisk?: string | null;
+  installedDisk?: { name: string; sizeBytes: number } | null;
 }
 
 interface ClusterJson {
   name: string;
-  ubuntuRelease: string;
+  os?: string;
+  installMethod?: string;
+  ubuntuRelease: string | null;
   kubernetesVersion: string;
   containerRuntime: string;
   cni: string;
@@ -46,7 +51,7 @@ interface ClusterJson {
 }
 
 const machineRows = (ms: readonly MachineJson[]): string =>
-  table(['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'state', 'step'], ms.map((m) => [m.mac, m.hostname, m.role, m.cluster, m.ip, m.rack, m.state, m.lastStep]));
+  table(['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'state', 'step', 'disk'], ms.map((m) => [m.mac, m.hostname, m.role, m.cluster, m.ip, m.rack, m.state, m.lastStep, diskLabel(m.installedDisk) ?? m.installDisk ?? null]));
 
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
 /** What the server warns about (an even number of control-plane nodes), one line each. */
@@ -103,6 +108,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         cluster: { type: 'string' },
         ip: { type: 'string' },
         rack: { type: 'string' },
+        'install-disk': { type: 'string' },
         'bmc-address': { type: 'string' },
         'bmc-port': { type: 'string' },
         'bmc-username': { type: 'string' },
@@ -124,6 +130,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         cluster: str(values['cluster']),
         ip: str(values['ip']),
         rack: str(values['rack']),
+        installDisk: str(values['install-disk']),
         bmc: bmcAddress
           ? {
               driver: str(values['bmc-driver']) ?? 'ipmi',
@@ -144,12 +151,12 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
     case 'set': {
-      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, ...BMC_FLAGS, 'boot-loader': { type: 'string' }, 'secure-boot': { type: 'string' } }, 1);
+      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, 'install-disk': { type: 'string' }, ...BMC_FLAGS, 'boot-loader': { type: 'string' }, 'secure-boot': { type: 'string' } }, 1);
       if (values['help']) return out(MACHINES_HELP);
       const mac = positionals[0];
       if (!mac) throw new UsageError('machines set: give the MAC');
       const patch: Record<string, unknown> = Object.fromEntries(
-        ['hostname', 'role', 'cluster', 'ip', 'rack'].map((k) => [k, clearable(values[k])]).filter(([, v]) => v !== undefined),
+        ['hostname', 'role', 'cluster', 'ip', 'rack', 'install-disk'].map((k) => [k === 'install-disk' ? 'installDisk' : k, clearable(values[k])]).filter(([, v]) => v !== undefined),
       );
       // The BMC patch merges on the server: only the BMC fields given change.
       const bmc: Record<string, unknown> = {};
@@ -161,7 +168,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       if (values['bmc-password'] !== undefined || values['bmc-password-file'] !== undefined || process.env['RACKSMITH_BMC_PASSWORD']) bmc['password'] = await bmcPassword(values, null);
       if (Object.keys(bmc).length > 0) patch['bmc'] = bmc;
       Object.assign(patch, bootOptions(values));
-      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --boot-loader, --secure-boot or a --bmc-… flag)');
+      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --install-disk, --boot-loader, --secure-boot or a --bmc-… flag)');
       const m = await client(values).request<MachineJson & { warnings?: string[] }>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
@@ -210,7 +217,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
   if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show, preflight, upgrade)');
   if (sub === '--help' || sub === '-h') return out(CLUSTERS_HELP);
   const clusterRows = (cs: readonly ClusterJson[]): string =>
-    table(['name', 'ubuntu', 'kubernetes', 'runtime', 'cni', 'endpoint', 'machines', 'state'], cs.map((c) => [c.name, c.ubuntuRelease, c.kubernetesVersion, c.containerRuntime, c.cni, c.controlPlaneEndpoint, c.machineCount, c.state]));
+    table(['name', 'os', 'install', 'kubernetes', 'runtime', 'cni', 'endpoint', 'machines', 'state'], cs.map((c) => [c.name, c.os ?? (c.ubuntuRelease ? `ubuntu-${c.ubuntuRelease}` : null), c.installMethod ?? null, c.kubernetesVersion, c.containerRuntime, c.cni, c.controlPlaneEndpoint, c.machineCount, c.state]));
   switch (sub) {
     case 'list': {
       const { values } = parse(rest, COMMON);
@@ -219,7 +226,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(cs, null, 2) + '\n' : clusterRows(cs));
     }
     case 'create': {
-      const fields = ['name', 'ubuntu-release', 'kubernetes-version', 'container-runtime', 'cni', 'pod-subnet', 'service-subnet', 'control-plane-endpoint', 'vip'];
+      const fields = ['name', 'os', 'ubuntu-release', 'install-method', 'install-disk-rule', 'image-url', 'image-sha256', 'kubernetes-version', 'container-runtime', 'cni', 'pod-subnet', 'service-subnet', 'control-plane-endpoint', 'vip'];
       const { values } = parse(rest, { ...COMMON, ...Object.fromEntries(fields.map((f) => [f, { type: 'string' as const }])) });
       if (values['help']) return out(CLUSTERS_HELP);
       const body = Object.fromEntries(fields.map((f) => [f.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), str(values[f])]).filter(([, v]) => v !== undefined));

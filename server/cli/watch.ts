@@ -20,6 +20,8 @@ export interface WatchRow {
   step: string | null;
   since: string;
   last: string;
+  /** The disk its installer reported using: `nvme0n1 6.4GB`. */
+  disk?: string | null;
 }
 
 export interface StreamedEvent {
@@ -41,10 +43,16 @@ interface MachineJson {
   state: string;
   lastStep: string | null;
   stateChangedAt: string;
+  installedDisk?: { name: string; sizeBytes: number } | null;
+}
+
+/** `nvme0n1 6.4GB`: the install disk as a tech reads it off a label. */
+export function diskLabel(d: { name: string; sizeBytes: number } | null | undefined): string | null {
+  return d ? `${d.name} ${(d.sizeBytes / 1e9).toFixed(1)}GB` : null;
 }
 
 export function rowOf(m: MachineJson, last = ''): WatchRow {
-  return { mac: m.mac, hostname: m.hostname, role: m.role, rack: m.rack, cluster: m.cluster, state: m.state, step: m.lastStep, since: m.stateChangedAt, last };
+  return { mac: m.mac, hostname: m.hostname, role: m.role, rack: m.rack, cluster: m.cluster, state: m.state, step: m.lastStep, since: m.stateChangedAt, last, disk: diskLabel(m.installedDisk) };
 }
 
 /** "3m05s" — how long a machine has been in its state, the number a tech watches. */
@@ -66,14 +74,14 @@ export function changeLine(e: StreamedEvent, row: WatchRow | undefined): string 
 }
 
 export function snapshotLine(row: WatchRow, at: Date): string {
-  return [time(at.toISOString()), row.rack ?? '-', row.hostname ?? '-', row.mac, row.state, `now${row.step ? ` (step ${row.step})` : ''}, for ${elapsed(row.since, at)}`].join('  ');
+  return [time(at.toISOString()), row.rack ?? '-', row.hostname ?? '-', row.mac, row.state, `now${row.step ? ` (step ${row.step})` : ''}${row.disk ? ` on ${row.disk}` : ''}, for ${elapsed(row.since, at)}`].join('  ');
 }
 
 export function renderTable(rows: readonly WatchRow[], now: Date, header: string): string {
   const sorted = [...rows].sort((a, b) => (a.rack ?? '~').localeCompare(b.rack ?? '~') || (a.hostname ?? a.mac).localeCompare(b.hostname ?? b.mac));
   const body = table(
-    ['rack', 'host', 'mac', 'role', 'state', 'step', 'for', 'last event'],
-    sorted.map((r) => [r.rack, r.hostname, r.mac, r.role, r.state, r.step, elapsed(r.since, now), r.last.slice(0, 60)]),
+    ['rack', 'host', 'mac', 'role', 'state', 'step', 'disk', 'for', 'last event'],
+    sorted.map((r) => [r.rack, r.hostname, r.mac, r.role, r.state, r.step, r.disk ?? null, elapsed(r.since, now), r.last.slice(0, 60)]),
   );
   return `${header}\n\n${body}`;
 }

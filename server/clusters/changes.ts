@@ -1,6 +1,7 @@
 import type { Cluster, Machine } from '../inventory/model.js';
 import type { MachineState } from '../inventory/lifecycle.js';
-import { checkCompatibility, osOfRelease, type SpecField } from './compatibility.js';
+import { osOfUbuntuRelease } from '../inventory/os.js';
+import { checkCompatibility, type SpecField } from './compatibility.js';
 
 /**
  * Whether a PATCH may change what a cluster is built of. The Kubernetes version, the container
@@ -16,11 +17,11 @@ const JOINED: readonly MachineState[] = ['joining', 'joined'];
 /** States in which a machine was given (or is installing) the cluster's packages. */
 const INSTALLED: readonly MachineState[] = ['provisioning', 'installed', 'ready'];
 
-export type ClusterPatchFacts = Partial<Pick<Cluster, 'ubuntuRelease' | ClusterChangeField>>;
+export type ClusterPatchFacts = Partial<Pick<Cluster, 'ubuntuRelease' | 'os' | ClusterChangeField>>;
 
 export type ChangeDecision =
   | { readonly ok: true }
-  | { readonly ok: false; readonly status: 400; readonly field: SpecField | 'ubuntuRelease'; readonly code: 'ERR_INCOMPATIBLE'; readonly message: string }
+  | { readonly ok: false; readonly status: 400; readonly field: OsField | Exclude<SpecField, 'os'>; readonly code: 'ERR_INCOMPATIBLE'; readonly message: string }
   | { readonly ok: false; readonly status: 409; readonly field: ClusterChangeField; readonly code: 'ERR_CLUSTER_LIVE' | 'ERR_MACHINES_INSTALLED'; readonly message: string };
 
 const names = (ms: readonly Machine[]): string => {
@@ -30,15 +31,27 @@ const names = (ms: readonly Machine[]): string => {
 
 const effectiveState = (m: Machine): MachineState => (m.state === 'failed' ? (m.failedFrom ?? 'failed') : m.state);
 
-/** The API field a compatibility finding is reported on: the cluster's OS is still given as `ubuntuRelease`. */
-export function apiField(field: SpecField): SpecField | 'ubuntuRelease' {
-  return field === 'os' ? 'ubuntuRelease' : field;
+/** The API's two names of a cluster's OS: `os`, or the older `ubuntuRelease`. */
+export type OsField = 'os' | 'ubuntuRelease';
+
+/** The API field a compatibility finding is reported on: the OS as the request named it. */
+export function apiField(field: SpecField, osGivenAs: OsField = 'ubuntuRelease'): OsField | Exclude<SpecField, 'os'> {
+  return field === 'os' ? osGivenAs : field;
+}
+
+/** How the request named the OS, or, when it did not, how a client of the cluster knows it. */
+function osNamedAs(patch: ClusterPatchFacts, before: Cluster): OsField {
+  if (patch.os !== undefined) return 'os';
+  if (patch.ubuntuRelease !== undefined) return 'ubuntuRelease';
+  return before.ubuntuRelease === null ? 'os' : 'ubuntuRelease';
 }
 
 export function decideClusterChange(before: Cluster, patch: ClusterPatchFacts, members: readonly Machine[]): ChangeDecision {
   const after = { ...before, ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) } as Cluster;
-  const compat = checkCompatibility({ os: osOfRelease(after.ubuntuRelease), kubernetesVersion: after.kubernetesVersion, containerRuntime: after.containerRuntime, cni: after.cni });
-  if (!compat.ok) return { ok: false, status: 400, code: 'ERR_INCOMPATIBLE', field: apiField(compat.field), message: compat.message };
+  // A patch may name the OS either way; `os` wins (the router refuses the two disagreeing).
+  const os = patch.os ?? (patch.ubuntuRelease ? osOfUbuntuRelease(patch.ubuntuRelease) : before.os);
+  const compat = checkCompatibility({ os, kubernetesVersion: after.kubernetesVersion, containerRuntime: after.containerRuntime, cni: after.cni });
+  if (!compat.ok) return { ok: false, status: 400, code: 'ERR_INCOMPATIBLE', field: apiField(compat.field, osNamedAs(patch, before)), message: compat.message };
   const changed = BUILD_FIELDS.filter((f) => after[f] !== before[f]);
   const first = changed[0];
   if (first === undefined) return { ok: true };

@@ -1,11 +1,11 @@
 import { notFound } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import type { Cluster, UbuntuRelease } from '../inventory/model.js';
+import type { Cluster } from '../inventory/model.js';
+import type { InstallerKey } from '../inventory/os.js';
 import type { ClusterRepo, EventRepo } from '../inventory/store.js';
-import type { ReleaseInstaller } from '../boot/releases.js';
+import { clusterInstaller, installerTables, type ReleaseInstaller } from '../boot/releases.js';
 import type { ArtifactStore } from '../artifacts/store.js';
 import { prefetchArtifacts, prefetchList, type PrefetchOptions, type PrefetchResult } from '../artifacts/prefetch.js';
-import { osOfRelease } from './compatibility.js';
 import { httpGet, type HttpGet } from './http-get.js';
 import { planPreflight, runPreflight, type PreflightReport, type PreflightSettings } from './preflight.js';
 
@@ -23,7 +23,7 @@ export interface ClusterChecks {
 export interface ClusterChecksDeps {
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
-  readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  readonly installers: Readonly<Record<InstallerKey, ReleaseInstaller>>;
   readonly artifacts: Pick<ArtifactStore, 'locate' | 'resolve' | 'progress'>;
   readonly settings: PreflightSettings;
   /** Each preflight request's deadline. */
@@ -41,10 +41,14 @@ export function createClusterChecks(d: ClusterChecksDeps): ClusterChecks {
     return c;
   }
 
+  // What a cluster's (amd64) machines boot to install: its OS's installer, or the deploy agent.
+  const tables = installerTables(d.installers);
+  const installerOf = (c: Cluster): ReleaseInstaller | null => clusterInstaller(c, tables);
+
   return {
     async preflight(name, opts = {}) {
       const c = await load(name);
-      const plan = planPreflight({ name: c.name, os: osOfRelease(c.ubuntuRelease), kubernetesVersion: opts.kubernetesVersion ?? c.kubernetesVersion, containerRuntime: c.containerRuntime, cni: c.cni }, d.settings, d.installers[c.ubuntuRelease]);
+      const plan = planPreflight({ name: c.name, os: c.os, kubernetesVersion: opts.kubernetesVersion ?? c.kubernetesVersion, containerRuntime: c.containerRuntime, cni: c.cni }, d.settings, installerOf(c));
       const report = await runPreflight(c.name, plan, { get, locate: (r, f) => d.artifacts.locate(r, f), timeoutMs: d.timeoutMs, signal: opts.signal }, d.settings.aptProxy ?? null);
       const failed = report.checks.filter((x) => x.state === 'failed');
       await d.events.append({
@@ -59,10 +63,10 @@ export function createClusterChecks(d: ClusterChecksDeps): ClusterChecks {
     },
     async prefetch(names, opts = {}) {
       const clusters = await Promise.all(names.map(load));
-      const files = prefetchList(clusters.map((c) => d.installers[c.ubuntuRelease]));
+      const files = prefetchList(clusters.map(installerOf).filter((i): i is ReleaseInstaller => i !== null));
       const result = await prefetchArtifacts(d.artifacts, files, opts);
       for (const c of clusters) {
-        const mine = result.items.filter((i) => i.release === c.ubuntuRelease);
+        const mine = result.items.filter((i) => i.release === installerOf(c)?.release);
         const bad = mine.filter((i) => i.state !== 'done');
         await d.events.append({
           cluster: c.name,

@@ -9,8 +9,8 @@ import type { Cni, ContainerRuntime, UbuntuRelease } from '../inventory/model.js
  *
  * The OS axis is keyed by the `os` ids of the API (`ubuntu-22.04`, `debian-12`).
  */
-export const OS_IDS = ['ubuntu-18.04', 'ubuntu-20.04', 'ubuntu-22.04', 'ubuntu-24.04', 'debian-12'] as const;
-export type OsId = (typeof OS_IDS)[number];
+import { OS_IDS, osOfUbuntuRelease, type OsId } from '../inventory/os.js';
+export { OS_IDS, type OsId };
 
 export interface OsRelease {
   readonly id: OsId;
@@ -33,9 +33,7 @@ export const OS_RELEASES: Readonly<Record<OsId, OsRelease>> = {
 };
 
 /** A cluster's `ubuntuRelease` as an OS id. */
-export function osOfRelease(release: UbuntuRelease): OsId {
-  return `ubuntu-${release}`;
-}
+export const osOfRelease: (release: UbuntuRelease) => OsId = osOfUbuntuRelease;
 
 /** Docker CE as the 1.18-era recipe installs it (dockershim, Kubernetes ≤ 1.23). */
 export interface DockerPin {

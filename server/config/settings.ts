@@ -44,7 +44,7 @@ const manifestUrl = z.url().refine((s) => !floatingManifest(s), 'expected a pinn
 const artifactName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'expected a plain file name');
 /** Per-release overrides of the installer table in server/boot/releases.ts. */
 const installerOverrides = z.partialRecord(
-  z.enum(['18.04', '20.04', '22.04', '24.04']),
+  z.enum(['18.04', '20.04', '22.04', '24.04', 'debian-12']),
   z
     .object({
       kernel: artifactName.optional(),
@@ -58,6 +58,16 @@ const installerOverrides = z.partialRecord(
     .strict(),
 );
 export type InstallerOverrides = z.output<typeof installerOverrides>;
+
+/** An OS image: an http(s) URL, or a file name in the artifacts directory's `images/` folder. */
+export const imageSource = z.union([url, artifactName]);
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 as 64 lower-case hex digits');
+/** Per-OS images for image deployment, merged over the built-in ones (server/images/catalog.ts). */
+const imageOverrides = z.partialRecord(
+  z.enum(['ubuntu-18.04', 'ubuntu-20.04', 'ubuntu-22.04', 'ubuntu-24.04', 'debian-12']),
+  z.object({ url: imageSource, sha256: sha256Hex.optional() }).strict(),
+);
+export type ImageOverrides = z.output<typeof imageOverrides>;
 
 const ipList = z.preprocess(
   (v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v),
@@ -124,6 +134,12 @@ export const SETTINGS = {
   artifactWorkers: { env: 'RACKSMITH_ARTIFACT_WORKERS', schema: integer(0, 64), default: 2, help: "processes that send artifacts' bytes beside the main process (started on the first download); 0: the main process sends them" },
   artifactsFronts: { env: 'RACKSMITH_ARTIFACTS_FRONTS', schema: ipList.optional(), default: undefined, help: "addresses of artifacts fronts (nginx, docs/artifacts.md): their X-Real-IP names the machine asking for an artifact, and racksmith answers them with X-Accel-Redirect; comma separated" },
   ubuntuMirror: { env: 'RACKSMITH_UBUNTU_MIRROR', schema: url, default: 'http://archive.ubuntu.com/ubuntu', help: 'Ubuntu archive the installers and nodes use' },
+  debianMirror: { env: 'RACKSMITH_DEBIAN_MIRROR', schema: url, default: 'http://deb.debian.org/debian', help: "Debian archive Debian's installer (d-i netboot files, packages) and Debian nodes use" },
+  aptProxy: { env: 'RACKSMITH_APT_PROXY', schema: url.optional(), default: undefined, help: 'apt proxy put into every seed (d-i mirror/http/proxy, autoinstall proxy, cloud-init apt proxy), e.g. http://10.0.0.2:3142 for apt-cacher-ng' },
+  installTimeoutMinutes: { env: 'RACKSMITH_INSTALL_TIMEOUT_MINUTES', schema: integer(1, 10_080), default: 60, help: 'install deadline: a machine provisioning (or installed without a phone-home) longer than this goes failed, with its last boot step and installer event' },
+  installDiskMinGb: { env: 'RACKSMITH_INSTALL_DISK_MIN_GB', schema: integer(1, 1_000_000), default: 8, help: 'smallest disk (decimal GB) the install disk rule may pick' },
+  images: { env: 'RACKSMITH_IMAGES', schema: jsonObject(imageOverrides).optional(), default: undefined, help: 'per-OS images for image deployment (JSON/YAML: {"debian-12": {"url": …, "sha256": …}}), merged over the built-in cloud images; see docs/install-methods.md' },
+  agentKernelPackage: { env: 'RACKSMITH_AGENT_KERNEL_PACKAGE', schema: z.string().regex(/^linux-image-[a-z0-9.+-]+$/, 'expected a Debian kernel package such as linux-image-amd64'), default: 'linux-image-amd64', help: "Debian kernel package of the deploy agent (racksmith agent build)" },
   kubernetesRepo: { env: 'RACKSMITH_KUBERNETES_REPO', schema: url, default: 'https://pkgs.k8s.io/core:/stable:', help: 'pkgs.k8s.io base (Kubernetes >= 1.24): <base>/v1.MINOR/deb/ and its Release.key' },
   kubernetesLegacyRepo: { env: 'RACKSMITH_KUBERNETES_LEGACY_REPO', schema: url, default: 'https://apt.kubernetes.io/', help: 'legacy Kubernetes apt repository for < 1.24 (suite kubernetes-xenial; upstream is gone, point it at a mirror)' },
   kubernetesLegacyGpgUrl: { env: 'RACKSMITH_KUBERNETES_LEGACY_GPG_URL', schema: url, default: 'https://packages.cloud.google.com/apt/doc/apt-key.gpg', help: 'signing key of the legacy Kubernetes repository' },

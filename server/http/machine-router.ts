@@ -1,14 +1,15 @@
 import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
 import { AppError } from '../lib/errors.js';
-import { parseMac, type Mac } from '../lib/mac.js';
-import type { Machine, UbuntuRelease } from '../inventory/model.js';
+import { macHexHyphen, parseMac, type Mac } from '../lib/mac.js';
+import type { Cluster, Machine } from '../inventory/model.js';
+import type { InstallerKey } from '../inventory/os.js';
 import type { MachineEventType } from '../inventory/lifecycle.js';
 import type { ClusterRepo, EventRepo, MachineRepo } from '../inventory/store.js';
 import type { Renderer } from '../render/templates.js';
 import { BootQueryError, grubConfigQuery, parseBootQuery, type BootQuery } from '../boot/query.js';
 import type { BootScriptLoader, BootSettings } from '../boot/script.js';
-import { installerTables, type InstallerTables, type ReleaseInstaller } from '../boot/releases.js';
+import { clusterInstaller, installerArchOf, installerTables, type InstallerTables, type ReleaseInstaller } from '../boot/releases.js';
 import { serveBootScript, type BootServeDeps } from '../boot/serve.js';
 import type { ArtifactStore } from '../artifacts/store.js';
 import { accelUri } from '../artifacts/accel.js';
@@ -16,6 +17,10 @@ import type { ClientResolver } from '../lib/neighbours.js';
 import { clientView } from './client-address.js';
 import type { ArtifactSender } from './artifact-sender.js';
 import type { BootScriptRecorder } from './boot-scripts.js';
+import type { ImageOverrides } from '../config/settings.js';
+import { imageFor } from '../images/catalog.js';
+import type { ImageStore, PreparedImage } from '../images/store.js';
+import { errorMessage } from '../lib/errors.js';
 import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
 import { createDiscoveryGate, DISCOVERY_WINDOW_MS, type DiscoveryGate } from '../inventory/discovery.js';
 import type { Logger } from '../lib/log.js';
@@ -32,7 +37,7 @@ import { decideRoleSetupReport, parseRoleSetupReport, RoleSetupReportError } fro
  * file served is an event in the machine's log, and moves the step a tech sees on its tile.
  */
 export interface MachineRouterDeps {
-  readonly machines: Pick<MachineRepo, 'get' | 'byIp' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedTokenFor' | 'seedAddress' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys' | 'recordBootStep'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'byIp' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedTokenFor' | 'seedAddress' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys' | 'recordBootStep' | 'setInstalledDisk'>;
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
   /** Writes a boot script's step (sighting, transition, event, step) in the next group commit. */
@@ -46,9 +51,13 @@ export interface MachineRouterDeps {
   readonly resolveClient?: ClientResolver | undefined;
   /** Artifacts fronts (nginx): believed about the client of an artifact request, answered with X-Accel-Redirect. */
   readonly artifactsFronts?: readonly string[] | undefined;
-  readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  readonly installers: Readonly<Record<InstallerKey, ReleaseInstaller>>;
   /** Installers by architecture (default: `installers` for amd64 and the built-in arm64 table). */
   readonly installerTables?: InstallerTables;
+  /** OS images for image deployment; without it, image clusters cannot install. */
+  readonly images?: ImageStore | undefined;
+  /** The `images` setting: per-OS images over the built-in ones. */
+  readonly imageSettings?: ImageOverrides | undefined;
   /** Boot settings without the base URL, which depends on the address the request came in on. */
   readonly boot: Omit<BootSettings, 'baseUrl'>;
   readonly seed: Omit<SeedSettings, 'baseUrl' | 'sshPublicKey'>;
@@ -113,6 +122,9 @@ export function machineRouter(d: MachineRouterDeps): Router {
     templates: d.bootTemplates,
     installers: d.installerTables ?? installerTables(d.installers),
     boot: d.boot,
+    // The image is made ready while the deploy agent boots: the first machine of a rack pays a
+    // download or a conversion once, the others find it done.
+    prepareImage: d.images ? (cluster) => void d.images?.prepare(imageFor(cluster, d.imageSettings)).catch(() => undefined) : undefined,
     now: d.now,
     discovery,
     leasedAddress: d.leasedAddress,
@@ -238,13 +250,27 @@ export function machineRouter(d: MachineRouterDeps): Router {
     return cur;
   }
 
+  /** The image a machine is to write, ready; a machine whose image cannot be made ready fails with the reason. */
+  async function machineImage(machine: Machine, cluster: Cluster, req: Request): Promise<PreparedImage> {
+    if (!d.images) throw new AppError('unavailable', 'ERR_NO_IMAGES', 'this racksmith serves no images for image deployment');
+    const spec = imageFor(cluster, d.imageSettings);
+    try {
+      return await d.images.prepare(spec);
+    } catch (err) {
+      const reason = `image ${spec.source}: ${errorMessage(err)}`.slice(0, 300);
+      if (machine.state !== 'failed') await d.machines.transition(machine.mac, 'fail', { source: sourceOf(req), step: 'image', reason });
+      throw err instanceof AppError ? err : new AppError('unavailable', 'ERR_IMAGE', reason);
+    }
+  }
+
   r.get('/seed/:token/:file', async (req, res) => {
     const file = String(req.params['file']);
     const { machine, token } = await seedMachine(req, 'read');
     if (!isSeedFile(file)) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no seed file "${file.slice(0, 40)}"`);
     const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
     if (!cluster || !machine.role) throw new AppError('conflict', 'ERR_NOT_ASSIGNED', 'this machine has no role or cluster');
-    const installer = d.installers[cluster.ubuntuRelease];
+    const installer = clusterInstaller(cluster, bootServe.installers, installerArchOf(machine.arch));
+    if (!installer) throw new AppError('conflict', 'ERR_NO_INSTALLER', `no installer of ${cluster.os} by ${cluster.installMethod} for a ${machine.arch ?? 'amd64'} machine`);
     let instanceId = machine.instanceId;
     if (!instanceId) {
       instanceId = newInstanceId(machine, d.now());
@@ -252,8 +278,12 @@ export function machineRouter(d: MachineRouterDeps): Router {
     }
     const members = await d.machines.list({ cluster: cluster.name });
     const ctx = seedContext({ machine, cluster, members, installer, token, instanceId }, { ...d.seed, baseUrl: baseUrl(req), sshPublicKey: await d.sshPublicKey() });
+    if (file === 'deploy.env' && installer.kind === 'deploy-agent') {
+      const image = await machineImage(machine, cluster, req);
+      ctx['image'] = { url: `${baseUrl(req)}/artifacts/images/${image.file}?mac=${macHexHyphen(machine.mac)}`, sha256: image.sha256, format: image.format, rawSize: image.rawSize };
+    }
     const body = renderSeedFile(d.seedTemplates, file, installer.kind, ctx);
-    if (body === null) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no ${file} for Ubuntu ${installer.release} (${installer.kind})`);
+    if (body === null) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no ${file} for ${cluster.os} by ${cluster.installMethod} (${installer.kind})`);
     await machineEvent(machine, 'http.seed', req, `seed ${file} served`, { file });
     await d.machines.setLastStep(machine.mac, 'installer');
     sendText(res, CONTENT_TYPE[file], body);
@@ -283,7 +313,10 @@ export function machineRouter(d: MachineRouterDeps): Router {
       name: ev.name,
       result: ev.result,
       origin: ev.origin,
+      ...(ev.disk ? { disk: ev.disk } : {}),
+      ...(ev.inventory ? { inventory: ev.inventory } : {}),
     });
+    if (ev.disk && !ev.failed) await d.machines.setInstalledDisk(machine.mac, ev.disk);
     let m = machine;
     if (ev.failed && m.state !== 'failed') {
       m = await d.machines.transition(m.mac, 'fail', { source: sourceOf(req), step: 'installer', reason: `${ev.name || 'install'}: ${ev.description || 'failed'}`.slice(0, 300) });
@@ -321,7 +354,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
     if (m.state !== 'installed') throw new AppError('conflict', 'ERR_TRANSITION', `a machine in state "${m.state}" cannot phone home`, 'state');
     await d.machines.setHostKeys(m.mac, ph.hostKeys);
     const cluster = m.cluster ? await d.clusters.get(m.cluster) : null;
-    const other = otherInstance(cluster ? d.installers[cluster.ubuntuRelease].kind : null, ph.instanceId, m.instanceId);
+    const other = otherInstance(cluster ? (clusterInstaller(cluster, bootServe.installers, installerArchOf(m.arch))?.kind ?? null) : null, ph.instanceId, m.instanceId);
     await machineEvent(m, 'phone-home', req, `phoned home${ph.hostname ? ` as ${ph.hostname}` : ''}: ${ph.hostKeys.length} host key(s) pinned${other ? ` (instance ${ph.instanceId} is not the current install's ${m.instanceId ?? '?'})` : ''}`, {
       hostname: ph.hostname,
       fqdn: ph.fqdn,

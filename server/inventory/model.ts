@@ -1,5 +1,6 @@
 import type { Mac } from '../lib/mac.js';
 import type { MachineState } from './lifecycle.js';
+import type { InstallDiskRule, InstallMethod, OsId } from './os.js';
 
 /** The inventory's own words. User-facing JSON is shaped in the HTTP layer, not here. */
 
@@ -38,7 +39,15 @@ export type SecureBootSeen = (typeof SECURE_BOOT_SEEN)[number];
 
 export interface Cluster {
   readonly name: string;
-  readonly ubuntuRelease: UbuntuRelease;
+  /** The Ubuntu release of `os`; null for Debian. */
+  readonly ubuntuRelease: UbuntuRelease | null;
+  readonly os: OsId;
+  readonly installMethod: InstallMethod;
+  readonly installDiskRule: InstallDiskRule;
+  /** The OS image of image deployment (a URL or a file name in the artifacts directory); null: the settings' or the built-in one. */
+  readonly imageUrl: string | null;
+  /** Its expected SHA-256 (hex); null: the settings', else what racksmith computes of the file it serves. */
+  readonly imageSha256: string | null;
   readonly kubernetesVersion: string;
   readonly containerRuntime: ContainerRuntime;
   readonly cni: Cni;
@@ -109,6 +118,20 @@ export interface BmcFactsRecord {
   readonly collectedAt: string;
 }
 
+/** The disk an installer reported it installed on. */
+export interface InstalledDisk {
+  readonly name: string;
+  readonly path: string;
+  /** nvme, sata, sas, virtio, mmc, usb, … */
+  readonly kind: string;
+  readonly sizeBytes: number;
+  readonly serial: string | null;
+  readonly model: string | null;
+  /** What picked it: the machine's installDisk, or `rule <name>`. */
+  readonly chosenBy: string | null;
+  readonly reportedAt: string;
+}
+
 export interface SshHostKey {
   readonly type: string;
   readonly key: string;
@@ -145,6 +168,12 @@ export interface Machine {
   readonly hostKeys: readonly SshHostKey[];
   readonly firstSeen: string | null;
   readonly lastSeen: string | null;
+  /** `/dev/...`, `/dev/disk/by-id/...` or `serial:<serial>`; null: the cluster's installDiskRule picks. */
+  readonly installDisk: string | null;
+  /** The disk the last install used, as its installer reported it. */
+  readonly installedDisk: InstalledDisk | null;
+  /** When the current install attempt started (the machine entered `provisioning`); null when none runs. */
+  readonly installStartedAt: string | null;
   readonly stateChangedAt: string;
   readonly createdAt: string;
   readonly updatedAt: string;

@@ -11,6 +11,7 @@ import type {
   Cni,
   ContainerRuntime,
   Firmware,
+  InstalledDisk,
   InventoryEvent,
   Lease,
   Machine,
@@ -20,6 +21,7 @@ import type {
   TokenRole,
   UbuntuRelease,
 } from './model.js';
+import type { InstallDiskRule, InstallMethod, OsId } from './os.js';
 
 /**
  * The inventory as the services see it: a few repositories, each a narrow interface. Services
@@ -27,9 +29,18 @@ import type {
  * Methods are async so that a networked store (PostgreSQL) can implement the same interface.
  */
 
+/**
+ * A cluster's OS is `os`, or the older `ubuntuRelease` (one of them); `installMethod` defaults to
+ * the OS's own installer, `installDiskRule` to `smallest`.
+ */
 export interface NewCluster {
   readonly name: string;
-  readonly ubuntuRelease: UbuntuRelease;
+  readonly ubuntuRelease?: UbuntuRelease | undefined;
+  readonly os?: OsId | undefined;
+  readonly installMethod?: InstallMethod | undefined;
+  readonly installDiskRule?: InstallDiskRule | undefined;
+  readonly imageUrl?: string | null | undefined;
+  readonly imageSha256?: string | null | undefined;
   readonly kubernetesVersion: string;
   readonly containerRuntime: ContainerRuntime;
   readonly cni: Cni;
@@ -76,6 +87,7 @@ export interface NewMachine {
   readonly ip?: string | null | undefined;
   readonly rack?: string | null | undefined;
   readonly bmc?: NewBmc | null | undefined;
+  readonly installDisk?: string | null | undefined;
   readonly bootLoader?: BootLoaderSetting | null | undefined;
   readonly secureBoot?: boolean | null | undefined;
 }
@@ -91,6 +103,7 @@ export interface MachinePatch {
   readonly ip?: string | null | undefined;
   readonly rack?: string | null | undefined;
   readonly bmc?: BmcPatch | null | undefined;
+  readonly installDisk?: string | null | undefined;
   readonly bootLoader?: BootLoaderSetting | null | undefined;
   readonly secureBoot?: boolean | null | undefined;
 }
@@ -219,6 +232,8 @@ export interface MachineRepo {
   seedAddress(mac: Mac): Promise<string | null>;
   setInstanceId(mac: Mac, instanceId: string): Promise<void>;
   setHostKeys(mac: Mac, keys: readonly SshHostKey[]): Promise<void>;
+  /** Records the disk the machine's installer reports it installs on. */
+  setInstalledDisk(mac: Mac, disk: Omit<InstalledDisk, 'reportedAt'>): Promise<void>;
   /** Records what the BMC reported (no event, no updated_at: a status call is no edit). */
   setBmcFacts(mac: Mac, facts: BmcFactsRecord): Promise<void>;
 }

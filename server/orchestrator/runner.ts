@@ -6,7 +6,7 @@ import { AppError, errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { Mac } from '../lib/mac.js';
 import type { Renderer } from '../render/templates.js';
-import { checkCompatibility, cniManifestUrl, osOfRelease } from '../clusters/compatibility.js';
+import { checkCompatibility, cniManifestUrl } from '../clusters/compatibility.js';
 import {
   applyCniScript,
   deleteNodeScript,
@@ -423,7 +423,7 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
     }
     case 'cni': {
       // The CNI release pinned for the cluster's Kubernetes version goes into the manifest URL.
-      const compat = checkCompatibility({ os: osOfRelease(cluster.ubuntuRelease), kubernetesVersion: cluster.kubernetesVersion, containerRuntime: cluster.containerRuntime, cni: cluster.cni });
+      const compat = checkCompatibility({ os: cluster.os, kubernetesVersion: cluster.kubernetesVersion, containerRuntime: cluster.containerRuntime, cni: cluster.cni });
       if (!compat.ok) throw new StepError('ERR_STEP_CHECK', `no pinned ${cluster.cni} release: ${compat.message}`, false);
       const url = cniManifestUrl(settings.cniManifests[cluster.cni], compat.pins.cni);
       await run(applyCniScript(url));

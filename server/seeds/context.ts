@@ -1,7 +1,9 @@
 import type { Cluster, Machine } from '../inventory/model.js';
+import { OS_CODENAMES, OS_FAMILY, OS_NAMES } from '../inventory/os.js';
 import type { ReleaseInstaller } from '../boot/releases.js';
+import { diskRuleParams, subiquityMatch } from './install-disk.js';
 import { conflict } from '../lib/errors.js';
-import { checkCompatibility, kubernetesPackageSource, osOfRelease, type DockerPin } from '../clusters/compatibility.js';
+import { checkCompatibility, kubernetesPackageSource, type DockerPin } from '../clusters/compatibility.js';
 import { vrrpFor } from '../orchestrator/lb-pair.js';
 import { installVersion } from '../orchestrator/upgrade.js';
 
@@ -15,6 +17,11 @@ export interface SeedSettings {
   readonly sshUser: string;
   readonly sshPublicKey: string;
   readonly ubuntuMirror: string;
+  readonly debianMirror: string;
+  /** An apt proxy for every installer and node (apt-cacher-ng at many sites), or null. */
+  readonly aptProxy: string | null;
+  /** The smallest disk the install disk rule may pick (decimal GB). */
+  readonly installDiskMinGb: number;
   readonly kubernetesRepo: string;
   readonly kubernetesLegacyRepo: string;
   readonly kubernetesLegacyGpgUrl: string;
@@ -54,7 +61,7 @@ export function kubernetesMinorOf(version: string): number {
 export function kubernetesPackages(cluster: Cluster, s: SeedSettings): KubernetesPackages {
   const version = cluster.kubernetesVersion.replace(/^v/, '');
   const minor = kubernetesMinorOf(version);
-  const compat = checkCompatibility({ os: osOfRelease(cluster.ubuntuRelease), kubernetesVersion: version, containerRuntime: cluster.containerRuntime, cni: cluster.cni });
+  const compat = checkCompatibility({ os: cluster.os, kubernetesVersion: version, containerRuntime: cluster.containerRuntime, cni: cluster.cni });
   // A cluster stored before the compatibility table existed may fall outside it: say so, never render a guess.
   if (!compat.ok) throw conflict('ERR_INCOMPATIBLE', `cluster ${cluster.name}: ${compat.message} (change it with PATCH /api/v1/clusters/${cluster.name})`, compat.field);
   const docker = compat.pins.docker;
@@ -102,6 +109,12 @@ export function mirrorParts(mirror: string): MirrorParts {
   return { protocol: u.protocol === 'https:' ? 'https' : 'http', host: u.host, directory: u.pathname.replace(/\/+$/, '') || '/' };
 }
 
+/** Host, port and path of the seed URL, for a request written by hand (d-i's reporter). */
+export function seedEndpoint(seedUrl: string): { host: string; port: string; path: string } {
+  const u = new URL(seedUrl);
+  return { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port || (u.protocol === 'https:' ? '443' : '80'), path: u.pathname };
+}
+
 /**
  * Ubuntu's archive carries amd64 and i386 only; ARM64 machines install from ubuntu-ports. A site
  * mirror (any other URL) is taken as the operator gave it.
@@ -134,6 +147,8 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
   const seedUrl = seedBaseUrl(s.baseUrl, f.token);
   const role = f.machine.role;
   if (!role) throw new Error(`machine ${f.machine.mac} has no role`);
+  const os = f.cluster.os;
+  const disk = diskRuleParams(f.cluster.installDiskRule, s.installDiskMinGb, f.machine.installDisk);
   return {
     mac: f.machine.mac,
     hostname: f.machine.hostname ?? f.machine.mac.replace(/:/g, ''),
@@ -141,13 +156,27 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
     cluster: f.cluster.name,
     release: f.installer.release,
     installer: f.installer.kind,
+    os,
+    osName: OS_NAMES[os],
+    family: OS_FAMILY[os],
+    codename: OS_CODENAMES[os],
+    installMethod: f.cluster.installMethod,
+    aptProxy: s.aptProxy,
+    disk: {
+      ...disk,
+      // Only subiquity reads it; an installDisk it cannot express fails its seed, not the others'.
+      get subiquity() {
+        return subiquityMatch(os, disk.rule, f.machine.installDisk);
+      },
+    },
     instanceId: f.instanceId,
     seedUrl,
+    seed: seedEndpoint(seedUrl),
     phoneHomeUrl: `${seedUrl}phone-home`,
     roleSetupUrl: `${seedUrl}role-setup`,
     sshUser: s.sshUser,
     sshPublicKey: s.sshPublicKey,
-    mirror: mirrorParts(mirrorFor(f.machine.arch, s.ubuntuMirror)),
+    mirror: mirrorParts(OS_FAMILY[os] === 'debian' ? s.debianMirror : mirrorFor(f.machine.arch, s.ubuntuMirror)),
     repos: { docker: s.dockerRepo, dockerGpgUrl: s.dockerGpgUrl },
     // During a rolling upgrade, once the control plane moved on, a machine installs the new version.
     k8s: role === 'loadbalancer' ? null : kubernetesPackages({ ...f.cluster, kubernetesVersion: installVersion(f.cluster) }, s),

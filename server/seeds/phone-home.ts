@@ -69,11 +69,11 @@ export function parsePhoneHome(body: unknown): PhoneHome {
 
 /**
  * Whether a phone-home's instance id shows another install than racksmith's current one. Only
- * debian-installer's systems run with racksmith's meta-data (the preseed's late_command copies the
- * seed into the installed system). subiquity gives the installed system's cloud-init an
+ * debian-installer's and the deploy agent's systems run with racksmith's meta-data (the preseed's
+ * late_command copies the seed into the installed system; the agent writes its instance id). subiquity gives the installed system's cloud-init an
  * instance-id of its own, a random UUID (the `None` datasource in 99-installer.cfg), so on 20.04+
  * there is nothing to compare — every ordinary install would look like another instance.
  */
 export function otherInstance(kind: InstallerKind | null, reported: string | null, current: string | null): boolean {
-  return kind === 'debian-installer' && reported !== null && reported !== current;
+  return (kind === 'debian-installer' || kind === 'deploy-agent') && reported !== null && reported !== current;
 }

@@ -1,14 +1,31 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Renderer } from '../render/templates.js';
 import type { InstallerKind } from '../boot/releases.js';
+import { PACKAGE_ROOT } from '../lib/paths.js';
 import { CHECK_SCRIPT, KEEPALIVED_PATHS, fillInterfaceLines, renderKeepalivedConfig, type Vrrp } from '../orchestrator/lb-pair.js';
 
+/** The install disk rule (agent/disk-rule.sh), which d-i's partman/early_command runs as well. */
+let diskRule: string | null = null;
+function diskRuleScript(): string {
+  diskRule ??= readFileSync(join(PACKAGE_ROOT, 'agent', 'disk-rule.sh'), 'utf8');
+  return diskRule;
+}
+
 /**
- * The files under `/seed/<token>/` and the template behind each. 18.04 (debian-installer) gets
- * the preseed, and its `user-data` is the role's cloud-config itself (the preseed's late_command
- * copies it into the installed system's NoCloud seed). 20.04+ (subiquity) get an autoinstall
- * `user-data` that carries the role's cloud-config under `autoinstall.user-data`.
+ * The files under `/seed/<token>/` and the template behind each.
+ *
+ * - debian-installer (Ubuntu 18.04, Debian 12) gets the preseed, and its `user-data` is the
+ *   role's cloud-config itself (the preseed's late_command copies it into the installed system's
+ *   NoCloud seed); its early commands fetch `di-reporter.sh` (d-i's progress to racksmith) and
+ *   `install-disk.sh` (the install disk rule, for partman).
+ * - subiquity (20.04+) gets an autoinstall `user-data` that carries the role's cloud-config under
+ *   `autoinstall.user-data`.
+ * - the deploy agent (image deployment) gets `deploy.env` (what to write where) and `cloud.cfg`
+ *   (the installed system's cloud-init settings); the installed system's cloud-init then reads
+ *   `user-data` — the role's cloud-config — and `meta-data` from here.
  */
-export const SEED_FILES = ['preseed.cfg', 'user-data', 'meta-data', 'vendor-data', 'network-config'] as const;
+export const SEED_FILES = ['preseed.cfg', 'user-data', 'meta-data', 'vendor-data', 'network-config', 'deploy.env', 'cloud.cfg', 'install-disk.sh', 'di-reporter.sh'] as const;
 export type SeedFile = (typeof SEED_FILES)[number];
 
 export function isSeedFile(s: string): s is SeedFile {
@@ -21,6 +38,10 @@ export const CONTENT_TYPE: Record<SeedFile, string> = {
   'meta-data': 'text/yaml; charset=utf-8',
   'vendor-data': 'text/cloud-config; charset=utf-8',
   'network-config': 'text/yaml; charset=utf-8',
+  'deploy.env': 'text/plain; charset=utf-8',
+  'cloud.cfg': 'text/yaml; charset=utf-8',
+  'install-disk.sh': 'text/x-shellscript; charset=utf-8',
+  'di-reporter.sh': 'text/x-shellscript; charset=utf-8',
 };
 
 /** The role's cloud-config (one definition for every release and role). */
@@ -42,9 +63,13 @@ export function renderSeedFile(r: Renderer, file: SeedFile, kind: InstallerKind,
   switch (file) {
     case 'preseed.cfg':
       return kind === 'debian-installer' ? r.render('preseed.cfg.njk', ctx) : null;
+    case 'install-disk.sh':
+      return kind === 'debian-installer' ? r.render('di/install-disk.sh.njk', { ...ctx, diskRuleScript: diskRuleScript() }) : null;
+    case 'di-reporter.sh':
+      return kind === 'debian-installer' ? r.render('di/reporter.sh.njk', ctx) : null;
     case 'user-data': {
       const roleConfig = renderRoleConfig(r, ctx);
-      return kind === 'debian-installer' ? roleConfig : r.render('user-data.yaml.njk', { ...ctx, roleConfig });
+      return kind === 'subiquity' ? r.render('user-data.yaml.njk', { ...ctx, roleConfig }) : roleConfig;
     }
     case 'meta-data':
       return r.render('meta-data.yaml.njk', ctx);
@@ -52,5 +77,9 @@ export function renderSeedFile(r: Renderer, file: SeedFile, kind: InstallerKind,
       return r.render('vendor-data.yaml.njk', ctx);
     case 'network-config':
       return r.render('network-config.yaml.njk', ctx);
+    case 'deploy.env':
+      return kind === 'deploy-agent' ? r.render('agent/deploy.env.njk', ctx) : null;
+    case 'cloud.cfg':
+      return kind === 'deploy-agent' ? r.render('agent/cloud.cfg.njk', { ...ctx, networkConfig: r.render('network-config.yaml.njk', ctx) }) : null;
   }
 }

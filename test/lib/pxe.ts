@@ -33,12 +33,34 @@ export const FIRMWARE_FILES: Readonly<Record<VmFirmware, readonly string[]>> = {
   arm64: ['qemu-system-aarch64', AAVMF_CODE, AAVMF_VARS],
 };
 
+/** A disk of a VM: a (sparse) image file on an NVMe or virtio controller. */
+export interface VmDisk {
+  readonly file: string;
+  readonly bus: 'nvme' | 'virtio';
+  readonly serial: string;
+  /**
+   * In SeaBIOS's boot order, after the NIC (which is 1). UEFI machines get no boot indexes: OVMF
+   * then keeps the boot order in its variables — as real UEFI firmware does, and as the deploy
+   * agent sets it (the network first, then the installed system).
+   */
+  readonly bootindex?: number;
+}
+
 export interface VmOptions {
   readonly name: string;
   readonly mac: string;
   readonly firmware: VmFirmware;
   readonly serialLog: string;
   readonly memoryMiB?: number;
+  readonly disks?: readonly VmDisk[];
+  /** Let the guest reboot (an installer that reboots into the installed system); default: QEMU exits. */
+  readonly allowReboot?: boolean;
+  /**
+   * UEFI only: a copy of OVMF's variable store (OVMF_VARS_4M.fd) to keep boot entries in, as a
+   * machine's NVRAM does; OVMF then runs from flash (OVMF_CODE_4M.fd) instead of `-bios`, whose
+   * variables do not survive a reboot.
+   */
+  readonly nvram?: string;
 }
 
 export class Vm {
@@ -188,14 +210,23 @@ export class PxeBed {
     await this.tb.ip(this.sw, ['link', 'set', tap, 'master', this.bridge]);
     await this.tb.ip(this.sw, ['link', 'set', tap, 'up']);
     const fw = opts.firmware;
+    const disks = opts.disks ?? [];
+    // With disks, SeaBIOS boots the NIC first, then the disks that name a place after it. OVMF
+    // follows its own variables (QEMU's boot indexes would drop the NVMe from its boot order).
+    const indexed = disks.length > 0 && fw === 'bios';
     // The NIC's own option ROM (QEMU's iPXE) is off on UEFI: the firmware's PXE/HTTP boot is tested.
-    const nic = `virtio-net-pci,netdev=n0,mac=${opts.mac}${fw !== 'bios' ? ',romfile=' : ''}`;
+    const nic = `virtio-net-pci,netdev=n0,mac=${opts.mac}${fw !== 'bios' ? ',romfile=' : ''}${indexed ? ',bootindex=1' : ''}`;
+    const diskArgs = disks.flatMap((d, i) => [
+      '-drive', `file=${d.file},format=raw,if=none,id=disk${i},cache=unsafe`,
+      '-device', `${d.bus === 'nvme' ? 'nvme' : 'virtio-blk-pci'},drive=disk${i},serial=${d.serial}${indexed && d.bootindex ? `,bootindex=${d.bootindex}` : ''}`,
+    ]);
     const common = [
       '-m', String(opts.memoryMiB ?? 256), '-smp', '1',
       '-display', 'none', '-monitor', 'none', '-serial', `file:${opts.serialLog}`,
       '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
       '-device', nic,
-      '-no-reboot',
+      ...diskArgs,
+      ...(opts.allowReboot ? [] : ['-no-reboot']),
     ];
     const pflash = (code: string, vars: string): string[] => {
       // Each VM writes its own copy of the variable store (boot entries, Secure Boot state).
@@ -207,11 +238,15 @@ export class PxeBed {
       const args = ['-machine', 'virt', '-cpu', 'cortex-a57', '-accel', 'tcg', ...pflash(AAVMF_CODE, AAVMF_VARS), ...common];
       return new Vm(opts, this.tb.spawn(this.sw, 'qemu-system-aarch64', args));
     }
+    // A UEFI machine with an NVRAM file keeps its boot entries across QEMU runs (the agent's entry for the disk).
+    const efiFirmware = opts.nvram
+      ? ['-drive', 'if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd', '-drive', `if=pflash,format=raw,unit=1,file=${opts.nvram}`]
+      : ['-bios', '/usr/share/ovmf/OVMF.fd'];
     const machine =
       fw === 'secureboot'
         ? ['-machine', 'q35,smm=on', '-global', 'driver=cfi.pflash01,property=secure,value=on', ...pflash(OVMF_SECBOOT_CODE, OVMF_MS_VARS)]
-        : ['-machine', 'pc', ...(fw === 'efi' ? ['-bios', '/usr/share/ovmf/OVMF.fd'] : []), ...(fw === 'efi-http' ? ['-bios', '/usr/share/ovmf/OVMF.fd', '-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=n', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=n'] : [])];
-    const args = [...machine, '-accel', 'tcg', ...common, '-boot', 'order=n'];
+        : ['-machine', 'pc', ...(fw === 'efi' ? efiFirmware : []), ...(fw === 'efi-http' ? ['-bios', '/usr/share/ovmf/OVMF.fd', '-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=n', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=n'] : [])];
+    const args = [...machine, '-accel', 'tcg', ...common, ...(disks.length ? [] : ['-boot', 'order=n'])];
     return new Vm(opts, this.tb.spawn(this.sw, 'qemu-system-x86_64', args));
   }
 

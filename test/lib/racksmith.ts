@@ -67,11 +67,14 @@ export const NO_UPSTREAM = 'http://127.0.0.1:9';
 export function offlineUpstreams(): Record<string, string> {
   const installers: Record<string, { upstream: Record<string, string> }> = {};
   for (const [release, inst] of Object.entries(DEFAULT_INSTALLERS)) {
+    // Debian's installer follows the Debian mirror (below), so a test's --debian-mirror takes it along.
+    if (release === 'debian-12') continue;
     const upstream = Object.fromEntries(Object.entries(inst.upstream).filter(([, u]) => /^https?:/.test(u)).map(([f, u]) => [f, `${NO_UPSTREAM}${new URL(u).pathname}`]));
     installers[release] = { upstream };
   }
   return {
     RACKSMITH_UBUNTU_MIRROR: `${NO_UPSTREAM}/ubuntu`,
+    RACKSMITH_DEBIAN_MIRROR: `${NO_UPSTREAM}/debian`,
     RACKSMITH_KUBERNETES_REPO: `${NO_UPSTREAM}/pkgs.k8s.io/core:/stable:`,
     RACKSMITH_KUBERNETES_LEGACY_REPO: `${NO_UPSTREAM}/apt.kubernetes.io/`,
     RACKSMITH_KUBERNETES_LEGACY_GPG_URL: `${NO_UPSTREAM}/apt-key.gpg`,

@@ -2,6 +2,7 @@ import type { Cluster, Machine, Role, UbuntuRelease } from '../../server/invento
 import type { Mac } from '../../server/lib/mac.js';
 import type { SeedSettings } from '../../server/seeds/context.js';
 import type { BootSettings } from '../../server/boot/script.js';
+import type { InstallMethod, OsId } from '../../server/inventory/os.js';
 
 /**
  * Fixed inputs for rendering every seed and script deterministically: one cluster per release
@@ -18,6 +19,9 @@ export const SEED_SETTINGS: SeedSettings = {
   sshUser: 'racksmith',
   sshPublicKey: SSH_KEY,
   ubuntuMirror: 'http://archive.ubuntu.com/ubuntu',
+  debianMirror: 'http://deb.debian.org/debian',
+  aptProxy: null,
+  installDiskMinGb: 8,
   kubernetesRepo: 'https://pkgs.k8s.io/core:/stable:',
   kubernetesLegacyRepo: 'https://apt.kubernetes.io/',
   kubernetesLegacyGpgUrl: 'https://packages.cloud.google.com/apt/doc/apt-key.gpg',
@@ -48,6 +52,11 @@ export function fixtureCluster(release: UbuntuRelease): Cluster {
   return {
     name: `lab${release.replace('.', '')}`,
     ubuntuRelease: release,
+    os: `ubuntu-${release}`,
+    installMethod: release === '18.04' ? 'preseed' : 'autoinstall',
+    installDiskRule: 'smallest',
+    imageUrl: null,
+    imageSha256: null,
     kubernetesVersion,
     containerRuntime,
     cni: release === '18.04' ? 'weave' : 'flannel',
@@ -57,6 +66,17 @@ export function fixtureCluster(release: UbuntuRelease): Cluster {
     state: 'pending',
     createdAt: AT,
     updatedAt: AT,
+  };
+}
+
+/** A cluster of any OS and install method (Kubernetes 1.28 with containerd, Flannel). */
+export function fixtureClusterOs(os: OsId, installMethod: InstallMethod): Cluster {
+  return {
+    ...fixtureCluster('22.04'),
+    name: `lab-${os.replace(/[^a-z0-9]/g, '')}-${installMethod}`,
+    ubuntuRelease: os.startsWith('ubuntu-') ? (os.slice(7) as UbuntuRelease) : null,
+    os,
+    installMethod,
   };
 }
 
@@ -89,6 +109,9 @@ export function fixtureMachine(cluster: string, mac: string, hostname: string, r
     hostKeys: [],
     firstSeen: AT,
     lastSeen: AT,
+    installDisk: null,
+    installedDisk: null,
+    installStartedAt: null,
     stateChangedAt: AT,
     createdAt: AT,
     updatedAt: AT,

@@ -73,11 +73,17 @@ export interface Machine {
   firstSeen: string | null;
   lastSeen: string | null;
   stateChangedAt: string;
+  installDisk?: string | null;
+  installedDisk?: { name: string; path: string; kind: string; sizeBytes: number; serial: string | null; model: string | null; chosenBy: string | null; reportedAt: string } | null;
 }
 
 export interface Cluster {
   name: string;
-  ubuntuRelease: string;
+  os?: string;
+  installMethod?: string;
+  installDiskRule?: string;
+  imageUrl?: string | null;
+  ubuntuRelease: string | null;
   kubernetesVersion: string;
   containerRuntime: string;
   cni: string;

@@ -35,7 +35,7 @@ export const clustersView: View = async (ctx, el) => {
                 h('td', null, h('a', { href: `#/clusters/${c.name}` }, c.name)),
                 h('td', null, h('span', { class: `badge cstate-${c.state}` }, c.state)),
                 h('td', null, String(c.machineCount)),
-                h('td', null, c.ubuntuRelease),
+                h('td', null, `${label(c.os ?? c.ubuntuRelease)} (${label(c.installMethod)})`),
                 h('td', null, c.kubernetesVersion),
                 h('td', null, c.containerRuntime),
                 h('td', null, c.cni),
@@ -133,7 +133,10 @@ export const clusterView: View = async (ctx, el) => {
         'dl',
         { class: 'facts' },
         [
-          ['Ubuntu', cl.ubuntuRelease],
+          ['OS', label(cl.os ?? cl.ubuntuRelease)],
+          ['Install method', label(cl.installMethod)],
+          ['Install disk rule', label(cl.installDiskRule)],
+          ...(cl.installMethod === 'image' ? [['Image', label(cl.imageUrl) === '—' ? 'the distribution\'s cloud image (or the images setting)' : label(cl.imageUrl)]] : []),
           ['Kubernetes', cl.kubernetesVersion],
           ['Container runtime', cl.containerRuntime],
           ['CNI', cl.cni],
@@ -193,7 +196,7 @@ export const clusterView: View = async (ctx, el) => {
   });
 };
 
-const RELEASES = ['24.04', '22.04', '20.04', '18.04'];
+const OSES = ['ubuntu-24.04', 'ubuntu-22.04', 'ubuntu-20.04', 'ubuntu-18.04', 'debian-12'];
 
 export const clusterFormView: View = async (ctx, el) => {
   const box = h('div', { 'aria-live': 'polite' });
@@ -201,7 +204,10 @@ export const clusterFormView: View = async (ctx, el) => {
     'form',
     { novalidate: true },
     field('name', 'Name', { required: true, autocomplete: 'off' }, 'Lower-case letters, digits and inner hyphens.'),
-    select('ubuntuRelease', 'Ubuntu release', RELEASES, '22.04'),
+    select('os', 'Operating system', OSES, 'ubuntu-22.04'),
+    select('installMethod', "Install method (image: racksmith's deploy agent writes an OS image)", ['autoinstall', 'preseed', 'image'], null, "the OS's own installer"),
+    select('installDiskRule', 'Install disk rule (when a machine names no disk)', ['smallest', 'largest', 'first'], 'smallest'),
+    field('imageUrl', 'Image (optional, install method image)', {}, "A URL or a file in the artifacts directory's images/; blank: the distribution's cloud image."),
     field('kubernetesVersion', 'Kubernetes version', { required: true, value: '1.30.2' }),
     select('containerRuntime', 'Container runtime', ['containerd', 'docker'], 'containerd'),
     select('cni', 'CNI', ['flannel', 'calico', 'weave'], 'flannel'),

@@ -28,6 +28,7 @@ export const machineFormView: View = async (ctx, el) => {
     clusters.length ? select('cluster', 'Cluster', clusters, m?.cluster ?? clusters[0]) : h('p', null, 'No cluster yet: ', h('a', { href: '#/clusters/new' }, 'create one first'), '.'),
     field('ip', 'IP address (optional)', { value: m?.ip ?? '', inputmode: 'decimal' }),
     field('rack', 'Rack (optional)', { value: m?.rack ?? '' }),
+    field('installDisk', 'Install disk (optional)', { value: m?.installDisk ?? '', autocomplete: 'off', spellcheck: 'false' }, "/dev/nvme0n1, /dev/disk/by-id/… or serial:…; blank: the cluster's rule picks."),
     h(
       'fieldset',
       null,
@@ -62,6 +63,7 @@ export const machineFormView: View = async (ctx, el) => {
             cluster: v['cluster'] ?? null,
             ip: v['ip'] ?? null,
             rack: v['rack'] ?? null,
+            installDisk: v['installDisk'] ?? null,
           };
           for (const k of Object.keys(patch)) if (patch[k] === (m as unknown as Record<string, unknown>)[k]) delete patch[k];
           // The BMC patch merges on the server: only the fields this form changed, so the port
@@ -76,7 +78,7 @@ export const machineFormView: View = async (ctx, el) => {
           const saved = await request<Machine>('PATCH', `/machines/${m.mac}`, patch);
           ctx.navigate(`#/machines/${saved.mac}`);
         } else {
-          const body = { mac: v['mac'], hostname: v['hostname'], role: v['role'], cluster: v['cluster'], ip: v['ip'], rack: v['rack'], bmc };
+          const body = { mac: v['mac'], hostname: v['hostname'], role: v['role'], cluster: v['cluster'], ip: v['ip'], rack: v['rack'], installDisk: v['installDisk'], bmc };
           const created = await request<Machine>('POST', '/machines', body);
           ctx.navigate(`#/machines/${created.mac}`);
         }

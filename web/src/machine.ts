@@ -10,6 +10,15 @@ import type { View } from './view.js';
  * refuses (a BMC error, an endpoint not there), its message is shown as it is.
  */
 
+/** The disk the last install used, as its installer reported it, and what was asked for. */
+function installDisk(m: Machine): string {
+  const d = m.installedDisk;
+  const asked = m.installDisk ? `asked: ${m.installDisk}` : 'by the cluster\'s rule';
+  if (!d) return `not reported yet (${asked})`;
+  const what = [d.kind.toUpperCase(), `${(d.sizeBytes / 1e9).toFixed(1)} GB`, d.model, d.serial ? `serial ${d.serial}` : null].filter(Boolean).join(', ');
+  return `${d.path} — ${what} (chosen by ${label(d.chosenBy)}, reported ${when(d.reportedAt)})`;
+}
+
 function secureBootText(m: Machine): string {
   const marked = m.secureBoot === null ? 'not marked' : m.secureBoot ? 'marked on' : 'marked off';
   const seen = m.secureBootSeen === null ? 'not seen yet' : m.secureBootSeen === 'enforced' ? 'seen enforced (signed GRUB in lockdown)' : 'seen off (iPXE ran)';
@@ -32,6 +41,7 @@ function facts(m: Machine): HTMLElement {
     ['IP', label(m.ip)],
     ['State', `${m.state} — ${STATE_HINT[m.state] ?? ''} (for ${elapsed(m.stateChangedAt)})`],
     ['Boot step', label(m.lastStep)],
+    ['Install disk', installDisk(m)],
     ...(m.failure ? ([['Failure', `from ${label(m.failure.from)} at ${label(m.failure.step)}: ${label(m.failure.reason)}`]] as [string, string][]) : []),
     ['Firmware / arch', `${label(m.firmware)} / ${label(m.arch)}`],
     ['Secure Boot', secureBootText(m)],

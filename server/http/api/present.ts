@@ -47,6 +47,8 @@ export function presentMachine(m: Machine): Record<string, unknown> {
       stuck: bootStall(m, Date.now()),
     },
     hostKeys: m.hostKeys.map((k) => k.type),
+    installDisk: m.installDisk,
+    installedDisk: m.installedDisk,
     firstSeen: m.firstSeen,
     lastSeen: m.lastSeen,
     stateChangedAt: m.stateChangedAt,
@@ -70,7 +72,12 @@ export const DEFAULT_SERVICE_SUBNET = '10.96.0.0/12';
 export function presentCluster(c: Cluster, machines: readonly Machine[]): Record<string, unknown> {
   return {
     name: c.name,
+    os: c.os,
     ubuntuRelease: c.ubuntuRelease,
+    installMethod: c.installMethod,
+    installDiskRule: c.installDiskRule,
+    imageUrl: c.imageUrl,
+    imageSha256: c.imageSha256,
     kubernetesVersion: c.kubernetesVersion,
     containerRuntime: c.containerRuntime,
     cni: c.cni,

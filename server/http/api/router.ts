@@ -1,7 +1,8 @@
 import express, { Router, type Request, type RequestHandler } from 'express';
 import { AppError, conflict, invalid, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
-import type { Cluster, Machine, TokenRole } from '../../inventory/model.js';
+import type { Cluster, Machine, TokenRole, UbuntuRelease } from '../../inventory/model.js';
+import { defaultInstallMethod, installMethodProblem, osOfUbuntuRelease, type InstallMethod, type OsId } from '../../inventory/os.js';
 import type { Inventory } from '../../inventory/store.js';
 import type { VipProblem } from '../../clusters/load-balancers.js';
 import { authenticate, principalOf, requireRole, SESSION_COOKIE } from '../auth.js';
@@ -72,6 +73,19 @@ const STREAM_PATH = '/events/stream';
 /** The MAC in a path, in any accepted spelling. */
 export function pathMac(req: Request): Mac {
   return parseWith(macSchema, req.params['mac'], 'mac');
+}
+
+/** The OS and install method a patch leaves a cluster with must go together. */
+function checkInstallMethod(c: Cluster, patch: { os?: OsId | undefined; ubuntuRelease?: UbuntuRelease | undefined; installMethod?: InstallMethod | undefined }): void {
+  const os = patch.os ?? (patch.ubuntuRelease ? osOfUbuntuRelease(patch.ubuntuRelease) : c.os);
+  if (patch.os && patch.ubuntuRelease && osOfUbuntuRelease(patch.ubuntuRelease) !== patch.os) {
+    throw new AppError('invalid', 'ERR_VALIDATION', `ubuntuRelease ${patch.ubuntuRelease} contradicts os ${patch.os}: give one of them`, 'ubuntuRelease');
+  }
+  // A new OS without a method takes that OS's own installer unless the cluster deploys images.
+  const method = patch.installMethod ?? (os !== c.os && c.installMethod !== 'image' ? defaultInstallMethod(os) : c.installMethod);
+  const problem = installMethodProblem(os, method);
+  if (problem) throw new AppError('invalid', 'ERR_VALIDATION', problem, 'installMethod');
+  if (method !== c.installMethod && patch.installMethod === undefined) Object.assign(patch, { installMethod: method });
 }
 
 export function apiRouter(deps: ApiDeps): Router {
@@ -168,6 +182,7 @@ export function apiRouter(deps: ApiDeps): Router {
   route('patch', '/clusters/:name', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const c = await loadCluster(String(req.params['name']));
     const patch = parseWith(clusterPatchSchema, req.body);
+    checkInstallMethod(c, patch);
     guardClusterChange(c, patch, await machines.list({ cluster: c.name }));
     if (patch.vip !== undefined && patch.vip !== c.vip) await vipAllowed(patch.vip, c.name, patch.controlPlaneEndpoint === undefined ? c.controlPlaneEndpoint : patch.controlPlaneEndpoint);
     const updated = await clusters.update(c.name, patch);

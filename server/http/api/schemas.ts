@@ -2,9 +2,12 @@ import { z } from 'zod';
 import { parseIPv4 } from '../../lib/ipv4.js';
 import { macRefusal, parseMac, type Mac } from '../../lib/mac.js';
 import { BOOT_LOADERS, CNIS, CONTAINER_RUNTIMES, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
+import { INSTALL_DISK_RULES, INSTALL_METHODS, OS_IDS, installMethodProblem, osOfUbuntuRelease, ubuntuReleaseOf } from '../../inventory/os.js';
+import { imageSource } from '../../config/settings.js';
+import { INSTALL_DISK_HELP, isInstallDisk } from '../../seeds/install-disk.js';
 import { MACHINE_STATES } from '../../inventory/lifecycle.js';
 import type { MachineCursor } from '../../inventory/store.js';
-import { checkCompatibility, osOfRelease } from '../../clusters/compatibility.js';
+import { checkCompatibility } from '../../clusters/compatibility.js';
 import { apiField } from '../../clusters/changes.js';
 
 /**
@@ -61,10 +64,20 @@ export function kubernetesMinor(version: string): number {
   return Number(version.split('.')[1]);
 }
 
+const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 as 64 lower-case hex digits');
+const imageUrlSchema = imageSource;
+
+export const installDiskSchema = z.string().refine(isInstallDisk, INSTALL_DISK_HELP);
+
 export const newClusterSchema = z
   .object({
     name: clusterNameSchema,
-    ubuntuRelease: z.enum(UBUNTU_RELEASES),
+    os: z.enum(OS_IDS).optional(),
+    ubuntuRelease: z.enum(UBUNTU_RELEASES).optional(),
+    installMethod: z.enum(INSTALL_METHODS).optional(),
+    installDiskRule: z.enum(INSTALL_DISK_RULES).optional(),
+    imageUrl: imageUrlSchema.optional(),
+    imageSha256: sha256Schema.optional(),
     kubernetesVersion: kubernetesVersionSchema,
     containerRuntime: z.enum(CONTAINER_RUNTIMES),
     cni: z.enum(CNIS),
@@ -78,14 +91,29 @@ export const newClusterSchema = z
     if (c.vip && c.controlPlaneEndpoint && c.controlPlaneEndpoint !== `${c.vip}:6443`) {
       ctx.addIssue({ code: 'custom', path: ['controlPlaneEndpoint'], message: `with a vip the control-plane endpoint is ${c.vip}:6443; leave controlPlaneEndpoint out` });
     }
+    if (!c.os && !c.ubuntuRelease) ctx.addIssue({ code: 'custom', path: ['os'], message: `give the cluster's os (${OS_IDS.join(', ')})` });
+    if (c.os && c.ubuntuRelease && ubuntuReleaseOf(c.os) !== c.ubuntuRelease) {
+      ctx.addIssue({ code: 'custom', path: ['ubuntuRelease'], message: `ubuntuRelease ${c.ubuntuRelease} contradicts os ${c.os}: give one of them` });
+    }
+    const os = c.os ?? (c.ubuntuRelease ? osOfUbuntuRelease(c.ubuntuRelease) : null);
+    const problem = os && c.installMethod ? installMethodProblem(os, c.installMethod) : null;
+    if (problem) ctx.addIssue({ code: 'custom', path: ['installMethod'], message: problem });
+    if (c.imageSha256 && !c.imageUrl) ctx.addIssue({ code: 'custom', path: ['imageSha256'], message: 'imageSha256 pins the cluster\'s imageUrl: give both' });
     // One compatibility table (server/clusters/compatibility.ts): Kubernetes minor × OS × runtime × CNI.
-    const compat = checkCompatibility({ os: osOfRelease(c.ubuntuRelease), kubernetesVersion: c.kubernetesVersion, containerRuntime: c.containerRuntime, cni: c.cni });
-    if (!compat.ok) ctx.addIssue({ code: 'custom', path: [apiField(compat.field)], message: compat.message });
+    if (os) {
+      const compat = checkCompatibility({ os, kubernetesVersion: c.kubernetesVersion, containerRuntime: c.containerRuntime, cni: c.cni });
+      if (!compat.ok) ctx.addIssue({ code: 'custom', path: [apiField(compat.field, c.os ? 'os' : 'ubuntuRelease')], message: compat.message });
+    }
   });
 
 export const clusterPatchSchema = z
   .object({
+    os: z.enum(OS_IDS).optional(),
     ubuntuRelease: z.enum(UBUNTU_RELEASES).optional(),
+    installMethod: z.enum(INSTALL_METHODS).optional(),
+    installDiskRule: z.enum(INSTALL_DISK_RULES).optional(),
+    imageUrl: imageUrlSchema.nullable().optional(),
+    imageSha256: sha256Schema.nullable().optional(),
     kubernetesVersion: kubernetesVersionSchema.optional(),
     containerRuntime: z.enum(CONTAINER_RUNTIMES).optional(),
     cni: z.enum(CNIS).optional(),
@@ -163,6 +191,7 @@ export const newMachineSchema = z
     ip: ipv4Schema.optional(),
     rack: rackSchema.optional(),
     bmc: newBmcSchema.optional(),
+    installDisk: installDiskSchema.optional(),
     bootLoader: z.enum(BOOT_LOADERS).nullable().optional(),
     secureBoot: z.boolean().nullable().optional(),
   })
@@ -176,6 +205,7 @@ export const machinePatchSchema = z
     ip: ipv4Schema.nullable().optional(),
     rack: rackSchema.nullable().optional(),
     bmc: bmcPatchSchema.nullable().optional(),
+    installDisk: installDiskSchema.nullable().optional(),
     bootLoader: z.enum(BOOT_LOADERS).nullable().optional(),
     secureBoot: z.boolean().nullable().optional(),
   })

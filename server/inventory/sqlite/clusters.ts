@@ -1,8 +1,16 @@
 import { conflict, notFound } from '../../lib/errors.js';
 import type { Cluster } from '../model.js';
+import { defaultInstallMethod, osOfUbuntuRelease, ubuntuReleaseOf, type OsId } from '../os.js';
 import type { ClusterPatch, ClusterRepo, NewCluster, NewEvent } from '../store.js';
 import { prepared, type Db } from './db.js';
 import { clusterFromRow, type ClusterRow } from './rows.js';
+
+/** The OS a new cluster or a patch names: `os`, else the older `ubuntuRelease`. */
+function osOf(input: Pick<NewCluster, 'os' | 'ubuntuRelease'>): OsId {
+  if (input.os) return input.os;
+  if (input.ubuntuRelease) return osOfUbuntuRelease(input.ubuntuRelease);
+  throw new Error('a cluster needs an os (or an ubuntuRelease)');
+}
 
 export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewEvent) => void): ClusterRepo {
   const sql = prepared(db);
@@ -20,13 +28,14 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
         .transaction(() => {
           if (byName.get(input.name)) throw conflict('ERR_DUPLICATE', `a cluster named "${input.name}" already exists`, 'name');
           const at = now().toISOString();
+          const os = osOf(input);
           sql(
             `INSERT INTO clusters (name, ubuntu_release, kubernetes_version, container_runtime, cni, pod_subnet, service_subnet,
-               control_plane_endpoint, state, created_at, updated_at, vip)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
+               control_plane_endpoint, state, created_at, updated_at, vip, os, install_method, install_disk_rule, image_url, image_sha256)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)`,
           ).run(
             input.name,
-            input.ubuntuRelease,
+            ubuntuReleaseOf(os) ?? '',
             input.kubernetesVersion,
             input.containerRuntime,
             input.cni,
@@ -36,6 +45,11 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
             at,
             at,
             input.vip ?? null,
+            os,
+            input.installMethod ?? defaultInstallMethod(os),
+            input.installDiskRule ?? 'smallest',
+            input.imageUrl ?? null,
+            input.imageSha256 ?? null,
           );
           appendEvent({ cluster: input.name, type: 'cluster.created', source: 'api', message: `cluster ${input.name} created` });
           return load(input.name);
@@ -49,12 +63,24 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
     async list() {
       return sql<[], ClusterRow>('SELECT * FROM clusters ORDER BY name').all().map(clusterFromRow);
     },
-    async update(name, patch: ClusterPatch) {
+    async update(name, given: ClusterPatch) {
+      let patch = given;
       return db
         .transaction(() => {
           load(name);
+          if (patch.os !== undefined || patch.ubuntuRelease !== undefined) {
+            // One OS, stored in both columns.
+            const os = osOf(patch as NewCluster);
+            patch = { ...patch, os, ubuntuRelease: undefined };
+            sql('UPDATE clusters SET ubuntu_release = ? WHERE name = ?').run(ubuntuReleaseOf(os) ?? '', name);
+          }
           const columns: Record<keyof ClusterPatch, string> = {
             ubuntuRelease: 'ubuntu_release',
+            os: 'os',
+            installMethod: 'install_method',
+            installDiskRule: 'install_disk_rule',
+            imageUrl: 'image_url',
+            imageSha256: 'image_sha256',
             kubernetesVersion: 'kubernetes_version',
             containerRuntime: 'container_runtime',
             cni: 'cni',
@@ -72,7 +98,7 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
           }
           if (sets.length === 0) return load(name);
           sql(`UPDATE clusters SET ${sets.join(', ')}, updated_at = ? WHERE name = ?`).run(...values, now().toISOString(), name);
-          appendEvent({ cluster: name, type: 'cluster.updated', source: 'api', message: `updated ${Object.keys(patch).join(', ')}` });
+          appendEvent({ cluster: name, type: 'cluster.updated', source: 'api', message: `updated ${Object.keys(given).join(', ')}` });
           return load(name);
         })
         .immediate();

@@ -3,7 +3,7 @@ import { AppError, conflict, invalid, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import { transition, type MachineEventType } from '../lifecycle.js';
-import type { Machine, SshHostKey } from '../model.js';
+import type { InstalledDisk, Machine, SshHostKey } from '../model.js';
 import type { BootScriptRecord, BootScriptOutcome, ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
 import { prepared, type Db } from './db.js';
 import { MACHINE_COLUMNS, bmcOptionsToJson, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
@@ -92,6 +92,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       bmc_password_sealed: bmc ? box.seal(bmc.password) : null,
       bmc_cipher_suite: bmc?.cipherSuite ?? null,
       bmc_options: bmc ? bmcOptionsToJson(bmc) : null,
+      install_disk: input.installDisk ?? null,
       seed_token_hash: seed.hash,
       seed_token_sealed: seed.sealed,
       at,
@@ -101,16 +102,16 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         sql(
           `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack,
              bmc_driver=@bmc_driver, bmc_address=@bmc_address, bmc_port=@bmc_port, bmc_username=@bmc_username,
-             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite, bmc_options=@bmc_options,
+             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite, bmc_options=@bmc_options, install_disk=@install_disk,
              seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, seed_token_address=NULL, updated_at=@at
            WHERE mac=@mac`,
         ).run(values);
       } else {
         sql(
           `INSERT INTO machines (mac, hostname, role, cluster, ip, rack, bmc_driver, bmc_address, bmc_port, bmc_username,
-             bmc_password_sealed, bmc_cipher_suite, bmc_options, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
+             bmc_password_sealed, bmc_cipher_suite, bmc_options, install_disk, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
            VALUES (@mac, @hostname, @role, @cluster, @ip, @rack, @bmc_driver, @bmc_address, @bmc_port, @bmc_username,
-             @bmc_password_sealed, @bmc_cipher_suite, @bmc_options, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
+             @bmc_password_sealed, @bmc_cipher_suite, @bmc_options, @install_disk, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
         ).run(values);
       }
     });
@@ -132,9 +133,12 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     const next = transition(before, event);
     const at = now().toISOString();
     const failed = event === 'fail';
+    // An install attempt starts when the machine enters provisioning; an installer served again
+    // (a power blip) is the same attempt, so a boot loop cannot outlive the install deadline.
+    const installStarted = next.state === 'provisioning' && before.state !== 'provisioning' ? at : before.installStartedAt;
     sql(
-      `UPDATE machines SET state=?, failed_from=?, failed_step=?, failed_reason=?, state_changed_at=?, updated_at=? WHERE mac=?`,
-    ).run(next.state, next.failedFrom, failed ? (ctx.step ?? null) : null, failed ? (ctx.reason ?? null) : null, at, at, mac);
+      `UPDATE machines SET state=?, failed_from=?, failed_step=?, failed_reason=?, install_started_at=?, state_changed_at=?, updated_at=? WHERE mac=?`,
+    ).run(next.state, next.failedFrom, failed ? (ctx.step ?? null) : null, failed ? (ctx.reason ?? null) : null, installStarted, at, at, mac);
     appendEvent({
       mac,
       cluster: before.cluster,
@@ -213,6 +217,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     if (patch.cluster !== undefined) set('cluster', patch.cluster);
     if (patch.ip !== undefined) set('ip', patch.ip);
     if (patch.rack !== undefined) set('rack', patch.rack);
+    if (patch.installDisk !== undefined) set('install_disk', patch.installDisk);
     if (patch.bootLoader !== undefined) set('boot_loader', patch.bootLoader);
     if (patch.secureBoot !== undefined) set('secure_boot', patch.secureBoot === null ? null : patch.secureBoot ? 1 : 0);
     if (patch.bmc === null) {
@@ -248,7 +253,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       const changed = Object.keys(patch).filter((k) => k !== 'bmc');
       // Old and new values, so that a view filtered by rack or cluster hears of a machine leaving it.
       const changes: Record<string, { from: unknown; to: unknown }> = {};
-      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'bootLoader', 'secureBoot'] as const) {
+      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'installDisk', 'bootLoader', 'secureBoot'] as const) {
         if (patch[k] !== undefined && patch[k] !== before[k]) changes[k] = { from: before[k], to: patch[k] };
       }
       appendEvent({
@@ -407,6 +412,11 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     },
     async setHostKeys(mac, keys: readonly SshHostKey[]) {
       sql('UPDATE machines SET host_keys=?, updated_at=? WHERE mac=?').run(JSON.stringify(keys), now().toISOString(), mac);
+    },
+    async setInstalledDisk(mac, disk) {
+      const at = now().toISOString();
+      const stored: InstalledDisk = { ...disk, reportedAt: at };
+      sql('UPDATE machines SET installed_disk=?, updated_at=? WHERE mac=?').run(JSON.stringify(stored), at, mac);
     },
     async setBmcFacts(mac, facts) {
       sql('UPDATE machines SET bmc_facts=? WHERE mac=?').run(JSON.stringify(facts), mac);

@@ -224,4 +224,26 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE clusters ADD COLUMN upgrade TEXT;
     `,
   },
+  {
+    version: 10,
+    name: 'operating systems, install methods, install disks',
+    // A cluster's OS is `os` (ubuntu-18.04 … debian-12), filled from ubuntu_release for existing
+    // clusters. ubuntu_release stays NOT NULL — SQLite cannot relax that without rebuilding a table
+    // other tables reference — and holds '' for a Debian cluster. A machine's install_disk is the
+    // admin's choice, installed_disk (JSON) what its installer reported using, and
+    // install_started_at when its current install began (the install deadline counts from it).
+    sql: `
+      ALTER TABLE clusters ADD COLUMN os TEXT NOT NULL DEFAULT '';
+      UPDATE clusters SET os = 'ubuntu-' || ubuntu_release;
+      ALTER TABLE clusters ADD COLUMN install_method TEXT NOT NULL DEFAULT '';
+      UPDATE clusters SET install_method = CASE WHEN ubuntu_release = '18.04' THEN 'preseed' ELSE 'autoinstall' END;
+      ALTER TABLE clusters ADD COLUMN install_disk_rule TEXT NOT NULL DEFAULT 'smallest';
+      ALTER TABLE clusters ADD COLUMN image_url TEXT;
+      ALTER TABLE clusters ADD COLUMN image_sha256 TEXT;
+      ALTER TABLE machines ADD COLUMN install_disk TEXT;
+      ALTER TABLE machines ADD COLUMN installed_disk TEXT;
+      ALTER TABLE machines ADD COLUMN install_started_at TEXT;
+      UPDATE machines SET install_started_at = state_changed_at WHERE state IN ('provisioning', 'installed');
+    `,
+  },
 ];

@@ -1,6 +1,6 @@
 import type { Mac } from '../../lib/mac.js';
 import type { MachineState } from '../lifecycle.js';
-import type { ApiToken, BmcConfig, BmcFactsRecord, Cluster, ClusterUpgrade, InventoryEvent, Machine, SshHostKey } from '../model.js';
+import type { ApiToken, BmcConfig, BmcFactsRecord, Cluster, ClusterUpgrade, InstalledDisk, InventoryEvent, Machine, SshHostKey } from '../model.js';
 
 /** Row shapes as SQLite returns them, and their mapping to the model. */
 
@@ -18,12 +18,22 @@ export interface ClusterRow {
   updated_at: string;
   vip?: string | null;
   upgrade?: string | null;
+  os: string;
+  install_method: string;
+  install_disk_rule: string;
+  image_url: string | null;
+  image_sha256: string | null;
 }
 
 export function clusterFromRow(r: ClusterRow): Cluster {
   return {
     name: r.name,
-    ubuntuRelease: r.ubuntu_release as Cluster['ubuntuRelease'],
+    ubuntuRelease: r.ubuntu_release === '' ? null : (r.ubuntu_release as Cluster['ubuntuRelease']),
+    os: r.os as Cluster['os'],
+    installMethod: r.install_method as Cluster['installMethod'],
+    installDiskRule: r.install_disk_rule as Cluster['installDiskRule'],
+    imageUrl: r.image_url,
+    imageSha256: r.image_sha256,
     kubernetesVersion: r.kubernetes_version,
     containerRuntime: r.container_runtime as Cluster['containerRuntime'],
     cni: r.cni as Cluster['cni'],
@@ -78,6 +88,9 @@ export interface MachineRow {
   state_changed_at: string;
   created_at: string;
   updated_at: string;
+  install_disk: string | null;
+  installed_disk: string | null;
+  install_started_at: string | null;
 }
 
 /**
@@ -90,7 +103,7 @@ export const MACHINE_COLUMNS = [
   'failed_reason', 'arch', 'firmware', 'vendor_class', 'uuid', 'last_step', 'instance_id', 'host_keys', 'first_seen',
   'last_seen', 'state_changed_at', 'created_at', 'updated_at',
   'boot_loader', 'secure_boot', 'secure_boot_seen', 'bootfile', 'bootfile_at', 'loader_at',
-  'bmc_options', 'bmc_facts',
+  'bmc_options', 'bmc_facts', 'install_disk', 'installed_disk', 'install_started_at',
 ].join(', ');
 
 export type MachineViewRow = Omit<MachineRow, 'bmc_password_sealed' | 'seed_token_hash' | 'seed_token_sealed' | 'seed_token_address'> & { bmc_password_set: number };
@@ -137,6 +150,9 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
     hostKeys: r.host_keys === '[]' ? NO_HOST_KEYS : (JSON.parse(r.host_keys) as SshHostKey[]),
     firstSeen: r.first_seen,
     lastSeen: r.last_seen,
+    installDisk: r.install_disk,
+    installedDisk: r.installed_disk === null ? null : (JSON.parse(r.installed_disk) as InstalledDisk),
+    installStartedAt: r.install_started_at,
     stateChangedAt: r.state_changed_at,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
