@@ -67,6 +67,7 @@ import { vipSources } from './clusters/vip-sources.js';
 import { inProcessSender, workerSender } from './http/artifact-sender.js';
 import { createFileWorkers } from './artifacts/file-workers.js';
 import { bootScriptRecorder } from './http/boot-scripts.js';
+import { readAdminKeys } from './seeds/admin-keys.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -89,6 +90,8 @@ export function openInventory(config: Config): SqliteInventory {
 export async function startRacksmith(config: Config, log: Logger): Promise<Runtime> {
   const refusal = serveRefusal(config);
   if (refusal) throw refusal;
+  // Read and checked before anything starts: a bad key is a refusal to start, not a locked-out node.
+  const adminSshKeys = config.adminSshKeysFile ? readAdminKeys(config.adminSshKeysFile) : [];
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const lock: InstanceLock = acquireInstanceLock(config.dataDir);
   let inventory: SqliteInventory | undefined;
@@ -267,6 +270,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       },
       seed: {
         sshUser: config.sshUser,
+        adminSshKeys,
         ubuntuMirror: config.ubuntuMirror,
         debianMirror: config.debianMirror,
         aptProxy: config.aptProxy ?? null,

@@ -148,6 +148,7 @@ export const SETTINGS = {
   installerKernelArgs: { env: 'RACKSMITH_INSTALLER_KERNEL_ARGS', schema: z.string().regex(/^[A-Za-z0-9 ._,=:/@+-]*$/, 'expected plain kernel arguments (no quotes, ";" or "$")'), default: '', help: 'extra kernel arguments for every installer, e.g. console=ttyS0,115200' },
   bootWaitSeconds: { env: 'RACKSMITH_BOOT_WAIT_SECONDS', schema: integer(1, 3600), default: 30, help: 'how long a machine without a role waits before asking /boot.ipxe again' },
   bootWaitAttempts: { env: 'RACKSMITH_BOOT_WAIT_ATTEMPTS', schema: integer(1, 10_000), default: 20, help: 'how many times it asks before it reboots' },
+  adminSshKeysFile: { env: 'RACKSMITH_ADMIN_SSH_KEYS_FILE', schema: z.string().min(1).optional(), default: undefined, help: "an authorized_keys file of the site admins' own SSH keys (plain keys), put on every node beside racksmith's" },
   sshUser: { env: 'RACKSMITH_SSH_USER', schema: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'expected a Unix user name'), default: 'racksmith', help: 'user racksmith logs in as over SSH on nodes' },
   ipmitool: { env: 'RACKSMITH_IPMITOOL', schema: z.string().min(1), default: 'ipmitool', help: 'the ipmitool binary the IPMI power driver runs' },
   powerTimeoutSeconds: { env: 'RACKSMITH_POWER_TIMEOUT_SECONDS', schema: integer(2, 600), default: 30, help: 'deadline for one BMC operation, every retry and cipher-suite fallback included' },

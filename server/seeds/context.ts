@@ -16,6 +16,8 @@ export interface SeedSettings {
   readonly baseUrl: string;
   readonly sshUser: string;
   readonly sshPublicKey: string;
+  /** The site admins' own keys (the admin-ssh-keys-file setting), on every node beside racksmith's. */
+  readonly adminSshKeys?: readonly string[] | undefined;
   readonly ubuntuMirror: string;
   readonly debianMirror: string;
   /** An apt proxy for every installer and node (apt-cacher-ng at many sites), or null. */
@@ -176,6 +178,7 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
     roleSetupUrl: `${seedUrl}role-setup`,
     sshUser: s.sshUser,
     sshPublicKey: s.sshPublicKey,
+    adminSshKeys: s.adminSshKeys ?? [],
     mirror: mirrorParts(OS_FAMILY[os] === 'debian' ? s.debianMirror : mirrorFor(f.machine.arch, s.ubuntuMirror)),
     repos: { docker: s.dockerRepo, dockerGpgUrl: s.dockerGpgUrl },
     // During a rolling upgrade, once the control plane moved on, a machine installs the new version.
