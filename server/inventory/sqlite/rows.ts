@@ -41,6 +41,7 @@ export interface MachineRow {
   cluster: string | null;
   ip: string | null;
   rack: string | null;
+  unit: number | null;
   bmc_driver: string | null;
   bmc_address: string | null;
   bmc_port: number | null;
@@ -66,6 +67,8 @@ export interface MachineRow {
   state_changed_at: string;
   created_at: string;
   updated_at: string;
+  power_state: string | null;
+  power_state_at: string | null;
 }
 
 /**
@@ -77,6 +80,7 @@ export const MACHINE_COLUMNS = [
   'bmc_password_sealed IS NOT NULL AS bmc_password_set', 'bmc_cipher_suite', 'state', 'failed_from', 'failed_step',
   'failed_reason', 'arch', 'firmware', 'vendor_class', 'uuid', 'last_step', 'instance_id', 'host_keys', 'first_seen',
   'last_seen', 'state_changed_at', 'created_at', 'updated_at',
+  'unit', 'power_state', 'power_state_at',
 ].join(', ');
 
 export type MachineViewRow = Omit<MachineRow, 'bmc_password_sealed' | 'seed_token_hash' | 'seed_token_sealed' | 'seed_token_address'> & { bmc_password_set: number };
@@ -91,6 +95,7 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
     cluster: r.cluster,
     ip: r.ip,
     rack: r.rack,
+    unit: r.unit,
     bmc:
       r.bmc_driver === null
         ? null
@@ -118,6 +123,8 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
     stateChangedAt: r.state_changed_at,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
+    powerState: r.power_state as Machine['powerState'],
+    powerStateAt: r.power_state_at,
   };
 }
 
