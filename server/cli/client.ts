@@ -5,11 +5,14 @@
 export class ApiError extends Error {
   readonly status: number;
   readonly code: string;
-  constructor(status: number, code: string, message: string) {
+  /** The server's error body as it came (field, details), for --json. */
+  readonly body: { readonly code: string; readonly message: string; readonly field?: string; readonly details?: readonly unknown[] };
+  constructor(status: number, code: string, message: string, body?: { field?: string; details?: readonly unknown[] }) {
     super(`${status} ${code}: ${message}`);
     this.name = 'ApiError';
     this.status = status;
     this.code = code;
+    this.body = { code, message, ...(body?.field !== undefined ? { field: body.field } : {}), ...(body?.details !== undefined ? { details: body.details } : {}) };
   }
 }
 
@@ -46,14 +49,16 @@ export function createApiClient(baseUrl: string, token: TokenSource): ApiClient 
       if (!res.ok) {
         let code = 'ERR_HTTP';
         let message = text.slice(0, 300);
+        let extra: { field?: string; details?: unknown[] } = {};
         try {
-          const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } };
+          const parsed = JSON.parse(text) as { error?: { code?: string; message?: string; field?: string; details?: unknown[] } };
           code = parsed.error?.code ?? code;
           message = parsed.error?.message ?? message;
+          extra = { ...(parsed.error?.field !== undefined ? { field: parsed.error.field } : {}), ...(parsed.error?.details !== undefined ? { details: parsed.error.details } : {}) };
         } catch {
           /* not JSON: keep the text */
         }
-        throw new ApiError(res.status, code, message);
+        throw new ApiError(res.status, code, message, extra);
       }
       if (res.status === 204 || text === '') return undefined as T;
       return (res.headers.get('content-type') ?? '').includes('json') ? (JSON.parse(text) as T) : (text as T);
