@@ -15,6 +15,10 @@ export interface ErrorDetail {
   readonly message: string;
   readonly field?: string;
   readonly row?: number;
+  /** The cell as given (never a password). */
+  readonly value?: string;
+  /** The likely fix: "did you mean control-plane?". */
+  readonly hint?: string;
 }
 
 export class ApiError extends Error {
@@ -39,7 +43,8 @@ export interface Machine {
   cluster: string | null;
   ip: string | null;
   rack: string | null;
-  bmc: { driver: string; address: string; port: number; username: string; passwordSet: boolean } | null;
+  unit: number | null;
+  bmc: { driver: string; address: string; port: number; username: string; passwordSet: boolean; identify?: boolean } | null;
   state: string;
   failure: { from: string | null; step: string | null; reason: string | null } | null;
   lastStep: string | null;
@@ -51,6 +56,9 @@ export interface Machine {
   firstSeen: string | null;
   lastSeen: string | null;
   stateChangedAt: string;
+  /** The last power state a BMC call read or caused, and when; null: never asked. */
+  powerState: 'on' | 'off' | null;
+  powerStateAt: string | null;
 }
 
 export interface Cluster {
@@ -65,7 +73,48 @@ export interface Cluster {
   state: string;
   machineCount: number;
   machines?: Machine[];
-  steps?: Record<string, unknown>[];
+  steps?: Step[];
+  orchestration?: { waiting: string[]; next: string[]; running: string[]; lock: { holder: string; expiresAt: string } | null };
+}
+
+export interface Step {
+  id: string;
+  kind: string;
+  machine: string | null;
+  mac: string | null;
+  state: string;
+  attempts: number;
+  startedAt: string | null;
+  endedAt: string | null;
+  seconds: number | null;
+  output: string[];
+  error: string | null;
+}
+
+export interface Rack {
+  name: string;
+  machines: number;
+  states: Record<string, number>;
+}
+
+export interface JobItem {
+  mac: string;
+  hostname: string | null;
+  state: 'queued' | 'running' | 'ok' | 'failed' | 'skipped' | 'cancelled';
+  result: string | null;
+  error: { code: string; message: string } | null;
+}
+
+/** A power job over a rack or a selection of machines. */
+export interface PowerJob {
+  id: string;
+  rack: string | null;
+  action: string;
+  concurrency: number;
+  delaySeconds: number;
+  state: 'running' | 'done' | 'cancelled';
+  counts: Record<string, number>;
+  machines: JobItem[];
 }
 
 export interface InventoryEvent {
@@ -135,7 +184,30 @@ export const api = {
   events: (mac: string) => request<InventoryEvent[]>('GET', `/machines/${encodeURIComponent(mac)}/events?limit=500`),
   clusters: () => request<Cluster[]>('GET', '/clusters'),
   cluster: (name: string) => request<Cluster>('GET', `/clusters/${encodeURIComponent(name)}`),
+  racks: () => request<Rack[]>('GET', '/racks'),
+  siteEvents: (q: Record<string, string | undefined>) => request<InventoryEvent[]>('GET', `/events?${query(q)}`),
+  job: (id: string) => request<PowerJob>('GET', `/power/jobs/${encodeURIComponent(id)}`),
 };
+
+/** A query string of the given, non-empty values. */
+export function query(q: Record<string, string | undefined>): string {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(q)) if (v !== undefined && v !== '') p.set(k, v);
+  return p.toString();
+}
+
+/**
+ * Routes the server has that other releases may not (a machine's locator LED): read once from the
+ * OpenAPI document, so the console offers an action exactly when this server can do it.
+ */
+let served: Promise<Set<string>> | null = null;
+export function serverHas(method: string, path: string): Promise<boolean> {
+  served ??= fetch('/api/v1/openapi.json', { credentials: 'same-origin' })
+    .then((r) => r.json() as Promise<{ paths?: Record<string, Record<string, unknown>> }>)
+    .then((d) => new Set(Object.entries(d.paths ?? {}).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`))))
+    .catch(() => new Set<string>());
+  return served.then((s) => s.has(`${method.toUpperCase()} ${path}`));
+}
 
 export function errorText(err: unknown): string {
   if (err instanceof ApiError) return err.status === 0 ? err.message : `${err.message} (${err.code})`;
