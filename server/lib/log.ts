@@ -33,7 +33,7 @@ export interface LogFormat {
 
 /**
  * JSON lines for log collectors; on a terminal (stdout is a TTY) one readable line per entry,
- * formatted by pino-pretty in this process (docs/decisions/0108). Same fields, same redaction.
+ * formatted by pino-pretty in this process (docs/decisions/2102). Same fields, same redaction.
  */
 export function createLogger(level: string, destination?: NodeJS.WritableStream, format: LogFormat = { pretty: destination === undefined && process.stdout.isTTY === true, colour: true }): Logger {
   const options: LoggerOptions = {

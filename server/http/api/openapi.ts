@@ -40,7 +40,7 @@ import { streamQuerySchema } from '../event-stream.js';
  * stream, /healthz and /metrics, and the routes machines use while they boot. Request schemas are
  * the zod schemas the handlers parse with; answers are the zod schemas the present*() functions
  * are typed by (responses.ts); zod 4 turns both into JSON Schema 2020-12, which OpenAPI 3.1 uses
- * as it is (docs/decisions/0107). A test validates the document with an OpenAPI validator and
+ * as it is (docs/decisions/2101). A test validates the document with an OpenAPI validator and
  * checks that every route the express app registers is here, and nothing else.
  */
 
