@@ -30,7 +30,7 @@ const PORT = 8080;
 const BASE = `http://${SERVER_IP}:${PORT}`;
 
 interface Subject {
-  readonly firmware: VmFirmware;
+  readonly firmware: Extract<VmFirmware, 'bios' | 'efi'>;
   readonly mac: string;
   readonly ip: string;
   readonly hostname: string;
@@ -120,7 +120,7 @@ http {
 `,
   );
 
-  const results: Record<'racksmith' | 'peer', Record<VmFirmware, number[]>> = { racksmith: { bios: [], efi: [] }, peer: { bios: [], efi: [] } };
+  const results: Record<'racksmith' | 'peer', Record<Extract<VmFirmware, 'bios' | 'efi'>, number[]>> = { racksmith: { bios: [], efi: [] }, peer: { bios: [], efi: [] } };
   const reservations = SUBJECTS.map((s) => [s.mac, s.ip] as [string, string]);
 
   async function boot(side: 'racksmith' | 'peer', s: Subject, round: number): Promise<void> {

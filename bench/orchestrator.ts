@@ -8,11 +8,14 @@
  * no probes, no persistence, no events). Reported: wall time of both and their ratio, and
  * racksmith's time per step split into the tools' own time and racksmith's overhead.
  *
+ * Then the rolling upgrade of the same shape, one minor up (bench/orchestrator-upgrade.ts): its wall
+ * time split into the reimages, the stand-in's work and racksmith's own overhead.
+ *
  * The npm script runs it under the machine-wide heavy lock (`flock /tmp/racksmith-heavy.lock`).
- * BENCH_RUNS (default 3) sets the repetitions; medians are printed.
+ * BENCH_RUNS (default 3) and BENCH_UPGRADE_RUNS (default 1) set the repetitions; medians are printed.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -31,12 +34,16 @@ import { KubeBed, SSH_USER, type NodeDef } from '../test/lib/kube-bed.js';
 import { phoneHome } from '../test/lib/orch-harness.js';
 import { api, startRacksmith } from '../test/lib/racksmith.js';
 import { requirements } from '../test/lib/tools.js';
+import { upgradeBench, type UpgradeBenchResult } from './orchestrator-upgrade.js';
 
 const run = promisify(execFile);
 const VERSION = '1.28.4';
 const WORKERS = 20;
 const CONCURRENCY = 5;
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
+const UPGRADE_RUNS = Number(process.env['BENCH_UPGRADE_RUNS'] ?? 1);
+const UPGRADE_TO = '1.29.10';
+const UPGRADE_MAX_UNAVAILABLE = 5;
 const DEFS: NodeDef[] = [
   { name: 'lb1', role: 'loadbalancer' },
   ...[1, 2, 3].map((i) => ({ name: `cp${i}`, role: 'control-plane' as const })),
@@ -127,7 +134,7 @@ S ${cps[0]!.ip} ${dir}/nodes.sh
     const t0 = performance.now();
     await run('bash', [join(dir, 'peer.sh')], { timeout: 300_000 });
     const ms = performance.now() - t0;
-    const joined = readFileSync(join(bed.clusterDir, 'nodes'), 'utf8').split('\n').filter(Boolean).length;
+    const joined = readdirSync(join(bed.clusterDir, 'nodes.d')).length;
     if (joined !== 23) throw new Error(`peer: ${joined} nodes joined, expected 23`);
     return ms;
   } finally {
@@ -229,6 +236,32 @@ async function main(): Promise<void> {
       `| step | per cluster | step time | stand-in time | racksmith overhead |\n|---|---|---|---|---|\n` +
       rows.map((r) => `| ${r.k} | ${r.n} | ${fmt(r.ms)} | ${fmt(r.tool)} | ${fmt(r.over)} |`).join('\n') +
       `\n\nmedian gap between serial steps (plan + schedule + persist): ${fmt(median(results.map((r) => r.gapMs)))}\n`,
+  );
+
+  // The rolling upgrade's own overhead (bench/orchestrator-upgrade.ts).
+  const upgrades: UpgradeBenchResult[] = [];
+  for (let i = 1; i <= UPGRADE_RUNS; i++) {
+    upgrades.push(await upgradeBench(DEFS, VERSION, UPGRADE_TO, UPGRADE_MAX_UNAVAILABLE));
+    const u = upgrades.at(-1) as UpgradeBenchResult;
+    process.stdout.write(`upgrade run ${i}/${UPGRADE_RUNS}: wall ${fmt(u.wallMs)}, reimages ${fmt(u.reimageMs)}, stand-in ${fmt(u.toolMs)}, racksmith ${fmt(u.overheadMs)}\n`);
+  }
+  const med = (f: (u: UpgradeBenchResult) => number): number => median(upgrades.map(f));
+  const ukinds = [...new Set(upgrades.flatMap((u) => u.steps.map((s) => s.kind)))];
+  const urows = ukinds.map((k) => {
+    const all = upgrades.flatMap((u) => u.steps.filter((s) => s.kind === k));
+    return { k, n: all.length / upgrades.length, ms: median(all.map((s) => s.ms)), tool: median(all.map((s) => s.toolMs)), over: median(all.map((s) => s.ms - s.toolMs)) };
+  });
+  const nodes = upgrades[0]?.nodes ?? 0;
+  process.stdout.write(
+    `\nRolling upgrade ${VERSION} → ${UPGRADE_TO}, 3 control + ${WORKERS} workers, maxUnavailable ${UPGRADE_MAX_UNAVAILABLE}, instant stand-in and BMCs, median of ${UPGRADE_RUNS}\n\n` +
+      `| part of the upgrade's wall time | time | per node |\n|---|---|---|\n` +
+      `| wall time, request → done | ${fmt(med((u) => u.wallMs))} | ${fmt(med((u) => u.wallMs) / nodes)} |\n` +
+      `| reimages (power cycle → phone-home, the install) | ${fmt(med((u) => u.reimageMs))} | |\n` +
+      `| stand-in's own work (kubeadm, kubectl, etcdctl), not overlapping a reimage | ${fmt(med((u) => u.wallMs - u.reimageMs - u.overheadMs))} | |\n` +
+      `| **racksmith's own overhead** | **${fmt(med((u) => u.overheadMs))}** | ${fmt(med((u) => u.overheadMs) / nodes)} |\n\n` +
+      `| step | per upgrade | step time | stand-in time | racksmith overhead |\n|---|---|---|---|---|\n` +
+      urows.map((r) => `| ${r.k} | ${r.n} | ${fmt(r.ms)} | ${fmt(r.tool)} | ${fmt(r.over)} |`).join('\n') +
+      '\n',
   );
 }
 

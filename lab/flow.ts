@@ -1,7 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { table } from '../server/cli/table.js';
-import { BASE, CLUSTER, KUBERNETES_VERSION, RACK, type LabMachine, type Rack } from './rack.js';
+import { spawn } from 'node:child_process';
+import { CLI_PATH } from '../server/lib/paths.js';
+import { BASE, CLUSTER, KUBERNETES_VERSION, RACK, VIP, type LabMachine, type Rack } from './rack.js';
 
 /**
  * What an admin and a tech do with the virtual rack, through racksmith's public CLI and API only:
@@ -61,6 +63,25 @@ export class LabClient {
     return rs.cli(args, this.token ? { RACKSMITH_TOKEN: this.token } : {});
   }
 
+  /** The CLI for a long command (an upgrade with --wait): its output as it goes, its exit code, bounded by `timeoutMs`. */
+  cliResult(args: readonly string[], timeoutMs = 3 * 3600_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const child = spawn('ip', ['netns', 'exec', this.rack.bed.srv, process.execPath, CLI_PATH, ...args], { env: { ...process.env, RACKSMITH_URL: BASE, RACKSMITH_TOKEN: this.token }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout?.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        process.stdout.write(d);
+      });
+      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout: '', stderr: stderr || (code === 0 ? '' : stdout.slice(-2000)) });
+      });
+    });
+  }
+
   async machines(): Promise<MachineJson[]> {
     const r = await this.api('GET', `/machines?cluster=${CLUSTER}`);
     if (r.status !== 200) throw new Error(`GET /machines: ${r.status} ${JSON.stringify(r.body)}`);
@@ -92,15 +113,19 @@ export async function provision(c: LabClient, print: (t: string) => void): Promi
   const rs = c.rack.rs;
   if (!rs) throw new Error('racksmith is not running');
   c.token = (await rs.cli(['token', 'create', '--role', 'admin', '--name', 'lab'])).trim();
-  print(`$ racksmith clusters create --name ${CLUSTER} --ubuntu-release 22.04 --kubernetes-version ${KUBERNETES_VERSION} --container-runtime containerd --cni flannel\n`);
-  print(await c.cli(['clusters', 'create', '--name', CLUSTER, '--ubuntu-release', '22.04', '--kubernetes-version', KUBERNETES_VERSION, '--container-runtime', 'containerd', '--cni', 'flannel']));
+  // Two load balancers share the API's VIP (keepalived); the endpoint is then VIP:6443.
+  const pair = c.rack.machines.filter((m) => m.role === 'loadbalancer').length === 2;
+  const vip = pair ? ['--vip', VIP] : [];
+  print(`$ racksmith clusters create --name ${CLUSTER} --ubuntu-release 22.04 --kubernetes-version ${KUBERNETES_VERSION} --container-runtime containerd --cni flannel${pair ? ` --vip ${VIP}` : ''}\n`);
+  print(await c.cli(['clusters', 'create', '--name', CLUSTER, '--ubuntu-release', '22.04', '--kubernetes-version', KUBERNETES_VERSION, '--container-runtime', 'containerd', '--cni', 'flannel', ...vip]));
   const csv = join(c.rack.work, 'rack.csv');
   writeFileSync(csv, c.rack.csv(), { mode: 0o600 });
   print(`$ racksmith machines import rack.csv   (${c.rack.machines.length} machines, BMC addresses and credentials)\n`);
   print(await c.cli(['machines', 'import', csv]));
   const startedAt = Date.now();
-  print(`$ racksmith rack power ${RACK} --action on --concurrency ${c.rack.maxBooting} --no-wait\n`);
-  print(await c.cli(['rack', 'power', RACK, '--action', 'on', '--concurrency', String(c.rack.maxBooting), '--no-wait']));
+  // --force: the virtual rack has no upstreams to preflight (its installer and packages are stand-ins on its own disk).
+  print(`$ racksmith rack power ${RACK} --action on --concurrency ${c.rack.maxBooting} --force --no-wait\n`);
+  print(await c.cli(['rack', 'power', RACK, '--action', 'on', '--concurrency', String(c.rack.maxBooting), '--force', '--no-wait']));
   return startedAt;
 }
 

@@ -26,6 +26,50 @@ const run = promisify(execFile);
 export interface LabImages {
   readonly installer: Guest;
   readonly systemDisk: string;
+  /** A FAT EFI system partition with Debian's signed shim and GRUB (Secure Boot machines), when asked for. */
+  readonly secureBootEsp?: string;
+}
+
+const SIGNED_SHIM = '/usr/lib/shim/shimx64.efi.signed';
+const SIGNED_GRUB = '/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed';
+
+/**
+ * What Debian's signed GRUB reads on the ESP (its prefix is /EFI/debian): find the system disk's
+ * kernel and use the system disk's own config, as an installed Debian's ESP stub does.
+ */
+const ESP_GRUB_CFG = `search --no-floppy --file --set=root /boot/vmlinuz
+set prefix=($root)/boot/grub
+configfile /boot/grub/grub.cfg
+`;
+
+/**
+ * The Secure Boot machines' boot disk: a 16 MiB FAT image holding /EFI/BOOT/BOOTX64.EFI (Debian's
+ * Microsoft-signed shim), grubx64.efi beside it (Debian's signed GRUB, which shim loads from its
+ * own folder) and the GRUB stub config. Built with mtools, cached by the binaries' contents.
+ */
+export async function buildSecureBootEsp(): Promise<string> {
+  const key = createHash('sha256').update(readFileSync(SIGNED_SHIM)).update(readFileSync(SIGNED_GRUB)).update(ESP_GRUB_CFG).digest('hex').slice(0, 16);
+  const out = join(GUEST_CACHE, `esp-${key}.img`);
+  if (existsSync(out)) return out;
+  mkdirSync(GUEST_CACHE, { recursive: true });
+  const work = mkdtempSync(join(tmpdir(), 'racksmith-lab-esp-'));
+  try {
+    const cfg = join(work, 'grub.cfg');
+    writeFileSync(cfg, ESP_GRUB_CFG);
+    const tmp = join(work, 'esp.img');
+    await run('truncate', ['-s', '16M', tmp]);
+    // FAT16 at this size (FAT32 needs more clusters); UEFI reads FAT12/16/32 alike.
+    await run('mformat', ['-i', tmp, '::']);
+    await run('mmd', ['-i', tmp, '::/EFI', '::/EFI/BOOT', '::/EFI/debian']);
+    await run('mcopy', ['-i', tmp, SIGNED_SHIM, '::/EFI/BOOT/BOOTX64.EFI']);
+    await run('mcopy', ['-i', tmp, SIGNED_GRUB, '::/EFI/BOOT/grubx64.efi']);
+    await run('mcopy', ['-i', tmp, cfg, '::/EFI/debian/grub.cfg']);
+    copyFileSync(tmp, `${out}.tmp-${process.pid}`);
+    renameSync(`${out}.tmp-${process.pid}`, out);
+    return out;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 }
 
 const GUEST_SRC = join(PACKAGE_ROOT, 'lab', 'guest');
@@ -34,6 +78,9 @@ const STANDIN_FILES = ['standin.js', 'remote.js', 'apiserver.js'];
 const PROGRAMS: Record<string, string> = {
   'usr/bin/node': process.execPath,
   'usr/sbin/haproxy': '/usr/sbin/haproxy',
+  // A load balancer of a pair: keepalived holds the VIP; its health check is a bash script.
+  'usr/sbin/keepalived': '/usr/sbin/keepalived',
+  'usr/bin/bash': '/bin/bash',
   'usr/sbin/dropbear': '/usr/sbin/dropbear',
   'usr/bin/dropbearkey': '/usr/bin/dropbearkey',
 };

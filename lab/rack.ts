@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
 import { promisify } from 'node:util';
@@ -20,8 +20,19 @@ import type { LabImages } from './images.js';
  * (PXE, installer, reboot, installed system up) at once — TCG on two cores cannot boot more at a
  * useful speed. A machine waiting at the gate is, to racksmith, a machine slow to come out of POST.
  */
-export type Firmware = 'bios' | 'uefi';
+/**
+ * `secureboot`: q35 + SMM, OVMF's Secure Boot build with the Microsoft keys (enforced): the
+ * rack's machines take the signed shim → GRUB chain from racksmith, and boot their installed
+ * system through shim and Debian's signed GRUB on a small ESP disk. `http`: OVMF with its PXE
+ * entries off, so it boots over UEFI HTTP Boot, with racksmith's TFTP off.
+ */
+export type Firmware = 'bios' | 'uefi' | 'secureboot' | 'http';
 export type FirmwareChoice = Firmware | 'mixed';
+export const FIRMWARE_CHOICES: readonly FirmwareChoice[] = ['bios', 'uefi', 'mixed', 'secureboot', 'http'];
+
+export function isEfi(f: Firmware): boolean {
+  return f !== 'bios';
+}
 
 export interface LabMachine {
   readonly name: string;
@@ -51,18 +62,28 @@ export const HTTP_PORT = 8080;
 export const BASE = `http://${SERVER_IP}:${HTTP_PORT}`;
 export const BMC_USER = 'admin';
 export const KUBERNETES_VERSION = '1.28.4';
+/** The next minor the lab's upgrade goes to. */
+export const UPGRADE_VERSION = '1.29.10';
+/** The API's virtual IP of a load-balancer pair: in the provisioning network, outside the DHCP pool and every machine's address. */
+export const VIP = '10.77.0.90';
 const BOOTED = /RACKSMITH-SYSTEM (UP|FAIL)/;
+const OVMF_SECBOOT_CODE = '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd';
+const OVMF_MS_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 const run = promisify(execFile);
 
-/** 1 load balancer, 2 control-plane nodes (3 from 6 machines on: an etcd that survives a loss), the rest workers. */
+/**
+ * 1 load balancer (2 sharing the VIP from 7 machines on), 2 control-plane nodes (3 from 6
+ * machines on: an etcd that survives a loss), the rest workers.
+ */
 export function planMachines(n: number, firmware: FirmwareChoice): { name: string; role: Role; firmware: Firmware }[] {
   if (!Number.isInteger(n) || n < 4) throw new Error('--machines: at least 4 (1 load balancer, 2 control-plane nodes, 1 worker)');
   if (n > 40) throw new Error('--machines: at most 40');
   const controls = n >= 6 ? 3 : 2;
+  const lbs = n >= 7 ? 2 : 1;
   const out: { name: string; role: Role; firmware: Firmware }[] = [];
   for (let i = 0; i < n; i++) {
-    const role: Role = i === 0 ? 'loadbalancer' : i <= controls ? 'control-plane' : 'worker';
-    const name = role === 'loadbalancer' ? 'lb1' : role === 'control-plane' ? `cp${i}` : `w${i - controls}`;
+    const role: Role = i < lbs ? 'loadbalancer' : i < lbs + controls ? 'control-plane' : 'worker';
+    const name = role === 'loadbalancer' ? `lb${i + 1}` : role === 'control-plane' ? `cp${i - lbs + 1}` : `w${i - lbs - controls + 1}`;
     // mixed: every other machine UEFI, starting with the first control node; the last worker is UEFI too.
     const fw: Firmware = firmware === 'mixed' ? (i % 2 === 1 || i === n - 1 ? 'uefi' : 'bios') : firmware;
     out.push({ name, role, firmware: fw });
@@ -135,7 +156,9 @@ export class Rack {
         RACKSMITH_DHCP_INTERFACE: this.bed.serverIf,
         RACKSMITH_DHCP_RANGE: '10.77.0.100-10.77.0.199',
         RACKSMITH_DHCP_NETMASK: '255.255.255.0',
-        RACKSMITH_TFTP_PORT: '69',
+        // HTTP Boot needs no TFTP at all; Secure Boot machines take the signed chain.
+        RACKSMITH_TFTP_PORT: this.opts.firmware === 'http' ? '0' : '69',
+        ...(this.opts.firmware === 'secureboot' ? { RACKSMITH_BOOT_LOADER: 'shim-grub' } : {}),
         // The installed system has no sudo: racksmith logs in as root (the seeds authorise its key for root).
         RACKSMITH_SSH_USER: 'root',
         RACKSMITH_ORCHESTRATOR_POLL_SECONDS: '3',
@@ -150,7 +173,8 @@ export class Rack {
 
   private vmCommand(m: LabMachine): string {
     const tap = this.bed.tb.name(`t${this.machines.indexOf(m) + 1}`);
-    const efi = m.firmware === 'uefi';
+    const efi = isEfi(m.firmware);
+    const sb = m.firmware === 'secureboot';
     // UEFI machines boot the way real UEFI hardware does: the firmware's own PXE (the NIC's iPXE
     // ROM off), TFTP from racksmith, then iPXE. Network first, then the system disk.
     //
@@ -163,16 +187,32 @@ export class Rack {
     const d = m.dir;
     const nic = `virtio-net-pci,netdev=n0,mac=${m.mac}${efi ? ',romfile=' : ''}`;
     const installed = `debugfs -R 'stat /installed' ${d}/data.img 2>/dev/null | grep -q Inode`;
+    // Under Secure Boot the firmware boots the ESP disk (shim → Debian's signed GRUB), which
+    // finds the system disk's kernel; the system disk's own GRUB is not signed. The system disk
+    // and the data disk still need a boot index: OVMF connects only the devices QEMU's boot order
+    // names, and GRUB would not see an unconnected disk.
+    const diskBoot = sb
+      ? `-device virtio-blk-pci,drive=esp,bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=3`
+      : `-device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=1`;
+    const diskPlain = `${sb ? '-device virtio-blk-pci,drive=esp ' : ''}-device virtio-blk-pci,drive=sys,serial=racksmith-system`;
     const devices = efi
-      ? `$(if [ "$order" != n ] && ${installed}; then echo "-device ${nic},bootindex=2 -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=1"; else echo default > $D/boot; echo "-device ${nic},bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system -no-reboot"; fi)`
+      ? `$(if [ "$order" != n ] && ${installed}; then echo "-device ${nic},bootindex=2 ${diskBoot}"; else echo default > $D/boot; echo "-device ${nic},bootindex=1 ${diskPlain} -no-reboot"; fi)`
       : `-device ${nic},bootindex=1 -device virtio-blk-pci,drive=sys,serial=racksmith-system,bootindex=2`;
+    const firmware =
+      m.firmware === 'secureboot'
+        ? `-global driver=cfi.pflash01,property=secure,value=on -drive if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_SECBOOT_CODE} -drive if=pflash,format=raw,unit=1,file=${d}/vars.fd -drive file=${this.opts.images.secureBootEsp ?? ''},format=raw,if=none,id=esp,readonly=on`
+        : m.firmware === 'http'
+          ? '-bios /usr/share/ovmf/OVMF.fd -fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=n -fw_cfg name=opt/org.tianocore/IPv6PXESupport,string=n'
+          : efi
+            ? '-bios /usr/share/ovmf/OVMF.fd'
+            : '';
     return [
       `[ -f ${d}/console.log ] && cat ${d}/console.log >> ${d}/console-earlier.log;`,
-      `qemu-system-x86_64 -machine pc -accel tcg -m ${this.opts.memoryMiB ?? 512} -smp 1 -display none -monitor none -name rs-lab-${m.name}`,
+      `qemu-system-x86_64 -machine ${sb ? 'q35,smm=on' : 'pc'} -accel tcg -m ${this.opts.memoryMiB ?? 512} -smp 1 -display none -monitor none -name rs-lab-${m.name}`,
       `-netdev tap,id=n0,ifname=${tap},script=no,downscript=no -drive file=${this.opts.images.systemDisk},format=raw,if=none,id=sys,readonly=on ${devices}`,
-      `-drive file=${d}/data.img,format=raw,if=none,id=data -device virtio-blk-pci,drive=data,serial=racksmith-data`,
+      `-drive file=${d}/data.img,format=raw,if=none,id=data -device virtio-blk-pci,drive=data,serial=racksmith-data${sb ? ',bootindex=4' : ''}`,
       `-serial file:${d}/console.log -serial file:${d}/syslog-$(date +%s%N).log`,
-      efi ? '-bios /usr/share/ovmf/OVMF.fd' : '',
+      firmware,
       `-S -qmp unix:${d}/qmp.sock,server=on,wait=off -pidfile $D/qemu.pid -daemonize </dev/null >/dev/null 2>>${d}/qemu.err`,
     ].join(' ');
   }
@@ -188,6 +228,8 @@ export class Rack {
     writeFileSync(join(m.dir, 'data.img'), Buffer.alloc(0));
     await run('truncate', ['-s', '16M', join(m.dir, 'data.img')]);
     await run('mkfs.ext4', ['-q', '-F', '-L', 'rsdata', join(m.dir, 'data.img')]);
+    // The machine's own UEFI variable store (boot entries, Secure Boot keys), kept across power cycles.
+    if (m.firmware === 'secureboot') copyFileSync(OVMF_MS_VARS, join(m.dir, 'vars.fd'));
     m.bmc = await startBmcSim({ name: `${this.bed.tb.prefix}-${m.name}`, password: this.bmcPassword(m), vm: true, netns: this.bed.sw, address: m.bmcAddress, vmCommand: this.vmCommand(m) });
   }
 
@@ -225,7 +267,7 @@ export class Rack {
       const pid = m.bmc?.vmPid() ?? null;
       const g = this.gate.get(m.name);
       if (pid === null) {
-        if (g && m.firmware === 'uefi' && [...readConsole(m).matchAll(/RACKSMITH-GUEST (\S+)/g)].at(-1)?.[1] === 'REBOOT') {
+        if (g && isEfi(m.firmware) && [...readConsole(m).matchAll(/RACKSMITH-GUEST (\S+)/g)].at(-1)?.[1] === 'REBOOT') {
           // The one-time PXE boot ended with the installer's reboot: the machine comes back up
           // with its usual boot order (the BMC's chassis program, as the hardware would).
           this.log(`${m.name}: installer rebooted; starting again from its disk`);

@@ -17,6 +17,7 @@ import { table } from './cli/table.js';
 import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
 import { watch } from './cli/watch.js';
 import { rackCommand } from './cli/power-commands.js';
+import { artifactsCommand, preflightCommand } from './cli/checks-commands.js';
 import { createLogger } from './lib/log.js';
 import { ServiceStartError } from './lib/service.js';
 import { InstanceLockedError } from './lib/instance-lock.js';
@@ -48,6 +49,7 @@ async function apiToken(values: Record<string, string | boolean | undefined>): P
 }
 
 const client: ClientFactory = (values) => createApiClient(serverUrl(values), () => apiToken(values));
+const endpoint = async (values: Record<string, string | boolean | undefined>): Promise<{ url: string; token: string }> => ({ url: serverUrl(values), token: await apiToken(values) });
 
 async function watchCommand(args: readonly string[]): Promise<number> {
   const { values } = parse(args, { url: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, cluster: { type: 'string' }, rack: { type: 'string' }, json: { type: 'boolean' } });
@@ -194,8 +196,11 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'rack':
       return rackCommand(rest, client, out, Boolean(process.stdout.isTTY));
     case 'clusters':
+      if (rest[0] === 'preflight') return preflightCommand(rest.slice(1), endpoint, out);
       await clustersCommand(rest, client, out);
       return 0;
+    case 'artifacts':
+      return artifactsCommand(rest, endpoint, out);
     case 'watch':
       return watchCommand(rest);
     case 'completion':

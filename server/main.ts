@@ -30,7 +30,12 @@ import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { instanceId } from './lib/instance-id.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
+import { routeDrivers } from './power/drivers.js';
 import { createIpmiDriver } from './power/ipmi.js';
+import { createRedfishDriver } from './power/redfish/driver.js';
+import { parseRackList } from './power/sol/policy.js';
+import { createSolService } from './power/sol/service.js';
+import { consoleRoutes } from './http/api/serial-console.js';
 import { meteredDriver } from './power/metered.js';
 import { createBmcGate } from './power/scheduler.js';
 import { createPowerService } from './power/service.js';
@@ -42,9 +47,20 @@ import { AUTOINSTALL_DIR, BOOT_TEMPLATES_DIR } from './lib/paths.js';
 import { createRenderer } from './render/templates.js';
 import { machineRouter } from './http/machine-router.js';
 import { createArtifactStore } from './artifacts/store.js';
+import { formatReport } from './clusters/preflight.js';
+import { createClusterChecks } from './clusters/checks.js';
+import { preflightSettings } from './clusters/settings.js';
+import { createPowerOnGate } from './clusters/power-on.js';
+import { clusterChecksRoutes } from './http/api/cluster-checks-routes.js';
 import { resolveInstallers } from './boot/releases.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
+import { findSignedChains } from './boot/loaders.js';
+import { installerTables } from './boot/releases.js';
+import { bootFiles } from './boot/tftp-files.js';
+import { layeredSource } from './lib/files.js';
+import { vipChecker } from './clusters/load-balancers.js';
+import { vipSources } from './clusters/vip-sources.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -110,26 +126,55 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   };
   collectDiscoveryMetrics(metrics, discovery);
   const eventStream = createEventStream({ events: inventory.events, machines: inventory.machines, metrics });
+  const bmcGate = createBmcGate(config.powerMaxInFlight);
   const ipmi = createIpmiDriver({
     ipmitool: config.ipmitool,
     deadlineMs: config.powerTimeoutSeconds * 1000,
     retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
-    gate: createBmcGate(config.powerMaxInFlight),
+    gate: bmcGate,
     log: log.child({ svc: 'power' }),
   });
+  // Same gate: one command per BMC and one global limit, whichever protocol speaks to it.
+  const redfish = createRedfishDriver({
+    deadlineMs: config.powerTimeoutSeconds * 1000,
+    retry: { maxAttempts: config.powerRetries + 1, baseDelayMs: 500, maxDelayMs: 4000 },
+    gate: bmcGate,
+    log: log.child({ svc: 'power', driver: 'redfish' }),
+    sessionIdleMs: config.redfishSessionIdleSeconds * 1000,
+  });
+  const clusterChecks = createClusterChecks({
+    clusters: inventory.clusters,
+    events: inventory.events,
+    installers,
+    artifacts,
+    settings: preflightSettings(config),
+    timeoutMs: config.preflightTimeoutSeconds * 1000,
+    log: log.child({ svc: 'preflight' }),
+  });
   const power = createPowerService({
+    powerOnGate: createPowerOnGate(clusterChecks),
     inventory,
-    driver: meteredDriver(ipmi, metrics),
+    driver: routeDrivers({ ipmi: meteredDriver(ipmi, metrics), redfish: meteredDriver(redfish, metrics) }),
     settings: {
       rackConcurrency: config.rackPowerConcurrency,
       rackDelaySeconds: config.rackPowerDelaySeconds,
       removalTimeoutMs: config.reimageRemovalTimeoutSeconds * 1000,
       removalPollMs: 2000,
     },
-    onStopped: () => ipmi.close(),
+    onStopped: async () => {
+      ipmi.close();
+      await redfish.close();
+    },
+    // etcd's own member list and health before a control node is reimaged (the orchestrator, made below).
+    liveQuorum: (m) => orchestrator.liveQuorum(m),
   });
   // Power starts before HTTP (the API calls into it) and stops after it.
   services.push(power);
+  const sol = createSolService({
+    inventory,
+    settings: { ipmitool: config.ipmitool, racks: parseRackList(config.solCaptureRacks), retryMs: config.solRetrySeconds * 1000 },
+  });
+  services.push(sol);
   const orchestrator = createOrchestrator({
     inventory,
     orchestration: createOrchestrationRepo(inventory.db, inventory.now),
@@ -139,8 +184,25 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     owner: instanceId(config.dataDir),
     holder: `${hostname()} pid ${process.pid}`,
     metrics,
+    // A rolling upgrade reimages its nodes through the power service.
+    reimage: (mac, opts) => power.reimage(mac, opts),
+    // The upgrade's package preflight: the cluster preflight (`POST /clusters/{name}/preflight`)
+    // is handed in here once it exists; until then only the skew rules are checked.
+    // The upgrade's preflight: every upstream the target version's seeds will use, its packages pinned.
+    checkPackages: async (cluster, version) => {
+      const report = await clusterChecks.preflight(cluster.name, { kubernetesVersion: version });
+      return { ok: report.ok, lines: formatReport(report).trimEnd().split('\n') };
+    },
   });
 
+  // Only racksmith's own leases say where a MAC is; in proxy mode the site's DHCP knows.
+  const leasedAddress =
+    config.dhcpMode === 'authoritative'
+      ? async (mac: Mac): Promise<string | null> => {
+          const lease = await inventory.leases.byMac(mac);
+          return lease?.state === 'bound' && Date.parse(lease.expiresAt) > inventory.now().getTime() ? lease.ip : null;
+        }
+      : undefined;
   const app = createApp({
     log,
     version: VERSION,
@@ -178,21 +240,16 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       advertiseUrl: config.advertiseAddress ? `http://${config.advertiseAddress}:${config.httpPort}` : null,
       now: () => inventory.now(),
       discovery: discovery.http,
-      // Only racksmith's own leases say where a MAC is; in proxy mode the site's DHCP knows.
-      leasedAddress:
-        config.dhcpMode === 'authoritative'
-          ? async (mac) => {
-              const lease = await inventory.leases.byMac(mac);
-              return lease?.state === 'bound' && Date.parse(lease.expiresAt) > inventory.now().getTime() ? lease.ip : null;
-            }
-          : undefined,
+      leasedAddress,
       log: log.child({ svc: 'http' }),
     }),
     eventStream,
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
     clusterDetail: orchestrator,
-    extraRoutes: [...powerRoutes(power), ...orchestrationRoutes(orchestrator, inventory.clusters)],
+    checkVip: vipChecker(vipSources(inventory, config)),
+    removeFromCluster: (m, opts) => orchestrator.removeFromCluster(m, opts),
+    extraRoutes: [...powerRoutes(power), ...consoleRoutes(sol), ...orchestrationRoutes(orchestrator, inventory.clusters), ...clusterChecksRoutes(clusterChecks, inventory.clusters)],
   });
   services.push(createHttpService(config, app));
   services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp }));
@@ -203,7 +260,27 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     return lease?.state === 'bound' ? lease.mac : null;
   };
   const resolveClient = firstResolver([leaseResolver, createArpResolver()]);
-  services.push(createTftpService(config, { files: tftpFiles(config).source, root: config.tftpRoot, resolveClient, inventory }));
+  // The signed shim → GRUB chain's files (signed binaries, GRUB configs, installer artifacts) in
+  // front of the TFTP root; GRUB configs go through the same code as /boot.ipxe.
+  const signedBoot = bootFiles({
+    serve: {
+      machines: inventory.machines,
+      clusters: inventory.clusters,
+      events: inventory.events,
+      templates: createRenderer(BOOT_TEMPLATES_DIR),
+      installers: installerTables(installers),
+      boot: { waitSeconds: config.bootWaitSeconds, waitAttempts: config.bootWaitAttempts, chainTries: 5, retrySeconds: 5, kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean) },
+      now: () => inventory.now(),
+      discovery: discovery.http,
+      leasedAddress,
+      log: log.child({ svc: 'tftp' }),
+    },
+    artifacts,
+    chains: findSignedChains(config.signedBootDir ? [config.signedBootDir] : []),
+    baseUrl: `http://${config.advertiseAddress ?? '127.0.0.1'}:${config.httpPort}`,
+  });
+  const tftpSource = layeredSource([signedBoot, tftpFiles(config).source]);
+  services.push(createTftpService(config, { files: tftpSource, root: config.tftpRoot, resolveClient, inventory }));
   // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
   services.push(eventStream.service);
   services.push(orchestrator);

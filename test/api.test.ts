@@ -96,6 +96,23 @@ test('machines given their MACs in all four forms come back normalised', async (
   assert.is(lb.body.machines.length, 4);
 });
 
+test('a cluster VIP: taken by a machine → 409, an explicit endpoint that differs → 400, else the endpoint is vip:6443', async () => {
+  const base = { ubuntuRelease: '22.04', kubernetesVersion: '1.30.6', containerRuntime: 'containerd', cni: 'flannel' };
+  const taken = await call(admin, 'POST', '/clusters', { name: 'pair-a', ...base, vip: '10.77.0.11' });
+  assert.is(taken.status, 409, taken.text);
+  assert.is(taken.body.error.code, 'ERR_VIP_TAKEN');
+  assert.is(taken.body.error.field, 'vip');
+  const clash = await call(admin, 'POST', '/clusters', { name: 'pair-a', ...base, vip: '10.77.0.250', controlPlaneEndpoint: '10.77.0.11:6443' });
+  assert.is(clash.status, 400, clash.text);
+  const ok = await call(admin, 'POST', '/clusters', { name: 'pair-a', ...base, vip: '10.77.0.250' });
+  assert.is(ok.status, 201, ok.text);
+  assert.is(ok.body.vip, '10.77.0.250');
+  assert.is(ok.body.controlPlaneEndpoint, '10.77.0.250:6443');
+  const again = await call(admin, 'POST', '/clusters', { name: 'pair-b', ...base, vip: '10.77.0.250' });
+  assert.is(again.status, 409, 'one VIP per cluster');
+  assert.is((await call(admin, 'DELETE', '/clusters/pair-a')).status, 204);
+});
+
 test('a write without a JSON body → 415 naming content-type', async () => {
   const r = await call(admin, 'POST', '/machines', 'mac=52:54:00:aa:bb:cc', 'application/x-www-form-urlencoded');
   assert.is(r.status, 415, r.text);
@@ -137,12 +154,12 @@ test('PATCH of bmc merges: fields not sent keep their values; null port or ciphe
   const mac = '52:54:00:aa:bb:02';
   const set = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { port: 1623, cipherSuite: 3 } });
   assert.is(set.status, 200, set.text);
-  assert.equal(set.body.bmc, { driver: 'ipmi', address: '10.77.1.12', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true });
+  assert.equal(set.body.bmc, { driver: 'ipmi', address: '10.77.1.12', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true, solCapture: null });
   // What the console sends when a user changes only the BMC address.
   const moved = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { address: '10.77.1.99' } });
-  assert.equal(moved.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true });
+  assert.equal(moved.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true, solCapture: null });
   const back = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { port: null, cipherSuite: null } });
-  assert.equal(back.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 623, username: 'admin', cipherSuite: null, passwordSet: true });
+  assert.equal(back.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 623, username: 'admin', cipherSuite: null, passwordSet: true, solCapture: null });
   const ev = await call(viewer, 'GET', `/machines/${mac}/events`);
   assert.ok(ev.body.some((e: any) => e.type === 'machine.updated' && /bmc \(address\)/.test(e.message)), 'the event names the BMC fields');
   // A machine without a BMC: a partial one is refused, naming what is missing.

@@ -229,7 +229,7 @@ test('secrets not on the command line: the token from --token-file or a terminal
   // set changes only the BMC fields given; the stored password stays.
   const moved = await runCli(['machines', 'set', '52:54:00:c5:00:02', '--bmc-port', '1623', '--json'], { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['admin'] ?? '' });
   assert.is(moved.code, 0, moved.stderr);
-  assert.equal(JSON.parse(moved.stdout).bmc, { driver: 'ipmi', address: '10.8.2.2', port: 1623, username: 'admin', cipherSuite: null, passwordSet: true });
+  assert.equal(JSON.parse(moved.stdout).bmc, { driver: 'ipmi', address: '10.8.2.2', port: 1623, username: 'admin', cipherSuite: null, passwordSet: true, solCapture: null });
   for (const mac of ['52:54:00:c5:00:01', '52:54:00:c5:00:02']) ok(await as('admin', ['machines', 'rm', mac]));
 
   // On a terminal: asked for, with echo off.
@@ -455,6 +455,9 @@ test('completion bash|zsh: commands, subcommands, flags and values complete; eve
   assert.is(await complete('racksmith token create --role op'), 'operator');
   assert.is(await complete('racksmith machines add --role work'), 'worker');
   assert.is(await complete('racksmith rack power r1 --action cy'), 'cycle');
+  assert.is(await complete('racksmith machines iden'), 'identify');
+  assert.is(await complete('racksmith clusters pre'), 'preflight');
+  assert.is(await complete('racksmith machines set --boot-loader shim'), 'shim-grub');
   // Each flag the completion offers is one the command's --help names (so the table stays true).
   const { COMMAND_TREE } = await import('../server/cli/completion.js');
   for (const [cmd, v] of Object.entries(COMMAND_TREE)) {

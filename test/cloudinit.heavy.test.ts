@@ -17,7 +17,7 @@ import { groupNames, subiquityFirstBootFiles } from './lib/cloudinit/subiquity.j
 import { activeSwapEntries, containerdFacts, dockerExecOpts, haproxyServers, installedVersions, keyIdentity, moduleNames, sysctlSettings } from './lib/cloudinit/checks.js';
 import { ensureRootfs, type RootfsImage } from './lib/cloudinit/rootfs.js';
 import { buildSiteMirror, type SiteMirror } from './lib/cloudinit/site-mirror.js';
-import { kubernetesDebVersion } from './lib/cloudinit/standins.js';
+import { dockerRelease, kubernetesDebVersion } from './lib/cloudinit/standins.js';
 import { nsCurl, startRacksmithIn, type NsRacksmith } from './lib/cloudinit/racksmith-ns.js';
 
 /**
@@ -48,6 +48,13 @@ const PATHS: readonly PathCase[] = [
   { title: '18.04 + Kubernetes 1.18.6 + Docker', cluster: 'lab1804', ubuntuRelease: '18.04', codename: 'bionic', kubernetesVersion: '1.18.6', containerRuntime: 'docker', cni: 'weave', repo: 'legacy', first: 10 },
   { title: '22.04 + Kubernetes 1.30.6 + containerd', cluster: 'lab2204', ubuntuRelease: '22.04', codename: 'jammy', kubernetesVersion: '1.30.6', containerRuntime: 'containerd', cni: 'flannel', repo: 'pkgs', first: 20 },
 ];
+
+/**
+ * Issue 17: a worker whose pinned Kubernetes version is missing from the mirror (its repository
+ * has 1.30.6 and 1.30.8, not 1.30.7). Its role setup fails at apt; the machine must end `failed`
+ * with apt's error, and the phone-home that follows must not make it ready.
+ */
+const MISSING: PathCase = { title: '22.04 + Kubernetes 1.30.7, missing from the mirror', cluster: 'miss2204', ubuntuRelease: '22.04', codename: 'jammy', kubernetesVersion: '1.30.7', containerRuntime: 'containerd', cni: 'flannel', repo: 'pkgs', first: 30 };
 
 type Role = 'loadbalancer' | 'control-plane' | 'worker';
 const MEMBERS: ReadonlyArray<{ hostname: string; role: Role; offset: number }> = [
@@ -126,7 +133,8 @@ async function setUp(): Promise<void> {
   mirror = await buildSiteMirror(join(work, 'mirror'), image.debs, {
     ubuntuSuites: PATHS.map((p) => p.codename),
     // The Docker sources line is built on the machine from /etc/os-release, which says Debian's codename here.
-    dockerSuites: PATHS.filter((p) => p.containerRuntime === 'docker').map((p) => ({ suite: rootCodename, ubuntu: p.codename })),
+    // …and under the Ubuntu codename too, where racksmith's preflight looks for it, as upstream.
+    dockerSuites: PATHS.filter((p) => p.containerRuntime === 'docker').flatMap((p) => [{ suite: rootCodename, ubuntu: p.codename }, { suite: p.codename, ubuntu: p.codename }]),
     legacyKubernetes: PATHS.filter((p) => p.repo === 'legacy').map((p) => p.kubernetesVersion),
     kubernetes: PATHS.filter((p) => p.repo === 'pkgs').map((p) => p.kubernetesVersion),
   });
@@ -150,7 +158,28 @@ async function setUp(): Promise<void> {
   });
   await listening(mirrorServer);
   secretKey = randomBytes(32).toString('hex');
-  rs = await startRacksmithIn(tb, srv, { address: `${net}.1`, port: HTTP_PORT, secretKey, env: { RACKSMITH_SSH_USER: SSH_USER, ...mirror.settings(mirrorBase) } });
+  // The preflight's other upstreams, on the mirror and on disk: installer files (never booted
+  // here) and the CNI manifests (applied by the orchestrator, which never reaches these machines).
+  const artifacts = join(work, 'artifacts');
+  for (const [release, names] of [['18.04', ['linux', 'initrd.gz']], ['22.04', ['ubuntu-22.04.5-live-server-amd64.iso', 'vmlinuz', 'initrd']]] as const) {
+    mkdirSync(join(artifacts, release), { recursive: true });
+    for (const n of names) writeFileSync(join(artifacts, release, n), `${n} stand-in\n`);
+  }
+  mkdirSync(join(mirror.www, 'cni'), { recursive: true });
+  writeFileSync(join(mirror.www, 'cni', 'weave-v2.8.1.yaml'), 'kind: List\n');
+  writeFileSync(join(mirror.www, 'cni', 'flannel-v0.27.4.yml'), 'kind: List\n');
+  rs = await startRacksmithIn(tb, srv, {
+    address: `${net}.1`,
+    port: HTTP_PORT,
+    secretKey,
+    env: {
+      RACKSMITH_SSH_USER: SSH_USER,
+      ...mirror.settings(mirrorBase),
+      RACKSMITH_ARTIFACTS_DIR: artifacts,
+      RACKSMITH_CNI_MANIFEST_WEAVE: `${mirrorBase}/cni/weave-{version}.yaml`,
+      RACKSMITH_CNI_MANIFEST_FLANNEL: `${mirrorBase}/cni/flannel-{version}.yml`,
+    },
+  });
 
   for (const p of PATHS) {
     const c = await rs.api('POST', '/api/v1/clusters', { name: p.cluster, ubuntuRelease: p.ubuntuRelease, kubernetesVersion: p.kubernetesVersion, containerRuntime: p.containerRuntime, cni: p.cni });
@@ -160,6 +189,10 @@ async function setUp(): Promise<void> {
       assert.is(r.status, 201, r.text);
     }
   }
+  const miss = await rs.api('POST', '/api/v1/clusters', { name: MISSING.cluster, ubuntuRelease: MISSING.ubuntuRelease, kubernetesVersion: MISSING.kubernetesVersion, containerRuntime: MISSING.containerRuntime, cni: MISSING.cni });
+  assert.is(miss.status, 201, miss.text);
+  const w = await rs.api('POST', '/api/v1/machines', { mac: macOf(MISSING, 3), hostname: hostnameOf(MISSING, 'w1'), role: 'worker', cluster: MISSING.cluster, ip: ipOf(MISSING, 3) });
+  assert.is(w.status, 201, w.text);
 }
 
 test.after(async () => {
@@ -207,7 +240,7 @@ function keepLogs(m: MachineRoot, name: string): void {
   const dir = join(PACKAGE_ROOT, 'test-artifacts', 'cloudinit', name);
   try {
     mkdirSync(dir, { recursive: true });
-    for (const f of ['/var/log/cloud-init.log', '/var/log/cloud-init-output.log', CALLS_LOG, '/var/lib/cloud/seed/nocloud/user-data', '/etc/cloud/cloud.cfg.d/99-installer.cfg']) {
+    for (const f of ['/var/log/cloud-init.log', '/var/log/cloud-init-output.log', '/var/log/racksmith-role-setup.log', CALLS_LOG, '/var/lib/cloud/seed/nocloud/user-data', '/etc/cloud/cloud.cfg.d/99-installer.cfg']) {
       if (m.exists(f)) writeFileSync(join(dir, f.split('/').pop() as string), m.read(f));
     }
   } catch {
@@ -397,7 +430,9 @@ function checkKubernetesNode(m: MachineRoot, p: PathCase, calls: readonly string
   const pinned = kubernetesDebVersion(p.kubernetesVersion, p.repo);
   const installed = installedVersions(dpkg.stdout);
   for (const pkg of ['kubelet', 'kubeadm', 'kubectl']) assert.is(installed.get(pkg), pinned, `${pkg} version`);
-  assert.equal(holds.stdout.split('\n').filter(Boolean).sort(), ['kubeadm', 'kubectl', 'kubelet']);
+  // Docker CE too: the release validated with the cluster's Kubernetes, though the mirror has a newer one.
+  const held = p.containerRuntime === 'docker' ? ['docker-ce', 'docker-ce-cli', 'kubeadm', 'kubectl', 'kubelet'] : ['kubeadm', 'kubectl', 'kubelet'];
+  assert.equal(holds.stdout.split('\n').filter(Boolean).sort(), held);
 
   // Kernel modules and sysctls for bridged pod traffic, in place for every boot and applied now.
   const modules = m.list('/etc/modules-load.d').flatMap((f) => moduleNames(m.read(`/etc/modules-load.d/${f}`)));
@@ -413,6 +448,8 @@ function checkKubernetesNode(m: MachineRoot, p: PathCase, calls: readonly string
   if (p.containerRuntime === 'docker') {
     assert.ok(dockerExecOpts(m.read('/etc/docker/daemon.json')).includes('native.cgroupdriver=systemd'), m.read('/etc/docker/daemon.json'));
     assert.ok(installed.has('docker-ce') && installed.has('containerd.io'), 'docker-ce and containerd.io installed');
+    assert.is(installed.get('docker-ce'), dockerRelease(p.codename).engine, 'docker-ce is the pinned release, not the newer one the mirror also has');
+    assert.is(installed.get('docker-ce-cli'), dockerRelease(p.codename).engine, 'docker-ce-cli too');
     assert.ok(calls.includes('systemctl restart docker'), 'docker restarted to read daemon.json');
     assert.ok(m.exists('/etc/systemd/system/multi-user.target.wants/docker.service'), 'docker enabled');
   } else {
@@ -482,11 +519,98 @@ async function checkLoadBalancer(m: MachineRoot, p: PathCase, calls: readonly st
   assert.equal([...answered].sort(), cps.map((x) => hostnameOf(p, x.hostname)).sort(), `haproxy did not reach every backend; it said:\n${haproxyLog.slice(-2000)}`);
 }
 
+test(`${MISSING.title}: the role setup fails at apt, and the machine ends failed with apt's error`, async (ctx) => {
+  if (missing) {
+    skipNote(ctx.__test__, missing);
+    return;
+  }
+  if (setupError) throw setupError;
+  const caseStarted = Date.now();
+  const mac = macOf(MISSING, 3);
+  const ip = ipOf(MISSING, 3);
+  await tb.ip(node, ['addr', 'flush', 'dev', nodeIf]);
+  await tb.ip(node, ['addr', 'add', `${ip}/24`, 'dev', nodeIf]);
+  const caseDir = join(work, `${MISSING.cluster}-w1`);
+  mkdirSync(caseDir);
+  const m = await MachineRoot.create({ image: image.root, workDir: caseDir, netns: node });
+  try {
+    await m.installShims();
+    installLike(m, MISSING);
+    const seedBase = await install(m, MISSING, mac, hostnameOf(MISSING, 'w1'));
+    await m.must(['ssh-keygen', '-A']);
+    const t = Date.now();
+    const run = await runCloudInit(m, { accept: [SUBIQUITY_NONE_DATASOURCE_WARNING] });
+    const record = { run, seconds: (Date.now() - t) / 1000, caseSeconds: 0 };
+    ran.set(`${MISSING.cluster}/w1`, record);
+    const story = describeRun(run, m);
+
+    // cloud-init itself saw the role setup fail (runcmd's script exited non-zero) …
+    assert.ok(run.status.errors.some((e) => /scripts-user|runcmd/i.test(e)) || run.problems.some((p) => /scripts-user|runcmd/.test(p)), story);
+    const setupLog = m.read('/var/log/racksmith-role-setup.log');
+    assert.match(setupLog, /E: Version '1\.30\.7-\*' for 'kubelet' was not found/, setupLog);
+
+    // … and so does racksmith: failed at the role setup, with the failing command and apt's error.
+    const got = await rs.api('GET', `/api/v1/machines/${mac}`);
+    const machine = got.body as { state: string; failure: { from: string; step: string; reason: string } | null };
+    assert.is(machine.state, 'failed', `${got.text}\n${story}`);
+    assert.is(machine.failure?.step, 'role-setup');
+    assert.is(machine.failure?.from, 'installed');
+    assert.match(machine.failure?.reason ?? '', /^`apt-get install -y kubelet=1\.30\.7-\* kubeadm=1\.30\.7-\* kubectl=1\.30\.7-\*` exited 100: E: Version '1\.30\.7-\*' for 'kubelet' was not found$/);
+
+    const events = await rs.api('GET', `/api/v1/machines/${mac}/events?limit=1000`);
+    const history = events.body as Array<{ type: string; source: string; message: string; data: any }>;
+    const report = history.find((e) => e.type === 'role-setup');
+    assert.ok(report, events.text);
+    assert.is(report.source, `http ${ip}`, 'reported by the machine itself');
+    assert.is(report.data?.status, 100);
+    assert.ok((report.data?.log as string[]).some((l) => l.startsWith("E: Version '1.30.7-*' for 'kubelet' was not found")), 'the log tail carries apt\'s error');
+    // The phone-home still came (after the report), and did not make the machine ready.
+    const ciLog = m.read('/var/log/cloud-init.log');
+    assert.ok(ciLog.includes(`Read from ${seedBase}phone-home (200, `), 'cloud-init phoned home');
+    const phoneHome = history.find((e) => e.type === 'phone-home');
+    assert.ok(phoneHome && history.indexOf(phoneHome) > history.indexOf(report), 'the phone-home came after the report');
+    assert.is(phoneHome.data?.failed, true);
+    assert.not.ok(history.some((e) => e.type === 'state' && e.data?.to === 'ready'), `never ready: ${events.text}`);
+    assert.is(((await rs.api('GET', `/api/v1/machines/${mac}`)).body as { state: string }).state, 'failed');
+    record.caseSeconds = (Date.now() - caseStarted) / 1000;
+  } finally {
+    keepLogs(m, `${MISSING.cluster}-w1`);
+    await m.destroy();
+  }
+});
+
+test('racksmith\'s preflight reads the same signed mirror: every check passes for both paths; the missing 1.30.7 is named', async () => {
+  if (missing) return;
+  if (setupError) throw setupError;
+  for (const p of PATHS) {
+    const r = await rs.api('POST', `/api/v1/clusters/${p.cluster}/preflight`);
+    assert.is(r.status, 200, r.text);
+    const failed = (r.body.checks as Array<{ id: string; state: string; detail: string }>).filter((c) => c.state !== 'ok');
+    assert.equal(failed, [], `${p.cluster}: ${r.text}`);
+    const pk = (r.body.checks as Array<{ id: string; detail: string }>).find((c) => c.id === 'kubernetes-packages');
+    const v = kubernetesDebVersion(p.kubernetesVersion, p.repo);
+    assert.is(pk?.detail, `kubelet ${v}, kubeadm ${v}, kubectl ${v}`);
+    if (p.containerRuntime === 'docker') {
+      const dk = (r.body.checks as Array<{ id: string; detail: string }>).find((c) => c.id === 'docker-packages');
+      assert.match(dk?.detail ?? '', new RegExp(`^docker-ce ${dockerRelease(p.codename).engine.replace(/[.~]/g, '\\$&')}, `));
+    }
+  }
+  const miss = await rs.api('POST', `/api/v1/clusters/${MISSING.cluster}/preflight`);
+  assert.is(miss.body.ok, false);
+  const pk = (miss.body.checks as Array<{ id: string; state: string; detail: string }>).find((c) => c.id === 'kubernetes-packages');
+  assert.is(pk?.state, 'failed');
+  assert.match(pk?.detail ?? '', /^kubelet has no version 1\.30\.7-\* \(it has 1\.30\.6-1\.1, 1\.30\.8-1\.1\);/);
+});
+
 test('everything came from the test mirror, to the machines: every repository\'s signed index, and packages', () => {
   if (missing) return;
   if (setupError) throw setupError;
-  const fetched = mirrorLog.map((l) => JSON.parse(l) as { path: string; status: number; from: string });
-  const machines = new Set(PATHS.flatMap((p) => MEMBERS.map((x) => ipOf(p, x.offset))));
+  // racksmith's own requests (its preflight) come from the server's address; the rest from the machines.
+  const all = mirrorLog.map((l) => JSON.parse(l) as { path: string; status: number; from: string });
+  const fromRacksmith = all.filter((f) => f.from.replace(/^::ffff:/, '') === `${net}.1`);
+  assert.ok(fromRacksmith.length > 0 && fromRacksmith.every((f) => /\/(In)?Release$|\/Packages(\.gz)?$|\.key$|\/gpg$|apt-key\.gpg$|\/cni\//.test(f.path)), 'the preflight read indexes, keys and manifests only');
+  const fetched = all.filter((f) => !fromRacksmith.includes(f));
+  const machines = new Set([...PATHS.flatMap((p) => MEMBERS.map((x) => ipOf(p, x.offset))), ipOf(MISSING, 3)]);
   assert.ok(fetched.length > 0 && fetched.every((f) => machines.has(f.from.replace(/^::ffff:/, ''))), 'only the machines used the mirror');
   const ok = (re: RegExp): boolean => fetched.some((f) => f.status === 200 && re.test(f.path));
   assert.ok(ok(/^\/ubuntu\/dists\/\w+\/InRelease$/), 'Ubuntu archive InRelease');

@@ -222,9 +222,13 @@ test('the machine page: facts, events, power buttons (the API\'s refusal shown),
   await dialog.waitFor({ state: 'hidden' });
   assert.not.match((await page.locator('.result').textContent()) ?? '', /Reimage/);
   // A live event lands in the timeline without a reload.
-  assert.is((await api(rs.url, admin, 'PATCH', `/api/v1/machines/${DRIVEN}`, { rack: 'r7' })).status, 200);
+  assert.match((await page.locator('[data-fact="Secure Boot"]').textContent()) ?? '', /not marked; not seen yet/);
+  assert.match((await page.locator('[data-fact="Boot loader"]').textContent()) ?? '', /^site default/);
+  assert.is((await api(rs.url, admin, 'PATCH', `/api/v1/machines/${DRIVEN}`, { rack: 'r7', bootLoader: 'shim-grub', secureBoot: true })).status, 200);
   await page.locator('ol.events li', { hasText: 'updated rack' }).waitFor();
   await page.locator('[data-fact="Rack"]', { hasText: 'r7' }).waitFor();
+  await page.locator('[data-fact="Boot loader"]', { hasText: 'shim-grub' }).waitFor();
+  await page.locator('[data-fact="Secure Boot"]', { hasText: 'marked on' }).waitFor();
   await screenshot('console-machine.png');
 });
 
@@ -241,7 +245,29 @@ test('editing a machine in the form keeps the BMC port and cipher suite it does 
   await page.getByRole('heading', { name: /^c3b/ }).waitFor();
   const saved = (await api(rs.url, admin, 'GET', `/api/v1/machines/${mac}`)).body;
   assert.is(saved.hostname, 'c3b');
-  assert.equal(saved.bmc, { driver: 'ipmi', address: '10.77.1.13', port: 1623, username: 'operator', cipherSuite: 3, passwordSet: true });
+  assert.equal(saved.bmc, { driver: 'ipmi', address: '10.77.1.13', port: 1623, username: 'operator', cipherSuite: 3, passwordSet: true, solCapture: null });
+  await page.goto(`${rs.url}/#/machines/${DRIVEN}`);
+  await page.getByRole('heading', { name: /^c1/ }).waitFor();
+});
+
+test('the cluster page warns about an even number of control-plane nodes, and runs the preflight: one row per check', async () => {
+  if (missing) return;
+  const added = await api(rs.url, admin, 'POST', '/api/v1/machines', { mac: '52:54:00:c0:00:09', hostname: 'c9', role: 'control-plane', cluster: 'lab', rack: 'r9' });
+  assert.is(added.status, 201, added.text);
+  assert.match(added.body.warnings[0], /cluster lab has 2 control-plane nodes/);
+  await page.goto(`${rs.url}/#/clusters/lab`);
+  await page.getByRole('heading', { name: /Cluster lab/ }).waitFor();
+  const warning = page.locator('[data-field="warnings"] .notice.warning');
+  await warning.waitFor();
+  assert.match((await warning.textContent()) ?? '', /2 control-plane nodes: etcd needs a majority, so 2 tolerate no failure/);
+  await page.getByRole('button', { name: 'Preflight' }).click();
+  // The test server's upstreams are a loopback port nobody listens on: every request fails fast.
+  await page.locator('table.preflight').waitFor();
+  assert.match((await page.locator('.notice.error', { hasText: 'Preflight:' }).textContent()) ?? '', /Preflight: \d+ of \d+ checks failed/);
+  const row = page.locator('table.preflight tr[data-check="kubernetes-packages"]');
+  assert.match((await row.textContent()) ?? '', /kubelet, kubeadm, kubectl 1\.30\.2-\*failed127\.0\.0\.1:9 refused the connection/);
+  await screenshot('console-cluster-preflight.png');
+  // Back where the next test signs out and in again.
   await page.goto(`${rs.url}/#/machines/${DRIVEN}`);
   await page.getByRole('heading', { name: /^c1/ }).waitFor();
 });

@@ -58,11 +58,12 @@ w1     NotReady   <none>          1m    v1.28.4
 w2     Ready,SchedulingDisabled   <none>   1m   v1.28.4
 `;
   assert.equal(parseNodes(withHeaders), [
-    { name: 'cp1', status: 'Ready', ready: true },
-    { name: 'w1', status: 'NotReady', ready: false },
-    { name: 'w2', status: 'Ready,SchedulingDisabled', ready: true },
+    { name: 'cp1', status: 'Ready', ready: true, version: 'v1.28.4' },
+    { name: 'w1', status: 'NotReady', ready: false, version: 'v1.28.4' },
+    { name: 'w2', status: 'Ready,SchedulingDisabled', ready: true, version: 'v1.28.4' },
   ]);
-  assert.equal(parseNodes('cp1 Ready master 3m v1.18.6\n\n'), [{ name: 'cp1', status: 'Ready', ready: true }]);
+  assert.equal(parseNodes('cp1 Ready master 3m v1.18.6\n\n'), [{ name: 'cp1', status: 'Ready', ready: true, version: 'v1.18.6' }]);
+  assert.equal(parseNodes('cp1 Ready\n'), [{ name: 'cp1', status: 'Ready', ready: true, version: null }], 'no version column: unknown');
 });
 
 const CA_KEY = `-----BEGIN RSA PRIVATE KEY-----

@@ -8,6 +8,7 @@ import { discoveryHash } from '../server/lib/cluster-secrets.js';
 import { createRenderer } from '../server/render/templates.js';
 import { KUBEADM_TEMPLATES_DIR, renderKubeadmConfig } from '../server/orchestrator/kubeadm-config.js';
 import { parseJoinCommands } from '../server/orchestrator/kubeadm-output.js';
+import { withKubernetesVersion } from '../server/orchestrator/upgrade.js';
 import { STANDIN } from './lib/kube-bed.js';
 import { cluster } from './lib/orch-fixtures.js';
 import { testCa } from './lib/orch-harness.js';
@@ -203,6 +204,57 @@ test('taking nodes out: drain, delete, etcd member list/remove, reset; joins aga
   const rejoin = run('cp2', 'kubeadm', joinArgs({}, hash));
   assert.is(rejoin.code, 0, rejoin.err);
   assert.match(run('cp1', 'kubectl', etcdctl('member', 'list')).out, /, started, cp2, /);
+});
+
+test('versions, etcd health, snapshots and etcd\'s reconfiguration check, as kubeadm and etcd answer them', async () => {
+  if (missing) return skipNote('stand-in', missing);
+  const hash = discoveryHash((await testCa()).certPem);
+  const kc = ['--kubeconfig', join(root, 'cp1', 'k8s', 'admin.conf')];
+  const etcdctl = (...a: string[]): string[] => [...kc, '-n', 'kube-system', 'exec', 'etcd-cp1', '--', 'etcdctl', '--endpoints', 'https://127.0.0.1:2379', '--cacert', '/etc/kubernetes/pki/etcd/ca.crt', '--cert', '/etc/kubernetes/pki/etcd/server.crt', '--key', '/etc/kubernetes/pki/etcd/server.key', ...a];
+  node('w9');
+  const join_ = (version: string): { code: number; out: string; err: string } => run('w9', 'kubeadm', joinArgs({ key: null }, hash), version);
+  // kubeadm's KubeletVersion preflight, both ways (the cluster is at 1.28.4).
+  assert.match(join_('1.27.9').err, /\[ERROR KubeletVersion\]: the kubelet version is lower than the control plane version/);
+  assert.match(join_('1.29.1').err, /\[ERROR KubeletVersion\]: the kubelet version is higher than the control plane version\. This is not a supported version skew/);
+  assert.match(run('w9', 'kubeadm', ['version', '-o', 'short'], '1.29.1').out, /^v1\.29\.1$/m);
+
+  // The cluster configuration moves to 1.29.1 (as racksmith's upgrade does it).
+  const cfg = run('cp1', 'kubectl', [...kc, '-n', 'kube-system', 'get', 'configmap', 'kubeadm-config', '-o', 'jsonpath={.data.ClusterConfiguration}']);
+  assert.is(cfg.code, 0, cfg.err);
+  assert.match(cfg.out, /^kubernetesVersion: v1\.28\.4$/m);
+  const patch = join(root, 'patch.json');
+  writeFileSync(patch, JSON.stringify({ data: { ClusterConfiguration: withKubernetesVersion(cfg.out, '1.29.1') } }));
+  assert.is(run('cp1', 'kubectl', [...kc, '-n', 'kube-system', 'patch', 'configmap', 'kubeadm-config', '--type', 'merge', '--patch-file', patch]).code, 0);
+  // Skipping a minor: kubeadm 1.31 refuses a control plane at 1.29.
+  assert.match(join_('1.31.0').err, /only supports deploying clusters with the control plane version >= 1\.30\.0\. Current version: v1\.29\.1/);
+  assert.match(join_('1.28.4').err, /kubelet version is lower/, 'an old node never joins after the control plane moved on');
+  const ok = join_('1.29.1');
+  assert.is(ok.code, 0, ok.err);
+  assert.match(run('cp1', 'kubectl', [...kc, 'get', 'nodes', '--no-headers']).out, /^w9\s+Ready\s+<none>\s+\S+\s+v1\.29\.1$/m, 'each node lists its own kubelet version');
+
+  // etcd: health per member (exit 1 when one is unhealthy), snapshots, the reconfiguration check.
+  const healthy = run('cp1', 'kubectl', etcdctl('endpoint', 'health', '--cluster'));
+  assert.is(healthy.code, 0, healthy.err);
+  assert.is(healthy.out.match(/ is healthy: successfully committed proposal/g)?.length, 2);
+  writeFileSync(join(root, 'cluster', 'etcd-down-cp2'), '');
+  const sick = run('cp1', 'kubectl', etcdctl('endpoint', 'health', '--cluster'));
+  assert.is(sick.code, 1);
+  assert.match(sick.out, /^https:\/\/[\d.]+:2379 is unhealthy: failed to commit proposal/m);
+  assert.match(sick.err, /unhealthy cluster/);
+  const ids = Object.fromEntries([...run('cp1', 'kubectl', etcdctl('member', 'list')).out.matchAll(/^([0-9a-f]+), started, (\w+),/gm)].map((m) => [m[2], m[1]]));
+  const noQuorum = run('cp1', 'kubectl', etcdctl('member', 'remove', ids['cp1'] ?? ''));
+  assert.is(noQuorum.code, 1, 'cp2 is down: removing cp1 would leave no healthy quorum');
+  assert.match(noQuorum.err, /re-configuration failed due to not enough started members/);
+  rmSync(join(root, 'cluster', 'etcd-down-cp2'));
+  const snap = join(root, 'var-lib-etcd', 'racksmith-snapshot.db');
+  const saved = run('cp1', 'kubectl', etcdctl('snapshot', 'save', snap));
+  assert.is(saved.code, 0, saved.err);
+  assert.match(saved.out, /Snapshot saved at /);
+  assert.is(JSON.parse(readFileSync(snap, 'utf8')).clusterVersion, '1.29.1');
+  assert.is(run('cp1', 'kubectl', etcdctl('member', 'remove', ids['cp2'] ?? '')).code, 0);
+  const last = run('cp1', 'kubectl', etcdctl('member', 'remove', ids['cp1'] ?? ''));
+  assert.is(last.code, 1, 'never the last member');
+  assert.match(last.err, /not enough started members/);
 });
 
 test('without a CA in pki, init makes its own (whose hash racksmith would not know)', async () => {

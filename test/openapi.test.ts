@@ -6,6 +6,8 @@ import type { Express, Router } from 'express';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createApp } from '../server/http/app.js';
+import { consoleRoutes } from '../server/http/api/serial-console.js';
+import { clusterChecksRoutes } from '../server/http/api/cluster-checks-routes.js';
 import { consoleRouter } from '../server/http/console.js';
 import { machineRouter, type MachineRouterDeps } from '../server/http/machine-router.js';
 import { metricsRouter } from '../server/http/metrics.js';
@@ -46,8 +48,10 @@ function fullApp(): Express {
     rootRouters: [metricsRouter(metrics), consoleRouter()],
     metrics,
     extraRoutes: [
-      ...powerRoutes({ machinePower: unused, reimage: unused, rackPower: unused, rackJob: () => null, powerJob: unused, job: () => null }),
-      ...orchestrationRoutes({ kubeconfig: async () => null, retry: async () => ({ machines: [], steps: [] }) }, inv.clusters),
+      ...powerRoutes({ machinePower: unused, reimage: unused, identify: unused, rackPower: unused, rackJob: () => null, powerJob: unused, job: () => null }),
+      ...consoleRoutes({ console: unused, detach: unused, attach: unused }),
+      ...orchestrationRoutes({ kubeconfig: async () => null, retry: async () => ({ machines: [], steps: [] }), startUpgrade: unused, controlUpgrade: unused }, inv.clusters),
+      ...clusterChecksRoutes({ preflight: unused, prefetch: unused }, inv.clusters),
     ],
   });
 }
@@ -62,9 +66,11 @@ function routesOf(router: Router, prefix = ''): Served[] {
   const out: Served[] = [];
   for (const layer of router.stack as unknown as { route?: { path: string | RegExp; methods: Record<string, boolean> }; handle: { stack?: unknown }; rawPath?: string; slash?: boolean }[]) {
     if (layer.route) {
-      const p = layer.route.path;
-      for (const [method, on] of Object.entries(layer.route.methods)) {
-        if (on && method !== '_all') out.push({ method, path: typeof p === 'string' ? prefix + p : p });
+      // A route may have several paths (an array of strings and patterns).
+      for (const p of Array.isArray(layer.route.path) ? (layer.route.path as (string | RegExp)[]) : [layer.route.path]) {
+        for (const [method, on] of Object.entries(layer.route.methods)) {
+          if (on && method !== '_all') out.push({ method, path: typeof p === 'string' ? prefix + p : p });
+        }
       }
     } else if (layer.handle.stack) {
       out.push(...routesOf(layer.handle as unknown as Router, layer.slash || !layer.rawPath ? prefix : prefix + layer.rawPath));
@@ -74,7 +80,7 @@ function routesOf(router: Router, prefix = ''): Served[] {
 }
 
 /** `/api/v1/machines/{mac}` with a sample value in each parameter, to test against a RegExp route. */
-const sample = (path: string): string => path.replace(/\{[^}]+\}/g, 'x');
+const sample = (path: string): string => path.replace(/\{[^}]+\}/g, 'a1');
 
 test('an OpenAPI validator accepts the document as OpenAPI 3.1', async () => {
   const validator = new Validator();

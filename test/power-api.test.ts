@@ -159,8 +159,10 @@ test('rack power over 10 BMCs, concurrency 3: never more than 3 in flight, all d
   if (missing) return;
   const before = sims.slice(0, 10).map((s) => s.calls().length);
   const ps = watchPs(PASSWORD);
-  const r = await call(operator, 'POST', '/racks/r9/power', { action: 'on', concurrency: 3 });
+  // Forced: this test is about the power job; its cluster's upstreams are nowhere (the next test).
+  const r = await call(operator, 'POST', '/racks/r9/power', { action: 'on', concurrency: 3, force: true });
   assert.is(r.status, 202, r.text);
+  assert.is(r.body.prefetch, null, 'a forced power-on prefetches nothing');
   assert.match(r.headers.get('location') ?? '', new RegExp(`/api/v1/racks/r9/power/${r.body.id}$`));
   const job = await until('the rack job', async () => {
     const j = await call(viewer, 'GET', `/racks/r9/power/${r.body.id}`);
@@ -181,6 +183,26 @@ test('rack power over 10 BMCs, concurrency 3: never more than 3 in flight, all d
   // While ipmitool ran, no command line carried the password.
   assert.ok(watched.ipmitoolLines.length > 0, `ps caught no ipmitool in ${watched.samples} samples`);
   assert.equal(watched.leaks, []);
+});
+
+test('a power-on of machines that will install is refused when their cluster\'s preflight fails: no BMC is touched', async () => {
+  if (missing) return;
+  const before = sims.slice(0, 10).map((s) => s.calls().length);
+  // The test server's upstreams are a loopback port nobody listens on (test/lib/racksmith.ts).
+  const r = await call(operator, 'POST', '/racks/r9/power', { action: 'cycle' });
+  assert.is(r.status, 409, r.text);
+  assert.is(r.body.error.code, 'ERR_PREFLIGHT');
+  assert.is(r.body.error.field, 'force');
+  assert.match(r.body.error.message, /^rack r9: the preflight of cluster lab failed \(\d+ check\(s\); the first: Ubuntu 22\.04 mirror, suite jammy: 127\.0\.0\.1:9 refused the connection\); no machine was powered/);
+  assert.ok(r.body.error.details.length >= 4, 'every failed check is listed');
+  assert.ok(r.body.error.details.every((d: { field: string }) => d.field === 'lab'));
+  assert.equal(sims.slice(0, 10).map((s, i) => s.calls().length - (before[i] ?? 0)), Array(10).fill(0), 'no BMC was called');
+  // off and status never preflight: nothing installs.
+  const off = await call(operator, 'POST', '/racks/r9/power', { action: 'status' });
+  assert.is(off.status, 202, off.text);
+  await until('the status job', async () => (await call(viewer, 'GET', `/racks/r9/power/${off.body.id}`)).body.state !== 'running');
+  const evs = await call(viewer, 'GET', `/machines/${mac(0)}/events`);
+  assert.ok(evs.status === 200);
 });
 
 test('CLI rack power, off a terminal: one line per change, delay between starts', async () => {

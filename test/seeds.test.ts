@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +29,7 @@ import { requirements, skipNote } from './lib/tools.js';
 const run = promisify(execFile);
 const test = suite('seeds: every release × role, rendered and validated by the real tools');
 
-const TOOLS = ['cloud-init', 'debconf-set-selections', 'haproxy', 'sh'];
+const TOOLS = ['cloud-init', 'debconf-set-selections', 'haproxy', 'sh', 'python3'];
 const missing = requirements(TOOLS);
 const renderer = createRenderer(AUTOINSTALL_DIR);
 const schema = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'test', 'fixtures', 'autoinstall-schema.json'), 'utf8')) as object;
@@ -164,7 +165,8 @@ test('role config: phone_home, SSH user with passwordless sudo, per-role essenti
       assert.ok(setup.includes(`'kubeadm=${cluster.kubernetesVersion}-*'`), 'kubeadm pinned');
       if (cluster.containerRuntime === 'docker') {
         assert.match(files['/etc/docker/daemon.json'] ?? '', /native\.cgroupdriver=systemd/);
-        assert.match(setup, /docker-ce/);
+        assert.ok(setup.includes("apt-get install -y 'docker-ce=5:19.03.*' 'docker-ce-cli=5:19.03.*' containerd.io"), 'Docker CE pinned to the release validated with 1.18');
+        assert.match(setup, /apt-mark hold docker-ce docker-ce-cli/);
         assert.match(setup, /'https:\/\/apt\.kubernetes\.io\/' 'kubernetes-xenial main'/);
       } else {
         assert.match(setup, /SystemdCgroup = true/);
@@ -224,6 +226,53 @@ test('sh -n accepts every role setup script', async () => {
     writeFileSync(file, String(setup.content));
     await run('sh', ['-n', file]);
   }
+});
+
+test('the role setup reports its outcome before the phone-home: the report script compiles and posts status, failing command and log tail', async () => {
+  if (missing) return skipNote('role setup report', missing);
+  for (const r of ALL) {
+    const c = parseYaml(r.roleConfig) as Record<string, any>;
+    const files = Object.fromEntries((c.write_files as any[]).map((f) => [f.path, f]));
+    const setup = String(files['/usr/local/sbin/racksmith-role-setup']?.content);
+    assert.ok(setup.includes(`/usr/local/sbin/racksmith-role-report '${SEED_SETTINGS.baseUrl}/seed/${TOKEN}/role-setup' "$status" "$LOG"`), `${r.release} ${r.role}: the setup reports to its role-setup URL`);
+    assert.match(setup, /\nset -eux\n/, 'the steps run traced, stopping at the first failure');
+    assert.is(files['/usr/local/sbin/racksmith-role-setup']?.permissions, '0700');
+    const report = String(files['/usr/local/sbin/racksmith-role-report']?.content);
+    const file = join(work, `report-${r.release}-${r.role}.py`);
+    writeFileSync(file, report);
+    await run('python3', ['-m', 'py_compile', file]);
+    // Ubuntu 18.04's Python is 3.6: the report may use no later syntax.
+    await run('python3', ['-c', 'import ast, sys; ast.parse(open(sys.argv[1]).read(), feature_version=(3, 6))', file]);
+  }
+  // Run for real against a local server: what reaches racksmith is the form parsePhoneHome's sibling parses.
+  const script = join(work, 'report.py');
+  const first = parseYaml(ALL[0]?.roleConfig ?? '') as Record<string, any>;
+  writeFileSync(script, String((first.write_files as any[]).find((f) => f.path === '/usr/local/sbin/racksmith-role-report')?.content));
+  const log = join(work, 'setup.log');
+  writeFileSync(log, '+ swapoff -a\n+ apt-get install -y kubelet=1.30.7-*\nReading package lists...\nE: Version \'1.30.7-*\' for \'kubelet\' was not found\n');
+  const got: string[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      got.push(`${req.method} ${req.url} ${req.headers['content-type']}\n${body}`);
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const port = (server.address() as { port: number }).port;
+    await run('python3', [script, `http://127.0.0.1:${port}/seed/${TOKEN}/role-setup`, '100', log], { timeout: 30_000 });
+  } finally {
+    server.close();
+  }
+  assert.is(got.length, 1);
+  const [head, body] = (got[0] ?? '').split('\n');
+  assert.is(head, `POST /seed/${TOKEN}/role-setup application/x-www-form-urlencoded`);
+  const form = Object.fromEntries(new URLSearchParams(body ?? ''));
+  assert.is(form['status'], '100');
+  assert.is(form['command'], 'apt-get install -y kubelet=1.30.7-*');
+  assert.match(form['log'] ?? '', /E: Version '1\.30\.7-\*' for 'kubelet' was not found$/);
 });
 
 test('haproxy -c accepts the load balancer config, with backends and with none yet', async () => {

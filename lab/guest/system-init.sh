@@ -123,6 +123,23 @@ if [ "$role" = loadbalancer ]; then
   else
     say "HAPROXY seed configuration rejected: $(haproxy -c -f /etc/haproxy/haproxy.cfg 2>&1 | tail -n 1)"
   fi
+  # A load balancer of a pair: keepalived and its check from the seed, the interface filled in
+  # as the role's setup script does.
+  if grep -q 'path: /etc/racksmith/keepalived.conf' $U; then
+    mkdir -p /etc/keepalived
+    [ -x /bin/bash ] || ln -sf /usr/bin/bash /bin/bash
+    for f in /etc/racksmith/keepalived.conf /etc/keepalived/racksmith-check-haproxy.sh; do
+      awk -v want="path: $f" 'index($0, want) {found=1} found && /content: \|/ {on=1; next} on && /^      / {sub(/^      /, ""); print; next} on && /^$/ {print ""; next} on {exit}' $U > /tmp/seed-file
+      case $f in *.conf) mv /tmp/seed-file /etc/keepalived/keepalived.conf ;; *) mv /tmp/seed-file $f; chmod 0755 $f ;; esac
+    done
+    prefix=$(ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f2)
+    sed -i -e "s/@LB_INTERFACE@/eth0/g" -e "s/@LB_PREFIX@/$prefix/g" /etc/keepalived/keepalived.conf
+    if keepalived -t -f /etc/keepalived/keepalived.conf >/dev/null 2>&1; then
+      systemctl restart keepalived && say "KEEPALIVED started with the seed's configuration"
+    else
+      say "KEEPALIVED seed configuration rejected: $(keepalived -t -f /etc/keepalived/keepalived.conf 2>&1 | tail -n 1)"
+    fi
+  fi
 fi
 
 # phone_home, once per instance (cloud-init's per-instance frequency).

@@ -12,6 +12,23 @@ done
 CFG=/etc/haproxy/haproxy.cfg
 PID=/run/haproxy.pid
 running() { [ -s $PID ] && kill -0 "$(head -n 1 $PID)" 2>/dev/null; }
+# keepalived (a load balancer of a pair) is really started and reloaded too.
+if [ "$unit" = keepalived ]; then
+  KPID=/run/keepalived.pid
+  kr() { [ -s $KPID ] && kill -0 "$(head -n 1 $KPID)" 2>/dev/null; }
+  case "$verb" in
+    is-active) kr ;;
+    start) kr || keepalived -f /etc/keepalived/keepalived.conf -p $KPID -r /run/keepalived-vrrp.pid -l ;;
+    restart)
+      if kr; then kill "$(head -n 1 $KPID)"; sleep 1; fi
+      keepalived -f /etc/keepalived/keepalived.conf -p $KPID -r /run/keepalived-vrrp.pid -l ;;
+    reload) if kr; then kill -HUP "$(head -n 1 $KPID)"; else keepalived -f /etc/keepalived/keepalived.conf -p $KPID -r /run/keepalived-vrrp.pid -l; fi ;;
+    stop) if kr; then kill "$(head -n 1 $KPID)"; fi ;;
+    enable|disable|daemon-reload) exit 0 ;;
+    *) echo "Unknown command verb $verb." >&2; exit 1 ;;
+  esac
+  exit $?
+fi
 if [ "$unit" != haproxy ]; then
   case "$verb" in is-active) exit 3 ;; *) exit 0 ;; esac
 fi

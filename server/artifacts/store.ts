@@ -8,7 +8,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { AppError, errorMessage, notFound } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { UBUNTU_RELEASES, type UbuntuRelease } from '../inventory/model.js';
-import type { ReleaseInstaller } from '../boot/releases.js';
+import { DEFAULT_ARM64_INSTALLERS, INSTALLER_ARCHES, type InstallerArch, type ReleaseInstaller } from '../boot/releases.js';
 import { locateInIso } from './iso-extract.js';
 import { IsoError } from './iso9660.js';
 
@@ -31,6 +31,8 @@ export interface ArtifactStoreOptions {
   readonly artifactsDir: string;
   readonly cacheDir: string;
   readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  /** The arm64 table (default: the built-in one); amd64's is `installers`. */
+  readonly arm64Installers?: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
   /** A download that receives nothing for this long is abandoned. */
   readonly fetchIdleTimeoutMs: number;
   readonly log: Logger;
@@ -42,6 +44,8 @@ export type ArtifactSource = 'local' | 'cache' | 'fetched';
 
 export interface ResolvedArtifact {
   readonly release: UbuntuRelease;
+  /** Absent for amd64 (stored as `<release>/<file>`); arm64 files are `<release>/arm64/<file>`. */
+  readonly arch?: InstallerArch;
   readonly file: string;
   readonly path: string;
   readonly size: number;
@@ -57,10 +61,32 @@ export interface FetchedArtifact {
   readonly seconds: number;
 }
 
+/** A download in progress: how far it got. */
+export interface DownloadProgress {
+  readonly release: UbuntuRelease;
+  readonly file: string;
+  readonly from: string;
+  readonly bytes: number;
+  /** From the upstream's Content-Length (or the file's size inside the ISO); null when unknown. */
+  readonly total: number | null;
+  readonly startedAt: number;
+}
+
+/** Where a file would come from, without fetching it (the preflight's question). */
+export type ArtifactLocation =
+  | { readonly source: 'local' | 'cache'; readonly path: string; readonly size: number }
+  | { readonly source: 'upstream'; readonly url: string }
+  | { readonly source: 'iso'; readonly iso: string; readonly path: string }
+  | { readonly source: 'none'; readonly message: string };
+
 export interface ArtifactStore {
-  resolve(release: string, file: string): Promise<ResolvedArtifact>;
+  /** `arch` defaults to amd64; an ARM64 machine asks with `arm64` and never gets amd64 files. */
+  resolve(release: string, file: string, arch?: string): Promise<ResolvedArtifact>;
+  locate(release: string, file: string): Promise<ArtifactLocation>;
   /** Downloads in progress (for health and tests). */
   inFlight(): number;
+  /** The progress of the download of `release/file`, if one is running (a prefetch shows it). */
+  progress(release: string, file: string): DownloadProgress | null;
 }
 
 export const ARTIFACT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -85,13 +111,14 @@ async function fileIn(dir: string, release: string, file: string): Promise<{ pat
 
 export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
   const downloads = new Map<string, Promise<ResolvedArtifact>>();
+  const meters = new Map<string, { -readonly [K in keyof DownloadProgress]: DownloadProgress[K] }>();
 
   /**
    * Writes a stream into the cache as `<release>/<file>`: to a temporary name while hashing, then
    * renamed into place with its `.sha256` — or removed, on any failure.
    */
-  async function materialize(release: UbuntuRelease, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
-    const dir = join(o.cacheDir, release);
+  async function materialize(release: UbuntuRelease, arch: InstallerArch, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
+    const dir = join(o.cacheDir, subdir(release, arch));
     const final = join(dir, file);
     const tmp = join(dir, `.${file}.part-${process.pid}-${randomBytes(4).toString('hex')}`);
     const started = Date.now();
@@ -100,16 +127,20 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     let idle: NodeJS.Timeout = setTimeout(stall, o.fetchIdleTimeoutMs);
     const hash = createHash('sha256');
     let size = 0;
+    const progress = { release, file, from, bytes: 0, total: null as number | null, startedAt: started };
+    meters.set(`${release}/${file}`, progress);
     o.log.info({ release, file, from }, 'caching artifact');
     try {
       await mkdir(dir, { recursive: true });
       const src = await open(abort.signal);
+      progress.total = src.length;
       const meter = new Transform({
         transform(chunk: Buffer, _enc, cb) {
           clearTimeout(idle);
           idle = setTimeout(stall, o.fetchIdleTimeoutMs);
           hash.update(chunk);
           size += chunk.length;
+          progress.bytes = size;
           cb(null, chunk);
         },
       });
@@ -122,7 +153,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       const seconds = (Date.now() - started) / 1000;
       o.log.info({ release, file, from, size, sha256, seconds }, 'artifact cached');
       o.onFetched?.({ release, file, url: from, size, sha256, seconds });
-      return { release, file, path: final, size, source: 'fetched' };
+      return { release, ...archField(arch), file, path: final, size, source: 'fetched' };
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       const why = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
@@ -131,6 +162,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       throw new AppError('unavailable', 'ERR_UPSTREAM', `cannot fetch ${release}/${file} from ${from}: ${abort.signal.aborted ? why : withoutPaths(err)}`);
     } finally {
       clearTimeout(idle);
+      meters.delete(`${release}/${file}`);
     }
   }
 
@@ -143,41 +175,64 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     };
   }
 
+  const tableOf = (arch: InstallerArch): Readonly<Record<UbuntuRelease, ReleaseInstaller>> => (arch === 'arm64' ? (o.arm64Installers ?? DEFAULT_ARM64_INSTALLERS) : o.installers);
+
   /** A file inside the release's ISO (itself local, cached or fetched first). */
-  function fromIso(release: UbuntuRelease, inside: string) {
+  function fromIso(release: UbuntuRelease, arch: InstallerArch, inside: string) {
     return async (): Promise<{ body: Readable; length: number | null }> => {
-      const iso = o.installers[release].iso;
-      if (!iso) throw new Error(`Ubuntu ${release} has no ISO configured`);
-      const art = await resolve(release, iso);
+      const iso = tableOf(arch)[release].iso;
+      if (!iso) throw new Error(`Ubuntu ${release} (${arch}) has no ISO configured`);
+      const art = await resolve(release, iso, arch);
       const at = await locateInIso(art.path, inside);
       return { body: createReadStream(art.path, { start: at.offset, end: at.offset + at.size - 1 }), length: at.size };
     };
   }
 
-  async function resolve(release: string, file: string): Promise<ResolvedArtifact> {
+  async function resolve(release: string, file: string, archName = 'amd64'): Promise<ResolvedArtifact> {
     if (!isRelease(release)) throw notFound('ERR_UNKNOWN_RELEASE', `no Ubuntu release "${release.slice(0, 20)}" (known: ${UBUNTU_RELEASES.join(', ')})`);
+    if (!(INSTALLER_ARCHES as readonly string[]).includes(archName)) throw notFound('ERR_UNKNOWN_ARCH', `no installer architecture "${archName.slice(0, 20)}" (known: ${INSTALLER_ARCHES.join(', ')})`);
+    const arch = archName as InstallerArch;
     if (!ARTIFACT_NAME.test(file)) throw notFound('ERR_UNKNOWN_ARTIFACT', 'artifact names are plain file names');
-    const local = await fileIn(o.artifactsDir, release, file);
-    if (local) return { release, file, ...local, source: 'local' };
-    const cached = await fileIn(o.cacheDir, release, file);
-    if (cached) return { release, file, ...cached, source: 'cache' };
-    const inst = o.installers[release];
+    const where = subdir(release, arch);
+    const local = await fileIn(o.artifactsDir, where, file);
+    if (local) return { release, ...archField(arch), file, ...local, source: 'local' };
+    const cached = await fileIn(o.cacheDir, where, file);
+    if (cached) return { release, ...archField(arch), file, ...cached, source: 'cache' };
+    const inst = tableOf(arch)[release];
     const upstream = inst.upstream[file];
-    if (!upstream) throw notFound('ERR_UNKNOWN_ARTIFACT', `no artifact ${release}/${file}: not in the artifacts directory and no upstream is configured for it`);
-    const key = `${release}/${file}`;
+    if (!upstream) throw notFound('ERR_UNKNOWN_ARTIFACT', `no artifact ${where}/${file}: not in the artifacts directory and no upstream is configured for it`);
+    const key = `${where}/${file}`;
     let p = downloads.get(key);
     if (!p) {
-      const open = upstream.startsWith('iso:') ? fromIso(release, upstream.slice(4)) : fromUrl(upstream);
-      p = materialize(release, file, upstream.startsWith('iso:') ? `${inst.iso ?? '?'}:${upstream.slice(4)}` : upstream, open, inst.sha256[file]).finally(() => downloads.delete(key));
+      const open = upstream.startsWith('iso:') ? fromIso(release, arch, upstream.slice(4)) : fromUrl(upstream);
+      p = materialize(release, arch, file, upstream.startsWith('iso:') ? `${inst.iso ?? '?'}:${upstream.slice(4)}` : upstream, open, inst.sha256[file]).finally(() => downloads.delete(key));
       downloads.set(key, p);
     }
     return p;
   }
 
+  async function locate(release: string, file: string): Promise<ArtifactLocation> {
+    if (!isRelease(release)) return { source: 'none', message: `no Ubuntu release "${release.slice(0, 20)}"` };
+    if (!ARTIFACT_NAME.test(file)) return { source: 'none', message: 'artifact names are plain file names' };
+    const local = await fileIn(o.artifactsDir, release, file);
+    if (local) return { source: 'local', ...local };
+    const cached = await fileIn(o.cacheDir, release, file);
+    if (cached) return { source: 'cache', ...cached };
+    const upstream = o.installers[release].upstream[file];
+    if (!upstream) return { source: 'none', message: `not in the artifacts directory (${join(release, file)}) and no upstream is configured for it` };
+    if (upstream.startsWith('iso:')) return { source: 'iso', iso: o.installers[release].iso ?? '?', path: upstream.slice(4) };
+    return { source: 'upstream', url: upstream };
+  }
+
   return {
     resolve,
+    locate,
     inFlight() {
       return downloads.size;
+    },
+    progress(release, file) {
+      const m = meters.get(`${release}/${file}`);
+      return m ? { ...m } : null;
     },
   };
 }
@@ -190,6 +245,15 @@ function withoutPaths(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   if (typeof e?.code === 'string' && typeof e.syscall === 'string') return `the artifacts cache: ${e.syscall} failed (${e.code})`;
   return errorMessage(err);
+}
+
+/** amd64 files stay where they always were (`<release>/`); others under `<release>/<arch>/`. */
+function subdir(release: UbuntuRelease, arch: InstallerArch): string {
+  return arch === 'amd64' ? release : join(release, arch);
+}
+
+function archField(arch: InstallerArch): { arch?: InstallerArch } {
+  return arch === 'amd64' ? {} : { arch };
 }
 
 /** The recorded SHA-256 of a cached file, if any. */

@@ -20,6 +20,8 @@ export interface BootQuery {
   readonly uuid: string | null;
   /** How many times a waiting machine has asked (1 on the first). */
   readonly attempt: number;
+  /** Signed GRUB's `$lockdown` (`y` when Secure Boot is enforced); null when not given. */
+  readonly lockdown?: boolean | null;
 }
 
 export class BootQueryError extends Error {
@@ -62,7 +64,45 @@ export function parseBootQuery(q: Record<string, unknown>): BootQuery {
     platform: platform !== null && (PLATFORMS as readonly string[]).includes(platform) ? (platform as Platform) : null,
     uuid: uuid !== null && UUID.test(uuid) ? uuid.toLowerCase() : null,
     attempt,
+    lockdown: lockdownOf(one(q, 'lockdown')),
   };
+}
+
+function lockdownOf(v: string | null): boolean | null {
+  return v === 'y' ? true : v === 'n' ? false : null;
+}
+
+/**
+ * GRUB's per-machine config name, as racksmith's `grub/grub.cfg` asks for it over TFTP (or HTTP):
+ * GRUB's own per-MAC name, `grub.cfg-01-<mac with dashes>` (GRUB manual, "Network"; the `01` is
+ * the ARP hardware type, as PXELINUX spells it), then the same query as `/boot.ipxe`.
+ */
+export const GRUB_CONFIG_NAME = /^grub\/grub\.cfg-01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})(?:\?(.*))?$/i;
+
+/** The query of a per-machine GRUB config name, or null when the name is not one. */
+export function grubConfigQuery(name: string): Record<string, unknown> | null {
+  const m = GRUB_CONFIG_NAME.exec(name);
+  if (!m) return null;
+  const q: Record<string, unknown> = {};
+  for (const part of (m[2] ?? '').split('&')) {
+    if (!part) continue;
+    const eq = part.indexOf('=');
+    const key = safeDecode(eq < 0 ? part : part.slice(0, eq));
+    const value = safeDecode(eq < 0 ? '' : part.slice(eq + 1));
+    if (key === null || value === null || key === 'mac') continue;
+    // A repeated key is refused by the parser, as over HTTP.
+    q[key] = key in q ? [q[key], value] : value;
+  }
+  q['mac'] = m[1];
+  return q;
+}
+
+function safeDecode(s: string): string | null {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
 }
 
 export function firmwareOf(platform: Platform | null): Firmware | null {

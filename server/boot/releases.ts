@@ -17,8 +17,14 @@ import type { UbuntuRelease } from '../inventory/model.js';
  */
 export type InstallerKind = 'debian-installer' | 'subiquity';
 
+/** Debian's architecture names, as the installers' upstream paths spell them. */
+export const INSTALLER_ARCHES = ['amd64', 'arm64'] as const;
+export type InstallerArch = (typeof INSTALLER_ARCHES)[number];
+
 export interface ReleaseInstaller {
   readonly release: UbuntuRelease;
+  /** Absent: amd64 (the table racksmith started with). */
+  readonly arch?: InstallerArch;
   readonly kind: InstallerKind;
   readonly kernel: string;
   readonly initrd: string;
@@ -86,4 +92,67 @@ export function resolveInstallers(overrides: InstallerOverrides): Record<UbuntuR
 /** The files a release's installer is made of (what `/artifacts/<release>/` fetches from upstream). */
 export function artifactFiles(r: ReleaseInstaller): string[] {
   return [r.kernel, r.initrd, ...(r.iso ? [r.iso] : [])];
+}
+
+// ── arm64 ────────────────────────────────────────────────────────────────────────────────────
+// Ubuntu publishes arm64 installers on cdimage (ubuntu-ports for d-i): the same kinds of files
+// under other names. Keyed by (release, arch) so that an ARM64 machine is never handed amd64
+// files; a later `os` key (Debian) slots in beside the release.
+
+const BIONIC_NETBOOT_ARM64 = 'http://ports.ubuntu.com/ubuntu-ports/dists/bionic-updates/main/installer-arm64/current/images/netboot/ubuntu-installer/arm64/';
+
+function subiquityArm64(release: UbuntuRelease, point: string, netboot: boolean): ReleaseInstaller {
+  const iso = `ubuntu-${point}-live-server-arm64.iso`;
+  const base = `https://cdimage.ubuntu.com/releases/${point}/release/`;
+  return {
+    release,
+    arch: 'arm64',
+    kind: 'subiquity',
+    kernel: 'vmlinuz',
+    initrd: 'initrd',
+    iso,
+    upstream: {
+      [iso]: `${base}${iso}`,
+      ...(netboot ? { vmlinuz: `${base}netboot/arm64/linux`, initrd: `${base}netboot/arm64/initrd` } : fromIso()),
+    },
+    sha256: {},
+  };
+}
+
+export const DEFAULT_ARM64_INSTALLERS: Readonly<Record<UbuntuRelease, ReleaseInstaller>> = {
+  '18.04': {
+    release: '18.04',
+    arch: 'arm64',
+    kind: 'debian-installer',
+    kernel: 'linux',
+    initrd: 'initrd.gz',
+    iso: null,
+    upstream: { linux: `${BIONIC_NETBOOT_ARM64}linux`, 'initrd.gz': `${BIONIC_NETBOOT_ARM64}initrd.gz` },
+    sha256: {},
+  },
+  '20.04': subiquityArm64('20.04', '20.04.5', false),
+  '22.04': subiquityArm64('22.04', '22.04.5', false),
+  '24.04': subiquityArm64('24.04', '24.04.4', true),
+};
+
+/** iPXE's/GRUB's CPU word → Debian's architecture name; anything else is amd64's table. */
+export function installerArchOf(cpu: string | null | undefined): InstallerArch {
+  return cpu === 'arm64' || cpu === 'aarch64' ? 'arm64' : 'amd64';
+}
+
+/** Installer tables by architecture. */
+export type InstallerTables = Readonly<Record<InstallerArch, Readonly<Record<UbuntuRelease, ReleaseInstaller>>>>;
+
+export function installerTables(amd64: Readonly<Record<UbuntuRelease, ReleaseInstaller>>, arm64: Readonly<Record<UbuntuRelease, ReleaseInstaller>> = DEFAULT_ARM64_INSTALLERS): InstallerTables {
+  return { amd64, arm64 };
+}
+
+/** The installer of a release for a machine's architecture. */
+export function installerFor(tables: InstallerTables, release: UbuntuRelease, arch: InstallerArch): ReleaseInstaller {
+  return tables[arch][release];
+}
+
+/** Where a release's artifacts live under `/artifacts/` (and the artifacts directory): `<release>` or `<release>/<arch>`. */
+export function artifactDir(inst: ReleaseInstaller): string {
+  return inst.arch && inst.arch !== 'amd64' ? `${inst.release}/${inst.arch}` : inst.release;
 }

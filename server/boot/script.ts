@@ -2,7 +2,7 @@ import type { Cluster, Machine } from '../inventory/model.js';
 import type { MachineState } from '../inventory/lifecycle.js';
 import { macHexHyphen, type Mac } from '../lib/mac.js';
 import type { BootQuery, Platform } from './query.js';
-import type { ReleaseInstaller } from './releases.js';
+import { artifactDir, type ReleaseInstaller } from './releases.js';
 
 /**
  * Which iPXE script a machine gets, as a pure function of what it sent and what the inventory
@@ -18,6 +18,13 @@ import type { ReleaseInstaller } from './releases.js';
  *   failed                         → wait: an operator has to retry it
  */
 export type BootScriptKind = 'chain' | 'wait' | 'install' | 'local';
+
+/**
+ * The language of the answer: an iPXE script, or a GRUB config for the signed shim → GRUB chain.
+ * Both mean the same for each state; GRUB reads its files from the TFTP server it was loaded from
+ * (the distribution's signed GRUB has no HTTP client), iPXE from racksmith's HTTP.
+ */
+export type BootScriptLoader = 'ipxe' | 'grub';
 
 export interface BootSettings {
   /** `http://<advertise>:<port>` — what machines use to reach racksmith. */
@@ -38,6 +45,8 @@ export interface BootFacts {
   readonly installer: ReleaseInstaller | null;
   /** The machine's seed token in clear (assigned machines only). */
   readonly seedToken: string | null;
+  /** Default `ipxe`. */
+  readonly loader?: BootScriptLoader;
 }
 
 export interface BootDecision {
@@ -67,17 +76,31 @@ function machineQuery(mac: Mac, q: BootQuery, extra: Record<string, string> = {}
   if (q.arch) parts.push(['arch', q.arch]);
   if (q.platform) parts.push(['platform', q.platform]);
   if (q.uuid) parts.push(['uuid', q.uuid]);
+  if (q.lockdown != null) parts.push(['lockdown', q.lockdown ? 'y' : 'n']);
   parts.push(...Object.entries(extra));
   return parts.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
 }
 
-function waitDecision(mac: Mac, q: BootQuery, s: BootSettings, reason: 'unknown' | 'discovered' | 'failed' | 'misconfigured', message: string): BootDecision {
+/** GRUB's name for a machine's own config, relative to its prefix, with the query after it. */
+export function grubConfigName(mac: Mac, q: BootQuery, extra: Record<string, string> = {}): string {
+  const query = machineQuery(mac, q, extra).split('&').slice(1).join('&');
+  return `grub.cfg-01-${macHexHyphen(mac)}${query ? `?${query}` : ''}`;
+}
+
+const TEMPLATES: Record<BootScriptLoader, Record<BootScriptKind, string>> = {
+  ipxe: { chain: 'chain.ipxe.njk', wait: 'wait.ipxe.njk', install: 'install.ipxe.njk', local: 'local.ipxe.njk' },
+  grub: { chain: 'grub.cfg.njk', wait: 'wait.grub.njk', install: 'install.grub.njk', local: 'local.grub.njk' },
+};
+const LABEL: Record<BootScriptLoader, string> = { ipxe: 'iPXE script', grub: 'GRUB config' };
+
+function waitDecision(mac: Mac, q: BootQuery, s: BootSettings, reason: 'unknown' | 'discovered' | 'failed' | 'misconfigured', message: string, loader: BootScriptLoader): BootDecision {
   const attempt = Math.min(q.attempt, s.waitAttempts);
+  const next = { attempt: String(attempt + 1) };
   return {
     kind: 'wait',
-    template: 'wait.ipxe.njk',
+    template: TEMPLATES[loader].wait,
     transition: null,
-    summary: `iPXE script: wait (${message}, attempt ${attempt} of ${s.waitAttempts})`,
+    summary: `${LABEL[loader]}: wait (${message}, attempt ${attempt} of ${s.waitAttempts})`,
     context: {
       mac,
       reason,
@@ -85,7 +108,7 @@ function waitDecision(mac: Mac, q: BootQuery, s: BootSettings, reason: 'unknown'
       attempt,
       attempts: s.waitAttempts,
       waitSeconds: s.waitSeconds,
-      nextUrl: `${bootUrl(s)}?${machineQuery(mac, q, { attempt: String(attempt + 1) })}`,
+      nextUrl: loader === 'grub' ? grubConfigName(mac, q, next) : `${bootUrl(s)}?${machineQuery(mac, q, next)}`,
     },
   };
 }
@@ -118,7 +141,7 @@ export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl:
     'root=/dev/ram0',
     'ramdisk_size=1500000',
     'ip=dhcp',
-    `url=${s.baseUrl}/artifacts/${inst.release}/${inst.iso ?? ''}`,
+    `url=${s.baseUrl}/artifacts/${artifactDir(inst)}/${inst.iso ?? ''}`,
     'autoinstall',
     `ds=nocloud-net;s=${seedUrl}`,
     'cloud-config-url=/dev/null',
@@ -133,46 +156,52 @@ function localTemplatePlatform(q: BootQuery, machine: Machine): Platform {
 
 export function decideBootScript(f: BootFacts, s: BootSettings): BootDecision {
   const { query: q, machine } = f;
+  const loader = f.loader ?? 'ipxe';
+  const label = LABEL[loader];
   if (q.mac === null) {
     return {
       kind: 'chain',
-      template: 'chain.ipxe.njk',
+      template: TEMPLATES[loader].chain,
       transition: null,
-      summary: 'iPXE script: chain',
+      summary: `${label}: chain`,
       context: { bootUrl: bootUrl(s), tries: s.chainTries, retrySeconds: s.retrySeconds },
     };
   }
-  if (machine === null) return waitDecision(q.mac, q, s, 'unknown', 'waiting for a role');
-  if (machine.state === 'discovered') return waitDecision(q.mac, q, s, 'discovered', 'waiting for a role');
-  if (machine.state === 'failed') return waitDecision(q.mac, q, s, 'failed', `failed at ${sanitize(machine.failedStep ?? 'an unknown step')}, waiting for an operator`);
+  if (machine === null) return waitDecision(q.mac, q, s, 'unknown', 'waiting for a role', loader);
+  if (machine.state === 'discovered') return waitDecision(q.mac, q, s, 'discovered', 'waiting for a role', loader);
+  if (machine.state === 'failed') return waitDecision(q.mac, q, s, 'failed', `failed at ${sanitize(machine.failedStep ?? 'an unknown step')}, waiting for an operator`, loader);
   if (LOCAL_STATES.includes(machine.state)) {
     return {
       kind: 'local',
-      template: 'local.ipxe.njk',
+      template: TEMPLATES[loader].local,
       transition: null,
-      summary: `iPXE script: boot from local disk (${machine.state})`,
+      summary: `${label}: boot from local disk (${machine.state})`,
       context: { mac: machine.mac, hostname: machine.hostname ?? machine.mac, state: machine.state, platform: localTemplatePlatform(q, machine) },
     };
   }
   if (INSTALL_STATES.includes(machine.state)) {
     const { cluster, installer, seedToken } = f;
     if (!cluster || !installer || !seedToken || !machine.role) {
-      return waitDecision(q.mac, q, s, 'misconfigured', 'assigned but missing its cluster or seed token');
+      return waitDecision(q.mac, q, s, 'misconfigured', 'assigned but missing its cluster or seed token', loader);
     }
     const seedUrl = `${s.baseUrl}/seed/${seedToken}/`;
     const hex = macHexHyphen(machine.mac);
-    const artifact = (file: string): string => `${s.baseUrl}/artifacts/${installer.release}/${file}?mac=${hex}`;
+    // iPXE fetches over HTTP (with the MAC, for the machine's event log); GRUB from the TFTP
+    // server it was loaded from, by path (TFTP tells machines apart by address).
+    const artifact = (file: string): string =>
+      loader === 'grub' ? `/artifacts/${artifactDir(installer)}/${file}` : `${s.baseUrl}/artifacts/${artifactDir(installer)}/${file}?mac=${hex}`;
     return {
       kind: 'install',
-      template: 'install.ipxe.njk',
+      template: TEMPLATES[loader].install,
       transition: 'installer-served',
-      summary: `iPXE script: install Ubuntu ${installer.release} (${installer.kind})`,
+      summary: `${label}: install Ubuntu ${installer.release}${installer.arch && installer.arch !== 'amd64' ? ` ${installer.arch}` : ''} (${installer.kind})`,
       context: {
         mac: machine.mac,
         hostname: machine.hostname ?? machine.mac,
         role: machine.role,
         cluster: cluster.name,
         release: installer.release,
+        arch: installer.arch ?? 'amd64',
         installer: installer.kind,
         kernelUrl: artifact(installer.kernel),
         initrdUrl: artifact(installer.initrd),
@@ -182,7 +211,7 @@ export function decideBootScript(f: BootFacts, s: BootSettings): BootDecision {
       },
     };
   }
-  return waitDecision(q.mac, q, s, 'misconfigured', `in state ${machine.state}`);
+  return waitDecision(q.mac, q, s, 'misconfigured', `in state ${machine.state}`, loader);
 }
 
 /** Free text from the store shown on a console: only the characters the echo filter allows. */

@@ -16,6 +16,22 @@ export class ApiError extends Error {
   }
 }
 
+/** The server's error body (`{"error": {"code", "message"}}`) as an ApiError; any other text as it is. */
+export function apiErrorOf(status: number, text: string): ApiError {
+  let code = 'ERR_HTTP';
+  let message = text.slice(0, 300);
+  let extra: { field?: string; details?: unknown[] } = {};
+  try {
+    const parsed = JSON.parse(text) as { error?: { code?: string; message?: string; field?: string; details?: unknown[] } };
+    code = parsed.error?.code ?? code;
+    message = parsed.error?.message ?? message;
+    extra = { ...(parsed.error?.field !== undefined ? { field: parsed.error.field } : {}), ...(parsed.error?.details !== undefined ? { details: parsed.error.details } : {}) };
+  } catch {
+    /* not JSON: keep the text */
+  }
+  return new ApiError(status, code, message, extra);
+}
+
 export interface ApiClient {
   request<T = unknown>(method: string, path: string, body?: unknown, contentType?: string): Promise<T>;
 }
@@ -46,20 +62,7 @@ export function createApiClient(baseUrl: string, token: TokenSource): ApiClient 
         throw new Error(`cannot reach racksmith at ${base} (${cause}); is "racksmith serve" running? (--url, RACKSMITH_URL)`);
       }
       const text = await res.text();
-      if (!res.ok) {
-        let code = 'ERR_HTTP';
-        let message = text.slice(0, 300);
-        let extra: { field?: string; details?: unknown[] } = {};
-        try {
-          const parsed = JSON.parse(text) as { error?: { code?: string; message?: string; field?: string; details?: unknown[] } };
-          code = parsed.error?.code ?? code;
-          message = parsed.error?.message ?? message;
-          extra = { ...(parsed.error?.field !== undefined ? { field: parsed.error.field } : {}), ...(parsed.error?.details !== undefined ? { details: parsed.error.details } : {}) };
-        } catch {
-          /* not JSON: keep the text */
-        }
-        throw new ApiError(res.status, code, message, extra);
-      }
+      if (!res.ok) throw apiErrorOf(res.status, text);
       if (res.status === 204 || text === '') return undefined as T;
       return (res.headers.get('content-type') ?? '').includes('json') ? (JSON.parse(text) as T) : (text as T);
     },

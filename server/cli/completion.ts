@@ -24,23 +24,28 @@ export const COMMAND_TREE: Readonly<Record<string, Readonly<Record<string, reado
   },
   machines: {
     list: ['--cluster', '--role', '--state', '--rack', ...CLIENT],
-    add: ['--mac', '--hostname', '--role', '--cluster', '--ip', '--rack', '--unit', ...BMC, ...CLIENT],
-    set: ['--hostname', '--role', '--cluster', '--ip', '--rack', '--unit', ...BMC, ...CLIENT],
-    rm: CLIENT,
+    add: ['--mac', '--hostname', '--role', '--cluster', '--ip', '--rack', '--unit', ...BMC, '--sol-capture', '--bmc-driver', '--bmc-system-id', '--bmc-tls-fingerprint', '--bmc-no-verify-tls', '--boot-loader', '--secure-boot', ...CLIENT],
+    set: ['--hostname', '--role', '--cluster', '--ip', '--rack', '--unit', ...BMC, '--boot-loader', '--secure-boot', ...CLIENT],
+    rm: ['--force', ...CLIENT],
     import: ['--update', ...CLIENT],
     events: ['--type', '--limit', ...CLIENT],
     power: ['--action', ...CLIENT],
     reimage: ['--force', '--no-wait', '--timeout', ...CLIENT],
+    identify: ['--off', '--seconds', ...CLIENT],
+    console: ['--follow', '--detach', '--attach', ...CLIENT],
   },
   clusters: {
     list: CLIENT,
-    create: ['--name', '--ubuntu-release', '--kubernetes-version', '--container-runtime', '--cni', '--pod-subnet', '--service-subnet', '--control-plane-endpoint', ...CLIENT],
+    create: ['--name', '--ubuntu-release', '--kubernetes-version', '--container-runtime', '--cni', '--pod-subnet', '--service-subnet', '--control-plane-endpoint', '--vip', ...CLIENT],
     show: CLIENT,
+    preflight: CLIENT,
     delete: CLIENT,
     retry: CLIENT,
     kubeconfig: CLIENT,
+    upgrade: ['--kubernetes-version', '--max-unavailable', '--pause', '--resume', '--abort', '--wait', '--timeout', ...CLIENT],
   },
-  rack: { power: ['--action', '--concurrency', '--delay', '--no-wait', ...CLIENT] },
+  artifacts: { prefetch: CLIENT },
+  rack: { power: ['--action', '--concurrency', '--delay', '--force', '--no-wait', ...CLIENT] },
   watch: ['--cluster', '--rack', ...CLIENT],
   completion: ['bash', 'zsh'],
   settings: ['--markdown'],
@@ -57,10 +62,13 @@ const FLAG_VALUES: Readonly<Record<string, string>> = {
   '--state': 'discovered assigned provisioning installed ready joining joined failed reimaging',
   '--role@token': 'viewer operator admin',
   '--role': 'loadbalancer control-plane worker',
+  '--bmc-driver': 'ipmi redfish',
+  '--boot-loader': 'ipxe shim-grub auto default',
+  '--secure-boot': 'on off unknown',
 };
 
 /** The flags that take no value (everything else consumes the next word). */
-const SWITCHES = new Set(['--json', '--help', '--force', '--no-wait', '--markdown', '--update']);
+const SWITCHES = new Set(['--json', '--help', '--force', '--no-wait', '--markdown', '--update', '--sol-capture', '--bmc-no-verify-tls', '--off', '--follow', '--detach', '--attach', '--pause', '--resume', '--abort', '--wait']);
 
 function bashScript(): string {
   const commands = Object.keys(COMMAND_TREE).join(' ');

@@ -11,11 +11,14 @@ Commands:
   machines list|add|set|rm|import|events
                              the machine inventory and a machine's history, through a running server's API
   machines power|reimage     a machine's power through its BMC; reimage it
+  machines identify|console  its locator LED; its captured serial console (IPMI SOL)
   rack power                 power a whole rack, a few machines at a time, with live progress
   watch [--cluster C] [--rack R] [--json]
                              the machines live: state, boot step, time in state
-  clusters list|create|show|delete|retry|kubeconfig
+  clusters list|create|show|delete|retry|kubeconfig|upgrade
                              clusters, through a running server's API
+  clusters preflight NAME    check every upstream the cluster's machines will use (before power-on)
+  artifacts prefetch CLUSTER cache the installer artifacts the cluster's machines will ask for
   completion bash|zsh        shell completion for commands, flags and their values
   settings [--markdown]      every setting with its flag, environment name and default
   version                    print the version
@@ -64,20 +67,26 @@ export const MACHINES_HELP = `Usage:
   racksmith machines list [--cluster C] [--role R] [--state S] [--rack R]   (an unknown rack or cluster is an error)
   racksmith machines add --mac MAC --hostname H --role loadbalancer|control-plane|worker --cluster C
                          [--ip IP] [--rack R] [--unit U] [--bmc-address A --bmc-username U]
-                         [--bmc-port N] [--bmc-cipher-suite 17|3|…]
+                         [--bmc-port N] [--bmc-cipher-suite 17|3|…] [--sol-capture]
+                         [--bmc-driver redfish --bmc-address https://HOST[:PORT] [--bmc-system-id ID]
+                          [--bmc-tls-fingerprint SHA256 | --bmc-no-verify-tls]]
+                         [--boot-loader ipxe|shim-grub|auto] [--secure-boot on|off|unknown]
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none] [--unit U|none]
                          [--bmc-address A] [--bmc-username U] [--bmc-port N|default]
                          [--bmc-cipher-suite N|default]   (BMC fields not given keep their values)
-  racksmith machines rm MAC
+                         [--boot-loader ipxe|shim-grub|auto|default] [--secure-boot on|off|unknown]
+  racksmith machines rm MAC [--force]   a node leaves its cluster first (drain, etcd, LBs); --force when it no longer answers
   racksmith machines import FILE.csv [--update]
-      header: mac,hostname,role,cluster,ip,rack,unit,bmc_address,bmc_username,bmc_password
-              (optional: unit, bmc_port, bmc_cipher_suite; columns in any order; commas,
-              semicolons, tabs or pipes). --update: machines already known by MAC are updated
-              from the sheet (empty cells keep their values) instead of refused.
+      header: mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password
+              (optional: unit, bmc_port, bmc_cipher_suite, boot_loader, secure_boot; columns in any
+              order; commas, semicolons, tabs or pipes). --update: machines already known by MAC
+              are updated from the sheet (empty cells keep their values) instead of refused.
   racksmith machines events MAC [--type T] [--limit N]
       the machine's history, newest N (default 100): state changes, boot steps, power, orchestration
   racksmith machines power MAC --action on|off|cycle|reset|status
   racksmith machines reimage MAC [--force] [--no-wait] [--timeout SECONDS]
+  racksmith machines identify MAC [--off] [--seconds N]
+  racksmith machines console MAC [--follow] [--detach | --attach]
 
 The BMC password comes from --bmc-password-file FILE (its first line) or RACKSMITH_BMC_PASSWORD,
 else add asks for it on a terminal; --bmc-password P works too but is visible in ps. set changes
@@ -92,10 +101,17 @@ export const CLUSTERS_HELP = `Usage:
   racksmith clusters create --name N --ubuntu-release 18.04|20.04|22.04|24.04 --kubernetes-version V
                             --container-runtime docker|containerd --cni weave|flannel|calico
                             [--pod-subnet CIDR] [--service-subnet CIDR] [--control-plane-endpoint HOST:PORT]
+                            [--vip IP]   (two load balancers share it; the endpoint is then IP:6443)
+      The versions must go together (docs/compatibility.md): e.g. Kubernetes 1.18 on 18.04/20.04
+      with docker or containerd, 1.25+ on 22.04/24.04 with containerd; weave up to 1.23.
   racksmith clusters show NAME           machines, orchestration steps with their durations, what it waits for
+  racksmith clusters preflight NAME      (operator) check every upstream its machines will use; exit 1 on a failure
   racksmith clusters delete NAME         (admin) a cluster without machines
   racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
   racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
+  racksmith clusters upgrade NAME --kubernetes-version V [--max-unavailable N] [--wait [--timeout S]]
+                                         (admin) rolling upgrade by reimage, one minor at a time
+  racksmith clusters upgrade NAME --pause|--resume|--abort   (operator)
 
 Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
 (or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)

@@ -6,6 +6,7 @@ import { readSecret, terminalPrompt } from './secrets.js';
 import { table } from './table.js';
 import { machinePowerCommand, reimageCommand } from './power-commands.js';
 import { checkScope } from './scope.js';
+import { consoleCommand, identifyCommand } from './tech-commands.js';
 
 /** Thin commands over the REST API: what an admin does daily, without curl. */
 
@@ -37,7 +38,10 @@ interface ClusterJson {
   state: string;
   controlPlaneEndpoint: string | null;
   machineCount: number;
+  warnings?: string[];
   machines?: MachineJson[];
+  vip?: string | null;
+  upgrade?: { id: string; from: string; to: string; state: string; reason: string | null; nodes?: Record<string, string> };
   steps?: { id?: string; name?: string; state?: string; machine?: string | null; startedAt?: string | null; endedAt?: string | null; seconds?: number | null; error?: string | null }[];
   orchestration?: { waiting?: string[]; running?: string[]; next?: string[] };
 }
@@ -62,6 +66,8 @@ function unitOf(v: string | boolean | undefined): number {
   return Number(v);
 }
 
+/** What the server warns about (an even number of control-plane nodes), one line each. */
+const warningLines = (ws: readonly string[] | undefined): string => (ws ?? []).map((w) => `warning: ${w}\n`).join('');
 /** `none` clears a field in `set`. */
 const clearable = (v: string | boolean | undefined): string | null | undefined => (typeof v === 'string' ? (v === 'none' ? null : v) : undefined);
 
@@ -119,6 +125,13 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         rack: { type: 'string' },
         unit: { type: 'string' },
         ...BMC_FLAGS,
+        'bmc-driver': { type: 'string' },
+        'bmc-system-id': { type: 'string' },
+        'bmc-tls-fingerprint': { type: 'string' },
+        'bmc-no-verify-tls': { type: 'boolean' },
+        'sol-capture': { type: 'boolean' },
+        'boot-loader': { type: 'string' },
+        'secure-boot': { type: 'string' },
       });
       if (values['help']) return out(MACHINES_HELP);
       const bmcAddress = str(values['bmc-address']);
@@ -132,20 +145,25 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         unit: values['unit'] !== undefined ? unitOf(values['unit']) : undefined,
         bmc: bmcAddress
           ? {
-              driver: 'ipmi',
+              driver: str(values['bmc-driver']) ?? 'ipmi',
               address: bmcAddress,
               port: values['bmc-port'] ? Number(values['bmc-port']) : undefined,
               username: str(values['bmc-username']),
               password: await bmcPassword(values, bmcAddress),
               cipherSuite: values['bmc-cipher-suite'] ? Number(values['bmc-cipher-suite']) : undefined,
+              systemId: str(values['bmc-system-id']),
+              tlsFingerprint: str(values['bmc-tls-fingerprint']),
+              verifyTls: values['bmc-no-verify-tls'] ? false : undefined,
+              solCapture: values['sol-capture'] ? true : undefined,
             }
           : undefined,
+        ...bootOptions(values),
       };
-      const m = await client(values).request<MachineJson>('POST', '/machines', body);
-      return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
+      const m = await client(values).request<MachineJson & { warnings?: string[] }>('POST', '/machines', body);
+      return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
     case 'set': {
-      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, unit: { type: 'string' }, ...BMC_FLAGS }, 1);
+      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, unit: { type: 'string' }, ...BMC_FLAGS, 'boot-loader': { type: 'string' }, 'secure-boot': { type: 'string' } }, 1);
       if (values['help']) return out(MACHINES_HELP);
       const mac = positionals[0];
       if (!mac) throw new UsageError('machines set: give the MAC');
@@ -162,16 +180,19 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       // A password is asked for only when one is given some way: setting other fields keeps the stored one.
       if (values['bmc-password'] !== undefined || values['bmc-password-file'] !== undefined || process.env['RACKSMITH_BMC_PASSWORD']) bmc['password'] = await bmcPassword(values, null);
       if (Object.keys(bmc).length > 0) patch['bmc'] = bmc;
-      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --unit or a --bmc-… flag)');
-      const m = await client(values).request<MachineJson>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
-      return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]));
+      Object.assign(patch, bootOptions(values));
+      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --unit, --boot-loader, --secure-boot or a --bmc-… flag)');
+      const m = await client(values).request<MachineJson & { warnings?: string[] }>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
+      return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
     case 'rm': {
-      const { values, positionals } = parse(rest, COMMON, 1);
+      const { values, positionals } = parse(rest, { ...COMMON, force: { type: 'boolean' } }, 1);
       if (values['help']) return out(MACHINES_HELP);
       const mac = positionals[0];
       if (!mac) throw new UsageError('machines rm: give the MAC');
-      await client(values).request('DELETE', `/machines/${encodeURIComponent(mac)}`);
+      const r = await client(values).request<{ removal?: string; request?: string; cluster?: string } | string>('DELETE', `/machines/${encodeURIComponent(mac)}${values['force'] ? '?force=true' : ''}`);
+      // A node of a cluster leaves it first; its record goes once it is out.
+      if (typeof r === 'object' && r?.removal === 'pending') return out(values['json'] ? JSON.stringify(r, null, 2) + '\n' : `${mac} leaves cluster ${r.cluster ?? '?'} first (request ${r.request ?? '?'}); its record is deleted once it is out: racksmith machines events ${mac}\n`);
       return out(values['json'] ? JSON.stringify({ deleted: mac }) + '\n' : `deleted ${mac}\n`);
     }
     case 'import': {
@@ -185,7 +206,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       } catch (err) {
         throw new Error(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
-      const result = await client(values).request<{ imported: number; created: number; updated: number; unchanged: number; delimiter: string; machines: MachineJson[] }>(
+      const result = await client(values).request<{ imported: number; created: number; updated: number; unchanged: number; delimiter: string; machines: MachineJson[]; warnings?: string[] }>(
         'POST',
         `/machines/import${values['update'] ? '?mode=upsert' : ''}`,
         text,
@@ -193,7 +214,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       );
       if (values['json']) return out(JSON.stringify(result, null, 2) + '\n');
       const how = values['update'] ? ` (${result.created} new, ${result.updated} updated, ${result.unchanged} unchanged)` : '';
-      return out(`imported ${result.imported} machine(s)${how}\n` + machineRows(result.machines));
+      return out(`imported ${result.imported} machine(s)${how}\n` + machineRows(result.machines) + warningLines(result.warnings));
     }
     case 'events': {
       const { values, positionals } = parse(rest, { ...COMMON, type: { type: 'string' }, limit: { type: 'string' } }, 1);
@@ -213,19 +234,23 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
     }
     case 'power':
       return machinePowerCommand(rest, client, out);
+    case 'identify':
+      return identifyCommand(rest, client, out);
+    case 'console':
+      return consoleCommand(rest, client, out);
     case 'reimage': {
       const code = await reimageCommand(rest, client, out);
       if (code !== 0) process.exitCode = code;
       return;
     }
     default:
-      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, events, power, reimage)`);
+      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, events, power, reimage, identify, console)`);
   }
 }
 
 export async function clustersCommand(args: readonly string[], client: ClientFactory, out: Out): Promise<void> {
   const [sub, ...rest] = args;
-  if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show, delete, retry, kubeconfig)');
+  if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show, preflight, delete, retry, kubeconfig, upgrade)');
   if (sub === '--help' || sub === '-h') return out(CLUSTERS_HELP);
   const clusterRows = (cs: readonly ClusterJson[]): string =>
     table(['name', 'ubuntu', 'kubernetes', 'runtime', 'cni', 'endpoint', 'machines', 'state'], cs.map((c) => [c.name, c.ubuntuRelease, c.kubernetesVersion, c.containerRuntime, c.cni, c.controlPlaneEndpoint, c.machineCount, c.state]));
@@ -237,7 +262,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(cs, null, 2) + '\n' : clusterRows(cs));
     }
     case 'create': {
-      const fields = ['name', 'ubuntu-release', 'kubernetes-version', 'container-runtime', 'cni', 'pod-subnet', 'service-subnet', 'control-plane-endpoint'];
+      const fields = ['name', 'ubuntu-release', 'kubernetes-version', 'container-runtime', 'cni', 'pod-subnet', 'service-subnet', 'control-plane-endpoint', 'vip'];
       const { values } = parse(rest, { ...COMMON, ...Object.fromEntries(fields.map((f) => [f, { type: 'string' as const }])) });
       if (values['help']) return out(CLUSTERS_HELP);
       const body = Object.fromEntries(fields.map((f) => [f.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), str(values[f])]).filter(([, v]) => v !== undefined));
@@ -251,7 +276,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       if (!name) throw new UsageError('clusters show: give the cluster name');
       const c = await client(values).request<ClusterJson>('GET', `/clusters/${encodeURIComponent(name)}`);
       if (values['json']) return out(JSON.stringify(c, null, 2) + '\n');
-      let text = clusterRows([c]) + '\n' + machineRows(c.machines ?? []);
+      let text = clusterRows([c]) + warningLines(c.warnings) + '\n' + machineRows(c.machines ?? []);
       if (c.steps && c.steps.length > 0) {
         text += '\n' + table(['step', 'machine', 'state', 'started', 'took', 'error'], c.steps.map((s) => [s.id ?? s.name, s.machine, s.state, s.startedAt?.replace(/\.\d+Z$/, 'Z') ?? null, duration(s.seconds), s.error ?? null]));
       }
@@ -283,7 +308,78 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       if (!name) throw new UsageError('clusters kubeconfig: give the cluster name');
       return out(await client(values).request<string>('GET', `/clusters/${encodeURIComponent(name)}/kubeconfig`));
     }
+    case 'upgrade': {
+      const code = await upgradeCommand(rest, client, out);
+      if (code !== 0) process.exitCode = code;
+      return;
+    }
     default:
-      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, delete, retry, kubeconfig)`);
+      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, preflight, delete, retry, kubeconfig, upgrade)`);
   }
+}
+
+/**
+ * `clusters upgrade NAME --kubernetes-version V [--max-unavailable N] [--wait [--timeout S]]`, or
+ * `--pause|--resume|--abort`. With --wait it follows the upgrade, one line per node change, and
+ * exits 0 when it is done, 1 when it stopped (aborted, or waiting on a failure), 2 on timeout.
+ */
+async function upgradeCommand(rest: readonly string[], client: ClientFactory, out: Out): Promise<number> {
+  const { values, positionals } = parse(
+    rest,
+    { ...COMMON, 'kubernetes-version': { type: 'string' }, 'max-unavailable': { type: 'string' }, pause: { type: 'boolean' }, resume: { type: 'boolean' }, abort: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' } },
+    1,
+  );
+  if (values['help']) {
+    out(CLUSTERS_HELP);
+    return 0;
+  }
+  const name = positionals[0];
+  if (!name) throw new UsageError('clusters upgrade: give the cluster name');
+  const c = client(values);
+  const path = `/clusters/${encodeURIComponent(name)}/upgrade`;
+  const actions = (['pause', 'resume', 'abort'] as const).filter((a) => values[a]);
+  if (actions.length > 1) throw new UsageError('clusters upgrade: one of --pause, --resume, --abort');
+  const version = str(values['kubernetes-version']);
+  if (actions.length === 0 && !version) throw new UsageError('clusters upgrade: give --kubernetes-version (or --pause, --resume, --abort)');
+  const max = str(values['max-unavailable']);
+  if (max !== undefined && !/^\d+$/.test(max)) throw new UsageError('clusters upgrade: --max-unavailable takes a whole number');
+  const r = actions[0]
+    ? await c.request<{ upgrade: NonNullable<ClusterJson['upgrade']> }>('POST', `${path}/${actions[0]}`, {})
+    : await c.request<{ upgrade: NonNullable<ClusterJson['upgrade']> }>('POST', path, { kubernetesVersion: version, ...(max ? { maxUnavailable: Number(max) } : {}) });
+  if (values['json'] && !values['wait']) {
+    out(JSON.stringify(r, null, 2) + '\n');
+    return 0;
+  }
+  out(`upgrade ${r.upgrade.id} of ${name}: ${r.upgrade.from} → ${r.upgrade.to}, ${r.upgrade.state}\n`);
+  if (!values['wait']) return 0;
+  const timeoutMs = Number(str(values['timeout']) ?? 7200) * 1000;
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    const v = await c.request<ClusterJson>('GET', `/clusters/${encodeURIComponent(name)}`);
+    const u = v.upgrade;
+    const line = u ? `${u.state}: ${Object.entries(u.nodes ?? {}).map(([n, s]) => `${n} ${s}`).join(', ')}${v.orchestration?.waiting?.[0] ? ` — ${v.orchestration.waiting[0]}` : ''}` : 'no upgrade';
+    if (line !== last) out(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
+    last = line;
+    if (!u || u.state === 'done') {
+      out(`cluster ${name} runs Kubernetes ${v.kubernetesVersion}\n`);
+      return 0;
+    }
+    if (u.state === 'aborted' || u.state === 'failed' || v.orchestration?.waiting?.some((w) => w.startsWith('upgrade stopped'))) return 1;
+    if (Date.now() > deadline) return 2;
+    await new Promise((res) => setTimeout(res, 2000));
+  }
+}
+
+/** `--boot-loader ipxe|shim-grub|auto|default` and `--secure-boot on|off|unknown` as API fields. */
+function bootOptions(values: Record<string, unknown>): { bootLoader?: string | null; secureBoot?: boolean | null } {
+  const out: { bootLoader?: string | null; secureBoot?: boolean | null } = {};
+  const loader = values['boot-loader'];
+  if (typeof loader === 'string') out.bootLoader = loader === 'default' ? null : loader;
+  const sb = values['secure-boot'];
+  if (typeof sb === 'string') {
+    if (!['on', 'off', 'unknown'].includes(sb)) throw new UsageError('--secure-boot: on, off or unknown');
+    out.secureBoot = sb === 'unknown' ? null : sb === 'on';
+  }
+  return out;
 }

@@ -2,6 +2,7 @@ import type { ApiClient } from './client.js';
 import { parse, UsageError, type Options } from './args.js';
 import type { ClientFactory } from './inventory-commands.js';
 import { table } from './table.js';
+import { prefetchLine, type PrefetchItem } from '../artifacts/prefetch.js';
 
 /**
  * Power from the command line: one machine's power, a reimage that follows its progress, and a
@@ -14,12 +15,17 @@ const COMMON: Options = { url: { type: 'string' }, token: { type: 'string' }, 't
 const ACTIONS = ['on', 'off', 'cycle', 'reset', 'status'];
 
 export const RACK_HELP = `Usage:
-  racksmith rack power RACK --action on|off|cycle|reset|status [--concurrency N] [--delay SECONDS] [--no-wait]
+  racksmith rack power RACK --action on|off|cycle|reset|status [--concurrency N] [--delay SECONDS] [--force] [--no-wait]
 
 Powers every machine of the rack through its BMC, N at a time (default: the server's
 rack-power-concurrency) with SECONDS between two machines' starts (default for on/cycle/reset:
 the server's rack-power-delay-seconds; 0 for off/status). Shows the progress until the job is
 done; exits 1 when a machine failed.
+
+Before a power-on (on, cycle, reset) of machines that will install, racksmith runs the preflight
+of their clusters (see "racksmith clusters preflight") and refuses when a check fails, then
+caches their installer artifacts (shown as "prefetch" lines) before the first machine starts.
+--force skips both: the machines start at once and fetch what they need themselves.
 
 Common: --url URL (RACKSMITH_URL) --json; the API token from --token-file FILE or RACKSMITH_TOKEN
 (or asked for on a terminal; --token TOKEN works too, but a flag is visible to every user in ps)
@@ -56,6 +62,7 @@ interface JobItemJson {
 }
 
 interface JobJson {
+  prefetch?: { state: string; clusters: string[]; items: PrefetchItem[]; error: string | null } | null;
   id: string;
   rack: string;
   action: string;
@@ -154,7 +161,7 @@ export async function rackCommand(args: readonly string[], client: ClientFactory
     return sub ? 0 : 2;
   }
   if (sub !== 'power') throw new UsageError(`rack: unknown subcommand "${sub}" (power)`);
-  const { values, positionals } = parse(rest, { ...COMMON, action: { type: 'string' }, concurrency: { type: 'string' }, delay: { type: 'string' }, 'no-wait': { type: 'boolean' } }, 1);
+  const { values, positionals } = parse(rest, { ...COMMON, action: { type: 'string' }, concurrency: { type: 'string' }, delay: { type: 'string' }, force: { type: 'boolean' }, 'no-wait': { type: 'boolean' } }, 1);
   if (values['help']) {
     out(RACK_HELP);
     return 0;
@@ -165,6 +172,7 @@ export async function rackCommand(args: readonly string[], client: ClientFactory
     action: action(values['action'], 'rack power'),
     concurrency: num(values['concurrency'], 'concurrency', 1, 64),
     delaySeconds: num(values['delay'], 'delay', 0, 600),
+    ...(values['force'] ? { force: true } : {}),
   };
   const api = client(values);
   let job = await api.request<JobJson>('POST', `/racks/${encodeURIComponent(rack)}/power`, body);
@@ -176,14 +184,23 @@ export async function rackCommand(args: readonly string[], client: ClientFactory
   }
   const seen = new Map<string, string>();
   let drawn = 0;
+  /** The power-on's first phase: one line per installer artifact as it moves. */
+  const prefetchLines = (): string[] =>
+    job.prefetch && (job.prefetch.state === 'running' || job.prefetch.items.some((i) => i.state !== 'done' || i.bytes > 0)) ? job.prefetch.items.map((i) => `prefetch ${prefetchLine(i)}`) : [];
   const show = (): void => {
     if (json) return;
     if (isTTY) {
-      const text = jobTable(job) + countsLine(job) + '\n';
+      const text = prefetchLines().map((l) => l + '\n').join('') + jobTable(job) + countsLine(job) + '\n';
       // Redraw in place: up over the last drawing, clear to the end of the screen.
       out((drawn > 0 ? `\x1b[${drawn}A\x1b[J` : '') + text);
       drawn = text.split('\n').length - 1;
       return;
+    }
+    for (const [i, l] of prefetchLines().entries()) {
+      const key = `prefetch:${job.prefetch?.items[i]?.release ?? ''}/${job.prefetch?.items[i]?.file ?? ''}`;
+      if (seen.get(key) === l) continue;
+      seen.set(key, l);
+      out(`${time()}  ${l}\n`);
     }
     for (const m of job.machines) {
       const line = `${m.state}${m.result ? ' ' + m.result : ''}${m.error ? ` ${m.error.code}: ${m.error.message}` : ''}`;

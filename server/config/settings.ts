@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { parseIPv4, parseRange } from '../lib/ipv4.js';
 import { isSecretKeyText } from '../lib/secrets.js';
+import { BOOT_LOADERS } from '../inventory/model.js';
+import { floatingManifest } from '../clusters/compatibility.js';
 
 /**
  * Every setting racksmith reads, in one table: its YAML/flag name (kebab case), its environment
@@ -37,6 +39,8 @@ const jsonObject = <T extends z.ZodType>(schema: T) =>
       return v;
     }
   }, schema);
+/** A CNI manifest: pinned (`{version}` from the compatibility table, or a fixed file), never "latest". */
+const manifestUrl = z.url().refine((s) => !floatingManifest(s), 'expected a pinned manifest URL ({version} or a fixed release), not "latest"');
 const artifactName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'expected a plain file name');
 /** Per-release overrides of the installer table in server/boot/releases.ts. */
 const installerOverrides = z.partialRecord(
@@ -99,6 +103,8 @@ export const SETTINGS = {
     help: 'unknown PXE clients DHCP may add as discovered machines per hour on one segment (the served interface, or one relay); past it they are answered but not recorded, and counted',
   },
   efiBootfile: { env: 'RACKSMITH_EFI_BOOTFILE', schema: z.enum(['ipxe.efi', 'snponly.efi']), default: 'ipxe.efi', help: 'iPXE binary for x64 UEFI PXE clients' },
+  bootLoader: { env: 'RACKSMITH_BOOT_LOADER', schema: z.enum(BOOT_LOADERS), default: 'ipxe', help: 'UEFI boot loader for machines without their own bootLoader: ipxe, shim-grub (signed shim → GRUB, for Secure Boot) or auto (shim-grub for machines marked secureBoot)' },
+  signedBootDir: { env: 'RACKSMITH_SIGNED_BOOT_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'folder with <arch>/shim*.efi and grub*.efi (x86_64, arm64) taken before the Debian package paths; see docs/boot-chain.md' },
   tftpPort: { env: 'RACKSMITH_TFTP_PORT', schema: port, default: 69, help: 'TFTP listen port; 0 turns TFTP off' },
   tftpRoot: { env: 'RACKSMITH_TFTP_ROOT', schema: z.string().min(1), default: '/usr/lib/ipxe', help: 'TFTP root for boot binaries (plus generated files)' },
   tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: integer(512, 65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },
@@ -112,6 +118,7 @@ export const SETTINGS = {
   artifactsDir: { env: 'RACKSMITH_ARTIFACTS_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'installer artifacts on local disk (default: <data dir>/artifacts)' },
   installers: { env: 'RACKSMITH_INSTALLERS', schema: jsonObject(installerOverrides).optional(), default: undefined, help: 'per-release installer artifact names and upstream URLs (JSON/YAML), merged over the built-in table; see docs/boot-chain.md' },
   artifactsFetchTimeoutSeconds: { env: 'RACKSMITH_ARTIFACTS_FETCH_TIMEOUT_SECONDS', schema: integer(1, 3600), default: 60, help: 'an upstream artifact download that stalls this long is abandoned' },
+  preflightTimeoutSeconds: { env: 'RACKSMITH_PREFLIGHT_TIMEOUT_SECONDS', schema: integer(1, 600), default: 15, help: 'preflight: how long one upstream request (a Release file, a Packages index, a manifest) may take' },
   ubuntuMirror: { env: 'RACKSMITH_UBUNTU_MIRROR', schema: url, default: 'http://archive.ubuntu.com/ubuntu', help: 'Ubuntu archive the installers and nodes use' },
   kubernetesRepo: { env: 'RACKSMITH_KUBERNETES_REPO', schema: url, default: 'https://pkgs.k8s.io/core:/stable:', help: 'pkgs.k8s.io base (Kubernetes >= 1.24): <base>/v1.MINOR/deb/ and its Release.key' },
   kubernetesLegacyRepo: { env: 'RACKSMITH_KUBERNETES_LEGACY_REPO', schema: url, default: 'https://apt.kubernetes.io/', help: 'legacy Kubernetes apt repository for < 1.24 (suite kubernetes-xenial; upstream is gone, point it at a mirror)' },
@@ -126,6 +133,9 @@ export const SETTINGS = {
   powerTimeoutSeconds: { env: 'RACKSMITH_POWER_TIMEOUT_SECONDS', schema: integer(2, 600), default: 30, help: 'deadline for one BMC operation, every retry and cipher-suite fallback included' },
   powerRetries: { env: 'RACKSMITH_POWER_RETRIES', schema: integer(0, 10), default: 2, help: 'extra attempts after a BMC did not answer or was busy (backoff 0.5 s, doubling)' },
   powerMaxInFlight: { env: 'RACKSMITH_POWER_MAX_IN_FLIGHT', schema: integer(1, 256), default: 8, help: 'BMC commands in flight at once over all BMCs (one per BMC always)' },
+  redfishSessionIdleSeconds: { env: 'RACKSMITH_REDFISH_SESSION_IDLE_SECONDS', schema: integer(30, 3600), default: 60, help: 'a Redfish session unused this long is deleted on the BMC (BMCs have few session slots)' },
+  solCaptureRacks: { env: 'RACKSMITH_SOL_CAPTURE_RACKS', schema: z.string().max(4096).regex(/^[A-Za-z0-9_.,* -]*$/, 'rack names separated by commas, or *'), default: '', help: 'racks whose machines get their serial console captured over IPMI SOL while they install (comma-separated, * for all; a machine\'s bmc.solCapture wins)' },
+  solRetrySeconds: { env: 'RACKSMITH_SOL_RETRY_SECONDS', schema: integer(1, 3600), default: 30, help: 'serial console capture: seconds before asking again for a SOL session someone else holds, or after a failure' },
   rackPowerConcurrency: { env: 'RACKSMITH_RACK_POWER_CONCURRENCY', schema: integer(1, 64), default: 4, help: 'rack power jobs: machines handled at once, unless the request says' },
   rackPowerDelaySeconds: { env: 'RACKSMITH_RACK_POWER_DELAY_SECONDS', schema: integer(0, 600), default: 2, help: 'rack power on/cycle/reset: seconds between two machines\' starts, unless the request says' },
   reimageRemovalTimeoutSeconds: { env: 'RACKSMITH_REIMAGE_REMOVAL_TIMEOUT_SECONDS', schema: integer(5, 86_400), default: 900, help: 'reimage: how long to wait for the orchestrator to remove the node from its cluster' },
@@ -140,9 +150,11 @@ export const SETTINGS = {
   orchestratorWorkerConcurrency: { env: 'RACKSMITH_ORCHESTRATOR_WORKER_CONCURRENCY', schema: integer(1, 200), default: 5, help: 'workers joined in parallel' },
   orchestratorLockSeconds: { env: 'RACKSMITH_ORCHESTRATOR_LOCK_SECONDS', schema: integer(3, 3600), default: 60, help: 'lifetime of a cluster lock (renewed while driving); another instance may take over after it' },
   orchestratorCertMarginMinutes: { env: 'RACKSMITH_ORCHESTRATOR_CERT_MARGIN_MINUTES', schema: integer(1, 110), default: 20, help: 'uploaded control-plane certificates expire after 2 h; they are uploaded again before a control join when older than 2 h minus this' },
-  cniManifestWeave: { env: 'RACKSMITH_CNI_MANIFEST_WEAVE', schema: z.url(), default: 'https://github.com/weaveworks/weave/releases/download/v2.8.1/weave-daemonset-k8s.yaml', help: "Weave Net manifest (the project's last release; the 1.18 path)" },
-  cniManifestFlannel: { env: 'RACKSMITH_CNI_MANIFEST_FLANNEL', schema: z.url(), default: 'https://github.com/flannel-io/flannel/releases/latest/download/kube-flannel.yml', help: 'Flannel manifest (kubectl apply -f)' },
-  cniManifestCalico: { env: 'RACKSMITH_CNI_MANIFEST_CALICO', schema: z.url(), default: 'https://raw.githubusercontent.com/projectcalico/calico/v3.28.2/manifests/calico.yaml', help: 'Calico manifest (kubectl apply -f)' },
+  cniManifestWeave: { env: 'RACKSMITH_CNI_MANIFEST_WEAVE', schema: manifestUrl, default: 'https://github.com/weaveworks/weave/releases/download/{version}/weave-daemonset-k8s.yaml', help: "Weave Net manifest; {version} is the release pinned for the cluster's Kubernetes version (v2.8.1, the project's last; the 1.18 path)" },
+  cniManifestFlannel: { env: 'RACKSMITH_CNI_MANIFEST_FLANNEL', schema: manifestUrl, default: 'https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml', help: "Flannel manifest (kubectl apply -f); {version} is the release pinned for the cluster's Kubernetes version (docs/compatibility.md)" },
+  cniManifestCalico: { env: 'RACKSMITH_CNI_MANIFEST_CALICO', schema: manifestUrl, default: 'https://raw.githubusercontent.com/projectcalico/calico/{version}/manifests/calico.yaml', help: "Calico manifest (kubectl apply -f); {version} is the release pinned for the cluster's Kubernetes version (docs/compatibility.md)" },
+  etcdSnapshotsKept: { env: 'RACKSMITH_ETCD_SNAPSHOTS_KEPT', schema: integer(1, 1000), default: 5, help: 'etcd snapshots kept per cluster (<data>/clusters/<name>/etcd-<time>.db), taken before a control-plane node leaves and before an upgrade' },
+  upgradeMaxUnavailable: { env: 'RACKSMITH_UPGRADE_MAX_UNAVAILABLE', schema: integer(1, 200), default: 1, help: 'rolling upgrade: workers reimaged at once unless the request says otherwise' },
   kubernetesImageRepository: { env: 'RACKSMITH_KUBERNETES_IMAGE_REPOSITORY', schema: z.string().min(1), default: 'registry.k8s.io', help: 'image repository in the kubeadm configuration (k8s.gcr.io is frozen; sites may mirror)' },
   adminToken: { env: 'RACKSMITH_ADMIN_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'an admin API token accepted at start (bootstrap)', secret: true },
   metricsToken: { env: 'RACKSMITH_METRICS_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'bearer token Prometheus must send for /metrics (default: /metrics is open)', secret: true },

@@ -1,4 +1,6 @@
 import type { Mac } from '../lib/mac.js';
+import type { BootLoaderSetting } from '../inventory/model.js';
+import { resolveBootLoader, shimPath } from '../boot/loaders.js';
 import { OPTION, getClientArch, getClientGuid, getMessageType, getParameterList, getString, getUserClasses, guidToUuid, type MessageTypeName } from './options.js';
 import { clientMac, type DhcpPacket } from './packet.js';
 
@@ -84,6 +86,10 @@ export function isBootClient(info: ClientIdentity): boolean {
 export interface ClassifyFacts {
   /** From the inventory: this MAC's firmware just fetched `undionly.kpxe` (see `ClientInfo.chainloaded`). */
   readonly chainloaded?: boolean;
+  /** From the inventory: the machine's own boot loader setting (null or absent: the site default). */
+  readonly bootLoader?: BootLoaderSetting | null;
+  /** From the inventory: the operator marked the machine Secure Boot. */
+  readonly secureBoot?: boolean | null;
 }
 
 /** Most clients send no user class: one shared empty list. */
@@ -94,7 +100,7 @@ export function classify(p: DhcpPacket, cfg: BootConfig, facts: ClassifyFacts = 
   // One object, completed in place: the loop classifies every datagram, and a spread copy of
   // the identity would be a second allocation of it.
   const info: { -readonly [K in keyof ClientInfo]: ClientInfo[K] } = identify(p, facts);
-  info.bootfile = chooseBootfile(info, cfg);
+  info.bootfile = chooseBootfile(info, cfg, facts);
   return info;
 }
 
@@ -141,6 +147,10 @@ export interface BootConfig {
   readonly efiBootfile: 'ipxe.efi' | 'snponly.efi';
   /** The arm64 iPXE EFI binary's path under the TFTP root, when one is installed; else null. */
   readonly arm64Bootfile: string | null;
+  /** The site's boot loader for UEFI machines without their own setting (default `ipxe`). */
+  readonly bootLoader?: BootLoaderSetting;
+  /** Architectures whose signed shim → GRUB chain racksmith found (`server/boot/loaders.ts`). */
+  readonly signedChains?: { readonly x86_64?: boolean; readonly arm64?: boolean };
 }
 
 /** Where the HTTP service serves the TFTP root's boot binaries for UEFI HTTP Boot clients. */
@@ -165,20 +175,34 @@ export interface Bootfile {
  * sent to a binary would load iPXE again forever), then HTTP Boot, then firmware PXE by arch.
  * Null: nothing suitable (a non-booting client, or an architecture with no binary here).
  */
-export function chooseBootfile(info: ClientIdentity, cfg: BootConfig): Bootfile | null {
+export function chooseBootfile(info: ClientIdentity, cfg: BootConfig, facts: ClassifyFacts = {}): Bootfile | null {
   if (!info.ipxe && !info.chainloaded && !info.httpBoot && !info.pxe) return null;
   const base = `http://${cfg.advertise}:${cfg.httpPort}`;
   if (info.ipxe || info.chainloaded) {
     return { kind: 'http', name: `${base}${IPXE_SCRIPT_PATH}`, rule: info.ipxe ? 'ipxe' : 'ipxe (chainloaded, by state)' };
   }
+  if (!info.httpBoot && !info.pxe) return null;
+  if (!info.httpBoot && info.firmware === 'bios') return { kind: 'tftp', name: BIOS_BOOTFILE, rule: 'bios-pxe' };
+  const ipxe = efiBinary(info, cfg);
+  const arch = info.arch === 'x86_64' || info.arch === 'arm64' ? info.arch : null;
+  const loader = resolveBootLoader({
+    setting: facts.bootLoader ?? null,
+    siteDefault: cfg.bootLoader ?? 'ipxe',
+    arch: info.arch,
+    secureBoot: facts.secureBoot === true,
+    ipxeAvailable: ipxe !== null,
+    shimGrubAvailable: arch !== null && cfg.signedChains?.[arch] === true,
+  });
+  if (loader === null) return null;
   if (info.httpBoot) {
-    const file = efiBinary(info, cfg);
-    return file ? { kind: 'http', name: `${base}${HTTP_BOOT_PREFIX}${file}`, rule: `uefi-http ${info.arch ?? 'unknown arch'}` } : null;
+    // The distribution's signed GRUB has no HTTP client built in (Debian 2.06: tftp only), so it
+    // could not read its config after an HTTP boot: a shim-grub machine gets no HTTP bootfile,
+    // and its firmware goes on to its PXE boot option.
+    if (loader !== 'ipxe' || !ipxe) return null;
+    return { kind: 'http', name: `${base}${HTTP_BOOT_PREFIX}${ipxe}`, rule: `uefi-http ${info.arch ?? 'unknown arch'}` };
   }
-  if (!info.pxe) return null;
-  if (info.firmware === 'bios') return { kind: 'tftp', name: BIOS_BOOTFILE, rule: 'bios-pxe' };
-  const file = efiBinary(info, cfg);
-  return file ? { kind: 'tftp', name: file, rule: `uefi-pxe ${info.arch}` } : null;
+  if (loader === 'shim-grub' && arch) return { kind: 'tftp', name: shimPath(arch), rule: `uefi-pxe ${arch} shim-grub` };
+  return ipxe ? { kind: 'tftp', name: ipxe, rule: `uefi-pxe ${info.arch}` } : null;
 }
 
 function efiBinary(info: ClientIdentity, cfg: BootConfig): string | null {

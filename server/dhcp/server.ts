@@ -12,6 +12,7 @@ import { NO_METRICS, type Metrics } from '../lib/metrics.js';
 import { macRefusal, type Mac } from '../lib/mac.js';
 import { bindFailure, ServiceStartError, type Service, type ServiceContext, type ServiceHealth, type ServiceState } from '../lib/service.js';
 import { createDiscoveryGate, DISCOVERY_WINDOW_MS, type DiscoveryGate } from '../inventory/discovery.js';
+import { signedChainsAvailable } from '../boot/loaders.js';
 import { patchDirectory } from './directory.js';
 import { decideAuthoritative, type AddressFacts, type AuthoritativeFacts, type PoolConfig } from './authoritative.js';
 import { ARM64_BOOTFILE_CANDIDATES, BIOS_BOOTFILE, classify, isBootClient, type BootConfig, type ClientInfo } from './classify.js';
@@ -59,6 +60,8 @@ export type DhcpSettings = Pick<
   | 'advertiseAddress'
   | 'httpPort'
   | 'tftpRoot'
+  | 'bootLoader'
+  | 'signedBootDir'
 >;
 
 export interface DhcpDeps {
@@ -214,6 +217,8 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
       httpPort: settings.httpPort,
       efiBootfile: settings.efiBootfile,
       arm64Bootfile: ARM64_BOOTFILE_CANDIDATES.find((f) => existsSync(join(settings.tftpRoot, f))) ?? null,
+      bootLoader: settings.bootLoader,
+      signedChains: signedChainsAvailable(settings.signedBootDir),
     };
     if (settings.dhcpMode === 'authoritative' && range) {
       const home = interfaceOn(served, range.start);
@@ -399,7 +404,7 @@ export function createDhcpService(settings: DhcpSettings, deps: DhcpDeps): DhcpS
     const machine = mac ? machineOf(mac, job.at) : null;
     const handedAt = mac ? handouts.get(mac) : undefined;
     const chainloaded = handedAt !== undefined && job.at - handedAt < CHAINLOAD_WINDOW_MS && machine?.lastStep === 'tftp';
-    const info = classify(req, boot as BootConfig, { chainloaded });
+    const info = classify(req, boot as BootConfig, { chainloaded, bootLoader: machine?.bootLoader, secureBoot: machine?.secureBoot });
 
     const iface = ingress(served, job.via.iface, exact, job.rinfo.address, req.giaddr);
     const booting = isBootClient(info);

@@ -6,17 +6,19 @@ import type { Machine, UbuntuRelease } from '../inventory/model.js';
 import type { MachineEventType } from '../inventory/lifecycle.js';
 import type { ClusterRepo, EventRepo, MachineRepo } from '../inventory/store.js';
 import type { Renderer } from '../render/templates.js';
-import { BootQueryError, firmwareOf, parseBootQuery } from '../boot/query.js';
-import { carriesSeedToken, decideBootScript, type BootSettings } from '../boot/script.js';
-import type { ReleaseInstaller } from '../boot/releases.js';
+import { BootQueryError, grubConfigQuery, parseBootQuery, type BootQuery } from '../boot/query.js';
+import type { BootScriptLoader, BootSettings } from '../boot/script.js';
+import { installerTables, type InstallerTables, type ReleaseInstaller } from '../boot/releases.js';
+import { serveBootScript, type BootServeDeps } from '../boot/serve.js';
 import type { ArtifactStore } from '../artifacts/store.js';
-import { checkBootAddress, checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
+import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
 import { createDiscoveryGate, DISCOVERY_WINDOW_MS, type DiscoveryGate } from '../inventory/discovery.js';
 import type { Logger } from '../lib/log.js';
 import { newInstanceId, seedContext, type SeedSettings } from '../seeds/context.js';
 import { CONTENT_TYPE, isSeedFile, renderSeedFile } from '../seeds/render.js';
 import { otherInstance, parsePhoneHome, PhoneHomeError } from '../seeds/phone-home.js';
 import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-events.js';
+import { decideRoleSetupReport, parseRoleSetupReport, RoleSetupReportError } from '../seeds/role-setup.js';
 
 /**
  * What machines see over HTTP without an API token (INTERFACE.md): the iPXE boot scripts, the
@@ -25,13 +27,15 @@ import { InstallerEventError, parseInstallerEvent } from '../seeds/installer-eve
  * file served is an event in the machine's log, and moves the step a tech sees on its tile.
  */
 export interface MachineRouterDeps {
-  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedTokenFor' | 'seedAddress' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedTokenFor' | 'seedAddress' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys' | 'recordBootStep'>;
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
   readonly bootTemplates: Renderer;
   readonly seedTemplates: Renderer;
   readonly artifacts: ArtifactStore;
   readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
+  /** Installers by architecture (default: `installers` for amd64 and the built-in arm64 table). */
+  readonly installerTables?: InstallerTables;
   /** Boot settings without the base URL, which depends on the address the request came in on. */
   readonly boot: Omit<BootSettings, 'baseUrl'>;
   readonly seed: Omit<SeedSettings, 'baseUrl' | 'sshPublicKey'>;
@@ -88,74 +92,50 @@ export function machineRouter(d: MachineRouterDeps): Router {
     res.status(200).type(type).set('Cache-Control', 'no-store').send(body);
   }
 
-  // ── iPXE ────────────────────────────────────────────────────────────────────
-  r.get('/boot.ipxe', async (req, res) => {
-    let q;
+  const bootServe: BootServeDeps = {
+    machines: d.machines,
+    clusters: d.clusters,
+    events: d.events,
+    templates: d.bootTemplates,
+    installers: d.installerTables ?? installerTables(d.installers),
+    boot: d.boot,
+    now: d.now,
+    discovery,
+    leasedAddress: d.leasedAddress,
+    log: d.log,
+  };
+
+  function bootQuery(raw: Record<string, unknown>): BootQuery {
     try {
-      q = parseBootQuery(req.query as Record<string, unknown>);
+      return parseBootQuery(raw);
     } catch (err) {
       if (err instanceof BootQueryError) throw new AppError('invalid', err.code, err.message, err.field);
       throw err;
     }
-    const settings: BootSettings = { ...d.boot, baseUrl: baseUrl(req) };
-    if (q.mac === null) {
-      const decision = decideBootScript({ query: q, machine: null, cluster: null, installer: null, seedToken: null }, settings);
-      sendText(res, 'text/plain; charset=utf-8', d.bootTemplates.render(decision.template, decision.context));
-      return;
-    }
-    const remote = remoteOf(req);
-    if ((await d.machines.get(q.mac)) === null && !(await admitDiscovery(req, remote))) {
-      // Over its allowance: the same answer an unknown machine gets, but nothing recorded.
-      const decision = decideBootScript({ query: q, machine: null, cluster: null, installer: null, seedToken: null }, settings);
-      sendText(res, 'text/plain; charset=utf-8', d.bootTemplates.render(decision.template, decision.context));
-      return;
-    }
-    const { machine } = await d.machines.recordSighting({ mac: q.mac, arch: q.arch, firmware: firmwareOf(q.platform), uuid: q.uuid, source: sourceOf(req) });
-    const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
-    const installer = cluster ? d.installers[cluster.ubuntuRelease] : null;
-    const seedToken = carriesSeedToken(machine, cluster) ? await bindSeedToken(machine, req, remote) : null;
-    const decision = decideBootScript({ query: q, machine, cluster, installer, seedToken }, settings);
-    // Render before any state change: a failed render changes nothing.
-    const script = d.bootTemplates.render(decision.template, decision.context);
-    if (decision.transition) {
-      await d.machines.transition(machine.mac, decision.transition, { source: sourceOf(req), message: `installer served: Ubuntu ${installer?.release ?? '?'} (${installer?.kind ?? '?'})` });
-      await d.machines.setInstanceId(machine.mac, newInstanceId(machine, d.now()));
-    }
-    await machineEvent(machine, 'http.ipxe', req, decision.summary, { script: decision.kind, arch: q.arch, platform: q.platform, attempt: q.attempt });
-    await d.machines.setLastStep(machine.mac, decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : 'ipxe');
-    sendText(res, 'text/plain; charset=utf-8', script);
+  }
+
+  async function sendBootScript(req: Request, res: Response, query: BootQuery, loader: BootScriptLoader): Promise<void> {
+    const served = await serveBootScript(bootServe, { query, loader, baseUrl: baseUrl(req), source: sourceOf(req), remote: remoteOf(req) });
+    sendText(res, 'text/plain; charset=utf-8', served.body);
+  }
+
+  // ── iPXE ────────────────────────────────────────────────────────────────────
+  r.get('/boot.ipxe', async (req, res) => {
+    await sendBootScript(req, res, bootQuery(req.query as Record<string, unknown>), 'ipxe');
   });
 
-  /** Spends one of the client address's discovery allowances; the first refusal is logged and recorded. */
-  async function admitDiscovery(req: Request, remote: string | null): Promise<boolean> {
-    const admission = discovery.admit(remote ?? '?');
-    if (admission.ok) return true;
-    if (admission.first) {
-      const message = `${remote ?? '?'} asked for boot scripts of more unknown MACs than its allowance: they are answered but not recorded as machines`;
-      d.log?.warn({ remote }, message);
-      await d.events.append({ type: 'discovery.limited', source: sourceOf(req), message, data: { path: 'http', remote } });
-    }
-    return false;
-  }
-
-  /**
-   * The machine's seed token for the install script, bound to the address asking for it. A MAC
-   * racksmith's DHCP leased elsewhere is not this asker's: 403, and the machine's log says so.
-   */
-  async function bindSeedToken(machine: Machine, req: Request, remote: string | null): Promise<string | null> {
-    const leased = d.leasedAddress ? await d.leasedAddress(machine.mac) : null;
-    const check = checkBootAddress(machine, remote, leased);
-    if (!check.ok || remote === null) {
-      const message = check.ok ? 'no client address' : check.message;
-      await machineEvent(machine, 'http.boot.refused', req, `install script refused: ${message}`);
-      throw new AppError('forbidden', 'ERR_WRONG_ADDRESS', message);
-    }
-    const bound = await d.machines.seedTokenFor(machine.mac, remote);
-    if (bound?.rebound) {
-      await machineEvent(machine, 'http.seed.rebound', req, `seed token bound to ${remote} now; the one handed to ${bound.rebound} no longer works`, { from: bound.rebound, to: remote });
-    }
-    return bound?.token ?? null;
-  }
+  // ── GRUB (the signed chain) over HTTP, for a GRUB that has an HTTP client ───
+  // The same names GRUB asks for over TFTP (server/boot/tftp-files.ts): grub/grub.cfg, then
+  // grub/grub.cfg-01-<mac>?arch=…&platform=…&lockdown=…
+  r.get('/grub/grub.cfg', async (req, res) => {
+    await sendBootScript(req, res, bootQuery({}), 'grub');
+  });
+  r.get(/^\/grub\/(grub\.cfg-01-[0-9A-Fa-f-]+)$/, async (req, res) => {
+    const name = String((req.params as Record<string, string>)[0] ?? '');
+    const raw = grubConfigQuery(`grub/${name}`);
+    if (!raw) throw new AppError('not-found', 'ERR_UNKNOWN_GRUB_CONFIG', `no GRUB config "${name.slice(0, 60)}"`);
+    await sendBootScript(req, res, bootQuery({ ...(req.query as Record<string, unknown>), mac: raw['mac'] }), 'grub');
+  });
 
   // ── iPXE binaries over HTTP (UEFI HTTP Boot) ────────────────────────────────
   // The DHCP service hands UEFI HTTP Boot clients (vendor class HTTPClient, UEFI 2.5 §24.7) a URI
@@ -169,6 +149,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
     if (m) {
       await machineEvent(m, 'http.bootfile', req, `iPXE binary ${name} over HTTP (UEFI HTTP Boot)`, { file: name });
       await d.machines.setLastStep(m.mac, 'http-boot');
+      await d.machines.recordBootStep(m.mac, { kind: 'bootfile', file: name });
     }
     res.sendFile(join(d.bootBinariesDir, name), { acceptRanges: true, lastModified: true, cacheControl: false, dotfiles: 'deny' }, (err) => {
       if (err && !res.headersSent) next((err as NodeJS.ErrnoException).code === 'ENOENT' ? new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `${name} is not installed in the TFTP root`) : err);
@@ -184,12 +165,14 @@ export function machineRouter(d: MachineRouterDeps): Router {
     return (await d.machines.list()).find((m) => m.ip === remote) ?? null;
   }
 
-  r.get('/artifacts/:release/:file', async (req, res, next) => {
-    const art = await d.artifacts.resolve(String(req.params['release']), String(req.params['file']));
+  r.get(['/artifacts/:release/:file', '/artifacts/:release/:arch/:file'], async (req, res, next) => {
+    const arch = req.params['arch'];
+    const art = await d.artifacts.resolve(String(req.params['release']), String(req.params['file']), arch === undefined ? undefined : String(arch));
     const m = await artifactMachine(req);
     if (m) {
       const range = req.get('range');
-      await machineEvent(m, 'http.artifact', req, `artifact ${art.release}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`, { release: art.release, file: art.file, size: art.size, source: art.source });
+      const where = art.arch ? `${art.release}/${art.arch}` : art.release;
+      await machineEvent(m, 'http.artifact', req, `artifact ${where}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`, { release: art.release, ...(art.arch ? { arch: art.arch } : {}), file: art.file, size: art.size, source: art.source });
       if (['assigned', 'provisioning', 'reimaging'].includes(m.state)) await d.machines.setLastStep(m.mac, 'installer');
     }
     // send (inside Express) streams the file with Range/If-Range, Last-Modified and HEAD support.
@@ -288,6 +271,19 @@ export function machineRouter(d: MachineRouterDeps): Router {
       throw err;
     }
     let m = machine;
+    if (m.state === 'failed') {
+      // A failed role setup reported first: the phone-home that follows it must not make the machine ready.
+      await d.machines.setHostKeys(m.mac, ph.hostKeys);
+      await machineEvent(m, 'phone-home', req, `phoned home${ph.hostname ? ` as ${ph.hostname}` : ''}, but stays failed at ${m.failedStep ?? '?'}: ${m.failedReason ?? 'no reason given'}`, {
+        hostname: ph.hostname,
+        fqdn: ph.fqdn,
+        instanceId: ph.instanceId,
+        keyTypes: ph.hostKeys.map((k) => k.type),
+        failed: true,
+      });
+      res.json({ mac: m.mac, state: m.state });
+      return;
+    }
     if (m.state === 'assigned' || m.state === 'reimaging') m = await advance(m, ['installer-served'], req, 'phoned home without racksmith serving the installer');
     if (m.state === 'provisioning') m = await advance(m, ['installed'], req, 'phoned home before the installer reported: the OS is on disk');
     if (m.state !== 'installed') throw new AppError('conflict', 'ERR_TRANSITION', `a machine in state "${m.state}" cannot phone home`, 'state');
@@ -302,6 +298,26 @@ export function machineRouter(d: MachineRouterDeps): Router {
     });
     m = await advance(m, ['phoned-home'], req, 'phoned home: role config ran, host keys pinned');
     await d.machines.setLastStep(m.mac, 'ready');
+    res.json({ mac: m.mac, state: m.state });
+  });
+
+  // The role setup's outcome, posted by its script just before the phone-home (roles/cloud-config.yaml.njk).
+  r.post('/seed/:token/role-setup', form, json, async (req, res) => {
+    const { machine } = await seedMachine(req, 'report');
+    let report;
+    try {
+      report = parseRoleSetupReport(req.body ?? {});
+    } catch (err) {
+      if (err instanceof RoleSetupReportError) throw new AppError('invalid', err.code, err.message, err.field);
+      throw err;
+    }
+    const decision = decideRoleSetupReport(machine, report);
+    let m = machine;
+    for (const e of decision.events) {
+      m = await d.machines.transition(m.mac, e, e === 'fail' && decision.failure ? { source: sourceOf(req), step: decision.failure.step, reason: decision.failure.reason } : { source: sourceOf(req), message: 'the role setup reported: the OS is on disk' });
+    }
+    await machineEvent(m, 'role-setup', req, decision.message, { status: report.status, command: report.command, log: report.log });
+    if (m.state !== 'failed') await d.machines.setLastStep(m.mac, 'role-setup');
     res.json({ mac: m.mac, state: m.state });
   });
 

@@ -24,6 +24,18 @@ export type TokenRole = (typeof TOKEN_ROLES)[number];
 export const FIRMWARES = ['bios', 'efi'] as const;
 export type Firmware = (typeof FIRMWARES)[number];
 
+/**
+ * Which boot loader a UEFI machine is sent to: Debian's iPXE (unsigned), the distribution's
+ * signed shim → GRUB chain (Secure Boot), or `auto` (the signed chain when the machine is
+ * marked Secure Boot, or has no other loader for its architecture). Null on a machine: the site
+ * default (`boot-loader` setting).
+ */
+export const BOOT_LOADERS = ['ipxe', 'shim-grub', 'auto'] as const;
+export type BootLoaderSetting = (typeof BOOT_LOADERS)[number];
+/** What racksmith last saw of a machine's Secure Boot: GRUB's lockdown, or iPXE running on EFI. */
+export const SECURE_BOOT_SEEN = ['enforced', 'off'] as const;
+export type SecureBootSeen = (typeof SECURE_BOOT_SEEN)[number];
+
 export interface Cluster {
   readonly name: string;
   readonly ubuntuRelease: UbuntuRelease;
@@ -37,16 +49,64 @@ export interface Cluster {
   readonly state: ClusterState;
   readonly createdAt: string;
   readonly updatedAt: string;
+  /** The API's virtual IP held by a pair of load balancers (keepalived); the endpoint is then `vip:6443`. */
+  readonly vip?: string | null;
+  /** The rolling upgrade under way or last run (server/orchestrator/upgrade.ts); null when there never was one. */
+  readonly upgrade?: ClusterUpgrade | null;
 }
 
+export const UPGRADE_STATES = ['running', 'paused', 'aborted', 'done', 'failed'] as const;
+export type UpgradeState = (typeof UPGRADE_STATES)[number];
+
+/** A rolling upgrade by reimage, as the store keeps it: the orchestrator derives its progress from step records. */
+export interface ClusterUpgrade {
+  /** Distinguishes this upgrade's step records (`upgrade-node:<mac>:<id>`). */
+  readonly id: string;
+  readonly from: string;
+  readonly to: string;
+  readonly state: UpgradeState;
+  /** Workers reimaged at once. */
+  readonly maxUnavailable: number;
+  readonly requestedAt: string;
+  readonly updatedAt: string;
+  /** Why it stopped (failed), or who paused/aborted it. */
+  readonly reason: string | null;
+  /** The cluster's ClusterConfiguration names the new version: machines installed from now on get it. */
+  readonly controlPlaneMoved: boolean;
+}
+
+export const BMC_DRIVER_NAMES = ['ipmi', 'redfish'] as const;
+export type BmcDriverName = (typeof BMC_DRIVER_NAMES)[number];
+
 export interface BmcConfig {
-  readonly driver: 'ipmi';
+  readonly driver: BmcDriverName;
   readonly address: string;
   readonly port: number | null;
   readonly username: string;
   /** IPMI lanplus cipher suite; null means the driver's default order (17, then 3). */
   readonly cipherSuite: number | null;
   readonly hasPassword: boolean;
+  /** Redfish: the ComputerSystem id; null means the BMC's only system. */
+  readonly systemId: string | null;
+  /** Redfish: check the certificate against the system's CAs (default true). */
+  readonly verifyTls: boolean;
+  /** Redfish: SHA-256 fingerprint of the one certificate to accept (self-signed BMCs). */
+  readonly tlsFingerprint: string | null;
+  /** Serial console capture during installs (IPMI SOL); null means the rack's setting. */
+  readonly solCapture: boolean | null;
+}
+
+/** What the BMC reported about its machine at the last status call that read it. */
+export interface BmcFactsRecord {
+  readonly source: BmcDriverName;
+  readonly manufacturer: string | null;
+  readonly model: string | null;
+  readonly serial: string | null;
+  readonly biosVersion: string | null;
+  readonly firmwareVersion: string | null;
+  /** The system's NIC MACs (Redfish); null when the BMC does not list them. */
+  readonly nics: readonly string[] | null;
+  readonly collectedAt: string;
 }
 
 export interface SshHostKey {
@@ -64,6 +124,7 @@ export interface Machine {
   /** Rack unit (1 = the bottom slot) from the sheet, for a rack view in the rack's own order. */
   readonly unit: number | null;
   readonly bmc: BmcConfig | null;
+  readonly bmcFacts: BmcFactsRecord | null;
   readonly state: MachineState;
   readonly failedFrom: MachineState | null;
   readonly failedStep: string | null;
@@ -73,6 +134,15 @@ export interface Machine {
   readonly vendorClass: string | null;
   readonly uuid: string | null;
   readonly lastStep: string | null;
+  /** The machine's boot loader choice; null: the site default. */
+  readonly bootLoader: BootLoaderSetting | null;
+  /** The operator's mark: Secure Boot is on (true), off (false), or not known (null). */
+  readonly secureBoot: boolean | null;
+  readonly secureBootSeen: SecureBootSeen | null;
+  /** The last boot binary served (TFTP or HTTP) and when; and when a boot loader last asked for its script. */
+  readonly bootfile: string | null;
+  readonly bootfileAt: string | null;
+  readonly loaderAt: string | null;
   readonly instanceId: string | null;
   readonly hostKeys: readonly SshHostKey[];
   readonly firstSeen: string | null;

@@ -2,8 +2,12 @@ import type { Mac } from '../lib/mac.js';
 import type { MachineEventType, MachineState } from './lifecycle.js';
 import type {
   ApiToken,
+  BmcDriverName,
+  BmcFactsRecord,
+  BootLoaderSetting,
   Cluster,
   ClusterState,
+  ClusterUpgrade,
   Cni,
   ContainerRuntime,
   Firmware,
@@ -11,6 +15,7 @@ import type {
   Lease,
   KnownPowerState,
   Machine,
+  SecureBootSeen,
   Role,
   SshHostKey,
   TokenRole,
@@ -32,6 +37,7 @@ export interface NewCluster {
   readonly podSubnet?: string | null | undefined;
   readonly serviceSubnet?: string | null | undefined;
   readonly controlPlaneEndpoint?: string | null | undefined;
+  readonly vip?: string | null | undefined;
 }
 export type ClusterPatch = Partial<Omit<NewCluster, 'name'>>;
 
@@ -41,17 +47,26 @@ export interface ClusterRepo {
   list(): Promise<Cluster[]>;
   update(name: string, patch: ClusterPatch): Promise<Cluster>;
   setState(name: string, state: ClusterState, message: string): Promise<Cluster>;
+  /**
+   * Records the cluster's rolling upgrade (null clears it) with an event; `kubernetesVersion`
+   * moves the cluster's version in the same write (the upgrade's last node is done).
+   */
+  setUpgrade(name: string, upgrade: ClusterUpgrade | null, message: string, opts?: { readonly kubernetesVersion?: string; readonly source?: string }): Promise<Cluster>;
   /** Refused (conflict) while machines still belong to the cluster. */
   delete(name: string): Promise<void>;
 }
 
 export interface NewBmc {
-  readonly driver: 'ipmi';
+  readonly driver: BmcDriverName;
   readonly address: string;
   readonly port?: number | null | undefined;
   readonly username: string;
   readonly password: string;
   readonly cipherSuite?: number | null | undefined;
+  readonly systemId?: string | null | undefined;
+  readonly verifyTls?: boolean | undefined;
+  readonly tlsFingerprint?: string | null | undefined;
+  readonly solCapture?: boolean | null | undefined;
 }
 
 export interface NewMachine {
@@ -63,6 +78,8 @@ export interface NewMachine {
   readonly rack?: string | null | undefined;
   readonly unit?: number | null | undefined;
   readonly bmc?: NewBmc | null | undefined;
+  readonly bootLoader?: BootLoaderSetting | null | undefined;
+  readonly secureBoot?: boolean | null | undefined;
 }
 
 /**
@@ -77,6 +94,8 @@ export interface MachinePatch {
   readonly rack?: string | null | undefined;
   readonly unit?: number | null | undefined;
   readonly bmc?: BmcPatch | null | undefined;
+  readonly bootLoader?: BootLoaderSetting | null | undefined;
+  readonly secureBoot?: boolean | null | undefined;
 }
 
 export interface BmcPatch {
@@ -86,7 +105,18 @@ export interface BmcPatch {
   readonly username?: string | undefined;
   readonly password?: string | undefined;
   readonly cipherSuite?: number | null | undefined;
+  readonly systemId?: string | null | undefined;
+  readonly verifyTls?: boolean | undefined;
+  readonly tlsFingerprint?: string | null | undefined;
+  readonly solCapture?: boolean | null | undefined;
 }
+
+/** A step of the boot chain that says whether the machine got past its bootfile. */
+export type BootStep =
+  /** A boot binary (iPXE, shim, GRUB) was sent to the machine's firmware. */
+  | { readonly kind: 'bootfile'; readonly file: string }
+  /** A boot loader asked for its script or config: the bootfile ran. */
+  | { readonly kind: 'loader'; readonly secureBoot: SecureBootSeen | null };
 
 export interface MachineFilter {
   readonly cluster?: string | undefined;
@@ -165,6 +195,8 @@ export interface MachineRepo {
   recordSighting(s: Sighting): Promise<{ machine: Machine; created: boolean }>;
   /** The step a tech sees on the machine's tile (`dhcp`, `tftp`, `ipxe`, `installer`…). */
   setLastStep(mac: Mac, step: string): Promise<void>;
+  /** Records a bootfile served or a loader seen (and the Secure Boot state it showed). */
+  recordBootStep(mac: Mac, step: BootStep): Promise<void>;
   bmcPassword(mac: Mac): Promise<string | null>;
   /** Mints a new seed token (invalidating the old one) and returns it in clear, once. */
   rotateSeedToken(mac: Mac): Promise<string>;
@@ -181,6 +213,8 @@ export interface MachineRepo {
   seedAddress(mac: Mac): Promise<string | null>;
   setInstanceId(mac: Mac, instanceId: string): Promise<void>;
   setHostKeys(mac: Mac, keys: readonly SshHostKey[]): Promise<void>;
+  /** Records what the BMC reported (no event, no updated_at: a status call is no edit). */
+  setBmcFacts(mac: Mac, facts: BmcFactsRecord): Promise<void>;
 }
 
 export interface NewEvent {
@@ -262,7 +296,7 @@ export interface LeaseRepo {
 }
 
 /** What the DHCP service reads of a machine for each datagram. */
-export type MachineFacts = Pick<Machine, 'mac' | 'ip' | 'lastStep'>;
+export type MachineFacts = Pick<Machine, 'mac' | 'ip' | 'lastStep' | 'bootLoader' | 'secureBoot'>;
 
 /**
  * Synchronous reads for per-datagram paths. The repositories are async so that another store

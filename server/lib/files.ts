@@ -1,3 +1,4 @@
+import { open as openHandle, type FileHandle } from 'node:fs/promises';
 import { JailError, checkRequestPath, openResolved, resolveInside, type JailOptions } from './jail.js';
 
 /**
@@ -30,9 +31,14 @@ export interface OpenedFile {
   close(): Promise<void>;
 }
 
+/** Who asks for a file (a TFTP client's address), for sources whose answer depends on it. */
+export interface FileClient {
+  readonly address: string;
+}
+
 export interface FileSource {
   /** Opens a file by its client-supplied name; throws a FileError. */
-  open(name: string): Promise<OpenedFile>;
+  open(name: string, client?: FileClient): Promise<OpenedFile>;
 }
 
 export function memoryFile(name: string, bytes: Buffer): OpenedFile {
@@ -149,26 +155,7 @@ export function createDirectorySource(root: string, opts: DirectorySourceOptions
       }
       const f = await openResolved(root, resolved, opts).catch(fromJail);
       opts.onOpen?.(f.path);
-      const size = f.size;
-      return {
-        name,
-        size,
-        bytes: null,
-        async read(position, length) {
-          const want = Math.max(0, Math.min(length, size - position));
-          const buf = Buffer.allocUnsafe(want);
-          let got = 0;
-          while (got < want) {
-            const { bytesRead } = await f.handle.read(buf, got, want - got, position + got);
-            if (bytesRead === 0) break;
-            got += bytesRead;
-          }
-          return got === want ? buf : buf.subarray(0, got);
-        },
-        async close() {
-          await f.handle.close();
-        },
-      };
+      return streamedFile(name, f.handle, f.size);
     },
   };
 }
@@ -211,11 +198,11 @@ export function createFileRegistry(): FileRegistry {
 /** Asks each source in turn; "not found" moves on, any other refusal is final. */
 export function layeredSource(sources: readonly FileSource[]): FileSource {
   return {
-    async open(name) {
+    async open(name, client) {
       let last: unknown = new FileError('ERR_FILE_NOT_FOUND', 'ERR_JAIL_NOT_FOUND', `${name} not found`);
       for (const s of sources) {
         try {
-          return await s.open(name);
+          return await s.open(name, client);
         } catch (err) {
           if (err instanceof FileError && err.code === 'ERR_FILE_NOT_FOUND') {
             last = err;
@@ -225,6 +212,41 @@ export function layeredSource(sources: readonly FileSource[]): FileSource {
         }
       }
       throw last;
+    },
+  };
+}
+
+/** Opens a file racksmith itself located (not a client-named one): streamed, not held in memory. */
+export async function openLocalFile(path: string, name: string): Promise<OpenedFile> {
+  let handle;
+  try {
+    handle = await openHandle(path, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new FileError(code === 'ENOENT' ? 'ERR_FILE_NOT_FOUND' : 'ERR_FILE_UNREADABLE', code ?? 'ERR_OPEN', `${name}: ${(err as Error).message}`);
+  }
+  return streamedFile(name, handle, (await handle.stat()).size);
+}
+
+/** A file read from an open handle as the sender asks (fewer bytes only at its end). */
+function streamedFile(name: string, h: FileHandle, size: number): OpenedFile {
+  return {
+    name,
+    size,
+    bytes: null,
+    async read(position, length) {
+      const want = Math.max(0, Math.min(length, size - position));
+      const buf = Buffer.allocUnsafe(want);
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await h.read(buf, got, want - got, position + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return got === want ? buf : buf.subarray(0, got);
+    },
+    async close() {
+      await h.close();
     },
   };
 }

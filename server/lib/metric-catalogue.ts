@@ -78,7 +78,7 @@ export const ORCHESTRATOR_METRICS = {
 } as const;
 
 export const POWER_METRICS = {
-  callSeconds: def('histogram', 'racksmith_bmc_call_duration_seconds', 'power', 'BMC call latency, by driver, action (on, off, cycle, status, bootdev) and outcome (ok, failed)', ['driver', 'action', 'outcome'], BMC_BUCKETS),
+  callSeconds: def('histogram', 'racksmith_bmc_call_duration_seconds', 'power', 'BMC call latency, by driver, action (on, off, cycle, status, bootdev, identify, facts) and outcome (ok, failed)', ['driver', 'action', 'outcome'], BMC_BUCKETS),
   callFailures: def('counter', 'racksmith_bmc_call_failures_total', 'power', 'BMC calls that failed, by driver, action and reason (timeout, auth, unreachable, error)', ['driver', 'action', 'reason']),
 } as const;
 

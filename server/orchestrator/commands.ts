@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { shellQuote } from '../render/templates.js';
 import { TOKEN_TTL } from './kubeadm-config.js';
+import { KEEPALIVED_PATHS, fillInterfaceLines } from './lb-pair.js';
 
 /**
  * The shell scripts racksmith runs on nodes, one per step, as plain data. Every script goes to
@@ -34,7 +35,7 @@ export function script(lines: readonly string[], opts: { errexit?: boolean } = {
 }
 
 /** A file written through a quoted here-document (no expansion), with its mode set before any byte lands. */
-export function writeFile(path: string, content: string, mode: '0600' | '0644', delimiter = `RACKSMITH_${randomBytes(8).toString('hex').toUpperCase()}`): string[] {
+export function writeFile(path: string, content: string, mode: '0600' | '0644' | '0755', delimiter = `RACKSMITH_${randomBytes(8).toString('hex').toUpperCase()}`): string[] {
   if (content.includes(delimiter)) throw new Error('here-document delimiter collides with the content');
   const body = content.endsWith('\n') ? content : content + '\n';
   const tmp = `${path}.racksmith-new`;
@@ -118,7 +119,7 @@ export function getNodesScript(): string {
  * then haproxy reloads (a reload keeps established connections; restart only when it is not
  * running yet).
  */
-export function haproxyScript(config: string): string {
+export function haproxyScript(config: string, keepalived?: KeepalivedFiles): string {
   const next = `${PATHS.haproxyCfg}.racksmith-new`;
   const delimiter = `RACKSMITH_${randomBytes(8).toString('hex').toUpperCase()}`;
   return script([
@@ -128,7 +129,36 @@ export function haproxyScript(config: string): string {
     `mv -f ${next} ${PATHS.haproxyCfg}`,
     'if systemctl is-active --quiet haproxy; then systemctl reload haproxy; else systemctl restart haproxy; fi',
     'echo "haproxy configuration applied"',
+    ...(keepalived ? keepalivedLines(keepalived) : []),
   ]);
+}
+
+/** A load balancer of a pair: keepalived's configuration (with placeholders) and its health check. */
+export interface KeepalivedFiles {
+  readonly config: string;
+  readonly checkScript: string;
+  /** The load balancer's own address: the interface holding it carries the VIP. */
+  readonly address: string;
+}
+
+/**
+ * keepalived after haproxy, so the health check passes once the VIP arrives. The configuration
+ * is checked by keepalived itself (`-t`) before it replaces the old one; a reload keeps the VIP
+ * where it is.
+ */
+function keepalivedLines(k: KeepalivedFiles): string[] {
+  const next = `${KEEPALIVED_PATHS.conf}.racksmith-new`;
+  return [
+    'mkdir -p /etc/keepalived',
+    ...writeFile(KEEPALIVED_PATHS.check, k.checkScript, '0755'),
+    `rm -f ${next}`,
+    ...writeFile(next, k.config, '0644'),
+    ...fillInterfaceLines(next, k.address),
+    `keepalived -t -f ${next}`,
+    `mv -f ${next} ${KEEPALIVED_PATHS.conf}`,
+    'if systemctl is-active --quiet keepalived; then systemctl reload keepalived; else systemctl enable keepalived >/dev/null 2>&1 || true; systemctl restart keepalived; fi',
+    'echo "keepalived configuration applied"',
+  ];
 }
 
 // ── removing a node (reimage) ───────────────────────────────────────────────

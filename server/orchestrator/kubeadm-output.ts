@@ -38,6 +38,8 @@ export interface NodeStatus {
   readonly name: string;
   readonly ready: boolean;
   readonly status: string;
+  /** The kubelet's version (`v1.30.6`), when listed. */
+  readonly version: string | null;
 }
 
 /**
@@ -50,7 +52,9 @@ export function parseNodes(text: string): NodeStatus[] {
     const cols = line.trim().split(/\s+/);
     const [name, status] = cols;
     if (!name || !status || (name === 'NAME' && status === 'STATUS')) continue;
-    out.push({ name, status, ready: status.split(',')[0] === 'Ready' });
+    // NAME STATUS ROLES AGE VERSION (--no-headers keeps the order): the kubelet's version is the fifth column.
+    const version = cols[4] && /^v\d+\.\d+\.\d+/.test(cols[4]) ? cols[4] : null;
+    out.push({ name, status, ready: status.split(',')[0] === 'Ready', version });
   }
   return out;
 }

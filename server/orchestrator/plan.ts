@@ -1,6 +1,9 @@
 import type { Mac } from '../lib/mac.js';
 import type { Cluster, ClusterState, Machine } from '../inventory/model.js';
 import type { StepRecord } from '../inventory/store.js';
+import { API_SERVER_PORT, apiEndpoint, loadBalancerProblem } from '../clusters/load-balancers.js';
+import { vrrpFor } from './lb-pair.js';
+import { activeUpgrade, installVersion, planUpgrade, type UpgradePlan } from './upgrade.js';
 
 /**
  * The bootstrap plan, as a pure function of the cluster, its machines, the persisted step
@@ -36,6 +39,13 @@ export const STEP_KINDS = [
   'join-worker',
   'nodes-ready',
   'remove-node',
+  // The rolling upgrade's (upgrade.ts; listed here, not spread from it: the two modules import each other).
+  'upgrade-preflight',
+  'upgrade-snapshot',
+  'upgrade-config',
+  'upgrade-node',
+  'upgrade-check',
+  'upgrade-addons',
 ] as const;
 export type StepKind = (typeof STEP_KINDS)[number];
 
@@ -73,6 +83,10 @@ export interface RemovalData {
   readonly viaNode: string | null;
   /** The generation this removal ends. */
   readonly generation: number;
+  /** `reimage` (power asked) or `delete` (the machine's record goes once its node is out). */
+  readonly purpose?: 'reimage' | 'delete';
+  /** A delete of a node that no longer answers: removed from the cluster side anyway. */
+  readonly force?: boolean;
 }
 
 /** The power service asks (a `reimage` event with step `remove-from-cluster`, server/inventory/reimage.ts). */
@@ -81,6 +95,8 @@ export interface RemovalRequest {
   readonly reimage: string;
   /** Id of the event that asked; a newer ask after a failed answer is a new request. */
   readonly askedAt: number;
+  readonly purpose?: 'reimage' | 'delete';
+  readonly force?: boolean;
 }
 
 /** The fact to record for a request: `cluster.node-removed` or `cluster.node-removal-failed`. */
@@ -92,6 +108,7 @@ export interface RemovalAnswer {
   readonly reason: string | null;
   /** The step that did the work, when one did. */
   readonly step: string | null;
+  readonly purpose?: 'reimage' | 'delete';
 }
 
 export interface PlanLimits {
@@ -130,16 +147,14 @@ export interface Plan {
   readonly settle: readonly Mac[];
   /** Removal requests whose answer is known and not yet recorded; the service records them. */
   readonly answer: readonly RemovalAnswer[];
+  /** The rolling upgrade's part (nodes to reimage, progress), when one is under way. */
+  readonly upgrade: UpgradePlan | null;
 }
 
-export const API_SERVER_PORT = 6443;
+export { API_SERVER_PORT };
 
-/** The endpoint joins and kubectl use: explicit, else the load balancer's address on :6443. */
-export function controlPlaneEndpoint(cluster: Cluster, machines: readonly Machine[]): string | null {
-  if (cluster.controlPlaneEndpoint) return cluster.controlPlaneEndpoint;
-  const lb = machines.find((m) => m.cluster === cluster.name && m.role === 'loadbalancer' && m.ip);
-  return lb?.ip ? `${lb.ip}:${API_SERVER_PORT}` : null;
-}
+/** The endpoint joins and kubectl use: explicit, else the pair's VIP, else the load balancer's address on :6443. */
+export const controlPlaneEndpoint = apiEndpoint;
 
 /** A machine-scoped step id in a generation: the first life keeps the plain id. */
 export const inGeneration = (id: string, generation: number): string => (generation > 1 ? `${id}#${generation}` : id);
@@ -256,7 +271,8 @@ export function planCluster(input: PlanInput): Plan {
     return last && !finished(last) ? last.id : `${kind}:${generation(kind) + 1}`;
   };
 
-  const lb = members.filter((m) => m.role === 'loadbalancer').sort(byName)[0] ?? null;
+  // One load balancer, or a pair sharing the VIP (keepalived): each gets the same backends.
+  const lbs = members.filter((m) => m.role === 'loadbalancer').sort(byName);
   const controls = members.filter((m) => m.role === 'control-plane').sort(byName);
   const workers = members.filter((m) => m.role === 'worker').sort(byName);
   const endpoint = controlPlaneEndpoint(cluster, members);
@@ -281,29 +297,34 @@ export function planCluster(input: PlanInput): Plan {
   const healthy = controls.filter((c) => c.state === 'joined' && c.ip && life.isMember(c));
   const control = initFinished ? (healthy.find((c) => c.mac === life.pinned) ?? healthy[0] ?? null) : null;
 
-  const derive = (): ClusterState => clusterState(input, life, { lb, controls, workers, criticalFailure, run });
-  const result = (): Plan => ({ state: derive(), run, waiting, endpoint, initNode: first?.mac ?? null, controlNode: control?.mac ?? null, settle, answer });
+  const derive = (): ClusterState => clusterState(input, life, { lbs, controls, workers, criticalFailure, run });
+  let upgradePlan: UpgradePlan | null = null;
+  const result = (): Plan => ({ state: derive(), run, waiting, endpoint, initNode: first?.mac ?? null, controlNode: control?.mac ?? null, settle, answer, upgrade: upgradePlan });
 
   // ── removals asked for by reimages ──────────────────────────────────────
-  const lastLbDone = steps.filter((s) => s.kind === 'lb-config' && finished(s)).at(-1);
-  const lbStep = latest('lb-config');
+  const lbRecords = (l: Machine): StepRecord[] => steps.filter((s) => s.kind === 'lb-config' && s.mac === l.mac);
+  const lastDoneOf = (l: Machine): StepRecord | undefined => lbRecords(l).filter(finished).at(-1);
+  const latestOf = (l: Machine): StepRecord | undefined => lbRecords(l).at(-1);
   for (const r of removals) {
     const m = byMac.get(r.mac) as Machine;
     const id = removeStepId(m.mac, r.reimage);
     const rec = record.get(id);
-    const base = { mac: m.mac, reimage: r.reimage };
+    const base = { mac: m.mac, reimage: r.reimage, ...(r.purpose === 'delete' ? { purpose: 'delete' as const } : {}) };
     if (isActive(id)) continue;
     if (m.role !== 'worker' && m.role !== 'control-plane') {
       answer.push({ ...base, outcome: 'removed', message: `${nameOf(m)} is no Kubernetes node: nothing to remove`, reason: null, step: null });
       continue;
     }
     if (finished(rec)) {
-      // A control node is out only once the load balancer no longer sends it API traffic.
-      const inLb = m.role === 'control-plane' && lb !== null && initFinished && ((lastLbDone?.data['backends'] as Backend[] | undefined) ?? []).some((b) => b.address === m.ip);
-      if (!inLb) answer.push({ ...base, outcome: 'removed', message: `node ${nameOf(m)} removed from cluster ${cluster.name}${rec?.data['viaNode'] ? ` (from ${String(rec.data['viaNode'])})` : ''}`, reason: null, step: id });
-      else if (lbStep && isActive(lbStep.id)) waiting.push(`${nameOf(m)} leaves the load balancer (${lbStep.id})`);
-      else if (lbStep?.state === 'failed') answer.push({ ...base, outcome: 'failed', message: `node ${nameOf(m)} removed, but the load balancer still routes to it`, reason: `the load balancer update ${lbStep.id} failed: ${lbStep.error ?? 'no reason given'}`, step: id });
-      else if (lb && !USABLE.has(lb.state)) answer.push({ ...base, outcome: 'removed', message: `node ${nameOf(m)} removed; load balancer ${nameOf(lb)} is ${lb.state} and gets the current backends when it is back`, reason: null, step: id });
+      // A control node is out only once no load balancer sends it API traffic any more.
+      const routing = m.role === 'control-plane' && initFinished ? lbs.filter((l) => ((lastDoneOf(l)?.data['backends'] as Backend[] | undefined) ?? []).some((b) => b.address === m.ip)) : [];
+      const active = routing.map((l) => latestOf(l)).find((r) => r !== undefined && isActive(r.id));
+      const failedLb = routing.map((l) => latestOf(l)).find((r) => r?.state === 'failed');
+      const away = routing.filter((l) => !USABLE.has(l.state));
+      if (routing.length === 0) answer.push({ ...base, outcome: 'removed', message: `node ${nameOf(m)} removed from cluster ${cluster.name}${rec?.data['viaNode'] ? ` (from ${String(rec.data['viaNode'])})` : ''}`, reason: null, step: id });
+      else if (active) waiting.push(`${nameOf(m)} leaves the load balancer (${active.id})`);
+      else if (failedLb) answer.push({ ...base, outcome: 'failed', message: `node ${nameOf(m)} removed, but the load balancer still routes to it`, reason: `the load balancer update ${failedLb.id} failed: ${failedLb.error ?? 'no reason given'}`, step: id });
+      else if (away.length === routing.length) answer.push({ ...base, outcome: 'removed', message: `node ${nameOf(m)} removed; load balancer ${away.map(nameOf).join(', ')} is ${away.map((l) => l.state).join(', ')} and gets the current backends when it is back`, reason: null, step: id });
       continue;
     }
     if (rec?.state === 'failed' && rec.data['askedAt'] === r.askedAt) {
@@ -324,7 +345,7 @@ export function planCluster(input: PlanInput): Plan {
       answer.push({ ...base, outcome: 'failed', message: `cannot remove node ${nameOf(m)}`, reason, step: null });
       continue;
     }
-    const data: RemovalData = { reimage: r.reimage, askedAt: r.askedAt, node: nameOf(m), role: m.role, via: via?.mac ?? null, viaNode: via ? nameOf(via) : null, generation: life.gen(m) };
+    const data: RemovalData = { reimage: r.reimage, askedAt: r.askedAt, node: nameOf(m), role: m.role, via: via?.mac ?? null, viaNode: via ? nameOf(via) : null, generation: life.gen(m), ...(r.purpose === 'delete' ? { purpose: 'delete' as const, force: r.force ?? false } : {}) };
     plan('remove-node', id, m, { ...data });
   }
 
@@ -334,28 +355,38 @@ export function planCluster(input: PlanInput): Plan {
   }
   if (!endpoint) waiting.push('no control-plane endpoint: add a load balancer machine with an IP, or set controlPlaneEndpoint');
 
-  // ── load balancer ───────────────────────────────────────────────────────
-  let lbConfigured = lb === null;
-  if (lb) {
+  // ── load balancers ──────────────────────────────────────────────────────
+  let lbConfigured = lbs.length === 0;
+  const shape = loadBalancerProblem(cluster, members);
+  if (shape) waiting.push(shape);
+  else if (lbs.length > 0) {
     // Every control node with an address, except one leaving the cluster or not back in it
     // yet after a reimage: haproxy's health checks would find it down, but an operator reading
     // the LB should see the cluster as it is.
     const out = (c: Machine): boolean => life.beingRemoved(c) || (life.gen(c) > 1 && !finished(life.join(c)) && !life.isInitLife(c));
     const backends: Backend[] = controls.filter((c) => c.ip && !out(c)).map((c) => ({ name: nameOf(c), address: c.ip as string, port: API_SERVER_PORT }));
-    const lastDone = lastLbDone;
-    // Only a `joined` load balancer has our configuration: one back to `ready` was reinstalled,
-    // one left `joining` had its configuration cut short.
-    const current = lastDone !== undefined && sameList(lastDone.data['backends'], backends) && lb.state === 'joined';
-    const hasFirst = first?.ip ? (lastDone?.data['backends'] as Backend[] | undefined)?.some((b) => b.address === first.ip) === true : false;
-    lbConfigured = lastDone !== undefined && hasFirst;
-    const lastTry = lbStep;
-    if (lastTry?.state === 'failed') {
-      waiting.push(`load balancer update ${lastTry.id} failed; fix the cause and retry`);
-    } else if (!current) {
-      if (!USABLE.has(lb.state)) waiting.push(`load balancer ${nameOf(lb)} is ${lb.state}`);
-      else if (!lb.ip) waiting.push(`load balancer ${nameOf(lb)} has no IP address`);
-      else if (backends.length === 0) waiting.push('no control-plane node has an IP address for the load balancer');
-      else plan('lb-config', generationalId('lb-config'), lb, { backends });
+    // Ids are numbered across the cluster's load balancers (`lb-config:N`); two planned in one look get two numbers.
+    let nextNumber = generation('lb-config') + 1;
+    for (const l of lbs) {
+      const vrrp = vrrpFor(cluster, members, l);
+      const data: Record<string, unknown> = vrrp ? { backends, vrrp } : { backends };
+      const lastDone = lastDoneOf(l);
+      // Only a `joined` load balancer has our configuration: one back to `ready` was reinstalled,
+      // one left `joining` had its configuration cut short.
+      const current = lastDone !== undefined && sameList(lastDone.data['backends'], backends) && sameList(lastDone.data['vrrp'] ?? null, vrrp as never) && l.state === 'joined';
+      const hasFirst = first?.ip ? (lastDone?.data['backends'] as Backend[] | undefined)?.some((b) => b.address === first.ip) === true : false;
+      // The API is reachable through the endpoint once one load balancer routes to the first node (a pair: keepalived gives it the VIP).
+      if (lastDone !== undefined && hasFirst) lbConfigured = true;
+      const lastTry = latestOf(l);
+      if (lastTry?.state === 'failed') {
+        waiting.push(`load balancer update ${lastTry.id} failed; fix the cause and retry`);
+      } else if (!current) {
+        if (!USABLE.has(l.state)) waiting.push(`load balancer ${nameOf(l)} is ${l.state}`);
+        else if (!l.ip) waiting.push(`load balancer ${nameOf(l)} has no IP address`);
+        else if (backends.length === 0) waiting.push('no control-plane node has an IP address for the load balancer');
+        else if (lastTry && !finished(lastTry)) plan('lb-config', lastTry.id, l, data);
+        else plan('lb-config', `lb-config:${nextNumber++}`, l, data);
+      }
     }
   }
 
@@ -375,7 +406,7 @@ export function planCluster(input: PlanInput): Plan {
     } else if (next === 'prepare') {
       if (!endpoint) {
         /* already noted */
-      } else if (lb && !USABLE.has(lb.state)) waiting.push(`waiting for load balancer ${nameOf(lb)} before preparing ${nameOf(first)}`);
+      } else if (lbs.length > 0 && !lbs.some((l) => USABLE.has(l.state))) waiting.push(`waiting for load balancer ${lbs.map(nameOf).join(' or ')} before preparing ${nameOf(first)}`);
       else plan('prepare', chainId('prepare'), first);
     } else if (next === 'init') {
       if (lbConfigured) plan('init', chainId('init'), first);
@@ -396,6 +427,8 @@ export function planCluster(input: PlanInput): Plan {
     return 'waiting';
   };
   const others = controls.filter((c) => !life.isInitLife(c));
+  // Once an upgrade moved the control plane on, a node of the old version never joins.
+  const joinData = (): Record<string, unknown> => (cluster.upgrade?.controlPlaneMoved ? { requiredVersion: installVersion(cluster) } : {});
   const certsAt = newestTime(steps, ['init', 'upload-certs'], 'certsUploadedAt');
   const tokenAt = newestTime(steps, ['init', 'token-refresh'], 'tokenCreatedAt');
   const certsFresh = certsAt !== null && now.getTime() - certsAt < limits.certUploadMaxAgeMs;
@@ -412,7 +445,7 @@ export function planCluster(input: PlanInput): Plan {
     if (!activeControl && candidate && !refreshing) {
       if (!tokenFresh) plan('token-refresh', generationalId('token-refresh'), control);
       else if (!certsFresh) plan('upload-certs', generationalId('upload-certs'), control);
-      else plan('join-control', joinStepId(candidate.mac, life.gen(candidate)), candidate);
+      else plan('join-control', joinStepId(candidate.mac, life.gen(candidate)), candidate, joinData());
     }
     for (const x of statuses) if (x.s === 'waiting') waiting.push(`control-plane node ${nameOf(x.c)} is ${x.c.ip ? x.c.state : 'without an IP address'}`);
 
@@ -424,12 +457,34 @@ export function planCluster(input: PlanInput): Plan {
       else {
         const slots = Math.max(0, limits.workerConcurrency - workerStatuses.filter((x) => x.s === 'active').length);
         for (const w of eligibleWorkers.sort((a, b) => Number(b.state === 'joining') - Number(a.state === 'joining')).slice(0, slots)) {
-          plan('join-worker', joinStepId(w.mac, life.gen(w)), w);
+          plan('join-worker', joinStepId(w.mac, life.gen(w)), w, joinData());
         }
       }
     } else if (!controlsSettled && eligibleWorkers.length > 0) {
       waiting.push('workers join once the control-plane joins in progress are done');
     }
+  }
+
+  // ── the rolling upgrade ─────────────────────────────────────────────────
+  const upgrade = activeUpgrade(cluster);
+  if (chainDone && upgrade) {
+    upgradePlan = planUpgrade({
+      cluster,
+      upgrade,
+      controls,
+      workers,
+      control,
+      record: (id) => record.get(id),
+      isActive,
+      generation: (m) => life.gen(m),
+      currentJoin: (m) => life.join(m),
+      isInitLife: (m) => life.isInitLife(m),
+    });
+    for (const u of upgradePlan.run) {
+      const on = byMac.get(u.mac);
+      if (on) plan(u.kind, u.id, on, u.data);
+    }
+    waiting.push(...upgradePlan.waiting);
   }
 
   // ── every joined node Ready ─────────────────────────────────────────────
@@ -449,21 +504,21 @@ export function planCluster(input: PlanInput): Plan {
 /** The machines a finished step of their current life proves joined although their state was not moved yet. */
 function settled(members: readonly Machine[], steps: readonly StepRecord[], life: Lives): Mac[] {
   const out: Mac[] = [];
-  const lastLb = steps.filter((s) => s.kind === 'lb-config').at(-1);
   for (const m of members) {
+    const lastLb = steps.filter((s) => s.kind === 'lb-config' && s.mac === m.mac).at(-1);
     if (m.state !== 'joining') continue;
     const proof =
       finished(life.join(m)) ||
       (m.role === 'control-plane' && life.isInitLife(m) && steps.some((s) => s.kind === 'init' && s.mac === m.mac && finished(s) && generationOfId(s.id) === life.gen(m))) ||
       // The load balancer has no generations (it is never removed): only its newest configuration counts.
-      (m.role === 'loadbalancer' && lastLb?.mac === m.mac && finished(lastLb));
+      (m.role === 'loadbalancer' && finished(lastLb));
     if (proof) out.push(m.mac);
   }
   return out;
 }
 
 interface StateFacts {
-  readonly lb: Machine | null;
+  readonly lbs: readonly Machine[];
   readonly controls: readonly Machine[];
   readonly workers: readonly Machine[];
   readonly criticalFailure: StepRecord | undefined;
@@ -483,7 +538,7 @@ function clusterState(input: PlanInput, life: Lives, f: StateFacts): ClusterStat
   if (steps.length === 0 && active.size === 0 && f.run.length === 0) return 'pending';
   const settled = f.run.length === 0 && active.size === 0;
   const nodes = [...f.controls, ...f.workers];
-  const all = f.lb ? [f.lb, ...nodes] : nodes;
+  const all = [...f.lbs, ...nodes];
   const onTheWay = all.some((m) => m.state !== 'joined' && m.state !== 'failed');
   if (!settled || !life.initFinished || onTheWay) return 'bootstrapping';
   const lastCheck = steps.filter((s) => s.kind === 'nodes-ready').at(-1);

@@ -6,6 +6,7 @@ import { AppError, errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { Mac } from '../lib/mac.js';
 import type { Renderer } from '../render/templates.js';
+import { checkCompatibility, cniManifestUrl, osOfRelease } from '../clusters/compatibility.js';
 import {
   applyCniScript,
   deleteNodeScript,
@@ -28,6 +29,9 @@ import {
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, criSocket, kubernetesMinor, renderHaproxyConfig, renderKubeadmConfig } from './kubeadm-config.js';
 import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLines } from './kubeadm-output.js';
 import type { Backend, PlannedStep, RemovalData, StepKind } from './plan.js';
+import { CHECK_SCRIPT, renderKeepalivedConfig, type Vrrp } from './lb-pair.js';
+import { endpointHealthScript, etcdAllHealthy, keepSnapshot, liveQuorumAfterRemoval, memberHealthy, parseEndpointHealth, snapshotReadScript, snapshotSaveScript, type EtcdView } from './etcd.js';
+import { clusterConfigPatchScript, clusterConfigReadScript, kubeProxyImageScript, kubeadmVersionProbe, parseVersion, withKubernetesVersion } from './upgrade.js';
 import { createRedactor, type Redactor } from './redact.js';
 import { SshError, type ExecResult, type RemoteSession, type RemoteShell } from './ssh.js';
 import { ORCHESTRATOR_METRICS, instruments } from '../lib/metric-catalogue.js';
@@ -56,6 +60,8 @@ export interface RunnerSettings {
   readonly imageRepository: string;
   /** Output lines kept on the step record. */
   readonly outputLines: number;
+  /** etcd snapshots before a control-plane node leaves: `<dir>/<cluster>/etcd-<time>.db`, the newest `keep`. */
+  readonly snapshots?: { readonly dir: string; readonly keep: number } | undefined;
 }
 
 export interface RunnerDeps {
@@ -102,14 +108,14 @@ export class StepError extends Error {
  * (preflight: port 6443 in use, manifests present), so only transport faults before it ran
  * are retried; every other step is safe to try again.
  */
-const RETRY_ON_FAILURE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'kubeconfig', 'cni', 'upload-certs', 'token-refresh', 'join-control', 'join-worker', 'remove-node']);
+const RETRY_ON_FAILURE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'kubeconfig', 'cni', 'upload-certs', 'token-refresh', 'join-control', 'join-worker', 'remove-node', 'upgrade-preflight', 'upgrade-snapshot', 'upgrade-config', 'upgrade-check', 'upgrade-addons']);
 /** Steps that move their machine ready → joining → joined. */
 const JOINS_MACHINE: ReadonlySet<StepKind> = new Set<StepKind>(['lb-config', 'prepare', 'init', 'join-control', 'join-worker']);
 /**
  * Steps that fail no machine: the cluster-wide check is nobody's fault, and a failed removal is
  * answered to the power service, which fails the machine being reimaged itself.
  */
-const FAILS_NO_MACHINE: ReadonlySet<StepKind> = new Set<StepKind>(['nodes-ready', 'remove-node']);
+const FAILS_NO_MACHINE: ReadonlySet<StepKind> = new Set<StepKind>(['nodes-ready', 'remove-node', 'upgrade-preflight', 'upgrade-snapshot', 'upgrade-config', 'upgrade-node', 'upgrade-check', 'upgrade-addons']);
 /** Steps whose output is itself secret (admin.conf): never streamed. */
 const QUIET: ReadonlySet<StepKind> = new Set<StepKind>(['kubeconfig', 'nodes-ready']);
 
@@ -303,7 +309,7 @@ export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSigna
   return save('failed', { endedAt });
 }
 
-function connectTo(deps: RunnerDeps, target: Machine, signal: AbortSignal, connectTimeoutMs = deps.settings.connectTimeoutMs): Promise<RemoteSession> {
+function connectTo(deps: Pick<RunnerDeps, 'shell' | 'privateKey' | 'settings'>, target: Machine, signal: AbortSignal, connectTimeoutMs = deps.settings.connectTimeoutMs): Promise<RemoteSession> {
   const { settings } = deps;
   return deps.shell.connect(
     { host: target.ip as string, port: settings.sshPort, username: settings.sshUser, privateKey: deps.privateKey, hostKeys: target.hostKeys, connectTimeoutMs },
@@ -315,7 +321,7 @@ type Run = (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => 
 type RunRaw = (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => Promise<ExecResult>;
 
 /** Runs scripts over one session: `raw` returns whatever happened, `run` throws on a timeout or a non-zero exit. */
-function commands(deps: RunnerDeps, session: RemoteSession, sink: OutputSink, signal: AbortSignal, quiet: boolean): { run: Run; raw: RunRaw } {
+function commands(deps: Pick<RunnerDeps, 'settings'>, session: RemoteSession, sink: OutputSink, signal: AbortSignal, quiet: boolean): { run: Run; raw: RunRaw } {
   const { settings } = deps;
   const raw: RunRaw = (script, opts = {}) => {
     const timeoutMs = opts.timeoutMs ?? settings.stepTimeoutMs;
@@ -376,7 +382,8 @@ function prepareConfig(deps: RunnerDeps, job: StepJob): string {
 async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n: number, sink: OutputSink, signal: AbortSignal, kubeadmConfig: string): Promise<Outcome> {
   const { settings } = deps;
   const { step, cluster, secrets } = job;
-  const { run } = commands(deps, session, sink, signal, QUIET.has(step.kind));
+  const sh = commands(deps, session, sink, signal, QUIET.has(step.kind));
+  const { run } = sh;
   const probe = async (script: string): Promise<boolean> => {
     const r = await session.exec(shellCommand(settings.sshUser, 30_000), { stdin: script, timeoutMs: 30_000, signal });
     if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', 'the idempotency probe timed out', true);
@@ -388,7 +395,9 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
   switch (step.kind) {
     case 'lb-config': {
       const config = renderHaproxyConfig(deps.haproxyTemplates, step.data['backends'] as Backend[]);
-      await run(haproxyScript(config));
+      const vrrp = step.data['vrrp'] as Vrrp | undefined;
+      const keepalived = vrrp ? { config: renderKeepalivedConfig(deps.haproxyTemplates, vrrp, { cluster: cluster.name, hostname: step.hostname }), checkScript: CHECK_SCRIPT, address: vrrp.self } : undefined;
+      await run(haproxyScript(config, keepalived));
       return { skipped: null, data: {} };
     }
     case 'prepare': {
@@ -414,7 +423,10 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
       return { skipped: null, data: { server } };
     }
     case 'cni': {
-      const url = settings.cniManifests[cluster.cni];
+      // The CNI release pinned for the cluster's Kubernetes version goes into the manifest URL.
+      const compat = checkCompatibility({ os: osOfRelease(cluster.ubuntuRelease), kubernetesVersion: cluster.kubernetesVersion, containerRuntime: cluster.containerRuntime, cni: cluster.cni });
+      if (!compat.ok) throw new StepError('ERR_STEP_CHECK', `no pinned ${cluster.cni} release: ${compat.message}`, false);
+      const url = cniManifestUrl(settings.cniManifests[cluster.cni], compat.pins.cni);
       await run(applyCniScript(url));
       return { skipped: null, data: { cni: cluster.cni, manifest: url } };
     }
@@ -427,6 +439,10 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
     case 'join-control':
     case 'join-worker': {
       if (await probe(probes.join)) return { skipped: `${PATHS.kubeletConf} already exists: the node joined before`, data: {} };
+      const version = await nodeVersion(session, deps, signal);
+      const required = step.data['requiredVersion'] as string | undefined;
+      const mismatch = required && version ? versionMismatch(version, required) : null;
+      if (mismatch) throw new StepError('ERR_STEP_CHECK', `${step.hostname} has kubeadm ${version} but the control plane is at ${required}: ${mismatch}; reimage it to install ${required}`, false);
       const target = job.members.find((m) => m.mac === step.mac);
       const control = step.kind === 'join-control';
       await run(
@@ -443,10 +459,35 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
           { resetFirst: n > 1 },
         ),
       );
-      return { skipped: null, data: { endpoint: job.endpoint } };
+      return { skipped: null, data: { endpoint: job.endpoint, version } };
     }
     case 'nodes-ready':
       return waitForNodes(deps, step, run, sink, signal);
+    case 'upgrade-preflight': {
+      const view = await readEtcd(sh, step.hostname);
+      if (!etcdAllHealthy(view)) throw new StepError('ERR_STEP_CHECK', `etcd is not healthy: ${view.members.filter((m) => !memberHealthy(m, view.health)).map((m) => m.name || m.id).join(', ')}`, true);
+      const nodes = parseNodes(await run(getNodesScript(), { timeoutMs: 60_000, stream: false }));
+      const notReady = nodes.filter((n) => !n.ready).map((n) => n.name);
+      if (notReady.length) throw new StepError('ERR_STEP_CHECK', `nodes not Ready: ${notReady.join(', ')}`, true);
+      sink.add([`etcd: ${view.members.length} member(s), all healthy; ${nodes.length} node(s), all Ready`]);
+      return { skipped: null, data: { members: view.members.length, nodes: nodes.length } };
+    }
+    case 'upgrade-snapshot':
+      return { skipped: deps.settings.snapshots ? null : 'no snapshot folder configured', data: await takeSnapshot(deps, job, sh, step.hostname, sink) };
+    case 'upgrade-config': {
+      const to = String(step.data['to']);
+      const current = await run(clusterConfigReadScript(), { timeoutMs: 60_000, stream: false });
+      await run(clusterConfigPatchScript(withKubernetesVersion(current, to)), { timeoutMs: 60_000 });
+      sink.add([`ClusterConfiguration.kubernetesVersion is now v${to}: nodes joined from now on deploy ${to}`]);
+      return { skipped: null, data: { to } };
+    }
+    case 'upgrade-check':
+      return waitForUpgradedNode(deps, step, sh, sink, signal);
+    case 'upgrade-addons':
+      await run(kubeProxyImageScript(settings.imageRepository, String(step.data['to'])), { timeoutMs: 60_000 });
+      return { skipped: null, data: { to: step.data['to'] } };
+    case 'upgrade-node':
+      throw new StepError('ERR_STEP_TARGET', 'a node is upgraded by its reimage, not by a step', false);
     case 'remove-node':
       throw new StepError('ERR_STEP_TARGET', 'a removal runs through removeNode', false);
   }
@@ -465,6 +506,11 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
   const d = step.data as unknown as RemovalData;
   const facts: Record<string, unknown> = {};
   let session: RemoteSession | null = null;
+  if (d.purpose === 'delete' && !d.force) {
+    // The node is taken out for good: it must answer, so its own reset leaves nothing running.
+    const reach = await reachable(deps, subject, signal);
+    if (reach !== null) throw new StepError('ERR_STEP_TARGET', `${d.node} does not answer over SSH (${reach}): delete it with force to remove it from the cluster side anyway`, false);
+  }
   if (d.via) {
     if (d.via === step.mac) throw new StepError('ERR_STEP_TARGET', `refusing to remove ${d.node} from itself`, false);
     const via = await deps.machines.get(d.via);
@@ -473,6 +519,14 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
   }
   try {
     const sh = session ? commands(deps, session, sink, signal, false) : null;
+    if (sh && d.role === 'control-plane') {
+      const view = await readEtcd(sh, d.viaNode as string);
+      if (d.purpose === 'delete') {
+        const verdict = liveQuorumAfterRemoval(view, d.node, subject?.ip ?? null);
+        if (!verdict.ok) throw new StepError('ERR_STEP_CHECK', `removing ${d.node} would break etcd quorum: ${verdict.reason ?? ''}`, false);
+      }
+      Object.assign(facts, await takeSnapshot(deps, job, sh, d.viaNode as string, sink));
+    }
     if (sh) {
       const short = Math.min(deps.settings.stepTimeoutMs, 60_000);
       const st = await sh.raw(nodeStatusScript(d.node), { timeoutMs: short });
@@ -486,15 +540,16 @@ async function removeNode(deps: RunnerDeps, job: StepJob, subject: Machine | nul
         const drainMs = Math.max(1000, Math.min(deps.settings.drainTimeoutMs, step - Math.min(30_000, step / 4)));
         const dr = await sh.raw(drainScript(d.node, { kubernetesMinor: kubernetesMinor(cluster.kubernetesVersion), timeoutSeconds: drainMs / 1000 }), { timeoutMs: step });
         if (dr.code === 0 && !dr.timedOut) facts['drained'] = true;
-        else if (!row.ready) {
+        else if (!row.ready || d.force) {
           // A node that is down cannot let its pods go gracefully; they are rescheduled once it is deleted.
           facts['drained'] = false;
-          sink.add([`drain of ${d.node} did not finish${lastLine(dr, sink)}; the node is ${row.status}, so it is deleted anyway`]);
+          sink.add([`drain of ${d.node} did not finish${lastLine(dr, sink)}; the node is ${row.status}${d.force ? ' and the removal is forced' : ''}, so it is deleted anyway`]);
         } else throw new StepError(dr.timedOut ? 'ERR_STEP_TIMEOUT' : 'ERR_STEP_COMMAND', `kubectl drain ${d.node} failed${lastLine(dr, sink)}`, true);
       } else sink.add([`node ${d.node} is not in the cluster (already deleted)`]);
     }
     facts['reset'] = await resetBestEffort(deps, job, subject, sink, signal);
     if (sh) {
+      // Listed again: the node's own reset has usually left etcd by now.
       if (d.role === 'control-plane') facts['etcdMember'] = await removeEtcdMember(sh, d, subject, sink);
       await sh.run(deleteNodeScript(d.node), { timeoutMs: Math.min(deps.settings.stepTimeoutMs, 120_000) });
       facts['deleted'] = true;
@@ -524,6 +579,54 @@ async function removeEtcdMember(sh: { run: Run; raw: RunRaw }, d: RemovalData, s
   return member.id;
 }
 
+/** etcd's member list and health read through control node `via` (outside any step: a guard before a reimage or a delete). */
+export async function inspectEtcd(deps: Pick<RunnerDeps, 'shell' | 'privateKey' | 'settings'>, via: Machine, signal: AbortSignal): Promise<EtcdView> {
+  const session = await connectTo(deps, via, signal, Math.min(deps.settings.connectTimeoutMs, 10_000));
+  try {
+    const sink = new OutputSink(createRedactor([]), async () => undefined, deps.settings.outputLines);
+    return await readEtcd(commands(deps, session, sink, signal, true), via.hostname ?? via.mac);
+  } finally {
+    session.close();
+  }
+}
+
+/** Null when the node answers over SSH with its pinned key; else why not. */
+async function reachable(deps: RunnerDeps, subject: Machine | null, signal: AbortSignal): Promise<string | null> {
+  if (!subject?.ip) return 'no IP address';
+  if (subject.hostKeys.length === 0) return 'no phoned-home host key';
+  try {
+    const session = await connectTo(deps, subject, signal, Math.min(deps.settings.connectTimeoutMs, 10_000));
+    session.close();
+    return null;
+  } catch (err) {
+    if (signal.aborted) throw err;
+    return errorMessage(err);
+  }
+}
+
+/** The member list and every member's health, through the etcd pod of `via`. */
+export async function readEtcd(sh: { run: Run; raw: RunRaw }, via: string): Promise<EtcdView> {
+  const members = parseEtcdMembers(await sh.run(etcdctlScript(via, ['member', 'list']), { timeoutMs: 60_000, stream: false }));
+  if (members.length === 0) throw new StepError('ERR_STEP_CHECK', `etcdctl member list on ${via} printed no member`, true);
+  // `endpoint health` exits 1 when a member is unhealthy: its lines are the answer either way.
+  const h = await sh.raw(endpointHealthScript(via), { timeoutMs: 60_000, stream: false });
+  if (h.timedOut) throw new StepError('ERR_STEP_TIMEOUT', `etcdctl endpoint health on ${via} timed out`, true);
+  return { members, health: parseEndpointHealth(h.stdout + '\n' + h.stderr) };
+}
+
+/** An etcd snapshot kept in racksmith's data directory before a control-plane node goes. */
+async function takeSnapshot(deps: RunnerDeps, job: StepJob, sh: { run: Run; raw: RunRaw }, via: string, sink: OutputSink): Promise<Record<string, unknown>> {
+  const where = deps.settings.snapshots;
+  if (!where) return {};
+  await sh.run(snapshotSaveScript(via), { timeoutMs: Math.min(deps.settings.stepTimeoutMs, 300_000) });
+  const text = await sh.run(snapshotReadScript(), { timeoutMs: Math.min(deps.settings.stepTimeoutMs, 300_000), stream: false });
+  const bytes = Buffer.from(text.trim(), 'base64');
+  if (bytes.length === 0) throw new StepError('ERR_STEP_CHECK', `the etcd snapshot read from ${via} is empty`, true);
+  const kept = keepSnapshot(where.dir, job.cluster.name, deps.now(), bytes, where.keep);
+  sink.add([`etcd snapshot kept: ${kept.path} (${bytes.length} bytes)${kept.pruned.length ? `; removed the oldest: ${kept.pruned.join(', ')}` : ''}`]);
+  return { snapshot: kept.path, snapshotBytes: bytes.length };
+}
+
 /** `kubeadm reset -f` on the node being removed, if it still answers with its pinned key; never fails the step. */
 async function resetBestEffort(deps: RunnerDeps, job: StepJob, subject: Machine | null, sink: OutputSink, signal: AbortSignal): Promise<string> {
   const name = (job.step.data['node'] as string | undefined) ?? job.step.hostname;
@@ -547,6 +650,49 @@ async function resetBestEffort(deps: RunnerDeps, job: StepJob, subject: Machine 
   }
   if (outcome !== 'done') sink.add([`kubeadm reset on ${name} ${outcome} (best effort: its disk is wiped next)`]);
   return outcome;
+}
+
+/** `v1.30.6` from the node's kubeadm, or null when it does not say (the check is then skipped). */
+async function nodeVersion(session: RemoteSession, deps: RunnerDeps, signal: AbortSignal): Promise<string | null> {
+  const r = await session.exec(shellCommand(deps.settings.sshUser, 30_000), { stdin: kubeadmVersionProbe(), timeoutMs: 30_000, signal });
+  const m = /v?(\d+\.\d+\.\d+)/.exec(r.stdout);
+  return r.code === 0 && m ? (m[1] as string) : null;
+}
+
+/** Why a node's version does not fit the control plane's (another minor), or null. */
+function versionMismatch(node: string, required: string): string | null {
+  const a = parseVersion(node);
+  const b = parseVersion(required);
+  if (!a || !b || (a.major === b.major && a.minor === b.minor)) return null;
+  return a.minor < b.minor ? 'a node of the old version never joins after the control plane moved on' : 'a node newer than the control plane is not a supported skew';
+}
+
+/** After an upgraded node rejoined: etcd healthy (every member) and the node Ready at the new version. */
+async function waitForUpgradedNode(deps: RunnerDeps, step: PlannedStep, sh: { run: Run; raw: RunRaw }, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {
+  const node = String(step.data['node']);
+  const to = String(step.data['to']).replace(/^v/, '');
+  const deadline = Date.now() + deps.settings.nodesReadyTimeoutMs;
+  let why = '';
+  for (;;) {
+    try {
+      const view = await readEtcd(sh, step.hostname);
+      const rows = parseNodes(await sh.run(getNodesScript(), { timeoutMs: 60_000, stream: false }));
+      const row = rows.find((n) => n.name === node);
+      if (!etcdAllHealthy(view)) why = `etcd not healthy yet (${view.members.filter((m) => !memberHealthy(m, view.health)).map((m) => m.name || m.id).join(', ')})`;
+      else if (!row) why = `${node} is not in kubectl get nodes`;
+      else if (!row.ready) why = `${node} is ${row.status}`;
+      else if (row.version !== null && row.version.replace(/^v/, '') !== to) why = `${node} runs ${row.version}, not v${to}`;
+      else {
+        sink.add([`${node} Ready at v${to}; etcd: ${view.members.length} member(s), all healthy`]);
+        return { skipped: null, data: { node, version: to, members: view.members.length } };
+      }
+    } catch (err) {
+      if (!(err instanceof StepError)) throw err;
+      why = err.message;
+    }
+    if (Date.now() >= deadline) throw new StepError('ERR_STEP_TIMEOUT', `after ${Math.round(deps.settings.nodesReadyTimeoutMs / 1000)} s: ${why}`, false);
+    await deps.sleep(deps.settings.nodesReadyPollMs, signal);
+  }
 }
 
 async function waitForNodes(deps: RunnerDeps, step: PlannedStep, run: (script: string, opts?: { timeoutMs?: number; stream?: boolean }) => Promise<string>, sink: OutputSink, signal: AbortSignal): Promise<Outcome> {

@@ -1,17 +1,22 @@
 import type { Metrics } from '../lib/metrics.js';
-import type { Cluster, InventoryEvent, Machine } from '../inventory/model.js';
+import type { Cluster, ClusterUpgrade, InventoryEvent, Machine } from '../inventory/model.js';
 import { NODE_REMOVAL_FAILED_EVENT, NODE_REMOVED_EVENT, REIMAGE_EVENT, awaitsClusterRemoval, reimageProgress } from '../inventory/reimage.js';
 import type { Inventory, OrchestrationRepo, StepRecord } from '../inventory/store.js';
 import type { ClusterCa } from '../lib/cluster-ca.js';
 import { ADMIN_CONF_SECRET, clusterScope, ensureClusterSecrets } from '../lib/cluster-secrets.js';
-import { notFound } from '../lib/errors.js';
+import { randomBytes } from 'node:crypto';
+import { conflict, errorMessage, invalid, notFound } from '../lib/errors.js';
+import type { Mac } from '../lib/mac.js';
+import { quorumAfterRemoval, type QuorumVerdict } from '../power/quorum.js';
+import { liveQuorumAfterRemoval } from './etcd.js';
 import type { Logger } from '../lib/log.js';
 import { AUTOINSTALL_DIR } from '../lib/paths.js';
 import type { Service, ServiceState } from '../lib/service.js';
 import { createRenderer, type Renderer } from '../render/templates.js';
 import { KUBEADM_TEMPLATES_DIR } from './kubeadm-config.js';
-import { planCluster, type Plan, type PlanLimits, type RemovalRequest } from './plan.js';
-import { runStep, type RunnerDeps, type RunnerSettings } from './runner.js';
+import { machineGeneration, planCluster, removeStepId, type Plan, type PlanLimits, type RemovalRequest } from './plan.js';
+import { UPGRADE_STEP_KINDS, nodeRecordId, parseVersion, skewProblem } from './upgrade.js';
+import { inspectEtcd, runStep, type RunnerDeps, type RunnerSettings } from './runner.js';
 import type { RemoteShell } from './ssh.js';
 
 /**
@@ -25,6 +30,8 @@ export interface OrchestratorSettings extends RunnerSettings {
   readonly pollMs: number;
   readonly lockTtlMs: number;
   readonly limits: PlanLimits;
+  /** Workers reimaged at once by a rolling upgrade unless the request says otherwise. */
+  readonly upgradeMaxUnavailable?: number | undefined;
 }
 
 export interface OrchestratorDeps {
@@ -42,6 +49,19 @@ export interface OrchestratorDeps {
   readonly kubeadmTemplates?: Renderer | undefined;
   readonly haproxyTemplates?: Renderer | undefined;
   readonly metrics?: Metrics | undefined;
+  /** The power service's reimage (a rolling upgrade reimages its nodes); without it an upgrade cannot start. */
+  readonly reimage?: ((mac: Mac, opts: { readonly force: boolean; readonly source: string }) => Promise<Record<string, unknown>>) | undefined;
+  /**
+   * The upgrade's package preflight: do the new version's packages exist in the configured
+   * repositories? (The cluster preflight of `POST /clusters/{name}/preflight` is the one to hand
+   * in.) Without it only the skew rules are checked.
+   */
+  readonly checkPackages?: ((cluster: Cluster, version: string) => Promise<{ readonly ok: boolean; readonly lines: readonly string[] }>) | undefined;
+}
+
+export interface UpgradeRequest {
+  readonly kubernetesVersion: string;
+  readonly maxUnavailable?: number | undefined;
 }
 
 export interface RetryResult {
@@ -58,6 +78,18 @@ export interface Orchestrator extends Service {
   detail(cluster: Cluster, machines: readonly Machine[]): Promise<Record<string, unknown>>;
   /** Resolves once no cluster is being driven (or rejects after `timeoutMs`). */
   idle(timeoutMs?: number): Promise<void>;
+  /** etcd's own view through a healthy control node: would removing this control node keep quorum? Null when no control node answered. */
+  liveQuorum(m: Machine): Promise<QuorumVerdict | null>;
+  /**
+   * `DELETE /machines/{mac}` of a node of its cluster: asks for its removal (drain, etcd member,
+   * Node object, load balancers) after which the record is deleted. Null when the machine is
+   * no node of a cluster (the record may go at once).
+   */
+  removeFromCluster(m: Machine, opts: { readonly force: boolean }): Promise<Record<string, unknown> | null>;
+  /** `POST /clusters/{name}/upgrade`: checks the skew rules and the packages, then starts the rolling upgrade. */
+  startUpgrade(cluster: string, req: UpgradeRequest, source: string): Promise<ClusterUpgrade>;
+  /** pause: no further node is reimaged (those on their way finish); resume; abort: stop for good. */
+  controlUpgrade(cluster: string, action: 'pause' | 'resume' | 'abort', source: string): Promise<ClusterUpgrade>;
 }
 
 /** Event pages read when replaying a reimaging machine's history (10,000 events each). */
@@ -83,7 +115,7 @@ export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
 
 export function presentStep(s: StepRecord, machines: readonly Machine[]): Record<string, unknown> {
   const m = machines.find((x) => x.mac === s.mac);
-  const { certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, viaNode, nodeFound, drained, reset, etcdMember, deleted } = s.data as Record<string, unknown>;
+  const { certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, viaNode, nodeFound, drained, reset, etcdMember, deleted, vrrp, snapshot, version, to, node, purpose } = s.data as Record<string, unknown>;
   return {
     id: s.id,
     kind: s.kind,
@@ -97,7 +129,7 @@ export function presentStep(s: StepRecord, machines: readonly Machine[]): Record
     output: s.output,
     error: s.error,
     // Facts only; secrets never reach step data.
-    facts: Object.fromEntries(Object.entries({ certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, via: viaNode, nodeFound, drained, reset, etcdMember, deleted }).filter(([, v]) => v !== undefined)),
+    facts: Object.fromEntries(Object.entries({ certsUploadedAt, tokenCreatedAt, backends, nodes, manifest, endpoint, server, reimage, via: viaNode, nodeFound, drained, reset, etcdMember, deleted, vrrp, snapshot, version, to, node, purpose }).filter(([, v]) => v !== undefined)),
   };
 }
 
@@ -213,9 +245,58 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     const cluster = await inventory.clusters.get(name);
     if (!cluster) return false;
     const [members, steps] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
-    const removals = await removalRequests(members);
+    const removals = await removalRequests(members, steps);
     const plan = planCluster({ cluster, machines: members, steps, active: new Set(), now: now(), limits: settings.limits, removals });
-    return plan.run.length > 0 || plan.settle.length > 0 || plan.answer.length > 0 || plan.state !== cluster.state;
+    return plan.run.length > 0 || plan.settle.length > 0 || plan.answer.length > 0 || plan.state !== cluster.state || upgradeWrites(cluster, plan);
+  }
+
+  /** Would the upgrade's part of the plan write something: a reimage to ask, a flag to set, the end? */
+  function upgradeWrites(cluster: Cluster, plan: Plan): boolean {
+    const u = plan.upgrade;
+    return u !== null && (u.reimage.length > 0 || u.doneNodes.length > 0 || (u.controlPlaneMoved && cluster.upgrade?.controlPlaneMoved !== true) || u.finished);
+  }
+
+  /**
+   * The upgrade's writes: the control plane moved on (installs get the new version), nodes to
+   * reimage (the record first, so a restart never asks twice), and the end.
+   */
+  async function applyUpgrade(cluster: Cluster, plan: Plan, steps: readonly StepRecord[], l: Logger): Promise<void> {
+    const u = plan.upgrade;
+    let upgrade = cluster.upgrade;
+    if (!u || !upgrade) return;
+    if (u.controlPlaneMoved && !upgrade.controlPlaneMoved) {
+      upgrade = { ...upgrade, controlPlaneMoved: true, updatedAt: now().toISOString() };
+      await inventory.clusters.setUpgrade(cluster.name, upgrade, `upgrade to ${upgrade.to}: the cluster configuration names ${upgrade.to}; machines installed from now on get it`);
+    }
+    for (const mac of u.reimage) {
+      const id = nodeRecordId(mac, upgrade.id);
+      const m = await inventory.machines.get(mac);
+      if (!m) continue;
+      const base = { cluster: cluster.name, id, kind: 'upgrade-node', mac, attempts: 1, startedAt: now().toISOString(), endedAt: null, output: [], error: null } as const;
+      const data = { upgrade: upgrade.id, to: upgrade.to, generation: machineGeneration(mac, steps), reimage: null as string | null };
+      await orchestration.saveStep({ ...base, state: 'running', data });
+      if (!deps.reimage) {
+        await orchestration.saveStep({ ...base, state: 'failed', endedAt: now().toISOString(), error: 'this racksmith has no power service to reimage with', data });
+        continue;
+      }
+      try {
+        const r = await deps.reimage(mac, { force: false, source: 'orchestrator' });
+        await orchestration.saveStep({ ...base, state: 'running', data: { ...data, reimage: String(r['reimage'] ?? '') || 'asked' }, output: [`reimage ${String(r['reimage'] ?? '')} of ${m.hostname ?? mac} into Kubernetes ${upgrade.to}`] });
+        l.info({ mac, reimage: r['reimage'], to: upgrade.to }, 'upgrade: node reimaged');
+      } catch (err) {
+        await orchestration.saveStep({ ...base, state: 'failed', endedAt: now().toISOString(), error: errorMessage(err), data });
+        l.warn({ mac, err: errorMessage(err) }, 'upgrade: the reimage was refused');
+      }
+    }
+    for (const mac of u.doneNodes) {
+      const rec = steps.find((s) => s.id === nodeRecordId(mac, upgrade.id));
+      if (rec) await orchestration.saveStep({ ...rec, state: 'done', endedAt: now().toISOString() });
+    }
+    if (u.finished && upgrade.state !== 'done') {
+      const done = { ...upgrade, state: 'done' as const, updatedAt: now().toISOString(), reason: null };
+      await inventory.clusters.setUpgrade(cluster.name, done, `upgrade done: every node runs Kubernetes ${upgrade.to}`, { kubernetesVersion: upgrade.to });
+      l.info({ to: upgrade.to }, 'upgrade done');
+    }
   }
 
   async function history(mac: Machine['mac']): Promise<InventoryEvent[]> {
@@ -230,10 +311,21 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     return out;
   }
 
-  /** The power service's open questions (server/inventory/reimage.ts): only machines in `reimaging` have any. */
-  async function removalRequests(members: readonly Machine[]): Promise<RemovalRequest[]> {
+  /**
+   * The open removal requests: the power service's (server/inventory/reimage.ts; only machines
+   * in `reimaging` have any) and the deletes asked through the API, kept as `remove-node`
+   * records of purpose `delete` until they are done or answered.
+   */
+  async function removalRequests(members: readonly Machine[], steps: readonly StepRecord[]): Promise<RemovalRequest[]> {
     const out: RemovalRequest[] = [];
+    for (const s of steps) {
+      // Open until answered: a finished removal is answered (and the record deleted) on the next look.
+      if (s.kind !== 'remove-node' || s.data['purpose'] !== 'delete' || s.data['answered'] === true) continue;
+      const m = members.find((x) => x.mac === s.mac);
+      if (m) out.push({ mac: m.mac, reimage: String(s.data['reimage']), askedAt: Number(s.data['askedAt']), purpose: 'delete', force: s.data['force'] === true });
+    }
     for (const m of members) {
+      if (out.some((r) => r.mac === m.mac)) continue;
       if (m.state !== 'reimaging') continue;
       const p = reimageProgress(await history(m.mac));
       if (p && awaitsClusterRemoval(m, p)) out.push({ mac: m.mac, reimage: p.id, askedAt: p.stepEventId });
@@ -246,8 +338,18 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
    * system: the next connection to this machine needs the keys of its next phone-home.
    * Keys first, then the fact; a crash in between answers again (both writes are idempotent).
    */
-  async function answer(name: string, plan: Plan, l: Logger): Promise<void> {
+  async function answer(name: string, plan: Plan, steps: readonly StepRecord[], l: Logger): Promise<void> {
     for (const a of plan.answer) {
+      const rec = a.purpose === 'delete' ? steps.find((s) => s.id === removeStepId(a.mac, a.reimage)) : undefined;
+      if (a.purpose === 'delete') {
+        // The node is out of its cluster (or could not be taken out): the fact, then the record goes.
+        const type = a.outcome === 'removed' ? NODE_REMOVED_EVENT : NODE_REMOVAL_FAILED_EVENT;
+        await inventory.events.append({ mac: a.mac, cluster: name, type, source: 'orchestrator', message: a.outcome === 'removed' ? `${a.message}; the machine's record is deleted` : `${a.message}: ${a.reason ?? ''}; the machine is kept`, data: { request: a.reimage, reason: a.reason, step: a.step } });
+        if (rec) await orchestration.saveStep({ ...rec, data: { ...rec.data, answered: true } });
+        if (a.outcome === 'removed') await inventory.machines.delete(a.mac).catch((err: unknown) => l.warn({ err, mac: a.mac }, 'cannot delete the removed machine\'s record'));
+        l.info({ mac: a.mac, request: a.reimage, outcome: a.outcome, reason: a.reason }, 'delete answered');
+        continue;
+      }
       if (a.outcome === 'removed') {
         await inventory.machines.setHostKeys(a.mac, []);
         await inventory.events.append({ mac: a.mac, cluster: name, type: NODE_REMOVED_EVENT, source: 'orchestrator', message: `${a.message}; its pinned SSH host keys were dropped until it phones home again`, data: { reimage: a.reimage, step: a.step } });
@@ -262,9 +364,10 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     const cluster = await inventory.clusters.get(name);
     if (!cluster) return true;
     const [members, steps] = await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
-    const removals = await removalRequests(members);
+    const removals = await removalRequests(members, steps);
     const plan = planCluster({ cluster, machines: members, steps, active: new Set(active.keys()), now: now(), limits: settings.limits, removals });
-    await answer(name, plan, l);
+    await answer(name, plan, steps, l);
+    await applyUpgrade(cluster, plan, steps, l);
     // Made on first need: before the first step that uses them (seeds call the same function).
     const secrets = plan.run.length > 0 ? await ensureClusterSecrets(inventory.secrets, name, { now, makeCa: deps.makeCa }) : null;
     for (const mac of plan.settle) {
@@ -307,7 +410,29 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       active.set(step.id, p);
     }
     // An answer changes what the next look sees: look once more before letting go.
-    return active.size === 0 && plan.run.length === 0 && plan.answer.length === 0;
+    return active.size === 0 && plan.run.length === 0 && plan.answer.length === 0 && !upgradeWrites(cluster, plan);
+  }
+
+  /** etcd's own view through a healthy control node (the one cluster commands use first). */
+  async function liveQuorum(m: Machine): Promise<QuorumVerdict | null> {
+    if (m.role !== 'control-plane' || !m.cluster) return null;
+    const cluster = await inventory.clusters.get(m.cluster);
+    if (!cluster) return null;
+    const [members, steps] = await Promise.all([inventory.machines.list({ cluster: cluster.name }), orchestration.steps(cluster.name)]);
+    const plan = planCluster({ cluster, machines: members, steps, active: new Set(), now: now(), limits: settings.limits, removals: [] });
+    // Every healthy control node may answer: another than the node in question first (the one
+    // cluster commands use, then the others), the node itself only when no other does.
+    const rank = (c: Machine): number => (c.mac === m.mac ? 2 : c.mac === plan.controlNode ? 0 : 1);
+    const candidates = members.filter((c) => c.role === 'control-plane' && c.state === 'joined' && c.ip).sort((a, b) => rank(a) - rank(b));
+    for (const via of candidates.slice(0, 3)) {
+      try {
+        const view = await inspectEtcd({ shell: deps.shell, privateKey, settings }, via, stopAll.signal);
+        return liveQuorumAfterRemoval(view, m.hostname ?? m.mac, m.ip);
+      } catch (err) {
+        log?.warn({ err: errorMessage(err), via: via.hostname, cluster: cluster.name }, 'cannot read etcd through this control node');
+      }
+    }
+    return null;
   }
 
   return {
@@ -364,7 +489,8 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       return (await orchestration.steps(cluster.name)).map((s) => presentStep(s, machines));
     },
     async detail(cluster, machines) {
-      const [steps, lock, removals] = await Promise.all([orchestration.steps(cluster.name), orchestration.lock(cluster.name), removalRequests(machines)]);
+      const [steps, lock] = await Promise.all([orchestration.steps(cluster.name), orchestration.lock(cluster.name)]);
+      const removals = await removalRequests(machines, steps);
       const driver = drivers.get(cluster.name);
       const plan = planCluster({ cluster, machines, steps, active: new Set(driver ? driver.active.keys() : []), now: now(), limits: settings.limits, removals });
       return {
@@ -374,7 +500,86 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
           running: driver ? [...driver.active.keys()] : [],
           lock: lock && Date.parse(lock.expiresAt) > Date.now() ? { holder: lock.holder, expiresAt: lock.expiresAt } : null,
         },
+        ...(cluster.upgrade ? { upgrade: { ...cluster.upgrade, nodes: plan.upgrade?.progress ?? {} } } : {}),
       };
+    },
+    liveQuorum,
+    async removeFromCluster(m, opts) {
+      if (!m.cluster || (m.role !== 'worker' && m.role !== 'control-plane')) return null;
+      if (m.state === 'reimaging') throw conflict('ERR_REIMAGE_IN_PROGRESS', `${m.hostname ?? m.mac} is being reimaged; delete it once the reimage is over`, 'mac');
+      const where = m.state === 'failed' ? m.failedFrom : m.state;
+      if (where !== 'joining' && where !== 'joined') return null;
+      const cluster = m.cluster;
+      const name = m.hostname ?? m.mac;
+      if (m.role === 'control-plane') {
+        const verdict = (await liveQuorum(m)) ?? { ...quorumAfterRemoval(m, await inventory.machines.list({ cluster })), source: 'inventory' as const };
+        if (!verdict.ok) throw conflict('ERR_QUORUM', `removing ${name} would lose etcd quorum (${verdict.source ?? 'inventory'}): ${verdict.reason ?? ''}`, 'mac');
+      }
+      const open = (await orchestration.steps(cluster)).find((s) => s.kind === 'remove-node' && s.mac === m.mac && s.data['purpose'] === 'delete' && s.data['answered'] !== true);
+      const request = open ? String(open.data['reimage']) : `del-${randomBytes(4).toString('hex')}`;
+      const id = removeStepId(m.mac, request);
+      if (!open) {
+        await orchestration.saveStep({ cluster, id, kind: 'remove-node', mac: m.mac, state: 'pending', attempts: 0, startedAt: null, endedAt: null, output: [], error: null, data: { purpose: 'delete', reimage: request, askedAt: Date.now(), force: opts.force } });
+        await inventory.events.append({ mac: m.mac, cluster, type: 'cluster.node-removal-requested', source: 'api', message: `node ${name} leaves cluster ${cluster} before its record is deleted${opts.force ? ' (forced: removed from the cluster side even if it does not answer)' : ''}`, data: { request, force: opts.force, step: id } });
+      }
+      kick(cluster);
+      return { removal: 'pending', request, step: id, mac: m.mac, hostname: m.hostname, cluster, force: open ? open.data['force'] === true : opts.force, events: `/api/v1/machines/${m.mac}/events` };
+    },
+    async startUpgrade(name, req, source) {
+      const cluster = await inventory.clusters.get(name);
+      if (!cluster) throw notFound('ERR_UNKNOWN_CLUSTER', `no cluster named "${name}"`);
+      const to = req.kubernetesVersion.replace(/^v/, '');
+      const previous = cluster.upgrade ?? null;
+      if (previous && (previous.state === 'running' || previous.state === 'paused')) throw conflict('ERR_UPGRADE_IN_PROGRESS', `cluster ${name} is already being upgraded to ${previous.to} (${previous.state}); resume or abort it first`, 'kubernetesVersion');
+      // An aborted upgrade that already moved the control plane can only be finished.
+      const unfinished = previous?.state === 'aborted' && previous.controlPlaneMoved ? previous : null;
+      if (unfinished && unfinished.to !== to) throw conflict('ERR_UPGRADE_UNFINISHED', `an aborted upgrade already moved cluster ${name}'s control plane to ${unfinished.to}: upgrade to ${unfinished.to} to finish it`, 'kubernetesVersion');
+      const skew = skewProblem(cluster.kubernetesVersion, to);
+      if (skew) throw invalid('ERR_VERSION_SKEW', skew, 'kubernetesVersion');
+      if (cluster.containerRuntime === 'docker' && (parseVersion(to)?.minor ?? 0) >= 24) throw invalid('ERR_VERSION_SKEW', 'Kubernetes 1.24 and later have no dockershim: a cluster on Docker cannot be upgraded past 1.23', 'kubernetesVersion');
+      if (cluster.state !== 'ready') throw conflict('ERR_CLUSTER_NOT_READY', `cluster ${name} is ${cluster.state}: an upgrade starts from a ready cluster (every machine joined, every node Ready)`, 'name');
+      if (!deps.reimage) throw conflict('ERR_NO_POWER', 'an upgrade reimages its nodes, and this racksmith has no power service', 'name');
+      const members = await inventory.machines.list({ cluster: name });
+      const noBmc = members.filter((m) => (m.role === 'control-plane' || m.role === 'worker') && !m.bmc).map((m) => m.hostname ?? m.mac);
+      if (noBmc.length) throw conflict('ERR_NO_BMC', `an upgrade reimages every node, and ${noBmc.join(', ')} ha${noBmc.length === 1 ? 's' : 've'} no BMC`, 'name');
+      if (deps.checkPackages) {
+        const pre = await deps.checkPackages(cluster, to);
+        if (!pre.ok) throw conflict('ERR_PREFLIGHT', `the packages of Kubernetes ${to} are not all available: ${pre.lines.filter((x) => /fail|missing|not/i.test(x)).join('; ') || pre.lines.join('; ')}`, 'kubernetesVersion');
+      }
+      const at = now().toISOString();
+      const upgrade: ClusterUpgrade = {
+        id: randomBytes(4).toString('hex'),
+        from: cluster.kubernetesVersion,
+        to,
+        state: 'running',
+        maxUnavailable: req.maxUnavailable ?? settings.upgradeMaxUnavailable ?? 1,
+        requestedAt: at,
+        updatedAt: at,
+        reason: null,
+        controlPlaneMoved: unfinished !== null,
+      };
+      await inventory.clusters.setUpgrade(name, upgrade, `upgrade ${upgrade.id} from ${upgrade.from} to ${to} requested (${upgrade.maxUnavailable} worker(s) at a time)`, { source });
+      kick(name);
+      return upgrade;
+    },
+    async controlUpgrade(name, action, source) {
+      const cluster = await inventory.clusters.get(name);
+      if (!cluster) throw notFound('ERR_UNKNOWN_CLUSTER', `no cluster named "${name}"`);
+      const u = cluster.upgrade ?? null;
+      const allowed: Record<typeof action, readonly string[]> = { pause: ['running'], resume: ['paused', 'running'], abort: ['running', 'paused'] };
+      if (!u || !allowed[action].includes(u.state)) throw conflict('ERR_UPGRADE_STATE', u ? `the upgrade to ${u.to} is ${u.state}: it cannot ${action}` : `cluster ${name} has no upgrade to ${action}`, 'name');
+      const state = action === 'pause' ? 'paused' : action === 'resume' ? 'running' : 'aborted';
+      if (action === 'resume') {
+        // What stopped it (a refused reimage, a failed check) is tried again.
+        for (const s of await orchestration.steps(name)) {
+          if (s.state === 'failed' && (UPGRADE_STEP_KINDS as readonly string[]).includes(s.kind) && String(s.id).endsWith(`:${u.id}`)) await orchestration.saveStep({ ...s, state: 'pending', attempts: 0, error: null });
+        }
+      }
+      const next: ClusterUpgrade = { ...u, state, updatedAt: now().toISOString(), reason: action === 'resume' ? null : `${action} requested by ${source}` };
+      const nodes = action === 'resume' ? '' : '; nodes already on their way finish their reinstall and rejoin';
+      await inventory.clusters.setUpgrade(name, next, `upgrade to ${u.to} ${state}${nodes}`, { source });
+      kick(name);
+      return next;
     },
     async idle(timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Config } from '../config/settings.js';
 import { TOKEN_TTL_MS } from './kubeadm-config.js';
 import type { OrchestratorSettings } from './service.js';
@@ -23,6 +24,8 @@ export function orchestratorSettings(config: Config): OrchestratorSettings {
     cniManifests: { weave: config.cniManifestWeave, flannel: config.cniManifestFlannel, calico: config.cniManifestCalico },
     imageRepository: config.kubernetesImageRepository,
     outputLines: 20,
+    snapshots: { dir: join(config.dataDir, 'clusters'), keep: config.etcdSnapshotsKept },
+    upgradeMaxUnavailable: config.upgradeMaxUnavailable,
     pollMs: config.orchestratorPollSeconds * 1000,
     lockTtlMs: config.orchestratorLockSeconds * 1000,
     limits: {

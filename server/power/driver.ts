@@ -1,7 +1,8 @@
+import type { BmcDriverName, BmcFactsRecord } from '../inventory/model.js';
+
 /**
- * The one interface every power driver implements (IPMI through ipmitool first; Redfish could be
- * a second). A driver talks to one BMC per call and knows nothing of machines, states or events:
- * the power service turns its results into inventory events.
+ * The one interface every power driver implements (IPMI through ipmitool, Redfish over HTTPS). A
+ * driver talks to one BMC per call and knows nothing of machines, states or events: the power service turns its results into inventory events.
  */
 
 export const POWER_STATES = ['on', 'off'] as const;
@@ -15,7 +16,11 @@ export interface BootOptions {
   readonly efi: boolean;
   /** Every boot, not only the next one. Many BMCs ignore this flag. */
   readonly persistent: boolean;
+  /** UEFI HTTP boot instead of PXE where the BMC offers it (Redfish `UefiHttp`); IPMI has no such device. */
+  readonly http?: boolean | undefined;
 }
+
+export type { BmcDriverName };
 
 /** Where a BMC is and how to log in; the password is in clear only in memory, for one call. */
 export interface BmcTarget {
@@ -25,7 +30,18 @@ export interface BmcTarget {
   readonly password: string;
   /** The machine's configured IPMI cipher suite, or null for the driver's default order. */
   readonly cipherSuite: number | null;
+  /** Which driver speaks to this BMC; absent means IPMI. */
+  readonly driver?: BmcDriverName | undefined;
+  /** Redfish: the ComputerSystem's id; null means the BMC's only system. */
+  readonly systemId?: string | null | undefined;
+  /** Redfish: check the BMC's certificate against the system's CAs (default true). */
+  readonly verifyTls?: boolean | undefined;
+  /** Redfish: the SHA-256 fingerprint of the one certificate to accept (a BMC's self-signed one). */
+  readonly tlsFingerprint?: string | null | undefined;
 }
+
+/** What a BMC says about its machine (a status call records it on the machine, with the time). */
+export type BmcFacts = Omit<BmcFactsRecord, 'collectedAt'>;
 
 /** How a call went, for the event log. */
 export interface PowerCallInfo {
@@ -48,6 +64,10 @@ export interface PowerDriver {
   /** Hard reset (no power loss). */
   reset(t: BmcTarget, signal?: AbortSignal): Promise<PowerCallInfo>;
   setNextBoot(t: BmcTarget, device: BootDevice, opts: BootOptions, signal?: AbortSignal): Promise<PowerCallInfo>;
+  /** The locator LED: on (for `seconds`, or until turned off when null) or off. */
+  identify(t: BmcTarget, on: boolean, seconds: number | null, signal?: AbortSignal): Promise<PowerCallInfo>;
+  /** Manufacturer, model, serial, versions and (Redfish) NIC MACs. */
+  facts(t: BmcTarget, signal?: AbortSignal): Promise<PowerCallInfo & { readonly facts: BmcFacts }>;
 }
 
 /**
@@ -66,6 +86,7 @@ export const POWER_ERROR_CODES = {
   output: 'ERR_BMC_OUTPUT',
   tool: 'ERR_BMC_TOOL',
   aborted: 'ERR_BMC_ABORTED',
+  tls: 'ERR_BMC_TLS',
 } as const;
 export type PowerFailureKind = keyof typeof POWER_ERROR_CODES;
 export type PowerErrorCode = (typeof POWER_ERROR_CODES)[PowerFailureKind];

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from '../lib/log.js';
-import { PowerError, type BmcTarget, type BootDevice, type BootOptions, type PowerCallInfo, type PowerDriver, type PowerFailureKind, type PowerState } from './driver.js';
+import { PowerError, type BmcFacts, type BmcTarget, type BootDevice, type BootOptions, type PowerCallInfo, type PowerDriver, type PowerFailureKind, type PowerState } from './driver.js';
 import {
   cipherOrder,
   ipmitoolArgs,
@@ -54,6 +54,8 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
   let fifoSeq = 0;
   /** The suite that last worked per BMC, so a BMC without 17 is not asked for it every time. */
   const learned = new Map<string, number>();
+  /** Locator LEDs racksmith turns off itself (on for longer than IPMI's 255 s). */
+  const ledTimers = new Map<string, NodeJS.Timeout>();
 
   /**
    * The password goes through a FIFO opened read-write by racksmith: ipmitool's `-f` reads it
@@ -259,7 +261,45 @@ export function createIpmiDriver(opts: IpmiDriverOptions): IpmiDriver {
       const warning = boot.efi && !got.efi ? 'the BMC reports legacy (BIOS) boot although UEFI was asked for; some BMCs ignore the efiboot flag' : undefined;
       return { attempts: set.info.attempts + read.info.attempts, cipherSuite: read.info.cipherSuite, ms: set.info.ms + read.info.ms, warning };
     },
+    async identify(t, on, seconds, signal) {
+      const key = `${t.address}:${t.port}`;
+      const pending = ledTimers.get(key);
+      if (pending) clearTimeout(pending);
+      ledTimers.delete(key);
+      // The BMC keeps the LED on by itself for at most 255 s; longer is `force`, and racksmith turns it off.
+      const interval = !on ? 0 : seconds !== null && seconds <= 255 ? Math.max(1, Math.round(seconds)) : null;
+      const info = (await call(t, { op: 'identify', seconds: interval }, signal)).info;
+      if (on && seconds !== null && interval === null) {
+        const timer = setTimeout(() => {
+          ledTimers.delete(key);
+          call(t, { op: 'identify', seconds: 0 }).catch((err: unknown) => opts.log.warn({ bmc: key, err }, 'turning the locator LED off failed'));
+        }, seconds * 1000);
+        timer.unref();
+        ledTimers.set(key, timer);
+      }
+      return info;
+    },
+    async facts(t, signal) {
+      const mc = await call(t, { op: 'mcinfo' }, signal);
+      const fru = await call(t, { op: 'fru' }, signal);
+      const m = mc.outcome.fields ?? {};
+      const f = fru.outcome.fields ?? {};
+      const pick = (...vals: (string | undefined)[]): string | null => vals.find((v) => v !== undefined && v.trim() !== '') ?? null;
+      const facts: BmcFacts = {
+        source: 'ipmi',
+        manufacturer: pick(f['Product Manufacturer'], f['Board Mfg'], m['Manufacturer Name']),
+        model: pick(f['Product Name'], f['Board Product'], m['Product Name']),
+        serial: pick(f['Product Serial'], f['Chassis Serial'], f['Board Serial']),
+        biosVersion: null,
+        firmwareVersion: pick(m['Firmware Revision']),
+        // IPMI has no standard command listing the host's NICs.
+        nics: null,
+      };
+      return { attempts: mc.info.attempts + fru.info.attempts, cipherSuite: fru.info.cipherSuite, ms: mc.info.ms + fru.info.ms, facts };
+    },
     close() {
+      for (const timer of ledTimers.values()) clearTimeout(timer);
+      ledTimers.clear();
       if (fifoDir) rmSync(fifoDir, { recursive: true, force: true });
       fifoDir = null;
     },

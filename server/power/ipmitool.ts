@@ -18,12 +18,14 @@ import type { BootDevice, BootOptions, PowerFailureKind, PowerState } from './dr
 
 export const DEFAULT_IPMI_PORT = 623;
 
-export type IpmiOp = 'status' | 'on' | 'off' | 'cycle' | 'reset' | 'bootdev' | 'bootread';
+export type IpmiOp = 'status' | 'on' | 'off' | 'cycle' | 'reset' | 'bootdev' | 'bootread' | 'identify' | 'mcinfo' | 'fru';
 
 export interface IpmiCommand {
   readonly op: IpmiOp;
   readonly device?: BootDevice;
   readonly boot?: BootOptions;
+  /** identify: seconds the LED stays on (1–255), 0 for off, null for "until turned off" (`force`). */
+  readonly seconds?: number | null;
 }
 
 export interface IpmiEndpoint {
@@ -59,6 +61,13 @@ export function commandArgs(cmd: IpmiCommand): string[] {
     case 'bootread':
       // Parameter 5 = boot flags (IPMI 2.0 §28.13, table 28-14).
       return ['chassis', 'bootparam', 'get', '5'];
+    case 'identify':
+      // Chassis Identify (IPMI 2.0 §28.5): an interval of 0 turns it off; `force` keeps it on.
+      return ['chassis', 'identify', cmd.seconds === null || cmd.seconds === undefined ? 'force' : String(cmd.seconds)];
+    case 'mcinfo':
+      return ['bmc', 'info'];
+    case 'fru':
+      return ['fru', 'print', '0'];
   }
 }
 
@@ -91,8 +100,11 @@ export interface RunResult {
 
 export type BootRead = { readonly device: BootDevice | 'none' | 'other'; readonly selector: string; readonly efi: boolean };
 
+/** `Name : value` lines of `bmc info` and `fru print`, by name. */
+export type IpmiFields = Readonly<Record<string, string>>;
+
 export type IpmiOutcome =
-  | { readonly ok: true; readonly state?: PowerState; readonly boot?: BootRead }
+  | { readonly ok: true; readonly state?: PowerState; readonly boot?: BootRead; readonly fields?: IpmiFields }
   | { readonly ok: false; readonly kind: PowerFailureKind; readonly detail: string };
 
 const fail = (kind: PowerFailureKind, detail: string): IpmiOutcome => ({ ok: false, kind, detail });
@@ -132,6 +144,16 @@ function bootRead(stdout: string): BootRead | null {
   return { device, selector, efi: /BIOS EFI boot/i.test(stdout) };
 }
 
+/** `Name : value` lines (ipmitool's `bmc info`, `fru print`), the first of each name. */
+export function ipmiFields(out: string): IpmiFields {
+  const fields: Record<string, string> = {};
+  for (const line of out.split('\n')) {
+    const m = /^\s*([A-Za-z][A-Za-z /#.-]{0,40}?)\s+:\s?(.*?)\s*$/.exec(line);
+    if (m && m[1] !== undefined && m[2] !== undefined && !Object.hasOwn(fields, m[1])) fields[m[1]] = m[2].slice(0, 200);
+  }
+  return fields;
+}
+
 /** What one ipmitool run meant, read from its output (the exit code alone proves nothing). */
 export function parseIpmitool(cmd: IpmiCommand, r: RunResult): IpmiOutcome {
   if (r.spawnError !== undefined) return fail('tool', `cannot run ipmitool: ${r.spawnError}`);
@@ -160,6 +182,16 @@ export function parseIpmitool(cmd: IpmiCommand, r: RunResult): IpmiOutcome {
       if (b) return { ok: true, boot: b };
       break;
     }
+    case 'identify':
+      if (/^Chassis identify interval: (off|indefinite|\d+ seconds?)\s*$/m.test(out)) return { ok: true };
+      break;
+    case 'mcinfo':
+      if (/^Manufacturer ID\s*:/m.test(out)) return { ok: true, fields: ipmiFields(out) };
+      break;
+    case 'fru':
+      // A BMC without FRU data answers "Device not present": facts without a serial, not a failure.
+      if (/^\s*(Product|Board|Chassis) \w+/m.test(out) || /Device not present/.test(`${r.stderr}\n${out}`)) return { ok: true, fields: ipmiFields(out) };
+      break;
   }
   const all = `${r.stderr}\n${out}`;
   // Session set-up failures first (cipher, credentials), then what the BMC said about the command.

@@ -8,7 +8,7 @@ import { PowerError, type PowerDriver, type PowerFailureKind } from './driver.js
  * so a second driver (Redfish) is measured the same way without repeating it.
  */
 
-type Action = 'status' | 'on' | 'off' | 'cycle' | 'reset' | 'bootdev';
+type Action = 'status' | 'on' | 'off' | 'cycle' | 'reset' | 'bootdev' | 'identify' | 'facts';
 
 /** The failure reasons the catalogue promises, from the driver's finer kinds. */
 export function failureReason(err: unknown): 'timeout' | 'auth' | 'unreachable' | 'error' | null {
@@ -22,6 +22,7 @@ export function failureReason(err: unknown): 'timeout' | 'auth' | 'unreachable' 
     busy: 'error',
     output: 'error',
     tool: 'error',
+    tls: 'auth',
     // racksmith is stopping: not the BMC's failure.
     aborted: null,
   };
@@ -51,5 +52,7 @@ export function meteredDriver(driver: PowerDriver, metrics: Metrics): PowerDrive
     cycle: (t, signal) => timed('cycle', () => driver.cycle(t, signal)),
     reset: (t, signal) => timed('reset', () => driver.reset(t, signal)),
     setNextBoot: (t, device, opts, signal) => timed('bootdev', () => driver.setNextBoot(t, device, opts, signal)),
+    identify: (t, on, seconds, signal) => timed('identify', () => driver.identify(t, on, seconds, signal)),
+    facts: (t, signal) => timed('facts', () => driver.facts(t, signal)),
   };
 }

@@ -21,6 +21,8 @@ export function etcdStanding(m: Pick<Machine, 'role' | 'state' | 'failedFrom'>):
 
 export interface QuorumVerdict {
   readonly ok: boolean;
+  /** Where the member list came from: etcd itself (through a healthy control node), or racksmith's machine states. */
+  readonly source?: 'etcd' | 'inventory';
   readonly membersAfter: number;
   readonly healthyAfter: number;
   readonly quorumAfter: number;
@@ -53,3 +55,9 @@ export function quorumAfterRemoval(target: Pick<Machine, 'mac' | 'role' | 'state
   }
   return { ...base, ok: true, reason: null };
 }
+
+/**
+ * The live check (the orchestrator asks etcd through a healthy control node): a verdict, or null
+ * when no control node answered — the reimage then falls back to the machine states above.
+ */
+export type LiveQuorumCheck = (target: Machine) => Promise<QuorumVerdict | null>;

@@ -23,6 +23,36 @@ export interface RackJobItem {
   readonly finishedAt: string | null;
 }
 
+/** A file a prefetch brings into the artifacts cache before the machines start (server/artifacts/prefetch.ts). */
+export interface PrefetchProgressItem {
+  readonly release: string;
+  readonly file: string;
+  readonly state: 'pending' | 'fetching' | 'done' | 'failed';
+  readonly bytes: number;
+  readonly total: number | null;
+  readonly error: string | null;
+}
+
+/** The first phase of a power-on job: the installer artifacts cached before any machine starts. */
+export interface JobPrefetch {
+  readonly state: 'running' | 'done' | 'failed';
+  readonly clusters: readonly string[];
+  readonly items: readonly PrefetchProgressItem[];
+  readonly error: string | null;
+}
+
+/**
+ * What a rack power-on checks first, for the clusters whose machines it makes install: their
+ * preflight (refusing the job when an upstream fails, unless forced), then their prefetch (the
+ * job's first phase). main.ts gives the cluster checks; without a gate a power-on just powers.
+ */
+export interface PowerOnGate {
+  /** The clusters whose machines this power-on makes install. */
+  clusters(machines: readonly Machine[]): readonly string[];
+  preflight(clusters: readonly string[]): Promise<{ readonly ok: boolean; readonly failures: readonly { readonly cluster: string; readonly check: string; readonly detail: string }[] }>;
+  prefetch(clusters: readonly string[], onProgress: (items: readonly PrefetchProgressItem[]) => void, signal: AbortSignal): Promise<{ readonly ok: boolean; readonly items: readonly PrefetchProgressItem[] }>;
+}
+
 export interface RackJob {
   readonly id: string;
   /** The rack, or null for a job over a selection of machines (the console's bulk power). */
@@ -33,6 +63,8 @@ export interface RackJob {
   readonly state: 'running' | 'done' | 'cancelled';
   readonly createdAt: string;
   readonly finishedAt: string | null;
+  /** Power-on: the installer artifacts fetched before the machines start; null when not done (off, status, force). */
+  readonly prefetch: JobPrefetch | null;
   readonly items: readonly RackJobItem[];
 }
 
@@ -46,6 +78,7 @@ export function newRackJob(id: string, rack: string | null, action: RackAction, 
     state: 'running',
     createdAt: at,
     finishedAt: null,
+    prefetch: null,
     items: machines.map((m) => ({
       mac: m.mac,
       hostname: m.hostname,
@@ -60,6 +93,11 @@ export function newRackJob(id: string, rack: string | null, action: RackAction, 
 
 export function updateItem(job: RackJob, mac: Mac, patch: Partial<Omit<RackJobItem, 'mac' | 'hostname'>>): RackJob {
   return { ...job, items: job.items.map((i) => (i.mac === mac ? { ...i, ...patch } : i)) };
+}
+
+/** A prefetch that failed stops the power-on: no machine starts without its installer. */
+export function failQueued(job: RackJob, error: { readonly code: string; readonly message: string }, at: string): RackJob {
+  return { ...job, items: job.items.map((i) => (i.state === 'queued' ? { ...i, state: 'failed', error, finishedAt: at } : i)) };
 }
 
 /** Closes the job: anything not finished becomes `cancelled`. */
@@ -97,6 +135,7 @@ export function presentRackJob(job: RackJob): Record<string, unknown> {
     state: job.state,
     createdAt: job.createdAt,
     finishedAt: job.finishedAt,
+    prefetch: job.prefetch,
     counts: jobCounts(job),
     machines: job.items.map((i) => ({ ...i })),
   };

@@ -14,7 +14,8 @@ import {
 } from '../inventory/reimage.js';
 import type { EventRepo, MachineRepo } from '../inventory/store.js';
 import { PowerError, type BmcTarget, type PowerCallInfo, type PowerDriver, type PowerState } from './driver.js';
-import { quorumAfterRemoval } from './quorum.js';
+import { quorumAfterRemoval, type LiveQuorumCheck } from './quorum.js';
+import { loadBalancerReimageProblem } from '../clusters/load-balancers.js';
 
 /**
  * The reimage workflow (docs/power.md): refuse what would break (quorum, a dead BMC) before
@@ -35,6 +36,8 @@ export interface PowerContext {
   load(mac: Mac): Promise<Machine>;
   target(m: Machine): Promise<BmcTarget>;
   cycleOrOn(t: BmcTarget): Promise<{ result: string; info: PowerCallInfo; was: PowerState }>;
+  /** etcd's own member list and health, through a healthy control node (the orchestrator). */
+  readonly liveQuorum?: LiveQuorumCheck | undefined;
 }
 
 /** Event pages read when replaying a machine's history (10,000 events each). */
@@ -182,9 +185,11 @@ export function createReimageWorkflow(ctx: PowerContext): ReimageWorkflow {
           }
           case 'removed-from-cluster': {
             const efi = m.firmware === 'efi';
+            // A machine seen booting by UEFI HTTP (vendor class HTTPClient) asks Redfish for UefiHttp.
+            const http = efi && (m.vendorClass ?? '').startsWith('HTTPClient');
             try {
-              const info = await ctx.driver.setNextBoot(await ctx.target(m), 'pxe', { efi, persistent: false }, ctx.signal);
-              await step(m, id, 'next-boot-set', `next boot set to PXE (${efi ? 'UEFI' : 'legacy BIOS'})` + (info.warning ? `; warning: ${info.warning}` : ''), { efi, ...callData(info) });
+              const info = await ctx.driver.setNextBoot(await ctx.target(m), 'pxe', { efi, persistent: false, http }, ctx.signal);
+              await step(m, id, 'next-boot-set', `next boot set to ${http ? 'UEFI HTTP' : 'PXE'} (${efi ? 'UEFI' : 'legacy BIOS'})` + (info.warning ? `; warning: ${info.warning}` : ''), { efi, http, ...callData(info) });
             } catch (err) {
               if (!(err instanceof PowerError || err instanceof AppError)) throw err;
               if (err instanceof PowerError && err.kind === 'aborted') return;
@@ -234,8 +239,18 @@ export function createReimageWorkflow(ctx: PowerContext): ReimageWorkflow {
     const removal = needsClusterRemoval(m, previous);
     const base = { mac, cluster: m.cluster, type: REIMAGE_EVENT, source: opts.source };
     let forced: string | null = null;
+    if (m.role === 'loadbalancer' && m.cluster) {
+      const problem = loadBalancerReimageProblem(m, await machines.list({ cluster: m.cluster }));
+      if (problem) {
+        if (!opts.force) {
+          await events.append({ ...base, message: `reimage refused: ${problem}`, data: { step: 'refused', code: 'ERR_LAST_LOAD_BALANCER', reason: problem } });
+          throw conflict('ERR_LAST_LOAD_BALANCER', `reimaging ${nameOf(m)} would take the Kubernetes API away: ${problem}; pass force to reimage it anyway`, 'force');
+        }
+        forced = problem;
+      }
+    }
     if (m.role === 'control-plane' && m.cluster) {
-      const verdict = quorumAfterRemoval(m, await machines.list({ cluster: m.cluster }));
+      const verdict = (await ctx.liveQuorum?.(m)) ?? { ...quorumAfterRemoval(m, await machines.list({ cluster: m.cluster })), source: 'inventory' as const };
       if (!verdict.ok) {
         if (!opts.force) {
           await events.append({ ...base, message: `reimage refused: ${verdict.reason ?? ''}`, data: { step: 'refused', code: 'ERR_QUORUM', ...verdict } });

@@ -3,12 +3,14 @@ import { AppError, conflict, notFound } from '../lib/errors.js';
 import { silentLogger, type Logger } from '../lib/log.js';
 import type { Mac } from '../lib/mac.js';
 import type { Service, ServiceContext, ServiceState } from '../lib/service.js';
+import { macReported } from '../inventory/bmc-facts.js';
 import type { Machine } from '../inventory/model.js';
 import type { Inventory } from '../inventory/store.js';
 import { PowerError, type BmcTarget, type PowerCallInfo, type PowerDriver, type PowerState } from './driver.js';
 import { DEFAULT_IPMI_PORT } from './ipmitool.js';
 import { callData, createReimageWorkflow, nameOf, toAppError } from './reimage.js';
-import { finishJob, jobCounts, jobSummary, newRackJob, presentRackJob, updateItem, type RackAction, type RackJob } from './rack.js';
+import type { LiveQuorumCheck } from './quorum.js';
+import { failQueued, finishJob, jobCounts, jobSummary, newRackJob, presentRackJob, updateItem, type PowerOnGate, type RackAction, type RackJob } from './rack.js';
 
 /**
  * The power service: machine power actions, rack power jobs and the reimage workflow. It talks to
@@ -32,8 +34,12 @@ export interface PowerServiceDeps {
   readonly driver: PowerDriver;
   readonly settings: PowerSettings;
   readonly now?: () => Date;
-  /** Runs once the service has stopped (closes the driver). */
-  readonly onStopped?: () => void;
+  /** Runs once the service has stopped (closes the drivers, deletes Redfish sessions). */
+  readonly onStopped?: () => void | Promise<void>;
+  /** Preflight and prefetch before a rack power-on (server/clusters/power-on.ts); none: power only. */
+  readonly powerOnGate?: PowerOnGate | undefined;
+  /** etcd's live member list and health before a control node is reimaged (the orchestrator's). */
+  readonly liveQuorum?: LiveQuorumCheck | undefined;
 }
 
 export type MachinePowerAction = RackAction;
@@ -41,10 +47,12 @@ export type MachinePowerAction = RackAction;
 export interface PowerService extends Service {
   machinePower(mac: Mac, action: MachinePowerAction, source: string): Promise<Record<string, unknown>>;
   reimage(mac: Mac, opts: { readonly force: boolean; readonly source: string }): Promise<Record<string, unknown>>;
-  rackPower(rack: string, opts: { readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly source: string }): Promise<Record<string, unknown>>;
+  /** The locator LED on (for `seconds`, or until turned off) or off. */
+  identify(mac: Mac, opts: { readonly on: boolean; readonly seconds: number | null; readonly source: string }): Promise<Record<string, unknown>>;
+  rackPower(rack: string, opts: { readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly force?: boolean | undefined; readonly source: string }): Promise<Record<string, unknown>>;
   rackJob(rack: string, id: string): Record<string, unknown> | null;
   /** A power job over a selection of machines, run like a rack job. */
-  powerJob(opts: { readonly macs: readonly Mac[]; readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly source: string }): Promise<Record<string, unknown>>;
+  powerJob(opts: { readonly macs: readonly Mac[]; readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly force?: boolean | undefined; readonly source: string }): Promise<Record<string, unknown>>;
   /** Any job (rack or selection) by id, or null. */
   job(id: string): Record<string, unknown> | null;
   /** Resolves once no workflow or job is running. */
@@ -56,6 +64,8 @@ const jobEventType = (j: RackJob): string => (j.rack === null ? 'power.job' : 'r
 
 /** Finished rack jobs kept for `GET …/power/{job}` (in memory; the events are the durable record). */
 const MAX_JOBS = 100;
+/** A status call re-reads the BMC's facts when they are older than this (two more BMC round trips). */
+const FACTS_MAX_AGE_MS = 10 * 60_000;
 export function createPowerService(deps: PowerServiceDeps): PowerService {
   const s = deps.settings;
   if (!Number.isInteger(s.rackConcurrency) || s.rackConcurrency < 1) throw new RangeError(`rack power concurrency must be a positive integer, got ${s.rackConcurrency}`);
@@ -100,7 +110,12 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     if (!m.bmc) throw conflict('ERR_NO_BMC', `${nameOf(m)} has no BMC; give it one with PATCH /machines/${m.mac} {"bmc": {…}}`, 'bmc');
     const password = await machines.bmcPassword(m.mac);
     if (password === null) throw conflict('ERR_NO_BMC', `the BMC of ${nameOf(m)} has no password`, 'bmc.password');
-    const t = { address: m.bmc.address, port: m.bmc.port ?? DEFAULT_IPMI_PORT, username: m.bmc.username, password, cipherSuite: m.bmc.cipherSuite };
+    const b = m.bmc;
+    // The Redfish driver takes the port from an https://host:port address, then bmc.port, then 443.
+    const t: BmcTarget =
+      b.driver === 'redfish'
+        ? { driver: 'redfish', address: b.address, port: b.port ?? 0, username: b.username, password, cipherSuite: null, systemId: b.systemId, verifyTls: b.verifyTls, tlsFingerprint: b.tlsFingerprint }
+        : { driver: 'ipmi', address: b.address, port: b.port ?? DEFAULT_IPMI_PORT, username: b.username, password, cipherSuite: b.cipherSuite };
     targetOwner.set(t, m.mac);
     return t;
   }
@@ -109,6 +124,37 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
   async function remember(t: BmcTarget, state: PowerState): Promise<void> {
     const mac = targetOwner.get(t);
     if (mac) await machines.setPowerState(mac, state, now().toISOString());
+  }
+
+  /**
+   * After a status call: the BMC's facts when they are missing or old, recorded on the machine; a
+   * MAC the BMC does not report is flagged with an event (once per change). A failure here never
+   * fails the status call: it is logged and the old facts stay.
+   */
+  async function refreshFacts(m: Machine, t: BmcTarget, source: string): Promise<void> {
+    const age = m.bmcFacts ? now().getTime() - Date.parse(m.bmcFacts.collectedAt) : Infinity;
+    if (age < FACTS_MAX_AGE_MS) return;
+    try {
+      const got = await driver.facts(t, abort.signal);
+      const record = { ...got.facts, collectedAt: now().toISOString() };
+      await machines.setBmcFacts(m.mac, record);
+      const was = macReported(m, m.bmcFacts);
+      const is = macReported(m, record);
+      if (is === false && was !== false) {
+        await events.append({
+          mac: m.mac,
+          cluster: m.cluster,
+          type: 'bmc.mac-mismatch',
+          source,
+          message: `the BMC at ${m.bmc?.address ?? '?'} does not report MAC ${m.mac} among its system's NICs (${(record.nics ?? []).join(', ')}): a swapped cable, a machine in the wrong place, or a typo in the inventory`,
+          data: { nics: record.nics },
+        });
+        log.warn({ mac: m.mac, nics: record.nics }, 'BMC does not report the machine MAC');
+      }
+    } catch (err) {
+      if (!(err instanceof PowerError)) throw err;
+      log.warn({ mac: m.mac, code: err.code, error: err.message }, 'reading the BMC facts failed');
+    }
   }
 
   /** "cycle" on a machine that is off does nothing over IPMI: power it on instead. */
@@ -135,6 +181,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
         info = s;
         result = s.state;
         await remember(t, s.state);
+        await refreshFacts(m, t, source);
       } else if (action === 'cycle') {
         ({ result, info } = await cycleOrOn(t));
       } else {
@@ -167,6 +214,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     load,
     target,
     cycleOrOn,
+    liveQuorum: deps.liveQuorum,
   });
 
   // ── rack jobs ──────────────────────────────────────────────────────────────
@@ -174,6 +222,22 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
   async function runJob(id: string, source: string): Promise<void> {
     const get = (): RackJob => jobs.get(id) as RackJob;
     const set = (j: RackJob): void => void jobs.set(id, j);
+    // A power-on caches what its machines' installers will fetch before the first one starts.
+    const gate = deps.powerOnGate;
+    const pre = get().prefetch;
+    if (gate && pre) {
+      const result = await gate
+        .prefetch(pre.clusters, (items) => set({ ...get(), prefetch: { ...pre, items } }), abort.signal)
+        .catch((err: unknown) => ({ ok: false, items: get().prefetch?.items ?? [], error: err instanceof Error ? err.message : String(err) }));
+      const failed = result.items.filter((i) => i.state !== 'done');
+      const error = result.ok ? null : 'error' in result ? String(result.error) : failed.map((i) => `${i.release}/${i.file}: ${i.error ?? i.state}`).join('; ');
+      set({ ...get(), prefetch: { ...pre, state: result.ok ? 'done' : 'failed', items: result.items, error } });
+      if (!result.ok) {
+        const message = `the installer artifacts could not be cached, so no machine was started: ${error ?? 'unknown error'} (power on with force to start them anyway)`;
+        set(failQueued(get(), { code: 'ERR_PREFETCH', message }, now().toISOString()));
+        log.warn({ rack: get().rack, job: id, error }, 'rack power-on: prefetch failed');
+      }
+    }
     const job = get();
     const queue = job.items.filter((i) => i.state === 'queued').map((i) => i.mac);
     const delayMs = job.delaySeconds * 1000;
@@ -204,19 +268,40 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     log.info({ rack: done.rack, job: id, counts: jobCounts(done) }, 'power job finished');
   }
 
-  async function startJob(rack: string | null, list: readonly Machine[], opts: { readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly source: string }): Promise<Record<string, unknown>> {
+  /**
+   * A power job over a rack or a selection. Before a power-on: the preflight of every cluster whose
+   * machines it makes install (refused when a check fails, unless forced), then their prefetch.
+   */
+  async function startJob(rack: string | null, list: readonly Machine[], opts: { readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly force?: boolean | undefined; readonly source: string }): Promise<Record<string, unknown>> {
+    const label = rack === null ? 'selection' : `rack ${rack}`;
     const concurrency = opts.concurrency ?? settings.rackConcurrency;
     const powersOn = opts.action === 'on' || opts.action === 'cycle' || opts.action === 'reset';
     const delaySeconds = opts.delaySeconds ?? (powersOn ? settings.rackDelaySeconds : 0);
+    const gate = powersOn && !opts.force ? deps.powerOnGate : undefined;
+    const installing = gate ? gate.clusters(list) : [];
+    if (gate && installing.length > 0) {
+      const pre = await gate.preflight(installing);
+      if (!pre.ok) {
+        const first = pre.failures[0];
+        throw new AppError(
+          'conflict',
+          'ERR_PREFLIGHT',
+          `${label}: the preflight of cluster ${[...new Set(pre.failures.map((f) => f.cluster))].join(', ')} failed (${pre.failures.length} check(s); the first: ${first ? `${first.check}: ${first.detail}` : '?'}); no machine was powered. "racksmith clusters preflight NAME" shows every check; fix the upstream, or power on with force`,
+          'force',
+          pre.failures.map((f) => ({ message: `${f.cluster}: ${f.check}: ${f.detail}`, field: f.cluster })),
+        );
+      }
+    }
     const id = randomBytes(6).toString('hex');
-    const job = newRackJob(id, rack, opts.action, concurrency, delaySeconds, list, now().toISOString());
+    const created = newRackJob(id, rack, opts.action, concurrency, delaySeconds, list, now().toISOString());
+    const job: RackJob = gate && installing.length > 0 ? { ...created, prefetch: { state: 'running', clusters: installing, items: [], error: null } } : created;
     jobs.set(id, job);
     pruneJobs();
     await events.append({
       type: jobEventType(job),
       source: opts.source,
-      message: `${rack === null ? 'selection' : `rack ${rack}`}: power ${opts.action} of ${list.length} machine(s) started (job ${id}, concurrency ${concurrency}, ${delaySeconds} s between machines)`,
-      data: { rack, job: id, action: opts.action, concurrency, delaySeconds, machines: list.length },
+      message: `${label}: power ${opts.action} of ${list.length} machine(s) started (job ${id}, concurrency ${concurrency}, ${delaySeconds} s between machines${job.prefetch ? `, after prefetching the installers of ${job.prefetch.clusters.join(', ')}` : ''}${powersOn && opts.force ? ', forced: no preflight, no prefetch' : ''})`,
+      data: { rack, job: id, action: opts.action, concurrency, delaySeconds, machines: list.length, force: opts.force === true, preflighted: job.prefetch?.clusters ?? [] },
     });
     track(runJob(id, opts.source));
     return presentRackJob(job);
@@ -243,7 +328,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
       abort.abort(new Error('racksmith is stopping'));
       unsubscribe?.();
       await Promise.allSettled([...tasks]);
-      deps.onStopped?.();
+      await deps.onStopped?.();
       state = 'stopped';
     },
     health() {
@@ -255,6 +340,21 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
       return { mac, hostname: m.hostname, action, result: r.result, ...(r.state ? { state: r.state } : {}), ...callData(r.info) };
     },
     reimage: (mac, opts) => workflow.reimage(mac, opts),
+    async identify(mac, opts) {
+      const m = await load(mac);
+      const t = await target(m);
+      const what = opts.on ? `locator LED on${opts.seconds !== null ? ` for ${opts.seconds} s` : ''}` : 'locator LED off';
+      const base = { mac: m.mac, cluster: m.cluster, type: 'identify', source: opts.source };
+      try {
+        const info = await driver.identify(t, opts.on, opts.seconds, abort.signal);
+        await events.append({ ...base, message: `${what}: done`, data: { on: opts.on, seconds: opts.seconds, outcome: 'ok', ...callData(info) } });
+        return { mac, hostname: m.hostname, on: opts.on, seconds: opts.seconds, ...callData(info) };
+      } catch (err) {
+        if (!(err instanceof PowerError)) throw err;
+        await events.append({ ...base, message: `${what} failed: ${err.message}`, data: { on: opts.on, seconds: opts.seconds, outcome: 'failed', code: err.code } });
+        throw toAppError(err);
+      }
+    },
     async rackPower(rack, opts) {
       const list = await machines.list({ rack });
       if (list.length === 0) throw notFound('ERR_UNKNOWN_RACK', `no machines in rack "${rack}"`);

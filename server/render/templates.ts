@@ -74,6 +74,18 @@ export function ipxeText(value: unknown): string {
   return s;
 }
 
+/**
+ * One word of a GRUB script, single-quoted: inside single quotes GRUB expands nothing and `;`,
+ * `|`, `&` and spaces are plain text (GRUB manual, "Quoting"); a single quote cannot be escaped
+ * there, and a line break would end the command, so both are refused (as is anything outside a
+ * conservative set).
+ */
+export function grubArg(value: unknown): string {
+  const s = String(value);
+  if (!/^[A-Za-z0-9 ._:/?&=%+,@~;()_-]*$/.test(s)) throw new Error(`grubarg filter: "${s.slice(0, 40)}" is not a safe GRUB word`);
+  return `'${s}'`;
+}
+
 /** A debconf preseed value: the rest of one line, so no line break may reach it. */
 export function preseedValue(value: unknown): string {
   return oneLine(value, 'preseed filter: a preseed value is one line');
@@ -106,6 +118,7 @@ export function createRenderer(dir: string, opts: { cache?: boolean } = {}): Ren
   env.addFilter('preseed', preseedValue);
   env.addFilter('haproxyword', haproxyWord);
   env.addFilter('ipxetext', ipxeText);
+  env.addFilter('grubarg', grubArg);
   env.addFilter('json', (v: unknown) => JSON.stringify(v));
   env.addFilter('indent_block', (v: unknown, n: number) =>
     String(v)

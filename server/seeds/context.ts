@@ -1,5 +1,9 @@
 import type { Cluster, Machine } from '../inventory/model.js';
 import type { ReleaseInstaller } from '../boot/releases.js';
+import { conflict } from '../lib/errors.js';
+import { checkCompatibility, kubernetesPackageSource, osOfRelease, type DockerPin } from '../clusters/compatibility.js';
+import { vrrpFor } from '../orchestrator/lb-pair.js';
+import { installVersion } from '../orchestrator/upgrade.js';
 
 /**
  * The data every seed template sees, built once per request as a pure function of the machine,
@@ -22,6 +26,8 @@ export interface KubernetesPackages {
   readonly version: string;
   readonly minor: number;
   readonly runtime: Cluster['containerRuntime'];
+  /** Docker CE pinned for this Kubernetes version (the docker runtime only). */
+  readonly docker: DockerPin | null;
   /** apt source: `deb [signed-by=…] <repo> <suite>`. */
   readonly repo: string;
   readonly suite: string;
@@ -48,11 +54,31 @@ export function kubernetesMinorOf(version: string): number {
 export function kubernetesPackages(cluster: Cluster, s: SeedSettings): KubernetesPackages {
   const version = cluster.kubernetesVersion.replace(/^v/, '');
   const minor = kubernetesMinorOf(version);
-  if (minor < 24) {
-    return { version, minor, runtime: cluster.containerRuntime, repo: s.kubernetesLegacyRepo, suite: 'kubernetes-xenial main', keyUrl: s.kubernetesLegacyGpgUrl, legacy: true };
-  }
+  const compat = checkCompatibility({ os: osOfRelease(cluster.ubuntuRelease), kubernetesVersion: version, containerRuntime: cluster.containerRuntime, cni: cluster.cni });
+  // A cluster stored before the compatibility table existed may fall outside it: say so, never render a guess.
+  if (!compat.ok) throw conflict('ERR_INCOMPATIBLE', `cluster ${cluster.name}: ${compat.message} (change it with PATCH /api/v1/clusters/${cluster.name})`, compat.field);
+  const docker = compat.pins.docker;
+  const repo = kubernetesRepository(version, s);
+  return { version, minor, runtime: cluster.containerRuntime, docker, ...repo };
+}
+
+export interface KubernetesRepository {
+  /** apt source: `deb [signed-by=…] <repo> <suite>`. */
+  readonly repo: string;
+  readonly suite: string;
+  readonly keyUrl: string;
+  readonly legacy: boolean;
+}
+
+/**
+ * Where kubelet/kubeadm/kubectl of a version come from: the legacy repository (suite
+ * kubernetes-xenial) before 1.24, else pkgs.k8s.io's flat repository of the version's minor.
+ */
+export function kubernetesRepository(version: string, s: Pick<SeedSettings, 'kubernetesRepo' | 'kubernetesLegacyRepo' | 'kubernetesLegacyGpgUrl'>): KubernetesRepository {
+  const minor = kubernetesMinorOf(version);
+  if (kubernetesPackageSource(minor) === 'legacy') return { repo: s.kubernetesLegacyRepo, suite: 'kubernetes-xenial main', keyUrl: s.kubernetesLegacyGpgUrl, legacy: true };
   const base = `${s.kubernetesRepo.replace(/\/+$/, '')}/v1.${minor}/deb/`;
-  return { version, minor, runtime: cluster.containerRuntime, repo: base, suite: '/', keyUrl: `${base}Release.key`, legacy: false };
+  return { repo: base, suite: '/', keyUrl: `${base}Release.key`, legacy: false };
 }
 
 /** The load balancer's backends: the cluster's control-plane machines that have an address. */
@@ -74,6 +100,16 @@ export interface MirrorParts {
 export function mirrorParts(mirror: string): MirrorParts {
   const u = new URL(mirror);
   return { protocol: u.protocol === 'https:' ? 'https' : 'http', host: u.host, directory: u.pathname.replace(/\/+$/, '') || '/' };
+}
+
+/**
+ * Ubuntu's archive carries amd64 and i386 only; ARM64 machines install from ubuntu-ports. A site
+ * mirror (any other URL) is taken as the operator gave it.
+ */
+export const UBUNTU_PORTS = 'http://ports.ubuntu.com/ubuntu-ports';
+export function mirrorFor(arch: string | null, mirror: string): string {
+  const archive = /^https?:\/\/archive\.ubuntu\.com\/ubuntu\/?$/.test(mirror);
+  return arch === 'arm64' && archive ? UBUNTU_PORTS : mirror;
 }
 
 export function seedBaseUrl(baseUrl: string, token: string): string {
@@ -108,11 +144,15 @@ export function seedContext(f: SeedFacts, s: SeedSettings): Record<string, unkno
     instanceId: f.instanceId,
     seedUrl,
     phoneHomeUrl: `${seedUrl}phone-home`,
+    roleSetupUrl: `${seedUrl}role-setup`,
     sshUser: s.sshUser,
     sshPublicKey: s.sshPublicKey,
-    mirror: mirrorParts(s.ubuntuMirror),
+    mirror: mirrorParts(mirrorFor(f.machine.arch, s.ubuntuMirror)),
     repos: { docker: s.dockerRepo, dockerGpgUrl: s.dockerGpgUrl },
-    k8s: role === 'loadbalancer' ? null : kubernetesPackages(f.cluster, s),
+    // During a rolling upgrade, once the control plane moved on, a machine installs the new version.
+    k8s: role === 'loadbalancer' ? null : kubernetesPackages({ ...f.cluster, kubernetesVersion: installVersion(f.cluster) }, s),
     haproxy: haproxyContext(f.cluster, f.members),
+    // A load balancer of a pair: keepalived holds the VIP with its peer (roles/keepalived.conf.njk).
+    vrrp: role === 'loadbalancer' ? vrrpFor(f.cluster, f.members, f.machine) : null,
   };
 }

@@ -1,5 +1,6 @@
 import type { Renderer } from '../render/templates.js';
 import type { InstallerKind } from '../boot/releases.js';
+import { CHECK_SCRIPT, KEEPALIVED_PATHS, fillInterfaceLines, renderKeepalivedConfig, type Vrrp } from '../orchestrator/lb-pair.js';
 
 /**
  * The files under `/seed/<token>/` and the template behind each. 18.04 (debian-installer) gets
@@ -25,7 +26,15 @@ export const CONTENT_TYPE: Record<SeedFile, string> = {
 /** The role's cloud-config (one definition for every release and role). */
 export function renderRoleConfig(r: Renderer, ctx: Record<string, unknown>): string {
   const haproxyConfig = ctx['role'] === 'loadbalancer' ? r.render('roles/haproxy.cfg.njk', ctx['haproxy'] as Record<string, unknown>) : '';
-  return r.render('roles/cloud-config.yaml.njk', { ...ctx, haproxyConfig });
+  const vrrp = (ctx['vrrp'] ?? null) as Vrrp | null;
+  const keepalived = vrrp
+    ? {
+        config: renderKeepalivedConfig(r, vrrp, { cluster: String(ctx['cluster']), hostname: String(ctx['hostname']) }),
+        check: CHECK_SCRIPT,
+        fill: fillInterfaceLines(KEEPALIVED_PATHS.conf, vrrp.self),
+      }
+    : null;
+  return r.render('roles/cloud-config.yaml.njk', { ...ctx, haproxyConfig, keepalived });
 }
 
 /** Renders one seed file, or null when the file does not exist for this installer (→ 404). */

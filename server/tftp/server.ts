@@ -9,6 +9,7 @@ import type { Logger } from '../lib/log.js';
 import type { ClientResolver } from '../lib/neighbours.js';
 import { ServiceStartError, bindFailure, type Service, type ServiceContext, type ServiceHealth, type ServiceState } from '../lib/service.js';
 import type { EventRepo, MachineRepo } from '../inventory/store.js';
+import { loaderOfBootfile } from '../boot/loaders.js';
 import { admit, fileRefusal, type RefusalCounter } from './decide.js';
 import { tftpListenAddress } from './listen.js';
 import { toNetascii } from './netascii.js';
@@ -36,7 +37,7 @@ export interface TftpSettings {
 
 /** The inventory as TFTP needs it: is this a known machine, and where to write its evidence. */
 export interface TftpInventory {
-  readonly machines: Pick<MachineRepo, 'get' | 'setLastStep'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'setLastStep'> & Partial<Pick<MachineRepo, 'recordBootStep'>>;
   readonly events: Pick<EventRepo, 'append'>;
 }
 
@@ -580,7 +581,7 @@ export class TftpServer implements TftpService {
   private async setUp(p: RequestPacket, rinfo: RemoteInfo, key: string): Promise<void> {
     let file: OpenedFile;
     try {
-      file = await this.deps.files.open(p.filename);
+      file = await this.deps.files.open(p.filename, { address: rinfo.address });
     } catch (err) {
       this.release(key, rinfo.address);
       if (!(err instanceof FileError)) throw err;
@@ -706,6 +707,8 @@ export class TftpServer implements TftpService {
         },
       });
       if (s.outcome === 'complete') await inv.machines.setLastStep(mac, 'tftp');
+      // A boot binary sent: if no loader asks for its script after it, the machine is stuck there.
+      if (s.outcome === 'complete' && loaderOfBootfile(s.file) !== null) await inv.machines.recordBootStep?.(mac, { kind: 'bootfile', file: s.file });
       this.stats.eventsRecorded++;
     })()
       .catch((err: unknown) => this.log.warn({ client: s.client, err: err instanceof Error ? err.message : String(err) }, 'tftp evidence not recorded'))

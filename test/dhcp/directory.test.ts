@@ -25,7 +25,7 @@ test('the revision moves on add, readdress and delete, and not on a step; the di
     await inv.machines.create({ mac: A, hostname: 'n1', role: 'worker', cluster: 'c1', ip: '10.77.0.50' });
     assert.is.not(inv.lookup.revision(), empty.revision, 'a new machine moves the revision');
     const one = inv.lookup.directory();
-    assert.equal(one.byMac.get(A), { mac: A, ip: '10.77.0.50', lastStep: null });
+    assert.equal(one.byMac.get(A), { mac: A, ip: '10.77.0.50', lastStep: null, bootLoader: null, secureBoot: null });
     assert.is(one.byIp.get('10.77.0.50'), A);
 
     await inv.machines.setLastStep(A, 'tftp');
@@ -48,7 +48,7 @@ test('the revision moves on add, readdress and delete, and not on a step; the di
 
     assert.equal(inv.lookup.changedSince(empty.revision), [A, A, A, B, B], 'added, readdressed (old and new row), sighted, deleted');
     assert.equal(inv.lookup.changedSince(inv.lookup.revision()), []);
-    assert.equal(inv.lookup.machine(A), { mac: A, ip: '10.77.0.51', lastStep: 'tftp' });
+    assert.equal(inv.lookup.machine(A), { mac: A, ip: '10.77.0.51', lastStep: 'tftp', bootLoader: null, secureBoot: null });
     assert.is(inv.lookup.machine(B), null);
   } finally {
     await inv.destroy();
@@ -68,7 +68,7 @@ test('a change log overrun answers null (read the directory whole), never a part
   }
 });
 
-const facts = (mac: string, ip: string | null): MachineFacts => ({ mac: mac as Mac, ip, lastStep: null });
+const facts = (mac: string, ip: string | null): MachineFacts => ({ mac: mac as Mac, ip, lastStep: null, bootLoader: null, secureBoot: null });
 const directoryOf = (...machines: MachineFacts[]): MachineDirectory => ({
   byMac: new Map(machines.map((m) => [m.mac, m])),
   byIp: new Map(machines.filter((m) => m.ip !== null).map((m) => [m.ip as string, m.mac])),

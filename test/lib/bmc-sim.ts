@@ -1,5 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
+import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +39,10 @@ export interface BmcSimOptions {
   /** Listen address (default 127.0.0.1) and port (default: a free one; 623 inside a namespace). */
   readonly address?: string;
   readonly port?: number;
+  /** FRU 0 with a product area (manufacturer, product name, serial), as a real BMC has. */
+  readonly fru?: { readonly manufacturer: string; readonly product: string; readonly serial: string };
+  /** Serial over LAN to this device: "tcp:ADDR:PORT" (a QEMU serial port listening there). */
+  readonly sol?: string;
 }
 
 export interface ChassisCall {
@@ -62,6 +67,8 @@ export interface BmcSim {
   vmPid(): number | null;
   /** VM mode: the running VM's command line. */
   vmCmdline(): string | null;
+  /** The last chassis identify request: "<interval> <force>" ("0 0" off, "0 1" on until off), or null. */
+  identify(): string | null;
   stop(): Promise<void>;
 }
 
@@ -113,6 +120,8 @@ if [ "$op" = get ]; then
   done
 else
   sleep ${delay}
+  # "set identify" then "<interval> <force>" as one argument: not a key/value pair.
+  if [ "$1" = identify ]; then shift; echo "$*" > $D/identify; shift $#; fi
   while [ $# -gt 1 ]; do
     k=$1; v=$2; shift 2
     case $k in
@@ -152,10 +161,17 @@ set_working_mc 0x20
     guid a123456789abcdefa123456789abcdef
   endlan
   chassis_control "${prog}"
-  user 2 true "${user}" "${o.password}" admin 10 none md2 md5 straight
+${o.sol ? `  sol "${o.sol}" 115200
+` : ''}  user 2 true "${user}" "${o.password}" admin 10 none md2 md5 straight
 `,
   );
-  writeFileSync(join(dir, 'bmc.emu'), 'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n');
+  const fru = o.fru ? fruImage(o.fru) : null;
+  writeFileSync(
+    join(dir, 'bmc.emu'),
+    'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n' +
+      (fru ? `mc_add_fru_data 0x20 0 ${fru.length} data ${[...fru].map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(' ')}\n` : '') +
+      'mc_enable 0x20\n',
+  );
   const child: ChildProcess = spawn(...inNs('ipmi_sim', ['-c', join(dir, 'lan.conf'), '-f', join(dir, 'bmc.emu'), '-n', '-s', join(dir, 'state')]), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -203,6 +219,7 @@ set_working_mc 0x20
       return sim.calls().filter((c) => c.args.startsWith('set '));
     },
     power: () => read('power', '0'),
+    identify: () => (existsSync(join(dir, 'identify')) ? read('identify', '') : null),
     boot: () => read('boot', 'default'),
     vmPid,
     vmCmdline() {
@@ -235,6 +252,24 @@ set_working_mc 0x20
     throw new Error(`ipmi_sim ${o.name} did not come up on ${address}:${port}: ${stderr.slice(-1000)}`);
   }
   return sim;
+}
+
+/**
+ * An IPMI FRU image (Platform Management FRU Information Storage Definition v1.0): the common
+ * header, then a product info area with manufacturer, product name and serial as 8-bit ASCII
+ * type/length fields, each area padded to 8 bytes with a zero checksum.
+ */
+export function fruImage(p: { manufacturer: string; product: string; serial: string }): Buffer {
+  const field = (s: string): number[] => [0xc0 | s.length, ...Buffer.from(s, 'latin1')];
+  const sum = (b: number[]): number => (0x100 - (b.reduce((a, x) => a + x, 0) & 0xff)) & 0xff;
+  // version 1, length (filled in), language English; manufacturer, name, part, version, serial, asset tag, FRU file id; end.
+  const area = [0x01, 0, 0x00, ...field(p.manufacturer), ...field(p.product), ...field(''), ...field(''), ...field(p.serial), ...field(''), ...field(''), 0xc1];
+  while ((area.length + 1) % 8 !== 0) area.push(0);
+  area[1] = (area.length + 1) / 8;
+  area.push(sum(area));
+  const header = [0x01, 0, 0, 0, 1, 0, 0];
+  header.push(sum(header));
+  return Buffer.from([...header, ...area]);
 }
 
 /** A BMC that never answers: a UDP socket that reads every packet and drops it. */
@@ -301,4 +336,31 @@ export function watchPs(needle: string): { stop(): Promise<{ samples: number; le
       return { samples, leaks, ipmitoolLines };
     },
   };
+}
+
+/**
+ * The machine's UART as a real BMC sees it: always there, whether the host is powered or not.
+ * ipmi_sim's SOL connects to one side (at start), QEMU's COM1 to the other (when it runs); bytes
+ * flow while both are connected. ipmi_sim answers a SOL activation only once its device has
+ * sent something, so while no host is connected the line idles with a CR/LF a second (blank
+ * lines, which the capture drops).
+ */
+export async function uartRelay(): Promise<{ bmcPort: number; hostPort: number; servers: Server[] }> {
+  let bmc: TcpSocket | null = null;
+  let host: TcpSocket | null = null;
+  const side = (set: (s: TcpSocket | null) => void, other: () => TcpSocket | null) =>
+    createServer((sock) => {
+      set(sock);
+      sock.on('data', (d) => other()?.write(d));
+      sock.on('error', () => undefined);
+      sock.on('close', () => set(null));
+    });
+  const a = side((s) => (bmc = s), () => host);
+  const idle = setInterval(() => {
+    if (!host) bmc?.write('\r\n');
+  }, 1000);
+  idle.unref();
+  const b = side((s) => (host = s), () => bmc);
+  const listen = (srv: Server): Promise<number> => new Promise((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as { port: number }).port)));
+  return { bmcPort: await listen(a), hostPort: await listen(b), servers: [a, b] };
 }

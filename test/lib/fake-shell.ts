@@ -91,6 +91,7 @@ export class FakeRack implements RemoteShell {
       return out('[reset] Stopping the kubelet service\n');
     }
     if (script.includes(' -- etcdctl ')) {
+      if (script.includes(`'endpoint' 'health'`)) return out([...this.cluster.members].map(([name]) => `https://${hostOf(name)}:2379 is healthy: successfully committed proposal: took = 2.1ms`).join('\n') + '\n');
       if (script.includes(`'member' 'list'`)) return out([...this.cluster.members].map(([name, id]) => `${id}, started, ${name}, https://${hostOf(name)}:2380, https://${hostOf(name)}:2379, false`).join('\n') + '\n');
       const id = /'member' 'remove' '([0-9a-f]+)'/.exec(script)?.[1];
       const name = [...this.cluster.members].find(([, v]) => v === id)?.[0];

@@ -42,6 +42,8 @@ export interface BedNode extends NodeDef {
 
 export interface Call {
   readonly node: string;
+  /** The calling node's package version. */
+  readonly version?: string;
   readonly tool: string;
   readonly args: string[];
   readonly files: Record<string, any>;
@@ -74,6 +76,14 @@ export interface BedOptions {
   readonly octet?: number;
   /** The benchmark's instant POSIX-shell stand-in instead of the recording one. */
   readonly instant?: boolean;
+  /** Plain namespaces on the nodes' bridge (no sshd): a client, a fake API backend. */
+  readonly hosts?: readonly string[];
+}
+
+export interface BedHost {
+  readonly name: string;
+  readonly ns: string;
+  readonly ip: string;
 }
 
 export class KubeBed {
@@ -81,6 +91,7 @@ export class KubeBed {
   readonly dir: string;
   readonly clusterDir: string;
   readonly nodes: BedNode[] = [];
+  readonly hosts: BedHost[] = [];
   readonly subnet: string;
   private sw = '';
   private rootIf = '';
@@ -134,12 +145,23 @@ export class KubeBed {
       const mac = `52:54:00:${octet.toString(16).padStart(2, '0')}:00:${last.toString(16).padStart(2, '0')}` as Mac;
       this.nodes.push({ ...d, ip, mac, ns, dir, hostKey, sshd: null });
     }
+    let h = 200;
+    for (const name of this.opts.hosts ?? []) {
+      const i = this.hosts.length;
+      const ns = await this.tb.addNamespace(`h${i}`);
+      const ip = `${this.subnet}.${h++}`;
+      await this.tb.veth(ns, `x${i}a`, this.sw, `x${i}b`, `${ip}/24`);
+      ports.push(this.tb.name(`x${i}b`));
+      this.hosts.push({ name, ns, ip });
+    }
     await this.tb.bridge(this.sw, 'br', ports);
     await Promise.all(this.nodes.map((n) => this.startSshd(n)));
   }
 
   private async prepareNode(d: NodeDef, dir: string, ip: string): Promise<SshHostKey> {
-    for (const sub of ['etc-up', 'etc-work', 'sbin', 'faults']) mkdirSync(join(dir, sub), { recursive: true });
+    for (const sub of ['etc-up', 'etc-work', 'varlib-up', 'varlib-work', 'sbin', 'faults']) mkdirSync(join(dir, sub), { recursive: true });
+    // The packages' version on this node (kubeadm, kubelet, kubectl); a reinstall may change it.
+    writeFileSync(join(dir, 'version'), this.opts.version);
     chmodSync(dir, 0o755);
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `root@${d.name}`, '-f', join(dir, 'ssh_host_ed25519_key')]);
     const up = join(dir, 'etc-up');
@@ -173,7 +195,7 @@ export class KubeBed {
       const wrapper = join(dir, 'sbin', tool);
       writeFileSync(
         wrapper,
-        `#!/bin/sh\nSTANDIN_NODE=${d.name} STANDIN_NODE_IP=${ip} STANDIN_NODE_DIR=${dir} STANDIN_CLUSTER_DIR=${this.clusterDir} STANDIN_VERSION=${this.opts.version} exec ${this.opts.instant ? `/bin/sh ${INSTANT}` : `${process.execPath} ${STANDIN}`} ${tool} "$@"\n`,
+        `#!/bin/sh\nSTANDIN_NODE=${d.name} STANDIN_NODE_IP=${ip} STANDIN_NODE_DIR=${dir} STANDIN_CLUSTER_DIR=${this.clusterDir} STANDIN_VERSION=$(cat ${join(dir, 'version')}) exec ${this.opts.instant ? `/bin/sh ${INSTANT}` : `${process.execPath} ${STANDIN}`} ${tool} "$@"\n`,
         { mode: 0o755 },
       );
     }
@@ -185,6 +207,8 @@ export class KubeBed {
     const setup = [
       `mount -t overlay overlay -o lowerdir=/etc,upperdir=${join(n.dir, 'etc-up')},workdir=${join(n.dir, 'etc-work')} /etc`,
       'mount -t tmpfs tmpfs /run',
+      // etcd's data directory (an etcd snapshot lands there) exists on this node only.
+      `mount -t overlay overlay -o lowerdir=/var/lib,upperdir=${join(n.dir, 'varlib-up')},workdir=${join(n.dir, 'varlib-work')} /var/lib`,
       'mkdir -p /run/sshd',
       `mount --bind ${join(n.dir, 'sbin')} /usr/local/sbin`,
       `exec /usr/sbin/sshd -D -e -f ${join(n.dir, 'sshd_config')}`,
@@ -214,10 +238,11 @@ export class KubeBed {
    * the node gets a fresh /etc/kubernetes and a new SSH host key, and the new system's sshd
    * starts. Returns the new key, which the test phones home as the boot chain would.
    */
-  async reinstall(name: string): Promise<SshHostKey> {
+  async reinstall(name: string, opts: { readonly version?: string } = {}): Promise<SshHostKey> {
     const n = this.node(name);
     await this.stopSshd(name);
-    for (const sub of ['etc-up/kubernetes', 'etc-up/haproxy']) rmSync(join(n.dir, sub), { recursive: true, force: true });
+    for (const sub of ['etc-up/kubernetes', 'etc-up/haproxy', 'etc-up/keepalived', 'varlib-up/etcd']) rmSync(join(n.dir, sub), { recursive: true, force: true });
+    if (opts.version) writeFileSync(join(n.dir, 'version'), opts.version);
     rmSync(join(n.dir, 'ssh_host_ed25519_key'), { force: true });
     rmSync(join(n.dir, 'ssh_host_ed25519_key.pub'), { force: true });
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `root@${name}`, '-f', join(n.dir, 'ssh_host_ed25519_key')]);
@@ -240,6 +265,17 @@ export class KubeBed {
       old.kill('SIGKILL');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
     }
+  }
+
+  /** The packages' version installed on a node. */
+  version(name: string): string {
+    return readFileSync(join(this.node(name).dir, 'version'), 'utf8').trim();
+  }
+
+  host(name: string): BedHost {
+    const h = this.hosts.find((x) => x.name === name);
+    if (!h) throw new Error(`no host ${name}`);
+    return h;
   }
 
   node(name: string): BedNode {

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Testbed } from './netns.js';
 import { startRacksmith, type RacksmithProcess } from './racksmith.js';
@@ -13,7 +13,25 @@ export const SERVER_IP = '10.77.0.1';
 export const SERVER_CIDR = `${SERVER_IP}/24`;
 export const SERVER_IP6 = 'fd77::1';
 
-export type VmFirmware = 'bios' | 'efi';
+/**
+ * `secureboot`: q35 with SMM, OVMF's Secure Boot build and a copy of the Microsoft-keys variable
+ * store (Secure Boot enforced). `efi-http`: OVMF with its PXE options turned off through fw_cfg,
+ * so HTTP boot is the first network option. `arm64`: qemu-system-aarch64 `virt` with AAVMF.
+ */
+export type VmFirmware = 'bios' | 'efi' | 'secureboot' | 'efi-http' | 'arm64';
+
+const OVMF_SECBOOT_CODE = '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd';
+const OVMF_MS_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
+const AAVMF_CODE = '/usr/share/AAVMF/AAVMF_CODE.fd';
+const AAVMF_VARS = '/usr/share/AAVMF/AAVMF_VARS.fd';
+/** What each firmware needs on this machine (for `requirements()`). */
+export const FIRMWARE_FILES: Readonly<Record<VmFirmware, readonly string[]>> = {
+  bios: ['qemu-system-x86_64'],
+  efi: ['qemu-system-x86_64', '/usr/share/ovmf/OVMF.fd'],
+  secureboot: ['qemu-system-x86_64', OVMF_SECBOOT_CODE, OVMF_MS_VARS],
+  'efi-http': ['qemu-system-x86_64', '/usr/share/ovmf/OVMF.fd'],
+  arm64: ['qemu-system-aarch64', AAVMF_CODE, AAVMF_VARS],
+};
 
 export interface VmOptions {
   readonly name: string;
@@ -169,15 +187,31 @@ export class PxeBed {
     await this.tb.ip(this.sw, ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
     await this.tb.ip(this.sw, ['link', 'set', tap, 'master', this.bridge]);
     await this.tb.ip(this.sw, ['link', 'set', tap, 'up']);
-    const nic = `virtio-net-pci,netdev=n0,mac=${opts.mac}${opts.firmware === 'efi' ? ',romfile=' : ''}`;
-    const args = [
-      '-machine', 'pc', '-accel', 'tcg', '-m', String(opts.memoryMiB ?? 256), '-smp', '1',
+    const fw = opts.firmware;
+    // The NIC's own option ROM (QEMU's iPXE) is off on UEFI: the firmware's PXE/HTTP boot is tested.
+    const nic = `virtio-net-pci,netdev=n0,mac=${opts.mac}${fw !== 'bios' ? ',romfile=' : ''}`;
+    const common = [
+      '-m', String(opts.memoryMiB ?? 256), '-smp', '1',
       '-display', 'none', '-monitor', 'none', '-serial', `file:${opts.serialLog}`,
       '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
       '-device', nic,
-      '-boot', 'order=n', '-no-reboot',
-      ...(opts.firmware === 'efi' ? ['-bios', '/usr/share/ovmf/OVMF.fd'] : []),
+      '-no-reboot',
     ];
+    const pflash = (code: string, vars: string): string[] => {
+      // Each VM writes its own copy of the variable store (boot entries, Secure Boot state).
+      const copy = `${opts.serialLog}.vars.fd`;
+      copyFileSync(vars, copy);
+      return ['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${code}`, '-drive', `if=pflash,format=raw,unit=1,file=${copy}`];
+    };
+    if (fw === 'arm64') {
+      const args = ['-machine', 'virt', '-cpu', 'cortex-a57', '-accel', 'tcg', ...pflash(AAVMF_CODE, AAVMF_VARS), ...common];
+      return new Vm(opts, this.tb.spawn(this.sw, 'qemu-system-aarch64', args));
+    }
+    const machine =
+      fw === 'secureboot'
+        ? ['-machine', 'q35,smm=on', '-global', 'driver=cfi.pflash01,property=secure,value=on', ...pflash(OVMF_SECBOOT_CODE, OVMF_MS_VARS)]
+        : ['-machine', 'pc', ...(fw === 'efi' ? ['-bios', '/usr/share/ovmf/OVMF.fd'] : []), ...(fw === 'efi-http' ? ['-bios', '/usr/share/ovmf/OVMF.fd', '-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=n', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=n'] : [])];
+    const args = [...machine, '-accel', 'tcg', ...common, '-boot', 'order=n'];
     return new Vm(opts, this.tb.spawn(this.sw, 'qemu-system-x86_64', args));
   }
 

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CLI_PATH } from '../../server/lib/paths.js';
+import { DEFAULT_INSTALLERS } from '../../server/boot/releases.js';
 
 const run = promisify(execFile);
 
@@ -56,6 +57,33 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Where a test's racksmith finds its upstreams unless the test says otherwise: a loopback port
+ * nobody listens on, so a preflight, a prefetch or an artifact download refuses at once and
+ * nothing a test starts ever reaches the internet. Tests that serve upstreams override these.
+ */
+export const NO_UPSTREAM = 'http://127.0.0.1:9';
+
+export function offlineUpstreams(): Record<string, string> {
+  const installers: Record<string, { upstream: Record<string, string> }> = {};
+  for (const [release, inst] of Object.entries(DEFAULT_INSTALLERS)) {
+    const upstream = Object.fromEntries(Object.entries(inst.upstream).filter(([, u]) => /^https?:/.test(u)).map(([f, u]) => [f, `${NO_UPSTREAM}${new URL(u).pathname}`]));
+    installers[release] = { upstream };
+  }
+  return {
+    RACKSMITH_UBUNTU_MIRROR: `${NO_UPSTREAM}/ubuntu`,
+    RACKSMITH_KUBERNETES_REPO: `${NO_UPSTREAM}/pkgs.k8s.io/core:/stable:`,
+    RACKSMITH_KUBERNETES_LEGACY_REPO: `${NO_UPSTREAM}/apt.kubernetes.io/`,
+    RACKSMITH_KUBERNETES_LEGACY_GPG_URL: `${NO_UPSTREAM}/apt-key.gpg`,
+    RACKSMITH_DOCKER_REPO: `${NO_UPSTREAM}/docker/linux/ubuntu`,
+    RACKSMITH_DOCKER_GPG_URL: `${NO_UPSTREAM}/docker/gpg`,
+    RACKSMITH_CNI_MANIFEST_WEAVE: `${NO_UPSTREAM}/cni/weave-{version}.yaml`,
+    RACKSMITH_CNI_MANIFEST_FLANNEL: `${NO_UPSTREAM}/cni/flannel-{version}.yml`,
+    RACKSMITH_CNI_MANIFEST_CALICO: `${NO_UPSTREAM}/cni/calico-{version}.yaml`,
+    RACKSMITH_INSTALLERS: JSON.stringify(installers),
+  };
+}
+
 function command(netns: string | undefined, args: readonly string[], wrap: readonly string[] = [], cli = CLI_PATH): [string, string[]] {
   const node = [...wrap, process.execPath, '--enable-source-maps', cli, ...args];
   return netns ? ['ip', ['netns', 'exec', netns, ...node]] : [node[0] as string, node.slice(1)];
@@ -76,6 +104,7 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
     RACKSMITH_DHCP_MODE: 'off',
     RACKSMITH_TFTP_PORT: '0',
     RACKSMITH_LOG_LEVEL: 'debug',
+    ...offlineUpstreams(),
     ...opts.env,
   };
   const [cmd, args] = command(opts.netns, ['serve'], opts.wrap, opts.cliPath);

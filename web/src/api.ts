@@ -44,7 +44,18 @@ export interface Machine {
   ip: string | null;
   rack: string | null;
   unit: number | null;
-  bmc: { driver: string; address: string; port: number; username: string; passwordSet: boolean; identify?: boolean } | null;
+  bmc: { driver: string; address: string; port: number | null; username: string; passwordSet: boolean; systemId?: string | null; solCapture?: boolean | null; identify?: boolean } | null;
+  bmcFacts?: {
+    source: string;
+    manufacturer: string | null;
+    model: string | null;
+    serial: string | null;
+    biosVersion: string | null;
+    firmwareVersion: string | null;
+    nics: string[] | null;
+    collectedAt: string;
+    macReported: boolean | null;
+  } | null;
   state: string;
   failure: { from: string | null; step: string | null; reason: string | null } | null;
   lastStep: string | null;
@@ -52,6 +63,17 @@ export interface Machine {
   firmware: string | null;
   vendorClass: string | null;
   uuid: string | null;
+  /** The machine's boot loader setting (null: the site default) and Secure Boot mark. */
+  bootLoader: 'ipxe' | 'shim-grub' | 'auto' | null;
+  secureBoot: boolean | null;
+  secureBootSeen: 'enforced' | 'off' | null;
+  boot?: {
+    lastLoader: 'ipxe' | 'shim-grub' | null;
+    bootfile: string | null;
+    bootfileAt: string | null;
+    loaderAt: string | null;
+    stuck: { since: string; bootfile: string; message: string } | null;
+  };
   hostKeys: string[];
   firstSeen: string | null;
   lastSeen: string | null;
@@ -72,7 +94,12 @@ export interface Cluster {
   controlPlaneEndpoint: string | null;
   state: string;
   machineCount: number;
+  /** Allowed but worth knowing (an even number of control-plane nodes). */
+  warnings?: string[];
   machines?: Machine[];
+  vip?: string | null;
+  /** The rolling upgrade under way or last run; `nodes` (in a cluster view) is each node's progress. */
+  upgrade?: { id: string; from: string; to: string; state: string; reason: string | null; maxUnavailable: number; nodes?: Record<string, string> };
   steps?: Step[];
   orchestration?: { waiting: string[]; next: string[]; running: string[]; lock: { holder: string; expiresAt: string } | null };
 }
@@ -115,6 +142,14 @@ export interface PowerJob {
   state: 'running' | 'done' | 'cancelled';
   counts: Record<string, number>;
   machines: JobItem[];
+}
+
+/** POST /clusters/{name}/preflight: every upstream check (docs/preflight.md). */
+export interface PreflightReport {
+  cluster: string;
+  ok: boolean;
+  checkedAt: string;
+  checks: { id: string; title: string; url: string | null; state: 'ok' | 'failed' | 'skipped'; status: number | null; detail: string; ms: number }[];
 }
 
 export interface InventoryEvent {

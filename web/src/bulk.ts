@@ -56,6 +56,15 @@ export function jobPanel(initial: PowerJob, title: string): JobPanel {
     job = { ...job, machines: job.machines.map((i) => (i.mac === mac ? { ...i, ...patch } : i)) };
   };
   render();
+  // Events of the job before its panel listened (a short job can end before its POST is answered)
+  // are not replayed: read the job once now; later events update it from here.
+  void api.job(job.id).then(
+    (j) => {
+      job = j;
+      render();
+    },
+    () => undefined,
+  );
   return {
     el,
     onEvent(e) {

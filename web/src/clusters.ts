@@ -1,4 +1,4 @@
-import { api, can, errorText, request, type Cluster, type Step } from './api.js';
+import { api, can, errorText, request, type Cluster, type PreflightReport, type Step } from './api.js';
 import { eventLog } from './events.js';
 import { h, notice, replace } from './dom.js';
 import { label } from './format.js';
@@ -115,6 +115,27 @@ export const clusterView: View = async (ctx, el) => {
     }
   }
 
+  /** Every upstream the cluster's machines will use, checked from racksmith's host: one row per check. */
+  async function preflight(): Promise<void> {
+    replace(result, notice('info', 'Checking every upstream the machines will use…'));
+    try {
+      const r = await request<PreflightReport>('POST', `/clusters/${encodeURIComponent(name)}/preflight`);
+      const failed = r.checks.filter((x) => x.state === 'failed').length;
+      replace(
+        result,
+        notice(r.ok ? 'ok' : 'error', r.ok ? `Preflight passed: ${r.checks.length} checks` : `Preflight: ${failed} of ${r.checks.length} checks failed`),
+        h(
+          'table',
+          { class: 'preflight' },
+          h('thead', null, h('tr', null, ['Check', 'State', 'Detail'].map((t) => h('th', { scope: 'col' }, t)))),
+          h('tbody', null, r.checks.map((x) => h('tr', { 'data-check': x.id }, h('td', null, x.title), h('td', { class: `state-${x.state}` }, x.state), h('td', null, x.url && x.state !== 'skipped' ? `${x.detail} (${x.url})` : x.detail)))),
+        ),
+      );
+    } catch (err) {
+      replace(result, notice('error', `Preflight: ${errorText(err)}`));
+    }
+  }
+
   let c: Cluster;
   try {
     c = await api.cluster(name);
@@ -137,6 +158,7 @@ export const clusterView: View = async (ctx, el) => {
     for (const m of machines) members.add(m.mac);
     replace(
       live,
+      h('div', { class: 'warnings', 'data-field': 'warnings' }, (cl.warnings ?? []).map((w) => notice('warning', w))),
       h(
         'dl',
         { class: 'facts' },
@@ -148,8 +170,10 @@ export const clusterView: View = async (ctx, el) => {
           ['Pod subnet', cl.podSubnet],
           ['Service subnet', cl.serviceSubnet],
           ['Control-plane endpoint', label(cl.controlPlaneEndpoint)],
+          ['API virtual IP', cl.vip ? `${cl.vip} (a load-balancer pair, keepalived)` : '—'],
         ].map(([k, v]) => [h('dt', null, k ?? ''), h('dd', null, v ?? '')]),
       ),
+      cl.upgrade ? upgradeSection(cl.upgrade) : null,
       h('h2', null, 'Orchestration'),
       waiting.length
         ? h('div', { class: 'waiting', role: 'status', 'data-field': 'waiting' }, h('strong', null, 'Waiting: '), h('ul', null, waiting.map((w) => h('li', null, w))))
@@ -190,6 +214,7 @@ export const clusterView: View = async (ctx, el) => {
             'Retry',
           )
         : null,
+      can(ctx.who.role, 'operator') ? h('button', { type: 'button', 'data-action': 'preflight', onclick: () => void preflight() }, 'Preflight') : null,
     ),
     result,
     live,
@@ -231,3 +256,22 @@ export const clusterFormView: View = async (ctx, el) => {
   });
   replace(el, h('h1', { tabindex: '-1' }, 'New cluster'), box, form);
 };
+
+/** A rolling upgrade: from → to, its state (and why it stopped), and each node's progress. */
+function upgradeSection(u: NonNullable<Cluster['upgrade']>): HTMLElement {
+  const nodes = Object.entries(u.nodes ?? {});
+  return h(
+    'section',
+    { class: 'upgrade', 'data-field': 'upgrade', 'aria-label': 'Upgrade' },
+    h('h2', null, `Upgrade ${u.from} → ${u.to} `, h('span', { class: `badge upgrade-${u.state}` }, u.state)),
+    u.reason ? h('p', null, u.reason) : null,
+    nodes.length
+      ? h(
+          'table',
+          { class: 'upgrade-nodes' },
+          h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'node'), h('th', { scope: 'col' }, 'progress'))),
+          h('tbody', null, nodes.map(([n, st]) => h('tr', null, h('td', null, n), h('td', null, st)))),
+        )
+      : h('p', null, `Workers ${u.maxUnavailable} at a time, control-plane nodes one at a time.`),
+  );
+}

@@ -30,6 +30,13 @@ export const COLUMNS: readonly Column[] = [
   { key: 'power', label: 'Power', cell: (m) => h('span', { class: `power power-${m.powerState ?? 'unknown'}`, 'data-since': m.powerStateAt ?? '' }, powerText(m.powerState, m.powerStateAt)), sort: (m) => m.powerState ?? '~' },
   { key: 'step', label: 'Boot step', cell: (m) => text(m.lastStep), sort: (m) => m.lastStep ?? '~' },
   { key: 'firmware', label: 'Firmware / arch', cell: (m) => (m.firmware || m.arch ? `${label(m.firmware)} / ${label(m.arch)}` : '—'), sort: (m) => `${m.firmware ?? '~'} ${m.arch ?? ''}` },
+  {
+    key: 'boot',
+    label: 'Boot loader',
+    // The machine's choice (site default when unset) and Secure Boot as marked or seen; a stall after the bootfile says so.
+    cell: (m) => `${m.bootLoader ?? 'default'}${m.secureBoot || m.secureBootSeen === 'enforced' ? ' · Secure Boot' : ''}${m.boot?.stuck ? ' · stuck' : ''}`,
+    sort: (m) => `${m.boot?.stuck ? 0 : 1} ${m.bootLoader ?? '~'}`,
+  },
   { key: 'for', label: 'In state', cell: (m) => h('span', { 'data-since': m.stateChangedAt, class: 'elapsed' }, elapsed(m.stateChangedAt)), sort: (m) => -Date.parse(m.stateChangedAt) },
 ];
 

@@ -32,6 +32,6 @@ export function replace(parent: Element, ...children: Child[]): void {
 }
 
 /** A message region: role=alert for errors (read out at once), role=status otherwise. */
-export function notice(kind: 'error' | 'ok' | 'info', text: string): HTMLElement {
+export function notice(kind: 'error' | 'ok' | 'info' | 'warning', text: string): HTMLElement {
   return h('p', { class: `notice ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text);
 }

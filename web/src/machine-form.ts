@@ -31,8 +31,10 @@ export const machineFormView: View = async (ctx, el) => {
     h(
       'fieldset',
       null,
-      h('legend', null, 'BMC (IPMI, optional)'),
-      field('bmc_address', 'BMC address', { value: m?.bmc?.address ?? '' }),
+      h('legend', null, 'BMC (optional)'),
+      select('bmc_driver', 'Protocol', ['ipmi', 'redfish'], m?.bmc?.driver ?? 'ipmi'),
+      field('bmc_address', 'BMC address', { value: m?.bmc?.address ?? '' }, 'IPMI: host or IP. Redfish: host or https://host[:port]'),
+      field('bmc_system_id', 'Redfish system id (optional)', { value: m?.bmc?.systemId ?? '', autocomplete: 'off' }, 'Needed only when the BMC manages several systems'),
       field('bmc_username', 'BMC user', { value: m?.bmc?.username ?? '', autocomplete: 'off' }),
       field('bmc_password', m?.bmc?.passwordSet ? 'BMC password (blank: keep)' : 'BMC password', { type: 'password', autocomplete: 'new-password' }),
     ),
@@ -43,7 +45,15 @@ export const machineFormView: View = async (ctx, el) => {
     void (async () => {
       const v = values(form);
       const given = Boolean(v['bmc_address'] || v['bmc_username'] || v['bmc_password']);
-      const bmc = given ? { driver: 'ipmi', address: v['bmc_address'], username: v['bmc_username'], ...(v['bmc_password'] ? { password: v['bmc_password'] } : {}) } : undefined;
+      const bmc = given
+        ? {
+            driver: v['bmc_driver'] ?? 'ipmi',
+            address: v['bmc_address'],
+            username: v['bmc_username'],
+            ...(v['bmc_password'] ? { password: v['bmc_password'] } : {}),
+            ...(v['bmc_driver'] === 'redfish' && v['bmc_system_id'] ? { systemId: v['bmc_system_id'] } : {}),
+          }
+        : undefined;
       try {
         if (m) {
           const patch: Record<string, unknown> = {
@@ -79,8 +89,11 @@ export const machineFormView: View = async (ctx, el) => {
 };
 
 /** The BMC fields the form changed, as a merge patch (a blank password keeps the stored one). */
-export function bmcChanges(stored: { address: string; username: string }, v: Record<string, string>): Record<string, string> {
-  const out: Record<string, string> = {};
+export function bmcChanges(stored: { driver: string; address: string; username: string; systemId?: string | null }, v: Record<string, string>): Record<string, string | null> {
+  const out: Record<string, string | null> = {};
+  if (v['bmc_driver'] !== undefined && v['bmc_driver'] !== stored.driver) out['driver'] = v['bmc_driver'];
+  const systemId = v['bmc_driver'] === 'redfish' || (v['bmc_driver'] === undefined && stored.driver === 'redfish') ? (v['bmc_system_id'] ?? null) : undefined;
+  if (systemId !== undefined && systemId !== (stored.systemId ?? null)) out['systemId'] = systemId;
   if (v['bmc_address'] !== undefined && v['bmc_address'] !== stored.address) out['address'] = v['bmc_address'];
   if (v['bmc_username'] !== undefined && v['bmc_username'] !== stored.username) out['username'] = v['bmc_username'];
   if (v['bmc_password'] !== undefined) out['password'] = v['bmc_password'];

@@ -10,6 +10,18 @@ import type { View } from './view.js';
  * refuses (a BMC error, an endpoint not there), its message is shown as it is.
  */
 
+function secureBootText(m: Machine): string {
+  const marked = m.secureBoot === null ? 'not marked' : m.secureBoot ? 'marked on' : 'marked off';
+  const seen = m.secureBootSeen === null ? 'not seen yet' : m.secureBootSeen === 'enforced' ? 'seen enforced (signed GRUB in lockdown)' : 'seen off (iPXE ran)';
+  return `${marked}; ${seen}`;
+}
+
+function bootLoaderText(m: Machine): string {
+  const setting = m.bootLoader ?? 'site default';
+  const last = m.boot?.lastLoader ? `; last served ${m.boot.lastLoader} (${label(m.boot.bootfile)})` : '';
+  return `${setting}${last}`;
+}
+
 function facts(m: Machine): HTMLElement {
   const rows: [string, string | Node][] = [
     ['MAC', m.mac],
@@ -23,14 +35,76 @@ function facts(m: Machine): HTMLElement {
     ['Power', m.powerState ? `${m.powerState} (read ${elapsed(m.powerStateAt)} ago, ${when(m.powerStateAt)})` : 'unknown (no BMC call yet)'],
     ...(m.failure ? ([['Failure', `from ${label(m.failure.from)} at ${label(m.failure.step)}: ${label(m.failure.reason)}`]] as [string, string][]) : []),
     ['Firmware / arch', `${label(m.firmware)} / ${label(m.arch)}`],
+    ['Secure Boot', secureBootText(m)],
+    ['Boot loader', bootLoaderText(m)],
+    ...(m.boot?.stuck ? ([['Stuck', `${m.boot.stuck.message} (since ${elapsed(m.boot.stuck.since)})`]] as [string, string][]) : []),
     ['Vendor class', label(m.vendorClass)],
     ['UUID', label(m.uuid)],
-    ['BMC', m.bmc ? `${m.bmc.driver} ${m.bmc.address}:${m.bmc.port}, user ${m.bmc.username}, password ${m.bmc.passwordSet ? 'set' : 'not set'}` : 'none'],
+    ['BMC', m.bmc ? `${m.bmc.driver} ${m.bmc.address}${m.bmc.port ? `:${m.bmc.port}` : ''}${m.bmc.systemId ? ` system ${m.bmc.systemId}` : ''}, user ${m.bmc.username}, password ${m.bmc.passwordSet ? 'set' : 'not set'}` : 'none'],
+    ...(m.bmcFacts ? ([['BMC reports', bmcFacts(m)]] as [string, string | Node][]) : []),
     ['SSH host keys', m.hostKeys.length ? m.hostKeys.join(', ') : 'not pinned yet'],
     ['First seen', when(m.firstSeen)],
     ['Last seen', when(m.lastSeen)],
   ];
   return h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', null, k), h('dd', { 'data-fact': k }, v)]));
+}
+
+/** What the BMC said at the last status call; a MAC it does not report is the sheet/rack mismatch a tech must fix. */
+function bmcFacts(m: Machine): HTMLElement {
+  const f = m.bmcFacts;
+  if (!f) return h('span', null, '—');
+  const text = [f.manufacturer, f.model, f.serial ? `serial ${f.serial}` : null, f.biosVersion ? `BIOS ${f.biosVersion}` : null, f.firmwareVersion ? `BMC firmware ${f.firmwareVersion}` : null].filter(Boolean).join(', ') || 'nothing';
+  return h(
+    'span',
+    null,
+    `${text} (${when(f.collectedAt)})`,
+    f.macReported === false
+      ? h('strong', { class: 'warning', 'data-flag': 'bmc-mac-mismatch' }, ` — this BMC does not report ${m.mac}; it reports ${(f.nics ?? []).join(', ')}: check the cabling and the sheet`)
+      : null,
+  );
+}
+
+interface ConsoleJson {
+  attached: boolean;
+  state: string;
+  reason: string | null;
+  lines: { seq: number; text: string }[];
+}
+
+/** The captured serial console, polled while racksmith holds it (and once otherwise). */
+function consoleBox(mac: string, operator: boolean, onLeave: (fn: () => void) => void): HTMLElement {
+  const pre = h('pre', { tabindex: '0', 'aria-label': 'serial console', 'data-field': 'console' });
+  const status = h('p', { 'data-field': 'console-state' }, 'Loading…');
+  const detach = h('button', { type: 'button', 'data-action': 'console-detach', hidden: true }, 'Detach console (free the SOL session for me)');
+  let after = 0;
+  let lines: string[] = [];
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  let gone = false;
+  async function poll(): Promise<void> {
+    try {
+      const c = await request<ConsoleJson>('GET', `/machines/${mac}/console?after=${after}`);
+      for (const l of c.lines) {
+        after = Math.max(after, l.seq);
+        lines.push(l.text);
+      }
+      lines = lines.slice(-200);
+      pre.textContent = lines.length ? lines.join('\n') : '(no lines captured)';
+      status.textContent = c.attached ? 'Live: racksmith holds the SOL session.' : `Capture ${c.state}${c.reason ? `: ${c.reason}` : ''}.`;
+      detach.hidden = !(operator && c.attached);
+      if (!gone) timer = setTimeout(() => void poll(), c.attached ? 2000 : 15000);
+    } catch (err) {
+      status.textContent = `Console: ${errorText(err)}`;
+    }
+  }
+  detach.onclick = () => {
+    request('POST', `/machines/${mac}/console`, { action: 'detach' }).then(() => void poll(), (err: unknown) => (status.textContent = `Detach failed: ${errorText(err)}`));
+  };
+  onLeave(() => {
+    gone = true;
+    if (timer) clearTimeout(timer);
+  });
+  void poll();
+  return h('div', null, status, detach, pre);
 }
 
 function eventItem(e: InventoryEvent): HTMLElement {
@@ -130,6 +204,15 @@ export const machineView: View = async (ctx, el) => {
           ),
         )
       : null,
+    operator
+      ? h(
+          'fieldset',
+          { class: 'identify' },
+          h('legend', null, 'Locator LED'),
+          h('button', { type: 'button', 'data-action': 'identify-on', onclick: () => void act('Locator LED on for 10 minutes', `/machines/${m.mac}/identify`, { on: true, seconds: 600 }) }, 'Blink (10 min)'),
+          h('button', { type: 'button', 'data-action': 'identify-off', onclick: () => void act('Locator LED off', `/machines/${m.mac}/identify`, { on: false }) }, 'Off'),
+        )
+      : null,
     operator ? h('button', { type: 'button', class: 'danger', 'data-action': 'reimage', onclick: () => confirmDialog.showModal() }, 'Reimage…') : null,
     admin ? h('a', { class: 'button', href: `#/machines/${m.mac}/edit`, 'data-action': 'edit' }, 'Edit') : null,
     admin ? h('button', { type: 'button', class: 'danger', 'data-action': 'delete', onclick: () => deleteDialog.showModal() }, 'Delete…') : null,
@@ -150,6 +233,7 @@ export const machineView: View = async (ctx, el) => {
     confirmDialog,
     deleteDialog,
     h('section', { 'aria-labelledby': 'facts-h' }, h('h2', { id: 'facts-h' }, 'Facts'), factsBox),
+    m.bmc?.driver === 'ipmi' ? h('section', { 'aria-labelledby': 'console-h' }, h('h2', { id: 'console-h' }, 'Serial console'), consoleBox(m.mac, operator, ctx.onLeave)) : null,
     h('section', { 'aria-labelledby': 'orch-h' }, h('h2', { id: 'orch-h' }, 'Last orchestration output'), orchBox),
     h('section', { 'aria-labelledby': 'events-h' }, h('h2', { id: 'events-h' }, 'Events'), timeline),
   );

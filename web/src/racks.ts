@@ -28,7 +28,7 @@ function tile(m: Machine): HTMLElement {
       h('span', { class: 'step' }, 'boot step: ', h('span', { 'data-field': 'step' }, label(m.lastStep))),
       h('span', { class: 'for' }, 'in state for ', h('span', { 'data-field': 'elapsed', 'data-since': m.stateChangedAt }, elapsed(m.stateChangedAt))),
       h('span', { class: `power power-${m.powerState ?? 'unknown'}` }, 'power ', h('span', { 'data-field': 'power', 'data-state': m.powerState ?? '', 'data-at': m.powerStateAt ?? '' }, powerText(m.powerState, m.powerStateAt))),
-      h('span', { class: 'hint' }, m.state === 'failed' && m.failure ? `failed at ${label(m.failure.step)}: ${label(m.failure.reason)}` : (STATE_HINT[m.state] ?? '')),
+      h('span', { class: 'hint' }, m.state === 'failed' && m.failure ? `failed at ${label(m.failure.step)}: ${label(m.failure.reason)}` : m.boot?.stuck ? m.boot.stuck.message : (STATE_HINT[m.state] ?? '')),
     ),
   );
 }

@@ -8,13 +8,13 @@ import { newMachineSchema } from './schemas.js';
 
 /**
  * A rack's CSV, as techs export it from a spreadsheet:
- *   mac,hostname,role,cluster,ip,rack,unit,bmc_address,bmc_username,bmc_password[,bmc_port,bmc_cipher_suite]
+ *   mac,hostname,role,cluster,ip,rack,unit,bmc_address,bmc_username,bmc_password[,bmc_port,bmc_cipher_suite,boot_loader,secure_boot]
  * Columns may come in any order; mac, hostname, role and cluster are required; an empty cell is
  * "not given". Every error names the data row (1 = first row after the header) and the column,
  * with the cell's value (never a password's) and, where one can be guessed, the fix. Sheets
  * saved with semicolons (a comma-decimal locale), tabs or pipes are read as such.
  */
-export const CSV_COLUMNS = ['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'unit', 'bmc_address', 'bmc_username', 'bmc_password', 'bmc_port', 'bmc_cipher_suite'] as const;
+export const CSV_COLUMNS = ['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'unit', 'bmc_address', 'bmc_username', 'bmc_password', 'bmc_port', 'bmc_cipher_suite', 'boot_loader', 'secure_boot'] as const;
 const REQUIRED = ['mac', 'hostname', 'role', 'cluster'] as const;
 export const MAX_IMPORT_ROWS = 10_000;
 /** Cell separators a sheet may be saved with, in the order they are preferred on a tie. */
@@ -38,7 +38,18 @@ const COLUMN_OF_FIELD: Record<string, Column> = {
   'bmc.port': 'bmc_port',
   'bmc.cipherSuite': 'bmc_cipher_suite',
   bmc: 'bmc_address',
+  bootLoader: 'boot_loader',
+  secureBoot: 'secure_boot',
 };
+
+/** `secure_boot` cells: yes/no words as a spreadsheet holds them; anything else goes to the schema (and its error). */
+function yesNo(v: string | undefined): boolean | string | undefined {
+  if (v === undefined) return undefined;
+  const w = v.toLowerCase();
+  if (['true', 'yes', 'on', '1'].includes(w)) return true;
+  if (['false', 'no', 'off', '0'].includes(w)) return false;
+  return v;
+}
 
 export interface ParsedSheet {
   readonly rows: ImportRow[];
@@ -110,6 +121,8 @@ export function parseMachinesSheet(text: string): ParsedSheet {
       bmc: hasBmc
         ? { driver: 'ipmi', address: cell('bmc_address'), username: cell('bmc_username'), password: cell('bmc_password'), port: integerCell(cell('bmc_port')), cipherSuite: integerCell(cell('bmc_cipher_suite')) }
         : undefined,
+      bootLoader: cell('boot_loader'),
+      secureBoot: yesNo(cell('secure_boot')),
     };
     const result = newMachineSchema.safeParse(body);
     if (!result.success) {
@@ -162,7 +175,8 @@ function rowError(row: number, err: z.ZodError, cell: (c: Column) => string | un
   const issue = err.issues[0];
   const path = issue?.path.map(String).join('.') ?? '';
   const column = COLUMN_OF_FIELD[path] ?? (path as Column);
-  const missing = issue?.code === 'invalid_type' && issue.input === undefined;
+  // zod 4 reports no input by default: a cell is missing when the sheet's cell is empty, not when the issue lacks it.
+  const missing = issue?.code === 'invalid_type' && cell(column) === undefined;
   const message = missing ? 'a value is required' : (issue?.message ?? 'invalid value');
   // A password is never echoed back: it may be a real one with a typo.
   const value = column === 'bmc_password' ? undefined : cell(column)?.slice(0, 80);

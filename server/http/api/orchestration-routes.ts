@@ -1,8 +1,11 @@
 import type { Request } from 'express';
-import { notFound } from '../../lib/errors.js';
+import { z } from 'zod';
+import { AppError, notFound } from '../../lib/errors.js';
 import { parseWith } from '../errors.js';
 import type { ApiRoute } from './router.js';
-import { clusterNameSchema } from './schemas.js';
+import { clusterNameSchema, kubernetesVersionSchema } from './schemas.js';
+
+const source = (req: Request): string => `api:${req.principal?.name ?? 'unknown'}`;
 
 /**
  * The cluster routes that belong to the orchestration: the admin kubeconfig and retry. The
@@ -13,7 +16,17 @@ export interface ClusterControl {
   kubeconfig(cluster: string): Promise<string | null>;
   /** Resets what failed in the cluster's bootstrap and resumes it. */
   retry(cluster: string): Promise<{ readonly machines: readonly string[]; readonly steps: readonly string[] }>;
+  /** The rolling upgrade by reimage (server/orchestrator/upgrade.ts). */
+  startUpgrade?(cluster: string, req: { readonly kubernetesVersion: string; readonly maxUnavailable?: number | undefined }, source: string): Promise<unknown>;
+  controlUpgrade?(cluster: string, action: 'pause' | 'resume' | 'abort', source: string): Promise<unknown>;
 }
+
+export const upgradeRequestSchema = z
+  .object({
+    kubernetesVersion: kubernetesVersionSchema,
+    maxUnavailable: z.number().int().min(1).max(200).optional().describe('workers reimaged at once (default: the upgrade-max-unavailable setting)'),
+  })
+  .strict();
 
 export interface ClusterLookup {
   get(name: string): Promise<unknown>;
@@ -49,5 +62,29 @@ export function orchestrationRoutes(control: ClusterControl, clusters: ClusterLo
         res.status(202).json({ cluster: name, retried: result });
       },
     },
+    {
+      method: 'post',
+      path: '/clusters/:name/upgrade',
+      role: 'admin',
+      handler: async (req, res) => {
+        const name = await clusterName(req);
+        const body = parseWith(upgradeRequestSchema, req.body ?? {});
+        if (!control.startUpgrade) throw new AppError('unavailable', 'ERR_NO_UPGRADE', 'this racksmith cannot upgrade clusters');
+        const upgrade = await control.startUpgrade(name, body, source(req));
+        res.status(202).json({ cluster: name, upgrade });
+      },
+    },
+    ...(['pause', 'resume', 'abort'] as const).map(
+      (action): ApiRoute => ({
+        method: 'post',
+        path: `/clusters/:name/upgrade/${action}`,
+        role: 'operator',
+        handler: async (req, res) => {
+          const name = await clusterName(req);
+          if (!control.controlUpgrade) throw new AppError('unavailable', 'ERR_NO_UPGRADE', 'this racksmith cannot upgrade clusters');
+          res.json({ cluster: name, upgrade: await control.controlUpgrade(name, action, source(req)) });
+        },
+      }),
+    ),
   ];
 }

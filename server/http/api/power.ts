@@ -17,12 +17,14 @@ export interface RackPowerInput {
   readonly action: PowerActionInput;
   readonly concurrency?: number | undefined;
   readonly delaySeconds?: number | undefined;
+  readonly force?: boolean | undefined;
   readonly source: string;
 }
 
 export interface PowerApi {
   machinePower(mac: Mac, action: PowerActionInput, source: string): Promise<Record<string, unknown>>;
   reimage(mac: Mac, opts: { readonly force: boolean; readonly source: string }): Promise<Record<string, unknown>>;
+  identify(mac: Mac, opts: { readonly on: boolean; readonly seconds: number | null; readonly source: string }): Promise<Record<string, unknown>>;
   rackPower(rack: string, opts: RackPowerInput): Promise<Record<string, unknown>>;
   rackJob(rack: string, id: string): Record<string, unknown> | null;
   /** A job over selected machines (the console's bulk power), run like a rack job. */
@@ -43,12 +45,20 @@ export const rackPowerSchema = z
     action: z.enum(POWER_ACTIONS),
     concurrency: z.number().int().min(1).max(64).optional().describe('machines handled at once'),
     delaySeconds: z.number().min(0).max(600).optional().describe('seconds between two machines\u2019 starts'),
+    force: z.boolean().optional().describe('power on without the preflight of the machines\u2019 clusters and without prefetching their installer artifacts'),
   })
   .strict();
 
 export const powerJobSchema = rackPowerSchema
   .extend({ macs: z.array(macSchema).min(1, 'select at least one machine').max(10_000).describe('the machines, in any MAC form') })
   .strict();
+export const identifySchema = z
+  .object({
+    on: z.boolean().describe('true lights the locator LED, false turns it off'),
+    seconds: z.number().int().min(1).max(86_400).optional().describe('turn it off again after this many seconds (default: stays on until turned off)'),
+  })
+  .strict()
+  .refine((b) => b.on || b.seconds === undefined, { message: 'seconds only goes with on: true', path: ['seconds'] });
 
 const jobIdSchema = z.string().regex(/^[0-9a-f]{12}$/, 'expected a job id (12 hex digits)');
 
@@ -74,6 +84,16 @@ export function powerRoutes(api: PowerApi): ApiRoute[] {
         const body = parseWith(reimageSchema, req.body) ?? {};
         const out = await api.reimage(mac, { force: body.force ?? false, source: source(req) });
         res.status(202).location(`/api/v1/machines/${mac}/events`).json(out);
+      },
+    },
+    {
+      method: 'post',
+      path: '/machines/:mac/identify',
+      role: 'operator',
+      handler: async (req, res) => {
+        const mac = pathMac(req);
+        const body = parseWith(identifySchema, req.body);
+        res.json(await api.identify(mac, { on: body.on, seconds: body.seconds ?? null, source: source(req) }));
       },
     },
     {

@@ -1,5 +1,9 @@
+import { macReported } from '../../inventory/bmc-facts.js';
 import type { Cluster, InventoryEvent, Machine } from '../../inventory/model.js';
 import type { ClusterOut, EventOut, MachineOut } from './responses.js';
+import { bootStall, loaderOfBootfile } from '../../boot/loaders.js';
+import { checkTopology } from '../../clusters/topology.js';
+import { apiEndpoint } from '../../clusters/load-balancers.js';
 
 /**
  * The user-facing JSON of inventory objects, kept apart from the model. Write-only fields (BMC
@@ -17,11 +21,15 @@ export function presentMachine(m: Machine): MachineOut {
     bmc: m.bmc && {
       driver: m.bmc.driver,
       address: m.bmc.address,
-      port: m.bmc.port ?? 623,
+      port: m.bmc.port ?? (m.bmc.driver === 'redfish' ? null : 623),
       username: m.bmc.username,
       cipherSuite: m.bmc.cipherSuite,
       passwordSet: m.bmc.hasPassword,
+      ...(m.bmc.driver === 'redfish' ? { systemId: m.bmc.systemId, verifyTls: m.bmc.verifyTls, tlsFingerprint: m.bmc.tlsFingerprint } : {}),
+      solCapture: m.bmc.solCapture,
     },
+    // What the BMC reported at its last status call; macReported false flags a sheet/rack mismatch.
+    bmcFacts: m.bmcFacts && { ...m.bmcFacts, macReported: macReported(m, m.bmcFacts) },
     state: m.state,
     failure: m.state === 'failed' ? { from: m.failedFrom, step: m.failedStep, reason: m.failedReason } : null,
     lastStep: m.lastStep,
@@ -29,6 +37,17 @@ export function presentMachine(m: Machine): MachineOut {
     firmware: m.firmware,
     vendorClass: m.vendorClass,
     uuid: m.uuid,
+    // The operator's settings (null: the site default / not known) and what racksmith saw.
+    bootLoader: m.bootLoader,
+    secureBoot: m.secureBoot,
+    secureBootSeen: m.secureBootSeen,
+    boot: {
+      lastLoader: loaderOfBootfile(m.bootfile),
+      bootfile: m.bootfile,
+      bootfileAt: m.bootfileAt,
+      loaderAt: m.loaderAt,
+      stuck: bootStall(m, Date.now()),
+    },
     hostKeys: m.hostKeys.map((k) => k.type),
     firstSeen: m.firstSeen,
     lastSeen: m.lastSeen,
@@ -42,9 +61,7 @@ export function presentMachine(m: Machine): MachineOut {
 
 /** The endpoint workers and kubectl use: explicit, else the load balancer's address on :6443. */
 export function effectiveEndpoint(c: Cluster, machines: readonly Machine[]): string | null {
-  if (c.controlPlaneEndpoint) return c.controlPlaneEndpoint;
-  const lb = machines.find((m) => m.cluster === c.name && m.role === 'loadbalancer' && m.ip);
-  return lb?.ip ? `${lb.ip}:6443` : null;
+  return apiEndpoint(c, machines);
 }
 
 export const DEFAULT_POD_SUBNET: Record<Cluster['cni'], string> = {
@@ -64,10 +81,14 @@ export function presentCluster(c: Cluster, machines: readonly Machine[]): Cluste
     podSubnet: c.podSubnet ?? DEFAULT_POD_SUBNET[c.cni],
     serviceSubnet: c.serviceSubnet ?? DEFAULT_SERVICE_SUBNET,
     controlPlaneEndpoint: effectiveEndpoint(c, machines),
+    vip: c.vip ?? null,
     state: c.state,
     machineCount: machines.length,
+    /** Allowed but worth knowing: an even number of control-plane nodes (server/clusters/topology.ts). */
+    warnings: checkTopology(c, machines.filter((m) => m.cluster === c.name)).warnings,
     createdAt: c.createdAt,
     updatedAt: c.updatedAt,
+    ...(c.upgrade ? { upgrade: c.upgrade } : {}),
   };
 }
 

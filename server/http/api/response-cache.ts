@@ -7,6 +7,8 @@
 export interface CachedResponse {
   readonly body: Buffer;
   readonly headers: Readonly<Record<string, string>>;
+  /** ms since the epoch after which the body is out of date without any write (a time-derived field changes). */
+  readonly staleAt?: number;
 }
 
 export interface ResponseCache {
@@ -20,7 +22,7 @@ export function createResponseCache(max: number): ResponseCache {
     get(key, revision) {
       const e = entries.get(key);
       if (!e) return undefined;
-      if (e.revision !== revision) {
+      if (e.revision !== revision || (e.response.staleAt !== undefined && Date.now() >= e.response.staleAt)) {
         entries.delete(key);
         return undefined;
       }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { MACHINE_STATES } from '../../inventory/lifecycle.js';
-import { CLUSTER_STATES, CNIS, CONTAINER_RUNTIMES, KNOWN_POWER_STATES, ROLES, TOKEN_ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
+import { BMC_DRIVER_NAMES, BOOT_LOADERS, CLUSTER_STATES, CNIS, CONTAINER_RUNTIMES, KNOWN_POWER_STATES, ROLES, SECURE_BOOT_SEEN, TOKEN_ROLES, UBUNTU_RELEASES, UPGRADE_STATES } from '../../inventory/model.js';
 
 /**
  * The API's answers as zod schemas: the present*() functions return these types (so a field
@@ -47,12 +47,32 @@ export const bmcOut = named(
   'Bmc',
   'A BMC as stored; the password is write-only',
   z.object({
-    driver: z.string(),
+    driver: z.enum(BMC_DRIVER_NAMES),
     address: z.string(),
-    port: z.number().int(),
+    port: z.number().int().nullable().describe('null for Redfish: from the https:// address, else 443'),
     username: z.string(),
-    cipherSuite: z.number().int().nullable(),
+    cipherSuite: z.number().int().nullable().describe('IPMI lanplus cipher suite; null: 17, then 3'),
     passwordSet: z.boolean(),
+    systemId: z.string().nullable().optional().describe('Redfish: the ComputerSystem id; null: the only one'),
+    verifyTls: z.boolean().optional().describe('Redfish: check the certificate against the system CAs'),
+    tlsFingerprint: z.string().nullable().optional().describe('Redfish: SHA-256 of the one certificate accepted'),
+    solCapture: z.boolean().nullable().describe('serial console capture during installs (IPMI SOL); null: the rack setting'),
+  }),
+);
+
+export const bmcFactsOut = named(
+  'BmcFacts',
+  'What the BMC reported about its machine at the last status call that read it',
+  z.object({
+    source: z.enum(BMC_DRIVER_NAMES),
+    manufacturer: nullableText,
+    model: nullableText,
+    serial: nullableText,
+    biosVersion: nullableText,
+    firmwareVersion: nullableText,
+    nics: z.array(z.string()).readonly().nullable().describe('the system NIC MACs (Redfish); null when the BMC does not list them'),
+    collectedAt: time,
+    macReported: z.boolean().nullable().describe('false: the BMC does not list this machine MAC among its NICs (a swapped cable, a typo)'),
   }),
 );
 
@@ -68,6 +88,7 @@ export const machineOut = named(
     rack: nullableText,
     unit: z.number().int().nullable().describe('rack unit, 1 = the bottom slot'),
     bmc: bmcOut.nullable(),
+    bmcFacts: bmcFactsOut.nullable(),
     state: z.enum(MACHINE_STATES),
     failure: z.object({ from: nullableText, step: nullableText, reason: nullableText }).nullable(),
     lastStep: nullableText,
@@ -75,6 +96,16 @@ export const machineOut = named(
     firmware: nullableText,
     vendorClass: nullableText,
     uuid: nullableText,
+    bootLoader: z.enum(BOOT_LOADERS).nullable().describe('the machine boot loader choice; null: the site default'),
+    secureBoot: z.boolean().nullable().describe('the operator mark: Secure Boot on, off, or not known (null)'),
+    secureBootSeen: z.enum(SECURE_BOOT_SEEN).nullable().describe('what racksmith last saw: GRUB lockdown (enforced) or iPXE on EFI (off)'),
+    boot: z.object({
+      lastLoader: z.enum(['ipxe', 'shim-grub']).nullable(),
+      bootfile: nullableText.describe('the last boot binary served'),
+      bootfileAt: time.nullable(),
+      loaderAt: time.nullable().describe('when a boot loader last asked for its script'),
+      stuck: z.object({ since: time, bootfile: z.string(), message: z.string() }).nullable().describe('a bootfile served and no loader after it'),
+    }),
     hostKeys: z.array(z.string()),
     firstSeen: time.nullable(),
     lastSeen: time.nullable(),
@@ -83,6 +114,23 @@ export const machineOut = named(
     updatedAt: time,
     powerState: z.enum(KNOWN_POWER_STATES).nullable().describe('what the BMC last said (a status call) or what a power action last did; null: never asked'),
     powerStateAt: time.nullable().describe('when powerState was read or set'),
+  }),
+);
+
+export const upgradeOut = named(
+  'Upgrade',
+  'A rolling upgrade by reimage, under way or last run; in a cluster view with each node progress',
+  z.object({
+    id: z.string(),
+    from: z.string(),
+    to: z.string(),
+    state: z.enum(UPGRADE_STATES),
+    maxUnavailable: z.number().int(),
+    requestedAt: time,
+    updatedAt: time,
+    reason: nullableText,
+    controlPlaneMoved: z.boolean(),
+    nodes: z.record(z.string(), z.string()).optional().describe('node name to its upgrade state (in GET /clusters/{name})'),
   }),
 );
 
@@ -98,10 +146,13 @@ export const clusterOut = named(
     podSubnet: z.string(),
     serviceSubnet: z.string(),
     controlPlaneEndpoint: nullableText,
+    vip: nullableText.describe('the API virtual IP a pair of load balancers shares (keepalived)'),
     state: z.enum(CLUSTER_STATES),
     machineCount: z.number().int(),
+    warnings: z.array(z.string()).readonly().describe('allowed but worth knowing (an even number of control-plane nodes)'),
     createdAt: time,
     updatedAt: time,
+    upgrade: upgradeOut.optional(),
   }),
 );
 
@@ -165,10 +216,11 @@ export const importOut = named(
     unchanged: z.number().int(),
     delimiter: z.string().describe('the cell separator the sheet was read with'),
     machines: z.array(machineOut),
+    warnings: z.array(z.string()).describe('what the clusters the rows land in warn about'),
   }),
 );
 
-export const bulkUpdateOut = named('BulkUpdateResult', 'Machines changed by one bulk update', z.object({ updated: z.number().int(), machines: z.array(machineOut) }));
+export const bulkUpdateOut = named('BulkUpdateResult', 'Machines changed by one bulk update', z.object({ updated: z.number().int(), machines: z.array(machineOut), warnings: z.array(z.string()) }));
 
 export const rackOut = named(
   'Rack',
@@ -241,3 +293,75 @@ export type MachineOut = z.input<typeof machineOut>;
 export type ClusterOut = z.input<typeof clusterOut>;
 export type EventOut = z.input<typeof eventOut>;
 export type PowerJobOut = z.input<typeof powerJobOut>;
+
+/** POST /machines and PATCH /machines/{mac} answer the machine and what its cluster now warns about. */
+export const machineWithWarningsOut = named(
+  'MachineWithWarnings',
+  'A machine as stored, with the warnings of the cluster it is placed in',
+  machineOut.extend({ warnings: z.array(z.string()).describe('allowed but worth knowing (an even number of control-plane nodes)') }),
+);
+
+export const removalOut = named(
+  'NodeRemoval',
+  'A node leaving its cluster before its record is deleted (drain, etcd member, Node object, load balancers)',
+  z.object({
+    removal: z.literal('pending'),
+    request: z.string(),
+    step: z.string().describe('the orchestration step that removes it'),
+    mac: z.string(),
+    hostname: nullableText,
+    cluster: z.string(),
+    force: z.boolean(),
+    events: z.string().describe('where to follow it'),
+  }),
+);
+
+export const identifyOut = named(
+  'IdentifyResult',
+  'What a locator LED call did',
+  z.object({
+    mac: z.string(),
+    hostname: nullableText,
+    on: z.boolean(),
+    seconds: z.number().int().nullable(),
+    attempts: z.number().int(),
+    cipherSuite: z.number().int().nullable(),
+    ms: z.number(),
+    warning: z.string().optional(),
+  }),
+);
+
+export const consoleOut = named(
+  'SerialConsole',
+  'The serial console racksmith captured over IPMI SOL while the machine installs',
+  z.object({
+    mac: z.string(),
+    attached: z.boolean(),
+    state: z.string().describe('the capture state (attached, detached, off, …)'),
+    reason: nullableText,
+    lines: z.array(z.object({ seq: z.number().int(), text: z.string() })),
+  }),
+);
+
+export const preflightOut = named(
+  'PreflightReport',
+  'Every upstream a cluster\u2019s seeds use, checked from racksmith\u2019s host',
+  z.object({
+    cluster: z.string(),
+    ok: z.boolean().describe('false when a check failed'),
+    checkedAt: time,
+    checks: z.array(
+      z.object({
+        id: z.string(),
+        title: z.string(),
+        url: nullableText,
+        state: z.enum(['ok', 'failed', 'skipped']),
+        status: z.number().int().nullable().describe('the HTTP status of the answer that decided it'),
+        detail: z.string(),
+        ms: z.number(),
+      }),
+    ),
+  }),
+);
+
+export const upgradeReplyOut = named('UpgradeReply', 'A cluster\u2019s rolling upgrade as recorded', z.object({ cluster: z.string(), upgrade: upgradeOut }));

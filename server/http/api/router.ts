@@ -1,14 +1,17 @@
 import express, { Router, type Request, type RequestHandler } from 'express';
-import { AppError, notFound } from '../../lib/errors.js';
+import { AppError, conflict, invalid, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
 import type { Cluster, Machine, TokenRole } from '../../inventory/model.js';
 import type { Inventory } from '../../inventory/store.js';
+import type { VipProblem } from '../../clusters/load-balancers.js';
 import { authenticate, principalOf, requireRole, SESSION_COOKIE } from '../auth.js';
 import { parseWith } from '../errors.js';
 import { createEventStream, type EventStream } from '../event-stream.js';
 import { parseMachinesSheet } from './csv.js';
+import { guardClusterChange, guardPlacements } from './cluster-rules.js';
 import { createResponseCache } from './response-cache.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, presentCluster, presentEvent, presentMachine } from './present.js';
+import { nextStallAt } from '../../boot/loaders.js';
 import {
   bulkMachinePatchSchema,
   clusterNameSchema,
@@ -24,6 +27,7 @@ import {
   newMachineSchema,
   sessionSchema,
   siteEventQuerySchema,
+  deleteMachineQuerySchema,
 } from './schemas.js';
 
 /**
@@ -55,6 +59,14 @@ export interface ApiDeps {
   readonly eventStream?: EventStream | undefined;
   /** The store's revision (changes with every write); when given, list responses are reused while it holds. */
   readonly revision?: (() => string) | undefined;
+  /** Why an address cannot be a cluster's VIP (server/clusters/load-balancers.ts); without it only the form is checked. */
+  readonly checkVip?: ((vip: string, cluster: string) => Promise<VipProblem | null>) | undefined;
+  /**
+   * Takes a machine that is a node of its cluster out of it before its record goes
+   * (server/orchestrator/removal.ts): returns the 202 answer, or null when there is nothing to
+   * take out and the record may be deleted at once.
+   */
+  readonly removeFromCluster?: ((m: Machine, opts: { readonly force: boolean }) => Promise<Record<string, unknown> | null>) | undefined;
 }
 
 /** The only request that may carry the token in its query string (EventSource cannot set headers). */
@@ -120,8 +132,15 @@ export function apiRouter(deps: ApiDeps): Router {
   }
 
   // ── clusters ──────────────────────────────────────────────────────────────
+  const vipAllowed = async (vip: string | null | undefined, cluster: string, endpoint: string | null | undefined): Promise<void> => {
+    if (!vip) return;
+    if (endpoint && endpoint !== `${vip}:6443`) throw invalid('ERR_VALIDATION', `with a vip the control-plane endpoint is ${vip}:6443; clear controlPlaneEndpoint`, 'controlPlaneEndpoint');
+    const problem = await deps.checkVip?.(vip, cluster);
+    if (problem) throw problem.taken ? conflict('ERR_VIP_TAKEN', `vip ${problem.reason}`, 'vip') : invalid('ERR_VIP', `vip ${problem.reason}`, 'vip');
+  };
   route('post', '/clusters', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const body = parseWith(newClusterSchema, req.body);
+    await vipAllowed(body.vip, body.name, body.controlPlaneEndpoint);
     const c = await clusters.create({
       ...body,
       podSubnet: body.podSubnet ?? DEFAULT_POD_SUBNET[body.cni],
@@ -152,6 +171,8 @@ export function apiRouter(deps: ApiDeps): Router {
   route('patch', '/clusters/:name', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const c = await loadCluster(String(req.params['name']));
     const patch = parseWith(clusterPatchSchema, req.body);
+    guardClusterChange(c, patch, await machines.list({ cluster: c.name }));
+    if (patch.vip !== undefined && patch.vip !== c.vip) await vipAllowed(patch.vip, c.name, patch.controlPlaneEndpoint === undefined ? c.controlPlaneEndpoint : patch.controlPlaneEndpoint);
     const updated = await clusters.update(c.name, patch);
     res.json(presentCluster(updated, await machines.list({ cluster: c.name })));
   });
@@ -166,6 +187,7 @@ export function apiRouter(deps: ApiDeps): Router {
     const { mode } = parseWith(importQuerySchema, req.query, 'query');
     if (typeof req.body !== 'string') throw new AppError('unsupported-media-type', 'ERR_CONTENT_TYPE', 'send the CSV with Content-Type: text/csv', 'content-type');
     const { rows, delimiter } = parseMachinesSheet(req.body);
+    const warnings = await guardPlacements(machines, clusters, rows);
     const results = mode === 'upsert' ? await machines.upsertAll(rows) : (await machines.importAll(rows)).map((machine) => ({ machine, outcome: 'created' as const }));
     const count = (o: string): number => results.filter((r) => r.outcome === o).length;
     res.status(201).json({
@@ -175,17 +197,27 @@ export function apiRouter(deps: ApiDeps): Router {
       unchanged: count('unchanged'),
       delimiter,
       machines: results.map((r) => presentMachine(r.machine)),
+      warnings,
     });
   });
   route('patch', '/machines', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const { macs, patch } = parseWith(bulkMachinePatchSchema, req.body);
-    const updated = await machines.updateAll([...new Set(macs)], patch, `api:${req.principal?.name ?? 'unknown'}`);
-    res.json({ updated: updated.length, machines: updated.map(presentMachine) });
+    const unique = [...new Set(macs)];
+    // The same cluster rules as one machine's PATCH, for the whole selection at once.
+    const placements = [];
+    for (const mac of unique) {
+      const m = await machines.get(mac);
+      if (m) placements.push({ mac: m.mac, hostname: m.hostname, role: patch.role === undefined ? m.role : patch.role, cluster: patch.cluster === undefined ? m.cluster : patch.cluster });
+    }
+    const warnings = await guardPlacements(machines, clusters, placements);
+    const updated = await machines.updateAll(unique, patch, `api:${req.principal?.name ?? 'unknown'}`);
+    res.json({ updated: updated.length, machines: updated.map(presentMachine), warnings });
   });
   route('post', '/machines', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const body = parseWith(newMachineSchema, req.body);
+    const warnings = await guardPlacements(machines, clusters, [body]);
     const m = await machines.create(body);
-    res.status(201).location(`/api/v1/machines/${m.mac}`).json(presentMachine(m));
+    res.status(201).location(`/api/v1/machines/${m.mac}`).json({ ...presentMachine(m), warnings });
   });
   const listCache = createResponseCache(8);
   route('get', '/machines', 'viewer', async (req, res) => {
@@ -206,7 +238,9 @@ export function apiRouter(deps: ApiDeps): Router {
         next.set('after', encodeMachineCursor(last));
         headers['Link'] = `</api/v1/machines?${next.toString()}>; rel="next"`;
       }
-      response = { body: Buffer.from(JSON.stringify(list.map(presentMachine))), headers };
+      // A machine's `boot.stuck` comes with time, not with a write: the body expires then.
+      const staleAt = nextStallAt(list);
+      response = { body: Buffer.from(JSON.stringify(list.map(presentMachine))), headers, ...(staleAt === null ? {} : { staleAt }) };
       if (revision !== undefined) listCache.set(key, revision, response);
     }
     res.set(response.headers).send(response.body);
@@ -217,10 +251,19 @@ export function apiRouter(deps: ApiDeps): Router {
   route('patch', '/machines/:mac', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const m = await loadMachine(req);
     const patch = parseWith(machinePatchSchema, req.body);
-    res.json(presentMachine(await machines.update(m.mac, patch, 'api')));
+    const placement = { mac: m.mac, hostname: patch.hostname === undefined ? m.hostname : patch.hostname, role: patch.role === undefined ? m.role : patch.role, cluster: patch.cluster === undefined ? m.cluster : patch.cluster };
+    const warnings = await guardPlacements(machines, clusters, [placement]);
+    res.json({ ...presentMachine(await machines.update(m.mac, patch, 'api')), warnings });
   });
-  route('delete', '/machines/:mac', 'admin', noQuery, async (req, res) => {
+  route('delete', '/machines/:mac', 'admin', async (req, res) => {
+    const { force } = parseWith(deleteMachineQuerySchema, req.query, 'query');
     const m = await loadMachine(req);
+    // A node of a cluster leaves it first (drain, etcd member, Node object, load balancers).
+    const pending = deps.removeFromCluster ? await deps.removeFromCluster(m, { force }) : null;
+    if (pending) {
+      res.status(202).json(pending);
+      return;
+    }
     await machines.delete(m.mac);
     res.status(204).end();
   });

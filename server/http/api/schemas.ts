@@ -1,9 +1,11 @@
 import { z } from 'zod';
 import { parseIPv4 } from '../../lib/ipv4.js';
 import { macRefusal, parseMac, type Mac } from '../../lib/mac.js';
-import { CNIS, CONTAINER_RUNTIMES, MAX_RACK_UNIT, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
+import { BOOT_LOADERS, CNIS, CONTAINER_RUNTIMES, MAX_RACK_UNIT, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
 import { MACHINE_STATES } from '../../inventory/lifecycle.js';
 import type { MachineCursor } from '../../inventory/store.js';
+import { checkCompatibility, osOfRelease } from '../../clusters/compatibility.js';
+import { apiField } from '../../clusters/changes.js';
 
 /**
  * The API's input shapes, parsed once at the boundary: MACs canonicalised, IPs checked, literals
@@ -72,13 +74,16 @@ export const newClusterSchema = z
     podSubnet: cidrSchema.optional(),
     serviceSubnet: cidrSchema.optional(),
     controlPlaneEndpoint: endpointSchema.optional(),
+    vip: ipv4Schema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
-    // dockershim left Kubernetes in 1.24; Docker Engine would need cri-dockerd, which we do not install.
-    if (c.containerRuntime === 'docker' && kubernetesMinor(c.kubernetesVersion) >= 24) {
-      ctx.addIssue({ code: 'custom', path: ['containerRuntime'], message: 'Kubernetes 1.24 and later have no dockershim: use containerd' });
+    if (c.vip && c.controlPlaneEndpoint && c.controlPlaneEndpoint !== `${c.vip}:6443`) {
+      ctx.addIssue({ code: 'custom', path: ['controlPlaneEndpoint'], message: `with a vip the control-plane endpoint is ${c.vip}:6443; leave controlPlaneEndpoint out` });
     }
+    // One compatibility table (server/clusters/compatibility.ts): Kubernetes minor × OS × runtime × CNI.
+    const compat = checkCompatibility({ os: osOfRelease(c.ubuntuRelease), kubernetesVersion: c.kubernetesVersion, containerRuntime: c.containerRuntime, cni: c.cni });
+    if (!compat.ok) ctx.addIssue({ code: 'custom', path: [apiField(compat.field)], message: compat.message });
   });
 
 export const clusterPatchSchema = z
@@ -90,35 +95,67 @@ export const clusterPatchSchema = z
     podSubnet: cidrSchema.nullable().optional(),
     serviceSubnet: cidrSchema.nullable().optional(),
     controlPlaneEndpoint: endpointSchema.nullable().optional(),
+    vip: ipv4Schema.nullable().optional(),
   })
   .strict();
 
 const bmcHost = z.string().regex(/^[A-Za-z0-9.:-]{1,253}$/, 'expected a BMC address (IP or host name)');
 
-export const newBmcSchema = z
-  .object({
-    driver: z.literal('ipmi'),
-    address: bmcHost,
-    port: z.number().int().min(1).max(65535).optional(),
-    // IPMI 2.0 limits: user names 16 bytes, passwords 20 bytes.
-    username: z.string().min(1).max(16),
-    password: z.string().min(1).max(20),
-    cipherSuite: z.number().int().min(0).max(17).optional(),
-  })
-  .strict();
+const bmcFields = {
+  driver: z.enum(['ipmi', 'redfish']),
+  // A Redfish BMC may be given as a URL (https://bmc1, https://[fd00::5]:8443, http://… for a lab BMC).
+  address: z.union([bmcHost, z.string().regex(/^https?:\/\/[A-Za-z0-9.:[\]-]{1,253}(\/(redfish(\/v1)?\/?)?)?$/, 'expected a BMC address (IP, host name or https://host[:port])')]),
+  port: z.number().int().min(1).max(65535).optional(),
+  // IPMI 2.0 limits user names to 16 bytes and passwords to 20 (checked below); Redfish BMCs allow more.
+  username: z.string().min(1).max(64),
+  password: z.string().min(1).max(128),
+  cipherSuite: z.number().int().min(0).max(17).optional(),
+  systemId: z.string().regex(/^[A-Za-z0-9._~-]{1,64}$/, 'expected a Redfish system id (as in /redfish/v1/Systems/<id>)').optional(),
+  verifyTls: z.boolean().optional().describe('Redfish: check the BMC certificate against the system CAs (default true)'),
+  tlsFingerprint: z
+    .string()
+    .regex(/^(sha256[:=])?([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$/, 'expected the SHA-256 fingerprint of the BMC certificate (64 hex digits, colons allowed)')
+    .optional()
+    .describe('Redfish: accept exactly this certificate (a BMC self-signed one)'),
+  solCapture: z.boolean().optional().describe('capture the serial console (IPMI SOL) while the machine installs; absent: the rack setting'),
+};
+
+function checkBmc(b: { driver?: string | undefined; address?: string | undefined; username?: string | undefined; password?: string | undefined; cipherSuite?: number | null | undefined; systemId?: string | null | undefined; verifyTls?: boolean | undefined; tlsFingerprint?: string | null | undefined; solCapture?: boolean | null | undefined }, ctx: z.RefinementCtx): void {
+  const issue = (path: string, message: string): void => ctx.addIssue({ code: 'custom', path: [path], message });
+  // A patch without a driver keeps the stored one; its fields are checked against it by the store's merge.
+  if (b.driver === 'ipmi') {
+    if (b.address !== undefined && /^https?:/.test(b.address)) issue('address', 'an IPMI BMC address is a host or IP, not a URL');
+    if (b.username !== undefined && b.username.length > 16) issue('username', 'IPMI user names are at most 16 bytes');
+    if (b.password !== undefined && b.password.length > 20) issue('password', 'IPMI passwords are at most 20 bytes');
+    for (const k of ['systemId', 'verifyTls', 'tlsFingerprint'] as const) if (b[k] !== undefined && b[k] !== null) issue(k, `${k} is a Redfish setting; this BMC uses IPMI`);
+  } else if (b.driver === 'redfish') {
+    if (b.cipherSuite !== undefined && b.cipherSuite !== null) issue('cipherSuite', 'cipherSuite is an IPMI setting; this BMC uses Redfish');
+    if (b.solCapture) issue('solCapture', 'serial console capture runs over IPMI SOL; a Redfish BMC cannot offer it here');
+  }
+}
+
+export const newBmcSchema = z.object(bmcFields).strict().superRefine(checkBmc);
 
 /**
- * A BMC patch merges into the stored BMC: an absent field keeps its value, `port` or
- * `cipherSuite` set to null goes back to the default. A machine without a BMC needs address,
- * user name and password (the store says which is missing).
+ * A BMC patch merges into the stored BMC: an absent field keeps its value; `port`, `cipherSuite`,
+ * `systemId`, `tlsFingerprint` or `solCapture` set to null goes back to the default. A machine
+ * without a BMC needs address, user name and password (the store says which is missing).
  */
-export const bmcPatchSchema = newBmcSchema
-  .partial()
-  .extend({
-    port: newBmcSchema.shape.port.unwrap().nullable().optional(),
-    cipherSuite: newBmcSchema.shape.cipherSuite.unwrap().nullable().optional(),
+export const bmcPatchSchema = z
+  .object({
+    ...bmcFields,
+    driver: bmcFields.driver.optional(),
+    address: bmcFields.address.optional(),
+    username: bmcFields.username.optional(),
+    password: bmcFields.password.optional(),
+    port: bmcFields.port.unwrap().nullable().optional(),
+    cipherSuite: bmcFields.cipherSuite.unwrap().nullable().optional(),
+    systemId: bmcFields.systemId.unwrap().nullable().optional(),
+    tlsFingerprint: bmcFields.tlsFingerprint.unwrap().nullable().optional(),
+    solCapture: bmcFields.solCapture.unwrap().nullable().optional(),
   })
-  .strict();
+  .strict()
+  .superRefine(checkBmc);
 
 export const newMachineSchema = z
   .object({
@@ -130,6 +167,8 @@ export const newMachineSchema = z
     rack: rackSchema.optional(),
     unit: unitSchema.optional(),
     bmc: newBmcSchema.optional(),
+    bootLoader: z.enum(BOOT_LOADERS).nullable().optional(),
+    secureBoot: z.boolean().nullable().optional(),
   })
   .strict();
 
@@ -142,6 +181,8 @@ export const machinePatchSchema = z
     rack: rackSchema.nullable().optional(),
     unit: unitSchema.nullable().optional(),
     bmc: bmcPatchSchema.nullable().optional(),
+    bootLoader: z.enum(BOOT_LOADERS).nullable().optional(),
+    secureBoot: z.boolean().nullable().optional(),
   })
   .strict();
 
@@ -201,6 +242,11 @@ export const eventQuerySchema = z
   .strict();
 
 export const emptyQuerySchema = z.object({}).strict();
+
+/** `DELETE /machines/{mac}?force=true`: take a node that no longer answers out of its cluster anyway. */
+export const deleteMachineQuerySchema = z
+  .object({ force: z.enum(['true', 'false']).optional().transform((v) => v === 'true') })
+  .strict();
 
 /** `POST /machines/import?mode=upsert`: a re-imported sheet updates the machines it knows (by MAC). */
 export const importQuerySchema = z.object({ mode: single(z.enum(['create', 'upsert'])) }).strict();

@@ -22,8 +22,8 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
           const at = now().toISOString();
           sql(
             `INSERT INTO clusters (name, ubuntu_release, kubernetes_version, container_runtime, cni, pod_subnet, service_subnet,
-               control_plane_endpoint, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+               control_plane_endpoint, state, created_at, updated_at, vip)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
           ).run(
             input.name,
             input.ubuntuRelease,
@@ -35,6 +35,7 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
             input.controlPlaneEndpoint ?? null,
             at,
             at,
+            input.vip ?? null,
           );
           appendEvent({ cluster: input.name, type: 'cluster.created', source: 'api', message: `cluster ${input.name} created` });
           return load(input.name);
@@ -60,6 +61,7 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
             podSubnet: 'pod_subnet',
             serviceSubnet: 'service_subnet',
             controlPlaneEndpoint: 'control_plane_endpoint',
+            vip: 'vip',
           };
           const sets: string[] = [];
           const values: unknown[] = [];
@@ -82,6 +84,23 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
           if (before.state === state) return before;
           sql('UPDATE clusters SET state = ?, updated_at = ? WHERE name = ?').run(state, now().toISOString(), name);
           appendEvent({ cluster: name, type: 'cluster.state', source: 'orchestrator', message, data: { from: before.state, to: state } });
+          return load(name);
+        })
+        .immediate();
+    },
+    async setUpgrade(name, upgrade, message, opts = {}) {
+      return db
+        .transaction(() => {
+          const before = load(name);
+          const version = opts.kubernetesVersion ?? before.kubernetesVersion;
+          sql('UPDATE clusters SET upgrade = ?, kubernetes_version = ?, updated_at = ? WHERE name = ?').run(upgrade ? JSON.stringify(upgrade) : null, version, now().toISOString(), name);
+          appendEvent({
+            cluster: name,
+            type: 'cluster.upgrade',
+            source: opts.source ?? 'orchestrator',
+            message,
+            data: { upgrade: upgrade ? { ...upgrade } : null, ...(version !== before.kubernetesVersion ? { kubernetesVersion: { from: before.kubernetesVersion, to: version } } : {}) },
+          });
           return load(name);
         })
         .immediate();

@@ -15,8 +15,8 @@ const CHANGE_LOG = 1024;
  */
 export function createInventoryLookup(db: Db): InventoryLookup {
   const sql = prepared(db);
-  const all = sql<[], { mac: string; ip: string | null; last_step: string | null }>('SELECT mac, ip, last_step FROM machines');
-  const one = sql<[string], { mac: string; ip: string | null; last_step: string | null }>('SELECT mac, ip, last_step FROM machines WHERE mac = ?');
+  const all = sql<[], FactsRow>('SELECT mac, ip, last_step, boot_loader, secure_boot FROM machines');
+  const one = sql<[string], FactsRow>('SELECT mac, ip, last_step, boot_loader, secure_boot FROM machines WHERE mac = ?');
   let revision = 0;
   /** log[i] is the MAC of change number `logStart + i + 1`. */
   let log: string[] = [];
@@ -38,7 +38,13 @@ export function createInventoryLookup(db: Db): InventoryLookup {
     CREATE TEMP TRIGGER IF NOT EXISTS racksmith_machine_removed AFTER DELETE ON main.machines BEGIN SELECT racksmith_machine_changed(OLD.mac); END;
     CREATE TEMP TRIGGER IF NOT EXISTS racksmith_machine_readdressed AFTER UPDATE OF mac, ip ON main.machines BEGIN SELECT racksmith_machine_changed(OLD.mac, NEW.mac); END;
   `);
-  const facts = (r: { mac: string; ip: string | null; last_step: string | null }): MachineFacts => ({ mac: r.mac as Mac, ip: r.ip, lastStep: r.last_step });
+  const facts = (r: FactsRow): MachineFacts => ({
+    mac: r.mac as Mac,
+    ip: r.ip,
+    lastStep: r.last_step,
+    bootLoader: r.boot_loader as MachineFacts['bootLoader'],
+    secureBoot: r.secure_boot === null ? null : r.secure_boot === 1,
+  });
   return {
     directory(): MachineDirectory {
       const at = revision;
@@ -59,4 +65,12 @@ export function createInventoryLookup(db: Db): InventoryLookup {
       return r ? facts(r) : null;
     },
   };
+}
+
+interface FactsRow {
+  mac: string;
+  ip: string | null;
+  last_step: string | null;
+  boot_loader: string | null;
+  secure_boot: number | null;
 }

@@ -6,7 +6,7 @@ import { transition, type MachineEventType } from '../lifecycle.js';
 import type { Machine, SshHostKey } from '../model.js';
 import type { ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext, UpsertResult } from '../store.js';
 import { prepared, type Db } from './db.js';
-import { MACHINE_COLUMNS, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
+import { MACHINE_COLUMNS, bmcOptionsToJson, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
 
 export interface MachineRepoDeps {
   readonly db: Db;
@@ -91,6 +91,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       bmc_username: bmc ? bmc.username : null,
       bmc_password_sealed: bmc ? box.seal(bmc.password) : null,
       bmc_cipher_suite: bmc?.cipherSuite ?? null,
+      bmc_options: bmc ? bmcOptionsToJson(bmc) : null,
       seed_token_hash: seed.hash,
       seed_token_sealed: seed.sealed,
       at,
@@ -100,19 +101,26 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         sql(
           `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack, unit=@unit,
              bmc_driver=@bmc_driver, bmc_address=@bmc_address, bmc_port=@bmc_port, bmc_username=@bmc_username,
-             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite,
+             bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite, bmc_options=@bmc_options,
              seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, seed_token_address=NULL, updated_at=@at
            WHERE mac=@mac`,
         ).run(values);
       } else {
         sql(
           `INSERT INTO machines (mac, hostname, role, cluster, ip, rack, unit, bmc_driver, bmc_address, bmc_port, bmc_username,
-             bmc_password_sealed, bmc_cipher_suite, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
+             bmc_password_sealed, bmc_cipher_suite, bmc_options, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
            VALUES (@mac, @hostname, @role, @cluster, @ip, @rack, @unit, @bmc_driver, @bmc_address, @bmc_port, @bmc_username,
-             @bmc_password_sealed, @bmc_cipher_suite, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
+             @bmc_password_sealed, @bmc_cipher_suite, @bmc_options, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
         ).run(values);
       }
     });
+    if (input.bootLoader !== undefined || input.secureBoot !== undefined) {
+      sql('UPDATE machines SET boot_loader=COALESCE(@boot_loader, boot_loader), secure_boot=COALESCE(@secure_boot, secure_boot) WHERE mac=@mac').run({
+        mac: input.mac,
+        boot_loader: input.bootLoader ?? null,
+        secure_boot: input.secureBoot === undefined || input.secureBoot === null ? null : input.secureBoot ? 1 : 0,
+      });
+    }
     return applyTransition(input.mac, 'assign', {
       source: 'api',
       message: `assigned as ${input.role} of cluster ${input.cluster}`,
@@ -167,8 +175,10 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     if (patch.ip !== undefined) set('ip', patch.ip);
     if (patch.rack !== undefined) set('rack', patch.rack);
     if (patch.unit !== undefined) set('unit', patch.unit);
+    if (patch.bootLoader !== undefined) set('boot_loader', patch.bootLoader);
+    if (patch.secureBoot !== undefined) set('secure_boot', patch.secureBoot === null ? null : patch.secureBoot ? 1 : 0);
     if (patch.bmc === null) {
-      for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite']) set(c, null);
+      for (const c of ['bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username', 'bmc_password_sealed', 'bmc_cipher_suite', 'bmc_options', 'bmc_facts']) set(c, null);
     } else if (patch.bmc !== undefined) {
       // Merged into what is stored: a form or script that sends only what it changed keeps the rest.
       const b = patch.bmc;
@@ -178,11 +188,21 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       if (address === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs an address', 'bmc.address');
       if (username === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs a user name', 'bmc.username');
       if (b.password === undefined && !old?.hasPassword) throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
+      const keep = <T,>(given: T | undefined, stored: T): T => (given === undefined ? stored : given);
       set('bmc_driver', b.driver ?? old?.driver ?? 'ipmi');
       set('bmc_address', address);
-      set('bmc_port', b.port === undefined ? (old?.port ?? null) : b.port);
+      set('bmc_port', keep(b.port, old?.port ?? null));
       set('bmc_username', username);
-      set('bmc_cipher_suite', b.cipherSuite === undefined ? (old?.cipherSuite ?? null) : b.cipherSuite);
+      set('bmc_cipher_suite', keep(b.cipherSuite, old?.cipherSuite ?? null));
+      set(
+        'bmc_options',
+        bmcOptionsToJson({
+          systemId: keep(b.systemId, old?.systemId ?? null),
+          verifyTls: keep(b.verifyTls, old?.verifyTls ?? true),
+          tlsFingerprint: keep(b.tlsFingerprint, old?.tlsFingerprint ?? null),
+          solCapture: keep(b.solCapture, old?.solCapture ?? null),
+        }),
+      );
       if (b.password !== undefined) set('bmc_password_sealed', box.seal(b.password));
     }
     if (sets.length > 0) {
@@ -190,7 +210,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       const changed = Object.keys(patch).filter((k) => k !== 'bmc');
       // Old and new values, so that a view filtered by rack or cluster hears of a machine leaving it.
       const changes: Record<string, { from: unknown; to: unknown }> = {};
-      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'unit'] as const) {
+      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'unit', 'bootLoader', 'secureBoot'] as const) {
         if (patch[k] !== undefined && patch[k] !== before[k]) changes[k] = { from: before[k], to: patch[k] };
       }
       appendEvent({
@@ -365,6 +385,11 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     async setLastStep(mac, step) {
       sql('UPDATE machines SET last_step=?, last_seen=? WHERE mac=?').run(step, now().toISOString(), mac);
     },
+    async recordBootStep(mac, step) {
+      const at = now().toISOString();
+      if (step.kind === 'bootfile') sql('UPDATE machines SET bootfile=?, bootfile_at=?, last_seen=? WHERE mac=?').run(step.file, at, at, mac);
+      else sql('UPDATE machines SET loader_at=?, secure_boot_seen=COALESCE(?, secure_boot_seen), last_seen=? WHERE mac=?').run(at, step.secureBoot, at, mac);
+    },
     async bmcPassword(mac) {
       const row = sealedOf.get(mac);
       return row?.bmc_password_sealed ? box.open(row.bmc_password_sealed) : null;
@@ -408,6 +433,9 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     },
     async setHostKeys(mac, keys: readonly SshHostKey[]) {
       sql('UPDATE machines SET host_keys=?, updated_at=? WHERE mac=?').run(JSON.stringify(keys), now().toISOString(), mac);
+    },
+    async setBmcFacts(mac, facts) {
+      sql('UPDATE machines SET bmc_facts=? WHERE mac=?').run(JSON.stringify(facts), mac);
     },
   };
 }

@@ -188,6 +188,44 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 7,
+    name: 'boot loader and Secure Boot per machine',
+    // boot_loader: null is the site default. secure_boot: the operator's mark (1/0/null).
+    // secure_boot_seen: what racksmith last saw ('enforced' from signed GRUB's lockdown, 'off'
+    // from iPXE running on EFI). bootfile/bootfile_at/loader_at: the last boot binary served and
+    // when a loader last asked for its script — a bootfile with no loader after it is a machine
+    // stuck after its bootfile (docs/boot-chain.md).
+    sql: `
+      ALTER TABLE machines ADD COLUMN boot_loader TEXT;
+      ALTER TABLE machines ADD COLUMN secure_boot INTEGER;
+      ALTER TABLE machines ADD COLUMN secure_boot_seen TEXT;
+      ALTER TABLE machines ADD COLUMN bootfile TEXT;
+      ALTER TABLE machines ADD COLUMN bootfile_at TEXT;
+      ALTER TABLE machines ADD COLUMN loader_at TEXT;
+    `,
+  },
+  {
+    version: 8,
+    name: 'redfish BMC options and BMC facts',
+    // bmc_options: the driver-specific settings as JSON ({systemId, verifyTls, tlsFingerprint,
+    // solCapture}), so the next driver needs no migration. bmc_facts: what the BMC reported at
+    // the last status call (JSON), kept apart from the machine's own fields.
+    sql: `
+      ALTER TABLE machines ADD COLUMN bmc_options TEXT;
+      ALTER TABLE machines ADD COLUMN bmc_facts TEXT;
+    `,
+  },
+  {
+    version: 9,
+    name: 'cluster VIP and rolling upgrade',
+    // A pair of load balancers shares the API's virtual IP (keepalived); the upgrade under way is
+    // one JSON document (its progress is in the orchestration's step records).
+    sql: `
+      ALTER TABLE clusters ADD COLUMN vip TEXT;
+      ALTER TABLE clusters ADD COLUMN upgrade TEXT;
+    `,
+  },
+  {
+    version: 10,
     name: 'rack unit and cached power state',
     // unit: the machine's rack unit from the sheet (1 = bottom), for a rack view in rack order.
     // power_state/_at: what the BMC last said (a status call) or what a power action just did,

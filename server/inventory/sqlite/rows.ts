@@ -1,6 +1,6 @@
 import type { Mac } from '../../lib/mac.js';
 import type { MachineState } from '../lifecycle.js';
-import type { ApiToken, Cluster, InventoryEvent, Machine, SshHostKey } from '../model.js';
+import type { ApiToken, BmcConfig, BmcFactsRecord, Cluster, ClusterUpgrade, InventoryEvent, Machine, SshHostKey } from '../model.js';
 
 /** Row shapes as SQLite returns them, and their mapping to the model. */
 
@@ -16,6 +16,8 @@ export interface ClusterRow {
   state: string;
   created_at: string;
   updated_at: string;
+  vip?: string | null;
+  upgrade?: string | null;
 }
 
 export function clusterFromRow(r: ClusterRow): Cluster {
@@ -31,6 +33,8 @@ export function clusterFromRow(r: ClusterRow): Cluster {
     state: r.state as Cluster['state'],
     createdAt: r.created_at,
     updatedAt: r.updated_at,
+    vip: r.vip ?? null,
+    upgrade: r.upgrade ? (JSON.parse(r.upgrade) as ClusterUpgrade) : null,
   };
 }
 
@@ -48,6 +52,8 @@ export interface MachineRow {
   bmc_username: string | null;
   bmc_password_sealed: string | null;
   bmc_cipher_suite: number | null;
+  bmc_options: string | null;
+  bmc_facts: string | null;
   state: string;
   failed_from: string | null;
   failed_step: string | null;
@@ -57,6 +63,12 @@ export interface MachineRow {
   vendor_class: string | null;
   uuid: string | null;
   last_step: string | null;
+  boot_loader: string | null;
+  secure_boot: number | null;
+  secure_boot_seen: string | null;
+  bootfile: string | null;
+  bootfile_at: string | null;
+  loader_at: string | null;
   seed_token_hash: string | null;
   seed_token_sealed: string | null;
   seed_token_address: string | null;
@@ -80,6 +92,8 @@ export const MACHINE_COLUMNS = [
   'bmc_password_sealed IS NOT NULL AS bmc_password_set', 'bmc_cipher_suite', 'state', 'failed_from', 'failed_step',
   'failed_reason', 'arch', 'firmware', 'vendor_class', 'uuid', 'last_step', 'instance_id', 'host_keys', 'first_seen',
   'last_seen', 'state_changed_at', 'created_at', 'updated_at',
+  'boot_loader', 'secure_boot', 'secure_boot_seen', 'bootfile', 'bootfile_at', 'loader_at',
+  'bmc_options', 'bmc_facts',
   'unit', 'power_state', 'power_state_at',
 ].join(', ');
 
@@ -100,13 +114,15 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
       r.bmc_driver === null
         ? null
         : {
-            driver: 'ipmi',
+            driver: r.bmc_driver === 'redfish' ? 'redfish' : 'ipmi',
             address: r.bmc_address ?? '',
             port: r.bmc_port,
             username: r.bmc_username ?? '',
             cipherSuite: r.bmc_cipher_suite,
             hasPassword: 'bmc_password_set' in r ? r.bmc_password_set === 1 : r.bmc_password_sealed !== null,
+            ...bmcOptionsFromJson(r.bmc_options),
           },
+    bmcFacts: r.bmc_facts === null ? null : (JSON.parse(r.bmc_facts) as BmcFactsRecord),
     state: r.state as MachineState,
     failedFrom: r.failed_from as MachineState | null,
     failedStep: r.failed_step,
@@ -116,6 +132,12 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
     vendorClass: r.vendor_class,
     uuid: r.uuid,
     lastStep: r.last_step,
+    bootLoader: r.boot_loader as Machine['bootLoader'],
+    secureBoot: r.secure_boot === null ? null : r.secure_boot === 1,
+    secureBootSeen: r.secure_boot_seen as Machine['secureBootSeen'],
+    bootfile: r.bootfile,
+    bootfileAt: r.bootfile_at,
+    loaderAt: r.loader_at,
     instanceId: r.instance_id,
     hostKeys: r.host_keys === '[]' ? NO_HOST_KEYS : (JSON.parse(r.host_keys) as SshHostKey[]),
     firstSeen: r.first_seen,
@@ -126,6 +148,23 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
     powerState: r.power_state as Machine['powerState'],
     powerStateAt: r.power_state_at,
   };
+}
+
+type BmcOptions = Pick<BmcConfig, 'systemId' | 'verifyTls' | 'tlsFingerprint' | 'solCapture'>;
+
+/** The `bmc_options` column: driver-specific BMC settings as JSON, with their defaults. */
+export function bmcOptionsFromJson(json: string | null): BmcOptions {
+  const o = json === null ? {} : (JSON.parse(json) as Partial<BmcOptions>);
+  return { systemId: o.systemId ?? null, verifyTls: o.verifyTls ?? true, tlsFingerprint: o.tlsFingerprint ?? null, solCapture: o.solCapture ?? null };
+}
+
+export function bmcOptionsToJson(b: { readonly systemId?: string | null | undefined; readonly verifyTls?: boolean | undefined; readonly tlsFingerprint?: string | null | undefined; readonly solCapture?: boolean | null | undefined }): string | null {
+  const o: { -readonly [K in keyof BmcOptions]?: BmcOptions[K] } = {};
+  if (b.systemId) o.systemId = b.systemId;
+  if (b.verifyTls === false) o.verifyTls = false;
+  if (b.tlsFingerprint) o.tlsFingerprint = b.tlsFingerprint;
+  if (b.solCapture !== undefined && b.solCapture !== null) o.solCapture = b.solCapture;
+  return Object.keys(o).length ? JSON.stringify(o) : null;
 }
 
 export interface EventRow {

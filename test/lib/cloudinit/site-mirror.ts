@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildDeb } from './debs.js';
 import { buildDistsRepo, buildFlatRepo, debsIn, Keyring, type SigningKey } from './mirror.js';
-import { dockerPackages, kubernetesMinor, kubernetesPackages, newerPatch } from './standins.js';
+import { dockerPackages, dockerRelease, kubernetesMinor, kubernetesPackages, newerDockerRelease, newerPatch, type DockerRelease } from './standins.js';
 
 /**
  * The package mirror a site would run for racksmith, built for one test run: each upstream under
@@ -15,8 +15,9 @@ import { dockerPackages, kubernetesMinor, kubernetesPackages, newerPatch } from 
  *   packages.cloud.google.com/apt/doc/apt-key.gpg   its key (binary, as upstream served it)
  *   pkgs.k8s.io/core:/stable:/v1.MINOR/deb/ flat `/` repositories, each with Release.key
  *
- * Kubernetes repositories hold the pinned release and a newer patch release, so an install that
- * forgot the pin would get the newer one and fail the version check.
+ * Kubernetes repositories hold the pinned release and a newer patch release, and Docker's holds a
+ * newer Docker CE beside the pinned one, so an install that forgot a pin would get the newer one
+ * and fail the version check.
  */
 export interface MirrorPlan {
   /** Ubuntu codenames whose archive is served (the suites the installer wrote into sources.list). */
@@ -78,7 +79,8 @@ export async function buildSiteMirror(workDir: string, debianDebs: string, plan:
       for (const { suite, ubuntu } of plan.dockerSuites) {
         const dir = join(built, `docker-${ubuntu}`);
         mkdirSync(dir, { recursive: true });
-        suites.push({ suite, components: { stable: await Promise.all(dockerPackages(ubuntu).map((p) => buildDeb(p, dir))) } });
+        const releases = [dockerRelease(ubuntu), newerDockerRelease(ubuntu)].filter((r): r is DockerRelease => r !== null);
+        suites.push({ suite, components: { stable: await Promise.all(releases.flatMap((r) => dockerPackages(ubuntu, r)).map((p) => buildDeb(p, dir))) } });
       }
       await buildDistsRepo(join(www, 'download.docker.com/linux/ubuntu'), suites, keys.docker, keyring, 'Docker');
       put('download.docker.com/linux/ubuntu/gpg', keys.docker.armored);

@@ -402,9 +402,16 @@ export function dockerRelease(codename: string): DockerRelease {
   return { engine: `5:27.3.1-1~ubuntu.${n}~${codename}`, containerd: '1.7.22-1' };
 }
 
+/**
+ * A later Docker CE release download.docker.com also serves for the codename (the pinned one is
+ * older): an install that forgot the pin would get this one.
+ */
+export function newerDockerRelease(codename: string): DockerRelease | null {
+  return codename === 'bionic' ? { engine: '5:20.10.24~3-0~ubuntu-bionic', containerd: '1.6.20-1' } : null;
+}
+
 /** docker-ce, docker-ce-cli and containerd.io as download.docker.com serves them for `codename`. */
-export function dockerPackages(codename: string): DebSpec[] {
-  const rel = dockerRelease(codename);
+export function dockerPackages(codename: string, rel: DockerRelease = dockerRelease(codename)): DebSpec[] {
   const engineVersion = rel.engine.replace(/^\d+:/, '').replace(/[~-].*$/, '');
   const containerdVersion = rel.containerd.replace(/-.*$/, '');
   return [
