@@ -42,6 +42,7 @@ const pageErrors: string[] = [];
 const figures: Record<string, number> = {};
 
 const rackName = (r: number): string => `r${String(r).padStart(3, '0')}`;
+const clusterOf = (r: number): string => (r === 1 ? 'dc' : `dc-${rackName(r)}`);
 const macOf = (n: number): string => `52:54:00:d0:${((n >> 8) & 0xff).toString(16).padStart(2, '0')}:${(n & 0xff).toString(16).padStart(2, '0')}`;
 
 async function screenshot(name: string, fullPage = true): Promise<void> {
@@ -71,11 +72,22 @@ async function countText(): Promise<string> {
 
 test.before(async () => {
   if (missing) return;
+  try {
+    await setUp();
+  } catch (err) {
+    // uvu reports a throwing hook only as tests that never ran: say why.
+    process.stdout.write(`  before: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    throw err;
+  }
+});
+
+async function setUp(): Promise<void> {
   rs = await startRacksmith({ env: { RACKSMITH_LOG_LEVEL: 'warn', RACKSMITH_RACK_POWER_DELAY_SECONDS: '0', RACKSMITH_POWER_TIMEOUT_SECONDS: '10' }, timeoutMs: 30_000 });
   admin = (await rs.cli(['token', 'create', '--role', 'admin', '--name', 'ada'])).trim();
   viewer = (await rs.cli(['token', 'create', '--role', 'viewer', '--name', 'vic'])).trim();
   for (let i = 0; i < WITH_BMC; i++) sims.push(await startBmcSim({ name: `dc${i}`, password: PASSWORD }));
-  for (const name of ['dc', 'dc2']) {
+  // A cluster per rack (one load balancer, three control-plane nodes, workers), r001's is "dc"; "dc2" is empty.
+  for (const name of ['dc', 'dc2', ...Array.from({ length: RACKS - 1 }, (_, i) => clusterOf(i + 2))]) {
     const r = await api(rs.url, admin, 'POST', '/api/v1/clusters', { name, ubuntuRelease: '22.04', kubernetesVersion: '1.30.2', containerRuntime: 'containerd', cni: 'flannel' });
     assert.is(r.status, 201, r.text);
   }
@@ -86,7 +98,7 @@ test.before(async () => {
     const unit = (n % PER_RACK) + 1;
     const role = n % PER_RACK === 0 ? 'loadbalancer' : n % PER_RACK < 4 ? 'control-plane' : 'worker';
     const sim = r === 1 && unit <= WITH_BMC ? sims[unit - 1] : undefined;
-    rows.push([macOf(n), `${rackName(r)}-u${String(unit).padStart(2, '0')}`, role, 'dc', `10.${100 + Math.floor(n / 250)}.${n % 250}.10`, rackName(r), unit, sim ? sim.address : '', sim ? 'admin' : '', sim ? PASSWORD : '', sim ? sim.port : ''].join(','));
+    rows.push([macOf(n), `${rackName(r)}-u${String(unit).padStart(2, '0')}`, role, clusterOf(r), `10.${100 + Math.floor(n / 250)}.${n % 250}.10`, rackName(r), unit, sim ? sim.address : '', sim ? 'admin' : '', sim ? PASSWORD : '', sim ? sim.port : ''].join(','));
   }
   const imported = await api(rs.url, admin, 'POST', '/api/v1/machines/import', rows.join('\n') + '\n', 'text/csv');
   assert.is(imported.status, 201, imported.text.slice(0, 500));
@@ -111,7 +123,7 @@ test.before(async () => {
   await page.getByLabel('API token').fill(admin);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.locator('#live', { hasText: 'Live' }).waitFor();
-});
+}
 
 test.after(async () => {
   await context?.close();
@@ -182,7 +194,14 @@ test('a bulk power job on selected machines drives the IPMI simulators, with liv
   await page.locator('.bulk-out', { hasText: 'Identify (locator LED on for 5 minutes): 4 done' }).waitFor({ timeout: 30_000 });
   for (const s of sims) assert.is(s.identify(), '300 0', `${s.name}: the LED on for 300 s`);
   for (const s of sims) assert.is(s.power(), '0');
+  // A power-on makes assigned machines install: their cluster's preflight runs first, and this
+  // test bed's upstreams do not answer, so it is refused with each failed check, nothing powered.
   await page.locator('[data-bulk="power-on"]').click();
+  const refusal = page.locator('[data-field="preflight-refusal"]');
+  await refusal.waitFor();
+  assert.match((await refusal.textContent()) ?? '', /preflight failed, so no machine was powered.*dc: /);
+  for (const s of sims) assert.is(s.power(), '0', `${s.name} stayed off`);
+  await refusal.getByRole('button', { name: 'Power on anyway' }).click();
   const panel = page.locator('section.job');
   await panel.waitFor();
   await panel.locator('[data-field="job-state"]', { hasText: 'done' }).waitFor({ timeout: 60_000 });
@@ -238,7 +257,7 @@ test('bulk assign: role, cluster and rack for the selection in one all-or-none r
 test('import: each bad cell with its value and fix, a semicolon sheet read as such, and the update-existing mode', async () => {
   if (missing) return;
   await page.goto(`${rs.url}/#/import`);
-  const sheet = ['mac;hostname;role;cluster;rack;unit', '52:54:00:e1:00:01;edge1;master;dc;edge;1', '52:54:00:e1:00:02;Edge_2;worker;dc;edge;2', '52:54:00:e1:00:03;edge3;worker;dc;edge;U3', `${macOf(1)};r001-u02;worker;dc;r001;2`].join('\n');
+  const sheet = ['mac;hostname;role;cluster;rack;unit', '52:54:00:e1:00:01;edge1;master;dc;edge;1', '52:54:00:e1:00:02;Edge_2;worker;dc;edge;2', '52:54:00:e1:00:03;edge3;worker;dc;edge;U3', `${macOf(1)};r001-u02;control-plane;dc;r001;2`].join('\n');
   await page.getByLabel('or paste the CSV').fill(sheet);
   await page.getByRole('button', { name: 'Import' }).click();
   const table = page.locator('table.row-errors');

@@ -92,15 +92,34 @@ export function jobPanel(initial: PowerJob, title: string): JobPanel {
   };
 }
 
-/** Starts a power job over the machines and returns its live panel (or throws the API's error). */
-export async function powerSelection(macs: readonly string[], action: PowerAction): Promise<JobPanel> {
-  const job = await request<PowerJob>('POST', '/power/jobs', { macs, action });
-  return jobPanel(job, `Power ${action}: ${plural(macs.length, 'machine')}`);
+/**
+ * Starts a power job over the machines and returns its live panel (or throws the API's error).
+ * `force` skips the preflight and prefetch a power-on runs first (after an operator saw it fail).
+ */
+export async function powerSelection(macs: readonly string[], action: PowerAction, force = false): Promise<JobPanel> {
+  const job = await request<PowerJob>('POST', '/power/jobs', { macs, action, ...(force ? { force: true } : {}) });
+  return jobPanel(job, `Power ${action}: ${plural(macs.length, 'machine')}${force ? ' (forced)' : ''}`);
 }
 
-export async function powerRack(rack: string, action: PowerAction): Promise<JobPanel> {
-  const job = await request<PowerJob>('POST', `/racks/${encodeURIComponent(rack)}/power`, { action });
-  return jobPanel(job, `Rack ${rack}: power ${action}`);
+export async function powerRack(rack: string, action: PowerAction, force = false): Promise<JobPanel> {
+  const job = await request<PowerJob>('POST', `/racks/${encodeURIComponent(rack)}/power`, { action, ...(force ? { force: true } : {}) });
+  return jobPanel(job, `Rack ${rack}: power ${action}${force ? ' (forced)' : ''}`);
+}
+
+/**
+ * A failed power job start, shown as it is; a failed preflight (ERR_PREFLIGHT: an upstream the
+ * installers need does not answer) lists each failed check and offers to power on anyway.
+ */
+export function powerRefusal(what: string, err: unknown, retryForced: () => void): HTMLElement {
+  if (!(err instanceof ApiError) || err.code !== 'ERR_PREFLIGHT') return notice('error', `${what} failed: ${errorText(err)}`);
+  return h(
+    'div',
+    { class: 'notice error', role: 'alert', 'data-field': 'preflight-refusal' },
+    h('p', null, `${what} refused: the preflight failed, so no machine was powered.`),
+    h('ul', null, err.details.map((d) => h('li', null, d.message))),
+    h('p', null, 'Fix the upstream (see the cluster page\u2019s Preflight), or power on without the preflight and the installers\u2019 prefetch: '),
+    h('button', { type: 'button', class: 'danger', 'data-action': 'power-force', onclick: retryForced }, 'Power on anyway'),
+  );
 }
 
 /** The locator LED (POST /machines/{mac}/identify) where the BMC supports it. */

@@ -1,5 +1,5 @@
 import { api, can, errorText, serverHas, type InventoryEvent, type Machine } from './api.js';
-import { assignSelection, canIdentify, identifySelection, powerSelection, reimageSelection, type JobPanel, type PowerAction } from './bulk.js';
+import { assignSelection, canIdentify, identifySelection, powerRefusal, powerSelection, reimageSelection, type JobPanel, type PowerAction } from './bulk.js';
 import { COLUMNS, matchesSearch, type Column } from './columns.js';
 import { h, notice, replace } from './dom.js';
 import { elapsed, plural, powerText, STATE_ORDER } from './format.js';
@@ -117,15 +117,15 @@ export const machinesView: View = async (ctx, el) => {
   const bulkOut = h('div', { class: 'bulk-out', 'aria-live': 'polite' });
   const panels: JobPanel[] = [];
   const picked = (): Machine[] => [...selected].map((mac) => machines.get(mac)).filter((m): m is Machine => m !== undefined);
-  const power = (action: PowerAction): void => {
+  const power = (action: PowerAction, force = false): void => {
     const list = picked();
     replace(bulkOut, notice('info', `Power ${action}: starting a job for ${plural(list.length, 'machine')}…`));
-    powerSelection(list.map((m) => m.mac), action).then(
+    powerSelection(list.map((m) => m.mac), action, force).then(
       (p) => {
         panels.push(p);
         replace(bulkOut, p.el);
       },
-      (err: unknown) => replace(bulkOut, notice('error', `Power ${action} failed: ${errorText(err)}`)),
+      (err: unknown) => replace(bulkOut, powerRefusal(`Power ${action}`, err, () => power(action, true))),
     );
   };
   const bulkBar = h('div', { class: 'bulkbar', role: 'toolbar', 'aria-label': 'Actions on the selected machines', hidden: true });

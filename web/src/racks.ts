@@ -1,5 +1,5 @@
 import { api, can, errorText, type InventoryEvent, type Machine } from './api.js';
-import { powerRack, type JobPanel, type PowerAction } from './bulk.js';
+import { powerRack, powerRefusal, type JobPanel, type PowerAction } from './bulk.js';
 import { h, notice, replace } from './dom.js';
 import { elapsed, label, plural, powerText, STATE_HINT, STATE_ORDER } from './format.js';
 import { debouncer } from './live.js';
@@ -75,20 +75,23 @@ export const racksView: View = async (ctx, el) => {
         (['status', 'on', 'cycle', 'off'] as const).map((a) => [h('button', { type: 'submit', value: a, class: a === 'off' || a === 'cycle' ? 'danger' : '' }, a === 'status' ? 'Read power status' : `Power ${a}`), ' ']),
       ),
     );
-    dialog.addEventListener('close', () => {
-      dialog.remove();
-      const action = dialog.returnValue as PowerAction | 'cancel' | '';
-      if (action === 'cancel' || action === '') return;
+    const start = (action: PowerAction, force: boolean): void => {
       replace(box, notice('info', `Rack ${rack}: starting power ${action}…`));
       jobs.set(rack, { panel: { el: box, onEvent: () => undefined }, box });
       render();
-      powerRack(rack, action).then(
+      powerRack(rack, action, force).then(
         (panel) => {
           jobs.set(rack, { panel, box });
           replace(box, panel.el);
         },
-        (err: unknown) => replace(box, notice('error', `Rack ${rack}: power ${action} failed: ${errorText(err)}`)),
+        (err: unknown) => replace(box, powerRefusal(`Rack ${rack}: power ${action}`, err, () => start(action, true))),
       );
+    };
+    dialog.addEventListener('close', () => {
+      dialog.remove();
+      const action = dialog.returnValue as PowerAction | 'cancel' | '';
+      if (action === 'cancel' || action === '') return;
+      start(action, false);
     });
     document.body.append(dialog);
     dialog.showModal();
