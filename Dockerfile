@@ -42,9 +42,11 @@ COPY --from=build /src/autoinstall ./autoinstall
 COPY --from=build /src/kubeadm-templates ./kubeadm-templates
 RUN ln -s /opt/racksmith/dist/server/cli.js /usr/local/bin/racksmith \
  && chmod 0755 /opt/racksmith/dist/server/cli.js \
- && mkdir -p /var/lib/racksmith \
- && chmod 0700 /var/lib/racksmith
-VOLUME ["/var/lib/racksmith"]
+ && mkdir -p /var/lib/racksmith /var/lib/racksmith-artifacts \
+ && chmod 0700 /var/lib/racksmith \
+ && chmod 0755 /var/lib/racksmith-artifacts
+# The data (store, keys) and the installer artifacts apart: an artifacts front reads the second.
+VOLUME ["/var/lib/racksmith", "/var/lib/racksmith-artifacts"]
 EXPOSE 8080/tcp 67/udp 69/udp 4011/udp
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \

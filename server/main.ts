@@ -61,6 +61,9 @@ import { bootFiles } from './boot/tftp-files.js';
 import { layeredSource } from './lib/files.js';
 import { vipChecker } from './clusters/load-balancers.js';
 import { vipSources } from './clusters/vip-sources.js';
+import { inProcessSender, workerSender } from './http/artifact-sender.js';
+import { createFileWorkers } from './artifacts/file-workers.js';
+import { bootScriptRecorder } from './http/boot-scripts.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -109,7 +112,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const installers = resolveInstallers(config.installers ?? {});
   const artifacts = createArtifactStore({
     artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
-    cacheDir: join(config.dataDir, 'artifacts'),
+    cacheDir: config.artifactsCacheDir ?? join(config.dataDir, 'artifacts'),
     installers,
     fetchIdleTimeoutMs: config.artifactsFetchTimeoutSeconds * 1000,
     log: log.child({ svc: 'artifacts' }),
@@ -117,6 +120,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       void inventory.events.append({ type: 'artifact.cached', source: 'artifacts', message: `cached ${f.release}/${f.file} (${f.size} bytes, sha256 ${f.sha256})`, data: { ...f } });
     },
   });
+  const fileWorkers = createFileWorkers(config.artifactWorkers, log.child({ svc: 'artifact-workers' }));
   const metrics = createMetrics();
   collectServiceHealth(metrics, health);
   const stopInventoryMetrics = collectInventoryMetrics(metrics, inventory, VERSION);
@@ -203,6 +207,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
           return lease?.state === 'bound' && Date.parse(lease.expiresAt) > inventory.now().getTime() ? lease.ip : null;
         }
       : undefined;
+  // Boot scripts answered in one turn of the event loop are recorded in one commit (HTTP and TFTP alike).
+  const bootScripts = bootScriptRecorder(inventory.machines);
   const app = createApp({
     log,
     version: VERSION,
@@ -215,9 +221,14 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       machines: inventory.machines,
       clusters: inventory.clusters,
       events: inventory.events,
+      recordBootScript: bootScripts,
       bootTemplates: createRenderer(BOOT_TEMPLATES_DIR),
       seedTemplates: createRenderer(AUTOINSTALL_DIR),
       artifacts,
+      sendArtifact: config.artifactWorkers > 0 ? workerSender(fileWorkers, inProcessSender()) : inProcessSender(),
+      // The same resolver as TFTP's (below), for an artifact request without a MAC in its URL.
+      resolveClient: (ip: string) => resolveClient(ip),
+      artifactsFronts: config.artifactsFronts,
       installers,
       boot: {
         waitSeconds: config.bootWaitSeconds,
@@ -225,6 +236,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
         chainTries: 5,
         retrySeconds: 5,
         kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean),
+        artifactsBaseUrl: config.artifactsUrl,
       },
       seed: {
         sshUser: config.sshUser,
@@ -251,7 +263,9 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     removeFromCluster: (m, opts) => orchestrator.removeFromCluster(m, opts),
     extraRoutes: [...powerRoutes(power), ...consoleRoutes(sol), ...orchestrationRoutes(orchestrator, inventory.clusters), ...clusterChecksRoutes(clusterChecks, inventory.clusters)],
   });
-  services.push(createHttpService(config, app));
+  // Before HTTP, so it stops after it: the server waits for the workers' connections, cut at its grace.
+  services.push(fileWorkers);
+  services.push(createHttpService(config, app, undefined, () => fileWorkers.abort()));
   services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp }));
   // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
   // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).
@@ -273,6 +287,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       now: () => inventory.now(),
       discovery: discovery.http,
       leasedAddress,
+      recordBootScript: bootScripts,
       log: log.child({ svc: 'tftp' }),
     },
     artifacts,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,6 +100,21 @@ test('ten concurrent first requests share one upstream download; the checksum is
   const again = await s.resolve('18.04', 'linux');
   assert.is(again.source, 'cache');
   assert.is(hits['/linux-a'], 1, 'served from the cache afterwards');
+});
+
+test('a fetched file and the directories made for it are readable by others (an artifacts front), whatever the umask', async () => {
+  const s = store({ linux: `${base}/linux-mode` });
+  const old = process.umask(0o077);
+  let r;
+  try {
+    r = await s.resolve('18.04', 'linux');
+  } finally {
+    process.umask(old);
+  }
+  assert.is(statSync(r.path).mode & 0o777, 0o644);
+  assert.is(statSync(join(work, 'cache', '18.04')).mode & 0o777, 0o755);
+  assert.is(statSync(join(work, 'cache')).mode & 0o777, 0o755);
+  assert.equal([r.root, r.relative], ['cache', join('18.04', 'linux')]);
 });
 
 test('a cut download fails, leaves no partial file, and the next request tries again', async () => {

@@ -1,3 +1,4 @@
+import { bootScriptRecorder } from '../server/http/boot-scripts.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -47,7 +48,7 @@ test.before(async () => {
   await inv.clusters.create({ name: 'c', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
   await inv.machines.create({ mac: MAC, hostname: 'sb1', role: 'worker', cluster: 'c', ip: '10.77.0.11', bootLoader: 'shim-grub' });
   files = bootFiles({
-    serve: { machines: inv.machines, clusters: inv.clusters, events: inv.events, templates: createRenderer(BOOT_TEMPLATES_DIR), installers: installerTables(DEFAULT_INSTALLERS), boot: BOOT_SETTINGS, now: () => new Date() },
+    serve: { machines: inv.machines, clusters: inv.clusters, events: inv.events, templates: createRenderer(BOOT_TEMPLATES_DIR), installers: installerTables(DEFAULT_INSTALLERS), boot: BOOT_SETTINGS, now: () => new Date(), recordBootScript: bootScriptRecorder(inv.machines) },
     artifacts: createArtifactStore({ artifactsDir: art, cacheDir: join(inv.dir, 'cache'), installers: DEFAULT_INSTALLERS, fetchIdleTimeoutMs: 1000, log: silentLogger() }),
     chains: { x86_64: new Map([['shimx64.efi', signed]]) },
     baseUrl: BOOT_SETTINGS.baseUrl,

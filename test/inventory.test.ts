@@ -398,4 +398,59 @@ test('the data directory: database, WAL, SHM and lock files are 0600 even under 
   }
 });
 
+test('a machine by its address is one keyed lookup (the unique index on ip), never a scan', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.clusters.create(CLUSTER);
+    await inv.machines.create({ mac: MAC, hostname: 'node1', role: 'worker', cluster: 'lab', ip: '10.0.0.11' });
+    await inv.machines.create({ mac: '52:54:00:10:00:02' as Mac, hostname: 'node2', role: 'worker', cluster: 'lab' });
+    assert.is((await inv.machines.byIp('10.0.0.11'))?.mac, MAC);
+    assert.is(await inv.machines.byIp('10.0.0.12'), null);
+    await inv.machines.update(MAC, { ip: '10.0.0.12' }, 'api');
+    assert.is(await inv.machines.byIp('10.0.0.11'), null, 'the old address no longer names it');
+    assert.is((await inv.machines.byIp('10.0.0.12'))?.hostname, 'node1');
+    const plan = inv.db.prepare<[string], { detail: string }>('EXPLAIN QUERY PLAN SELECT mac FROM machines WHERE ip = ?').all('10.0.0.12');
+    assert.ok(plan.some((p) => /USING INDEX/.test(p.detail)) && !plan.some((p) => /^SCAN/.test(p.detail)), JSON.stringify(plan));
+  } finally {
+    await inv.destroy();
+  }
+});
+
+test('boot steps: many in one commit; a refused transition fails its own step only, and records nothing of it', async () => {
+  const inv = tempInventory();
+  try {
+    await inv.clusters.create(CLUSTER);
+    const a = '52:54:00:10:00:0a' as Mac;
+    const b = '52:54:00:10:00:0b' as Mac;
+    await inv.machines.create({ mac: a, hostname: 'a', role: 'worker', cluster: 'lab' });
+    await inv.machines.recordSighting({ mac: b, source: 'dhcp' });
+    const heard: string[] = [];
+    const off = inv.events.subscribe((e) => heard.push(`${e.mac} ${e.type}`));
+    const step = (mac: Mac, transition: boolean) => ({
+      sighting: { mac, arch: 'x86_64', firmware: 'efi' as const, source: 'http 10.0.0.5' },
+      transition: transition ? { event: 'installer-served' as const, message: 'installer served' } : null,
+      instanceId: transition ? `iid-${mac}` : null,
+      event: { cluster: transition ? 'lab' : null, type: 'http.ipxe', message: 'iPXE script', data: { script: transition ? 'install' : 'wait' } },
+      lastStep: transition ? 'installer' : 'ipxe',
+    });
+    // b is discovered: installer-served is refused for it.
+    const out = await inv.machines.recordBootScripts([step(a, true), step(b, true), step(b, false)]);
+    off();
+    assert.equal(out.map((o) => o.ok), [true, false, true]);
+    assert.instance((out[1] as { error: Error }).error, TransitionError);
+    const ma = await inv.machines.get(a);
+    assert.equal([ma?.state, ma?.instanceId, ma?.lastStep, ma?.firmware, ma?.arch], ['provisioning', `iid-${a}`, 'installer', 'efi', 'x86_64']);
+    const mb = await inv.machines.get(b);
+    assert.equal([mb?.state, mb?.instanceId, mb?.lastStep], ['discovered', null, 'ipxe']);
+    assert.equal(
+      (await inv.events.list({ mac: b })).map((e) => e.type),
+      ['state', 'http.ipxe'],
+      'the refused step wrote no event',
+    );
+    assert.equal(heard, [`${a} state`, `${a} http.ipxe`, `${b} http.ipxe`], 'subscribers hear the committed events only, after the commit');
+  } finally {
+    await inv.destroy();
+  }
+});
+
 test.run();

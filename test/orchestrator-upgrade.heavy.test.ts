@@ -9,6 +9,7 @@ import { HA_RACK, KubeBed, type BedNode, type Call } from './lib/kube-bed.js';
 import { phoneHome, waitFor } from './lib/orch-harness.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
+import { startOpenUpstream, type OpenUpstream } from './lib/upstreams.js';
 
 /**
  * A cluster's second day, end to end: the real `racksmith serve`, real OpenSSH nodes (1 LB,
@@ -39,7 +40,6 @@ const ENV = {
   RACKSMITH_ORCHESTRATOR_NODES_READY_TIMEOUT_SECONDS: '60',
   RACKSMITH_ORCHESTRATOR_DRAIN_TIMEOUT_SECONDS: '60',
   RACKSMITH_SSH_CONNECT_TIMEOUT_SECONDS: '5',
-  RACKSMITH_CNI_MANIFEST_FLANNEL: 'https://mirror.lab.example/flannel/v0.26.1/kube-flannel.yml',
   RACKSMITH_POWER_TIMEOUT_SECONDS: '10',
   RACKSMITH_REIMAGE_REMOVAL_TIMEOUT_SECONDS: '300',
   RACKSMITH_ETCD_SNAPSHOTS_KEPT: '3',
@@ -47,6 +47,8 @@ const ENV = {
 };
 
 let rs: RacksmithProcess | null = null;
+/** The upstreams the upgrade's preflight checks: the packages of FROM and TO, not NEXT's (forced past). */
+let upstream: OpenUpstream | null = null;
 let bed: KubeBed | null = null;
 let db: SqliteInventory | null = null;
 let admin = '';
@@ -114,7 +116,8 @@ test.before(async () => {
   if (missing) return;
   bed = await KubeBed.create('u', HA_RACK, { version: FROM });
   for (const n of B().nodes) if (n.role !== 'loadbalancer') bmcs.set(n.name, await startBmcSim({ name: `u${n.name}`, password: PASSWORD }));
-  rs = await startRacksmith({ env: ENV });
+  upstream = await startOpenUpstream([FROM, TO]);
+  rs = await startRacksmith({ env: { ...upstream.env, ...ENV } });
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   operator = (await rs.cli(['token', 'create', '--role', 'operator'])).trim();
   viewer = (await rs.cli(['token', 'create', '--role', 'viewer'])).trim();
@@ -140,6 +143,7 @@ test.after(async () => {
   if (rs) rmSync(rs.dataDir, { recursive: true, force: true });
   for (const s of bmcs.values()) await s.stop();
   if (bed) await bed.destroy();
+  await upstream?.stop();
 });
 
 function keepArtifacts(name: string): void {
@@ -192,7 +196,7 @@ test(`upgrade ${FROM} → ${TO}: snapshot, configuration, control plane one at a
       return u?.nodes?.['cp1'] === 'done' && Object.values(u.nodes ?? {}).includes('in-flight');
     }, 240_000, 250);
     await (rs as RacksmithProcess).kill9();
-    rs = await startRacksmith({ env: ENV, dataDir: (rs as RacksmithProcess).dataDir });
+    rs = await startRacksmith({ env: { ...upstream?.env, ...ENV }, dataDir: (rs as RacksmithProcess).dataDir });
 
     await waitFor('the upgrade done', async () => (await clusterView()).upgrade?.state === 'done', 600_000, 500);
     await waitReady('ready after the upgrade');
@@ -238,7 +242,13 @@ test(`upgrade ${FROM} → ${TO}: snapshot, configuration, control plane one at a
 test(`upgrade ${TO} → ${NEXT} aborted half way: no further node leaves; the nodes already upgraded stay; only ${NEXT} may finish it`, async () => {
   if (missing) return;
   try {
-    const r = await call(admin, 'POST', '/clusters/lab/upgrade', { kubernetesVersion: NEXT, maxUnavailable: 1 });
+    // The site's mirror has no NEXT packages: the preflight refuses, naming them; force skips it.
+    const refused = await call(admin, 'POST', '/clusters/lab/upgrade', { kubernetesVersion: NEXT, maxUnavailable: 1 });
+    assert.is(refused.status, 409, refused.text);
+    assert.is(refused.body.error.code, 'ERR_PREFLIGHT');
+    assert.match(refused.body.error.message, new RegExp(`kubelet, kubeadm, kubectl ${NEXT.replace(/\./g, '\\.')}`));
+    assert.is((await clusterView()).upgrade?.state, 'done', 'the refused request changed nothing');
+    const r = await call(admin, 'POST', '/clusters/lab/upgrade', { kubernetesVersion: NEXT, maxUnavailable: 1, force: true });
     assert.is(r.status, 202, r.text);
     await waitFor('cp1 upgraded', async () => (await clusterView()).upgrade?.nodes?.['cp1'] === 'done', 240_000, 250);
     const ab = await call(operator, 'POST', '/clusters/lab/upgrade/abort', {});

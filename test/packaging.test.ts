@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { suite } from 'uvu';
@@ -21,6 +22,7 @@ const run = promisify(execFile);
 const test = suite('packaging: Dockerfile, docker-compose.yml, systemd unit');
 
 const DATA = '/var/lib/racksmith';
+const ARTIFACTS = '/var/lib/racksmith-artifacts';
 const file = (name: string): string => readFileSync(join(PACKAGE_ROOT, name), 'utf8');
 
 test('docker-compose config: host network, the three capabilities, the data volume, valid settings', async () => {
@@ -53,6 +55,33 @@ test('docker-compose config: host network, the three capabilities, the data volu
   assert.is(config.adminToken, undefined);
 });
 
+test('docker-compose profile artifacts-nginx: nginx on the host network reads the artifacts volume and fills every variable of the shipped template', async () => {
+  const missing = requirements(['docker-compose']);
+  if (missing) return skipNote('docker-compose config', missing);
+  const env = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', RACKSMITH_ADVERTISE_ADDRESS: '10.77.0.1', RACKSMITH_ARTIFACTS_URL: 'http://10.77.0.1:8081' };
+  const { stdout } = await run('docker-compose', ['-f', 'docker-compose.yml', '--profile', 'artifacts-nginx', 'config'], { cwd: PACKAGE_ROOT, env });
+  const doc = parseYaml(stdout) as any;
+  const front = doc.services?.['artifacts-nginx'];
+  const rs = doc.services?.racksmith;
+  assert.ok(front && rs);
+  assert.equal(front.profiles, ['artifacts-nginx']);
+  assert.is(front.network_mode, 'host');
+  assert.match(front.image, /^nginx:/);
+  const volumes = (front.volumes as string[]).map(String);
+  assert.ok(volumes.includes(`racksmith-artifacts:${ARTIFACTS}:ro`), volumes.join(', '));
+  const template = volumes.find((v) => v.endsWith(':/etc/nginx/templates/default.conf.template:ro'));
+  assert.ok(template?.startsWith(join(PACKAGE_ROOT, 'packaging', 'nginx', 'racksmith-artifacts.conf.template')), 'the shipped template, in place of the default server');
+  assert.ok((rs.volumes as string[]).map(String).includes(`racksmith-artifacts:${ARTIFACTS}:rw`));
+  const needed = new Set([...file('packaging/nginx/racksmith-artifacts.conf.template').matchAll(/\$\{([A-Z_]+)\}/g)].map((m) => m[1]));
+  assert.equal([...needed].sort(), Object.keys(front.environment).sort(), 'every template variable, nothing else');
+  // The front and racksmith agree: the same directories, racksmith's port, the front trusted, its URL in the scripts.
+  const config = loadConfig({ env: rs.environment, flags: {} });
+  assert.equal([front.environment.ARTIFACTS_DIR, front.environment.ARTIFACTS_CACHE_DIR], [config.artifactsDir, config.artifactsCacheDir]);
+  assert.is(front.environment.RACKSMITH_UPSTREAM, `127.0.0.1:${config.httpPort}`);
+  assert.equal(config.artifactsFronts, ['127.0.0.1']);
+  assert.is(config.artifactsUrl, 'http://10.77.0.1:8081');
+});
+
 test('Dockerfile: node:20-bookworm-slim stages, npm ci + build, Debian ipxe/ipmitool/openssh-client, the data volume', () => {
   const lines = file('Dockerfile')
     .replace(/\\\n/g, ' ')
@@ -69,7 +98,7 @@ test('Dockerfile: node:20-bookworm-slim stages, npm ci + build, Debian ipxe/ipmi
   for (const pkg of ['ipxe', 'ipmitool', 'openssh-client']) assert.match(install, new RegExp(`\\b${pkg}\\b`));
   assert.ok(runtime.some((l) => l.includes(`RACKSMITH_DATA_DIR=${DATA}`)));
   assert.ok(runtime.some((l) => l.includes('RACKSMITH_TFTP_ROOT=/usr/lib/ipxe')));
-  assert.ok(runtime.includes(`VOLUME ["${DATA}"]`));
+  assert.ok(runtime.includes(`VOLUME ["${DATA}", "${ARTIFACTS}"]`));
   assert.ok(runtime.includes('ENTRYPOINT ["racksmith"]'));
   assert.ok(runtime.includes('CMD ["serve"]'));
   // What the runtime stage copies from the build stage is what a build here produces.
@@ -149,6 +178,38 @@ test('systemd-analyze verify passes with no warning; the offline security score 
   );
   const score = Number(/Overall exposure level for racksmith\.service: ([\d.]+)/.exec(security)?.[1]);
   assert.ok(score < 3, `exposure ${score}: ${security.slice(-500)}`);
+});
+
+test('the artifacts-nginx drop-in: verified with the unit, its cache directory readable by nginx, exposure unchanged', async () => {
+  const missing = requirements(['systemd-analyze']);
+  if (missing) return skipNote('systemd-analyze', missing);
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-unit-'));
+  try {
+    copyFileSync(join(PACKAGE_ROOT, 'packaging', 'racksmith.service'), join(dir, 'racksmith.service'));
+    mkdirSync(join(dir, 'racksmith.service.d'));
+    copyFileSync(join(PACKAGE_ROOT, 'packaging', 'racksmith-artifacts-nginx.conf'), join(dir, 'racksmith.service.d', 'artifacts-nginx.conf'));
+    // The unit's own directory first in the search path, so that its drop-in directory is read.
+    const env = { ...process.env, SYSTEMD_UNIT_PATH: `${dir}:` };
+    const verify = await run('systemd-analyze', ['verify', join(dir, 'racksmith.service')], { env }).then(
+      (r) => ({ code: 0, stderr: r.stderr }),
+      (err: { code: number; stderr: string }) => ({ code: err.code, stderr: err.stderr }),
+    );
+    assert.is(verify.code, 0, verify.stderr);
+    assert.is(verify.stderr.trim(), '');
+    const security = await run('systemd-analyze', ['security', '--offline=yes', join(dir, 'racksmith.service')], { env }).then(
+      (r) => r.stdout,
+      (err: { stdout: string }) => err.stdout,
+    );
+    assert.ok(Number(/Overall exposure level for racksmith\.service: ([\d.]+)/.exec(security)?.[1]) < 3);
+    const keys = file('packaging/racksmith-artifacts-nginx.conf');
+    assert.match(keys, /^CacheDirectoryMode=0755$/m);
+    const env2: Record<string, string> = Object.fromEntries([...keys.matchAll(/^Environment=(\w+)=(.*)$/gm)].map((m) => [m[1] as string, m[2] as string]));
+    const config = loadConfig({ env: { ...env2, RACKSMITH_DATA_DIR: DATA }, flags: {} });
+    assert.ok(config.artifactsDir?.startsWith('/var/cache/racksmith/') && config.artifactsCacheDir === config.artifactsDir, 'outside the private data directory');
+    assert.equal(config.artifactsFronts, ['127.0.0.1']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { chmod, mkdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -47,9 +47,15 @@ export interface ResolvedArtifact {
   /** Absent for amd64 (stored as `<release>/<file>`); arm64 files are `<release>/arm64/<file>`. */
   readonly arch?: InstallerArch;
   readonly file: string;
+  /** The real path (links resolved), inside `root`. */
   readonly path: string;
   readonly size: number;
+  /** Last modification, for Last-Modified (milliseconds since the epoch). */
+  readonly mtimeMs: number;
   readonly source: ArtifactSource;
+  /** Which directory holds it (the artifacts directory, or the cache) and its real path there. */
+  readonly root: 'local' | 'cache';
+  readonly relative: string;
 }
 
 export interface FetchedArtifact {
@@ -95,7 +101,7 @@ export function isRelease(s: string): s is UbuntuRelease {
   return (UBUNTU_RELEASES as readonly string[]).includes(s);
 }
 
-async function fileIn(dir: string, release: string, file: string): Promise<{ path: string; size: number } | null> {
+async function fileIn(dir: string, release: string, file: string): Promise<{ path: string; size: number; mtimeMs: number; relative: string } | null> {
   const candidate = join(dir, release, file);
   let real: string;
   let root: string;
@@ -106,7 +112,7 @@ async function fileIn(dir: string, release: string, file: string): Promise<{ pat
   }
   if (!real.startsWith(root + sep)) return null;
   const st = await stat(real).catch(() => null);
-  return st && st.isFile() ? { path: real, size: st.size } : null;
+  return st && st.isFile() ? { path: real, size: st.size, mtimeMs: st.mtimeMs, relative: real.slice(root.length + 1) } : null;
 }
 
 export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
@@ -118,7 +124,8 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
    * renamed into place with its `.sha256` — or removed, on any failure.
    */
   async function materialize(release: UbuntuRelease, arch: InstallerArch, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
-    const dir = join(o.cacheDir, subdir(release, arch));
+    const where = subdir(release, arch);
+    const dir = join(o.cacheDir, where);
     const final = join(dir, file);
     const tmp = join(dir, `.${file}.part-${process.pid}-${randomBytes(4).toString('hex')}`);
     const started = Date.now();
@@ -131,7 +138,13 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     meters.set(`${release}/${file}`, progress);
     o.log.info({ release, file, from }, 'caching artifact');
     try {
-      await mkdir(dir, { recursive: true });
+      // Installer artifacts are public files that an artifacts front (nginx, as another user)
+      // reads: readable by others whatever the process's umask (the systemd unit's is 0077).
+      const made = await mkdir(dir, { recursive: true });
+      for (let p = dir; made !== undefined; p = dirname(p)) {
+        await chmod(p, 0o755);
+        if (p === made || p === dirname(p)) break;
+      }
       const src = await open(abort.signal);
       progress.total = src.length;
       const meter = new Transform({
@@ -149,11 +162,13 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       const sha256 = hash.digest('hex');
       if (expected && expected !== sha256) throw new Error(`SHA-256 ${sha256} does not match the configured ${expected}`);
       await writeFile(`${final}.sha256`, `${sha256}  ${file}\n`);
+      await chmod(tmp, 0o644);
       await rename(tmp, final);
+      const { mtimeMs } = await stat(final);
       const seconds = (Date.now() - started) / 1000;
       o.log.info({ release, file, from, size, sha256, seconds }, 'artifact cached');
       o.onFetched?.({ release, file, url: from, size, sha256, seconds });
-      return { release, ...archField(arch), file, path: final, size, source: 'fetched' };
+      return { release, ...archField(arch), file, path: final, size, mtimeMs, source: 'fetched', root: 'cache', relative: join(where, file) };
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       const why = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
@@ -195,9 +210,9 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     if (!ARTIFACT_NAME.test(file)) throw notFound('ERR_UNKNOWN_ARTIFACT', 'artifact names are plain file names');
     const where = subdir(release, arch);
     const local = await fileIn(o.artifactsDir, where, file);
-    if (local) return { release, ...archField(arch), file, ...local, source: 'local' };
+    if (local) return { release, ...archField(arch), file, ...local, source: 'local', root: 'local' };
     const cached = await fileIn(o.cacheDir, where, file);
-    if (cached) return { release, ...archField(arch), file, ...cached, source: 'cache' };
+    if (cached) return { release, ...archField(arch), file, ...cached, source: 'cache', root: 'cache' };
     const inst = tableOf(arch)[release];
     const upstream = inst.upstream[file];
     if (!upstream) throw notFound('ERR_UNKNOWN_ARTIFACT', `no artifact ${where}/${file}: not in the artifacts directory and no upstream is configured for it`);

@@ -29,6 +29,8 @@ export type BootScriptLoader = 'ipxe' | 'grub';
 export interface BootSettings {
   /** `http://<advertise>:<port>` — what machines use to reach racksmith. */
   readonly baseUrl: string;
+  /** Where machines fetch installer artifacts (an nginx front, `artifacts-url`); default `baseUrl`. */
+  readonly artifactsBaseUrl?: string | undefined;
   readonly waitSeconds: number;
   readonly waitAttempts: number;
   /** Tries of the chain script before it reboots. */
@@ -141,7 +143,7 @@ export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl:
     'root=/dev/ram0',
     'ramdisk_size=1500000',
     'ip=dhcp',
-    `url=${s.baseUrl}/artifacts/${artifactDir(inst)}/${inst.iso ?? ''}`,
+    `url=${s.artifactsBaseUrl ?? s.baseUrl}/artifacts/${artifactDir(inst)}/${inst.iso ?? ''}`,
     'autoinstall',
     `ds=nocloud-net;s=${seedUrl}`,
     'cloud-config-url=/dev/null',
@@ -186,10 +188,11 @@ export function decideBootScript(f: BootFacts, s: BootSettings): BootDecision {
     }
     const seedUrl = `${s.baseUrl}/seed/${seedToken}/`;
     const hex = macHexHyphen(machine.mac);
-    // iPXE fetches over HTTP (with the MAC, for the machine's event log); GRUB from the TFTP
-    // server it was loaded from, by path (TFTP tells machines apart by address).
+    // iPXE fetches over HTTP (with the MAC, for the machine's event log), through the artifacts
+    // front when there is one; GRUB from the TFTP server it was loaded from, by path (TFTP tells
+    // machines apart by address).
     const artifact = (file: string): string =>
-      loader === 'grub' ? `/artifacts/${artifactDir(installer)}/${file}` : `${s.baseUrl}/artifacts/${artifactDir(installer)}/${file}?mac=${hex}`;
+      loader === 'grub' ? `/artifacts/${artifactDir(installer)}/${file}` : `${s.artifactsBaseUrl ?? s.baseUrl}/artifacts/${artifactDir(installer)}/${file}?mac=${hex}`;
     return {
       kind: 'install',
       template: TEMPLATES[loader].install,

@@ -4,6 +4,7 @@ import type { ClusterRepo, EventRepo, MachineRepo } from '../inventory/store.js'
 import { AppError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { Mac } from '../lib/mac.js';
+import type { BootScriptRecorder } from '../http/boot-scripts.js';
 import type { Renderer } from '../render/templates.js';
 import { checkBootAddress } from '../seeds/access.js';
 import { newInstanceId } from '../seeds/context.js';
@@ -13,12 +14,14 @@ import { carriesSeedToken, decideBootScript, type BootDecision, type BootScriptL
 
 /**
  * Serving a machine its boot script — an iPXE script over HTTP, or a GRUB config over TFTP or
- * HTTP — the one way for both: record the sighting, read the machine's seed token, decide
- * (pure), render, then apply the transition and record the step. Whatever binds a seed token to
+ * HTTP — the one way for both: a first contact recorded, the machine's seed token read, decide
+ * (pure), render, then the transition, the sighting and the step in one group commit. Whatever binds a seed token to
  * the address that fetched the script carrying it belongs here, so that it holds for every loader.
  */
 export interface BootServeDeps {
-  readonly machines: Pick<MachineRepo, 'get' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedTokenFor' | 'setInstanceId' | 'recordBootStep'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'recordSighting' | 'seedTokenFor'>;
+  /** Writes what a script answered records (transition, sighting, instance id, event, step) in the next group commit. */
+  readonly recordBootScript: BootScriptRecorder;
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
   readonly templates: Renderer;
@@ -67,8 +70,12 @@ export async function serveBootScript(d: BootServeDeps, r: BootRequest): Promise
   };
   if (q.mac === null) return anonymous();
   // Over its allowance: the same answer an unknown machine gets, but nothing recorded.
-  if ((await d.machines.get(q.mac)) === null && !(await admitDiscovery(d, r))) return anonymous();
-  const { machine } = await d.machines.recordSighting({ mac: q.mac, arch: q.arch, firmware: firmwareOf(q.platform), uuid: q.uuid, source: r.source });
+  const known = await d.machines.get(q.mac);
+  if (known === null && !(await admitDiscovery(d, r))) return anonymous();
+  const sighting = { mac: q.mac, arch: q.arch, firmware: firmwareOf(q.platform), uuid: q.uuid, source: r.source };
+  // First contact records the machine (discovered) before it is answered; a known machine's
+  // sighting goes with the rest of its step, in the next group commit.
+  const machine = known ?? (await d.machines.recordSighting(sighting)).machine;
   const cluster = machine.cluster ? await d.clusters.get(machine.cluster) : null;
   // The architecture the loader reports, else the one DHCP saw: an ARM64 machine never gets amd64 files.
   const installer = cluster ? installerFor(d.installers, cluster.ubuntuRelease, installerArchOf(q.arch ?? machine.arch)) : null;
@@ -76,16 +83,17 @@ export async function serveBootScript(d: BootServeDeps, r: BootRequest): Promise
   const decision = decideBootScript({ query: q, machine, cluster, installer, seedToken, loader: r.loader }, settings);
   // Render before any state change: a failed render changes nothing.
   const body = d.templates.render(decision.template, decision.context);
-  if (decision.transition) {
-    const what = installer ? `Ubuntu ${installer.release}${installer.arch ? ` ${installer.arch}` : ''} (${installer.kind})` : '?';
-    await d.machines.transition(machine.mac, decision.transition, { source: r.source, message: `installer served: ${what}` });
-    await d.machines.setInstanceId(machine.mac, newInstanceId(machine, d.now()));
-  }
-  await d.machines.recordBootStep(machine.mac, { kind: 'loader', secureBoot: secureBootShown(r.loader, q) });
+  const what = installer ? `Ubuntu ${installer.release}${installer.arch ? ` ${installer.arch}` : ''} (${installer.kind})` : '?';
   const data = { script: decision.kind, arch: q.arch, platform: q.platform, attempt: q.attempt, ...(r.loader === 'grub' ? { loader: 'shim-grub', lockdown: q.lockdown ?? null } : {}) };
-  await d.events.append({ mac: machine.mac, cluster: machine.cluster, type: r.loader === 'grub' ? 'boot.grub' : 'http.ipxe', source: r.source, message: decision.summary, data });
   const loaderStep = r.loader === 'grub' ? 'grub' : 'ipxe';
-  await d.machines.setLastStep(machine.mac, decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : loaderStep);
+  await d.recordBootScript({
+    sighting,
+    transition: decision.transition ? { event: decision.transition, message: `installer served: ${what}` } : null,
+    instanceId: decision.transition ? newInstanceId(machine, d.now()) : null,
+    event: { cluster: machine.cluster, type: r.loader === 'grub' ? 'boot.grub' : 'http.ipxe', message: decision.summary, data },
+    lastStep: decision.kind === 'install' ? 'installer' : decision.kind === 'local' ? 'local-boot' : loaderStep,
+    loader: { kind: 'loader', secureBoot: secureBootShown(r.loader, q) },
+  });
   return { body, decision, machine };
 }
 

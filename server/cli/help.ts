@@ -109,7 +109,7 @@ export const CLUSTERS_HELP = `Usage:
   racksmith clusters delete NAME         (admin) a cluster without machines
   racksmith clusters retry NAME          (operator) retry what failed in the cluster's bootstrap
   racksmith clusters kubeconfig NAME     (admin) print the admin kubeconfig once init has run
-  racksmith clusters upgrade NAME --kubernetes-version V [--max-unavailable N] [--wait [--timeout S]]
+  racksmith clusters upgrade NAME --kubernetes-version V [--max-unavailable N] [--force] [--wait [--timeout S]]
                                          (admin) rolling upgrade by reimage, one minor at a time
   racksmith clusters upgrade NAME --pause|--resume|--abort   (operator)
 

@@ -326,7 +326,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
 async function upgradeCommand(rest: readonly string[], client: ClientFactory, out: Out): Promise<number> {
   const { values, positionals } = parse(
     rest,
-    { ...COMMON, 'kubernetes-version': { type: 'string' }, 'max-unavailable': { type: 'string' }, pause: { type: 'boolean' }, resume: { type: 'boolean' }, abort: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' } },
+    { ...COMMON, 'kubernetes-version': { type: 'string' }, 'max-unavailable': { type: 'string' }, pause: { type: 'boolean' }, resume: { type: 'boolean' }, abort: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' }, force: { type: 'boolean' } },
     1,
   );
   if (values['help']) {
@@ -345,7 +345,7 @@ async function upgradeCommand(rest: readonly string[], client: ClientFactory, ou
   if (max !== undefined && !/^\d+$/.test(max)) throw new UsageError('clusters upgrade: --max-unavailable takes a whole number');
   const r = actions[0]
     ? await c.request<{ upgrade: NonNullable<ClusterJson['upgrade']> }>('POST', `${path}/${actions[0]}`, {})
-    : await c.request<{ upgrade: NonNullable<ClusterJson['upgrade']> }>('POST', path, { kubernetesVersion: version, ...(max ? { maxUnavailable: Number(max) } : {}) });
+    : await c.request<{ upgrade: NonNullable<ClusterJson['upgrade']> }>('POST', path, { kubernetesVersion: version, ...(max ? { maxUnavailable: Number(max) } : {}), ...(values['force'] ? { force: true } : {}) });
   if (values['json'] && !values['wait']) {
     out(JSON.stringify(r, null, 2) + '\n');
     return 0;

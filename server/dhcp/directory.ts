@@ -1,11 +1,76 @@
-import type { MachineDirectory, MachineFacts } from '../inventory/store.js';
+import type { InventoryLookup, MachineDirectory, MachineFacts } from '../inventory/store.js';
 import type { Mac } from '../lib/mac.js';
 
 /**
- * Brings the DHCP service's machine directory up to date with the machines that changed since it
- * was read: one point read per changed MAC instead of reading every machine again. The maps are
- * amended in place. A MAC's old reservation is dropped only if it still points at that MAC, so
- * two machines that swap addresses, in either order, end up each with its own.
+ * The machine directory: the inventory's machines as the DHCP service answers from them (MAC →
+ * facts, reserved address → MAC), in memory, so that a datagram's questions about machines are
+ * map lookups and never a database read. Most of a busy segment's clients are unknown to the
+ * inventory; one read of every machine answers them all, and a machine added through the API is
+ * known to the very next datagram.
+ */
+
+/**
+ * Where the directory comes from. The address space asks before every lookup, so `current`
+ * must answer from memory at once. A feed that polls the store catches up inside `current`
+ * (`lookupFeed`, the SQLite inventory today); a feed that the store pushes changes to (change
+ * notifications) keeps its directory current between datagrams and returns it as it stands.
+ */
+export interface MachineFeed {
+  /** The directory as of `now` (the datagram's time). The maps are read, never written, by the caller. */
+  current(now: number): MachineDirectory;
+  /**
+   * The directory is known to be behind the store: a lease commit found an address reserved
+   * that the directory did not show. Read it whole before the next lookup.
+   */
+  invalidate(): void;
+}
+
+/**
+ * How old the directory may get. A machine added, removed or readdressed through this racksmith
+ * is read again before the next datagram; a machine's last step, and a write from outside this
+ * racksmith, are seen within this long. The store still checks reservations when a lease is
+ * committed.
+ */
+export const INVENTORY_CACHE_MS = 1_000;
+/** Machines changed since the directory was read, past which it is read whole rather than patched. */
+export const DIRECTORY_PATCH_MAX = 256;
+
+/**
+ * The directory kept by polling the inventory's synchronous lookup: read whole at first and every
+ * INVENTORY_CACHE_MS, and in between patched with the machines whose MAC or address changed
+ * (the lookup's revision and change log) before the lookup that follows the change.
+ */
+export function lookupFeed(lookup: InventoryLookup): MachineFeed {
+  let directory: MachineDirectory | null = null;
+  /** When the directory was last read whole (a patch does not renew it). */
+  let readAt = 0;
+  const readWhole = (now: number): MachineDirectory => {
+    readAt = now;
+    directory = lookup.directory();
+    return directory;
+  };
+  return {
+    current(now) {
+      if (directory === null || now - readAt >= INVENTORY_CACHE_MS) return readWhole(now);
+      const revision = lookup.revision();
+      if (directory.revision !== revision) {
+        const changed = lookup.changedSince(directory.revision);
+        if (changed === null || changed.length > DIRECTORY_PATCH_MAX) return readWhole(now);
+        directory = patchDirectory(directory, changed, (mac) => lookup.machine(mac), revision);
+      }
+      return directory;
+    },
+    invalidate() {
+      directory = null;
+    },
+  };
+}
+
+/**
+ * Brings the directory up to date with the machines that changed since it was read: one point
+ * read per changed MAC instead of reading every machine again. The maps are amended in place. A
+ * MAC's old reservation is dropped only if it still points at that MAC, so two machines that
+ * swap addresses, in either order, end up each with its own.
  */
 export function patchDirectory(d: MachineDirectory, changed: Iterable<string>, read: (mac: Mac) => MachineFacts | null, revision: number): MachineDirectory {
   for (const mac of new Set(changed)) {

@@ -11,6 +11,11 @@ import type { BootScriptLoader, BootSettings } from '../boot/script.js';
 import { installerTables, type InstallerTables, type ReleaseInstaller } from '../boot/releases.js';
 import { serveBootScript, type BootServeDeps } from '../boot/serve.js';
 import type { ArtifactStore } from '../artifacts/store.js';
+import { accelUri } from '../artifacts/accel.js';
+import type { ClientResolver } from '../lib/neighbours.js';
+import { clientView } from './client-address.js';
+import type { ArtifactSender } from './artifact-sender.js';
+import type { BootScriptRecorder } from './boot-scripts.js';
 import { checkSeedAccess, normalizeRemote, plausibleToken, type SeedUse } from '../seeds/access.js';
 import { createDiscoveryGate, DISCOVERY_WINDOW_MS, type DiscoveryGate } from '../inventory/discovery.js';
 import type { Logger } from '../lib/log.js';
@@ -27,12 +32,20 @@ import { decideRoleSetupReport, parseRoleSetupReport, RoleSetupReportError } fro
  * file served is an event in the machine's log, and moves the step a tech sees on its tile.
  */
 export interface MachineRouterDeps {
-  readonly machines: Pick<MachineRepo, 'get' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedTokenFor' | 'seedAddress' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys' | 'recordBootStep'>;
+  readonly machines: Pick<MachineRepo, 'get' | 'byIp' | 'list' | 'recordSighting' | 'transition' | 'setLastStep' | 'seedTokenFor' | 'seedAddress' | 'findBySeedToken' | 'setInstanceId' | 'setHostKeys' | 'recordBootStep'>;
   readonly clusters: Pick<ClusterRepo, 'get'>;
   readonly events: Pick<EventRepo, 'append'>;
+  /** Writes a boot script's step (sighting, transition, event, step) in the next group commit. */
+  readonly recordBootScript: BootScriptRecorder;
   readonly bootTemplates: Renderer;
   readonly seedTemplates: Renderer;
   readonly artifacts: ArtifactStore;
+  /** Sends an artifact's bytes when no front does (in process, or by file workers). */
+  readonly sendArtifact: ArtifactSender;
+  /** A machine by address when no machine has it as its `ip`: DHCP leases, then the neighbour table. */
+  readonly resolveClient?: ClientResolver | undefined;
+  /** Artifacts fronts (nginx): believed about the client of an artifact request, answered with X-Accel-Redirect. */
+  readonly artifactsFronts?: readonly string[] | undefined;
   readonly installers: Readonly<Record<UbuntuRelease, ReleaseInstaller>>;
   /** Installers by architecture (default: `installers` for amd64 and the built-in arm64 table). */
   readonly installerTables?: InstallerTables;
@@ -75,6 +88,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
   const json = express.json({ limit: '256kb', strict: true });
   // curtin's webhook and hand-made reports may omit or vary the content type: read any body as JSON.
   const anyJson = express.json({ limit: '256kb', strict: true, type: () => true });
+  const fronts = new Set(d.artifactsFronts ?? []);
 
   function baseUrl(req: Request): string {
     if (d.advertiseUrl) return d.advertiseUrl;
@@ -102,6 +116,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
     now: d.now,
     discovery,
     leasedAddress: d.leasedAddress,
+    recordBootScript: d.recordBootScript,
     log: d.log,
   };
 
@@ -137,6 +152,19 @@ export function machineRouter(d: MachineRouterDeps): Router {
     await sendBootScript(req, res, bootQuery({ ...(req.query as Record<string, unknown>), mac: raw['mac'] }), 'grub');
   });
 
+  /**
+   * The machine at a client's address, by keyed lookups only: the machine whose `ip` it is, else
+   * the MAC a DHCP lease or the neighbour table has for it (proxy mode: the site's DHCP server
+   * gave the address, racksmith never stored it).
+   */
+  async function machineAt(remote: string | null): Promise<Machine | null> {
+    if (!remote) return null;
+    const byIp = await d.machines.byIp(remote);
+    if (byIp) return byIp;
+    const mac = d.resolveClient ? await d.resolveClient(remote) : null;
+    return mac ? d.machines.get(mac) : null;
+  }
+
   // ── iPXE binaries over HTTP (UEFI HTTP Boot) ────────────────────────────────
   // The DHCP service hands UEFI HTTP Boot clients (vendor class HTTPClient, UEFI 2.5 §24.7) a URI
   // under /ipxe/. Only the iPXE builds it can name are served — the allow-list is the jail — and
@@ -144,8 +172,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
   r.get(/^\/ipxe\/(.+)$/, async (req, res, next) => {
     const name = String((req.params as Record<string, string>)[0] ?? '');
     if (!IPXE_BINARIES.includes(name)) throw new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `no iPXE binary "${name.slice(0, 60)}" (served: ${IPXE_BINARIES.join(', ')})`);
-    const remote = remoteOf(req);
-    const m = remote ? (await d.machines.list()).find((x) => x.ip === remote) : undefined;
+    const m = await machineAt(remoteOf(req));
     if (m) {
       await machineEvent(m, 'http.bootfile', req, `iPXE binary ${name} over HTTP (UEFI HTTP Boot)`, { file: name });
       await d.machines.setLastStep(m.mac, 'http-boot');
@@ -157,28 +184,33 @@ export function machineRouter(d: MachineRouterDeps): Router {
   });
 
   // ── installer artifacts ─────────────────────────────────────────────────────
-  async function artifactMachine(req: Request): Promise<Machine | null> {
+  async function artifactMachine(req: Request, remote: string | null): Promise<Machine | null> {
     const given = typeof req.query['mac'] === 'string' ? parseMac(req.query['mac']) : null;
     if (given) return d.machines.get(given);
-    const remote = remoteOf(req);
-    if (!remote) return null;
-    return (await d.machines.list()).find((m) => m.ip === remote) ?? null;
+    return machineAt(remote);
   }
 
   r.get(['/artifacts/:release/:file', '/artifacts/:release/:arch/:file'], async (req, res, next) => {
     const arch = req.params['arch'];
     const art = await d.artifacts.resolve(String(req.params['release']), String(req.params['file']), arch === undefined ? undefined : String(arch));
-    const m = await artifactMachine(req);
+    // Through an artifacts front, the machine is the one the front names.
+    const client = clientView(req, fronts);
+    const m = await artifactMachine(req, client.address);
     if (m) {
       const range = req.get('range');
       const where = art.arch ? `${art.release}/${art.arch}` : art.release;
-      await machineEvent(m, 'http.artifact', req, `artifact ${where}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`, { release: art.release, ...(art.arch ? { arch: art.arch } : {}), file: art.file, size: art.size, source: art.source });
+      const message = `artifact ${where}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`;
+      const data = { release: art.release, ...(art.arch ? { arch: art.arch } : {}), file: art.file, size: art.size, source: art.source };
+      await d.events.append({ mac: m.mac, cluster: m.cluster, type: 'http.artifact', source: `http ${client.address ?? '?'}`, message, data });
       if (['assigned', 'provisioning', 'reimaging'].includes(m.state)) await d.machines.setLastStep(m.mac, 'installer');
     }
-    // send (inside Express) streams the file with Range/If-Range, Last-Modified and HEAD support.
-    res.sendFile(art.path, { acceptRanges: true, lastModified: true, cacheControl: false, dotfiles: 'allow', headers: { 'Cache-Control': 'public, max-age=3600' } }, (err) => {
-      if (err && !res.headersSent) next(err);
-    });
+    const accel = client.accel ? accelUri(art) : null;
+    if (accel) {
+      // The front sends the bytes, with its own Range, HEAD and Last-Modified handling.
+      res.status(200).set({ 'X-Accel-Redirect': accel, 'Cache-Control': 'public, max-age=3600', 'Content-Type': 'application/octet-stream' }).end();
+      return;
+    }
+    d.sendArtifact(req, res, art, next);
   });
 
   // ── seeds ───────────────────────────────────────────────────────────────────

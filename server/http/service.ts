@@ -10,9 +10,10 @@ export interface HttpSettings {
 
 /**
  * The HTTP listener. Stop: no new connections, idle keep-alive sockets closed at once, in-flight
- * requests given a grace period to finish, then anything left is cut.
+ * requests given a grace period to finish, then anything left is cut — `cut` too, for the
+ * connections handed to other processes (the artifacts' file workers), which the server waits for.
  */
-export function createHttpService(settings: HttpSettings, app: Express, graceMs = 10_000): Service & { address(): { address: string; port: number } | null } {
+export function createHttpService(settings: HttpSettings, app: Express, graceMs = 10_000, cut?: () => void): Service & { address(): { address: string; port: number } | null } {
   let server: Server | null = null;
   let state: ServiceState = 'stopped';
   const sockets = new Set<Socket>();
@@ -59,6 +60,7 @@ export function createHttpService(settings: HttpSettings, app: Express, graceMs 
       srv.closeIdleConnections();
       const timer = setTimeout(() => {
         for (const s of sockets) s.destroy();
+        cut?.();
       }, graceMs);
       await closed;
       clearTimeout(timer);

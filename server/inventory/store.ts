@@ -151,6 +151,23 @@ export interface Sighting {
   readonly source: string;
 }
 
+/**
+ * What serving one boot script records about a known machine, all in one transaction: the
+ * lifecycle event the script implies (first, so that a refused one records nothing of the step),
+ * the facts the request carried, a new instance id, the event for its history, and its step.
+ */
+export interface BootScriptRecord {
+  readonly sighting: Sighting;
+  readonly transition: { readonly event: MachineEventType; readonly message: string } | null;
+  readonly instanceId: string | null;
+  readonly event: Omit<NewEvent, 'mac' | 'source'>;
+  readonly lastStep: string;
+  /** The loader asking (the bootfile ran) and the Secure Boot state it showed, or null. */
+  readonly loader?: Extract<BootStep, { kind: 'loader' }> | null | undefined;
+}
+
+export type BootScriptOutcome = { readonly ok: true } | { readonly ok: false; readonly error: Error };
+
 export interface TransitionContext {
   readonly source: string;
   readonly message?: string | undefined;
@@ -174,6 +191,8 @@ export interface UpsertResult {
 export interface MachineRepo {
   create(input: NewMachine): Promise<Machine>;
   get(mac: Mac): Promise<Machine | null>;
+  /** The machine whose `ip` is this address (a keyed lookup: `ip` is unique), or null. */
+  byIp(ip: string): Promise<Machine | null>;
   /** In list order (see MachineCursor); all of them unless a page is asked for. */
   list(filter?: MachineFilter, page?: MachinePage): Promise<Machine[]>;
   update(mac: Mac, patch: MachinePatch, source: string): Promise<Machine>;
@@ -197,6 +216,11 @@ export interface MachineRepo {
   setLastStep(mac: Mac, step: string): Promise<void>;
   /** Records a bootfile served or a loader seen (and the Secure Boot state it showed). */
   recordBootStep(mac: Mac, step: BootStep): Promise<void>;
+  /**
+   * Boot scripts of many requests recorded in one commit (the boot path's group commit). Each step is
+   * applied whole or not at all: a refused transition fails that step alone, with its error.
+   */
+  recordBootScripts(steps: readonly BootScriptRecord[]): Promise<BootScriptOutcome[]>;
   bmcPassword(mac: Mac): Promise<string | null>;
   /** Mints a new seed token (invalidating the old one) and returns it in clear, once. */
   rotateSeedToken(mac: Mac): Promise<string>;

@@ -62,6 +62,8 @@ export interface OrchestratorDeps {
 export interface UpgradeRequest {
   readonly kubernetesVersion: string;
   readonly maxUnavailable?: number | undefined;
+  /** Skip the upstream preflight (a site whose mirrors racksmith's host cannot reach); the skew rules still hold. */
+  readonly force?: boolean | undefined;
 }
 
 export interface RetryResult {
@@ -91,6 +93,14 @@ export interface Orchestrator extends Service {
   /** pause: no further node is reimaged (those on their way finish); resume; abort: stop for good. */
   controlUpgrade(cluster: string, action: 'pause' | 'resume' | 'abort', source: string): Promise<ClusterUpgrade>;
 }
+
+/**
+ * What a machine fetched or reported on its way through the boot (a script, an artifact, a seed
+ * file, an installer's progress): never an input of the plan — what changes a machine's place in
+ * it comes as its own `state` event. Each would otherwise cost a look at the whole cluster, once
+ * per boot script served (docs/artifacts.md).
+ */
+const BOOT_OBSERVATION = /^(dhcp|tftp|http|installer)\./;
 
 /** Event pages read when replaying a reimaging machine's history (10,000 events each). */
 const MAX_EVENT_PAGES = 50;
@@ -444,6 +454,9 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       privateKey = await deps.privateKey();
       unsubscribe = inventory.events.subscribe((e) => {
         if (!e.cluster || e.source === 'orchestrator' || e.type.startsWith('orchestration')) return;
+        if (BOOT_OBSERVATION.test(e.type)) return;
+        // provisioning → provisioning (the installer served again): nothing moved.
+        if (e.type === 'state' && e.data?.['from'] === e.data?.['to']) return;
         // The power service asks for a removal with a `reimage` event (the contract in server/inventory/reimage.ts).
         if (e.type === REIMAGE_EVENT && e.data?.['step'] !== 'remove-from-cluster') return;
         if (e.type === 'cluster.deleted') return;
@@ -542,7 +555,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       const members = await inventory.machines.list({ cluster: name });
       const noBmc = members.filter((m) => (m.role === 'control-plane' || m.role === 'worker') && !m.bmc).map((m) => m.hostname ?? m.mac);
       if (noBmc.length) throw conflict('ERR_NO_BMC', `an upgrade reimages every node, and ${noBmc.join(', ')} ha${noBmc.length === 1 ? 's' : 've'} no BMC`, 'name');
-      if (deps.checkPackages) {
+      if (deps.checkPackages && !req.force) {
         const pre = await deps.checkPackages(cluster, to);
         if (!pre.ok) throw conflict('ERR_PREFLIGHT', `the packages of Kubernetes ${to} are not all available: ${pre.lines.filter((x) => /fail|missing|not/i.test(x)).join('; ') || pre.lines.join('; ')}`, 'kubernetesVersion');
       }

@@ -13,7 +13,8 @@ import { requirements, skipNote } from '../lib/tools.js';
  * the store refuses the first lease commit. The failing client is dropped and counted as an
  * internal error each time it asks; the ACKs of the refused commit are withheld (their clients
  * retry and are then bound); every other client is served, no address goes to two MACs, and
- * the process stops cleanly afterwards.
+ * the process stops cleanly afterwards. The same faults in-process, datagram by datagram, and
+ * each part's own: loop.test.ts, commit.test.ts, addresses.test.ts.
  */
 const missing = requirements([], { netns: true });
 const COUNT = 12;

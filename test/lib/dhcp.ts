@@ -42,7 +42,7 @@ export function openDataDir(dataDir: string): SqliteInventory {
 export async function serveInNamespace(
   ns: string,
   env: Record<string, string>,
-  opts: { dataDir?: string; timeoutMs?: number; wrap?: readonly string[]; nodeArgs?: readonly string[] } = {},
+  opts: { dataDir?: string; timeoutMs?: number; wrap?: readonly string[]; nodeArgs?: readonly string[]; /** Another build's cli.js (bench:dhcp's baseline). */ cli?: string } = {},
 ): Promise<ServeProcess> {
   const dataDir = opts.dataDir ?? newDataDir();
   const fullEnv: Record<string, string> = {
@@ -55,7 +55,7 @@ export async function serveInNamespace(
     RACKSMITH_LOG_LEVEL: 'info',
     ...env,
   };
-  const node = [process.execPath, '--enable-source-maps', ...(opts.nodeArgs ?? []), CLI_PATH, 'serve'];
+  const node = [process.execPath, '--enable-source-maps', ...(opts.nodeArgs ?? []), opts.cli ?? CLI_PATH, 'serve'];
   const child = spawn('ip', ['netns', 'exec', ns, ...(opts.wrap ?? []), ...node], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));

@@ -41,7 +41,7 @@ export interface StartOptions {
   readonly timeoutMs?: number;
   /** A command that runs racksmith (benchmarks pin it to a CPU with `taskset -c 0`). */
   readonly wrap?: readonly string[];
-  /** The racksmith CLI to run (default: this checkout's); e.g. one assembled as the Docker image is. */
+  /** The racksmith CLI to run (default: this checkout's): one assembled as the Docker image is, or another build's (a benchmark's baseline). */
   readonly cliPath?: string;
 }
 

@@ -17,7 +17,7 @@ export interface ClusterControl {
   /** Resets what failed in the cluster's bootstrap and resumes it. */
   retry(cluster: string): Promise<{ readonly machines: readonly string[]; readonly steps: readonly string[] }>;
   /** The rolling upgrade by reimage (server/orchestrator/upgrade.ts). */
-  startUpgrade?(cluster: string, req: { readonly kubernetesVersion: string; readonly maxUnavailable?: number | undefined }, source: string): Promise<unknown>;
+  startUpgrade?(cluster: string, req: { readonly kubernetesVersion: string; readonly maxUnavailable?: number | undefined; readonly force?: boolean | undefined }, source: string): Promise<unknown>;
   controlUpgrade?(cluster: string, action: 'pause' | 'resume' | 'abort', source: string): Promise<unknown>;
 }
 
@@ -25,6 +25,7 @@ export const upgradeRequestSchema = z
   .object({
     kubernetesVersion: kubernetesVersionSchema,
     maxUnavailable: z.number().int().min(1).max(200).optional().describe('workers reimaged at once (default: the upgrade-max-unavailable setting)'),
+    force: z.boolean().optional().describe('skip the preflight of the new version\'s upstreams (mirrors racksmith\'s host cannot reach); the version rules still hold'),
   })
   .strict();
 

@@ -4,7 +4,7 @@ import type { Mac } from '../../lib/mac.js';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import { transition, type MachineEventType } from '../lifecycle.js';
 import type { Machine, SshHostKey } from '../model.js';
-import type { ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext, UpsertResult } from '../store.js';
+import type { BootScriptRecord, BootScriptOutcome, ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext, UpsertResult } from '../store.js';
 import { prepared, type Db } from './db.js';
 import { MACHINE_COLUMNS, bmcOptionsToJson, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
 
@@ -21,6 +21,7 @@ const COLUMN_FOR_FIELD: Record<string, string> = { mac: 'mac', hostname: 'hostna
 export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps): MachineRepo {
   const sql = prepared(db);
   const byMac = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE mac = ?`);
+  const byIpRow = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE ip = ?`);
   const byTokenHash = sql<[string], MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE seed_token_hash = ?`);
   const sealedOf = sql<[string], Pick<MachineRow, 'bmc_password_sealed' | 'seed_token_sealed'>>('SELECT bmc_password_sealed, seed_token_sealed FROM machines WHERE mac = ?');
   const seedOf = sql<[string], Pick<MachineRow, 'seed_token_sealed' | 'seed_token_address'>>('SELECT seed_token_sealed, seed_token_address FROM machines WHERE mac = ?');
@@ -144,6 +145,45 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       data: { from: before.state, to: next.state, event, ...(ctx.step ? { step: ctx.step } : {}), ...(ctx.reason ? { reason: ctx.reason } : {}), ...ctx.data },
     });
     return load(mac);
+  }
+
+  /** Records what a sighting saw (facts kept when a later one lacks them); an unknown MAC becomes a discovered machine. True when it was new. */
+  function applySighting(s: Sighting): boolean {
+    const at = now().toISOString();
+    const existing = byMac.get(s.mac);
+    const facts = { arch: s.arch ?? null, firmware: s.firmware ?? null, vendor_class: s.vendorClass ?? null, uuid: s.uuid ?? null };
+    if (existing) {
+      sql(
+        `UPDATE machines SET arch=COALESCE(@arch, arch), firmware=COALESCE(@firmware, firmware),
+           vendor_class=COALESCE(@vendor_class, vendor_class), uuid=COALESCE(@uuid, uuid),
+           first_seen=COALESCE(first_seen, @at), last_seen=@at WHERE mac=@mac`,
+      ).run({ ...facts, at, mac: s.mac });
+      return false;
+    }
+    sql(
+      `INSERT INTO machines (mac, state, arch, firmware, vendor_class, uuid, first_seen, last_seen, state_changed_at, created_at, updated_at)
+       VALUES (@mac, 'discovered', @arch, @firmware, @vendor_class, @uuid, @at, @at, @at, @at, @at)`,
+    ).run({ ...facts, at, mac: s.mac });
+    appendEvent({
+      mac: s.mac,
+      type: 'state',
+      source: s.source,
+      message: `discovered (${[s.firmware, s.arch, s.vendorClass].filter(Boolean).join(', ') || 'no details'})`,
+      data: { from: null, to: 'discovered', event: 'discover', ...facts },
+    });
+    return true;
+  }
+
+  /** The transition first: refused, it throws before anything of the step is written. */
+  function applyBootScript(step: BootScriptRecord): void {
+    const { mac, source } = step.sighting;
+    if (step.transition) applyTransition(mac, step.transition.event, { source, message: step.transition.message });
+    applySighting(step.sighting);
+    const at = now().toISOString();
+    if (step.instanceId) sql('UPDATE machines SET instance_id=?, updated_at=? WHERE mac=?').run(step.instanceId, at, mac);
+    sql('UPDATE machines SET last_step=?, last_seen=? WHERE mac=?').run(step.lastStep, at, mac);
+    if (step.loader) sql('UPDATE machines SET loader_at=?, secure_boot_seen=COALESCE(?, secure_boot_seen) WHERE mac=?').run(at, step.loader.secureBoot, mac);
+    appendEvent({ ...step.event, mac, source });
   }
 
   function update(mac: Mac, patch: MachinePatch, source: string): Machine {
@@ -295,6 +335,10 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       const row = byMac.get(mac);
       return row ? machineFromRow(row) : null;
     },
+    async byIp(ip) {
+      const row = byIpRow.get(ip);
+      return row ? machineFromRow(row) : null;
+    },
     async list(filter: MachineFilter = {}, page: MachinePage = {}) {
       const params: Record<string, unknown> = {};
       for (const key of LIST_KEYS) if (filter[key] !== undefined) params[key] = filter[key];
@@ -356,30 +400,24 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     async recordSighting(s: Sighting) {
       return db
         .transaction(() => {
-          const at = now().toISOString();
-          const existing = byMac.get(s.mac);
-          const facts = { arch: s.arch ?? null, firmware: s.firmware ?? null, vendor_class: s.vendorClass ?? null, uuid: s.uuid ?? null };
-          if (existing) {
-            sql(
-              `UPDATE machines SET arch=COALESCE(@arch, arch), firmware=COALESCE(@firmware, firmware),
-                 vendor_class=COALESCE(@vendor_class, vendor_class), uuid=COALESCE(@uuid, uuid),
-                 first_seen=COALESCE(first_seen, @at), last_seen=@at WHERE mac=@mac`,
-            ).run({ ...facts, at, mac: s.mac });
-            return { machine: load(s.mac), created: false };
-          }
-          sql(
-            `INSERT INTO machines (mac, state, arch, firmware, vendor_class, uuid, first_seen, last_seen, state_changed_at, created_at, updated_at)
-             VALUES (@mac, 'discovered', @arch, @firmware, @vendor_class, @uuid, @at, @at, @at, @at, @at)`,
-          ).run({ ...facts, at, mac: s.mac });
-          appendEvent({
-            mac: s.mac,
-            type: 'state',
-            source: s.source,
-            message: `discovered (${[s.firmware, s.arch, s.vendorClass].filter(Boolean).join(', ') || 'no details'})`,
-            data: { from: null, to: 'discovered', event: 'discover', ...facts },
-          });
-          return { machine: load(s.mac), created: true };
+          const created = applySighting(s);
+          return { machine: load(s.mac), created };
         })
+        .immediate();
+    },
+    async recordBootScripts(steps: readonly BootScriptRecord[]) {
+      return db
+        .transaction(() =>
+          steps.map((step): BootScriptOutcome => {
+            try {
+              // A savepoint per step: a refused transition leaves the batch's other steps.
+              db.transaction(() => applyBootScript(step))();
+              return { ok: true };
+            } catch (err) {
+              return { ok: false, error: err instanceof Error ? err : new Error(String(err)) };
+            }
+          }),
+        )
         .immediate();
     },
     async setLastStep(mac, step) {
