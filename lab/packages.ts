@@ -1,20 +1,30 @@
 import { execFile } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { PACKAGE_ROOT } from '../server/lib/paths.js';
 
 const run = promisify(execFile);
 
 /**
- * The Debian packages the virtual rack runs: QEMU with its iPXE ROMs and OVMF, the BMC simulator
- * and its client, the guests' programs (busybox, dropbear, haproxy), the image tools
- * (grub-mkrescue needs xorriso and mtools; the BIOS and EFI GRUB builds), and dnsmasq for IPv6
- * router adverts only.
+ * The Debian packages racksmith drives, from the one list `.ci/run`, `npm test` and the lab share
+ * (`.ci/packages`: a package per line, tags after it). The virtual rack needs those tagged `lab`:
+ * QEMU with its iPXE ROMs and OVMF, the BMC simulator and its client, the guests' programs
+ * (busybox, dropbear, haproxy), the image tools (grub-mkrescue needs xorriso and mtools; the BIOS
+ * and EFI GRUB builds), and dnsmasq for IPv6 router adverts only.
  */
-export const LAB_PACKAGES = [
-  'qemu-system-x86', 'ipxe-qemu', 'ipxe', 'ovmf', 'busybox-static', 'openipmi', 'ipmitool', 'dropbear-bin', 'haproxy', 'keepalived',
-  'grub-common', 'grub-pc-bin', 'grub-efi-amd64-bin', 'xorriso', 'mtools', 'cpio', 'gzip', 'dnsmasq-base', 'curl', 'iproute2', 'util-linux', 'e2fsprogs',
-  'shim-signed', 'grub-efi-amd64-signed',
-] as const;
+export const PACKAGE_LIST = join(PACKAGE_ROOT, '.ci', 'packages');
+
+export function readPackageList(tag?: string, file = PACKAGE_LIST): string[] {
+  const out: string[] = [];
+  for (const raw of readFileSync(file, 'utf8').split('\n')) {
+    const [name, ...tags] = raw.replace(/#.*/, '').trim().split(/\s+/);
+    if (name && (tag === undefined || tags.includes(tag))) out.push(name);
+  }
+  return out;
+}
+
+export const LAB_PACKAGES: readonly string[] = readPackageList('lab');
 
 /**
  * Image deployment adds: the Debian image's build (debootstrap, gdisk, dosfstools, zstd), the
@@ -37,8 +47,8 @@ export async function missingPackages(names: readonly string[] = LAB_PACKAGES): 
 }
 
 /** apt-get installs only what is missing; services must not start in the host's own namespace on install. */
-export async function ensurePackages(log: (line: string) => void, extra: readonly string[] = []): Promise<void> {
-  const missing = await missingPackages([...LAB_PACKAGES, ...extra]);
+export async function ensurePackages(log: (line: string) => void, names: readonly string[] = LAB_PACKAGES): Promise<void> {
+  const missing = await missingPackages(names);
   if (missing.length === 0) return;
   log(`installing Debian packages: ${missing.join(' ')}`);
   const policy = '/usr/sbin/policy-rc.d';
@@ -51,6 +61,11 @@ export async function ensurePackages(log: (line: string) => void, extra: readonl
   } finally {
     if (made) rmSync(policy, { force: true });
   }
-  const still = await missingPackages([...LAB_PACKAGES, ...extra]);
+  const still = await missingPackages(names);
   if (still.length) throw new Error(`apt-get did not install: ${still.join(' ')}`);
+}
+
+/** Root on a Debian machine with apt: where `npm test` and the lab install what they need. */
+export function canInstallPackages(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0 && existsSync('/etc/debian_version') && existsSync('/usr/bin/apt-get');
 }

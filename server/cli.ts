@@ -11,6 +11,9 @@ import { parse, SETTING_FLAGS, settingFlags, UsageError } from './cli/args.js';
 import { ApiError, createApiClient } from './cli/client.js';
 import { readSecret, terminalPrompt } from './cli/secrets.js';
 import { AGENT_HELP, MAIN_HELP, SERVE_HELP, TOKEN_HELP, WATCH_HELP, settingsHelp } from './cli/help.js';
+import { completionCommand } from './cli/completion.js';
+import { checkScope } from './cli/scope.js';
+import { table } from './cli/table.js';
 import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
 import { watch } from './cli/watch.js';
 import { rackCommand } from './cli/power-commands.js';
@@ -49,7 +52,7 @@ const client: ClientFactory = (values) => createApiClient(serverUrl(values), () 
 const endpoint = async (values: Record<string, string | boolean | undefined>): Promise<{ url: string; token: string }> => ({ url: serverUrl(values), token: await apiToken(values) });
 
 async function watchCommand(args: readonly string[]): Promise<number> {
-  const { values } = parse(args, { url: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, cluster: { type: 'string' }, rack: { type: 'string' } });
+  const { values } = parse(args, { url: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, cluster: { type: 'string' }, rack: { type: 'string' }, json: { type: 'boolean' } });
   if (values['help']) {
     out(WATCH_HELP);
     return 0;
@@ -60,13 +63,18 @@ async function watchCommand(args: readonly string[]): Promise<number> {
   const stop = (): void => abort.abort();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  const tty = process.stdout.isTTY === true;
+  const json = values['json'] === true;
+  const tty = process.stdout.isTTY === true && !json;
+  const client = createApiClient(url, token);
+  // A mistyped rack or cluster is an error, not an empty table that waits forever.
+  await checkScope(client, { cluster: typeof values['cluster'] === 'string' ? values['cluster'] : undefined, rack: typeof values['rack'] === 'string' ? values['rack'] : undefined });
   if (tty) out('\x1b[?25l');
   try {
     await watch({
       baseUrl: url,
       token,
-      client: createApiClient(url, token),
+      client,
+      json,
       cluster: typeof values['cluster'] === 'string' ? values['cluster'] : undefined,
       rack: typeof values['rack'] === 'string' ? values['rack'] : undefined,
       tty,
@@ -106,7 +114,8 @@ async function token(args: readonly string[]): Promise<number> {
     out(TOKEN_HELP);
     return sub ? 0 : 2;
   }
-  if (sub !== 'create') throw new UsageError(`token: unknown subcommand "${sub}" (create)`);
+  if (sub === 'list' || sub === 'revoke') return tokenAdmin(sub, rest);
+  if (sub !== 'create') throw new UsageError(`token: unknown subcommand "${sub}" (create, list, revoke)`);
   const { values } = parse(rest, { ...SETTING_FLAGS, role: { type: 'string' }, name: { type: 'string' } });
   if (values['help']) {
     out(TOKEN_HELP);
@@ -150,6 +159,36 @@ async function agent(args: readonly string[]): Promise<number> {
   return 0;
 }
 
+/** `token list` and `token revoke ID|NAME`: the data directory's store, like `token create`. */
+async function tokenAdmin(sub: 'list' | 'revoke', rest: readonly string[]): Promise<number> {
+  const { values, positionals } = parse(rest, { ...SETTING_FLAGS, json: { type: 'boolean' } }, sub === 'revoke' ? 1 : 0);
+  if (values['help']) {
+    out(TOKEN_HELP);
+    return 0;
+  }
+  const which = positionals[0];
+  if (sub === 'revoke' && !which) throw new UsageError('token revoke: give the token\'s id or name (see "racksmith token list")');
+  const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
+  const { openInventory } = await import('./main.js');
+  const inventory = openInventory(config);
+  try {
+    const tokens = await inventory.tokens.list();
+    if (sub === 'list') {
+      out(values['json'] ? JSON.stringify(tokens, null, 2) + '\n' : table(['id', 'name', 'role', 'created'], tokens.map((t) => [t.id, t.name, t.role, t.createdAt.replace(/\.\d+Z$/, 'Z')])));
+      return 0;
+    }
+    const matches = tokens.filter((t) => t.id === which || t.name === which || (which !== undefined && which.length >= 8 && t.id.startsWith(which)));
+    if (matches.length === 0) throw new ApiError(404, 'ERR_UNKNOWN_TOKEN', `no token with id or name "${which ?? ''}" (see "racksmith token list")`);
+    if (matches.length > 1) throw new UsageError(`token revoke: ${matches.length} tokens match "${which ?? ''}": give the id (${matches.map((t) => t.id).join(', ')})`);
+    const [t] = matches as [(typeof matches)[number]];
+    await inventory.tokens.revoke(t.id);
+    out(values['json'] ? JSON.stringify({ revoked: t }, null, 2) + '\n' : `revoked ${t.name} (${t.role}, ${t.id}); requests with it are refused from now on\n`);
+  } finally {
+    await inventory.close();
+  }
+  return 0;
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -187,6 +226,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return watchCommand(rest);
     case 'agent':
       return agent(rest);
+    case 'completion':
+      return completionCommand(rest, out);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -197,6 +238,15 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
+    // Scripts asked for JSON: the error is JSON too, on stderr, with the same exit codes.
+    if (process.argv.includes('--json')) {
+      const status = err instanceof ApiError ? err.status : undefined;
+      const code = err instanceof UsageError ? 'ERR_USAGE' : err instanceof ApiError ? err.code : err instanceof ConfigError ? 'ERR_CONFIG' : 'ERR_CLI';
+      const body = err instanceof ApiError ? err.body : { code, message: err instanceof Error ? err.message : String(err) };
+      process.stderr.write(JSON.stringify({ error: { ...body, ...(status !== undefined ? { status } : {}) } }) + '\n');
+      process.exitCode = err instanceof UsageError ? 2 : 1;
+      return;
+    }
     if (err instanceof UsageError) {
       process.stderr.write(`racksmith: ${err.message}\nRun "racksmith --help" for usage.\n`);
       process.exitCode = 2;

@@ -87,6 +87,13 @@ export function openInventory(config: Config): SqliteInventory {
   return openSqliteInventory({ file: join(config.dataDir, DB_FILE), box });
 }
 
+/** Where a person reaches the console: the HTTP address unless it is a wildcard, else the advertised one. */
+export function consoleHost(config: Pick<Config, 'httpAddress' | 'advertiseAddress'>): string {
+  const wildcard = config.httpAddress === '0.0.0.0' || config.httpAddress === '::' || config.httpAddress === '';
+  const host = wildcard ? (config.advertiseAddress ?? '127.0.0.1') : config.httpAddress;
+  return host.includes(':') ? `[${host}]` : host;
+}
+
 export async function startRacksmith(config: Config, log: Logger): Promise<Runtime> {
   const refusal = serveRefusal(config);
   if (refusal) throw refusal;
@@ -385,6 +392,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   if (!config.adminToken && (await inventory.tokens.list()).length === 0) {
     log.warn('no API tokens yet: create one with "racksmith token create --role admin" (same --data-dir)');
   }
-  log.info({ version: VERSION, dataDir: config.dataDir, advertise: config.advertiseAddress, services: Object.fromEntries(services.map((s) => [s.name, s.health().state])) }, 'serving');
+  const consoleUrl = `http://${consoleHost(config)}:${config.httpPort}/`;
+  log.info({ version: VERSION, dataDir: config.dataDir, advertise: config.advertiseAddress, console: consoleUrl, services: Object.fromEntries(services.map((s) => [s.name, s.health().state])) }, `serving; console at ${consoleUrl}`);
   return { config, inventory, services, metrics, stop, done };
 }

@@ -306,7 +306,7 @@ test('the BMC password is in no response and no log line', async () => {
 test('the OpenAPI document is served without a token', async () => {
   const r = await call(null, 'GET', '/openapi.json');
   assert.is(r.status, 200);
-  assert.is(r.body.openapi, '3.0.3');
+  assert.is(r.body.openapi, '3.1.0');
 });
 
 test.run();

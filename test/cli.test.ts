@@ -298,4 +298,223 @@ test('exit codes: 2 for usage mistakes, 1 for failures', async () => {
   assert.is((await runCli(['clusters', 'list', '--url', rs.url, '--token', tokens['viewer'] ?? ''])).code, 0);
 });
 
+/** The CLI in the background (watch), its output collected; stop() ends it with SIGINT. */
+function background(args: readonly string[], env: Record<string, string>): { output(): string; waitFor(re: RegExp, ms?: number): Promise<string>; stop(): Promise<number | null> } {
+  const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'server', 'cli.js'), ...args], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  return {
+    output: () => out,
+    async waitFor(re, ms = 10_000) {
+      const deadline = Date.now() + ms;
+      while (!re.test(out)) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`waited for ${re} in:\n${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return out;
+    },
+    async stop() {
+      child.kill('SIGINT');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}
+
+test('token list | revoke: the store\'s tokens, one revoked by name is refused at once', async () => {
+  const env = { RACKSMITH_DATA_DIR: rs.dataDir };
+  const doomed = ok(await runCli(['token', 'create', '--role', 'viewer', '--name', 'doomed'], env)).trim();
+  assert.is((await runCli(['clusters', 'list'], { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: doomed })).code, 0);
+  const listed = parseTable(ok(await runCli(['token', 'list'], env)));
+  const row = listed.find((t) => t['name'] === 'doomed');
+  assert.ok(row, 'the new token is listed');
+  assert.is(row['role'], 'viewer');
+  assert.match(row['id'] ?? '', /^[0-9a-f-]{36}$/);
+  const json = JSON.parse(ok(await runCli(['token', 'list', '--json'], env))) as { id: string; name: string }[];
+  assert.ok(json.some((t) => t.name === 'doomed'));
+  assert.not.ok(JSON.stringify(json).includes(doomed), 'token list shows the token itself');
+  assert.match(ok(await runCli(['token', 'revoke', 'doomed'], env)), /^revoked doomed \(viewer, [0-9a-f-]{36}\)/);
+  const refused = await runCli(['clusters', 'list'], { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: doomed });
+  assert.is(refused.code, 1);
+  assert.match(refused.stderr, /401 ERR_UNAUTHORIZED/);
+  assert.not.ok(parseTable(ok(await runCli(['token', 'list'], env))).some((t) => t['name'] === 'doomed'));
+  const again = await runCli(['token', 'revoke', 'doomed', '--json'], env);
+  assert.is(again.code, 1);
+  assert.is(JSON.parse(again.stderr).error.code, 'ERR_UNKNOWN_TOKEN');
+});
+
+test('errors under --json are JSON on stderr with the same exit codes', async () => {
+  const missing = await as('admin', ['machines', 'rm', '52:54:00:00:00:99', '--json']);
+  assert.is(missing.code, 1);
+  assert.is(missing.stdout, '');
+  assert.equal(JSON.parse(missing.stderr), { error: { code: 'ERR_UNKNOWN_MACHINE', message: 'no machine with MAC 52:54:00:00:00:99', status: 404 } });
+  const usage = await as('admin', ['machines', 'rm', '--json']);
+  assert.is(usage.code, 2);
+  assert.is(JSON.parse(usage.stderr).error.code, 'ERR_USAGE');
+  const bad = join(work, 'bad-json.csv');
+  writeFileSync(bad, 'mac,hostname,role,cluster\n52:54:00:c6:00:01,j1,master,rack1\n');
+  const csv = await as('admin', ['machines', 'import', bad, '--json']);
+  assert.is(csv.code, 1);
+  const detail = JSON.parse(csv.stderr).error.details[0];
+  assert.equal({ row: detail.row, field: detail.field, value: detail.value, hint: detail.hint }, { row: 1, field: 'role', value: 'master', hint: 'did you mean control-plane?' });
+});
+
+test('a mistyped rack or cluster is an error naming the ones that exist, not an empty list', async () => {
+  const rack = await as('viewer', ['machines', 'list', '--rack', 'r11']);
+  assert.is(rack.code, 1);
+  assert.match(rack.stderr, /^racksmith: 404 ERR_UNKNOWN_RACK: no rack named "r11" \(did you mean r1\?\); racks: .*r1/);
+  const cluster = await as('viewer', ['machines', 'list', '--cluster', 'rack9']);
+  assert.is(cluster.code, 1);
+  assert.match(cluster.stderr, /ERR_UNKNOWN_CLUSTER: no cluster named "rack9"/);
+  const watch = await as('viewer', ['watch', '--rack', 'nope']);
+  assert.is(watch.code, 1);
+  assert.match(watch.stderr, /no rack named "nope"/);
+  // A real rack with nothing matching the other filters is still an empty table.
+  assert.equal(parseTable(ok(await as('viewer', ['machines', 'list', '--rack', 'r1', '--state', 'joined']))), []);
+});
+
+test('machines events MAC: the history as a table, filtered by type, --json', async () => {
+  const mac = '52:54:00:c1:00:03';
+  ok(await as('admin', ['machines', 'set', mac, '--rack', 'r3', '--unit', '7']));
+  const rows = parseTable(ok(await as('viewer', ['machines', 'events', '5254.00c1.0003'])));
+  assert.ok(rows.some((r) => r['type'] === 'state' && /assigned as worker of cluster rack1/.test(r['message'] ?? '')), JSON.stringify(rows));
+  assert.ok(rows.some((r) => r['type'] === 'machine.updated' && /rack, unit/.test(r['message'] ?? '')));
+  const states = parseTable(ok(await as('viewer', ['machines', 'events', mac, '--type', 'state'])));
+  assert.ok(states.length >= 1 && states.every((r) => r['type'] === 'state'));
+  const json = JSON.parse(ok(await as('viewer', ['machines', 'events', mac, '--json', '--limit', '1'])));
+  assert.is(json.length, 1);
+  assert.is(json[0].type, 'machine.updated');
+  assert.is((await as('viewer', ['machines', 'events', '52:54:00:00:00:99'])).code, 1);
+});
+
+test('machines import --update: known MACs are updated from the sheet, new ones created', async () => {
+  const sheet = join(work, 'update.csv');
+  writeFileSync(sheet, ['mac;hostname;role;cluster;rack;unit', '52:54:00:c2:00:01;m1;control-plane;rack2;r2;30', '52:54:00:c2:00:02;m2;worker;rack2;r2;', '52:54:00:c7:00:01;m7;worker;rack2;r2;1'].join('\n') + '\n');
+  const plain = await as('admin', ['machines', 'import', sheet]);
+  assert.is(plain.code, 1);
+  assert.match(plain.stderr, /409 ERR_DUPLICATE: row 1, column mac/);
+  const out = ok(await as('admin', ['machines', 'import', sheet, '--update']));
+  assert.ok(out.startsWith('imported 2 machine(s) (1 new, 1 updated, 1 unchanged)\n'), out);
+  const m1 = JSON.parse(ok(await as('viewer', ['machines', 'list', '--rack', 'r2', '--json']))).find((m: { hostname: string }) => m.hostname === 'm1');
+  assert.is(m1.unit, 30);
+  assert.is(m1.ip, '10.9.0.1', 'an empty cell keeps the stored value');
+});
+
+test('clusters delete | show: deleted when empty (409 while it has machines); show says what the bootstrap waits for', async () => {
+  ok(await as('admin', ['clusters', 'create', '--name', 'scratch', '--ubuntu-release', '22.04', '--kubernetes-version', '1.30.2', '--container-runtime', 'containerd', '--cni', 'flannel']));
+  assert.is(ok(await as('admin', ['clusters', 'delete', 'scratch'])), 'deleted cluster scratch\n');
+  assert.is((await as('viewer', ['clusters', 'show', 'scratch'])).code, 1);
+  const busy = await as('admin', ['clusters', 'delete', 'rack1']);
+  assert.is(busy.code, 1);
+  assert.match(busy.stderr, /409 ERR_CLUSTER_NOT_EMPTY/);
+  const shown = ok(await as('viewer', ['clusters', 'show', 'rack1']));
+  const waiting = shown.slice(shown.indexOf('\nwaiting:\n'));
+  assert.match(waiting, /\n {2}- .*(is assigned|waiting for a control-plane node)/, shown);
+});
+
+test('watch --json: one JSON object per line; a renamed machine shows its new name (also in text lines)', async () => {
+  const env = { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['viewer'] ?? '' };
+  const json = background(['watch', '--rack', 'r1', '--json'], env);
+  const text = background(['watch', '--rack', 'r1'], env);
+  try {
+    await json.waitFor(/"type":"machine"/);
+    await text.waitFor(/52:54:00:c1:00:01/);
+    ok(await as('admin', ['machines', 'set', '52:54:00:c1:00:01', '--hostname', 'n1renamed']));
+    await json.waitFor(/"type":"event".*"machine\.updated"/);
+    const line = json.output().split('\n').find((l) => l.includes('"machine.updated"')) ?? '';
+    const parsed = JSON.parse(line);
+    assert.is(parsed.machine.hostname, 'n1renamed');
+    for (const l of json.output().trim().split('\n')) assert.not.throws(() => JSON.parse(l), l);
+    await text.waitFor(/ n1renamed {2}52:54:00:c1:00:01 .*machine\.updated/);
+  } finally {
+    await json.stop();
+    await text.stop();
+  }
+  ok(await as('admin', ['machines', 'set', '52:54:00:c1:00:01', '--hostname', 'n1']));
+});
+
+test('completion bash|zsh: commands, subcommands, flags and values complete; every flag is one its command takes', async () => {
+  const script = ok(await runCli(['completion', 'bash']));
+  const file = join(work, 'racksmith.bash');
+  writeFileSync(file, script);
+  const complete = async (line: string): Promise<string> => {
+    const words = line.split(' ');
+    const cmd = `source ${file}; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _racksmith; echo "\${COMPREPLY[*]}"`;
+    return (await runBash(cmd)).trim();
+  };
+  assert.is(await complete('racksmith mach'), 'machines');
+  assert.is(await complete('racksmith machines ev'), 'events');
+  assert.is(await complete('racksmith clusters de'), 'delete');
+  assert.is(await complete('racksmith token re'), 'revoke');
+  assert.is(await complete('racksmith machines list --sta'), '--state');
+  assert.is(await complete('racksmith machines list --state fa'), 'failed');
+  assert.is(await complete('racksmith token create --role op'), 'operator');
+  assert.is(await complete('racksmith machines add --role work'), 'worker');
+  assert.is(await complete('racksmith rack power r1 --action cy'), 'cycle');
+  assert.is(await complete('racksmith machines iden'), 'identify');
+  assert.is(await complete('racksmith clusters pre'), 'preflight');
+  assert.is(await complete('racksmith machines set --boot-loader shim'), 'shim-grub');
+  // Each flag the completion offers is one the command's --help names (so the table stays true).
+  const { COMMAND_TREE } = await import('../server/cli/completion.js');
+  for (const [cmd, v] of Object.entries(COMMAND_TREE)) {
+    const subs = Array.isArray(v) ? [[null, v]] : Object.entries(v as Record<string, readonly string[]>);
+    for (const [sub, flags] of subs as [string | null, readonly string[]][]) {
+      if (['completion', 'settings', 'version', 'help'].includes(cmd)) continue;
+      const help = ok(await runCli(sub ? [cmd, sub, '--help'] : [cmd, '--help'])) + (cmd === 'serve' ? '' : ok(await runCli(['--help'])));
+      for (const f of flags) if (!['--help', '--token', '--token-file', '--url', '--json', '--secret-key', '--data-dir', '--config'].includes(f)) assert.ok(help.includes(f), `${cmd} ${sub ?? ''}: ${f} is not in its --help`);
+    }
+  }
+  const zsh = ok(await runCli(['completion', 'zsh']));
+  assert.match(zsh, /^#compdef racksmith\n/);
+  const noZsh = requirements(['zsh']);
+  if (noZsh) return skipNote('zsh completion', noZsh);
+  const zfile = join(work, '_racksmith');
+  writeFileSync(zfile, zsh);
+  const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+    const c = spawn('zsh', ['-fc', `source ${zfile} && whence -w _racksmith`], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: work } });
+    let out = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    c.on('close', (code) => resolve({ code, out }));
+  });
+  assert.is(r.code, 0, r.out);
+  assert.match(r.out, /_racksmith: function/);
+  assert.is((await runCli(['completion', 'fish'])).code, 2);
+});
+
+function runBash(command: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('bash', ['--norc', '-c', command], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    c.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`bash: ${code} ${err}`))));
+  });
+}
+
+test('racksmith on PATH after npm install -g of the checkout (the package\'s bin)', async () => {
+  const prefix = join(work, 'global');
+  const npm = await new Promise<{ code: number | null; out: string }>((resolve) => {
+    const c = spawn('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--offline', PACKAGE_ROOT], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: work, npm_config_cache: join(work, 'npm-cache') } });
+    let out = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    c.on('close', (code) => resolve({ code, out }));
+  });
+  assert.is(npm.code, 0, npm.out);
+  const version = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version as string;
+  const r = await new Promise<string>((resolve) => {
+    const c = spawn('racksmith', ['--version'], { env: { PATH: `${join(prefix, 'bin')}:${process.env['PATH'] ?? '/usr/bin:/bin'}` } });
+    let out = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.on('close', () => resolve(out));
+  });
+  assert.is(r.trim(), version);
+});
+
 test.run();

@@ -114,6 +114,10 @@ test('filters: ?rack= and ?cluster= and ?mac= keep only their machines; bad filt
   assert.ok(macs.has(mac(1)) && macs.has(mac(5)), 'r1 machines replayed');
   // Machine 3 moved from r1 to r9: the r1 view hears of it leaving.
   assert.ok(rack.data().some((e) => e.mac === mac(3) && e.type === 'machine.updated' && e.data.changes.rack.from === 'r1'), 'the move out of r1 is in the r1 stream');
+  // A deleted machine has no row left to say its rack: its event does, so the rack's view hears of it.
+  assert.is((await call(admin, 'DELETE', `/machines/${mac(21)}`)).status, 204);
+  await rack.waitFor((e) => e.event === 'message' && JSON.parse(e.data).type === 'machine.deleted' && JSON.parse(e.data).mac === mac(21), 10_000, 'the deletion in r1');
+  assert.not.ok(rack.data().some((e) => e.type === 'machine.deleted' && e.mac === mac(4)), 'the r2 deletion is not in the r1 stream');
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(cluster.data(), []);
   rack.close();

@@ -197,6 +197,12 @@ test('a power-on of machines that will install is refused when their cluster\'s 
   assert.ok(r.body.error.details.length >= 4, 'every failed check is listed');
   assert.ok(r.body.error.details.every((d: { field: string }) => d.field === 'lab'));
   assert.equal(sims.slice(0, 10).map((s, i) => s.calls().length - (before[i] ?? 0)), Array(10).fill(0), 'no BMC was called');
+  // A selection of the same machines (the console's bulk power) goes through the same gate.
+  const picked = await call(operator, 'POST', '/power/jobs', { macs: [mac(0), mac(1)], action: 'on' });
+  assert.is(picked.status, 409, picked.text);
+  assert.is(picked.body.error.code, 'ERR_PREFLIGHT');
+  assert.match(picked.body.error.message, /^selection: the preflight of cluster lab failed/);
+  assert.equal(sims.slice(0, 10).map((s, i) => s.calls().length - (before[i] ?? 0)), Array(10).fill(0), 'no BMC was called for the selection');
   // off and status never preflight: nothing installs.
   const off = await call(operator, 'POST', '/racks/r9/power', { action: 'status' });
   assert.is(off.status, 202, off.text);

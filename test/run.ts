@@ -28,6 +28,8 @@ interface Result {
   readonly file: string;
   readonly ok: boolean;
   readonly seconds: number;
+  /** What the suite skipped and why (its `⚠ skipped …` notes). */
+  readonly skipped: readonly { what: string; why: string }[];
 }
 
 const SUITE_TIMEOUT_S = Number(process.env['RACKSMITH_SUITE_TIMEOUT'] ?? 900);
@@ -64,7 +66,7 @@ function runOne(file: string): Promise<Result> {
       if (timedOut) out += `\n  ✘ killed after ${SUITE_TIMEOUT_S} s (RACKSMITH_SUITE_TIMEOUT)`;
       if (unrun > 0) out += `\n  ✘ ${unrun} test(s) never ran: a before hook threw (uvu reports that as a pass)`;
       process.stdout.write(`\n── ${relative(DIST_TEST, file)} (${seconds.toFixed(1)} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
-      resolve({ file, ok, seconds });
+      resolve({ file, ok, seconds, skipped: skipNotes(out) });
     });
   });
 }
@@ -81,6 +83,11 @@ function testsNotRun(output: string): number {
     missing += Math.max(0, Number(m[1]) - Number(m[2]) - Number(m[3]));
   }
   return missing;
+}
+
+/** The `⚠ skipped <what>: <why>` lines test/lib/tools.ts skipNote() prints. */
+function skipNotes(output: string): { what: string; why: string }[] {
+  return [...output.matchAll(/⚠ skipped (.+?): (.+)$/gm)].map((m) => ({ what: m[1] ?? '', why: m[2] ?? '' }));
 }
 
 async function pool(files: readonly string[], width: number): Promise<Result[]> {
@@ -109,6 +116,18 @@ process.stdout.write(
       .join('\n') +
     '\n',
 );
+const skips = results.flatMap((r) => r.skipped.map((s) => ({ suite: relative(DIST_TEST, r.file), ...s })));
+if (skips.length > 0) {
+  // A green run that proved less says so, and says how to run the rest.
+  const w = [Math.max(5, ...skips.map((s) => s.suite.length)), Math.max(7, ...skips.map((s) => s.what.length))];
+  process.stdout.write(
+    `\nSKIPPED (${skips.length}):\n` +
+      `  ${'suite'.padEnd(w[0] ?? 0)}  ${'skipped'.padEnd(w[1] ?? 0)}  why\n` +
+      skips.map((s) => `  ${s.suite.padEnd(w[0] ?? 0)}  ${s.what.padEnd(w[1] ?? 0)}  ${s.why}`).join('\n') +
+      '\nTo run them: as root on Debian 12, `npm test` installs the Debian packages they drive (.ci/packages) first; ' +
+      '`sudo npm test` here if this is such a machine, or `.ci/run` on a fresh one.\n',
+  );
+}
 if (failed.length > 0) {
   process.stdout.write(`FAILED:\n${failed.map((r) => '  ' + relative(DIST_TEST, r.file)).join('\n')}\n`);
   process.exitCode = 1;

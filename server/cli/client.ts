@@ -5,11 +5,14 @@
 export class ApiError extends Error {
   readonly status: number;
   readonly code: string;
-  constructor(status: number, code: string, message: string) {
+  /** The server's error body as it came (field, details), for --json. */
+  readonly body: { readonly code: string; readonly message: string; readonly field?: string; readonly details?: readonly unknown[] };
+  constructor(status: number, code: string, message: string, body?: { field?: string; details?: readonly unknown[] }) {
     super(`${status} ${code}: ${message}`);
     this.name = 'ApiError';
     this.status = status;
     this.code = code;
+    this.body = { code, message, ...(body?.field !== undefined ? { field: body.field } : {}), ...(body?.details !== undefined ? { details: body.details } : {}) };
   }
 }
 
@@ -17,14 +20,16 @@ export class ApiError extends Error {
 export function apiErrorOf(status: number, text: string): ApiError {
   let code = 'ERR_HTTP';
   let message = text.slice(0, 300);
+  let extra: { field?: string; details?: unknown[] } = {};
   try {
-    const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } };
+    const parsed = JSON.parse(text) as { error?: { code?: string; message?: string; field?: string; details?: unknown[] } };
     code = parsed.error?.code ?? code;
     message = parsed.error?.message ?? message;
+    extra = { ...(parsed.error?.field !== undefined ? { field: parsed.error.field } : {}), ...(parsed.error?.details !== undefined ? { details: parsed.error.details } : {}) };
   } catch {
     /* not JSON: keep the text */
   }
-  return new ApiError(status, code, message);
+  return new ApiError(status, code, message, extra);
 }
 
 export interface ApiClient {

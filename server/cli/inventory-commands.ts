@@ -5,6 +5,7 @@ import { parse, UsageError, type Options } from './args.js';
 import { readSecret, terminalPrompt } from './secrets.js';
 import { table } from './table.js';
 import { machinePowerCommand, reimageCommand } from './power-commands.js';
+import { checkScope } from './scope.js';
 import { consoleCommand, identifyCommand } from './tech-commands.js';
 import { diskLabel } from './watch.js';
 
@@ -46,14 +47,30 @@ interface ClusterJson {
   machines?: MachineJson[];
   vip?: string | null;
   upgrade?: { id: string; from: string; to: string; state: string; reason: string | null; nodes?: Record<string, string> };
-  orchestration?: { waiting?: string[] };
-  steps?: { id?: string; name?: string; state?: string; machine?: string | null; startedAt?: string | null; endedAt?: string | null; error?: string | null }[];
+  steps?: { id?: string; name?: string; state?: string; machine?: string | null; startedAt?: string | null; endedAt?: string | null; seconds?: number | null; error?: string | null }[];
+  orchestration?: { waiting?: string[]; running?: string[]; next?: string[] };
 }
+
+interface EventJson {
+  id: number;
+  at: string;
+  type: string;
+  source: string | null;
+  message: string;
+}
+
+/** "3m05s" for a step's duration. */
+const duration = (s: number | null | undefined): string | null => (s === null || s === undefined ? null : s < 60 ? `${s.toFixed(1)}s` : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`);
 
 const machineRows = (ms: readonly MachineJson[]): string =>
   table(['mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'state', 'step', 'disk'], ms.map((m) => [m.mac, m.hostname, m.role, m.cluster, m.ip, m.rack, m.state, m.lastStep, diskLabel(m.installedDisk) ?? m.installDisk ?? null]));
 
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
+function unitOf(v: string | boolean | undefined): number {
+  if (typeof v !== 'string' || !/^\d{1,2}$/.test(v)) throw new UsageError('--unit must be a rack unit (1 = the bottom slot), or none with set');
+  return Number(v);
+}
+
 /** What the server warns about (an even number of control-plane nodes), one line each. */
 const warningLines = (ws: readonly string[] | undefined): string => (ws ?? []).map((w) => `warning: ${w}\n`).join('');
 /** `none` clears a field in `set`. */
@@ -96,7 +113,10 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         const v = str(values[k]);
         if (v !== undefined) q.set(k, v);
       }
-      const ms = await client(values).request<MachineJson[]>('GET', `/machines${q.size ? '?' + q.toString() : ''}`);
+      const api = client(values);
+      const ms = await api.request<MachineJson[]>('GET', `/machines${q.size ? '?' + q.toString() : ''}`);
+      // Nothing found for a rack or cluster: say so if it does not exist at all (a typo).
+      if (ms.length === 0) await checkScope(api, { cluster: str(values['cluster']), rack: str(values['rack']) });
       return out(values['json'] ? JSON.stringify(ms, null, 2) + '\n' : machineRows(ms));
     }
     case 'add': {
@@ -109,9 +129,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         ip: { type: 'string' },
         rack: { type: 'string' },
         'install-disk': { type: 'string' },
-        'bmc-address': { type: 'string' },
-        'bmc-port': { type: 'string' },
-        'bmc-username': { type: 'string' },
+        unit: { type: 'string' },
         ...BMC_FLAGS,
         'bmc-driver': { type: 'string' },
         'bmc-system-id': { type: 'string' },
@@ -131,6 +149,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
         ip: str(values['ip']),
         rack: str(values['rack']),
         installDisk: str(values['install-disk']),
+        unit: values['unit'] !== undefined ? unitOf(values['unit']) : undefined,
         bmc: bmcAddress
           ? {
               driver: str(values['bmc-driver']) ?? 'ipmi',
@@ -151,13 +170,14 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
     case 'set': {
-      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, 'install-disk': { type: 'string' }, ...BMC_FLAGS, 'boot-loader': { type: 'string' }, 'secure-boot': { type: 'string' } }, 1);
+      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, unit: { type: 'string' }, 'install-disk': { type: 'string' }, ...BMC_FLAGS, 'boot-loader': { type: 'string' }, 'secure-boot': { type: 'string' } }, 1);
       if (values['help']) return out(MACHINES_HELP);
       const mac = positionals[0];
       if (!mac) throw new UsageError('machines set: give the MAC');
       const patch: Record<string, unknown> = Object.fromEntries(
         ['hostname', 'role', 'cluster', 'ip', 'rack', 'install-disk'].map((k) => [k === 'install-disk' ? 'installDisk' : k, clearable(values[k])]).filter(([, v]) => v !== undefined),
       );
+      if (values['unit'] !== undefined) patch['unit'] = values['unit'] === 'none' ? null : unitOf(values['unit']);
       // The BMC patch merges on the server: only the BMC fields given change.
       const bmc: Record<string, unknown> = {};
       if (str(values['bmc-address']) !== undefined) bmc['address'] = str(values['bmc-address']);
@@ -168,7 +188,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       if (values['bmc-password'] !== undefined || values['bmc-password-file'] !== undefined || process.env['RACKSMITH_BMC_PASSWORD']) bmc['password'] = await bmcPassword(values, null);
       if (Object.keys(bmc).length > 0) patch['bmc'] = bmc;
       Object.assign(patch, bootOptions(values));
-      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --install-disk, --boot-loader, --secure-boot or a --bmc-… flag)');
+      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --unit, --install-disk, --boot-loader, --secure-boot or a --bmc-… flag)');
       const m = await client(values).request<MachineJson & { warnings?: string[] }>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
@@ -183,7 +203,7 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify({ deleted: mac }) + '\n' : `deleted ${mac}\n`);
     }
     case 'import': {
-      const { values, positionals } = parse(rest, COMMON, 1);
+      const { values, positionals } = parse(rest, { ...COMMON, update: { type: 'boolean' } }, 1);
       if (values['help']) return out(MACHINES_HELP);
       const file = positionals[0];
       if (!file) throw new UsageError('machines import: give the CSV file');
@@ -193,8 +213,31 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       } catch (err) {
         throw new Error(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
-      const result = await client(values).request<{ imported: number; machines: MachineJson[]; warnings?: string[] }>('POST', '/machines/import', text, 'text/csv');
-      return out(values['json'] ? JSON.stringify(result, null, 2) + '\n' : `imported ${result.imported} machine(s)\n` + machineRows(result.machines) + warningLines(result.warnings));
+      const result = await client(values).request<{ imported: number; created: number; updated: number; unchanged: number; delimiter: string; machines: MachineJson[]; warnings?: string[] }>(
+        'POST',
+        `/machines/import${values['update'] ? '?mode=upsert' : ''}`,
+        text,
+        'text/csv',
+      );
+      if (values['json']) return out(JSON.stringify(result, null, 2) + '\n');
+      const how = values['update'] ? ` (${result.created} new, ${result.updated} updated, ${result.unchanged} unchanged)` : '';
+      return out(`imported ${result.imported} machine(s)${how}\n` + machineRows(result.machines) + warningLines(result.warnings));
+    }
+    case 'events': {
+      const { values, positionals } = parse(rest, { ...COMMON, type: { type: 'string' }, limit: { type: 'string' } }, 1);
+      if (values['help']) return out(MACHINES_HELP);
+      const mac = positionals[0];
+      if (!mac) throw new UsageError('machines events: give the MAC');
+      const limit = str(values['limit']) ?? '100';
+      if (!/^\d{1,5}$/.test(limit) || Number(limit) < 1 || Number(limit) > 10_000) throw new UsageError('--limit must be a number from 1 to 10000');
+      const q = new URLSearchParams({ mac, limit });
+      if (str(values['type'])) q.set('type', str(values['type']) as string);
+      const api = client(values);
+      const evs = await api.request<EventJson[]>('GET', `/events?${q.toString()}`);
+      // No history at all: an unknown MAC is an error (a deleted machine's history still shows).
+      if (evs.length === 0) await api.request('GET', `/machines/${encodeURIComponent(mac)}`);
+      if (values['json']) return out(JSON.stringify(evs, null, 2) + '\n');
+      return out(table(['time', 'type', 'source', 'message'], evs.map((e) => [e.at.replace(/\.\d+Z$/, 'Z'), e.type, e.source, e.message])));
     }
     case 'power':
       return machinePowerCommand(rest, client, out);
@@ -208,13 +251,13 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       return;
     }
     default:
-      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, power, reimage, identify, console)`);
+      throw new UsageError(`machines: unknown subcommand "${sub}" (list, add, set, rm, import, events, power, reimage, identify, console)`);
   }
 }
 
 export async function clustersCommand(args: readonly string[], client: ClientFactory, out: Out): Promise<void> {
   const [sub, ...rest] = args;
-  if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show, preflight, upgrade)');
+  if (!sub) throw new UsageError('clusters: give a subcommand (list, create, show, preflight, delete, retry, kubeconfig, upgrade)');
   if (sub === '--help' || sub === '-h') return out(CLUSTERS_HELP);
   const clusterRows = (cs: readonly ClusterJson[]): string =>
     table(['name', 'os', 'install', 'kubernetes', 'runtime', 'cni', 'endpoint', 'machines', 'state'], cs.map((c) => [c.name, c.os ?? (c.ubuntuRelease ? `ubuntu-${c.ubuntuRelease}` : null), c.installMethod ?? null, c.kubernetesVersion, c.containerRuntime, c.cni, c.controlPlaneEndpoint, c.machineCount, c.state]));
@@ -242,9 +285,20 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       if (values['json']) return out(JSON.stringify(c, null, 2) + '\n');
       let text = clusterRows([c]) + warningLines(c.warnings) + '\n' + machineRows(c.machines ?? []);
       if (c.steps && c.steps.length > 0) {
-        text += '\n' + table(['step', 'machine', 'state', 'started', 'ended', 'error'], c.steps.map((s) => [s.id ?? s.name, s.machine, s.state, s.startedAt ?? null, s.endedAt ?? null, s.error ?? null]));
+        text += '\n' + table(['step', 'machine', 'state', 'started', 'took', 'error'], c.steps.map((s) => [s.id ?? s.name, s.machine, s.state, s.startedAt?.replace(/\.\d+Z$/, 'Z') ?? null, duration(s.seconds), s.error ?? null]));
       }
+      // Why nothing moves, in the orchestrator's words: what a tech acts on.
+      const waiting = c.orchestration?.waiting ?? [];
+      if (waiting.length > 0) text += '\nwaiting:\n' + waiting.map((w) => `  - ${w}\n`).join('');
       return out(text);
+    }
+    case 'delete': {
+      const { values, positionals } = parse(rest, COMMON, 1);
+      if (values['help']) return out(CLUSTERS_HELP);
+      const name = positionals[0];
+      if (!name) throw new UsageError('clusters delete: give the cluster name');
+      await client(values).request('DELETE', `/clusters/${encodeURIComponent(name)}`);
+      return out(values['json'] ? JSON.stringify({ deleted: name }) + '\n' : `deleted cluster ${name}\n`);
     }
     case 'retry': {
       const { values, positionals } = parse(rest, COMMON, 1);
@@ -267,7 +321,7 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       return;
     }
     default:
-      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, preflight, retry, kubeconfig, upgrade)`);
+      throw new UsageError(`clusters: unknown subcommand "${sub}" (list, create, show, preflight, delete, retry, kubeconfig, upgrade)`);
   }
 }
 

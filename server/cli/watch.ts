@@ -93,12 +93,23 @@ export interface WatchOptions {
   readonly cluster?: string | undefined;
   readonly rack?: string | undefined;
   readonly tty: boolean;
+  /** One JSON object per line (machines at start, then events) instead of text. */
+  readonly json?: boolean | undefined;
   readonly out: (text: string) => void;
   readonly signal: AbortSignal;
   readonly now?: (() => Date) | undefined;
 }
 
 const CLEAR = '\x1b[H\x1b[2J';
+
+/** A rename or move shows at once, in the line printed for the event itself (the machine is re-read later). */
+function applyChanges(row: WatchRow, data: Record<string, unknown> | null): void {
+  const changes = (data?.['changes'] ?? {}) as Record<string, { to?: unknown } | undefined>;
+  for (const k of ['hostname', 'role', 'rack', 'cluster'] as const) {
+    const to = changes[k]?.to;
+    if (to === null || typeof to === 'string') row[k] = to;
+  }
+}
 
 export async function watch(opts: WatchOptions): Promise<void> {
   const now = opts.now ?? (() => new Date());
@@ -137,7 +148,8 @@ export async function watch(opts: WatchOptions): Promise<void> {
 
   function apply(e: StreamedEvent): void {
     if (e.mac === null) {
-      if (!opts.tty) opts.out(changeLine(e, undefined) + '\n');
+      if (opts.json) opts.out(JSON.stringify({ type: 'event', event: e, machine: null }) + '\n');
+      else if (!opts.tty) opts.out(changeLine(e, undefined) + '\n');
       return;
     }
     const mac = e.mac;
@@ -151,8 +163,11 @@ export async function watch(opts: WatchOptions): Promise<void> {
       row.last = last;
     } else if (row) {
       row.last = last;
+      if (e.type === 'machine.updated') applyChanges(row, e.data);
     }
-    if (!opts.tty) {
+    if (opts.json) {
+      opts.out(JSON.stringify({ type: 'event', event: e, machine: row ?? null }) + '\n');
+    } else if (!opts.tty) {
       // A machine we did not know yet (just discovered or just moved here): show what we know now.
       if (!row && e.type === 'state' && typeof e.data?.['to'] === 'string') {
         row = { mac, hostname: null, role: null, rack: opts.rack ?? null, cluster: e.cluster, state: e.data['to'], step: null, since: e.at, last };
@@ -180,7 +195,8 @@ export async function watch(opts: WatchOptions): Promise<void> {
     const list = await opts.client.request<MachineJson[]>('GET', `/machines${query}`);
     for (const m of list) rows.set(m.mac, rowOf(m));
     loaded = true;
-    if (!opts.tty) for (const r of rows.values()) opts.out(snapshotLine(r, now()) + '\n');
+    if (opts.json) for (const r of rows.values()) opts.out(JSON.stringify({ type: 'machine', at: now().toISOString(), machine: r }) + '\n');
+    else if (!opts.tty) for (const r of rows.values()) opts.out(snapshotLine(r, now()) + '\n');
     for (const e of early.splice(0)) apply(e);
     draw();
   }
@@ -196,7 +212,8 @@ export async function watch(opts: WatchOptions): Promise<void> {
       },
       onDisconnect: (reason) => {
         status = `reconnecting (${reason})`;
-        if (!opts.tty) opts.out(`${time(now().toISOString())}  -  disconnected: ${reason}; reconnecting\n`);
+        if (opts.json) opts.out(JSON.stringify({ type: 'disconnected', at: now().toISOString(), reason }) + '\n');
+        else if (!opts.tty) opts.out(`${time(now().toISOString())}  -  disconnected: ${reason}; reconnecting\n`);
         draw();
       },
       onEvent: (ev) => {

@@ -20,10 +20,13 @@ export function requestContext(log: Logger): RequestHandler {
     req.log = log.child({ reqId: req.id });
     res.setHeader('X-Request-Id', req.id);
     const started = process.hrtime.bigint();
+    // Read now: routers mounted below (the API at /api/v1) strip their prefix from req.path while
+    // they handle the request, so a response sent from inside one would log "/machines".
+    const path = loggedPath(fullPath(req.originalUrl));
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       // The path only (query strings can carry tokens: browser event streams), and seed tokens out of it.
-      req.log.info({ method: req.method, path: loggedPath(req.path), status: res.statusCode, ms: Math.round(ms * 10) / 10, remote: req.socket.remoteAddress }, 'http');
+      req.log.info({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10, remote: req.socket.remoteAddress }, 'http');
     });
     next();
   };
@@ -34,6 +37,12 @@ export function requestContext(log: Logger): RequestHandler {
  * credential until it phones home, so only its place is kept. Express decodes nothing in
  * `req.path`, so `%2F` cannot smuggle the token past the first segment.
  */
+/** The request target's path, without the query string (where tokens may be). */
+export function fullPath(originalUrl: string): string {
+  const q = originalUrl.search(/[?#]/);
+  return q < 0 ? originalUrl : originalUrl.slice(0, q);
+}
+
 export function loggedPath(path: string): string {
   return path.replace(/^\/+seed\/[^/]*/i, '/seed/[redacted]');
 }

@@ -68,8 +68,14 @@ export interface Placement {
 export function eventMatches(e: InventoryEvent, f: StreamFilter, place: Placement | null): boolean {
   if (f.mac !== undefined && e.mac !== f.mac) return false;
   if (f.cluster !== undefined && (e.cluster ?? place?.cluster ?? null) !== f.cluster && !movedFrom(e, 'cluster', f.cluster)) return false;
-  if (f.rack !== undefined && (e.mac === null || place?.rack !== f.rack) && !movedFrom(e, 'rack', f.rack)) return false;
+  if (f.rack !== undefined && (e.mac === null || rackOf(e, place) !== f.rack) && !movedFrom(e, 'rack', f.rack)) return false;
   return true;
+}
+
+/** A deleted machine has no row left: its event says which rack it was in. */
+function rackOf(e: InventoryEvent, place: Placement | null): string | null {
+  const was = e.type === 'machine.deleted' ? e.data?.['rack'] : undefined;
+  return typeof was === 'string' ? was : (place?.rack ?? null);
 }
 
 /** A `machine.updated` event that moved the machine out of (or into) this rack or cluster. */

@@ -144,6 +144,8 @@ export interface Machine {
   readonly cluster: string | null;
   readonly ip: string | null;
   readonly rack: string | null;
+  /** Rack unit (1 = the bottom slot) from the sheet, for a rack view in the rack's own order. */
+  readonly unit: number | null;
   readonly bmc: BmcConfig | null;
   readonly bmcFacts: BmcFactsRecord | null;
   readonly state: MachineState;
@@ -177,7 +179,16 @@ export interface Machine {
   readonly stateChangedAt: string;
   readonly createdAt: string;
   readonly updatedAt: string;
+  /** The power state last read from the BMC (a status call) or set by a power action, and when. */
+  readonly powerState: KnownPowerState | null;
+  readonly powerStateAt: string | null;
 }
+
+export const KNOWN_POWER_STATES = ['on', 'off'] as const;
+export type KnownPowerState = (typeof KNOWN_POWER_STATES)[number];
+
+/** Rack units a sheet may give: 1 (the bottom) up to the tallest racks sold. */
+export const MAX_RACK_UNIT = 64;
 
 export interface InventoryEvent {
   readonly id: number;

@@ -14,6 +14,7 @@ import type {
   InstalledDisk,
   InventoryEvent,
   Lease,
+  KnownPowerState,
   Machine,
   SecureBootSeen,
   Role,
@@ -86,6 +87,7 @@ export interface NewMachine {
   readonly cluster: string;
   readonly ip?: string | null | undefined;
   readonly rack?: string | null | undefined;
+  readonly unit?: number | null | undefined;
   readonly bmc?: NewBmc | null | undefined;
   readonly installDisk?: string | null | undefined;
   readonly bootLoader?: BootLoaderSetting | null | undefined;
@@ -102,6 +104,7 @@ export interface MachinePatch {
   readonly cluster?: string | null | undefined;
   readonly ip?: string | null | undefined;
   readonly rack?: string | null | undefined;
+  readonly unit?: number | null | undefined;
   readonly bmc?: BmcPatch | null | undefined;
   readonly installDisk?: string | null | undefined;
   readonly bootLoader?: BootLoaderSetting | null | undefined;
@@ -192,6 +195,12 @@ export interface ImportRow extends NewMachine {
   readonly row: number;
 }
 
+/** What an upsert did with one row. */
+export interface UpsertResult {
+  readonly machine: Machine;
+  readonly outcome: 'created' | 'updated' | 'unchanged';
+}
+
 export interface MachineRepo {
   create(input: NewMachine): Promise<Machine>;
   get(mac: Mac): Promise<Machine | null>;
@@ -203,6 +212,15 @@ export interface MachineRepo {
   delete(mac: Mac): Promise<void>;
   /** Every row or none, in one transaction; a conflict names the row and column. */
   importAll(rows: readonly ImportRow[]): Promise<Machine[]>;
+  /**
+   * A re-imported sheet: rows whose MAC is known update that machine (fields the row leaves
+   * empty keep their values), the others are created. Every row or none, like importAll.
+   */
+  upsertAll(rows: readonly ImportRow[]): Promise<UpsertResult[]>;
+  /** The same patch for several machines, all or none; an error names the machine. */
+  updateAll(macs: readonly Mac[], patch: MachinePatch, source: string): Promise<Machine[]>;
+  /** The power state a BMC call just read or caused, and when. */
+  setPowerState(mac: Mac, state: KnownPowerState, at: string): Promise<void>;
   /** Applies the pure lifecycle transition, persists it and appends a `state` event atomically. */
   transition(mac: Mac, event: MachineEventType, ctx: TransitionContext): Promise<Machine>;
   /** Records a sighting; an unknown MAC becomes a `discovered` machine. Returns it and whether it was new. */
@@ -252,6 +270,12 @@ export interface EventQuery {
   readonly cluster?: string | undefined;
   /** Only events with a larger id (resume). */
   readonly afterId?: number | undefined;
+  /** Only events with a smaller id (paging back through a log). */
+  readonly beforeId?: number | undefined;
+  /** Only events of this type or its sub-types (`power` also matches `power.job`). */
+  readonly type?: string | undefined;
+  /** Without afterId: the newest `limit` events (still returned oldest first). */
+  readonly newest?: boolean | undefined;
   readonly limit?: number | undefined;
 }
 

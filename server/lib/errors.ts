@@ -11,6 +11,10 @@ export interface ErrorDetail {
   readonly field?: string | undefined;
   /** 1-based data row, for CSV imports. */
   readonly row?: number | undefined;
+  /** The offending value as given (never for secrets), so the person sees what to fix. */
+  readonly value?: string | undefined;
+  /** How to fix it: "did you mean control-plane?", "use lower-case letters". */
+  readonly hint?: string | undefined;
 }
 
 export class AppError extends Error {

@@ -1,4 +1,5 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -23,7 +24,18 @@ export const REDACTED_PATHS = [
   '*.privateKey',
 ];
 
-export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+export interface LogFormat {
+  /** Human-readable lines (time, level, message, then the fields) instead of JSON. */
+  readonly pretty: boolean;
+  /** Colours, for a terminal. */
+  readonly colour?: boolean | undefined;
+}
+
+/**
+ * JSON lines for log collectors; on a terminal (stdout is a TTY) one readable line per entry,
+ * formatted by pino-pretty in this process (docs/decisions/2102). Same fields, same redaction.
+ */
+export function createLogger(level: string, destination?: NodeJS.WritableStream, format: LogFormat = { pretty: destination === undefined && process.stdout.isTTY === true, colour: true }): Logger {
   const options: LoggerOptions = {
     level,
     base: { service: 'racksmith' },
@@ -31,6 +43,19 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     formatters: { level: (label) => ({ level: label }) },
   };
+  if (format.pretty) {
+    const stream = pretty({
+      colorize: format.colour ?? false,
+      translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l',
+      // The access log's fields read as a request line; everything else follows as JSON.
+      messageFormat: '{msg}{if method} {method} {path} {status} {ms} ms{end}',
+      ignore: 'service,pid,hostname,method,path,status,ms',
+      singleLine: true,
+      sync: true,
+      destination: (destination ?? process.stdout) as NodeJS.WritableStream & { write(s: string): boolean },
+    });
+    return pino(options, stream);
+  }
   return destination ? pino(options, destination as pino.DestinationStream) : pino(options);
 }
 

@@ -191,7 +191,8 @@ export function isRetryable(err: unknown, kind: StepKind): boolean {
 export async function runStep(deps: RunnerDeps, job: StepJob, signal: AbortSignal): Promise<StepRecord> {
   const { step, cluster } = job;
   const { settings, now } = deps;
-  const log = deps.log.child({ cluster: cluster.name, step: step.id });
+  // The orchestrator hands each cluster's runs a logger that already names the cluster.
+  const log = deps.log.child({ step: step.id });
   const redact = createRedactor([job.secrets.bootstrapToken, job.secrets.certificateKey, job.secrets.caKeyPem]);
   const startedAt = now();
   const sameRun = job.previous && (job.previous.state === 'running' || job.previous.state === 'pending');
@@ -351,7 +352,7 @@ async function attempt(deps: RunnerDeps, job: StepJob, target: Machine, n: numbe
   // Rendered before any node is touched: a configuration that cannot be rendered (a template
   // missing from an install) fails the step as such, not as whatever the connection did.
   const kubeadmConfig = job.step.kind === 'prepare' ? prepareConfig(deps, job) : '';
-  if (kubeadmConfig) deps.log.info({ cluster: job.cluster.name, step: job.step.id, apiVersion: /^apiVersion: (\S+)/m.exec(kubeadmConfig)?.[1], bytes: kubeadmConfig.length }, 'kubeadm configuration rendered');
+  if (kubeadmConfig) deps.log.info({ step: job.step.id, apiVersion: /^apiVersion: (\S+)/m.exec(kubeadmConfig)?.[1], bytes: kubeadmConfig.length }, 'kubeadm configuration rendered');
   const session = await connectTo(deps, target, signal);
   try {
     return await perform(deps, job, session, n, sink, signal, kubeadmConfig);

@@ -55,7 +55,8 @@ export interface PowerOnGate {
 
 export interface RackJob {
   readonly id: string;
-  readonly rack: string;
+  /** The rack, or null for a job over a selection of machines (the console's bulk power). */
+  readonly rack: string | null;
   readonly action: RackAction;
   readonly concurrency: number;
   readonly delaySeconds: number;
@@ -67,7 +68,7 @@ export interface RackJob {
   readonly items: readonly RackJobItem[];
 }
 
-export function newRackJob(id: string, rack: string, action: RackAction, concurrency: number, delaySeconds: number, machines: readonly Machine[], at: string): RackJob {
+export function newRackJob(id: string, rack: string | null, action: RackAction, concurrency: number, delaySeconds: number, machines: readonly Machine[], at: string): RackJob {
   return {
     id,
     rack,
@@ -120,7 +121,7 @@ export function jobCounts(job: RackJob): JobCounts {
 export function jobSummary(job: RackJob): string {
   const c = jobCounts(job);
   const parts = (['ok', 'failed', 'skipped', 'cancelled', 'running', 'queued'] as const).filter((k) => c[k] > 0).map((k) => `${c[k]} ${k}`);
-  return `rack ${job.rack}: power ${job.action} ${job.state === 'running' ? 'in progress' : job.state}: ${parts.join(', ') || 'no machines'}`;
+  return `${job.rack === null ? `${job.items.length} selected machine(s)` : `rack ${job.rack}`}: power ${job.action} ${job.state === 'running' ? 'in progress' : job.state}: ${parts.join(', ') || 'no machines'}`;
 }
 
 /** The API's JSON for a job. */

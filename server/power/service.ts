@@ -51,9 +51,16 @@ export interface PowerService extends Service {
   identify(mac: Mac, opts: { readonly on: boolean; readonly seconds: number | null; readonly source: string }): Promise<Record<string, unknown>>;
   rackPower(rack: string, opts: { readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly force?: boolean | undefined; readonly source: string }): Promise<Record<string, unknown>>;
   rackJob(rack: string, id: string): Record<string, unknown> | null;
+  /** A power job over a selection of machines, run like a rack job. */
+  powerJob(opts: { readonly macs: readonly Mac[]; readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly force?: boolean | undefined; readonly source: string }): Promise<Record<string, unknown>>;
+  /** Any job (rack or selection) by id, or null. */
+  job(id: string): Record<string, unknown> | null;
   /** Resolves once no workflow or job is running. */
   settled(): Promise<void>;
 }
+
+/** A rack's job keeps its event type; a selection's has its own. */
+const jobEventType = (j: RackJob): string => (j.rack === null ? 'power.job' : 'rack.power');
 
 /** Finished rack jobs kept for `GET …/power/{job}` (in memory; the events are the durable record). */
 const MAX_JOBS = 100;
@@ -97,16 +104,26 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     return m;
   }
 
+  /** Whose BMC a target is: the power state a call reads or causes is remembered for that machine. */
+  const targetOwner = new WeakMap<BmcTarget, Mac>();
   async function target(m: Machine): Promise<BmcTarget> {
     if (!m.bmc) throw conflict('ERR_NO_BMC', `${nameOf(m)} has no BMC; give it one with PATCH /machines/${m.mac} {"bmc": {…}}`, 'bmc');
     const password = await machines.bmcPassword(m.mac);
     if (password === null) throw conflict('ERR_NO_BMC', `the BMC of ${nameOf(m)} has no password`, 'bmc.password');
     const b = m.bmc;
-    if (b.driver === 'redfish') {
-      // The Redfish driver takes the port from an https://host:port address, then bmc.port, then 443.
-      return { driver: 'redfish', address: b.address, port: b.port ?? 0, username: b.username, password, cipherSuite: null, systemId: b.systemId, verifyTls: b.verifyTls, tlsFingerprint: b.tlsFingerprint };
-    }
-    return { driver: 'ipmi', address: b.address, port: b.port ?? DEFAULT_IPMI_PORT, username: b.username, password, cipherSuite: b.cipherSuite };
+    // The Redfish driver takes the port from an https://host:port address, then bmc.port, then 443.
+    const t: BmcTarget =
+      b.driver === 'redfish'
+        ? { driver: 'redfish', address: b.address, port: b.port ?? 0, username: b.username, password, cipherSuite: null, systemId: b.systemId, verifyTls: b.verifyTls, tlsFingerprint: b.tlsFingerprint }
+        : { driver: 'ipmi', address: b.address, port: b.port ?? DEFAULT_IPMI_PORT, username: b.username, password, cipherSuite: b.cipherSuite };
+    targetOwner.set(t, m.mac);
+    return t;
+  }
+
+  /** The power state viewers see without a BMC call of their own. */
+  async function remember(t: BmcTarget, state: PowerState): Promise<void> {
+    const mac = targetOwner.get(t);
+    if (mac) await machines.setPowerState(mac, state, now().toISOString());
   }
 
   /**
@@ -143,7 +160,9 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
   /** "cycle" on a machine that is off does nothing over IPMI: power it on instead. */
   async function cycleOrOn(t: BmcTarget): Promise<{ result: string; info: PowerCallInfo; was: PowerState }> {
     const s = await driver.status(t, abort.signal);
+    await remember(t, s.state);
     const info = s.state === 'off' ? await driver.on(t, abort.signal) : await driver.cycle(t, abort.signal);
+    await remember(t, 'on');
     const merged = { ...info, attempts: info.attempts + s.attempts, ms: info.ms + s.ms };
     return { result: s.state === 'off' ? 'on (was off)' : 'cycle', info: merged, was: s.state };
   }
@@ -161,12 +180,14 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
         powerState = s.state;
         info = s;
         result = s.state;
+        await remember(t, s.state);
         await refreshFacts(m, t, source);
       } else if (action === 'cycle') {
         ({ result, info } = await cycleOrOn(t));
       } else {
         info = await driver[action](t, abort.signal);
         result = action;
+        await remember(t, action === 'off' ? 'off' : 'on');
       }
       const message = action === 'status' ? `power is ${result}` : `power ${result}: done`;
       await events.append({ ...base, message, data: { action, outcome: 'ok', result, ...(powerState ? { state: powerState } : {}), ...callData(info), ...extra } });
@@ -232,7 +253,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
         set(updateItem(get(), mac, { state: 'running', startedAt: now().toISOString() }));
         try {
           const m = await load(mac);
-          const r = await doPower(m, job.action, source, { job: id, rack: job.rack });
+          const r = await doPower(m, job.action, source, job.rack === null ? { job: id } : { job: id, rack: job.rack });
           set(updateItem(get(), mac, { state: 'ok', result: r.result, finishedAt: now().toISOString() }));
         } catch (err) {
           const e = err instanceof AppError ? { code: err.code, message: err.message } : { code: 'ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) };
@@ -243,8 +264,47 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     await Promise.all(Array.from({ length: Math.max(1, Math.min(job.concurrency, queue.length)) }, worker));
     const done = finishJob(get(), now().toISOString(), abort.signal.aborted);
     set(done);
-    await events.append({ type: 'rack.power', source, message: jobSummary(done), data: { rack: done.rack, job: id, action: done.action, state: done.state, counts: jobCounts(done) } });
-    log.info({ rack: done.rack, job: id, counts: jobCounts(done) }, 'rack power job finished');
+    await events.append({ type: jobEventType(done), source, message: jobSummary(done), data: { rack: done.rack, job: id, action: done.action, state: done.state, counts: jobCounts(done) } });
+    log.info({ rack: done.rack, job: id, counts: jobCounts(done) }, 'power job finished');
+  }
+
+  /**
+   * A power job over a rack or a selection. Before a power-on: the preflight of every cluster whose
+   * machines it makes install (refused when a check fails, unless forced), then their prefetch.
+   */
+  async function startJob(rack: string | null, list: readonly Machine[], opts: { readonly action: RackAction; readonly concurrency?: number | undefined; readonly delaySeconds?: number | undefined; readonly force?: boolean | undefined; readonly source: string }): Promise<Record<string, unknown>> {
+    const label = rack === null ? 'selection' : `rack ${rack}`;
+    const concurrency = opts.concurrency ?? settings.rackConcurrency;
+    const powersOn = opts.action === 'on' || opts.action === 'cycle' || opts.action === 'reset';
+    const delaySeconds = opts.delaySeconds ?? (powersOn ? settings.rackDelaySeconds : 0);
+    const gate = powersOn && !opts.force ? deps.powerOnGate : undefined;
+    const installing = gate ? gate.clusters(list) : [];
+    if (gate && installing.length > 0) {
+      const pre = await gate.preflight(installing);
+      if (!pre.ok) {
+        const first = pre.failures[0];
+        throw new AppError(
+          'conflict',
+          'ERR_PREFLIGHT',
+          `${label}: the preflight of cluster ${[...new Set(pre.failures.map((f) => f.cluster))].join(', ')} failed (${pre.failures.length} check(s); the first: ${first ? `${first.check}: ${first.detail}` : '?'}); no machine was powered. "racksmith clusters preflight NAME" shows every check; fix the upstream, or power on with force`,
+          'force',
+          pre.failures.map((f) => ({ message: `${f.cluster}: ${f.check}: ${f.detail}`, field: f.cluster })),
+        );
+      }
+    }
+    const id = randomBytes(6).toString('hex');
+    const created = newRackJob(id, rack, opts.action, concurrency, delaySeconds, list, now().toISOString());
+    const job: RackJob = gate && installing.length > 0 ? { ...created, prefetch: { state: 'running', clusters: installing, items: [], error: null } } : created;
+    jobs.set(id, job);
+    pruneJobs();
+    await events.append({
+      type: jobEventType(job),
+      source: opts.source,
+      message: `${label}: power ${opts.action} of ${list.length} machine(s) started (job ${id}, concurrency ${concurrency}, ${delaySeconds} s between machines${job.prefetch ? `, after prefetching the installers of ${job.prefetch.clusters.join(', ')}` : ''}${powersOn && opts.force ? ', forced: no preflight, no prefetch' : ''})`,
+      data: { rack, job: id, action: opts.action, concurrency, delaySeconds, machines: list.length, force: opts.force === true, preflighted: job.prefetch?.clusters ?? [] },
+    });
+    track(runJob(id, opts.source));
+    return presentRackJob(job);
   }
 
   function pruneJobs(): void {
@@ -298,42 +358,20 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
     async rackPower(rack, opts) {
       const list = await machines.list({ rack });
       if (list.length === 0) throw notFound('ERR_UNKNOWN_RACK', `no machines in rack "${rack}"`);
-      const concurrency = opts.concurrency ?? settings.rackConcurrency;
-      const powersOn = opts.action === 'on' || opts.action === 'cycle' || opts.action === 'reset';
-      const delaySeconds = opts.delaySeconds ?? (powersOn ? settings.rackDelaySeconds : 0);
-      // Before a power-on: the preflight of every cluster whose machines it makes install, unless forced.
-      const gate = powersOn && !opts.force ? deps.powerOnGate : undefined;
-      const installing = gate ? gate.clusters(list) : [];
-      if (gate && installing.length > 0) {
-        const pre = await gate.preflight(installing);
-        if (!pre.ok) {
-          const first = pre.failures[0];
-          throw new AppError(
-            'conflict',
-            'ERR_PREFLIGHT',
-            `rack ${rack}: the preflight of cluster ${[...new Set(pre.failures.map((f) => f.cluster))].join(', ')} failed (${pre.failures.length} check(s); the first: ${first ? `${first.check}: ${first.detail}` : '?'}); no machine was powered. "racksmith clusters preflight NAME" shows every check; fix the upstream, or power on with force`,
-            'force',
-            pre.failures.map((f) => ({ message: `${f.cluster}: ${f.check}: ${f.detail}`, field: f.cluster })),
-          );
-        }
-      }
-      const id = randomBytes(6).toString('hex');
-      const created = newRackJob(id, rack, opts.action, concurrency, delaySeconds, list, now().toISOString());
-      const job: RackJob = gate && installing.length > 0 ? { ...created, prefetch: { state: 'running', clusters: installing, items: [], error: null } } : created;
-      jobs.set(id, job);
-      pruneJobs();
-      await events.append({
-        type: 'rack.power',
-        source: opts.source,
-        message: `rack ${rack}: power ${opts.action} of ${list.length} machine(s) started (job ${id}, concurrency ${concurrency}, ${delaySeconds} s between machines${job.prefetch ? `, after prefetching the installers of ${job.prefetch.clusters.join(', ')}` : ''}${powersOn && opts.force ? ', forced: no preflight, no prefetch' : ''})`,
-        data: { rack, job: id, action: opts.action, concurrency, delaySeconds, machines: list.length, force: opts.force === true, preflighted: job.prefetch?.clusters ?? [] },
-      });
-      track(runJob(id, opts.source));
-      return presentRackJob(job);
+      return startJob(rack, list, opts);
+    },
+    async powerJob(opts) {
+      const list: Machine[] = [];
+      for (const mac of new Set(opts.macs)) list.push(await load(mac));
+      return startJob(null, list, opts);
     },
     rackJob(rack, id) {
       const j = jobs.get(id);
       return j && j.rack === rack ? presentRackJob(j) : null;
+    },
+    job(id) {
+      const j = jobs.get(id);
+      return j ? presentRackJob(j) : null;
     },
     async settled() {
       // Tasks may start tasks (a finished job's event, a retried reimage): wait until none is left.

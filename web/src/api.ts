@@ -15,6 +15,10 @@ export interface ErrorDetail {
   readonly message: string;
   readonly field?: string;
   readonly row?: number;
+  /** The cell as given (never a password). */
+  readonly value?: string;
+  /** The likely fix: "did you mean control-plane?". */
+  readonly hint?: string;
 }
 
 export class ApiError extends Error {
@@ -39,7 +43,8 @@ export interface Machine {
   cluster: string | null;
   ip: string | null;
   rack: string | null;
-  bmc: { driver: string; address: string; port: number | null; username: string; passwordSet: boolean; systemId?: string | null; solCapture?: boolean | null } | null;
+  unit: number | null;
+  bmc: { driver: string; address: string; port: number | null; username: string; passwordSet: boolean; systemId?: string | null; solCapture?: boolean | null; identify?: boolean } | null;
   bmcFacts?: {
     source: string;
     manufacturer: string | null;
@@ -75,6 +80,9 @@ export interface Machine {
   stateChangedAt: string;
   installDisk?: string | null;
   installedDisk?: { name: string; path: string; kind: string; sizeBytes: number; serial: string | null; model: string | null; chosenBy: string | null; reportedAt: string } | null;
+  /** The last power state a BMC call read or caused, and when; null: never asked. */
+  powerState: 'on' | 'off' | null;
+  powerStateAt: string | null;
 }
 
 export interface Cluster {
@@ -95,7 +103,51 @@ export interface Cluster {
   /** Allowed but worth knowing (an even number of control-plane nodes). */
   warnings?: string[];
   machines?: Machine[];
-  steps?: Record<string, unknown>[];
+  vip?: string | null;
+  /** The rolling upgrade under way or last run; `nodes` (in a cluster view) is each node's progress. */
+  upgrade?: { id: string; from: string; to: string; state: string; reason: string | null; maxUnavailable: number; nodes?: Record<string, string> };
+  steps?: Step[];
+  orchestration?: { waiting: string[]; next: string[]; running: string[]; lock: { holder: string; expiresAt: string } | null };
+}
+
+export interface Step {
+  id: string;
+  kind: string;
+  machine: string | null;
+  mac: string | null;
+  state: string;
+  attempts: number;
+  startedAt: string | null;
+  endedAt: string | null;
+  seconds: number | null;
+  output: string[];
+  error: string | null;
+}
+
+export interface Rack {
+  name: string;
+  machines: number;
+  states: Record<string, number>;
+}
+
+export interface JobItem {
+  mac: string;
+  hostname: string | null;
+  state: 'queued' | 'running' | 'ok' | 'failed' | 'skipped' | 'cancelled';
+  result: string | null;
+  error: { code: string; message: string } | null;
+}
+
+/** A power job over a rack or a selection of machines. */
+export interface PowerJob {
+  id: string;
+  rack: string | null;
+  action: string;
+  concurrency: number;
+  delaySeconds: number;
+  state: 'running' | 'done' | 'cancelled';
+  counts: Record<string, number>;
+  machines: JobItem[];
 }
 
 /** POST /clusters/{name}/preflight: every upstream check (docs/preflight.md). */
@@ -173,7 +225,30 @@ export const api = {
   events: (mac: string) => request<InventoryEvent[]>('GET', `/machines/${encodeURIComponent(mac)}/events?limit=500`),
   clusters: () => request<Cluster[]>('GET', '/clusters'),
   cluster: (name: string) => request<Cluster>('GET', `/clusters/${encodeURIComponent(name)}`),
+  racks: () => request<Rack[]>('GET', '/racks'),
+  siteEvents: (q: Record<string, string | undefined>) => request<InventoryEvent[]>('GET', `/events?${query(q)}`),
+  job: (id: string) => request<PowerJob>('GET', `/power/jobs/${encodeURIComponent(id)}`),
 };
+
+/** A query string of the given, non-empty values. */
+export function query(q: Record<string, string | undefined>): string {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(q)) if (v !== undefined && v !== '') p.set(k, v);
+  return p.toString();
+}
+
+/**
+ * Routes the server has that other releases may not (a machine's locator LED): read once from the
+ * OpenAPI document, so the console offers an action exactly when this server can do it.
+ */
+let served: Promise<Set<string>> | null = null;
+export function serverHas(method: string, path: string): Promise<boolean> {
+  served ??= fetch('/api/v1/openapi.json', { credentials: 'same-origin' })
+    .then((r) => r.json() as Promise<{ paths?: Record<string, Record<string, unknown>> }>)
+    .then((d) => new Set(Object.entries(d.paths ?? {}).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`))))
+    .catch(() => new Set<string>());
+  return served.then((s) => s.has(`${method.toUpperCase()} ${path}`));
+}
 
 export function errorText(err: unknown): string {
   if (err instanceof ApiError) return err.status === 0 ? err.message : `${err.message} (${err.code})`;

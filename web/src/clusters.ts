@@ -1,4 +1,5 @@
-import { api, can, errorText, request, type Cluster, type PreflightReport } from './api.js';
+import { api, can, errorText, request, type Cluster, type PreflightReport, type Step } from './api.js';
+import { eventLog } from './events.js';
 import { h, notice, replace } from './dom.js';
 import { label } from './format.js';
 import { field, select, showError, values } from './forms.js';
@@ -47,19 +48,47 @@ export const clustersView: View = async (ctx, el) => {
   );
 };
 
-/** A step as the orchestrator reports it; only a few fields are known here, the rest is shown as is. */
-function stepRow(s: Record<string, unknown>, i: number): HTMLElement {
-  const text = (k: string): string => (typeof s[k] === 'string' || typeof s[k] === 'number' ? String(s[k]) : '—');
-  const name = typeof s['name'] === 'string' ? s['name'] : typeof s['id'] === 'string' ? s['id'] : `step ${i + 1}`;
-  const state = text('state');
+/** "1m05s": how long a step took (or has been running). */
+function took(seconds: number | null): string {
+  if (seconds === null || !Number.isFinite(seconds)) return '—';
+  return seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)}m${String(Math.round(seconds % 60)).padStart(2, '0')}s`;
+}
+
+/**
+ * The orchestration steps as a timeline: each step's bar spans its start to its end (or now,
+ * while it runs) on one time axis from the first start, so waits and slow joins show.
+ */
+function timeline(steps: readonly Step[], now = Date.now()): HTMLElement {
+  const times = steps.flatMap((s) => [s.startedAt, s.endedAt].filter((t): t is string => t !== null).map(Date.parse));
+  const t0 = times.length ? Math.min(...times) : now;
+  const t1 = Math.max(now * Number(steps.some((s) => s.state === 'running')), ...times, t0 + 1000);
+  const span = t1 - t0;
+  const row = (s: Step, i: number): HTMLElement => {
+    const start = s.startedAt ? Date.parse(s.startedAt) : null;
+    const end = s.endedAt ? Date.parse(s.endedAt) : s.state === 'running' ? now : null;
+    const seconds = s.seconds ?? (start !== null && end !== null ? (end - start) / 1000 : null);
+    const bar = h('span', { class: `bar sstate-${s.state}`, title: `${s.id}: ${s.state}${seconds !== null ? `, ${took(seconds)}` : ''}` });
+    if (start !== null) {
+      bar.style.setProperty('left', `${(((start - t0) / span) * 100).toFixed(2)}%`);
+      bar.style.setProperty('width', `${Math.max(0.6, (((end ?? start) - start) / span) * 100).toFixed(2)}%`);
+    } else bar.hidden = true;
+    return h(
+      'tr',
+      { 'data-step': s.id, class: `sstate-${s.state}` },
+      h('td', { class: 'num' }, String(i + 1)),
+      h('td', { class: 'mono' }, s.id),
+      h('td', null, s.machine ?? '—'),
+      h('td', null, h('span', { class: `badge sstate-${s.state}` }, s.state), s.attempts > 1 ? ` (try ${s.attempts})` : ''),
+      h('td', { class: 'num', 'data-field': 'took' }, took(seconds)),
+      h('td', { class: 'track' }, bar),
+      h('td', { class: 'detail' }, s.error ?? ''),
+    );
+  };
   return h(
-    'tr',
-    { 'data-step': name },
-    h('td', null, String(i + 1)),
-    h('td', null, name),
-    h('td', null, h('span', { class: `badge sstate-${state}` }, state)),
-    h('td', null, typeof s['machine'] === 'string' ? s['machine'] : typeof s['host'] === 'string' ? s['host'] : '—'),
-    h('td', null, typeof s['message'] === 'string' ? s['message'] : typeof s['error'] === 'string' ? s['error'] : ''),
+    'table',
+    { class: 'steps grid' },
+    h('thead', null, h('tr', null, ['#', 'Step', 'Machine', 'State', 'Took', `Timeline (${took(span / 1000)} from the first start)`, 'Error'].map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', null, steps.map(row)),
   );
 }
 
@@ -123,6 +152,7 @@ export const clusterView: View = async (ctx, el) => {
     badge.textContent = cl.state;
     badge.className = `badge cstate-${cl.state}`;
     const steps = cl.steps ?? [];
+    const waiting = cl.orchestration?.waiting ?? [];
     const machines = cl.machines ?? [];
     members.clear();
     for (const m of machines) members.add(m.mac);
@@ -143,12 +173,15 @@ export const clusterView: View = async (ctx, el) => {
           ['Pod subnet', cl.podSubnet],
           ['Service subnet', cl.serviceSubnet],
           ['Control-plane endpoint', label(cl.controlPlaneEndpoint)],
+          ['API virtual IP', cl.vip ? `${cl.vip} (a load-balancer pair, keepalived)` : '—'],
         ].map(([k, v]) => [h('dt', null, k ?? ''), h('dd', null, v ?? '')]),
       ),
-      h('h2', null, 'Plan'),
-      steps.length === 0
-        ? h('p', null, 'No orchestration steps yet: the plan starts once its machines have phoned home.')
-        : h('table', { class: 'steps' }, h('thead', null, h('tr', null, ['#', 'Step', 'State', 'Machine', 'Detail'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', null, steps.map(stepRow))),
+      cl.upgrade ? upgradeSection(cl.upgrade) : null,
+      h('h2', null, 'Orchestration'),
+      waiting.length
+        ? h('div', { class: 'waiting', role: 'status', 'data-field': 'waiting' }, h('strong', null, 'Waiting: '), h('ul', null, waiting.map((w) => h('li', null, w))))
+        : null,
+      steps.length === 0 ? h('p', null, 'No orchestration steps yet: the plan starts once its machines have phoned home.') : timeline(steps),
       h('h2', null, 'Machines'),
       machines.length === 0
         ? h('p', null, 'No machines in this cluster yet.')
@@ -189,9 +222,13 @@ export const clusterView: View = async (ctx, el) => {
     result,
     live,
   );
+  const names = new Map((c.machines ?? []).map((m) => [m.mac, m.hostname ?? m.mac]));
+  const log = await eventLog({ cluster: name, nameOf: (mac) => names.get(mac) });
+  el.append(h('h2', null, 'Events'), log.el);
   const later = debouncer(300);
   ctx.live((e) => {
     if (e.cluster !== name && !(e.mac !== null && members.has(e.mac))) return;
+    log.onEvent(e);
     later('c', () => void api.cluster(name).then(fill, () => undefined));
   });
 };
@@ -225,3 +262,22 @@ export const clusterFormView: View = async (ctx, el) => {
   });
   replace(el, h('h1', { tabindex: '-1' }, 'New cluster'), box, form);
 };
+
+/** A rolling upgrade: from → to, its state (and why it stopped), and each node's progress. */
+function upgradeSection(u: NonNullable<Cluster['upgrade']>): HTMLElement {
+  const nodes = Object.entries(u.nodes ?? {});
+  return h(
+    'section',
+    { class: 'upgrade', 'data-field': 'upgrade', 'aria-label': 'Upgrade' },
+    h('h2', null, `Upgrade ${u.from} → ${u.to} `, h('span', { class: `badge upgrade-${u.state}` }, u.state)),
+    u.reason ? h('p', null, u.reason) : null,
+    nodes.length
+      ? h(
+          'table',
+          { class: 'upgrade-nodes' },
+          h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'node'), h('th', { scope: 'col' }, 'progress'))),
+          h('tbody', null, nodes.map(([n, st]) => h('tr', null, h('td', null, n), h('td', null, st)))),
+        )
+      : h('p', null, `Workers ${u.maxUnavailable} at a time, control-plane nodes one at a time.`),
+  );
+}

@@ -33,3 +33,16 @@ export const STATE_HINT: Record<string, string> = {
 export function label(v: string | null | undefined): string {
   return v === null || v === undefined || v === '' ? '—' : v;
 }
+
+/** "on · 4m ago": the cached power state and how old it is; "unknown" when never read. */
+export function powerText(state: string | null, at: string | null, now = Date.now()): string {
+  if (!state) return 'unknown';
+  return at ? `${state} · ${elapsed(at, now)} ago` : state;
+}
+
+/** Machine states in the order a tech wants to see them: trouble first, then the boot path. */
+export const STATE_ORDER = ['failed', 'reimaging', 'discovered', 'assigned', 'provisioning', 'installed', 'ready', 'joining', 'joined'];
+
+export function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}

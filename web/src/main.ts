@@ -5,6 +5,8 @@ import { importView } from './import.js';
 import { onLiveState, startLive, stopLive, subscribe, type LiveState } from './live.js';
 import { machineFormView } from './machine-form.js';
 import { machineView } from './machine.js';
+import { machinesView } from './machines.js';
+import { eventsView } from './events.js';
 import { racksView } from './racks.js';
 import type { View } from './view.js';
 
@@ -23,6 +25,8 @@ interface Route {
 
 const ROUTES: readonly Route[] = [
   { pattern: /^#?\/?$/, view: racksView, role: 'viewer' },
+  { pattern: /^#\/machines(?:\?.*)?$/, view: machinesView, role: 'viewer' },
+  { pattern: /^#\/events(?:\?.*)?$/, view: eventsView, role: 'viewer' },
   { pattern: /^#\/machines\/new$/, view: machineFormView, role: 'admin' },
   { pattern: /^#\/machines\/([^/]+)\/edit$/, view: machineFormView, role: 'admin' },
   { pattern: /^#\/machines\/([^/]+)$/, view: machineView, role: 'viewer' },

@@ -3,7 +3,7 @@ import { notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
 import { parseWith } from '../errors.js';
 import { pathMac, type ApiRoute } from './router.js';
-import { rackSchema } from './schemas.js';
+import { macSchema, rackSchema } from './schemas.js';
 
 /**
  * The power routes: machine power, reimage, rack power jobs. The HTTP layer parses and renders;
@@ -27,6 +27,10 @@ export interface PowerApi {
   identify(mac: Mac, opts: { readonly on: boolean; readonly seconds: number | null; readonly source: string }): Promise<Record<string, unknown>>;
   rackPower(rack: string, opts: RackPowerInput): Promise<Record<string, unknown>>;
   rackJob(rack: string, id: string): Record<string, unknown> | null;
+  /** A job over selected machines (the console's bulk power), run like a rack job. */
+  powerJob(opts: Omit<RackPowerInput, 'source'> & { readonly macs: readonly Mac[]; readonly source: string }): Promise<Record<string, unknown>>;
+  /** Any power job, rack or selection, by id. */
+  job(id: string): Record<string, unknown> | null;
 }
 
 export const machinePowerSchema = z.object({ action: z.enum(POWER_ACTIONS) }).strict();
@@ -45,6 +49,9 @@ export const rackPowerSchema = z
   })
   .strict();
 
+export const powerJobSchema = rackPowerSchema
+  .extend({ macs: z.array(macSchema).min(1, 'select at least one machine').max(10_000).describe('the machines, in any MAC form') })
+  .strict();
 export const identifySchema = z
   .object({
     on: z.boolean().describe('true lights the locator LED, false turns it off'),
@@ -98,6 +105,27 @@ export function powerRoutes(api: PowerApi): ApiRoute[] {
         const body = parseWith(rackPowerSchema, req.body);
         const job = await api.rackPower(rack, { ...body, source: source(req) });
         res.status(202).location(`/api/v1/racks/${rack}/power/${String(job['id'])}`).json(job);
+      },
+    },
+    {
+      method: 'post',
+      path: '/power/jobs',
+      role: 'operator',
+      handler: async (req, res) => {
+        const body = parseWith(powerJobSchema, req.body);
+        const job = await api.powerJob({ ...body, source: source(req) });
+        res.status(202).location(`/api/v1/power/jobs/${String(job['id'])}`).json(job);
+      },
+    },
+    {
+      method: 'get',
+      path: '/power/jobs/:job',
+      role: 'viewer',
+      handler: async (req, res) => {
+        const id = parseWith(jobIdSchema, req.params['job'], 'job');
+        const job = api.job(id);
+        if (!job) throw notFound('ERR_UNKNOWN_JOB', `no power job ${id} (jobs are kept in memory until racksmith restarts; the machines' events keep the results)`);
+        res.json(job);
       },
     },
     {

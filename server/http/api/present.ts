@@ -1,5 +1,6 @@
 import { macReported } from '../../inventory/bmc-facts.js';
 import type { Cluster, InventoryEvent, Machine } from '../../inventory/model.js';
+import type { ClusterOut, EventOut, MachineOut } from './responses.js';
 import { bootStall, loaderOfBootfile } from '../../boot/loaders.js';
 import { checkTopology } from '../../clusters/topology.js';
 import { apiEndpoint } from '../../clusters/load-balancers.js';
@@ -8,7 +9,7 @@ import { apiEndpoint } from '../../clusters/load-balancers.js';
  * The user-facing JSON of inventory objects, kept apart from the model. Write-only fields (BMC
  * password, seed token) have no path out of here.
  */
-export function presentMachine(m: Machine): Record<string, unknown> {
+export function presentMachine(m: Machine): MachineOut {
   return {
     mac: m.mac,
     hostname: m.hostname,
@@ -16,6 +17,7 @@ export function presentMachine(m: Machine): Record<string, unknown> {
     cluster: m.cluster,
     ip: m.ip,
     rack: m.rack,
+    unit: m.unit,
     bmc: m.bmc && {
       driver: m.bmc.driver,
       address: m.bmc.address,
@@ -54,6 +56,8 @@ export function presentMachine(m: Machine): Record<string, unknown> {
     stateChangedAt: m.stateChangedAt,
     createdAt: m.createdAt,
     updatedAt: m.updatedAt,
+    powerState: m.powerState,
+    powerStateAt: m.powerStateAt,
   };
 }
 
@@ -69,7 +73,7 @@ export const DEFAULT_POD_SUBNET: Record<Cluster['cni'], string> = {
 };
 export const DEFAULT_SERVICE_SUBNET = '10.96.0.0/12';
 
-export function presentCluster(c: Cluster, machines: readonly Machine[]): Record<string, unknown> {
+export function presentCluster(c: Cluster, machines: readonly Machine[]): ClusterOut {
   return {
     name: c.name,
     os: c.os,
@@ -95,6 +99,6 @@ export function presentCluster(c: Cluster, machines: readonly Machine[]): Record
   };
 }
 
-export function presentEvent(e: InventoryEvent): Record<string, unknown> {
+export function presentEvent(e: InventoryEvent): EventOut {
   return { id: e.id, at: e.at, mac: e.mac, cluster: e.cluster, type: e.type, source: e.source, message: e.message, data: e.data };
 }

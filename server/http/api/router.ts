@@ -8,23 +8,26 @@ import type { VipProblem } from '../../clusters/load-balancers.js';
 import { authenticate, principalOf, requireRole, SESSION_COOKIE } from '../auth.js';
 import { parseWith } from '../errors.js';
 import { createEventStream, type EventStream } from '../event-stream.js';
-import { parseMachinesCsv } from './csv.js';
+import { parseMachinesSheet } from './csv.js';
 import { guardClusterChange, guardPlacements } from './cluster-rules.js';
 import { createResponseCache } from './response-cache.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, presentCluster, presentEvent, presentMachine } from './present.js';
 import { nextStallAt } from '../../boot/loaders.js';
 import {
+  bulkMachinePatchSchema,
   clusterNameSchema,
   clusterPatchSchema,
   emptyQuerySchema,
   encodeMachineCursor,
   eventQuerySchema,
+  importQuerySchema,
   machinePatchSchema,
   machineQuerySchema,
   macSchema,
   newClusterSchema,
   newMachineSchema,
   sessionSchema,
+  siteEventQuerySchema,
   deleteMachineQuerySchema,
 } from './schemas.js';
 
@@ -195,12 +198,35 @@ export function apiRouter(deps: ApiDeps): Router {
   });
 
   // ── machines ──────────────────────────────────────────────────────────────
-  route('post', '/machines/import', 'admin', noQuery, csv, async (req, res) => {
+  route('post', '/machines/import', 'admin', csv, async (req, res) => {
+    const { mode } = parseWith(importQuerySchema, req.query, 'query');
     if (typeof req.body !== 'string') throw new AppError('unsupported-media-type', 'ERR_CONTENT_TYPE', 'send the CSV with Content-Type: text/csv', 'content-type');
-    const rows = parseMachinesCsv(req.body);
+    const { rows, delimiter } = parseMachinesSheet(req.body);
     const warnings = await guardPlacements(machines, clusters, rows);
-    const created = await machines.importAll(rows);
-    res.status(201).json({ imported: created.length, machines: created.map(presentMachine), warnings });
+    const results = mode === 'upsert' ? await machines.upsertAll(rows) : (await machines.importAll(rows)).map((machine) => ({ machine, outcome: 'created' as const }));
+    const count = (o: string): number => results.filter((r) => r.outcome === o).length;
+    res.status(201).json({
+      imported: count('created') + count('updated'),
+      created: count('created'),
+      updated: count('updated'),
+      unchanged: count('unchanged'),
+      delimiter,
+      machines: results.map((r) => presentMachine(r.machine)),
+      warnings,
+    });
+  });
+  route('patch', '/machines', 'admin', noQuery, ...jsonBody, async (req, res) => {
+    const { macs, patch } = parseWith(bulkMachinePatchSchema, req.body);
+    const unique = [...new Set(macs)];
+    // The same cluster rules as one machine's PATCH, for the whole selection at once.
+    const placements = [];
+    for (const mac of unique) {
+      const m = await machines.get(mac);
+      if (m) placements.push({ mac: m.mac, hostname: m.hostname, role: patch.role === undefined ? m.role : patch.role, cluster: patch.cluster === undefined ? m.cluster : patch.cluster });
+    }
+    const warnings = await guardPlacements(machines, clusters, placements);
+    const updated = await machines.updateAll(unique, patch, `api:${req.principal?.name ?? 'unknown'}`);
+    res.json({ updated: updated.length, machines: updated.map(presentMachine), warnings });
   });
   route('post', '/machines', 'admin', noQuery, ...jsonBody, async (req, res) => {
     const body = parseWith(newMachineSchema, req.body);
@@ -260,6 +286,24 @@ export function apiRouter(deps: ApiDeps): Router {
     const m = await loadMachine(req);
     const q = parseWith(eventQuerySchema, req.query, 'query');
     res.json((await events.list({ mac: m.mac, afterId: q.after, limit: q.limit })).map(presentEvent));
+  });
+
+  route('get', '/events', 'viewer', async (req, res) => {
+    const q = parseWith(siteEventQuerySchema, req.query, 'query');
+    if (q.cluster !== undefined) await loadCluster(q.cluster);
+    const list = await events.list({ cluster: q.cluster, mac: q.mac, type: q.type, afterId: q.after, beforeId: q.before, limit: q.limit ?? 500, newest: q.after === undefined });
+    res.json(list.map(presentEvent));
+  });
+  route('get', '/racks', 'viewer', noQuery, async (_req, res) => {
+    const racks = new Map<string, { machines: number; states: Record<string, number> }>();
+    for (const m of await machines.list()) {
+      if (m.rack === null) continue;
+      const r = racks.get(m.rack) ?? { machines: 0, states: {} };
+      r.machines++;
+      r.states[m.state] = (r.states[m.state] ?? 0) + 1;
+      racks.set(m.rack, r);
+    }
+    res.json([...racks].sort(([a], [b]) => a.localeCompare(b, undefined, { numeric: true })).map(([name, r]) => ({ name, ...r })));
   });
 
   route('get', '/whoami', 'viewer', noQuery, (req, res) => {

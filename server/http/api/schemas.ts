@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { parseIPv4 } from '../../lib/ipv4.js';
 import { macRefusal, parseMac, type Mac } from '../../lib/mac.js';
-import { BOOT_LOADERS, CNIS, CONTAINER_RUNTIMES, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
+import { BOOT_LOADERS, CNIS, CONTAINER_RUNTIMES, MAX_RACK_UNIT, ROLES, UBUNTU_RELEASES } from '../../inventory/model.js';
 import { INSTALL_DISK_RULES, INSTALL_METHODS, OS_IDS, installMethodProblem, osOfUbuntuRelease, ubuntuReleaseOf } from '../../inventory/os.js';
 import { imageSource } from '../../config/settings.js';
 import { INSTALL_DISK_HELP, isInstallDisk } from '../../seeds/install-disk.js';
@@ -43,6 +43,9 @@ export const clusterNameSchema = z
   .regex(/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/, 'expected a cluster name: lower-case letters, digits and inner hyphens, at most 40 characters');
 
 export const rackSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a rack name: letters, digits, ".", "_" or "-", at most 64 characters');
+
+/** Rack unit: 1 is the bottom slot. */
+export const unitSchema = z.number().int(`expected a whole rack unit from 1 to ${MAX_RACK_UNIT}`).min(1, `expected a rack unit from 1 to ${MAX_RACK_UNIT}`).max(MAX_RACK_UNIT, `expected a rack unit from 1 to ${MAX_RACK_UNIT}`);
 
 const cidrSchema = z.string().refine((s) => {
   const [ip, bits, ...rest] = s.split('/');
@@ -190,6 +193,7 @@ export const newMachineSchema = z
     cluster: clusterNameSchema,
     ip: ipv4Schema.optional(),
     rack: rackSchema.optional(),
+    unit: unitSchema.optional(),
     bmc: newBmcSchema.optional(),
     installDisk: installDiskSchema.optional(),
     bootLoader: z.enum(BOOT_LOADERS).nullable().optional(),
@@ -204,10 +208,19 @@ export const machinePatchSchema = z
     cluster: clusterNameSchema.nullable().optional(),
     ip: ipv4Schema.nullable().optional(),
     rack: rackSchema.nullable().optional(),
+    unit: unitSchema.nullable().optional(),
     bmc: bmcPatchSchema.nullable().optional(),
     installDisk: installDiskSchema.nullable().optional(),
     bootLoader: z.enum(BOOT_LOADERS).nullable().optional(),
     secureBoot: z.boolean().nullable().optional(),
+  })
+  .strict();
+
+/** The same change for several machines at once (the console's bulk "assign"), all or none. */
+export const bulkMachinePatchSchema = z
+  .object({
+    macs: z.array(macSchema).min(1, 'select at least one machine').max(10_000),
+    patch: machinePatchSchema.pick({ role: true, cluster: true, rack: true }).refine((p) => Object.keys(p).length > 0, 'give role, cluster or rack'),
   })
   .strict();
 
@@ -263,6 +276,22 @@ export const emptyQuerySchema = z.object({}).strict();
 /** `DELETE /machines/{mac}?force=true`: take a node that no longer answers out of its cluster anyway. */
 export const deleteMachineQuerySchema = z
   .object({ force: z.enum(['true', 'false']).optional().transform((v) => v === 'true') })
+  .strict();
+
+/** `POST /machines/import?mode=upsert`: a re-imported sheet updates the machines it knows (by MAC). */
+export const importQuerySchema = z.object({ mode: single(z.enum(['create', 'upsert'])) }).strict();
+
+const eventIdQuery = z.string().regex(/^\d{1,15}$/, 'expected an event id').transform(Number);
+/** `GET /events`: the site's event log, or a cluster's or machine's, newest `limit` unless `after` is given. */
+export const siteEventQuerySchema = z
+  .object({
+    cluster: single(clusterNameSchema),
+    mac: single(macSchema),
+    type: single(z.string().regex(/^[a-z][a-z0-9.-]{0,63}$/, 'expected an event type such as power or dhcp.discover')),
+    after: single(eventIdQuery),
+    before: single(eventIdQuery),
+    limit: single(z.string().regex(/^\d{1,5}$/, 'expected a number from 1 to 10000').transform(Number).refine((n) => n >= 1 && n <= 10_000, 'expected a number from 1 to 10000')),
+  })
   .strict();
 
 /** The console's sign-in form. */

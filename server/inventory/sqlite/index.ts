@@ -95,10 +95,20 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
         where.push('id > ?');
         params.push(q.afterId);
       }
+      if (q.beforeId !== undefined) {
+        where.push('id < ?');
+        params.push(q.beforeId);
+      }
+      if (q.type !== undefined) {
+        // The type itself or a sub-type: "power" is power and power.job, not powered.
+        where.push("(type = ? OR substr(type, 1, length(?) + 1) = ? || '.')");
+        params.push(q.type, q.type, q.type);
+      }
       params.push(Math.min(Math.max(q.limit ?? 1000, 1), 10_000));
-      return sql<unknown[], EventRow>(`SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id LIMIT ?`)
-        .all(...params)
-        .map(eventFromRow);
+      const newest = q.newest === true && q.afterId === undefined;
+      const rows = sql<unknown[], EventRow>(`SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id ${newest ? 'DESC' : ''} LIMIT ?`).all(...params);
+      if (newest) rows.reverse();
+      return rows.map(eventFromRow);
     },
     async latestId() {
       return db.prepare<[], { id: number | null }>('SELECT MAX(id) AS id FROM events').get()?.id ?? 0;

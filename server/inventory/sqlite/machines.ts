@@ -4,7 +4,7 @@ import type { Mac } from '../../lib/mac.js';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import { transition, type MachineEventType } from '../lifecycle.js';
 import type { InstalledDisk, Machine, SshHostKey } from '../model.js';
-import type { BootScriptRecord, BootScriptOutcome, ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext } from '../store.js';
+import type { BootScriptRecord, BootScriptOutcome, ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext, UpsertResult } from '../store.js';
 import { prepared, type Db } from './db.js';
 import { MACHINE_COLUMNS, bmcOptionsToJson, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
 
@@ -85,6 +85,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       cluster: input.cluster,
       ip: input.ip ?? null,
       rack: input.rack ?? null,
+      unit: input.unit ?? null,
       bmc_driver: bmc ? bmc.driver : null,
       bmc_address: bmc ? bmc.address : null,
       bmc_port: bmc?.port ?? null,
@@ -100,7 +101,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     guarded(() => {
       if (existing) {
         sql(
-          `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack,
+          `UPDATE machines SET hostname=@hostname, role=@role, cluster=@cluster, ip=@ip, rack=@rack, unit=@unit,
              bmc_driver=@bmc_driver, bmc_address=@bmc_address, bmc_port=@bmc_port, bmc_username=@bmc_username,
              bmc_password_sealed=@bmc_password_sealed, bmc_cipher_suite=@bmc_cipher_suite, bmc_options=@bmc_options, install_disk=@install_disk,
              seed_token_hash=@seed_token_hash, seed_token_sealed=@seed_token_sealed, seed_token_address=NULL, updated_at=@at
@@ -108,9 +109,9 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
         ).run(values);
       } else {
         sql(
-          `INSERT INTO machines (mac, hostname, role, cluster, ip, rack, bmc_driver, bmc_address, bmc_port, bmc_username,
+          `INSERT INTO machines (mac, hostname, role, cluster, ip, rack, unit, bmc_driver, bmc_address, bmc_port, bmc_username,
              bmc_password_sealed, bmc_cipher_suite, bmc_options, install_disk, seed_token_hash, seed_token_sealed, state, state_changed_at, created_at, updated_at)
-           VALUES (@mac, @hostname, @role, @cluster, @ip, @rack, @bmc_driver, @bmc_address, @bmc_port, @bmc_username,
+           VALUES (@mac, @hostname, @role, @cluster, @ip, @rack, @unit, @bmc_driver, @bmc_address, @bmc_port, @bmc_username,
              @bmc_password_sealed, @bmc_cipher_suite, @bmc_options, @install_disk, @seed_token_hash, @seed_token_sealed, 'discovered', @at, @at, @at)`,
         ).run(values);
       }
@@ -218,6 +219,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     if (patch.ip !== undefined) set('ip', patch.ip);
     if (patch.rack !== undefined) set('rack', patch.rack);
     if (patch.installDisk !== undefined) set('install_disk', patch.installDisk);
+    if (patch.unit !== undefined) set('unit', patch.unit);
     if (patch.bootLoader !== undefined) set('boot_loader', patch.bootLoader);
     if (patch.secureBoot !== undefined) set('secure_boot', patch.secureBoot === null ? null : patch.secureBoot ? 1 : 0);
     if (patch.bmc === null) {
@@ -253,7 +255,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       const changed = Object.keys(patch).filter((k) => k !== 'bmc');
       // Old and new values, so that a view filtered by rack or cluster hears of a machine leaving it.
       const changes: Record<string, { from: unknown; to: unknown }> = {};
-      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'installDisk', 'bootLoader', 'secureBoot'] as const) {
+      for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'unit', 'installDisk', 'bootLoader', 'secureBoot'] as const) {
         if (patch[k] !== undefined && patch[k] !== before[k]) changes[k] = { from: before[k], to: patch[k] };
       }
       appendEvent({
@@ -275,6 +277,59 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       return applyTransition(mac, 'unassign', { source, message: 'role or cluster removed' });
     }
     return load(mac);
+  }
+
+  /** A MAC, host name or IP twice in one sheet: the second row is named with the first. */
+  function noDuplicateRows(rows: readonly ImportRow[]): void {
+    const seen = new Map<string, number>();
+    for (const r of rows) {
+      for (const [field, value] of [['mac', r.mac], ['hostname', r.hostname], ['ip', r.ip]] as const) {
+        if (value == null) continue;
+        const key = `${field}=${value}`;
+        const first = seen.get(key);
+        if (first !== undefined) throw conflict('ERR_DUPLICATE', `row ${r.row}, column ${field}: "${value}" is also in row ${first}`, field);
+        seen.set(key, r.row);
+      }
+    }
+  }
+
+  /** Names the CSV row and column in a store error, the way an admin finds the cell to fix. */
+  function atRow<T>(r: ImportRow, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof AppError) {
+        const column = err.field === 'bmc.password' ? 'bmc_password' : err.field?.replace('bmc.', 'bmc_') ?? 'mac';
+        throw new AppError(err.kind, err.code, `row ${r.row}, column ${column}: ${err.message}`, column, [{ row: r.row, field: column, message: err.message }]);
+      }
+      throw err;
+    }
+  }
+
+  /** One row of a re-imported sheet: created, or the known machine brought in line with it. */
+  function upsertRow(r: ImportRow): UpsertResult {
+    const existing = byMac.get(r.mac);
+    if (!existing || existing.state === 'discovered') return { machine: insertOrAdopt(r), outcome: 'created' };
+    const before = machineFromRow(existing);
+    const patch: { -readonly [K in keyof MachinePatch]: MachinePatch[K] } = {};
+    for (const k of ['hostname', 'role', 'cluster', 'ip', 'rack', 'unit'] as const) {
+      const v = r[k];
+      if (v !== undefined && v !== null && v !== before[k]) (patch as Record<string, unknown>)[k] = v;
+    }
+    if (r.bmc) {
+      const b = r.bmc;
+      const old = before.bmc;
+      const bmc: Record<string, unknown> = {};
+      if (b.address !== old?.address) bmc['address'] = b.address;
+      if (b.username !== old?.username) bmc['username'] = b.username;
+      if (b.port != null && b.port !== old?.port) bmc['port'] = b.port;
+      if (b.cipherSuite != null && b.cipherSuite !== old?.cipherSuite) bmc['cipherSuite'] = b.cipherSuite;
+      const stored = sealedOf.get(r.mac)?.bmc_password_sealed;
+      if (!stored || box.open(stored) !== b.password) bmc['password'] = b.password;
+      if (Object.keys(bmc).length > 0) patch.bmc = bmc;
+    }
+    if (Object.keys(patch).length === 0) return { machine: before, outcome: 'unchanged' };
+    return { machine: update(r.mac, patch, 'import'), outcome: 'updated' };
   }
 
   return {
@@ -307,33 +362,42 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       db.transaction(() => {
         const m = load(mac);
         sql('DELETE FROM machines WHERE mac = ?').run(mac);
-        appendEvent({ mac, cluster: m.cluster, type: 'machine.deleted', source: 'api', message: `machine ${m.hostname ?? mac} deleted` });
+        // Its placement goes with the event: the row is gone, and a view filtered by rack still hears of it.
+        appendEvent({ mac, cluster: m.cluster, type: 'machine.deleted', source: 'api', message: `machine ${m.hostname ?? mac} deleted`, data: { hostname: m.hostname, rack: m.rack } });
       }).immediate();
     },
     async importAll(rows: readonly ImportRow[]) {
       return db
         .transaction(() => {
-          const seen = new Map<string, number>();
-          for (const r of rows) {
-            for (const [field, value] of [['mac', r.mac], ['hostname', r.hostname], ['ip', r.ip]] as const) {
-              if (value == null) continue;
-              const key = `${field}=${value}`;
-              const first = seen.get(key);
-              if (first !== undefined) throw conflict('ERR_DUPLICATE', `row ${r.row}, column ${field}: "${value}" is also in row ${first}`, field);
-              seen.set(key, r.row);
-            }
-          }
-          return rows.map((r) => {
-            try {
-              return insertOrAdopt(r);
-            } catch (err) {
-              // Name the CSV row and column, the way an admin finds the cell to fix.
-              if (err instanceof AppError) throw new AppError(err.kind, err.code, `row ${r.row}, column ${err.field ?? 'mac'}: ${err.message}`, err.field);
-              throw err;
-            }
-          });
+          noDuplicateRows(rows);
+          return rows.map((r) => atRow(r, () => insertOrAdopt(r)));
         })
         .immediate();
+    },
+    async upsertAll(rows: readonly ImportRow[]) {
+      return db
+        .transaction(() => {
+          noDuplicateRows(rows);
+          return rows.map((r) => atRow(r, () => upsertRow(r)));
+        })
+        .immediate();
+    },
+    async updateAll(macs, patch, source) {
+      return db
+        .transaction(() =>
+          macs.map((mac) => {
+            try {
+              return update(mac, patch, source);
+            } catch (err) {
+              if (err instanceof AppError) throw new AppError(err.kind, err.code, `${mac}: ${err.message}`, err.field);
+              throw err;
+            }
+          }),
+        )
+        .immediate();
+    },
+    async setPowerState(mac, state, at) {
+      sql('UPDATE machines SET power_state=?, power_state_at=? WHERE mac=?').run(state, at, mac);
     },
     async transition(mac, event, ctx) {
       return db.transaction(() => applyTransition(mac, event, ctx)).immediate();

@@ -246,4 +246,16 @@ export const MIGRATIONS: readonly Migration[] = [
       UPDATE machines SET install_started_at = state_changed_at WHERE state IN ('provisioning', 'installed');
     `,
   },
+  {
+    version: 11,
+    name: 'rack unit and cached power state',
+    // unit: the machine's rack unit from the sheet (1 = bottom), for a rack view in rack order.
+    // power_state/_at: what the BMC last said (a status call) or what a power action just did,
+    // so viewers see it without a BMC call of their own.
+    sql: `
+      ALTER TABLE machines ADD COLUMN unit INTEGER;
+      ALTER TABLE machines ADD COLUMN power_state TEXT CHECK (power_state IN ('on', 'off'));
+      ALTER TABLE machines ADD COLUMN power_state_at TEXT;
+    `,
+  },
 ];

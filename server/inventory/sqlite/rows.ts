@@ -55,6 +55,7 @@ export interface MachineRow {
   cluster: string | null;
   ip: string | null;
   rack: string | null;
+  unit: number | null;
   bmc_driver: string | null;
   bmc_address: string | null;
   bmc_port: number | null;
@@ -91,6 +92,8 @@ export interface MachineRow {
   install_disk: string | null;
   installed_disk: string | null;
   install_started_at: string | null;
+  power_state: string | null;
+  power_state_at: string | null;
 }
 
 /**
@@ -104,6 +107,7 @@ export const MACHINE_COLUMNS = [
   'last_seen', 'state_changed_at', 'created_at', 'updated_at',
   'boot_loader', 'secure_boot', 'secure_boot_seen', 'bootfile', 'bootfile_at', 'loader_at',
   'bmc_options', 'bmc_facts', 'install_disk', 'installed_disk', 'install_started_at',
+  'unit', 'power_state', 'power_state_at',
 ].join(', ');
 
 export type MachineViewRow = Omit<MachineRow, 'bmc_password_sealed' | 'seed_token_hash' | 'seed_token_sealed' | 'seed_token_address'> & { bmc_password_set: number };
@@ -118,6 +122,7 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
     cluster: r.cluster,
     ip: r.ip,
     rack: r.rack,
+    unit: r.unit,
     bmc:
       r.bmc_driver === null
         ? null
@@ -156,6 +161,8 @@ export function machineFromRow(r: MachineRow | MachineViewRow): Machine {
     stateChangedAt: r.state_changed_at,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
+    powerState: r.power_state as Machine['powerState'],
+    powerStateAt: r.power_state_at,
   };
 }
 

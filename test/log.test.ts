@@ -1,0 +1,75 @@
+import { Writable } from 'node:stream';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createLogger } from '../server/lib/log.js';
+import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
+
+/**
+ * Logs a person and a collector can both read: JSON lines when stdout is not a terminal (no key
+ * twice in a line, the access log's `path` always the full request path with seed tokens
+ * redacted, the console's URL on the startup line), and readable lines on a terminal.
+ */
+const test = suite('log: JSON for collectors, readable lines on a terminal, one path, no repeated keys');
+
+let rs: RacksmithProcess;
+
+test.before(async () => {
+  rs = await startRacksmith({ env: { RACKSMITH_LOG_LEVEL: 'debug' } });
+});
+
+test.after(async () => {
+  await rs?.stop();
+  rs?.cleanup();
+});
+
+/** Parses a JSON line, failing on a key that appears twice in one object. */
+function parseStrict(line: string): Record<string, unknown> {
+  const dup: string[] = [];
+  // JSON.parse keeps the last of two equal keys; count them from the text's objects instead.
+  const keys = [...line.matchAll(/[{,]"([^"\\]+)":/g)].map((m) => m[1]);
+  const top = JSON.parse(line) as Record<string, unknown>;
+  for (const k of Object.keys(top)) if (keys.filter((x) => x === k).length > 1 && !nestedHas(top, k)) dup.push(k);
+  assert.equal(dup, [], `a key twice in: ${line}`);
+  return top;
+}
+
+function nestedHas(o: Record<string, unknown>, key: string): boolean {
+  return Object.values(o).some((v) => v !== null && typeof v === 'object' && (key in (v as object) || nestedHas(v as Record<string, unknown>, key)));
+}
+
+test('piped stdout: JSON lines, the console URL on the startup line, full paths, seed tokens redacted', async () => {
+  const admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
+  assert.is((await api(rs.url, admin, 'GET', '/api/v1/machines')).status, 200);
+  assert.is((await api(rs.url, admin, 'GET', '/api/v1/machines/52:54:00:00:00:99')).status, 404);
+  await api(rs.url, null, 'GET', '/seed/rs_secretseedtoken123/user-data');
+  await api(rs.url, null, 'GET', '/healthz?x=1');
+  await new Promise((r) => setTimeout(r, 200));
+  const lines = rs.output().split('\n').filter((l) => l.trim() !== '');
+  const entries = lines.map(parseStrict);
+  const serving = entries.find((e) => String(e['msg']).startsWith('serving'));
+  assert.ok(serving, 'a startup line');
+  assert.match(String(serving['msg']), new RegExp(`console at ${rs.url.replace(/\./g, '\\.')}/`));
+  assert.is(serving['console'], `${rs.url}/`);
+  const paths = entries.filter((e) => e['msg'] === 'http').map((e) => `${String(e['status'])} ${String(e['path'])}`);
+  for (const want of ['200 /api/v1/machines', '404 /api/v1/machines/52:54:00:00:00:99', '404 /seed/[redacted]/user-data', '200 /healthz']) assert.ok(paths.includes(want), `${want} in ${paths.join(', ')}`);
+  assert.not.ok(rs.output().includes('rs_secretseedtoken123'), 'a seed token in the log');
+});
+
+test('on a terminal: one readable line per entry, with the request line and the same redaction', () => {
+  let out = '';
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      out += chunk.toString();
+      cb();
+    },
+  });
+  const log = createLogger('info', sink, { pretty: true, colour: false });
+  log.child({ reqId: 'r1' }).info({ method: 'GET', path: '/api/v1/machines', status: 200, ms: 1.5, remote: '127.0.0.1' }, 'http');
+  log.warn({ bmc: { password: 'hunter2' } }, 'a BMC said no');
+  const [access, warn] = out.trimEnd().split('\n');
+  assert.match(access ?? '', /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] INFO: http GET \/api\/v1\/machines 200 1\.5 ms \{"reqId":"r1","remote":"127\.0\.0\.1"\}$/);
+  assert.match(warn ?? '', /WARN: a BMC said no \{"bmc":\{"password":"\[redacted\]"\}\}$/);
+  assert.not.ok(out.includes('hunter2'));
+});
+
+test.run();
