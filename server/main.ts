@@ -56,6 +56,7 @@ import { resolveInstallers } from './boot/releases.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
 import { findSignedChains } from './boot/loaders.js';
+import { fetchSignedDebs, signedBootDirs } from './boot/signed-debs.js';
 import { installerTables } from './boot/releases.js';
 import { bootFiles } from './boot/tftp-files.js';
 import { layeredSource } from './lib/files.js';
@@ -259,7 +260,12 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   // Before HTTP, so it stops after it: the server waits for the workers' connections, cut at its grace.
   services.push(fileWorkers);
   services.push(createHttpService(config, app, undefined, () => fileWorkers.abort()));
-  services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp }));
+  // The signed chain's packages, when the site names them, are fetched before DHCP decides which
+  // architectures have a signed chain (a cached one needs no network).
+  const artifactsCacheDir = config.artifactsCacheDir ?? join(config.dataDir, 'artifacts');
+  await fetchSignedDebs({ debs: config.signedBootDebs ?? [], store: artifacts, cacheDir: artifactsCacheDir, log: log.child({ svc: 'artifacts' }) });
+  const signedDirs = signedBootDirs(config.signedBootDir, artifactsCacheDir);
+  services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp, signedBootDirs: signedDirs }));
   // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
   // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).
   const leaseResolver = async (ip: string): Promise<Mac | null> => {
@@ -284,7 +290,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       log: log.child({ svc: 'tftp' }),
     },
     artifacts,
-    chains: findSignedChains(config.signedBootDir ? [config.signedBootDir] : []),
+    chains: findSignedChains(signedDirs),
     baseUrl: `http://${config.advertiseAddress ?? '127.0.0.1'}:${config.httpPort}`,
   });
   const tftpSource = layeredSource([signedBoot, tftpFiles(config).source]);
