@@ -1,12 +1,12 @@
 import { api, can, errorText, type InventoryEvent, type Machine } from './api.js';
 import { h, notice, replace } from './dom.js';
-import { elapsed, label, STATE_HINT } from './format.js';
+import { bootSummary, elapsed, label, STATE_HINT } from './format.js';
 import { debouncer } from './live.js';
 import type { View } from './view.js';
 
 /**
  * The rack view: machines grouped by rack, one tile each with host name, role, state, current
- * boot step and time in state. State events update a tile at once; every event then re-reads
+ * boot step, firmware/arch/boot loader/Secure Boot as seen, and time in state. State events update a tile at once; every event then re-reads
  * that machine (debounced) for its step, host name and rack.
  */
 
@@ -22,6 +22,7 @@ function tile(m: Machine): HTMLElement {
       h('span', { class: 'role' }, label(m.role)),
       h('span', { class: 'state' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), h('span', { 'data-field': 'state' }, m.state)),
       h('span', { class: 'step' }, 'boot step: ', h('span', { 'data-field': 'step' }, label(m.lastStep))),
+      h('span', { class: 'boot', 'data-field': 'boot' }, bootSummary(m)),
       h('span', { class: 'for' }, 'in state for ', h('span', { 'data-field': 'elapsed', 'data-since': m.stateChangedAt }, elapsed(m.stateChangedAt))),
       h('span', { class: 'hint' }, m.state === 'failed' && m.failure ? `failed at ${label(m.failure.step)}: ${label(m.failure.reason)}` : m.boot?.stuck ? m.boot.stuck.message : (STATE_HINT[m.state] ?? '')),
     ),
