@@ -15,6 +15,7 @@ import { bootFiles } from '../server/boot/tftp-files.js';
 import { loadConfig } from '../server/config/load.js';
 import { silentLogger } from '../server/lib/log.js';
 import { GUEST_CACHE } from './lib/guest/build.js';
+import { startRacksmith } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
 const run = promisify(execFile);
@@ -184,6 +185,19 @@ test('a package holding neither shim nor GRUB is refused; one dropped from the l
     assert.is(cacheOnly(cache).x86_64, undefined, 'shim alone is no chain');
   } finally {
     delete debs['empty'];
+  }
+});
+
+test('racksmith serve takes the chain from the packages at start, before its services', async () => {
+  const cache = join(work, 'cache');
+  const rs = await startRacksmith({ env: { RACKSMITH_ARTIFACTS_CACHE_DIR: cache, RACKSMITH_SIGNED_BOOT_DEBS: JSON.stringify(pins(...PACKAGES)) } });
+  try {
+    assert.equal(await listSignedBoot(cache), ['x86_64/grubx64.efi', 'x86_64/shimx64.efi'], 'laid out before /healthz answered');
+    assert.equal(hits.sort(), pins(...PACKAGES).map((d) => new URL(d.url).pathname).sort());
+    assert.match(rs.output(), /signed boot loaders taken from their package/);
+  } finally {
+    await rs.stop();
+    rs.cleanup();
   }
 });
 
