@@ -60,6 +60,7 @@ import { createDeadlineService } from './seeds/deadline.js';
 import { createArpResolver, firstResolver } from './lib/neighbours.js';
 import { createTftpService, tftpFiles } from './tftp/index.js';
 import { findSignedChains } from './boot/loaders.js';
+import { fetchSignedDebs, signedBootDirs } from './boot/signed-debs.js';
 import { bootFiles } from './boot/tftp-files.js';
 import { layeredSource } from './lib/files.js';
 import { vipChecker } from './clusters/load-balancers.js';
@@ -307,7 +308,12 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   // Before HTTP, so it stops after it: the server waits for the workers' connections, cut at its grace.
   services.push(fileWorkers);
   services.push(createHttpService(config, app, undefined, () => fileWorkers.abort()));
-  services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp }));
+  // The signed chain's packages, when the site names them, are fetched before DHCP decides which
+  // architectures have a signed chain (a cached one needs no network).
+  const artifactsCacheDir = config.artifactsCacheDir ?? join(config.dataDir, 'artifacts');
+  await fetchSignedDebs({ debs: config.signedBootDebs ?? [], store: artifacts, cacheDir: artifactsCacheDir, log: log.child({ svc: 'artifacts' }) });
+  const signedDirs = signedBootDirs(config.signedBootDir, artifactsCacheDir);
+  services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp, signedBootDirs: signedDirs }));
   // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
   // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).
   const leaseResolver = async (ip: string): Promise<Mac | null> => {
@@ -333,7 +339,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       prepareImage: (cluster) => void images?.prepare(imageFor(cluster, config.images)).catch(() => undefined),
     },
     artifacts,
-    chains: findSignedChains(config.signedBootDir ? [config.signedBootDir] : []),
+    chains: findSignedChains(signedDirs),
     baseUrl: `http://${config.advertiseAddress ?? '127.0.0.1'}:${config.httpPort}`,
   });
   const tftpSource = layeredSource([signedBoot, tftpFiles(config).source]);

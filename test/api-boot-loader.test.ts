@@ -61,7 +61,11 @@ test('a GRUB config fetched over HTTP: its lockdown is Secure Boot as seen, the 
   assert.ok(ev.some((e) => e.type === 'boot.grub' && e.data?.script === 'install' && e.data?.lockdown === true));
   // iPXE running on EFI shows Secure Boot off.
   assert.is((await fetch(`${rs.url}/boot.ipxe?mac=52-54-00-19-00-01&arch=x86_64&platform=efi`)).status, 200);
-  assert.is((await call('GET', `/machines/${MAC}`)).body.secureBootSeen, 'off');
+  const seen = (await call('GET', `/machines/${MAC}`)).body;
+  assert.is(seen.secureBootSeen, 'off');
+  // The four facts the console shows per machine, as the API carries them.
+  assert.equal([seen.firmware, seen.arch, seen.bootLoader, seen.secureBootSeen], ['efi', 'x86_64', null, 'off']);
+  assert.ok('lastLoader' in seen.boot, 'the loader served is part of the machine JSON');
   assert.is((await fetch(`${rs.url}/grub/grub.cfg`)).status, 200);
   assert.is((await fetch(`${rs.url}/grub/grub.cfg-01-zz`)).status, 404);
 });

@@ -142,7 +142,7 @@ test('the rack view groups the machines by rack, each tile with host, role, stat
   assert.is(await r1.locator('.tile').count(), 2);
   assert.is(await r2.locator('.tile').count(), 1);
   const t = page.locator(`[data-mac="${DRIVEN}"]`);
-  assert.match((await t.textContent()) ?? '', /c1.*control-plane.*assigned.*boot step: —.*in state for \d+s/);
+  assert.match((await t.textContent()) ?? '', /c1.*control-plane.*assigned.*boot step: —.*firmware not seen yet · loader not served yet · Secure Boot not seen.*in state for \d+s/);
   assert.is(await tileState(DRIVEN), 'assigned');
 });
 
@@ -170,6 +170,8 @@ test('a machine walking the boot path changes its tile live, without a reload', 
     const seed = await fetch(`${rs.url}/seed/${token}/user-data`);
     assert.is(seed.status, 200, await seed.text());
     await waitTileState(DRIVEN, 'provisioning');
+    // What the boot script's query said of the firmware reaches the tile live.
+    await page.locator(`[data-mac="${DRIVEN}"] [data-field="boot"]`, { hasText: /^BIOS x86_64 · / }).waitFor();
     // The boot step is a field of the machine: the tile shows it once it is set (no reload).
     await page.locator(`[data-mac="${DRIVEN}"] [data-field="step"]`, { hasText: /^(?!—$)\S+/ }).waitFor();
     // The installer reports the disk it installs on (the machine page shows it below).

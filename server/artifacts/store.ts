@@ -67,7 +67,8 @@ export interface ResolvedArtifact {
 }
 
 export interface FetchedArtifact {
-  readonly release: ArtifactKey | 'images';
+  /** The release, or the cache folder of a pinned file (`fetchPinned`). */
+  readonly release: ArtifactKey | 'images' | string;
   readonly file: string;
   readonly url: string;
   readonly size: number;
@@ -77,7 +78,7 @@ export interface FetchedArtifact {
 
 /** A download in progress: how far it got. */
 export interface DownloadProgress {
-  readonly release: ArtifactKey | 'images';
+  readonly release: ArtifactKey | 'images' | string;
   readonly file: string;
   readonly from: string;
   readonly bytes: number;
@@ -97,11 +98,29 @@ export interface ArtifactStore {
   /** `arch` defaults to amd64; an ARM64 machine asks with `arm64` and never gets amd64 files. */
   resolve(release: string, file: string, arch?: string): Promise<ResolvedArtifact>;
   locate(release: string, file: string): Promise<ArtifactLocation>;
+  /**
+   * A file that is not an installer artifact, pinned by its SHA-256 (the signed boot loaders'
+   * packages): `<cache>/<where>/<file>` when it is there with that SHA-256 recorded, else fetched
+   * once from `url` like an artifact, and refused unless its SHA-256 matches.
+   */
+  fetchPinned(where: string, file: string, url: string, sha256: string): Promise<PinnedFile>;
   /** Downloads in progress (for health and tests). */
   inFlight(): number;
   /** The progress of the download of `release/file`, if one is running (a prefetch shows it). */
   progress(release: string, file: string): DownloadProgress | null;
 }
+
+export interface PinnedFile {
+  readonly path: string;
+  readonly size: number;
+  readonly sha256: string;
+  readonly source: 'cache' | 'fetched';
+}
+
+type Opener = (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>;
+
+/** A cache folder for pinned files: plain names joined by `/`, no `..`, nothing hidden. */
+const PINNED_WHERE = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
 
 export const ARTIFACT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
@@ -127,14 +146,21 @@ async function fileIn(dir: string, release: string, file: string): Promise<{ pat
 
 export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
   const downloads = new Map<string, Promise<ResolvedArtifact>>();
+  const pinned = new Map<string, Promise<PinnedFile>>();
   const meters = new Map<string, { -readonly [K in keyof DownloadProgress]: DownloadProgress[K] }>();
 
   /**
    * Writes a stream into the cache as `<release>/<file>`: to a temporary name while hashing, then
    * renamed into place with its `.sha256` — or removed, on any failure.
    */
-  async function materialize(release: InstallerKey | 'images', arch: InstallerArch, file: string, from: string, open: (signal: AbortSignal) => Promise<{ body: Readable; length: number | null }>, expected: string | undefined): Promise<ResolvedArtifact> {
+  async function materialize(release: InstallerKey | 'images', arch: InstallerArch, file: string, from: string, open: Opener, expected: string | undefined): Promise<ResolvedArtifact> {
     const where = subdir(release, arch);
+    const got = await download(where, release, file, from, open, expected);
+    return { release, ...archField(arch), file, path: got.path, size: got.size, mtimeMs: got.mtimeMs, source: 'fetched', root: 'cache', relative: join(where, file) };
+  }
+
+  async function download(where: string, label: string, file: string, from: string, open: Opener, expected: string | undefined): Promise<{ path: string; size: number; mtimeMs: number; sha256: string }> {
+    const release = label;
     const dir = join(o.cacheDir, where);
     const final = join(dir, file);
     const tmp = join(dir, `.${file}.part-${process.pid}-${randomBytes(4).toString('hex')}`);
@@ -178,7 +204,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
       const seconds = (Date.now() - started) / 1000;
       o.log.info({ release, file, from, size, sha256, seconds }, 'artifact cached');
       o.onFetched?.({ release, file, url: from, size, sha256, seconds });
-      return { release, ...archField(arch), file, path: final, size, mtimeMs, source: 'fetched', root: 'cache', relative: join(where, file) };
+      return { path: final, size, mtimeMs, sha256 };
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       const why = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
@@ -294,11 +320,30 @@ export function createArtifactStore(o: ArtifactStoreOptions): ArtifactStore {
     return { source: 'upstream', url: upstream };
   }
 
+  async function fetchPinned(where: string, file: string, url: string, sha256: string): Promise<PinnedFile> {
+    if (!PINNED_WHERE.test(where) || where.split('/').includes('..')) throw new AppError('invalid', 'ERR_INVALID', `not a cache folder: ${where.slice(0, 60)}`);
+    if (!ARTIFACT_NAME.test(file)) throw new AppError('invalid', 'ERR_INVALID', `not a plain file name: ${file.slice(0, 60)}`);
+    if (!/^[0-9a-f]{64}$/.test(sha256)) throw new AppError('invalid', 'ERR_INVALID', 'a pinned file needs its SHA-256 (64 hex digits)');
+    const path = join(o.cacheDir, where, file);
+    const st = await stat(path).catch(() => null);
+    if (st?.isFile() && (await recordedSha256(path)) === sha256) return { path, size: st.size, sha256, source: 'cache' };
+    const key = `${where}/${file}`;
+    let p = pinned.get(key);
+    if (!p) {
+      p = download(where, where, file, url, fromUrl(url), sha256)
+        .then((got): PinnedFile => ({ path: got.path, size: got.size, sha256: got.sha256, source: 'fetched' }))
+        .finally(() => pinned.delete(key));
+      pinned.set(key, p);
+    }
+    return p;
+  }
+
   return {
     resolve,
     locate,
+    fetchPinned,
     inFlight() {
-      return downloads.size;
+      return downloads.size + pinned.size;
     },
     progress(release, file) {
       const m = meters.get(`${release}/${file}`);

@@ -135,8 +135,8 @@ export function bootStall(m: { readonly bootfile: string | null; readonly bootfi
 }
 
 /** Which architectures have a signed chain here (what the DHCP service may hand out). */
-export function signedChainsAvailable(extraDir: string | undefined): { x86_64: boolean; arm64: boolean } {
-  const found = findSignedChains(extraDir ? [extraDir] : []);
+export function signedChainsAvailable(extraDirs: readonly string[]): { x86_64: boolean; arm64: boolean } {
+  const found = findSignedChains(extraDirs);
   return { x86_64: found.x86_64 !== undefined, arm64: found.arm64 !== undefined };
 }
 

@@ -58,6 +58,8 @@ const installerOverrides = z.partialRecord(
     .strict(),
 );
 export type InstallerOverrides = z.output<typeof installerOverrides>;
+/** Debian packages holding the signed shim and GRUB, each pinned by the SHA-256 `apt-cache show` prints. */
+const signedBootDebs = z.array(z.object({ url, sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected the .deb\'s SHA-256 (64 hex digits)') }).strict()).max(16);
 
 /** An OS image: an http(s) URL, or a file name in the artifacts directory's `images/` folder. */
 export const imageSource = z.union([url, artifactName]);
@@ -115,6 +117,7 @@ export const SETTINGS = {
   efiBootfile: { env: 'RACKSMITH_EFI_BOOTFILE', schema: z.enum(['ipxe.efi', 'snponly.efi']), default: 'ipxe.efi', help: 'iPXE binary for x64 UEFI PXE clients' },
   bootLoader: { env: 'RACKSMITH_BOOT_LOADER', schema: z.enum(BOOT_LOADERS), default: 'ipxe', help: 'UEFI boot loader for machines without their own bootLoader: ipxe, shim-grub (signed shim → GRUB, for Secure Boot) or auto (shim-grub for machines marked secureBoot)' },
   signedBootDir: { env: 'RACKSMITH_SIGNED_BOOT_DIR', schema: z.string().min(1).optional(), default: undefined, help: 'folder with <arch>/shim*.efi and grub*.efi (x86_64, arm64) taken before the Debian package paths; see docs/boot-chain.md' },
+  signedBootDebs: { env: 'RACKSMITH_SIGNED_BOOT_DEBS', schema: jsonObject(signedBootDebs).optional(), default: undefined, help: 'Debian packages (JSON/YAML list of {url, sha256}) the signed shim and GRUB are taken from, through the artifacts cache, when the host has no shim-signed/grub-efi-*-signed; see docs/boot-chain.md' },
   tftpPort: { env: 'RACKSMITH_TFTP_PORT', schema: port, default: 69, help: 'TFTP listen port; 0 turns TFTP off' },
   tftpRoot: { env: 'RACKSMITH_TFTP_ROOT', schema: z.string().min(1), default: '/usr/lib/ipxe', help: 'TFTP root for boot binaries (plus generated files)' },
   tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: integer(512, 65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },

@@ -84,6 +84,8 @@ export interface DhcpDeps {
   readonly directory?: MachineFeed;
   /** Defaults to `os.networkInterfaces()`. */
   readonly interfaces?: () => InterfaceTable;
+  /** Folders holding `<arch>/shim*.efi` + `grub*.efi` (default: `signed-boot-dir`); the fetched chain's too. */
+  readonly signedBootDirs?: readonly string[];
   /** Defaults to `Date.now`. */
   readonly now?: () => number;
   /**
@@ -420,7 +422,7 @@ class DhcpServer implements DhcpService {
       efiBootfile: settings.efiBootfile,
       arm64Bootfile: ARM64_BOOTFILE_CANDIDATES.find((f) => existsSync(join(settings.tftpRoot, f))) ?? null,
       bootLoader: settings.bootLoader,
-      signedChains: signedChainsAvailable(settings.signedBootDir),
+      signedChains: signedChainsAvailable(deps.signedBootDirs ?? (settings.signedBootDir ? [settings.signedBootDir] : [])),
     };
     const pool = mode === 'authoritative' && this.range ? poolOn(this.range, settings, served) : null;
     const space = new AddressSpace(pool, deps.directory ?? lookupFeed(deps.inventory.lookup), settings.dhcpIgnoreUnknown);

@@ -46,3 +46,20 @@ export const STATE_ORDER = ['failed', 'reimaging', 'discovered', 'assigned', 'pr
 export function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
+
+/**
+ * A tile's boot line: firmware and arch as racksmith saw them, the boot loader (the last one
+ * served, else the machine's own setting), and Secure Boot as seen (not the operator's mark).
+ */
+export function bootSummary(m: {
+  readonly firmware: string | null;
+  readonly arch: string | null;
+  readonly bootLoader: string | null;
+  readonly secureBootSeen: string | null;
+  readonly boot?: { readonly lastLoader: string | null } | undefined;
+}): string {
+  const seen = m.firmware || m.arch ? [m.firmware === 'efi' ? 'UEFI' : m.firmware === 'bios' ? 'BIOS' : null, m.arch].filter(Boolean).join(' ') : 'firmware not seen yet';
+  const loader = m.boot?.lastLoader ?? (m.bootLoader ? `${m.bootLoader} (set)` : null);
+  const sb = m.secureBootSeen === 'enforced' ? 'Secure Boot enforced' : m.secureBootSeen === 'off' ? 'Secure Boot off' : 'Secure Boot not seen';
+  return [seen, loader ? `loader ${loader}` : 'loader not served yet', sb].join(' · ');
+}

@@ -1,17 +1,18 @@
 import { api, can, errorText, type InventoryEvent, type Machine } from './api.js';
 import { powerRack, powerRefusal, type JobPanel, type PowerAction } from './bulk.js';
 import { h, notice, replace } from './dom.js';
-import { elapsed, label, plural, powerText, STATE_HINT, STATE_ORDER } from './format.js';
+import { bootSummary, elapsed, label, plural, powerText, STATE_HINT, STATE_ORDER } from './format.js';
 import { debouncer } from './live.js';
 import type { View } from './view.js';
 
 /**
  * The rack view: machines grouped by rack, each rack in rack-unit order when the sheet gave units
  * (the top of the rack first, as it stands in the row), one tile each with host name, role, state,
- * current boot step, time in state and the last known power state. Each rack's header counts its
- * machines by state, failures first; racks with a failed machine come first. State events update
- * a tile at once; every event then re-reads that machine (debounced) for its step, host name,
- * rack and power state. Operators power a whole rack from its header and watch the job live.
+ * current boot step, firmware/arch/boot loader/Secure Boot as seen, time in state and the last
+ * known power state. Each rack's header counts its machines by state, failures first; racks with a
+ * failed machine come first. State events update a tile at once; every event then re-reads that
+ * machine (debounced) for its step, host name, rack and power state. Operators power a whole rack
+ * from its header and watch the job live.
  */
 
 function tile(m: Machine): HTMLElement {
@@ -26,6 +27,7 @@ function tile(m: Machine): HTMLElement {
       h('span', { class: 'role' }, label(m.role)),
       h('span', { class: 'state' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), h('span', { 'data-field': 'state' }, m.state)),
       h('span', { class: 'step' }, 'boot step: ', h('span', { 'data-field': 'step' }, label(m.lastStep))),
+      h('span', { class: 'boot', 'data-field': 'boot' }, bootSummary(m)),
       h('span', { class: 'for' }, 'in state for ', h('span', { 'data-field': 'elapsed', 'data-since': m.stateChangedAt }, elapsed(m.stateChangedAt))),
       h('span', { class: `power power-${m.powerState ?? 'unknown'}` }, 'power ', h('span', { 'data-field': 'power', 'data-state': m.powerState ?? '', 'data-at': m.powerStateAt ?? '' }, powerText(m.powerState, m.powerStateAt))),
       h('span', { class: 'hint' }, m.state === 'failed' && m.failure ? `failed at ${label(m.failure.step)}: ${label(m.failure.reason)}` : m.boot?.stuck ? m.boot.stuck.message : (STATE_HINT[m.state] ?? '')),
