@@ -63,8 +63,9 @@ test.before(async () => {
   bed = await new PxeBed('dbi').setup();
   bed.raSender();
   cache = await startAptCache(bed.tb, bed.srv, SERVER_IP);
-  // DNS servers from DHCP, as a site hands out: without any, d-i's netcfg stops to ask for them
-  // (before it can fetch a preseed). Nothing needs to answer on them: the mirror is reached through the proxy.
+  // DNS servers from DHCP, as a site hands out, and no router: d-i's DHCP client script then drops
+  // them, and only racksmith's netcfg/get_nameservers on the command line keeps netcfg from asking.
+  // Nothing needs to answer on them: the mirror is reached through the proxy.
   rs = await bed.racksmith(work, artifacts, HTTP_PORT, { RACKSMITH_APT_PROXY: cache.url, RACKSMITH_LOG_LEVEL: 'info', RACKSMITH_DHCP_DNS: SERVER_IP });
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
 });
