@@ -275,6 +275,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
         retrySeconds: 5,
         kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean),
         artifactsBaseUrl: config.artifactsUrl,
+        nameservers: config.dhcpMode === 'authoritative' ? config.dhcpDns : undefined,
       },
       seed: {
         sshUser: config.sshUser,
@@ -330,7 +331,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       events: inventory.events,
       templates: createRenderer(BOOT_TEMPLATES_DIR),
       installers: installerTables(installers),
-      boot: { waitSeconds: config.bootWaitSeconds, waitAttempts: config.bootWaitAttempts, chainTries: 5, retrySeconds: 5, kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean) },
+      boot: { waitSeconds: config.bootWaitSeconds, waitAttempts: config.bootWaitAttempts, chainTries: 5, retrySeconds: 5, kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean), nameservers: config.dhcpMode === 'authoritative' ? config.dhcpDns : undefined },
       now: () => inventory.now(),
       discovery: discovery.http,
       leasedAddress,

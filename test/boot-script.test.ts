@@ -87,6 +87,17 @@ test('installers: d-i for 18.04, casper + nocloud-net for 20.04+, named initrd o
   assert.match(sub, /initrd=initrd /);
 });
 
+test('d-i: the name server racksmith hands out goes on the command line; none without one', () => {
+  // d-i loses DHCP's name servers when the lease has no router (its udhcpc script stops first),
+  // then asks for them at priority critical: racksmith answers with what its DHCP hands out.
+  const withDns = renderer.render(...tpl(decideBootScript(facts('assigned', q(), '18.04'), { ...BOOT_SETTINGS, nameservers: ['10.77.0.53', '10.77.0.54'] })));
+  assert.match(withDns, / netcfg\/no_default_route=true netcfg\/get_nameservers=10\.77\.0\.53 hostname=cp1 /);
+  const without = renderer.render(...tpl(decideBootScript(facts('assigned', q(), '18.04'), BOOT_SETTINGS)));
+  assert.not.match(without, /get_nameservers/);
+  const sub = renderer.render(...tpl(decideBootScript(facts('assigned', q(), '24.04'), { ...BOOT_SETTINGS, nameservers: ['10.77.0.53'] })));
+  assert.not.match(sub, /get_nameservers/, 'subiquity takes DNS from its own DHCP client');
+});
+
 test('installer names and upstreams are configuration', () => {
   const t = resolveInstallers({ '22.04': { iso: 'custom.iso', upstream: { 'custom.iso': 'http://mirror.lan/custom.iso' } } });
   assert.is(t['22.04'].iso, 'custom.iso');

@@ -63,8 +63,9 @@ test.before(async () => {
   bed = await new PxeBed('dbi').setup();
   bed.raSender();
   cache = await startAptCache(bed.tb, bed.srv, SERVER_IP);
-  // DNS servers from DHCP, as a site hands out: without any, d-i's netcfg stops to ask for them
-  // (before it can fetch a preseed). Nothing needs to answer on them: the mirror is reached through the proxy.
+  // DNS servers from DHCP, as a site hands out, and no router: d-i's DHCP client script then drops
+  // them, and only racksmith's netcfg/get_nameservers on the command line keeps netcfg from asking.
+  // Nothing needs to answer on them: the mirror is reached through the proxy.
   rs = await bed.racksmith(work, artifacts, HTTP_PORT, { RACKSMITH_APT_PROXY: cache.url, RACKSMITH_LOG_LEVEL: 'info', RACKSMITH_DHCP_DNS: SERVER_IP });
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
 });
@@ -73,7 +74,7 @@ test.after(async () => {
   // The test bed goes whatever fails before it: no namespace, bridge or tap outlives the suite.
   try {
     await vm?.stop();
-    if (failed && work) keepEvidence('debian-installer', vm ? [vm] : [], rs);
+    if (failed && work) keepEvidence('debian-installer', vm ? [vm] : [], rs, cache ? { 'apt-cacher-ng.log': cache.log() } : {});
     await rs?.stop();
     rs?.cleanup();
     await cache?.stop();
@@ -106,7 +107,7 @@ test('d-i boots with racksmith\'s command line, loads the preseed, reports its s
     if (!vm.running) break;
     // A question on d-i's screen at priority critical is an install that waits for ever: say which, now.
     const question = reached ? null : diQuestion(vm.serial());
-    if (question) assert.unreachable(`d-i stopped to ask "${question}" (reported: ${seen.join(', ') || 'nothing'})`);
+    if (question) assert.unreachable(`d-i stopped to ask "${question}" (reported: ${seen.join(', ') || 'nothing'}; apt proxy served: ${cache!.served().join(' ') || 'nothing'})`);
     if (!reached) await new Promise((r) => setTimeout(r, 2000));
   }
   assert.ok(reached, `d-i never reported "Download installer components" (reported: ${seen.join(', ')})\n${vm.serial().slice(-2000)}`);

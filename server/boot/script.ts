@@ -39,6 +39,8 @@ export interface BootSettings {
   readonly retrySeconds: number;
   /** Extra kernel arguments for every installer (already checked by the settings schema). */
   readonly kernelArgs: readonly string[];
+  /** Name servers racksmith's own DHCP hands out (authoritative mode), else none. */
+  readonly nameservers?: readonly string[] | undefined;
 }
 
 export interface BootFacts {
@@ -134,6 +136,10 @@ export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl:
       // A provisioning network may hand out no router (the mirror reached through a proxy on the
       // segment): d-i would stop to ask whether to go on without one.
       'netcfg/no_default_route=true',
+      // d-i's udhcpc script runs under `sh -e` and dies on `ip route add default via ""` when the
+      // lease has no router, before it writes resolv.conf: netcfg then holds no name server and
+      // stops to ask for one. The answer is ours to give (one word: the first server suffices).
+      ...(s.nameservers?.length ? [`netcfg/get_nameservers=${s.nameservers[0]}`] : []),
       ...(machine.hostname ? [`hostname=${machine.hostname}`] : []),
       'locale=en_US.UTF-8',
       'keyboard-configuration/layoutcode=us',

@@ -27,6 +27,8 @@ export interface AptCache {
   readonly url: string;
   /** Paths apt-cacher-ng served since it started (its transfer log), for assertions. */
   served(): string[];
+  /** apt-cacher-ng's own logs (transfers and errors), for the evidence of a failed run. */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -76,6 +78,13 @@ export async function startAptCache(tb: Testbed, ns: string, address: string): P
         .split('\n')
         .map((l) => l.split('|')[4] ?? '')
         .filter(Boolean);
+    },
+    log() {
+      return ['apt-cacher.log', 'apt-cacher.err']
+        .map((f) => join(logs, f))
+        .filter((f) => existsSync(f))
+        .map((f) => `== ${f}\n${readFileSync(f, 'utf8')}`)
+        .join('\n');
     },
     async stop() {
       await stopChild(relay, 2000);
