@@ -105,12 +105,12 @@ test('sign in with an API token; a bad token is refused with the API\'s message'
 test('create a cluster with the form', async () => {
   if (missing) return;
   await page.getByRole('link', { name: 'New cluster' }).click();
-  await page.getByLabel('Name').fill('Lab');
+  await page.getByLabel('Name', { exact: true }).fill('Lab');
   await page.getByRole('button', { name: 'Create cluster' }).click();
   // The API's message lands beside the field it names.
   await page.locator('#f-name[aria-invalid="true"]').waitFor();
   assert.match((await page.locator('.field-error').textContent()) ?? '', /lower-case/);
-  await page.getByLabel('Name').fill('lab');
+  await page.getByLabel('Name', { exact: true }).fill('lab');
   await page.getByRole('button', { name: 'Create cluster' }).click();
   await page.getByRole('heading', { name: /Cluster lab/ }).waitFor();
   assert.match((await page.locator('h1 [data-field="state"]').textContent()) ?? '', /pending/);
