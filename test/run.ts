@@ -4,8 +4,9 @@
  * timers or crash cannot leak into another. Light suites run two at a time (two cores);
  * heavy ones (`*.qemu.test.js`, `*.heavy.test.js`: VMs, big transfers) run one at a time after
  * them, alone on the machine. Pass name fragments to run a subset: `node dist/test/run.js dhcp`.
- * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 900) is killed, with
- * its process group, and fails — a hung test must not hang CI.
+ * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 1200: the virtual rack
+ * with a pair and its upgrade takes ~11 min) is killed, with its process group, and fails — a
+ * hung test must not hang CI.
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
@@ -32,7 +33,7 @@ interface Result {
   readonly skipped: readonly { what: string; why: string }[];
 }
 
-const SUITE_TIMEOUT_S = Number(process.env['RACKSMITH_SUITE_TIMEOUT'] ?? 900);
+const SUITE_TIMEOUT_S = Number(process.env['RACKSMITH_SUITE_TIMEOUT'] ?? 1200);
 
 function runOne(file: string): Promise<Result> {
   const started = Date.now();
