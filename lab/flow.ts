@@ -77,7 +77,7 @@ export class LabClient {
       const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
       child.on('close', (code) => {
         clearTimeout(timer);
-        resolve({ code, stdout: '', stderr: stderr || (code === 0 ? '' : stdout.slice(-2000)) });
+        resolve({ code, stdout, stderr: stderr || (code === 0 ? '' : stdout.slice(-2000)) });
       });
     });
   }
