@@ -47,9 +47,14 @@ test('7 machines: ready behind the VIP; a rolling upgrade through the CLI reimag
   const u = await c.cliResult(['clusters', 'upgrade', CLUSTER, '--kubernetes-version', UPGRADE_VERSION, '--force', '--wait', '--timeout', String(30 * 60)], 31 * 60_000);
   assert.is(u.code, 0, `${u.stdout.slice(-2000)}\n${u.stderr.slice(-2000)}\n${r.rs?.output().slice(-3000) ?? ''}`);
   assert.match(u.stdout, new RegExp(`cluster ${CLUSTER} runs Kubernetes ${UPGRADE_VERSION.replace(/\./g, '\\.')}`));
-  const after = (await c.api('GET', `/clusters/${CLUSTER}`)).body;
-  assert.is(after.kubernetesVersion, UPGRADE_VERSION);
+  // The last node's rejoin settles the cluster a few seconds after the upgrade reports done.
+  let after = (await c.api('GET', `/clusters/${CLUSTER}`)).body;
+  for (let i = 0; i < 150 && after.state !== 'ready'; i++) {
+    await new Promise((r) => setTimeout(r, 2000));
+    after = (await c.api('GET', `/clusters/${CLUSTER}`)).body;
+  }
   assert.is(after.state, 'ready');
+  assert.is(after.kubernetesVersion, UPGRADE_VERSION);
   assert.is(after.upgrade?.state, 'done');
   const machines = (await c.api('GET', `/machines?cluster=${CLUSTER}`)).body as MachineJson[] | { items: MachineJson[] };
   const list = Array.isArray(machines) ? machines : machines.items;
