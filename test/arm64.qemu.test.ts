@@ -1,14 +1,13 @@
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { buildArm64Guest, type Arm64Guest } from './lib/guest/arm64.js';
 import { extraCpio } from './lib/guest/build.js';
-import { FIRMWARE_FILES, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
+import { FIRMWARE_FILES, endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -50,18 +49,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  await vm?.stop();
-  if (failed && work) {
-    const keep = join(PACKAGE_ROOT, 'test-artifacts', 'arm64-qemu');
-    mkdirSync(keep, { recursive: true });
-    if (vm && existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, 'arm1.log'));
-    if (rs) writeFileSync(join(keep, 'racksmith.log'), rs.output());
-    process.stdout.write(`\n  evidence kept in ${keep}\n`);
-  }
-  await rs?.stop();
-  rs?.cleanup();
-  await bed?.destroy();
-  if (work) rmSync(work, { recursive: true, force: true });
+  await endBootProof({ vms: [vm], failed, work, rs, bed, evidence: 'arm64-qemu' });
 });
 
 test('an ARM64 machine boots the signed arm64 chain and the arm64 installer, and ends ready', async () => {

@@ -1,11 +1,10 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { buildGuest, extraCpio, type Guest } from './lib/guest/build.js';
-import { PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
+import { endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -70,19 +69,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  for (const vm of vms) await vm.stop();
-  if (failed && work) {
-    // Keep the evidence of a failed run: serial consoles and racksmith's log.
-    const keep = join(PACKAGE_ROOT, 'test-artifacts', 'boot-qemu');
-    mkdirSync(keep, { recursive: true });
-    for (const vm of vms) if (existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, `${vm.opts.name}.log`));
-    if (rs) writeFileSync(join(keep, 'racksmith.log'), rs.output());
-    process.stdout.write(`\n  evidence kept in ${keep}\n`);
-  }
-  await rs?.stop();
-  rs?.cleanup();
-  await bed?.destroy();
-  if (work) rmSync(work, { recursive: true, force: true });
+  await endBootProof({ vms: vms, failed, work, rs, bed, evidence: 'boot-qemu' });
 });
 
 test('BIOS and UEFI machines install, phone home and end ready; next boot is from disk; strangers wait', async () => {

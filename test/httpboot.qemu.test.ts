@@ -1,11 +1,10 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { buildGuest, type Guest } from './lib/guest/build.js';
-import { FIRMWARE_FILES, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
+import { FIRMWARE_FILES, endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -45,18 +44,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  await vm?.stop();
-  if (failed && work) {
-    const keep = join(PACKAGE_ROOT, 'test-artifacts', 'httpboot-qemu');
-    mkdirSync(keep, { recursive: true });
-    if (vm && existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, 'hb1.log'));
-    if (rs) writeFileSync(join(keep, 'racksmith.log'), rs.output());
-    process.stdout.write(`\n  evidence kept in ${keep}\n`);
-  }
-  await rs?.stop();
-  rs?.cleanup();
-  await bed?.destroy();
-  if (work) rmSync(work, { recursive: true, force: true });
+  await endBootProof({ vms: [vm], failed, work, rs, bed, evidence: 'httpboot-qemu' });
 });
 
 test('HTTP boot option first, TFTP off: the machine installs over HTTP only and ends ready', async () => {

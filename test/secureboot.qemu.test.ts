@@ -1,12 +1,11 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BOOTFILE_STALL_SECONDS } from '../server/boot/loaders.js';
-import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { buildGuest, type Guest } from './lib/guest/build.js';
-import { FIRMWARE_FILES, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
+import { FIRMWARE_FILES, endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -57,18 +56,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  for (const vm of vms) await vm.stop();
-  if (failed && work) {
-    const keep = join(PACKAGE_ROOT, 'test-artifacts', 'secureboot-qemu');
-    mkdirSync(keep, { recursive: true });
-    for (const vm of vms) if (existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, `${vm.opts.name}.log`));
-    if (rs) writeFileSync(join(keep, 'racksmith.log'), rs.output());
-    process.stdout.write(`\n  evidence kept in ${keep}\n`);
-  }
-  await rs?.stop();
-  rs?.cleanup();
-  await bed?.destroy();
-  if (work) rmSync(work, { recursive: true, force: true });
+  await endBootProof({ vms: vms, failed, work, rs, bed, evidence: 'secureboot-qemu' });
 });
 
 test('Secure Boot enforced: the signed chain installs and phones home; iPXE is refused and shows stuck after its bootfile', async () => {

@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../../server/lib/paths.js';
 import { Testbed } from './netns.js';
 import { startRacksmith, type RacksmithProcess } from './racksmith.js';
 
@@ -275,4 +276,24 @@ export class PxeBed {
 
 function dnsmasqBase(iface: string): string[] {
   return ['--keep-in-foreground', '--conf-file=/dev/null', '--port=0', '--no-resolv', '--no-hosts', '--pid-file=', '--leasefile-ro', '--log-facility=-', '--log-dhcp', `--interface=${iface}`, '--bind-interfaces', '--user=root'];
+}
+
+/**
+ * The end of a QEMU boot proof: the machines stopped; after a failure, their serial consoles and
+ * racksmith's log kept under test-artifacts/<evidence>; then racksmith, the bed and the work folder gone.
+ */
+export async function endBootProof(p: { vms: readonly (Vm | null | undefined)[]; failed: boolean; work: string; rs: RacksmithProcess | null | undefined; bed: PxeBed | null | undefined; evidence: string }): Promise<void> {
+  const vms = p.vms.filter((v): v is Vm => v !== null && v !== undefined);
+  for (const vm of vms) await vm.stop();
+  if (p.failed && p.work) {
+    const keep = join(PACKAGE_ROOT, 'test-artifacts', p.evidence);
+    mkdirSync(keep, { recursive: true });
+    for (const vm of vms) if (existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, `${vm.opts.name}.log`));
+    if (p.rs) writeFileSync(join(keep, 'racksmith.log'), p.rs.output());
+    process.stdout.write(`\n  evidence kept in ${keep}\n`);
+  }
+  await p.rs?.stop();
+  p.rs?.cleanup();
+  await p.bed?.destroy();
+  if (p.work) rmSync(p.work, { recursive: true, force: true });
 }
