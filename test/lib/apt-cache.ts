@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,8 +55,13 @@ export async function startAptCache(tb: Testbed, ns: string, address: string): P
 
   // Unix socket → apt-cacher-ng, served by this process.
   const sock = join(dir, 'relay.sock');
+  // Each request's and answer's head goes to requests.log: what a machine sent is the evidence
+  // when apt-cacher-ng refuses it.
+  const heads = join(logs, 'requests.log');
   const bridge: Server = createServer((c) => {
     const up = connect(port, '127.0.0.1');
+    logHeads(c, heads, '>');
+    logHeads(up, heads, '<');
     c.pipe(up).pipe(c);
     c.on('error', () => up.destroy());
     up.on('error', () => c.destroy());
@@ -80,7 +85,7 @@ export async function startAptCache(tb: Testbed, ns: string, address: string): P
         .filter(Boolean);
     },
     log() {
-      return ['apt-cacher.log', 'apt-cacher.err']
+      return ['apt-cacher.log', 'apt-cacher.err', 'requests.log']
         .map((f) => join(logs, f))
         .filter((f) => existsSync(f))
         .map((f) => `== ${f}\n${readFileSync(f, 'utf8')}`)
@@ -93,6 +98,18 @@ export async function startAptCache(tb: Testbed, ns: string, address: string): P
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Appends the first 2 KiB a socket carries (an HTTP head, as text) to `file`. */
+function logHeads(s: Socket, file: string, dir: string): void {
+  let seen = 0;
+  const onData = (d: Buffer): void => {
+    const part = d.subarray(0, 2048 - seen);
+    seen += part.length;
+    appendFileSync(file, part.toString('latin1').replace(/^/gm, `${dir} `).replace(/\r/g, '\\r') + '\n');
+    if (seen >= 2048) s.off('data', onData);
+  };
+  s.on('data', onData);
 }
 
 function waitTcp(host: string, port: number, timeoutMs: number): Promise<boolean> {
