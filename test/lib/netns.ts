@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 
@@ -20,6 +20,40 @@ export class Testbed {
     this.prefix = `rs${tag}${randomBytes(2).toString('hex')}`;
   }
 
+  /**
+   * What `destroy()` does, synchronously, for a process that ends without it: a suite killed by
+   * the runner's timeout or by ^C, or a setup that threw before the test kept the bed to destroy.
+   */
+  destroySync(): void {
+    this.killChildren();
+    for (const ns of this.namespaces.splice(0).reverse()) {
+      try {
+        const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', timeout: 5000 });
+        for (const pid of pids.split(/\s+/).filter(Boolean)) {
+          try {
+            process.kill(Number(pid), 'SIGKILL');
+          } catch {
+            /* already gone */
+          }
+        }
+        execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore', timeout: 5000 });
+      } catch {
+        /* gone already, or the kernel still holds it: nothing more to do on the way out */
+      }
+    }
+    live.delete(this);
+  }
+
+  private killChildren(): void {
+    for (const child of this.children) {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+
   /** `rs<tag><hex>-<suffix>`; the suffix keeps the whole within 15 characters. */
   name(suffix: string): string {
     const n = `${this.prefix}${suffix}`;
@@ -31,6 +65,7 @@ export class Testbed {
     const ns = this.name(suffix);
     await run('ip', ['netns', 'add', ns]);
     this.namespaces.push(ns);
+    watch(this);
     await this.ip(ns, ['link', 'set', 'lo', 'up']);
     return ns;
   }
@@ -90,13 +125,7 @@ export class Testbed {
 
   /** Ends every process this testbed started, then any process left inside its namespaces, then deletes them. */
   async destroy(): Promise<void> {
-    for (const child of this.children) {
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
+    this.killChildren();
     for (const ns of this.namespaces.splice(0).reverse()) {
       try {
         const { stdout } = await run('ip', ['netns', 'pids', ns]);
@@ -120,5 +149,35 @@ export class Testbed {
         }
       }
     }
+    live.delete(this);
   }
+}
+
+/**
+ * Test beds with namespaces not yet destroyed. While there are any, the process removes them
+ * on its way out — on exit, and on SIGTERM/SIGINT/SIGHUP (the runner's timeout, ^C), after
+ * which the signal takes its default course — so no `rs*` namespace outlives its suite.
+ */
+const live = new Set<Testbed>();
+const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+
+function destroyLive(): void {
+  for (const tb of [...live]) tb.destroySync();
+}
+
+function onSignal(signal: NodeJS.Signals): void {
+  destroyLive();
+  for (const s of SIGNALS) process.off(s, onSignal);
+  process.off('exit', destroyLive);
+  process.kill(process.pid, signal);
+}
+
+let watching = false;
+function watch(tb: Testbed): void {
+  if (!watching) {
+    watching = true;
+    process.on('exit', destroyLive);
+    for (const s of SIGNALS) process.on(s, onSignal);
+  }
+  live.add(tb);
 }
