@@ -1,4 +1,4 @@
-import { copyFileSync, linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, linkSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -7,8 +7,8 @@ import { ensureAgent } from '../server/agent/build.js';
 import { startAptCache, type AptCache } from './lib/apt-cache.js';
 import { ensureDebianImage, type DebianImage } from './lib/debian-image/index.js';
 import { GUEST_CACHE } from './lib/guest/build.js';
-import { PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
-import { keepEvidence, machineApi } from './lib/qemu-run.js';
+import { endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
+import { machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -86,17 +86,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  // The test bed goes whatever fails before it: no namespace, bridge or tap outlives the suite.
-  try {
-    for (const vm of vms) await vm.stop();
-    if (failed && work) keepEvidence('image-deploy', vms, rs, cache ? { 'apt-cache.txt': cache.served().join('\n') + '\n' } : {});
-    await rs?.stop();
-    rs?.cleanup();
-    await cache?.stop();
-  } finally {
-    await bed?.destroy();
-    if (work) rmSync(work, { recursive: true, force: true });
-  }
+  await endBootProof({ vms, failed, work, rs, bed, evidence: 'image-deploy', evidenceFiles: (): Record<string, string> => (cache ? { 'apt-cache.txt': cache.served().join('\n') + '\n' } : {}), services: [cache] });
 });
 
 test('BIOS and UEFI machines: deploy agent → image on the NVMe → Debian from its disk → cloud-init → HAProxy → ready', async (ctx) => {

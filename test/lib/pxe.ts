@@ -1,8 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../../server/lib/paths.js';
 import { Testbed } from './netns.js';
+import { keepEvidence } from './qemu-run.js';
 import { startRacksmith, type RacksmithProcess } from './racksmith.js';
 
 /**
@@ -279,21 +279,31 @@ function dnsmasqBase(iface: string): string[] {
 }
 
 /**
- * The end of a QEMU boot proof: the machines stopped; after a failure, their serial consoles and
- * racksmith's log kept under test-artifacts/<evidence>; then racksmith, the bed and the work folder gone.
+ * The end of a QEMU boot proof: the machines stopped; after a failure, their serial consoles,
+ * racksmith's log and the suite's own `evidenceFiles` kept under test-artifacts/<evidence>;
+ * then racksmith, the suite's other `services` (an apt cache), the bed and the work folder gone —
+ * the bed and the folder even when stopping something before them throws.
  */
-export async function endBootProof(p: { vms: readonly (Vm | null | undefined)[]; failed: boolean; work: string; rs: RacksmithProcess | null | undefined; bed: PxeBed | null | undefined; evidence: string }): Promise<void> {
-  const vms = p.vms.filter((v): v is Vm => v !== null && v !== undefined);
-  for (const vm of vms) await vm.stop();
-  if (p.failed && p.work) {
-    const keep = join(PACKAGE_ROOT, 'test-artifacts', p.evidence);
-    mkdirSync(keep, { recursive: true });
-    for (const vm of vms) if (existsSync(vm.opts.serialLog)) copyFileSync(vm.opts.serialLog, join(keep, `${vm.opts.name}.log`));
-    if (p.rs) writeFileSync(join(keep, 'racksmith.log'), p.rs.output());
-    process.stdout.write(`\n  evidence kept in ${keep}\n`);
+export async function endBootProof(p: {
+  vms: readonly (Vm | null | undefined)[];
+  failed: boolean;
+  work: string;
+  rs: RacksmithProcess | null | undefined;
+  bed: PxeBed | null | undefined;
+  evidence: string;
+  /** More evidence files (name → text), read before anything is stopped. */
+  evidenceFiles?: () => Record<string, string>;
+  services?: readonly ({ stop(): Promise<void> } | null | undefined)[];
+}): Promise<void> {
+  try {
+    const vms = p.vms.filter((v): v is Vm => v !== null && v !== undefined);
+    for (const vm of vms) await vm.stop();
+    if (p.failed && p.work) keepEvidence(p.evidence, vms, p.rs ?? null, p.evidenceFiles?.() ?? {});
+    await p.rs?.stop();
+    p.rs?.cleanup();
+    for (const s of p.services ?? []) await s?.stop();
+  } finally {
+    await p.bed?.destroy();
+    if (p.work) rmSync(p.work, { recursive: true, force: true });
   }
-  await p.rs?.stop();
-  p.rs?.cleanup();
-  await p.bed?.destroy();
-  if (p.work) rmSync(p.work, { recursive: true, force: true });
 }
