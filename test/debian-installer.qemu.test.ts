@@ -1,12 +1,12 @@
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startAptCache, type AptCache } from './lib/apt-cache.js';
-import { PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
-import { keepEvidence, machineApi } from './lib/qemu-run.js';
+import { endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
+import { machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -14,21 +14,23 @@ import { requirements, skipNote } from './lib/tools.js';
  * Debian's real netboot installer (debian-installer-12-netboot-amd64) driven by racksmith, as far
  * as it runs on this machine: PXE through racksmith's DHCP and iPXE, d-i's kernel and initrd with
  * racksmith's kernel command line, the preseed over HTTP, its early_command starting racksmith's
- * progress reporter — whose events racksmith records, step by step — and the mirror checked
- * through the site's apt proxy (racksmith's --apt-proxy, apt-cacher-ng on the test bed).
+ * progress reporter — whose events racksmith records, step by step — and Debian's mirror checked
+ * and accepted through the site's apt proxy (racksmith's --apt-proxy, apt-cacher-ng on the test bed).
  *
  * Debian's mirror answers 404 for every .udeb here, so d-i cannot go past "Download installer
- * components": the test stops the VM when the reporter reports that step. Partitioning (and so the
- * install disk rule in partman/early_command) lies beyond it; the rule itself is tested by sh over
- * a fake sysfs (agent-disk-rule.test.ts).
+ * components": the test stops the VM when anna, having read the components' index through the
+ * proxy, asks for its first .udeb. Partitioning (and so the install disk rule in
+ * partman/early_command) lies beyond it; the rule itself is tested by sh over a fake sysfs
+ * (agent-disk-rule.test.ts).
  */
-const test = suite('qemu: debian-installer 12 with racksmith\'s preseed, reporter and apt proxy, up to "Download installer components"');
+const test = suite('qemu: debian-installer 12 with racksmith\'s preseed, reporter and apt proxy, up to its first .udeb');
 
 const HTTP_PORT = 8080;
 const BASE = `http://${SERVER_IP}:${HTTP_PORT}`;
 const DI = '/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64';
 const M = { mac: '52:54:00:77:00:41', ip: '10.77.0.41', hostname: 'deb1' };
-const TIMEOUT_MS = 12 * 60_000;
+const TIMEOUT_MS = 8 * 60_000;
+const UDEB_TIMEOUT_MS = 3 * 60_000;
 
 const missing = requirements(['qemu-system-x86_64', 'dnsmasq', 'apt-cacher-ng', 'curl', `${DI}/linux`, `${DI}/initrd.gz`], { netns: true });
 
@@ -66,25 +68,17 @@ test.before(async () => {
   // DNS servers from DHCP, as a site hands out, and no router: d-i's DHCP client script then drops
   // them, and only racksmith's netcfg/get_nameservers on the command line keeps netcfg from asking.
   // Nothing needs to answer on them: the mirror is reached through the proxy.
-  rs = await bed.racksmith(work, artifacts, HTTP_PORT, { RACKSMITH_APT_PROXY: cache.url, RACKSMITH_LOG_LEVEL: 'info', RACKSMITH_DHCP_DNS: SERVER_IP });
+  // Debian's own mirror, which d-i checks through the proxy (a test's racksmith otherwise names a
+  // port nobody serves: the proxy refuses it, and d-i calls the mirror bad).
+  rs = await bed.racksmith(work, artifacts, HTTP_PORT, { RACKSMITH_APT_PROXY: cache.url, RACKSMITH_DEBIAN_MIRROR: 'http://deb.debian.org/debian', RACKSMITH_LOG_LEVEL: 'info', RACKSMITH_DHCP_DNS: SERVER_IP });
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
 });
 
 test.after(async () => {
-  // The test bed goes whatever fails before it: no namespace, bridge or tap outlives the suite.
-  try {
-    await vm?.stop();
-    if (failed && work) keepEvidence('debian-installer', vm ? [vm] : [], rs, cache ? { 'apt-cacher-ng.log': cache.log() } : {});
-    await rs?.stop();
-    rs?.cleanup();
-    await cache?.stop();
-  } finally {
-    await bed?.destroy();
-    if (work) rmSync(work, { recursive: true, force: true });
-  }
+  await endBootProof({ vms: [vm], failed, work, rs, bed, evidence: 'debian-installer', evidenceFiles: (): Record<string, string> => (cache ? { 'apt-cacher-ng.log': cache.log() } : {}), services: [cache] });
 });
 
-test('d-i boots with racksmith\'s command line, loads the preseed, reports its steps; stopped at "Download installer components"', async (ctx) => {
+test('d-i boots with racksmith\'s command line, loads the preseed, reports its steps, accepts the mirror through the proxy; stopped at its first .udeb', async (ctx) => {
   if (missing) return skipNote(ctx.__test__, missing);
   const c = await api('POST', '/clusters', { name: 'deb', os: 'debian-12', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
   assert.is(c.status, 201, JSON.stringify(c.body));
@@ -111,8 +105,17 @@ test('d-i boots with racksmith\'s command line, loads the preseed, reports its s
     if (!reached) await new Promise((r) => setTimeout(r, 2000));
   }
   assert.ok(reached, `d-i never reported "Download installer components" (reported: ${seen.join(', ')})\n${vm.serial().slice(-2000)}`);
+  // As far as the bed allows: anna reads the installer components' index from the accepted mirror
+  // and asks for its first .udeb, through the proxy; the mirror reached from here answers 404.
+  const udebWait = Date.now() + UDEB_TIMEOUT_MS;
+  let udeb: string | undefined;
+  while (!udeb && Date.now() < udebWait && vm.running) {
+    udeb = cache!.served().find((p) => /\.udeb\b/.test(p));
+    if (!udeb) await new Promise((r) => setTimeout(r, 2000));
+  }
   await vm.stop();
-  process.stdout.write(`  stopped the VM at "Download installer components", ${((Date.now() - started) / 1000).toFixed(0)} s in: Debian's mirror serves no .udeb here, so d-i would stop there\n`);
+  assert.ok(udeb, `d-i asked the proxy for no .udeb within ${UDEB_TIMEOUT_MS / 1000} s of "Download installer components": ${cache!.served().join(' ')}`);
+  process.stdout.write(`  stopped the VM at d-i's first .udeb, ${((Date.now() - started) / 1000).toFixed(0)} s in: ${udeb}\n`);
 
   const ev = await events(M.mac);
   // The boot: racksmith's script with d-i's kernel and initrd and racksmith's command line.
@@ -131,8 +134,12 @@ test('d-i boots with racksmith\'s command line, loads the preseed, reports its s
   const m = (await api('GET', `/machines/${M.mac}`)).body;
   assert.is(m.state, 'provisioning');
   assert.is(m.lastStep, 'installer');
-  // The mirror was checked through the site's apt proxy.
-  assert.ok(cache!.served().some((p) => /bookworm\/Release/.test(p)), `apt-cacher-ng served the mirror's Release: ${cache!.served().join(' ')}`);
+  // The mirror was checked through the site's apt proxy: its Release files, then the index of the
+  // installer components, then the first component (which Debian's mirror does not serve here).
+  const served = cache!.served();
+  assert.ok(served.some((p) => /^debrep\/dists\/bookworm\/Release$/.test(p)), `apt-cacher-ng served the mirror's Release: ${served.join(' ')}`);
+  assert.ok(served.some((p) => /^debrep\/dists\/bookworm\/main\/debian-installer\/binary-amd64\/Packages/.test(p)), `apt-cacher-ng served the installer components' index: ${served.join(' ')}`);
+  assert.match(udeb!, /^debrep\/pool\/main\/.+\.udeb/);
   failed = false;
 });
 
