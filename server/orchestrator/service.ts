@@ -157,6 +157,22 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
   let privateKey = '';
   const running = new Set<Promise<void>>();
 
+  /**
+   * Another instance holds the cluster: look again just after its lock would lapse, so that a
+   * holder that died is replaced within one lock lifetime (renewals push the look further out).
+   */
+  const lockWatches = new Map<string, NodeJS.Timeout>();
+  function watchLock(cluster: string, expiresAt: string): void {
+    if (lockWatches.has(cluster)) return;
+    const delay = Math.min(Math.max(Date.parse(expiresAt) - now().getTime() + 250, 250), 2 ** 31 - 1);
+    const t = setTimeout(() => {
+      lockWatches.delete(cluster);
+      kick(cluster);
+    }, delay);
+    t.unref();
+    lockWatches.set(cluster, t);
+  }
+
   function kick(cluster?: string): void {
     if (state !== 'serving') return;
     if (cluster === undefined) {
@@ -201,6 +217,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       const lock = await orchestration.acquireLock(name, deps.owner, deps.holder, settings.lockTtlMs);
       if (lock.owner !== deps.owner) {
         l.debug({ holder: lock.holder, until: lock.expiresAt }, 'another racksmith drives this cluster');
+        watchLock(name, lock.expiresAt);
         return;
       }
       held = true;
@@ -471,6 +488,8 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       state = 'stopping';
       unsubscribe?.();
       if (pollTimer) clearInterval(pollTimer);
+      for (const t of lockWatches.values()) clearTimeout(t);
+      lockWatches.clear();
       stopAll.abort();
       await Promise.allSettled([...running]);
       state = 'stopped';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { openSqliteInventory, type SqliteInventory } from '../../server/inventory/sqlite/index.js';
-import { createSecretBox } from '../../server/lib/secrets.js';
+import { createSecretBox, type SecretBox } from '../../server/lib/secrets.js';
 import { openPgStore } from '../../server/inventory/postgres/index.js';
 import type { Store } from '../../server/inventory/store.js';
 import { testPostgres } from './postgres.js';
@@ -24,7 +24,13 @@ export function tempInventory(now?: () => Date): SqliteInventory & { dir: string
 /** Which engine the store-facing suites run on: `RACKSMITH_TEST_DATABASE=postgres` or SQLite (the default). */
 export const TEST_ENGINE: 'sqlite' | 'postgres' = process.env['RACKSMITH_TEST_DATABASE'] === 'postgres' ? 'postgres' : 'sqlite';
 
-export type TempStore = Store & { readonly dir: string; destroy(): Promise<void> };
+export type TempStore = Store & {
+  readonly dir: string;
+  readonly box: SecretBox;
+  /** PostgreSQL: the database's URL, for a second store on it (another instance). */
+  readonly url?: string;
+  destroy(): Promise<void>;
+};
 
 /**
  * A real store for in-process tests on the engine of this run (TEST_ENGINE): a SQLite file in a

@@ -1,4 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { TEST_ENGINE } from './inventory.js';
+import { testPostgres } from './postgres.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -92,6 +94,16 @@ function command(netns: string | undefined, args: readonly string[], wrap: reado
   return netns ? ['ip', ['netns', 'exec', netns, ...node]] : [node[0] as string, node.slice(1)];
 }
 
+const databases = new Map<string, string>();
+async function databaseFor(dataDir: string): Promise<string> {
+  let url = databases.get(dataDir);
+  if (!url) {
+    url = await (await testPostgres()).newDatabase();
+    databases.set(dataDir, url);
+  }
+  return url;
+}
+
 export async function startRacksmith(opts: StartOptions = {}): Promise<RacksmithProcess> {
   const ownDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'racksmith-test-'));
@@ -110,6 +122,8 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
     ...offlineUpstreams(),
     ...opts.env,
   };
+  // On PostgreSQL runs, each data directory has its own database (a restart on it finds its rows).
+  if (TEST_ENGINE === 'postgres' && env['RACKSMITH_DATABASE_URL'] === undefined) env['RACKSMITH_DATABASE_URL'] = await databaseFor(dataDir);
   const [cmd, args] = command(opts.netns, ['serve'], opts.wrap, opts.cliPath);
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
