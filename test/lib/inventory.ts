@@ -83,3 +83,18 @@ export async function heardAll(store: Store, heard: readonly InventoryEvent[]): 
   const latest = await store.events.latestId();
   for (let i = 0; i < 500 && (heard[heard.length - 1]?.id ?? 0) < latest; i++) await new Promise((r) => setTimeout(r, 10));
 }
+
+/** Another store on the same database and key: a second process on the SQLite file, a second instance on PostgreSQL. */
+export async function anotherInstance(store: TempStore): Promise<Store> {
+  const box = (store as unknown as { box: SqliteInventory['box'] }).box;
+  if (store.url) return openPgStore({ url: store.url, box, instanceName: 'another' });
+  return openSqliteInventory({ file: join(store.dir, 'racksmith.db'), box });
+}
+
+/**
+ * The environment that puts a racksmith process on the engine of this run: nothing for SQLite
+ * (the file in its data directory), a fresh database of its own on PostgreSQL.
+ */
+export async function testDatabaseEnv(): Promise<Record<string, string>> {
+  return TEST_ENGINE === 'postgres' ? { RACKSMITH_DATABASE_URL: await (await testPostgres()).newDatabase() } : {};
+}
