@@ -225,6 +225,59 @@ test('list order and keyset pages: every machine exactly once, even with writes 
   }
 });
 
+test('a re-imported sheet: known rows updated or left, new ones created, a discovered one adopted; bulk updates all or none, naming the machine', async () => {
+  const inv = await tempStore();
+  try {
+    await inv.clusters.create(CLUSTER);
+    const bmc = { driver: 'ipmi' as const, address: '10.0.9.1', username: 'admin', password: 'first' };
+    const [a, b, c, d] = [1, 2, 3, 4].map((i) => `52:54:00:10:01:0${i}` as Mac) as [Mac, Mac, Mac, Mac];
+    await inv.machines.importAll([
+      { row: 1, mac: a, hostname: 'a', role: 'worker', cluster: 'lab', rack: 'r1', bmc },
+      { row: 2, mac: b, hostname: 'b', role: 'worker', cluster: 'lab', rack: 'r1' },
+    ]);
+    await inv.machines.recordSighting({ mac: c, firmware: 'efi', source: 'dhcp' });
+    const out = await inv.machines.upsertAll([
+      { row: 1, mac: a, hostname: 'a', role: 'worker', cluster: 'lab', rack: 'r1', bmc: { ...bmc, password: 'second' } },
+      { row: 2, mac: b, hostname: 'b', role: 'worker', cluster: 'lab', rack: 'r1' },
+      { row: 3, mac: c, hostname: 'c', role: 'worker', cluster: 'lab' },
+      { row: 4, mac: d, hostname: 'd', role: 'control-plane', cluster: 'lab', rack: 'r2' },
+    ]);
+    assert.equal(out.map((r) => [r.machine.mac, r.outcome, r.machine.state]), [
+      [a, 'updated', 'assigned'],
+      [b, 'unchanged', 'assigned'],
+      [c, 'created', 'assigned'],
+      [d, 'created', 'assigned'],
+    ]);
+    assert.is(await inv.machines.bmcPassword(a), 'second');
+    assert.is(out[2]?.machine.firmware, 'efi', 'the adopted machine keeps what its sighting saw');
+    assert.equal((await inv.events.list({ mac: a, type: 'machine.updated' })).map((e) => e.message), ['updated bmc (password)']);
+    // Nothing differs: nothing is written.
+    const again = await inv.machines.upsertAll([{ row: 1, mac: a, hostname: 'a', role: 'worker', cluster: 'lab', rack: 'r1', bmc: { ...bmc, password: 'second' } }]);
+    assert.equal(again.map((r) => r.outcome), ['unchanged']);
+    // A conflict in a later row: no row of the sheet is written, and the error names the cell.
+    const err = await expectError(
+      () =>
+        inv.machines.upsertAll([
+          { row: 1, mac: a, hostname: 'a', role: 'worker', cluster: 'lab', rack: 'r9' },
+          { row: 2, mac: '52:54:00:10:01:05' as Mac, hostname: 'b', role: 'worker', cluster: 'lab' },
+        ]),
+      AppError,
+    );
+    assert.equal([err.kind, err.code, err.field, err.message], ['conflict', 'ERR_DUPLICATE', 'hostname', 'row 2, column hostname: another machine already has this hostname']);
+    assert.is((await inv.machines.get(a))?.rack, 'r1');
+
+    const moved = await inv.machines.updateAll([a, b], { rack: 'r7' }, 'test');
+    assert.equal(moved.map((m) => m.rack), ['r7', 'r7']);
+    const refused = await expectError(() => inv.machines.updateAll([a, '52:54:00:99:99:99' as Mac], { rack: 'r8' }, 'test'), AppError);
+    assert.equal([refused.kind, refused.message], ['not-found', '52:54:00:99:99:99: no machine with MAC 52:54:00:99:99:99']);
+    assert.is((await inv.machines.get(a))?.rack, 'r7', 'the first machine of a refused bulk update is unchanged');
+    const unknownCluster = await expectError(() => inv.machines.update(a, { cluster: 'nope' }, 'test'), AppError);
+    assert.equal([unknownCluster.kind, unknownCluster.field], ['invalid', 'cluster']);
+  } finally {
+    await inv.destroy();
+  }
+});
+
 test('seed tokens: rotation invalidates the old one; lookup by token; tokens stored hashed', async () => {
   const inv = await tempStore();
   try {

@@ -69,12 +69,18 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
     if (r.rowCount === 0) throw invalid('ERR_UNKNOWN_CLUSTER', `no cluster named "${name}"`, 'cluster');
   }
 
-  /** Sets these columns of one machine; UNIQUE violations become a 409 naming the field. */
-  async function write(c: Queryable, mac: Mac, columns: Record<string, unknown>): Promise<number> {
+  /**
+   * Sets these columns of one machine and returns it as written (null: no such machine), which
+   * spares a read after each write; UNIQUE violations become a 409 naming the field.
+   */
+  async function write(c: Queryable, mac: Mac, columns: Record<string, unknown>): Promise<Machine | null> {
     const names = Object.keys(columns);
     try {
-      const r = await c.query(`UPDATE machines SET ${names.map((n, i) => `${n} = $${i + 1}`).join(', ')} WHERE mac = $${names.length + 1}`, [...Object.values(columns), mac]);
-      return r.rowCount ?? 0;
+      const r = await c.query<MachineViewRow>(
+        `UPDATE machines SET ${names.map((n, i) => `${n} = $${i + 1}`).join(', ')} WHERE mac = $${names.length + 1} RETURNING ${MACHINE_COLUMNS}`,
+        [...Object.values(columns), mac],
+      );
+      return r.rows[0] ? machineFromRow(r.rows[0]) : null;
     } catch (err) {
       throw duplicateError(pgConstraintField(err)) ?? err;
     }
@@ -87,22 +93,23 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
     // sighting's, is locked until commit, so two instances creating the same MAC take turns.
     await c.query(`INSERT INTO machines (mac, state, state_changed_at, created_at, updated_at) VALUES ($1, 'discovered', $2, $2, $2) ON CONFLICT (mac) DO NOTHING`, [input.mac, at]);
     refuseAdoption(input.mac, (await load(c, input.mac, true)).state);
-    await write(c, input.mac, { ...placementColumns(input, box), seed_token_address: null, updated_at: at });
+    let placed = await write(c, input.mac, { ...placementColumns(input, box), seed_token_address: null, updated_at: at });
     if (input.bootLoader !== undefined || input.secureBoot !== undefined) {
-      await c.query('UPDATE machines SET boot_loader = COALESCE($1, boot_loader), secure_boot = COALESCE($2, secure_boot) WHERE mac = $3', [
-        input.bootLoader ?? null,
-        flag(input.secureBoot),
-        input.mac,
-      ]);
+      const r = await c.query<MachineViewRow>(
+        `UPDATE machines SET boot_loader = COALESCE($1, boot_loader), secure_boot = COALESCE($2, secure_boot) WHERE mac = $3 RETURNING ${MACHINE_COLUMNS}`,
+        [input.bootLoader ?? null, flag(input.secureBoot), input.mac],
+      );
+      placed = machineFromRow(r.rows[0]!);
     }
-    return applyTransition(c, input.mac, 'assign', { source: 'api', message: assignMessage(input.role, input.cluster) });
+    return applyTransition(c, input.mac, 'assign', { source: 'api', message: assignMessage(input.role, input.cluster) }, placed!);
   }
 
-  async function applyTransition(c: Queryable, mac: Mac, event: MachineEventType, ctx: TransitionContext): Promise<Machine> {
-    const w = transitionWrite(await load(c, mac, true), event, ctx, now().toISOString());
-    await write(c, mac, w.columns);
+  /** `current`: the machine as this transaction has it locked and last wrote it (read when absent). */
+  async function applyTransition(c: Queryable, mac: Mac, event: MachineEventType, ctx: TransitionContext, current?: Machine): Promise<Machine> {
+    const w = transitionWrite(current ?? (await load(c, mac, true)), event, ctx, now().toISOString());
+    const after = await write(c, mac, w.columns);
     await appendEvent(c, w.event);
-    return load(c, mac);
+    return after!;
   }
 
   /** Records what a sighting saw (facts kept when a later one lacks them); an unknown MAC becomes a discovered machine. True when it was new. */
@@ -142,17 +149,19 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
     await appendEvent(c, { ...step.event, mac, source });
   }
 
-  async function update(c: Queryable, mac: Mac, patch: MachinePatch, source: string): Promise<Machine> {
-    const before = await load(c, mac, true);
+  /** `current` as in applyTransition. */
+  async function update(c: Queryable, mac: Mac, patch: MachinePatch, source: string, current?: Machine): Promise<Machine> {
+    const before = current ?? (await load(c, mac, true));
     if (patch.cluster) await requireCluster(c, patch.cluster);
     const plan = planUpdate(before, patch, source, box);
+    let after = before;
     if (plan.event) {
-      await write(c, mac, { ...plan.columns, updated_at: now().toISOString() });
+      after = (await write(c, mac, { ...plan.columns, updated_at: now().toISOString() }))!;
       await appendEvent(c, plan.event);
     }
-    if (!plan.then) return load(c, mac);
-    await write(c, mac, plan.then.seed);
-    return applyTransition(c, mac, plan.then.event, { source, message: plan.then.message });
+    if (!plan.then) return after;
+    after = (await write(c, mac, plan.then.seed))!;
+    return applyTransition(c, mac, plan.then.event, { source, message: plan.then.message }, after);
   }
 
   /** One row of a re-imported sheet: created, or the known machine brought in line with it. */
@@ -163,7 +172,7 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
     const stored = r.bmc ? (await sealedOf(c, r.mac))?.bmc_password_sealed : null;
     const patch = upsertPatch(before, r, stored ? box.open(stored) : null);
     if (Object.keys(patch).length === 0) return { machine: before, outcome: 'unchanged' };
-    return { machine: await update(c, r.mac, patch, 'import'), outcome: 'updated' };
+    return { machine: await update(c, r.mac, patch, 'import', before), outcome: 'updated' };
   }
 
   /** Each row in turn, in the caller's transaction; an error names the CSV row and column. */
@@ -279,8 +288,8 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
     },
     async rotateSeedToken(mac) {
       const s = sealedToken(box);
-      const n = await write(db.pool, mac, { seed_token_hash: s.hash, seed_token_sealed: s.sealed, seed_token_address: null, updated_at: now().toISOString() });
-      if (n === 0) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
+      const written = await write(db.pool, mac, { seed_token_hash: s.hash, seed_token_sealed: s.sealed, seed_token_address: null, updated_at: now().toISOString() });
+      if (!written) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
       return s.token;
     },
     async seedToken(mac) {
