@@ -250,7 +250,9 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
       return db.eventTx((c) => applyTransition(c, mac, event, ctx));
     },
     async recordSighting(s) {
-      return db.eventTx(async (c) => {
+      // Not behind the events lock: a known machine's sighting (most of them) writes no event,
+      // and a new one's event follows a row no other transaction can hold yet.
+      return db.tx(async (c) => {
         const created = await applySighting(c, s);
         return { machine: await load(c, s.mac), created };
       });
@@ -301,7 +303,7 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
       return row ? machineFromRow(row) : null;
     },
     async seedTokenFor(mac, address) {
-      return db.eventTx(async (c) => {
+      return db.tx(async (c) => {
         const { result, columns } = bindSeedToken(await sealedOf(c, mac, true), address, box, now().toISOString());
         if (columns) await write(c, mac, columns);
         return result;
