@@ -250,8 +250,9 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
       return db.eventTx((c) => applyTransition(c, mac, event, ctx));
     },
     async recordSighting(s) {
-      // Not behind the events lock: a known machine's sighting (most of them) writes no event,
-      // and a new one's event follows a row no other transaction can hold yet.
+      // Not behind the events lock: a known machine's sighting (most of them) writes no event. A
+      // first sighting racing the machine's creation through the API can deadlock on the new row;
+      // PostgreSQL detects it and the transaction runs again (tx retries 40P01).
       return db.tx(async (c) => {
         const created = await applySighting(c, s);
         return { machine: await load(c, s.mac), created };
