@@ -127,7 +127,7 @@ async function token(args: readonly string[]): Promise<number> {
   }
   const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
   const { openInventory } = await import('./main.js');
-  const inventory = openInventory(config);
+  const inventory = await openInventory(config);
   try {
     const name = typeof values['name'] === 'string' ? values['name'] : `${role} token`;
     const { token } = await inventory.tokens.create(role as TokenRole, name);
@@ -170,7 +170,7 @@ async function tokenAdmin(sub: 'list' | 'revoke', rest: readonly string[]): Prom
   if (sub === 'revoke' && !which) throw new UsageError('token revoke: give the token\'s id or name (see "racksmith token list")');
   const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
   const { openInventory } = await import('./main.js');
-  const inventory = openInventory(config);
+  const inventory = await openInventory(config);
   try {
     const tokens = await inventory.tokens.list();
     if (sub === 'list') {

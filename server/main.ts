@@ -16,9 +16,8 @@ import { metricsRouter } from './http/metrics.js';
 import { createHttpService } from './http/service.js';
 import { powerRoutes } from './http/api/power.js';
 import { orchestrationRoutes } from './http/api/orchestration-routes.js';
-import { createOrchestrationRepo } from './inventory/sqlite/orchestration.js';
-import { openSqliteInventory, type SqliteInventory } from './inventory/sqlite/index.js';
-import { DB_FILE } from './inventory/sqlite/db.js';
+import { instanceName, openStore } from './inventory/open.js';
+import type { Store } from './inventory/store.js';
 import { collectDiscoveryMetrics, collectInventoryMetrics } from './inventory/metrics.js';
 import { createDiscoveryGate, DISCOVERY_WINDOW_MS } from './inventory/discovery.js';
 import { acquireInstanceLock, type InstanceLock } from './lib/instance-lock.js';
@@ -26,7 +25,6 @@ import type { Logger } from './lib/log.js';
 import type { Mac } from './lib/mac.js';
 import { collectServiceHealth } from './lib/metric-catalogue.js';
 import { createMetrics, type MetricsRegistry } from './lib/metrics.js';
-import { createSecretBox, loadSecretKey } from './lib/secrets.js';
 import type { Service, ServiceHealth } from './lib/service.js';
 import { instanceId } from './lib/instance-id.js';
 import { ensureSshIdentity } from './lib/ssh-identity.js';
@@ -72,7 +70,7 @@ import { readAdminKeys } from './seeds/admin-keys.js';
 
 export interface Runtime {
   readonly config: Config;
-  readonly inventory: SqliteInventory;
+  readonly inventory: Store;
   readonly services: readonly Service[];
   readonly metrics: MetricsRegistry;
   /** Stops every service in reverse order and closes the store; safe to call twice. */
@@ -81,11 +79,9 @@ export interface Runtime {
   readonly done: Promise<number>;
 }
 
-/** Opens the data directory's store (and its key) the way `serve` does, for CLI commands. */
-export function openInventory(config: Config): SqliteInventory {
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const box = createSecretBox(loadSecretKey(config.secretKey, config.dataDir));
-  return openSqliteInventory({ file: join(config.dataDir, DB_FILE), box });
+/** Opens the store (and its key) the way `serve` does, for CLI commands. */
+export function openInventory(config: Config): Promise<Store> {
+  return openStore(config);
 }
 
 /** Where a person reaches the console: the HTTP address unless it is a wildcard, else the advertised one. */
@@ -102,10 +98,10 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const adminSshKeys = config.adminSshKeysFile ? readAdminKeys(config.adminSshKeysFile) : [];
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const lock: InstanceLock = acquireInstanceLock(config.dataDir);
-  let inventory: SqliteInventory | undefined;
+  let inventory: Store | undefined;
   let identity: Awaited<ReturnType<typeof ensureSshIdentity>>;
   try {
-    inventory = openInventory(config);
+    inventory = await openInventory(config);
     identity = await ensureSshIdentity(inventory.secrets);
   } catch (err) {
     await inventory?.close();
@@ -217,12 +213,12 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   services.push(sol);
   const orchestrator = createOrchestrator({
     inventory,
-    orchestration: createOrchestrationRepo(inventory.db, inventory.now),
+    orchestration: inventory.orchestration,
     shell: createSshShell(),
     privateKey: async () => identity.privateKey,
     settings: orchestratorSettings(config),
     owner: instanceId(config.dataDir),
-    holder: `${hostname()} pid ${process.pid}`,
+    holder: `${instanceName(config)} (${hostname()} pid ${process.pid})`,
     metrics,
     // A rolling upgrade reimages its nodes through the power service.
     reimage: (mac, opts) => power.reimage(mac, opts),
@@ -314,7 +310,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   const artifactsCacheDir = config.artifactsCacheDir ?? join(config.dataDir, 'artifacts');
   await fetchSignedDebs({ debs: config.signedBootDebs ?? [], store: artifacts, cacheDir: artifactsCacheDir, log: log.child({ svc: 'artifacts' }) });
   const signedDirs = signedBootDirs(config.signedBootDir, artifactsCacheDir);
-  services.push(createDhcpService(config, { inventory, metrics, discovery: discovery.dhcp, signedBootDirs: signedDirs }));
+  services.push(createDhcpService(config, { inventory, directory: inventory.machineFeed(), metrics, discovery: discovery.dhcp, signedBootDirs: signedDirs }));
   // TFTP tells machines apart by IP only: our own bound leases name the MAC first (exact, and they
   // outlive an ARP entry), then the kernel's neighbour table (proxy mode, static addresses).
   const leaseResolver = async (ip: string): Promise<Mac | null> => {

@@ -1,6 +1,7 @@
 import { rmSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { TEST_ENGINE } from './lib/inventory.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 
 /**
@@ -8,7 +9,7 @@ import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
  * page and, when the page is full, a Link header (rel="next") whose URL carries the opaque
  * `after` cursor and the same filters. Following the links visits every machine once.
  */
-const test = suite('api paging: GET /machines?limit=&after=');
+const test = suite(`api paging (${TEST_ENGINE}): GET /machines?limit=&after=`);
 
 let rs: RacksmithProcess;
 let admin = '';

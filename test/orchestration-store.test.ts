@@ -1,14 +1,14 @@
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { openPgStore } from '../server/inventory/postgres/index.js';
 import { openSqliteInventory } from '../server/inventory/sqlite/index.js';
-import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
-import type { StepWrite } from '../server/inventory/store.js';
+import type { Store, StepWrite } from '../server/inventory/store.js';
 import type { Mac } from '../server/lib/mac.js';
-import { tempInventory } from './lib/inventory.js';
+import { TEST_ENGINE, tempInventory, tempStore } from './lib/inventory.js';
 
-/** Orchestration steps and the per-cluster lock, in the real SQLite store. */
-const test = suite('orchestration store');
+/** Orchestration steps and the per-cluster lock, in the real store of the run's engine. */
+const test = suite(`orchestration store (${TEST_ENGINE})`);
 
 const NEW_CLUSTER = { name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' } as const;
 const MAC = '52:54:00:00:00:11' as Mac;
@@ -27,10 +27,10 @@ test('schema version 3 is applied', async () => {
 });
 
 test('steps: insert, replace in place, order of first creation, reset of failed ones', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     await inv.clusters.create(NEW_CLUSTER);
-    const repo = createOrchestrationRepo(inv.db, inv.now);
+    const repo = inv.orchestration;
     await repo.saveStep(write('prepare', 'running'));
     await repo.saveStep(write('init', 'running'));
     const done = await repo.saveStep(write('prepare', 'done', { endedAt: '2026-01-01T00:00:02.000Z', output: ['CA in place'], data: { endpoint: '10.0.0.10:6443' } }));
@@ -50,10 +50,10 @@ test('steps: insert, replace in place, order of first creation, reset of failed 
 
 test('lock: one owner at a time; expiry hands it over; renew fails once taken; the same owner takes it back at once', async () => {
   let t = Date.parse('2026-01-01T00:00:00.000Z');
-  const inv = tempInventory(() => new Date(t));
+  const inv = await tempStore({ now: () => new Date(t) });
   try {
     await inv.clusters.create(NEW_CLUSTER);
-    const repo = createOrchestrationRepo(inv.db, inv.now);
+    const repo = inv.orchestration;
     assert.is((await repo.acquireLock('lab', 'A', 'host-a pid 1', 60_000)).owner, 'A');
     const seen = await repo.acquireLock('lab', 'B', 'host-b pid 2', 60_000);
     assert.is(seen.owner, 'A', 'B does not take a live lock');
@@ -75,12 +75,15 @@ test('lock: one owner at a time; expiry hands it over; renew fails once taken; t
 });
 
 test('two connections to one database (two processes): exactly one holds the lock', async () => {
-  const inv = tempInventory();
-  const other = openSqliteInventory({ file: join(inv.dir, 'racksmith.db'), box: inv.box });
+  const inv = await tempStore();
+  const other: Store =
+    inv.engine === 'sqlite'
+      ? openSqliteInventory({ file: join(inv.dir, 'racksmith.db'), box: inv.box })
+      : await openPgStore({ url: inv.url ?? '', box: inv.box });
   try {
     await inv.clusters.create(NEW_CLUSTER);
-    const a = createOrchestrationRepo(inv.db, inv.now);
-    const b = createOrchestrationRepo(other.db, other.now);
+    const a = inv.orchestration;
+    const b = other.orchestration;
     const results = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).acquireLock('lab', i % 2 ? 'A' : 'B', 'x', 60_000)));
     const owners = new Set(results.map((r) => r.owner));
     assert.is(owners.size, 1);
@@ -91,10 +94,10 @@ test('two connections to one database (two processes): exactly one holds the loc
 });
 
 test('deleting the cluster deletes its steps and lock', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     await inv.clusters.create(NEW_CLUSTER);
-    const repo = createOrchestrationRepo(inv.db, inv.now);
+    const repo = inv.orchestration;
     await repo.saveStep(write('prepare', 'done'));
     await repo.acquireLock('lab', 'A', 'x', 60_000);
     await inv.clusters.delete('lab');

@@ -11,6 +11,7 @@ import { offlineUpstreams, startRacksmith, type RacksmithProcess } from './lib/r
 import { startOpenUpstream, type OpenUpstream } from './lib/upstreams.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: sqlite only — the guide is the quick start on the embedded default, and its racksmith runs in a network namespace.
 /**
  * docs/rack-guide.md, run: every ```sh block of the guide, in order, as one `sh -e` script against
  * a real `racksmith serve` (DHCP and TFTP off, on loopback), with `racksmith` on PATH as the built

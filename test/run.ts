@@ -7,9 +7,15 @@
  * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 1200: the virtual rack
  * with a pair and its upgrade takes ~11 min) is killed, with its process group, and fails — a
  * hung test must not hang CI.
+ *
+ * Store-facing light suites — those that open a store (`tempStore(`) or start racksmith
+ * (`startRacksmith(`) — then run a second time on PostgreSQL (RACKSMITH_TEST_DATABASE=postgres,
+ * a private PostgreSQL 15 per suite process), unless the suite says `racksmith-test: sqlite only`
+ * with its reason. RACKSMITH_TEST_DATABASE=sqlite|postgres given by hand runs everything once, on
+ * that engine.
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,6 +33,8 @@ function findTests(dir: string): string[] {
 
 interface Result {
   readonly file: string;
+  /** The store engine of a second, PostgreSQL run (null: the run's own engine). */
+  readonly engine: string | null;
   readonly ok: boolean;
   readonly seconds: number;
   /** What the suite skipped and why (its `⚠ skipped …` notes). */
@@ -35,11 +43,12 @@ interface Result {
 
 const SUITE_TIMEOUT_S = Number(process.env['RACKSMITH_SUITE_TIMEOUT'] ?? 1200);
 
-function runOne(file: string): Promise<Result> {
+function runOne(file: string, engine: string | null = null): Promise<Result> {
   const started = Date.now();
   return new Promise((resolve) => {
     // Its own process group, so a timeout ends the suite and everything it started.
-    const child = spawn(process.execPath, ['--enable-source-maps', file], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const env = engine ? { ...process.env, RACKSMITH_TEST_DATABASE: engine } : process.env;
+    const child = spawn(process.execPath, ['--enable-source-maps', file], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env });
     let out = '';
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -66,8 +75,8 @@ function runOne(file: string): Promise<Result> {
       const ok = code === 0 && !timedOut && unrun === 0;
       if (timedOut) out += `\n  ✘ killed after ${SUITE_TIMEOUT_S} s (RACKSMITH_SUITE_TIMEOUT)`;
       if (unrun > 0) out += `\n  ✘ ${unrun} test(s) never ran: a before hook threw (uvu reports that as a pass)`;
-      process.stdout.write(`\n── ${relative(DIST_TEST, file)} (${seconds.toFixed(1)} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
-      resolve({ file, ok, seconds, skipped: skipNotes(out) });
+      process.stdout.write(`\n── ${label({ file, engine })} (${seconds.toFixed(1)} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
+      resolve({ file, engine, ok, seconds, skipped: skipNotes(out) });
     });
   });
 }
@@ -91,33 +100,43 @@ function skipNotes(output: string): { what: string; why: string }[] {
   return [...output.matchAll(/⚠ skipped (.+?): (.+)$/gm)].map((m) => ({ what: m[1] ?? '', why: m[2] ?? '' }));
 }
 
-async function pool(files: readonly string[], width: number): Promise<Result[]> {
+const label = (r: { file: string; engine: string | null }): string => `${relative(DIST_TEST, r.file)}${r.engine ? ` [${r.engine}]` : ''}`;
+
+async function pool(files: readonly string[], width: number, engine: string | null = null): Promise<Result[]> {
   const results: Result[] = [];
   const queue = [...files];
   await Promise.all(
     Array.from({ length: Math.min(width, queue.length) }, async () => {
-      for (let f = queue.shift(); f !== undefined; f = queue.shift()) results.push(await runOne(f));
+      for (let f = queue.shift(); f !== undefined; f = queue.shift()) results.push(await runOne(f, engine));
     }),
   );
   return results;
+}
+
+/** A light suite that opens a store or starts racksmith, and does not say it is SQLite's alone. */
+function storeFacing(file: string): boolean {
+  const text = readFileSync(file, 'utf8');
+  return /\b(tempStore|startRacksmith)\(/.test(text) && !text.includes('racksmith-test: sqlite only');
 }
 
 const filters = process.argv.slice(2);
 const all = findTests(DIST_TEST).filter((f) => filters.length === 0 || filters.some((x) => relative(DIST_TEST, f).includes(x)));
 const isHeavy = (f: string): boolean => /\.(qemu|heavy)\.test\.js$/.test(f);
 const started = Date.now();
-const results = [...(await pool(all.filter((f) => !isHeavy(f)), 2)), ...(await pool(all.filter(isHeavy), 1))];
+const light = all.filter((f) => !isHeavy(f));
+const secondEngine = process.env['RACKSMITH_TEST_DATABASE'] ? [] : light.filter(storeFacing);
+const results = [...(await pool(light, 2)), ...(await pool(secondEngine, 2, 'postgres')), ...(await pool(all.filter(isHeavy), 1))];
 const failed = results.filter((r) => !r.ok);
 process.stdout.write(
   `\n${results.length} suites, ${failed.length} failed, ${((Date.now() - started) / 1000).toFixed(0)} s\n` +
     results
       .sort((a, b) => b.seconds - a.seconds)
       .slice(0, 8)
-      .map((r) => `  ${r.seconds.toFixed(1).padStart(7)} s  ${relative(DIST_TEST, r.file)}`)
+      .map((r) => `  ${r.seconds.toFixed(1).padStart(7)} s  ${label(r)}`)
       .join('\n') +
     '\n',
 );
-const skips = results.flatMap((r) => r.skipped.map((s) => ({ suite: relative(DIST_TEST, r.file), ...s })));
+const skips = results.flatMap((r) => r.skipped.map((s) => ({ suite: label(r), ...s })));
 if (skips.length > 0) {
   // A green run that proved less says so, and says how to run the rest.
   const w = [Math.max(5, ...skips.map((s) => s.suite.length)), Math.max(7, ...skips.map((s) => s.what.length))];
@@ -130,7 +149,7 @@ if (skips.length > 0) {
   );
 }
 if (failed.length > 0) {
-  process.stdout.write(`FAILED:\n${failed.map((r) => '  ' + relative(DIST_TEST, r.file)).join('\n')}\n`);
+  process.stdout.write(`FAILED:\n${failed.map((r) => '  ' + label(r)).join('\n')}\n`);
   process.exitCode = 1;
 }
 if (all.length === 0) {

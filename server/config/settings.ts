@@ -83,6 +83,19 @@ const pathList = z.preprocess(
 
 export const SETTINGS = {
   dataDir: { env: 'RACKSMITH_DATA_DIR', schema: z.string().min(1), default: './data', help: 'data directory: SQLite file, keys, artifacts cache' },
+  databaseUrl: {
+    env: 'RACKSMITH_DATABASE_URL',
+    schema: z.string().regex(/^postgres(ql)?:\/\/\S+$/, 'expected a PostgreSQL URL such as postgres://racksmith:PASSWORD@db.example:5432/racksmith').optional(),
+    default: undefined,
+    help: 'PostgreSQL database shared by several racksmith instances (postgres://user:password@host:port/db); default: the embedded SQLite file in the data directory',
+    secret: true,
+  },
+  instanceName: {
+    env: 'RACKSMITH_INSTANCE_NAME',
+    schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'expected a name of letters, digits, dots, dashes or underscores').optional(),
+    default: undefined,
+    help: "this instance's name among those sharing a database (lock holder, events, connections); default: the host name",
+  },
   advertiseAddress: { env: 'RACKSMITH_ADVERTISE_ADDRESS', schema: ipv4.optional(), default: undefined, help: 'address machines use to reach racksmith (DHCP replies, URLs); default: first non-loopback IPv4' },
   httpAddress: { env: 'RACKSMITH_HTTP_ADDRESS', schema: ipv4, default: '0.0.0.0', help: 'HTTP listen address' },
   httpPort: { env: 'RACKSMITH_HTTP_PORT', schema: port, default: 8080, help: 'HTTP listen port' },
@@ -172,7 +185,7 @@ export const SETTINGS = {
   orchestratorRetryDelayMs: { env: 'RACKSMITH_ORCHESTRATOR_RETRY_DELAY_MS', schema: integer(0, 600_000), default: 5000, help: 'first retry delay; doubles per attempt up to 60 s' },
   orchestratorDrainTimeoutSeconds: { env: 'RACKSMITH_ORCHESTRATOR_DRAIN_TIMEOUT_SECONDS', schema: integer(10, 86_400), default: 300, help: 'reimage: how long `kubectl drain` may take to move a node\'s pods away before its removal' },
   orchestratorWorkerConcurrency: { env: 'RACKSMITH_ORCHESTRATOR_WORKER_CONCURRENCY', schema: integer(1, 200), default: 5, help: 'workers joined in parallel' },
-  orchestratorLockSeconds: { env: 'RACKSMITH_ORCHESTRATOR_LOCK_SECONDS', schema: integer(3, 3600), default: 60, help: 'lifetime of a cluster lock (renewed while driving); another instance may take over after it' },
+  orchestratorLockSeconds: { env: 'RACKSMITH_ORCHESTRATOR_LOCK_SECONDS', schema: integer(3, 3600), default: 15, help: 'lifetime of a cluster lock (renewed every third of it while driving); another instance takes the cluster over once it lapses' },
   orchestratorCertMarginMinutes: { env: 'RACKSMITH_ORCHESTRATOR_CERT_MARGIN_MINUTES', schema: integer(1, 110), default: 20, help: 'uploaded control-plane certificates expire after 2 h; they are uploaded again before a control join when older than 2 h minus this' },
   cniManifestWeave: { env: 'RACKSMITH_CNI_MANIFEST_WEAVE', schema: manifestUrl, default: 'https://github.com/weaveworks/weave/releases/download/{version}/weave-daemonset-k8s.yaml', help: "Weave Net manifest; {version} is the release pinned for the cluster's Kubernetes version (v2.8.1, the project's last; the 1.18 path)" },
   cniManifestFlannel: { env: 'RACKSMITH_CNI_MANIFEST_FLANNEL', schema: manifestUrl, default: 'https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml', help: "Flannel manifest (kubectl apply -f); {version} is the release pinned for the cluster's Kubernetes version (docs/compatibility.md)" },

@@ -48,7 +48,7 @@ export { inheritedFromEnv } from './sockets.js';
 /** What DHCP needs from the inventory, and nothing more; the SQLite inventory satisfies it. */
 export interface DhcpInventory {
   /** Feeds the machine directory unless `DhcpDeps.directory` is given. */
-  readonly lookup: InventoryLookup;
+  readonly lookup?: InventoryLookup | undefined;
   readonly machines: Pick<MachineRepo, 'recordSighting' | 'setLastStep'>;
   readonly events: Pick<EventRepo, 'append'>;
   readonly leases: LeaseRepo;
@@ -425,7 +425,7 @@ class DhcpServer implements DhcpService {
       signedChains: signedChainsAvailable(deps.signedBootDirs ?? (settings.signedBootDir ? [settings.signedBootDir] : [])),
     };
     const pool = mode === 'authoritative' && this.range ? poolOn(this.range, settings, served) : null;
-    const space = new AddressSpace(pool, deps.directory ?? lookupFeed(deps.inventory.lookup), settings.dhcpIgnoreUnknown);
+    const space = new AddressSpace(pool, deps.directory ?? lookupFeed(required(deps.inventory.lookup)), settings.dhcpIgnoreUnknown);
     if (pool) space.load(await deps.inventory.leases.list());
     this.space = space;
 
@@ -511,4 +511,9 @@ class DhcpServer implements DhcpService {
   interfaces(): readonly ServedInterface[] {
     return this.served;
   }
+}
+
+function required(lookup: InventoryLookup | undefined): InventoryLookup {
+  if (!lookup) throw new Error('the DHCP service needs a machine directory: a feed (deps.directory) or the inventory\'s lookup');
+  return lookup;
 }

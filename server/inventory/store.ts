@@ -449,3 +449,39 @@ export interface Inventory {
   readonly leases: LeaseRepo;
   close(): Promise<void>;
 }
+
+/**
+ * Where the DHCP service's machine directory comes from. The address space asks before every
+ * lookup, so `current` must answer from memory at once. SQLite's feed polls its synchronous
+ * lookup and catches up inside `current` (`lookupFeed`); PostgreSQL's is kept current between
+ * datagrams by the database's change notifications and returns the directory as it stands.
+ */
+export interface MachineFeed {
+  /** The directory as of `now` (the datagram's time). The maps are read, never written, by the caller. */
+  current(now: number): MachineDirectory;
+  /**
+   * The directory is known to be behind the store: a lease commit found an address reserved
+   * that the directory did not show. Read it whole before the next lookup (or as soon as it can).
+   */
+  invalidate(): void;
+}
+
+export type StoreEngine = 'sqlite' | 'postgres';
+
+/**
+ * The whole store as `serve` and the CLI use it, whichever engine is behind it: the embedded
+ * SQLite file (the default) or a PostgreSQL database shared by several racksmith instances.
+ */
+export interface Store extends Inventory {
+  readonly engine: StoreEngine;
+  readonly orchestration: OrchestrationRepo;
+  readonly now: () => Date;
+  /**
+   * Changes whenever anything stored may have changed (a write through this instance, or one by
+   * another process the store hears of), so that a response built from the store can be reused
+   * while it is equal.
+   */
+  readonly revision: () => string;
+  /** The DHCP service's machine directory, kept current by the store (never a synchronous read per datagram). */
+  machineFeed(): MachineFeed;
+}

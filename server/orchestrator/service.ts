@@ -157,6 +157,22 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
   let privateKey = '';
   const running = new Set<Promise<void>>();
 
+  /**
+   * Another instance holds the cluster: look again just after its lock would lapse, so that a
+   * holder that died is replaced within one lock lifetime (renewals push the look further out).
+   */
+  const lockWatches = new Map<string, NodeJS.Timeout>();
+  function watchLock(cluster: string, expiresAt: string): void {
+    if (lockWatches.has(cluster)) return;
+    const delay = Math.min(Math.max(Date.parse(expiresAt) - now().getTime() + 250, 250), 2 ** 31 - 1);
+    const t = setTimeout(() => {
+      lockWatches.delete(cluster);
+      kick(cluster);
+    }, delay);
+    t.unref();
+    lockWatches.set(cluster, t);
+  }
+
   function kick(cluster?: string): void {
     if (state !== 'serving') return;
     if (cluster === undefined) {
@@ -201,20 +217,28 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       const lock = await orchestration.acquireLock(name, deps.owner, deps.holder, settings.lockTtlMs);
       if (lock.owner !== deps.owner) {
         l.debug({ holder: lock.holder, until: lock.expiresAt }, 'another racksmith drives this cluster');
+        watchLock(name, lock.expiresAt);
         return;
       }
       held = true;
+      let renewedAt = Date.now();
+      const letGo = (why: string): void => {
+        l.error(why);
+        held = false;
+        stop.abort();
+        driver.wake();
+      };
       renew = setInterval(() => {
         void orchestration.renewLock(name, deps.owner, settings.lockTtlMs).then(
           (ok) => {
-            if (!ok) {
-              l.error('lost the cluster lock to another racksmith; stopping this cluster');
-              held = false;
-              stop.abort();
-              driver.wake();
-            }
+            if (!ok) letGo('lost the cluster lock to another racksmith; stopping this cluster');
+            else renewedAt = Date.now();
           },
-          (err: unknown) => l.warn({ err }, 'cannot renew the cluster lock'),
+          (err: unknown) => {
+            l.warn({ err }, 'cannot renew the cluster lock');
+            // Unrenewed for a whole lifetime, the lock may be another instance's by now: stop driving.
+            if (Date.now() - renewedAt >= settings.lockTtlMs) letGo('the cluster lock could not be renewed for its whole lifetime; stopping this cluster until the store answers');
+          },
         );
       }, Math.max(1000, Math.floor(settings.lockTtlMs / 3)));
 
@@ -471,6 +495,8 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       state = 'stopping';
       unsubscribe?.();
       if (pollTimer) clearInterval(pollTimer);
+      for (const t of lockWatches.values()) clearTimeout(t);
+      lockWatches.clear();
       stopAll.abort();
       await Promise.allSettled([...running]);
       state = 'stopped';

@@ -11,17 +11,20 @@ import { openDb } from '../../server/inventory/sqlite/db.js';
 import { openSqliteInventory } from '../../server/inventory/sqlite/index.js';
 import { MIGRATIONS } from '../../server/inventory/sqlite/migrations.js';
 import { createSecretBox } from '../../server/lib/secrets.js';
-import { tempInventory } from '../lib/inventory.js';
+import { openPgStore } from '../../server/inventory/postgres/index.js';
+import { TEST_ENGINE, tempInventory, tempStore } from '../lib/inventory.js';
+import { testPostgres } from '../lib/postgres.js';
 
 const A = '52:54:00:00:00:0a' as Mac;
 const B = '52:54:00:00:00:0b' as Mac;
 const T0 = new Date('2026-01-01T00:00:00.000Z');
 const later = (s: number): Date => new Date(T0.getTime() + s * 1000);
 
-const repo = suite('lease table (SQLite, migrations 2 and 5)');
+const repo = suite(`lease table (${TEST_ENGINE})`);
+const sqliteOnly = suite('lease table file (SQLite, migrations 2 and 5)');
 
 repo('bind, rebind extends, and a second MAC is refused while the lease runs', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     const [first] = await inv.leases.bindAll([{ ip: '10.77.0.100', mac: A, expiresAt: later(600).toISOString() }], T0);
     assert.ok(first?.ok);
@@ -38,7 +41,7 @@ repo('bind, rebind extends, and a second MAC is refused while the lease runs', a
 });
 
 repo('a MAC that moves leaves its old address; one batch commits the others when one is refused', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     await inv.leases.bindAll([{ ip: '10.77.0.100', mac: A, expiresAt: later(600).toISOString() }], T0);
     const out = await inv.leases.bindAll(
@@ -57,7 +60,7 @@ repo('a MAC that moves leaves its old address; one batch commits the others when
 });
 
 repo('a reservation (machine ip) refuses other MACs', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     await inv.clusters.create({ name: 'c1', ubuntuRelease: '22.04', kubernetesVersion: '1.30.0', containerRuntime: 'containerd', cni: 'flannel' });
     await inv.machines.create({ mac: A, hostname: 'n1', role: 'worker', cluster: 'c1', ip: '10.77.0.50' });
@@ -70,7 +73,7 @@ repo('a reservation (machine ip) refuses other MACs', async () => {
 });
 
 repo('release keeps the row for the MAC; decline quarantines without a MAC', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     await inv.leases.bindAll([{ ip: '10.77.0.100', mac: A, expiresAt: later(600).toISOString() }], T0);
     assert.ok(await inv.leases.release('10.77.0.100', A, later(10)));
@@ -87,7 +90,7 @@ repo('release keeps the row for the MAC; decline quarantines without a MAC', asy
   }
 });
 
-repo('the schema refuses two holders of one address; no MAC index is left to dirty a page per lease', async () => {
+sqliteOnly('the schema refuses two holders of one address; no MAC index is left to dirty a page per lease', async () => {
   const inv = tempInventory();
   try {
     const ins = inv.db.prepare("INSERT INTO leases (ip, mac, state, starts_at, expires_at, updated_at) VALUES (?, ?, 'bound', 'x', 'y', 'z')");
@@ -103,7 +106,7 @@ repo('the schema refuses two holders of one address; no MAC index is left to dir
   }
 });
 
-repo('one row per MAC across a reopen: the MAC map is read back from the table', async () => {
+sqliteOnly('one row per MAC across a reopen: the MAC map is read back from the table', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'racksmith-leases-'));
   const open = () => openSqliteInventory({ file: join(dir, 'racksmith.db'), box: createSecretBox(randomBytes(32)) });
   try {
@@ -123,7 +126,7 @@ repo('one row per MAC across a reopen: the MAC map is read back from the table',
   }
 });
 
-repo('a failed commit leaves no row and no stale MAC map behind', async () => {
+sqliteOnly('a failed commit leaves no row and no stale MAC map behind', async () => {
   const inv = tempInventory();
   try {
     await inv.leases.bindAll([{ ip: '10.77.0.100', mac: A, expiresAt: later(600).toISOString() }], T0);
@@ -144,7 +147,7 @@ repo('a failed commit leaves no row and no stale MAC map behind', async () => {
   }
 });
 
-repo('migration 5 keeps every lease of a version-4 table', async () => {
+sqliteOnly('migration 5 keeps every lease of a version-4 table', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'racksmith-leases-'));
   const file = join(dir, 'racksmith.db');
   try {
@@ -160,6 +163,69 @@ repo('migration 5 keeps every lease of a version-4 table', async () => {
     db.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const pgOnly = suite('lease table shared by instances (PostgreSQL)');
+
+const refusal = (p: Promise<unknown>): Promise<string> => p.then(() => 'accepted', (err: Error) => err.message);
+
+/** Two stores on one database, as two racksmith instances sharing it. */
+async function twoInstances(): Promise<{ a: Awaited<ReturnType<typeof openPgStore>>; b: Awaited<ReturnType<typeof openPgStore>>; close(): Promise<void> }> {
+  const url = await (await testPostgres()).newDatabase();
+  const box = createSecretBox(randomBytes(32));
+  const a = await openPgStore({ url, box, instanceName: 'a' });
+  const b = await openPgStore({ url, box, instanceName: 'b' });
+  return { a, b, close: async () => void (await Promise.all([a.close(), b.close()])) };
+}
+
+pgOnly('two instances binding one address at the same moment: one holds it, the other is told who', async () => {
+  const { a, b, close } = await twoInstances();
+  try {
+    for (let i = 0; i < 20; i++) {
+      const ipAddr = `10.77.1.${i + 1}`;
+      const [ra, rb] = await Promise.all([
+        a.leases.bindAll([{ ip: ipAddr, mac: A, expiresAt: later(600).toISOString() }], T0),
+        b.leases.bindAll([{ ip: ipAddr, mac: B, expiresAt: later(600).toISOString() }], T0),
+      ]);
+      const wins = [ra[0], rb[0]].filter((o) => o?.ok);
+      assert.is(wins.length, 1, `exactly one binding of ${ipAddr} wins`);
+      const lost = [ra[0], rb[0]].find((o) => o && !o.ok);
+      const row = await a.leases.byIp(ipAddr);
+      assert.equal(lost, { ok: false, reason: 'held', holder: row!.mac });
+    }
+    // Each MAC holds one row in the end, wherever it won last.
+    const rows = await a.leases.list();
+    assert.ok(rows.filter((l) => l.mac === A).length <= 1 && rows.filter((l) => l.mac === B).length <= 1);
+  } finally {
+    await close();
+  }
+});
+
+pgOnly('the schema refuses two holders of one address and a bound row without a MAC; a failed commit keeps nothing', async () => {
+  const { a, close } = await twoInstances();
+  try {
+    const ins = "INSERT INTO leases (ip, mac, state, starts_at, expires_at, updated_at) VALUES ($1, $2, 'bound', 'x', 'y', 'z')";
+    await a.db.run(ins, ['10.77.0.1', A]);
+    assert.match(await refusal(a.db.run(ins, ['10.77.0.1', B])), /duplicate key/);
+    assert.match(await refusal(a.db.run(ins, ['10.77.0.3', null])), /check constraint/);
+    await a.db.run('DELETE FROM leases');
+    await a.leases.bindAll([{ ip: '10.77.0.100', mac: A, expiresAt: later(600).toISOString() }], T0);
+    await a.db.run(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk says no'; END $$`);
+    await a.db.run(`CREATE TRIGGER refuse BEFORE INSERT ON leases FOR EACH ROW WHEN (NEW.ip = '10.77.0.102') EXECUTE FUNCTION refuse()`);
+    const failed = await a.leases
+      .bindAll(
+        [
+          { ip: '10.77.0.101', mac: A, expiresAt: later(600).toISOString() },
+          { ip: '10.77.0.102', mac: B, expiresAt: later(600).toISOString() },
+        ],
+        later(1),
+      )
+      .then(() => null, (err: Error) => err.message);
+    assert.match(failed ?? 'committed', /disk says no/);
+    assert.equal((await a.leases.list()).map((l) => [l.ip, l.mac]), [['10.77.0.100', A]], 'the whole batch rolled back, the move too');
+  } finally {
+    await close();
   }
 });
 
@@ -249,4 +315,6 @@ book('reserved addresses are skipped until their time; expired offers are swept'
 });
 
 repo.run();
+if (TEST_ENGINE === 'sqlite') sqliteOnly.run();
+else pgOnly.run();
 book.run();

@@ -1,4 +1,8 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { openStore } from '../../server/inventory/open.js';
+import type { Store } from '../../server/inventory/store.js';
+import { TEST_ENGINE } from './inventory.js';
+import { testPostgres } from './postgres.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -27,6 +31,10 @@ export interface RacksmithProcess {
   kill9(): Promise<void>;
   /** Removes the data directory (only if this helper created it). */
   cleanup(): void;
+  /** What puts a CLI command on this racksmith's store: its data directory, and its database on PostgreSQL runs. */
+  readonly storeEnv: Record<string, string>;
+  /** This racksmith's store opened beside it, as a CLI command would (close it when done). */
+  openStore(): Promise<Store>;
 }
 
 export interface StartOptions {
@@ -92,6 +100,16 @@ function command(netns: string | undefined, args: readonly string[], wrap: reado
   return netns ? ['ip', ['netns', 'exec', netns, ...node]] : [node[0] as string, node.slice(1)];
 }
 
+const databases = new Map<string, string>();
+async function databaseFor(dataDir: string): Promise<string> {
+  let url = databases.get(dataDir);
+  if (!url) {
+    url = await (await testPostgres()).newDatabase();
+    databases.set(dataDir, url);
+  }
+  return url;
+}
+
 export async function startRacksmith(opts: StartOptions = {}): Promise<RacksmithProcess> {
   const ownDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'racksmith-test-'));
@@ -110,6 +128,9 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
     ...offlineUpstreams(),
     ...opts.env,
   };
+  // On PostgreSQL runs, each data directory has its own database (a restart on it finds its rows).
+  if (TEST_ENGINE === 'postgres' && env['RACKSMITH_DATABASE_URL'] === undefined) env['RACKSMITH_DATABASE_URL'] = await databaseFor(dataDir);
+  const storeEnv: Record<string, string> = { RACKSMITH_DATA_DIR: dataDir, ...(env['RACKSMITH_DATABASE_URL'] ? { RACKSMITH_DATABASE_URL: env['RACKSMITH_DATABASE_URL'] } : {}) };
   const [cmd, args] = command(opts.netns, ['serve'], opts.wrap, opts.cliPath);
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -170,6 +191,8 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
     cleanup() {
       if (ownDir) rmSync(dataDir, { recursive: true, force: true });
     },
+    storeEnv,
+    openStore: () => openStore({ dataDir, secretKey: env['RACKSMITH_SECRET_KEY'] || undefined, databaseUrl: env['RACKSMITH_DATABASE_URL'] || undefined, instanceName: 'test' }),
   };
 }
 

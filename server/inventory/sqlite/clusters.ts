@@ -6,11 +6,28 @@ import { prepared, type Db } from './db.js';
 import { clusterFromRow, type ClusterRow } from './rows.js';
 
 /** The OS a new cluster or a patch names: `os`, else the older `ubuntuRelease`. */
-function osOf(input: Pick<NewCluster, 'os' | 'ubuntuRelease'>): OsId {
+export function osOf(input: Pick<NewCluster, 'os' | 'ubuntuRelease'>): OsId {
   if (input.os) return input.os;
   if (input.ubuntuRelease) return osOfUbuntuRelease(input.ubuntuRelease);
   throw new Error('a cluster needs an os (or an ubuntuRelease)');
 }
+
+/** The column of each patchable field (both engines). */
+export const CLUSTER_COLUMNS: Record<keyof ClusterPatch, string> = {
+  ubuntuRelease: 'ubuntu_release',
+  os: 'os',
+  installMethod: 'install_method',
+  installDiskRule: 'install_disk_rule',
+  imageUrl: 'image_url',
+  imageSha256: 'image_sha256',
+  kubernetesVersion: 'kubernetes_version',
+  containerRuntime: 'container_runtime',
+  cni: 'cni',
+  podSubnet: 'pod_subnet',
+  serviceSubnet: 'service_subnet',
+  controlPlaneEndpoint: 'control_plane_endpoint',
+  vip: 'vip',
+};
 
 export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewEvent) => void): ClusterRepo {
   const sql = prepared(db);
@@ -74,24 +91,9 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
             patch = { ...patch, os, ubuntuRelease: undefined };
             sql('UPDATE clusters SET ubuntu_release = ? WHERE name = ?').run(ubuntuReleaseOf(os) ?? '', name);
           }
-          const columns: Record<keyof ClusterPatch, string> = {
-            ubuntuRelease: 'ubuntu_release',
-            os: 'os',
-            installMethod: 'install_method',
-            installDiskRule: 'install_disk_rule',
-            imageUrl: 'image_url',
-            imageSha256: 'image_sha256',
-            kubernetesVersion: 'kubernetes_version',
-            containerRuntime: 'container_runtime',
-            cni: 'cni',
-            podSubnet: 'pod_subnet',
-            serviceSubnet: 'service_subnet',
-            controlPlaneEndpoint: 'control_plane_endpoint',
-            vip: 'vip',
-          };
           const sets: string[] = [];
           const values: unknown[] = [];
-          for (const [key, column] of Object.entries(columns) as [keyof ClusterPatch, string][]) {
+          for (const [key, column] of Object.entries(CLUSTER_COLUMNS) as [keyof ClusterPatch, string][]) {
             if (patch[key] === undefined) continue;
             sets.push(`${column} = ?`);
             values.push(patch[key]);

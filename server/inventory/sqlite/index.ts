@@ -2,12 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import type { InventoryEvent } from '../model.js';
-import type { EventQuery, EventRepo, Inventory, InventoryLookup, NewEvent, SecretRepo, TokenRepo } from '../store.js';
+import { lookupFeed } from '../directory.js';
+import type { EventQuery, EventRepo, InventoryLookup, NewEvent, SecretRepo, Store, TokenRepo } from '../store.js';
 import { createClusterRepo } from './clusters.js';
 import { openDb, prepared, type Db } from './db.js';
 import { createLeaseRepo } from './leases.js';
 import { createInventoryLookup } from './lookup.js';
 import { createMachineRepo } from './machines.js';
+import { createOrchestrationRepo } from './orchestration.js';
 import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from './rows.js';
 
 export interface SqliteInventoryOptions {
@@ -16,7 +18,8 @@ export interface SqliteInventoryOptions {
   readonly now?: () => Date;
 }
 
-export interface SqliteInventory extends Inventory {
+export interface SqliteInventory extends Store {
+  readonly engine: 'sqlite';
   /** The raw database, for repositories added by services (leases, orchestration steps). */
   readonly db: Db;
   readonly now: () => Date;
@@ -178,11 +181,15 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
   const totalChanges = sql<[], number>('SELECT total_changes()').pluck();
   const dataVersion = sql<[], number>('PRAGMA data_version').pluck();
 
+  const lookup = createInventoryLookup(db);
   return {
+    engine: 'sqlite',
     db,
     now,
+    orchestration: createOrchestrationRepo(db, now),
+    machineFeed: () => lookupFeed(lookup),
     revision: () => `${totalChanges.get()}.${dataVersion.get()}`,
-    lookup: createInventoryLookup(db),
+    lookup,
     box: opts.box,
     appendEventSync,
     clusters,

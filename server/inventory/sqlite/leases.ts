@@ -3,7 +3,7 @@ import type { Lease, LeaseState } from '../model.js';
 import type { BindOutcome, LeaseBinding, LeaseRepo } from '../store.js';
 import type { Db } from './db.js';
 
-interface LeaseRow {
+export interface LeaseRow {
   ip: string;
   mac: string | null;
   state: string;
@@ -14,7 +14,7 @@ interface LeaseRow {
   updated_at: string;
 }
 
-function leaseFromRow(r: LeaseRow): Lease {
+export function leaseFromRow(r: LeaseRow): Lease {
   return {
     ip: r.ip,
     mac: r.mac as Mac | null,

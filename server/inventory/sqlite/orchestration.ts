@@ -10,7 +10,7 @@ import type { Db } from './db.js';
  * expected to keep their clocks in sync (NTP), and the lock's lifetime (a minute by default) is
  * far above any sane skew.
  */
-interface StepRow {
+export interface StepRow {
   cluster: string;
   id: string;
   seq: number;
@@ -25,14 +25,14 @@ interface StepRow {
   data: string;
 }
 
-interface LockRow {
+export interface LockRow {
   cluster: string;
   owner: string;
   holder: string;
   expires_at_ms: number;
 }
 
-function stepFromRow(r: StepRow): StepRecord {
+export function stepFromRow(r: StepRow): StepRecord {
   return {
     cluster: r.cluster,
     id: r.id,
@@ -49,7 +49,7 @@ function stepFromRow(r: StepRow): StepRecord {
   };
 }
 
-function lockFromRow(r: LockRow): ClusterLock {
+export function lockFromRow(r: LockRow): ClusterLock {
   return { cluster: r.cluster, owner: r.owner, holder: r.holder, expiresAt: new Date(r.expires_at_ms).toISOString() };
 }
 

@@ -1,0 +1,151 @@
+import pg from 'pg';
+import { EVENTS_LOCK, PG_MIGRATIONS, type PgMigration } from './migrations.js';
+
+/** A connection that can run a query: the pool itself or one client inside a transaction. */
+export interface Queryable {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>>;
+}
+
+export interface PgDb {
+  readonly pool: pg.Pool;
+  /** One statement on any pooled connection (its own transaction). */
+  one<R extends pg.QueryResultRow>(text: string, values?: readonly unknown[]): Promise<R | null>;
+  all<R extends pg.QueryResultRow>(text: string, values?: readonly unknown[]): Promise<R[]>;
+  run(text: string, values?: readonly unknown[]): Promise<number>;
+  /**
+   * Runs `fn` in one transaction on one client: committed when it returns, rolled back when it
+   * throws. A serialization failure or deadlock (another instance wrote the same rows at the same
+   * moment) runs it again, a few times, before the error reaches the caller.
+   */
+  tx<T>(fn: (c: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * `tx` for a write that appends events: it takes the events lock before anything else. Event
+   * ids are taken one transaction at a time (migration 1's trigger); a transaction that locked a
+   * machine row and then waited for the events lock could deadlock with one holding the events
+   * lock and waiting for that row, so every event-writing transaction takes the events lock first.
+   */
+  eventTx<T>(fn: (c: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+// BIGINT (events.id, counts) as a JS number: ids stay far below 2^53.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+const RETRYABLE = new Set(['40001', '40P01']);
+const TX_ATTEMPTS = 5;
+
+export interface PgOptions {
+  readonly url: string;
+  /** Connections in the pool (the DHCP lease commits, the API and the boot path share them). */
+  readonly max?: number;
+  readonly migrations?: readonly PgMigration[];
+  /** application_name, so `pg_stat_activity` names each instance's connections. */
+  readonly applicationName?: string;
+}
+
+/** Opens a pool to the site's PostgreSQL and brings the schema to this racksmith's version. */
+export async function openPg(opts: PgOptions): Promise<PgDb> {
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.max ?? 10,
+    application_name: opts.applicationName ?? 'racksmith',
+    // A database that does not answer within this is reported, not waited on forever.
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+  });
+  // An idle client losing its connection (a failover, a restart of PostgreSQL) must not crash
+  // the process: the pool drops it and the next query opens a new one.
+  pool.on('error', () => undefined);
+  const db: PgDb = {
+    pool,
+    async one(text, values) {
+      const r = await pool.query(text, values as unknown[] | undefined);
+      return (r.rows[0] as never) ?? null;
+    },
+    async all(text, values) {
+      return (await pool.query(text, values as unknown[] | undefined)).rows as never;
+    },
+    async run(text, values) {
+      return (await pool.query(text, values as unknown[] | undefined)).rowCount ?? 0;
+    },
+    async tx(fn) {
+      for (let attempt = 1; ; attempt++) {
+        const client = await pool.connect();
+        let broken = false;
+        try {
+          await client.query('BEGIN');
+          const result = await fn(client as Queryable);
+          await client.query('COMMIT');
+          return result;
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => {
+            broken = true;
+          });
+          if (attempt < TX_ATTEMPTS && RETRYABLE.has((err as { code?: string }).code ?? '')) continue;
+          throw err;
+        } finally {
+          client.release(broken);
+        }
+      }
+    },
+    eventTx(fn) {
+      return db.tx(async (c) => {
+        await c.query('SELECT pg_advisory_xact_lock($1)', [EVENTS_LOCK]);
+        return fn(c);
+      });
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+  try {
+    await migratePg(db, opts.migrations ?? PG_MIGRATIONS);
+  } catch (err) {
+    await pool.end().catch(() => undefined);
+    throw err;
+  }
+  return db;
+}
+
+/** Any fixed number: the migration lock, held for the length of one migration transaction. */
+const MIGRATION_LOCK = 0x7261636b; // "rack"
+
+/**
+ * Applies the migrations this database lacks, each in its own transaction under an advisory
+ * lock, so that two instances starting together apply each one once. The applied version is
+ * one row in `racksmith_schema` (SQLite keeps it in `user_version`); the numbers are the same
+ * on both engines.
+ */
+export async function migratePg(db: PgDb, migrations: readonly PgMigration[]): Promise<void> {
+  const latest = migrations.reduce((max, m) => Math.max(max, m.version), 0);
+  await db.tx(async (c) => {
+    await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await c.query('CREATE TABLE IF NOT EXISTS racksmith_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)');
+    await c.query('INSERT INTO racksmith_schema (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING');
+  });
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+    await db.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      const current = (await c.query<{ version: number }>('SELECT version FROM racksmith_schema WHERE id = 1')).rows[0]?.version ?? 0;
+      if (current > latest) throw new Error(`the database schema is version ${current}, newer than this racksmith (${latest}); upgrade racksmith`);
+      if (m.version <= current) return;
+      await c.query(m.sql);
+      await c.query('UPDATE racksmith_schema SET version = $1 WHERE id = 1', [m.version]);
+    });
+  }
+}
+
+/** The schema version the database is at (0 for an empty one). */
+export async function pgSchemaVersion(db: PgDb): Promise<number> {
+  return (await db.one<{ version: number }>('SELECT version FROM racksmith_schema WHERE id = 1'))?.version ?? 0;
+}
+
+/** A PostgreSQL unique violation's column, read from its constraint name (`machines_ip_key` → `ip`). */
+export function pgConstraintField(err: unknown): string | null {
+  const e = err as { code?: string; constraint?: string; table?: string };
+  if (e.code !== '23505' || !e.constraint) return null;
+  const m = /^[a-z_]+?_([a-z_]+)_key$/.exec(e.constraint);
+  if (!m) return null;
+  const rest = e.table && e.constraint.startsWith(e.table + '_') ? e.constraint.slice(e.table.length + 1, -'_key'.length) : m[1]!;
+  return rest;
+}

@@ -1,0 +1,187 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { isRoot, requirements } from './tools.js';
+
+/** Debian's PostgreSQL 15 (the `postgresql` package): binaries outside PATH. */
+export const PG_BIN = '/usr/lib/postgresql/15/bin';
+
+/** Why PostgreSQL tests cannot run here (null when they can); throws under CI. */
+export function pgMissing(): string | null {
+  return requirements([`${PG_BIN}/initdb`, `${PG_BIN}/postgres`, `${PG_BIN}/pg_ctl`]);
+}
+
+/**
+ * A private PostgreSQL server for one test process: a fresh cluster in a temporary directory,
+ * listening on loopback on a free port, trust authentication (nothing but this machine reaches
+ * it). PostgreSQL refuses to run as root, so under root it runs as the `postgres` user.
+ */
+export interface TestPostgres {
+  readonly port: number;
+  readonly dir: string;
+  /** A URL for a new, empty database of its own (each inventory gets one). */
+  newDatabase(prefix?: string): Promise<string>;
+  /** kill -9 of the server (a database failure); `start()` brings it back on the same port. */
+  crash(): Promise<void>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+let shared: Promise<TestPostgres> | null = null;
+
+/** One server per test process, started on first use and stopped when the process exits. */
+export function testPostgres(): Promise<TestPostgres> {
+  shared ??= startPostgres();
+  return shared;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startPostgres(): Promise<TestPostgres> {
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-pg-'));
+  chmodSync(dir, 0o755);
+  const data = join(dir, 'data');
+  const asPostgres = isRoot();
+  const run = (cmd: string, args: string[]): string =>
+    execFileSync(asPostgres ? 'runuser' : cmd, asPostgres ? ['-u', 'postgres', '--', cmd, ...args] : args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (asPostgres) {
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+    chownSync(dir, uid, gid);
+  }
+  run(`${PG_BIN}/initdb`, ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
+  // fsync off: nothing here must survive an OS crash. Commits stay synchronous, so a killed
+  // server (crash()) keeps every commit, as a real one does.
+  const port = await freePort();
+  let server: ChildProcess | null = null;
+  const start = async (): Promise<void> => {
+    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', `config_file=${join(data, 'postgresql.conf')}`, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'];
+    // Its log, for a start that fails (kept with the directory while it lives).
+    const logFd = openSync(join(dir, 'server.log'), 'a');
+    const stdio: ['ignore', number, number] = ['ignore', logFd, logFd];
+    server = asPostgres ? spawn('runuser', ['-u', 'postgres', '--', `${PG_BIN}/postgres`, ...args], { stdio, detached: true }) : spawn(`${PG_BIN}/postgres`, args, { stdio, detached: true });
+    closeSync(logFd);
+    server.unref();
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      try {
+        await c.connect();
+        await c.end();
+        return;
+      } catch (err) {
+        await c.end().catch(() => undefined);
+        if (Date.now() > deadline || server?.exitCode != null) {
+          const log = readFileSync(join(dir, 'server.log'), 'utf8').trim().split('\n').slice(-5).join('\n');
+          throw new Error(`PostgreSQL did not start on port ${port}: ${(err as Error).message}\n${log}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  };
+  const kill = async (signal: NodeJS.Signals): Promise<void> => {
+    const s = server;
+    server = null;
+    if (!s?.pid) return;
+    const exited = new Promise<void>((r) => (s.exitCode !== null ? r() : s.once('exit', () => r())));
+    // The postmaster's children start sessions of their own, so the process group is runuser and
+    // the postmaster only: a power cut takes the backends too.
+    const all = signal === 'SIGKILL' ? descendants(s.pid) : [];
+    try {
+      process.kill(-s.pid, signal);
+      for (const pid of all) process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone already */
+    }
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+    if (signal === 'SIGKILL') {
+      // Until the last backend is gone, its shared memory keeps a new postmaster from starting.
+      for (let i = 0; i < 200 && all.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+      // What a killed postmaster leaves behind, as after a power cut: its pid file and socket lock.
+      for (const f of [join(data, 'postmaster.pid'), join(dir, `.s.PGSQL.${port}.lock`), join(dir, `.s.PGSQL.${port}`)]) rmSync(f, { force: true });
+    }
+  };
+  await start();
+  const onExit = (): void => {
+    const s = server;
+    if (s?.pid) {
+      try {
+        process.kill(-s.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
+  return {
+    port,
+    dir,
+    async newDatabase(prefix = 'rs') {
+      const name = `${prefix}_${randomBytes(6).toString('hex')}`;
+      const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      await c.connect();
+      try {
+        await c.query(`CREATE DATABASE ${name}`);
+      } finally {
+        await c.end();
+      }
+      return `postgres://postgres@127.0.0.1:${port}/${name}`;
+    },
+    crash: () => kill('SIGKILL'),
+    start,
+    async stop() {
+      await kill('SIGTERM');
+      process.off('exit', onExit);
+      rmSync(dir, { recursive: true, force: true });
+      shared = null;
+    },
+  };
+}
+
+/** Every process below `root` (children's children too), read from /proc. */
+function descendants(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      parent.set(Number(entry), ppid);
+    } catch {
+      /* ended meanwhile */
+    }
+  }
+  const out: number[] = [];
+  let frontier = [root];
+  while (frontier.length > 0) {
+    const next = [...parent].filter(([, pp]) => frontier.includes(pp)).map(([pid]) => pid);
+    out.push(...next);
+    frontier = next;
+  }
+  return out;
+}
+
+/** Running, not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,169 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { openStore } from '../server/inventory/open.js';
+import { PG_MIGRATIONS } from '../server/inventory/postgres/migrations.js';
+import { openPgStore, type PgStore } from '../server/inventory/postgres/index.js';
+import { MIGRATIONS } from '../server/inventory/sqlite/migrations.js';
+import { openDb } from '../server/inventory/sqlite/db.js';
+import type { InventoryEvent } from '../server/inventory/model.js';
+import type { Mac } from '../server/lib/mac.js';
+import { createSecretBox } from '../server/lib/secrets.js';
+import { pgMissing, testPostgres } from './lib/postgres.js';
+import { skipNote } from './lib/tools.js';
+
+/**
+ * What only the PostgreSQL store has: the schema kept in step with SQLite's, several instances on
+ * one database (events fanned out in id order, the DHCP machine directory kept current by
+ * notifications, also across a database restart), and the secret key every instance must share.
+ */
+const test = suite('store on PostgreSQL: schema in step, instances sharing one database');
+const missing = pgMissing();
+
+const CLUSTER = { name: 'lab', os: 'ubuntu-22.04', kubernetesVersion: '1.29.4', containerRuntime: 'containerd', cni: 'calico' } as const;
+const box = createSecretBox(randomBytes(32));
+const open: PgStore[] = [];
+
+async function instances(n: number): Promise<PgStore[]> {
+  const url = await (await testPostgres()).newDatabase();
+  const out: PgStore[] = [];
+  for (let i = 0; i < n; i++) out.push(await openPgStore({ url, box, instanceName: `i${i}` }));
+  open.push(...out);
+  return out;
+}
+
+/** Waits (bounded) until `check` holds, polling. */
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test.after.each(async () => {
+  await Promise.all(open.splice(0).map((s) => s.close().catch(() => undefined)));
+});
+
+test('both engines are at the same schema version, with the same tables and columns', async () => {
+  assert.is(Math.max(...PG_MIGRATIONS.map((m) => m.version)), Math.max(...MIGRATIONS.map((m) => m.version)), 'a migration added to one engine is added to the other');
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-schema-'));
+  try {
+    const lite = openDb(join(dir, 'racksmith.db'));
+    const liteColumns = new Set<string>();
+    for (const { name } of lite.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all()) {
+      for (const c of lite.prepare<[], { name: string; type: string }>(`SELECT name, type FROM pragma_table_info('${name}')`).all()) liteColumns.add(`${name}.${c.name} ${c.type.toLowerCase()}`);
+    }
+    lite.close();
+    const [pg] = await instances(1);
+    const rows = await pg!.db.all<{ t: string; c: string; type: string }>(
+      "SELECT table_name AS t, column_name AS c, data_type AS type FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'racksmith_schema'",
+    );
+    const pgColumns = new Set(rows.map((r) => `${r.t}.${r.c} ${r.type === 'bigint' ? 'integer' : r.type}`));
+    assert.equal([...pgColumns].sort(), [...liteColumns].sort());
+    assert.is((await pg!.db.one<{ version: number }>('SELECT version FROM racksmith_schema'))?.version, Math.max(...MIGRATIONS.map((m) => m.version)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('every instance hears every event, from any instance, in id order, each once', async () => {
+  const [a, b, c] = await instances(3);
+  const heard: InventoryEvent[][] = [[], [], []];
+  [a, b, c].forEach((s, i) => s!.events.subscribe((e) => heard[i]!.push(e)));
+  await a!.clusters.create(CLUSTER);
+  // Concurrent writers on two instances: ids are taken one transaction at a time, so no reader can
+  // see a larger id before a smaller one commits.
+  await Promise.all([
+    ...Array.from({ length: 40 }, (_, i) => a!.events.append({ cluster: 'lab', type: 'test.a', message: `a${i}` })),
+    ...Array.from({ length: 40 }, (_, i) => b!.events.append({ cluster: 'lab', type: 'test.b', message: `b${i}` })),
+  ]);
+  const all = await c!.events.list({ cluster: 'lab' });
+  assert.is(all.length, 81);
+  for (const h of heard) {
+    await until('every event heard', () => h.length >= 81);
+    assert.equal(
+      h.map((e) => e.id),
+      all.map((e) => e.id),
+      'the same events in the same order on every instance',
+    );
+  }
+});
+
+test("a machine added through one instance is in every other instance's DHCP directory, also after the database restarts", async () => {
+  const [a, b] = await instances(2);
+  await a!.clusters.create(CLUSTER);
+  const feed = b!.machineFeed();
+  await a!.machines.create({ mac: '52:54:00:22:00:01' as Mac, hostname: 'n1', role: 'worker', cluster: 'lab', ip: '10.77.0.31' });
+  await until('the machine in the other directory', () => feed.current(Date.now()).byMac.has('52:54:00:22:00:01'));
+  assert.is(feed.current(Date.now()).byIp.get('10.77.0.31'), '52:54:00:22:00:01');
+  await a!.machines.update('52:54:00:22:00:01' as Mac, { ip: '10.77.0.32' }, 'test');
+  await until('the new address', () => feed.current(Date.now()).byIp.get('10.77.0.32') === '52:54:00:22:00:01');
+  assert.not.ok(feed.current(Date.now()).byIp.has('10.77.0.31'), 'the old reservation is gone');
+
+  // A restart of PostgreSQL drops every connection; notifications sent meanwhile are lost, so the
+  // directory is read whole again once the listener is back.
+  const server = await testPostgres();
+  await server.crash();
+  await server.start();
+  let lastError = '';
+  await until(
+    'the pool reaching the database again',
+    async () =>
+      a!.machines.list().then(
+        () => true,
+        (err: Error) => ((lastError = err.message), false),
+      ),
+    30_000,
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}: ${lastError}`);
+  });
+  await a!.machines.create({ mac: '52:54:00:22:00:02' as Mac, hostname: 'n2', role: 'worker', cluster: 'lab', ip: '10.77.0.33' });
+  await until('the machine added after the restart', () => feed.current(Date.now()).byMac.has('52:54:00:22:00:02'), 30_000);
+  await a!.machines.delete('52:54:00:22:00:01' as Mac);
+  await until('the deleted machine gone', () => !feed.current(Date.now()).byMac.has('52:54:00:22:00:01'));
+});
+
+test('instances sharing a database must share the secret key: another key is refused at start', async () => {
+  const url = await (await testPostgres()).newDatabase();
+  const dirs = [mkdtempSync(join(tmpdir(), 'racksmith-key-')), mkdtempSync(join(tmpdir(), 'racksmith-key-'))];
+  try {
+    const key = randomBytes(32).toString('hex');
+    const first = await openStore({ dataDir: dirs[0]!, databaseUrl: url, secretKey: key, instanceName: 'a' });
+    await first.secrets.put('global', 'x', 'sealed with the shared key');
+    const same = await openStore({ dataDir: dirs[1]!, databaseUrl: url, secretKey: key, instanceName: 'b' });
+    assert.is(await same.secrets.get('global', 'x'), 'sealed with the shared key');
+    await same.close();
+    const other = await openStore({ dataDir: dirs[1]!, databaseUrl: url, secretKey: randomBytes(32).toString('hex'), instanceName: 'c' }).then(
+      async (s) => {
+        await s.close();
+        return 'opened';
+      },
+      (err: Error) => err.message,
+    );
+    assert.match(other, /same --secret-key/);
+    await first.close();
+  } finally {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('a database newer than this racksmith is refused, naming both versions', async () => {
+  const [a] = await instances(1);
+  await a!.db.run('UPDATE racksmith_schema SET version = 999');
+  const url = (a!.db.pool.options as { connectionString: string }).connectionString;
+  const refused = await openPgStore({ url, box }).then(
+    async (s) => {
+      await s.close();
+      return 'opened';
+    },
+    (err: Error) => err.message,
+  );
+  assert.match(refused, /version 999, newer than this racksmith \(\d+\)/);
+});
+
+if (missing) skipNote('store on PostgreSQL', missing);
+else test.run();
