@@ -82,6 +82,43 @@ test('docker-compose profile artifacts-nginx: nginx on the host network reads th
   assert.is(config.artifactsUrl, 'http://10.77.0.1:8081');
 });
 
+test('docker-compose profile ha: PostgreSQL on loopback and a second instance, both on one database and one secret key, apart in everything else', async () => {
+  const missing = requirements(['docker-compose']);
+  if (missing) return skipNote('docker-compose config', missing);
+  const key = 'ab'.repeat(32);
+  const url = 'postgres://racksmith:pw@127.0.0.1:5432/racksmith';
+  const env = {
+    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    RACKSMITH_SECRET_KEY: key,
+    RACKSMITH_DB_PASSWORD: 'pw',
+    RACKSMITH_DATABASE_URL: url,
+    RACKSMITH_ADVERTISE_ADDRESS: '10.77.0.1',
+    RACKSMITH_DHCP_INTERFACE: 'eth1',
+    RACKSMITH_B_ADVERTISE_ADDRESS: '10.78.0.1',
+    RACKSMITH_B_DHCP_INTERFACE: 'eth2',
+  };
+  const { stdout } = await run('docker-compose', ['-f', 'docker-compose.yml', '--profile', 'ha', 'config'], { cwd: PACKAGE_ROOT, env });
+  const doc = parseYaml(stdout) as any;
+  const [a, b, db] = [doc.services?.racksmith, doc.services?.['racksmith-b'], doc.services?.postgres];
+  assert.ok(a && b && db);
+  assert.equal([b.profiles, db.profiles], [['ha'], ['ha']]);
+  assert.match(db.image, /^postgres:15/);
+  assert.ok((db.command as string[]).includes('listen_addresses=127.0.0.1'), 'the database listens on loopback only');
+  assert.is(db.environment.POSTGRES_PASSWORD, 'pw');
+  const [ca, cb] = [loadConfig({ env: a.environment, flags: {} }), loadConfig({ env: b.environment, flags: {} })];
+  assert.equal([ca.databaseUrl, cb.databaseUrl], [url, url]);
+  assert.equal([ca.secretKey, cb.secretKey], [key, key]);
+  assert.not.equal(ca.instanceName, cb.instanceName);
+  assert.not.equal(ca.httpPort, cb.httpPort, 'both on the host network: two HTTP ports');
+  assert.equal([ca.dhcpInterface, cb.dhcpInterface], ['eth1', 'eth2']);
+  assert.equal([ca.advertiseAddress, cb.advertiseAddress], ['10.77.0.1', '10.78.0.1']);
+  const dataVolume = (svc: any): string | undefined => (svc.volumes as string[]).map(String).find((v) => v.endsWith(':/var/lib/racksmith:rw'));
+  assert.not.equal(dataVolume(a), dataVolume(b), 'each instance its own data directory');
+  assert.equal(b.depends_on, { postgres: { condition: 'service_healthy' } });
+  const known = new Set<string>(Object.values(SETTINGS).map((x) => x.env));
+  for (const name of Object.keys(b.environment)) assert.ok(known.has(name), `${name} is not a racksmith setting`);
+});
+
 test('Dockerfile: node:20-bookworm-slim stages, npm ci + build, Debian ipxe/ipmitool/openssh-client, the data volume', () => {
   const lines = file('Dockerfile')
     .replace(/\\\n/g, ' ')

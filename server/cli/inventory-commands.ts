@@ -48,7 +48,7 @@ interface ClusterJson {
   vip?: string | null;
   upgrade?: { id: string; from: string; to: string; state: string; reason: string | null; nodes?: Record<string, string> };
   steps?: { id?: string; name?: string; state?: string; machine?: string | null; startedAt?: string | null; endedAt?: string | null; seconds?: number | null; error?: string | null }[];
-  orchestration?: { waiting?: string[]; running?: string[]; next?: string[] };
+  orchestration?: { waiting?: string[]; running?: string[]; next?: string[]; lock?: { holder: string; expiresAt: string } | null };
 }
 
 interface EventJson {
@@ -290,6 +290,9 @@ export async function clustersCommand(args: readonly string[], client: ClientFac
       // Why nothing moves, in the orchestrator's words: what a tech acts on.
       const waiting = c.orchestration?.waiting ?? [];
       if (waiting.length > 0) text += '\nwaiting:\n' + waiting.map((w) => `  - ${w}\n`).join('');
+      // Which racksmith drives it (several instances on one database: one at a time).
+      const lock = c.orchestration?.lock;
+      if (lock) text += `\ndriven by ${lock.holder} (lock until ${lock.expiresAt.replace(/\.\d+Z$/, 'Z')})\n`;
       return out(text);
     }
     case 'delete': {

@@ -83,9 +83,13 @@ export class AddressSpace {
     return this.book.offerCount;
   }
 
-  /** Mirrors lease rows as the store has them (at start, and after a failed or refused commit). */
+  /**
+   * Mirrors lease rows as the store has them (at start, and after a failed or refused commit).
+   * Only the pool's subnet: on a database shared by several instances, the other networks'
+   * leases are their instances' own.
+   */
   load(leases: readonly Lease[]): void {
-    this.book.load(leases);
+    this.book.load(this.pool ? leases.filter((l) => ((ipToInt(l.ip) & this.net.mask) >>> 0) === this.net.network >>> 0) : leases);
   }
 
   /** The inventory's machine with this MAC, or null. */

@@ -221,17 +221,24 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
         return;
       }
       held = true;
+      let renewedAt = Date.now();
+      const letGo = (why: string): void => {
+        l.error(why);
+        held = false;
+        stop.abort();
+        driver.wake();
+      };
       renew = setInterval(() => {
         void orchestration.renewLock(name, deps.owner, settings.lockTtlMs).then(
           (ok) => {
-            if (!ok) {
-              l.error('lost the cluster lock to another racksmith; stopping this cluster');
-              held = false;
-              stop.abort();
-              driver.wake();
-            }
+            if (!ok) letGo('lost the cluster lock to another racksmith; stopping this cluster');
+            else renewedAt = Date.now();
           },
-          (err: unknown) => l.warn({ err }, 'cannot renew the cluster lock'),
+          (err: unknown) => {
+            l.warn({ err }, 'cannot renew the cluster lock');
+            // Unrenewed for a whole lifetime, the lock may be another instance's by now: stop driving.
+            if (Date.now() - renewedAt >= settings.lockTtlMs) letGo('the cluster lock could not be renewed for its whole lifetime; stopping this cluster until the store answers');
+          },
         );
       }, Math.max(1000, Math.floor(settings.lockTtlMs / 3)));
 

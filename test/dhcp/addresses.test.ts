@@ -68,6 +68,16 @@ space('a new client is offered the next free address; a held offer keeps it from
   assert.equal(s.facts(tx(s, 'request', B, T0 + 2, { requested: '10.77.0.100' }), ROUTE).requested, { ip: '10.77.0.100', onSubnet: true, inRange: true, holder: 'other', reserved: null });
 });
 
+space("on a shared database only the pool's own subnet is loaded: another instance's lease of a MAC is not this pool's", () => {
+  const s = new AddressSpace(POOL, fixedFeed([]), false);
+  const lease = (ip: string, mac: Mac) => ({ ip, mac, state: 'bound' as const, clientId: null, hostname: null, startsAt: new Date(T0).toISOString(), expiresAt: new Date(T0 + 600_000).toISOString(), updatedAt: new Date(T0).toISOString() });
+  s.load([lease('10.77.0.101', A), lease('10.78.0.100', B)]);
+  assert.is(s.leaseCount, 1);
+  assert.is(s.facts(tx(s, 'discover', A, T0), ROUTE).lease?.ip, '10.77.0.101');
+  assert.is(s.facts(tx(s, 'discover', B, T0), ROUTE).lease, null, 'B holds an address on the other network only');
+  assert.is(s.facts(tx(s, 'discover', B, T0), ROUTE).candidate, '10.77.0.100');
+});
+
 space("the candidate search passes over another machine's reservation, and keeps passing over it for a while", () => {
   const feed = fixedFeed([{ mac: B, ip: '10.77.0.100', lastStep: null, bootLoader: null, secureBoot: null }]);
   const s = new AddressSpace(POOL, feed, false);
