@@ -139,7 +139,8 @@ export class Site implements RackView {
     await this.tb.veth(this.router, `r${i}`, rack.bed.sw, `u${i}`, `${gw}/24`);
     await rack.bed.tb.ip(rack.bed.sw, ['link', 'set', this.tb.name(`u${i}`), 'master', rack.bed.bridge]);
     await rack.bed.tb.ip(rack.bed.srv, ['route', 'add', 'default', 'via', gw]);
-    await rack.bed.tb.ip(rack.bed.sw, ['route', 'add', 'default', 'via', gw]);
+    // The BMCs' addresses come later, on the bridge: the route is there for them from the start.
+    await rack.bed.tb.ip(rack.bed.sw, ['route', 'add', 'default', 'via', gw, 'dev', rack.bed.bridge, 'onlink']);
   }
 
   async destroy(): Promise<void> {
