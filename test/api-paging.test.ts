@@ -1,6 +1,7 @@
 import { rmSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { TEST_ENGINE, testDatabaseEnv } from './lib/inventory.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 
 /**
@@ -8,13 +9,13 @@ import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
  * page and, when the page is full, a Link header (rel="next") whose URL carries the opaque
  * `after` cursor and the same filters. Following the links visits every machine once.
  */
-const test = suite('api paging: GET /machines?limit=&after=');
+const test = suite(`api paging (${TEST_ENGINE}): GET /machines?limit=&after=`);
 
 let rs: RacksmithProcess;
 let admin = '';
 
 test.before(async () => {
-  rs = await startRacksmith({ env: { RACKSMITH_LOG_LEVEL: 'warn' } });
+  rs = await startRacksmith({ env: { RACKSMITH_LOG_LEVEL: 'warn', ...(await testDatabaseEnv()) } });
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   const cluster = { ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' };
   assert.is((await api(rs.url, admin, 'POST', '/api/v1/clusters', { name: 'p', ...cluster })).status, 201);

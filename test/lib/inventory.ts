@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { openSqliteInventory, type SqliteInventory } from '../../server/inventory/sqlite/index.js';
 import { createSecretBox, type SecretBox } from '../../server/lib/secrets.js';
-import { openPgStore } from '../../server/inventory/postgres/index.js';
+import { openPgStore, type PgStore } from '../../server/inventory/postgres/index.js';
+import type { InventoryEvent } from '../../server/inventory/model.js';
 import type { Store } from '../../server/inventory/store.js';
 import { testPostgres } from './postgres.js';
 
@@ -51,4 +52,55 @@ export async function tempStore(opts: { now?: () => Date; engine?: 'sqlite' | 'p
       rmSync(dir, { recursive: true, force: true });
     },
   });
+}
+
+/**
+ * A store that a test closes and opens again (the same file or database, the same key), on the
+ * engine of this run; `open(key)` with another key stands for a racksmith given the wrong one.
+ */
+export async function reopenableStore(): Promise<{ open(key?: Buffer): Promise<Store>; destroy(): Promise<void> }> {
+  const key = randomBytes(32);
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-inv-'));
+  const url = TEST_ENGINE === 'postgres' ? await (await testPostgres()).newDatabase() : null;
+  return {
+    async open(k = key) {
+      const box = createSecretBox(k);
+      return url ? openPgStore({ url, box }) : openSqliteInventory({ file: join(dir, 'racksmith.db'), box });
+    },
+    async destroy() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Rows as the engine stores them (sealed columns included): `?` placeholders on either engine. */
+export async function storedRows(store: Store, sql: string, ...params: unknown[]): Promise<Record<string, unknown>[]> {
+  if (store.engine === 'sqlite') return (store as SqliteInventory).db.prepare(sql).all(...params) as Record<string, unknown>[];
+  let n = 0;
+  return (store as PgStore).db.all(sql.replace(/\?/g, () => `$${++n}`), params);
+}
+
+/**
+ * Waits (5 s at most) until a subscriber has heard every event committed so far: at once on
+ * SQLite, whose subscribers hear of a commit before the write returns; on PostgreSQL they hear
+ * of it through the database's notification, a moment later.
+ */
+export async function heardAll(store: Store, heard: readonly InventoryEvent[]): Promise<void> {
+  const latest = await store.events.latestId();
+  for (let i = 0; i < 500 && (heard[heard.length - 1]?.id ?? 0) < latest; i++) await new Promise((r) => setTimeout(r, 10));
+}
+
+/** Another store on the same database and key: a second process on the SQLite file, a second instance on PostgreSQL. */
+export async function anotherInstance(store: TempStore): Promise<Store> {
+  const box = (store as unknown as { box: SqliteInventory['box'] }).box;
+  if (store.url) return openPgStore({ url: store.url, box, instanceName: 'another' });
+  return openSqliteInventory({ file: join(store.dir, 'racksmith.db'), box });
+}
+
+/**
+ * The environment that puts a racksmith process on the engine of this run: nothing for SQLite
+ * (the file in its data directory), a fresh database of its own on PostgreSQL.
+ */
+export async function testDatabaseEnv(): Promise<Record<string, string>> {
+  return TEST_ENGINE === 'postgres' ? { RACKSMITH_DATABASE_URL: await (await testPostgres()).newDatabase() } : {};
 }

@@ -1,6 +1,30 @@
-import type { SecretBox } from '../../lib/secrets.js';
-import type { MachineRepo } from '../store.js';
-import type { PgDb } from './db.js';
+import { invalid, notFound } from '../../lib/errors.js';
+import type { Mac } from '../../lib/mac.js';
+import { hashToken, type SecretBox } from '../../lib/secrets.js';
+import type { MachineEventType } from '../lifecycle.js';
+import type { InstalledDisk, Machine } from '../model.js';
+import type { BootScriptOutcome, BootScriptRecord, ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewMachine, Sighting, TransitionContext, UpsertResult } from '../store.js';
+import { MACHINE_COLUMNS, machineFromRow, type MachineRow, type MachineViewRow } from '../sqlite/rows.js';
+import {
+  LIST_KEYS,
+  assignMessage,
+  atRowError,
+  bindSeedToken,
+  deletedEvent,
+  discoveredEvent,
+  duplicateError,
+  flag,
+  noDuplicateRows,
+  ofMachineError,
+  placementColumns,
+  planUpdate,
+  refuseAdoption,
+  sealedToken,
+  sightingFacts,
+  transitionWrite,
+  upsertPatch,
+} from '../sqlite/machines.js';
+import { pgConstraintField, type PgDb, type Queryable } from './db.js';
 import type { AppendEvent } from './events.js';
 
 export interface PgMachineRepoDeps {
@@ -11,7 +35,294 @@ export interface PgMachineRepoDeps {
   readonly appendEvent: AppendEvent;
 }
 
-/** Placeholder until the port of ../sqlite/machines.ts lands. */
-export function createPgMachineRepo(_deps: PgMachineRepoDeps): MachineRepo {
-  return new Proxy({}, { get: () => () => Promise.reject(new Error('not yet: the PostgreSQL machine repository')) }) as MachineRepo;
+type Sealed = Pick<MachineRow, 'bmc_password_sealed' | 'seed_token_sealed' | 'seed_token_address'>;
+
+/** Another instance's write in the way (serialization failure, deadlock): the whole transaction runs again (PgDb.tx). */
+const retryable = (err: unknown): boolean => ['40001', '40P01'].includes((err as { code?: string }).code ?? '');
+
+/**
+ * Machines on PostgreSQL: the SQLite repository's rules (the decisions it exports), each write one
+ * transaction with its events. Several instances write at once: a row read to decide a write is
+ * locked first (`FOR UPDATE`), and a machine that two instances discover or create at the same
+ * moment is inserted once (`ON CONFLICT DO NOTHING`), the other instance then working on that row.
+ */
+export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepoDeps): MachineRepo {
+  async function find(c: Queryable, column: 'mac' | 'ip' | 'seed_token_hash', value: string, lock = false): Promise<MachineViewRow | null> {
+    const r = await c.query<MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE ${column} = $1${lock ? ' FOR UPDATE' : ''}`, [value]);
+    return r.rows[0] ?? null;
+  }
+
+  async function load(c: Queryable, mac: Mac, lock = false): Promise<Machine> {
+    const row = await find(c, 'mac', mac, lock);
+    if (!row) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
+    return machineFromRow(row);
+  }
+
+  async function sealedOf(c: Queryable, mac: Mac, lock = false): Promise<Sealed | undefined> {
+    const r = await c.query<Sealed>(`SELECT bmc_password_sealed, seed_token_sealed, seed_token_address FROM machines WHERE mac = $1${lock ? ' FOR UPDATE' : ''}`, [mac]);
+    return r.rows[0];
+  }
+
+  /** The cluster held (a concurrent delete of it waits for this transaction, and then sees its machine). */
+  async function requireCluster(c: Queryable, name: string): Promise<void> {
+    const r = await c.query('SELECT 1 FROM clusters WHERE name = $1 FOR KEY SHARE', [name]);
+    if (r.rowCount === 0) throw invalid('ERR_UNKNOWN_CLUSTER', `no cluster named "${name}"`, 'cluster');
+  }
+
+  /**
+   * Sets these columns of one machine and returns it as written (null: no such machine), which
+   * spares a read after each write; UNIQUE violations become a 409 naming the field.
+   */
+  async function write(c: Queryable, mac: Mac, columns: Record<string, unknown>): Promise<Machine | null> {
+    const names = Object.keys(columns);
+    try {
+      const r = await c.query<MachineViewRow>(
+        `UPDATE machines SET ${names.map((n, i) => `${n} = $${i + 1}`).join(', ')} WHERE mac = $${names.length + 1} RETURNING ${MACHINE_COLUMNS}`,
+        [...Object.values(columns), mac],
+      );
+      return r.rows[0] ? machineFromRow(r.rows[0]) : null;
+    } catch (err) {
+      throw duplicateError(pgConstraintField(err)) ?? err;
+    }
+  }
+
+  async function insertOrAdopt(c: Queryable, input: NewMachine): Promise<Machine> {
+    await requireCluster(c, input.cluster);
+    const at = now().toISOString();
+    // A new MAC gets its row first and is then placed like a discovered one; the row, new or a
+    // sighting's, is locked until commit, so two instances creating the same MAC take turns.
+    await c.query(`INSERT INTO machines (mac, state, state_changed_at, created_at, updated_at) VALUES ($1, 'discovered', $2, $2, $2) ON CONFLICT (mac) DO NOTHING`, [input.mac, at]);
+    refuseAdoption(input.mac, (await load(c, input.mac, true)).state);
+    let placed = await write(c, input.mac, { ...placementColumns(input, box), seed_token_address: null, updated_at: at });
+    if (input.bootLoader !== undefined || input.secureBoot !== undefined) {
+      const r = await c.query<MachineViewRow>(
+        `UPDATE machines SET boot_loader = COALESCE($1, boot_loader), secure_boot = COALESCE($2, secure_boot) WHERE mac = $3 RETURNING ${MACHINE_COLUMNS}`,
+        [input.bootLoader ?? null, flag(input.secureBoot), input.mac],
+      );
+      placed = machineFromRow(r.rows[0]!);
+    }
+    return applyTransition(c, input.mac, 'assign', { source: 'api', message: assignMessage(input.role, input.cluster) }, placed!);
+  }
+
+  /** `current`: the machine as this transaction has it locked and last wrote it (read when absent). */
+  async function applyTransition(c: Queryable, mac: Mac, event: MachineEventType, ctx: TransitionContext, current?: Machine): Promise<Machine> {
+    const w = transitionWrite(current ?? (await load(c, mac, true)), event, ctx, now().toISOString());
+    const after = await write(c, mac, w.columns);
+    await appendEvent(c, w.event);
+    return after!;
+  }
+
+  /** Records what a sighting saw (facts kept when a later one lacks them); an unknown MAC becomes a discovered machine. True when it was new. */
+  async function applySighting(c: Queryable, s: Sighting): Promise<boolean> {
+    const f = sightingFacts(s);
+    const values = [s.mac, f.arch, f.firmware, f.vendor_class, f.uuid, now().toISOString()];
+    const seen = (): Promise<{ rowCount: number | null }> =>
+      c.query(
+        `UPDATE machines SET arch = COALESCE($2, arch), firmware = COALESCE($3, firmware), vendor_class = COALESCE($4, vendor_class),
+           uuid = COALESCE($5, uuid), first_seen = COALESCE(first_seen, $6), last_seen = $6 WHERE mac = $1`,
+        values,
+      );
+    if ((await seen()).rowCount) return false;
+    const inserted = await c.query(
+      `INSERT INTO machines (mac, state, arch, firmware, vendor_class, uuid, first_seen, last_seen, state_changed_at, created_at, updated_at)
+       VALUES ($1, 'discovered', $2, $3, $4, $5, $6, $6, $6, $6, $6) ON CONFLICT (mac) DO NOTHING`,
+      values,
+    );
+    if (inserted.rowCount) {
+      await appendEvent(c, discoveredEvent(s));
+      return true;
+    }
+    // Another instance discovered it at this moment (its insert committed first): our facts go on its row.
+    await seen();
+    return false;
+  }
+
+  /** The transition first: refused, it throws before anything of the step is written. */
+  async function applyBootScript(c: Queryable, step: BootScriptRecord): Promise<void> {
+    const { mac, source } = step.sighting;
+    if (step.transition) await applyTransition(c, mac, step.transition.event, { source, message: step.transition.message });
+    await applySighting(c, step.sighting);
+    const at = now().toISOString();
+    if (step.instanceId) await c.query('UPDATE machines SET instance_id = $1, updated_at = $2 WHERE mac = $3', [step.instanceId, at, mac]);
+    await c.query('UPDATE machines SET last_step = $1, last_seen = $2 WHERE mac = $3', [step.lastStep, at, mac]);
+    if (step.loader) await c.query('UPDATE machines SET loader_at = $1, secure_boot_seen = COALESCE($2, secure_boot_seen) WHERE mac = $3', [at, step.loader.secureBoot, mac]);
+    await appendEvent(c, { ...step.event, mac, source });
+  }
+
+  /** `current` as in applyTransition. */
+  async function update(c: Queryable, mac: Mac, patch: MachinePatch, source: string, current?: Machine): Promise<Machine> {
+    const before = current ?? (await load(c, mac, true));
+    if (patch.cluster) await requireCluster(c, patch.cluster);
+    const plan = planUpdate(before, patch, source, box);
+    let after = before;
+    if (plan.event) {
+      after = (await write(c, mac, { ...plan.columns, updated_at: now().toISOString() }))!;
+      await appendEvent(c, plan.event);
+    }
+    if (!plan.then) return after;
+    after = (await write(c, mac, plan.then.seed))!;
+    return applyTransition(c, mac, plan.then.event, { source, message: plan.then.message }, after);
+  }
+
+  /** One row of a re-imported sheet: created, or the known machine brought in line with it. */
+  async function upsertRow(c: Queryable, r: ImportRow): Promise<UpsertResult> {
+    const existing = await find(c, 'mac', r.mac, true);
+    if (!existing || existing.state === 'discovered') return { machine: await insertOrAdopt(c, r), outcome: 'created' };
+    const before = machineFromRow(existing);
+    const stored = r.bmc ? (await sealedOf(c, r.mac))?.bmc_password_sealed : null;
+    const patch = upsertPatch(before, r, stored ? box.open(stored) : null);
+    if (Object.keys(patch).length === 0) return { machine: before, outcome: 'unchanged' };
+    return { machine: await update(c, r.mac, patch, 'import', before), outcome: 'updated' };
+  }
+
+  /** Each row in turn, in the caller's transaction; an error names the CSV row and column. */
+  async function eachRow<T>(rows: readonly ImportRow[], fn: (r: ImportRow) => Promise<T>): Promise<T[]> {
+    noDuplicateRows(rows);
+    const out: T[] = [];
+    for (const r of rows) {
+      try {
+        out.push(await fn(r));
+      } catch (err) {
+        throw atRowError(r, err);
+      }
+    }
+    return out;
+  }
+
+  return {
+    async create(input) {
+      return db.tx((c) => insertOrAdopt(c, input));
+    },
+    async get(mac) {
+      const row = await find(db.pool, 'mac', mac);
+      return row ? machineFromRow(row) : null;
+    },
+    async byIp(ip) {
+      const row = await find(db.pool, 'ip', ip);
+      return row ? machineFromRow(row) : null;
+    },
+    async list(filter: MachineFilter = {}, page: MachinePage = {}) {
+      // The list order of MachineCursor, as on SQLite (and the machines_list_order index).
+      const values: unknown[] = [];
+      const p = (v: unknown): string => `$${values.push(v)}`;
+      const where = LIST_KEYS.filter((k) => filter[k] !== undefined).map((k) => `${k} = ${p(filter[k])}`);
+      if (page.after) where.push(`(COALESCE(rack, ''), COALESCE(hostname, ''), mac) > (${p(page.after.rack ?? '')}, ${p(page.after.hostname ?? '')}, ${p(page.after.mac)})`);
+      const rows = await db.all<MachineViewRow>(
+        `SELECT ${MACHINE_COLUMNS} FROM machines ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+         ORDER BY COALESCE(rack, ''), COALESCE(hostname, ''), mac ${page.limit !== undefined ? `LIMIT ${p(page.limit)}` : ''}`,
+        values,
+      );
+      return rows.map(machineFromRow);
+    },
+    async update(mac, patch, source) {
+      return db.tx((c) => update(c, mac, patch, source));
+    },
+    async delete(mac) {
+      await db.tx(async (c) => {
+        const m = await load(c, mac, true);
+        await c.query('DELETE FROM machines WHERE mac = $1', [mac]);
+        await appendEvent(c, deletedEvent(m));
+      });
+    },
+    async importAll(rows) {
+      return db.tx((c) => eachRow(rows, (r) => insertOrAdopt(c, r)));
+    },
+    async upsertAll(rows) {
+      return db.tx((c) => eachRow(rows, (r) => upsertRow(c, r)));
+    },
+    async updateAll(macs, patch, source) {
+      return db.tx(async (c) => {
+        const out: Machine[] = [];
+        for (const mac of macs) {
+          try {
+            out.push(await update(c, mac, patch, source));
+          } catch (err) {
+            throw ofMachineError(mac, err);
+          }
+        }
+        return out;
+      });
+    },
+    async setPowerState(mac, state, at) {
+      await db.run('UPDATE machines SET power_state = $1, power_state_at = $2 WHERE mac = $3', [state, at, mac]);
+    },
+    async transition(mac, event, ctx) {
+      return db.tx((c) => applyTransition(c, mac, event, ctx));
+    },
+    async recordSighting(s) {
+      return db.tx(async (c) => {
+        const created = await applySighting(c, s);
+        return { machine: await load(c, s.mac), created };
+      });
+    },
+    async recordBootScripts(steps) {
+      return db.tx(async (c) => {
+        const out: BootScriptOutcome[] = [];
+        for (const step of steps) {
+          // A savepoint per step: a refused transition leaves the batch's other steps.
+          await c.query('SAVEPOINT boot_step');
+          try {
+            await applyBootScript(c, step);
+            await c.query('RELEASE SAVEPOINT boot_step');
+            out.push({ ok: true });
+          } catch (err) {
+            if (retryable(err)) throw err;
+            await c.query('ROLLBACK TO SAVEPOINT boot_step');
+            out.push({ ok: false, error: err instanceof Error ? err : new Error(String(err)) });
+          }
+        }
+        return out;
+      });
+    },
+    async setLastStep(mac, step) {
+      await db.run('UPDATE machines SET last_step = $1, last_seen = $2 WHERE mac = $3', [step, now().toISOString(), mac]);
+    },
+    async recordBootStep(mac, step) {
+      const at = now().toISOString();
+      if (step.kind === 'bootfile') await db.run('UPDATE machines SET bootfile = $1, bootfile_at = $2, last_seen = $2 WHERE mac = $3', [step.file, at, mac]);
+      else await db.run('UPDATE machines SET loader_at = $1, secure_boot_seen = COALESCE($2, secure_boot_seen), last_seen = $1 WHERE mac = $3', [at, step.secureBoot, mac]);
+    },
+    async bmcPassword(mac) {
+      const row = await sealedOf(db.pool, mac);
+      return row?.bmc_password_sealed ? box.open(row.bmc_password_sealed) : null;
+    },
+    async rotateSeedToken(mac) {
+      const s = sealedToken(box);
+      const written = await write(db.pool, mac, { seed_token_hash: s.hash, seed_token_sealed: s.sealed, seed_token_address: null, updated_at: now().toISOString() });
+      if (!written) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
+      return s.token;
+    },
+    async seedToken(mac) {
+      const row = await sealedOf(db.pool, mac);
+      return row?.seed_token_sealed ? box.open(row.seed_token_sealed) : null;
+    },
+    async findBySeedToken(token) {
+      const row = await find(db.pool, 'seed_token_hash', hashToken(token));
+      return row ? machineFromRow(row) : null;
+    },
+    async seedTokenFor(mac, address) {
+      return db.tx(async (c) => {
+        const { result, columns } = bindSeedToken(await sealedOf(c, mac, true), address, box, now().toISOString());
+        if (columns) await write(c, mac, columns);
+        return result;
+      });
+    },
+    async seedAddress(mac) {
+      return (await sealedOf(db.pool, mac))?.seed_token_address ?? null;
+    },
+    async setInstanceId(mac, instanceId) {
+      await db.run('UPDATE machines SET instance_id = $1, updated_at = $2 WHERE mac = $3', [instanceId, now().toISOString(), mac]);
+    },
+    async setHostKeys(mac, keys) {
+      await db.run('UPDATE machines SET host_keys = $1, updated_at = $2 WHERE mac = $3', [JSON.stringify(keys), now().toISOString(), mac]);
+    },
+    async setInstalledDisk(mac, disk) {
+      const at = now().toISOString();
+      const stored: InstalledDisk = { ...disk, reportedAt: at };
+      await db.run('UPDATE machines SET installed_disk = $1, updated_at = $2 WHERE mac = $3', [JSON.stringify(stored), at, mac]);
+    },
+    async setBmcFacts(mac, facts) {
+      await db.run('UPDATE machines SET bmc_facts = $1 WHERE mac = $2', [JSON.stringify(facts), mac]);
+    },
+  };
 }

@@ -99,10 +99,11 @@ export interface MachineRow {
 /**
  * The columns a Machine is built from: everything but the sealed values (BMC password, seed
  * token), which only their own accessors read, so listing 5,000 machines never loads them.
+ * Engine-neutral SQL (PostgreSQL's rows map through the same code): the flag is a 0/1 integer on both.
  */
 export const MACHINE_COLUMNS = [
   'mac', 'hostname', 'role', 'cluster', 'ip', 'rack', 'bmc_driver', 'bmc_address', 'bmc_port', 'bmc_username',
-  'bmc_password_sealed IS NOT NULL AS bmc_password_set', 'bmc_cipher_suite', 'state', 'failed_from', 'failed_step',
+  'CASE WHEN bmc_password_sealed IS NULL THEN 0 ELSE 1 END AS bmc_password_set', 'bmc_cipher_suite', 'state', 'failed_from', 'failed_step',
   'failed_reason', 'arch', 'firmware', 'vendor_class', 'uuid', 'last_step', 'instance_id', 'host_keys', 'first_seen',
   'last_seen', 'state_changed_at', 'created_at', 'updated_at',
   'boot_loader', 'secure_boot', 'secure_boot_seen', 'bootfile', 'bootfile_at', 'loader_at',
