@@ -147,6 +147,11 @@ export class Rack {
   private gateTimer: NodeJS.Timeout | null = null;
   /** Most machines seen booting at once. */
   maxBootingSeen = 0;
+  /**
+   * No machine starts its boot while set: a machine powered on meanwhile stays in POST, as one
+   * does while its network's provisioning server is down (its DHCP would go unanswered).
+   */
+  holdBoots = false;
   private readonly log: (line: string) => void;
 
   constructor(private readonly opts: RackOptions) {
@@ -398,6 +403,11 @@ export class Rack {
       .join('');
   }
 
+  /** Where the machine is in the boot gate: off (no QEMU), held (powered, in POST), booting, or up. */
+  bootState(m: LabMachine): 'off' | GateEntry['state'] {
+    return this.gate.get(m.name)?.state ?? 'off';
+  }
+
   /** Machines whose boot is running now. */
   booting(): number {
     return [...this.gate.values()].filter((g) => g.state === 'booting').length;
@@ -432,7 +442,7 @@ export class Rack {
     }
     for (const m of this.machines) {
       const g = this.gate.get(m.name);
-      if (!g || g.state !== 'held' || this.booting() + (this.opts.network?.bootingElsewhere() ?? 0) >= this.maxBooting) continue;
+      if (!g || g.state !== 'held' || this.holdBoots || this.booting() + (this.opts.network?.bootingElsewhere() ?? 0) >= this.maxBooting) continue;
       // Counted as booting before the command goes out: the site's other racks look at this count meanwhile.
       g.state = 'booting';
       g.since = Date.now();

@@ -110,36 +110,42 @@ test('one cluster across two networks: kill -9 of the lock holder during the boo
   const token = clients[0]!.token;
   const streams = s.racks.map((r) => openStream(r, token));
 
-  // The window: `kubeadm init` or the first join running. A moment when every machine of the
-  // holder's network has phoned home is preferred (nothing of its network needs it any more);
-  // otherwise the kill comes while the window is still open and the restart serves the rest.
+  // The window: `kubeadm init` (past its first seconds: the command runs on the node) or the
+  // first join running, at a moment when no machine of the holder's network is half-way through
+  // its boot (each has phoned home, or is still held in POST by the boot gate, which keeps it
+  // there until that network's racksmith is back). If the first join ends without such a
+  // moment, a later join: every machine is up by the worker's.
   let victim: Rack | null = null;
   let running: StepJson | null = null;
   let lastIdBeforeKill = 0;
-  const deadline = Date.now() + 8 * 60_000;
+  const deadline = Date.now() + 6 * 60_000;
   while (Date.now() < deadline) {
     const d = await detail(clients[0]!);
     const steps = d.steps as StepJson[];
-    if (d.state === 'ready' || d.state === 'failed') assert.unreachable(`the cluster is ${d.state} before the kill could land:\n${JSON.stringify(steps)}`);
-    const joinsDone = steps.some((x) => x.kind.startsWith('join-') && x.state === 'done');
-    const inWindow = steps.find((x) => x.state === 'running' && (x.kind === 'init' || (x.kind.startsWith('join-') && !joinsDone))) ?? null;
+    if (d.state === 'ready' || d.state === 'failed') assert.unreachable(`the cluster is ${d.state} before the kill could land:\n${JSON.stringify(steps)}\n${evidence(s)}`);
+    const joinsDone = steps.filter((x) => x.kind.startsWith('join-') && x.state === 'done').length;
+    const inWindow =
+      steps.find((x) => x.state === 'running' && ((x.kind === 'init' && Date.now() - Date.parse(x.startedAt ?? '') > 3000) || (x.kind.startsWith('join-') && joinsDone === 0))) ??
+      steps.find((x) => x.state === 'running' && x.kind.startsWith('join-')) ??
+      null;
     const holder = d.orchestration?.lock?.holder as string | undefined;
     const holderRack = holder ? s.rackOfHolder(holder) : null;
     if (inWindow && holderRack) {
       const ms = d.machines as MachineJson[];
-      const settled = holderRack.machines.every((m) => ['ready', 'joining', 'joined'].includes(ms.find((x) => x.mac === m.mac)?.state ?? ''));
-      const lastChance = inWindow.kind.startsWith('join-') || Date.now() - Date.parse(inWindow.startedAt ?? '') > 6000;
-      if (settled || lastChance) {
+      const safe = holderRack.machines.every((m) => ['ready', 'joining', 'joined'].includes(ms.find((x) => x.mac === m.mac)?.state ?? '') || ['off', 'held'].includes(holderRack.bootState(m)));
+      if (safe) {
+        // Held from here: a machine of its network powered on during the outage waits in POST.
+        holderRack.holdBoots = true;
         victim = holderRack;
         running = inWindow;
         lastIdBeforeKill = Math.max(0, ...(await allEvents(clients[0]!)).map((e) => e.id));
-        print(`killing ${holder} (-9) while ${inWindow.id} runs on ${inWindow.machine}; its network's machines ${settled ? 'have all phoned home' : 'are not all up yet'}\n`);
+        print(`killing ${holder} (-9) while ${inWindow.id} runs on ${inWindow.machine} (${joinsDone} join(s) done); its network: ${holderRack.machines.map((m) => `${m.name} ${ms.find((x) => x.mac === m.mac)?.state ?? '?'}/${holderRack.bootState(m)}`).join(', ')}\n`);
         break;
       }
     }
     await sleep(400);
   }
-  assert.ok(victim && running, `the bootstrap never reached init or a first join within 8 min\n${evidence(s)}`);
+  assert.ok(victim && running, `the bootstrap never reached init or a join with the holder's network settled within 6 min\n${evidence(s)}`);
   const killedAt = Date.now();
   await victim.killRacksmith();
   const survivor = s.racks.find((r) => r !== victim) as Rack;
@@ -165,9 +171,10 @@ test('one cluster across two networks: kill -9 of the lock holder during the boo
 
   // A site's service manager starts the lost instance again; the cluster stays with the survivor.
   await victim.restartRacksmith();
+  victim.holdBoots = false;
   const holders = new Set<string>();
   let last: { state: string; ms: MachineJson[] } = { state: '', ms: [] };
-  const readyBy = Date.now() + 8 * 60_000;
+  const readyBy = Date.now() + 5 * 60_000;
   while (Date.now() < readyBy) {
     const d = await detail(sc);
     if (d.orchestration?.lock?.holder) holders.add(String(d.orchestration.lock.holder).split(' ')[0] ?? '');
@@ -201,8 +208,11 @@ test('one cluster across two networks: kill -9 of the lock holder during the boo
   }
   assert.is(inits, 1, 'exactly one kubeadm init on the machines');
   const d = await detail(sc);
+  // Killed while it ran, the step is done by the survivor: run again, or skipped when the node
+  // shows the init that the dead instance started has happened (admin.conf), never a second init.
   const initStep = (d.steps as StepJson[]).find((x) => x.kind === 'init');
-  assert.is(initStep?.state, 'done');
+  assert.ok(initStep?.state === 'done' || initStep?.state === 'skipped', `the init step: ${JSON.stringify(initStep)}`);
+  print(`the init step ended ${initStep?.state}\n`);
 
   // The survivor's API: every machine; each one's boot, install and join, the dead network's included.
   const machines = await sc.machines();
