@@ -449,7 +449,8 @@ export class Rack {
       g.consoleAt = readConsole(m).length;
       try {
         await qmp(join(m.dir, 'qmp.sock'), 'cont');
-        this.maxBootingSeen = Math.max(this.maxBootingSeen, this.booting());
+        // On a site, the host's count: this rack's and the other networks'.
+        this.maxBootingSeen = Math.max(this.maxBootingSeen, this.booting() + (this.opts.network?.bootingElsewhere() ?? 0));
       } catch {
         /* QEMU not listening yet: next tick */
         g.state = 'held';
