@@ -7,7 +7,7 @@
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { buildImageDeployment, buildImages, buildSecureBootEsp, type ImageDeployment, type LabImages } from './images.js';
-import { ensurePackages, IMAGE_PACKAGES, INSTANCES_PACKAGES, LAB_PACKAGES } from './packages.js';
+import { ensurePackages, IMAGE_PACKAGES, LAB_PACKAGES } from './packages.js';
 import { instanceNameOf, provisionSite, Site, splitPlan } from './site.js';
 import { figures, figuresTable, LabClient, provision, watch } from './flow.js';
 import { CLUSTER, FIRMWARE_CHOICES, Rack, UPGRADE_VERSION, VIP, planMachines, type FirmwareChoice } from './rack.js';
@@ -118,7 +118,7 @@ async function main(): Promise<number> {
   const out = resolve(args.out ?? join('lab-runs', new Date().toISOString().replace(/[:.]/g, '-')));
   const t0 = Date.now();
   say('checking Debian packages…');
-  await ensurePackages(say, args.install === 'image' ? [...LAB_PACKAGES, ...IMAGE_PACKAGES] : args.instances > 1 ? [...LAB_PACKAGES, ...INSTANCES_PACKAGES] : LAB_PACKAGES);
+  await ensurePackages(say, args.install === 'image' ? [...LAB_PACKAGES, ...IMAGE_PACKAGES] : LAB_PACKAGES);
   say('building guest images (cached after the first run)…');
   const base = await buildImages(say);
   const images = args.firmware === 'secureboot' ? { ...base, secureBootEsp: await buildSecureBootEsp() } : base;

@@ -33,9 +33,6 @@ export const LAB_PACKAGES: readonly string[] = readPackageList('lab');
  */
 export const IMAGE_PACKAGES = ['debootstrap', 'gdisk', 'dosfstools', 'zstd', 'fdisk', 'efibootmgr', 'kmod', 'apt-cacher-ng', 'apt-utils', 'gnupg'] as const;
 
-/** `--instances N`: the instances' shared database (Debian's PostgreSQL 15). */
-export const INSTANCES_PACKAGES = ['postgresql'] as const;
-
 export async function missingPackages(names: readonly string[] = LAB_PACKAGES): Promise<string[]> {
   const missing: string[] = [];
   for (const p of names) {

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
-import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import Database from 'better-sqlite3';
+import type { Store } from '../server/inventory/store.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { storedRows } from './lib/inventory.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { NASTY_STRINGS, Rng, mutateBytes, seedFromEnv } from './lib/fuzz.js';
 
@@ -53,21 +53,21 @@ interface FuzzRequest {
 
 let rs: RacksmithProcess;
 let tokens: Record<'admin' | 'operator' | 'viewer', string>;
-let db: Database.Database;
+let db: Store;
 let routes: Route[] = [];
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 
 // ── the database, hashed ────────────────────────────────────────────────────
-function dbHash(): string {
+async function dbHash(): Promise<string> {
   const h = createHash('sha256');
-  const tables = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all();
+  const tables = (await storedRows(db, db.engine === 'sqlite' ? "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name" : "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")) as { name: string }[];
   for (const { name } of tables) {
     if (name === 'sqlite_sequence') continue; // ids are in the rows themselves
     h.update(`\u0001${name}\u0001`);
     // Rows sorted as text: some tables have no rowid to order by (WITHOUT ROWID).
     // A refused reimage is recorded as the machine's event (the audit trail of who tried what):
     // the one write a refusal makes, so it is left out of the comparison.
-    const rows = db.prepare(`SELECT * FROM "${name}"`).all().map((r) => JSON.stringify(r));
+    const rows = (await storedRows(db, `SELECT * FROM "${name}"`)).map((r) => JSON.stringify(r));
     for (const row of rows.filter((r) => name !== 'events' || !r.includes('\\"step\\":\\"refused\\"')).sort()) h.update(row);
   }
   return h.digest('hex');
@@ -467,11 +467,11 @@ test.before(async () => {
       });
     }
   }
-  db = new Database(join(rs.dataDir, 'racksmith.db'), { readonly: true, fileMustExist: true });
+  db = await rs.openStore();
 });
 
 test.after(async () => {
-  db?.close();
+  await db?.close();
   agent.destroy();
   await rs?.stop();
   rs?.cleanup();
@@ -488,7 +488,7 @@ test(`≥ 2,000 seeded requests over every documented route (seed ${SEED})`, asy
   const rng = new Rng(SEED);
   const perRoute = new Map<string, Record<string, number>>();
   let accepted = 0;
-  let baseline = dbHash();
+  let baseline = await dbHash();
   for (let i = 0; i < COUNT; i++) {
     const route = routes[i % routes.length] as Route;
     const req = buildRequest(rng, route);
@@ -524,7 +524,7 @@ test(`≥ 2,000 seeded requests over every documented route (seed ${SEED})`, asy
       assert.type(err.error?.code, 'string', `${describe(req, i)}\n  → error body without a code: ${res.text.slice(0, 300)}`);
       assert.type(err.error?.message, 'string');
     }
-    const now = dbHash();
+    const now = await dbHash();
     if (bmcAnswer) {
       // The power call was valid and was tried: its failure is recorded as the machine's event.
       baseline = now;
@@ -578,14 +578,14 @@ test('malformed HTTP framing: answered 4xx or dropped, never a crash', async () 
     `GET /api/v1/machines/${'%'.repeat(3)} HTTP/1.1\r\nHost: x\r\n${auth}\r\n`,
     `PATCH /api/v1/clusters/keep HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 10\r\n\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03`,
   ];
-  const before = dbHash();
+  const before = await dbHash();
   for (const [i, c] of cases.entries()) {
     const reply = await raw(c);
     const status = /^HTTP\/1\.[01] (\d{3})/.exec(reply)?.[1];
     if (status) assert.ok(Number(status) < 500, `raw case ${i}: ${reply.slice(0, 200)}`);
     assert.is(rs.child.exitCode, null, `raw case ${i} stopped the server`);
   }
-  assert.is(dbHash(), before, 'a malformed request changed stored data');
+  assert.is(await dbHash(), before, 'a malformed request changed stored data');
   assert.is((await api(rs.url, null, 'GET', '/healthz')).status, 200);
 });
 

@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { TEST_ENGINE, testDatabaseEnv } from './lib/inventory.js';
+import { TEST_ENGINE } from './lib/inventory.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 
 /**
@@ -15,7 +15,7 @@ let rs: RacksmithProcess;
 let admin = '';
 
 test.before(async () => {
-  rs = await startRacksmith({ env: { RACKSMITH_LOG_LEVEL: 'warn', ...(await testDatabaseEnv()) } });
+  rs = await startRacksmith({ env: { RACKSMITH_LOG_LEVEL: 'warn' } });
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   const cluster = { ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' };
   assert.is((await api(rs.url, admin, 'POST', '/api/v1/clusters', { name: 'p', ...cluster })).status, 201);

@@ -1,9 +1,9 @@
+import type { Mac } from '../server/lib/mac.js';
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import Database from 'better-sqlite3';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DEFAULT_INSTALLERS } from '../server/boot/releases.js';
@@ -206,12 +206,13 @@ test('nobody but a trusted front can claim an address or ask for X-Accel-Redirec
 test('a machine without a MAC in the URL or an ip of its own is found by its DHCP lease', async () => {
   if (missing) return skipNote('artifacts front', missing);
   // The lease as racksmith's DHCP service writes it; the test writes it the same way.
-  const db = new Database(join(rs.dataDir, 'racksmith.db'));
+  const store = await rs.openStore();
   try {
     const now = new Date();
-    db.prepare("INSERT INTO leases (ip, mac, state, starts_at, expires_at, updated_at) VALUES (?, ?, 'bound', ?, ?, ?)").run('127.0.0.22', W1, now.toISOString(), new Date(now.getTime() + 3600_000).toISOString(), now.toISOString());
+    const [bound] = await store.leases.bindAll([{ ip: '127.0.0.22', mac: W1 as Mac, expiresAt: new Date(now.getTime() + 3600_000).toISOString() }], now);
+    assert.ok(bound?.ok);
   } finally {
-    db.close();
+    await store.close();
   }
   const before = await artifactEvents(W1);
   const r = await curl(`${front}/artifacts/22.04/initrd`, '127.0.0.22');

@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import Database from 'better-sqlite3';
 import { parse as parseYaml } from 'yaml';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { rawRequest } from './lib/http.js';
@@ -263,13 +262,13 @@ test('300 made-up MACs from one address add at most its allowance; the refusal i
   assert.is(after - before, 8, `${after - before} discovered rows added`);
   const metrics = await (await fetch(`${rs.url}/metrics`)).text();
   assert.match(metrics, /^racksmith_discovery_refused_total\{path="http"\} 292$/m);
-  const db = new Database(join(rs.dataDir, 'racksmith.db'), { readonly: true });
+  const store = await rs.openStore();
   try {
-    const limited = db.prepare<[], { source: string; message: string }>("SELECT source, message FROM events WHERE type = 'discovery.limited'").all();
+    const limited = await store.events.list({ type: 'discovery.limited' });
     assert.is(limited.length, 1, 'recorded once, not per request');
     assert.is(limited[0]?.source, 'http 127.0.0.66');
   } finally {
-    db.close();
+    await store.close();
   }
   assert.is((rs.output().match(/more unknown MACs than its allowance/g) ?? []).length, 1, 'logged once');
   // Another address still adds its own machine.

@@ -11,7 +11,7 @@ import { FileError, type FileSource } from '../server/lib/files.js';
 import { silentLogger } from '../server/lib/log.js';
 import { BOOT_TEMPLATES_DIR } from '../server/lib/paths.js';
 import { createRenderer } from '../server/render/templates.js';
-import { tempInventory } from './lib/inventory.js';
+import { tempStore } from './lib/inventory.js';
 import { BOOT_SETTINGS } from './lib/seed-fixtures.js';
 
 /**
@@ -20,7 +20,7 @@ import { BOOT_SETTINGS } from './lib/seed-fixtures.js';
  * event), the arm64 artifacts apart from the amd64 ones, and nothing else.
  */
 const test = suite('boot: the signed chain\'s files over TFTP');
-const inv = tempInventory();
+const inv = await tempStore();
 const MAC = '52:54:00:19:00:11' as Mac;
 let files: FileSource;
 

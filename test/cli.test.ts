@@ -83,7 +83,7 @@ test('racksmith serve --help lists every setting with its flag and environment n
 
 test('token create for each role: printed once, accepted with that role', async () => {
   for (const role of ['admin', 'operator', 'viewer'] as const) {
-    const r = await runCli(['token', 'create', '--role', role, '--name', `${role} from the cli test`], { RACKSMITH_DATA_DIR: rs.dataDir });
+    const r = await runCli(['token', 'create', '--role', role, '--name', `${role} from the cli test`], rs.storeEnv);
     tokens[role] = ok(r).trim();
     assert.match(tokens[role] as string, /^rs_[A-Za-z0-9_-]{43}$/);
   }
@@ -95,7 +95,7 @@ test('token create for each role: printed once, accepted with that role', async 
     assert.is(r.code, 1);
     assert.match(r.stderr, new RegExp(`^racksmith: 403 ERR_FORBIDDEN: this needs an admin token; yours is ${role}\\n$`));
   }
-  const bad = await runCli(['token', 'create', '--role', 'root'], { RACKSMITH_DATA_DIR: rs.dataDir });
+  const bad = await runCli(['token', 'create', '--role', 'root'], rs.storeEnv);
   assert.is(bad.code, 2);
   assert.match(bad.stderr, /--role must be one of viewer, operator, admin/);
 });
@@ -326,7 +326,7 @@ function background(args: readonly string[], env: Record<string, string>): { out
 }
 
 test('token list | revoke: the store\'s tokens, one revoked by name is refused at once', async () => {
-  const env = { RACKSMITH_DATA_DIR: rs.dataDir };
+  const env = rs.storeEnv;
   const doomed = ok(await runCli(['token', 'create', '--role', 'viewer', '--name', 'doomed'], env)).trim();
   assert.is((await runCli(['clusters', 'list'], { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: doomed })).code, 0);
   const listed = parseTable(ok(await runCli(['token', 'list'], env)));

@@ -1,8 +1,6 @@
-import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
-import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
+import type { Store } from '../server/inventory/store.js';
 import type { Mac } from '../server/lib/mac.js';
 import type { MachineEventType } from '../server/inventory/lifecycle.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
@@ -16,7 +14,7 @@ import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 const test = suite('cluster rules over the API: compatibility, live clusters, topology');
 
 let rs: RacksmithProcess;
-let store: SqliteInventory;
+let store: Store;
 let admin = '';
 
 const call = (method: string, path: string, body?: unknown, type?: string) => api(rs.url, admin, method, `/api/v1${path}`, body, type);
@@ -24,7 +22,7 @@ const call = (method: string, path: string, body?: unknown, type?: string) => ap
 test.before(async () => {
   rs = await startRacksmith();
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
-  store = openSqliteInventory({ file: join(rs.dataDir, 'racksmith.db'), box: createSecretBox(loadSecretKey(undefined, rs.dataDir)) });
+  store = await rs.openStore();
 });
 
 test.after(async () => {

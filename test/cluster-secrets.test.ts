@@ -7,7 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createClusterCa, type ClusterCa } from '../server/lib/cluster-ca.js';
 import { BOOTSTRAP_TOKEN_RE, discoveryHash, ensureClusterSecrets, newBootstrapToken, newCertificateKey, readClusterSecrets } from '../server/lib/cluster-secrets.js';
-import { tempInventory } from './lib/inventory.js';
+import { storedRows, tempStore } from './lib/inventory.js';
 import { requirements, skipNote } from './lib/tools.js';
 
 /** The cluster's kubeadm secrets: their formats, the CA openssl makes, and how they are stored. */
@@ -74,7 +74,7 @@ test('openssl agrees: the CA verifies, and the discovery hash is kubeadm-join.md
 });
 
 test('ensureClusterSecrets: concurrent callers get one set; stored sealed; readable after', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     await inv.clusters.create({ name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
     let made = 0;
@@ -89,7 +89,7 @@ test('ensureClusterSecrets: concurrent callers get one set; stored sealed; reada
     const again = await readClusterSecrets(inv.secrets, 'lab');
     assert.equal(again, all[0]);
     assert.match(all[0]?.discoveryHash ?? '', /^sha256:[0-9a-f]{64}$/);
-    const raw = inv.db.prepare('SELECT scope, name, sealed FROM secrets').all() as { scope: string; name: string; sealed: string }[];
+    const raw = (await storedRows(inv, 'SELECT scope, name, sealed FROM secrets')) as { scope: string; name: string; sealed: string }[];
     const row = raw.find((r) => r.scope === 'cluster:lab');
     assert.ok(row, 'stored under cluster:<name>');
     for (const r of raw) {
@@ -104,7 +104,7 @@ test('ensureClusterSecrets: concurrent callers get one set; stored sealed; reada
 });
 
 test('putIfAbsent keeps the first value', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     assert.is(await inv.secrets.putIfAbsent('global', 'x', 'one'), 'one');
     assert.is(await inv.secrets.putIfAbsent('global', 'x', 'two'), 'one');

@@ -7,7 +7,7 @@ import { createEventStream, type EventStream } from '../server/http/event-stream
 import { createLogger } from '../server/lib/log.js';
 import { createMetrics } from '../server/lib/metrics.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
-import { tempInventory } from './lib/inventory.js';
+import { tempStore, type TempStore } from './lib/inventory.js';
 import { openStream } from './lib/sse.js';
 
 /**
@@ -187,12 +187,12 @@ interface Local {
   server: Server;
   url: string;
   stream: EventStream;
-  inv: ReturnType<typeof tempInventory>;
+  inv: TempStore;
   metrics: ReturnType<typeof createMetrics>;
 }
 
 async function startLocal(opts: { slowClientMs: number; keepAliveMs: number }): Promise<Local> {
-  const inv = tempInventory();
+  const inv = await tempStore();
   const metrics = createMetrics({ processMetrics: false });
   const stream = createEventStream({ events: inv.events, machines: inv.machines, metrics, ...opts });
   const token = await inv.tokens.create('viewer', 'local');

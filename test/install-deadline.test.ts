@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Mac } from '../server/lib/mac.js';
 import { createDeadlineService, installDeadlineFailure, isOverdue } from '../server/seeds/deadline.js';
-import { tempInventory } from './lib/inventory.js';
+import { tempStore } from './lib/inventory.js';
 
 /**
  * The install deadline on a real SQLite inventory with a fake clock: a machine provisioning, or
@@ -22,7 +22,7 @@ function fakeClock(): { now: () => Date; advance(ms: number): void } {
 
 async function bed() {
   const clock = fakeClock();
-  const inv = tempInventory(clock.now);
+  const inv = await tempStore({ now: clock.now });
   await inv.clusters.create({ name: 'c', os: 'debian-12', installMethod: 'image', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
   const add = async (n: number): Promise<Mac> => {
     const mac = `52:54:00:00:10:0${n}` as Mac;
@@ -122,7 +122,7 @@ test('the pure parts: overdue only while installing; the failure report carries 
 
 test('the service checks on its own timer and stops cleanly', async () => {
   const clock = fakeClock();
-  const inv = tempInventory(clock.now);
+  const inv = await tempStore({ now: clock.now });
   try {
     await inv.clusters.create({ name: 'c', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
     const mac = '52:54:00:00:10:09' as Mac;

@@ -16,7 +16,7 @@ import { powerRoutes } from '../server/http/api/power.js';
 import { orchestrationRoutes } from '../server/http/api/orchestration-routes.js';
 import { silentLogger } from '../server/lib/log.js';
 import { createMetrics } from '../server/lib/metrics.js';
-import { tempInventory } from './lib/inventory.js';
+import { tempStore } from './lib/inventory.js';
 
 /**
  * The OpenAPI document: valid OpenAPI 3.1 (checked by an OpenAPI validator, not by us); every
@@ -30,7 +30,7 @@ type Doc = { openapi: string; paths: Record<string, Record<string, { operationId
 const doc = openApiDocument('test') as unknown as Doc;
 const METHODS = ['get', 'post', 'patch', 'put', 'delete'];
 
-const inv = tempInventory();
+const inv = await tempStore();
 const unused = async (): Promise<never> => {
   throw new Error('not called');
 };

@@ -2,10 +2,9 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { NODE_REMOVAL_FAILED_EVENT, NODE_REMOVED_EVENT, REIMAGE_EVENT } from '../server/inventory/reimage.js';
 import type { InventoryEvent } from '../server/inventory/model.js';
-import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
 import type { Mac } from '../server/lib/mac.js';
 import { FakeRack, HOSTNAMES } from './lib/fake-shell.js';
-import { tempInventory } from './lib/inventory.js';
+import { tempStore, type TempStore } from './lib/inventory.js';
 import { addMembers, member, onFakeRack, phoneHome, startOrchestrator, waitFor, type Member } from './lib/orch-harness.js';
 
 /**
@@ -24,7 +23,7 @@ const CP = [member('cp1', 'control-plane', '10.0.0.11'), member('cp2', 'control-
 const W = [member('w1', 'worker', '10.0.0.21'), member('w2', 'worker', '10.0.0.22')];
 const ALL: Member[] = [LB, ...CP, ...W];
 for (const m of ALL) HOSTNAMES.set(m.ip, m.hostname);
-type Inv = ReturnType<typeof tempInventory>;
+type Inv = TempStore;
 
 async function readyCluster(inv: Inv, members: readonly Member[]): Promise<void> {
   await inv.clusters.create({ name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
@@ -50,7 +49,7 @@ async function reinstall(inv: Inv, rack: FakeRack, m: Member): Promise<void> {
 }
 
 const scriptsOn = (rack: FakeRack, m: Member, needle: string): string[] => rack.callsOn(m.ip).map((c) => c.script).filter((s) => s.includes(needle));
-const steps = (inv: Inv) => createOrchestrationRepo(inv.db, inv.now).steps('lab');
+const steps = (inv: Inv) => inv.orchestration.steps('lab');
 const joinedAll = async (inv: Inv, members: readonly Member[]): Promise<boolean> => {
   const ms = await inv.machines.list({ cluster: 'lab' });
   return (await inv.clusters.get('lab'))?.state === 'ready' && members.every((x) => ms.find((m) => m.mac === x.mac)?.state === 'joined');
@@ -189,7 +188,7 @@ test('a powered-off worker: no reset, still removed; a drain refused by a budget
 });
 
 test('stopped mid-removal, a new start finishes it; the last healthy control node is never removed', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   const rack = new FakeRack();
   let h = await startOrchestrator(inv, rack, { owner: 'same' });
   const members = [LB, CP[0]!, ...W];

@@ -1,11 +1,10 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
 import { readClusterSecrets } from '../server/lib/cluster-secrets.js';
 import { createMetrics } from '../server/lib/metrics.js';
 import { FakeRack, HOSTNAMES } from './lib/fake-shell.js';
 import { parsePromText, promValue } from './lib/prom-text.js';
-import { tempInventory } from './lib/inventory.js';
+import { tempStore, type TempStore } from './lib/inventory.js';
 import { addMembers, member, onFakeRack, phoneHome, startOrchestrator, waitFor, type Member } from './lib/orch-harness.js';
 
 /**
@@ -22,11 +21,11 @@ const W = [member('w1', 'worker', '10.0.0.21'), member('w2', 'worker', '10.0.0.2
 const ALL: Member[] = [LB, ...CP, ...W];
 for (const m of ALL) HOSTNAMES.set(m.ip, m.hostname);
 
-async function cluster(inv: ReturnType<typeof tempInventory>, members = ALL): Promise<void> {
+async function cluster(inv: TempStore, members = ALL): Promise<void> {
   await inv.clusters.create({ name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel', podSubnet: '10.244.0.0/16', serviceSubnet: '10.96.0.0/12' });
   await addMembers(inv, 'lab', members);
 }
-const state = async (inv: ReturnType<typeof tempInventory>, want: string): Promise<boolean> => (await inv.clusters.get('lab'))?.state === want;
+const state = async (inv: TempStore, want: string): Promise<boolean> => (await inv.clusters.get('lab'))?.state === want;
 
 test('a whole cluster on fake nodes: order, states, and no secret in events or logs', async () => {
   await onFakeRack(async ({ inv, rack, h }) => {
@@ -36,7 +35,7 @@ test('a whole cluster on fake nodes: order, states, and no secret in events or l
 
     const machines = await inv.machines.list({ cluster: 'lab' });
     assert.equal(machines.map((m) => `${m.hostname}:${m.state}`).sort(), ALL.map((m) => `${m.hostname}:joined`).sort());
-    const steps = await createOrchestrationRepo(inv.db, inv.now).steps('lab');
+    const steps = await inv.orchestration.steps('lab');
     assert.ok(steps.every((s) => s.state === 'done'), JSON.stringify(steps.map((s) => [s.id, s.state, s.error])));
     const order = steps.map((s) => s.kind);
     const at = (k: string): number => order.indexOf(k);
@@ -76,7 +75,7 @@ test('refused connections and a worker failing twice are retried; it joins', asy
     await cluster(inv, [LB, CP[0]!, ...W]);
     for (const m of [LB, CP[0]!, ...W]) await phoneHome(inv, m.mac, KEY);
     await waitFor('cluster ready', () => state(inv, 'ready'));
-    const steps = await createOrchestrationRepo(inv.db, inv.now).steps('lab');
+    const steps = await inv.orchestration.steps('lab');
     const w1 = steps.find((s) => s.id === `join:${W[0]!.mac}`);
     const w2 = steps.find((s) => s.id === `join:${W[1]!.mac}`);
     assert.is(w1?.attempts, 3);
@@ -133,13 +132,13 @@ test('a host key that differs from the phone-home: machine failed, nothing run o
     assert.is(m?.state, 'failed');
     assert.match(m?.failedReason ?? '', /host key that differs from its phone-home/);
     assert.equal(rack.callsOn(W[0]!.ip), []);
-    const step = (await createOrchestrationRepo(inv.db, inv.now).steps('lab')).find((s) => s.mac === W[0]!.mac);
+    const step = (await inv.orchestration.steps('lab')).find((s) => s.mac === W[0]!.mac);
     assert.is(step?.attempts, 1, 'a host key mismatch is not retried');
   });
 });
 
 test('two orchestrators on one store never drive the same cluster', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   const rackA = new FakeRack();
   const rackB = new FakeRack();
   rackA.delayMs = rackB.delayMs = 15;
@@ -163,14 +162,14 @@ test('two orchestrators on one store never drive the same cluster', async () => 
 });
 
 test('stopped right after init and started again: init is not run again, the joins complete', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   const rack = new FakeRack();
   rack.delayMs = 30;
   let h = await startOrchestrator(inv, rack, { owner: 'same-instance' });
   try {
     await cluster(inv);
     for (const m of ALL) await phoneHome(inv, m.mac, KEY);
-    const repo = createOrchestrationRepo(inv.db, inv.now);
+    const repo = inv.orchestration;
     await waitFor('init done', async () => (await repo.steps('lab')).find((s) => s.id === 'init' && s.state === 'done'), 20_000, 5);
     await h.stop();
     const joinsBefore = rack.calls.filter((c) => c.script.includes('kubeadm join')).length;
@@ -186,11 +185,11 @@ test('stopped right after init and started again: init is not run again, the joi
 });
 
 test('an init interrupted after it happened is skipped by its probe; a join recorded done settles its machine', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   const rack = new FakeRack();
   await cluster(inv, [LB, CP[0]!]);
   for (const m of [LB, CP[0]!]) await phoneHome(inv, m.mac, KEY);
-  const repo = createOrchestrationRepo(inv.db, inv.now);
+  const repo = inv.orchestration;
   const t = new Date().toISOString();
   const base = { cluster: 'lab', attempts: 1, startedAt: t, output: [], error: null } as const;
   await repo.saveStep({ ...base, id: 'lb-config:1', kind: 'lb-config', mac: LB.mac, state: 'done', endedAt: t, data: { backends: [{ name: 'cp1', address: CP[0]!.ip, port: 6443 }] } });

@@ -4,9 +4,8 @@ import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { CLI_PATH } from '../server/lib/paths.js';
-import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
-import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
-import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
+import type { Store } from '../server/inventory/store.js';
+import { storedRows } from './lib/inventory.js';
 import type { Mac } from '../server/lib/mac.js';
 import type { MachineEventType } from '../server/inventory/lifecycle.js';
 import { maxOverlap, startBmcSim, startDeadBmc, watchPs, type BmcSim } from './lib/bmc-sim.js';
@@ -25,7 +24,7 @@ const PASSWORD = 'Pw-api-9Xk2-bmc';
 const missing = requirements(['ipmi_sim', 'ipmitool', 'mkfifo', 'script']);
 
 let rs: RacksmithProcess;
-let store: SqliteInventory;
+let store: Store;
 let admin = '';
 let operator = '';
 let viewer = '';
@@ -70,7 +69,7 @@ test.before(async () => {
       RACKSMITH_REIMAGE_REMOVAL_TIMEOUT_SECONDS: '6',
     },
   });
-  store = openSqliteInventory({ file: join(rs.dataDir, 'racksmith.db'), box: createSecretBox(loadSecretKey(undefined, rs.dataDir)) });
+  store = await rs.openStore();
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   operator = (await rs.cli(['token', 'create', '--role', 'operator', '--name', 'tech'])).trim();
   viewer = (await rs.cli(['token', 'create', '--role', 'viewer'])).trim();
@@ -80,7 +79,7 @@ test.before(async () => {
   // locked by "another racksmith instance" (the per-cluster lock of a shared store), so the
   // orchestrator of the server under test leaves it alone, as it would a cluster another
   // instance drives.
-  await createOrchestrationRepo(store.db, store.now).acquireLock('lab', 'another-racksmith', 'the power API test, playing the orchestrator', 3_600_000);
+  await store.orchestration.acquireLock('lab', 'another-racksmith', 'the power API test, playing the orchestrator', 3_600_000);
   const bmc = (port: number, cipherSuite?: number) => ({ driver: 'ipmi', address: '127.0.0.1', port, username: 'admin', password: PASSWORD, ...(cipherSuite ? { cipherSuite } : {}) });
   // m0..m9: rack r9 (workers); m10: joined worker; m11: worker that never joined; m12..m14: control plane.
   for (let i = 0; i < 10; i++) {
@@ -337,12 +336,17 @@ test('a restart while the reimage waits for the orchestrator: it resumes from th
   assert.match(rs.output(), /resuming reimage/);
 });
 
-test('BMC passwords are sealed at rest: not in the database files', async () => {
+test('BMC passwords are sealed at rest: not in the database files, not in any stored row', async () => {
   if (missing) return;
-  const { readdirSync, readFileSync } = await import('node:fs');
-  const files = readdirSync(rs.dataDir).filter((f) => f.startsWith('racksmith.db'));
-  assert.ok(files.length >= 1);
-  for (const f of files) assert.not.ok(readFileSync(join(rs.dataDir, f)).includes(PASSWORD), `${f} holds the password in clear`);
+  if (store.engine === 'sqlite') {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const files = readdirSync(rs.dataDir).filter((f) => f.startsWith('racksmith.db'));
+    assert.ok(files.length >= 1);
+    for (const f of files) assert.not.ok(readFileSync(join(rs.dataDir, f)).includes(PASSWORD), `${f} holds the password in clear`);
+  }
+  const rows = JSON.stringify(await storedRows(store, 'SELECT * FROM machines'));
+  assert.ok(rows.includes('bmc_password_sealed'), 'the rows were read');
+  assert.not.ok(rows.includes(PASSWORD), 'a machine row holds the password in clear');
 });
 
 test('the BMC password is in no response, no event and no log line', async () => {

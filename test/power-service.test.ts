@@ -10,7 +10,7 @@ import { meteredDriver } from '../server/power/metered.js';
 import { createMetrics, type MetricsRegistry } from '../server/lib/metrics.js';
 import { parsePromText } from './lib/prom-text.js';
 import { startBmcSim, type BmcSim } from './lib/bmc-sim.js';
-import { tempInventory } from './lib/inventory.js';
+import { tempStore, type TempStore } from './lib/inventory.js';
 import { requirements, skipNote } from './lib/tools.js';
 
 /**
@@ -22,7 +22,7 @@ const test = suite('power service: reimage retries, removal failures, rack job e
 const PASSWORD = 'Pw-svc-4Tz9-bmc';
 const missing = requirements(['ipmi_sim', 'ipmitool', 'mkfifo']);
 
-let inv: ReturnType<typeof tempInventory>;
+let inv: TempStore;
 let bmc: BmcSim;
 let driver: IpmiDriver;
 let power: PowerService;
@@ -42,7 +42,7 @@ const steps = async (m: Mac): Promise<string[]> => (await inv.events.list({ mac:
 
 test.before(async () => {
   if (missing) return;
-  inv = tempInventory();
+  inv = await tempStore();
   bmc = await startBmcSim({ name: 'ps1', password: PASSWORD });
   driver = createIpmiDriver({ ipmitool: 'ipmitool', deadlineMs: 5000, retry: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 200 }, gate: createBmcGate(4), log: silentLogger() });
   metrics = createMetrics();

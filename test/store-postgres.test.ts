@@ -109,7 +109,19 @@ test("a machine added through one instance is in every other instance's DHCP dir
   const server = await testPostgres();
   await server.crash();
   await server.start();
-  await until('a write through the pool again', async () => a!.machines.create({ mac: '52:54:00:22:00:02' as Mac, hostname: 'n2', role: 'worker', cluster: 'lab', ip: '10.77.0.33' }).then(() => true, () => false), 30_000);
+  let lastError = '';
+  await until(
+    'the pool reaching the database again',
+    async () =>
+      a!.machines.list().then(
+        () => true,
+        (err: Error) => ((lastError = err.message), false),
+      ),
+    30_000,
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}: ${lastError}`);
+  });
+  await a!.machines.create({ mac: '52:54:00:22:00:02' as Mac, hostname: 'n2', role: 'worker', cluster: 'lab', ip: '10.77.0.33' });
   await until('the machine added after the restart', () => feed.current(Date.now()).byMac.has('52:54:00:22:00:02'), 30_000);
   await a!.machines.delete('52:54:00:22:00:01' as Mac);
   await until('the deleted machine gone', () => !feed.current(Date.now()).byMac.has('52:54:00:22:00:01'));

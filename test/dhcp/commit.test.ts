@@ -10,7 +10,7 @@ import { parseRange, type IPv4 } from '../../server/lib/ipv4.js';
 import { silentLogger } from '../../server/lib/log.js';
 import type { Mac } from '../../server/lib/mac.js';
 import { interfaceTable } from '../lib/dhcp-loop.js';
-import { tempInventory } from '../lib/inventory.js';
+import { tempStore } from '../lib/inventory.js';
 
 /**
  * The ACK batch and its commit over the real SQLite lease table, a fake clock and a hand-run
@@ -57,7 +57,7 @@ function rig(leases: LeaseWrites) {
 const batch = suite('ACK batch');
 
 batch('ACKs wait for the window, or commit at once as a full batch: one store transaction each', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     const calls: number[] = [];
     const r = rig({
@@ -85,7 +85,7 @@ batch('ACKs wait for the window, or commit at once as a full batch: one store tr
 const fail = suite('commit faults');
 
 fail('a store that fails the commit: no ACK leaves, one store error, the book forgets what the store did not take', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     await inv.leases.bindAll([{ ip: '10.77.0.150', mac: mac(1), expiresAt: new Date(T0 + 600_000).toISOString() }], new Date(T0));
     let down = true;
@@ -113,7 +113,7 @@ fail('a store that fails the commit: no ACK leaves, one store error, the book fo
 });
 
 fail('a store that refuses one binding: that ACK is withheld, the others leave; a reservation it did not know of invalidates the directory', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     await inv.clusters.create({ name: 'c1', ubuntuRelease: '22.04', kubernetesVersion: '1.30.0', containerRuntime: 'containerd', cni: 'flannel' });
     await inv.machines.create({ mac: mac(9), hostname: 'n9', role: 'worker', cluster: 'c1', ip: '10.77.0.103' });
@@ -134,7 +134,7 @@ fail('a store that refuses one binding: that ACK is withheld, the others leave; 
 });
 
 fail('a resync that fails too: counted as an internal error, and the commits go on', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     let down = true;
     const r = rig({
@@ -156,7 +156,7 @@ fail('a resync that fails too: counted as an internal error, and the commits go 
 });
 
 fail('RELEASE and DECLINE are written through the same narrow interface', async () => {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     const r = rig(inv.leases);
     r.ack(1);

@@ -97,10 +97,3 @@ export async function anotherInstance(store: TempStore): Promise<Store> {
   return openSqliteInventory({ file: join(store.dir, 'racksmith.db'), box });
 }
 
-/**
- * The environment that puts a racksmith process on the engine of this run: nothing for SQLite
- * (the file in its data directory), a fresh database of its own on PostgreSQL.
- */
-export async function testDatabaseEnv(): Promise<Record<string, string>> {
-  return TEST_ENGINE === 'postgres' ? { RACKSMITH_DATABASE_URL: await (await testPostgres()).newDatabase() } : {};
-}

@@ -1,7 +1,6 @@
 import { Writable } from 'node:stream';
 import type { Role } from '../../server/inventory/model.js';
-import type { SqliteInventory } from '../../server/inventory/sqlite/index.js';
-import { createOrchestrationRepo } from '../../server/inventory/sqlite/orchestration.js';
+import type { Store } from '../../server/inventory/store.js';
 import type { SshHostKey } from '../../server/inventory/model.js';
 import type { ClusterCa } from '../../server/lib/cluster-ca.js';
 import { createClusterCa } from '../../server/lib/cluster-ca.js';
@@ -11,7 +10,7 @@ import type { Metrics } from '../../server/lib/metrics.js';
 import { createOrchestrator, type Orchestrator, type OrchestratorSettings } from '../../server/orchestrator/service.js';
 import type { RemoteShell } from '../../server/orchestrator/ssh.js';
 import { FakeRack } from './fake-shell.js';
-import { tempInventory } from './inventory.js';
+import { tempStore, type TempStore } from './inventory.js';
 
 /** Helpers shared by the orchestrator's in-process tests. */
 
@@ -65,12 +64,12 @@ export function member(hostname: string, role: Role, ip: string): Member {
   return { hostname, role, ip, mac: `52:54:00:77:00:${last.toString(16).padStart(2, '0')}` as Mac };
 }
 
-export async function addMembers(inv: Pick<SqliteInventory, 'machines'>, cluster: string, members: readonly Member[]): Promise<void> {
+export async function addMembers(inv: Pick<Store, 'machines'>, cluster: string, members: readonly Member[]): Promise<void> {
   for (const m of members) await inv.machines.create({ mac: m.mac, hostname: m.hostname, role: m.role, cluster, ip: m.ip });
 }
 
 /** What the boot side does when a machine phones home: pin its host keys, then `ready`. */
-export async function phoneHome(inv: Pick<SqliteInventory, 'machines'>, mac: Mac, keys: readonly SshHostKey[]): Promise<void> {
+export async function phoneHome(inv: Pick<Store, 'machines'>, mac: Mac, keys: readonly SshHostKey[]): Promise<void> {
   await inv.machines.transition(mac, 'installer-served', { source: 'test' });
   await inv.machines.transition(mac, 'installed', { source: 'test' });
   await inv.machines.setHostKeys(mac, keys);
@@ -90,11 +89,11 @@ export interface HarnessOptions {
   metrics?: Metrics;
 }
 
-export async function startOrchestrator(inv: SqliteInventory, shell: RemoteShell, opts: HarnessOptions = {}): Promise<Harness> {
+export async function startOrchestrator(inv: Store, shell: RemoteShell, opts: HarnessOptions = {}): Promise<Harness> {
   const { log, text } = memoryLogger();
   const orchestrator = createOrchestrator({
     inventory: inv,
-    orchestration: createOrchestrationRepo(inv.db, inv.now),
+    orchestration: inv.orchestration,
     shell,
     privateKey: async () => 'not used by fakes',
     settings: testSettings(opts.settings),
@@ -117,14 +116,14 @@ export async function startOrchestrator(inv: SqliteInventory, shell: RemoteShell
 }
 
 export interface FakeRackRun {
-  readonly inv: ReturnType<typeof tempInventory>;
+  readonly inv: TempStore;
   readonly rack: FakeRack;
   readonly h: Harness;
 }
 
 /** A fresh store and in-memory rack with an orchestrator on them, torn down whatever the test does. */
 export async function onFakeRack(fn: (run: FakeRackRun) => Promise<void>, opts: HarnessOptions = {}): Promise<void> {
-  const inv = tempInventory();
+  const inv = await tempStore();
   try {
     const rack = new FakeRack();
     const h = await startOrchestrator(inv, rack, opts);

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -78,9 +78,9 @@ export async function startPostgres(place: PostgresPlace = {}): Promise<TestPost
     chownSync(dir, uid, gid);
   }
   run(`${PG_BIN}/initdb`, ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
-  // Test speed over durability: nothing here must survive an OS crash.
+  // fsync off: nothing here must survive an OS crash. Commits stay synchronous, so a killed
+  // server (crash()) keeps every commit, as a real one does.
   if (place.allow?.length) appendFileSync(join(data, 'pg_hba.conf'), place.allow.map((cidr) => `host all all ${cidr} trust\n`).join(''));
-  writeFileSync(join(dir, 'settings.conf'), 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n');
   // In a namespace of its own the port is that namespace's; any free one of ours will do there.
   const port = await freePort();
   const listen = place.listen ?? '127.0.0.1';
@@ -88,9 +88,13 @@ export async function startPostgres(place: PostgresPlace = {}): Promise<TestPost
   const admin = place.netns ? { host: dir, port, user: 'postgres' } : { host: '127.0.0.1', port, user: 'postgres' };
   let server: ChildProcess | null = null;
   const start = async (): Promise<void> => {
-    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', `listen_addresses=${listen}`, '-c', `config_file=${join(data, 'postgresql.conf')}`, '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'];
+    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', `listen_addresses=${listen}`, '-c', `config_file=${join(data, 'postgresql.conf')}`, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'];
+    // Its log, for a start that fails (kept with the directory while it lives).
+    const logFd = openSync(join(dir, 'server.log'), 'a');
+    const stdio: ['ignore', number, number] = ['ignore', logFd, logFd];
     const [cmd, argv] = asPostgres ? ['runuser', ['-u', 'postgres', '--', `${PG_BIN}/postgres`, ...args]] : [`${PG_BIN}/postgres`, args];
-    server = place.netns ? spawn('ip', ['netns', 'exec', place.netns, cmd, ...argv], { stdio: 'ignore', detached: true }) : spawn(cmd, argv, { stdio: 'ignore', detached: true });
+    server = place.netns ? spawn('ip', ['netns', 'exec', place.netns, cmd, ...argv], { stdio, detached: true }) : spawn(cmd, argv, { stdio, detached: true });
+    closeSync(logFd);
     server.unref();
     const deadline = Date.now() + 30_000;
     for (;;) {
@@ -101,7 +105,10 @@ export async function startPostgres(place: PostgresPlace = {}): Promise<TestPost
         return;
       } catch (err) {
         await c.end().catch(() => undefined);
-        if (Date.now() > deadline) throw new Error(`PostgreSQL did not start on port ${port}: ${(err as Error).message}`);
+        if (Date.now() > deadline || server?.exitCode != null) {
+          const log = readFileSync(join(dir, 'server.log'), 'utf8').trim().split('\n').slice(-5).join('\n');
+          throw new Error(`PostgreSQL did not start on port ${port}: ${(err as Error).message}\n${log}`);
+        }
         await new Promise((r) => setTimeout(r, 100));
       }
     }
@@ -111,17 +118,21 @@ export async function startPostgres(place: PostgresPlace = {}): Promise<TestPost
     server = null;
     if (!s?.pid) return;
     const exited = new Promise<void>((r) => (s.exitCode !== null ? r() : s.once('exit', () => r())));
+    // The postmaster's children start sessions of their own, so the process group is runuser and
+    // the postmaster only: a power cut takes the backends too.
+    const all = signal === 'SIGKILL' ? descendants(s.pid) : [];
     try {
-      // The process group: runuser and the postmaster it started, with its backends.
       process.kill(-s.pid, signal);
+      for (const pid of all) process.kill(pid, 'SIGKILL');
     } catch {
-      return;
+      /* gone already */
     }
     await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
-    // Its backends, in the same process group, died with it; the pid file stays behind as after a power cut.
     if (signal === 'SIGKILL') {
-      await new Promise((r) => setTimeout(r, 1000));
-      rmSync(join(data, 'postmaster.pid'), { force: true });
+      // Until the last backend is gone, its shared memory keeps a new postmaster from starting.
+      for (let i = 0; i < 200 && all.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+      // What a killed postmaster leaves behind, as after a power cut: its pid file and socket lock.
+      for (const f of [join(data, 'postmaster.pid'), join(dir, `.s.PGSQL.${port}.lock`), join(dir, `.s.PGSQL.${port}`)]) rmSync(f, { force: true });
     }
   };
   await start();
@@ -163,4 +174,37 @@ export async function startPostgres(place: PostgresPlace = {}): Promise<TestPost
       shared = null;
     },
   };
+}
+
+/** Every process below `root` (children's children too), read from /proc. */
+function descendants(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      parent.set(Number(entry), ppid);
+    } catch {
+      /* ended meanwhile */
+    }
+  }
+  const out: number[] = [];
+  let frontier = [root];
+  while (frontier.length > 0) {
+    const next = [...parent].filter(([, pp]) => frontier.includes(pp)).map(([pid]) => pid);
+    out.push(...next);
+    frontier = next;
+  }
+  return out;
+}
+
+/** Running, not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }

@@ -1,4 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { openStore } from '../../server/inventory/open.js';
+import type { Store } from '../../server/inventory/store.js';
 import { TEST_ENGINE } from './inventory.js';
 import { testPostgres } from './postgres.js';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -29,6 +31,10 @@ export interface RacksmithProcess {
   kill9(): Promise<void>;
   /** Removes the data directory (only if this helper created it). */
   cleanup(): void;
+  /** What puts a CLI command on this racksmith's store: its data directory, and its database on PostgreSQL runs. */
+  readonly storeEnv: Record<string, string>;
+  /** This racksmith's store opened beside it, as a CLI command would (close it when done). */
+  openStore(): Promise<Store>;
 }
 
 export interface StartOptions {
@@ -124,6 +130,7 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
   };
   // On PostgreSQL runs, each data directory has its own database (a restart on it finds its rows).
   if (TEST_ENGINE === 'postgres' && env['RACKSMITH_DATABASE_URL'] === undefined) env['RACKSMITH_DATABASE_URL'] = await databaseFor(dataDir);
+  const storeEnv: Record<string, string> = { RACKSMITH_DATA_DIR: dataDir, ...(env['RACKSMITH_DATABASE_URL'] ? { RACKSMITH_DATABASE_URL: env['RACKSMITH_DATABASE_URL'] } : {}) };
   const [cmd, args] = command(opts.netns, ['serve'], opts.wrap, opts.cliPath);
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -184,6 +191,8 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
     cleanup() {
       if (ownDir) rmSync(dataDir, { recursive: true, force: true });
     },
+    storeEnv,
+    openStore: () => openStore({ dataDir, secretKey: env['RACKSMITH_SECRET_KEY'] || undefined, databaseUrl: env['RACKSMITH_DATABASE_URL'] || undefined, instanceName: 'test' }),
   };
 }
 

@@ -19,7 +19,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
 
   return {
     async create(input: NewCluster) {
-      return db.tx(async (c) => {
+      return db.eventTx(async (c) => {
         const at = now().toISOString();
         const os = osOf(input);
         const inserted = await c.query(
@@ -58,7 +58,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
       return (await db.all<ClusterRow>('SELECT * FROM clusters ORDER BY name')).map(clusterFromRow);
     },
     async update(name, given: ClusterPatch) {
-      return db.tx(async (c) => {
+      return db.eventTx(async (c) => {
         let patch = given;
         await load(c, name, true);
         if (patch.os !== undefined || patch.ubuntuRelease !== undefined) {
@@ -82,7 +82,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
       });
     },
     async setState(name, state, message) {
-      return db.tx(async (c) => {
+      return db.eventTx(async (c) => {
         const before = await load(c, name, true);
         if (before.state === state) return before;
         await c.query('UPDATE clusters SET state = $1, updated_at = $2 WHERE name = $3', [state, now().toISOString(), name]);
@@ -91,7 +91,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
       });
     },
     async setUpgrade(name, upgrade, message, opts = {}) {
-      return db.tx(async (c) => {
+      return db.eventTx(async (c) => {
         const before = await load(c, name, true);
         const version = opts.kubernetesVersion ?? before.kubernetesVersion;
         await c.query('UPDATE clusters SET upgrade = $1, kubernetes_version = $2, updated_at = $3 WHERE name = $4', [upgrade ? JSON.stringify(upgrade) : null, version, now().toISOString(), name]);
@@ -106,7 +106,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
       });
     },
     async delete(name) {
-      await db.tx(async (c) => {
+      await db.eventTx(async (c) => {
         await load(c, name, true);
         const n = (await c.query<{ n: number }>('SELECT COUNT(*)::int AS n FROM machines WHERE cluster = $1', [name])).rows[0]?.n ?? 0;
         if (n > 0) throw conflict('ERR_CLUSTER_NOT_EMPTY', `cluster "${name}" still has ${n} machine(s); move or delete them first`, 'name');

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { PG_MIGRATIONS, type PgMigration } from './migrations.js';
+import { EVENTS_LOCK, PG_MIGRATIONS, type PgMigration } from './migrations.js';
 
 /** A connection that can run a query: the pool itself or one client inside a transaction. */
 export interface Queryable {
@@ -18,6 +18,13 @@ export interface PgDb {
    * moment) runs it again, a few times, before the error reaches the caller.
    */
   tx<T>(fn: (c: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * `tx` for a write that appends events: it takes the events lock before anything else. Event
+   * ids are taken one transaction at a time (migration 1's trigger); a transaction that locked a
+   * machine row and then waited for the events lock could deadlock with one holding the events
+   * lock and waiting for that row, so every event-writing transaction takes the events lock first.
+   */
+  eventTx<T>(fn: (c: Queryable) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -80,6 +87,12 @@ export async function openPg(opts: PgOptions): Promise<PgDb> {
           client.release(broken);
         }
       }
+    },
+    eventTx(fn) {
+      return db.tx(async (c) => {
+        await c.query('SELECT pg_advisory_xact_lock($1)', [EVENTS_LOCK]);
+        return fn(c);
+      });
     },
     async close() {
       await pool.end();

@@ -106,7 +106,7 @@ export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
 
   const events: EventRepo = {
     async append(e) {
-      const event = await db.tx((c) => appendEvent(c, e));
+      const event = await db.eventTx((c) => appendEvent(c, e));
       bump();
       return event;
     },

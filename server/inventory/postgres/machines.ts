@@ -191,7 +191,7 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
 
   return {
     async create(input) {
-      return db.tx((c) => insertOrAdopt(c, input));
+      return db.eventTx((c) => insertOrAdopt(c, input));
     },
     async get(mac) {
       const row = await find(db.pool, 'mac', mac);
@@ -215,23 +215,23 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
       return rows.map(machineFromRow);
     },
     async update(mac, patch, source) {
-      return db.tx((c) => update(c, mac, patch, source));
+      return db.eventTx((c) => update(c, mac, patch, source));
     },
     async delete(mac) {
-      await db.tx(async (c) => {
+      await db.eventTx(async (c) => {
         const m = await load(c, mac, true);
         await c.query('DELETE FROM machines WHERE mac = $1', [mac]);
         await appendEvent(c, deletedEvent(m));
       });
     },
     async importAll(rows) {
-      return db.tx((c) => eachRow(rows, (r) => insertOrAdopt(c, r)));
+      return db.eventTx((c) => eachRow(rows, (r) => insertOrAdopt(c, r)));
     },
     async upsertAll(rows) {
-      return db.tx((c) => eachRow(rows, (r) => upsertRow(c, r)));
+      return db.eventTx((c) => eachRow(rows, (r) => upsertRow(c, r)));
     },
     async updateAll(macs, patch, source) {
-      return db.tx(async (c) => {
+      return db.eventTx(async (c) => {
         const out: Machine[] = [];
         for (const mac of macs) {
           try {
@@ -247,16 +247,19 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
       await db.run('UPDATE machines SET power_state = $1, power_state_at = $2 WHERE mac = $3', [state, at, mac]);
     },
     async transition(mac, event, ctx) {
-      return db.tx((c) => applyTransition(c, mac, event, ctx));
+      return db.eventTx((c) => applyTransition(c, mac, event, ctx));
     },
     async recordSighting(s) {
+      // Not behind the events lock: a known machine's sighting (most of them) writes no event. A
+      // first sighting racing the machine's creation through the API can deadlock on the new row;
+      // PostgreSQL detects it and the transaction runs again (tx retries 40P01).
       return db.tx(async (c) => {
         const created = await applySighting(c, s);
         return { machine: await load(c, s.mac), created };
       });
     },
     async recordBootScripts(steps) {
-      return db.tx(async (c) => {
+      return db.eventTx(async (c) => {
         const out: BootScriptOutcome[] = [];
         for (const step of steps) {
           // A savepoint per step: a refused transition leaves the batch's other steps.
