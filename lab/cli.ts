@@ -6,13 +6,15 @@
  */
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { buildImageDeployment, buildImages, buildSecureBootEsp, type ImageDeployment } from './images.js';
+import { buildImageDeployment, buildImages, buildSecureBootEsp, type ImageDeployment, type LabImages } from './images.js';
 import { ensurePackages, IMAGE_PACKAGES, LAB_PACKAGES } from './packages.js';
+import { instanceNameOf, provisionSite, Site, splitPlan } from './site.js';
 import { figures, figuresTable, LabClient, provision, watch } from './flow.js';
 import { CLUSTER, FIRMWARE_CHOICES, Rack, UPGRADE_VERSION, VIP, planMachines, type FirmwareChoice } from './rack.js';
 
 const USAGE = `Usage: npm run lab -- [--machines N] [--firmware bios|uefi|mixed|secureboot|http] [--no-upgrade]
-                      [--os ubuntu-22.04|debian-12] [--install autoinstall|image] [--keep] [--timeout MINUTES] [--out DIR]
+                      [--os ubuntu-22.04|debian-12] [--install autoinstall|image] [--instances N]
+                      [--keep] [--timeout MINUTES] [--out DIR]
 
 Builds a virtual rack (QEMU machines with ipmi_sim BMCs on a private bridge in network
 namespaces), starts racksmith on it, and drives it through racksmith's CLI and API: a cluster,
@@ -33,6 +35,9 @@ installs when missing. Ctrl-C or a failure tears everything down.
                       Kubernetes packages from a stand-in repository (default: ubuntu-22.04 by
                       autoinstall, with the test guest playing the installer and the system);
                       firmware bios, uefi or mixed
+  --instances N       2 to 4: as many provisioning networks, each with its own bridge, machines,
+                      BMCs and racksmith instance, all instances on one PostgreSQL in a database
+                      namespace, the networks joined by a router namespace; one cluster spans them
   --keep              keep the rack running after the run, until Ctrl-C
   --timeout MINUTES   give up after this long (default 30)
   --out DIR           where the summary, kubeconfig and logs go (default ./lab-runs/<time>)
@@ -47,10 +52,11 @@ interface Args {
   timeoutMin: number;
   out: string | null;
   upgrade: boolean;
+  instances: number;
 }
 
 function parse(argv: readonly string[]): Args {
-  const a: Args = { machines: 4, firmware: 'mixed', os: 'ubuntu-22.04', install: 'autoinstall', keep: false, timeoutMin: 30, out: null, upgrade: true };
+  const a: Args = { machines: 4, firmware: 'mixed', os: 'ubuntu-22.04', install: 'autoinstall', keep: false, timeoutMin: 30, out: null, upgrade: true, instances: 1 };
   for (let i = 0; i < argv.length; i++) {
     const w = argv[i];
     const value = (): string => {
@@ -75,6 +81,7 @@ function parse(argv: readonly string[]): Args {
       a.install = i;
     } else if (w === '--keep') a.keep = true;
     else if (w === '--no-upgrade') a.upgrade = false;
+    else if (w === '--instances') a.instances = Number(value());
     else if (w === '--timeout') a.timeoutMin = Number(value());
     else if (w === '--out') a.out = value();
     else if (w === '--help' || w === '-h') {
@@ -87,6 +94,9 @@ function parse(argv: readonly string[]): Args {
   // Debian's installer cannot finish here (its mirror serves no .udeb), and the test guest plays Ubuntu only.
   if ((a.os === 'debian-12') !== (a.install === 'image')) throw new Error('--os debian-12 goes with --install image (real machines); the test guest plays ubuntu-22.04 by autoinstall');
   // The lab's Debian image carries GRUB unsigned, and the deploy agent is fetched over TFTP/iPXE.
+  if (!Number.isInteger(a.instances) || a.instances < 1 || a.instances > 4) throw new Error('--instances: 1 to 4');
+  if (a.instances > 1 && (a.install === 'image' || (a.firmware !== 'bios' && a.firmware !== 'uefi' && a.firmware !== 'mixed'))) throw new Error('--instances: the test guest by autoinstall, firmware bios, uefi or mixed');
+  if (a.instances > 1 && splitPlan(planMachines(a.machines, a.firmware), a.instances).some((p) => p.length === 0)) throw new Error(`--instances ${a.instances}: --machines ${a.machines} leaves a network without a machine`);
   if (a.install === 'image' && a.firmware !== 'bios' && a.firmware !== 'uefi' && a.firmware !== 'mixed') throw new Error('--install image: firmware bios, uefi or mixed');
   return a;
 }
@@ -118,6 +128,7 @@ async function main(): Promise<number> {
     imageDeployment = await buildImageDeployment(say);
   }
   say(`images ready in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  if (args.instances > 1) return runSite(args, images, out, t0);
 
   const rack = new Rack({ tag: 'l', machines: args.machines, firmware: args.firmware, images, imageDeployment, log: (l) => say(`  lab: ${l}`) });
   let stopping = false;
@@ -191,10 +202,73 @@ async function main(): Promise<number> {
   }
 }
 
-function saveLogs(rack: Rack, out: string): void {
+/**
+ * `--instances N`: a site of N provisioning networks, a racksmith instance on each, one
+ * PostgreSQL; the cluster spans the networks. The admin talks to the first instance, the site's
+ * CSV goes in through the last, each rack is powered on through its own; the table is the
+ * cluster's as the first instance sees it.
+ */
+async function runSite(args: Args, images: LabImages, out: string, t0: number): Promise<number> {
+  const site = new Site({ tag: 'l', instances: args.instances, machines: args.machines, firmware: args.firmware, images, log: (l) => say(`  lab: ${l}`) });
+  let stopping = false;
+  const teardown = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    say('tearing the site down…');
+    site.racks.forEach((r, i) => saveLogs(r, out, instanceNameOf(i)));
+    await site.destroy();
+    say(`done; the run's summary and logs are in ${out}`);
+  };
+  const onSignal = (): void => {
+    void teardown().then(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await site.start();
+    const clients = site.racks.map((r) => new LabClient(r, site));
+    const startedAt = await provisionSite(site, clients, (t) => process.stdout.write(t));
+    const c = clients[0] as LabClient;
+    const outcome = await watch(c, startedAt, { timeoutMs: args.timeoutMin * 60_000, print: (t) => process.stdout.write(t), tty: process.stdout.isTTY === true }, (ms, state) => state === 'ready' && ms.every((m) => m.state === 'joined'));
+    mkdirSync(out, { recursive: true });
+    const detail = (await c.api('GET', `/clusters/${CLUSTER}`)).body;
+    const lines = [
+      outcome.ok ? `cluster ${CLUSTER} is ready: ${site.machines.length} machines on ${site.racks.length} networks in ${((Date.now() - startedAt) / 1000).toFixed(0)} s from the power-on` : `the run failed: ${outcome.reason}`,
+      '',
+      ...site.racks.map((r, i) => `${instanceNameOf(i)}: ${r.base} on ${r.bed.bridge}, machines ${r.machines.map((m) => `${m.name} ${m.ip}`).join(', ')}`),
+      `orchestrated by: ${String(detail?.orchestration?.lock?.holder ?? 'nobody now (the lock is let go once the cluster is ready)')}`,
+      '',
+      (await c.cli(['clusters', 'show', CLUSTER])).trimEnd(),
+      '',
+      'seconds from the power-on to each state, per machine:',
+      figuresTable(await figures(c, startedAt)).trimEnd(),
+      '',
+      `at most ${site.maxBootingSeen} machines booting at once on the site (limit ${site.maxBooting}); images ready in ${((startedAt - t0) / 1000).toFixed(0)} s before that`,
+    ];
+    writeFileSync(join(out, 'summary.txt'), lines.join('\n') + '\n');
+    say('\n' + lines.join('\n'));
+    if (args.keep) {
+      say(`\nthe site keeps running (--keep). API token in ${join(out, 'token')}. Ctrl-C tears it down.`);
+      writeFileSync(join(out, 'token'), c.token + '\n', { mode: 0o600 });
+      await new Promise<never>(() => undefined);
+    }
+    await teardown();
+    return outcome.ok ? 0 : 1;
+  } catch (e) {
+    say(`\nthe lab failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    if (args.keep) {
+      say('the site keeps running (--keep) for a look; Ctrl-C tears it down.');
+      await new Promise<never>(() => undefined);
+    }
+    await teardown();
+    return 1;
+  }
+}
+
+function saveLogs(rack: Rack, out: string, instance?: string): void {
   try {
     mkdirSync(join(out, 'logs'), { recursive: true });
-    if (rack.rs) writeFileSync(join(out, 'logs', 'racksmith.log'), rack.rs.output());
+    if (rack.rs) writeFileSync(join(out, 'logs', instance ? `racksmith-${instance}.log` : 'racksmith.log'), rack.racksmithLog());
     for (const m of rack.machines) {
       writeFileSync(join(out, 'logs', `${m.name}-console.log`), rack.console(m));
       const sys = rack.syslog(m);

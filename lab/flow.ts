@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { table } from '../server/cli/table.js';
 import { spawn } from 'node:child_process';
 import { CLI_PATH } from '../server/lib/paths.js';
-import { BASE, CLUSTER, IMAGE_FILE, KUBERNETES_VERSION, RACK, VIP, type LabMachine, type Rack } from './rack.js';
+import { CLUSTER, IMAGE_FILE, KUBERNETES_VERSION, VIP, type LabMachine, type Rack } from './rack.js';
 
 /**
  * What an admin and a tech do with the virtual rack, through racksmith's public CLI and API only:
@@ -47,13 +47,24 @@ export interface FlowOptions {
   readonly tty: boolean;
 }
 
+/** What the live table and the figures look at: one rack, or a site's racks together. */
+export interface RackView {
+  readonly machines: readonly LabMachine[];
+  booting(): number;
+  readonly maxBooting: number;
+}
+
 export class LabClient {
   token = '';
-  constructor(readonly rack: Rack) {}
+  /** `rack`: the racksmith this client talks to; `view`: the machines it shows (a site's, across its networks). */
+  constructor(
+    readonly rack: Rack,
+    readonly view: RackView = rack,
+  ) {}
 
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON bodies, read by field
   async api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-    return this.rack.bed.api(BASE, this.token, method, `/api/v1${path}`, body);
+    return this.rack.bed.api(this.rack.base, this.token, method, `/api/v1${path}`, body);
   }
 
   /** The racksmith CLI, run inside the server namespace against the server. */
@@ -66,7 +77,7 @@ export class LabClient {
   /** The CLI for a long command (an upgrade with --wait): its output as it goes, its exit code, bounded by `timeoutMs`. */
   cliResult(args: readonly string[], timeoutMs = 3 * 3600_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
-      const child = spawn('ip', ['netns', 'exec', this.rack.bed.srv, process.execPath, CLI_PATH, ...args], { env: { ...process.env, RACKSMITH_URL: BASE, RACKSMITH_TOKEN: this.token }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('ip', ['netns', 'exec', this.rack.bed.srv, process.execPath, CLI_PATH, ...args], { env: { ...process.env, RACKSMITH_URL: this.rack.base, RACKSMITH_TOKEN: this.token }, stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
       child.stdout?.on('data', (d: Buffer) => {
@@ -100,7 +111,7 @@ export function elapsed(ms: number): string {
   return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
 }
 
-export function liveTable(machines: readonly MachineJson[], rack: Rack, startedAt: number, now = Date.now()): string {
+export function liveTable(machines: readonly MachineJson[], rack: RackView, startedAt: number, now = Date.now()): string {
   const byMac = new Map(rack.machines.map((m) => [m.mac, m]));
   const rows = [...machines]
     .sort((a, b) => a.hostname.localeCompare(b.hostname))
@@ -126,8 +137,8 @@ export async function provision(c: LabClient, print: (t: string) => void): Promi
   print(await c.cli(['machines', 'import', csv]));
   const startedAt = Date.now();
   // --force: the virtual rack has no upstreams to preflight (its installer and packages are stand-ins on its own disk).
-  print(`$ racksmith rack power ${RACK} --action on --concurrency ${c.rack.maxBooting} --force --no-wait\n`);
-  print(await c.cli(['rack', 'power', RACK, '--action', 'on', '--concurrency', String(c.rack.maxBooting), '--force', '--no-wait']));
+  print(`$ racksmith rack power ${c.rack.rackName} --action on --concurrency ${c.rack.maxBooting} --force --no-wait\n`);
+  print(await c.cli(['rack', 'power', c.rack.rackName, '--action', 'on', '--concurrency', String(c.rack.maxBooting), '--force', '--no-wait']));
   return startedAt;
 }
 
@@ -144,7 +155,7 @@ export async function watch(c: LabClient, startedAt: number, opts: FlowOptions, 
     const ms = await c.machines();
     const cluster = await c.api('GET', `/clusters/${CLUSTER}`);
     const state = String(cluster.body?.state ?? 'unknown');
-    const text = liveTable(ms, c.rack, startedAt) + `cluster ${CLUSTER}: ${state}\n`;
+    const text = liveTable(ms, c.view, startedAt) + `cluster ${CLUSTER}: ${state}\n`;
     if (opts.tty) {
       opts.print((lastLines ? `\x1b[${lastLines}A\x1b[J` : '') + text);
       lastLines = text.split('\n').length - 1;
@@ -165,7 +176,7 @@ export async function watch(c: LabClient, startedAt: number, opts: FlowOptions, 
 /** Per machine, seconds from `since` to the first time it entered each state after it. */
 export async function figures(c: LabClient, since: number): Promise<Figures[]> {
   const out: Figures[] = [];
-  for (const m of c.rack.machines) {
+  for (const m of c.view.machines) {
     const at: Partial<Record<(typeof STATES)[number], number>> = {};
     for (const e of await c.events(m.mac)) {
       const t = Date.parse(e.at);
@@ -185,7 +196,7 @@ export function figuresTable(f: readonly Figures[]): string {
   );
 }
 
-export function machineOf(rack: Rack, name: string): LabMachine {
+export function machineOf(rack: RackView, name: string): LabMachine {
   const m = rack.machines.find((x) => x.name === name);
   if (!m) throw new Error(`no machine ${name}`);
   return m;

@@ -63,6 +63,30 @@ export interface RackOptions {
   readonly maxBooting?: number;
   readonly memoryMiB?: number;
   readonly log?: (line: string) => void;
+  /** One provisioning network of several (`npm run lab -- --instances N`, lab/site.ts). */
+  readonly network?: RackNetwork | undefined;
+}
+
+/**
+ * A rack on one of a site's provisioning networks: its own segment (10.<77+index>.0.0/24), its
+ * own racksmith instance on the shared database, its own machines and BMCs, and a router on the
+ * segment (its address `.254`) to the other networks and the database.
+ */
+export interface RackNetwork {
+  readonly index: number;
+  /** These machines, not `planMachines`' (names unique across the site). */
+  readonly plan: readonly { name: string; role: Role; firmware: Firmware }[];
+  /** racksmith's environment on this network: the database, the shared secret key, the instance name. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Joins the rack's segment to the site (its router) once the segment exists, before racksmith starts. */
+  readonly attach: (rack: Rack) => Promise<void>;
+  /** Machines booting on the site's other networks (one boot gate for the whole host). */
+  readonly bootingElsewhere: () => number;
+}
+
+/** The first three octets of network `index`'s segment: 10.77.0, 10.78.0, … */
+export function segment(index: number): string {
+  return `10.${77 + index}.0`;
 }
 
 export const CLUSTER = 'lab';
@@ -78,6 +102,7 @@ export const VIP = '10.77.0.90';
 const BOOTED = /RACKSMITH-SYSTEM (UP|FAIL)/;
 /** A real Debian machine is up once cloud-init's last stage ran, or its agent stopped on a failure. */
 const BOOTED_DEBIAN = /Cloud-init v\. \S+ finished at|racksmith-agent: stopped;/;
+export const CSV_HEADER = 'mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password';
 export const IMAGE_FILE = 'debian-12-racksmith.img.zst';
 const REPO_PORT = 8081;
 const OVMF_SECBOOT_CODE = '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd';
@@ -116,17 +141,46 @@ export class Rack {
   readonly work: string;
   readonly machines: LabMachine[] = [];
   rs: RacksmithProcess | null = null;
+  private earlierOutput = '';
   aptCache: AptCache | null = null;
   private readonly gate = new Map<string, GateEntry>();
   private gateTimer: NodeJS.Timeout | null = null;
   /** Most machines seen booting at once. */
   maxBootingSeen = 0;
+  /**
+   * No machine starts its boot while set: a machine powered on meanwhile stays in POST, as one
+   * does while its network's provisioning server is down (its DHCP would go unanswered).
+   */
+  holdBoots = false;
   private readonly log: (line: string) => void;
 
   constructor(private readonly opts: RackOptions) {
     this.bed = new PxeBed(opts.tag);
     this.work = mkdtempSync(join(tmpdir(), `racksmith-lab-${this.bed.tb.prefix}-`));
     this.log = opts.log ?? (() => undefined);
+  }
+
+  get net(): number {
+    return this.opts.network?.index ?? 0;
+  }
+
+  /** racksmith's address on this rack's segment. */
+  get serverIp(): string {
+    return this.opts.network ? `${segment(this.net)}.1` : SERVER_IP;
+  }
+
+  get base(): string {
+    return `http://${this.serverIp}:${HTTP_PORT}`;
+  }
+
+  /** The rack's name in racksmith (lab-r1, lab-r2, …). */
+  get rackName(): string {
+    return this.opts.network ? `lab-r${this.net + 1}` : RACK;
+  }
+
+  /** The site's router on this segment (none on a lone rack). */
+  get router(): string | null {
+    return this.opts.network ? `${segment(this.net)}.254` : null;
   }
 
   get maxBooting(): number {
@@ -138,7 +192,10 @@ export class Rack {
   }
 
   async start(): Promise<void> {
-    await this.bed.setup();
+    if (this.opts.network) {
+      await this.bed.setup(`${this.serverIp}/24`, `fd${77 + this.net}::1`);
+      await this.opts.network.attach(this);
+    } else await this.bed.setup();
     this.bed.raSender();
     if (this.imageMode) {
       this.aptCache = await startAptCache(this.bed.tb, this.bed.srv, SERVER_IP);
@@ -146,15 +203,16 @@ export class Rack {
       this.bed.tb.spawn(this.bed.srv, process.execPath, [join(PACKAGE_ROOT, 'dist/test/lib/cloudinit/static-server.js'), repo.www, SERVER_IP, String(REPO_PORT)]);
       this.log(`apt-cacher-ng at ${this.aptCache.url}; the stand-in Kubernetes repository at http://${SERVER_IP}:${REPO_PORT}/`);
     }
-    const plan = planMachines(this.opts.machines, this.opts.firmware);
+    const plan = this.opts.network?.plan ?? planMachines(this.opts.machines, this.opts.firmware);
+    const net = segment(this.net);
     plan.forEach((p, i) => {
       const octet = (i + 1).toString(16).padStart(2, '0');
       const dir = join(this.work, p.name);
       mkdirSync(dir, { recursive: true });
-      this.machines.push({ ...p, mac: `52:54:00:77:01:${octet}`, ip: `10.77.0.${11 + i}`, bmcAddress: `10.77.0.${201 + i}`, dir, bmc: null });
+      this.machines.push({ ...p, mac: `52:54:00:77:${(this.net + 1).toString(16).padStart(2, '0')}:${octet}`, ip: `${net}.${11 + i}`, bmcAddress: `${net}.${201 + i}`, dir, bmc: null });
     });
     await this.startRacksmith();
-    this.log(`racksmith is serving ${BASE} in namespace ${this.bed.srv} (DHCP, TFTP, HTTP on ${this.bed.serverIf})`);
+    this.log(`racksmith is serving ${this.base} in namespace ${this.bed.srv} (DHCP, TFTP, HTTP on ${this.bed.serverIf})`);
     for (const m of this.machines) await this.startMachine(m);
     this.log(`${this.machines.length} machines with simulated BMCs on bridge ${this.bed.bridge} (namespace ${this.bed.sw})`);
     this.gateTimer = setInterval(() => void this.tickGate(), 500);
@@ -183,9 +241,10 @@ export class Rack {
         RACKSMITH_SSH_USER: 'racksmith',
       });
     }
+    const network = this.opts.network;
     this.rs = await startRacksmith({
       netns: this.bed.srv,
-      host: SERVER_IP,
+      host: this.serverIp,
       httpPort: HTTP_PORT,
       dataDir: join(this.work, 'racksmith-data'),
       timeoutMs: 60_000,
@@ -196,7 +255,7 @@ export class Rack {
         RACKSMITH_BOOT_WAIT_SECONDS: '5',
         RACKSMITH_DHCP_MODE: 'authoritative',
         RACKSMITH_DHCP_INTERFACE: this.bed.serverIf,
-        RACKSMITH_DHCP_RANGE: '10.77.0.100-10.77.0.199',
+        RACKSMITH_DHCP_RANGE: `${segment(this.net)}.100-${segment(this.net)}.199`,
         RACKSMITH_DHCP_NETMASK: '255.255.255.0',
         // HTTP Boot needs no TFTP at all; Secure Boot machines take the signed chain.
         RACKSMITH_TFTP_PORT: this.opts.firmware === 'http' ? '0' : '69',
@@ -208,8 +267,10 @@ export class Rack {
         RACKSMITH_ORCHESTRATOR_DRAIN_TIMEOUT_SECONDS: '120',
         RACKSMITH_POWER_TIMEOUT_SECONDS: '30',
         // Nothing leaves the rack: the stand-in records the manifest URL, never fetches it.
-        RACKSMITH_CNI_MANIFEST_FLANNEL: `${BASE}/cni/kube-flannel.yml`,
+        RACKSMITH_CNI_MANIFEST_FLANNEL: `${this.base}/cni/kube-flannel.yml`,
         ...imageEnv,
+        // The site's router: the way to the other networks (their machines, the API endpoint behind the load balancer).
+        ...(network ? { RACKSMITH_DHCP_ROUTER: `${segment(this.net)}.254`, ...network.env } : {}),
       },
     });
   }
@@ -305,8 +366,27 @@ export class Rack {
 
   /** The rack's CSV, as an admin would import it. */
   csv(): string {
-    const rows = this.machines.map((m) => [m.mac, m.name, m.role, CLUSTER, m.ip, RACK, m.bmcAddress, BMC_USER, this.bmcPassword(m)].join(','));
-    return ['mac,hostname,role,cluster,ip,rack,bmc_address,bmc_username,bmc_password', ...rows].join('\n') + '\n';
+    return [CSV_HEADER, ...this.csvRows()].join('\n') + '\n';
+  }
+
+  csvRows(): string[] {
+    return this.machines.map((m) => [m.mac, m.name, m.role, CLUSTER, m.ip, this.rackName, m.bmcAddress, BMC_USER, this.bmcPassword(m)].join(','));
+  }
+
+  /** `kill -9` of this rack's racksmith (a host lost); its log is kept for `output()`. */
+  async killRacksmith(): Promise<void> {
+    await this.rs?.kill9();
+  }
+
+  /** racksmith started again on the same data directory and database, as systemd's `Restart=` would. */
+  async restartRacksmith(): Promise<void> {
+    if (this.rs) this.earlierOutput += this.rs.output() + '\n── racksmith restarted ──\n';
+    await this.startRacksmith();
+  }
+
+  /** racksmith's log, every run of it on this rack. */
+  racksmithLog(): string {
+    return this.earlierOutput + (this.rs?.output() ?? '');
   }
 
   console(m: LabMachine): string {
@@ -321,6 +401,11 @@ export class Rack {
       .sort()
       .map((f) => readFileSync(join(m.dir, f), 'latin1'))
       .join('');
+  }
+
+  /** Where the machine is in the boot gate: off (no QEMU), held (powered, in POST), booting, or up. */
+  bootState(m: LabMachine): 'off' | GateEntry['state'] {
+    return this.gate.get(m.name)?.state ?? 'off';
   }
 
   /** Machines whose boot is running now. */
@@ -357,15 +442,18 @@ export class Rack {
     }
     for (const m of this.machines) {
       const g = this.gate.get(m.name);
-      if (!g || g.state !== 'held' || this.booting() >= this.maxBooting) continue;
+      if (!g || g.state !== 'held' || this.holdBoots || this.booting() + (this.opts.network?.bootingElsewhere() ?? 0) >= this.maxBooting) continue;
+      // Counted as booting before the command goes out: the site's other racks look at this count meanwhile.
+      g.state = 'booting';
+      g.since = Date.now();
+      g.consoleAt = readConsole(m).length;
       try {
         await qmp(join(m.dir, 'qmp.sock'), 'cont');
-        g.state = 'booting';
-        g.since = Date.now();
-        g.consoleAt = readConsole(m).length;
-        this.maxBootingSeen = Math.max(this.maxBootingSeen, this.booting());
+        // On a site, the host's count: this rack's and the other networks'.
+        this.maxBootingSeen = Math.max(this.maxBootingSeen, this.booting() + (this.opts.network?.bootingElsewhere() ?? 0));
       } catch {
         /* QEMU not listening yet: next tick */
+        g.state = 'held';
       }
     }
   }

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +25,8 @@ export interface TestPostgres {
   readonly dir: string;
   /** A URL for a new, empty database of its own (each inventory gets one). */
   newDatabase(prefix?: string): Promise<string>;
+  /** The same database through the server's Unix socket (reachable from this process wherever the server listens). */
+  local(url: string): string;
   /** kill -9 of the server (a database failure); `start()` brings it back on the same port. */
   crash(): Promise<void>;
   start(): Promise<void>;
@@ -51,7 +53,19 @@ function freePort(): Promise<number> {
   });
 }
 
-export async function startPostgres(): Promise<TestPostgres> {
+/**
+ * Where the server listens. By default on loopback of this machine's namespace; a lab puts it in
+ * a namespace of its own (a site's database host) on an address there, reachable from the
+ * networks `allow` names. The test process itself always reaches it through its Unix socket.
+ */
+export interface PostgresPlace {
+  readonly netns?: string;
+  readonly listen?: string;
+  /** CIDRs allowed in over TCP (trust, as loopback is). */
+  readonly allow?: readonly string[];
+}
+
+export async function startPostgres(place: PostgresPlace = {}): Promise<TestPostgres> {
   const dir = mkdtempSync(join(tmpdir(), 'racksmith-pg-'));
   chmodSync(dir, 0o755);
   const data = join(dir, 'data');
@@ -66,19 +80,25 @@ export async function startPostgres(): Promise<TestPostgres> {
   run(`${PG_BIN}/initdb`, ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
   // fsync off: nothing here must survive an OS crash. Commits stay synchronous, so a killed
   // server (crash()) keeps every commit, as a real one does.
+  if (place.allow?.length) appendFileSync(join(data, 'pg_hba.conf'), place.allow.map((cidr) => `host all all ${cidr} trust\n`).join(''));
+  // In a namespace of its own the port is that namespace's; any free one of ours will do there.
   const port = await freePort();
+  const listen = place.listen ?? '127.0.0.1';
+  // Outside the server's namespace only its socket is reachable.
+  const admin = place.netns ? { host: dir, port, user: 'postgres' } : { host: '127.0.0.1', port, user: 'postgres' };
   let server: ChildProcess | null = null;
   const start = async (): Promise<void> => {
-    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', `config_file=${join(data, 'postgresql.conf')}`, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'];
+    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', `listen_addresses=${listen}`, '-c', `config_file=${join(data, 'postgresql.conf')}`, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'];
     // Its log, for a start that fails (kept with the directory while it lives).
     const logFd = openSync(join(dir, 'server.log'), 'a');
     const stdio: ['ignore', number, number] = ['ignore', logFd, logFd];
-    server = asPostgres ? spawn('runuser', ['-u', 'postgres', '--', `${PG_BIN}/postgres`, ...args], { stdio, detached: true }) : spawn(`${PG_BIN}/postgres`, args, { stdio, detached: true });
+    const [cmd, argv] = asPostgres ? ['runuser', ['-u', 'postgres', '--', `${PG_BIN}/postgres`, ...args]] : [`${PG_BIN}/postgres`, args];
+    server = place.netns ? spawn('ip', ['netns', 'exec', place.netns, cmd, ...argv], { stdio, detached: true }) : spawn(cmd, argv, { stdio, detached: true });
     closeSync(logFd);
     server.unref();
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      const c = new pg.Client({ ...admin, database: 'postgres' });
       try {
         await c.connect();
         await c.end();
@@ -133,14 +153,17 @@ export async function startPostgres(): Promise<TestPostgres> {
     dir,
     async newDatabase(prefix = 'rs') {
       const name = `${prefix}_${randomBytes(6).toString('hex')}`;
-      const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      const c = new pg.Client({ ...admin, database: 'postgres' });
       await c.connect();
       try {
         await c.query(`CREATE DATABASE ${name}`);
       } finally {
         await c.end();
       }
-      return `postgres://postgres@127.0.0.1:${port}/${name}`;
+      return `postgres://postgres@${listen}:${port}/${name}`;
+    },
+    local(url) {
+      return `postgres://postgres@/${new URL(url).pathname.slice(1)}?host=${encodeURIComponent(dir)}&port=${port}`;
     },
     crash: () => kill('SIGKILL'),
     start,

@@ -122,12 +122,13 @@ export class PxeBed {
     this.tb = new Testbed(tag);
   }
 
-  async setup(): Promise<this> {
+  /** Another segment than the default (a second provisioning network of a lab): the server's addresses on it. */
+  async setup(serverCidr = SERVER_CIDR, serverIp6 = SERVER_IP6): Promise<this> {
     this.srv = await this.tb.addNamespace('srv');
     this.sw = await this.tb.addNamespace('sw');
-    await this.tb.veth(this.srv, 's0', this.sw, 'w0', SERVER_CIDR);
+    await this.tb.veth(this.srv, 's0', this.sw, 'w0', serverCidr);
     this.serverIf = this.tb.name('s0');
-    await this.tb.ip(this.srv, ['-6', 'addr', 'add', `${SERVER_IP6}/64`, 'dev', this.serverIf, 'nodad']);
+    await this.tb.ip(this.srv, ['-6', 'addr', 'add', `${serverIp6}/64`, 'dev', this.serverIf, 'nodad']);
     this.bridge = await this.tb.bridge(this.sw, 'br', [this.tb.name('w0')]);
     return this;
   }
