@@ -42,11 +42,28 @@ export function writeFile(path: string, content: string, mode: '0600' | '0644' |
   return [`rm -f ${shellQuote(tmp)}`, `(umask 077 && cat > ${shellQuote(tmp)} <<'${delimiter}'\n${body}${delimiter}\n)`, `chmod ${mode} ${shellQuote(tmp)}`, `mv -f ${shellQuote(tmp)} ${shellQuote(path)}`];
 }
 
-/** Exit 0 when the step already happened: kubeadm's own files are the proof (admin.conf is written by init, kubelet.conf by a join; kubeadm-init.md, kubeadm-join.md). */
-export const probes = {
-  init: script([`test -f ${PATHS.adminConf}`], { errexit: false }),
-  join: script([`test -f ${PATHS.kubeletConf}`], { errexit: false }),
-} as const;
+/**
+ * One kubeadm at a time on a node: init and joins hold this lock (an open descriptor that kubeadm
+ * inherits) for as long as they run. A racksmith that takes a cluster over from one that died
+ * mid-init must not start a second init while the first still runs on the node; its probe waits
+ * for the lock first. `flock` is util-linux's, on every Debian and Ubuntu system; a node without
+ * it runs unguarded, as before.
+ */
+export const KUBEADM_LOCK = '/run/racksmith-kubeadm.lock';
+/** The probe's exit status when an earlier kubeadm still holds the node's lock. */
+export const PROBE_BUSY = 75;
+const holdKubeadmLock = (waitSeconds?: number): string =>
+  `if command -v flock >/dev/null 2>&1; then exec 9>${KUBEADM_LOCK}; flock ${waitSeconds === undefined ? '' : `-w ${waitSeconds} `}9 || exit ${PROBE_BUSY}; fi`;
+
+/**
+ * Exit 0 when the step already happened: kubeadm's own files are the proof (admin.conf is written
+ * by init, kubelet.conf by a join; kubeadm-init.md, kubeadm-join.md) — once no kubeadm runs on
+ * the node any more (PROBE_BUSY when one still does after 20 s).
+ */
+export function probeScript(kind: 'init' | 'join', waitSeconds = 20): string {
+  return script([holdKubeadmLock(waitSeconds), `test -f ${kind === 'init' ? PATHS.adminConf : PATHS.kubeletConf}`], { errexit: false });
+}
+export const probes = { init: probeScript('init'), join: probeScript('join') } as const;
 
 export function prepareScript(caCertPem: string, caKeyPem: string, kubeadmConfig: string): string {
   return script([
@@ -60,7 +77,7 @@ export function prepareScript(caCertPem: string, caKeyPem: string, kubeadmConfig
 }
 
 export function initScript(): string {
-  return script([`kubeadm init --config ${PATHS.config} --upload-certs`]);
+  return script([holdKubeadmLock(), `kubeadm init --config ${PATHS.config} --upload-certs`]);
 }
 
 export function readAdminConfScript(): string {
@@ -107,7 +124,7 @@ export function joinCommand(a: JoinArgs): string {
  * preflight refuses to join over them (FileAvailable/DirAvailable checks; kubeadm-reset.md).
  */
 export function joinScript(a: JoinArgs, opts: { resetFirst: boolean }): string {
-  return script([...(opts.resetFirst ? [`kubeadm reset -f --cri-socket ${shellQuote(a.criSocket)}`] : []), joinCommand(a)]);
+  return script([holdKubeadmLock(), ...(opts.resetFirst ? [`kubeadm reset -f --cri-socket ${shellQuote(a.criSocket)}`] : []), joinCommand(a)]);
 }
 
 export function getNodesScript(): string {

@@ -25,6 +25,7 @@ import {
   tokenRefreshScript,
   uploadCertsScript,
   PATHS,
+  PROBE_BUSY,
 } from './commands.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET, criSocket, kubernetesMinor, renderHaproxyConfig, renderKubeadmConfig } from './kubeadm-config.js';
 import { findEtcdMember, parseEtcdMembers, parseJoinCommands, parseNodes, tailLines } from './kubeadm-output.js';
@@ -387,6 +388,7 @@ async function perform(deps: RunnerDeps, job: StepJob, session: RemoteSession, n
   const probe = async (script: string): Promise<boolean> => {
     const r = await session.exec(shellCommand(settings.sshUser, 30_000), { stdin: script, timeoutMs: 30_000, signal });
     if (r.timedOut) throw new StepError('ERR_STEP_TIMEOUT', 'the idempotency probe timed out', true);
+    if (r.code === PROBE_BUSY) throw new StepError('ERR_STEP_COMMAND', 'an earlier kubeadm still runs on the node (started before a takeover or a restart); trying again once it ends', true);
     if (r.code !== 0 && r.code !== 1) throw new StepError('ERR_STEP_COMMAND', `the idempotency probe exited ${r.code ?? r.signal}: ${r.stderr.trim().slice(-200)}`, true);
     return r.code === 0;
   };
