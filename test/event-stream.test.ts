@@ -226,7 +226,9 @@ local('keep-alive comments flow on an idle stream', async () => {
 });
 
 local('a client that stops reading is dropped, not buffered; a healthy one gets every event, bursts included', async () => {
-  const l = await startLocal({ slowClientMs: 300, keepAliveMs: 60_000 });
+  // A stalled client goes when its socket has not drained for 2 s. The healthy reader lives on
+  // this test's own event loop: the appends below must never keep it from reading that long.
+  const l = await startLocal({ slowClientMs: 2_000, keepAliveMs: 60_000 });
   try {
     const u = new URL(l.url);
     const sock = connect(Number(u.port), '127.0.0.1');
@@ -241,10 +243,11 @@ local('a client that stops reading is dropped, not buffered; a healthy one gets 
     const big = 'x'.repeat(8 * 1024);
     let n = 0;
     // Loopback socket buffers take a few MB; keep appending until the server gives up on the reader.
-    for (; n < 5000 && l.stream.clients() > 1; n++) {
-      await l.inv.events.append({ type: 'test.bulk', message: big });
-      // Bursts of 200 events (1.6 MB) within one tick, then a breath for the sockets.
-      if (n % 200 === 199) await new Promise((r) => setTimeout(r, 20));
+    for (; n < 20_000 && l.stream.clients() > 1; n++) {
+      const e = await l.inv.events.append({ type: 'test.bulk', message: big });
+      // Bursts of 100 events (0.8 MB); then the healthy reader catches up, so it drains after every
+      // burst however slow this machine is, while the stalled one never does.
+      if (n % 100 === 99) await healthy.waitFor((m) => m.event === 'message' && Number(m.id) >= e.id, 20_000, 'the healthy client keeps up');
     }
     assert.is(l.stream.clients(), 1, `the stalled client was dropped (after ${n} events of 8 KiB)`);
     const closed = new Promise<boolean>((r) => {
