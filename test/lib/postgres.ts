@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,7 +51,18 @@ function freePort(): Promise<number> {
   });
 }
 
-export async function startPostgres(): Promise<TestPostgres> {
+export interface PostgresOptions {
+  /** Addresses to listen on besides loopback (a benchmark's instances in other namespaces reach it over a veth). */
+  readonly listen?: readonly string[];
+  /** Client networks (CIDR) trusted besides loopback, for those namespaces. */
+  readonly allow?: readonly string[];
+  /** fsync as a production server does (default off: nothing in a test must survive an OS crash). */
+  readonly fsync?: boolean;
+  /** More server settings (`-c name=value`). */
+  readonly settings?: Readonly<Record<string, string>>;
+}
+
+export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
   const dir = mkdtempSync(join(tmpdir(), 'racksmith-pg-'));
   chmodSync(dir, 0o755);
   const data = join(dir, 'data');
@@ -64,12 +75,13 @@ export async function startPostgres(): Promise<TestPostgres> {
     chownSync(dir, uid, gid);
   }
   run(`${PG_BIN}/initdb`, ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
+  if (opts.allow?.length) appendFileSync(join(data, 'pg_hba.conf'), opts.allow.map((cidr) => `host all all ${cidr} trust\n`).join(''));
   // fsync off: nothing here must survive an OS crash. Commits stay synchronous, so a killed
   // server (crash()) keeps every commit, as a real one does.
   const port = await freePort();
   let server: ChildProcess | null = null;
   const start = async (): Promise<void> => {
-    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', `config_file=${join(data, 'postgresql.conf')}`, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'];
+    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', `listen_addresses=${['127.0.0.1', ...(opts.listen ?? [])].join(',')}`, '-c', `config_file=${join(data, 'postgresql.conf')}`, ...(opts.fsync ? [] : ['-c', 'fsync=off', '-c', 'full_page_writes=off']), '-c', 'max_connections=200', ...Object.entries(opts.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`])];
     // Its log, for a start that fails (kept with the directory while it lives).
     const logFd = openSync(join(dir, 'server.log'), 'a');
     const stdio: ['ignore', number, number] = ['ignore', logFd, logFd];
