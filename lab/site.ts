@@ -119,7 +119,7 @@ export class Site implements RackView {
     await this.tb.veth(this.database, 'd0', this.router, 'd9', `${DATABASE_ADDRESS}/24`, `${DATABASE_NET}.254/24`);
     await this.tb.ip(this.database, ['route', 'add', 'default', 'via', `${DATABASE_NET}.254`]);
     const allow = [`${DATABASE_NET}.0/24`, ...this.racks.map((r) => `${segment(r.net)}.0/24`)];
-    this.pg = await startPostgres({ netns: this.database, listen: DATABASE_ADDRESS, allow });
+    this.pg = await startPostgres({ netns: this.database, listen: [DATABASE_ADDRESS], allow });
     this.databaseUrl = await this.pg.newDatabase('lab');
     this.log(`PostgreSQL at ${DATABASE_ADDRESS}:${this.pg.port} in namespace ${this.database}, routed through ${this.router}`);
     for (const [i, rack] of this.racks.entries()) {

@@ -54,18 +54,24 @@ function freePort(): Promise<number> {
 }
 
 /**
- * Where the server listens. By default on loopback of this machine's namespace; a lab puts it in
- * a namespace of its own (a site's database host) on an address there, reachable from the
- * networks `allow` names. The test process itself always reaches it through its Unix socket.
+ * Where and how the server runs. By default on loopback of this machine's namespace; a lab puts
+ * it in a namespace of its own (a site's database host) on an address there, and a benchmark adds
+ * addresses its instances in other namespaces reach over a veth. The test process itself always
+ * reaches it through its Unix socket when it runs in another namespace.
  */
-export interface PostgresPlace {
+export interface PostgresOptions {
   readonly netns?: string;
-  readonly listen?: string;
-  /** CIDRs allowed in over TCP (trust, as loopback is). */
+  /** Addresses to listen on besides loopback. */
+  readonly listen?: readonly string[];
+  /** Client networks (CIDR) trusted over TCP besides loopback. */
   readonly allow?: readonly string[];
+  /** fsync as a production server does (default off: nothing in a test must survive an OS crash). */
+  readonly fsync?: boolean;
+  /** More server settings (`-c name=value`). */
+  readonly settings?: Readonly<Record<string, string>>;
 }
 
-export async function startPostgres(place: PostgresPlace = {}): Promise<TestPostgres> {
+export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
   const dir = mkdtempSync(join(tmpdir(), 'racksmith-pg-'));
   chmodSync(dir, 0o755);
   const data = join(dir, 'data');
@@ -78,22 +84,22 @@ export async function startPostgres(place: PostgresPlace = {}): Promise<TestPost
     chownSync(dir, uid, gid);
   }
   run(`${PG_BIN}/initdb`, ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
-  // fsync off: nothing here must survive an OS crash. Commits stay synchronous, so a killed
-  // server (crash()) keeps every commit, as a real one does.
-  if (place.allow?.length) appendFileSync(join(data, 'pg_hba.conf'), place.allow.map((cidr) => `host all all ${cidr} trust\n`).join(''));
+  if (opts.allow?.length) appendFileSync(join(data, 'pg_hba.conf'), opts.allow.map((cidr) => `host all all ${cidr} trust\n`).join(''));
+  // fsync off unless asked: nothing here must survive an OS crash. Commits stay synchronous, so a
+  // killed server (crash()) keeps every commit, as a real one does.
   // In a namespace of its own the port is that namespace's; any free one of ours will do there.
   const port = await freePort();
-  const listen = place.listen ?? '127.0.0.1';
+  const listen = ['127.0.0.1', ...(opts.listen ?? [])].join(',');
   // Outside the server's namespace only its socket is reachable.
-  const admin = place.netns ? { host: dir, port, user: 'postgres' } : { host: '127.0.0.1', port, user: 'postgres' };
+  const admin = opts.netns ? { host: dir, port, user: 'postgres' } : { host: '127.0.0.1', port, user: 'postgres' };
   let server: ChildProcess | null = null;
   const start = async (): Promise<void> => {
-    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', `listen_addresses=${listen}`, '-c', `config_file=${join(data, 'postgresql.conf')}`, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'];
+    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', `listen_addresses=${listen}`, '-c', `config_file=${join(data, 'postgresql.conf')}`, ...(opts.fsync ? [] : ['-c', 'fsync=off', '-c', 'full_page_writes=off']), '-c', 'max_connections=200', ...Object.entries(opts.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`])];
     // Its log, for a start that fails (kept with the directory while it lives).
     const logFd = openSync(join(dir, 'server.log'), 'a');
     const stdio: ['ignore', number, number] = ['ignore', logFd, logFd];
     const [cmd, argv] = asPostgres ? ['runuser', ['-u', 'postgres', '--', `${PG_BIN}/postgres`, ...args]] : [`${PG_BIN}/postgres`, args];
-    server = place.netns ? spawn('ip', ['netns', 'exec', place.netns, cmd, ...argv], { stdio, detached: true }) : spawn(cmd, argv, { stdio, detached: true });
+    server = opts.netns ? spawn('ip', ['netns', 'exec', opts.netns, cmd, ...argv], { stdio, detached: true }) : spawn(cmd, argv, { stdio, detached: true });
     closeSync(logFd);
     server.unref();
     const deadline = Date.now() + 30_000;
