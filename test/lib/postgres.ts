@@ -90,6 +90,8 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
   // In a namespace of its own the port is that namespace's; any free one of ours will do there.
   const port = await freePort();
   const listen = ['127.0.0.1', ...(opts.listen ?? [])].join(',');
+  // The address URLs name: in a namespace of its own, the address it is reached at there.
+  const urlHost = opts.netns ? (opts.listen?.[0] ?? '127.0.0.1') : '127.0.0.1';
   // Outside the server's namespace only its socket is reachable.
   const admin = opts.netns ? { host: dir, port, user: 'postgres' } : { host: '127.0.0.1', port, user: 'postgres' };
   let server: ChildProcess | null = null;
@@ -166,7 +168,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
       } finally {
         await c.end();
       }
-      return `postgres://postgres@${listen}:${port}/${name}`;
+      return `postgres://postgres@${urlHost}:${port}/${name}`;
     },
     local(url) {
       return `postgres://postgres@/${new URL(url).pathname.slice(1)}?host=${encodeURIComponent(dir)}&port=${port}`;
