@@ -1,9 +1,9 @@
 import { conflict, notFound } from '../../lib/errors.js';
 import type { Cluster } from '../model.js';
-import { defaultInstallMethod, ubuntuReleaseOf } from '../os.js';
+import { ubuntuReleaseOf } from '../os.js';
 import type { ClusterPatch, ClusterRepo, NewCluster } from '../store.js';
 import { clusterFromRow, type ClusterRow } from '../sqlite/rows.js';
-import { CLUSTER_COLUMNS, osOf } from '../sqlite/clusters.js';
+import { CLUSTER_COLUMNS, newClusterRow, osOf } from '../sqlite/clusters.js';
 import type { PgDb, Queryable } from './db.js';
 import type { AppendEvent } from './events.js';
 
@@ -20,30 +20,10 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
   return {
     async create(input: NewCluster) {
       return db.eventTx(async (c) => {
-        const at = now().toISOString();
-        const os = osOf(input);
+        const row = newClusterRow(input, now().toISOString());
         const inserted = await c.query(
-          `INSERT INTO clusters (name, ubuntu_release, kubernetes_version, container_runtime, cni, pod_subnet, service_subnet,
-             control_plane_endpoint, state, created_at, updated_at, vip, os, install_method, install_disk_rule, image_url, image_sha256)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10, $11, $12, $13, $14, $15)
-           ON CONFLICT (name) DO NOTHING`,
-          [
-            input.name,
-            ubuntuReleaseOf(os) ?? '',
-            input.kubernetesVersion,
-            input.containerRuntime,
-            input.cni,
-            input.podSubnet ?? null,
-            input.serviceSubnet ?? null,
-            input.controlPlaneEndpoint ?? null,
-            at,
-            input.vip ?? null,
-            os,
-            input.installMethod ?? defaultInstallMethod(os),
-            input.installDiskRule ?? 'smallest',
-            input.imageUrl ?? null,
-            input.imageSha256 ?? null,
-          ],
+          `INSERT INTO clusters (${row.columns.join(', ')}) VALUES (${row.values.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (name) DO NOTHING`,
+          row.values,
         );
         if (inserted.rowCount === 0) throw conflict('ERR_DUPLICATE', `a cluster named "${input.name}" already exists`, 'name');
         await appendEvent(c, { cluster: input.name, type: 'cluster.created', source: 'api', message: `cluster ${input.name} created` });

@@ -1,5 +1,5 @@
-import type { Mac } from '../../lib/mac.js';
-import type { MachineDirectory, MachineFacts, MachineFeed } from '../store.js';
+import type { MachineDirectory, MachineFeed } from '../store.js';
+import { FACTS_SELECT, directoryOf, factsOf, type FactsRow } from '../sqlite/lookup.js';
 import { patchDirectory } from '../directory.js';
 import type { PgDb } from './db.js';
 
@@ -10,24 +10,6 @@ export interface PgMachineFeed extends MachineFeed {
   reload(): void;
 }
 
-interface FactsRow {
-  mac: string;
-  ip: string | null;
-  last_step: string | null;
-  boot_loader: string | null;
-  secure_boot: number | null;
-}
-
-const FACTS = 'SELECT mac, ip, last_step, boot_loader, secure_boot FROM machines';
-
-const facts = (r: FactsRow): MachineFacts => ({
-  mac: r.mac as Mac,
-  ip: r.ip,
-  lastStep: r.last_step,
-  bootLoader: r.boot_loader as MachineFacts['bootLoader'],
-  secureBoot: r.secure_boot === null ? null : r.secure_boot === 1,
-});
-
 /**
  * The DHCP machine directory on PostgreSQL: read whole once at start (before DHCP answers), then
  * patched from the `racksmith_machine` notifications — the MACs that changed, read back in one
@@ -36,15 +18,7 @@ const facts = (r: FactsRow): MachineFacts => ({
  */
 export async function createPgMachineFeed(db: PgDb): Promise<PgMachineFeed> {
   let revision = 0;
-  const readWhole = async (): Promise<MachineDirectory> => {
-    const byMac = new Map<string, MachineFacts>();
-    const byIp = new Map<string, Mac>();
-    for (const r of await db.all<FactsRow>(FACTS)) {
-      byMac.set(r.mac, facts(r));
-      if (r.ip !== null) byIp.set(r.ip, r.mac as Mac);
-    }
-    return { byMac, byIp, revision: ++revision };
-  };
+  const readWhole = async (): Promise<MachineDirectory> => directoryOf(await db.all<FactsRow>(FACTS_SELECT), ++revision);
   let directory = await readWhole();
   let pending = new Set<string>();
   let whole = false;
@@ -63,8 +37,8 @@ export async function createPgMachineFeed(db: PgDb): Promise<PgMachineFeed> {
           }
           const macs = [...pending];
           pending = new Set();
-          const rows = await db.all<FactsRow>(`${FACTS} WHERE mac = ANY($1)`, [macs]);
-          const found = new Map(rows.map((r) => [r.mac, facts(r)]));
+          const rows = await db.all<FactsRow>(`${FACTS_SELECT} WHERE mac = ANY($1)`, [macs]);
+          const found = new Map(rows.map((r) => [r.mac, factsOf(r)]));
           directory = patchDirectory(directory, macs, (mac) => found.get(mac) ?? null, ++revision);
         }
       } catch {

@@ -5,6 +5,7 @@ import type { InventoryEvent } from '../model.js';
 import type { EventQuery, EventRepo, NewEvent, SecretRepo, Store, TokenRepo } from '../store.js';
 import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from '../sqlite/rows.js';
 import { API_TOKEN_PREFIX } from '../sqlite/index.js';
+import { eventQuerySql } from '../event-query.js';
 import { createPgClusterRepo } from './clusters.js';
 import { openPg, type PgDb } from './db.js';
 import { appendEvent as appendEventIn } from './events.js';
@@ -111,23 +112,8 @@ export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
       return event;
     },
     async list(q: EventQuery) {
-      const where: string[] = [];
-      const params: unknown[] = [];
-      const p = (v: unknown): string => {
-        params.push(v);
-        return `$${params.length}`;
-      };
-      if (q.mac !== undefined) where.push(`mac = ${p(q.mac)}`);
-      if (q.cluster !== undefined) where.push(`cluster = ${p(q.cluster)}`);
-      if (q.afterId !== undefined) where.push(`id > ${p(q.afterId)}`);
-      if (q.beforeId !== undefined) where.push(`id < ${p(q.beforeId)}`);
-      if (q.type !== undefined) {
-        const t = p(q.type);
-        where.push(`(type = ${t} OR left(type, length(${t}) + 1) = ${t} || '.')`);
-      }
-      const limit = p(Math.min(Math.max(q.limit ?? 1000, 1), 10_000));
-      const newest = q.newest === true && q.afterId === undefined;
-      const rows = await db.all<EventRow>(`SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id ${newest ? 'DESC' : ''} LIMIT ${limit}`, params);
+      const { text, values, newest } = eventQuerySql(q, (n) => `$${n}`);
+      const rows = await db.all<EventRow>(text, values);
       if (newest) rows.reverse();
       return rows.map(eventFromRow);
     },

@@ -29,6 +29,31 @@ export const CLUSTER_COLUMNS: Record<keyof ClusterPatch, string> = {
   vip: 'vip',
 };
 
+/** A new cluster's row, columns and values in the same order (both engines insert it as it is). */
+export function newClusterRow(input: NewCluster, at: string): { columns: string[]; values: unknown[] } {
+  const os = osOf(input);
+  const row: Record<string, unknown> = {
+    name: input.name,
+    ubuntu_release: ubuntuReleaseOf(os) ?? '',
+    kubernetes_version: input.kubernetesVersion,
+    container_runtime: input.containerRuntime,
+    cni: input.cni,
+    pod_subnet: input.podSubnet ?? null,
+    service_subnet: input.serviceSubnet ?? null,
+    control_plane_endpoint: input.controlPlaneEndpoint ?? null,
+    state: 'pending',
+    created_at: at,
+    updated_at: at,
+    vip: input.vip ?? null,
+    os,
+    install_method: input.installMethod ?? defaultInstallMethod(os),
+    install_disk_rule: input.installDiskRule ?? 'smallest',
+    image_url: input.imageUrl ?? null,
+    image_sha256: input.imageSha256 ?? null,
+  };
+  return { columns: Object.keys(row), values: Object.values(row) };
+}
+
 export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewEvent) => void): ClusterRepo {
   const sql = prepared(db);
   const byName = sql<[string], ClusterRow>('SELECT * FROM clusters WHERE name = ?');
@@ -44,30 +69,8 @@ export function createClusterRepo(db: Db, now: () => Date, appendEvent: (e: NewE
       return db
         .transaction(() => {
           if (byName.get(input.name)) throw conflict('ERR_DUPLICATE', `a cluster named "${input.name}" already exists`, 'name');
-          const at = now().toISOString();
-          const os = osOf(input);
-          sql(
-            `INSERT INTO clusters (name, ubuntu_release, kubernetes_version, container_runtime, cni, pod_subnet, service_subnet,
-               control_plane_endpoint, state, created_at, updated_at, vip, os, install_method, install_disk_rule, image_url, image_sha256)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)`,
-          ).run(
-            input.name,
-            ubuntuReleaseOf(os) ?? '',
-            input.kubernetesVersion,
-            input.containerRuntime,
-            input.cni,
-            input.podSubnet ?? null,
-            input.serviceSubnet ?? null,
-            input.controlPlaneEndpoint ?? null,
-            at,
-            at,
-            input.vip ?? null,
-            os,
-            input.installMethod ?? defaultInstallMethod(os),
-            input.installDiskRule ?? 'smallest',
-            input.imageUrl ?? null,
-            input.imageSha256 ?? null,
-          );
+          const row = newClusterRow(input, now().toISOString());
+          sql(`INSERT INTO clusters (${row.columns.join(', ')}) VALUES (${row.values.map(() => '?').join(', ')})`).run(...row.values);
           appendEvent({ cluster: input.name, type: 'cluster.created', source: 'api', message: `cluster ${input.name} created` });
           return load(input.name);
         })

@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import type { InventoryEvent } from '../model.js';
 import { lookupFeed } from '../directory.js';
+import { eventQuerySql } from '../event-query.js';
 import type { EventQuery, EventRepo, InventoryLookup, NewEvent, SecretRepo, Store, TokenRepo } from '../store.js';
 import { createClusterRepo } from './clusters.js';
 import { openDb, prepared, type Db } from './db.js';
@@ -84,32 +85,8 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
       return appendEventSync(e);
     },
     async list(q: EventQuery) {
-      const where: string[] = [];
-      const params: unknown[] = [];
-      if (q.mac !== undefined) {
-        where.push('mac = ?');
-        params.push(q.mac);
-      }
-      if (q.cluster !== undefined) {
-        where.push('cluster = ?');
-        params.push(q.cluster);
-      }
-      if (q.afterId !== undefined) {
-        where.push('id > ?');
-        params.push(q.afterId);
-      }
-      if (q.beforeId !== undefined) {
-        where.push('id < ?');
-        params.push(q.beforeId);
-      }
-      if (q.type !== undefined) {
-        // The type itself or a sub-type: "power" is power and power.job, not powered.
-        where.push("(type = ? OR substr(type, 1, length(?) + 1) = ? || '.')");
-        params.push(q.type, q.type, q.type);
-      }
-      params.push(Math.min(Math.max(q.limit ?? 1000, 1), 10_000));
-      const newest = q.newest === true && q.afterId === undefined;
-      const rows = sql<unknown[], EventRow>(`SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id ${newest ? 'DESC' : ''} LIMIT ?`).all(...params);
+      const { text, values, newest } = eventQuerySql(q, () => '?');
+      const rows = sql<unknown[], EventRow>(text).all(...values);
       if (newest) rows.reverse();
       return rows.map(eventFromRow);
     },

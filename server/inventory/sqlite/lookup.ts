@@ -15,8 +15,8 @@ const CHANGE_LOG = 1024;
  */
 export function createInventoryLookup(db: Db): InventoryLookup {
   const sql = prepared(db);
-  const all = sql<[], FactsRow>('SELECT mac, ip, last_step, boot_loader, secure_boot FROM machines');
-  const one = sql<[string], FactsRow>('SELECT mac, ip, last_step, boot_loader, secure_boot FROM machines WHERE mac = ?');
+  const all = sql<[], FactsRow>(FACTS_SELECT);
+  const one = sql<[string], FactsRow>(`${FACTS_SELECT} WHERE mac = ?`);
   let revision = 0;
   /** log[i] is the MAC of change number `logStart + i + 1`. */
   let log: string[] = [];
@@ -38,23 +38,9 @@ export function createInventoryLookup(db: Db): InventoryLookup {
     CREATE TEMP TRIGGER IF NOT EXISTS racksmith_machine_removed AFTER DELETE ON main.machines BEGIN SELECT racksmith_machine_changed(OLD.mac); END;
     CREATE TEMP TRIGGER IF NOT EXISTS racksmith_machine_readdressed AFTER UPDATE OF mac, ip ON main.machines BEGIN SELECT racksmith_machine_changed(OLD.mac, NEW.mac); END;
   `);
-  const facts = (r: FactsRow): MachineFacts => ({
-    mac: r.mac as Mac,
-    ip: r.ip,
-    lastStep: r.last_step,
-    bootLoader: r.boot_loader as MachineFacts['bootLoader'],
-    secureBoot: r.secure_boot === null ? null : r.secure_boot === 1,
-  });
   return {
     directory(): MachineDirectory {
-      const at = revision;
-      const byMac = new Map<string, MachineFacts>();
-      const byIp = new Map<string, Mac>();
-      for (const r of all.iterate()) {
-        byMac.set(r.mac, facts(r));
-        if (r.ip !== null) byIp.set(r.ip, r.mac as Mac);
-      }
-      return { byMac, byIp, revision: at };
+      return directoryOf(all.iterate(), revision);
     },
     revision: () => revision,
     changedSince(since) {
@@ -62,15 +48,39 @@ export function createInventoryLookup(db: Db): InventoryLookup {
     },
     machine(mac) {
       const r = one.get(mac);
-      return r ? facts(r) : null;
+      return r ? factsOf(r) : null;
     },
   };
 }
 
-interface FactsRow {
+/** The columns the DHCP service answers from (both engines). */
+export const FACTS_SELECT = 'SELECT mac, ip, last_step, boot_loader, secure_boot FROM machines';
+
+export interface FactsRow {
   mac: string;
   ip: string | null;
   last_step: string | null;
   boot_loader: string | null;
   secure_boot: number | null;
+}
+
+export function factsOf(r: FactsRow): MachineFacts {
+  return {
+    mac: r.mac as Mac,
+    ip: r.ip,
+    lastStep: r.last_step,
+    bootLoader: r.boot_loader as MachineFacts['bootLoader'],
+    secureBoot: r.secure_boot === null ? null : r.secure_boot === 1,
+  };
+}
+
+/** Every machine's facts, by MAC and by reserved address. */
+export function directoryOf(rows: Iterable<FactsRow>, revision: number): MachineDirectory {
+  const byMac = new Map<string, MachineFacts>();
+  const byIp = new Map<string, Mac>();
+  for (const r of rows) {
+    byMac.set(r.mac, factsOf(r));
+    if (r.ip !== null) byIp.set(r.ip, r.mac as Mac);
+  }
+  return { byMac, byIp, revision };
 }

@@ -1,0 +1,24 @@
+import type { EventQuery } from './store.js';
+
+/**
+ * The SELECT of an event query, for either engine: `placeholder(n)` names the n-th parameter
+ * (`?` for SQLite, `$n` for PostgreSQL). Without afterId, `newest` reads backwards from the end;
+ * the caller reverses those rows, so events are always returned oldest first.
+ */
+export function eventQuerySql(q: EventQuery, placeholder: (n: number) => string): { text: string; values: unknown[]; newest: boolean } {
+  const where: string[] = [];
+  const values: unknown[] = [];
+  const p = (v: unknown): string => {
+    values.push(v);
+    return placeholder(values.length);
+  };
+  if (q.mac !== undefined) where.push(`mac = ${p(q.mac)}`);
+  if (q.cluster !== undefined) where.push(`cluster = ${p(q.cluster)}`);
+  if (q.afterId !== undefined) where.push(`id > ${p(q.afterId)}`);
+  if (q.beforeId !== undefined) where.push(`id < ${p(q.beforeId)}`);
+  // The type itself or a sub-type: "power" is power and power.job, not powered.
+  if (q.type !== undefined) where.push(`(type = ${p(q.type)} OR substr(type, 1, length(${p(q.type)}) + 1) = ${p(q.type)} || '.')`);
+  const newest = q.newest === true && q.afterId === undefined;
+  const limit = p(Math.min(Math.max(q.limit ?? 1000, 1), 10_000));
+  return { text: `SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id ${newest ? 'DESC' : ''} LIMIT ${limit}`, values, newest };
+}
