@@ -7,10 +7,12 @@ export interface DhcpCounters {
   dropped: Record<string, number>;
   /** Non-replying outcomes that are not drops (release, decline). */
   handled: Record<string, number>;
+  /** Machine steps (events, last step) answered but not recorded: the store refused or failed them. */
+  unrecorded: number;
 }
 
 export function newCounters(): DhcpCounters {
-  return { received: 0, replies: {}, dropped: {}, handled: {} };
+  return { received: 0, replies: {}, dropped: {}, handled: {}, unrecorded: 0 };
 }
 
 export function bump(table: Record<string, number>, key: string): void {

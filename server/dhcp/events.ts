@@ -1,16 +1,19 @@
-import type { EventRepo, MachineRepo, NewEvent } from '../inventory/store.js';
+import type { BootScriptRecord, EventRepo, MachineRepo, NewEvent, Sighting } from '../inventory/store.js';
 import type { Logger } from '../lib/log.js';
+import type { Mac } from '../lib/mac.js';
+import type { StepJournal } from './journal.js';
 import { OPTION } from './options.js';
 import { xidHex, type Answer } from './transaction.js';
 
 /**
  * A known machine's DHCP steps become its events (`dhcp.discover`, `dhcp.offer`, `dhcp.ack`…),
- * and its last step becomes `dhcp`. Clients the inventory does not know leave no trace here.
+ * and its last step becomes `dhcp`, through the journal (journal.ts). Clients the inventory does
+ * not know leave no trace here.
  */
 
-/** What recording needs of the inventory. */
+/** What recording needs of the inventory besides the journal. */
 export interface DhcpEventSink {
-  readonly machines: Pick<MachineRepo, 'setLastStep'>;
+  readonly machines: Pick<MachineRepo, 'recordSighting'>;
   readonly events: Pick<EventRepo, 'append'>;
 }
 
@@ -66,24 +69,35 @@ export function replyEvent(a: Answer, mode: string): NewEvent | null {
   };
 }
 
+/** A request's or reply's event as a step of its machine: the event, its last step `dhcp`, and the facts when given. */
+export function dhcpStep(e: NewEvent & { mac: Mac }, facts: Sighting | null): BootScriptRecord {
+  const { mac, source, ...event } = e;
+  return { sighting: facts ?? { mac, source: source ?? 'dhcp' }, transition: null, instanceId: null, event, lastStep: 'dhcp' };
+}
+
 export class DhcpEvents {
   constructor(
     private readonly sink: DhcpEventSink,
+    private readonly journal: StepJournal,
     /** The service's mode (`proxy`, `authoritative`); boot-server answers say `boot-server`. */
     private readonly mode: string,
     private readonly log: Logger,
   ) {}
 
-  /** Records the request of the transaction's first answer; undefined when there is nothing to wait for. */
-  request(a: Answer): Promise<void> | undefined {
+  /**
+   * Records the request of the transaction's first answer, with the facts of a known machine's
+   * first contact (`facts`) when there are any. Queued: the answer does not wait for it.
+   */
+  request(a: Answer, facts: Sighting | null): void {
     const e = requestEvent(a, this.mode);
-    return e ? this.append(e) : undefined;
+    if (e?.mac) this.journal.record(dhcpStep({ ...e, mac: e.mac }, facts));
+    else if (facts) this.sink.machines.recordSighting(facts).catch((err: unknown) => this.warn(facts.mac, err));
   }
 
-  /** Records the reply that left. */
-  reply(a: Answer): Promise<void> | undefined {
+  /** Records the reply that left (queued behind its request). */
+  reply(a: Answer): void {
     const e = replyEvent(a, this.mode);
-    return e ? this.append(e) : undefined;
+    if (e?.mac) this.journal.record(dhcpStep({ ...e, mac: e.mac }, null));
   }
 
   /** A segment ran out of its discovery allowance: logged and recorded once per run of refusals. */
@@ -93,13 +107,7 @@ export class DhcpEvents {
     this.sink.events.append({ type: 'discovery.limited', source: 'dhcp', message, data: { path: 'dhcp', segment } }).catch((err: unknown) => this.log.warn({ err: String(err) }, 'DHCP: cannot record an event'));
   }
 
-  /** Never rejects: a machine's event that cannot be written is logged, and DHCP goes on. */
-  private async append(e: NewEvent): Promise<void> {
-    try {
-      await this.sink.events.append(e);
-      await this.sink.machines.setLastStep(e.mac as NonNullable<NewEvent['mac']>, 'dhcp');
-    } catch (err) {
-      this.log.warn({ mac: e.mac, err: err instanceof Error ? err.message : String(err) }, 'DHCP: could not record a machine event');
-    }
+  private warn(mac: string, err: unknown): void {
+    this.log.warn({ mac, err: err instanceof Error ? err.message : String(err) }, 'DHCP: could not record a machine step');
   }
 }

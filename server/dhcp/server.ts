@@ -7,12 +7,12 @@ import { noDhcpInterface } from '../config/serve.js';
 import type { Config } from '../config/settings.js';
 import { signedChainsAvailable } from '../boot/loaders.js';
 import { createDiscoveryGate, DISCOVERY_WINDOW_MS, type DiscoveryGate } from '../inventory/discovery.js';
-import type { EventRepo, InventoryLookup, LeaseRepo, MachineRepo } from '../inventory/store.js';
+import type { EventRepo, InventoryLookup, LeaseRepo, MachineRepo, Sighting } from '../inventory/store.js';
 import { parseRange, type IPv4, type IPv4Range } from '../lib/ipv4.js';
 import { DHCP_METRICS, instrument } from '../lib/metric-catalogue.js';
 import { NO_METRICS, type Metrics } from '../lib/metrics.js';
 import { silentLogger, type Logger } from '../lib/log.js';
-import { macRefusal } from '../lib/mac.js';
+import { macRefusal, type Mac } from '../lib/mac.js';
 import { ServiceStartError, type Service, type ServiceContext, type ServiceHealth, type ServiceState } from '../lib/service.js';
 import { AddressSpace, poolOn } from './addresses.js';
 import { decideAuthoritative } from './authoritative.js';
@@ -24,6 +24,7 @@ import type { Decision } from './decision.js';
 import { lookupFeed, type MachineFeed } from './directory.js';
 import { ProtocolError } from './errors.js';
 import { DhcpEvents } from './events.js';
+import { StepJournal } from './journal.js';
 import { ingress, servedInterfaces, type InterfaceTable, type ServedInterface } from './interfaces.js';
 import { clientMac, decodeDhcp, encodeDhcp } from './packet.js';
 import { decideBootServer, decideProxy } from './proxy.js';
@@ -49,7 +50,7 @@ export { inheritedFromEnv } from './sockets.js';
 export interface DhcpInventory {
   /** Feeds the machine directory unless `DhcpDeps.directory` is given. */
   readonly lookup?: InventoryLookup | undefined;
-  readonly machines: Pick<MachineRepo, 'recordSighting' | 'setLastStep'>;
+  readonly machines: Pick<MachineRepo, 'recordSighting' | 'recordBootScripts'>;
   readonly events: Pick<EventRepo, 'append'>;
   readonly leases: LeaseRepo;
 }
@@ -165,6 +166,7 @@ class DhcpLoop {
   private readonly discovery: DiscoveryGate;
   private readonly queue: SerialQueue<Datagram>;
   private readonly events: DhcpEvents;
+  readonly journal: StepJournal;
   private readonly chainloads = new Chainloads();
   private readonly offerSeconds;
 
@@ -181,7 +183,8 @@ class DhcpLoop {
     this.tap = p.tap;
     this.discovery = p.discovery;
     this.queue = new SerialQueue<Datagram>((d) => this.handle(d), (err) => this.failed(err), MAX_QUEUE);
-    this.events = new DhcpEvents(p.inventory, p.mode, p.log);
+    this.journal = new StepJournal({ machines: p.inventory.machines, log: p.log, unrecorded: () => p.counters.unrecorded++ });
+    this.events = new DhcpEvents(p.inventory, this.journal, p.mode, p.log);
     this.commits = new LeaseCommits<Outgoing>({ leases: p.inventory.leases, space: p.space, deliver: this.acked, counters: p.counters, log: p.log, now: p.now });
     this.offerSeconds = instrument(p.metrics, DHCP_METRICS.offerSeconds);
   }
@@ -229,18 +232,25 @@ class DhcpLoop {
   }
 
   /**
-   * A booting client's first contact is written before it is answered: an unknown PXE client
-   * becomes a `discovered` machine (within its segment's allowance), a known one gets its facts
-   * refreshed. Null: nothing to write.
+   * A booting client's first contact: an unknown PXE client becomes a `discovered` machine
+   * (within its segment's allowance) before it is answered; a known one is answered at once, and
+   * the facts it showed go with its request's step (journal.ts).
    */
   private sighting(tx: Transaction): Promise<void> | null {
+    if (tx.machine !== null || !this.firstContact(tx) || !this.admitDiscovery(tx)) return null;
+    return this.machines.recordSighting(this.facts(tx, tx.mac as Mac)).then((seen) => this.answer(withMachine(tx, seen.machine), 0));
+  }
+
+  /** A boot client's DISCOVER (or, in proxy mode, its boot-server request): the facts it shows are recorded. */
+  private firstContact(tx: Transaction): boolean {
     const { mac, info } = tx;
-    const firstContact = info.messageType === 'discover' || (this.mode === 'proxy' && tx.via.kind === 'boot-server');
-    if (!mac || !isBootClient(info) || !firstContact || this.settings.dhcpIgnoreUnknown || tx.req.op !== 'BOOTREQUEST') return null;
-    if (tx.machine === null && !this.admitDiscovery(tx)) return null;
-    return this.machines
-      .recordSighting({ mac, arch: info.arch, firmware: info.firmware, vendorClass: info.vendorClass, uuid: info.uuid, source: 'dhcp' })
-      .then((seen) => this.answer(withMachine(tx, seen.machine), 0));
+    const first = info.messageType === 'discover' || (this.mode === 'proxy' && tx.via.kind === 'boot-server');
+    return mac !== null && isBootClient(info) && first && !this.settings.dhcpIgnoreUnknown && tx.req.op === 'BOOTREQUEST';
+  }
+
+  private facts(tx: Transaction, mac: Mac): Sighting {
+    const { info } = tx;
+    return { mac, arch: info.arch, firmware: info.firmware, vendorClass: info.vendorClass, uuid: info.uuid, source: 'dhcp' };
   }
 
   /**
@@ -255,13 +265,13 @@ class DhcpLoop {
     return false;
   }
 
-  /** Decides and applies the answer on each route from the i-th on; waits only for store writes. */
+  /** Decides and applies the answer on each route from the i-th on; waits only for released and declined leases. */
   private answer(tx: Transaction, from: number): Promise<void> | void {
     const targets = replyTargets(tx, this.net);
     for (let i = from; i < targets.length; i++) {
       const a = this.decide(tx, route(targets[i] ?? null, tx, this.net), i === 0);
-      const recorded = a.first ? this.events.request(a) : undefined;
-      const applied = recorded ? recorded.then(() => this.apply(a)) : this.apply(a);
+      if (a.first) this.events.request(a, tx.machine !== null && tx.mac !== null && this.firstContact(tx) ? this.facts(tx, tx.mac) : null);
+      const applied = this.apply(a);
       if (applied) return applied.then(() => this.answer(tx, i + 1));
     }
   }
@@ -327,7 +337,7 @@ class DhcpLoop {
   /** What follows a reply that left: the machine's event, the chainload window, the log line. */
   private replied(a: Answer, to: Destination): void {
     const { tx } = a;
-    if (a.first) void this.events.reply(a);
+    if (a.first) this.events.reply(a);
     if (tx.mac && tx.info.bootfile?.name === BIOS_BOOTFILE) this.chainloads.handed(tx.mac, tx.at);
     this.logTransaction(a, to);
   }
@@ -477,6 +487,7 @@ class DhcpServer implements DhcpService {
         // commit and send the last ACKs, then release the sockets.
         await Promise.race([loop.drained(), new Promise((r) => setTimeout(r, 5_000).unref())]);
         await loop.commits.settle();
+        await loop.journal.settled();
       }
       await this.sockets?.close();
       this.state = 'stopped';
@@ -500,6 +511,7 @@ class DhcpServer implements DhcpService {
         replies: { ...c.replies },
         dropped: { ...c.dropped },
         discoveryRefused: this.discovery.refused(),
+        unrecorded: c.unrecorded,
       },
     };
   }

@@ -61,6 +61,7 @@ export const DHCP_METRICS = {
   dropped: def('counter', 'racksmith_dhcp_dropped_total', 'dhcp', 'DHCP datagrams not answered, by reason (a decoder error code such as ERR_DHCP_SHORT, ignored-not-pxe, ignored-unknown-mac, ignored-pool-exhausted, queue-full, send-error…)', ['reason']),
   leasesInUse: def('gauge', 'racksmith_dhcp_leases_in_use', 'dhcp', 'Leases in the DHCP lease book (authoritative mode)'),
   offersOutstanding: def('gauge', 'racksmith_dhcp_offers_outstanding', 'dhcp', 'Addresses offered and held, not yet requested'),
+  unrecorded: def('counter', 'racksmith_dhcp_steps_unrecorded_total', 'dhcp', 'Known machines\' DHCP steps (events, last step) answered but not recorded: the store refused or failed the commit, or too many were waiting'),
   offerSeconds: def('histogram', 'racksmith_dhcp_offer_duration_seconds', 'dhcp', 'Time from a DISCOVER received to its OFFER sent', [], FAST_BUCKETS),
 } as const;
 
@@ -155,6 +156,7 @@ export const HEALTH_BRIDGES: readonly HealthBridge[] = [
   { def: DHCP_METRICS.dropped, service: 'dhcp', each: { label: 'reason', path: 'dropped' } },
   { def: DHCP_METRICS.leasesInUse, service: 'dhcp', paths: [[{}, 'leases']] },
   { def: DHCP_METRICS.offersOutstanding, service: 'dhcp', paths: [[{}, 'offers']] },
+  { def: DHCP_METRICS.unrecorded, service: 'dhcp', paths: [[{}, 'unrecorded']] },
   {
     def: TFTP_METRICS.transfers,
     service: 'tftp',

@@ -180,5 +180,58 @@ loop("a PXE client's first DISCOVER: a discovered machine before the offer, its 
   }
 });
 
+loop("a known machine is answered while its steps are still being committed; they land in order, one commit at a time", async () => {
+  const inv = tempInventory();
+  await inv.clusters.create({ name: 'c1', ubuntuRelease: '22.04', kubernetesVersion: '1.30.0', containerRuntime: 'containerd', cni: 'flannel' });
+  const created = await inv.machines.create({ mac: mac(6) as Mac, hostname: 'n6', role: 'worker', cluster: 'c1' });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let running = 0;
+  let most = 0;
+  const d = await startInProcess({
+    inventory: {
+      ...faultyInventory(inv, {}),
+      machines: {
+        recordSighting: (s) => inv.machines.recordSighting(s),
+        async recordBootScripts(steps) {
+          most = Math.max(most, ++running);
+          await gate;
+          try {
+            return await inv.machines.recordBootScripts(steps);
+          } finally {
+            running--;
+          }
+        },
+      },
+    },
+  });
+  try {
+    const pxe = new Map<number, Buffer>([
+      [OPTION.VENDOR_CLASS, Buffer.from(ascii('PXEClient:Arch:00000:UNDI:002001'))],
+      [OPTION.CLIENT_ARCH, Buffer.from([0, 0])],
+    ]);
+    d.sockets.deliver(clientRequest('discover', mac(6), { xid: 8, options: pxe }), CLIENT);
+    const offer = d.sockets.to(mac(6))[0];
+    assert.is(offer?.type, 'offer', 'the offer left at once, with the store still busy');
+    d.sockets.deliver(clientRequest('request', mac(6), { xid: 8, serverId: SERVER, requested: offer?.packet.yiaddr ?? '', options: pxe }), CLIENT);
+    await d.until('the ACK', () => d.sockets.to(mac(6)).some((s) => s.type === 'ack'));
+    assert.is((await inv.events.list({ mac: mac(6) as Mac })).filter((e) => e.type.startsWith('dhcp.')).length, 0, 'nothing committed yet');
+    release();
+    const types = async (): Promise<string[]> => (await inv.events.list({ mac: mac(6) as Mac })).map((e) => e.type).filter((t) => t.startsWith('dhcp.'));
+    await d.until('the four steps', async () => (await types()).length === 4);
+    assert.equal(await types(), ['dhcp.discover', 'dhcp.offer', 'dhcp.request', 'dhcp.ack'], 'in the order of the exchange');
+    assert.is(most, 1, 'one commit at a time');
+    const m = await inv.machines.get(mac(6) as Mac);
+    assert.is(m?.lastStep, 'dhcp');
+    assert.is(m?.firmware, 'bios', 'the first contact\'s facts were recorded with its step');
+    assert.is(m?.state, created.state);
+    assert.is(m?.hostname, 'n6', 'a known machine is not rediscovered');
+  } finally {
+    release();
+    await d.service.stop();
+    await inv.destroy();
+  }
+});
+
 faults.run();
 loop.run();
