@@ -6,6 +6,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { openStore } from '../server/inventory/open.js';
 import { PG_MIGRATIONS } from '../server/inventory/postgres/migrations.js';
+import type { Queryable } from '../server/inventory/postgres/db.js';
+import { GroupCommit } from '../server/inventory/postgres/group-commit.js';
 import { openPgStore, type PgStore } from '../server/inventory/postgres/index.js';
 import { MIGRATIONS } from '../server/inventory/sqlite/migrations.js';
 import { openDb } from '../server/inventory/sqlite/db.js';
@@ -163,6 +165,23 @@ test('a database newer than this racksmith is refused, naming both versions', as
     (err: Error) => err.message,
   );
   assert.match(refused, /version 999, newer than this racksmith \(\d+\)/);
+});
+
+test("the boot path's small writes share commits in the order asked; a failing write fails alone", async () => {
+  const [a] = await instances(1);
+  if (!a) throw new Error('no instance');
+  await a.db.run('CREATE TABLE group_probe (n INTEGER PRIMARY KEY)');
+  const group = new GroupCommit(a.db);
+  const write = (n: number) => (c: Queryable) => c.query<{ tx: string }>('INSERT INTO group_probe (n) VALUES ($1) RETURNING txid_current()::text AS tx', [n]).then((r) => r.rows[0]?.tx);
+  const first = await Promise.all(Array.from({ length: 40 }, (_, i) => group.run(write(i))));
+  assert.is(new Set(first).size, 1, 'forty writes asked in one turn: one transaction');
+  const outcomes = await Promise.allSettled([group.run(write(100)), group.run(write(5)), group.run(write(101))]);
+  assert.equal(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled'], 'only the duplicate key fails');
+  const rows = await a.db.all<{ n: number }>('SELECT n FROM group_probe ORDER BY n');
+  assert.equal(rows.map((r) => r.n), [...Array.from({ length: 40 }, (_, i) => i), 100, 101]);
+  const events = await Promise.all(Array.from({ length: 30 }, (_, i) => a.events.append({ type: 'probe', message: `event ${i}` })));
+  assert.equal(events.map((e) => e.message), Array.from({ length: 30 }, (_, i) => `event ${i}`));
+  assert.ok(events.every((e, i) => i === 0 || e.id > (events[i - 1]?.id ?? Infinity)), 'ids in the order the events were asked');
 });
 
 if (missing) skipNote('store on PostgreSQL', missing);

@@ -8,6 +8,7 @@ import { API_TOKEN_PREFIX } from '../sqlite/index.js';
 import { eventQuerySql } from '../event-query.js';
 import { createPgClusterRepo } from './clusters.js';
 import { openPg, type PgDb } from './db.js';
+import { GroupCommit } from './group-commit.js';
 import { appendEvent as appendEventIn } from './events.js';
 import { createPgMachineFeed, type PgMachineFeed } from './feed.js';
 import { createPgLeaseRepo } from './leases.js';
@@ -47,6 +48,8 @@ export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
   const name = opts.instanceName ? `racksmith ${opts.instanceName}` : 'racksmith';
   const db = await openPg({ url: opts.url, applicationName: name.slice(0, 63), ...(opts.poolSize ? { max: opts.poolSize } : {}) });
   const appendEvent = (c: Parameters<typeof appendEventIn>[0], e: NewEvent): Promise<InventoryEvent> => appendEventIn(c, now, e);
+  // The boot path's small writes share commits (group-commit.ts).
+  const group = new GroupCommit(db);
 
   // Local writes move the revision at once; other instances' writes when their notification arrives.
   let revision = 0;
@@ -107,7 +110,7 @@ export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
 
   const events: EventRepo = {
     async append(e) {
-      const event = await db.eventTx((c) => appendEvent(c, e));
+      const event = await group.run((c) => appendEvent(c, e));
       bump();
       return event;
     },
@@ -179,7 +182,7 @@ export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
   };
 
   const clusters = bumping(createPgClusterRepo(db, now, appendEvent), ['get', 'list']);
-  const machines = bumping(createPgMachineRepo({ db, box: opts.box, now, appendEvent }), [
+  const machines = bumping(createPgMachineRepo({ db, group, box: opts.box, now, appendEvent }), [
     'get',
     'byIp',
     'list',
@@ -228,6 +231,7 @@ export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
       if (closed) return;
       closed = true;
       clearInterval(poll);
+      await group.settled();
       await listener.close();
       // Events committed by this instance's last writes reach its subscribers before it goes.
       await readEvents().catch(() => undefined);

@@ -26,9 +26,12 @@ import {
 } from '../sqlite/machines.js';
 import { pgConstraintField, type PgDb, type Queryable } from './db.js';
 import type { AppendEvent } from './events.js';
+import type { GroupCommit } from './group-commit.js';
 
 export interface PgMachineRepoDeps {
   readonly db: PgDb;
+  /** Where the boot path's small writes (last step, bootfile, loader) share their commits. */
+  readonly group: GroupCommit;
   readonly box: SecretBox;
   readonly now: () => Date;
   /** Appends an event inside the caller's transaction. */
@@ -46,7 +49,7 @@ const retryable = (err: unknown): boolean => ['40001', '40P01'].includes((err as
  * locked first (`FOR UPDATE`), and a machine that two instances discover or create at the same
  * moment is inserted once (`ON CONFLICT DO NOTHING`), the other instance then working on that row.
  */
-export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepoDeps): MachineRepo {
+export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMachineRepoDeps): MachineRepo {
   async function find(c: Queryable, column: 'mac' | 'ip' | 'seed_token_hash', value: string, lock = false): Promise<MachineViewRow | null> {
     const r = await c.query<MachineViewRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE ${column} = $1${lock ? ' FOR UPDATE' : ''}`, [value]);
     return r.rows[0] ?? null;
@@ -278,12 +281,13 @@ export function createPgMachineRepo({ db, box, now, appendEvent }: PgMachineRepo
       });
     },
     async setLastStep(mac, step) {
-      await db.run('UPDATE machines SET last_step = $1, last_seen = $2 WHERE mac = $3', [step, now().toISOString(), mac]);
+      const at = now().toISOString();
+      await group.run((c) => c.query('UPDATE machines SET last_step = $1, last_seen = $2 WHERE mac = $3', [step, at, mac]));
     },
     async recordBootStep(mac, step) {
       const at = now().toISOString();
-      if (step.kind === 'bootfile') await db.run('UPDATE machines SET bootfile = $1, bootfile_at = $2, last_seen = $2 WHERE mac = $3', [step.file, at, mac]);
-      else await db.run('UPDATE machines SET loader_at = $1, secure_boot_seen = COALESCE($2, secure_boot_seen), last_seen = $1 WHERE mac = $3', [at, step.secureBoot, mac]);
+      if (step.kind === 'bootfile') await group.run((c) => c.query('UPDATE machines SET bootfile = $1, bootfile_at = $2, last_seen = $2 WHERE mac = $3', [step.file, at, mac]));
+      else await group.run((c) => c.query('UPDATE machines SET loader_at = $1, secure_boot_seen = COALESCE($2, secure_boot_seen), last_seen = $1 WHERE mac = $3', [at, step.secureBoot, mac]));
     },
     async bmcPassword(mac) {
       const row = await sealedOf(db.pool, mac);
