@@ -186,8 +186,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
     if (!IPXE_BINARIES.includes(name)) throw new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `no iPXE binary "${name.slice(0, 60)}" (served: ${IPXE_BINARIES.join(', ')})`);
     const m = await machineAt(remoteOf(req));
     if (m) {
-      await machineEvent(m, 'http.bootfile', req, `iPXE binary ${name} over HTTP (UEFI HTTP Boot)`, { file: name });
-      await d.machines.setLastStep(m.mac, 'http-boot');
+      await Promise.all([machineEvent(m, 'http.bootfile', req, `iPXE binary ${name} over HTTP (UEFI HTTP Boot)`, { file: name }), d.machines.setLastStep(m.mac, 'http-boot')]);
       await d.machines.recordBootStep(m.mac, { kind: 'bootfile', file: name });
     }
     res.sendFile(join(d.bootBinariesDir, name), { acceptRanges: true, lastModified: true, cacheControl: false, dotfiles: 'deny' }, (err) => {
@@ -213,8 +212,8 @@ export function machineRouter(d: MachineRouterDeps): Router {
       const where = art.arch ? `${art.release}/${art.arch}` : art.release;
       const message = `artifact ${where}/${art.file} (${art.source}${range ? `, ${range.slice(0, 40)}` : ''})`;
       const data = { release: art.release, ...(art.arch ? { arch: art.arch } : {}), file: art.file, size: art.size, source: art.source };
-      await d.events.append({ mac: m.mac, cluster: m.cluster, type: 'http.artifact', source: `http ${client.address ?? '?'}`, message, data });
-      if (['assigned', 'provisioning', 'reimaging'].includes(m.state)) await d.machines.setLastStep(m.mac, 'installer');
+      const installing = ['assigned', 'provisioning', 'reimaging'].includes(m.state);
+      await Promise.all([d.events.append({ mac: m.mac, cluster: m.cluster, type: 'http.artifact', source: `http ${client.address ?? '?'}`, message, data }), installing ? d.machines.setLastStep(m.mac, 'installer') : null]);
     }
     const accel = client.accel ? accelUri(art) : null;
     if (accel) {
@@ -284,8 +283,8 @@ export function machineRouter(d: MachineRouterDeps): Router {
     }
     const body = renderSeedFile(d.seedTemplates, file, installer.kind, ctx);
     if (body === null) throw new AppError('not-found', 'ERR_UNKNOWN_SEED_FILE', `no ${file} for ${cluster.os} by ${cluster.installMethod} (${installer.kind})`);
-    await machineEvent(machine, 'http.seed', req, `seed ${file} served`, { file });
-    await d.machines.setLastStep(machine.mac, 'installer');
+    // Asked together: a store that groups its commits (PostgreSQL) writes both in one.
+    await Promise.all([machineEvent(machine, 'http.seed', req, `seed ${file} served`, { file }), d.machines.setLastStep(machine.mac, 'installer')]);
     sendText(res, CONTENT_TYPE[file], body);
   });
 

@@ -230,8 +230,9 @@ export interface MachineRepo {
   /** Records a bootfile served or a loader seen (and the Secure Boot state it showed). */
   recordBootStep(mac: Mac, step: BootStep): Promise<void>;
   /**
-   * Boot scripts of many requests recorded in one commit (the boot path's group commit). Each step is
-   * applied whole or not at all: a refused transition fails that step alone, with its error.
+   * Boot steps of many requests recorded in one commit (the boot path's group commit: boot
+   * scripts, and the DHCP step journal). Each step is applied whole or not at all: a refused
+   * transition fails that step alone, with its error.
    */
   recordBootScripts(steps: readonly BootScriptRecord[]): Promise<BootScriptOutcome[]>;
   bmcPassword(mac: Mac): Promise<string | null>;

@@ -250,7 +250,8 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       await db.run('UPDATE machines SET power_state = $1, power_state_at = $2 WHERE mac = $3', [state, at, mac]);
     },
     async transition(mac, event, ctx) {
-      return db.eventTx((c) => applyTransition(c, mac, event, ctx));
+      // With the boot path's small writes: a burst's phone-homes and installer reports share commits.
+      return group.run((c) => applyTransition(c, mac, event, ctx));
     },
     async recordSighting(s) {
       // Not behind the events lock: a known machine's sighting (most of them) writes no event. A
