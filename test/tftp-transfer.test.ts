@@ -10,6 +10,7 @@ import {
   absoluteAck,
   initialState,
   lastBlock,
+  mayYield,
   negotiate,
   step,
   type TransferAction,
@@ -200,12 +201,21 @@ sm('absoluteAck maps 16-bit numbers inside the outstanding range only', () => {
   assert.is(absoluteAck(5, 65535, 65540), null);
   assert.is(absoluteAck(3, 0, 2), null);
 });
+sm('a transfer gives up its slot only when the final block went unanswered twice', () => {
+  const c = config({ size: 1000 }); // blocks 1 and 2
+  const yields = (events: TransferEvent[]): boolean => mayYield(c, drive(c, events).state);
+  assert.is(yields([start, ack(1)]), false, 'final block just sent');
+  assert.is(yields([start, ack(1), timeout()]), false, 'one retransmission');
+  assert.is(yields([start, ack(1), timeout(), timeout()]), true, 'two retransmissions without an answer');
+  assert.is(yields([start, timeout(), timeout(), timeout()]), false, 'block 1 of 2 unanswered: the client lacks bytes');
+  assert.is(yields([start, ack(1), timeout(), timeout(), ack(2)]), false, 'done');
+});
 sm.run();
 
 // ── admission ─────────────────────────────────────────────────────────────────────────────────
 const rrq: TftpPacket = { op: 'RRQ', filename: 'ipxe.efi', mode: 'octet', options: [] };
-const idle = { active: 0, fromClient: 0, sameClientPort: false };
-const LIM = { maxTransfers: 10, maxClientTransfers: 2 };
+const idle = { active: 0, fromClient: 0, sameClientPort: false, waiting: 0, waitingFromClient: 0, waitingAlready: false };
+const LIM = { maxTransfers: 10, maxClientTransfers: 2, maxWaiting: 3 };
 const adm = suite('tftp admit: named cases');
 const ADMIT: [string, TftpPacket, typeof idle, string, string | null][] = [
   ['a plain read is served', rrq, idle, 'serve', null],
@@ -213,7 +223,10 @@ const ADMIT: [string, TftpPacket, typeof idle, string, string | null][] = [
   ['mail mode is refused with error 4', { ...rrq, mode: 'mail' }, idle, 'refuse', 'refusedMode'],
   ['an ACK on the request port is dropped', { op: 'ACK', block: 1 }, idle, 'drop', 'unexpected'],
   ['a repeated request from the same port is dropped', rrq, { ...idle, sameClientPort: true }, 'drop', 'duplicateRequests'],
-  ['over the total limit: dropped so the firmware retries', rrq, { ...idle, active: 10 }, 'drop', 'refusedBusy'],
+  ['over the total limit: waits in line for a slot', rrq, { ...idle, active: 10 }, 'wait', 'waited'],
+  ['over the total limit, a repeat of a waiting request keeps its place', rrq, { ...idle, active: 10, waiting: 3, waitingFromClient: 2, waitingAlready: true }, 'wait', 'duplicateRequests'],
+  ['over the total limit with the line full: dropped so the firmware retries', rrq, { ...idle, active: 10, waiting: 3 }, 'drop', 'refusedBusy'],
+  ['over the total limit, waiting requests count towards the client limit', rrq, { ...idle, active: 10, fromClient: 1, waitingFromClient: 1 }, 'drop', 'refusedClientLimit'],
   ['over the per-client limit: dropped', rrq, { ...idle, active: 3, fromClient: 2 }, 'drop', 'refusedClientLimit'],
 ];
 for (const [name, p, load, verdict, counter] of ADMIT) {

@@ -13,19 +13,19 @@
  * address (a host route each) and routes the network and 255.255.255.255 out of it:
  *   node boot-burst.js '{"machines":"/tmp/m.json","server":"10.100.0.1","httpPort":8080,"out":"/tmp/r.jsonl"}'
  * `machines` holds `[{"mac","ip"}]`; one JSON line per machine goes to `out`, a summary to stdout.
- * Retries follow the firmware: DHCP every 4, 8, 16 s (the PXE spec's schedule), TFTP 1 s × 5,
+ * Retries follow the firmware: DHCP every 4, 8, 16 s (the PXE spec's schedule),
  * HTTP 3 tries 2 s apart (iPXE's chain script and cloud-init retry too); TFTP backs off 1, 2, 4,
- * 8, 8, 8 s (a server at its transfer limit drops requests until one ends). A machine whose boot
+ * 8, 8, 8 s (test/lib/pxe-rom-tftp.ts, shared with the TFTP burst test). A machine whose boot
  * fails reboots and starts over from DHCP, twice at most.
  */
 import { randomBytes } from 'node:crypto';
-import { createSocket, type Socket } from 'node:dgram';
+import { createSocket } from 'node:dgram';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { OPTION, getIp, getMessageType, getString, ipOption, messageTypeOption, stringOption } from '../../server/dhcp/options.js';
 import { BROADCAST_FLAG, ZERO_IP, decodeDhcp, encodeDhcp, type DhcpPacket } from '../../server/dhcp/packet.js';
-import { decodeTftp, encodeTftp, type TftpPacket } from '../../server/tftp/packet.js';
 import type { IPv4 } from '../../server/lib/ipv4.js';
+import { romTftp } from '../../test/lib/pxe-rom-tftp.js';
 
 interface Args {
   readonly machines: string;
@@ -129,82 +129,6 @@ async function dora(r: Result, mac: string, ipxe: boolean): Promise<DhcpPacket> 
   throw new Error(`${ipxe ? 'iPXE ' : ''}DHCP: no lease`);
 }
 
-// ── TFTP: a lockstep client on the machine's own address ────────────────────────────────────────
-/** Waits before each retransmission: a busy server drops requests and the ROM asks again, backing off (~30 s in all). */
-const TFTP_TIMEOUTS = [1000, 2000, 4000, 8000, 8000, 8000];
-async function tftp(r: Result, local: string, server: string, file: string): Promise<number> {
-  const sock: Socket = createSocket('udp4');
-  const queue: { p: TftpPacket; port: number }[] = [];
-  let wake: (() => void) | null = null;
-  sock.on('message', (msg, from) => {
-    try {
-      queue.push({ p: decodeTftp(msg), port: from.port });
-    } catch {
-      return;
-    }
-    wake?.();
-  });
-  const next = async (ms: number): Promise<{ p: TftpPacket; port: number } | null> => {
-    const until = Date.now() + ms;
-    while (queue.length === 0) {
-      const left = until - Date.now();
-      if (left <= 0) return null;
-      await new Promise<void>((res) => {
-        const t = setTimeout(res, left);
-        wake = () => {
-          clearTimeout(t);
-          res();
-        };
-      });
-      wake = null;
-    }
-    return queue.shift() ?? null;
-  };
-  await new Promise<void>((res, rej) => {
-    sock.once('error', rej);
-    sock.bind(0, local, () => res());
-  });
-  try {
-    const rrq = encodeTftp({ op: 'RRQ', filename: file, mode: 'octet', options: [{ name: 'blksize', value: '1468' }, { name: 'tsize', value: '0' }] });
-    let last = rrq;
-    let to = 69;
-    let blksize = 512;
-    let expect = 1;
-    let bytes = 0;
-    let tries = 0;
-    sock.send(rrq, 69, server);
-    for (;;) {
-      const got = await next(TFTP_TIMEOUTS[Math.min(tries, TFTP_TIMEOUTS.length - 1)] as number);
-      if (!got) {
-        if (++tries >= TFTP_TIMEOUTS.length) throw new Error(`TFTP ${file}: no answer after block ${expect - 1}`);
-        r.retries++;
-        sock.send(last, to, server);
-        continue;
-      }
-      const { p, port } = got;
-      if (p.op === 'ERROR') throw new Error(`TFTP ${file}: error ${p.code} ${p.message}`);
-      if (p.op === 'OACK' && expect === 1) {
-        to = port;
-        blksize = Number(p.options.find((o) => o.name.toLowerCase() === 'blksize')?.value ?? 512);
-        last = encodeTftp({ op: 'ACK', block: 0 });
-        sock.send(last, to, server);
-        continue;
-      }
-      if (p.op !== 'DATA') continue;
-      if (expect === 1) to = port;
-      if (p.block !== (expect & 0xffff)) continue; // a duplicate: our ACK of it is on its way
-      tries = 0;
-      bytes += p.data.length;
-      last = encodeTftp({ op: 'ACK', block: p.block });
-      sock.send(last, to, server);
-      expect++;
-      if (p.data.length < blksize) return bytes;
-    }
-  } finally {
-    sock.close();
-  }
-}
-
 // ── HTTP from the machine's address, one connection per request (as iPXE and cloud-init) ───────
 function http(local: string, method: 'GET' | 'POST', path: string, body?: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
@@ -275,7 +199,7 @@ async function bootOnce(r: Result, m: { mac: string; ip: string }, t0: number): 
     if (!file) throw new Error('DHCP: the PXE ROM was named no bootfile');
     if (!a.skipTftp) {
       const tftpServer = ack.siaddr !== ZERO_IP ? ack.siaddr : (getIp(ack.options, OPTION.SERVER_ID) as IPv4);
-      r.bootfileBytes = await tftp(r, m.ip, tftpServer, file);
+      r.bootfileBytes = (await romTftp(r, m.ip, tftpServer, file)).bytes;
       r.tftp = Date.now() - t0;
     }
     const ipxe = await dora(r, m.mac, true);

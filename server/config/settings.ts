@@ -136,7 +136,7 @@ export const SETTINGS = {
   tftpMaxBlksize: { env: 'RACKSMITH_TFTP_MAX_BLKSIZE', schema: integer(512, 65464), default: 1468, help: 'largest TFTP block size granted (also capped by the interface MTU)' },
   tftpAddress: { env: 'RACKSMITH_TFTP_ADDRESS', schema: ipv4.optional(), default: undefined, help: "TFTP listen address (transfers answer from a new port on the same address); unset or 0.0.0.0: the DHCP interface's address, and serve refuses to start TFTP without one of them" },
   tftpMaxWindowsize: { env: 'RACKSMITH_TFTP_MAX_WINDOWSIZE', schema: integer(1, 65535), default: 64, help: 'largest RFC 7440 window granted, in blocks' },
-  tftpMaxTransfers: { env: 'RACKSMITH_TFTP_MAX_TRANSFERS', schema: integer(1, 100_000), default: 256, help: 'transfers at once; requests beyond it are dropped (the client asks again)' },
+  tftpMaxTransfers: { env: 'RACKSMITH_TFTP_MAX_TRANSFERS', schema: integer(1, 100_000), default: 256, help: 'transfers at once; requests beyond it wait for a slot (oldest first)' },
   tftpMaxClientTransfers: { env: 'RACKSMITH_TFTP_MAX_CLIENT_TRANSFERS', schema: integer(1, 100_000), default: 16, help: 'transfers at once from one client address' },
   tftpTimeoutMs: { env: 'RACKSMITH_TFTP_TIMEOUT_MS', schema: integer(10, 255_000), default: 1000, help: 'first retransmission timeout; later ones follow the measured round trip (a client timeout option wins)' },
   tftpRetries: { env: 'RACKSMITH_TFTP_RETRIES', schema: integer(1, 100), default: 10, help: 'retransmissions without progress before a transfer is abandoned' },

@@ -69,8 +69,10 @@ export const TFTP_METRICS = {
   transfers: def('counter', 'racksmith_tftp_transfers_total', 'tftp', 'TFTP transfers ended, by outcome (complete, unconfirmed: all sent but the last ACK lost, timeout, client-abort, failed, probe)', ['outcome']),
   bytes: def('counter', 'racksmith_tftp_sent_bytes_total', 'tftp', 'File bytes sent over TFTP'),
   retransmissions: def('counter', 'racksmith_tftp_retransmitted_blocks_total', 'tftp', 'TFTP DATA blocks sent again after a timeout or a duplicate ACK'),
-  errors: def('counter', 'racksmith_tftp_errors_total', 'tftp', 'TFTP requests refused or datagrams dropped, by reason (not-found, denied, unreadable, write, mode, busy, client-limit, malformed)', ['reason']),
+  errors: def('counter', 'racksmith_tftp_errors_total', 'tftp', 'TFTP requests refused or datagrams dropped, by reason (not-found, denied, unreadable, write, mode, busy, client-limit, malformed, wait-expired)', ['reason']),
   active: def('gauge', 'racksmith_tftp_active_transfers', 'tftp', 'TFTP transfers in progress'),
+  waiting: def('gauge', 'racksmith_tftp_waiting_requests', 'tftp', 'TFTP read requests waiting for a transfer slot (over tftp-max-transfers)'),
+  waited: def('counter', 'racksmith_tftp_waited_requests_total', 'tftp', 'TFTP read requests that had to wait for a transfer slot'),
 } as const;
 
 export const ORCHESTRATOR_METRICS = {
@@ -183,9 +185,12 @@ export const HEALTH_BRIDGES: readonly HealthBridge[] = [
       [{ reason: 'busy' }, 'counters.refusedBusy'],
       [{ reason: 'client-limit' }, 'counters.refusedClientLimit'],
       [{ reason: 'malformed' }, 'counters.malformed'],
+      [{ reason: 'wait-expired' }, 'counters.waitExpired'],
     ],
   },
   { def: TFTP_METRICS.active, service: 'tftp', paths: [[{}, 'active']] },
+  { def: TFTP_METRICS.waiting, service: 'tftp', paths: [[{}, 'waiting']] },
+  { def: TFTP_METRICS.waited, service: 'tftp', paths: [[{}, 'counters.waited']] },
 ];
 
 /** Registers the bridges and `racksmith_service_up` over the services' health, read at each scrape. */

@@ -13,11 +13,32 @@ export interface Load {
   readonly fromClient: number;
   /** A transfer is already running for this exact client address and port. */
   readonly sameClientPort: boolean;
+  /** Requests waiting for a free transfer slot. */
+  readonly waiting: number;
+  /** Requests of this client address waiting for a slot (they count towards its limit). */
+  readonly waitingFromClient: number;
+  /** This client address already waits for this file (a repeat, perhaps from a new port). */
+  readonly waitingAlready: boolean;
+}
+
+/**
+ * A held request older than this (since its client last repeated it) is dropped unstarted: the
+ * firmware has given up on that socket by then (PXE ROMs wait at most a few seconds between
+ * retransmissions, the longest we know of is 8 s), and an OACK to a socket nobody reads would
+ * hold a slot through every retransmission.
+ */
+export const WAIT_MAX_MS = 10_000;
+
+/** How many requests may wait for a slot: enough for a whole site powering on behind one limit. */
+export function maxWaiting(maxTransfers: number): number {
+  return Math.max(1024, maxTransfers * 16);
 }
 
 export interface Limits {
   readonly maxTransfers: number;
   readonly maxClientTransfers: number;
+  /** Requests held over `maxTransfers`, started in arrival order as transfers end. */
+  readonly maxWaiting: number;
 }
 
 /** Counter names a refusal or drop is counted under. */
@@ -30,10 +51,13 @@ export type RefusalCounter =
   | 'refusedBusy'
   | 'refusedClientLimit'
   | 'duplicateRequests'
+  | 'waited'
   | 'unexpected';
 
 export type Admission =
   | { readonly verdict: 'serve' }
+  /** Hold the request until a transfer ends (a repeat updates the one already held). */
+  | { readonly verdict: 'wait'; readonly counter: 'waited' | 'duplicateRequests'; readonly reason: string }
   /** Answer with a TFTP ERROR and forget the request. */
   | { readonly verdict: 'refuse'; readonly code: number; readonly message: string; readonly counter: RefusalCounter }
   /** Say nothing: the client will ask again (or was never a TFTP client). */
@@ -49,13 +73,23 @@ export function admit(p: TftpPacket, load: Load, limits: Limits): Admission {
   // running transfer's own retransmission answers it, and a second transfer would only compete.
   if (load.sameClientPort) return { verdict: 'drop', counter: 'duplicateRequests', reason: 'repeated request for a running transfer' };
   if (p.mode === 'mail') return { verdict: 'refuse', code: TFTP_ERRORS.illegalOperation, message: 'mail mode is not supported', counter: 'refusedMode' };
-  // Over a limit the request is dropped, not refused: PXE firmware repeats an unanswered request
-  // after a few seconds, while an ERROR makes it give up the boot.
-  if (load.active >= limits.maxTransfers) return { verdict: 'drop', counter: 'refusedBusy', reason: `${load.active} transfers running (tftp-max-transfers)` };
-  if (load.fromClient >= limits.maxClientTransfers) {
-    return { verdict: 'drop', counter: 'refusedClientLimit', reason: `${load.fromClient} transfers running for this client (tftp-max-client-transfers)` };
+  // At the total limit the request waits in line for a slot rather than being dropped: firmware
+  // retransmits on a fixed schedule, so a burst of machines asks again in waves, and each wave
+  // would find the slots taken by the few admitted from the wave before (decision 0406).
+  if (load.active >= limits.maxTransfers) {
+    if (load.waitingAlready) return { verdict: 'wait', counter: 'duplicateRequests', reason: 'repeated request, already waiting for a slot' };
+    if (load.fromClient + load.waitingFromClient >= limits.maxClientTransfers) return clientLimit(load);
+    if (load.waiting >= limits.maxWaiting) return { verdict: 'drop', counter: 'refusedBusy', reason: `${load.active} transfers running and ${load.waiting} requests waiting` };
+    return { verdict: 'wait', counter: 'waited', reason: `${load.active} transfers running (tftp-max-transfers)` };
   }
+  if (load.fromClient >= limits.maxClientTransfers) return clientLimit(load);
   return { verdict: 'serve' };
+}
+
+// Over a limit nothing is answered: PXE firmware repeats an unanswered request after a few
+// seconds, while an ERROR makes it give up the boot.
+function clientLimit(load: Load): Admission {
+  return { verdict: 'drop', counter: 'refusedClientLimit', reason: `${load.fromClient} transfers running for this client (tftp-max-client-transfers)` };
 }
 
 /** The TFTP error for a file that could not be opened. */

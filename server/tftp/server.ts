@@ -10,11 +10,11 @@ import type { ClientResolver } from '../lib/neighbours.js';
 import { ServiceStartError, bindFailure, type Service, type ServiceContext, type ServiceHealth, type ServiceState } from '../lib/service.js';
 import type { EventRepo, MachineRepo } from '../inventory/store.js';
 import { loaderOfBootfile } from '../boot/loaders.js';
-import { admit, fileRefusal, type RefusalCounter } from './decide.js';
+import { WAIT_MAX_MS, admit, fileRefusal, maxWaiting, type RefusalCounter } from './decide.js';
 import { tftpListenAddress } from './listen.js';
 import { toNetascii } from './netascii.js';
 import { TFTP_ERRORS, ackBlock, decodeTftp, encodeDataHeader, encodeTftp, tftpErrorName, type RequestPacket, type TftpPacket } from './packet.js';
-import { MAX_RTO_MS, blockRange, initialState, negotiate, step, type AbortReason, type Negotiation, type TransferAction, type TransferConfig, type TransferEvent, type TransferState } from './transfer.js';
+import { MAX_RTO_MS, blockRange, initialState, mayYield, negotiate, step, type AbortReason, type Negotiation, type TransferAction, type TransferConfig, type TransferEvent, type TransferState } from './transfer.js';
 
 /**
  * The only impure part of TFTP: the listening socket, one new socket per transfer (its port is
@@ -67,6 +67,10 @@ export interface TftpCounters {
   refusedUnreadable: number;
   refusedBusy: number;
   refusedClientLimit: number;
+  /** Requests held over tftp-max-transfers until a slot freed (first arrival only). */
+  waited: number;
+  /** Held requests dropped unstarted: their client had not repeated them for WAIT_MAX_MS. */
+  waitExpired: number;
   transfersStarted: number;
   transfersCompleted: number;
   transfersTimedOut: number;
@@ -99,6 +103,8 @@ function zeroCounters(): TftpCounters {
     refusedUnreadable: 0,
     refusedBusy: 0,
     refusedClientLimit: 0,
+    waited: 0,
+    waitExpired: 0,
     transfersStarted: 0,
     transfersCompleted: 0,
     transfersTimedOut: 0,
@@ -134,6 +140,10 @@ async function folderProblem(path: string): Promise<string | null> {
     const code = (err as NodeJS.ErrnoException).code;
     return code === 'ENOENT' ? 'no such folder' : code === 'EACCES' ? 'permission denied' : String(code ?? err);
   }
+}
+
+function waitKey(address: string, file: string): string {
+  return `${address}\n${file}`;
 }
 
 /** IP + UDP + TFTP DATA headers: what an MTU leaves for one block. */
@@ -308,6 +318,9 @@ class Transfer {
       if (this.closed) return;
       this.run(a);
     }
+    if (ev.type === 'timeout' && !this.closed && this.server.waitingRequests() > 0 && mayYield(this.config, this.state)) {
+      this.finish('unconfirmed', `no ACK of the final block after ${this.state.retries} retransmissions; the slot went to a waiting request`);
+    }
   }
 
   private run(a: TransferAction): void {
@@ -427,6 +440,12 @@ export class TftpServer implements TftpService {
   /** Transfers by client `address:port`; null while one is being set up. */
   private readonly active = new Map<string, Transfer | null>();
   private readonly perClient = new Map<string, number>();
+  /**
+   * Requests over tftp-max-transfers, by client address and file, in order of first arrival; a
+   * repeat (from the same port or a new one) updates its entry and keeps its place.
+   */
+  private readonly waiting = new Map<string, { p: RequestPacket; rinfo: RemoteInfo; at: number }>();
+  private readonly waitingPerClient = new Map<string, number>();
   private readonly evidence = new Set<Promise<void>>();
 
   constructor(
@@ -445,6 +464,10 @@ export class TftpServer implements TftpService {
     return this.active.size;
   }
 
+  waitingRequests(): number {
+    return this.waiting.size;
+  }
+
   port(): number | null {
     return this.boundPort;
   }
@@ -456,6 +479,7 @@ export class TftpServer implements TftpService {
         port: this.boundPort,
         address: this.address,
         active: this.active.size,
+        waiting: this.waiting.size,
         // A few running transfers by client, for a tech watching a rack boot.
         transfers: [...this.active.entries()].slice(0, 20).map(([k, t]) => ({ client: k, file: t?.file.name ?? null })),
         counters: this.counters(),
@@ -516,6 +540,8 @@ export class TftpServer implements TftpService {
     const l = this.listener;
     this.listener = null;
     if (l) await new Promise<void>((r) => l.close(() => r()));
+    this.waiting.clear();
+    this.waitingPerClient.clear();
     for (const t of [...this.active.values()]) t?.finish('shutdown', 'racksmith is stopping');
     await Promise.allSettled([...this.evidence]);
     this.serviceState = 'stopped';
@@ -545,11 +571,25 @@ export class TftpServer implements TftpService {
       return;
     }
     if (p.op === 'RRQ') this.stats.requests++;
+    this.consider(p, rinfo);
+  }
+
+  private consider(p: TftpPacket, rinfo: RemoteInfo): void {
     const key = `${rinfo.address}:${rinfo.port}`;
+    const line = p.op === 'RRQ' ? waitKey(rinfo.address, p.filename) : '';
+    const limit = maxWaiting(this.settings.tftpMaxTransfers);
+    if (this.waiting.size >= limit) this.pruneWaiting();
     const verdict = admit(
       p,
-      { active: this.active.size, fromClient: this.perClient.get(rinfo.address) ?? 0, sameClientPort: this.active.has(key) },
-      { maxTransfers: this.settings.tftpMaxTransfers, maxClientTransfers: this.settings.tftpMaxClientTransfers },
+      {
+        active: this.active.size,
+        fromClient: this.perClient.get(rinfo.address) ?? 0,
+        sameClientPort: this.active.has(key),
+        waiting: this.waiting.size,
+        waitingFromClient: this.waitingPerClient.get(rinfo.address) ?? 0,
+        waitingAlready: this.waiting.has(line),
+      },
+      { maxTransfers: this.settings.tftpMaxTransfers, maxClientTransfers: this.settings.tftpMaxClientTransfers, maxWaiting: limit },
     );
     if (verdict.verdict === 'drop') {
       this.count(verdict.counter);
@@ -563,6 +603,15 @@ export class TftpServer implements TftpService {
       return;
     }
     if (p.op !== 'RRQ') return;
+    if (verdict.verdict === 'wait') {
+      this.count(verdict.counter);
+      const held = this.waiting.get(line);
+      // Map.set on a present key keeps its place in line: a repeat is not sent to the back.
+      this.waiting.set(line, { p, rinfo, at: performance.now() });
+      if (!held) this.waitingPerClient.set(rinfo.address, (this.waitingPerClient.get(rinfo.address) ?? 0) + 1);
+      this.log.debug({ client: key, file: p.filename, waiting: this.waiting.size, reason: verdict.reason }, 'tftp request waits for a slot');
+      return;
+    }
     this.active.set(key, null);
     this.perClient.set(rinfo.address, (this.perClient.get(rinfo.address) ?? 0) + 1);
     this.setUp(p, rinfo, key).catch((err: unknown) => {
@@ -576,6 +625,39 @@ export class TftpServer implements TftpService {
     const n = (this.perClient.get(address) ?? 1) - 1;
     if (n <= 0) this.perClient.delete(address);
     else this.perClient.set(address, n);
+    this.startWaiting();
+  }
+
+  private unwait(line: string, address: string): void {
+    this.waiting.delete(line);
+    const n = (this.waitingPerClient.get(address) ?? 1) - 1;
+    if (n <= 0) this.waitingPerClient.delete(address);
+    else this.waitingPerClient.set(address, n);
+  }
+
+  /** The line is full: requests whose clients stopped asking leave it. */
+  private pruneWaiting(): void {
+    const now = performance.now();
+    for (const [line, w] of this.waiting) {
+      if (now - w.at <= WAIT_MAX_MS) continue;
+      this.unwait(line, w.rinfo.address);
+      this.stats.waitExpired++;
+    }
+  }
+
+  /** A slot is free: the longest-waiting request whose client still asks gets it. */
+  private startWaiting(): void {
+    const now = performance.now();
+    while (this.listener && this.active.size < this.settings.tftpMaxTransfers && this.waiting.size > 0) {
+      const [line, w] = this.waiting.entries().next().value as [string, { p: RequestPacket; rinfo: RemoteInfo; at: number }];
+      this.unwait(line, w.rinfo.address);
+      if (now - w.at > WAIT_MAX_MS) {
+        this.stats.waitExpired++;
+        this.log.debug({ client: `${w.rinfo.address}:${w.rinfo.port}`, file: w.p.filename }, 'tftp waiting request expired');
+        continue;
+      }
+      this.consider(w.p, w.rinfo);
+    }
   }
 
   private async setUp(p: RequestPacket, rinfo: RemoteInfo, key: string): Promise<void> {

@@ -117,6 +117,19 @@ export function quietGap(config: TransferConfig): number {
   return config.clientTimeoutMs !== null ? Math.ceil(config.clientTimeoutMs * 1.5) : CLIENT_QUIET_MS;
 }
 
+/**
+ * Timeouts in a row, with the final block sent, after which a transfer gives its slot to a
+ * request waiting at tftp-max-transfers. The client has every block but the last ACK is lost, or
+ * it has gone: PXE ROMs and most clients send the final ACK and leave without dallying (RFC 1350
+ * §6 allows it), so waiting out every retry would hold the slot for most of a minute.
+ */
+export const YIELD_AFTER = 2;
+
+/** Whether the transfer may end now as `unconfirmed` so a waiting request can start. */
+export function mayYield(config: TransferConfig, s: TransferState): boolean {
+  return s.phase === 'data' && s.sent === lastBlock(config.size, config.blksize) && s.retries >= YIELD_AFTER;
+}
+
 export interface TransferConfig {
   readonly size: number;
   readonly blksize: number;
