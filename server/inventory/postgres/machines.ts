@@ -140,16 +140,35 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
     return false;
   }
 
-  /** The transition first: refused, it throws before anything of the step is written. */
+  /**
+   * The transition first: refused, it throws before anything of the step is written. Then the
+   * step's facts, instance id, last step and loader in one statement (these writes hold the
+   * site's events lock, so each round trip counts); a MAC without a row is discovered first.
+   */
   async function applyBootScript(c: Queryable, step: BootScriptRecord): Promise<void> {
     const { mac, source } = step.sighting;
     if (step.transition) await applyTransition(c, mac, step.transition.event, { source, message: step.transition.message });
-    await applySighting(c, step.sighting);
-    const at = now().toISOString();
-    if (step.instanceId) await c.query('UPDATE machines SET instance_id = $1, updated_at = $2 WHERE mac = $3', [step.instanceId, at, mac]);
-    await c.query('UPDATE machines SET last_step = $1, last_seen = $2 WHERE mac = $3', [step.lastStep, at, mac]);
-    if (step.loader) await c.query('UPDATE machines SET loader_at = $1, secure_boot_seen = COALESCE($2, secure_boot_seen) WHERE mac = $3', [at, step.loader.secureBoot, mac]);
+    if (!(await writeStep(c, step))) {
+      await applySighting(c, step.sighting);
+      await writeStep(c, step);
+    }
     await appendEvent(c, { ...step.event, mac, source });
+  }
+
+  /** What applySighting, the instance id, the last step and the loader write, to an existing row; false: no row. */
+  async function writeStep(c: Queryable, step: BootScriptRecord): Promise<boolean> {
+    const f = sightingFacts(step.sighting);
+    const loader = step.loader ?? null;
+    const r = await c.query(
+      `UPDATE machines SET arch = COALESCE($2, arch), firmware = COALESCE($3, firmware), vendor_class = COALESCE($4, vendor_class),
+         uuid = COALESCE($5, uuid), first_seen = COALESCE(first_seen, $6), last_seen = $6, last_step = $7,
+         instance_id = COALESCE($8, instance_id), updated_at = CASE WHEN $8::text IS NULL THEN updated_at ELSE $6 END,
+         loader_at = CASE WHEN $9::boolean THEN $6 ELSE loader_at END,
+         secure_boot_seen = CASE WHEN $9::boolean THEN COALESCE($10, secure_boot_seen) ELSE secure_boot_seen END
+       WHERE mac = $1`,
+      [step.sighting.mac, f.arch, f.firmware, f.vendor_class, f.uuid, now().toISOString(), step.lastStep, step.instanceId, loader !== null, loader?.secureBoot ?? null],
+    );
+    return (r.rowCount ?? 0) > 0;
   }
 
   /** `current` as in applyTransition. */
@@ -266,7 +285,13 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       return db.eventTx(async (c) => {
         const out: BootScriptOutcome[] = [];
         for (const step of steps) {
-          // A savepoint per step: a refused transition leaves the batch's other steps.
+          // Without a transition nothing is refused: only the database can fail, and then the batch.
+          if (!step.transition) {
+            await applyBootScript(c, step);
+            out.push({ ok: true });
+            continue;
+          }
+          // A savepoint per transition: a refused one leaves the batch's other steps.
           await c.query('SAVEPOINT boot_step');
           try {
             await applyBootScript(c, step);
