@@ -1,5 +1,6 @@
 import pg from 'pg';
-import { EVENTS_LOCK, PG_MIGRATIONS, type PgMigration } from './migrations.js';
+import { dropEvents, flushEvents, holdEvents } from './events.js';
+import { PG_MIGRATIONS, type PgMigration } from './migrations.js';
 
 /** A connection that can run a query: the pool itself or one client inside a transaction. */
 export interface Queryable {
@@ -19,10 +20,8 @@ export interface PgDb {
    */
   tx<T>(fn: (c: Queryable) => Promise<T>): Promise<T>;
   /**
-   * `tx` for a write that appends events: it takes the events lock before anything else. Event
-   * ids are taken one transaction at a time (migration 1's trigger); a transaction that locked a
-   * machine row and then waited for the events lock could deadlock with one holding the events
-   * lock and waiting for that row, so every event-writing transaction takes the events lock first.
+   * `tx` for a write that appends events. Every transaction holds its events and inserts them
+   * just before COMMIT (events.ts says why); the name says which writes do.
    */
   eventTx<T>(fn: (c: Queryable) => Promise<T>): Promise<T>;
   close(): Promise<void>;
@@ -74,7 +73,9 @@ export async function openPg(opts: PgOptions): Promise<PgDb> {
         let broken = false;
         try {
           await client.query('BEGIN');
+          holdEvents(client);
           const result = await fn(client as Queryable);
+          await flushEvents(client);
           await client.query('COMMIT');
           return result;
         } catch (err) {
@@ -84,15 +85,13 @@ export async function openPg(opts: PgOptions): Promise<PgDb> {
           if (attempt < TX_ATTEMPTS && RETRYABLE.has((err as { code?: string }).code ?? '')) continue;
           throw err;
         } finally {
+          dropEvents(client);
           client.release(broken);
         }
       }
     },
     eventTx(fn) {
-      return db.tx(async (c) => {
-        await c.query('SELECT pg_advisory_xact_lock($1)', [EVENTS_LOCK]);
-        return fn(c);
-      });
+      return db.tx(fn);
     },
     async close() {
       await pool.end();

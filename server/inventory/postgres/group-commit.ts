@@ -1,12 +1,12 @@
 import type { PgDb, Queryable } from './db.js';
 
 /**
- * Group commit for the small writes of the boot path (an event, a machine's last step, the
- * bootfile it fetched): every write asked for while the previous commit ran goes into the next
- * one. Each write would otherwise be a transaction of its own with its own WAL flush, and event
- * writes take the site's events lock one after another (db.ts `eventTx`): under a rack's
- * power-on burst, hundreds a second queued on that lock. One commit per batch keeps the order
- * the writes were asked in, holds the events lock once, and flushes the WAL once.
+ * Group commit for the boot path's small writes (an event, a machine's last step, the bootfile
+ * it fetched, a lifecycle transition): every write asked for while the previous commit ran goes
+ * into the next one. Each would otherwise be a transaction of its own, with its own WAL flush
+ * and its own turn at the site's events lock (events.ts): under a rack's power-on burst,
+ * hundreds a second. One commit per group keeps the order the writes were asked in, takes the
+ * events lock once, and flushes the WAL once.
  *
  * A write that fails inside a batch aborts that transaction: the batch then runs again one write
  * per transaction, so that only the failing write reports the error.

@@ -9,7 +9,7 @@ import { eventQuerySql } from '../event-query.js';
 import { createPgClusterRepo } from './clusters.js';
 import { openPg, type PgDb } from './db.js';
 import { GroupCommit } from './group-commit.js';
-import { appendEvent as appendEventIn } from './events.js';
+import { appendEvent as appendEventIn, type EventRef } from './events.js';
 import { createPgMachineFeed, type PgMachineFeed } from './feed.js';
 import { createPgLeaseRepo } from './leases.js';
 import { listenForChanges, type ChangeListener } from './listen.js';
@@ -47,7 +47,7 @@ export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
   const now = opts.now ?? (() => new Date());
   const name = opts.instanceName ? `racksmith ${opts.instanceName}` : 'racksmith';
   const db = await openPg({ url: opts.url, applicationName: name.slice(0, 63), ...(opts.poolSize ? { max: opts.poolSize } : {}) });
-  const appendEvent = (c: Parameters<typeof appendEventIn>[0], e: NewEvent): Promise<InventoryEvent> => appendEventIn(c, now, e);
+  const appendEvent = (c: Parameters<typeof appendEventIn>[0], e: NewEvent): Promise<void> => appendEventIn(c, now, e);
   // The boot path's small writes share commits (group-commit.ts).
   const group = new GroupCommit(db);
 
@@ -110,7 +110,13 @@ export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
 
   const events: EventRepo = {
     async append(e) {
-      const event = await group.run((c) => appendEvent(c, e));
+      const ref = await group.run(async (c) => {
+        const r: EventRef = { event: null };
+        await appendEventIn(c, now, e, r);
+        return r;
+      });
+      const event = ref.event;
+      if (!event) throw new Error('an appended event was committed but not read back');
       bump();
       return event;
     },

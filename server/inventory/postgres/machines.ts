@@ -25,7 +25,7 @@ import {
   upsertPatch,
 } from '../sqlite/machines.js';
 import { pgConstraintField, type PgDb, type Queryable } from './db.js';
-import type { AppendEvent } from './events.js';
+import { eventMark, rollbackEvents, type AppendEvent } from './events.js';
 import type { GroupCommit } from './group-commit.js';
 
 export interface PgMachineRepoDeps {
@@ -273,9 +273,8 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       return group.run((c) => applyTransition(c, mac, event, ctx));
     },
     async recordSighting(s) {
-      // Not behind the events lock: a known machine's sighting (most of them) writes no event. A
-      // first sighting racing the machine's creation through the API can deadlock on the new row;
-      // PostgreSQL detects it and the transaction runs again (tx retries 40P01).
+      // A known machine's sighting (most of them) writes no event. A first sighting racing the
+      // machine's creation through the API waits for that insert to commit, then updates its row.
       return db.tx(async (c) => {
         const created = await applySighting(c, s);
         return { machine: await load(c, s.mac), created };
@@ -291,8 +290,9 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
             out.push({ ok: true });
             continue;
           }
-          // A savepoint per transition: a refused one leaves the batch's other steps.
+          // A savepoint per transition: a refused one leaves the batch's other steps (and its held events go too).
           await c.query('SAVEPOINT boot_step');
+          const mark = eventMark(c);
           try {
             await applyBootScript(c, step);
             await c.query('RELEASE SAVEPOINT boot_step');
@@ -300,6 +300,7 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
           } catch (err) {
             if (retryable(err)) throw err;
             await c.query('ROLLBACK TO SAVEPOINT boot_step');
+            rollbackEvents(c, mark);
             out.push({ ok: false, error: err instanceof Error ? err : new Error(String(err)) });
           }
         }
