@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
-import type { InventoryEvent } from '../model.js';
 import type { EventQuery, EventRepo, NewEvent, SecretRepo, Store, TokenRepo } from '../store.js';
 import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from '../sqlite/rows.js';
 import { API_TOKEN_PREFIX } from '../sqlite/index.js';
