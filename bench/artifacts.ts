@@ -20,7 +20,8 @@
  * (65536,1048576) sets the read sizes of the Node floor — a bare node:http server piping the
  * file, what any Node process pays per byte before racksmith does anything.
  * racksmith logs at its default level (info), as an operator runs it. Run it alone: the npm
- * script takes the machine-wide lock. Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5).
+ * script takes the machine-wide lock. Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5),
+ * BENCH_PARTS (artifacts,boot,both: which measurements to run; all by default).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -41,6 +42,7 @@ const BASELINE = process.env['BENCH_BASELINE_CLI'];
 /** More racksmith processes with other worker counts (the default, 2, is always measured). */
 const WORKER_COUNTS = (process.env['BENCH_WORKERS'] ?? '').split(',').filter(Boolean).map(Number).filter((n) => Number.isInteger(n) && n > 0 && n !== 2);
 /** Read sizes for the Node floor: a bare node:http server piping the file, nothing else. */
+const PARTS = new Set((process.env['BENCH_PARTS'] ?? 'artifacts,boot,both').split(',').map((p) => p.trim()));
 const FLOOR_CHUNKS = (process.env['BENCH_FLOOR_CHUNKS'] ?? '65536,1048576').split(',').filter(Boolean).map(Number);
 const SERVER_CPU = PIN ? ['taskset', '-c', '0'] : [];
 const CLIENT_CPU = PIN ? ['taskset', '-c', '1'] : [];
@@ -294,12 +296,12 @@ end
       return gb > 0 && extraSeconds > 0 ? { ...l, cpuPerGb: l.cpuPerGb + extraSeconds / gb } : l;
     };
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const s of artifactSides) {
+      for (const s of PARTS.has('artifacts') ? artifactSides : []) {
         const l = await cpuOf(s, DOWNLOADS, s.url);
         record(`artifact ${s.name}`, l);
         process.stdout.write(`  round ${round} artifacts ${s.name.padEnd(24)} ${l.mbps.toFixed(0).padStart(6)} MB/s  ${l.cpuPerGb.toFixed(2)} CPU s/GB${l.errors ? `  errors ${l.errors}` : ''}\n`);
       }
-      for (const s of bootSides) {
+      for (const s of PARTS.has('boot') ? bootSides : []) {
         const l = await cpuOf(s, BOOT_CONNECTIONS, `${s.url}/boot.ipxe`, lua);
         record(`boot ${s.name}`, l);
         process.stdout.write(`  round ${round} boot.ipxe ${s.name.padEnd(24)} ${l.rps.toFixed(0).padStart(6)} req/s  p50 ${l.p50ms.toFixed(1)} ms  p99 ${l.p99ms.toFixed(1)} ms${l.errors ? `  errors ${l.errors}` : ''}\n`);
@@ -312,7 +314,7 @@ end
       { name: 'racksmith, workers off', url: single.url, pids: [single.child.pid as number] },
       ...(base ? [{ name: 'baseline racksmith', url: base.url, pids: [base.child.pid as number] }] : []),
     ];
-    for (let round = 1; round <= ROUNDS; round++) {
+    for (let round = 1; round <= (PARTS.has('both') ? ROUNDS : 0); round++) {
       for (const s of underLoad) {
         const [bytes, boot] = await Promise.all([wrk(`${s.url}${artifactPath}`, DOWNLOADS, s.pids[0] as number), wrk(`${s.url}/boot.ipxe`, BOOT_CONNECTIONS, s.pids[0] as number, lua)]);
         record(`loaded boot ${s.name}`, boot);
@@ -323,7 +325,9 @@ end
 
     const med = (key: string, f: (l: Load) => number): number => median((results.get(key) ?? []).map(f));
     const nginxMb = med('artifact nginx alone', (l) => l.mbps);
+    const section = (part: string, ls: string[]): string[] => (PARTS.has(part) ? ls : []);
     const lines: string[] = [
+      ...section('artifacts', [
       '',
       `Artifacts: ${DOWNLOADS} parallel downloads of a ${ARTIFACT_BYTES >> 20} MiB file (wrk -t1 -c${DOWNLOADS} -d${SECONDS}s), median of ${ROUNDS} interleaved rounds, ${PIN ? 'servers on CPU 0, wrk on CPU 1' : 'unpinned'}`,
       '',
@@ -334,6 +338,8 @@ end
         const mb = med(key, (l) => l.mbps);
         return `| ${s.name} | ${mb.toFixed(0)} | ${(mb / nginxMb).toFixed(2)} | ${med(key, (l) => l.cpuPerGb).toFixed(2)} | ${(results.get(key) ?? []).map((l) => l.mbps.toFixed(0)).join(', ')} |`;
       }),
+      ]),
+      ...section('boot', [
       '',
       `/boot.ipxe: ${PER_KIND * 3} machines (waiting, installing, booting from disk), wrk -t1 -c${BOOT_CONNECTIONS} -d${SECONDS}s, median of ${ROUNDS}`,
       '',
@@ -344,6 +350,8 @@ end
         const rps = med(key, (l) => l.rps);
         return `| ${s.name} | ${rps.toFixed(0)} | ${(rps / med('boot nginx (static files)', (l) => l.rps)).toFixed(3)} | ${med(key, (l) => l.p50ms).toFixed(1)} | ${med(key, (l) => l.p99ms).toFixed(1)} | ${(results.get(key) ?? []).map((l) => l.p99ms.toFixed(0)).join(', ')} |`;
       }),
+      ]),
+      ...section('both', [
       '',
       `/boot.ipxe (as above) while ${DOWNLOADS} downloads run against the same racksmith, both wrk on CPU 1, median of ${ROUNDS}`,
       '',
@@ -353,6 +361,7 @@ end
         const key = `loaded boot ${s.name}`;
         return `| ${s.name} | ${med(`loaded artifact ${s.name}`, (l) => l.mbps).toFixed(0)} | ${med(key, (l) => l.rps).toFixed(0)} | ${med(key, (l) => l.p50ms).toFixed(1)} | ${med(key, (l) => l.p99ms).toFixed(1)} | ${(results.get(key) ?? []).map((l) => l.p99ms.toFixed(0)).join(', ')} |`;
       }),
+      ]),
       '',
     ];
     const errors = [...results.entries()].filter(([, ls]) => ls.some((l) => l.errors > 0)).map(([k, ls]) => `${k}: ${ls.map((l) => l.errors).join(', ')}`);
