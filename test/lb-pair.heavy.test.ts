@@ -109,7 +109,7 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
       return [lb1, lb2].every((n) => s.some((x) => x.kind === 'lb-config' && x.mac === n.mac && x.state === 'done'));
     }, 60_000);
     const steps = await repo.steps('lab');
-    for (const [n, prio, peer] of [[lb1, 110, lb2], [lb2, 100, lb1]] as const) {
+    for (const [n, prio, peer] of [[lb1, 200, lb2], [lb2, 100, lb1]] as const) {
       const rec = steps.find((x) => x.kind === 'lb-config' && x.mac === n.mac);
       assert.equal(rec?.data['vrrp'], { vip, routerId: 100, priority: prio, self: n.ip, peers: [peer.ip] });
       const conf = bed.etcFile(n.name, 'keepalived/keepalived.conf') ?? '';

@@ -80,7 +80,7 @@ test('reimaging a load balancer: one of a healthy pair yes; the only one, or the
 
 test('VRRP facts: the first by name is preferred; each names the other as its peer', () => {
   const members = [lb1, lb2, ...cps];
-  assert.equal(vrrpFor(pair, members, lb1), { vip: '10.77.0.100', routerId: 100, priority: 110, self: '10.77.0.10', peers: ['10.77.0.9'] });
+  assert.equal(vrrpFor(pair, members, lb1), { vip: '10.77.0.100', routerId: 100, priority: 200, self: '10.77.0.10', peers: ['10.77.0.9'] });
   assert.equal(vrrpFor(pair, members, lb2), { vip: '10.77.0.100', routerId: 100, priority: 100, self: '10.77.0.9', peers: ['10.77.0.10'] });
   assert.is(vrrpFor(base, members, lb1), null, 'no vip: no pair');
   assert.is(vrrpFor(pair, [lb1, ...cps], lb1), null, 'one load balancer: no VRRP');
