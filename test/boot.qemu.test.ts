@@ -8,6 +8,8 @@ import { endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — the whole boot chain writes the store at every step; short enough to run twice.
+
 /**
  * The whole boot chain in QEMU (TCG) inside namespaces, racksmith alone serving DHCP, TFTP and
  * HTTP (dnsmasq only sends IPv6 router adverts):

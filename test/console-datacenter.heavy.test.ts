@@ -10,6 +10,8 @@ import { summarisePng } from './lib/png.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — the console reads machines and events from the store; short enough to run twice.
+
 /**
  * The console as a datacenter tool, in Debian's Chromium against the real server with 5,000
  * machines: the machine table (first render and a filter change measured and reported, never

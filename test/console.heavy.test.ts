@@ -9,6 +9,8 @@ import { summarisePng } from './lib/png.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { IN_CI, requirements, skipNote, which } from './lib/tools.js';
 
+// racksmith-test: both engines — the console reads machines and events from the store; short enough to run twice.
+
 /**
  * The web console in real headless Chromium (Debian's, driven by playwright-core), against the
  * real server: sign in, create a cluster, import a CSV with a bad row and fix it, watch the rack

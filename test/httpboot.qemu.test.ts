@@ -8,6 +8,8 @@ import { FIRMWARE_FILES, endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — UEFI HTTP Boot records its bootfile and steps in the store; short enough to run twice.
+
 /**
  * UEFI HTTP Boot with real firmware and no TFTP at all: OVMF with its PXE options turned off
  * (so its HTTP boot option is the first network one) sends DHCP with vendor class HTTPClient and

@@ -11,6 +11,8 @@ import { KubeBed, type Call } from './lib/kube-bed.js';
 import { memoryLogger, phoneHome, testCa, testSettings, waitFor } from './lib/orch-harness.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — the orchestrator's timers resume from persisted steps; short enough to run twice.
+
 /**
  * Time and change, in-process with an injected clock against real sshd nodes: a control node
  * that becomes ready after the uploaded certificates' 2-hour life gets a re-upload first (the

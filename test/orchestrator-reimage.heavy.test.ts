@@ -2,13 +2,14 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
-import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
+import type { Store } from '../server/inventory/store.js';
 import { startBmcSim, type BmcSim } from './lib/bmc-sim.js';
 import { HA_RACK, KubeBed, type BedNode, type Call } from './lib/kube-bed.js';
 import { phoneHome, waitFor } from './lib/orch-harness.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
+
+// racksmith-test: both engines — a reimage persists its steps and resumes from the store; short enough to run twice.
 
 /**
  * Reimage end to end on the orchestrator's side: the real `racksmith serve`, real OpenSSH nodes
@@ -40,7 +41,7 @@ const ENV = {
 
 let rs: RacksmithProcess | null = null;
 let bed: KubeBed | null = null;
-let db: SqliteInventory | null = null;
+let db: Store | null = null;
 let admin = '';
 let operator = '';
 let viewer = '';
@@ -107,7 +108,7 @@ async function assertRemovedBeforeBmc(name: string, id: string, chassisBefore: n
 async function reinstall(name: string): Promise<string> {
   const n = node(name);
   const oldKey = n.hostKey.key;
-  const inv = db as SqliteInventory;
+  const inv = db as Store;
   const m = await inv.machines.get(n.mac);
   assert.is(m?.state, 'reimaging');
   assert.equal(m?.hostKeys, [], 'the old system\'s pinned key was dropped at the removal');
@@ -125,7 +126,7 @@ test.before(async () => {
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   operator = (await rs.cli(['token', 'create', '--role', 'operator'])).trim();
   viewer = (await rs.cli(['token', 'create', '--role', 'viewer'])).trim();
-  db = openSqliteInventory({ file: join(rs.dataDir, 'racksmith.db'), box: createSecretBox(loadSecretKey(undefined, rs.dataDir)) });
+  db = await rs.openStore();
   B().authorize((await call(viewer, 'GET', '/ssh-key')).text);
   const c = await call(admin, 'POST', '/clusters', { name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
   assert.is(c.status, 201, c.text);

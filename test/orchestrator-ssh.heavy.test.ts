@@ -6,6 +6,8 @@ import { createSshShell, SshError, type SshTarget } from '../server/orchestrator
 import { KubeBed, SSH_USER } from './lib/kube-bed.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — host keys and SSH identities come from the store; short enough to run twice.
+
 /**
  * racksmith's ssh2 shell against real OpenSSH servers in network namespaces: host keys pinned
  * from the phone-home (a different key is refused before login, so nothing runs), commands

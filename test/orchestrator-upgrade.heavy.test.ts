@@ -2,14 +2,15 @@ import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
-import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
+import type { Store } from '../server/inventory/store.js';
 import { startBmcSim, type BmcSim } from './lib/bmc-sim.js';
 import { HA_RACK, KubeBed, type BedNode, type Call } from './lib/kube-bed.js';
 import { phoneHome, waitFor } from './lib/orch-harness.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 import { startOpenUpstream, type OpenUpstream } from './lib/upstreams.js';
+
+// racksmith-test: both engines — an upgrade persists its steps and guards; short enough to run twice.
 
 /**
  * A cluster's second day, end to end: the real `racksmith serve`, real OpenSSH nodes (1 LB,
@@ -50,7 +51,7 @@ let rs: RacksmithProcess | null = null;
 /** The upstreams the upgrade's preflight checks: the packages of FROM and TO, not NEXT's (forced past). */
 let upstream: OpenUpstream | null = null;
 let bed: KubeBed | null = null;
-let db: SqliteInventory | null = null;
+let db: Store | null = null;
 let admin = '';
 let operator = '';
 let viewer = '';
@@ -121,7 +122,7 @@ test.before(async () => {
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   operator = (await rs.cli(['token', 'create', '--role', 'operator'])).trim();
   viewer = (await rs.cli(['token', 'create', '--role', 'viewer'])).trim();
-  db = openSqliteInventory({ file: join(rs.dataDir, 'racksmith.db'), box: createSecretBox(loadSecretKey(undefined, rs.dataDir)) });
+  db = await rs.openStore();
   B().authorize((await call(viewer, 'GET', '/ssh-key')).text);
   const c = await call(admin, 'POST', '/clusters', { name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: FROM, containerRuntime: 'containerd', cni: 'flannel' });
   assert.is(c.status, 201, c.text);

@@ -2,14 +2,14 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
-import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
+import type { Store } from '../server/inventory/store.js';
 import { readClusterSecrets, type ClusterSecrets } from '../server/lib/cluster-secrets.js';
-import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
 import { HA_RACK, KubeBed, type BedNode, type Call } from './lib/kube-bed.js';
 import { phoneHome, waitFor } from './lib/orch-harness.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
+
+// racksmith-test: both engines — the bootstrap persists its steps and locks; short enough to run twice.
 
 /**
  * The acceptance of issue 6: the real `racksmith serve` drives real OpenSSH servers (1 load
@@ -36,17 +36,13 @@ let rs: RacksmithProcess | null = null;
 let admin = '';
 let operator = '';
 let viewer = '';
-let db: SqliteInventory | null = null;
+let db: Store | null = null;
 
 async function call(token: string, method: string, path: string, body?: unknown) {
   if (!rs) throw new Error('racksmith is not running');
   return api(rs.url, token, method, `/api/v1${path}`, body);
 }
 
-function openDb(dataDir: string): SqliteInventory {
-  // The test plays the boot side (phone-home) by writing the same store racksmith uses.
-  return openSqliteInventory({ file: join(dataDir, 'racksmith.db'), box: createSecretBox(loadSecretKey(undefined, dataDir)) });
-}
 
 async function createCluster(name: string, nodes: readonly BedNode[]): Promise<void> {
   const r = await call(admin, 'POST', '/clusters', { name, ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
@@ -73,7 +69,7 @@ test.before(async () => {
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
   operator = (await rs.cli(['token', 'create', '--role', 'operator'])).trim();
   viewer = (await rs.cli(['token', 'create', '--role', 'viewer'])).trim();
-  db = openDb(rs.dataDir);
+  db = await rs.openStore();
 });
 
 test.after(async () => {
@@ -94,19 +90,19 @@ test('1 LB + 3 control + 2 workers: ordered, kill -9 right after init, resumed, 
 
     // An idle cluster is not touched: no secrets or lock before there is work; no kubeconfig before init.
     await new Promise((r) => setTimeout(r, 1500));
-    assert.is(await readClusterSecrets((db as SqliteInventory).secrets, 'lab'), null);
+    assert.is(await readClusterSecrets((db as Store).secrets, 'lab'), null);
     const early = await call(admin, 'GET', '/clusters/lab/kubeconfig');
     assert.is(early.status, 404);
     assert.is(early.body.error.code, 'ERR_NO_KUBECONFIG');
 
     // The CNI step is held so that the kill lands right after init, before any join.
     bed.setFault('cp1', 'hold-apply', 'until the test removes this file');
-    for (const n of bed.nodes) await phoneHome(db as SqliteInventory, n.mac, [n.hostKey]);
-    const repo = createOrchestrationRepo((db as SqliteInventory).db, (db as SqliteInventory).now);
+    for (const n of bed.nodes) await phoneHome(db as Store, n.mac, [n.hostKey]);
+    const repo = (db as Store).orchestration;
     await waitFor('init done', async () => (await repo.steps('lab')).some((s) => s.id === 'init' && s.state === 'done'), 60_000, 20);
     await (rs as RacksmithProcess).kill9();
     const killedAt = Date.now();
-    const secrets = (await readClusterSecrets((db as SqliteInventory).secrets, 'lab')) as ClusterSecrets;
+    const secrets = (await readClusterSecrets((db as Store).secrets, 'lab')) as ClusterSecrets;
     assert.ok(secrets, 'made before the first step');
     assert.is(bed.calls().filter(isJoin).length, 0, 'killed before any join');
     bed.setFault('cp1', 'hold-apply', null);
@@ -223,7 +219,7 @@ test('failure rules: retried joins, an always-failing worker, a host key mismatc
     await createCluster('lab9', bed.nodes);
     bed.setFault('flaky', 'join-fail', '2');
     bed.setFault('broken', 'join-fail', 'always');
-    const inv = db as SqliteInventory;
+    const inv = db as Store;
     for (const n of bed.nodes) {
       // The imposter phoned home with another node's key: whoever answers at its address is not it.
       await phoneHome(inv, n.mac, [n.name === 'imposter' ? bed.node('fine').hostKey : n.hostKey]);

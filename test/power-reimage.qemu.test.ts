@@ -3,13 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
-import { createSecretBox, loadSecretKey } from '../server/lib/secrets.js';
+import type { Store } from '../server/inventory/store.js';
 import { startBmcSim, watchPs, type BmcSim } from './lib/bmc-sim.js';
 import { buildGuest, type Guest } from './lib/guest/build.js';
 import { PxeBed, SERVER_IP } from './lib/pxe.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
+
+// racksmith-test: both engines — a reimage waits on stored events across a restart; short enough to run twice.
 
 /**
  * Reimage end to end, with racksmith's whole boot chain inside namespaces: an ipmi_sim BMC on the
@@ -31,7 +32,7 @@ const missing = requirements(['qemu-system-x86_64', 'ipmi_sim', 'ipmitool', 'mkf
 let bed: PxeBed | null = null;
 let rs: RacksmithProcess | null = null;
 let bmc: BmcSim | null = null;
-let store: SqliteInventory | null = null;
+let store: Store | null = null;
 let work = '';
 let admin = '';
 let guest: Guest;
@@ -93,7 +94,7 @@ test('power on installs; reimage sets PXE, starts the VM, and it installs again 
   rs = await bed!.racksmith(work, artifacts, HTTP_PORT, { RACKSMITH_POWER_TIMEOUT_SECONDS: '20' });
   bed!.raSender();
   admin = (await rs.cli(['token', 'create', '--role', 'admin'])).trim();
-  store = openSqliteInventory({ file: join(rs.dataDir, 'racksmith.db'), box: createSecretBox(loadSecretKey(undefined, rs.dataDir)) });
+  store = await rs.openStore();
   assert.is((await api('POST', '/clusters', { name: 'c22', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' })).status, 201);
   const created = await api('POST', '/machines', { ...VM, role: 'worker', cluster: 'c22', bmc: { driver: 'ipmi', address: BMC_IP, username: 'admin', password: PASSWORD } });
   assert.is(created.status, 201, JSON.stringify(created.body));

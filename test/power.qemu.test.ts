@@ -7,6 +7,8 @@ import { startBmcSim, watchPs, type BmcSim } from './lib/bmc-sim.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — power state and BMC facts are stored; short enough to run twice.
+
 const run = promisify(execFile);
 
 /**

@@ -11,8 +11,9 @@
  * Store-facing light suites — those that open a store (`tempStore(`) or start racksmith
  * (`startRacksmith(`) — then run a second time on PostgreSQL (RACKSMITH_TEST_DATABASE=postgres,
  * a private PostgreSQL 15 per suite process), unless the suite says `racksmith-test: sqlite only`
- * with its reason. RACKSMITH_TEST_DATABASE=sqlite|postgres given by hand runs everything once, on
- * that engine.
+ * with its reason. Heavy suites that say `racksmith-test: both engines` (store-facing, and short
+ * enough to run twice within CI's time) run a second time on PostgreSQL after all the others.
+ * RACKSMITH_TEST_DATABASE=sqlite|postgres given by hand runs everything once, on that engine.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
@@ -119,13 +120,20 @@ function storeFacing(file: string): boolean {
   return /\b(tempStore|startRacksmith)\(/.test(text) && !text.includes('racksmith-test: sqlite only');
 }
 
+/** A heavy suite that says it runs on both engines. */
+function bothEngines(file: string): boolean {
+  return readFileSync(file, 'utf8').includes('racksmith-test: both engines');
+}
+
 const filters = process.argv.slice(2);
 const all = findTests(DIST_TEST).filter((f) => filters.length === 0 || filters.some((x) => relative(DIST_TEST, f).includes(x)));
 const isHeavy = (f: string): boolean => /\.(qemu|heavy)\.test\.js$/.test(f);
 const started = Date.now();
 const light = all.filter((f) => !isHeavy(f));
+const heavy = all.filter(isHeavy);
 const secondEngine = process.env['RACKSMITH_TEST_DATABASE'] ? [] : light.filter(storeFacing);
-const results = [...(await pool(light, 2)), ...(await pool(secondEngine, 2, 'postgres')), ...(await pool(all.filter(isHeavy), 1))];
+const heavySecond = process.env['RACKSMITH_TEST_DATABASE'] ? [] : heavy.filter(bothEngines);
+const results = [...(await pool(light, 2)), ...(await pool(secondEngine, 2, 'postgres')), ...(await pool(heavy, 1)), ...(await pool(heavySecond, 1, 'postgres'))];
 const failed = results.filter((r) => !r.ok);
 process.stdout.write(
   `\n${results.length} suites, ${failed.length} failed, ${((Date.now() - started) / 1000).toFixed(0)} s\n` +

@@ -7,6 +7,8 @@ import { newDataDir, openDataDir, removeDataDir, serveInNamespace, waitFor, type
 import { Testbed } from '../lib/netns.js';
 import { requirements, skipNote } from '../lib/tools.js';
 
+// racksmith-test: both engines — a real PXE ROM becomes a discovered machine with its DHCP steps; short enough to run twice.
+
 /**
  * Real firmware, asserted from racksmith's own events: a BIOS VM's iPXE ROM is sent to
  * boot.ipxe (authoritative mode); a UEFI VM with the NIC ROM disabled (OVMF's own PXE) beside

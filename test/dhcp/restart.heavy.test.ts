@@ -7,6 +7,8 @@ import { newDataDir, openDataDir, removeDataDir, serveInNamespace, waitFor, type
 import { Testbed } from '../lib/netns.js';
 import { requirements, skipNote } from '../lib/tools.js';
 
+// racksmith-test: both engines — leases must survive a restart on either engine; short enough to run twice.
+
 /**
  * 10,000 clients take leases while racksmith is killed (SIGKILL, as a crash) and started again
  * in the middle. Every acknowledged lease must still be in the store afterwards, and no address

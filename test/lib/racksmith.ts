@@ -129,7 +129,11 @@ export async function startRacksmith(opts: StartOptions = {}): Promise<Racksmith
     ...opts.env,
   };
   // On PostgreSQL runs, each data directory has its own database (a restart on it finds its rows).
-  if (TEST_ENGINE === 'postgres' && env['RACKSMITH_DATABASE_URL'] === undefined) env['RACKSMITH_DATABASE_URL'] = await databaseFor(dataDir);
+  // A racksmith in a namespace reaches it through its Unix socket: loopback there is the namespace's own.
+  if (TEST_ENGINE === 'postgres' && env['RACKSMITH_DATABASE_URL'] === undefined) {
+    const url = await databaseFor(dataDir);
+    env['RACKSMITH_DATABASE_URL'] = opts.netns ? (await testPostgres()).local(url) : url;
+  }
   const storeEnv: Record<string, string> = { RACKSMITH_DATA_DIR: dataDir, ...(env['RACKSMITH_DATABASE_URL'] ? { RACKSMITH_DATABASE_URL: env['RACKSMITH_DATABASE_URL'] } : {}) };
   const [cmd, args] = command(opts.netns, ['serve'], opts.wrap, opts.cliPath);
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
