@@ -248,6 +248,11 @@ class DhcpLoop {
     return mac !== null && isBootClient(info) && first && !this.settings.dhcpIgnoreUnknown && tx.req.op === 'BOOTREQUEST';
   }
 
+  /** A known machine's first-contact facts, recorded with its request's step; null otherwise. */
+  private knownFacts(tx: Transaction): Sighting | null {
+    return tx.machine !== null && tx.mac !== null && this.firstContact(tx) ? this.facts(tx, tx.mac) : null;
+  }
+
   private facts(tx: Transaction, mac: Mac): Sighting {
     const { info } = tx;
     return { mac, arch: info.arch, firmware: info.firmware, vendorClass: info.vendorClass, uuid: info.uuid, source: 'dhcp' };
@@ -270,7 +275,7 @@ class DhcpLoop {
     const targets = replyTargets(tx, this.net);
     for (let i = from; i < targets.length; i++) {
       const a = this.decide(tx, route(targets[i] ?? null, tx, this.net), i === 0);
-      if (a.first) this.events.request(a, tx.machine !== null && tx.mac !== null && this.firstContact(tx) ? this.facts(tx, tx.mac) : null);
+      if (a.first) this.events.request(a, this.knownFacts(tx));
       const applied = this.apply(a);
       if (applied) return applied.then(() => this.answer(tx, i + 1));
     }

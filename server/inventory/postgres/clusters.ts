@@ -19,7 +19,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
 
   return {
     async create(input: NewCluster) {
-      return db.eventTx(async (c) => {
+      return db.tx(async (c) => {
         const row = newClusterRow(input, now().toISOString());
         const inserted = await c.query(
           `INSERT INTO clusters (${row.columns.join(', ')}) VALUES (${row.values.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (name) DO NOTHING`,
@@ -38,7 +38,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
       return (await db.all<ClusterRow>('SELECT * FROM clusters ORDER BY name')).map(clusterFromRow);
     },
     async update(name, given: ClusterPatch) {
-      return db.eventTx(async (c) => {
+      return db.tx(async (c) => {
         let patch = given;
         await load(c, name, true);
         if (patch.os !== undefined || patch.ubuntuRelease !== undefined) {
@@ -62,7 +62,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
       });
     },
     async setState(name, state, message) {
-      return db.eventTx(async (c) => {
+      return db.tx(async (c) => {
         const before = await load(c, name, true);
         if (before.state === state) return before;
         await c.query('UPDATE clusters SET state = $1, updated_at = $2 WHERE name = $3', [state, now().toISOString(), name]);
@@ -71,7 +71,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
       });
     },
     async setUpgrade(name, upgrade, message, opts = {}) {
-      return db.eventTx(async (c) => {
+      return db.tx(async (c) => {
         const before = await load(c, name, true);
         const version = opts.kubernetesVersion ?? before.kubernetesVersion;
         await c.query('UPDATE clusters SET upgrade = $1, kubernetes_version = $2, updated_at = $3 WHERE name = $4', [upgrade ? JSON.stringify(upgrade) : null, version, now().toISOString(), name]);
@@ -86,7 +86,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
       });
     },
     async delete(name) {
-      await db.eventTx(async (c) => {
+      await db.tx(async (c) => {
         await load(c, name, true);
         const n = (await c.query<{ n: number }>('SELECT COUNT(*)::int AS n FROM machines WHERE cluster = $1', [name])).rows[0]?.n ?? 0;
         if (n > 0) throw conflict('ERR_CLUSTER_NOT_EMPTY', `cluster "${name}" still has ${n} machine(s); move or delete them first`, 'name');

@@ -16,14 +16,10 @@ export interface PgDb {
   /**
    * Runs `fn` in one transaction on one client: committed when it returns, rolled back when it
    * throws. A serialization failure or deadlock (another instance wrote the same rows at the same
-   * moment) runs it again, a few times, before the error reaches the caller.
+   * moment) runs it again, a few times, before the error reaches the caller. The events `fn`
+   * appends are inserted together just before COMMIT (events.ts says why).
    */
   tx<T>(fn: (c: Queryable) => Promise<T>): Promise<T>;
-  /**
-   * `tx` for a write that appends events. Every transaction holds its events and inserts them
-   * just before COMMIT (events.ts says why); the name says which writes do.
-   */
-  eventTx<T>(fn: (c: Queryable) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -89,9 +85,6 @@ export async function openPg(opts: PgOptions): Promise<PgDb> {
           client.release(broken);
         }
       }
-    },
-    eventTx(fn) {
-      return db.tx(fn);
     },
     async close() {
       await pool.end();

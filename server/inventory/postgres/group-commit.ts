@@ -27,7 +27,7 @@ export class GroupCommit {
 
   constructor(private readonly db: PgDb) {}
 
-  /** Runs `write` in the next group's transaction (under the events lock); resolves once it has committed. */
+  /** Runs `write` in the next group's transaction; resolves once it has committed. */
   run<T>(write: (c: Queryable) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ write, resolve: resolve as (v: unknown) => void, reject });
@@ -58,7 +58,7 @@ export class GroupCommit {
   private async commit(group: readonly Waiting[]): Promise<void> {
     let results: unknown[];
     try {
-      results = await this.db.eventTx(async (c) => {
+      results = await this.db.tx(async (c) => {
         const out: unknown[] = [];
         for (const w of group) out.push(await w.write(c));
         return out;
@@ -68,7 +68,7 @@ export class GroupCommit {
         group[0]?.reject(err);
         return;
       }
-      for (const w of group) await this.db.eventTx(w.write).then(w.resolve, w.reject);
+      for (const w of group) await this.db.tx(w.write).then(w.resolve, w.reject);
       return;
     }
     group.forEach((w, i) => w.resolve(results[i]));

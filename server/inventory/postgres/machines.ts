@@ -213,7 +213,7 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
 
   return {
     async create(input) {
-      return db.eventTx((c) => insertOrAdopt(c, input));
+      return db.tx((c) => insertOrAdopt(c, input));
     },
     async get(mac) {
       const row = await find(db.pool, 'mac', mac);
@@ -237,23 +237,23 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       return rows.map(machineFromRow);
     },
     async update(mac, patch, source) {
-      return db.eventTx((c) => update(c, mac, patch, source));
+      return db.tx((c) => update(c, mac, patch, source));
     },
     async delete(mac) {
-      await db.eventTx(async (c) => {
+      await db.tx(async (c) => {
         const m = await load(c, mac, true);
         await c.query('DELETE FROM machines WHERE mac = $1', [mac]);
         await appendEvent(c, deletedEvent(m));
       });
     },
     async importAll(rows) {
-      return db.eventTx((c) => eachRow(rows, (r) => insertOrAdopt(c, r)));
+      return db.tx((c) => eachRow(rows, (r) => insertOrAdopt(c, r)));
     },
     async upsertAll(rows) {
-      return db.eventTx((c) => eachRow(rows, (r) => upsertRow(c, r)));
+      return db.tx((c) => eachRow(rows, (r) => upsertRow(c, r)));
     },
     async updateAll(macs, patch, source) {
-      return db.eventTx(async (c) => {
+      return db.tx(async (c) => {
         const out: Machine[] = [];
         for (const mac of macs) {
           try {
@@ -281,7 +281,7 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       });
     },
     async recordBootScripts(steps) {
-      return db.eventTx(async (c) => {
+      return db.tx(async (c) => {
         const out: BootScriptOutcome[] = [];
         for (const step of steps) {
           // Without a transition nothing is refused: only the database can fail, and then the batch.
