@@ -322,6 +322,7 @@ test('a viewer sees power states and the table, and no bulk actions', async () =
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByLabel('API token').fill(viewer);
   await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#whoami', { hasText: '(viewer)' }).waitFor();
   await page.goto(`${rs.url}/#/machines?rack=r001`);
   await page.locator('[data-field="count"]', { hasText: /^40 of/ }).waitFor();
   await page.locator(`tr.row[data-mac="${macOf(0)}"] .power-off`).waitFor();

@@ -146,6 +146,12 @@ onLiveState((s) => {
   if (s === 'closed' && who) void api.whoami().catch(() => undefined);
 });
 (document.getElementById('signout') as HTMLElement).addEventListener('click', () => {
+  // Signed out from here on: a request of the old page answered 401 meanwhile must not draw a second
+  // sign-in form over the one the user may already be typing into.
+  leave();
+  generation++;
+  stopLive();
+  who = null;
   void api.signOut().finally(() => signIn());
 });
 window.addEventListener('hashchange', () => void show());
