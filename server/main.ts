@@ -101,7 +101,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   let inventory: Store | undefined;
   let identity: Awaited<ReturnType<typeof ensureSshIdentity>>;
   try {
-    inventory = await openInventory(config);
+    // The server checkpoints SQLite's WAL from a worker thread, never in a request's commit.
+    inventory = await openStore(config, { onCheckpointFailure: (message) => log.warn({ err: message }, 'SQLite checkpoint failed; retried at the next pass') });
     identity = await ensureSshIdentity(inventory.secrets);
   } catch (err) {
     await inventory?.close();

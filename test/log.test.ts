@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../server/lib/log.js';
@@ -70,6 +72,35 @@ test('on a terminal: one readable line per entry, with the request line and the 
   assert.match(access ?? '', /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] INFO: http GET \/api\/v1\/machines 200 1\.5 ms \{"reqId":"r1","remote":"127\.0\.0\.1"\}$/);
   assert.match(warn ?? '', /WARN: a BMC said no \{"bmc":\{"password":"\[redacted\]"\}\}$/);
   assert.not.ok(out.includes('hunter2'));
+});
+
+/** Runs a small program against the built logger with stdout a pipe, as under systemd or docker. */
+function logChild(body: string): Promise<{ out: string; code: number | null }> {
+  const logModule = fileURLToPath(new URL('../server/lib/log.js', import.meta.url));
+  const program = `import { createLogger } from ${JSON.stringify(logModule)};\nconst log = createLogger('info');\n${body}`;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', program], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ out, code }));
+  });
+}
+
+test('piped stdout is written in blocks, yet no line is lost: a quiet line shortly, the rest on exit', async () => {
+  // A quiet line reaches the pipe without an exit or more lines behind it.
+  const quiet = await logChild(`log.info('quiet line');\nsetTimeout(() => { process.stdout.write('marker\\n'); process.exit(0); }, 300);`);
+  assert.match(quiet.out, /"msg":"quiet line"[^\n]*\n[\s\S]*marker/, 'the quiet line came before the marker');
+  // A thousand lines and an exit at once (process.exit, a fatal error's path): every one written.
+  const burst = await logChild(`for (let i = 0; i < 1000; i++) log.info({ i }, 'burst');\nprocess.exit(3);`);
+  assert.is(burst.code, 3);
+  const lines = burst.out.trim().split('\n').map((l) => JSON.parse(l) as { i: number });
+  assert.is(lines.length, 1000);
+  assert.is(lines[999]?.i, 999);
+  // A fatal error: the line logged just before it is still there.
+  const fatal = await logChild(`log.error('about to fail');\nthrow new Error('boom');`);
+  assert.is(fatal.code, 1);
+  assert.match(fatal.out, /"msg":"about to fail"/);
 });
 
 test.run();

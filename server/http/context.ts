@@ -16,9 +16,12 @@ declare module 'express-serve-static-core' {
 export function requestContext(log: Logger): RequestHandler {
   return (req, res, next) => {
     const given = req.get('x-request-id');
-    req.id = given && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
-    req.log = log.child({ reqId: req.id });
-    res.setHeader('X-Request-Id', req.id);
+    const id = given && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
+    req.id = id;
+    // Made when a handler logs: most requests only write the access line below.
+    let child: Logger | undefined;
+    Object.defineProperty(req, 'log', { configurable: true, enumerable: false, get: () => (child ??= log.child({ reqId: id })) });
+    res.setHeader('X-Request-Id', id);
     const started = process.hrtime.bigint();
     // Read now: routers mounted below (the API at /api/v1) strip their prefix from req.path while
     // they handle the request, so a response sent from inside one would log "/machines".
@@ -26,7 +29,7 @@ export function requestContext(log: Logger): RequestHandler {
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       // The path only (query strings can carry tokens: browser event streams), and seed tokens out of it.
-      req.log.info({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10, remote: req.socket.remoteAddress }, 'http');
+      (child ?? log).info({ ...(child ? {} : { reqId: id }), method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10, remote: req.socket.remoteAddress }, 'http');
     });
     next();
   };

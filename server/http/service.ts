@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Express } from 'express';
+import { takingTurns } from './turns.js';
 import { ServiceStartError, bindFailure, type Service, type ServiceContext, type ServiceState } from '../lib/service.js';
 
 export interface HttpSettings {
@@ -18,12 +19,14 @@ export function createHttpService(settings: HttpSettings, app: Express, graceMs 
   let state: ServiceState = 'stopped';
   const sockets = new Set<Socket>();
   let rejected = 0;
+  let turns: { waiting(): number } | null = null;
 
   return {
     name: 'http',
     async start(_ctx: ServiceContext) {
       state = 'starting';
-      server = createServer(app);
+      server = createServer();
+      turns = takingTurns(server, app, 1);
       server.keepAliveTimeout = 5_000;
       server.headersTimeout = 15_000;
       server.requestTimeout = 0; // artifacts (ISOs) stream for minutes
@@ -68,7 +71,7 @@ export function createHttpService(settings: HttpSettings, app: Express, graceMs 
       state = 'stopped';
     },
     health() {
-      return { state, detail: { connections: sockets.size, unparseableRequests: rejected } };
+      return { state, detail: { connections: sockets.size, waitingRequests: turns?.waiting() ?? 0, unparseableRequests: rejected } };
     },
     address() {
       const a = server?.address();

@@ -19,12 +19,12 @@ export function instanceName(config: Pick<Config, 'instanceName'>): string {
  * key (`--secret-key`, or the key file in the data directory) must be the same on every instance
  * sharing a database; a different one is refused here, before it seals anything.
  */
-export async function openStore(config: Pick<Config, 'dataDir' | 'secretKey' | 'databaseUrl' | 'instanceName'>): Promise<Store> {
+export async function openStore(config: Pick<Config, 'dataDir' | 'secretKey' | 'databaseUrl' | 'instanceName'>, serving?: { onCheckpointFailure(message: string): void }): Promise<Store> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const box = createSecretBox(loadSecretKey(config.secretKey, config.dataDir));
   const store = config.databaseUrl
     ? await openPgStore({ url: config.databaseUrl, box, instanceName: instanceName(config) })
-    : openSqliteInventory({ file: join(config.dataDir, DB_FILE), box });
+    : openSqliteInventory({ file: join(config.dataDir, DB_FILE), box, checkpointInBackground: serving !== undefined, onCheckpointFailure: serving?.onCheckpointFailure });
   try {
     await checkSecretKey(store.secrets, config.databaseUrl !== undefined);
   } catch (err) {

@@ -6,6 +6,7 @@ import { lookupFeed } from '../directory.js';
 import { eventQuerySql } from '../event-query.js';
 import type { EventQuery, EventRepo, InventoryLookup, NewEvent, SecretRepo, Store, TokenRepo } from '../store.js';
 import { createClusterRepo } from './clusters.js';
+import { startCheckpointer, type Checkpointer } from './checkpointer.js';
 import { openDb, prepared, type Db } from './db.js';
 import { createLeaseRepo } from './leases.js';
 import { createInventoryLookup } from './lookup.js';
@@ -17,6 +18,9 @@ export interface SqliteInventoryOptions {
   readonly file: string;
   readonly box: SecretBox;
   readonly now?: () => Date;
+  /** Checkpoint the WAL from a worker thread instead of in commits (`serve`; see checkpointer.ts). */
+  readonly checkpointInBackground?: boolean;
+  readonly onCheckpointFailure?: (message: string) => void;
 }
 
 export interface SqliteInventory extends Store {
@@ -35,6 +39,8 @@ export interface SqliteInventory extends Store {
   readonly revision: () => string;
   /** Synchronous reads for the per-datagram DHCP path (the machine directory and its revision). */
   readonly lookup: InventoryLookup;
+  /** The background checkpointer's figures, or null when commits checkpoint (SQLite's default). */
+  readonly checkpoints: () => ReturnType<Checkpointer['stats']> | null;
 }
 
 /** API tokens look like `rs_<43 chars>` so that they are recognisable in a leaked paste. */
@@ -42,6 +48,7 @@ export const API_TOKEN_PREFIX = 'rs_';
 
 export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInventory {
   const db = openDb(opts.file);
+  const checkpointer: Checkpointer | null = opts.checkpointInBackground ? startCheckpointer(db, opts.file, { onFailure: opts.onCheckpointFailure }) : null;
   const sql = prepared(db);
   const now = opts.now ?? (() => new Date());
   const emitter = new EventEmitter();
@@ -175,7 +182,9 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
     tokens,
     secrets,
     leases,
+    checkpoints: () => checkpointer?.stats() ?? null,
     async close() {
+      await checkpointer?.close();
       if (db.open) db.close();
     },
   };

@@ -393,12 +393,26 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
   function applyBootScript(step: BootScriptRecord): void {
     const { mac, source } = step.sighting;
     if (step.transition) applyTransition(mac, step.transition.event, { source, message: step.transition.message });
-    applySighting(step.sighting);
-    const at = now().toISOString();
-    if (step.instanceId) sql('UPDATE machines SET instance_id=?, updated_at=? WHERE mac=?').run(step.instanceId, at, mac);
-    sql('UPDATE machines SET last_step=?, last_seen=? WHERE mac=?').run(step.lastStep, at, mac);
-    if (step.loader) sql('UPDATE machines SET loader_at=?, secure_boot_seen=COALESCE(?, secure_boot_seen) WHERE mac=?').run(at, step.loader.secureBoot, mac);
+    if (!writeStep(step)) {
+      applySighting(step.sighting);
+      writeStep(step);
+    }
     appendEvent({ ...step.event, mac, source });
+  }
+
+  /** What applySighting, the instance id, the last step and the loader write, in one statement to an existing row; false: no row. */
+  function writeStep(step: BootScriptRecord): boolean {
+    const loader = step.loader ?? null;
+    const r = sql(
+      `UPDATE machines SET arch=COALESCE(@arch, arch), firmware=COALESCE(@firmware, firmware),
+         vendor_class=COALESCE(@vendor_class, vendor_class), uuid=COALESCE(@uuid, uuid),
+         first_seen=COALESCE(first_seen, @at), last_seen=@at, last_step=@last_step,
+         instance_id=COALESCE(@instance_id, instance_id), updated_at=CASE WHEN @instance_id IS NULL THEN updated_at ELSE @at END,
+         loader_at=CASE WHEN @loader THEN @at ELSE loader_at END,
+         secure_boot_seen=CASE WHEN @loader THEN COALESCE(@secure_boot, secure_boot_seen) ELSE secure_boot_seen END
+       WHERE mac=@mac`,
+    ).run({ ...sightingFacts(step.sighting), at: now().toISOString(), last_step: step.lastStep, instance_id: step.instanceId, loader: loader ? 1 : 0, secure_boot: loader?.secureBoot ?? null, mac: step.sighting.mac });
+    return r.changes > 0;
   }
 
   function update(mac: Mac, patch: MachinePatch, source: string): Machine {
@@ -514,8 +528,13 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       return db
         .transaction(() =>
           steps.map((step): BootScriptOutcome => {
+            // Without a transition nothing is refused: only the database can fail, and then the batch.
+            if (!step.transition) {
+              applyBootScript(step);
+              return { ok: true };
+            }
             try {
-              // A savepoint per step: a refused transition leaves the batch's other steps.
+              // A savepoint per transition: a refused one leaves the batch's other steps.
               db.transaction(() => applyBootScript(step))();
               return { ok: true };
             } catch (err) {

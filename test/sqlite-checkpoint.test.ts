@@ -1,0 +1,68 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { openDb } from '../server/inventory/sqlite/db.js';
+import { startCheckpointer } from '../server/inventory/sqlite/checkpointer.js';
+
+/**
+ * `serve` checkpoints SQLite's WAL from a worker thread (server/inventory/sqlite/checkpointer.ts):
+ * its own commits only append, the worker copies the pages into the database file, and a
+ * checkpointer that cannot work hands the job back to SQLite's default.
+ */
+const test = suite('sqlite: WAL checkpoints in a worker thread, not in the commits of the event loop');
+
+const dirs: string[] = [];
+const tempFile = (): string => {
+  const dir = mkdtempSync(join(tmpdir(), 'racksmith-ckpt-'));
+  dirs.push(dir);
+  return join(dir, 'racksmith.db');
+};
+test.after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const until = async (what: string, ok: () => boolean): Promise<void> => {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 25));
+  assert.ok(ok(), what);
+};
+
+test('the commits only append; the worker copies them into the database file', async () => {
+  const file = tempFile();
+  const db = openDb(file);
+  const checkpointer = startCheckpointer(db, file, { intervalMs: 50 });
+  assert.is(db.pragma('wal_autocheckpoint', { simple: true }), 0, 'no checkpoint in a commit');
+  const insert = db.prepare('INSERT INTO events (at, type, message) VALUES (?, ?, ?)');
+  // Far past the 1,000 pages at which a commit would checkpoint by default.
+  for (let batch = 0; batch < 40; batch++) db.transaction(() => {
+    for (let i = 0; i < 500; i++) insert.run(new Date().toISOString(), 'test', `event ${batch}.${i} ${'x'.repeat(200)}`);
+  })();
+  const passesBefore = checkpointer.stats().passes;
+  await until('a pass after the writes', () => checkpointer.stats().passes > passesBefore + 1);
+  // Nothing is left for this connection to copy: the worker did it.
+  const [left] = db.pragma('wal_checkpoint(PASSIVE)') as { log: number; checkpointed: number }[];
+  assert.is(left?.log, left?.checkpointed);
+  assert.is(checkpointer.stats().failures, 0);
+  await checkpointer.close();
+  db.close();
+  // Closed and opened again: every row is there.
+  const file2 = new Database(file, { readonly: true });
+  assert.is((file2.prepare('SELECT COUNT(*) AS n FROM events WHERE type = ?').get('test') as { n: number }).n, 20_000);
+  file2.close();
+});
+
+test('a checkpointer that cannot work hands checkpoints back to the commits', async () => {
+  const file = tempFile();
+  const db = openDb(file);
+  const failures: string[] = [];
+  const checkpointer = startCheckpointer(db, join(file, 'not-a-database'), { intervalMs: 50, onFailure: (m) => failures.push(m) });
+  await until('the failure reported', () => failures.length > 0);
+  assert.is(db.pragma('wal_autocheckpoint', { simple: true }), 1000);
+  assert.ok(checkpointer.stats().failures >= 1);
+  await checkpointer.close();
+  db.close();
+});
+
+test.run();
