@@ -87,8 +87,8 @@ function logChild(body: string): Promise<{ out: string; code: number | null }> {
   });
 }
 
-test('piped stdout is written in blocks, yet no line is lost: a quiet line shortly, the rest on exit', async () => {
-  // A quiet line reaches the pipe without an exit or more lines behind it.
+test('piped stdout: every line is there at once, and none is lost to an exit or a fatal error', async () => {
+  // A line is on the pipe before anything written after it (tests and people read the log as it comes).
   const quiet = await logChild(`log.info('quiet line');\nsetTimeout(() => { process.stdout.write('marker\\n'); process.exit(0); }, 300);`);
   assert.match(quiet.out, /"msg":"quiet line"[^\n]*\n[\s\S]*marker/, 'the quiet line came before the marker');
   // A thousand lines and an exit at once (process.exit, a fatal error's path): every one written.

@@ -4,6 +4,9 @@ import { macReported } from '../server/inventory/bmc-facts.js';
 import type { BmcConfig, Machine } from '../server/inventory/model.js';
 import { ConsoleLines } from '../server/power/sol/lines.js';
 import { captureStep, captureWanted, parseRackList, sessionEnd, type CaptureFacts } from '../server/power/sol/policy.js';
+import { createSolService } from '../server/power/sol/service.js';
+import type { InventoryEvent } from '../server/inventory/model.js';
+import { silentLogger } from '../server/lib/log.js';
 import { mutateBytes, Rng, seedFromEnv } from './lib/fuzz.js';
 
 /** The console capture's pure parts by table: lines kept, when to attach, what an ended session means; the MAC check. */
@@ -91,6 +94,27 @@ test('the MAC check: reported, not reported, or nothing to say', () => {
   assert.is(macReported(mac, f(null)), null);
   assert.is(macReported(mac, f([])), null);
   assert.is(macReported(mac, null), null);
+});
+
+test('the capture service reads a machine once per burst of its events, never for an installer served again', async () => {
+  const reads: string[] = [];
+  const bus: { listener: ((e: InventoryEvent) => void) | null } = { listener: null };
+  const sol = createSolService({
+    inventory: {
+      machines: { get: async (mac) => (reads.push(mac), null), list: async () => [], bmcPassword: async () => null },
+      events: { append: async () => ({}) as InventoryEvent, subscribe: (fn) => ((bus.listener = fn), () => (bus.listener = null)) },
+    },
+    settings: { ipmitool: 'ipmitool', racks: [], retryMs: 1000, pollMs: 3_600_000 },
+  });
+  await sol.start({ log: silentLogger() } as never);
+  const event = (mac: string, from: string, to: string, id: number): InventoryEvent => ({ id, at: '', mac: mac as InventoryEvent['mac'], cluster: 'c', type: 'state', source: 'http', message: '', data: { from, to } });
+  // A rack in its install loop: the installer served again and again.
+  for (let i = 0; i < 1000; i++) bus.listener?.(event(`52:54:00:00:01:${String(i % 50).padStart(2, '0')}`, 'provisioning', 'provisioning', i));
+  // One machine that moves three times at once: one read, after the last move.
+  for (const [from, to] of [['ready', 'reimaging'], ['reimaging', 'provisioning'], ['provisioning', 'failed']] as const) bus.listener?.(event('52:54:00:00:02:01', from, to, 2000));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(reads, ['52:54:00:00:02:01']);
+  await sol.stop();
 });
 
 test.run();

@@ -196,7 +196,7 @@ export const SETTINGS = {
   adminToken: { env: 'RACKSMITH_ADMIN_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'an admin API token accepted at start (bootstrap)', secret: true },
   metricsToken: { env: 'RACKSMITH_METRICS_TOKEN', schema: z.string().min(16, 'expected at least 16 characters').optional(), default: undefined, help: 'bearer token Prometheus must send for /metrics (default: /metrics is open)', secret: true },
   secretKey: { env: 'RACKSMITH_SECRET_KEY', schema: z.string().refine(isSecretKeyText, 'expected 64 hex characters or 32 bytes in base64').optional(), default: undefined, help: 'key that encrypts secrets at rest (64 hex chars); default: a key file in the data directory', secret: true },
-  logLevel: { env: 'RACKSMITH_LOG_LEVEL', schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', help: 'log level; a piped stdout gets JSON lines in 4 KiB blocks, at most 50 ms late, and the rest on exit' },
+  logLevel: { env: 'RACKSMITH_LOG_LEVEL', schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', help: 'log level' },
 } as const satisfies Record<string, SettingSpec>;
 
 export interface SettingSpec {

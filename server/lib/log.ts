@@ -56,33 +56,7 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream,
     });
     return pino(options, stream);
   }
-  return pino(options, destination ? (destination as pino.DestinationStream) : stdoutLines());
-}
-
-/** Log lines reach stdout at most this late (ms), or once this many bytes wait. */
-const FLUSH_MS = 50;
-const FLUSH_BYTES = 4096;
-let stdoutDestination: pino.DestinationStream | null = null;
-
-/**
- * stdout, written in blocks: a write system call per access line cost a boot-script burst 3 % of
- * its CPU (docs/artifacts.md). Lines wait at most FLUSH_MS; on exit, however it comes (a fatal
- * error included), the rest is written before the process ends. Only SIGKILL loses what waits.
- */
-function stdoutLines(): pino.DestinationStream {
-  if (stdoutDestination) return stdoutDestination;
-  const dest = pino.destination({ dest: 1, sync: true, minLength: FLUSH_BYTES });
-  const flush = (): void => {
-    try {
-      dest.flushSync();
-    } catch {
-      /* stdout gone (EPIPE): nothing left to tell */
-    }
-  };
-  setInterval(flush, FLUSH_MS).unref();
-  process.once('exit', flush);
-  stdoutDestination = dest;
-  return dest;
+  return destination ? pino(options, destination as pino.DestinationStream) : pino(options);
 }
 
 /** A logger that drops everything: for pure tests and CLI commands that print for people. */

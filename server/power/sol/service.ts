@@ -249,11 +249,20 @@ export function createSolService(deps: SolDeps): SolService {
     if (step === 'attach' && m) await attach(m, captureOf(mac));
   }
 
+  /** Machines with an evaluation queued: a burst of events for one machine is one read of it. */
+  const queued = new Set<Mac>();
   function onEvent(e: InventoryEvent): void {
-    if (e.mac && (e.type === 'state' || e.type === 'machine.updated' || e.type === 'machine.deleted')) {
-      const mac = e.mac;
-      serial(() => evaluate(mac));
-    }
+    if (!e.mac || !(e.type === 'state' || e.type === 'machine.updated' || e.type === 'machine.deleted')) return;
+    // provisioning → provisioning (the installer served again): nothing a capture follows moved;
+    // a rack in a boot loop sends a thousand a second. The periodic scan still sees every machine.
+    if (e.type === 'state' && e.data?.['from'] === e.data?.['to']) return;
+    const mac = e.mac;
+    if (queued.has(mac)) return;
+    queued.add(mac);
+    serial(() => {
+      queued.delete(mac);
+      return evaluate(mac);
+    });
   }
 
   /** Every machine that installs or has a capture, read again from the store. */
