@@ -111,6 +111,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   }
 
   const services: Service[] = [];
+  // Until every service has started, /healthz says "starting" (503): HTTP starts before DHCP and TFTP.
+  let starting = true;
   const health = (): Record<string, ServiceHealth> => Object.fromEntries(services.map((s) => [s.name, s.health()]));
 
   const installers = resolveInstallers(config.installers ?? {}, { debianMirror: config.debianMirror });
@@ -246,6 +248,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     log,
     version: VERSION,
     health,
+    starting: () => starting,
     inventory,
     revision: inventory.revision,
     adminToken: config.adminToken,
@@ -388,6 +391,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       await s.start({ ...ctx, log: log.child({ svc: s.name }) });
       started.push(s);
     }
+    starting = false;
   } catch (err) {
     exitCode = 1;
     await stop('start failed');

@@ -11,6 +11,8 @@ import { FIRMWARE_FILES, endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — an ARM64 machine's arch, bootfile and steps are stored; short enough to run twice.
+
 const run = promisify(execFile);
 
 /**

@@ -2,11 +2,10 @@ import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
 import { readClusterSecrets } from '../server/lib/cluster-secrets.js';
 import { createOrchestrator } from '../server/orchestrator/service.js';
 import { createSshShell } from '../server/orchestrator/ssh.js';
-import { tempInventory } from './lib/inventory.js';
+import { tempStore } from './lib/inventory.js';
 import { KubeBed, type Call } from './lib/kube-bed.js';
 import { memoryLogger, phoneHome, testCa, testSettings, waitFor } from './lib/orch-harness.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -30,14 +29,14 @@ test('certificates re-uploaded before a control join past 2 h; LB updated when a
     { name: 'cp2', role: 'control-plane' },
     { name: 'cp3', role: 'control-plane' },
   ], { version: '1.31.2' });
-  const inv = tempInventory();
+  const inv = await tempStore();
   const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'racksmith' });
   bed.authorize(pair.public);
   let offset = 0;
   const { log, text } = memoryLogger();
   const orchestrator = createOrchestrator({
     inventory: inv,
-    orchestration: createOrchestrationRepo(inv.db, inv.now),
+    orchestration: inv.orchestration,
     shell: createSshShell(),
     privateKey: async () => pair.private,
     settings: testSettings({ pollMs: 300, nodesReadyTimeoutMs: 20_000, cniManifests: { weave: 'https://x.test/w', flannel: 'https://x.test/f', calico: 'https://mirror.test/calico.yaml' } }),
@@ -48,7 +47,7 @@ test('certificates re-uploaded before a control join past 2 h; LB updated when a
   });
   const abort = new AbortController();
   await orchestrator.start({ signal: abort.signal, log, fatal: () => undefined });
-  const repo = createOrchestrationRepo(inv.db, inv.now);
+  const repo = inv.orchestration;
   const cluster = async (): Promise<string | undefined> => (await inv.clusters.get('lab'))?.state;
   const [lb, cp1, cp2, cp3] = ['lb1', 'cp1', 'cp2', 'cp3'].map((n) => bed.node(n));
   try {
@@ -99,6 +98,8 @@ test('certificates re-uploaded before a control join past 2 h; LB updated when a
     assert.not.ok(text().includes(secrets?.certificateKey ?? '?'), 'the certificate key is not in the log');
   } catch (err) {
     bed.keep(join(process.cwd(), 'test-artifacts', 'orchestrator-clock'));
+    const steps = await repo.steps('lab').catch(() => []);
+    process.stderr.write(`steps: ${steps.map((s) => `${s.id}=${s.state}`).join(' ')}\norchestrator log (tail):\n${text().trim().split('\n').slice(-25).join('\n')}\n`);
     throw err;
   } finally {
     abort.abort();

@@ -10,6 +10,8 @@ import type { RacksmithProcess } from './lib/racksmith.js';
 import { startSushy, sushyMissing, type Sushy } from './lib/sushy.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — BMC credentials, power state and jobs are stored; short enough to run twice.
+
 /**
  * Install and reimage through Redfish, end to end: sushy-emulator's libvirt driver in front of a
  * private libvirtd whose QEMU/TCG domain sits on the test bed's bridge. Power on through the API →

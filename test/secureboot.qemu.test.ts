@@ -9,6 +9,8 @@ import { FIRMWARE_FILES, endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — the signed chain records its loader and Secure Boot state in the store; short enough to run twice.
+
 /**
  * Secure Boot, enforced, with real firmware: q35 + SMM, OVMF's Secure Boot build and the
  * Microsoft-keys variable store. racksmith alone serves DHCP, TFTP and HTTP.

@@ -9,6 +9,8 @@ import { buildGuest, type Guest } from './lib/guest/build.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — the console capture is stored per machine; short enough to run twice.
+
 const run = promisify(execFile);
 
 /**

@@ -7,6 +7,8 @@ import { Testbed } from './lib/netns.js';
 import { startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — the TFTP bootfile step and GRUB configs come from the store; short enough to run twice.
+
 /**
  * The real UEFI chain: OVMF's own PXE (the NIC's iPXE ROM disabled with `romfile=`) gets an
  * address and the bootfile name from a small dnsmasq DHCP-only responder of the test (racksmith's

@@ -13,6 +13,8 @@ export interface AppDeps extends ApiDeps {
   readonly version: string;
   /** Each service's state, for /healthz. */
   readonly health: () => Record<string, ServiceHealth>;
+  /** True while the process is still starting its services: /healthz answers 503 "starting". */
+  readonly starting?: (() => boolean) | undefined;
   /** What machines see, without an API token: boot scripts, seeds, artifacts, phone-home. */
   readonly machineRouter?: Router | undefined;
   /** Anything else served at the root (metrics, web console). */
@@ -33,7 +35,8 @@ export function createApp(deps: AppDeps): Express {
   app.get('/healthz', (_req, res) => {
     const services = deps.health();
     const failed = Object.values(services).some((s) => s.state === 'failed');
-    res.status(failed ? 503 : 200).json({ status: failed ? 'failing' : 'ok', version: deps.version, services });
+    const status = failed ? 'failing' : deps.starting?.() ? 'starting' : 'ok';
+    res.status(status === 'ok' ? 200 : 503).json({ status, version: deps.version, services });
   });
   app.get('/api/v1/openapi.json', (_req, res) => {
     res.json(openApiDocument(deps.version));

@@ -328,6 +328,13 @@ export class KubeBed {
     mkdirSync(to, { recursive: true });
     for (const f of ['calls.jsonl', 'state.json']) if (existsSync(join(this.clusterDir, f))) copyFileSync(join(this.clusterDir, f), join(to, f));
     for (const n of this.nodes) if (existsSync(join(n.dir, 'sshd.log'))) copyFileSync(join(n.dir, 'sshd.log'), join(to, `${n.name}-sshd.log`));
+    // CI shows the output, not the kept files: the gist goes to stderr as well.
+    const calls = this.calls().slice(-15).map((c) => `  ${c.node} ${c.tool} ${c.args.join(' ').slice(0, 100)} -> ${c.exit}`);
+    const sshd = this.nodes.map((n) => {
+      const lines = existsSync(join(n.dir, 'sshd.log')) ? readFileSync(join(n.dir, 'sshd.log'), 'utf8').trim().split('\n').slice(-4) : [];
+      return `  ${n.name} (${n.ip}): sshd ${n.sshd?.exitCode ?? n.sshd?.signalCode ?? 'running'}\n${lines.map((l) => `    ${l}`).join('\n')}`;
+    });
+    process.stderr.write(`kube bed ${this.subnet}.0/24, last stand-in calls:\n${calls.join('\n') || '  (none)'}\nnodes:\n${sshd.join('\n')}\n`);
   }
 
   async destroy(): Promise<void> {
