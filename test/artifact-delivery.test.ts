@@ -1,9 +1,11 @@
+import type { IncomingMessage } from 'node:http';
+import { createServer, connect, type Socket } from 'node:net';
 import type { Request } from 'express';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { accelUri } from '../server/artifacts/accel.js';
 import { wholeFileHead, wholeFileRequest } from '../server/artifacts/file-response.js';
-import { clientView } from '../server/http/client-address.js';
+import { clientView, notePeer, peerAddress } from '../server/http/client-address.js';
 
 /**
  * The pure parts of sending artifacts: the internal URI a front is handed, which requests a file
@@ -70,6 +72,29 @@ test('clientView: only a trusted front names the client or asks for X-Accel-Redi
   ];
   for (const [name, peer, headers, want] of cases) assert.equal(clientView(req(peer, headers), trusted), want, name);
   assert.equal(clientView(req('127.0.0.1', { 'x-real-ip': '10.77.0.51', 'x-sendfile-type': 'X-Accel-Redirect' }), new Set()), { address: '127.0.0.1', accel: false }, 'no front configured');
+});
+
+test('a client\'s address is the one noted at accept, still known after the client reset the connection', async () => {
+  // Two connections, both reset before a late handler asks: only the one noted at accept still knows.
+  const sockets: Socket[] = [];
+  const srv = createServer((s) => {
+    if (sockets.length === 0) notePeer(s);
+    sockets.push(s);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const a = srv.address();
+  const port = typeof a === 'object' && a ? a.port : 0;
+  const clients = [connect({ port, host: '127.0.0.1', localAddress: '127.0.0.42' })];
+  for (let i = 0; i < 100 && sockets.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+  clients.push(connect({ port, host: '127.0.0.1', localAddress: '127.0.0.43' }));
+  for (let i = 0; i < 100 && sockets.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  srv.close();
+  for (const s of sockets) s.destroy();
+  for (const c of clients) c.destroy();
+  assert.is(sockets.length, 2);
+  assert.is(peerAddress({ socket: sockets[0] } as IncomingMessage), '127.0.0.42');
+  assert.is(peerAddress({ socket: sockets[1] } as IncomingMessage), null, 'not noted: a reset socket no longer knows its peer');
+  assert.is(peerAddress({ socket: { remoteAddress: '::ffff:10.77.0.9' } } as unknown as IncomingMessage), '10.77.0.9', 'an IPv4 client on a dual-stack socket');
 });
 
 test.run();

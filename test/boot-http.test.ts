@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { parse as parseYaml } from 'yaml';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { rawRequest } from './lib/http.js';
-import { requirements, skipNote } from './lib/tools.js';
+import { requirements, skipNote, which } from './lib/tools.js';
 
 /**
  * The machine-facing HTTP surface of the real `racksmith serve`, driven the way machines drive it:
@@ -25,7 +25,9 @@ const KERNEL = Buffer.from(Array.from({ length: 70_000 }, (_, i) => i % 251));
 const CP1 = '52:54:00:77:01:11';
 const CP2 = '52:54:00:77:01:12';
 const W1 = '52:54:00:77:01:21';
+const D1 = '52:54:00:77:01:31';
 const missing = requirements(['ssh-keygen']);
+const noBusybox = requirements(['busybox']);
 
 async function get(path: string, from = '127.0.0.11', headers: Record<string, string> = {}) {
   return rawRequest(`${rs.url}${path}`, { localAddress: from, headers });
@@ -274,6 +276,32 @@ test('300 made-up MACs from one address add at most its allowance; the refusal i
   // Another address still adds its own machine.
   await get('/boot.ipxe?mac=52-54-00-f1-00-01&platform=pcbios', '127.0.0.67');
   assert.is((await machine('52:54:00:f1:00:01')).state, 'discovered');
+});
+
+test('d-i\'s reporter, run by busybox sh with busybox nc as in the installer: its report, sent half-closed, is answered and recorded', async () => {
+  if (noBusybox) return skipNote('the reporter under busybox', noBusybox);
+  // busybox nc shuts its sending side once the request is written, as d-i's does; a server that
+  // takes that FIN for an abort drops the report while its handler awaits the store.
+  const c = await api(rs.url, admin, 'POST', '/api/v1/clusters', { name: 'deb', os: 'debian-12', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
+  assert.is(c.status, 201, c.text);
+  assert.is((await api(rs.url, admin, 'POST', '/api/v1/machines', { mac: D1, hostname: 'd1', role: 'worker', cluster: 'deb', ip: '127.0.0.1' })).status, 201);
+  const script = (await get(`/boot.ipxe?mac=${D1}&arch=x86_64&platform=pcbios`, '127.0.0.1')).text();
+  const token = /\/seed\/([A-Za-z0-9_-]+)\/preseed\.cfg/.exec(script)?.[1];
+  assert.ok(token, script);
+  const reporter = await get(`/seed/${token}/di-reporter.sh`, '127.0.0.1');
+  assert.is(reporter.status, 200);
+  // Its functions and its first report, without the loop that follows d-i's syslog.
+  const text = reporter.text();
+  const first = text.slice(0, text.indexOf('\n', text.indexOf('rs_event start d-i/preseed')) + 1);
+  assert.match(first, /nc -w 10 '127\.0\.0\.1'/);
+  const bin = join(work, 'busybox-bin');
+  mkdirSync(bin, { recursive: true });
+  for (const applet of ['nc', 'wc', 'sed', 'tr', 'printf']) symlinkSync(which('busybox')!, join(bin, applet));
+  for (let i = 1; i <= 3; i++) execFileSync(which('busybox')!, ['sh', '-c', first], { env: { PATH: bin }, timeout: 30_000 });
+  const reports = (await events(D1)).filter((e) => e.type === 'installer.event' && e.data?.name === 'd-i/preseed');
+  assert.is(reports.length, 3, 'every report recorded');
+  assert.not.ok((await events(D1)).some((e) => e.type === 'http.seed.refused'), 'none refused');
+  assert.match(rs.output(), /"method":"POST","path":"\/seed\/\[redacted\]\/events","status":200/);
 });
 
 test('no seed token in the access log', async () => {

@@ -166,6 +166,25 @@ test('the token never reaches the log, even in a stream URL', async () => {
   assert.not.ok(rs.output().includes(admin), 'admin token in the log');
 });
 
+test('a client that closes its sending side has its stream ended by the server, cleanly', async () => {
+  const u = new URL(rs.url);
+  const sock = connect(Number(u.port), '127.0.0.1');
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  let text = '';
+  sock.on('data', (d: Buffer) => (text += d.toString('utf8')));
+  sock.write(`GET ${STREAM}?token=${viewer} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+  for (let i = 0; i < 100 && !text.includes('event: hello'); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(text, /event: hello/);
+  const ended = new Promise<boolean>((r) => {
+    sock.once('end', () => r(true));
+    setTimeout(() => r(false), 10_000);
+  });
+  sock.end();
+  assert.ok(await ended, 'the server ended the stream');
+  assert.match(text, /\r\n0\r\n\r\n$/, 'with the last chunk: ended, not cut');
+  sock.destroy();
+});
+
 test('SIGTERM with open streams: they end cleanly and the process exits 0 without waiting out the grace period', async () => {
   const a = openStream(rs.url + STREAM, viewer);
   const b = openStream(`${rs.url}${STREAM}?rack=r1`, viewer);

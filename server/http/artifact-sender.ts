@@ -2,7 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { ResolvedArtifact } from '../artifacts/store.js';
 import type { FileWorkerPool } from '../artifacts/file-workers.js';
 import { wholeFileHead, wholeFileRequest } from '../artifacts/file-response.js';
-import { normalizeRemote } from '../seeds/access.js';
+import { peerAddress } from './client-address.js';
 
 /** Sends an artifact's bytes, once racksmith has decided and recorded the request. */
 export type ArtifactSender = (req: Request, res: Response, art: ResolvedArtifact, next: NextFunction) => void;
@@ -43,7 +43,7 @@ export function workerSender(pool: FileWorkerPool, fallback: ArtifactSender): Ar
     if (!wholeFileRequest(req.method, req.headers)) return fallback(req, res, art, next);
     const started = performance.now();
     const head = wholeFileHead(art, { 'X-Request-Id': req.id }, new Date());
-    const remote = normalizeRemote(req.socket.remoteAddress);
+    const remote = peerAddress(req);
     const handed = pool.hand(req.socket, { path: art.path, size: art.size, mtimeMs: art.mtimeMs, head }, (r) => {
       const line = { method: req.method, path: req.path, status: 200, ms: Math.round(performance.now() - started), bytes: r.bytes, remote, by: 'file worker' };
       if (r.error && r.bytes < art.size) req.log.info({ ...line, cut: r.error }, 'http');

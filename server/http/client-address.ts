@@ -1,4 +1,5 @@
-import { isIP } from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import { isIP, type Socket } from 'node:net';
 import type { Request } from 'express';
 import { normalizeRemote } from '../seeds/access.js';
 
@@ -17,8 +18,24 @@ export interface ClientView {
   readonly accel: boolean;
 }
 
+const peers = new WeakMap<Socket, string | null>();
+
+/** Called as a connection is accepted: its peer is read once, while the socket is surely open. */
+export function notePeer(socket: Socket): void {
+  peers.set(socket, normalizeRemote(socket.remoteAddress));
+}
+
+/**
+ * The address a request came from. A socket the client has reset no longer knows its peer, and a
+ * handler that awaited the store may ask after that: it gets the address noted at accept.
+ */
+export function peerAddress(req: IncomingMessage): string | null {
+  const noted = peers.get(req.socket);
+  return noted !== undefined ? noted : normalizeRemote(req.socket.remoteAddress);
+}
+
 export function clientView(req: Request, trusted: ReadonlySet<string>): ClientView {
-  const peer = normalizeRemote(req.socket.remoteAddress);
+  const peer = peerAddress(req);
   if (peer === null || !trusted.has(peer)) return { address: peer, accel: false };
   const named = req.headers['x-real-ip'];
   const address = typeof named === 'string' && isIP(named.trim()) ? normalizeRemote(named.trim()) : peer;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type { Logger } from '../lib/log.js';
+import { peerAddress } from './client-address.js';
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -29,7 +30,7 @@ export function requestContext(log: Logger): RequestHandler {
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       // The path only (query strings can carry tokens: browser event streams), and seed tokens out of it.
-      (child ?? log).info({ ...(child ? {} : { reqId: id }), method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10, remote: req.socket.remoteAddress }, 'http');
+      (child ?? log).info({ ...(child ? {} : { reqId: id }), method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10, remote: peerAddress(req) }, 'http');
     });
     next();
   };

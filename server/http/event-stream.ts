@@ -337,6 +337,14 @@ export function createEventStream(opts: EventStreamOptions): EventStream {
     };
     res.on('close', gone);
     if (res.destroyed || req.socket.destroyed) return gone();
+    // The server keeps half-closed connections open (http/service.ts); a stream's client that
+    // closed its side is gone, and its stream ends now rather than at a failed write.
+    const ended = (): void => {
+      gone();
+      res.end();
+    };
+    if (req.socket.readableEnded) return ended();
+    req.socket.once('end', ended);
     write(c, formatSse({ retry: retryMs, event: 'hello', data: JSON.stringify({ latestId: hubLast ?? c.cursor, resumeFrom: c.cursor }) }));
     await catchUp(c);
   };

@@ -14,7 +14,7 @@ import { serveBootScript, type BootServeDeps } from '../boot/serve.js';
 import type { ArtifactStore } from '../artifacts/store.js';
 import { accelUri } from '../artifacts/accel.js';
 import type { ClientResolver } from '../lib/neighbours.js';
-import { clientView } from './client-address.js';
+import { clientView, peerAddress } from './client-address.js';
 import type { ArtifactSender } from './artifact-sender.js';
 import type { BootScriptRecorder } from './boot-scripts.js';
 import type { ImageOverrides } from '../config/settings.js';
@@ -79,12 +79,8 @@ export const DEFAULT_DISCOVERY_PER_ADDRESS = 8;
 
 type Source = string;
 
-function remoteOf(req: Request): string | null {
-  return normalizeRemote(req.socket.remoteAddress);
-}
-
 function sourceOf(req: Request): Source {
-  return `http ${remoteOf(req) ?? '?'}`;
+  return `http ${peerAddress(req) ?? '?'}`;
 }
 
 /** The iPXE builds the DHCP service may name for HTTP Boot (Debian's ipxe package and arm64 builds). */
@@ -142,7 +138,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
   }
 
   async function sendBootScript(req: Request, res: Response, query: BootQuery, loader: BootScriptLoader): Promise<void> {
-    const served = await serveBootScript(bootServe, { query, loader, baseUrl: baseUrl(req), source: sourceOf(req), remote: remoteOf(req) });
+    const served = await serveBootScript(bootServe, { query, loader, baseUrl: baseUrl(req), source: sourceOf(req), remote: peerAddress(req) });
     sendText(res, 'text/plain; charset=utf-8', served.body);
   }
 
@@ -184,7 +180,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
   r.get(/^\/ipxe\/(.+)$/, async (req, res, next) => {
     const name = String((req.params as Record<string, string>)[0] ?? '');
     if (!IPXE_BINARIES.includes(name)) throw new AppError('not-found', 'ERR_UNKNOWN_BOOTFILE', `no iPXE binary "${name.slice(0, 60)}" (served: ${IPXE_BINARIES.join(', ')})`);
-    const m = await machineAt(remoteOf(req));
+    const m = await machineAt(peerAddress(req));
     if (m) {
       await Promise.all([machineEvent(m, 'http.bootfile', req, `iPXE binary ${name} over HTTP (UEFI HTTP Boot)`, { file: name }), d.machines.setLastStep(m.mac, 'http-boot')]);
       await d.machines.recordBootStep(m.mac, { kind: 'bootfile', file: name });
@@ -229,11 +225,11 @@ export function machineRouter(d: MachineRouterDeps): Router {
     const token = String(req.params['token']);
     const machine = plausibleToken(token) ? await d.machines.findBySeedToken(token) : null;
     const boundTo = machine ? await d.machines.seedAddress(machine.mac) : null;
-    const access = checkSeedAccess(machine, remoteOf(req), use, boundTo);
+    const access = checkSeedAccess(machine, peerAddress(req), use, boundTo);
     if (!access.ok) {
       if (access.status === 403 && access.machine) {
         const owners = [boundTo, access.machine.ip].filter((a) => a !== null).join(' or ') || 'none yet';
-        await machineEvent(access.machine, 'http.seed.refused', req, `seed token used from ${remoteOf(req) ?? '?'}, not from the machine's address (${owners})`, { use, remote: remoteOf(req), boundTo, ip: access.machine.ip });
+        await machineEvent(access.machine, 'http.seed.refused', req, `seed token used from ${peerAddress(req) ?? '?'}, not from the machine's address (${owners})`, { use, remote: peerAddress(req), boundTo, ip: access.machine.ip });
       }
       throw new AppError(access.status === 403 ? 'forbidden' : 'not-found', access.code, access.message);
     }

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Express } from 'express';
+import { notePeer } from './client-address.js';
 import { takingTurns } from './turns.js';
 import { ServiceStartError, bindFailure, type Service, type ServiceContext, type ServiceState } from '../lib/service.js';
 
@@ -30,6 +31,11 @@ export function createHttpService(settings: HttpSettings, app: Express, graceMs 
       server.keepAliveTimeout = 5_000;
       server.headersTimeout = 15_000;
       server.requestTimeout = 0; // artifacts (ISOs) stream for minutes
+      // A client may close its sending side once its request is out (HTTP/1.0 agents writing with
+      // nc: d-i's reporter). Node's default takes that FIN as an abort and drops the request, so a
+      // report whose handler awaits the store was lost. Half-open, it is answered, then the
+      // connection ends (Node's switch for this; kept for userland since nodejs/node#36819).
+      (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
       // Requests Node cannot even parse (a head over 16 KiB, bad framing) get a JSON error and a
       // closed connection, and are counted, instead of Node's bare answer. If the client is still
       // sending, the kernel may turn the close into a reset: the request was dropped either way.
@@ -42,6 +48,7 @@ export function createHttpService(settings: HttpSettings, app: Express, graceMs 
         socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       });
       server.on('connection', (s) => {
+        notePeer(s);
         sockets.add(s);
         s.on('close', () => sockets.delete(s));
       });
