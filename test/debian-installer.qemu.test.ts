@@ -10,6 +10,8 @@ import { machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: postgres only — too long to run twice; its reporter's reports were lost on PostgreSQL alone (decision 2204).
+
 /**
  * Debian's real netboot installer (debian-installer-12-netboot-amd64) driven by racksmith, as far
  * as it runs on this machine: PXE through racksmith's DHCP and iPXE, d-i's kernel and initrd with
