@@ -22,6 +22,7 @@ import { createLogger } from './lib/log.js';
 import { ServiceStartError } from './lib/service.js';
 import { InstanceLockedError } from './lib/instance-lock.js';
 import { VERSION } from './lib/version.js';
+import type { Runtime } from './main.js';
 
 const out = (text: string): void => void process.stdout.write(text);
 
@@ -97,14 +98,27 @@ async function serve(args: readonly string[]): Promise<number> {
   }
   const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
   const log = createLogger(config.logLevel);
-  // Loaded here, not at the top: the client commands then start without the server's modules.
-  const { startRacksmith } = await import('./main.js');
-  const runtime = await startRacksmith(config, log);
+  // Taken before anything starts: a SIGTERM while the services start (systemd stopping a unit
+  // that is still coming up, a health check that just turned 200) stops them cleanly once they
+  // have, instead of killing the process half-way.
+  let runtime: Runtime | null = null;
+  let signalled: NodeJS.Signals | null = null;
   const onSignal = (signal: NodeJS.Signals): void => {
-    void runtime.stop(signal);
+    if (runtime) void runtime.stop(signal);
+    else signalled ??= signal;
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  try {
+    // Loaded here, not at the top: the client commands then start without the server's modules.
+    const { startRacksmith } = await import('./main.js');
+    runtime = await startRacksmith(config, log);
+  } catch (err) {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    throw err;
+  }
+  if (signalled) void runtime.stop(signalled);
   return runtime.done;
 }
 

@@ -1,9 +1,12 @@
-import { existsSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
+import { CLI_PATH } from '../server/lib/paths.js';
+import { api, freePort, offlineUpstreams, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 
 /**
  * SIGTERM drains: a request in flight when the signal arrives still completes, new connections
@@ -104,6 +107,35 @@ test('an import in flight at SIGTERM completes; new connections are refused; exi
   const got = await api(rs.url, admin, 'GET', '/api/v1/machines?cluster=drain');
   assert.is(got.body.length, 200);
   assert.is(await rs.stop(), 0);
+});
+
+test('a SIGTERM while the services are still starting: they finish starting, then stop cleanly; exit 0', async () => {
+  // What systemd does to a unit stopped while it comes up: the signal must not find the process
+  // without its handler. It is sent when the instance lock's pid file appears, as the store opens.
+  const data = mkdtempSync(join(tmpdir(), 'racksmith-early-term-'));
+  const port = await freePort();
+  const child = spawn(process.execPath, [CLI_PATH, 'serve'], {
+    env: { PATH: process.env['PATH'] ?? '', RACKSMITH_DATA_DIR: data, RACKSMITH_HTTP_PORT: String(port), RACKSMITH_HTTP_ADDRESS: '127.0.0.1', RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_PORT: '0', RACKSMITH_LOG_LEVEL: 'info', ...offlineUpstreams() },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  try {
+    for (let i = 0; i < 20_000 && !existsSync(join(data, 'racksmith.pid')) && child.exitCode === null; i++) await sleep(1);
+    assert.ok(existsSync(join(data, 'racksmith.pid')), `racksmith never took its data directory's lock:\n${output}`);
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const code = await exited;
+    clearTimeout(timer);
+    assert.is(code, 0, `exit after a SIGTERM while starting:\n${output.slice(-2000)}`);
+    assert.match(output, /"reason":"SIGTERM","msg":"stopping"/);
+    assert.match(output, /"msg":"stopped"/);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    rmSync(data, { recursive: true, force: true });
+  }
 });
 
 test.run();
