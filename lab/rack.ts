@@ -394,6 +394,13 @@ export class Rack {
     return read('console-earlier.log') + read('console.log');
   }
 
+  /** What a failed run shows: each machine's place in the boot gate and its console's tail, then racksmith's log's. */
+  evidence(consoleChars = 1500, logChars = 3000): string {
+    const esc = new RegExp(`${String.fromCharCode(27)}\\[[0-9;=?]*[a-zA-Z]`, 'g');
+    const machines = this.machines.map((m) => `── ${m.name} (${this.bootState(m)}) console (tail):\n${this.console(m).replace(esc, '').slice(-consoleChars)}`);
+    return `${machines.join('\n')}\n── racksmith (tail):\n${this.rs?.output().slice(-logChars) ?? ''}`;
+  }
+
   /** The machine's system log (its second serial port), every boot's. */
   syslog(m: LabMachine): string {
     return readdirSync(m.dir)

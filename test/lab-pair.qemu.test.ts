@@ -36,7 +36,7 @@ test('7 machines: ready behind the VIP; a rolling upgrade through the CLI reimag
 
   const startedAt = await provision(c, () => undefined);
   const first = await watch(c, startedAt, { timeoutMs: 15 * 60_000, print, tty: false }, (ms, state) => state === 'ready' && ms.every((m) => m.state === 'joined'));
-  assert.ok(first.ok, first.ok ? '' : `${first.reason}\n${r.rs?.output().slice(-3000) ?? ''}`);
+  assert.ok(first.ok, first.ok ? '' : `${first.reason}\n${r.evidence()}`);
   const cluster = (await c.api('GET', `/clusters/${CLUSTER}`)).body;
   assert.is(cluster.controlPlaneEndpoint, `${VIP}:6443`, 'the endpoint is the VIP');
   assert.is(cluster.kubernetesVersion, KUBERNETES_VERSION);
@@ -45,7 +45,7 @@ test('7 machines: ready behind the VIP; a rolling upgrade through the CLI reimag
   // The second day: every node reimaged in turn, through the CLI as an admin would.
   const upgradedAt = Date.now();
   const u = await c.cliResult(['clusters', 'upgrade', CLUSTER, '--kubernetes-version', UPGRADE_VERSION, '--force', '--wait', '--timeout', String(30 * 60)], 31 * 60_000);
-  assert.is(u.code, 0, `${u.stdout.slice(-2000)}\n${u.stderr.slice(-2000)}\n${r.rs?.output().slice(-3000) ?? ''}`);
+  assert.is(u.code, 0, `${u.stdout.slice(-2000)}\n${u.stderr.slice(-2000)}\n${r.evidence()}`);
   assert.match(u.stdout, new RegExp(`cluster ${CLUSTER} runs Kubernetes ${UPGRADE_VERSION.replace(/\./g, '\\.')}`));
   // The last node's rejoin settles the cluster a few seconds after the upgrade reports done.
   let after = (await c.api('GET', `/clusters/${CLUSTER}`)).body;

@@ -28,9 +28,6 @@ let work = '';
 const print = (t: string): void => void process.stdout.write(t.split('\n').map((l) => (l ? `  ${l}` : l)).join('\n'));
 const lastBoot = (text: string): string => text.slice(text.lastIndexOf('RACKSMITH-SYSTEM BOOTED'));
 
-function evidence(r: Rack): string {
-  return r.machines.map((m) => `── ${m.name} console (tail):\n${r.console(m).replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;=?]*[a-zA-Z]`, 'g'), '').slice(-1500)}`).join('\n') + `\n── racksmith (tail):\n${r.rs?.output().slice(-3000) ?? ''}`;
-}
 
 test.after(async () => {
   await rack?.destroy();
@@ -52,7 +49,7 @@ test('power-on to ready through BMCs, PXE, installer, phone-home and SSH; the wo
 
   const startedAt = await provision(c, () => undefined);
   const first = await watch(c, startedAt, { timeoutMs: 8 * 60_000, print, tty: false }, (ms, state) => state === 'ready' && ms.every((m) => m.state === 'joined'));
-  assert.ok(first.ok, `${first.ok ? '' : first.reason}\n${evidence(r)}`);
+  assert.ok(first.ok, `${first.ok ? '' : first.reason}\n${r.evidence()}`);
   print(`\n${figuresTable(await figures(c, startedAt))}`);
   assert.ok(r.maxBootingSeen >= 2 && r.maxBootingSeen <= 3, `machines booting at once: ${r.maxBootingSeen}`);
 
@@ -92,7 +89,7 @@ test('power-on to ready through BMCs, PXE, installer, phone-home and SSH; the wo
     const w = ms.find((m) => m.mac === worker.mac) as MachineJson;
     return state === 'ready' && w.state === 'joined' && Date.parse(w.stateChangedAt) > reimagedAt;
   });
-  assert.ok(second.ok, `${second.ok ? '' : second.reason}\n${evidence(r)}`);
+  assert.ok(second.ok, `${second.ok ? '' : second.reason}\n${r.evidence()}`);
   const events: EventJson[] = (await c.events(worker.mac)).filter((e) => Date.parse(e.at) >= reimagedAt - 1000);
   const states = events.filter((e) => e.type === 'state').map((e) => e.data?.['to']);
   assert.equal(states, ['reimaging', 'provisioning', 'installed', 'ready', 'joining', 'joined']);
