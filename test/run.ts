@@ -122,14 +122,10 @@ function storeFacing(file: string): boolean {
   return /\b(tempStore|startRacksmith)\(/.test(text) && !text.includes('racksmith-test: sqlite only');
 }
 
-/** A heavy suite that says it runs on both engines. */
-function bothEngines(file: string): boolean {
-  return readFileSync(file, 'utf8').includes('racksmith-test: both engines');
-}
-
-/** A heavy suite that says it runs on PostgreSQL only. */
-function postgresOnly(file: string): boolean {
-  return readFileSync(file, 'utf8').includes('racksmith-test: postgres only');
+/** Which engines a heavy suite says it runs on: `both engines`, `postgres only`, or neither (SQLite). */
+function heavyEngines(file: string): 'both' | 'postgres' | 'sqlite' {
+  const text = readFileSync(file, 'utf8');
+  return text.includes('racksmith-test: both engines') ? 'both' : text.includes('racksmith-test: postgres only') ? 'postgres' : 'sqlite';
 }
 
 const filters = process.argv.slice(2);
@@ -138,10 +134,11 @@ const isHeavy = (f: string): boolean => /\.(qemu|heavy)\.test\.js$/.test(f);
 const started = Date.now();
 const light = all.filter((f) => !isHeavy(f));
 const heavy = all.filter(isHeavy);
-const secondEngine = process.env['RACKSMITH_TEST_DATABASE'] ? [] : light.filter(storeFacing);
+// An engine given by hand: everything once, on it.
 const byHand = Boolean(process.env['RACKSMITH_TEST_DATABASE']);
-const heavyFirst = byHand ? heavy : heavy.filter((f) => !postgresOnly(f));
-const heavySecond = byHand ? [] : heavy.filter((f) => bothEngines(f) || postgresOnly(f));
+const secondEngine = byHand ? [] : light.filter(storeFacing);
+const heavyFirst = byHand ? heavy : heavy.filter((f) => heavyEngines(f) !== 'postgres');
+const heavySecond = byHand ? [] : heavy.filter((f) => heavyEngines(f) !== 'sqlite');
 const results = [...(await pool(light, 2)), ...(await pool(secondEngine, 2, 'postgres')), ...(await pool(heavyFirst, 1)), ...(await pool(heavySecond, 1, 'postgres'))];
 const failed = results.filter((r) => !r.ok);
 process.stdout.write(
