@@ -42,6 +42,8 @@ interface Result {
   readonly seconds: number;
   /** What the suite skipped and why (its `⚠ skipped …` notes). */
   readonly skipped: readonly { what: string; why: string }[];
+  /** For a failed suite, the part of its output that says why (see failureExcerpt). */
+  readonly why: string;
 }
 
 const SUITE_TIMEOUT_S = Number(process.env['RACKSMITH_SUITE_TIMEOUT'] ?? 1200);
@@ -79,7 +81,7 @@ function runOne(file: string, engine: string | null = null): Promise<Result> {
       if (timedOut) out += `\n  ✘ killed after ${SUITE_TIMEOUT_S} s (RACKSMITH_SUITE_TIMEOUT)`;
       if (unrun > 0) out += `\n  ✘ ${unrun} test(s) never ran: a before hook threw (uvu reports that as a pass)`;
       process.stdout.write(`\n── ${label({ file, engine })} (${seconds.toFixed(1)} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
-      resolve({ file, engine, ok, seconds, skipped: skipNotes(out) });
+      resolve({ file, engine, ok, seconds, skipped: skipNotes(out), why: ok ? '' : failureExcerpt(out) });
     });
   });
 }
@@ -96,6 +98,21 @@ function testsNotRun(output: string): number {
     missing += Math.max(0, Number(m[1]) - Number(m[2]) - Number(m[3]));
   }
   return missing;
+}
+
+const EXCERPT_LINES = 40;
+
+/**
+ * Why a suite failed, in a few lines: from uvu's first ` FAIL ` block on, else the end of its output (a
+ * timeout, a crash, a before hook that threw). It is printed again at the very end of the run because a long
+ * run's log is often read by its head and tail only, and the suite's own block is in the middle.
+ */
+function failureExcerpt(output: string): string {
+  // eslint-disable-next-line no-control-regex -- uvu colours its FAIL banner
+  const lines = output.replace(/\x1b\[[0-9;]*m/g, '').trimEnd().split('\n');
+  const first = lines.findIndex((l) => /^\s+FAIL\s/.test(l));
+  const picked = first >= 0 ? lines.slice(first, first + EXCERPT_LINES) : lines.slice(-EXCERPT_LINES);
+  return picked.map((l) => '    ' + l.slice(0, 400)).join('\n');
 }
 
 /** The `⚠ skipped <what>: <why>` lines test/lib/tools.ts skipNote() prints. */
@@ -141,6 +158,7 @@ const heavyFirst = byHand ? heavy : heavy.filter((f) => heavyEngines(f) !== 'pos
 const heavySecond = byHand ? [] : heavy.filter((f) => heavyEngines(f) !== 'sqlite');
 const results = [...(await pool(light, 2)), ...(await pool(secondEngine, 2, 'postgres')), ...(await pool(heavyFirst, 1)), ...(await pool(heavySecond, 1, 'postgres'))];
 const failed = results.filter((r) => !r.ok);
+for (const r of failed.slice(0, 3)) process.stdout.write(`\n── why ${label(r)} failed (its block above has all of it)\n${r.why}\n`);
 process.stdout.write(
   `\n${results.length} suites, ${failed.length} failed, ${((Date.now() - started) / 1000).toFixed(0)} s\n` +
     results
