@@ -14,6 +14,7 @@ import { consoleRouter } from './http/console.js';
 import { createEventStream } from './http/event-stream.js';
 import { metricsRouter } from './http/metrics.js';
 import { createHttpService } from './http/service.js';
+import { leanFront } from './http/lean.js';
 import { powerRoutes } from './http/api/power.js';
 import { orchestrationRoutes } from './http/api/orchestration-routes.js';
 import { instanceName, openStore } from './inventory/open.js';
@@ -244,6 +245,51 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       : undefined;
   // Boot scripts answered in one turn of the event loop are recorded in one commit (HTTP and TFTP alike).
   const bootScripts = bootScriptRecorder(inventory.machines);
+  const machineRoutes = machineRouter({
+    machines: inventory.machines,
+    clusters: inventory.clusters,
+    events: inventory.events,
+    recordBootScript: bootScripts,
+    bootTemplates: createRenderer(BOOT_TEMPLATES_DIR),
+    seedTemplates: createRenderer(AUTOINSTALL_DIR),
+    artifacts,
+    sendArtifact: config.artifactWorkers > 0 ? workerSender(fileWorkers, inProcessSender()) : inProcessSender(),
+    // The same resolver as TFTP's (below), for an artifact request without a MAC in its URL.
+    resolveClient: (ip: string) => resolveClient(ip),
+    artifactsFronts: config.artifactsFronts,
+    installers,
+    images,
+    imageSettings: config.images,
+    boot: {
+      waitSeconds: config.bootWaitSeconds,
+      waitAttempts: config.bootWaitAttempts,
+      chainTries: 5,
+      retrySeconds: 5,
+      kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean),
+      artifactsBaseUrl: config.artifactsUrl,
+      nameservers: config.dhcpMode === 'authoritative' ? config.dhcpDns : undefined,
+    },
+    seed: {
+      sshUser: config.sshUser,
+      adminSshKeys,
+      ubuntuMirror: config.ubuntuMirror,
+      debianMirror: config.debianMirror,
+      aptProxy: config.aptProxy ?? null,
+      installDiskMinGb: config.installDiskMinGb,
+      kubernetesRepo: config.kubernetesRepo,
+      kubernetesLegacyRepo: config.kubernetesLegacyRepo,
+      kubernetesLegacyGpgUrl: config.kubernetesLegacyGpgUrl,
+      dockerRepo: config.dockerRepo,
+      dockerGpgUrl: config.dockerGpgUrl,
+    },
+    sshPublicKey: async () => identity.publicKey,
+    bootBinariesDir: config.tftpRoot,
+    advertiseUrl: config.advertiseAddress ? `http://${config.advertiseAddress}:${config.httpPort}` : null,
+    now: () => inventory.now(),
+    discovery: discovery.http,
+    leasedAddress,
+    log: log.child({ svc: 'http' }),
+  });
   const app = createApp({
     log,
     version: VERSION,
@@ -253,51 +299,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     revision: inventory.revision,
     adminToken: config.adminToken,
     sshPublicKey: async () => identity.publicKey,
-    machineRouter: machineRouter({
-      machines: inventory.machines,
-      clusters: inventory.clusters,
-      events: inventory.events,
-      recordBootScript: bootScripts,
-      bootTemplates: createRenderer(BOOT_TEMPLATES_DIR),
-      seedTemplates: createRenderer(AUTOINSTALL_DIR),
-      artifacts,
-      sendArtifact: config.artifactWorkers > 0 ? workerSender(fileWorkers, inProcessSender()) : inProcessSender(),
-      // The same resolver as TFTP's (below), for an artifact request without a MAC in its URL.
-      resolveClient: (ip: string) => resolveClient(ip),
-      artifactsFronts: config.artifactsFronts,
-      installers,
-      images,
-      imageSettings: config.images,
-      boot: {
-        waitSeconds: config.bootWaitSeconds,
-        waitAttempts: config.bootWaitAttempts,
-        chainTries: 5,
-        retrySeconds: 5,
-        kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean),
-        artifactsBaseUrl: config.artifactsUrl,
-        nameservers: config.dhcpMode === 'authoritative' ? config.dhcpDns : undefined,
-      },
-      seed: {
-        sshUser: config.sshUser,
-        adminSshKeys,
-        ubuntuMirror: config.ubuntuMirror,
-        debianMirror: config.debianMirror,
-        aptProxy: config.aptProxy ?? null,
-        installDiskMinGb: config.installDiskMinGb,
-        kubernetesRepo: config.kubernetesRepo,
-        kubernetesLegacyRepo: config.kubernetesLegacyRepo,
-        kubernetesLegacyGpgUrl: config.kubernetesLegacyGpgUrl,
-        dockerRepo: config.dockerRepo,
-        dockerGpgUrl: config.dockerGpgUrl,
-      },
-      sshPublicKey: async () => identity.publicKey,
-      bootBinariesDir: config.tftpRoot,
-      advertiseUrl: config.advertiseAddress ? `http://${config.advertiseAddress}:${config.httpPort}` : null,
-      now: () => inventory.now(),
-      discovery: discovery.http,
-      leasedAddress,
-      log: log.child({ svc: 'http' }),
-    }),
+    machineRouter: machineRoutes,
     eventStream,
     metrics,
     rootRouters: [metricsRouter(metrics, config.metricsToken), consoleRouter()],
@@ -308,7 +310,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   // Before HTTP, so it stops after it: the server waits for the workers' connections, cut at its grace.
   services.push(fileWorkers);
-  services.push(createHttpService(config, app, undefined, () => fileWorkers.abort()));
+  // The boot script a waiting rack polls is answered before Express (http/lean.ts).
+  services.push(createHttpService(config, leanFront(machineRoutes.lean, app, { log, metrics }), undefined, () => fileWorkers.abort()));
   // The signed chain's packages, when the site names them, are fetched before DHCP decides which
   // architectures have a signed chain (a cached one needs no network).
   const artifactsCacheDir = config.artifactsCacheDir ?? join(config.dataDir, 'artifacts');

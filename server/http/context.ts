@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import type { RequestHandler } from 'express';
 import type { Logger } from '../lib/log.js';
 import { peerAddress } from './client-address.js';
@@ -16,8 +17,7 @@ declare module 'express-serve-static-core' {
  */
 export function requestContext(log: Logger): RequestHandler {
   return (req, res, next) => {
-    const given = req.get('x-request-id');
-    const id = given && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
+    const id = requestIdOf(req.get('x-request-id'));
     req.id = id;
     // Made when a handler logs: most requests only write the access line below.
     let child: Logger | undefined;
@@ -26,14 +26,27 @@ export function requestContext(log: Logger): RequestHandler {
     const started = process.hrtime.bigint();
     // Read now: routers mounted below (the API at /api/v1) strip their prefix from req.path while
     // they handle the request, so a response sent from inside one would log "/machines".
-    const path = loggedPath(fullPath(req.originalUrl));
+    const path = fullPath(req.originalUrl);
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      // The path only (query strings can carry tokens: browser event streams), and seed tokens out of it.
-      (child ?? log).info({ ...(child ? {} : { reqId: id }), method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10, remote: peerAddress(req) }, 'http');
+      writeAccessLine(child ?? log, { reqId: child ? undefined : id, method: req.method, path, status: res.statusCode, ms, req });
     });
     next();
   };
+}
+
+/** The request id: a proxy's `X-Request-Id` when it is a sane one, else a new UUID. */
+export function requestIdOf(given: string | string[] | undefined): string {
+  return typeof given === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
+}
+
+/**
+ * The access log line, one per request, written when the response is done: the path only (query
+ * strings can carry tokens: browser event streams), and seed tokens out of it. `reqId` is left out
+ * when the logger already carries it.
+ */
+export function writeAccessLine(log: Logger, a: { reqId: string | undefined; method: string; path: string; status: number; ms: number; req: IncomingMessage }): void {
+  log.info({ ...(a.reqId === undefined ? {} : { reqId: a.reqId }), method: a.method, path: loggedPath(a.path), status: a.status, ms: Math.round(a.ms * 10) / 10, remote: peerAddress(a.req) }, 'http');
 }
 
 /**

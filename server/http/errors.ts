@@ -3,6 +3,7 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { z } from 'zod';
 import { AppError, type ErrorDetail, type ErrorKind } from '../lib/errors.js';
 import { TransitionError } from '../inventory/lifecycle.js';
+import type { Logger } from '../lib/log.js';
 
 /**
  * Every error leaves as `{"error": {"code", "message", "field"?}}` with the status of its kind:
@@ -58,18 +59,17 @@ export const notFoundHandler: RequestHandler = (req, res) => {
 
 export const errorHandler: ErrorRequestHandler = (err: unknown, req, res, _next) => {
   if (res.headersSent) return;
-  if (err instanceof AppError) {
-    res.status(STATUS[err.kind]).json(errorBody(err.code, err.message, err.field, err.details));
-    return;
-  }
-  if (err instanceof TransitionError) {
-    res.status(409).json(errorBody(err.code, err.message, 'state'));
-    return;
-  }
+  const e = errorReply(err, req.path, req.log);
+  res.status(e.status).json(e.body);
+};
+
+/** The status and body an error is answered with; a real fault (500) is logged with its stack. */
+export function errorReply(err: unknown, path: string, log: Logger | undefined): { status: number; body: ErrorBody } {
+  if (err instanceof AppError) return { status: STATUS[err.kind], body: errorBody(err.code, err.message, err.field, err.details) };
+  if (err instanceof TransitionError) return { status: 409, body: errorBody(err.code, err.message, 'state') };
   if (err instanceof z.ZodError) {
     const e = fromZod(err);
-    res.status(400).json(errorBody(e.code, e.message, e.field));
-    return;
+    return { status: 400, body: errorBody(e.code, e.message, e.field) };
   }
   // Body-parser failures (malformed JSON, wrong charset, too large) say what was wrong. A file
   // that could not be sent (send's 404 for a missing file, 416 for a bad range) says only its
@@ -78,13 +78,11 @@ export const errorHandler: ErrorRequestHandler = (err: unknown, req, res, _next)
   if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
     if (e.type === undefined) {
       const code = e.status === 404 ? 'ERR_NOT_FOUND' : e.status === 416 ? 'ERR_RANGE' : 'ERR_BAD_REQUEST';
-      res.status(e.status).json(errorBody(code, e.status === 404 ? `no such file: ${req.path.slice(0, 200)}` : (STATUS_CODES[e.status] ?? 'bad request').toLowerCase()));
-      return;
+      return { status: e.status, body: errorBody(code, e.status === 404 ? `no such file: ${path.slice(0, 200)}` : (STATUS_CODES[e.status] ?? 'bad request').toLowerCase()) };
     }
     const code = e.type === 'entity.parse.failed' ? 'ERR_BAD_JSON' : e.type === 'entity.too.large' ? 'ERR_TOO_LARGE' : 'ERR_BAD_REQUEST';
-    res.status(e.status).json(errorBody(code, e.type === 'entity.parse.failed' ? 'the body is not valid JSON' : (e.message ?? 'bad request')));
-    return;
+    return { status: e.status, body: errorBody(code, e.type === 'entity.parse.failed' ? 'the body is not valid JSON' : (e.message ?? 'bad request')) };
   }
-  req.log?.error({ err }, 'request failed');
-  res.status(500).json(errorBody('ERR_INTERNAL', 'internal error; see the server log for the request id'));
-};
+  log?.error({ err }, 'request failed');
+  return { status: 500, body: errorBody('ERR_INTERNAL', 'internal error; see the server log for the request id') };
+}

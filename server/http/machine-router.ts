@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
 import { AppError } from '../lib/errors.js';
@@ -15,6 +16,7 @@ import type { ArtifactStore } from '../artifacts/store.js';
 import { accelUri } from '../artifacts/accel.js';
 import type { ClientResolver } from '../lib/neighbours.js';
 import { clientView, peerAddress } from './client-address.js';
+import type { LeanHandler, LeanReply, LeanRoutes } from './lean.js';
 import type { ArtifactSender } from './artifact-sender.js';
 import type { BootScriptRecorder } from './boot-scripts.js';
 import type { ImageOverrides } from '../config/settings.js';
@@ -79,14 +81,17 @@ export const DEFAULT_DISCOVERY_PER_ADDRESS = 8;
 
 type Source = string;
 
-function sourceOf(req: Request): Source {
+function sourceOf(req: IncomingMessage): Source {
   return `http ${peerAddress(req) ?? '?'}`;
 }
 
 /** The iPXE builds the DHCP service may name for HTTP Boot (Debian's ipxe package and arm64 builds). */
 export const IPXE_BINARIES: readonly string[] = ['ipxe.efi', 'snponly.efi', 'undionly.kpxe', 'arm64-efi/snponly.efi', 'arm64-efi/ipxe.efi', 'ipxe-arm64.efi', 'snp-arm64.efi'];
 
-export function machineRouter(d: MachineRouterDeps): Router {
+/** The machine-facing routes: an Express router, and those of them also served before Express (lean.ts). */
+export type MachineRouter = Router & { readonly lean: LeanRoutes };
+
+export function machineRouter(d: MachineRouterDeps): MachineRouter {
   const r = Router();
   const discovery = d.discovery ?? createDiscoveryGate({ perWindow: DEFAULT_DISCOVERY_PER_ADDRESS, windowMs: DISCOVERY_WINDOW_MS });
   const form = express.urlencoded({ extended: false, limit: '64kb' });
@@ -95,7 +100,7 @@ export function machineRouter(d: MachineRouterDeps): Router {
   const anyJson = express.json({ limit: '256kb', strict: true, type: () => true });
   const fronts = new Set(d.artifactsFronts ?? []);
 
-  function baseUrl(req: Request): string {
+  function baseUrl(req: IncomingMessage): string {
     if (d.advertiseUrl) return d.advertiseUrl;
     // Never the Host header: it is the client's to choose, and it goes into scripts and seeds.
     const local = normalizeRemote(req.socket.localAddress) ?? '127.0.0.1';
@@ -137,14 +142,22 @@ export function machineRouter(d: MachineRouterDeps): Router {
     }
   }
 
-  async function sendBootScript(req: Request, res: Response, query: BootQuery, loader: BootScriptLoader): Promise<void> {
+  async function bootScript(req: IncomingMessage, query: BootQuery, loader: BootScriptLoader): Promise<LeanReply> {
     const served = await serveBootScript(bootServe, { query, loader, baseUrl: baseUrl(req), source: sourceOf(req), remote: peerAddress(req) });
-    sendText(res, 'text/plain; charset=utf-8', served.body);
+    return { type: 'text/plain; charset=utf-8', body: served.body };
+  }
+
+  async function sendBootScript(req: Request, res: Response, query: BootQuery, loader: BootScriptLoader): Promise<void> {
+    const reply = await bootScript(req, query, loader);
+    sendText(res, reply.type, reply.body);
   }
 
   // ── iPXE ────────────────────────────────────────────────────────────────────
+  // A waiting rack polls it every few seconds per machine: served before Express too (lean.ts).
+  const bootIpxe: LeanHandler = (req, query) => bootScript(req, bootQuery(query), 'ipxe');
   r.get('/boot.ipxe', async (req, res) => {
-    await sendBootScript(req, res, bootQuery(req.query as Record<string, unknown>), 'ipxe');
+    const reply = await bootIpxe(req, req.query as Record<string, string | string[] | undefined>);
+    sendText(res, reply.type, reply.body);
   });
 
   // ── GRUB (the signed chain) over HTTP, for a GRUB that has an HTTP client ───
@@ -381,5 +394,5 @@ export function machineRouter(d: MachineRouterDeps): Router {
     res.json({ mac: m.mac, state: m.state });
   });
 
-  return r;
+  return Object.assign(r, { lean: new Map([['/boot.ipxe', bootIpxe]]) as LeanRoutes });
 }

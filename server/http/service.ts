@@ -1,6 +1,5 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Express } from 'express';
 import { notePeer } from './client-address.js';
 import { takingTurns } from './turns.js';
 import { ServiceStartError, bindFailure, type Service, type ServiceContext, type ServiceState } from '../lib/service.js';
@@ -15,7 +14,7 @@ export interface HttpSettings {
  * requests given a grace period to finish, then anything left is cut — `cut` too, for the
  * connections handed to other processes (the artifacts' file workers), which the server waits for.
  */
-export function createHttpService(settings: HttpSettings, app: Express, graceMs = 10_000, cut?: () => void): Service & { address(): { address: string; port: number } | null } {
+export function createHttpService(settings: HttpSettings, app: RequestListener, graceMs = 10_000, cut?: () => void): Service & { address(): { address: string; port: number } | null } {
   let server: Server | null = null;
   let state: ServiceState = 'stopped';
   const sockets = new Set<Socket>();
