@@ -8,7 +8,7 @@ import { startAptCache, type AptCache } from './lib/apt-cache.js';
 import { ensureDebianImage, type DebianImage } from './lib/debian-image/index.js';
 import { GUEST_CACHE } from './lib/guest/build.js';
 import { endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';
-import { machineApi } from './lib/qemu-run.js';
+import { consoleExcerpt, machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -184,20 +184,24 @@ test('BIOS and UEFI machines: deploy agent → image on the NVMe → Debian from
     const agentDone = log.indexOf('racksmith-agent: installed on /dev/nvme0n1; rebooting');
     assert.ok(agentDone > 0, `${m.hostname}: the agent's last line\n${log.slice(-2000)}`);
     const after = log.slice(agentDone);
-    assert.match(after, /Debian GNU\/Linux 12: loading the kernel from the disk/, 'GRUB from the NVMe');
+    // What the console said, for a failure: its lines that name what the assertions look for, and its end.
+    const seen = (): string => consoleExcerpt(after, /loading the kernel|BdsDxe: starting|Welcome to|Cloud-init v\.|haproxy\.service -/);
+    assert.match(after, /Debian GNU\/Linux 12: loading the kernel from the disk/, `${m.hostname}: GRUB from the NVMe\n${seen()}`);
     if (m.firmware === 'efi') {
       // The firmware starts the entry the agent added for the installed system (BootNext), not the network.
       const entry = new RegExp(`BdsDxe: starting Boot[0-9A-F]{4} "racksmith: ${m.hostname}"`).exec(after);
-      assert.ok(entry, after.slice(0, 3000));
+      assert.ok(entry, `${m.hostname}: the agent's boot entry started\n${seen()}`);
       assert.not.match(after.slice(0, entry.index), /PXEv4/, 'no network boot before it');
       assert.match(ev.find((e) => e.data?.name === 'racksmith-agent/boot-entry')?.message ?? '', /; next boot Boot[0-9A-F]{4}$/);
     }
-    assert.match(after, /Welcome to .*Debian GNU\/Linux 12 \(bookworm\)/);
-    assert.match(after, /cloud-init\[\d+\]: Cloud-init v\. 22\.4/);
-    assert.match(after, /Started .*haproxy\.service/, 'systemd started HAProxy');
+    assert.match(after, /Welcome to .*Debian GNU\/Linux 12 \(bookworm\)/, `${m.hostname}: systemd's welcome\n${seen()}`);
+    assert.match(after, /cloud-init\[\d+\]: Cloud-init v\. 22\.4/, `${m.hostname}: cloud-init's banner\n${seen()}`);
+    assert.match(after, /Started .*haproxy\.service/, `${m.hostname}: systemd started HAProxy\n${seen()}`);
 
     // HAProxy listens on :6443 of the installed system.
-    await bed!.tb.exec(bed!.srv, 'bash', ['-c', `exec 3<>/dev/tcp/${m.ip}/6443`], { timeoutMs: 10_000 });
+    await bed!.tb.exec(bed!.srv, 'bash', ['-c', `exec 3<>/dev/tcp/${m.ip}/6443`], { timeoutMs: 10_000 }).catch((err: unknown) => {
+      throw new Error(`${m.hostname}: nothing listens on ${m.ip}:6443 (${String(err).slice(0, 300)})\n${seen()}`);
+    });
   }
   // HAProxy itself came through the site's package cache (racksmith's --apt-proxy).
   assert.ok(cache!.served().some((p) => /\/haproxy_2\.6[^/]*_amd64\.deb$/.test(p)), `apt-cacher-ng served haproxy: ${cache!.served().slice(-20).join(' ')}`);

@@ -26,6 +26,17 @@ export function machineApi(bed: () => PxeBed, base: string, token: () => string)
   };
 }
 
+/**
+ * A serial console, short enough for a failure message: the lines that match `pick` (at most 15,
+ * the last ones) and the console's last 10 lines, with terminal escapes taken out.
+ */
+export function consoleExcerpt(console: string, pick: RegExp): string {
+  // eslint-disable-next-line no-control-regex -- a serial console is full of them
+  const lines = console.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').split(/\r?\n/).map((l) => l.slice(0, 200));
+  const picked = lines.filter((l) => pick.test(l)).slice(-15);
+  return [`  ${picked.length} matching line(s):`, ...picked.map((l) => `    ${l}`), '  the end of the console:', ...lines.slice(-8).map((l) => `    ${l}`)].join('\n');
+}
+
 export function keepEvidence(suite: string, vms: readonly Vm[], rs: RacksmithProcess | null, extra: Record<string, string> = {}): void {
   const keep = join(PACKAGE_ROOT, 'test-artifacts', suite);
   mkdirSync(keep, { recursive: true });
