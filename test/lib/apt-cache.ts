@@ -42,7 +42,13 @@ export async function startAptCache(tb: Testbed, ns: string, address: string): P
   mkdirSync(APT_CACHE_DIR, { recursive: true });
   // A free loopback port below 32768: apt-cacher-ng refuses to bind higher ones here.
   const port = 20_000 + Math.floor(Math.random() * 12_000);
-  const acng = spawn('apt-cacher-ng', ['-c', conf, 'ForeGround=1', 'BindAddress=127.0.0.1', `Port=${port}`, `CacheDir=${APT_CACHE_DIR}`, `LogDir=${logs}`, 'ForceManaged=1', `PidFile=${join(dir, 'pid')}`, 'ExThreshold=4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // UnbufferLogs: each transfer is in the log as it ends. By default apt-cacher-ng flushes its log
+  // when the client disconnects, and apt may keep its connection: `served()` would race that.
+  const acng = spawn(
+    'apt-cacher-ng',
+    ['-c', conf, 'ForeGround=1', 'BindAddress=127.0.0.1', `Port=${port}`, `CacheDir=${APT_CACHE_DIR}`, `LogDir=${logs}`, 'ForceManaged=1', `PidFile=${join(dir, 'pid')}`, 'ExThreshold=4', 'UnbufferLogs=1'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let acngOut = '';
   acng.stdout?.on('data', (d: Buffer) => (acngOut += d.toString()));
   acng.stderr?.on('data', (d: Buffer) => (acngOut += d.toString()));
