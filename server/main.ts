@@ -105,6 +105,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     // The server checkpoints SQLite's WAL from a worker thread, never in a request's commit.
     inventory = await openStore(config, { onCheckpointFailure: (message) => log.warn({ err: message }, 'SQLite checkpoint failed; retried at the next pass') });
     identity = await ensureSshIdentity(inventory.secrets);
+    if (identity.replaced) log.warn('the stored SSH key pair could not be loaded (a malformed ed25519 key); a new one replaces it, and seeds carry its public key from now on');
   } catch (err) {
     await inventory?.close();
     lock.release();

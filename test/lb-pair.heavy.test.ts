@@ -2,7 +2,7 @@ import { execFile, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import ssh2 from 'ssh2';
+import { newSshKeyPair } from '../server/lib/ssh-identity.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
@@ -48,14 +48,14 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
     { name: 'cp1', role: 'control-plane' },
   ], { version: '1.30.6', hosts: ['client'] });
   const inv = tempInventory();
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'racksmith' });
-  bed.authorize(pair.public);
+  const pair = newSshKeyPair();
+  bed.authorize(pair.publicKey);
   const { log, text } = memoryLogger();
   const orchestrator = createOrchestrator({
     inventory: inv,
     orchestration: createOrchestrationRepo(inv.db, inv.now),
     shell: createSshShell(),
-    privateKey: async () => pair.private,
+    privateKey: async () => pair.privateKey,
     settings: testSettings({ pollMs: 300 }),
     owner: 'vip-test',
     holder: 'vip test',

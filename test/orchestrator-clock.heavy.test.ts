@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
+import { newSshKeyPair } from '../server/lib/ssh-identity.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readClusterSecrets } from '../server/lib/cluster-secrets.js';
@@ -30,15 +30,15 @@ test('certificates re-uploaded before a control join past 2 h; LB updated when a
     { name: 'cp3', role: 'control-plane' },
   ], { version: '1.31.2' });
   const inv = await tempStore();
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'racksmith' });
-  bed.authorize(pair.public);
+  const pair = newSshKeyPair();
+  bed.authorize(pair.publicKey);
   let offset = 0;
   const { log, text } = memoryLogger();
   const orchestrator = createOrchestrator({
     inventory: inv,
     orchestration: inv.orchestration,
     shell: createSshShell(),
-    privateKey: async () => pair.private,
+    privateKey: async () => pair.privateKey,
     settings: testSettings({ pollMs: 300, nodesReadyTimeoutMs: 20_000, cniManifests: { weave: 'https://x.test/w', flannel: 'https://x.test/f', calico: 'https://mirror.test/calico.yaml' } }),
     owner: 'clock-test',
     holder: 'clock test',

@@ -1,4 +1,5 @@
 import ssh2 from 'ssh2';
+import { newSshKeyPair } from '../server/lib/ssh-identity.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { shellCommand } from '../server/orchestrator/commands.js';
@@ -15,11 +16,11 @@ const test = suite('orchestrator ssh (real sshd)');
 const missing = requirements(['sshd', 'ssh-keygen', 'sudo', 'unshare'], { netns: true });
 
 let bed: KubeBed;
-const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'racksmith-test' });
+const pair = newSshKeyPair('racksmith-test');
 const shell = createSshShell();
 const target = (name: string, over: Partial<SshTarget> = {}): SshTarget => {
   const n = bed.node(name);
-  return { host: n.ip, port: 22, username: SSH_USER, privateKey: pair.private, hostKeys: [n.hostKey], connectTimeoutMs: 5000, ...over };
+  return { host: n.ip, port: 22, username: SSH_USER, privateKey: pair.privateKey, hostKeys: [n.hostKey], connectTimeoutMs: 5000, ...over };
 };
 
 test.before(async () => {
@@ -28,7 +29,7 @@ test.before(async () => {
     { name: 'n1', role: 'worker' },
     { name: 'n2', role: 'worker' },
   ], { version: '1.28.4' });
-  bed.authorize(pair.public);
+  bed.authorize(pair.publicKey);
 });
 test.after(async () => {
   await bed?.destroy();
@@ -134,9 +135,9 @@ test('a refused port is a transient fault', async () => {
 
 test('a wrong user key is an authentication failure, not retried', async () => {
   if (missing) return skipNote('ssh', missing);
-  const other = ssh2.utils.generateKeyPairSync('ed25519');
+  const other = newSshKeyPair('another');
   try {
-    await shell.connect(target('n1', { privateKey: other.private }));
+    await shell.connect(target('n1', { privateKey: other.privateKey }));
     assert.unreachable();
   } catch (err) {
     assert.is((err as SshError).kind, 'auth');
