@@ -93,11 +93,16 @@ function runOne(file: string, engine: string | null = null): Promise<Result> {
  */
 function testsNotRun(output: string): number {
   let missing = 0;
-  // eslint-disable-next-line no-control-regex -- colour codes, should uvu ever print them here
-  for (const m of output.replace(/\x1b\[[0-9;]*m/g, '').matchAll(/Total:\s+(\d+)\s+Passed:\s+(\d+)\s+Skipped:\s+(\d+)/g)) {
+  for (const m of uncoloured(output).matchAll(/Total:\s+(\d+)\s+Passed:\s+(\d+)\s+Skipped:\s+(\d+)/g)) {
     missing += Math.max(0, Number(m[1]) - Number(m[2]) - Number(m[3]));
   }
   return missing;
+}
+
+/** A suite's output without terminal colours (uvu colours its FAIL banner). */
+function uncoloured(output: string): string {
+  // eslint-disable-next-line no-control-regex -- colour codes
+  return output.replace(/\x1b\[[0-9;]*m/g, '');
 }
 
 const EXCERPT_LINES = 40;
@@ -108,8 +113,7 @@ const EXCERPT_LINES = 40;
  * run's log is often read by its head and tail only, and the suite's own block is in the middle.
  */
 function failureExcerpt(output: string): string {
-  // eslint-disable-next-line no-control-regex -- uvu colours its FAIL banner
-  const lines = output.replace(/\x1b\[[0-9;]*m/g, '').trimEnd().split('\n');
+  const lines = uncoloured(output).trimEnd().split('\n');
   const first = lines.findIndex((l) => /^\s+FAIL\s/.test(l));
   const picked = first >= 0 ? lines.slice(first, first + EXCERPT_LINES) : lines.slice(-EXCERPT_LINES);
   return picked.map((l) => '    ' + l.slice(0, 400)).join('\n');

@@ -5,6 +5,7 @@ import type { Metrics } from '../lib/metrics.js';
 import { HTTP_METRICS, instruments } from '../lib/metric-catalogue.js';
 import { requestIdOf, writeAccessLine } from './context.js';
 import { errorReply } from './errors.js';
+import { recordRequest } from './metrics.js';
 
 /**
  * The few machine-facing paths a rack asks by the hundred a second — a waiting machine's iPXE
@@ -40,10 +41,7 @@ export function leanFront(routes: LeanRoutes, fallback: RequestListener, deps: L
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       writeAccessLine(deps.log, { reqId: id, method: req.method ?? 'GET', path, status: res.statusCode, ms, req });
-      if (h) {
-        h.requests.inc({ method: req.method ?? 'GET', route: path, status: res.statusCode });
-        h.duration.observe({ method: req.method ?? 'GET', route: path }, ms / 1000);
-      }
+      if (h) recordRequest(h, req.method ?? 'GET', path, res.statusCode, ms / 1000);
     });
     let status = 200;
     let type: string;
