@@ -18,9 +18,10 @@ import { requirements, skipNote } from './lib/tools.js';
  * balancers over SSH (real sshd nodes), then the test runs real haproxy and keepalived in each
  * load balancer's network and mount namespace from the files racksmith wrote there. A client in
  * a third namespace reaches a fake API backend (HTTPS, /healthz, and /whoami naming the address
- * a connection came from) through `vip:6443`. The active load balancer's keepalived is killed by
- * its PID: the client reaches the backend again through the other one. Then the health check:
- * the new active one's haproxy is killed, and the VIP moves back.
+ * a connection came from) through `vip:6443`; lb1 comes up first, lb2 joins as BACKUP. The
+ * active load balancer's keepalived is killed by its PID: the client reaches the backend again
+ * through the other one. Then the health check: the new active one's haproxy is killed, and the
+ * VIP moves back.
  */
 const test = suite('load-balancer pair: VIP failover with real keepalived and haproxy');
 const missing = requirements(['sshd', 'ssh-keygen', 'sudo', 'unshare', 'nsenter', 'haproxy', 'keepalived', 'openssl', 'curl', 'bash'], { netns: true });
@@ -93,10 +94,20 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
     }
     return out;
   };
+  /** Each keepalived's VRRP state changes, for a failure's message (the log above it may be cut). */
+  const states = (): string => [...daemons].filter(([name]) => name.startsWith('keepalived')).map(([name, d]) => {
+    const seen = ((d as unknown as { log?: () => string }).log?.() ?? '').split('\n').filter((l) => /Entering \w+ STATE|Script .* (succeeded|failed)|exit/.test(l)).slice(-4).map((l) => l.replace(/^.*?(\(racksmith_api\)|Script)/, '$1').trim());
+    return `${name} (${d.exitCode ?? d.signalCode ?? 'running'}): ${seen.join(' | ') || 'no state yet'}`;
+  }).join('\n');
   /** Polls the client's view every 100 ms until it answers through `want`; the time it took. */
   const until = async (want: string, what: string): Promise<number> => {
     const t0 = Date.now();
-    await waitFor(what, async () => (await via()) === want, FAILOVER_BOUND_MS, 100);
+    let last: string | null = null;
+    try {
+      await waitFor(what, async () => (last = await via()) === want, FAILOVER_BOUND_MS, 100);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}; the client's last answer came through ${last ?? 'nothing'}, the VIP is on [${(await holder()).join(', ')}]\n${states()}`);
+    }
     return Date.now() - t0;
   };
   try {
@@ -125,13 +136,23 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
     await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-noenc', '-keyout', join(bed.dir, 'api.key'), '-out', join(bed.dir, 'api.crt'), '-subj', '/CN=kube-apiserver', '-days', '1'], { timeout: 60_000 });
     writeFileSync(join(bed.dir, 'backend.mjs'), BACKEND);
     daemons.set('backend', bed.tb.spawn(cp1.ns, process.execPath, [join(bed.dir, 'backend.mjs'), join(bed.dir, 'api.key'), join(bed.dir, 'api.crt'), cp1.ip]));
-    for (const n of [lb1, lb2]) {
-      inNode(n, `haproxy-${n.name}`, ['haproxy', '-db', '-f', '/etc/haproxy/haproxy.cfg']);
-      inNode(n, `keepalived-${n.name}`, ['keepalived', '-n', '-l', '-P', '-f', '/etc/keepalived/keepalived.conf', '-p', '/run/keepalived.pid', '-r', '/run/keepalived-vrrp.pid']);
-    }
-    // lb1 has the higher priority and wins the first election.
+    const keepalived = ['keepalived', '-n', '-l', '-P', '-f', '/etc/keepalived/keepalived.conf', '-p', '/run/keepalived.pid', '-r', '/run/keepalived-vrrp.pid'];
+    // lb1 comes up first and takes the VIP. (When both start in the same second, the higher
+    // priority only gives lb1 a head start of 0.39 s, which a loaded CI host can lose; with
+    // nopreempt the VIP then stays on lb2, a correct outcome this test must not depend on.)
+    inNode(lb1, 'haproxy-lb1', ['haproxy', '-db', '-f', '/etc/haproxy/haproxy.cfg']);
+    inNode(lb1, 'keepalived-lb1', keepalived);
     await until(lb1.ip, 'the client reaching the backend through lb1 (the VIP on lb1)');
     assert.equal(await holder(), ['lb1']);
+    // lb2 joins as BACKUP and leaves the VIP where it is.
+    inNode(lb2, 'haproxy-lb2', ['haproxy', '-db', '-f', '/etc/haproxy/haproxy.cfg']);
+    const keepalived2 = inNode(lb2, 'keepalived-lb2', keepalived) as ChildProcess & { log: () => string };
+    await waitFor('lb2\'s keepalived in BACKUP state', async () => /Entering BACKUP STATE/.test(keepalived2.log()), FAILOVER_BOUND_MS, 100).catch(async (err: Error) => {
+      throw new Error(`${err.message}; the VIP is on [${(await holder()).join(', ')}]\n${states()}`);
+    });
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal(await holder(), ['lb1'], 'a second load balancer joining leaves the VIP where it is');
+    assert.is(await via(), lb1.ip);
 
     const keepalived1 = daemons.get('keepalived-lb1') as ChildProcess;
     const exited = new Promise((r) => keepalived1.once('exit', r));
@@ -142,7 +163,7 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
     process.stdout.write(`  VIP failover after the active keepalived was killed: the client answered through lb2 after ${failover} ms (requirement: 5,000 ms)\n`);
 
     // lb1's keepalived comes back as BACKUP (nopreempt: the VIP stays on lb2) …
-    inNode(lb1, 'keepalived-lb1-again', ['keepalived', '-n', '-l', '-P', '-f', '/etc/keepalived/keepalived.conf', '-p', '/run/keepalived.pid', '-r', '/run/keepalived-vrrp.pid']);
+    inNode(lb1, 'keepalived-lb1-again', keepalived);
     await new Promise((r) => setTimeout(r, 4000));
     assert.equal(await holder(), ['lb2'], 'a load balancer coming back does not take the VIP away again');
     // … and when lb2's haproxy dies, its health check fails and lb1 takes the VIP.
