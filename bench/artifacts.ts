@@ -21,6 +21,7 @@
  * file, what any Node process pays per byte before racksmith does anything.
  * racksmith logs at its default level (info), as an operator runs it. Run it alone: the npm
  * script takes the machine-wide lock. Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5),
+ * BENCH_WARMUP_SECONDS (3: unrecorded load on each server before the first round),
  * BENCH_PARTS (artifacts,boot,both: which measurements to run; all by default), BENCH_LOG_LEVEL
  * (info).
  */
@@ -38,6 +39,8 @@ import { stopChild, untilOutput } from '../test/lib/child.js';
 const run = promisify(execFile);
 const ROUNDS = Math.max(1, Number(process.env['BENCH_ROUNDS'] ?? 5));
 const SECONDS = Math.max(1, Number(process.env['BENCH_SECONDS'] ?? 5));
+/** Every server's first seconds (JIT, caches) are not a round: each gets this much load, unrecorded, first. */
+const WARMUP_SECONDS = Math.max(0, Number(process.env['BENCH_WARMUP_SECONDS'] ?? 3));
 const PIN = process.env['BENCH_PIN'] !== '0';
 const BASELINE = process.env['BENCH_BASELINE_CLI'];
 /** More racksmith processes with other worker counts (the default, 2, is always measured). */
@@ -101,14 +104,14 @@ function treeTicks(pid: number): number {
   return sum;
 }
 
-async function wrk(url: string, connections: number, serverPid: number, script?: string): Promise<Load> {
-  const argv = [...CLIENT_CPU, 'wrk', '-t1', `-c${connections}`, `-d${SECONDS}s`, '--latency', '--timeout', '30s', ...(script ? ['-s', script] : []), url];
+async function wrk(url: string, connections: number, serverPid: number, script?: string, seconds = SECONDS): Promise<Load> {
+  const argv = [...CLIENT_CPU, 'wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', '30s', ...(script ? ['-s', script] : []), url];
   const before = treeTicks(serverPid);
   const { stdout } = await run(argv[0] as string, argv.slice(1), { maxBuffer: 1 << 20 });
   const cpuSeconds = (treeTicks(serverPid) - before) / 100;
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]);
   const read = /requests in ([\d.]+)(\w+), ([\d.]+)(\w+) read/.exec(stdout);
-  const seconds = read ? ms(`${read[1]}${read[2]}`) / 1000 : SECONDS;
+  const took = read ? ms(`${read[1]}${read[2]}`) / 1000 : seconds;
   const bytes = read ? Number(read[3]) * (UNIT[read[4] ?? 'B'] ?? 1) : 0;
   const p50 = ms(/^\s+50%\s+(\S+)/m.exec(stdout)?.[1] ?? '');
   const p99 = ms(/^\s+99%\s+(\S+)/m.exec(stdout)?.[1] ?? '');
@@ -116,7 +119,7 @@ async function wrk(url: string, connections: number, serverPid: number, script?:
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
   const errors = non2xx + (socketErrors ? socketErrors.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
   if (!Number.isFinite(rps) || !read) throw new Error(`cannot read wrk's output:\n${stdout}`);
-  return { rps, mbps: bytes / seconds / 1e6, p50ms: p50, p99ms: p99, errors, cpuPerGb: bytes > 0 ? cpuSeconds / (bytes / 1e9) : Number.NaN };
+  return { rps, mbps: bytes / took / 1e6, p50ms: p50, p99ms: p99, errors, cpuPerGb: bytes > 0 ? cpuSeconds / (bytes / 1e9) : Number.NaN };
 }
 
 function median(xs: readonly number[]): number {
@@ -298,6 +301,10 @@ end
       const gb = (l.mbps * SECONDS) / 1000;
       return gb > 0 && extraSeconds > 0 ? { ...l, cpuPerGb: l.cpuPerGb + extraSeconds / gb } : l;
     };
+    if (WARMUP_SECONDS > 0) {
+      for (const s of PARTS.has('artifacts') ? artifactSides : []) await wrk(s.url, DOWNLOADS, s.pids[0] as number, undefined, WARMUP_SECONDS);
+      for (const s of PARTS.has('boot') ? bootSides : []) await wrk(`${s.url}/boot.ipxe`, BOOT_CONNECTIONS, s.pids[0] as number, lua, WARMUP_SECONDS);
+    }
     for (let round = 1; round <= ROUNDS; round++) {
       for (const s of PARTS.has('artifacts') ? artifactSides : []) {
         const l = await cpuOf(s, DOWNLOADS, s.url);
@@ -332,7 +339,7 @@ end
     const lines: string[] = [
       ...section('artifacts', [
       '',
-      `Artifacts: ${DOWNLOADS} parallel downloads of a ${ARTIFACT_BYTES >> 20} MiB file (wrk -t1 -c${DOWNLOADS} -d${SECONDS}s), median of ${ROUNDS} interleaved rounds, ${PIN ? 'servers on CPU 0, wrk on CPU 1' : 'unpinned'}`,
+      `Artifacts: ${DOWNLOADS} parallel downloads of a ${ARTIFACT_BYTES >> 20} MiB file (wrk -t1 -c${DOWNLOADS} -d${SECONDS}s), median of ${ROUNDS} interleaved rounds after ${WARMUP_SECONDS} s of unrecorded load on each server, ${PIN ? 'servers on CPU 0, wrk on CPU 1' : 'unpinned'}`,
       '',
       '| server | MB/s | ÷ nginx alone | server CPU s per GB | rounds (MB/s) |',
       '|---|---|---|---|---|',

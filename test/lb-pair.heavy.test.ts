@@ -5,10 +5,9 @@ import { promisify } from 'node:util';
 import { newSshKeyPair } from '../server/lib/ssh-identity.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createOrchestrationRepo } from '../server/inventory/sqlite/orchestration.js';
 import { createOrchestrator } from '../server/orchestrator/service.js';
 import { createSshShell } from '../server/orchestrator/ssh.js';
-import { tempInventory } from './lib/inventory.js';
+import { tempStore } from './lib/inventory.js';
 import { KubeBed, type BedNode } from './lib/kube-bed.js';
 import { memoryLogger, phoneHome, testCa, testSettings, waitFor } from './lib/orch-harness.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -23,6 +22,8 @@ import { requirements, skipNote } from './lib/tools.js';
  * through the other one. Then the health check: the new active one's haproxy is killed, and the
  * VIP moves back.
  */
+// racksmith-test: both engines — the lb-config steps persist in the store; short enough to run twice.
+
 const test = suite('load-balancer pair: VIP failover with real keepalived and haproxy');
 const missing = requirements(['sshd', 'ssh-keygen', 'sudo', 'unshare', 'nsenter', 'haproxy', 'keepalived', 'openssl', 'curl', 'bash'], { netns: true });
 const run = promisify(execFile);
@@ -48,13 +49,13 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
     { name: 'lb2', role: 'loadbalancer' },
     { name: 'cp1', role: 'control-plane' },
   ], { version: '1.30.6', hosts: ['client'] });
-  const inv = tempInventory();
+  const inv = await tempStore();
   const pair = newSshKeyPair();
   bed.authorize(pair.publicKey);
   const { log, text } = memoryLogger();
   const orchestrator = createOrchestrator({
     inventory: inv,
-    orchestration: createOrchestrationRepo(inv.db, inv.now),
+    orchestration: inv.orchestration,
     shell: createSshShell(),
     privateKey: async () => pair.privateKey,
     settings: testSettings({ pollMs: 300 }),
@@ -64,7 +65,7 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
   });
   const abort = new AbortController();
   await orchestrator.start({ signal: abort.signal, log, fatal: () => undefined });
-  const repo = createOrchestrationRepo(inv.db, inv.now);
+  const repo = inv.orchestration;
   const vip = `${bed.subnet}.100`;
   const daemons = new Map<string, ChildProcess>();
   const client = bed.host('client');
