@@ -60,6 +60,12 @@ test('a whole cluster on fake nodes: order, states, and no secret in events or l
       assert.not.ok(steptext.includes(secret), 'a secret is in a step record');
       assert.not.ok(h.logText().includes(secret), 'a secret is in the log');
     }
+    // The log says when this instance took the cluster and when it let it go (nothing left to do).
+    await waitFor('the lock released', async () => /cluster lock released/.test(h.logText()));
+    const lockLines = h.logText().split('\n').filter((l) => /cluster lock (taken|released)/.test(l));
+    assert.match(lockLines[0] ?? '', /cluster lock taken: this racksmith drives the cluster/);
+    assert.match(lockLines.at(-1) ?? '', /"why":"nothing left to do for now"/);
+    assert.ok(lockLines.every((l) => l.includes('"cluster":"lab"')), lockLines.join('\n'));
     assert.not.ok(events.includes('c2VjcmV0'), 'admin.conf credentials are never streamed');
     assert.match(events, /orchestration\.output/);
     assert.match((await h.orchestrator.kubeconfig('lab')) ?? '', /kind: Config/);

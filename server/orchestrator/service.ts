@@ -221,6 +221,8 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
         return;
       }
       held = true;
+      // Which instance drove a cluster, from when to when: the log tells a site with several.
+      l.info({ until: lock.expiresAt }, 'cluster lock taken: this racksmith drives the cluster');
       let renewedAt = Date.now();
       const letGo = (why: string): void => {
         l.error(why);
@@ -266,7 +268,11 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       if (renew) clearInterval(renew);
       await Promise.allSettled([...active.values()]);
       stopAll.signal.removeEventListener('abort', onStopAll);
-      if (held) await orchestration.releaseLock(name, deps.owner).catch((err: unknown) => l.warn({ err }, 'cannot release the cluster lock'));
+      if (held) {
+        // Said before the release, so that no other instance's "taken" can come before it in time.
+        l.info({ why: stopAll.signal.aborted ? 'stopping' : 'nothing left to do for now' }, 'cluster lock released');
+        await orchestration.releaseLock(name, deps.owner).catch((err: unknown) => l.warn({ err }, 'cannot release the cluster lock'));
+      }
       drivers.delete(name);
     }
     // A change that arrived while this driver was letting go gets a fresh look.
