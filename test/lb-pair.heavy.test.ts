@@ -67,15 +67,17 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
   await orchestrator.start({ signal: abort.signal, log, fatal: () => undefined });
   const repo = inv.orchestration;
   const vip = `${bed.subnet}.100`;
-  const daemons = new Map<string, ChildProcess>();
+  /** A process the test started; those run in a node keep their output's tail. */
+  type Daemon = ChildProcess & { log?: () => string };
+  const daemons = new Map<string, Daemon>();
   const client = bed.host('client');
   /** Runs inside a node's own network and mount namespace (its /etc is the one racksmith wrote). */
-  const inNode = (n: BedNode, name: string, cmd: string[]): ChildProcess => {
-    const child = bed.tb.spawn(n.ns, 'nsenter', ['-t', String(n.sshd?.pid), '-m', '--', ...cmd]);
+  const inNode = (n: BedNode, name: string, cmd: string[]): ChildProcess & { log: () => string } => {
+    const spawned = bed.tb.spawn(n.ns, 'nsenter', ['-t', String(n.sshd?.pid), '-m', '--', ...cmd]);
     let out = '';
-    child.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
-    child.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
-    Object.assign(child, { log: () => out });
+    spawned.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
+    spawned.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
+    const child = Object.assign(spawned, { log: () => out });
     daemons.set(name, child);
     return child;
   };
@@ -97,9 +99,11 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
   };
   /** Each keepalived's VRRP state changes, for a failure's message (the log above it may be cut). */
   const states = (): string => [...daemons].filter(([name]) => name.startsWith('keepalived')).map(([name, d]) => {
-    const seen = ((d as unknown as { log?: () => string }).log?.() ?? '').split('\n').filter((l) => /Entering \w+ STATE|Script .* (succeeded|failed)|exit/.test(l)).slice(-4).map((l) => l.replace(/^.*?(\(racksmith_api\)|Script)/, '$1').trim());
+    const seen = (d.log?.() ?? '').split('\n').filter((l) => /Entering \w+ STATE|Script .* (succeeded|failed)|exit/.test(l)).slice(-4).map((l) => l.replace(/^.*?(\(racksmith_api\)|Script)/, '$1').trim());
     return `${name} (${d.exitCode ?? d.signalCode ?? 'running'}): ${seen.join(' | ') || 'no state yet'}`;
   }).join('\n');
+  /** A timeout's message with where the VIP is and what each keepalived did (CI shows the message, not the log above it). */
+  const explained = async (err: unknown, extra = ''): Promise<Error> => new Error(`${(err as Error).message}${extra}; the VIP is on [${(await holder()).join(', ')}]\n${states()}`);
   /** Polls the client's view every 100 ms until it answers through `want`; the time it took. */
   const until = async (want: string, what: string): Promise<number> => {
     const t0 = Date.now();
@@ -107,7 +111,7 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
     try {
       await waitFor(what, async () => (last = await via()) === want, FAILOVER_BOUND_MS, 100);
     } catch (err) {
-      throw new Error(`${(err as Error).message}; the client's last answer came through ${last ?? 'nothing'}, the VIP is on [${(await holder()).join(', ')}]\n${states()}`);
+      throw await explained(err, `; the client's last answer came through ${last ?? 'nothing'}`);
     }
     return Date.now() - t0;
   };
@@ -147,9 +151,9 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
     assert.equal(await holder(), ['lb1']);
     // lb2 joins as BACKUP and leaves the VIP where it is.
     inNode(lb2, 'haproxy-lb2', ['haproxy', '-db', '-f', '/etc/haproxy/haproxy.cfg']);
-    const keepalived2 = inNode(lb2, 'keepalived-lb2', keepalived) as ChildProcess & { log: () => string };
-    await waitFor('lb2\'s keepalived in BACKUP state', async () => /Entering BACKUP STATE/.test(keepalived2.log()), FAILOVER_BOUND_MS, 100).catch(async (err: Error) => {
-      throw new Error(`${err.message}; the VIP is on [${(await holder()).join(', ')}]\n${states()}`);
+    const keepalived2 = inNode(lb2, 'keepalived-lb2', keepalived);
+    await waitFor('lb2\'s keepalived in BACKUP state', async () => /Entering BACKUP STATE/.test(keepalived2.log()), FAILOVER_BOUND_MS, 100).catch(async (err: unknown) => {
+      throw await explained(err);
     });
     await new Promise((r) => setTimeout(r, 3000));
     assert.equal(await holder(), ['lb1'], 'a second load balancer joining leaves the VIP where it is');
@@ -173,7 +177,7 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
     assert.equal(await holder(), ['lb1']);
     process.stdout.write(`  VIP moved by the haproxy health check in ${checked} ms\n`);
   } catch (err) {
-    for (const [name, d] of daemons) process.stdout.write(`--- ${name}:\n${((d as unknown as { log?: () => string }).log?.() ?? '').slice(-3000)}\n`);
+    for (const [name, d] of daemons) process.stdout.write(`--- ${name}:\n${(d.log?.() ?? '').slice(-3000)}\n`);
     process.stdout.write(text().slice(-5000));
     throw err;
   } finally {

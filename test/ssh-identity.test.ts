@@ -55,7 +55,7 @@ test('made once and kept; a stored malformed pair is replaced by a usable one', 
     const kept = await ensureSshIdentity(store.secrets);
     assert.equal([kept.publicKey, kept.replaced], [mended.publicKey, false]);
   } finally {
-    await store.close();
+    await store.destroy();
   }
 });
 
