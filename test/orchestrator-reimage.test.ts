@@ -85,6 +85,24 @@ test('DELETE of joined nodes: a control node leaves (etcd member, Node, LB) and 
   });
 });
 
+test('a delete whose answer is out is over, even before its record is marked answered: asking again (with force) right after the refusal is a new request', async () => {
+  await onFakeRack(async ({ inv, h }) => {
+    await readyCluster(inv, [LB, CP[0]!, W[0]!]);
+    // The driver stopped between the two writes of an answer: the event is out, the record not yet marked.
+    await h.stop();
+    const w1 = (await inv.machines.get(W[0]!.mac))!;
+    const step = `remove:${w1.mac}:del-open`;
+    await inv.orchestration.saveStep({ cluster: 'lab', id: step, kind: 'remove-node', mac: w1.mac, state: 'failed', attempts: 1, startedAt: null, endedAt: null, output: [], error: 'does not answer over SSH', data: { purpose: 'delete', reimage: 'del-open', askedAt: Date.now(), force: false } });
+    const again = await h.orchestrator.removeFromCluster(w1, { force: true });
+    assert.is(again?.['request'], 'del-open', 'while unanswered, the open request is the answer');
+    await inv.events.append({ mac: w1.mac, cluster: 'lab', type: NODE_REMOVAL_FAILED_EVENT, source: 'orchestrator', message: 'refused', data: { request: 'del-open', step } });
+    const forced = await h.orchestrator.removeFromCluster(w1, { force: true });
+    assert.is.not(forced?.['request'], 'del-open', 'a new request once the refusal is out');
+    assert.is(forced?.['force'], true, 'and it carries the force asked for');
+    assert.ok((await inv.orchestration.steps('lab')).some((s) => s.id === forced?.['step'] && s.data['force'] === true));
+  });
+});
+
 test('a worker: drained and deleted from the init node, reset, answered; back with a new key it joins again as a new step', async () => {
   await onFakeRack(async ({ inv, rack }) => {
     const members = [LB, CP[0]!, ...W];

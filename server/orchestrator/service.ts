@@ -374,6 +374,21 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
   }
 
   /**
+   * The delete asked for this machine and not answered yet. Its answer (the event) goes out just
+   * before its record is marked answered, and whoever saw that event may ask again at once (with
+   * force, after a refusal): a request whose answer is out is over, whatever its record says.
+   */
+  async function openDelete(cluster: string, mac: Mac): Promise<StepRecord | undefined> {
+    const open = (await orchestration.steps(cluster)).find((s) => s.kind === 'remove-node' && s.mac === mac && s.data['purpose'] === 'delete' && s.data['answered'] !== true);
+    if (!open) return undefined;
+    for (const type of [NODE_REMOVAL_FAILED_EVENT, NODE_REMOVED_EVENT]) {
+      const answers = await inventory.events.list({ mac, type, newest: true, limit: 20 });
+      if (answers.some((e) => e.data?.['request'] === open.data['reimage'])) return undefined;
+    }
+    return open;
+  }
+
+  /**
    * Records the answers the plan found. A removed node's pinned host keys go with its old
    * system: the next connection to this machine needs the keys of its next phone-home.
    * Keys first, then the fact; a crash in between answers again (both writes are idempotent).
@@ -560,7 +575,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
         const verdict = (await liveQuorum(m)) ?? { ...quorumAfterRemoval(m, await inventory.machines.list({ cluster })), source: 'inventory' as const };
         if (!verdict.ok) throw conflict('ERR_QUORUM', `removing ${name} would lose etcd quorum (${verdict.source ?? 'inventory'}): ${verdict.reason ?? ''}`, 'mac');
       }
-      const open = (await orchestration.steps(cluster)).find((s) => s.kind === 'remove-node' && s.mac === m.mac && s.data['purpose'] === 'delete' && s.data['answered'] !== true);
+      const open = await openDelete(cluster, m.mac);
       const request = open ? String(open.data['reimage']) : `del-${randomBytes(4).toString('hex')}`;
       const id = removeStepId(m.mac, request);
       if (!open) {
