@@ -138,6 +138,66 @@ test('transitions persist across a reopen, each with its event; refused ones cha
   }
 });
 
+test('a sheet is imported whole as row by row: the placement, the assignment and its event per row in row order; a refused row is named, and nothing of the sheet stays', async () => {
+  const inv = await tempStore();
+  try {
+    await inv.clusters.create(CLUSTER);
+    await inv.clusters.create({ ...CLUSTER, name: 'edge' });
+    const mac = (i: number): Mac => `52:54:00:40:00:${i.toString(16).padStart(2, '0')}` as Mac;
+    // Row 2's machine was seen on the network first: adopted, keeping what DHCP saw.
+    await inv.machines.recordSighting({ mac: mac(2), firmware: 'efi', arch: 'x86_64', source: 'dhcp' });
+    const bmc = { driver: 'ipmi' as const, address: '10.0.9.7', username: 'admin', password: 'row-seven' };
+    const rows = Array.from({ length: 40 }, (_, k) => ({
+      row: k + 1,
+      mac: mac(k + 1),
+      hostname: `n${k + 1}`,
+      role: k < 3 ? ('control-plane' as const) : ('worker' as const),
+      cluster: k % 2 ? 'edge' : 'lab',
+      ip: `10.0.4.${k + 1}`,
+      rack: `r${k % 4}`,
+      ...(k === 6 ? { bmc, installDisk: '/dev/nvme0n1', bootLoader: 'shim-grub' as const, secureBoot: true } : {}),
+    }));
+    const mark = await inv.events.latestId();
+    const out = await inv.machines.importAll(rows);
+    assert.equal(out.map((m) => m.mac), rows.map((r) => r.mac), 'in row order');
+    assert.ok(out.every((m) => m.state === 'assigned'));
+    const stored = await inv.machines.list();
+    assert.is(stored.length, 40);
+    const by = new Map(stored.map((m) => [m.mac, m]));
+    for (const r of rows) {
+      const m = by.get(r.mac)!;
+      assert.equal([m.hostname, m.role, m.cluster, m.ip, m.rack, m.state], [r.hostname, r.role, r.cluster, r.ip, r.rack, 'assigned'], r.hostname);
+    }
+    assert.equal([by.get(mac(2))?.firmware, by.get(mac(2))?.arch], ['efi', 'x86_64'], 'the adopted machine keeps its sighting');
+    const seventh = by.get(mac(7))!;
+    assert.equal([seventh.bmc?.address, seventh.installDisk, seventh.bootLoader, seventh.secureBoot], ['10.0.9.7', '/dev/nvme0n1', 'shim-grub', true]);
+    assert.is(await inv.machines.bmcPassword(mac(7)), 'row-seven', 'sealed and opened');
+    assert.equal([by.get(mac(8))?.bmc, by.get(mac(8))?.bootLoader, by.get(mac(8))?.secureBoot], [null, null, null]);
+    const tokens = await Promise.all(rows.map((r) => inv.machines.seedToken(r.mac)));
+    assert.is(new Set(tokens).size, 40, 'a seed token each');
+    assert.is((await inv.machines.findBySeedToken(tokens[9]!))?.mac, mac(10));
+    const events = (await inv.events.list({ afterId: mark, limit: 100 })).filter((e) => e.type === 'state');
+    assert.equal(events.map((e) => e.mac), rows.map((r) => r.mac), 'one state event per row, in row order');
+    assert.equal([events[1]?.message, events[1]?.cluster, events[1]?.data], ['assigned as control-plane of cluster edge', 'edge', { from: 'discovered', to: 'assigned', event: 'assign' }]);
+
+    // A refused row in a later sheet is named; nothing of that sheet stays.
+    const next = (over: Record<string, unknown>) => [41, 42, 43].map((i) => ({ row: i - 40, mac: mac(i), hostname: `n${i}`, role: 'worker' as const, cluster: 'lab', ip: `10.0.4.${i}`, ...(i === 42 ? over : {}) }));
+    const refusals: [Record<string, unknown>, RegExp][] = [
+      [{ hostname: 'n5' }, /^row 2, column hostname: /],
+      [{ cluster: 'nowhere' }, /^row 2, column cluster: no cluster named "nowhere"/],
+      [{ mac: mac(3) }, /^row 2, column mac: a machine with MAC 52:54:00:40:00:03 already exists/],
+    ];
+    for (const [over, message] of refusals) {
+      const err = await expectError(() => inv.machines.importAll(next(over)), AppError);
+      assert.match(err.message, message);
+      assert.is((await inv.machines.list()).length, 40, `nothing of the refused sheet stays (${err.message})`);
+    }
+    assert.is((await inv.events.list({ afterId: mark, limit: 100 })).length, events.length, 'nor any of its events');
+  } finally {
+    await inv.destroy();
+  }
+});
+
 test('subscribers hear of events after commit, and never of a rolled-back import', async () => {
   const inv = await tempStore();
   try {

@@ -40,6 +40,11 @@ export interface PgMachineRepoDeps {
 
 type Sealed = Pick<MachineRow, 'bmc_password_sealed' | 'seed_token_sealed' | 'seed_token_address'>;
 
+/** MACHINE_COLUMNS of the table as `m`, where another relation has the same columns. */
+const MACHINE_COLUMNS_OF_M = MACHINE_COLUMNS.split(', ')
+  .map((col) => (/^[a-z_]+$/.test(col) ? `m.${col}` : col.replace(/\bbmc_password_sealed\b/, 'm.bmc_password_sealed')))
+  .join(', ');
+
 /** Another instance's write in the way (serialization failure, deadlock): the whole transaction runs again (PgDb.tx). */
 const retryable = (err: unknown): boolean => ['40001', '40P01'].includes((err as { code?: string }).code ?? '');
 
@@ -211,6 +216,71 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
     return out;
   }
 
+  /**
+   * A sheet of new machines in five statements, whatever its length: the clusters held, the
+   * rows inserted, their states read locked, the placement, the assignment. It decides what the
+   * row-by-row path does (the same columns, transition and events, in row order); anything it
+   * cannot take whole (a missing cluster, a machine already past `discovered`, a UNIQUE clash)
+   * is rolled back to its savepoint and the sheet goes row by row, whose error names the row and
+   * column. Null: it went row by row.
+   */
+  async function importWhole(c: Queryable, rows: readonly ImportRow[]): Promise<Machine[] | null> {
+    await c.query('SAVEPOINT import_whole');
+    const mark = eventMark(c);
+    const whole = async (): Promise<Machine[] | null> => {
+      const clusters = [...new Set(rows.map((r) => r.cluster))];
+      const held = await c.query('SELECT name FROM clusters WHERE name = ANY($1::text[]) FOR KEY SHARE', [clusters]);
+      if (held.rowCount !== clusters.length) return null;
+      const at = now().toISOString();
+      // Sorted, so that two imports of overlapping sheets lock their rows in the same order.
+      const macs = rows.map((r) => r.mac).sort();
+      await c.query(
+        `INSERT INTO machines (mac, state, state_changed_at, created_at, updated_at)
+         SELECT m, 'discovered', $2, $2, $2 FROM unnest($1::text[]) AS m ORDER BY m ON CONFLICT (mac) DO NOTHING`,
+        [macs, at],
+      );
+      const states = await c.query<{ state: string }>('SELECT state FROM machines WHERE mac = ANY($1::text[]) ORDER BY mac FOR UPDATE', [macs]);
+      if (states.rowCount !== rows.length || states.rows.some((x) => x.state !== 'discovered')) return null;
+      const placement = rows.map((r) => ({ mac: r.mac, ...placementColumns(r, box), boot_loader: r.bootLoader ?? null, secure_boot: flag(r.secureBoot) }));
+      const placed = await setEach(c, placement, (col) => (col === 'boot_loader' || col === 'secure_boot' ? `COALESCE(x.${col}, m.${col})` : `x.${col}`), { seed_token_address: null, updated_at: at });
+      if (placed.size !== rows.length) return null;
+      const writes = rows.map((r) => transitionWrite(placed.get(r.mac)!, 'assign', { source: 'api', message: assignMessage(r.role, r.cluster) }, at));
+      const assigned = await setEach(c, writes.map((w, i) => ({ mac: rows[i]!.mac, ...w.columns })), (col) => `x.${col}`);
+      if (assigned.size !== rows.length) return null;
+      for (const w of writes) await appendEvent(c, w.event);
+      return rows.map((r) => assigned.get(r.mac)!);
+    };
+    try {
+      const out = await whole();
+      if (out) {
+        await c.query('RELEASE SAVEPOINT import_whole');
+        return out;
+      }
+    } catch (err) {
+      if (retryable(err)) throw err;
+    }
+    await c.query('ROLLBACK TO SAVEPOINT import_whole');
+    rollbackEvents(c, mark);
+    return null;
+  }
+
+  /**
+   * One UPDATE of many machines, each row its own values (one JSON parameter, typed by the
+   * machines table itself): `expr` says what a column is set to from `x`, `same` adds values
+   * common to all. Returns the machines as written, by MAC.
+   */
+  async function setEach(c: Queryable, values: readonly Record<string, unknown>[], expr: (column: string) => string, same: Record<string, unknown> = {}): Promise<Map<string, Machine>> {
+    const columns = Object.keys(values[0] ?? {}).filter((k) => k !== 'mac');
+    const common = Object.keys(same);
+    const sets = [...columns.map((col) => `${col} = ${expr(col)}`), ...common.map((col, i) => `${col} = $${i + 2}`)];
+    const r = await c.query<MachineViewRow>(
+      `UPDATE machines m SET ${sets.join(', ')} FROM json_populate_recordset(NULL::machines, $1::json) AS x
+       WHERE m.mac = x.mac RETURNING ${MACHINE_COLUMNS_OF_M}`,
+      [JSON.stringify(values), ...Object.values(same)],
+    );
+    return new Map(r.rows.map((row) => [row.mac, machineFromRow(row)]));
+  }
+
   return {
     async create(input) {
       return db.tx((c) => insertOrAdopt(c, input));
@@ -247,7 +317,10 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       });
     },
     async importAll(rows) {
-      return db.tx((c) => eachRow(rows, (r) => insertOrAdopt(c, r)));
+      return db.tx(async (c) => {
+        if (rows.length === 0) return [];
+        return (await importWhole(c, rows)) ?? eachRow(rows, (r) => insertOrAdopt(c, r));
+      });
     },
     async upsertAll(rows) {
       return db.tx((c) => eachRow(rows, (r) => upsertRow(c, r)));
