@@ -160,6 +160,21 @@ test('PATCH of bmc merges: fields not sent keep their values; null port or ciphe
   assert.equal(moved.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 1623, username: 'admin', cipherSuite: 3, passwordSet: true, solCapture: null });
   const back = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { port: null, cipherSuite: null } });
   assert.equal(back.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 623, username: 'admin', cipherSuite: null, passwordSet: true, solCapture: null });
+  // The other protocol's settings: refused on this BMC even when the patch does not name the driver...
+  const wrong = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { systemId: 'System.Embedded.1' } });
+  assert.is(wrong.status, 400, wrong.text);
+  assert.is(wrong.body.error.field, 'bmc.systemId');
+  assert.match(wrong.body.error.message, /a Redfish setting; this BMC uses IPMI/);
+  assert.is((await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { cipherSuite: 17, solCapture: true } })).status, 200);
+  // ...and dropped when the BMC moves to the other protocol.
+  const redfish = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { driver: 'redfish', address: 'https://10.77.1.99:8443', systemId: '1' } });
+  assert.is(redfish.status, 200, redfish.text);
+  assert.equal(redfish.body.bmc, { driver: 'redfish', address: 'https://10.77.1.99:8443', port: null, username: 'admin', cipherSuite: null, passwordSet: true, systemId: '1', verifyTls: true, tlsFingerprint: null, solCapture: null });
+  const sol = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { solCapture: true } });
+  assert.is(sol.status, 400, sol.text);
+  assert.is(sol.body.error.field, 'bmc.solCapture');
+  const ipmi = await call(admin, 'PATCH', `/machines/${mac}`, { bmc: { driver: 'ipmi', address: '10.77.1.99' } });
+  assert.equal(ipmi.body.bmc, { driver: 'ipmi', address: '10.77.1.99', port: 623, username: 'admin', cipherSuite: null, passwordSet: true, solCapture: null });
   const ev = await call(viewer, 'GET', `/machines/${mac}/events`);
   assert.ok(ev.body.some((e: any) => e.type === 'machine.updated' && /bmc \(address\)/.test(e.message)), 'the event names the BMC fields');
   // A machine without a BMC: a partial one is refused, naming what is missing.

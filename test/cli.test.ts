@@ -230,6 +230,21 @@ test('secrets not on the command line: the token from --token-file or a terminal
   const moved = await runCli(['machines', 'set', '52:54:00:c5:00:02', '--bmc-port', '1623', '--json'], { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['admin'] ?? '' });
   assert.is(moved.code, 0, moved.stderr);
   assert.equal(JSON.parse(moved.stdout).bmc, { driver: 'ipmi', address: '10.8.2.2', port: 1623, username: 'admin', cipherSuite: null, passwordSet: true, solCapture: null });
+  // The serial console capture: on, off, or back to the rack's setting.
+  const asAdmin = { RACKSMITH_URL: rs.url, RACKSMITH_TOKEN: tokens['admin'] ?? '' };
+  for (const [word, want] of [['on', true], ['off', false], ['default', null]] as const) {
+    const sol = await runCli(['machines', 'set', '52:54:00:c5:00:02', '--sol-capture', word, '--json'], asAdmin);
+    assert.is(sol.code, 0, sol.stderr);
+    assert.is(JSON.parse(sol.stdout).bmc.solCapture, want, `--sol-capture ${word}`);
+    assert.is(JSON.parse(sol.stdout).bmc.port, 1623, 'the other BMC fields stay');
+  }
+  const badSol = await runCli(['machines', 'set', '52:54:00:c5:00:02', '--sol-capture', 'maybe'], asAdmin);
+  assert.is(badSol.code, 2, badSol.stderr);
+  assert.match(badSol.stderr, /--sol-capture: on, off or default/);
+  // A Redfish setting on an IPMI BMC is refused by the server, naming the field.
+  const wrongDriver = await runCli(['machines', 'set', '52:54:00:c5:00:02', '--bmc-system-id', 'System.Embedded.1'], asAdmin);
+  assert.is(wrongDriver.code, 1, wrongDriver.stderr);
+  assert.match(wrongDriver.stderr, /systemId/);
   for (const mac of ['52:54:00:c5:00:01', '52:54:00:c5:00:02']) ok(await as('admin', ['machines', 'rm', mac]));
 
   // On a terminal: asked for, with echo off.
@@ -458,6 +473,9 @@ test('completion bash|zsh: commands, subcommands, flags and values complete; eve
   assert.is(await complete('racksmith machines iden'), 'identify');
   assert.is(await complete('racksmith clusters pre'), 'preflight');
   assert.is(await complete('racksmith machines set --boot-loader shim'), 'shim-grub');
+  assert.is(await complete('racksmith machines set 52:54:00:c1:00:01 --sol-capture d'), 'default', 'set takes a value after --sol-capture');
+  assert.is(await complete('racksmith machines add --sol-capture --bmc-usern'), '--bmc-username', 'add takes none');
+  assert.is(await complete('racksmith machines set 52:54:00:c1:00:01 --bmc-verify-tls o'), 'on off');
   // Each flag the completion offers is one the command's --help names (so the table stays true).
   const { COMMAND_TREE } = await import('../server/cli/completion.js');
   for (const [cmd, v] of Object.entries(COMMAND_TREE)) {

@@ -24,8 +24,8 @@ export const COMMAND_TREE: Readonly<Record<string, Readonly<Record<string, reado
   },
   machines: {
     list: ['--cluster', '--role', '--state', '--rack', ...CLIENT],
-    add: ['--mac', '--hostname', '--role', '--cluster', '--ip', '--rack', '--unit', ...BMC, '--sol-capture', '--bmc-driver', '--bmc-system-id', '--bmc-tls-fingerprint', '--bmc-no-verify-tls', '--boot-loader', '--secure-boot', ...CLIENT],
-    set: ['--hostname', '--role', '--cluster', '--ip', '--rack', '--unit', ...BMC, '--boot-loader', '--secure-boot', ...CLIENT],
+    add: ['--mac', '--hostname', '--role', '--cluster', '--ip', '--rack', '--unit', '--install-disk', ...BMC, '--sol-capture', '--bmc-driver', '--bmc-system-id', '--bmc-tls-fingerprint', '--bmc-no-verify-tls', '--boot-loader', '--secure-boot', ...CLIENT],
+    set: ['--hostname', '--role', '--cluster', '--ip', '--rack', '--unit', '--install-disk', ...BMC, '--sol-capture', '--bmc-driver', '--bmc-system-id', '--bmc-tls-fingerprint', '--bmc-verify-tls', '--boot-loader', '--secure-boot', ...CLIENT],
     rm: ['--force', ...CLIENT],
     import: ['--update', ...CLIENT],
     events: ['--type', '--limit', ...CLIENT],
@@ -65,6 +65,12 @@ const FLAG_VALUES: Readonly<Record<string, string>> = {
   '--bmc-driver': 'ipmi redfish',
   '--boot-loader': 'ipxe shim-grub auto default',
   '--secure-boot': 'on off unknown',
+  '--bmc-verify-tls': 'on off',
+};
+
+/** Flags that take a value in one subcommand and none elsewhere (`add --sol-capture` is a switch). */
+const SUBCOMMAND_FLAG_VALUES: Readonly<Record<string, string>> = {
+  'machines set --sol-capture': 'on off default',
 };
 
 /** The flags that take no value (everything else consumes the next word). */
@@ -84,6 +90,9 @@ function bashScript(): string {
   const values = Object.entries(FLAG_VALUES)
     .map(([flag, vals]) => (flag === '--role@token' ? `    token\\ *--role) COMPREPLY=($(compgen -W "${vals}" -- "$cur")); return ;;` : `    *${flag}) COMPREPLY=($(compgen -W "${vals}" -- "$cur")); return ;;`))
     .join('\n');
+  const subValues = Object.entries(SUBCOMMAND_FLAG_VALUES)
+    .map(([at, vals]) => `    "${at}") COMPREPLY=($(compgen -W "${vals}" -- "$cur")); return ;;`)
+    .join('\n');
   return `# racksmith shell completion (bash): racksmith completion bash > /etc/bash_completion.d/racksmith
 _racksmith() {
   local cur prev cmd sub words
@@ -95,6 +104,9 @@ _racksmith() {
     COMPREPLY=($(compgen -W "${commands}" -- "$cur"))
     return
   fi
+  case "$cmd $sub $prev" in
+${subValues}
+  esac
   case "$cmd $prev" in
 ${values}
   esac

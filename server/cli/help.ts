@@ -75,7 +75,10 @@ export const MACHINES_HELP = `Usage:
   racksmith machines set MAC [--hostname H] [--role R] [--cluster C] [--ip IP|none] [--rack R|none] [--unit U|none]
                          [--install-disk DISK|none]
                          [--bmc-address A] [--bmc-username U] [--bmc-port N|default]
-                         [--bmc-cipher-suite N|default]   (BMC fields not given keep their values)
+                         [--bmc-cipher-suite N|default] [--sol-capture on|off|default]
+                         [--bmc-driver ipmi|redfish] [--bmc-system-id ID|default]
+                         [--bmc-tls-fingerprint SHA256|default] [--bmc-verify-tls on|off]
+                         (BMC fields not given keep their values; --sol-capture default: the rack's setting)
                          [--boot-loader ipxe|shim-grub|auto|default] [--secure-boot on|off|unknown]
   racksmith machines rm MAC [--force]   a node leaves its cluster first (drain, etcd, LBs); --force when it no longer answers
   racksmith machines import FILE.csv [--update]

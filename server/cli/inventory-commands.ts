@@ -76,6 +76,19 @@ const warningLines = (ws: readonly string[] | undefined): string => (ws ?? []).m
 /** `none` clears a field in `set`. */
 const clearable = (v: string | boolean | undefined): string | null | undefined => (typeof v === 'string' ? (v === 'none' ? null : v) : undefined);
 
+/** Where a machine goes and how it boots: `add` and `set` alike. */
+const PLACEMENT_FLAGS: Options = {
+  hostname: { type: 'string' },
+  role: { type: 'string' },
+  cluster: { type: 'string' },
+  ip: { type: 'string' },
+  rack: { type: 'string' },
+  unit: { type: 'string' },
+  'install-disk': { type: 'string' },
+  'boot-loader': { type: 'string' },
+  'secure-boot': { type: 'string' },
+};
+
 const BMC_FLAGS: Options = {
   'bmc-address': { type: 'string' },
   'bmc-port': { type: 'string' },
@@ -84,6 +97,39 @@ const BMC_FLAGS: Options = {
   'bmc-password-file': { type: 'string' },
   'bmc-cipher-suite': { type: 'string' },
 };
+
+/** What `set` changes of a BMC besides its address, user and password (`default`: back to the default). */
+const BMC_SET_FLAGS: Options = {
+  'bmc-driver': { type: 'string' },
+  'bmc-system-id': { type: 'string' },
+  'bmc-tls-fingerprint': { type: 'string' },
+  'bmc-verify-tls': { type: 'string' },
+  'sol-capture': { type: 'string' },
+};
+
+function onOff(flag: string, v: string, withDefault: boolean): boolean | null {
+  if (v === 'on') return true;
+  if (v === 'off') return false;
+  if (withDefault && v === 'default') return null;
+  throw new UsageError(`--${flag}: on, off${withDefault ? ' or default' : ''}`);
+}
+
+/** The BMC fields of BMC_SET_FLAGS given to `set`, as the API's BMC patch names them. */
+function bmcSettingsPatch(values: Record<string, string | boolean | undefined>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const v = (k: string): string | undefined => str(values[k]);
+  const driver = v('bmc-driver');
+  if (driver !== undefined) out['driver'] = driver;
+  const systemId = v('bmc-system-id');
+  if (systemId !== undefined) out['systemId'] = systemId === 'default' ? null : systemId;
+  const fingerprint = v('bmc-tls-fingerprint');
+  if (fingerprint !== undefined) out['tlsFingerprint'] = fingerprint === 'default' ? null : fingerprint;
+  const verify = v('bmc-verify-tls');
+  if (verify !== undefined) out['verifyTls'] = onOff('bmc-verify-tls', verify, false);
+  const sol = v('sol-capture');
+  if (sol !== undefined) out['solCapture'] = onOff('sol-capture', sol, true);
+  return out;
+}
 
 /** The BMC password: --bmc-password, --bmc-password-file, RACKSMITH_BMC_PASSWORD, or asked for on a terminal. */
 function bmcPassword(values: Record<string, string | boolean | undefined>, address: string | null): Promise<string | undefined> {
@@ -123,21 +169,13 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       const { values } = parse(rest, {
         ...COMMON,
         mac: { type: 'string' },
-        hostname: { type: 'string' },
-        role: { type: 'string' },
-        cluster: { type: 'string' },
-        ip: { type: 'string' },
-        rack: { type: 'string' },
-        'install-disk': { type: 'string' },
-        unit: { type: 'string' },
+        ...PLACEMENT_FLAGS,
         ...BMC_FLAGS,
         'bmc-driver': { type: 'string' },
         'bmc-system-id': { type: 'string' },
         'bmc-tls-fingerprint': { type: 'string' },
         'bmc-no-verify-tls': { type: 'boolean' },
         'sol-capture': { type: 'boolean' },
-        'boot-loader': { type: 'string' },
-        'secure-boot': { type: 'string' },
       });
       if (values['help']) return out(MACHINES_HELP);
       const bmcAddress = str(values['bmc-address']);
@@ -170,7 +208,16 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }
     case 'set': {
-      const { values, positionals } = parse(rest, { ...COMMON, hostname: { type: 'string' }, role: { type: 'string' }, cluster: { type: 'string' }, ip: { type: 'string' }, rack: { type: 'string' }, unit: { type: 'string' }, 'install-disk': { type: 'string' }, ...BMC_FLAGS, 'boot-loader': { type: 'string' }, 'secure-boot': { type: 'string' } }, 1);
+      const { values, positionals } = parse(
+        rest,
+        {
+          ...COMMON,
+          ...PLACEMENT_FLAGS,
+          ...BMC_FLAGS,
+          ...BMC_SET_FLAGS,
+        },
+        1,
+      );
       if (values['help']) return out(MACHINES_HELP);
       const mac = positionals[0];
       if (!mac) throw new UsageError('machines set: give the MAC');
@@ -184,11 +231,12 @@ export async function machinesCommand(args: readonly string[], client: ClientFac
       if (str(values['bmc-username']) !== undefined) bmc['username'] = str(values['bmc-username']);
       if (str(values['bmc-port']) !== undefined) bmc['port'] = values['bmc-port'] === 'default' ? null : Number(values['bmc-port']);
       if (str(values['bmc-cipher-suite']) !== undefined) bmc['cipherSuite'] = values['bmc-cipher-suite'] === 'default' ? null : Number(values['bmc-cipher-suite']);
+      Object.assign(bmc, bmcSettingsPatch(values));
       // A password is asked for only when one is given some way: setting other fields keeps the stored one.
       if (values['bmc-password'] !== undefined || values['bmc-password-file'] !== undefined || process.env['RACKSMITH_BMC_PASSWORD']) bmc['password'] = await bmcPassword(values, null);
       if (Object.keys(bmc).length > 0) patch['bmc'] = bmc;
       Object.assign(patch, bootOptions(values));
-      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --unit, --install-disk, --boot-loader, --secure-boot or a --bmc-… flag)');
+      if (Object.keys(patch).length === 0) throw new UsageError('machines set: nothing to change (give --hostname, --role, --cluster, --ip, --rack, --unit, --install-disk, --boot-loader, --secure-boot, --sol-capture or a --bmc-… flag)');
       const m = await client(values).request<MachineJson & { warnings?: string[] }>('PATCH', `/machines/${encodeURIComponent(mac)}`, patch);
       return out(values['json'] ? JSON.stringify(m, null, 2) + '\n' : machineRows([m]) + warningLines(m.warnings));
     }

@@ -162,19 +162,23 @@ export function planUpdate(before: Machine, patch: MachinePatch, source: string,
     if (address === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs an address', 'bmc.address');
     if (username === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs a user name', 'bmc.username');
     if (b.password === undefined && !old?.hasPassword) throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
-    const keep = <T,>(given: T | undefined, stored: T): T => (given === undefined ? stored : given);
-    set('bmc_driver', b.driver ?? old?.driver ?? 'ipmi');
+    const driver = b.driver ?? old?.driver ?? 'ipmi';
+    driverMismatch(driver, b);
+    // A BMC moved to the other protocol keeps none of the old one's own settings.
+    const switched = old !== null && old !== undefined && old.driver !== driver;
+    const keep = <T,>(given: T | undefined, stored: T, fresh: T): T => (given !== undefined ? given : switched ? fresh : stored);
+    set('bmc_driver', driver);
     set('bmc_address', address);
-    set('bmc_port', keep(b.port, old?.port ?? null));
+    set('bmc_port', keep(b.port, old?.port ?? null, null));
     set('bmc_username', username);
-    set('bmc_cipher_suite', keep(b.cipherSuite, old?.cipherSuite ?? null));
+    set('bmc_cipher_suite', keep(b.cipherSuite, old?.cipherSuite ?? null, null));
     set(
       'bmc_options',
       bmcOptionsToJson({
-        systemId: keep(b.systemId, old?.systemId ?? null),
-        verifyTls: keep(b.verifyTls, old?.verifyTls ?? true),
-        tlsFingerprint: keep(b.tlsFingerprint, old?.tlsFingerprint ?? null),
-        solCapture: keep(b.solCapture, old?.solCapture ?? null),
+        systemId: keep(b.systemId, old?.systemId ?? null, null),
+        verifyTls: keep(b.verifyTls, old?.verifyTls ?? true, true),
+        tlsFingerprint: keep(b.tlsFingerprint, old?.tlsFingerprint ?? null, null),
+        solCapture: keep(b.solCapture, old?.solCapture ?? null, null),
       }),
     );
     if (b.password !== undefined) set('bmc_password_sealed', box.seal(b.password));
@@ -225,6 +229,24 @@ export function atRowError(r: ImportRow, err: unknown): unknown {
   if (!(err instanceof AppError)) return err;
   const column = err.field === 'bmc.password' ? 'bmc_password' : err.field?.replace('bmc.', 'bmc_') ?? 'mac';
   return new AppError(err.kind, err.code, `row ${r.row}, column ${column}: ${err.message}`, column, [{ row: r.row, field: column, message: err.message }]);
+}
+
+/**
+ * A BMC patch's own settings against the driver the BMC ends up with (the API checks them only
+ * when the patch names the driver; most patches do not, and keep the stored one).
+ */
+function driverMismatch(driver: string, b: NonNullable<MachinePatch['bmc']>): void {
+  const refuse = (field: string, message: string): never => {
+    throw invalid('ERR_VALIDATION', `bmc.${field}: ${message}`, `bmc.${field}`);
+  };
+  if (driver === 'ipmi') {
+    if (b.systemId != null) refuse('systemId', 'systemId is a Redfish setting; this BMC uses IPMI');
+    if (b.tlsFingerprint != null) refuse('tlsFingerprint', 'tlsFingerprint is a Redfish setting; this BMC uses IPMI');
+    if (b.verifyTls === false) refuse('verifyTls', 'verifyTls is a Redfish setting; this BMC uses IPMI');
+  } else {
+    if (b.cipherSuite != null) refuse('cipherSuite', 'cipherSuite is an IPMI setting; this BMC uses Redfish');
+    if (b.solCapture === true) refuse('solCapture', 'serial console capture runs over IPMI SOL; a Redfish BMC cannot offer it here');
+  }
 }
 
 /** A store error of one machine of a bulk update, naming the machine. */
