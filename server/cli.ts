@@ -4,25 +4,26 @@
  * store directly (it is how the first token is made); the rest are thin clients of the REST API.
  * Exit codes: 0 done, 1 failed, 2 usage error.
  */
-import { ConfigError, loadConfig } from './config/load.js';
-import { settingsMarkdown } from './config/table.js';
 import { TOKEN_ROLES, type TokenRole } from './inventory/model.js';
-import { parse, SETTING_FLAGS, settingFlags, UsageError } from './cli/args.js';
+import { parse, UsageError } from './cli/args.js';
 import { ApiError, createApiClient } from './cli/client.js';
 import { readSecret, terminalPrompt } from './cli/secrets.js';
-import { AGENT_HELP, MAIN_HELP, SERVE_HELP, TOKEN_HELP, WATCH_HELP, settingsHelp } from './cli/help.js';
-import { completionCommand } from './cli/completion.js';
+import { AGENT_HELP, MAIN_HELP, TOKEN_HELP, WATCH_HELP } from './cli/help.js';
 import { checkScope } from './cli/scope.js';
 import { table } from './cli/table.js';
 import { clustersCommand, machinesCommand, type ClientFactory } from './cli/inventory-commands.js';
 import { watch } from './cli/watch.js';
 import { rackCommand } from './cli/power-commands.js';
 import { artifactsCommand, preflightCommand } from './cli/checks-commands.js';
-import { createLogger } from './lib/log.js';
-import { ServiceStartError } from './lib/service.js';
-import { InstanceLockedError } from './lib/instance-lock.js';
 import { VERSION } from './lib/version.js';
 import type { Runtime } from './main.js';
+import type { Config } from './config/settings.js';
+
+/*
+ * The client commands (machines, clusters, rack, watch…) load only what they use: the settings
+ * table (zod), the config file reader (yaml), the logger (pino) and the store are imported by the
+ * commands that need them, which keeps a client command's start near Node's own.
+ */
 
 const out = (text: string): void => void process.stdout.write(text);
 
@@ -90,13 +91,26 @@ async function watchCommand(args: readonly string[]): Promise<number> {
   return 0;
 }
 
+/** A server-side command's flags: its own and every setting; the config they make, when asked. */
+async function settingsCommand(args: readonly string[], own: Parameters<typeof parse>[1], positionals = 0): Promise<{ values: Record<string, string | boolean | undefined>; positionals: string[]; config: () => Promise<Config> }> {
+  const { SETTING_FLAGS, settingFlags } = await import('./cli/setting-flags.js');
+  const parsed = parse(args, { ...SETTING_FLAGS, ...own }, positionals);
+  const config = async (): Promise<Config> => {
+    const { loadConfig } = await import('./config/load.js');
+    return loadConfig({ file: typeof parsed.values['config'] === 'string' ? parsed.values['config'] : undefined, env: process.env, flags: settingFlags(parsed.values) });
+  };
+  return { ...parsed, config };
+}
+
 async function serve(args: readonly string[]): Promise<number> {
-  const { values } = parse(args, SETTING_FLAGS);
+  const { values, config: readConfig } = await settingsCommand(args, {});
   if (values['help']) {
+    const { SERVE_HELP } = await import('./cli/setting-flags.js');
     out(SERVE_HELP());
     return 0;
   }
-  const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
+  const config = await readConfig();
+  const { createLogger } = await import('./lib/log.js');
   const log = createLogger(config.logLevel);
   // Taken before anything starts: a SIGTERM while the services start (systemd stopping a unit
   // that is still coming up, a health check that just turned 200) stops them cleanly once they
@@ -130,7 +144,7 @@ async function token(args: readonly string[]): Promise<number> {
   }
   if (sub === 'list' || sub === 'revoke') return tokenAdmin(sub, rest);
   if (sub !== 'create') throw new UsageError(`token: unknown subcommand "${sub}" (create, list, revoke)`);
-  const { values } = parse(rest, { ...SETTING_FLAGS, role: { type: 'string' }, name: { type: 'string' } });
+  const { values, config: readConfig } = await settingsCommand(rest, { role: { type: 'string' }, name: { type: 'string' } });
   if (values['help']) {
     out(TOKEN_HELP);
     return 0;
@@ -139,7 +153,7 @@ async function token(args: readonly string[]): Promise<number> {
   if (typeof role !== 'string' || !(TOKEN_ROLES as readonly string[]).includes(role)) {
     throw new UsageError(`token create: --role must be one of ${TOKEN_ROLES.join(', ')}`);
   }
-  const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
+  const config = await readConfig();
   const { openInventory } = await import('./main.js');
   const inventory = await openInventory(config);
   try {
@@ -159,12 +173,12 @@ async function agent(args: readonly string[]): Promise<number> {
     return sub ? 0 : 2;
   }
   if (sub !== 'build') throw new UsageError(`agent: unknown subcommand "${sub}" (build)`);
-  const { values } = parse(rest, { ...SETTING_FLAGS, json: { type: 'boolean' } });
+  const { values, config: readConfig } = await settingsCommand(rest, { json: { type: 'boolean' } });
   if (values['help']) {
     out(AGENT_HELP);
     return 0;
   }
-  const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
+  const config = await readConfig();
   const { ensureAgent } = await import('./agent/build.js');
   const { join } = await import('node:path');
   const b = await ensureAgent({ dir: join(config.dataDir, 'agent'), kernelPackage: config.agentKernelPackage, log: (line) => void process.stderr.write(`racksmith: ${line}\n`) });
@@ -175,14 +189,14 @@ async function agent(args: readonly string[]): Promise<number> {
 
 /** `token list` and `token revoke ID|NAME`: the data directory's store, like `token create`. */
 async function tokenAdmin(sub: 'list' | 'revoke', rest: readonly string[]): Promise<number> {
-  const { values, positionals } = parse(rest, { ...SETTING_FLAGS, json: { type: 'boolean' } }, sub === 'revoke' ? 1 : 0);
+  const { values, positionals, config: readConfig } = await settingsCommand(rest, { json: { type: 'boolean' } }, sub === 'revoke' ? 1 : 0);
   if (values['help']) {
     out(TOKEN_HELP);
     return 0;
   }
   const which = positionals[0];
   if (sub === 'revoke' && !which) throw new UsageError('token revoke: give the token\'s id or name (see "racksmith token list")');
-  const config = loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, env: process.env, flags: settingFlags(values) });
+  const config = await readConfig();
   const { openInventory } = await import('./main.js');
   const inventory = await openInventory(config);
   try {
@@ -220,7 +234,7 @@ async function main(argv: readonly string[]): Promise<number> {
       return serve(rest);
     case 'settings': {
       const { values } = parse(rest, { markdown: { type: 'boolean' } });
-      out(values['markdown'] ? settingsMarkdown() : settingsHelp());
+      out(values['markdown'] ? (await import('./config/table.js')).settingsMarkdown() : (await import('./cli/setting-flags.js')).settingsHelp());
       return 0;
     }
     case 'token':
@@ -241,21 +255,26 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'agent':
       return agent(rest);
     case 'completion':
-      return completionCommand(rest, out);
+      return (await import('./cli/completion.js')).completionCommand(rest, out);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
 }
+
+/** Which errors are told in one line (the others are unexpected: their stack with RACKSMITH_DEBUG). */
+const ONE_LINE_ERRORS = new Set(['ConfigError', 'ServiceStartError', 'InstanceLockedError']);
 
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (err: unknown) => {
+    // Told apart by name: their classes live in modules a client command never loads.
+    const name = err instanceof Error ? err.name : '';
     // Scripts asked for JSON: the error is JSON too, on stderr, with the same exit codes.
     if (process.argv.includes('--json')) {
       const status = err instanceof ApiError ? err.status : undefined;
-      const code = err instanceof UsageError ? 'ERR_USAGE' : err instanceof ApiError ? err.code : err instanceof ConfigError ? 'ERR_CONFIG' : 'ERR_CLI';
+      const code = err instanceof UsageError ? 'ERR_USAGE' : err instanceof ApiError ? err.code : name === 'ConfigError' ? 'ERR_CONFIG' : 'ERR_CLI';
       const body = err instanceof ApiError ? err.body : { code, message: err instanceof Error ? err.message : String(err) };
       process.stderr.write(JSON.stringify({ error: { ...body, ...(status !== undefined ? { status } : {}) } }) + '\n');
       process.exitCode = err instanceof UsageError ? 2 : 1;
@@ -264,8 +283,8 @@ main(process.argv.slice(2)).then(
     if (err instanceof UsageError) {
       process.stderr.write(`racksmith: ${err.message}\nRun "racksmith --help" for usage.\n`);
       process.exitCode = 2;
-    } else if (err instanceof ConfigError || err instanceof ServiceStartError || err instanceof InstanceLockedError || err instanceof ApiError) {
-      process.stderr.write(`racksmith: ${err.message}\n`);
+    } else if (ONE_LINE_ERRORS.has(name) || err instanceof ApiError) {
+      process.stderr.write(`racksmith: ${(err as Error).message}\n`);
       process.exitCode = 1;
     } else {
       process.stderr.write(`racksmith: ${err instanceof Error ? err.message : String(err)}\n`);

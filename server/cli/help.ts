@@ -1,4 +1,3 @@
-import { SETTINGS, kebab, type SettingName } from '../config/settings.js';
 
 export const MAIN_HELP = `racksmith — bare-metal provisioning: PXE (DHCP, TFTP, iPXE), Ubuntu seeds, HA kubeadm over SSH
 
@@ -31,27 +30,6 @@ works, but anything on a command line is visible to every user in ps); add --jso
 machine-readable output (errors too: {"error": {...}} on stderr, same exit codes). BMC passwords likewise: --bmc-password-file FILE, RACKSMITH_BMC_PASSWORD,
 a prompt, or --bmc-password.
 `;
-
-export function settingsHelp(): string {
-  const rows = (Object.keys(SETTINGS) as SettingName[]).map((n) => {
-    const s = SETTINGS[n];
-    const def = s.default === undefined ? '' : ` (default: ${String(s.default)})`;
-    return `  --${kebab(n).padEnd(22)} ${s.env.padEnd(30)} ${s.help}${def}`;
-  });
-  return `Settings (a YAML file via --config FILE or RACKSMITH_CONFIG, then the environment, then flags; later wins):
-  --config FILE            RACKSMITH_CONFIG               YAML file of settings (keys as the flag names)
-${rows.join('\n')}
-`;
-}
-
-export const SERVE_HELP = () => `Usage: racksmith serve [settings]
-
-Starts every enabled service in one process. A service that cannot start (port in use, no
-permission for port 67/69, no such interface) stops serve with one line naming the service, the
-setting and the cause; turn it off (--dhcp-mode off, --tftp-port 0) to run without it.
-SIGTERM or Ctrl-C stops accepting, finishes in-flight requests and closes the store.
-
-${settingsHelp()}`;
 
 export const TOKEN_HELP = `Usage: racksmith token create|list|revoke
   racksmith token create --role admin|operator|viewer [--name NAME] [--data-dir DIR | --config FILE]
