@@ -325,6 +325,17 @@ test('a re-imported sheet: known rows updated or left, new ones created, a disco
     );
     assert.equal([err.kind, err.code, err.field, err.message], ['conflict', 'ERR_DUPLICATE', 'hostname', 'row 2, column hostname: another machine already has this hostname']);
     assert.is((await inv.machines.get(a))?.rack, 'r1');
+    // A known machine's change that clashes: named the same way, and the earlier rows' changes go too.
+    const clash = await expectError(
+      () =>
+        inv.machines.upsertAll([
+          { row: 1, mac: d, hostname: 'd', role: 'control-plane', cluster: 'lab', rack: 'r3' },
+          { row: 2, mac: a, hostname: 'b', role: 'worker', cluster: 'lab' },
+        ]),
+      AppError,
+    );
+    assert.equal([clash.field, clash.message], ['hostname', 'row 2, column hostname: another machine already has this hostname']);
+    assert.is((await inv.machines.get(d))?.rack, 'r2', "row 1's change is not kept");
 
     const moved = await inv.machines.updateAll([a, b], { rack: 'r7' }, 'test');
     assert.equal(moved.map((m) => m.rack), ['r7', 'r7']);

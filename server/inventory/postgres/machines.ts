@@ -225,9 +225,7 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
    * column. Null: it went row by row.
    */
   async function importWhole(c: Queryable, rows: readonly ImportRow[]): Promise<Machine[] | null> {
-    await c.query('SAVEPOINT import_whole');
-    const mark = eventMark(c);
-    const whole = async (): Promise<Machine[] | null> => {
+    return orNothing(c, 'import_whole', async () => {
       const clusters = [...new Set(rows.map((r) => r.cluster))];
       const held = await c.query('SELECT name FROM clusters WHERE name = ANY($1::text[]) FOR KEY SHARE', [clusters]);
       if (held.rowCount !== clusters.length) return null;
@@ -249,17 +247,59 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       if (assigned.size !== rows.length) return null;
       for (const w of writes) await appendEvent(c, w.event);
       return rows.map((r) => assigned.get(r.mac)!);
-    };
+    });
+  }
+
+  /**
+   * A re-imported sheet with its known machines read in one statement: unchanged ones cost no
+   * write, changed ones one update each, new ones go through importWhole. As there, anything
+   * refused rolls back to its savepoint and the sheet goes row by row for the error that names
+   * the row. Null: it went row by row.
+   */
+  async function upsertWhole(c: Queryable, rows: readonly ImportRow[]): Promise<UpsertResult[] | null> {
+    return orNothing(c, 'upsert_whole', async () => {
+      noDuplicateRows(rows);
+      const known = await c.query<MachineViewRow & Pick<Sealed, 'bmc_password_sealed'>>(
+        `SELECT ${MACHINE_COLUMNS}, bmc_password_sealed FROM machines WHERE mac = ANY($1::text[]) ORDER BY mac FOR UPDATE`,
+        [rows.map((r) => r.mac).sort()],
+      );
+      const byMac = new Map(known.rows.map((k) => [k.mac, k]));
+      const fresh = rows.filter((r) => (byMac.get(r.mac)?.state ?? 'discovered') === 'discovered');
+      const out = new Map<string, UpsertResult>();
+      for (const r of rows) {
+        const row = byMac.get(r.mac);
+        if (!row || row.state === 'discovered') continue;
+        const before = machineFromRow(row);
+        const patch = upsertPatch(before, r, r.bmc && row.bmc_password_sealed ? box.open(row.bmc_password_sealed) : null);
+        out.set(r.mac, Object.keys(patch).length === 0 ? { machine: before, outcome: 'unchanged' } : { machine: await update(c, r.mac, patch, 'import', before), outcome: 'updated' });
+      }
+      if (fresh.length > 0) {
+        const created = await importWhole(c, fresh);
+        if (!created) return null;
+        for (const m of created) out.set(m.mac, { machine: m, outcome: 'created' });
+      }
+      return rows.map((r) => out.get(r.mac)!);
+    });
+  }
+
+  /**
+   * `fn` in a savepoint of the caller's transaction: its result, or null with nothing of it kept
+   * (rows or held events) when it returns null or throws. Another instance's write in the way
+   * still reaches db.tx, which runs the whole transaction again.
+   */
+  async function orNothing<T>(c: Queryable, savepoint: string, fn: () => Promise<T | null>): Promise<T | null> {
+    await c.query(`SAVEPOINT ${savepoint}`);
+    const mark = eventMark(c);
     try {
-      const out = await whole();
-      if (out) {
-        await c.query('RELEASE SAVEPOINT import_whole');
+      const out = await fn();
+      if (out !== null) {
+        await c.query(`RELEASE SAVEPOINT ${savepoint}`);
         return out;
       }
     } catch (err) {
       if (retryable(err)) throw err;
     }
-    await c.query('ROLLBACK TO SAVEPOINT import_whole');
+    await c.query(`ROLLBACK TO SAVEPOINT ${savepoint}`);
     rollbackEvents(c, mark);
     return null;
   }
@@ -323,7 +363,10 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       });
     },
     async upsertAll(rows) {
-      return db.tx((c) => eachRow(rows, (r) => upsertRow(c, r)));
+      return db.tx(async (c) => {
+        if (rows.length === 0) return [];
+        return (await upsertWhole(c, rows)) ?? eachRow(rows, (r) => upsertRow(c, r));
+      });
     },
     async updateAll(macs, patch, source) {
       return db.tx(async (c) => {
