@@ -8,6 +8,7 @@ import { INSTALL_DISK_HELP, isInstallDisk } from '../../seeds/install-disk.js';
 import { MACHINE_STATES } from '../../inventory/lifecycle.js';
 import type { MachineCursor } from '../../inventory/store.js';
 import { checkCompatibility } from '../../clusters/compatibility.js';
+import { bmcProtocolProblems } from '../../inventory/bmc-protocol.js';
 import { apiField } from '../../clusters/changes.js';
 
 /**
@@ -155,11 +156,8 @@ function checkBmc(b: { driver?: string | undefined; address?: string | undefined
     if (b.address !== undefined && /^https?:/.test(b.address)) issue('address', 'an IPMI BMC address is a host or IP, not a URL');
     if (b.username !== undefined && b.username.length > 16) issue('username', 'IPMI user names are at most 16 bytes');
     if (b.password !== undefined && b.password.length > 20) issue('password', 'IPMI passwords are at most 20 bytes');
-    for (const k of ['systemId', 'verifyTls', 'tlsFingerprint'] as const) if (b[k] !== undefined && b[k] !== null) issue(k, `${k} is a Redfish setting; this BMC uses IPMI`);
-  } else if (b.driver === 'redfish') {
-    if (b.cipherSuite !== undefined && b.cipherSuite !== null) issue('cipherSuite', 'cipherSuite is an IPMI setting; this BMC uses Redfish');
-    if (b.solCapture) issue('solCapture', 'serial console capture runs over IPMI SOL; a Redfish BMC cannot offer it here');
   }
+  if (b.driver !== undefined) for (const p of bmcProtocolProblems(b.driver, b)) issue(p.field, p.message);
 }
 
 export const newBmcSchema = z.object(bmcFields).strict().superRefine(checkBmc);

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { bmcProtocolProblems } from '../bmc-protocol.js';
 import { AppError, conflict, invalid, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
@@ -163,7 +164,9 @@ export function planUpdate(before: Machine, patch: MachinePatch, source: string,
     if (username === undefined) throw invalid('ERR_REQUIRED', 'a new BMC needs a user name', 'bmc.username');
     if (b.password === undefined && !old?.hasPassword) throw invalid('ERR_REQUIRED', 'a new BMC needs a password', 'bmc.password');
     const driver = b.driver ?? old?.driver ?? 'ipmi';
-    driverMismatch(driver, b);
+    // The API checks a patch that names its driver; most do not, and keep the stored one.
+    const [problem] = bmcProtocolProblems(driver, b);
+    if (problem) throw invalid('ERR_VALIDATION', `bmc.${problem.field}: ${problem.message}`, `bmc.${problem.field}`);
     // A BMC moved to the other protocol keeps none of the old one's own settings.
     const switched = old !== null && old !== undefined && old.driver !== driver;
     const keep = <T,>(given: T | undefined, stored: T, fresh: T): T => (given !== undefined ? given : switched ? fresh : stored);
@@ -229,24 +232,6 @@ export function atRowError(r: ImportRow, err: unknown): unknown {
   if (!(err instanceof AppError)) return err;
   const column = err.field === 'bmc.password' ? 'bmc_password' : err.field?.replace('bmc.', 'bmc_') ?? 'mac';
   return new AppError(err.kind, err.code, `row ${r.row}, column ${column}: ${err.message}`, column, [{ row: r.row, field: column, message: err.message }]);
-}
-
-/**
- * A BMC patch's own settings against the driver the BMC ends up with (the API checks them only
- * when the patch names the driver; most patches do not, and keep the stored one).
- */
-function driverMismatch(driver: string, b: NonNullable<MachinePatch['bmc']>): void {
-  const refuse = (field: string, message: string): never => {
-    throw invalid('ERR_VALIDATION', `bmc.${field}: ${message}`, `bmc.${field}`);
-  };
-  if (driver === 'ipmi') {
-    if (b.systemId != null) refuse('systemId', 'systemId is a Redfish setting; this BMC uses IPMI');
-    if (b.tlsFingerprint != null) refuse('tlsFingerprint', 'tlsFingerprint is a Redfish setting; this BMC uses IPMI');
-    if (b.verifyTls === false) refuse('verifyTls', 'verifyTls is a Redfish setting; this BMC uses IPMI');
-  } else {
-    if (b.cipherSuite != null) refuse('cipherSuite', 'cipherSuite is an IPMI setting; this BMC uses Redfish');
-    if (b.solCapture === true) refuse('solCapture', 'serial console capture runs over IPMI SOL; a Redfish BMC cannot offer it here');
-  }
 }
 
 /** A store error of one machine of a bulk update, naming the machine. */
