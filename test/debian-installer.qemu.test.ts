@@ -10,7 +10,7 @@ import { machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
-// racksmith-test: postgres only — too long to run twice; its reporter's reports were lost on PostgreSQL alone (decision 2204).
+// racksmith-test: both engines — the installer's reports and boot steps go through the store; its reporter's reports were once lost on PostgreSQL alone (decision 2204).
 
 /**
  * Debian's real netboot installer (debian-installer-12-netboot-amd64) driven by racksmith, as far

@@ -14,7 +14,7 @@ import { keepEvidence, machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
-// racksmith-test: postgres only — too long to run twice; image deployment succeeds on SQLite (image-deploy) and fails here on PostgreSQL.
+// racksmith-test: both engines — every failure is a store transition with its event.
 
 /**
  * Image deployment when it cannot succeed, in QEMU (TCG), three machines at once, each ending

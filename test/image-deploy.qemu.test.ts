@@ -12,6 +12,8 @@ import { consoleExcerpt, machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — the deploy agent's reports, the image fetches and the phone-home go through the store.
+
 /**
  * Image deployment end to end in QEMU (TCG), once with BIOS and once with UEFI firmware, both
  * machines at once. Each has a 6 GB NVMe disk and a 12 GB virtio disk and PXE-boots through

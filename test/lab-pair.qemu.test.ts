@@ -5,6 +5,8 @@ import { LabClient, provision, watch, type MachineJson } from '../lab/flow.js';
 import { CLUSTER, KUBERNETES_VERSION, Rack, UPGRADE_VERSION, VIP } from '../lab/rack.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — the bootstrap and the rolling upgrade's steps, locks and reimages go through the store.
+
 /**
  * `npm run lab -- --machines 7`'s second day on the virtual rack: two load balancers sharing the
  * VIP (keepalived and haproxy in each), 3 control-plane nodes and 2 workers, BIOS and UEFI

@@ -6,6 +6,8 @@ import { figures, figuresTable, LabClient, machineOf, provision, watch, type Eve
 import { Rack } from '../lab/rack.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: both engines — the whole rack's lifecycle (leases, seeds, phone-homes, the orchestrator's steps) goes through the store.
+
 /**
  * The whole mission end to end on the virtual rack (`npm run lab`'s code): 1 load balancer, 2
  * control-plane nodes, 1 worker, BIOS and UEFI mixed, under TCG, at most 3 booting at once.

@@ -1,9 +1,11 @@
 /**
  * The suite runner behind `npm test` (after the type-check and lint): every compiled
  * `*.test.js` under dist/test runs in its own Node process with uvu, so one suite's sockets,
- * timers or crash cannot leak into another. Light suites run two at a time (two cores);
- * heavy ones (`*.qemu.test.js`, `*.heavy.test.js`: VMs, big transfers) run one at a time after
- * them, alone on the machine. Pass name fragments to run a subset: `node dist/test/run.js dhcp`.
+ * timers or crash cannot leak into another. Two run at a time (two cores): the virtual machine
+ * suites (`*.qemu.test.js`: QEMU under TCG keeps a core busy) one after another on one core from
+ * the start, everything else beside them, and at most one other heavy suite (`*.heavy.test.js`:
+ * big transfers, chroots, several racksmiths) at a time. Pass name fragments to run a subset:
+ * `node dist/test/run.js dhcp`.
  * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 1200: the virtual rack
  * with a pair and its upgrade takes ~11 min) is killed, with its process group, and fails — a
  * hung test must not hang CI.
@@ -11,10 +13,9 @@
  * Store-facing light suites — those that open a store (`tempStore(`) or start racksmith
  * (`startRacksmith(`) — then run a second time on PostgreSQL (RACKSMITH_TEST_DATABASE=postgres,
  * a private PostgreSQL 15 per suite process), unless the suite says `racksmith-test: sqlite only`
- * with its reason. Heavy suites that say `racksmith-test: both engines` (store-facing, and short
- * enough to run twice within CI's time) run a second time on PostgreSQL after all the others;
- * those too long to run twice that say `racksmith-test: postgres only` run once, on PostgreSQL
- * (the engine whose every store call awaits: timing that holds by luck on SQLite fails there).
+ * with its reason. Heavy suites that say `racksmith-test: both engines` (store-facing) run a
+ * second time on PostgreSQL too; those that say `racksmith-test: postgres only` run once, on
+ * PostgreSQL (the engine whose every store call awaits).
  * RACKSMITH_TEST_DATABASE=sqlite|postgres given by hand runs everything once, on that engine.
  */
 import { spawn } from 'node:child_process';
@@ -126,15 +127,46 @@ function skipNotes(output: string): { what: string; why: string }[] {
 
 const label = (r: { file: string; engine: string | null }): string => `${relative(DIST_TEST, r.file)}${r.engine ? ` [${r.engine}]` : ''}`;
 
-async function pool(files: readonly string[], width: number, engine: string | null = null): Promise<Result[]> {
+/** What a suite asks of the machine: a virtual machine suite keeps a core busy (QEMU under TCG). */
+type Kind = 'vm' | 'heavy' | 'light';
+
+interface Job {
+  readonly file: string;
+  readonly engine: string | null;
+  readonly kind: Kind;
+}
+
+/**
+ * Runs the jobs two at a time (two cores), the first in the list that may start: at most one
+ * virtual machine suite and one other heavy suite at a time, light ones beside either. With the
+ * VM suites first in the list, one core works through them from the start while the other takes
+ * everything else, and the run lasts about as long as the VM suites alone.
+ */
+function schedule(jobs: readonly Job[], width = 2): Promise<Result[]> {
+  const waiting = [...jobs];
+  const busy = new Set<Kind>();
   const results: Result[] = [];
-  const queue = [...files];
-  await Promise.all(
-    Array.from({ length: Math.min(width, queue.length) }, async () => {
-      for (let f = queue.shift(); f !== undefined; f = queue.shift()) results.push(await runOne(f, engine));
-    }),
-  );
-  return results;
+  let active = 0;
+  return new Promise((resolve) => {
+    const next = (): void => {
+      while (active < width) {
+        const i = waiting.findIndex((j) => j.kind === 'light' || !busy.has(j.kind));
+        if (i < 0) break;
+        const [job] = waiting.splice(i, 1);
+        if (!job) break;
+        active++;
+        busy.add(job.kind);
+        void runOne(job.file, job.engine).then((r) => {
+          results.push(r);
+          active--;
+          busy.delete(job.kind);
+          next();
+        });
+      }
+      if (active === 0 && waiting.length === 0) resolve(results);
+    };
+    next();
+  });
 }
 
 /** A light suite that opens a store or starts racksmith, and does not say it is SQLite's alone. */
@@ -151,16 +183,29 @@ function heavyEngines(file: string): 'both' | 'postgres' | 'sqlite' {
 
 const filters = process.argv.slice(2);
 const all = findTests(DIST_TEST).filter((f) => filters.length === 0 || filters.some((x) => relative(DIST_TEST, f).includes(x)));
+const isVm = (f: string): boolean => f.endsWith('.qemu.test.js');
 const isHeavy = (f: string): boolean => /\.(qemu|heavy)\.test\.js$/.test(f);
 const started = Date.now();
 const light = all.filter((f) => !isHeavy(f));
 const heavy = all.filter(isHeavy);
 // An engine given by hand: everything once, on it.
 const byHand = Boolean(process.env['RACKSMITH_TEST_DATABASE']);
-const secondEngine = byHand ? [] : light.filter(storeFacing);
-const heavyFirst = byHand ? heavy : heavy.filter((f) => heavyEngines(f) !== 'postgres');
-const heavySecond = byHand ? [] : heavy.filter((f) => heavyEngines(f) !== 'sqlite');
-const results = [...(await pool(light, 2)), ...(await pool(secondEngine, 2, 'postgres')), ...(await pool(heavyFirst, 1)), ...(await pool(heavySecond, 1, 'postgres'))];
+const jobs = (files: readonly string[], engine: string | null): Job[] =>
+  files.map((file) => ({ file, engine, kind: isVm(file) ? 'vm' : isHeavy(file) ? 'heavy' : 'light' }));
+const lightJobs = [...jobs(light, null), ...(byHand ? [] : jobs(light.filter(storeFacing), 'postgres'))];
+const heavyJobs = [
+  ...jobs(byHand ? heavy : heavy.filter((f) => heavyEngines(f) !== 'postgres'), null),
+  ...(byHand ? [] : jobs(heavy.filter((f) => heavyEngines(f) !== 'sqlite'), 'postgres')),
+];
+// The virtual racks (many VMs at once) last among the VM suites: by then the other core is mostly idle.
+const rack = (j: Job): boolean => relative(DIST_TEST, j.file).startsWith('lab');
+const vmJobs = heavyJobs.filter((j) => j.kind === 'vm');
+const results = await schedule([
+  ...vmJobs.filter((j) => !rack(j)),
+  ...vmJobs.filter(rack),
+  ...lightJobs,
+  ...heavyJobs.filter((j) => j.kind === 'heavy'),
+]);
 const failed = results.filter((r) => !r.ok);
 for (const r of failed.slice(0, 3)) process.stdout.write(`\n── why ${label(r)} failed (its block above has all of it)\n${r.why}\n`);
 process.stdout.write(
