@@ -11,6 +11,7 @@ import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
 // racksmith-test: both engines — the console reads machines and events from the store; short enough to run twice.
+// racksmith-test: alone — Chromium's clicks and renders time out when a VM takes a core from it.
 
 /**
  * The console as a datacenter tool, in Debian's Chromium against the real server with 5,000

@@ -10,6 +10,7 @@ import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { IN_CI, requirements, skipNote, which } from './lib/tools.js';
 
 // racksmith-test: both engines — the console reads machines and events from the store; short enough to run twice.
+// racksmith-test: alone — Chromium's clicks and renders time out when a VM takes a core from it.
 
 /**
  * The web console in real headless Chromium (Debian's, driven by playwright-core), against the

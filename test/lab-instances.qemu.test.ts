@@ -12,6 +12,8 @@ import { openStore } from '../server/inventory/open.js';
 import { PG_BIN } from './lib/postgres.js';
 import { requirements, skipNote } from './lib/tools.js';
 
+// racksmith-test: alone — two racksmith instances, PostgreSQL and four VMs under TCG already fill both cores.
+
 /**
  * `npm run lab -- --instances 2` with a host lost in the middle: two provisioning networks, each
  * with its own bridge, machines, BMCs and racksmith instance, both instances on one PostgreSQL

@@ -7,6 +7,7 @@ import { Rack } from '../lab/rack.js';
 import { requirements, skipNote } from './lib/tools.js';
 
 // racksmith-test: both engines — the whole rack's lifecycle (leases, seeds, phone-homes, the orchestrator's steps) goes through the store.
+// racksmith-test: alone — four VMs under TCG already fill both cores.
 
 /**
  * The whole mission end to end on the virtual rack (`npm run lab`'s code): 1 load balancer, 2

@@ -23,6 +23,7 @@ import { requirements, skipNote } from './lib/tools.js';
  * VIP moves back.
  */
 // racksmith-test: both engines — the lb-config steps persist in the store; short enough to run twice.
+// racksmith-test: alone — keepalived's one-second VRRP adverts: a starved peer takes the VIP it should not.
 
 const test = suite('load-balancer pair: VIP failover with real keepalived and haproxy');
 const missing = requirements(['sshd', 'ssh-keygen', 'sudo', 'unshare', 'nsenter', 'haproxy', 'keepalived', 'openssl', 'curl', 'bash'], { netns: true });
@@ -157,7 +158,8 @@ test('two load balancers configured by racksmith share the VIP; killing the acti
     });
     await new Promise((r) => setTimeout(r, 3000));
     assert.equal(await holder(), ['lb1'], 'a second load balancer joining leaves the VIP where it is');
-    assert.is(await via(), lb1.ip);
+    // Still answered through lb1 (one try may miss its 1 s on a loaded host; an answer through lb2 never counts).
+    await until(lb1.ip, 'the client still reaching the backend through lb1 after lb2 joined');
 
     const keepalived1 = daemons.get('keepalived-lb1') as ChildProcess;
     const exited = new Promise((r) => keepalived1.once('exit', r));

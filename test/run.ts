@@ -4,7 +4,8 @@
  * timers or crash cannot leak into another. Two run at a time (two cores): the virtual machine
  * suites (`*.qemu.test.js`: QEMU under TCG keeps a core busy) one after another on one core from
  * the start, everything else beside them, and at most one other heavy suite (`*.heavy.test.js`:
- * big transfers, chroots, several racksmiths) at a time. Pass name fragments to run a subset:
+ * big transfers, chroots, several racksmiths) at a time; suites that say `racksmith-test: alone`
+ * (with why) run at the end, each alone on the machine. Pass name fragments to run a subset:
  * `node dist/test/run.js dhcp`.
  * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 1200: the virtual rack
  * with a pair and its upgrade takes ~11 min) is killed, with its process group, and fails — a
@@ -127,8 +128,12 @@ function skipNotes(output: string): { what: string; why: string }[] {
 
 const label = (r: { file: string; engine: string | null }): string => `${relative(DIST_TEST, r.file)}${r.engine ? ` [${r.engine}]` : ''}`;
 
-/** What a suite asks of the machine: a virtual machine suite keeps a core busy (QEMU under TCG). */
-type Kind = 'vm' | 'heavy' | 'light';
+/**
+ * What a suite asks of the machine: a virtual machine suite keeps a core busy (QEMU under TCG);
+ * one that says `racksmith-test: alone` (several VMs at once, a browser on thousands of rows,
+ * VRRP's one-second adverts) needs the whole machine.
+ */
+type Kind = 'vm' | 'heavy' | 'light' | 'alone';
 
 interface Job {
   readonly file: string;
@@ -137,20 +142,22 @@ interface Job {
 }
 
 /**
- * Runs the jobs two at a time (two cores), the first in the list that may start: at most one
- * virtual machine suite and one other heavy suite at a time, light ones beside either. With the
- * VM suites first in the list, one core works through them from the start while the other takes
- * everything else, and the run lasts about as long as the VM suites alone.
+ * Runs the jobs two at a time (two cores), always the first in the list that may start: at most
+ * one VM suite and one other heavy suite at a time, light ones beside either, and a suite that
+ * runs alone only when nothing else runs (and nothing beside it). With the VM suites first in the
+ * list and the lone ones last, one core works through the VM suites from the start while the
+ * other takes everything else, and the lone ones run at the end.
  */
 function schedule(jobs: readonly Job[], width = 2): Promise<Result[]> {
   const waiting = [...jobs];
   const busy = new Set<Kind>();
   const results: Result[] = [];
   let active = 0;
+  const mayStart = (j: Job): boolean => (j.kind === 'alone' ? active === 0 : !busy.has('alone') && (j.kind === 'light' || !busy.has(j.kind)));
   return new Promise((resolve) => {
     const next = (): void => {
       while (active < width) {
-        const i = waiting.findIndex((j) => j.kind === 'light' || !busy.has(j.kind));
+        const i = waiting.findIndex(mayStart);
         if (i < 0) break;
         const [job] = waiting.splice(i, 1);
         if (!job) break;
@@ -190,21 +197,19 @@ const light = all.filter((f) => !isHeavy(f));
 const heavy = all.filter(isHeavy);
 // An engine given by hand: everything once, on it.
 const byHand = Boolean(process.env['RACKSMITH_TEST_DATABASE']);
+const alone = (f: string): boolean => readFileSync(f, 'utf8').includes('racksmith-test: alone');
 const jobs = (files: readonly string[], engine: string | null): Job[] =>
-  files.map((file) => ({ file, engine, kind: isVm(file) ? 'vm' : isHeavy(file) ? 'heavy' : 'light' }));
+  files.map((file) => ({ file, engine, kind: alone(file) ? 'alone' : isVm(file) ? 'vm' : isHeavy(file) ? 'heavy' : 'light' }));
 const lightJobs = [...jobs(light, null), ...(byHand ? [] : jobs(light.filter(storeFacing), 'postgres'))];
 const heavyJobs = [
   ...jobs(byHand ? heavy : heavy.filter((f) => heavyEngines(f) !== 'postgres'), null),
   ...(byHand ? [] : jobs(heavy.filter((f) => heavyEngines(f) !== 'sqlite'), 'postgres')),
 ];
-// The virtual racks (many VMs at once) last among the VM suites: by then the other core is mostly idle.
-const rack = (j: Job): boolean => relative(DIST_TEST, j.file).startsWith('lab');
-const vmJobs = heavyJobs.filter((j) => j.kind === 'vm');
 const results = await schedule([
-  ...vmJobs.filter((j) => !rack(j)),
-  ...vmJobs.filter(rack),
+  ...heavyJobs.filter((j) => j.kind === 'vm'),
   ...lightJobs,
   ...heavyJobs.filter((j) => j.kind === 'heavy'),
+  ...heavyJobs.filter((j) => j.kind === 'alone'),
 ]);
 const failed = results.filter((r) => !r.ok);
 for (const r of failed.slice(0, 3)) process.stdout.write(`\n── why ${label(r)} failed (its block above has all of it)\n${r.why}\n`);
