@@ -1,7 +1,8 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { runToEnd } from './lib/child.js';
 import { Testbed } from './lib/netns.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -23,13 +24,7 @@ function namespaces(): string[] {
 }
 
 async function endedBy(how: 'SIGTERM' | 'SIGINT' | 'exit'): Promise<{ made: string[]; code: number | null; signal: string | null }> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), how], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  const [code, signal] = await new Promise<[number | null, string | null]>((r) => child.on('close', (c, s) => r([c, s])));
-  clearTimeout(timer);
+  const { out, code, signal } = await runToEnd(fileURLToPath(import.meta.url), [how], 30_000);
   const made = /made (.*)\n/.exec(out)?.[1]?.split(' ') ?? [];
   assert.is(made.length, 2, `the child made its bed: ${out}`);
   return { made, code, signal };

@@ -1,8 +1,9 @@
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 /**
  * Helpers for helper processes that tests and benchmarks start (relays, stand-in servers, peer
- * daemons): wait for the line that says a process is ready, and stop one by PID, politely first.
+ * daemons): wait for the line that says a process is ready, stop one by PID, politely first, and
+ * run a script as a program to its end.
  */
 
 /** Resolves once the child prints `text` on stdout; rejects if it exits first or takes too long. */
@@ -39,4 +40,16 @@ export async function stopChild(child: ChildProcess, graceMs = 5_000): Promise<v
     });
     child.kill('SIGTERM');
   });
+}
+
+/** Runs a script with Node as a program, killed after `timeoutMs`: its whole output and how it ended. */
+export async function runToEnd(script: string, args: readonly string[], timeoutMs: number): Promise<{ out: string; code: number | null; signal: NodeJS.Signals | null }> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('close', (c, s) => r([c, s])));
+  clearTimeout(timer);
+  return { out, code, signal };
 }

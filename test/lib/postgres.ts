@@ -156,6 +156,19 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', onExit);
+  // A signal's default course (the runner's timeout, ^C in a bench) skips 'exit': stop the server
+  // first, then let the signal go on.
+  const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    forget();
+    onExit();
+    process.kill(process.pid, signal);
+  };
+  const forget = (): void => {
+    for (const sig of SIGNALS) process.off(sig, onSignal);
+    process.off('exit', onExit);
+  };
+  for (const sig of SIGNALS) process.on(sig, onSignal);
   return {
     port,
     dir,
@@ -177,7 +190,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     start,
     async stop() {
       await kill('SIGTERM');
-      process.off('exit', onExit);
+      forget();
       rmSync(dir, { recursive: true, force: true });
       shared = null;
     },
