@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { runToEnd } from './lib/child.js';
+import { runToEnd, running } from './lib/child.js';
 import { Testbed } from './lib/netns.js';
 import { pgMissing, testPostgres } from './lib/postgres.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -18,15 +18,6 @@ const test = suite('test PostgreSQL: stopped and removed however the process end
 
 const missing = requirements(['ip'], { root: true, netns: true }) ?? pgMissing();
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 async function endedBy(how: string): Promise<{ pid: number; dir: string; signal: string | null; code: number | null }> {
   const { out, code, signal } = await runToEnd(fileURLToPath(import.meta.url), [how], 60_000);
   const m = /postmaster (\d+) in (\S+)\n/.exec(out);
@@ -39,8 +30,8 @@ for (const how of ['SIGTERM', 'SIGINT', 'SIGTERM with a test bed'] as const) {
     if (missing) return skipNote(ctx.__test__, missing);
     const r = await endedBy(how);
     assert.is(r.signal, how.split(' ')[0], 'the signal took its default course after the cleanup');
-    for (let i = 0; i < 100 && alive(r.pid); i++) await new Promise((res) => setTimeout(res, 50));
-    assert.not.ok(alive(r.pid), `postmaster ${r.pid} outlived its process`);
+    for (let i = 0; i < 100 && running(r.pid); i++) await new Promise((res) => setTimeout(res, 50));
+    assert.not.ok(running(r.pid), `postmaster ${r.pid} outlived its process`);
     assert.not.ok(existsSync(r.dir), `${r.dir} outlived its process`);
   });
 }

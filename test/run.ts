@@ -176,15 +176,19 @@ function schedule(jobs: readonly Job[], width = 2): Promise<Result[]> {
   });
 }
 
+/** A suite's compiled source, read once: its markers (`racksmith-test: …`) and what it opens. */
+const sources = new Map<string, string>();
+const source = (file: string): string => sources.get(file) ?? sources.set(file, readFileSync(file, 'utf8')).get(file) ?? '';
+
 /** A light suite that opens a store or starts racksmith, and does not say it is SQLite's alone. */
 function storeFacing(file: string): boolean {
-  const text = readFileSync(file, 'utf8');
+  const text = source(file);
   return /\b(tempStore|startRacksmith)\(/.test(text) && !text.includes('racksmith-test: sqlite only');
 }
 
 /** Which engines a heavy suite says it runs on: `both engines`, `postgres only`, or neither (SQLite). */
 function heavyEngines(file: string): 'both' | 'postgres' | 'sqlite' {
-  const text = readFileSync(file, 'utf8');
+  const text = source(file);
   return text.includes('racksmith-test: both engines') ? 'both' : text.includes('racksmith-test: postgres only') ? 'postgres' : 'sqlite';
 }
 
@@ -197,7 +201,7 @@ const light = all.filter((f) => !isHeavy(f));
 const heavy = all.filter(isHeavy);
 // An engine given by hand: everything once, on it.
 const byHand = Boolean(process.env['RACKSMITH_TEST_DATABASE']);
-const alone = (f: string): boolean => readFileSync(f, 'utf8').includes('racksmith-test: alone');
+const alone = (f: string): boolean => source(f).includes('racksmith-test: alone');
 const jobs = (files: readonly string[], engine: string | null): Job[] =>
   files.map((file) => ({ file, engine, kind: alone(file) ? 'alone' : isVm(file) ? 'vm' : isHeavy(file) ? 'heavy' : 'light' }));
 const lightJobs = [...jobs(light, null), ...(byHand ? [] : jobs(light.filter(storeFacing), 'postgres'))];

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /**
  * Helpers for helper processes that tests and benchmarks start (relays, stand-in servers, peer
@@ -52,4 +53,14 @@ export async function runToEnd(script: string, args: readonly string[], timeoutM
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('close', (c, s) => r([c, s])));
   clearTimeout(timer);
   return { out, code, signal };
+}
+
+/** The process is running (not gone, not a zombie waiting for its parent). */
+export function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { running } from './child.js';
 import { isRoot, requirements } from './tools.js';
 
 /** Debian's PostgreSQL 15 (the `postgresql` package): binaries outside PATH. */
@@ -138,7 +139,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
     if (signal === 'SIGKILL') {
       // Until the last backend is gone, its shared memory keeps a new postmaster from starting.
-      for (let i = 0; i < 200 && all.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 200 && all.some(running); i++) await new Promise((r) => setTimeout(r, 50));
       // What a killed postmaster leaves behind, as after a power cut: its pid file and socket lock.
       for (const f of [join(data, 'postmaster.pid'), join(dir, `.s.PGSQL.${port}.lock`), join(dir, `.s.PGSQL.${port}`)]) rmSync(f, { force: true });
     }
@@ -218,14 +219,4 @@ function descendants(root: number): number[] {
     frontier = next;
   }
   return out;
-}
-
-/** Running, not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
 }
