@@ -9,7 +9,8 @@
  * `node dist/test/run.js dhcp`.
  * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 1200: the virtual rack
  * with a pair and its upgrade takes ~11 min) is killed, with its process group, and fails — a
- * hung test must not hang CI.
+ * hung test must not hang CI. One whose tests have all ended (uvu's summary) but whose process is
+ * still alive a minute later is ended too, and fails: something it opened outlived its tests.
  *
  * Store-facing light suites — those that open a store (`tempStore(`) or start racksmith
  * (`startRacksmith(`) — then run a second time on PostgreSQL (RACKSMITH_TEST_DATABASE=postgres,
@@ -42,6 +43,8 @@ interface Result {
   readonly engine: string | null;
   readonly ok: boolean;
   readonly seconds: number;
+  /** From uvu's summary to the process's exit (teardown that outlives the tests). */
+  readonly exitSeconds: number;
   /** What the suite skipped and why (its `⚠ skipped …` notes). */
   readonly skipped: readonly { what: string; why: string }[];
   /** For a failed suite, the part of its output that says why (see failureExcerpt). */
@@ -49,6 +52,12 @@ interface Result {
 }
 
 const SUITE_TIMEOUT_S = Number(process.env['RACKSMITH_SUITE_TIMEOUT'] ?? 1200);
+/**
+ * uvu prints its summary once every test and hook has run; a suite still alive this long after
+ * it has something open (a socket, a timer, a child, a database connection) and would otherwise
+ * wait for the suite timeout.
+ */
+const EXIT_GRACE_S = 60;
 
 function runOne(file: string, engine: string | null = null): Promise<Result> {
   const started = Date.now();
@@ -57,9 +66,10 @@ function runOne(file: string, engine: string | null = null): Promise<Result> {
     const env = engine ? { ...process.env, RACKSMITH_TEST_DATABASE: engine } : process.env;
     const child = spawn(process.execPath, ['--enable-source-maps', file], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env });
     let out = '';
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
+    let ended: 'timeout' | 'lingered' | null = null;
+    let summaryAt = 0;
+    const end = (why: 'timeout' | 'lingered'): void => {
+      ended = why;
       try {
         process.kill(-(child.pid ?? 0), 'SIGTERM');
         setTimeout(() => {
@@ -72,18 +82,29 @@ function runOne(file: string, engine: string | null = null): Promise<Result> {
       } catch {
         /* already gone */
       }
-    }, SUITE_TIMEOUT_S * 1000);
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    };
+    const timer = setTimeout(() => end('timeout'), SUITE_TIMEOUT_S * 1000);
+    let linger: NodeJS.Timeout | undefined;
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (!summaryAt && /Duration:\s+[\d.]+m?s/.test(uncoloured(out))) {
+        summaryAt = Date.now();
+        linger = setTimeout(() => end('lingered'), EXIT_GRACE_S * 1000);
+      }
+    });
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     child.on('close', (code) => {
       clearTimeout(timer);
+      clearTimeout(linger);
       const seconds = (Date.now() - started) / 1000;
       const unrun = code === 0 ? testsNotRun(out) : 0;
-      const ok = code === 0 && !timedOut && unrun === 0;
-      if (timedOut) out += `\n  ✘ killed after ${SUITE_TIMEOUT_S} s (RACKSMITH_SUITE_TIMEOUT)`;
+      const ok = code === 0 && !ended && unrun === 0;
+      if (ended === 'timeout') out += `\n  ✘ killed after ${SUITE_TIMEOUT_S} s (RACKSMITH_SUITE_TIMEOUT)`;
+      if (ended === 'lingered') out += `\n  ✘ its tests ended, but ${EXIT_GRACE_S} s later the process had not exited: something it opened (a socket, a timer, a child, a database connection) keeps it alive`;
       if (unrun > 0) out += `\n  ✘ ${unrun} test(s) never ran: a before hook threw (uvu reports that as a pass)`;
       process.stdout.write(`\n── ${label({ file, engine })} (${seconds.toFixed(1)} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
-      resolve({ file, engine, ok, seconds, skipped: skipNotes(out), why: ok ? '' : failureExcerpt(out) });
+      const exitSeconds = summaryAt ? (Date.now() - summaryAt) / 1000 : 0;
+      resolve({ file, engine, ok, seconds, exitSeconds, skipped: skipNotes(out), why: ok ? '' : failureExcerpt(out) });
     });
   });
 }
@@ -226,6 +247,11 @@ process.stdout.write(
       .join('\n') +
     '\n',
 );
+const slowExits = results.filter((r) => r.exitSeconds > 5);
+if (slowExits.length > 0) {
+  // Teardown after the tests is time CI pays too; a suite that never exits fails (EXIT_GRACE_S).
+  process.stdout.write(`\nslow to exit after their tests:\n${slowExits.map((r) => `  ${r.exitSeconds.toFixed(1).padStart(7)} s  ${label(r)}`).join('\n')}\n`);
+}
 const skips = results.flatMap((r) => r.skipped.map((s) => ({ suite: label(r), ...s })));
 if (skips.length > 0) {
   // A green run that proved less says so, and says how to run the rest.

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -8,6 +9,7 @@ import { openStore } from '../server/inventory/open.js';
 import { PG_MIGRATIONS } from '../server/inventory/postgres/migrations.js';
 import type { Queryable } from '../server/inventory/postgres/db.js';
 import { GroupCommit } from '../server/inventory/postgres/group-commit.js';
+import { listenForChanges } from '../server/inventory/postgres/listen.js';
 import { openPgStore, type PgStore } from '../server/inventory/postgres/index.js';
 import { MIGRATIONS } from '../server/inventory/sqlite/migrations.js';
 import { openDb } from '../server/inventory/sqlite/db.js';
@@ -182,6 +184,79 @@ test("the boot path's small writes share commits in the order asked; a failing w
   const events = await Promise.all(Array.from({ length: 30 }, (_, i) => a.events.append({ type: 'probe', message: `event ${i}` })));
   assert.equal(events.map((e) => e.message), Array.from({ length: 30 }, (_, i) => `event ${i}`));
   assert.ok(events.every((e, i) => i === 0 || e.id > (events[i - 1]?.id ?? Infinity)), 'ids in the order the events were asked');
+});
+
+/**
+ * A TCP relay in front of the test server that can cut every connection and hold new ones (the
+ * client has connected, the server has not been reached yet), as a database host does while it
+ * fails over.
+ */
+async function relay(port: number): Promise<{ port: number; cut(): void; hold(on: boolean): void; held(): number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const waiting: Socket[] = [];
+  let holding = false;
+  const forward = (client: Socket): void => {
+    if (client.destroyed) return;
+    const upstream = connect(port, '127.0.0.1');
+    sockets.add(upstream);
+    upstream.on('close', () => sockets.delete(upstream));
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    client.on('error', () => undefined);
+    upstream.on('error', () => undefined);
+    client.pipe(upstream).pipe(client);
+  };
+  const server = createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => undefined);
+    if (holding) waiting.push(client);
+    else forward(client);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const addr = server.address();
+  return {
+    port: typeof addr === 'object' && addr ? addr.port : 0,
+    cut: () => [...sockets].forEach((s) => s.destroy()),
+    hold(on) {
+      holding = on;
+      if (!on) waiting.splice(0).forEach(forward);
+    },
+    held: () => waiting.filter((s) => !s.destroyed).length,
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+test('a listener closed while it reconnects leaves no session behind', async () => {
+  const server = await testPostgres();
+  const url = new URL(await server.newDatabase());
+  const [admin] = await instances(1);
+  const proxy = await relay(server.port);
+  try {
+    url.port = String(proxy.port);
+    const name = `listen-probe-${randomBytes(4).toString('hex')}`;
+    const sessions = async (): Promise<number> =>
+      Number((await admin!.db.one<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [name]))?.n ?? 0);
+    const listener = await listenForChanges({ url: url.toString(), applicationName: name, onChange: () => undefined, onReconnect: () => undefined });
+    assert.is(await sessions(), 1, 'the listening session is up');
+    // The connection breaks; the reconnect reaches the relay and waits there.
+    proxy.hold(true);
+    proxy.cut();
+    await until('the reconnect waiting at the relay', () => proxy.held() > 0);
+    assert.not.ok(listener.connected());
+    await listener.close();
+    // The database answers again: a reconnect that outlived close() would LISTEN on now, and its
+    // session would keep the process alive.
+    proxy.hold(false);
+    await until('the old session gone', async () => (await sessions()) === 0);
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.is(await sessions(), 0, 'no session once the listener is closed');
+  } finally {
+    await proxy.close();
+  }
 });
 
 if (missing) skipNote('store on PostgreSQL', missing);

@@ -43,9 +43,19 @@ const EVENT_BATCH = 1_000;
  * responses' revision moves.
  */
 export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
-  const now = opts.now ?? (() => new Date());
   const name = opts.instanceName ? `racksmith ${opts.instanceName}` : 'racksmith';
   const db = await openPg({ url: opts.url, applicationName: name.slice(0, 63), ...(opts.poolSize ? { max: opts.poolSize } : {}) });
+  try {
+    return await storeOn(db, opts, name);
+  } catch (err) {
+    // A store that fails to open leaves no connection behind (a caller may try again).
+    await db.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function storeOn(db: PgDb, opts: PgStoreOptions, name: string): Promise<PgStore> {
+  const now = opts.now ?? (() => new Date());
   const appendEvent = (c: Parameters<typeof appendEventIn>[0], e: NewEvent): Promise<void> => appendEventIn(c, now, e);
   // The boot path's small writes share commits (group-commit.ts).
   const group = new GroupCommit(db);
@@ -198,7 +208,13 @@ export async function openPgStore(opts: PgStoreOptions): Promise<PgStore> {
   ]);
   const leases = createPgLeaseRepo(db, now);
   const orchestration = createPgOrchestrationRepo(db, now);
-  feed = await createPgMachineFeed(db);
+  try {
+    feed = await createPgMachineFeed(db);
+  } catch (err) {
+    clearInterval(poll);
+    await listener.close();
+    throw err;
+  }
 
   function bumping<T extends object>(repo: T, reads: readonly (keyof T)[]): T {
     const out: Record<string, unknown> = {};

@@ -31,6 +31,9 @@ const RETRY_MAX_MS = 5_000;
  */
 export async function listenForChanges(opts: ChangeListenerOptions): Promise<ChangeListener> {
   let client: pg.Client | null = null;
+  // A reconnect in flight: close() ends it too, or it would LISTEN on after the store closed (and
+  // keep the process alive).
+  let connecting: pg.Client | null = null;
   let closed = false;
   let up = false;
   const stop = new AbortController();
@@ -40,39 +43,42 @@ export async function listenForChanges(opts: ChangeListenerOptions): Promise<Cha
     c.on('notification', (n) => opts.onChange(n.channel, n.payload ?? ''));
     c.on('error', () => lost(c));
     c.on('end', () => lost(c));
+    connecting = c;
     try {
       await c.connect();
       for (const ch of CHANNELS) await c.query(`LISTEN ${ch}`);
+      if (closed) throw new Error('the listener was closed while it connected');
     } catch (err) {
       await c.end().catch(() => undefined);
       throw err;
+    } finally {
+      if (connecting === c) connecting = null;
     }
     client = c;
     up = true;
   };
 
-  let reconnecting = false;
+  let reconnecting: Promise<void> | null = null;
   const lost = (c: pg.Client): void => {
     if (client !== c || closed) return;
     client = null;
     up = false;
     void c.end().catch(() => undefined);
     if (reconnecting) return;
-    reconnecting = true;
-    void (async () => {
+    reconnecting = (async () => {
       let wait = RETRY_MIN_MS;
       while (!closed) {
         try {
           await sleep(wait, undefined, { signal: stop.signal });
           await connect();
-          reconnecting = false;
+          reconnecting = null;
           opts.onReconnect();
           return;
         } catch {
           wait = Math.min(wait * 2, RETRY_MAX_MS);
         }
       }
-      reconnecting = false;
+      reconnecting = null;
     })().catch(() => undefined);
   };
 
@@ -85,7 +91,9 @@ export async function listenForChanges(opts: ChangeListenerOptions): Promise<Cha
       const c = client;
       client = null;
       up = false;
-      await c?.end().catch(() => undefined);
+      await Promise.all([c?.end().catch(() => undefined), connecting?.end().catch(() => undefined)]);
+      // The reconnect loop has seen `closed` once this settles: nothing of the listener is left.
+      await reconnecting;
     },
   };
 }
