@@ -68,6 +68,10 @@ import { inProcessSender, workerSender } from './http/artifact-sender.js';
 import { createFileWorkers } from './artifacts/file-workers.js';
 import { bootScriptRecorder } from './http/boot-scripts.js';
 import { readAdminKeys } from './seeds/admin-keys.js';
+import { waitAtMost } from './lib/sleep.js';
+
+/** How long stopping waits for one service (the HTTP service's own drain is 10 s). */
+const SERVICE_STOP_MS = 12_000;
 
 export interface Runtime {
   readonly config: Config;
@@ -103,7 +107,11 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   let identity: Awaited<ReturnType<typeof ensureSshIdentity>>;
   try {
     // The server checkpoints SQLite's WAL from a worker thread, never in a request's commit.
-    inventory = await openStore(config, { onCheckpointFailure: (message) => log.warn({ err: message }, 'SQLite checkpoint failed; retried at the next pass') });
+    inventory = await openStore(config, {
+      onCheckpointFailure: (message) => log.warn({ err: message }, 'SQLite checkpoint failed; retried at the next pass'),
+      onDatabaseLost: (reason) => log.warn({ reason }, 'the database does not answer: DHCP answers known machines from memory but commits no lease; the API and boot scripts answer 503 until it is back'),
+      onDatabaseBack: () => log.info('the database answers again'),
+    });
     identity = await ensureSshIdentity(inventory.secrets);
     if (identity.replaced) log.warn('the stored SSH key pair could not be loaded (a malformed ed25519 key); a new one replaces it, and seeds carry its public key from now on');
   } catch (err) {
@@ -295,6 +303,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     log,
     version: VERSION,
     health,
+    database: () => (inventory as Store).database(),
     starting: () => starting,
     inventory,
     revision: inventory.revision,
@@ -366,11 +375,19 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       log.info({ reason }, 'stopping');
       abort.abort();
       for (const s of [...started].reverse()) {
-        try {
-          await s.stop();
-        } catch (err) {
-          log.error({ err, service: s.name }, 'service did not stop cleanly');
-        }
+        // Bounded: a service waiting on a database that went silent must not keep the process
+        // from ending (closing the store below cuts what it waits on).
+        const done = await waitAtMost(
+          s.stop().then(
+            () => true,
+            (err: unknown) => {
+              log.error({ err, service: s.name }, 'service did not stop cleanly');
+              return true;
+            },
+          ),
+          SERVICE_STOP_MS,
+        );
+        if (!done) log.warn({ service: s.name }, `service still stopping after ${SERVICE_STOP_MS / 1000} s (waiting on the database?); going on`);
       }
       stopInventoryMetrics();
       await inventory.close();

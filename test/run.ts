@@ -15,7 +15,8 @@
  * Store-facing light suites — those that open a store (`tempStore(`) or start racksmith
  * (`startRacksmith(`) — then run a second time on PostgreSQL (RACKSMITH_TEST_DATABASE=postgres,
  * a private PostgreSQL 15 per suite process), unless the suite says `racksmith-test: sqlite only`
- * with its reason. Heavy suites that say `racksmith-test: both engines` (store-facing) run a
+ * with its reason, or run only there if they say `racksmith-test: postgres only`. Heavy suites
+ * that say `racksmith-test: both engines` (store-facing) run a
  * second time on PostgreSQL too; those that say `racksmith-test: postgres only` run once, on
  * PostgreSQL (the engine whose every store call awaits).
  * RACKSMITH_TEST_DATABASE=sqlite|postgres given by hand runs everything once, on that engine.
@@ -225,7 +226,12 @@ const byHand = Boolean(process.env['RACKSMITH_TEST_DATABASE']);
 const alone = (f: string): boolean => source(f).includes('racksmith-test: alone');
 const jobs = (files: readonly string[], engine: string | null): Job[] =>
   files.map((file) => ({ file, engine, kind: alone(file) ? 'alone' : isVm(file) ? 'vm' : isHeavy(file) ? 'heavy' : 'light' }));
-const lightJobs = [...jobs(light, null), ...(byHand ? [] : jobs(light.filter(storeFacing), 'postgres'))];
+// A light suite that says `postgres only` tests what only that engine has (a database restarting).
+const lightEngines = (f: string): 'both' | 'postgres' | 'sqlite' => (source(f).includes('racksmith-test: postgres only') ? 'postgres' : storeFacing(f) ? 'both' : 'sqlite');
+const lightJobs = [
+  ...jobs(byHand ? light : light.filter((f) => lightEngines(f) !== 'postgres'), null),
+  ...(byHand ? [] : jobs(light.filter((f) => lightEngines(f) !== 'sqlite'), 'postgres')),
+];
 const heavyJobs = [
   ...jobs(byHand ? heavy : heavy.filter((f) => heavyEngines(f) !== 'postgres'), null),
   ...(byHand ? [] : jobs(heavy.filter((f) => heavyEngines(f) !== 'sqlite'), 'postgres')),

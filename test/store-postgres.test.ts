@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -17,6 +16,7 @@ import type { InventoryEvent } from '../server/inventory/model.js';
 import type { Mac } from '../server/lib/mac.js';
 import { createSecretBox } from '../server/lib/secrets.js';
 import { pgMissing, testPostgres } from './lib/postgres.js';
+import { relay } from './lib/relay.js';
 import { skipNote } from './lib/tools.js';
 
 /**
@@ -186,50 +186,6 @@ test("the boot path's small writes share commits in the order asked; a failing w
   assert.ok(events.every((e, i) => i === 0 || e.id > (events[i - 1]?.id ?? Infinity)), 'ids in the order the events were asked');
 });
 
-/**
- * A TCP relay in front of the test server that can cut every connection and hold new ones (the
- * client has connected, the server has not been reached yet), as a database host does while it
- * fails over.
- */
-async function relay(port: number): Promise<{ port: number; cut(): void; hold(on: boolean): void; held(): number; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const waiting: Socket[] = [];
-  let holding = false;
-  const forward = (client: Socket): void => {
-    if (client.destroyed) return;
-    const upstream = connect(port, '127.0.0.1');
-    sockets.add(upstream);
-    upstream.on('close', () => sockets.delete(upstream));
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-    client.on('error', () => undefined);
-    upstream.on('error', () => undefined);
-    client.pipe(upstream).pipe(client);
-  };
-  const server = createServer((client) => {
-    sockets.add(client);
-    client.on('close', () => sockets.delete(client));
-    client.on('error', () => undefined);
-    if (holding) waiting.push(client);
-    else forward(client);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const addr = server.address();
-  return {
-    port: typeof addr === 'object' && addr ? addr.port : 0,
-    cut: () => [...sockets].forEach((s) => s.destroy()),
-    hold(on) {
-      holding = on;
-      if (!on) waiting.splice(0).forEach(forward);
-    },
-    held: () => waiting.filter((s) => !s.destroyed).length,
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
-
 test('a listener closed while it reconnects leaves no session behind', async () => {
   const server = await testPostgres();
   const url = new URL(await server.newDatabase());
@@ -255,6 +211,41 @@ test('a listener closed while it reconnects leaves no session behind', async () 
     await new Promise((r) => setTimeout(r, 1_000));
     assert.is(await sessions(), 0, 'no session once the listener is closed');
   } finally {
+    await proxy.close();
+  }
+});
+
+test('a database host gone quiet is found by the heartbeat; the listener comes back once it answers', async () => {
+  const server = await testPostgres();
+  const url = new URL(await server.newDatabase());
+  const proxy = await relay(server.port);
+  url.port = String(proxy.port);
+  const lost: string[] = [];
+  let back = 0;
+  const listener = await listenForChanges({
+    url: url.toString(),
+    applicationName: 'heartbeat-probe',
+    onChange: () => undefined,
+    onReconnect: () => back++,
+    onLost: (reason) => lost.push(reason),
+    heartbeatMs: 200,
+    heartbeatTimeoutMs: 300,
+  });
+  try {
+    assert.equal(listener.state().up, true);
+    // No reset, no close: only silence, which TCP alone would take minutes to call a loss.
+    proxy.freeze();
+    await until('the silence noticed', () => !listener.connected(), 5_000);
+    assert.equal(lost, ['no answer in 0.3 s']);
+    assert.is(listener.state().reason, 'no answer in 0.3 s');
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.is(back, 0, 'no reconnect while the address does not answer');
+    proxy.thaw();
+    await until('the listener back', () => listener.connected(), 15_000);
+    assert.is(back, 1);
+    assert.is(listener.state().reason, null);
+  } finally {
+    await listener.close();
     await proxy.close();
   }
 });

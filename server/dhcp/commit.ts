@@ -1,4 +1,5 @@
 import type { LeaseRepo } from '../inventory/store.js';
+import { DatabaseUnavailableError } from '../inventory/unavailable.js';
 import type { Logger } from '../lib/log.js';
 import type { AddressSpace } from './addresses.js';
 import { bump, type DhcpCounters } from './counters.js';
@@ -29,6 +30,8 @@ export const ACK_BATCH = 16;
  * client waits seconds for its ACK; 1 ms is nothing.
  */
 export const ACK_WINDOW_MS = 1;
+/** Bindings a long database outage may leave to be read again (each names one address and one MAC). */
+const MAX_STALE = 4_096;
 
 export interface CommitDeps<T> {
   readonly leases: LeaseWrites;
@@ -53,6 +56,8 @@ export class LeaseCommits<T> {
   /** Commits under way (the store may take a while to answer). */
   private readonly committing = new Set<Promise<void>>();
   private readonly later: (flush: () => void, ms: number) => void;
+  /** Bindings whose store rows could not be read after a failed commit: read before the next one. */
+  private readonly stale = new Map<string, Binding>();
 
   constructor(private readonly deps: CommitDeps<T>) {
     this.later = deps.later ?? ((flush, ms) => void setTimeout(flush, ms));
@@ -111,6 +116,8 @@ export class LeaseCommits<T> {
 
   private async commit(batch: readonly Pending<T>[]): Promise<void> {
     const { leases, space, counters, log, now } = this.deps;
+    // What a failed commit left unread is read first: the store may be back.
+    if (this.stale.size > 0) await this.resyncAll([...this.stale.values()]);
     let outcomes;
     try {
       outcomes = await leases.bindAll(
@@ -125,9 +132,11 @@ export class LeaseCommits<T> {
       );
     } catch (err) {
       // Nothing was committed: no ACK may go out, and the book must forget the optimistic binds.
-      for (const p of batch) await this.resync(p.binding);
+      await this.resyncAll(batch.map((p) => p.binding));
       bump(counters.dropped, 'store-error');
-      log.error({ err: err instanceof Error ? err.message : String(err), acks: batch.length }, 'DHCP: could not persist leases; ACKs withheld');
+      // A database outage is logged once by the store; each withheld batch is only a warning then.
+      const level = err instanceof DatabaseUnavailableError ? 'warn' : 'error';
+      log[level]({ err: err instanceof Error ? err.message : String(err), acks: batch.length }, 'DHCP: could not persist leases; ACKs withheld');
       return;
     }
     for (let i = 0; i < batch.length; i++) {
@@ -139,15 +148,30 @@ export class LeaseCommits<T> {
       } else {
         bump(counters.dropped, 'bind-refused');
         if (o && !o.ok && o.reason === 'reserved') space.reservedElsewhere(p.binding.ip, now());
-        await this.resync(p.binding);
+        await this.resyncAll([p.binding]);
         log.warn({ ip: p.binding.ip, mac: p.binding.mac, why: o && !o.ok ? o.reason : 'unknown' }, 'DHCP: store refused a binding; ACK withheld');
       }
     }
   }
 
-  /** The book forgets what it mirrored of the address and the MAC and reads the store's rows. */
-  private async resync(b: Binding): Promise<void> {
-    const rows = await Promise.all([this.deps.leases.byIp(b.ip), this.deps.leases.byMac(b.mac)]);
-    this.deps.space.resync(b.ip, b.mac, rows);
+  /**
+   * The book forgets what it mirrored of each binding's address and MAC and reads the store's
+   * rows. One the store cannot give now (the database away: a failover, a restart) is kept and
+   * read before the next commit, so the book does not go on believing a bind nobody committed.
+   */
+  private async resyncAll(bindings: readonly Binding[]): Promise<void> {
+    for (const b of bindings) {
+      const key = `${b.ip} ${b.mac}`;
+      try {
+        const rows = await Promise.all([this.deps.leases.byIp(b.ip), this.deps.leases.byMac(b.mac)]);
+        this.deps.space.resync(b.ip, b.mac, rows);
+        this.stale.delete(key);
+      } catch {
+        this.stale.delete(key);
+        this.stale.set(key, b);
+        // Bounded: past it the oldest are let go (their optimistic binds end with their lease).
+        if (this.stale.size > MAX_STALE) this.stale.delete(this.stale.keys().next().value as string);
+      }
+    }
   }
 }

@@ -2,6 +2,7 @@ import express, { type Express, type Router } from 'express';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { ServiceHealth } from '../lib/service.js';
+import type { DatabaseHealth } from '../inventory/store.js';
 import { apiRouter, type ApiDeps } from './api/router.js';
 import { openApiDocument } from './api/openapi.js';
 import { requestContext } from './context.js';
@@ -13,6 +14,8 @@ export interface AppDeps extends ApiDeps {
   readonly version: string;
   /** Each service's state, for /healthz. */
   readonly health: () => Record<string, ServiceHealth>;
+  /** Whether the database answers: /healthz answers 503 "degraded" while it does not. */
+  readonly database?: (() => DatabaseHealth) | undefined;
   /** True while the process is still starting its services: /healthz answers 503 "starting". */
   readonly starting?: (() => boolean) | undefined;
   /** What machines see, without an API token: boot scripts, seeds, artifacts, phone-home. */
@@ -34,9 +37,11 @@ export function createApp(deps: AppDeps): Express {
 
   app.get('/healthz', (_req, res) => {
     const services = deps.health();
+    const database = deps.database?.();
     const failed = Object.values(services).some((s) => s.state === 'failed');
-    const status = failed ? 'failing' : deps.starting?.() ? 'starting' : 'ok';
-    res.status(status === 'ok' ? 200 : 503).json({ status, version: deps.version, services });
+    // Degraded: DHCP still answers known machines from memory, but nothing can be recorded.
+    const status = failed ? 'failing' : deps.starting?.() ? 'starting' : database?.state === 'unavailable' ? 'degraded' : 'ok';
+    res.status(status === 'ok' ? 200 : 503).json({ status, version: deps.version, services, ...(database ? { database } : {}) });
   });
   app.get('/api/v1/openapi.json', (_req, res) => {
     res.json(openApiDocument(deps.version));

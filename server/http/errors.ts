@@ -3,13 +3,14 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { z } from 'zod';
 import { AppError, type ErrorDetail, type ErrorKind } from '../lib/errors.js';
 import { TransitionError } from '../inventory/lifecycle.js';
+import { DatabaseUnavailableError } from '../inventory/unavailable.js';
 import type { Logger } from '../lib/log.js';
 
 /**
  * Every error leaves as `{"error": {"code", "message", "field"?}}` with the status of its kind:
  * 400 bad input, 401 no or bad token, 403 role too low, 404 unknown resource, 409 conflict,
- * 415 a body that is not of the type the route takes, 502 a BMC answered with an error, 504 a
- * BMC did not answer in time.
+ * 415 a body that is not of the type the route takes, 502 a BMC answered with an error, 503 the
+ * database does not answer (with Retry-After), 504 a BMC did not answer in time.
  * A 500 is a real fault: logged with its stack, answered without internals.
  */
 const STATUS: Record<ErrorKind, number> = {
@@ -60,11 +61,14 @@ export const notFoundHandler: RequestHandler = (req, res) => {
 export const errorHandler: ErrorRequestHandler = (err: unknown, req, res, _next) => {
   if (res.headersSent) return;
   const e = errorReply(err, req.path, req.log);
+  if (e.retryAfter) res.set('Retry-After', String(e.retryAfter));
   res.status(e.status).json(e.body);
 };
 
 /** The status and body an error is answered with; a real fault (500) is logged with its stack. */
-export function errorReply(err: unknown, path: string, log: Logger | undefined): { status: number; body: ErrorBody } {
+export function errorReply(err: unknown, path: string, log: Logger | undefined): { status: number; body: ErrorBody; retryAfter?: number } {
+  // The database restarting or failing over: a 503 that says when to ask again.
+  if (err instanceof DatabaseUnavailableError) return { status: 503, body: errorBody(err.code, err.message), retryAfter: err.retryAfterSeconds };
   if (err instanceof AppError) return { status: STATUS[err.kind], body: errorBody(err.code, err.message, err.field, err.details) };
   if (err instanceof TransitionError) return { status: 409, body: errorBody(err.code, err.message, 'state') };
   if (err instanceof z.ZodError) {

@@ -54,6 +54,7 @@ export function leanFront(routes: LeanRoutes, fallback: RequestListener, deps: L
     } catch (err) {
       const e = errorReply(err, path, deps.log.child({ reqId: id }));
       status = e.status;
+      if (e.retryAfter) res.setHeader('Retry-After', String(e.retryAfter));
       type = 'application/json; charset=utf-8';
       body = JSON.stringify(e.body);
     }

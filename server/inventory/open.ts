@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Config } from '../config/settings.js';
 import { createSecretBox, loadSecretKey } from '../lib/secrets.js';
 import { openPgStore } from './postgres/index.js';
+import { DatabaseUnavailableError } from './unavailable.js';
 import { DB_FILE } from './sqlite/db.js';
 import { openSqliteInventory } from './sqlite/index.js';
 import type { SecretRepo, Store } from './store.js';
@@ -19,11 +20,18 @@ export function instanceName(config: Pick<Config, 'instanceName'>): string {
  * key (`--secret-key`, or the key file in the data directory) must be the same on every instance
  * sharing a database; a different one is refused here, before it seals anything.
  */
-export async function openStore(config: Pick<Config, 'dataDir' | 'secretKey' | 'databaseUrl' | 'instanceName'>, serving?: { onCheckpointFailure(message: string): void }): Promise<Store> {
+export interface ServingHooks {
+  onCheckpointFailure(message: string): void;
+  /** The shared database stopped answering (why) / answers again. */
+  onDatabaseLost?(reason: string): void;
+  onDatabaseBack?(): void;
+}
+
+export async function openStore(config: Pick<Config, 'dataDir' | 'secretKey' | 'databaseUrl' | 'instanceName'>, serving?: ServingHooks): Promise<Store> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const box = createSecretBox(loadSecretKey(config.secretKey, config.dataDir));
   const store = config.databaseUrl
-    ? await openPgStore({ url: config.databaseUrl, box, instanceName: instanceName(config) })
+    ? await openPgStore({ url: config.databaseUrl, box, instanceName: instanceName(config), onDatabaseLost: serving?.onDatabaseLost, onDatabaseBack: serving?.onDatabaseBack })
     : openSqliteInventory({ file: join(config.dataDir, DB_FILE), box, checkpointInBackground: serving !== undefined, onCheckpointFailure: serving?.onCheckpointFailure });
   try {
     await checkSecretKey(store.secrets, config.databaseUrl !== undefined);
@@ -40,8 +48,9 @@ async function checkSecretKey(secrets: SecretRepo, shared: boolean): Promise<voi
   try {
     const stored = await secrets.putIfAbsent('racksmith', 'key-check', marker);
     if (stored === marker) return;
-  } catch {
-    // Sealed with another key: it cannot be opened.
+  } catch (err) {
+    // A database that does not answer says so; anything else: sealed with another key.
+    if (err instanceof DatabaseUnavailableError) throw err;
   }
   throw new Error(
     shared

@@ -485,4 +485,14 @@ export interface Store extends Inventory {
   readonly revision: () => string;
   /** The DHCP service's machine directory, kept current by the store (never a synchronous read per datagram). */
   machineFeed(): MachineFeed;
+  /** Whether the database answers, for /healthz (the embedded file always does). */
+  database(): DatabaseHealth;
+}
+
+export interface DatabaseHealth {
+  readonly engine: StoreEngine;
+  readonly state: 'ok' | 'unavailable';
+  /** Since when (ISO time), and why it is unavailable (null while ok). */
+  readonly since: string | null;
+  readonly reason: string | null;
 }

@@ -10,3 +10,16 @@ export function sleepUnlessAborted(ms: number, signal?: AbortSignal): Promise<vo
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+/**
+ * `p`, or undefined once `ms` have passed without it settling (a rejection counts as settled):
+ * for waits in a shutdown path. The timer is cleared as soon as `p` settles; it is not unref'd,
+ * since whoever awaits this is work the process must stay for.
+ */
+export function waitAtMost<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  return Promise.race([p.catch(() => undefined), late]).finally(() => clearTimeout(timer));
+}

@@ -1,4 +1,5 @@
 import type { Metrics } from '../lib/metrics.js';
+import { logFailure } from '../inventory/unavailable.js';
 import type { Cluster, ClusterUpgrade, InventoryEvent, Machine } from '../inventory/model.js';
 import { NODE_REMOVAL_FAILED_EVENT, NODE_REMOVED_EVENT, REIMAGE_EVENT, awaitsClusterRemoval, reimageProgress } from '../inventory/reimage.js';
 import type { Inventory, OrchestrationRepo, StepRecord } from '../inventory/store.js';
@@ -178,7 +179,9 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     if (cluster === undefined) {
       void inventory.clusters.list().then(
         (all) => all.forEach((c) => kick(c.name)),
-        (err: unknown) => log?.error({ err }, 'cannot list clusters'),
+        (err: unknown) => {
+          if (log) logFailure(log, err, 'cannot list clusters');
+        },
       );
       return;
     }
@@ -187,7 +190,9 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       existing.wake();
       return;
     }
-    const p = drive(cluster).catch((err: unknown) => log?.error({ err, cluster }, 'cluster driver stopped on an error'));
+    const p = drive(cluster).catch((err: unknown) => {
+      if (log) logFailure(log, err, 'cluster driver stopped on an error', { cluster });
+    });
     running.add(p);
     void p.finally(() => running.delete(p));
   }
@@ -250,7 +255,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
         try {
           idle = await evaluate(name, active, stop.signal, driver, l);
         } catch (err) {
-          l.error({ err }, 'cannot evaluate the cluster plan; trying again later');
+          logFailure(l, err, 'cannot evaluate the cluster plan; trying again later');
         }
         if (idle) break;
         if (!woken) {
@@ -455,7 +460,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
         .then(
           () => undefined,
           (err: unknown) => {
-            if (!signal.aborted) l.error({ err, step: step.id }, 'step stopped on an unexpected error');
+            if (!signal.aborted) logFailure(l, err, 'step stopped on an unexpected error', { step: step.id });
           },
         )
         .finally(() => {

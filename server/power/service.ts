@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { logFailure } from '../inventory/unavailable.js';
 import { AppError, conflict, notFound } from '../lib/errors.js';
 import { silentLogger, type Logger } from '../lib/log.js';
 import type { Mac } from '../lib/mac.js';
@@ -82,7 +83,7 @@ export function createPowerService(deps: PowerServiceDeps): PowerService {
   let unsubscribe: (() => void) | null = null;
 
   const track = (p: Promise<void>): void => {
-    const t = p.catch((err: unknown) => log.error({ err }, 'power task failed')).finally(() => tasks.delete(t));
+    const t = p.catch((err: unknown) => logFailure(log, err, 'power task failed')).finally(() => tasks.delete(t));
     tasks.add(t);
   };
 

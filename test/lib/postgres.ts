@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { waitAtMost } from '../../server/lib/sleep.js';
 import { running } from './child.js';
 import { isRoot, requirements } from './tools.js';
 
@@ -136,7 +137,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     } catch {
       /* gone already */
     }
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+    await waitAtMost(exited, 15_000);
     if (signal === 'SIGKILL') {
       // Until the last backend is gone, its shared memory keeps a new postmaster from starting.
       for (let i = 0; i < 200 && all.some(running); i++) await new Promise((r) => setTimeout(r, 50));

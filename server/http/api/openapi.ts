@@ -97,7 +97,7 @@ const text = (type: string, description: string): { description: string; schema:
 
 export const OPERATIONS: readonly Operation[] = [
   // ── service ────────────────────────────────────────────────────────────────
-  { method: 'get', path: '/healthz', operationId: 'health', tag: 'service', auth: 'none', summary: 'Each service\u2019s state; 503 when one has failed', ok: { 200: { description: 'serving', schema: healthOut } }, errors: [503] },
+  { method: 'get', path: '/healthz', operationId: 'health', tag: 'service', auth: 'none', summary: 'Each service\u2019s state and the database\u2019s; 503 while starting, when one has failed, or while the database does not answer', ok: { 200: { description: 'serving', schema: healthOut } }, errors: [503] },
   {
     method: 'get',
     path: '/metrics',

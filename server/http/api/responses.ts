@@ -295,7 +295,15 @@ export const whoOut = named('Principal', 'A token\u2019s name and role', z.objec
 export const healthOut = named(
   'Health',
   'Each service\u2019s state',
-  z.object({ status: z.enum(['ok', 'failing']), version: z.string(), services: z.record(z.string(), z.looseObject({ state: z.string() })) }),
+  z.object({
+    status: z.enum(['ok', 'starting', 'degraded', 'failing']),
+    version: z.string(),
+    services: z.record(z.string(), z.looseObject({ state: z.string() })),
+    database: z
+      .object({ engine: z.enum(['sqlite', 'postgres']), state: z.enum(['ok', 'unavailable']), since: z.string().nullable(), reason: z.string().nullable() })
+      .optional()
+      .describe('whether the store answers; "unavailable" (PostgreSQL restarting or failing over) makes the status "degraded"'),
+  }),
 );
 
 export const machineEventReplyOut = named('MachineReport', 'A machine\u2019s state after its report', z.object({ mac: z.string(), state: z.string() }));

@@ -31,7 +31,7 @@ export function createPgClusterRepo(db: PgDb, now: () => Date, appendEvent: Appe
       });
     },
     async get(name) {
-      const r = await row(db.pool, name);
+      const r = await row(db.any, name);
       return r ? clusterFromRow(r) : null;
     },
     async list() {

@@ -1,6 +1,9 @@
+import { Socket } from 'node:net';
 import pg from 'pg';
 import { dropEvents, flushEvents, holdEvents } from './events.js';
 import { PG_MIGRATIONS, type PgMigration } from './migrations.js';
+import { waitAtMost } from '../../lib/sleep.js';
+import { DatabaseUnavailableError, asUnavailable } from '../unavailable.js';
 
 /** A connection that can run a query: the pool itself or one client inside a transaction. */
 export interface Queryable {
@@ -9,6 +12,8 @@ export interface Queryable {
 
 export interface PgDb {
   readonly pool: pg.Pool;
+  /** The pool as a Queryable (one statement on any connection), for code shared with transactions. */
+  readonly any: Queryable;
   /** One statement on any pooled connection (its own transaction). */
   one<R extends pg.QueryResultRow>(text: string, values?: readonly unknown[]): Promise<R | null>;
   all<R extends pg.QueryResultRow>(text: string, values?: readonly unknown[]): Promise<R[]>;
@@ -20,13 +25,17 @@ export interface PgDb {
    * appends are inserted together just before COMMIT (events.ts says why).
    */
   tx<T>(fn: (c: Queryable) => Promise<T>): Promise<T>;
-  close(): Promise<void>;
+  /** Ends the pool: its connections are given `waitMs` (default 5 s) to end gracefully, then cut. */
+  close(waitMs?: number): Promise<void>;
 }
 
 // BIGINT (events.id, counts) as a JS number: ids stay far below 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 
 const RETRYABLE = new Set(['40001', '40P01']);
+const QUERY_TIMEOUT_MS = 60_000;
+/** How long closing waits for the pool's connections to end gracefully. */
+const CLOSE_WAIT_MS = 5_000;
 const TX_ATTEMPTS = 5;
 
 export interface PgOptions {
@@ -40,7 +49,20 @@ export interface PgOptions {
 
 /** Opens a pool to the site's PostgreSQL and brings the schema to this racksmith's version. */
 export async function openPg(opts: PgOptions): Promise<PgDb> {
+  // The pool's sockets, so that closing can end them: a connection to a host that went quiet
+  // (a failover that moved its address) would otherwise keep the process alive for minutes.
+  const sockets = new Set<Socket>();
   const pool = new pg.Pool({
+    stream: () => {
+      const s = new Socket();
+      sockets.add(s);
+      s.once('close', () => sockets.delete(s));
+      return s;
+    },
+    // Dead peers found on idle connections too, and no statement waits longer than this for an
+    // answer (none of racksmith's takes more than a few seconds).
+    keepAlive: true,
+    query_timeout: QUERY_TIMEOUT_MS,
     connectionString: opts.url,
     max: opts.max ?? 10,
     application_name: opts.applicationName ?? 'racksmith',
@@ -51,8 +73,9 @@ export async function openPg(opts: PgOptions): Promise<PgDb> {
   // An idle client losing its connection (a failover, a restart of PostgreSQL) must not crash
   // the process: the pool drops it and the next query opens a new one.
   pool.on('error', () => undefined);
-  const db: PgDb = {
+  const raw: PgDb = {
     pool,
+    any: pool,
     async one(text, values) {
       const r = await pool.query(text, values as unknown[] | undefined);
       return (r.rows[0] as never) ?? null;
@@ -86,17 +109,50 @@ export async function openPg(opts: PgOptions): Promise<PgDb> {
         }
       }
     },
-    async close() {
-      await pool.end();
+    async close(waitMs = CLOSE_WAIT_MS) {
+      await waitAtMost(pool.end(), waitMs);
+      for (const s of sockets) s.destroy();
     },
+  };
+  // A database that cannot be reached now is ERR_DATABASE_UNAVAILABLE for every caller (unavailable.ts).
+  const db: PgDb = {
+    pool,
+    any: { query: (text, values) => pool.query(text, values as unknown[] | undefined).catch(rethrow) },
+    one: <R extends pg.QueryResultRow>(text: string, values?: readonly unknown[]) => raw.one<R>(text, values).catch(rethrow),
+    all: <R extends pg.QueryResultRow>(text: string, values?: readonly unknown[]) => raw.all<R>(text, values).catch(rethrow),
+    run: (text, values) => raw.run(text, values).catch(rethrow),
+    tx: (fn) => raw.tx(fn).catch(rethrow),
+    close: (waitMs) => raw.close(waitMs),
   };
   try {
     await migratePg(db, opts.migrations ?? PG_MIGRATIONS);
   } catch (err) {
-    await pool.end().catch(() => undefined);
+    await raw.close().catch(() => undefined);
+    // At start the operator needs where it tried and what the driver said.
+    if (err instanceof DatabaseUnavailableError) throw new Error(`PostgreSQL at ${where(opts.url)} is unavailable: ${errorText(err.cause)}`);
     throw err;
   }
   return db;
+}
+
+function rethrow(err: unknown): never {
+  throw asUnavailable(err);
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof AggregateError) return err.errors.map(errorText).join('; ');
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The URL's host, port and database, without its user and password. */
+function where(url: string): string {
+  try {
+    const u = new URL(url);
+    const host = u.searchParams.get('host') ?? (u.hostname || 'localhost');
+    return `${host}:${u.searchParams.get('port') ?? (u.port || '5432')}${u.pathname}`;
+  } catch {
+    return 'the configured --database-url';
+  }
 }
 
 /** Any fixed number: the migration lock, held for the length of one migration transaction. */

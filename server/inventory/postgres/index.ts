@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
+import { waitAtMost } from '../../lib/sleep.js';
 import type { EventQuery, EventRepo, NewEvent, SecretRepo, Store, TokenRepo } from '../store.js';
 import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from '../sqlite/rows.js';
 import { API_TOKEN_PREFIX } from '../sqlite/index.js';
@@ -24,6 +25,9 @@ export interface PgStoreOptions {
   readonly instanceName?: string;
   /** Connections in the pool (default 10). */
   readonly poolSize?: number;
+  /** The database stopped answering (why, in words) / answers again: for the server's log. */
+  readonly onDatabaseLost?: (reason: string) => void;
+  readonly onDatabaseBack?: () => void;
 }
 
 export interface PgStore extends Store {
@@ -35,6 +39,8 @@ export interface PgStore extends Store {
 /** How often the event reader looks without being told (a notification lost to a broken connection). */
 const EVENT_POLL_MS = 2_000;
 const EVENT_BATCH = 1_000;
+/** How long closing waits for the last commits and events before it lets go. */
+const CLOSE_WAIT_MS = 3_000;
 
 /**
  * The store on a PostgreSQL database that several racksmith instances share. Every instance
@@ -108,7 +114,9 @@ async function storeOn(db: PgDb, opts: PgStoreOptions, name: string): Promise<Pg
       if (channel === 'racksmith_machine') feed?.changed(payload);
       else if (payload === 'events') void readEvents();
     },
+    onLost: (reason) => opts.onDatabaseLost?.(reason),
     onReconnect() {
+      opts.onDatabaseBack?.();
       bump();
       feed?.reload();
       void readEvents();
@@ -241,6 +249,10 @@ async function storeOn(db: PgDb, opts: PgStoreOptions, name: string): Promise<Pg
     now,
     revision: () => String(revision),
     machineFeed: () => feed!,
+    database() {
+      const s = listener.state();
+      return { engine: 'postgres', state: s.up ? 'ok' : 'unavailable', since: s.up ? null : s.since.toISOString(), reason: s.reason };
+    },
     orchestration,
     clusters,
     machines,
@@ -252,11 +264,14 @@ async function storeOn(db: PgDb, opts: PgStoreOptions, name: string): Promise<Pg
       if (closed) return;
       closed = true;
       clearInterval(poll);
-      await group.settled();
+      // Bounded, and short when the database is already known to be away: a database that went
+      // quiet must not hold the process (its statements would time out much later).
+      const wait = listener.connected() ? CLOSE_WAIT_MS : 500;
+      await waitAtMost(group.settled(), wait);
       await listener.close();
       // Events committed by this instance's last writes reach its subscribers before it goes.
-      await readEvents().catch(() => undefined);
-      await db.close();
+      await waitAtMost(readEvents(), wait);
+      await db.close(wait);
     },
   };
 }

@@ -81,7 +81,7 @@ export function createPgLeaseRepo(db: PgDb, _now: () => Date): LeaseRepo {
       );
     },
     async reservedBy(ip) {
-      return reservedBy(db.pool, ip);
+      return reservedBy(db.any, ip);
     },
   };
 }

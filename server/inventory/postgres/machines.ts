@@ -326,11 +326,11 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       return db.tx((c) => insertOrAdopt(c, input));
     },
     async get(mac) {
-      const row = await find(db.pool, 'mac', mac);
+      const row = await find(db.any, 'mac', mac);
       return row ? machineFromRow(row) : null;
     },
     async byIp(ip) {
-      const row = await find(db.pool, 'ip', ip);
+      const row = await find(db.any, 'ip', ip);
       return row ? machineFromRow(row) : null;
     },
     async list(filter: MachineFilter = {}, page: MachinePage = {}) {
@@ -433,21 +433,21 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       else await group.run((c) => c.query('UPDATE machines SET loader_at = $1, secure_boot_seen = COALESCE($2, secure_boot_seen), last_seen = $1 WHERE mac = $3', [at, step.secureBoot, mac]));
     },
     async bmcPassword(mac) {
-      const row = await sealedOf(db.pool, mac);
+      const row = await sealedOf(db.any, mac);
       return row?.bmc_password_sealed ? box.open(row.bmc_password_sealed) : null;
     },
     async rotateSeedToken(mac) {
       const s = sealedToken(box);
-      const written = await write(db.pool, mac, { seed_token_hash: s.hash, seed_token_sealed: s.sealed, seed_token_address: null, updated_at: now().toISOString() });
+      const written = await write(db.any, mac, { seed_token_hash: s.hash, seed_token_sealed: s.sealed, seed_token_address: null, updated_at: now().toISOString() });
       if (!written) throw notFound('ERR_UNKNOWN_MACHINE', `no machine with MAC ${mac}`);
       return s.token;
     },
     async seedToken(mac) {
-      const row = await sealedOf(db.pool, mac);
+      const row = await sealedOf(db.any, mac);
       return row?.seed_token_sealed ? box.open(row.seed_token_sealed) : null;
     },
     async findBySeedToken(token) {
-      const row = await find(db.pool, 'seed_token_hash', hashToken(token));
+      const row = await find(db.any, 'seed_token_hash', hashToken(token));
       return row ? machineFromRow(row) : null;
     },
     async seedTokenFor(mac, address) {
@@ -458,7 +458,7 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       });
     },
     async seedAddress(mac) {
-      return (await sealedOf(db.pool, mac))?.seed_token_address ?? null;
+      return (await sealedOf(db.any, mac))?.seed_token_address ?? null;
     },
     async setInstanceId(mac, instanceId) {
       await db.run('UPDATE machines SET instance_id = $1, updated_at = $2 WHERE mac = $3', [instanceId, now().toISOString(), mac]);

@@ -172,6 +172,7 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
     now,
     orchestration: createOrchestrationRepo(db, now),
     machineFeed: () => lookupFeed(lookup),
+    database: () => ({ engine: 'sqlite', state: 'ok', since: null, reason: null }),
     revision: () => `${totalChanges.get()}.${dataVersion.get()}`,
     lookup,
     box: opts.box,

@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { logFailure } from '../../inventory/unavailable.js';
 import { closeSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -86,7 +87,7 @@ export function createSolService(deps: SolDeps): SolService {
 
   /** Serialises reactions so two events for one machine never race a spawn. */
   const serial = (fn: () => Promise<void>): void => {
-    queue = queue.then(fn).catch((err: unknown) => log.error({ err }, 'console capture step failed'));
+    queue = queue.then(fn).catch((err: unknown) => logFailure(log, err, 'console capture step failed'));
   };
 
   function captureOf(mac: Mac): Capture {
