@@ -289,6 +289,23 @@ export async function startDeadBmc(): Promise<{ port: number; packets(): number;
 }
 
 /** Largest number of intervals open at once. */
+/**
+ * One BMC's chassis calls with the repeats of a late answer folded in. When the BMC answers late
+ * (a loaded host), ipmitool sends the request once more (`-R 1`) and racksmith's driver may try a
+ * timed-out command again; ipmi_sim runs the chassis program for each. A call with the same
+ * arguments as the one before it, started within `windowMs` of it, is such a repeat of one
+ * command: one call, from the first start to the last end.
+ */
+export function foldRetransmissions(calls: readonly ChassisCall[], windowMs = 15_000): ChassisCall[] {
+  const out: ChassisCall[] = [];
+  for (const c of calls) {
+    const prev = out[out.length - 1];
+    if (prev && prev.args === c.args && (c.start - prev.start) * 1000 < windowMs) out[out.length - 1] = { ...prev, end: Math.max(prev.end, c.end) };
+    else out.push(c);
+  }
+  return out;
+}
+
 export function maxOverlap(intervals: readonly { start: number; end: number }[]): number {
   const points = intervals.flatMap((i) => [
     { t: i.start, d: 1 },
