@@ -1,5 +1,5 @@
 import type { LeaseRepo } from '../inventory/store.js';
-import { DatabaseUnavailableError } from '../inventory/unavailable.js';
+import { logFailure } from '../inventory/unavailable.js';
 import type { Logger } from '../lib/log.js';
 import type { AddressSpace } from './addresses.js';
 import { bump, type DhcpCounters } from './counters.js';
@@ -134,9 +134,7 @@ export class LeaseCommits<T> {
       // Nothing was committed: no ACK may go out, and the book must forget the optimistic binds.
       await this.resyncAll(batch.map((p) => p.binding));
       bump(counters.dropped, 'store-error');
-      // A database outage is logged once by the store; each withheld batch is only a warning then.
-      const level = err instanceof DatabaseUnavailableError ? 'warn' : 'error';
-      log[level]({ err: err instanceof Error ? err.message : String(err), acks: batch.length }, 'DHCP: could not persist leases; ACKs withheld');
+      logFailure(log, err, 'DHCP: could not persist leases; ACKs withheld', { acks: batch.length });
       return;
     }
     for (let i = 0; i < batch.length; i++) {

@@ -73,66 +73,60 @@ export async function openPg(opts: PgOptions): Promise<PgDb> {
   // An idle client losing its connection (a failover, a restart of PostgreSQL) must not crash
   // the process: the pool drops it and the next query opens a new one.
   pool.on('error', () => undefined);
-  const raw: PgDb = {
+  // A database that cannot be reached now is ERR_DATABASE_UNAVAILABLE for every caller (unavailable.ts).
+  const any: Queryable = { query: (text, values) => pool.query(text, values as unknown[] | undefined).catch(rethrow) };
+  const db: PgDb = {
     pool,
-    any: pool,
+    any,
     async one(text, values) {
-      const r = await pool.query(text, values as unknown[] | undefined);
-      return (r.rows[0] as never) ?? null;
+      return ((await any.query(text, values)).rows[0] as never) ?? null;
     },
     async all(text, values) {
-      return (await pool.query(text, values as unknown[] | undefined)).rows as never;
+      return (await any.query(text, values)).rows as never;
     },
     async run(text, values) {
-      return (await pool.query(text, values as unknown[] | undefined)).rowCount ?? 0;
+      return (await any.query(text, values)).rowCount ?? 0;
     },
-    async tx(fn) {
-      for (let attempt = 1; ; attempt++) {
-        const client = await pool.connect();
-        let broken = false;
-        try {
-          await client.query('BEGIN');
-          holdEvents(client);
-          const result = await fn(client as Queryable);
-          await flushEvents(client);
-          await client.query('COMMIT');
-          return result;
-        } catch (err) {
-          await client.query('ROLLBACK').catch(() => {
-            broken = true;
-          });
-          if (attempt < TX_ATTEMPTS && RETRYABLE.has((err as { code?: string }).code ?? '')) continue;
-          throw err;
-        } finally {
-          dropEvents(client);
-          client.release(broken);
-        }
-      }
-    },
+    tx: (fn) => transaction(pool, fn).catch(rethrow),
     async close(waitMs = CLOSE_WAIT_MS) {
       await waitAtMost(pool.end(), waitMs);
       for (const s of sockets) s.destroy();
     },
   };
-  // A database that cannot be reached now is ERR_DATABASE_UNAVAILABLE for every caller (unavailable.ts).
-  const db: PgDb = {
-    pool,
-    any: { query: (text, values) => pool.query(text, values as unknown[] | undefined).catch(rethrow) },
-    one: <R extends pg.QueryResultRow>(text: string, values?: readonly unknown[]) => raw.one<R>(text, values).catch(rethrow),
-    all: <R extends pg.QueryResultRow>(text: string, values?: readonly unknown[]) => raw.all<R>(text, values).catch(rethrow),
-    run: (text, values) => raw.run(text, values).catch(rethrow),
-    tx: (fn) => raw.tx(fn).catch(rethrow),
-    close: (waitMs) => raw.close(waitMs),
-  };
   try {
     await migratePg(db, opts.migrations ?? PG_MIGRATIONS);
   } catch (err) {
-    await raw.close().catch(() => undefined);
+    await db.close().catch(() => undefined);
     // At start the operator needs where it tried and what the driver said.
     if (err instanceof DatabaseUnavailableError) throw new Error(`PostgreSQL at ${where(opts.url)} is unavailable: ${errorText(err.cause)}`);
     throw err;
   }
   return db;
+}
+
+/** PgDb.tx: one client, BEGIN … COMMIT, again on a serialization failure or deadlock. */
+async function transaction<T>(pool: pg.Pool, fn: (c: Queryable) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const client = await pool.connect();
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      holdEvents(client);
+      const result = await fn(client as Queryable);
+      await flushEvents(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {
+        broken = true;
+      });
+      if (attempt < TX_ATTEMPTS && RETRYABLE.has((err as { code?: string }).code ?? '')) continue;
+      throw err;
+    } finally {
+      dropEvents(client);
+      client.release(broken);
+    }
+  }
 }
 
 function rethrow(err: unknown): never {

@@ -128,19 +128,17 @@ export async function listenForChanges(opts: ChangeListenerOptions): Promise<Cha
     const c = client;
     if (!c || beating) return;
     beating = true;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), heartbeatTimeout)));
-    void Promise.race([c.query('SELECT 1').then(() => 'ok' as const), late])
-      .then(
-        (r) => {
-          if (r === 'late') lost(c, `no answer in ${heartbeatTimeout / 1000} s`);
-        },
-        (err: unknown) => lost(c, reasonOf(err)),
-      )
-      .finally(() => {
-        clearTimeout(timer);
-        beating = false;
-      });
+    void waitAtMost(
+      c.query('SELECT 1').then(
+        () => null,
+        (err: unknown) => reasonOf(err),
+      ),
+      heartbeatTimeout,
+    ).then((failed) => {
+      beating = false;
+      // undefined: no answer in time; a string: why the query failed.
+      if (failed !== null) lost(c, failed ?? `no answer in ${heartbeatTimeout / 1000} s`);
+    });
   }, opts.heartbeatMs ?? 10_000);
   heartbeat.unref();
 
