@@ -16,9 +16,11 @@
  * (`startRacksmith(`) — then run a second time on PostgreSQL (RACKSMITH_TEST_DATABASE=postgres,
  * a private PostgreSQL 15 per suite process), unless the suite says `racksmith-test: sqlite only`
  * with its reason, or run only there if they say `racksmith-test: postgres only`. Heavy suites
- * that say `racksmith-test: both engines` (store-facing) run a
- * second time on PostgreSQL too; those that say `racksmith-test: postgres only` run once, on
- * PostgreSQL (the engine whose every store call awaits).
+ * that say `racksmith-test: both engines` (store-facing) run a second time on PostgreSQL too;
+ * those that say `racksmith-test: postgres only` run once, on PostgreSQL. The longest virtual
+ * machine suites say `racksmith-test: once, on sqlite` or `once, on postgres`: store-facing, but
+ * twice would not fit CI's hour, so each runs on one engine and a sibling covers its flow on the
+ * other (the marker's reason names it); RACKSMITH_TEST_ENGINES=both runs them on both as well.
  * RACKSMITH_TEST_DATABASE=sqlite|postgres given by hand runs everything once, on that engine.
  */
 import { spawn } from 'node:child_process';
@@ -208,9 +210,14 @@ function storeFacing(file: string): boolean {
   return /\b(tempStore|startRacksmith)\(/.test(text) && !text.includes('racksmith-test: sqlite only');
 }
 
-/** Which engines a heavy suite says it runs on: `both engines`, `postgres only`, or neither (SQLite). */
+/** The whole engine matrix, the longest virtual machine suites included (see the header). */
+const fullMatrix = process.env['RACKSMITH_TEST_ENGINES'] === 'both';
+
+/** Which engines a heavy suite says it runs on: `both engines`, `postgres only`, `once, on …`, or none of them (SQLite). */
 function heavyEngines(file: string): 'both' | 'postgres' | 'sqlite' {
   const text = source(file);
+  const once = /racksmith-test: once, on (sqlite|postgres)\b/.exec(text)?.[1] as 'sqlite' | 'postgres' | undefined;
+  if (once) return fullMatrix ? 'both' : once;
   return text.includes('racksmith-test: both engines') ? 'both' : text.includes('racksmith-test: postgres only') ? 'postgres' : 'sqlite';
 }
 
