@@ -132,12 +132,19 @@ test('answers of a running app validate against the document\u2019s response sch
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
+  // Server and client share this process: compiling a response schema blocks both, and on a
+  // starved core for longer than Node's 5 s keep-alive, so the server's idle timer fired just
+  // after the client had sent its next request on that connection (ECONNRESET, reproduced at 5 %
+  // of a core). Racksmith's clients are other processes; here the server keeps connections longer.
+  server.keepAliveTimeout = 120_000;
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const { token } = await inv.tokens.create('admin', 'openapi test');
   const ajv = new Ajv2020({ strict: false, allErrors: true });
   ajv.addSchema({ $id: 'doc', components: doc.components } as object);
   const check = async (method: string, url: string, path: string, body?: unknown, type = 'application/json'): Promise<unknown> => {
-    const res = await fetch(base + url, { method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': type } : {}) }, body: body === undefined ? null : typeof body === 'string' ? body : JSON.stringify(body) });
+    const res = await fetch(base + url, { method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': type } : {}) }, body: body === undefined ? null : typeof body === 'string' ? body : JSON.stringify(body) }).catch((err: Error) => {
+      throw new Error(`${method} ${url}: ${err.message} (${String((err.cause as Error | undefined)?.message ?? err.cause)})`);
+    });
     const json: unknown = await res.json();
     const op = doc.paths[path]?.[method.toLowerCase()];
     const schema = op?.responses?.[String(res.status)]?.content?.['application/json']?.schema;
