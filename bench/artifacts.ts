@@ -23,7 +23,8 @@
  * script takes the machine-wide lock. Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5),
  * BENCH_WARMUP_SECONDS (3: unrecorded load on each server before the first round),
  * BENCH_PARTS (artifacts,boot,both: which measurements to run; all by default), BENCH_LOG_LEVEL
- * (info).
+ * (info), BENCH_NODE_OPTIONS (given to every racksmith measured, e.g. `--trace-gc` or `--import`
+ * of a profiler: Node refuses `--cpu-prof` there).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -48,6 +49,8 @@ const WORKER_COUNTS = (process.env['BENCH_WORKERS'] ?? '').split(',').filter(Boo
 /** Read sizes for the Node floor: a bare node:http server piping the file, nothing else. */
 /** racksmith's log level: info, as an operator runs it (every request logged). */
 const LOG_LEVEL = process.env['BENCH_LOG_LEVEL'] ?? 'info';
+const NODE_OPTIONS = process.env['BENCH_NODE_OPTIONS'];
+const SERVER_ENV = { RACKSMITH_LOG_LEVEL: LOG_LEVEL, ...(NODE_OPTIONS ? { NODE_OPTIONS } : {}) };
 const PARTS = new Set((process.env['BENCH_PARTS'] ?? 'artifacts,boot,both').split(',').map((p) => p.trim()));
 const FLOOR_CHUNKS = (process.env['BENCH_FLOOR_CHUNKS'] ?? '65536,1048576').split(',').filter(Boolean).map(Number);
 const SERVER_CPU = PIN ? ['taskset', '-c', '0'] : [];
@@ -188,18 +191,18 @@ async function main(): Promise<void> {
   const started: { stop(): Promise<unknown> }[] = [];
   const cleanups: (() => void)[] = [];
   try {
-    const ours = await startRacksmith({ wrap: SERVER_CPU, env: { RACKSMITH_LOG_LEVEL: LOG_LEVEL, RACKSMITH_ARTIFACTS_DIR: artifacts, RACKSMITH_ARTIFACTS_FRONTS: '127.0.0.1' } });
+    const ours = await startRacksmith({ wrap: SERVER_CPU, env: { ...SERVER_ENV, RACKSMITH_ARTIFACTS_DIR: artifacts, RACKSMITH_ARTIFACTS_FRONTS: '127.0.0.1' } });
     started.push(ours);
     cleanups.push(() => ours.cleanup());
     const scripts = await prepare(ours, macs, csv);
     // The same build with the file workers off: the main process sends the bytes itself.
-    const single = await startRacksmith({ wrap: SERVER_CPU, env: { RACKSMITH_LOG_LEVEL: LOG_LEVEL, RACKSMITH_ARTIFACTS_DIR: artifacts, RACKSMITH_ARTIFACT_WORKERS: '0' } });
+    const single = await startRacksmith({ wrap: SERVER_CPU, env: { ...SERVER_ENV, RACKSMITH_ARTIFACTS_DIR: artifacts, RACKSMITH_ARTIFACT_WORKERS: '0' } });
     started.push(single);
     cleanups.push(() => single.cleanup());
     await prepare(single, macs, csv);
     const others: { workers: number; rs: RacksmithProcess }[] = [];
     for (const workers of WORKER_COUNTS) {
-      const rs = await startRacksmith({ wrap: SERVER_CPU, env: { RACKSMITH_LOG_LEVEL: LOG_LEVEL, RACKSMITH_ARTIFACTS_DIR: artifacts, RACKSMITH_ARTIFACT_WORKERS: String(workers) } });
+      const rs = await startRacksmith({ wrap: SERVER_CPU, env: { ...SERVER_ENV, RACKSMITH_ARTIFACTS_DIR: artifacts, RACKSMITH_ARTIFACT_WORKERS: String(workers) } });
       started.push(rs);
       cleanups.push(() => rs.cleanup());
       await prepare(rs, macs, csv);
@@ -218,7 +221,7 @@ async function main(): Promise<void> {
     }
     let base: RacksmithProcess | null = null;
     if (BASELINE) {
-      base = await startRacksmith({ cliPath: BASELINE, wrap: SERVER_CPU, env: { RACKSMITH_LOG_LEVEL: LOG_LEVEL, RACKSMITH_ARTIFACTS_DIR: artifacts } });
+      base = await startRacksmith({ cliPath: BASELINE, wrap: SERVER_CPU, env: { ...SERVER_ENV, RACKSMITH_ARTIFACTS_DIR: artifacts } });
       started.push(base);
       const b = base;
       cleanups.push(() => b.cleanup());
