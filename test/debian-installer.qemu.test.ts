@@ -11,7 +11,7 @@ import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
 // racksmith-test: once, on postgres — the installer's reports and boot steps go through the store, and its reporter's reports were once lost on
-// PostgreSQL alone (decision 2204); twice would not fit CI's hour. On SQLite the same reports arrive in `installer-events` (both engines).
+// PostgreSQL alone (decision 2204); twice would not fit CI's hour. On SQLite its reporter's half-closed reports are recorded in `boot-http`.
 
 /**
  * Debian's real netboot installer (debian-installer-12-netboot-amd64) driven by racksmith, as far

@@ -54,6 +54,8 @@ interface Result {
   readonly why: string;
 }
 
+/** When the run began: each suite's block says when it started, so a run's two lanes can be read back from its log. */
+const RUN_STARTED = Date.now();
 const SUITE_TIMEOUT_S = Number(process.env['RACKSMITH_SUITE_TIMEOUT'] ?? 1200);
 /**
  * uvu prints its summary once every test and hook has run; a suite still alive this long after
@@ -105,7 +107,8 @@ function runOne(file: string, engine: string | null = null): Promise<Result> {
       if (ended === 'timeout') out += `\n  ✘ killed after ${SUITE_TIMEOUT_S} s (RACKSMITH_SUITE_TIMEOUT)`;
       if (ended === 'lingered') out += `\n  ✘ its tests ended, but ${EXIT_GRACE_S} s later the process had not exited: something it opened (a socket, a timer, a child, a database connection) keeps it alive`;
       if (unrun > 0) out += `\n  ✘ ${unrun} test(s) never ran: a before hook threw (uvu reports that as a pass)`;
-      process.stdout.write(`\n── ${label({ file, engine })} (${seconds.toFixed(1)} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
+      const at = ((started - RUN_STARTED) / 1000).toFixed(0);
+      process.stdout.write(`\n── ${label({ file, engine })} (${seconds.toFixed(1)} s, from +${at} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
       const exitSeconds = summaryAt ? (Date.now() - summaryAt) / 1000 : 0;
       resolve({ file, engine, ok, seconds, exitSeconds, skipped: skipNotes(out), why: ok ? '' : failureExcerpt(out) });
     });
@@ -225,7 +228,6 @@ const filters = process.argv.slice(2);
 const all = findTests(DIST_TEST).filter((f) => filters.length === 0 || filters.some((x) => relative(DIST_TEST, f).includes(x)));
 const isVm = (f: string): boolean => f.endsWith('.qemu.test.js');
 const isHeavy = (f: string): boolean => /\.(qemu|heavy)\.test\.js$/.test(f);
-const started = Date.now();
 const light = all.filter((f) => !isHeavy(f));
 const heavy = all.filter(isHeavy);
 // An engine given by hand: everything once, on it.
@@ -252,7 +254,7 @@ const results = await schedule([
 const failed = results.filter((r) => !r.ok);
 for (const r of failed.slice(0, 3)) process.stdout.write(`\n── why ${label(r)} failed (its block above has all of it)\n${r.why}\n`);
 process.stdout.write(
-  `\n${results.length} suites, ${failed.length} failed, ${((Date.now() - started) / 1000).toFixed(0)} s\n` +
+  `\n${results.length} suites, ${failed.length} failed, ${((Date.now() - RUN_STARTED) / 1000).toFixed(0)} s\n` +
     results
       .sort((a, b) => b.seconds - a.seconds)
       .slice(0, 8)
