@@ -1,14 +1,12 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
 /** Waits `ms`, or less when the signal aborts first (it resolves either way: callers check the signal). */
-export function sleepUnlessAborted(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
+export async function sleepUnlessAborted(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await delay(ms, undefined, signal ? { signal } : undefined);
+  } catch (err) {
+    if ((err as Error).name !== 'AbortError') throw err;
+  }
 }
 
 /**

@@ -17,6 +17,7 @@ import { createRenderer, type Renderer } from '../render/templates.js';
 import { KUBEADM_TEMPLATES_DIR } from './kubeadm-config.js';
 import { machineGeneration, planCluster, removeStepId, type Plan, type PlanLimits, type RemovalRequest } from './plan.js';
 import { UPGRADE_STEP_KINDS, nodeRecordId, parseVersion, skewProblem } from './upgrade.js';
+import { sleepUnlessAborted } from '../lib/sleep.js';
 import { inspectEtcd, runStep, type RunnerDeps, type RunnerSettings } from './runner.js';
 import type { RemoteShell } from './ssh.js';
 
@@ -109,19 +110,6 @@ const MAX_EVENT_PAGES = 50;
 interface Driver {
   wake(): void;
   readonly active: Map<string, Promise<void>>;
-}
-
-export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 export function presentStep(s: StepRecord, machines: readonly Machine[]): Record<string, unknown> {
@@ -449,7 +437,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
       settings,
       now,
       log: l,
-      sleep: abortableSleep,
+      sleep: sleepUnlessAborted,
       metrics: deps.metrics,
     };
     for (const step of plan.run) {
