@@ -23,6 +23,7 @@
  * Nothing is pinned: the two cores are shared by the servers, PostgreSQL and the simulated
  * machines, as on a small real host; the clients' CPU is printed too. Nothing asserts a speed;
  * the run fails, naming the machines, if a burst does not end with every machine `ready`.
+ * BENCH_NODE_OPTIONS is given to every racksmith (e.g. `--import` of a profiler).
  */
 import { randomBytes } from 'node:crypto';
 import { execFile, spawn } from 'node:child_process';
@@ -54,6 +55,8 @@ const REQUESTS = flag('requests', 200, 20);
 const PAGE_REQUESTS = flag('page-requests', 1000, 100);
 const BURST_TIMEOUT_MS = flag('burst-timeout', 300, 120) * 1000;
 const SKIP_TFTP = process.argv.includes('--skip-tftp');
+/** BENCH_NODE_OPTIONS: given to every racksmith (e.g. `--import` of a profiler: Node refuses `--cpu-prof` there). */
+const NODE_OPTIONS = process.env['BENCH_NODE_OPTIONS'];
 /** PostgreSQL's synchronous_commit: `on` as it ships (each commit waits for its WAL flush), `off` as SQLite's WAL with synchronous=NORMAL. */
 const PG_SYNC = process.argv[process.argv.indexOf('--pg-synchronous-commit') + 1] === 'off' && process.argv.includes('--pg-synchronous-commit') ? 'off' : 'on';
 /** `--pg-log FILE`: every statement PostgreSQL ran, with its duration, kept in FILE (for finding where time goes). */
@@ -322,6 +325,7 @@ async function main(): Promise<void> {
           RACKSMITH_DHCP_NETMASK: i.netmask,
           RACKSMITH_TFTP_PORT: '69',
           RACKSMITH_SECRET_KEY: secretKey,
+          ...(NODE_OPTIONS ? { NODE_OPTIONS } : {}),
           ...extra,
         },
       });
