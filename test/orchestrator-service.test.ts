@@ -229,4 +229,52 @@ test('an init interrupted after it happened is skipped by its probe; a join reco
   }
 });
 
+test('the periodic look reads every cluster and its machines once, not once per cluster; a change still gets its cluster driven', async () => {
+  const inv = await tempStore();
+  const reads = { all: 0, perCluster: 0, clusterGets: 0 };
+  const counted = {
+    ...inv,
+    machines: {
+      ...inv.machines,
+      list: (filter?: Parameters<typeof inv.machines.list>[0], page?: Parameters<typeof inv.machines.list>[1]) => {
+        if (filter?.cluster) reads.perCluster++;
+        else reads.all++;
+        return inv.machines.list(filter, page);
+      },
+    },
+    clusters: {
+      ...inv.clusters,
+      get: (name: string) => {
+        reads.clusterGets++;
+        return inv.clusters.get(name);
+      },
+    },
+  };
+  const rack = new FakeRack();
+  // 30 racks whose machines wait for their installs: nothing to do on any look.
+  for (let r = 0; r < 30; r++) {
+    await inv.clusters.create({ name: `rack${r}`, ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel' });
+    for (let i = 0; i < 4; i++) await inv.machines.create({ mac: `52:54:00:7e:${r.toString(16).padStart(2, '0')}:${i.toString(16).padStart(2, '0')}` as never, hostname: `r${r}n${i}`, role: i === 0 ? 'control-plane' : 'worker', cluster: `rack${r}` });
+  }
+  const h = await startOrchestrator(counted as unknown as TempStore, rack, { settings: { pollMs: 100 } });
+  try {
+    await new Promise((r) => setTimeout(r, 150));
+    await h.orchestrator.idle(10_000);
+    const before = { ...reads };
+    await new Promise((r) => setTimeout(r, 450));
+    const looks = reads.all - before.all;
+    assert.ok(looks >= 2, `the poll looked ${looks} times`);
+    assert.is(reads.perCluster - before.perCluster, 0, 'no cluster read its machines on its own');
+    assert.is(reads.clusterGets - before.clusterGets, 0, 'nor itself');
+    // A machine's phone-home still reaches its cluster's plan (the event, then the driver's own reads).
+    await inv.clusters.create({ name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel', podSubnet: '10.244.0.0/16', serviceSubnet: '10.96.0.0/12' });
+    await addMembers(inv, 'lab', ALL);
+    for (const m of ALL) await phoneHome(inv, m.mac, KEY);
+    await waitFor('cluster ready', () => state(inv, 'ready'));
+  } finally {
+    await h.stop();
+    await inv.destroy();
+  }
+});
+
 test.run();
