@@ -1,4 +1,5 @@
 import type { Cluster, Machine, Role } from '../inventory/model.js';
+import { groupBy } from '../lib/group.js';
 
 /**
  * The shape of a cluster, as rules over its members: what is refused (more load balancers than
@@ -70,13 +71,7 @@ const RULES: readonly Rule[] = [
 ];
 
 export function checkTopology(cluster: ClusterShape, members: readonly Member[]): TopologyCheck {
-  const byRole = new Map<Role, Member[]>();
-  for (const m of members) {
-    if (!m.role) continue;
-    const list = byRole.get(m.role);
-    if (list) list.push(m);
-    else byRole.set(m.role, [m]);
-  }
+  const byRole = groupBy<Member, Role>(members, (m) => m.role);
   const problems: TopologyProblem[] = [];
   const warnings: string[] = [];
   for (const rule of RULES) {

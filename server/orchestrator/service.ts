@@ -17,6 +17,7 @@ import { createRenderer, type Renderer } from '../render/templates.js';
 import { KUBEADM_TEMPLATES_DIR } from './kubeadm-config.js';
 import { machineGeneration, planCluster, removeStepId, type Plan, type PlanLimits, type RemovalRequest } from './plan.js';
 import { UPGRADE_STEP_KINDS, nodeRecordId, parseVersion, skewProblem } from './upgrade.js';
+import { groupBy } from '../lib/group.js';
 import { sleepUnlessAborted } from '../lib/sleep.js';
 import { inspectEtcd, runStep, type RunnerDeps, type RunnerSettings } from './runner.js';
 import type { RemoteShell } from './ssh.js';
@@ -204,13 +205,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
    */
   async function survey(): Promise<void> {
     const [clusters, machines] = await Promise.all([inventory.clusters.list(), inventory.machines.list()]);
-    const members = new Map<string, Machine[]>();
-    for (const m of machines) {
-      if (!m.cluster) continue;
-      const list = members.get(m.cluster);
-      if (list) list.push(m);
-      else members.set(m.cluster, [m]);
-    }
+    const members = groupBy(machines, (m) => m.cluster);
     for (const c of clusters) {
       if (state !== 'serving') return;
       const existing = drivers.get(c.name);
