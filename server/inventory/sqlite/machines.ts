@@ -370,10 +370,15 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
   }
 
   function applyTransition(mac: Mac, event: MachineEventType, ctx: TransitionContext): Machine {
+    writeTransition(mac, event, ctx);
+    return load(mac);
+  }
+
+  /** The transition's columns and its event, without reading the machine back (the boot path has no use for it). */
+  function writeTransition(mac: Mac, event: MachineEventType, ctx: TransitionContext): void {
     const w = transitionWrite(load(mac), event, ctx, now().toISOString());
     write(mac, w.columns);
     appendEvent(w.event);
-    return load(mac);
   }
 
   /** Records what a sighting saw (facts kept when a later one lacks them); an unknown MAC becomes a discovered machine. True when it was new. */
@@ -399,7 +404,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
   /** The transition first: refused, it throws before anything of the step is written. */
   function applyBootScript(step: BootScriptRecord): void {
     const { mac, source } = step.sighting;
-    if (step.transition) applyTransition(mac, step.transition.event, { source, message: step.transition.message });
+    if (step.transition) writeTransition(mac, step.transition.event, { source, message: step.transition.message });
     if (!writeStep(step)) {
       applySighting(step.sighting);
       writeStep(step);
