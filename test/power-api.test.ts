@@ -63,7 +63,9 @@ test.before(async () => {
   dead = await startDeadBmc();
   rs = await startRacksmith({
     env: {
-      RACKSMITH_POWER_TIMEOUT_SECONDS: '4',
+      // Short, for the BMC that never answers; not shorter: in a loaded full run the suite's first
+      // ipmitool took 6.1 s (a 4 s deadline answered 504 to a live BMC).
+      RACKSMITH_POWER_TIMEOUT_SECONDS: '10',
       RACKSMITH_POWER_RETRIES: '2',
       RACKSMITH_RACK_POWER_DELAY_SECONDS: '0',
       RACKSMITH_REIMAGE_REMOVAL_TIMEOUT_SECONDS: '6',
@@ -132,7 +134,7 @@ test('roles and input: viewer 403, bad action 400, no BMC 409, unknown machine 4
   assert.is((await call(operator, 'POST', `/racks/nowhere/power`, { action: 'on' })).status, 404);
 });
 
-test('a BMC that never answers: 504 within the 4 s timeout, a clear event, nothing half done', async () => {
+test('a BMC that never answers: 504 within the 10 s timeout, a clear event, nothing half done', async () => {
   if (missing) return;
   const tokenBefore = await store.machines.seedToken(mac(15));
   const started = Date.now();
@@ -140,7 +142,7 @@ test('a BMC that never answers: 504 within the 4 s timeout, a clear event, nothi
   const ms = Date.now() - started;
   assert.is(r.status, 504, r.text);
   assert.ok(['ERR_BMC_TIMEOUT', 'ERR_BMC_UNREACHABLE'].includes(r.body.error.code));
-  assert.ok(ms < 4000 + 2000, `answered after ${ms} ms`);
+  assert.ok(ms < 10_000 + 2000, `answered after ${ms} ms`);
   assert.match(r.body.error.message, /BMC 127\.0\.0\.1:\d+ did not answer/);
   const failed = (await eventsOf(mac(15))).find((e) => e.type === 'power' && e.data.outcome === 'failed');
   assert.ok(failed, 'a power failure event');
@@ -224,7 +226,7 @@ test('CLI rack power, off a terminal: one line per change, delay between starts'
   assert.is(new Set(body.map((l) => l.slice(10))).size, body.length);
   const starts = sims
     .slice(0, 10)
-    .flatMap((s, i) => s.calls().slice(before[i]).filter((c) => c.args === 'set power 0'))
+    .flatMap((s, i) => foldRetransmissions(s.calls().slice(before[i])).filter((c) => c.args === 'set power 0'))
     .map((c) => c.start)
     .sort((a, b) => a - b);
   assert.is(starts.length, 10);
@@ -330,7 +332,7 @@ test('a restart while the reimage waits for the orchestrator: it resumes from th
   seen.push(rs.output());
   // The orchestrator reports while racksmith is down; the restarted server finds the fact.
   await store.events.append({ mac: mac(9), cluster: 'lab', type: 'cluster.node-removed', source: 'orchestrator', message: 'node r9n9 removed', data: { reimage: r.body.reimage } });
-  // The default BMC timeout: the 4 s of the first start is for the BMC that never answers, and
+  // The default BMC timeout: the 10 s of the first start is for the BMC that never answers, and
   // on a loaded machine an answering BMC's ipmitool may take that long too.
   rs = await startRacksmith({ dataDir: rs.dataDir, env: { RACKSMITH_REIMAGE_REMOVAL_TIMEOUT_SECONDS: '6' } });
   await until('the resumed power cycle', async () => (await eventsOf(mac(9))).some((e) => e.type === 'reimage' && e.data.step === 'power-cycled')).catch(async (err: Error) => {

@@ -235,6 +235,9 @@ export async function api(base: string, token: string | null, method: string, pa
     headers,
     body: body === undefined ? null : typeof body === 'string' ? body : JSON.stringify(body),
     signal: AbortSignal.timeout(30_000),
+  }).catch((err: Error) => {
+    // undici says only "fetch failed"; what failed (a reset, a refusal) is in its cause.
+    throw new Error(`${method} ${path}: ${err.message} (${String((err.cause as Error | undefined)?.message ?? err.cause ?? 'no cause given')})`);
   });
   const text = await res.text();
   let parsed: unknown = undefined;
