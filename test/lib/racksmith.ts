@@ -225,20 +225,35 @@ export function runCli(args: readonly string[], env: Record<string, string> = {}
   });
 }
 
+/** fetch's failure for a connection that was closed or reset under the request (not a refusal or a timeout). */
+function closedUnderneath(err: Error): boolean {
+  const cause = err.cause as { code?: string } | undefined;
+  return err.name === 'TypeError' && (cause?.code === 'ECONNRESET' || cause?.code === 'UND_ERR_SOCKET' || cause?.code === 'EPIPE');
+}
+
 /** A small JSON client for tests: returns status and parsed body, never throws on HTTP errors. */
 export async function api(base: string, token: string | null, method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; body: any; text: string; headers: Headers }> {
   const headers: Record<string, string> = {};
   if (token) headers['authorization'] = `Bearer ${token}`;
   if (body !== undefined) headers['content-type'] = contentType;
-  const res = await fetch(`${base}${path.startsWith('/api') || path.startsWith('/') ? path : '/' + path}`, {
-    method,
-    headers,
-    body: body === undefined ? null : typeof body === 'string' ? body : JSON.stringify(body),
-    signal: AbortSignal.timeout(30_000),
-  }).catch((err: Error) => {
-    // undici says only "fetch failed"; what failed (a reset, a refusal) is in its cause.
-    throw new Error(`${method} ${path}: ${err.message} (${String((err.cause as Error | undefined)?.message ?? err.cause ?? 'no cause given')})`);
-  });
+  const send = (): Promise<Response> =>
+    fetch(`${base}${path.startsWith('/api') || path.startsWith('/') ? path : '/' + path}`, {
+      method,
+      headers,
+      body: body === undefined ? null : typeof body === 'string' ? body : JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+  const res = await send()
+    .catch((err: Error) => {
+      // A kept-alive connection the server closed just as it was reused (a test process starved
+      // past the server's 5 s keep-alive): a GET is sent again once, as browsers do (RFC 9112 §9.3.1).
+      if ((method === 'GET' || method === 'HEAD') && closedUnderneath(err)) return send();
+      throw err;
+    })
+    .catch((err: Error) => {
+      // undici says only "fetch failed"; what failed (a reset, a refusal) is in its cause.
+      throw new Error(`${method} ${path}: ${err.message} (${String((err.cause as Error | undefined)?.message ?? err.cause ?? 'no cause given')})`);
+    });
   const text = await res.text();
   let parsed: unknown = undefined;
   try {
