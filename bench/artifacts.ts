@@ -36,6 +36,7 @@ import { api, freePort, startRacksmith, type RacksmithProcess } from '../test/li
 import { artifactsFrontConfig, startNginx, type Nginx } from '../test/lib/nginx.js';
 import { requirements } from '../test/lib/tools.js';
 import { stopChild, untilOutput } from '../test/lib/child.js';
+import { serverNodeOptions } from './lib/node-options.js';
 
 const run = promisify(execFile);
 const ROUNDS = Math.max(1, Number(process.env['BENCH_ROUNDS'] ?? 5));
@@ -49,8 +50,7 @@ const WORKER_COUNTS = (process.env['BENCH_WORKERS'] ?? '').split(',').filter(Boo
 /** Read sizes for the Node floor: a bare node:http server piping the file, nothing else. */
 /** racksmith's log level: info, as an operator runs it (every request logged). */
 const LOG_LEVEL = process.env['BENCH_LOG_LEVEL'] ?? 'info';
-const NODE_OPTIONS = process.env['BENCH_NODE_OPTIONS'];
-const SERVER_ENV = { RACKSMITH_LOG_LEVEL: LOG_LEVEL, ...(NODE_OPTIONS ? { NODE_OPTIONS } : {}) };
+const SERVER_ENV = { RACKSMITH_LOG_LEVEL: LOG_LEVEL, ...serverNodeOptions };
 const PARTS = new Set((process.env['BENCH_PARTS'] ?? 'artifacts,boot,both').split(',').map((p) => p.trim()));
 const FLOOR_CHUNKS = (process.env['BENCH_FLOOR_CHUNKS'] ?? '65536,1048576').split(',').filter(Boolean).map(Number);
 const SERVER_CPU = PIN ? ['taskset', '-c', '0'] : [];

@@ -37,6 +37,7 @@ import { Testbed } from '../test/lib/netns.js';
 import { pgMissing, startPostgres, type TestPostgres } from '../test/lib/postgres.js';
 import { startRacksmith, type RacksmithProcess } from '../test/lib/racksmith.js';
 import { requirements } from '../test/lib/tools.js';
+import { serverNodeOptions } from './lib/node-options.js';
 
 const run = promisify(execFile);
 
@@ -55,8 +56,6 @@ const REQUESTS = flag('requests', 200, 20);
 const PAGE_REQUESTS = flag('page-requests', 1000, 100);
 const BURST_TIMEOUT_MS = flag('burst-timeout', 300, 120) * 1000;
 const SKIP_TFTP = process.argv.includes('--skip-tftp');
-/** BENCH_NODE_OPTIONS: given to every racksmith (e.g. `--import` of a profiler: Node refuses `--cpu-prof` there). */
-const NODE_OPTIONS = process.env['BENCH_NODE_OPTIONS'];
 /** PostgreSQL's synchronous_commit: `on` as it ships (each commit waits for its WAL flush), `off` as SQLite's WAL with synchronous=NORMAL. */
 const PG_SYNC = process.argv[process.argv.indexOf('--pg-synchronous-commit') + 1] === 'off' && process.argv.includes('--pg-synchronous-commit') ? 'off' : 'on';
 /** `--pg-log FILE`: every statement PostgreSQL ran, with its duration, kept in FILE (for finding where time goes). */
@@ -325,7 +324,7 @@ async function main(): Promise<void> {
           RACKSMITH_DHCP_NETMASK: i.netmask,
           RACKSMITH_TFTP_PORT: '69',
           RACKSMITH_SECRET_KEY: secretKey,
-          ...(NODE_OPTIONS ? { NODE_OPTIONS } : {}),
+          ...serverNodeOptions,
           ...extra,
         },
       });

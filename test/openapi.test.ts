@@ -17,6 +17,7 @@ import { orchestrationRoutes } from '../server/http/api/orchestration-routes.js'
 import { silentLogger } from '../server/lib/log.js';
 import { createMetrics } from '../server/lib/metrics.js';
 import { tempStore } from './lib/inventory.js';
+import { api } from './lib/racksmith.js';
 
 /**
  * The OpenAPI document: valid OpenAPI 3.1 (checked by an OpenAPI validator, not by us); every
@@ -142,10 +143,8 @@ test('answers of a running app validate against the document\u2019s response sch
   const ajv = new Ajv2020({ strict: false, allErrors: true });
   ajv.addSchema({ $id: 'doc', components: doc.components } as object);
   const check = async (method: string, url: string, path: string, body?: unknown, type = 'application/json'): Promise<unknown> => {
-    const res = await fetch(base + url, { method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': type } : {}) }, body: body === undefined ? null : typeof body === 'string' ? body : JSON.stringify(body) }).catch((err: Error) => {
-      throw new Error(`${method} ${url}: ${err.message} (${String((err.cause as Error | undefined)?.message ?? err.cause)})`);
-    });
-    const json: unknown = await res.json();
+    const res = await api(base, token, method, url, body, type);
+    const json: unknown = res.body;
     const op = doc.paths[path]?.[method.toLowerCase()];
     const schema = op?.responses?.[String(res.status)]?.content?.['application/json']?.schema;
     assert.ok(schema, `${method} ${path} answered ${res.status}, which the document does not list: ${JSON.stringify(json)}`);

@@ -108,9 +108,6 @@ const BOOT_OBSERVATION = /^(dhcp|tftp|http|installer)\./;
 /** Event pages read when replaying a reimaging machine's history (10,000 events each). */
 const MAX_EVENT_PAGES = 50;
 
-/** What the caller of `drive` already knows: the survey found work, so no second look before the lock. */
-type Known = 'has work';
-
 interface Driver {
   wake(): void;
   readonly active: Map<string, Promise<void>>;
@@ -180,16 +177,17 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
         .finally(() => (surveying = false));
       return;
     }
+    wakeOrStart(cluster, false);
+  }
+
+  /** Wakes the cluster's driver, or starts one; `checked`: its plan was just found to have work, so the driver goes straight to the lock. */
+  function wakeOrStart(cluster: string, checked: boolean): void {
     const existing = drivers.get(cluster);
     if (existing) {
       existing.wake();
       return;
     }
-    start(cluster);
-  }
-
-  function start(cluster: string, known?: Known): void {
-    const p = drive(cluster, known).catch((err: unknown) => {
+    const p = drive(cluster, checked).catch((err: unknown) => {
       if (log) logFailure(log, err, 'cluster driver stopped on an error', { cluster });
     });
     running.add(p);
@@ -208,17 +206,12 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     const members = groupBy(machines, (m) => m.cluster);
     for (const c of clusters) {
       if (state !== 'serving') return;
-      const existing = drivers.get(c.name);
-      if (existing) existing.wake();
-      else if (await hasWork(c.name, { cluster: c, members: members.get(c.name) ?? [] })) {
-        // Checked just now: the driver goes straight to the lock. A driver started meanwhile by an event is woken instead.
-        if (drivers.has(c.name)) drivers.get(c.name)?.wake();
-        else start(c.name, 'has work');
-      }
+      // A driver started meanwhile (by an event) is woken instead.
+      if (drivers.has(c.name) || (await hasWork(c.name, { cluster: c, members: members.get(c.name) ?? [] }))) wakeOrStart(c.name, true);
     }
   }
 
-  async function drive(name: string, known?: Known): Promise<void> {
+  async function drive(name: string, checked: boolean): Promise<void> {
     const l = (log as Logger).child({ cluster: name });
     const active = new Map<string, Promise<void>>();
     let wakeUp: (() => void) | null = null;
@@ -239,7 +232,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     try {
       // A cluster with nothing to do is left alone without a single write (no lock row, no
       // secrets): an idle racksmith does not touch its store.
-      if (known !== 'has work' && !(await hasWork(name))) return;
+      if (!checked && !(await hasWork(name))) return;
       const lock = await orchestration.acquireLock(name, deps.owner, deps.holder, settings.lockTtlMs);
       if (lock.owner !== deps.owner) {
         l.debug({ holder: lock.holder, until: lock.expiresAt }, 'another racksmith drives this cluster');
@@ -305,8 +298,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     if (woken && !stopAll.signal.aborted) kick(name);
   }
 
-  /** One look at the cluster: update its state, start what the plan says. True when nothing is left. */
-  /** A read-only look: would the plan start a step, settle a machine or change the state? */
+  /** A read-only look: would the plan start a step, settle a machine or change the state? `read`: the cluster and its machines, already read. */
   async function hasWork(name: string, read?: { readonly cluster: Cluster; readonly members: readonly Machine[] }): Promise<boolean> {
     const cluster = read ? read.cluster : await inventory.clusters.get(name);
     if (!cluster) return false;
@@ -441,6 +433,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
     }
   }
 
+  /** One look at the cluster: update its state, start what the plan says. True when nothing is left. */
   async function evaluate(name: string, active: Map<string, Promise<void>>, signal: AbortSignal, driver: Driver, l: Logger): Promise<boolean> {
     const cluster = await inventory.clusters.get(name);
     if (!cluster) return true;
