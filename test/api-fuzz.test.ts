@@ -3,7 +3,7 @@ import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import type { Store } from '../server/inventory/store.js';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { storedRows } from './lib/inventory.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';

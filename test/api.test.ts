@@ -1,5 +1,5 @@
 import { rmSync } from 'node:fs';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { createServer, connect, type Socket } from 'node:net';
 import type { Request } from 'express';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { accelUri } from '../server/artifacts/accel.js';
 import { wholeFileHead, wholeFileRequest } from '../server/artifacts/file-response.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { BOOTFILE_STALL_SECONDS, bootStall, findSignedChains, loaderOfBootfile, nextStallAt, resolveBootLoader, type LoaderFacts } from '../server/boot/loaders.js';
 import { BootQueryError, grubConfigQuery, parseBootQuery, type BootQuery } from '../server/boot/query.js';

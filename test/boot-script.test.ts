@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { DEFAULT_INSTALLERS, resolveInstallers } from '../server/boot/releases.js';
 import { BootQueryError, parseBootQuery, type BootQuery } from '../server/boot/query.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { BootScriptRecord, BootScriptOutcome } from '../server/inventory/store.js';
 import { bootScriptRecorder } from '../server/http/boot-scripts.js';

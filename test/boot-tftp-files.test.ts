@@ -1,7 +1,7 @@
 import { bootScriptRecorder } from '../server/http/boot-scripts.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createArtifactStore } from '../server/artifacts/store.js';
 import { DEFAULT_INSTALLERS, installerTables } from '../server/boot/releases.js';

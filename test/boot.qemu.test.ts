@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { buildGuest, extraCpio, type Guest } from './lib/guest/build.js';
 import { endBootProof, PxeBed, SERVER_IP, type Vm } from './lib/pxe.js';

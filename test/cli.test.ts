@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { SETTINGS, kebab } from '../server/config/settings.js';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { MIRROR_DEBIAN_PACKAGES, ROOTFS_INCLUDE, ensureRootfs } from './lib/cloudinit/rootfs.js';

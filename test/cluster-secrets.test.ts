@@ -3,7 +3,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createClusterCa, type ClusterCa } from '../server/lib/cluster-ca.js';
 import { BOOTSTRAP_TOKEN_RE, discoveryHash, ensureClusterSecrets, newBootstrapToken, newCertificateKey, readClusterSecrets } from '../server/lib/cluster-secrets.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { checkCompatibility, cniManifestUrl, COMPATIBILITY, floatingManifest, KUBERNETES_MINORS, OS_IDS, osOfRelease, type ClusterSpec, type OsId } from '../server/clusters/compatibility.js';
 import { checkPlacements, checkTopology, type Member } from '../server/clusters/topology.js';

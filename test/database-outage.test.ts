@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { pgMissing, testPostgres } from './lib/postgres.js';
 import { waitFor } from './lib/orch-harness.js';

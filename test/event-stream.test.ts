@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createApp } from '../server/http/app.js';
 import { createEventStream, type EventStream } from '../server/http/event-stream.js';

@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { FileError, createDirectorySource, createFileRegistry, layeredSource } from '../server/lib/files.js';
 import { JailError, checkRequestPath, isDenial, resolveInside } from '../server/lib/jail.js';

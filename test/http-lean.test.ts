@@ -1,6 +1,6 @@
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { leanFront, type LeanHandler } from '../server/http/lean.js';
 import { AppError } from '../server/lib/errors.js';

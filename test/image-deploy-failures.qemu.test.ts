@@ -5,7 +5,7 @@ import { truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { ensureAgent } from '../server/agent/build.js';
 import { GUEST_CACHE } from './lib/guest/build.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { Mac } from '../server/lib/mac.js';
 import { createDeadlineService, installDeadlineFailure, isOverdue } from '../server/seeds/deadline.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { sniffImageFormat } from '../server/images/format.js';
 import { InstallerEventError, parseInstallerEvent } from '../server/seeds/installer-events.js';

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { locateInIso } from '../server/artifacts/iso-extract.js';
 import { decodeDirectory, decodePrimaryVolume, decodeRecord, IsoError, PVD_SECTOR, SECTOR } from '../server/artifacts/iso9660.js';

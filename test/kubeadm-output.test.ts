@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { findEtcdMember, joinContinuations, parseEtcdMembers, parseJoinCommands, parseNodes } from '../server/orchestrator/kubeadm-output.js';
 import { createRedactor, REDACTED } from '../server/orchestrator/redact.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { buildImages } from '../lab/images.js';
 import { LabClient, provision, watch, type MachineJson } from '../lab/flow.js';

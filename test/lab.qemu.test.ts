@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { buildImages } from '../lab/images.js';
 import { figures, figuresTable, LabClient, machineOf, provision, watch, type EventJson, type MachineJson } from '../lab/flow.js';

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { newSshKeyPair } from '../server/lib/ssh-identity.js';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createOrchestrator } from '../server/orchestrator/service.js';
 import { createSshShell } from '../server/orchestrator/ssh.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { MACHINE_EVENTS, MACHINE_STATES, TransitionError, canTransition, transition, type MachineEventType, type MachineState } from '../server/inventory/lifecycle.js';
 

@@ -1,5 +1,5 @@
 import type { Server } from 'node:http';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createApp } from '../server/http/app.js';
 import { createResponseCache } from '../server/http/api/response-cache.js';

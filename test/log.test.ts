@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../server/lib/log.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';

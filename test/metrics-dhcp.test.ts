@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { newDataDir, removeDataDir, serveInNamespace, udhcpcScript, type ServeProcess } from './lib/dhcp.js';
 import { Testbed } from './lib/netns.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { parsePromText, promValue, type PromFamily } from './lib/prom-text.js';
 import { SERVER_IP, createTftpBed, patternBytes, writeFixture, type TftpBed } from './lib/tftp-bed.js';

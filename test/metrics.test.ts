@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { collectServiceHealth, DHCP_METRICS, instruments, metricsMarkdown, POWER_METRICS } from '../server/lib/metric-catalogue.js';
 import { createMetrics, MetricsError } from '../server/lib/metrics.js';

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { Express, Router } from 'express';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createApp } from '../server/http/app.js';
 import { consoleRoutes } from '../server/http/api/serial-console.js';

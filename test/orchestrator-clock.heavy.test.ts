@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { newSshKeyPair } from '../server/lib/ssh-identity.js';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { readClusterSecrets } from '../server/lib/cluster-secrets.js';
 import { createOrchestrator } from '../server/orchestrator/service.js';

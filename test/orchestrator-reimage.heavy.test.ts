@@ -1,6 +1,6 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { Store } from '../server/inventory/store.js';
 import { startBmcSim, type BmcSim } from './lib/bmc-sim.js';

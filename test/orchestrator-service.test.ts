@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { readClusterSecrets } from '../server/lib/cluster-secrets.js';
 import { createMetrics } from '../server/lib/metrics.js';

@@ -1,6 +1,6 @@
 import ssh2 from 'ssh2';
 import { newSshKeyPair } from '../server/lib/ssh-identity.js';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { shellCommand } from '../server/orchestrator/commands.js';
 import { createSshShell, SshError, type SshTarget } from '../server/orchestrator/ssh.js';

@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { Store } from '../server/inventory/store.js';
 import { readClusterSecrets, type ClusterSecrets } from '../server/lib/cluster-secrets.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { PowerFailureKind } from '../server/power/driver.js';
 import { cipherOrder, commandArgs, ipmitoolArgs, nextStep, parseIpmitool, requestTiming, type IpmiCommand, type RunResult } from '../server/power/ipmitool.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { MachineState } from '../server/inventory/lifecycle.js';
 import type { InventoryEvent, Machine } from '../server/inventory/model.js';

@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { buildGuest, type Guest } from './lib/guest/build.js';
 import { domainXml, firstBootDevice, startLibvirtd, type Libvirtd } from './lib/libvirt.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createBmcGate, dispatch, emptyGate, enqueue, release, type GateState } from '../server/power/scheduler.js';
 

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { macReported } from '../server/inventory/bmc-facts.js';
 import type { BmcConfig, Machine } from '../server/inventory/model.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { startBmcSim, type BmcSim } from './lib/bmc-sim.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';

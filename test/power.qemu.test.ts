@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { existsSync } from 'node:fs';
 import { execFile } from 'node:child_process';

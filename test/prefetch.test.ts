@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createArtifactStore } from '../server/artifacts/store.js';
 import { prefetchArtifacts, prefetchLine, prefetchList, type PrefetchItem } from '../server/artifacts/prefetch.js';

@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { DEFAULT_INSTALLERS } from '../server/boot/releases.js';
 import { SETTINGS } from '../server/config/settings.js';

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { CLI_PATH, PACKAGE_ROOT as ROOT } from '../server/lib/paths.js';
 import { startBmcSim, type BmcSim } from './lib/bmc-sim.js';

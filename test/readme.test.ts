@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { settingsMarkdown } from '../server/config/table.js';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';

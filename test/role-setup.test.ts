@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { decideRoleSetupReport, failureLine, parseRoleSetupReport, RoleSetupReportError } from '../server/seeds/role-setup.js';
 import { NASTY_STRINGS, Rng, seedFromEnv } from './lib/fuzz.js';

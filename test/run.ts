@@ -137,13 +137,13 @@ function uncoloured(output: string): string {
 const EXCERPT_LINES = 40;
 
 /**
- * Why a suite failed, in a few lines: from uvu's first ` FAIL ` block on, else the end of its output (a
+ * Why a suite failed, in a few lines: from uvu's first ` FAIL ` block or a before hook's error on, else the end of its output (a
  * timeout, a crash, a before hook that threw). It is printed again at the very end of the run because a long
  * run's log is often read by its head and tail only, and the suite's own block is in the middle.
  */
 function failureExcerpt(output: string): string {
   const lines = uncoloured(output).trimEnd().split('\n');
-  const first = lines.findIndex((l) => /^\s+FAIL\s/.test(l));
+  const first = lines.findIndex((l) => /^\s+(FAIL\s|✘ before hook)/.test(l));
   const picked = first >= 0 ? lines.slice(first, first + EXCERPT_LINES) : lines.slice(-EXCERPT_LINES);
   return picked.map((l) => '    ' + l.slice(0, 400)).join('\n');
 }

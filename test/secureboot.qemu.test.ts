@@ -1,7 +1,7 @@
 import { copyFileSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { BOOTFILE_STALL_SECONDS } from '../server/boot/loaders.js';
 import { buildGuest, type Guest } from './lib/guest/build.js';

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { CLI_PATH } from '../server/lib/paths.js';
 import { api, freePort, offlineUpstreams, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';

@@ -1,5 +1,5 @@
 import { getEventListeners } from 'node:events';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { sleepUnlessAborted, waitAtMost } from '../server/lib/sleep.js';
 

@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
 import type { Server } from 'node:net';
 import { promisify } from 'node:util';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { Mac } from '../server/lib/mac.js';
 import { startBmcSim, uartRelay, watchPs, type BmcSim } from './lib/bmc-sim.js';

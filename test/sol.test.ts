@@ -1,5 +1,5 @@
 import { connect, type Server, type Socket } from 'node:net';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { startBmcSim, uartRelay, type BmcSim } from './lib/bmc-sim.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';

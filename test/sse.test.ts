@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { createSseParser, formatSse, formatSseComment, SseError, type SseEvent, type SseMessage } from '../server/lib/sse.js';
 

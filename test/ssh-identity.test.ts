@@ -1,5 +1,5 @@
 import ssh2 from 'ssh2';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { ensureSshIdentity, newSshKeyPair, usableKeyPair } from '../server/lib/ssh-identity.js';
 import { tempStore } from './lib/inventory.js';

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { requirements, skipNote } from './lib/tools.js';
 import { SERVER_IP, createTftpBed, patternBytes, writeFixture, type TftpBed } from './lib/tftp-bed.js';

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { requirements, skipNote } from './lib/tools.js';
 import { CLIENTS, SERVER_IP, createTftpBed, patternBytes, readOut, sha256, writeFixture, type TftpBed } from './lib/tftp-bed.js';

@@ -1,7 +1,7 @@
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { ClusterUpgrade, Machine } from '../server/inventory/model.js';
 import type { StepRecord } from '../server/inventory/store.js';

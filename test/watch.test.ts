@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { suite } from 'uvu';
+import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { elapsed, renderTable, rowOf } from '../server/cli/watch.js';
 import { CLI_PATH } from '../server/lib/paths.js';

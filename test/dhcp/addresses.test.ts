@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { AddressSpace, RESERVED_SKIP_MS, poolOn, type Pool } from '../../server/dhcp/addresses.js';
 import { OFFER_HOLD_MS } from '../../server/dhcp/authoritative.js';

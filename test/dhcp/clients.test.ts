@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'uvu';
+import { test } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { Mac } from '../../server/lib/mac.js';
 import { dhclientEvents, dhclientScript, newDataDir, openDataDir, removeDataDir, serveInNamespace, udhcpcScript, waitFor, type ServeProcess } from '../lib/dhcp.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { ProtocolError, type DhcpErrorCode } from '../../server/dhcp/errors.js';
 import {

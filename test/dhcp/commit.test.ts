@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { AddressSpace, poolOn } from '../../server/dhcp/addresses.js';
 import { ACK_BATCH, ACK_WINDOW_MS, LeaseCommits, type Binding, type LeaseWrites } from '../../server/dhcp/commit.js';

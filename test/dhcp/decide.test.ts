@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { decideAuthoritative, type AddressFacts, type AuthoritativeFacts } from '../../server/dhcp/authoritative.js';
 import { classify, type BootConfig } from '../../server/dhcp/classify.js';

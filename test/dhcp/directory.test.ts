@@ -1,4 +1,4 @@
-import { test } from 'uvu';
+import { test } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { patchDirectory } from '../../server/dhcp/directory.js';
 import type { MachineDirectory, MachineFacts } from '../../server/inventory/store.js';

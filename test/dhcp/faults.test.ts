@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'uvu';
+import { test } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { DhcpCounters } from '../../server/dhcp/server.js';
 import { PACKAGE_ROOT } from '../../server/lib/paths.js';

@@ -1,4 +1,4 @@
-import { test } from 'uvu';
+import { test } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { dhcpFixtures } from '../lib/dhcp-fixtures.js';
 import { fuzzDhcp } from '../lib/dhcp-fuzz.js';

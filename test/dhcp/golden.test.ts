@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'uvu';
+import { test } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { decideAuthoritative, type AuthoritativeFacts } from '../../server/dhcp/authoritative.js';
 import { classify, type BootConfig } from '../../server/dhcp/classify.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { MAX_WAITING_STEPS, STEP_BATCH, StepJournal, type StepWrites } from '../../server/dhcp/journal.js';
 import type { BootScriptOutcome, BootScriptRecord } from '../../server/inventory/store.js';

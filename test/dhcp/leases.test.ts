@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { suite } from 'uvu';
+import { suite } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { LeaseBook } from '../../server/dhcp/leasebook.js';
 import type { IPv4 } from '../../server/lib/ipv4.js';

@@ -1,4 +1,4 @@
-import { suite } from 'uvu';
+import { suite } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { lookupFeed, type MachineFeed } from '../../server/dhcp/directory.js';
 import { OPTION, getIp } from '../../server/dhcp/options.js';

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { test } from 'uvu';
+import { test } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { Mac } from '../../server/lib/mac.js';
 import { PACKAGE_ROOT } from '../../server/lib/paths.js';

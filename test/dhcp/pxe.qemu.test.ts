@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { test } from 'uvu';
+import { test } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { InventoryEvent } from '../../server/inventory/model.js';
 import type { Mac } from '../../server/lib/mac.js';

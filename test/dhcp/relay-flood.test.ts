@@ -1,5 +1,5 @@
 import { createSocket } from 'node:dgram';
-import { test } from 'uvu';
+import { test } from '../lib/suite.js';
 import * as assert from 'uvu/assert';
 import { newDataDir, openDataDir, removeDataDir, serveInNamespace, type ServeProcess } from '../lib/dhcp.js';
 import type { Mac } from '../../server/lib/mac.js';

@@ -35,9 +35,12 @@ export async function startLibvirtd(netns: string): Promise<Libvirtd> {
     `mount --bind ${dir}/lib /var/lib/libvirt`,
     `mount --bind ${dir}/log /var/log/libvirt`,
     `mount --bind ${dir}/cache /var/cache/libvirt`,
-    `touch /etc/libvirt/qemu.conf && mount --bind ${dir}/etc/qemu.conf /etc/libvirt/qemu.conf`,
-    'virtlogd -d',
-    `exec libvirtd -f ${dir}/libvirtd.conf`,
+    // All of /etc/libvirt: the domains' definitions are kept in it (qemu/<name>.xml).
+    `mount --bind ${dir}/etc /etc/libvirt`,
+    // Own PID files: the default ones (/run/virtlogd.pid, /run/libvirtd.pid) are outside the bind
+    // mounts, so a second bed's daemons found them locked and exited.
+    `virtlogd -d -p ${dir}/run/virtlogd.pid`,
+    `exec libvirtd -f ${dir}/libvirtd.conf -p ${dir}/run/libvirtd.pid`,
   ].join('\n');
   let output = '';
   const child: ChildProcess = spawn('ip', ['netns', 'exec', netns, 'unshare', '-m', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
