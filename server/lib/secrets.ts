@@ -15,8 +15,14 @@ export interface SecretBox {
 const IV_BYTES = 12;
 export const SECRET_KEY_FILE = 'secret.key';
 
+/** Opened secrets kept, by sealed form: a machine's seed token is opened for every boot script it fetches. */
+const OPENED_MAX = 4096;
+
 export function createSecretBox(key: Buffer): SecretBox {
   if (key.length !== 32) throw new Error(`the secrets key must be 32 bytes, got ${key.length}`);
+  // Each sealing has its own IV, so a sealed form names one secret for good: what it opened to
+  // can be kept. The process holds the key anyway; this holds nothing the key does not open.
+  const opened = new Map<string, string>();
   return {
     seal(plain) {
       const iv = randomBytes(IV_BYTES);
@@ -25,25 +31,34 @@ export function createSecretBox(key: Buffer): SecretBox {
       return ['v1', iv.toString('base64url'), cipher.getAuthTag().toString('base64url'), body.toString('base64url')].join('.');
     },
     open(sealed) {
-      const [version, iv, tag, body] = sealed.split('.');
-      if (version !== 'v1' || iv === undefined || tag === undefined || body === undefined) {
-        throw new Error('sealed secret has an unknown format');
-      }
-      try {
-        const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'));
-        decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-        return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
-      } catch {
-        // GCM's tag check fails the same way for a wrong key and for tampering; the wrong key is
-        // what an operator meets (a changed RACKSMITH_SECRET_KEY, a data directory moved without
-        // its key file), so say that.
-        throw Object.assign(
-          new Error('a stored secret does not open with this secrets key: RACKSMITH_SECRET_KEY (or the data directory\'s secret.key) is not the key it was sealed with'),
-          { code: 'ERR_SECRET_KEY' },
-        );
-      }
+      const known = opened.get(sealed);
+      if (known !== undefined) return known;
+      const plain = openSealed(key, sealed);
+      if (opened.size >= OPENED_MAX) opened.delete(opened.keys().next().value as string);
+      opened.set(sealed, plain);
+      return plain;
     },
   };
+}
+
+function openSealed(key: Buffer, sealed: string): string {
+  const [version, iv, tag, body] = sealed.split('.');
+  if (version !== 'v1' || iv === undefined || tag === undefined || body === undefined) {
+    throw new Error('sealed secret has an unknown format');
+  }
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'));
+    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+    return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
+  } catch {
+    // GCM's tag check fails the same way for a wrong key and for tampering; the wrong key is
+    // what an operator meets (a changed RACKSMITH_SECRET_KEY, a data directory moved without
+    // its key file), so say that.
+    throw Object.assign(
+      new Error('a stored secret does not open with this secrets key: RACKSMITH_SECRET_KEY (or the data directory\'s secret.key) is not the key it was sealed with'),
+      { code: 'ERR_SECRET_KEY' },
+    );
+  }
 }
 
 /**

@@ -451,6 +451,9 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
       return row ? machineFromRow(row) : null;
     },
     async seedTokenFor(mac, address) {
+      // The usual ask writes nothing: one read, without the transaction and its row lock.
+      const bound = bindSeedToken(await sealedOf(db.any, mac), address, box, now().toISOString());
+      if (!bound.columns) return bound.result;
       return db.tx(async (c) => {
         const { result, columns } = bindSeedToken(await sealedOf(c, mac, true), address, box, now().toISOString());
         if (columns) await write(c, mac, columns);

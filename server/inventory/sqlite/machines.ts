@@ -583,6 +583,10 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       return row ? machineFromRow(row) : null;
     },
     async seedTokenFor(mac, address) {
+      // The usual ask, a script fetched again from the address the token is bound to, writes
+      // nothing: answered from a read, without the write transaction.
+      const bound = bindSeedToken(seedOf.get(mac), address, box, now().toISOString());
+      if (!bound.columns) return bound.result;
       return db
         .transaction(() => {
           const { result, columns } = bindSeedToken(seedOf.get(mac), address, box, now().toISOString());
