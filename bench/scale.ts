@@ -339,19 +339,30 @@ async function main(): Promise<void> {
     // hear of 10,000 new machines; every orchestrator looks at every cluster), and measuring one
     // instance while others digest would charge it for their CPU.
     const pgMaster = Number(readFileSync(join(pg.dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
-    /** Waits until every server is idle; how long it waited (ms). */
-    const settle = async (): Promise<number> => {
+    /** Each server's CPU so far (ms): racksmith instances by name, then PostgreSQL with its backends. */
+    const cpuBy = (): [string, number][] => [
+      ...instances.map((i): [string, number] => [i.name, cpuMs(i.rs?.child.pid ?? 0)]),
+      ['pg', cpuMs(pgMaster, true) + children(pgMaster).reduce((t, p) => t + cpuMs(p, true), 0)],
+    ];
+    /**
+     * Waits until every server is idle; how long it waited (ms) and, for each 2 s step, who spent
+     * the CPU (so that a long wait says whose work it was).
+     */
+    const settle = async (): Promise<{ ms: number; steps: string[] }> => {
       const t0 = Date.now();
-      const busy = (): number => instances.reduce((t, i) => t + cpuMs(i.rs?.child.pid ?? 0), 0) + cpuMs(pgMaster, true) + children(pgMaster).reduce((t, p) => t + cpuMs(p, true), 0);
+      const steps: string[] = [];
       const until = Date.now() + 120_000;
-      for (let before = busy(); Date.now() < until; ) {
+      for (let before = cpuBy(); Date.now() < until; ) {
         await new Promise((r) => setTimeout(r, 2000));
-        const now = busy();
-        if (now - before < 100) return Date.now() - t0; // under 5 % of a core over 2 s
+        const now = cpuBy();
+        const spent = now.map(([name, ms], k) => [name, ms - (before[k]?.[1] ?? 0)] as const);
+        const total = spent.reduce((t, [, ms]) => t + ms, 0);
+        steps.push(spent.filter(([, ms]) => ms > 0).map(([name, ms]) => `${name} ${ms}`).join(', ') || 'none');
+        if (total < 100) return { ms: Date.now() - t0, steps }; // under 5 % of a core over 2 s
         before = now;
       }
       process.stdout.write('(the servers did not become idle within 120 s; measuring anyway)\n');
-      return Date.now() - t0;
+      return { ms: Date.now() - t0, steps };
     };
 
     // The inventory, through the API: clusters, then one CSV import (B: through its first instance).
@@ -368,12 +379,14 @@ async function main(): Promise<void> {
       imports.set(target.side, Date.now() - ti);
       // The same sheet again with --update, as a site re-syncing from its CMDB: nothing changes.
       // Timed once the servers are idle again: B's instances each hear of 10,000 new machines.
-      digests.set(target.side, await settle());
+      const settled = await settle();
+      digests.set(target.side, settled.ms);
       const tu = Date.now();
       const again = JSON.parse(await must(target.api, target.token, 'POST', '/api/v1/machines/import?mode=upsert', csv(rows), 'text/csv')) as { unchanged: number };
       if (again.unchanged !== rows.length) throw new Error(`${target.name}: the re-import left ${again.unchanged} of ${rows.length} unchanged`);
       reimports.set(target.side, Date.now() - tu);
-      process.stdout.write(`${target.side}: ${clusters.length} clusters in ${((ti - tc) / 1000).toFixed(1)} s, ${rows.length} machines imported in ${((imports.get(target.side) ?? 0) / 1000).toFixed(1)} s (servers idle again ${((digests.get(target.side) ?? 0) / 1000).toFixed(0)} s later), re-imported unchanged in ${((Date.now() - tu) / 1000).toFixed(1)} s\n`);
+      process.stdout.write(`${target.side}: ${clusters.length} clusters in ${((ti - tc) / 1000).toFixed(1)} s, ${rows.length} machines imported in ${((imports.get(target.side) ?? 0) / 1000).toFixed(1)} s (servers idle again ${((digests.get(target.side) ?? 0) / 1000).toFixed(0)} s later), re-imported unchanged in ${((Date.now() - tu) / 1000).toFixed(1)} s\n` +
+          `  CPU ms per 2 s until idle: ${settled.steps.map((x) => `[${x}]`).join(' ')}\n`);
     }
     // Every instance of B sees the whole inventory before anything is measured.
     for (const b of bs) {
