@@ -120,7 +120,9 @@ if (missing) {
     const fails = async (env: Record<string, string>, wrap?: readonly string[]): Promise<string> => {
       const dataDir = newDataDir();
       try {
-        await serveInNamespace(srv, { ...env }, { dataDir, timeoutMs: 8000, ...(wrap ? { wrap } : {}) });
+        // Waits for the refusal (the process exiting), however loaded the machine; a serve that
+        // started instead ends the wait at once.
+        await serveInNamespace(srv, { ...env }, { dataDir, timeoutMs: 60_000, ...(wrap ? { wrap } : {}) });
         assert.unreachable('serve started');
         return '';
       } catch (err) {
@@ -130,12 +132,17 @@ if (missing) {
       }
     };
     const noIface = await fails({ ...env(), RACKSMITH_DHCP_INTERFACE: 'nosuch0' });
-    assert.match(noIface, /racksmith: dhcp: cannot start \(dhcp-interface\): no interface named nosuch0/);
-    const holder = tb.spawn(srv, process.execPath, ['-e', "require('node:dgram').createSocket('udp4').bind(67, '0.0.0.0'); setInterval(() => {}, 1000)"]);
+    assert.match(noIface, /racksmith: dhcp: cannot start \(dhcp-interface\): no interface named nosuch0/, noIface);
+    const holder = tb.spawn(srv, process.execPath, ['-e', "require('node:dgram').createSocket('udp4').bind(67, '0.0.0.0', () => console.log('bound')); setInterval(() => {}, 1000)"]);
     try {
-      await new Promise((r) => setTimeout(r, 500));
+      // The port is held once the holder says so (a loaded machine starts node slowly).
+      await new Promise<void>((resolve, reject) => {
+        let said = '';
+        holder.stdout?.on('data', (d: Buffer) => (said += d.toString()).includes('bound') && resolve());
+        holder.once('exit', (code) => reject(new Error(`the port holder exited (${code}) before it bound UDP 67`)));
+      });
       const taken = await fails(env());
-      assert.match(taken, /racksmith: dhcp: cannot start \(dhcp-port\): UDP 67: the port is already in use/);
+      assert.match(taken, /racksmith: dhcp: cannot start \(dhcp-port\): UDP 67: the port is already in use/, taken);
     } finally {
       holder.kill('SIGKILL');
     }
@@ -145,7 +152,7 @@ if (missing) {
     const refused = async (env: Record<string, string>): Promise<string> => {
       const dataDir = newDataDir();
       try {
-        const serve = await serveInNamespace(srv, env, { dataDir, timeoutMs: 8000 });
+        const serve = await serveInNamespace(srv, env, { dataDir, timeoutMs: 60_000 });
         await serve.stop();
         assert.unreachable(`serve started with ${JSON.stringify(env)}`);
         return '';
@@ -158,11 +165,11 @@ if (missing) {
     const unnamed = Object.fromEntries(Object.entries(env()).filter(([k]) => k !== 'RACKSMITH_DHCP_INTERFACE'));
     for (const mode of ['authoritative', 'proxy']) {
       const err = await refused({ ...unnamed, RACKSMITH_DHCP_MODE: mode });
-      assert.match(err, new RegExp(`racksmith: dhcp: cannot start \\(dhcp-interface\\): DHCP mode ${mode} answers PXE only on a named interface: give --dhcp-interface NAME`));
+      assert.match(err, new RegExp(`racksmith: dhcp: cannot start \\(dhcp-interface\\): DHCP mode ${mode} answers PXE only on a named interface: give --dhcp-interface NAME`), err);
     }
     for (const address of [undefined, '0.0.0.0']) {
       const err = await refused({ RACKSMITH_DHCP_MODE: 'off', RACKSMITH_TFTP_PORT: '6969', ...(address ? { RACKSMITH_TFTP_ADDRESS: address } : {}) });
-      assert.match(err, /racksmith: tftp: cannot start \(tftp-address\): TFTP listens only on a named address: give --tftp-address ADDRESS/);
+      assert.match(err, /racksmith: tftp: cannot start \(tftp-address\): TFTP listens only on a named address: give --tftp-address ADDRESS/, err);
     }
   });
 
