@@ -48,6 +48,24 @@ test('steps: insert, replace in place, order of first creation, reset of failed 
   }
 });
 
+test('all steps at once: each cluster\'s in its own order, the same as read cluster by cluster', async () => {
+  const inv = await tempStore();
+  try {
+    await inv.clusters.create({ ...NEW_CLUSTER, name: 'rack-b' });
+    await inv.clusters.create({ ...NEW_CLUSTER, name: 'rack-a' });
+    const repo = inv.orchestration;
+    await repo.saveStep(write('init', 'running', { cluster: 'rack-b' }));
+    await repo.saveStep(write('prepare', 'running', { cluster: 'rack-a' }));
+    await repo.saveStep(write('join', 'pending', { cluster: 'rack-b' }));
+    await repo.saveStep(write('init', 'done', { cluster: 'rack-b', endedAt: '2026-01-01T00:00:05.000Z' }));
+    const all = await repo.allSteps();
+    assert.equal(all.map((s) => [s.cluster, s.id, s.seq, s.state]), [['rack-a', 'prepare', 1, 'running'], ['rack-b', 'init', 1, 'done'], ['rack-b', 'join', 2, 'pending']]);
+    assert.equal(all.filter((s) => s.cluster === 'rack-b'), await repo.steps('rack-b'));
+  } finally {
+    await inv.destroy();
+  }
+});
+
 test('lock: one owner at a time; expiry hands it over; renew fails once taken; the same owner takes it back at once', async () => {
   let t = Date.parse('2026-01-01T00:00:00.000Z');
   const inv = await tempStore({ now: () => new Date(t) });

@@ -229,9 +229,9 @@ test('an init interrupted after it happened is skipped by its probe; a join reco
   }
 });
 
-test('the periodic look reads every cluster and its machines once, not once per cluster; a change still gets its cluster driven', async () => {
+test('the periodic look reads every cluster, its machines and its steps once, not once per cluster; a change still gets its cluster driven', async () => {
   const inv = await tempStore();
-  const reads = { all: 0, perCluster: 0, clusterGets: 0 };
+  const reads = { all: 0, perCluster: 0, clusterGets: 0, allSteps: 0, clusterSteps: 0 };
   const counted = {
     ...inv,
     machines: {
@@ -247,6 +247,17 @@ test('the periodic look reads every cluster and its machines once, not once per 
       get: (name: string) => {
         reads.clusterGets++;
         return inv.clusters.get(name);
+      },
+    },
+    orchestration: {
+      ...inv.orchestration,
+      steps: (cluster: string) => {
+        reads.clusterSteps++;
+        return inv.orchestration.steps(cluster);
+      },
+      allSteps: () => {
+        reads.allSteps++;
+        return inv.orchestration.allSteps();
       },
     },
   };
@@ -266,6 +277,8 @@ test('the periodic look reads every cluster and its machines once, not once per 
     assert.ok(looks >= 2, `the poll looked ${looks} times`);
     assert.is(reads.perCluster - before.perCluster, 0, 'no cluster read its machines on its own');
     assert.is(reads.clusterGets - before.clusterGets, 0, 'nor itself');
+    assert.is(reads.clusterSteps - before.clusterSteps, 0, 'nor its steps');
+    assert.is(reads.allSteps - before.allSteps, looks, 'the steps are read once a look');
     // A machine's phone-home still reaches its cluster's plan (the event, then the driver's own reads).
     await inv.clusters.create({ name: 'lab', ubuntuRelease: '22.04', kubernetesVersion: '1.28.4', containerRuntime: 'containerd', cni: 'flannel', podSubnet: '10.244.0.0/16', serviceSubnet: '10.96.0.0/12' });
     await addMembers(inv, 'lab', ALL);

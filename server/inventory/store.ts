@@ -426,6 +426,8 @@ export interface ClusterLock {
 
 export interface OrchestrationRepo {
   steps(cluster: string): Promise<StepRecord[]>;
+  /** Every cluster's steps, by cluster and in order: the orchestrator's periodic look reads them at once. */
+  allSteps(): Promise<StepRecord[]>;
   /** Inserts or replaces the step with this id (keeping its original order). */
   saveStep(step: StepWrite): Promise<StepRecord>;
   /** Failed steps of the cluster become `pending` again (for retry); returns their ids. */

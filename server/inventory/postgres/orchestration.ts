@@ -14,6 +14,9 @@ export function createPgOrchestrationRepo(db: PgDb, now: () => Date): Orchestrat
     async steps(cluster) {
       return (await db.all<StepRow>('SELECT * FROM orchestration_steps WHERE cluster = $1 ORDER BY seq', [cluster])).map(stepFromRow);
     },
+    async allSteps() {
+      return (await db.all<StepRow>('SELECT * FROM orchestration_steps ORDER BY cluster, seq')).map(stepFromRow);
+    },
     async saveStep(step: StepWrite) {
       const row = await db.tx(async (c) => {
         // The cluster's steps are numbered one writer at a time.

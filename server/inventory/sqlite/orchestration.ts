@@ -55,6 +55,7 @@ export function lockFromRow(r: LockRow): ClusterLock {
 
 export function createOrchestrationRepo(db: Db, now: () => Date): OrchestrationRepo {
   const list = db.prepare<[string], StepRow>('SELECT * FROM orchestration_steps WHERE cluster = ? ORDER BY seq');
+  const all = db.prepare<[], StepRow>('SELECT * FROM orchestration_steps ORDER BY cluster, seq');
   const one = db.prepare<[string, string], StepRow>('SELECT * FROM orchestration_steps WHERE cluster = ? AND id = ?');
   const nextSeq = db.prepare<[string], { n: number | null }>('SELECT MAX(seq) AS n FROM orchestration_steps WHERE cluster = ?');
   const upsert = db.prepare(
@@ -69,6 +70,9 @@ export function createOrchestrationRepo(db: Db, now: () => Date): OrchestrationR
   return {
     async steps(cluster) {
       return list.all(cluster).map(stepFromRow);
+    },
+    async allSteps() {
+      return all.all().map(stepFromRow);
     },
     async saveStep(step: StepWrite) {
       return db
