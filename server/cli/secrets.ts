@@ -64,8 +64,9 @@ export function terminalPrompt(input: NodeJS.ReadStream = process.stdin, output:
     if (!input.isTTY || typeof input.setRawMode !== 'function') return null;
     return new Promise((resolve, reject) => {
       let value = '';
-      output.write(question);
+      // Echo off before the question shows: whatever is typed once it is up is never echoed.
       input.setRawMode(true);
+      output.write(question);
       input.setEncoding('utf8');
       input.resume();
       const finish = (err: Error | null): void => {
