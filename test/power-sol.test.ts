@@ -96,7 +96,7 @@ test('the MAC check: reported, not reported, or nothing to say', () => {
   assert.is(macReported(mac, null), null);
 });
 
-test('the capture service reads a machine once per burst of its events, never for an installer served again', async () => {
+test('the capture service reads a machine once per burst of its events, never for an installer served again nor for a move outside the install states', async () => {
   const reads: string[] = [];
   const bus: { listener: ((e: InventoryEvent) => void) | null } = { listener: null };
   const sol = createSolService({
@@ -112,6 +112,8 @@ test('the capture service reads a machine once per burst of its events, never fo
   for (let i = 0; i < 1000; i++) bus.listener?.(event(`52:54:00:00:01:${String(i % 50).padStart(2, '0')}`, 'provisioning', 'provisioning', i));
   // One machine that moves three times at once: one read, after the last move.
   for (const [from, to] of [['ready', 'reimaging'], ['reimaging', 'provisioning'], ['provisioning', 'failed']] as const) bus.listener?.(event('52:54:00:00:02:01', from, to, 2000));
+  // An import: a thousand machines assigned, none installing, none captured: nothing to read.
+  for (let i = 0; i < 1000; i++) bus.listener?.(event(`52:54:00:00:${(3 + (i >> 8)).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, 'discovered', 'assigned', 3000 + i));
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(reads, ['52:54:00:00:02:01']);
   await sol.stop();
