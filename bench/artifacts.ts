@@ -308,13 +308,16 @@ end
       for (const s of PARTS.has('artifacts') ? artifactSides : []) await wrk(s.url, DOWNLOADS, s.pids[0] as number, undefined, WARMUP_SECONDS);
       for (const s of PARTS.has('boot') ? bootSides : []) await wrk(`${s.url}/boot.ipxe`, BOOT_CONNECTIONS, s.pids[0] as number, lua, WARMUP_SECONDS);
     }
+    // Each round starts with the next server: the one measured first in a round had the higher
+    // p99 in three runs of three builds, whichever build it was (docs/artifacts.md).
+    const turn = <T>(xs: readonly T[], round: number): T[] => xs.map((_, i) => xs[(i + round - 1) % xs.length] as T);
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const s of PARTS.has('artifacts') ? artifactSides : []) {
+      for (const s of PARTS.has('artifacts') ? turn(artifactSides, round) : []) {
         const l = await cpuOf(s, DOWNLOADS, s.url);
         record(`artifact ${s.name}`, l);
         process.stdout.write(`  round ${round} artifacts ${s.name.padEnd(24)} ${l.mbps.toFixed(0).padStart(6)} MB/s  ${l.cpuPerGb.toFixed(2)} CPU s/GB${l.errors ? `  errors ${l.errors}` : ''}\n`);
       }
-      for (const s of PARTS.has('boot') ? bootSides : []) {
+      for (const s of PARTS.has('boot') ? turn(bootSides, round) : []) {
         const l = await cpuOf(s, BOOT_CONNECTIONS, `${s.url}/boot.ipxe`, lua);
         record(`boot ${s.name}`, l);
         process.stdout.write(`  round ${round} boot.ipxe ${s.name.padEnd(24)} ${l.rps.toFixed(0).padStart(6)} req/s  p50 ${l.p50ms.toFixed(1)} ms  p99 ${l.p99ms.toFixed(1)} ms${l.errors ? `  errors ${l.errors}` : ''}\n`);
@@ -328,7 +331,7 @@ end
       ...(base ? [{ name: 'baseline racksmith', url: base.url, pids: [base.child.pid as number] }] : []),
     ];
     for (let round = 1; round <= (PARTS.has('both') ? ROUNDS : 0); round++) {
-      for (const s of underLoad) {
+      for (const s of turn(underLoad, round)) {
         const [bytes, boot] = await Promise.all([wrk(`${s.url}${artifactPath}`, DOWNLOADS, s.pids[0] as number), wrk(`${s.url}/boot.ipxe`, BOOT_CONNECTIONS, s.pids[0] as number, lua)]);
         record(`loaded boot ${s.name}`, boot);
         record(`loaded artifact ${s.name}`, bytes);
