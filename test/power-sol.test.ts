@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { macReported } from '../server/inventory/bmc-facts.js';
 import type { BmcConfig, Machine } from '../server/inventory/model.js';
 import { ConsoleLines } from '../server/power/sol/lines.js';
-import { captureStep, captureWanted, parseRackList, sessionEnd, type CaptureFacts } from '../server/power/sol/policy.js';
+import { captureStep, captureWanted, eventMayMoveCapture, parseRackList, sessionEnd, type CaptureFacts } from '../server/power/sol/policy.js';
 import { createSolService } from '../server/power/sol/service.js';
 import type { InventoryEvent } from '../server/inventory/model.js';
 import { silentLogger } from '../server/lib/log.js';
@@ -74,6 +74,23 @@ test('captureStep by state and what a person did', () => {
     ['capture turned off mid-install: detach', m('provisioning', { bmc: bmc({ solCapture: false }) }), facts('attached'), 'detach'],
   ];
   for (const [name, machine, f, want] of cases) assert.is(captureStep(machine, f, racks), want, name);
+});
+
+test('which events are worth reading the machine for', () => {
+  const state = (from: string, to: string) => ({ type: 'state', data: { from, to } });
+  const cases: [string, { type: string; data: Record<string, unknown> | null }, boolean, boolean][] = [
+    ['starts installing', state('assigned', 'provisioning'), false, true],
+    ['reimaged', state('ready', 'reimaging'), false, true],
+    ['the installer served again', state('provisioning', 'provisioning'), true, false],
+    ['assigned by an import, nothing open', state('discovered', 'assigned'), false, false],
+    ['ready, nothing open', state('installed', 'ready'), false, false],
+    ['ready, a capture open: close it', state('installed', 'ready'), true, true],
+    ['failed, a capture open: its tail', state('provisioning', 'failed'), true, true],
+    ['BMC settings changed', { type: 'machine.updated', data: null }, false, true],
+    ['deleted', { type: 'machine.deleted', data: null }, false, true],
+    ['a boot observation', { type: 'http.ipxe', data: null }, true, false],
+  ];
+  for (const [name, e, open, want] of cases) assert.is(eventMayMoveCapture(e, open), want, name);
 });
 
 test('sessionEnd: what ipmitool said, and whether to ask again', () => {

@@ -1,4 +1,4 @@
-import type { Machine } from '../../inventory/model.js';
+import type { InventoryEvent, Machine } from '../../inventory/model.js';
 import type { MachineState } from '../../inventory/lifecycle.js';
 
 /**
@@ -30,6 +30,22 @@ export function captureWanted(m: Pick<Machine, 'bmc' | 'rack'>, racks: readonly 
 }
 
 export type CaptureAction = 'attach' | 'detach' | 'none';
+
+/**
+ * Whether an inventory event may change what `captureStep` decides for its machine, so that the
+ * machine is worth reading: its state, BMC settings or existence changed. Not for
+ * `provisioning → provisioning` (the installer served again: a rack in a boot loop sends a
+ * thousand a second), nor for a move outside the install states while no capture is open (an
+ * import of 10,000 machines is 10,000 `assigned` events, heard by every instance). The periodic
+ * scan still sees every machine.
+ */
+export function eventMayMoveCapture(e: Pick<InventoryEvent, 'type' | 'data'>, captureOpen: boolean): boolean {
+  if (e.type === 'machine.updated' || e.type === 'machine.deleted') return true;
+  if (e.type !== 'state') return false;
+  const to = e.data?.['to'];
+  if (e.data?.['from'] === to) return false;
+  return captureOpen || CAPTURE_STATES.includes(to as MachineState);
+}
 
 export function captureStep(m: Pick<Machine, 'bmc' | 'rack' | 'state'> | null, facts: CaptureFacts | null, racks: readonly string[]): CaptureAction {
   const running = facts !== null && (facts.state === 'attaching' || facts.state === 'attached' || facts.state === 'busy');

@@ -8,12 +8,11 @@ import { conflict, notFound } from '../../lib/errors.js';
 import { silentLogger, type Logger } from '../../lib/log.js';
 import type { Mac } from '../../lib/mac.js';
 import type { Service, ServiceContext, ServiceState } from '../../lib/service.js';
-import type { MachineState } from '../../inventory/lifecycle.js';
 import type { InventoryEvent, Machine } from '../../inventory/model.js';
 import type { EventRepo, MachineRepo } from '../../inventory/store.js';
 import { cipherOrder, DEFAULT_IPMI_PORT } from '../ipmitool.js';
 import { ConsoleLines, type ConsoleLine } from './lines.js';
-import { CAPTURE_STATES, captureStep, captureWanted, sessionEnd, type CaptureState } from './policy.js';
+import { CAPTURE_STATES, captureStep, captureWanted, eventMayMoveCapture, sessionEnd, type CaptureState } from './policy.js';
 
 const run = promisify(execFile);
 
@@ -254,15 +253,8 @@ export function createSolService(deps: SolDeps): SolService {
   /** Machines with an evaluation queued: a burst of events for one machine is one read of it. */
   const queued = new Set<Mac>();
   function onEvent(e: InventoryEvent): void {
-    if (!e.mac || !(e.type === 'state' || e.type === 'machine.updated' || e.type === 'machine.deleted')) return;
-    // provisioning → provisioning (the installer served again): nothing a capture follows moved;
-    // a rack in a boot loop sends a thousand a second. The periodic scan still sees every machine.
-    if (e.type === 'state' && e.data?.['from'] === e.data?.['to']) return;
     const mac = e.mac;
-    // A machine moving outside the install states with no capture open has nothing to attach or
-    // close: not read at all. An import of 10,000 machines is 10,000 `assigned` events, heard by
-    // every instance (docs/instances.md).
-    if (e.type === 'state' && !captures.has(mac) && !CAPTURE_STATES.includes(e.data?.['to'] as MachineState)) return;
+    if (!mac || !eventMayMoveCapture(e, captures.has(mac))) return;
     if (queued.has(mac)) return;
     queued.add(mac);
     serial(() => {
