@@ -55,11 +55,12 @@ test.before(async () => {
       res.end(req.method === 'HEAD' ? undefined : buf);
       return;
     }
-    // A slow upstream: 256 KiB every 100 ms, so a download takes a second and shows its progress.
+    // A slow upstream: 96 KiB every 100 ms, so a download takes 3 s: the server reports progress
+    // each second and the CLI asks every half second, so a 1 s download could end unseen.
     let at = 0;
     const tick = (): void => {
       if (res.destroyed) return;
-      const part = buf.subarray(at, at + 256 * 1024);
+      const part = buf.subarray(at, at + 96 * 1024);
       at += part.length;
       if (at >= buf.length) {
         res.end(part, () => (isoDoneAt = Date.now()));
