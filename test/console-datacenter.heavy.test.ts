@@ -10,8 +10,7 @@ import { summarisePng } from './lib/png.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
-// racksmith-test: once, on sqlite — the console reads machines and events from the store; alone on the machine, twice would not fit
-// CI's hour. On PostgreSQL the console runs in `console` (both engines) and the pages it reads in `api-paging`.
+// racksmith-test: both engines — the console reads 5,000 machines and their events from the store, a page at a time.
 // racksmith-test: alone — Chromium's clicks and renders time out when a VM takes a core from it.
 
 /**

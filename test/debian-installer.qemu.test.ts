@@ -10,8 +10,8 @@ import { machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
-// racksmith-test: once, on postgres — the installer's reports and boot steps go through the store, and its reporter's reports were once lost on
-// PostgreSQL alone (decision 2204); twice would not fit CI's hour. On SQLite its reporter's half-closed reports are recorded in `boot-http`.
+// racksmith-test: both engines — the installer's reports and boot steps go through the store, and its reporter's reports were once lost on
+// PostgreSQL alone (decision 2204).
 
 /**
  * Debian's real netboot installer (debian-installer-12-netboot-amd64) driven by racksmith, as far

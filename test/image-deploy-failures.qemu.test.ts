@@ -14,8 +14,7 @@ import { keepEvidence, machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
-// racksmith-test: once, on postgres — every failure is a store transition with its event, fanned out through the database here;
-// twice would not fit CI's hour. The same agent, reports and events run on SQLite in `image-deploy`.
+// racksmith-test: both engines — every failure is a store transition with its event (on PostgreSQL fanned out through the database).
 
 /**
  * Image deployment when it cannot succeed, in QEMU (TCG), three machines at once, each ending

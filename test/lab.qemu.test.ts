@@ -6,8 +6,7 @@ import { figures, figuresTable, LabClient, machineOf, provision, watch, type Eve
 import { Rack } from '../lab/rack.js';
 import { requirements, skipNote } from './lib/tools.js';
 
-// racksmith-test: once, on sqlite — the whole rack's lifecycle (leases, seeds, phone-homes, the orchestrator's steps) goes through the store,
-// here the default one; twice would not fit CI's hour. On PostgreSQL the rack is `lab-pair` and `lab-instances`.
+// racksmith-test: both engines — the whole rack's lifecycle (leases, seeds, phone-homes, the orchestrator's steps) goes through the store.
 // racksmith-test: alone — four VMs under TCG already fill both cores.
 
 /**
