@@ -260,13 +260,15 @@ test('a file worker killed mid-download: that download is cut, another worker ta
   for (const pid of before.detail.pids as number[]) process.kill(pid, 'SIGKILL');
   const cut = await slow;
   assert.not.ok(cut.ok, `the download was cut: ${cut.out}`);
+  // The cut reaches curl from the kernel, maybe before racksmith has heard of the exits: until
+  // then its health still counts the killed workers as ready.
+  const replaced = (d: typeof before.detail): boolean => d.ready === 2 && d.restarts >= before.detail.restarts + 2;
   let after = await health();
-  for (let i = 0; i < 100 && after.detail.ready < 2; i++) {
+  for (let i = 0; i < 100 && !replaced(after.detail); i++) {
     await new Promise((r) => setTimeout(r, 100));
     after = await health();
   }
-  assert.is(after.detail.ready, 2, JSON.stringify(after));
-  assert.ok(after.detail.restarts >= 2);
+  assert.ok(replaced(after.detail), JSON.stringify(after));
   const again = await rawRequest(`${rs.url}/artifacts/22.04/vmlinuz`);
   assert.ok(again.body.equals(KERNEL));
   assert.is(again.headers['connection'], 'close', 'by a new worker');
