@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { TransitionError } from '../server/inventory/lifecycle.js';
-import type { InventoryEvent } from '../server/inventory/model.js';
+import type { InventoryEvent, PlanMachine } from '../server/inventory/model.js';
 import { migrate, openDb } from '../server/inventory/sqlite/db.js';
 import { openSqliteInventory, type SqliteInventory } from '../server/inventory/sqlite/index.js';
 import { MIGRATIONS } from '../server/inventory/sqlite/migrations.js';
@@ -280,6 +280,16 @@ test('list order and keyset pages: every machine exactly once, even with writes 
     const r1 = await inv.machines.list({ rack: 'r1' });
     const r1Paged = [...(await inv.machines.list({ rack: 'r1' }, { limit: 3 })), ...(await inv.machines.list({ rack: 'r1' }, { after: cursor(r1[2]!) }))];
     assert.equal(r1Paged.map((m) => m.mac), r1.map((m) => m.mac));
+
+    // The plan's narrow read: the same machines, exactly the six facts of each, discovered ones included.
+    await inv.machines.transition('52:54:00:30:00:01' as Mac, 'installer-served', { source: 'http' });
+    const whole = await inv.machines.list();
+    const facts = await inv.machines.planFacts();
+    const six = (m: PlanMachine): PlanMachine => ({ mac: m.mac, hostname: m.hostname, role: m.role, cluster: m.cluster, ip: m.ip, state: m.state });
+    const byMac = (a: PlanMachine, b: PlanMachine): number => a.mac.localeCompare(b.mac);
+    assert.equal([...facts].sort(byMac), whole.map(six).sort(byMac));
+    assert.ok(facts.every((m) => Object.keys(m).length === 6), 'six columns, not whole rows');
+    assert.ok(facts.some((m) => m.state === 'provisioning') && facts.some((m) => m.state === 'discovered' && m.role === null));
   } finally {
     await inv.destroy();
   }

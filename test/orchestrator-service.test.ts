@@ -229,17 +229,21 @@ test('an init interrupted after it happened is skipped by its probe; a join reco
   }
 });
 
-test('the periodic look reads every cluster, its machines and its steps once, not once per cluster; a change still gets its cluster driven', async () => {
+test('the periodic look reads every cluster, its machines\' plan facts and its steps once, not once per cluster; a change still gets its cluster driven', async () => {
   const inv = await tempStore();
-  const reads = { all: 0, perCluster: 0, clusterGets: 0, allSteps: 0, clusterSteps: 0 };
+  const reads = { all: 0, wholeRows: 0, perCluster: 0, clusterGets: 0, allSteps: 0, clusterSteps: 0 };
   const counted = {
     ...inv,
     machines: {
       ...inv.machines,
       list: (filter?: Parameters<typeof inv.machines.list>[0], page?: Parameters<typeof inv.machines.list>[1]) => {
         if (filter?.cluster) reads.perCluster++;
-        else reads.all++;
+        else reads.wholeRows++;
         return inv.machines.list(filter, page);
+      },
+      planFacts: () => {
+        reads.all++;
+        return inv.machines.planFacts();
       },
     },
     clusters: {
@@ -275,6 +279,7 @@ test('the periodic look reads every cluster, its machines and its steps once, no
     await new Promise((r) => setTimeout(r, 450));
     const looks = reads.all - before.all;
     assert.ok(looks >= 2, `the poll looked ${looks} times`);
+    assert.is(reads.wholeRows - before.wholeRows, 0, 'the look reads the plan facts of every machine, not whole rows');
     assert.is(reads.perCluster - before.perCluster, 0, 'no cluster read its machines on its own');
     assert.is(reads.clusterGets - before.clusterGets, 0, 'nor itself');
     assert.is(reads.clusterSteps - before.clusterSteps, 0, 'nor its steps');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
-import type { ClusterUpgrade, Machine } from '../server/inventory/model.js';
+import type { ClusterUpgrade, Machine, PlanMachine } from '../server/inventory/model.js';
 import type { StepRecord } from '../server/inventory/store.js';
 import { keepSnapshot, liveQuorumAfterRemoval, parseEndpointHealth, snapshotFileName } from '../server/orchestrator/etcd.js';
 import type { EtcdMember } from '../server/orchestrator/kubeadm-output.js';
@@ -70,7 +70,7 @@ const asked = (m: Machine, reimage: string | null = 'x'): StepRecord => step(nod
 function facts(steps: readonly StepRecord[], over: Partial<UpgradeFacts> & { machines?: Machine[] } = {}): UpgradeFacts {
   const record = new Map(steps.map((s) => [s.id, s]));
   const ms = over.machines ?? [...CP, ...WK];
-  const gen = (m: Machine): number => 1 + steps.filter((s) => s.kind === 'remove-node' && s.mac === m.mac && s.state === 'done').length;
+  const gen = (m: PlanMachine): number => 1 + steps.filter((s) => s.kind === 'remove-node' && s.mac === m.mac && s.state === 'done').length;
   return {
     cluster: cluster({ kubernetesVersion: '1.29.6', upgrade: over.upgrade ?? U() }),
     upgrade: over.upgrade ?? U(),

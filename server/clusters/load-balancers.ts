@@ -9,10 +9,12 @@ import type { Cluster, Machine } from '../inventory/model.js';
 export const API_SERVER_PORT = 6443;
 
 const nameOf = (m: Pick<Machine, 'hostname' | 'mac'>): string => m.hostname ?? m.mac;
-const byName = (a: Machine, b: Machine): number => nameOf(a).localeCompare(nameOf(b)) || a.mac.localeCompare(b.mac);
+/** What the load-balancer rules read of a machine. */
+type Member = Pick<Machine, 'mac' | 'hostname' | 'role' | 'cluster' | 'ip'>;
+const byName = (a: Member, b: Member): number => nameOf(a).localeCompare(nameOf(b)) || a.mac.localeCompare(b.mac);
 
 /** The cluster's load balancers, in name order (the first is the preferred VRRP master). */
-export function loadBalancersOf(cluster: Pick<Cluster, 'name'>, machines: readonly Machine[]): Machine[] {
+export function loadBalancersOf<M extends Member>(cluster: Pick<Cluster, 'name'>, machines: readonly M[]): M[] {
   return machines.filter((m) => m.cluster === cluster.name && m.role === 'loadbalancer').sort(byName);
 }
 
@@ -20,7 +22,7 @@ export function loadBalancersOf(cluster: Pick<Cluster, 'name'>, machines: readon
  * The endpoint joins and kubectl use: explicit, else the VIP of a load-balancer pair, else the
  * single load balancer's address — always on :6443.
  */
-export function apiEndpoint(cluster: Pick<Cluster, 'name' | 'controlPlaneEndpoint' | 'vip'>, machines: readonly Machine[]): string | null {
+export function apiEndpoint(cluster: Pick<Cluster, 'name' | 'controlPlaneEndpoint' | 'vip'>, machines: readonly Member[]): string | null {
   if (cluster.controlPlaneEndpoint) return cluster.controlPlaneEndpoint;
   if (cluster.vip) return `${cluster.vip}:${API_SERVER_PORT}`;
   const lb = loadBalancersOf(cluster, machines).find((m) => m.ip);
@@ -32,7 +34,7 @@ export function apiEndpoint(cluster: Pick<Cluster, 'name' | 'controlPlaneEndpoin
  * the one that is up). Returns what is wrong, or null. Counts only what is there: a cluster
  * still being set up with no load balancer yet is not refused here.
  */
-export function loadBalancerProblem(cluster: Pick<Cluster, 'name' | 'vip'>, machines: readonly Machine[]): string | null {
+export function loadBalancerProblem(cluster: Pick<Cluster, 'name' | 'vip'>, machines: readonly Member[]): string | null {
   const lbs = loadBalancersOf(cluster, machines);
   if (lbs.length > 2) return `cluster ${cluster.name} has ${lbs.length} load balancers: at most two (a pair sharing a vip)`;
   if (lbs.length === 2 && !cluster.vip) return `cluster ${cluster.name} has two load balancers but no vip: set the cluster's vip (an unused address in the provisioning network) so they can share it`;

@@ -21,7 +21,7 @@ export function vipSources(inventory: Pick<Inventory, 'machines' | 'clusters' | 
   return {
     network: provisioningNetwork(config),
     pool: config.dhcpMode === 'authoritative' && config.dhcpRange ? parseRange(config.dhcpRange) : null,
-    machines: () => inventory.machines.list(),
+    machines: () => inventory.machines.planFacts(),
     clusters: () => inventory.clusters.list(),
     async leasedTo(ip) {
       const l = await inventory.leases.byIp(ip);

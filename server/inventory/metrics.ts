@@ -17,7 +17,7 @@ export function collectInventoryMetrics(m: Metrics, inv: Pick<Inventory, 'machin
   const { machines, clusters, transitions, events, buildInfo } = INVENTORY_METRICS;
   m.collect('gauge', machines.name, machines.help, machines.labels, async () => {
     const counts = new Map<string, number>(MACHINE_STATES.map((s) => [s, 0]));
-    for (const mc of await inv.machines.list()) counts.set(mc.state, (counts.get(mc.state) ?? 0) + 1);
+    for (const mc of await inv.machines.planFacts()) counts.set(mc.state, (counts.get(mc.state) ?? 0) + 1);
     return [...counts].map(([state, value]) => ({ labels: { state }, value }));
   });
   m.collect('gauge', clusters.name, clusters.help, clusters.labels, async () => {

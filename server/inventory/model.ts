@@ -184,6 +184,12 @@ export interface Machine {
   readonly powerStateAt: string | null;
 }
 
+/**
+ * What the orchestrator's plan reads of a machine. The periodic look at every cluster reads only
+ * these columns of every machine (MachineRepo.planFacts), not whole rows.
+ */
+export type PlanMachine = Pick<Machine, 'mac' | 'hostname' | 'role' | 'cluster' | 'ip' | 'state'>;
+
 export const KNOWN_POWER_STATES = ['on', 'off'] as const;
 export type KnownPowerState = (typeof KNOWN_POWER_STATES)[number];
 

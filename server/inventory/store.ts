@@ -16,6 +16,7 @@ import type {
   Lease,
   KnownPowerState,
   Machine,
+  PlanMachine,
   SecureBootSeen,
   Role,
   SshHostKey,
@@ -208,6 +209,11 @@ export interface MachineRepo {
   byIp(ip: string): Promise<Machine | null>;
   /** In list order (see MachineCursor); all of them unless a page is asked for. */
   list(filter?: MachineFilter, page?: MachinePage): Promise<Machine[]>;
+  /**
+   * Every machine's plan facts (PlanMachine), in no particular order: the orchestrator's periodic
+   * look at every cluster reads six columns of each row, not all of them (docs/instances.md).
+   */
+  planFacts(): Promise<PlanMachine[]>;
   update(mac: Mac, patch: MachinePatch, source: string): Promise<Machine>;
   delete(mac: Mac): Promise<void>;
   /** Every row or none, in one transaction; a conflict names the row and column. */

@@ -1,5 +1,5 @@
 import type { Mac } from '../lib/mac.js';
-import type { Cluster, ClusterState, Machine } from '../inventory/model.js';
+import type { Cluster, ClusterState, PlanMachine } from '../inventory/model.js';
 import type { StepRecord } from '../inventory/store.js';
 import { API_SERVER_PORT, apiEndpoint, loadBalancerProblem } from '../clusters/load-balancers.js';
 import { vrrpFor } from './lb-pair.js';
@@ -121,7 +121,7 @@ export interface PlanLimits {
 
 export interface PlanInput {
   readonly cluster: Cluster;
-  readonly machines: readonly Machine[];
+  readonly machines: readonly PlanMachine[];
   readonly steps: readonly StepRecord[];
   /** Ids of the steps this process is running right now; any other `running` record was interrupted. */
   readonly active: ReadonlySet<string>;
@@ -177,8 +177,8 @@ export function machineGeneration(mac: Mac, steps: readonly StepRecord[]): numbe
 }
 
 const USABLE = new Set(['ready', 'joining', 'joined']);
-const byName = (a: Machine, b: Machine): number => (a.hostname ?? a.mac).localeCompare(b.hostname ?? b.mac) || a.mac.localeCompare(b.mac);
-const nameOf = (m: Machine): string => m.hostname ?? m.mac;
+const byName = (a: PlanMachine, b: PlanMachine): number => (a.hostname ?? a.mac).localeCompare(b.hostname ?? b.mac) || a.mac.localeCompare(b.mac);
+const nameOf = (m: PlanMachine): string => m.hostname ?? m.mac;
 
 function sameList(a: unknown, b: readonly unknown[]): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
@@ -200,9 +200,9 @@ function newestTime(steps: readonly StepRecord[], kinds: readonly string[], fiel
 /** The facts about generations and membership that every part of the plan reads. */
 interface Lives {
   /** The machine's current generation. */
-  gen(m: Machine): number;
+  gen(m: PlanMachine): number;
   /** The record of this machine's join in its current generation. */
-  join(m: Machine): StepRecord | undefined;
+  join(m: PlanMachine): StepRecord | undefined;
   /** The init node's machine, pinned by the first chain step that ran. */
   readonly pinned: Mac | null;
   /** Whether `kubeadm init` finished (in any attempt): the cluster exists. */
@@ -210,17 +210,17 @@ interface Lives {
   /** The chain's generation: the init node's generation when its init ran (or runs now). */
   readonly chainGen: number;
   /** The machine is the init node in the life in which it ran init. */
-  isInitLife(m: Machine): boolean;
+  isInitLife(m: PlanMachine): boolean;
   /** Its node is in the cluster now, by the records (init or a join of its current life). */
-  isMember(m: Machine): boolean;
+  isMember(m: PlanMachine): boolean;
   /** A removal was asked for and not answered. */
-  beingRemoved(m: Machine): boolean;
+  beingRemoved(m: PlanMachine): boolean;
 }
 
-function lives(machines: readonly Machine[], steps: readonly StepRecord[], removals: readonly RemovalRequest[]): Lives {
+function lives(machines: readonly PlanMachine[], steps: readonly StepRecord[], removals: readonly RemovalRequest[]): Lives {
   const record = new Map(steps.map((s) => [s.id, s]));
   const gens = new Map<Mac, number>();
-  const gen = (m: Machine): number => {
+  const gen = (m: PlanMachine): number => {
     let g = gens.get(m.mac);
     if (g === undefined) gens.set(m.mac, (g = machineGeneration(m.mac, steps)));
     return g;
@@ -233,8 +233,8 @@ function lives(machines: readonly Machine[], steps: readonly StepRecord[], remov
   // machine's next life (the CA and kubeadm config went with the old disk).
   const chainGen = initDone ? generationOfId(initDone.id) : pinnedMachine ? gen(pinnedMachine) : 1;
   const asked = new Set(removals.map((r) => r.mac));
-  const isInitLife = (m: Machine): boolean => m.mac === pinned && gen(m) === chainGen;
-  const join = (m: Machine): StepRecord | undefined => record.get(joinStepId(m.mac, gen(m)));
+  const isInitLife = (m: PlanMachine): boolean => m.mac === pinned && gen(m) === chainGen;
+  const join = (m: PlanMachine): StepRecord | undefined => record.get(joinStepId(m.mac, gen(m)));
   return {
     gen,
     join,
@@ -262,7 +262,7 @@ export function planCluster(input: PlanInput): Plan {
   const run: PlannedStep[] = [];
   const waiting: string[] = [];
   const answer: RemovalAnswer[] = [];
-  const plan = (kind: StepKind, id: string, m: Machine, data: Record<string, unknown> = {}): void => {
+  const plan = (kind: StepKind, id: string, m: PlanMachine, data: Record<string, unknown> = {}): void => {
     if (!isActive(id)) run.push({ id, kind, mac: m.mac, hostname: nameOf(m), data });
   };
   /** A generational step (`kind:n`): the unfinished newest one again, or the next number. */
@@ -302,11 +302,11 @@ export function planCluster(input: PlanInput): Plan {
   const result = (): Plan => ({ state: derive(), run, waiting, endpoint, initNode: first?.mac ?? null, controlNode: control?.mac ?? null, settle, answer, upgrade: upgradePlan });
 
   // ── removals asked for by reimages ──────────────────────────────────────
-  const lbRecords = (l: Machine): StepRecord[] => steps.filter((s) => s.kind === 'lb-config' && s.mac === l.mac);
-  const lastDoneOf = (l: Machine): StepRecord | undefined => lbRecords(l).filter(finished).at(-1);
-  const latestOf = (l: Machine): StepRecord | undefined => lbRecords(l).at(-1);
+  const lbRecords = (l: PlanMachine): StepRecord[] => steps.filter((s) => s.kind === 'lb-config' && s.mac === l.mac);
+  const lastDoneOf = (l: PlanMachine): StepRecord | undefined => lbRecords(l).filter(finished).at(-1);
+  const latestOf = (l: PlanMachine): StepRecord | undefined => lbRecords(l).at(-1);
   for (const r of removals) {
-    const m = byMac.get(r.mac) as Machine;
+    const m = byMac.get(r.mac) as PlanMachine;
     const id = removeStepId(m.mac, r.reimage);
     const rec = record.get(id);
     const base = { mac: m.mac, reimage: r.reimage, ...(r.purpose === 'delete' ? { purpose: 'delete' as const } : {}) };
@@ -363,7 +363,7 @@ export function planCluster(input: PlanInput): Plan {
     // Every control node with an address, except one leaving the cluster or not back in it
     // yet after a reimage: haproxy's health checks would find it down, but an operator reading
     // the LB should see the cluster as it is.
-    const out = (c: Machine): boolean => life.beingRemoved(c) || (life.gen(c) > 1 && !finished(life.join(c)) && !life.isInitLife(c));
+    const out = (c: PlanMachine): boolean => life.beingRemoved(c) || (life.gen(c) > 1 && !finished(life.join(c)) && !life.isInitLife(c));
     const backends: Backend[] = controls.filter((c) => c.ip && !out(c)).map((c) => ({ name: nameOf(c), address: c.ip as string, port: API_SERVER_PORT }));
     // Ids are numbered across the cluster's load balancers (`lb-config:N`); two planned in one look get two numbers.
     let nextNumber = generation('lb-config') + 1;
@@ -417,7 +417,7 @@ export function planCluster(input: PlanInput): Plan {
 
   // ── joins ──────────────────────────────────────────────────────────────
   type JoinStatus = 'done' | 'failed' | 'active' | 'eligible' | 'waiting';
-  const joinStatus = (m: Machine): JoinStatus => {
+  const joinStatus = (m: PlanMachine): JoinStatus => {
     const id = joinStepId(m.mac, life.gen(m));
     const r = record.get(id);
     if (isActive(id)) return 'active';
@@ -502,7 +502,7 @@ export function planCluster(input: PlanInput): Plan {
 }
 
 /** The machines a finished step of their current life proves joined although their state was not moved yet. */
-function settled(members: readonly Machine[], steps: readonly StepRecord[], life: Lives): Mac[] {
+function settled(members: readonly PlanMachine[], steps: readonly StepRecord[], life: Lives): Mac[] {
   const out: Mac[] = [];
   for (const m of members) {
     const lastLb = steps.filter((s) => s.kind === 'lb-config' && s.mac === m.mac).at(-1);
@@ -518,9 +518,9 @@ function settled(members: readonly Machine[], steps: readonly StepRecord[], life
 }
 
 interface StateFacts {
-  readonly lbs: readonly Machine[];
-  readonly controls: readonly Machine[];
-  readonly workers: readonly Machine[];
+  readonly lbs: readonly PlanMachine[];
+  readonly controls: readonly PlanMachine[];
+  readonly workers: readonly PlanMachine[];
   readonly criticalFailure: StepRecord | undefined;
   readonly run: readonly PlannedStep[];
 }
@@ -550,7 +550,7 @@ function clusterState(input: PlanInput, life: Lives, f: StateFacts): ClusterStat
 }
 
 /** A join record of a life the machine has left (its failure is history, not the cluster's state). */
-function isOlderLife(s: StepRecord, machines: readonly Machine[], steps: readonly StepRecord[]): boolean {
+function isOlderLife(s: StepRecord, machines: readonly PlanMachine[], steps: readonly StepRecord[]): boolean {
   if (s.kind !== 'join-control' && s.kind !== 'join-worker' && !(CHAIN as readonly string[]).includes(s.kind)) return false;
   const m = machines.find((x) => x.mac === s.mac);
   return m !== undefined && generationOfId(s.id) < machineGeneration(m.mac, steps);

@@ -1,6 +1,6 @@
 import type { Metrics } from '../lib/metrics.js';
 import { logFailure } from '../inventory/unavailable.js';
-import type { Cluster, ClusterUpgrade, InventoryEvent, Machine } from '../inventory/model.js';
+import type { Cluster, ClusterUpgrade, InventoryEvent, Machine, PlanMachine } from '../inventory/model.js';
 import { NODE_REMOVAL_FAILED_EVENT, NODE_REMOVED_EVENT, REIMAGE_EVENT, awaitsClusterRemoval, reimageProgress } from '../inventory/reimage.js';
 import type { Inventory, OrchestrationRepo, StepRecord } from '../inventory/store.js';
 import type { ClusterCa } from '../lib/cluster-ca.js';
@@ -202,7 +202,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
    * again under its lock. A change made meanwhile kicks its cluster through its event.
    */
   async function survey(): Promise<void> {
-    const [clusters, machines, steps] = await Promise.all([inventory.clusters.list(), inventory.machines.list(), orchestration.allSteps()]);
+    const [clusters, machines, steps] = await Promise.all([inventory.clusters.list(), inventory.machines.planFacts(), orchestration.allSteps()]);
     const members = groupBy(machines, (m) => m.cluster);
     const stepsOf = groupBy(steps, (s) => s.cluster);
     for (const c of clusters) {
@@ -300,7 +300,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
   }
 
   /** A read-only look: would the plan start a step, settle a machine or change the state? `read`: the cluster and its machines, already read. */
-  async function hasWork(name: string, read?: { readonly cluster: Cluster; readonly members: readonly Machine[]; readonly steps: readonly StepRecord[] }): Promise<boolean> {
+  async function hasWork(name: string, read?: { readonly cluster: Cluster; readonly members: readonly PlanMachine[]; readonly steps: readonly StepRecord[] }): Promise<boolean> {
     const cluster = read ? read.cluster : await inventory.clusters.get(name);
     if (!cluster) return false;
     const [members, steps] = read ? [read.members, read.steps] : await Promise.all([inventory.machines.list({ cluster: name }), orchestration.steps(name)]);
@@ -375,7 +375,7 @@ export function createOrchestrator(deps: OrchestratorDeps): Orchestrator {
    * in `reimaging` have any) and the deletes asked through the API, kept as `remove-node`
    * records of purpose `delete` until they are done or answered.
    */
-  async function removalRequests(members: readonly Machine[], steps: readonly StepRecord[]): Promise<RemovalRequest[]> {
+  async function removalRequests(members: readonly PlanMachine[], steps: readonly StepRecord[]): Promise<RemovalRequest[]> {
     const out: RemovalRequest[] = [];
     for (const s of steps) {
       // Open until answered: a finished removal is answered (and the record deleted) on the next look.

@@ -1,5 +1,5 @@
 import { parseDocument } from 'yaml';
-import type { Cluster, ClusterUpgrade, Machine } from '../inventory/model.js';
+import type { Cluster, ClusterUpgrade, PlanMachine } from '../inventory/model.js';
 import type { StepRecord } from '../inventory/store.js';
 import type { Mac } from '../lib/mac.js';
 import { shellQuote } from '../render/templates.js';
@@ -65,18 +65,18 @@ export interface UpgradeStep {
 export interface UpgradeFacts {
   readonly cluster: Cluster;
   readonly upgrade: ClusterUpgrade;
-  readonly controls: readonly Machine[];
-  readonly workers: readonly Machine[];
+  readonly controls: readonly PlanMachine[];
+  readonly workers: readonly PlanMachine[];
   /** The healthy control node cluster-wide commands run on. */
-  readonly control: Machine | null;
+  readonly control: PlanMachine | null;
   readonly record: (id: string) => StepRecord | undefined;
   readonly isActive: (id: string) => boolean;
   /** The machine's current generation (a finished removal ends one). */
-  readonly generation: (m: Machine) => number;
+  readonly generation: (m: PlanMachine) => number;
   /** The join record of the machine's current life, if it joined in it. */
-  readonly currentJoin: (m: Machine) => StepRecord | undefined;
+  readonly currentJoin: (m: PlanMachine) => StepRecord | undefined;
   /** The init node in the life in which it ran init (it never joined: it is at the cluster's first version). */
-  readonly isInitLife: (m: Machine) => boolean;
+  readonly isInitLife: (m: PlanMachine) => boolean;
 }
 
 export type NodeProgress = 'done' | 'checking' | 'in-flight' | 'failed' | 'todo';
@@ -96,7 +96,7 @@ export interface UpgradePlan {
 }
 
 const finished = (r: StepRecord | undefined): boolean => r !== undefined && (r.state === 'done' || r.state === 'skipped');
-const nameOf = (m: Machine): string => m.hostname ?? m.mac;
+const nameOf = (m: PlanMachine): string => m.hostname ?? m.mac;
 const sameVersion = (a: string | null | undefined, b: string): boolean => {
   const x = a ? parseVersion(a) : null;
   const y = parseVersion(b);
@@ -141,7 +141,7 @@ export function planUpgrade(f: UpgradeFacts): UpgradePlan {
   }
 
   // ── nodes: control plane first, one at a time; then workers ────────────
-  const statusOf = (m: Machine): NodeProgress => {
+  const statusOf = (m: PlanMachine): NodeProgress => {
     const check = record(checkStepId(m.mac, u.id));
     if (finished(check)) return 'done';
     const rec = record(nodeRecordId(m.mac, u.id));
@@ -156,11 +156,11 @@ export function planUpgrade(f: UpgradeFacts): UpgradePlan {
     }
     return atTarget ? 'checking' : 'todo';
   };
-  const checkNode = (m: Machine): void => {
+  const checkNode = (m: PlanMachine): void => {
     const id = checkStepId(m.mac, u.id);
     if (!isActive(id) && control) run.push({ id, kind: 'upgrade-check', mac: control.mac, data: { upgrade: u.id, to: u.to, node: nameOf(m), nodeMac: m.mac } });
   };
-  const groups: { readonly nodes: readonly Machine[]; readonly width: number; readonly what: string }[] = [
+  const groups: { readonly nodes: readonly PlanMachine[]; readonly width: number; readonly what: string }[] = [
     { nodes: f.controls, width: 1, what: 'control-plane node' },
     { nodes: f.workers, width: Math.max(1, u.maxUnavailable), what: 'worker' },
   ];

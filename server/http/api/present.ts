@@ -1,5 +1,5 @@
 import { macReported } from '../../inventory/bmc-facts.js';
-import type { Cluster, InventoryEvent, Machine } from '../../inventory/model.js';
+import type { Cluster, InventoryEvent, Machine, PlanMachine } from '../../inventory/model.js';
 import type { ClusterOut, EventOut, MachineOut } from './responses.js';
 import { bootStall, loaderOfBootfile } from '../../boot/loaders.js';
 import { checkTopology } from '../../clusters/topology.js';
@@ -62,7 +62,7 @@ export function presentMachine(m: Machine): MachineOut {
 }
 
 /** The endpoint workers and kubectl use: explicit, else the load balancer's address on :6443. */
-export function effectiveEndpoint(c: Cluster, machines: readonly Machine[]): string | null {
+export function effectiveEndpoint(c: Cluster, machines: readonly PlanMachine[]): string | null {
   return apiEndpoint(c, machines);
 }
 
@@ -73,7 +73,7 @@ export const DEFAULT_POD_SUBNET: Record<Cluster['cni'], string> = {
 };
 export const DEFAULT_SERVICE_SUBNET = '10.96.0.0/12';
 
-export function presentCluster(c: Cluster, machines: readonly Machine[]): ClusterOut {
+export function presentCluster(c: Cluster, machines: readonly PlanMachine[]): ClusterOut {
   return {
     name: c.name,
     os: c.os,

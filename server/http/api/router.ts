@@ -1,7 +1,7 @@
 import express, { Router, type Request, type RequestHandler } from 'express';
 import { AppError, conflict, invalid, notFound } from '../../lib/errors.js';
 import type { Mac } from '../../lib/mac.js';
-import type { Cluster, Machine, TokenRole, UbuntuRelease } from '../../inventory/model.js';
+import type { Cluster, Machine, PlanMachine, TokenRole, UbuntuRelease } from '../../inventory/model.js';
 import { defaultInstallMethod, installMethodProblem, osOfUbuntuRelease, type InstallMethod, type OsId } from '../../inventory/os.js';
 import type { Inventory } from '../../inventory/store.js';
 import type { VipProblem } from '../../clusters/load-balancers.js';
@@ -163,8 +163,8 @@ export function apiRouter(deps: ApiDeps): Router {
     res.status(201).location(`/api/v1/clusters/${c.name}`).json(presentCluster(c, []));
   });
   route('get', '/clusters', 'viewer', noQuery, async (_req, res) => {
-    const byCluster = new Map<string, Machine[]>();
-    for (const m of await machines.list()) {
+    const byCluster = new Map<string, PlanMachine[]>();
+    for (const m of await machines.planFacts()) {
       if (m.cluster === null) continue;
       const members = byCluster.get(m.cluster);
       if (members) members.push(m);

@@ -4,7 +4,7 @@ import { hashToken, type SecretBox } from '../../lib/secrets.js';
 import type { MachineEventType } from '../lifecycle.js';
 import type { InstalledDisk, Machine } from '../model.js';
 import type { BootScriptOutcome, BootScriptRecord, ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewMachine, Sighting, TransitionContext, UpsertResult } from '../store.js';
-import { MACHINE_COLUMNS, machineFromRow, type MachineRow, type MachineViewRow } from '../sqlite/rows.js';
+import { MACHINE_COLUMNS, PLAN_COLUMNS, machineFromRow, planMachineFromRow, type MachineRow, type MachineViewRow, type PlanRow } from '../sqlite/rows.js';
 import {
   LIST_KEYS,
   assignMessage,
@@ -345,6 +345,9 @@ export function createPgMachineRepo({ db, group, box, now, appendEvent }: PgMach
         values,
       );
       return rows.map(machineFromRow);
+    },
+    async planFacts() {
+      return (await db.all<PlanRow>(`SELECT ${PLAN_COLUMNS} FROM machines`)).map(planMachineFromRow);
     },
     async update(mac, patch, source) {
       return db.tx((c) => update(c, mac, patch, source));

@@ -7,7 +7,7 @@ import { transition, type MachineEventType } from '../lifecycle.js';
 import type { InstalledDisk, Machine, SshHostKey } from '../model.js';
 import type { BootScriptRecord, BootScriptOutcome, ImportRow, MachineFilter, MachinePage, MachinePatch, MachineRepo, NewEvent, NewMachine, Sighting, TransitionContext, UpsertResult } from '../store.js';
 import { prepared, type Db } from './db.js';
-import { MACHINE_COLUMNS, bmcOptionsToJson, constraintField, machineFromRow, type MachineRow, type MachineViewRow } from './rows.js';
+import { MACHINE_COLUMNS, PLAN_COLUMNS, bmcOptionsToJson, constraintField, machineFromRow, planMachineFromRow, type MachineRow, type MachineViewRow, type PlanRow } from './rows.js';
 
 export interface MachineRepoDeps {
   readonly db: Db;
@@ -310,6 +310,7 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
     );
   }
   const clusterExists = sql<[string], { n: number }>('SELECT 1 AS n FROM clusters WHERE name = ?');
+  const planRows = sql<[], PlanRow>(`SELECT ${PLAN_COLUMNS} FROM machines`);
 
   function load(mac: Mac): Machine {
     const row = byMac.get(mac);
@@ -482,6 +483,9 @@ export function createMachineRepo({ db, box, now, appendEvent }: MachineRepoDeps
       }
       if (page.limit !== undefined) params['limit'] = page.limit;
       return listStatement(filter, page).all(params).map(machineFromRow);
+    },
+    async planFacts() {
+      return planRows.all().map(planMachineFromRow);
     },
     async update(mac, patch, source) {
       return db.transaction(() => update(mac, patch, source)).immediate();

@@ -1,6 +1,6 @@
 import type { Mac } from '../../lib/mac.js';
 import type { MachineState } from '../lifecycle.js';
-import type { ApiToken, BmcConfig, BmcFactsRecord, Cluster, ClusterUpgrade, InstalledDisk, InventoryEvent, Machine, SshHostKey } from '../model.js';
+import type { ApiToken, BmcConfig, BmcFactsRecord, Cluster, ClusterUpgrade, InstalledDisk, InventoryEvent, Machine, PlanMachine, SshHostKey } from '../model.js';
 
 /** Row shapes as SQLite returns them, and their mapping to the model. */
 
@@ -110,6 +110,14 @@ export const MACHINE_COLUMNS = [
   'bmc_options', 'bmc_facts', 'install_disk', 'installed_disk', 'install_started_at',
   'unit', 'power_state', 'power_state_at',
 ].join(', ');
+
+/** The columns of a PlanMachine (MachineRepo.planFacts), on both engines. */
+export const PLAN_COLUMNS = 'mac, hostname, role, cluster, ip, state';
+export type PlanRow = Pick<MachineRow, 'mac' | 'hostname' | 'role' | 'cluster' | 'ip' | 'state'>;
+
+export function planMachineFromRow(r: PlanRow): PlanMachine {
+  return { mac: r.mac as Mac, hostname: r.hostname, role: r.role as Machine['role'], cluster: r.cluster, ip: r.ip, state: r.state as MachineState };
+}
 
 export type MachineViewRow = Omit<MachineRow, 'bmc_password_sealed' | 'seed_token_hash' | 'seed_token_sealed' | 'seed_token_address'> & { bmc_password_set: number };
 
