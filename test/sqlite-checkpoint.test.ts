@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -50,6 +50,35 @@ test('the commits only append; the worker copies them into the database file', a
   // Closed and opened again: every row is there.
   const file2 = new Database(file, { readonly: true });
   assert.is((file2.prepare('SELECT COUNT(*) AS n FROM events WHERE type = ?').get('test') as { n: number }).n, 20_000);
+  file2.close();
+});
+
+test('a long WAL is truncated by the thread once the writers are quiet, not by the next commit; a short one is left', async () => {
+  const file = tempFile();
+  const db = openDb(file);
+  const checkpointer = startCheckpointer(db, file, { intervalMs: 50 });
+  assert.is(db.pragma('journal_size_limit', { simple: true }), -1, 'a commit never cuts the WAL back itself');
+  const insert = db.prepare('INSERT INTO events (at, type, message) VALUES (?, ?, ?)');
+  const walBytes = (): number => statSync(file + '-wal').size;
+  // One commit of more than 1,024 pages, then nothing.
+  db.transaction(() => {
+    for (let i = 0; i < 12_000; i++) insert.run(new Date().toISOString(), 'test', `event ${i} ${'x'.repeat(400)}`);
+  })();
+  assert.ok(walBytes() > 1024 * 4096, `a WAL longer than the threshold (${walBytes()} bytes)`);
+  // Copied, then left alone for a whole interval, then truncated to nothing.
+  await until('a truncation once quiet', () => checkpointer.stats().truncations === 1);
+  assert.is(walBytes(), 0);
+  assert.is(checkpointer.stats().failures, 0);
+  // A short WAL stays as it is, however quiet.
+  db.transaction(() => insert.run(new Date().toISOString(), 'test', 'one more'))();
+  const passes = checkpointer.stats().passes;
+  await until('several passes after a short write', () => checkpointer.stats().passes > passes + 4);
+  assert.is(checkpointer.stats().truncations, 1);
+  assert.ok(walBytes() > 0);
+  await checkpointer.close();
+  db.close();
+  const file2 = new Database(file, { readonly: true });
+  assert.is((file2.prepare('SELECT COUNT(*) AS n FROM events WHERE type = ?').get('test') as { n: number }).n, 12_001);
   file2.close();
 });
 

@@ -10,8 +10,8 @@ import type { Db } from './db.js';
  * WAL. CLI commands keep SQLite's default: they are short and write little.
  */
 export interface Checkpointer {
-  /** Passes run, their total time, and failures (a failure is retried at the next pass). */
-  stats(): { passes: number; ms: number; failures: number; lastFailure: string | null; walFrames: number };
+  /** Passes run, their total time, failures (a failure is retried at the next pass) and quiet WALs truncated. */
+  stats(): { passes: number; ms: number; failures: number; lastFailure: string | null; walFrames: number; truncations: number };
   /** A last pass, then the worker's connection closes. */
   close(): Promise<void>;
 }
@@ -23,19 +23,22 @@ export interface CheckpointerOptions {
 
 export function startCheckpointer(db: Db, file: string, opts: CheckpointerOptions = {}): Checkpointer {
   db.pragma('wal_autocheckpoint = 0');
-  // A WAL that a long reader kept from resetting is cut back to this once it can be (bytes).
-  db.pragma('journal_size_limit = 67108864');
+  // No size limit on this connection: a commit that restarts a WAL longer than the limit would
+  // cut it back itself, on the event loop (an ftruncate, with the filesystem's discards). The
+  // thread truncates a long WAL instead, once the writers are quiet (checkpoint-worker.ts).
+  db.pragma('journal_size_limit = -1');
   const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: { file, intervalMs: opts.intervalMs ?? 1000 } });
   worker.unref();
-  const s = { passes: 0, ms: 0, failures: 0, lastFailure: null as string | null, walFrames: 0 };
+  const s = { passes: 0, ms: 0, failures: 0, lastFailure: null as string | null, walFrames: 0, truncations: 0 };
   let closed: Promise<void> | null = null;
   let onClosed: (() => void) | null = null;
   let closing = false;
-  worker.on('message', (m: { kind: string; ms?: number; log?: number; message?: string }) => {
+  worker.on('message', (m: { kind: string; ms?: number; log?: number; truncated?: boolean; message?: string }) => {
     if (m.kind === 'pass') {
       s.passes++;
       s.ms += m.ms ?? 0;
       s.walFrames = m.log ?? 0;
+      if (m.truncated) s.truncations++;
     } else if (m.kind === 'failed') {
       s.failures++;
       s.lastFailure = m.message ?? null;
