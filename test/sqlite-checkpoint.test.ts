@@ -1,6 +1,8 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import Database from 'better-sqlite3';
 import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
@@ -80,6 +82,31 @@ test('a long WAL is truncated by the thread once the writers are quiet, not by t
   const file2 = new Database(file, { readonly: true });
   assert.is((file2.prepare('SELECT COUNT(*) AS n FROM events WHERE type = ?').get('test') as { n: number }).n, 12_001);
   file2.close();
+});
+
+test('a checkpointer never keeps the process alive: a store left open (a failed start or test) still lets it exit', async () => {
+  const file = tempFile();
+  const module = (name: string): string => new URL(`../server/inventory/sqlite/${name}.js`, import.meta.url).href;
+  const script = `
+    const { openDb } = await import(${JSON.stringify(module('db'))});
+    const { startCheckpointer } = await import(${JSON.stringify(module('checkpointer'))});
+    const db = openDb(${JSON.stringify(file)});
+    const c = startCheckpointer(db, ${JSON.stringify(file)}, { intervalMs: 20 });
+    for (let i = 0; i < 250 && c.stats().passes === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    process.stdout.write('passes ' + c.stats().passes);
+  `;
+  // A file, not `-e`: the thread would inherit `--input-type` and refuse to start.
+  const main = join(dirname(file), 'left-open.mjs');
+  writeFileSync(main, script);
+  const child = spawn(process.execPath, [main], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+  clearTimeout(killer);
+  assert.is(signal, null, 'exited by itself, not killed after 15 s');
+  assert.is(code, 0);
+  assert.match(out, /^passes [1-9]/, `the thread was working: ${out}`);
 });
 
 test('a checkpointer that cannot work hands checkpoints back to the commits', async () => {

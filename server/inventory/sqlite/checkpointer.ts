@@ -28,7 +28,6 @@ export function startCheckpointer(db: Db, file: string, opts: CheckpointerOption
   // thread truncates a long WAL instead, once the writers are quiet (checkpoint-worker.ts).
   db.pragma('journal_size_limit = -1');
   const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: { file, intervalMs: opts.intervalMs ?? 1000 } });
-  worker.unref();
   const s = { passes: 0, ms: 0, failures: 0, lastFailure: null as string | null, walFrames: 0, truncations: 0 };
   let closed: Promise<void> | null = null;
   let onClosed: (() => void) | null = null;
@@ -55,6 +54,9 @@ export function startCheckpointer(db: Db, file: string, opts: CheckpointerOption
   };
   worker.on('error', fallBack);
   worker.on('exit', (code) => (closing ? onClosed?.() : fallBack(new Error(`the checkpoint thread exited (${code})`))));
+  // After the listeners: adding a 'message' listener refs the worker again, and a store that was
+  // never closed (a failed start, a failed test) would then keep the process from exiting.
+  worker.unref();
   return {
     stats: () => ({ ...s }),
     close() {
