@@ -31,6 +31,16 @@ const until = async (what: string, ok: () => boolean): Promise<void> => {
   assert.ok(ok(), what);
 };
 
+/** Closed and opened again: how many `test` events the file holds. */
+const testEventsIn = (file: string): number => {
+  const reopened = new Database(file, { readonly: true });
+  try {
+    return (reopened.prepare('SELECT COUNT(*) AS n FROM events WHERE type = ?').get('test') as { n: number }).n;
+  } finally {
+    reopened.close();
+  }
+};
+
 test('the commits only append; the worker copies them into the database file', async () => {
   const file = tempFile();
   const db = openDb(file);
@@ -50,9 +60,7 @@ test('the commits only append; the worker copies them into the database file', a
   await checkpointer.close();
   db.close();
   // Closed and opened again: every row is there.
-  const file2 = new Database(file, { readonly: true });
-  assert.is((file2.prepare('SELECT COUNT(*) AS n FROM events WHERE type = ?').get('test') as { n: number }).n, 20_000);
-  file2.close();
+  assert.is(testEventsIn(file), 20_000);
 });
 
 test('a long WAL is truncated by the thread once the writers are quiet, not by the next commit; a short one is left', async () => {
@@ -79,9 +87,7 @@ test('a long WAL is truncated by the thread once the writers are quiet, not by t
   assert.ok(walBytes() > 0);
   await checkpointer.close();
   db.close();
-  const file2 = new Database(file, { readonly: true });
-  assert.is((file2.prepare('SELECT COUNT(*) AS n FROM events WHERE type = ?').get('test') as { n: number }).n, 12_001);
-  file2.close();
+  assert.is(testEventsIn(file), 12_001);
 });
 
 test('a checkpointer never keeps the process alive: a store left open (a failed start or test) still lets it exit', async () => {

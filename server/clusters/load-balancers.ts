@@ -10,7 +10,7 @@ export const API_SERVER_PORT = 6443;
 
 const nameOf = (m: Pick<Machine, 'hostname' | 'mac'>): string => m.hostname ?? m.mac;
 /** What the load-balancer rules read of a machine. */
-type Member = Pick<Machine, 'mac' | 'hostname' | 'role' | 'cluster' | 'ip'>;
+export type Member = Pick<Machine, 'mac' | 'hostname' | 'role' | 'cluster' | 'ip'>;
 const byName = (a: Member, b: Member): number => nameOf(a).localeCompare(nameOf(b)) || a.mac.localeCompare(b.mac);
 
 /** The cluster's load balancers, in name order (the first is the preferred VRRP master). */

@@ -1,5 +1,5 @@
 import type { Cluster, Machine } from '../inventory/model.js';
-import { API_SERVER_PORT, loadBalancersOf } from '../clusters/load-balancers.js';
+import { API_SERVER_PORT, loadBalancersOf, type Member } from '../clusters/load-balancers.js';
 import type { Renderer } from '../render/templates.js';
 
 /**
@@ -33,13 +33,13 @@ export interface Vrrp {
 }
 
 /** The VRRP facts of one load balancer of its cluster's pair; null when the cluster has no pair with a VIP. */
-export function vrrpFor(cluster: Pick<Cluster, 'name' | 'vip'>, machines: readonly Pick<Machine, 'mac' | 'hostname' | 'role' | 'cluster' | 'ip'>[], lb: Pick<Machine, 'mac'>): Vrrp | null {
+export function vrrpFor(cluster: Pick<Cluster, 'name' | 'vip'>, machines: readonly Member[], lb: Pick<Machine, 'mac'>): Vrrp | null {
   const lbs = loadBalancersOf(cluster, machines);
   if (!cluster.vip || lbs.length !== 2 || lbs.some((m) => !m.ip)) return null;
   const i = lbs.findIndex((m) => m.mac === lb.mac);
   if (i < 0) return null;
-  const self = lbs[i] as (typeof lbs)[number];
-  const peer = lbs[1 - i] as (typeof lbs)[number];
+  const self = lbs[i] as Member;
+  const peer = lbs[1 - i] as Member;
   return { vip: cluster.vip, routerId: routerIdOf(cluster.vip), priority: i === 0 ? PRIORITY.first : PRIORITY.second, self: self.ip as string, peers: [peer.ip as string] };
 }
 
