@@ -12,6 +12,7 @@ import { requirements, skipNote } from './lib/tools.js';
 
 // racksmith-test: both engines — the installer's reports and boot steps go through the store, and its reporter's reports were once lost on
 // PostgreSQL alone (decision 2204).
+// racksmith-test: minutes 2
 
 /**
  * Debian's real netboot installer (debian-installer-12-netboot-amd64) driven by racksmith, as far

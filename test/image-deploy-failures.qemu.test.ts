@@ -15,6 +15,7 @@ import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
 // racksmith-test: both engines — every failure is a store transition with its event (on PostgreSQL fanned out through the database).
+// racksmith-test: minutes 4
 
 /**
  * Image deployment when it cannot succeed, in QEMU (TCG), three machines at once, each ending

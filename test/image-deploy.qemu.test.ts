@@ -12,8 +12,8 @@ import { consoleExcerpt, machineApi } from './lib/qemu-run.js';
 import type { RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
-// racksmith-test: once, on sqlite — the deploy agent's reports, the image fetches and the phone-home go through the store, here the
-// default one; twice would not fit CI's hour. The same agent and reports run on PostgreSQL in `image-deploy-failures`.
+// racksmith-test: both engines — the deploy agent's reports, the image fetches and the phone-home go through the store.
+// racksmith-test: minutes 6 — the longest VM suite starts first (test/lib/schedule.ts).
 
 /**
  * Image deployment end to end in QEMU (TCG), once with BIOS and once with UEFI firmware, both

@@ -3,8 +3,9 @@
  * `*.test.js` under dist/test runs in its own Node process with uvu, so one suite's sockets,
  * timers or crash cannot leak into another. Two run at a time (two cores): the virtual machine
  * suites (`*.qemu.test.js`: QEMU under TCG keeps a core busy) one after another on one core from
- * the start, everything else beside them, and at most one other heavy suite (`*.heavy.test.js`:
- * big transfers, chroots, several racksmiths) at a time; suites that say `racksmith-test: alone`
+ * the start, longest first (`racksmith-test: minutes N`), everything else beside them, and at most
+ * one other heavy suite (`*.heavy.test.js`: big transfers, chroots, several racksmiths) at a time;
+ * once nothing but VM suites waits, two of those at once; suites that say `racksmith-test: alone`
  * (with why) run at the end, each alone on the machine. Pass name fragments to run a subset:
  * `node dist/test/run.js dhcp`.
  * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 1200: the virtual rack
@@ -27,6 +28,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { longestFirst, nextJob, type Job, type Kind } from './lib/schedule.js';
 
 const DIST_TEST = fileURLToPath(new URL('.', import.meta.url));
 
@@ -156,48 +158,32 @@ function skipNotes(output: string): { what: string; why: string }[] {
 const label = (r: { file: string; engine: string | null }): string => `${relative(DIST_TEST, r.file)}${r.engine ? ` [${r.engine}]` : ''}`;
 
 /**
- * What a suite asks of the machine: a virtual machine suite keeps a core busy (QEMU under TCG);
- * one that says `racksmith-test: alone` (several VMs at once, a browser on thousands of rows,
- * VRRP's one-second adverts) needs the whole machine.
- */
-type Kind = 'vm' | 'heavy' | 'light' | 'alone';
-
-interface Job {
-  readonly file: string;
-  readonly engine: string | null;
-  readonly kind: Kind;
-}
-
-/**
- * Runs the jobs two at a time (two cores), always the first in the list that may start: at most
- * one VM suite and one other heavy suite at a time, light ones beside either, and a suite that
- * runs alone only when nothing else runs (and nothing beside it). With the VM suites first in the
- * list and the lone ones last, one core works through the VM suites from the start while the
- * other takes everything else, and the lone ones run at the end.
+ * Runs the jobs two at a time (two cores), always the first in the list that may start
+ * (test/lib/schedule.ts says which may: at most one VM suite while other work waits, one other
+ * heavy suite, light ones beside either, a lone suite with nothing beside it). With the VM suites
+ * first in the list, longest first, and the lone ones last, one core works through the VM suites
+ * from the start while the other takes everything else, then both take the VM suites left, and
+ * the lone ones run at the end.
  */
 function schedule(jobs: readonly Job[], width = 2): Promise<Result[]> {
   const waiting = [...jobs];
-  const busy = new Set<Kind>();
+  const running: Kind[] = [];
   const results: Result[] = [];
-  let active = 0;
-  const mayStart = (j: Job): boolean => (j.kind === 'alone' ? active === 0 : !busy.has('alone') && (j.kind === 'light' || !busy.has(j.kind)));
   return new Promise((resolve) => {
     const next = (): void => {
-      while (active < width) {
-        const i = waiting.findIndex(mayStart);
+      for (;;) {
+        const i = nextJob(waiting, running, width);
         if (i < 0) break;
         const [job] = waiting.splice(i, 1);
         if (!job) break;
-        active++;
-        busy.add(job.kind);
+        running.push(job.kind);
         void runOne(job.file, job.engine).then((r) => {
           results.push(r);
-          active--;
-          busy.delete(job.kind);
+          running.splice(running.indexOf(job.kind), 1);
           next();
         });
       }
-      if (active === 0 && waiting.length === 0) resolve(results);
+      if (running.length === 0 && waiting.length === 0) resolve(results);
     };
     next();
   });
@@ -245,8 +231,10 @@ const heavyJobs = [
   ...jobs(byHand ? heavy : heavy.filter((f) => heavyEngines(f) !== 'postgres'), null),
   ...(byHand ? [] : jobs(heavy.filter((f) => heavyEngines(f) !== 'sqlite'), 'postgres')),
 ];
+/** The minutes a VM suite says it takes (`racksmith-test: minutes N`), to start the longest first. */
+const minutes = (j: Job): number => Number(/racksmith-test: minutes (\d+)/.exec(source(j.file))?.[1] ?? 1);
 const results = await schedule([
-  ...heavyJobs.filter((j) => j.kind === 'vm'),
+  ...longestFirst(heavyJobs.filter((j) => j.kind === 'vm'), minutes),
   ...lightJobs,
   ...heavyJobs.filter((j) => j.kind === 'heavy'),
   ...heavyJobs.filter((j) => j.kind === 'alone'),
