@@ -32,7 +32,7 @@ const run = promisify(execFile);
 
 const HTTP_PORT = 8080;
 const BASE = `http://${SERVER_IP}:${HTTP_PORT}`;
-const DEADLINE_MINUTES = 3;
+const DEADLINE_MINUTES = 2;
 const TINY = { mac: '52:54:00:77:00:31', ip: '10.77.0.31', hostname: 'tiny', cluster: 'img-good' };
 const CORRUPT = { mac: '52:54:00:77:00:32', ip: '10.77.0.32', hostname: 'corrupt', cluster: 'img-pinned' };
 const HUNG = { mac: '52:54:00:77:00:33', ip: '10.77.0.33', hostname: 'hung', cluster: 'img-good' };

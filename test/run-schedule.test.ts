@@ -86,6 +86,25 @@ test('one heavy suite at a time, light ones beside it', () => {
   assert.ok(together.some((k) => k.includes('heavy') && k.includes('light')));
 });
 
+test('three slots on two cores: a VM suite and two light ones, or a VM, a heavy and a light one; never two VMs and a heavy one', () => {
+  const heavy = job('h', 'heavy', 10);
+  const light = job('l', 'light', 10);
+  assert.ok(mayStart(light, ['vm', 'light'], [light], 3));
+  assert.ok(mayStart(light, ['vm', 'heavy'], [light], 3));
+  assert.not.ok(mayStart(light, ['vm', 'light', 'light'], [light], 3), 'the width holds');
+  assert.not.ok(mayStart(heavy, ['vm', 'vm'], [heavy], 3));
+  assert.not.ok(mayStart(heavy, ['heavy', 'light'], [heavy], 3));
+  const jobs = [job('vm-a', 'vm', 300), job('vm-b', 'vm', 100), ...Array.from({ length: 6 }, (_, i) => job(`l${i}`, 'light', 40)), job('h1', 'heavy', 60), job('h2', 'heavy', 60), job('rack', 'alone', 50)];
+  const { together, end } = play(jobs, 3);
+  assert.ok(together.some((k) => k.join() === 'light,light,vm'), 'two light suites beside the VM suite');
+  for (const k of together) {
+    assert.ok(k.filter((x) => x === 'vm' || x === 'heavy').length <= 2, `at most two that keep a core busy: ${k.join()}`);
+    assert.ok(!k.includes('alone') || k.length === 1, `a lone suite alone: ${k.join()}`);
+  }
+  // Two slots: the light suites one at a time beside the VM suite, then the heavy ones.
+  assert.ok(end < play(jobs, 2).end, `${end} s with three slots`);
+});
+
 test('longest first: the VM suites by the minutes they say, the unsaid in their order', () => {
   const jobs = [job('a', 'vm', 0), job('b', 'vm', 0), job('c', 'vm', 0), job('d', 'vm', 0)];
   const minutes: Record<string, number> = { b: 7, d: 3 };

@@ -1,13 +1,14 @@
 /**
  * The suite runner behind `npm test` (after the type-check and lint): every compiled
  * `*.test.js` under dist/test runs in its own Node process with uvu, so one suite's sockets,
- * timers or crash cannot leak into another. Two run at a time (two cores): the virtual machine
- * suites (`*.qemu.test.js`: QEMU under TCG keeps a core busy) one after another on one core from
- * the start, longest first (`racksmith-test: minutes N`), everything else beside them, and at most
- * one other heavy suite (`*.heavy.test.js`: big transfers, chroots, several racksmiths) at a time;
- * once nothing but VM suites waits, two of those at once; suites that say `racksmith-test: alone`
- * (with why) run at the end, each alone on the machine. Pass name fragments to run a subset:
- * `node dist/test/run.js dhcp`.
+ * timers or crash cannot leak into another. Up to three run at a time on CI's two cores
+ * (RACKSMITH_TEST_SLOTS): the virtual machine suites (`*.qemu.test.js`: QEMU under TCG keeps a core
+ * busy) one after another from the start, longest first (`racksmith-test: minutes N`), everything
+ * else beside them — two light suites (most of their time is waiting), or one other heavy suite
+ * (`*.heavy.test.js`: big transfers, chroots, several racksmiths) and a light one; once nothing but
+ * VM suites waits, two of those at once; suites that say `racksmith-test: alone` (with why) run at
+ * the end, each alone on the machine. test/lib/schedule.ts decides. Pass name fragments to run a
+ * subset: `node dist/test/run.js dhcp`.
  * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 1200: the virtual rack
  * with a pair and its upgrade takes ~11 min) is killed, with its process group, and fails — a
  * hung test must not hang CI. One whose tests have all ended (uvu's summary) but whose process is
@@ -157,15 +158,19 @@ function skipNotes(output: string): { what: string; why: string }[] {
 
 const label = (r: { file: string; engine: string | null }): string => `${relative(DIST_TEST, r.file)}${r.engine ? ` [${r.engine}]` : ''}`;
 
+/** Suites at once: three on two cores (test/lib/schedule.ts: why, and which kinds together). */
+const SLOTS = Number(process.env['RACKSMITH_TEST_SLOTS'] ?? 3);
+if (!Number.isInteger(SLOTS) || SLOTS < 1) throw new Error(`RACKSMITH_TEST_SLOTS must be a whole number of suites at once, 1 or more: ${process.env['RACKSMITH_TEST_SLOTS']}`);
+
 /**
- * Runs the jobs two at a time (two cores), always the first in the list that may start
- * (test/lib/schedule.ts says which may: at most one VM suite while other work waits, one other
- * heavy suite, light ones beside either, a lone suite with nothing beside it). With the VM suites
- * first in the list, longest first, and the lone ones last, one core works through the VM suites
- * from the start while the other takes everything else, then both take the VM suites left, and
- * the lone ones run at the end.
+ * Runs the jobs `width` at a time, always the first in the list that may start (test/lib/schedule.ts
+ * says which may: at most one VM suite while other work waits, one other heavy suite, light ones
+ * beside either, a lone suite with nothing beside it). With the VM suites first in the list,
+ * longest first, and the lone ones last, one core works through the VM suites from the start
+ * while the rest of the machine takes everything else, then both cores take the VM suites left,
+ * and the lone ones run at the end.
  */
-function schedule(jobs: readonly Job[], width = 2): Promise<Result[]> {
+function schedule(jobs: readonly Job[], width = SLOTS): Promise<Result[]> {
   const waiting = [...jobs];
   const running: Kind[] = [];
   const results: Result[] = [];

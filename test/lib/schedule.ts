@@ -6,8 +6,11 @@
  *   suites run one after another on one core while everything else shares the other; a second
  *   one only once no light or heavy suite waits, so the core that would otherwise idle until the
  *   last VM suite ends takes the next one.
- * - `heavy`: big transfers, chroots, several racksmiths: at most one at a time.
- * - `light`: beside anything but a lone suite.
+ * - `heavy`: big transfers, chroots, several racksmiths: at most one at a time, and never two VM
+ *   suites and a heavy one at once: two suites that keep a core busy, on two cores.
+ * - `light`: beside anything but a lone suite, up to the width (three on two cores: most light
+ *   suites spend their time waiting — a BMC that never answers, a lease's timer, a retransmit —
+ *   and a third slot keeps a core from idling through those waits).
  * - `alone`: several VMs at once, a browser on thousands of rows, VRRP's one-second adverts:
  *   only when nothing else runs, and nothing beside it.
  */
@@ -29,7 +32,7 @@ export function mayStart(job: Job, running: readonly Kind[], waiting: readonly J
     case 'light':
       return true;
     case 'heavy':
-      return count('heavy') === 0;
+      return count('heavy') === 0 && count('vm') < 2;
     case 'vm':
       return count('vm') === 0 || (count('vm') === 1 && count('heavy') === 0 && !waiting.some((w) => w !== job && (w.kind === 'light' || w.kind === 'heavy')));
   }
