@@ -42,9 +42,10 @@ test('a probe waits for the init still running and then reports it done; a secon
     const out = await inNamespace(
       dir,
       [
-        // The dead instance's init, still running on the node.
+        // The dead instance's init, still running on the node: once its kubeadm has counted its
+        // run, it holds the lock (a fixed sleep here lost the race on a loaded machine).
         `sh ${dir}/init.sh > /dev/null 2>&1 &`,
-        'sleep 0.5',
+        `for i in $(seq 1 200); do [ -s ${dir}/inits ] && break; sleep 0.05; done`,
         // A probe that cannot wait long enough is told the node is busy, not "not done".
         `sh ${dir}/short-probe.sh; echo "short $?"`,
         // The new holder's probe: waits for the lock, then finds admin.conf.
