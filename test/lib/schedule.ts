@@ -34,7 +34,7 @@ export function mayStart(job: Job, running: readonly Kind[], waiting: readonly J
     case 'heavy':
       return count('heavy') === 0 && count('vm') < 2;
     case 'vm':
-      return count('vm') === 0 || (count('vm') === 1 && count('heavy') === 0 && !waiting.some((w) => w !== job && (w.kind === 'light' || w.kind === 'heavy')));
+      return count('vm') === 0 || (count('vm') === 1 && count('heavy') === 0 && !waiting.some((w) => w.kind === 'light' || w.kind === 'heavy'));
   }
 }
 
