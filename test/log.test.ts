@@ -44,10 +44,14 @@ test('piped stdout: JSON lines, the console URL on the startup line, full paths,
   assert.is((await api(rs.url, admin, 'GET', '/api/v1/machines')).status, 200);
   assert.is((await api(rs.url, admin, 'GET', '/api/v1/machines/52:54:00:00:00:99')).status, 404);
   await api(rs.url, null, 'GET', '/seed/rs_secretseedtoken123/user-data');
+  // The last access line reaches us through racksmith's stdout pipe after its answer: wait for it,
+  // not a fixed time (under load 200 ms were too few); the lines before it are there by then.
+  const parsed = (): Record<string, unknown>[] => rs.output().split('\n').filter((l) => l.trim() !== '').map(parseStrict);
+  const healthLines = (): number => parsed().filter((e) => e['msg'] === 'http' && e['path'] === '/healthz').length;
+  const before = healthLines();
   await api(rs.url, null, 'GET', '/healthz?x=1');
-  await new Promise((r) => setTimeout(r, 200));
-  const lines = rs.output().split('\n').filter((l) => l.trim() !== '');
-  const entries = lines.map(parseStrict);
+  for (let i = 0; i < 100 && healthLines() === before; i++) await new Promise((r) => setTimeout(r, 100));
+  const entries = parsed();
   const serving = entries.find((e) => String(e['msg']).startsWith('serving'));
   assert.ok(serving, 'a startup line');
   assert.match(String(serving['msg']), new RegExp(`console at ${rs.url.replace(/\./g, '\\.')}/`));
