@@ -5,8 +5,8 @@ import { LabClient, provision, watch, type MachineJson } from '../lab/flow.js';
 import { CLUSTER, KUBERNETES_VERSION, Rack, UPGRADE_VERSION, VIP } from '../lab/rack.js';
 import { requirements, skipNote } from './lib/tools.js';
 
-// racksmith-test: once, on postgres — too long to run twice within CI's hour (7 VMs, then each reimaged); on PostgreSQL, where every
-// store call awaits. SQLite's virtual rack is `lab`, its rolling upgrade `orchestrator-upgrade` (both engines).
+// racksmith-test: both engines — seven machines' leases, seeds, phone-homes and joins, then a rolling upgrade's reimages, all
+// through the store (decision 2206: it ran once, on PostgreSQL, until CI's run had room for it).
 // racksmith-test: alone — seven VMs under TCG already fill both cores.
 
 /**

@@ -10,8 +10,8 @@
  * the end, each alone on the machine. test/lib/schedule.ts decides. Pass name fragments to run a
  * subset: `node dist/test/run.js dhcp`.
  * A suite that runs longer than RACKSMITH_SUITE_TIMEOUT seconds (default 1200: the virtual rack
- * with a pair and its upgrade takes ~11 min) is killed, with its process group, and fails — a
- * hung test must not hang CI. One whose tests have all ended (uvu's summary) but whose process is
+ * with a pair and its upgrade takes 6–12 min, by host) is killed, with its process group, and
+ * fails — a hung test must not hang CI. One whose tests have all ended (uvu's summary) but whose process is
  * still alive a minute later is ended too, and fails: something it opened outlived its tests.
  *
  * Store-facing light suites — those that open a store (`tempStore(`) or start racksmith
@@ -19,11 +19,9 @@
  * a private PostgreSQL 15 per suite process), unless the suite says `racksmith-test: sqlite only`
  * with its reason, or run only there if they say `racksmith-test: postgres only`. Heavy suites
  * that say `racksmith-test: both engines` (store-facing) run a second time on PostgreSQL too;
- * those that say `racksmith-test: postgres only` run once, on PostgreSQL. The longest virtual
- * machine suites say `racksmith-test: once, on sqlite` or `once, on postgres`: store-facing, but
- * twice would not fit CI's hour, so each runs on one engine and a sibling covers its flow on the
- * other (the marker's reason names it); RACKSMITH_TEST_ENGINES=both runs them on both as well.
- * RACKSMITH_TEST_DATABASE=sqlite|postgres given by hand runs everything once, on that engine.
+ * those that say `racksmith-test: postgres only` run once, on PostgreSQL; the others once, on
+ * SQLite. RACKSMITH_TEST_DATABASE=sqlite|postgres given by hand runs everything once, on that
+ * engine.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
@@ -204,14 +202,9 @@ function storeFacing(file: string): boolean {
   return /\b(tempStore|startRacksmith)\(/.test(text) && !text.includes('racksmith-test: sqlite only');
 }
 
-/** The whole engine matrix, the longest virtual machine suites included (see the header). */
-const fullMatrix = process.env['RACKSMITH_TEST_ENGINES'] === 'both';
-
-/** Which engines a heavy suite says it runs on: `both engines`, `postgres only`, `once, on …`, or none of them (SQLite). */
+/** Which engines a heavy suite says it runs on: `both engines`, `postgres only`, or neither (SQLite). */
 function heavyEngines(file: string): 'both' | 'postgres' | 'sqlite' {
   const text = source(file);
-  const once = /racksmith-test: once, on (sqlite|postgres)\b/.exec(text)?.[1] as 'sqlite' | 'postgres' | undefined;
-  if (once) return fullMatrix ? 'both' : once;
   return text.includes('racksmith-test: both engines') ? 'both' : text.includes('racksmith-test: postgres only') ? 'postgres' : 'sqlite';
 }
 
