@@ -41,6 +41,22 @@ function readAll(s: Socket, timeoutMs = 10_000): Promise<{ text: string; closed:
   });
 }
 
+/** Polls (bounded) until `check` holds. */
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A whole HTTP response: its head, and as many body bytes as its Content-Length says. */
+function whole(text: string): boolean {
+  const end = text.indexOf('\r\n\r\n');
+  const length = /\r\ncontent-length: *(\d+)/i.exec(text)?.[1];
+  return end >= 0 && length !== undefined && Buffer.byteLength(text.slice(end + 4)) >= Number(length);
+}
+
 test.after(() => {
   if (rs) rmSync(rs.dataDir, { recursive: true, force: true });
 });
@@ -59,15 +75,26 @@ test('an import in flight at SIGTERM completes; new connections are refused; exi
   // An idle keep-alive connection: a finished request, the socket left open.
   const idle = await open(port);
   const idleClosed = readAll(idle);
+  let idleText = '';
+  idle.on('data', (d: Buffer) => (idleText += d.toString()));
   idle.write(`GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n`);
-  await sleep(100);
+  // Idle once its answer is here, not after a fixed wait: a server starved of CPU may not have
+  // answered yet, and SIGTERM would then find the connection busy (or its request unread).
+  await until('the keep-alive connection\'s answer', () => whole(idleText));
 
   // The in-flight request: headers and half the body sent, the rest held back.
   const busy = await open(port);
   const reply = readAll(busy, 20_000);
   busy.write(`POST /api/v1/machines/import HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer ${admin}\r\nContent-Type: text/csv\r\nContent-Length: ${body.length}\r\n\r\n`);
   busy.write(body.subarray(0, half));
-  await sleep(200);
+  // In flight once racksmith has read its head: a request on a connection opened after it is
+  // answered only then (connections are accepted, read and their requests started in arrival
+  // order). After a fixed wait, a server starved of CPU could take SIGTERM first and close the
+  // unread connection as idle.
+  const probe = await open(port);
+  const probed = readAll(probe);
+  probe.write(`GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+  assert.match((await probed).text, /^HTTP\/1\.1 \d{3} /, 'the probe behind the import was answered');
 
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => rs.child.once('exit', (code, signal) => resolve({ code, signal })));
   rs.child.kill('SIGTERM');
