@@ -39,9 +39,19 @@ function personActivates(): Promise<string> {
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
     child.stderr.on('data', (d: Buffer) => (out += d.toString('latin1')));
-    await new Promise((r) => setTimeout(r, 2500));
-    child.stdin.write('\r~.\r');
-    await Promise.race([new Promise((r) => child.once('close', r)), new Promise((r) => setTimeout(r, 3000))]);
+    const closed = new Promise((r) => child.once('close', r));
+    let ended = false;
+    void closed.then(() => (ended = true));
+    // Until the BMC has answered (a session, or a refusal after which ipmitool exits), not a
+    // fixed wait: an ipmitool starved of CPU may not have its answer yet.
+    const deadline = Date.now() + 30_000;
+    while (!ended && !/SOL Session operational|SOL payload already active/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    // A refused ipmitool may be gone by now: its stdin then fails, which says nothing here.
+    child.stdin.on('error', () => undefined);
+    if (child.exitCode === null) child.stdin.write('\r~.\r');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+    clearTimeout(timer);
     if (child.exitCode === null) child.kill('SIGKILL');
     return out;
   });
