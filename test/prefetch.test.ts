@@ -104,8 +104,11 @@ test('the store: progress while it downloads, one download for a prefetch and a 
   const before = gets.length;
   const list = prefetchList([resolveInstallers(installerOverrides())['20.04']]);
   const running = prefetchArtifacts(store, list, { intervalMs: 100, onProgress: (items) => seen.push(items.map((i) => ({ ...i }))) });
-  // A machine asks for the ISO while the prefetch downloads it: it joins the same download.
-  await new Promise((r) => setTimeout(r, 250));
+  // A machine asks for the ISO while the prefetch downloads it: it joins the same download. Once
+  // the upstream has the prefetch's request, not after a fixed wait that a starved process may
+  // end before the prefetch has asked.
+  for (let i = 0; i < 200 && !gets.slice(before).includes(`GET /releases/${ISO}`); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(gets.slice(before).includes(`GET /releases/${ISO}`), 'the prefetch is downloading the ISO');
   const machine = await store.resolve('20.04', ISO);
   const result = await running;
   assert.ok(result.ok, JSON.stringify(result));
