@@ -50,7 +50,10 @@ if (missing) {
       RACKSMITH_DHCP_INTERFACE: tb.name('sv'),
       RACKSMITH_ADVERTISE_ADDRESS: '10.77.0.1',
     }, { dataDir });
-    await new Promise((r) => setTimeout(r, 500));
+    // The PXE client broadcasts one DISCOVER: both servers must be listening by then. Polled, not
+    // a fixed wait (dnsmasq or racksmith starved of CPU may still be binding).
+    await waitFor('racksmith\'s DHCP serving', async () => (await serve?.health())?.services['dhcp']?.state === 'serving');
+    await waitFor('dnsmasq on port 67', async () => (await tb.exec(oth, 'ss', ['-Hlun', 'sport = :67'])).stdout.trim() !== '');
   });
 
   test.after(async () => {

@@ -1,7 +1,8 @@
 /**
  * A PXE client in miniature, for proxyDHCP tests without a VM: it broadcasts a DISCOVER with a
- * firmware's PXE options (vendor class PXEClient, arch, UNDI, GUID), collects every offer for a
- * while, takes the address offer (from the site's DHCP server), REQUESTs it, configures the
+ * firmware's PXE options (vendor class PXEClient, arch, UNDI, GUID), collects the offers until
+ * both an address offer and a proxy offer are in (or `collectMs` has passed: 8 s), takes the
+ * address offer (from the site's DHCP server), REQUESTs it, configures the
  * address, then asks the proxy's boot server on UDP 4011 — what EDK2 does when a proxy offer has
  * no option 43. Runs inside a client namespace whose link has no address but a device route.
  * Usage: node pxe-client.js '{"iface":"…","mac":"…","arch":7}' → prints a JSON result.
@@ -58,6 +59,16 @@ await new Promise<void>((r) => sock.bind(68, () => r()));
 sock.setBroadcast(true);
 const send = (b: Buffer, port: number, to: string): Promise<void> => new Promise((r, j) => sock.send(b, port, to, (e) => (e ? j(e) : r())));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/**
+ * Waits until `done` holds or `ms` have passed. Each answer is awaited, not given a fixed time: a
+ * server starved of CPU beside other suites may answer late.
+ */
+async function until(done: () => boolean, ms: number): Promise<void> {
+  for (const deadline = Date.now() + ms; !done() && Date.now() < deadline; ) await sleep(20);
+}
+const offerOf = (o: { packet: DhcpPacket }): boolean => getMessageType(o.packet.options) === 'offer';
+const ackOf = (o: { packet: DhcpPacket }): boolean => getMessageType(o.packet.options) === 'ack';
+const isProxy = (p: DhcpPacket): boolean => p.yiaddr === ZERO_IP && getString(p.options, OPTION.VENDOR_CLASS) === 'PXEClient';
 const summary = (p: DhcpPacket): Record<string, unknown> => ({
   type: getMessageType(p.options),
   yiaddr: p.yiaddr,
@@ -73,16 +84,16 @@ const summary = (p: DhcpPacket): Record<string, unknown> => ({
 const result: Record<string, unknown> = {};
 try {
   await send(request('discover'), 67, '255.255.255.255');
-  await sleep(args.collectMs ?? 2000);
-  const offers = received.splice(0).filter((o) => getMessageType(o.packet.options) === 'offer');
+  await until(() => received.some((o) => offerOf(o) && o.packet.yiaddr !== ZERO_IP) && received.some((o) => offerOf(o) && isProxy(o.packet)), args.collectMs ?? 8000);
+  const offers = received.splice(0).filter(offerOf);
   result['offers'] = offers.map((o) => ({ from: o.from, ...summary(o.packet) }));
   const lease = offers.find((o) => o.packet.yiaddr !== ZERO_IP);
-  const proxy = offers.find((o) => o.packet.yiaddr === ZERO_IP && getString(o.packet.options, OPTION.VENDOR_CLASS) === 'PXEClient');
+  const proxy = offers.find((o) => isProxy(o.packet));
   if (!lease) throw new Error('no address offer');
   const leaseServer = getIp(lease.packet.options, OPTION.SERVER_ID) as IPv4;
   await send(request('request', [[OPTION.SERVER_ID, ipOption(leaseServer)], [OPTION.REQUESTED_IP, ipOption(lease.packet.yiaddr)]]), 67, '255.255.255.255');
-  await sleep(1000);
-  const ack = received.splice(0).find((o) => getMessageType(o.packet.options) === 'ack');
+  await until(() => received.some(ackOf), 8000);
+  const ack = received.splice(0).find(ackOf);
   if (!ack) throw new Error('no ACK from the DHCP server');
   result['ack'] = { from: ack.from, ...summary(ack.packet) };
   const mask = getIp(ack.packet.options, OPTION.SUBNET_MASK) ?? '255.255.255.0';
@@ -91,8 +102,8 @@ try {
   if (proxy) {
     const bootServer = getIp(proxy.packet.options, OPTION.SERVER_ID) as IPv4;
     await send(request('request', [], ack.packet.yiaddr), 4011, bootServer);
-    await sleep(1000);
-    const bs = received.splice(0).find((o) => getMessageType(o.packet.options) === 'ack');
+    await until(() => received.some(ackOf), 8000);
+    const bs = received.splice(0).find(ackOf);
     result['bootServer'] = bs ? { from: bs.from, ...summary(bs.packet) } : null;
   }
 } catch (err) {
