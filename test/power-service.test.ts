@@ -46,7 +46,10 @@ test.before(async () => {
   bmc = await startBmcSim({ name: 'ps1', password: PASSWORD });
   driver = createIpmiDriver({ ipmitool: 'ipmitool', deadlineMs: 5000, retry: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 200 }, gate: createBmcGate(4), log: silentLogger() });
   metrics = createMetrics();
-  power = createPowerService({ inventory: inv, driver: meteredDriver(driver, metrics), settings: { rackConcurrency: 2, rackDelaySeconds: 0, removalTimeoutMs: 800, removalPollMs: 100 }, onStopped: () => driver.close() });
+  // The removal wait is also the time the tests have to see a removal request and answer it (on
+  // PostgreSQL too, beside other suites): 5 s, as 0.8 s can run out before a process starved of
+  // CPU has answered.
+  power = createPowerService({ inventory: inv, driver: meteredDriver(driver, metrics), settings: { rackConcurrency: 2, rackDelaySeconds: 0, removalTimeoutMs: 5000, removalPollMs: 100 }, onStopped: () => driver.close() });
   await power.start({ signal: new AbortController().signal, log: silentLogger(), fatal: () => undefined });
   await inv.clusters.create({ name: 'svc', ubuntuRelease: '24.04', kubernetesVersion: '1.31.2', containerRuntime: 'containerd', cni: 'calico' });
   const bmcCfg = { driver: 'ipmi' as const, address: '127.0.0.1', port: bmc.port, username: 'admin', password: PASSWORD, cipherSuite: 3 };
