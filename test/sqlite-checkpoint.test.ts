@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -75,9 +75,10 @@ test('a long WAL is truncated by the thread once the writers are quiet, not by t
     for (let i = 0; i < 12_000; i++) insert.run(new Date().toISOString(), 'test', `event ${i} ${'x'.repeat(400)}`);
   })();
   assert.ok(walBytes() > 1024 * 4096, `a WAL longer than the threshold (${walBytes()} bytes)`);
-  // Copied, then left alone for a whole interval, then truncated to nothing.
+  // Copied, then left alone for a whole interval, then truncated to nothing and restarted by the
+  // thread: the WAL's header and the thread's one frame (32 + 24 + 4,096 bytes).
   await until('a truncation once quiet', () => checkpointer.stats().truncations === 1);
-  assert.is(walBytes(), 0);
+  assert.is(walBytes(), 32 + 24 + 4096);
   assert.is(checkpointer.stats().failures, 0);
   // A short WAL stays as it is, however quiet.
   db.transaction(() => insert.run(new Date().toISOString(), 'test', 'one more'))();
@@ -88,6 +89,34 @@ test('a long WAL is truncated by the thread once the writers are quiet, not by t
   await checkpointer.close();
   db.close();
   assert.is(testEventsIn(file), 12_001);
+});
+
+test("a quiet WAL is restarted by the thread: the event loop's next commit appends to it, no new header to sync", async () => {
+  const file = tempFile();
+  const db = openDb(file);
+  const checkpointer = startCheckpointer(db, file, { intervalMs: 50 });
+  const insert = db.prepare('INSERT INTO events (at, type, message) VALUES (?, ?, ?)');
+  // A WAL header's salts (bytes 16–23) change at every restart of the log.
+  const salts = (): string => readFileSync(file + '-wal').subarray(16, 24).toString('hex');
+  db.transaction(() => {
+    for (let i = 0; i < 200; i++) insert.run(new Date().toISOString(), 'test', `event ${i}`);
+  })();
+  const written = salts();
+  await until('the thread to restart the quiet WAL', () => checkpointer.stats().primes >= 1);
+  const restarted = salts();
+  assert.is.not(restarted, written, 'the thread wrote the new header');
+  const passes = checkpointer.stats().passes;
+  await until('more passes', () => checkpointer.stats().passes > passes + 3);
+  assert.is(checkpointer.stats().primes, 1, 'once per quiet spell, not at every pass');
+  db.transaction(() => insert.run(new Date().toISOString(), 'test', 'after the quiet spell'))();
+  assert.is(salts(), restarted, "the event loop's commit appended: no restart, no header sync of its own");
+  // Copied and restarted again once quiet: the first commit of every burst finds a WAL in use.
+  await until('a second restart', () => checkpointer.stats().primes === 2);
+  assert.is.not(salts(), restarted);
+  assert.is(checkpointer.stats().failures, 0);
+  await checkpointer.close();
+  db.close();
+  assert.is(testEventsIn(file), 201);
 });
 
 test('a checkpointer never keeps the process alive: a store left open (a failed start or test) still lets it exit', async () => {

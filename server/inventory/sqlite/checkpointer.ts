@@ -10,8 +10,8 @@ import type { Db } from './db.js';
  * WAL. CLI commands keep SQLite's default: they are short and write little.
  */
 export interface Checkpointer {
-  /** Passes run, their total time, failures (a failure is retried at the next pass) and quiet WALs truncated. */
-  stats(): { passes: number; ms: number; failures: number; lastFailure: string | null; walFrames: number; truncations: number };
+  /** Passes run, their total time, failures (a failure is retried at the next pass), quiet WALs truncated and restarted here. */
+  stats(): { passes: number; ms: number; failures: number; lastFailure: string | null; walFrames: number; truncations: number; primes: number };
   /** A last pass, then the worker's connection closes. */
   close(): Promise<void>;
 }
@@ -28,16 +28,18 @@ export function startCheckpointer(db: Db, file: string, opts: CheckpointerOption
   // thread truncates a long WAL instead, once the writers are quiet (checkpoint-worker.ts).
   db.pragma('journal_size_limit = -1');
   const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: { file, intervalMs: opts.intervalMs ?? 1000 } });
-  const s = { passes: 0, ms: 0, failures: 0, lastFailure: null as string | null, walFrames: 0, truncations: 0 };
+  const s = { passes: 0, ms: 0, failures: 0, lastFailure: null as string | null, walFrames: 0, truncations: 0, primes: 0 };
   let closed: Promise<void> | null = null;
   let onClosed: (() => void) | null = null;
   let closing = false;
-  worker.on('message', (m: { kind: string; ms?: number; log?: number; truncated?: boolean; message?: string }) => {
+  worker.on('message', (m: { kind: string; ms?: number; log?: number | null; truncated?: boolean; primed?: boolean; message?: string }) => {
     if (m.kind === 'pass') {
       s.passes++;
       s.ms += m.ms ?? 0;
-      s.walFrames = m.log ?? 0;
+      // null: a pass with nothing to copy since this thread restarted the WAL.
+      if (m.log !== null) s.walFrames = m.log ?? 0;
       if (m.truncated) s.truncations++;
+      if (m.primed) s.primes++;
     } else if (m.kind === 'failed') {
       s.failures++;
       s.lastFailure = m.message ?? null;
