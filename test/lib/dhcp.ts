@@ -50,7 +50,9 @@ export async function serveInNamespace(
     HOME: process.env['HOME'] ?? '/root',
     RACKSMITH_DATA_DIR: dataDir,
     RACKSMITH_HTTP_ADDRESS: '127.0.0.1',
-    RACKSMITH_HTTP_PORT: String(20000 + Math.floor(Math.random() * 20000)),
+    // Below Linux's ephemeral ports (32768 on): a curl's closed connection in TIME_WAIT on the
+    // chosen port made the bind fail once ("already in use").
+    RACKSMITH_HTTP_PORT: String(20000 + Math.floor(Math.random() * 12000)),
     RACKSMITH_TFTP_PORT: '0',
     RACKSMITH_LOG_LEVEL: 'info',
     ...env,

@@ -123,7 +123,7 @@ export async function startSushy(o: SushyOptions): Promise<Sushy> {
 
   const get = (path: string): Promise<{ status: number; json: any }> =>
     new Promise((resolveGet, reject) => {
-      const opts = { host: address, port, path, method: 'GET', headers: { Authorization: `Basic ${Buffer.from(`${auth[0]}:${auth[1]}`).toString('base64')}` }, rejectUnauthorized: false, timeout: 5000 };
+      const opts = { host: address, port, path, method: 'GET', headers: { Authorization: `Basic ${Buffer.from(`${auth[0]}:${auth[1]}`).toString('base64')}` }, rejectUnauthorized: false, timeout: 20_000 };
       const req = (o.tls ? httpsRequest : request)(opts, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -138,7 +138,8 @@ export async function startSushy(o: SushyOptions): Promise<Sushy> {
           resolveGet({ status: res.statusCode ?? 0, json });
         });
       });
-      req.on('timeout', () => req.destroy(new Error('timeout')));
+      // 20 s, not 5: the emulator (Python) beside two other suites once took longer to answer.
+      req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer from sushy-emulator in 20 s`)));
       req.on('error', reject);
       req.end();
     });
@@ -178,7 +179,7 @@ export async function startSushy(o: SushyOptions): Promise<Sushy> {
 
 /** A GET from inside a namespace (curl), for an emulator that listens only there. */
 async function nsGet(netns: string, url: string, auth: [string, string], path: string): Promise<{ status: number; json: any }> {
-  const { stdout } = await run('ip', ['netns', 'exec', netns, 'curl', '-sk', '-m', '5', '-u', `${auth[0]}:${auth[1]}`, '-w', '\n%{http_code}', `${url}${path}`]);
+  const { stdout } = await run('ip', ['netns', 'exec', netns, 'curl', '-sk', '-m', '20', '-u', `${auth[0]}:${auth[1]}`, '-w', '\n%{http_code}', `${url}${path}`]);
   const i = stdout.lastIndexOf('\n');
   const body = stdout.slice(0, i);
   let json: any = body;
