@@ -1,6 +1,6 @@
 import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
-import { longestFirst, mayStart, nextJob, type Job, type Kind } from './lib/schedule.js';
+import { RERUN_AT_MOST, longestFirst, mayStart, nextJob, rerunAlone, type Job, type Kind } from './lib/schedule.js';
 
 /**
  * The runner's packing of CI's two cores (test/lib/schedule.ts), played out on a simulated clock:
@@ -118,6 +118,20 @@ test('longest first: the VM suites by the minutes they say, the unsaid in their 
   const early = play(longestFirst([...short, job('long', 'vm', 300)], (j) => j.seconds / 60)).end;
   assert.ok(early < late, `${early} < ${late}`);
   assert.is(early, 300);
+});
+
+test('a few suites that failed beside others run once more alone; those that ran alone, and a run with many failures, do not', () => {
+  const r = (file: string, beside: boolean, ok: boolean): { file: string; beside: boolean; ok: boolean } => ({ file, beside, ok });
+  const results = [r('a', true, false), r('b', true, true), r('c', false, false), r('d', true, false), r('f', false, true)];
+  assert.equal(
+    rerunAlone(results).map((x) => x.file),
+    ['a', 'd'],
+    'the failed ones that had a suite beside them, in order; the one that ran alone already had the machine',
+  );
+  assert.equal(rerunAlone(results.filter((x) => x.ok)), [], 'nothing failed, nothing again');
+  const many = Array.from({ length: RERUN_AT_MOST + 1 }, (_, i) => r(`x${i}`, true, false));
+  assert.equal(rerunAlone(many), [], `more than ${RERUN_AT_MOST} failures are not timing: none again`);
+  assert.is(rerunAlone(many.slice(0, RERUN_AT_MOST)).length, RERUN_AT_MOST);
 });
 
 test.run();

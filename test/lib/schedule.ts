@@ -54,3 +54,19 @@ export function longestFirst<T extends Job>(jobs: readonly T[], minutes: (job: T
     .sort((a, b) => b.m - a.m || a.i - b.i)
     .map((x) => x.j);
 }
+
+/** Failed suites re-run at most: more failures than this at once are not timing, and are not run again. */
+export const RERUN_AT_MOST = 3;
+
+/**
+ * Which failed suites run once more at the end, alone: those that had another suite beside them
+ * at some time (a lone suite, or one run by hand, already had the machine to itself), when no
+ * more than `atMost` failed. A suite that fails beside others and passes alone holds a timing
+ * assumption that a starved process breaks (a fixed wait, a tight timeout): the run passes, and
+ * its summary names the suite and why it failed first, to be fixed. One that fails alone too
+ * fails the run.
+ */
+export function rerunAlone<T extends { readonly ok: boolean; readonly beside: boolean }>(results: readonly T[], atMost = RERUN_AT_MOST): T[] {
+  const failed = results.filter((r) => !r.ok);
+  return failed.length > atMost ? [] : failed.filter((r) => r.beside);
+}
