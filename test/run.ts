@@ -13,8 +13,8 @@
  * with a pair and its upgrade takes 6–12 min, by host) is killed, with its process group, and
  * fails — a hung test must not hang CI. One whose tests have all ended (uvu's summary) but whose process is
  * still alive a minute later is ended too, and fails: something it opened outlived its tests.
- * At the end, up to three suites that failed while another ran beside them run once more, alone
- * (RACKSMITH_TEST_RERUN=0: not): one that passes then does not fail the run, but the summary
+ * At the end, up to three suites that failed while another ran beside them (not killed at the
+ * timeout) run once more, alone (RACKSMITH_TEST_RERUN=0: not): one that passes then does not fail the run, but the summary
  * names it and shows why it failed first — a fixed wait or a tight timeout to fix.
  *
  * Store-facing light suites — those that open a store (`tempStore(`) or start racksmith
@@ -51,6 +51,8 @@ interface Result {
   readonly kind: Kind;
   /** Whether another suite ran beside it at some time (test/lib/schedule.ts rerunAlone). */
   readonly beside: boolean;
+  /** Killed at RACKSMITH_SUITE_TIMEOUT: never run again (another 20 minutes). */
+  readonly timedOut: boolean;
   readonly ok: boolean;
   readonly seconds: number;
   /** From uvu's summary to the process's exit (teardown that outlives the tests). */
@@ -117,7 +119,7 @@ function runOne({ file, engine, kind }: Job): Promise<Result> {
       const at = ((started - RUN_STARTED) / 1000).toFixed(0);
       process.stdout.write(`\n── ${label({ file, engine })} (${seconds.toFixed(1)} s, from +${at} s) ${ok ? 'ok' : 'FAILED'}\n${out.trimEnd()}\n`);
       const exitSeconds = summaryAt ? (Date.now() - summaryAt) / 1000 : 0;
-      resolve({ file, engine, kind, beside: false, ok, seconds, exitSeconds, skipped: skipNotes(out), why: ok ? '' : failureExcerpt(out) });
+      resolve({ file, engine, kind, beside: false, timedOut: ended === 'timeout', ok, seconds, exitSeconds, skipped: skipNotes(out), why: ok ? '' : failureExcerpt(out) });
     });
   });
 }
@@ -250,7 +252,7 @@ const results = await schedule([
 ]);
 // A few suites that failed beside others run once more, alone (test/lib/schedule.ts: which, and
 // why); RACKSMITH_TEST_RERUN=0 leaves every failure as it is, to hunt them.
-const again = process.env['RACKSMITH_TEST_RERUN'] === '0' ? [] : rerunAlone(results);
+const again = process.env['RACKSMITH_TEST_RERUN'] === '0' ? [] : rerunAlone(results).filter((r) => !r.timedOut);
 const passedAlone: { first: Result; alone: Result }[] = [];
 for (const first of again) {
   process.stdout.write(`\n── ${label(first)} failed beside other suites: once more, alone\n`);
