@@ -78,12 +78,20 @@ test('round robin over two API servers; a stopped one is taken out, a returning 
   assert.match(rendered, /log \/dev\/log local0/);
   writeFileSync(cfg, rendered.replace('log /dev/log local0', 'log stderr local0'));
 
+  // 30 s, and what the listener said if it died: it once had not started after 10 s beside two
+  // other suites, and nothing told whether it was slow or gone.
   const started = (child: ReturnType<Testbed['spawn']>): Promise<void> =>
     new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('listener did not start')), 10_000);
+      let stderr = '';
+      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      const t = setTimeout(() => reject(new Error(`listener did not start in 30 s: ${stderr.slice(-500)}`)), 30_000);
       child.stdout?.on('data', () => {
         clearTimeout(t);
         resolve();
+      });
+      child.on('exit', (code, signal) => {
+        clearTimeout(t);
+        reject(new Error(`listener exited ${code ?? signal} before listening: ${stderr.slice(-500)}`));
       });
     });
   const cp1 = tb.spawn(apiNs, node, ['-e', LISTENER, '10.78.0.11', 'cp1', work]);
