@@ -1,10 +1,10 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import type { Server } from 'node:net';
 import { promisify } from 'node:util';
 import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import type { Mac } from '../server/lib/mac.js';
-import { startBmcSim, uartRelay, watchPs, type BmcSim } from './lib/bmc-sim.js';
+import { personSolActivate, startBmcSim, uartRelay, watchPs, type BmcSim } from './lib/bmc-sim.js';
 import { buildGuest, type Guest } from './lib/guest/build.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
@@ -44,32 +44,7 @@ async function until<T>(what: string, fn: () => Promise<T | null | false | undef
   }
   throw new Error(`timed out waiting for ${what}; console: ${JSON.stringify(await consoleOf().catch(() => null))?.slice(-2000)}`);
 }
-/** A person's own `ipmitool sol activate`: what it prints once the BMC has answered, then `~.`. */
-async function personActivates(): Promise<string> {
-  const child = spawn('ipmitool', ['-I', 'lanplus', '-C', '3', '-H', '127.0.0.1', '-p', String(sim.port), '-U', 'admin', '-E', 'sol', 'activate'], {
-    // -E: the person's password comes from the environment, so the ps watcher sees only racksmith's command lines.
-    env: { ...process.env, IPMI_PASSWORD: PASSWORD },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
-  child.stderr.on('data', (d: Buffer) => (out += d.toString('latin1')));
-  const closed = new Promise((r) => child.once('close', r));
-  let ended = false;
-  void closed.then(() => (ended = true));
-  // Until the BMC has answered (a session, or a refusal after which ipmitool exits), not a fixed
-  // wait: an ipmitool starved of CPU (beside QEMU under TCG) may not have its answer yet.
-  const deadline = Date.now() + 30_000;
-  while (!ended && !/SOL Session operational|SOL payload already active/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  // A refused ipmitool may be gone by now: its stdin then fails, which says nothing here.
-  child.stdin.on('error', () => undefined);
-  if (child.exitCode === null) child.stdin.write('\r~.\r');
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, 10_000)))]);
-  clearTimeout(timer);
-  if (child.exitCode === null) child.kill('SIGKILL');
-  return out;
-}
+const personActivates = (): Promise<string> => personSolActivate(sim.port, PASSWORD);
 
 test.before(async () => {
   if (missing) return;

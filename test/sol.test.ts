@@ -1,7 +1,7 @@
 import { connect, type Server, type Socket } from 'node:net';
 import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
-import { startBmcSim, uartRelay, type BmcSim } from './lib/bmc-sim.js';
+import { personSolActivate, startBmcSim, uartRelay, type BmcSim } from './lib/bmc-sim.js';
 import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
 import { requirements, skipNote } from './lib/tools.js';
 
@@ -33,29 +33,7 @@ async function until<T>(what: string, fn: () => Promise<T | null | false | undef
   }
   throw new Error(`timed out waiting for ${what}; console: ${JSON.stringify(await consoleOf().catch(() => null)).slice(-1500)}`);
 }
-function personActivates(): Promise<string> {
-  return import('node:child_process').then(async ({ spawn }) => {
-    const child = spawn('ipmitool', ['-I', 'lanplus', '-C', '3', '-H', '127.0.0.1', '-p', String(sim.port), '-U', 'admin', '-P', PASSWORD, 'sol', 'activate'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString('latin1')));
-    const closed = new Promise((r) => child.once('close', r));
-    let ended = false;
-    void closed.then(() => (ended = true));
-    // Until the BMC has answered (a session, or a refusal after which ipmitool exits), not a
-    // fixed wait: an ipmitool starved of CPU may not have its answer yet.
-    const deadline = Date.now() + 30_000;
-    while (!ended && !/SOL Session operational|SOL payload already active/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    // A refused ipmitool may be gone by now: its stdin then fails, which says nothing here.
-    child.stdin.on('error', () => undefined);
-    if (child.exitCode === null) child.stdin.write('\r~.\r');
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, 10_000)))]);
-    clearTimeout(timer);
-    if (child.exitCode === null) child.kill('SIGKILL');
-    return out;
-  });
-}
+const personActivates = (): Promise<string> => personSolActivate(sim.port, PASSWORD);
 
 test.before(async () => {
   if (missing) return;

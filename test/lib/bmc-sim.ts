@@ -381,3 +381,33 @@ export async function uartRelay(): Promise<{ bmcPort: number; hostPort: number; 
   const listen = (srv: Server): Promise<number> => new Promise((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as { port: number }).port)));
   return { bmcPort: await listen(a), hostPort: await listen(b), servers: [a, b] };
 }
+
+/**
+ * A person's own `ipmitool sol activate` against a simulator: what it prints once the BMC has
+ * answered, then `~.` to leave. The password comes from the environment (-E), so a ps watcher
+ * sees only racksmith's command lines.
+ */
+export async function personSolActivate(port: number, password: string): Promise<string> {
+  const child = spawn('ipmitool', ['-I', 'lanplus', '-C', '3', '-H', '127.0.0.1', '-p', String(port), '-U', 'admin', '-E', 'sol', 'activate'], {
+    env: { ...process.env, IPMI_PASSWORD: password },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString('latin1')));
+  const closed = new Promise((r) => child.once('close', r));
+  let ended = false;
+  void closed.then(() => (ended = true));
+  // Until the BMC has answered (a session, or a refusal after which ipmitool exits), not a fixed
+  // wait: an ipmitool starved of CPU (beside other suites, or QEMU under TCG) may not have it yet.
+  const deadline = Date.now() + 30_000;
+  while (!ended && !/SOL Session operational|SOL payload already active/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  // A refused ipmitool may be gone by now: its stdin then fails, which says nothing here.
+  child.stdin.on('error', () => undefined);
+  if (child.exitCode === null) child.stdin.write('\r~.\r');
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+  clearTimeout(timer);
+  if (child.exitCode === null) child.kill('SIGKILL');
+  return out;
+}
