@@ -121,7 +121,7 @@ test('longest first: the VM suites by the minutes they say, the unsaid in their 
 });
 
 test('a few suites that failed beside others run once more alone; those that ran alone, and a run with many failures, do not', () => {
-  const r = (file: string, beside: boolean, ok: boolean): { file: string; beside: boolean; ok: boolean } => ({ file, beside, ok });
+  const r = (file: string, beside: boolean, ok: boolean, timedOut = false): { file: string; beside: boolean; ok: boolean; timedOut: boolean } => ({ file, beside, ok, timedOut });
   const results = [r('a', true, false), r('b', true, true), r('c', false, false), r('d', true, false), r('f', false, true)];
   assert.equal(
     rerunAlone(results).map((x) => x.file),
@@ -132,6 +132,7 @@ test('a few suites that failed beside others run once more alone; those that ran
   const many = Array.from({ length: RERUN_AT_MOST + 1 }, (_, i) => r(`x${i}`, true, false));
   assert.equal(rerunAlone(many), [], `more than ${RERUN_AT_MOST} failures are not timing: none again`);
   assert.is(rerunAlone(many.slice(0, RERUN_AT_MOST)).length, RERUN_AT_MOST);
+  assert.equal(rerunAlone([r('hung', true, false, true), r('g', true, false)]).map((x) => x.file), ['g'], 'a suite killed at the timeout is not run again');
 });
 
 test.run();

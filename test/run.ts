@@ -51,7 +51,7 @@ interface Result {
   readonly kind: Kind;
   /** Whether another suite ran beside it at some time (test/lib/schedule.ts rerunAlone). */
   readonly beside: boolean;
-  /** Killed at RACKSMITH_SUITE_TIMEOUT: never run again (another 20 minutes). */
+  /** Killed at RACKSMITH_SUITE_TIMEOUT (rerunAlone: never run again). */
   readonly timedOut: boolean;
   readonly ok: boolean;
   readonly seconds: number;
@@ -178,28 +178,30 @@ if (!Number.isInteger(SLOTS) || SLOTS < 1) throw new Error(`RACKSMITH_TEST_SLOTS
  */
 function schedule(jobs: readonly Job[], width = SLOTS): Promise<Result[]> {
   const waiting = [...jobs];
-  const running: Kind[] = [];
+  const running = new Set<Job>();
   const results: Result[] = [];
-  const started = new Set<Job>();
+  // The jobs that had another beside them at some time (rerunAlone).
   const crowded = new Set<Job>();
   return new Promise((resolve) => {
     const next = (): void => {
       for (;;) {
-        const i = nextJob(waiting, running, width);
+        const i = nextJob(
+          waiting,
+          [...running].map((j) => j.kind),
+          width,
+        );
         if (i < 0) break;
         const [job] = waiting.splice(i, 1);
         if (!job) break;
-        running.push(job.kind);
-        if (started.size > 0) for (const j of [...started, job]) crowded.add(j);
-        started.add(job);
+        if (running.size > 0) for (const j of [...running, job]) crowded.add(j);
+        running.add(job);
         void runOne(job).then((r) => {
-          started.delete(job);
+          running.delete(job);
           results.push({ ...r, beside: crowded.has(job) });
-          running.splice(running.indexOf(job.kind), 1);
           next();
         });
       }
-      if (running.length === 0 && waiting.length === 0) resolve(results);
+      if (running.size === 0 && waiting.length === 0) resolve(results);
     };
     next();
   });
@@ -252,7 +254,7 @@ const results = await schedule([
 ]);
 // A few suites that failed beside others run once more, alone (test/lib/schedule.ts: which, and
 // why); RACKSMITH_TEST_RERUN=0 leaves every failure as it is, to hunt them.
-const again = process.env['RACKSMITH_TEST_RERUN'] === '0' ? [] : rerunAlone(results).filter((r) => !r.timedOut);
+const again = process.env['RACKSMITH_TEST_RERUN'] === '0' ? [] : rerunAlone(results);
 const passedAlone: { first: Result; alone: Result }[] = [];
 for (const first of again) {
   process.stdout.write(`\n── ${label(first)} failed beside other suites: once more, alone\n`);

@@ -60,13 +60,14 @@ export const RERUN_AT_MOST = 3;
 
 /**
  * Which failed suites run once more at the end, alone: those that had another suite beside them
- * at some time (a lone suite, or one run by hand, already had the machine to itself), when no
- * more than `atMost` failed. A suite that fails beside others and passes alone holds a timing
+ * at some time (a lone suite, or one run by hand, already had the machine to itself) and were not
+ * killed at the suite timeout (a hang is not timing, and another run of it is 20 minutes), when
+ * no more than `atMost` failed. A suite that fails beside others and passes alone holds a timing
  * assumption that a starved process breaks (a fixed wait, a tight timeout): the run passes, and
  * its summary names the suite and why it failed first, to be fixed. One that fails alone too
  * fails the run.
  */
-export function rerunAlone<T extends { readonly ok: boolean; readonly beside: boolean }>(results: readonly T[], atMost = RERUN_AT_MOST): T[] {
+export function rerunAlone<T extends { readonly ok: boolean; readonly beside: boolean; readonly timedOut: boolean }>(results: readonly T[], atMost = RERUN_AT_MOST): T[] {
   const failed = results.filter((r) => !r.ok);
-  return failed.length > atMost ? [] : failed.filter((r) => r.beside);
+  return failed.length > atMost ? [] : failed.filter((r) => r.beside && !r.timedOut);
 }
