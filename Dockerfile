@@ -21,19 +21,21 @@ FROM node:20-bookworm-slim
 # ipxe: the boot binaries TFTP serves (/usr/lib/ipxe); ipmitool: BMC power control;
 # openssh-client: ssh-keygen/ssh for operators debugging node access from inside;
 # busybox-static, fdisk, e2fsprogs, zstd, kmod, cpio: the deploy agent's build (racksmith agent
-# build; its kernel comes with apt-get download); qemu-utils: qcow2 images converted to raw.
+# build; its kernel comes with apt-get download); qemu-utils: qcow2 images converted to raw;
+# nginx-light: racksmith's own artifacts front (RACKSMITH_ARTIFACTS_NGINX_PORT, docs/artifacts.md).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ipxe ipmitool openssh-client ca-certificates \
-      busybox-static fdisk e2fsprogs zstd efibootmgr kmod cpio qemu-utils \
+      busybox-static fdisk e2fsprogs zstd efibootmgr kmod cpio qemu-utils nginx-light \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/racksmith
 ENV NODE_ENV=production \
     RACKSMITH_DATA_DIR=/var/lib/racksmith \
     RACKSMITH_TFTP_ROOT=/usr/lib/ipxe
 # Everything racksmith reads at run time, and nothing else: the compiled server and console
-# scripts, the console's page and stylesheet, and the three template folders (iPXE scripts,
-# seeds and role configs, kubeadm configurations). test/docker-image.test.ts assembles exactly
-# these lines into a fresh folder and drives racksmith from it.
+# scripts, the console's page and stylesheet, the three template folders (iPXE scripts, seeds
+# and role configs, kubeadm configurations) and the artifacts front's server block.
+# test/docker-image.test.ts assembles exactly these lines into a fresh folder and drives
+# racksmith from it.
 COPY --from=build /src/package.json /src/package-lock.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/server ./dist/server
@@ -44,6 +46,7 @@ COPY --from=build /src/boot-templates ./boot-templates
 COPY --from=build /src/autoinstall ./autoinstall
 COPY --from=build /src/kubeadm-templates ./kubeadm-templates
 COPY --from=build /src/agent ./agent
+COPY --from=build /src/packaging/nginx ./packaging/nginx
 RUN ln -s /opt/racksmith/dist/server/cli.js /usr/local/bin/racksmith \
  && chmod 0755 /opt/racksmith/dist/server/cli.js \
  && mkdir -p /var/lib/racksmith /var/lib/racksmith-artifacts \

@@ -3,15 +3,17 @@
  * racksmith against nginx in the same run.
  *
  *   1. 50 parallel downloads of a 30 MiB artifact (wrk -c50): MB/s and server CPU seconds per GB
- *      of racksmith alone (the default: one process, nothing to install), of racksmith behind
- *      its nginx front (packaging/nginx/racksmith-artifacts.conf.template: racksmith decides and
- *      records, nginx sends the bytes named in X-Accel-Redirect), and of nginx alone serving the
+ *      of racksmith alone (the default: one process, nothing to install), of racksmith running
+ *      its own nginx (`artifacts-nginx-port`: one service, nginx its child), of racksmith behind
+ *      an nginx front started apart (packaging/nginx/racksmith-artifacts.conf.template: racksmith
+ *      decides and records, nginx sends the bytes named in X-Accel-Redirect), of nginx alone serving the
  *      file (sendfile on, and off: what a server that copies through user space gets).
  *   2. `/boot.ipxe` at 64 connections over 150 machines (a third waiting for a role, a third
  *      installing, a third booting from disk): req/s, p50, p99, against nginx serving the same
  *      scripts as static files.
  *
- * Servers (racksmith and every nginx, one worker process each) run on CPU 0 and wrk on CPU 1
+ * Servers (racksmith and every nginx started here, one worker process each; racksmith's own
+ * nginx has nginx's `auto`, two workers, on the same CPU) run on CPU 0 and wrk on CPU 1
  * (BENCH_PIN=0: unpinned), so no server competes with the client that measures it; the servers
  * take turns within each round, so a noisy moment on a shared machine does not land on one
  * server only, and each figure is the median over the rounds. BENCH_BASELINE_CLI=<another
@@ -200,6 +202,12 @@ async function main(): Promise<void> {
     started.push(single);
     cleanups.push(() => single.cleanup());
     await prepare(single, macs, csv);
+    // racksmith running its own nginx front (artifacts-nginx-port): one service, nginx its child.
+    const ownFrontPort = await freePort();
+    const own = await startRacksmith({ wrap: SERVER_CPU, env: { ...SERVER_ENV, RACKSMITH_ARTIFACTS_DIR: artifacts, RACKSMITH_ARTIFACTS_NGINX_PORT: String(ownFrontPort) } });
+    started.push(own);
+    cleanups.push(() => own.cleanup());
+    await prepare(own, macs, csv);
     const others: { workers: number; rs: RacksmithProcess }[] = [];
     for (const workers of WORKER_COUNTS) {
       const rs = await startRacksmith({ wrap: SERVER_CPU, env: { ...SERVER_ENV, RACKSMITH_ARTIFACTS_DIR: artifacts, RACKSMITH_ARTIFACT_WORKERS: String(workers) } });
@@ -268,6 +276,7 @@ async function main(): Promise<void> {
       { name: 'racksmith, workers off', url: `${single.url}${artifactPath}`, pids: [single.child.pid as number] },
       ...(base ? [{ name: 'baseline racksmith', url: `${base.url}${artifactPath}`, pids: [base.child.pid as number] }] : []),
       ...floors.map((f) => ({ name: `Node floor, ${f.chunk >> 10} KiB reads`, url: `http://127.0.0.1:${f.port}/`, pids: [f.child.pid as number] })),
+      { name: 'racksmith, its own nginx', url: `http://127.0.0.1:${ownFrontPort}${artifactPath}`, pids: [own.child.pid as number] },
       { name: 'racksmith + nginx front', url: `http://127.0.0.1:${frontPort}${artifactPath}`, pids: [front.child.pid as number, ours.child.pid as number] },
       { name: 'nginx alone', url: `http://127.0.0.1:${staticPort}/artifacts/${RELEASE}/${ISO}`, pids: [nginx.child.pid as number] },
       { name: 'nginx, sendfile off', url: `http://127.0.0.1:${plainPort}/artifacts/${RELEASE}/${ISO}`, pids: [plain.child.pid as number] },

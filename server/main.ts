@@ -66,6 +66,7 @@ import { vipChecker } from './clusters/load-balancers.js';
 import { vipSources } from './clusters/vip-sources.js';
 import { inProcessSender, workerSender } from './http/artifact-sender.js';
 import { createFileWorkers } from './artifacts/file-workers.js';
+import { createNginxFront } from './artifacts/nginx-front.js';
 import { bootScriptRecorder } from './http/boot-scripts.js';
 import { readAdminKeys } from './seeds/admin-keys.js';
 import { waitAtMost } from './lib/sleep.js';
@@ -157,6 +158,20 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     },
   });
   const fileWorkers = createFileWorkers(config.artifactWorkers, log.child({ svc: 'artifact-workers' }));
+  // racksmith's own nginx front (artifacts-nginx-port): the bytes by sendfile, the decisions here.
+  const nginxFront =
+    config.artifactsNginxPort === undefined
+      ? null
+      : createNginxFront({
+          binary: config.nginxBinary,
+          httpAddress: config.httpAddress,
+          httpPort: config.httpPort,
+          port: config.artifactsNginxPort,
+          artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
+          cacheDir: config.artifactsCacheDir ?? join(config.dataDir, 'artifacts'),
+          dir: join(config.dataDir, 'artifacts-nginx'),
+          log: log.child({ svc: 'artifacts-nginx' }),
+        });
   images = createImageStore({
     artifactsDir: config.artifactsDir ?? join(config.dataDir, 'artifacts'),
     cacheDir: config.artifactsCacheDir ?? join(config.dataDir, 'artifacts'),
@@ -265,7 +280,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
     sendArtifact: config.artifactWorkers > 0 ? workerSender(fileWorkers, inProcessSender()) : inProcessSender(),
     // The same resolver as TFTP's (below), for an artifact request without a MAC in its URL.
     resolveClient: (ip: string) => resolveClient(ip),
-    artifactsFronts: config.artifactsFronts,
+    artifactsFronts: [...(config.artifactsFronts ?? []), ...(nginxFront ? [nginxFront.trustedAddress] : [])],
     installers,
     images,
     imageSettings: config.images,
@@ -276,6 +291,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       retrySeconds: 5,
       kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean),
       artifactsBaseUrl: config.artifactsUrl,
+      artifactsPort: config.artifactsNginxPort,
       nameservers: config.dhcpMode === 'authoritative' ? config.dhcpDns : undefined,
     },
     seed: {
@@ -322,6 +338,8 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   services.push(fileWorkers);
   // The boot script a waiting rack polls is answered before Express (http/lean.ts).
   services.push(createHttpService(config, leanFront(machineRoutes.lean, app, { log, metrics }), undefined, () => fileWorkers.abort()));
+  // After HTTP, so it stops first: nginx's downloads in flight get their grace while racksmith still answers.
+  if (nginxFront) services.push(nginxFront);
   // The signed chain's packages, when the site names them, are fetched before DHCP decides which
   // architectures have a signed chain (a cached one needs no network).
   const artifactsCacheDir = config.artifactsCacheDir ?? join(config.dataDir, 'artifacts');
@@ -344,7 +362,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
       events: inventory.events,
       templates: createRenderer(BOOT_TEMPLATES_DIR),
       installers: installerTables(installers),
-      boot: { waitSeconds: config.bootWaitSeconds, waitAttempts: config.bootWaitAttempts, chainTries: 5, retrySeconds: 5, kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean), nameservers: config.dhcpMode === 'authoritative' ? config.dhcpDns : undefined },
+      boot: { waitSeconds: config.bootWaitSeconds, waitAttempts: config.bootWaitAttempts, chainTries: 5, retrySeconds: 5, kernelArgs: config.installerKernelArgs.split(/\s+/).filter(Boolean), artifactsBaseUrl: config.artifactsUrl, artifactsPort: config.artifactsNginxPort, nameservers: config.dhcpMode === 'authoritative' ? config.dhcpDns : undefined },
       now: () => inventory.now(),
       discovery: discovery.http,
       leasedAddress,

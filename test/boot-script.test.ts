@@ -2,7 +2,7 @@ import { suite } from './lib/suite.js';
 import * as assert from 'uvu/assert';
 import { DEFAULT_INSTALLERS, resolveInstallers } from '../server/boot/releases.js';
 import { BootQueryError, parseBootQuery, type BootQuery } from '../server/boot/query.js';
-import { decideBootScript, type BootFacts } from '../server/boot/script.js';
+import { artifactsBase, decideBootScript, type BootFacts } from '../server/boot/script.js';
 import { UBUNTU_RELEASES } from '../server/inventory/model.js';
 import type { MachineState } from '../server/inventory/lifecycle.js';
 import { BOOT_TEMPLATES_DIR } from '../server/lib/paths.js';
@@ -172,6 +172,19 @@ test('filters: iPXE words refuse what iPXE would split, expand or end', () => {
   assert.is(ipxeArg('ds=nocloud-net;s=http://10.0.0.1:8080/seed/a_b-c/'), 'ds=nocloud-net;s=http://10.0.0.1:8080/seed/a_b-c/');
   assert.throws(() => ipxeText('x ${reboot}'), /ipxetext/);
   assert.throws(() => ipxeText('x\nreboot'), /ipxetext/);
+});
+
+test("the artifacts' base: artifacts-url, else racksmith's own nginx on its port at the address the machine used, else racksmith", () => {
+  assert.is(artifactsBase({ baseUrl: 'http://10.77.0.1:8080' }), 'http://10.77.0.1:8080');
+  assert.is(artifactsBase({ baseUrl: 'http://10.77.0.1:8080', artifactsPort: 8081 }), 'http://10.77.0.1:8081');
+  assert.is(artifactsBase({ baseUrl: 'http://[fd00::1]:8080', artifactsPort: 8081 }), 'http://[fd00::1]:8081');
+  assert.is(artifactsBase({ baseUrl: 'http://10.77.0.1:8080', artifactsPort: 80 }), 'http://10.77.0.1', 'the default port is left out');
+  assert.is(artifactsBase({ baseUrl: 'http://10.77.0.1:8080', artifactsPort: 8081, artifactsBaseUrl: 'http://artifacts.rack1:8081' }), 'http://artifacts.rack1:8081');
+  const d = decideBootScript(facts('assigned', q({ platform: 'efi' })), { ...BOOT_SETTINGS, artifactsPort: 8081 });
+  const script = renderer.render(d.template, d.context);
+  const base = new URL(BOOT_SETTINGS.baseUrl);
+  assert.ok(script.includes(`kernel --name kernel http://${base.hostname}:8081/artifacts/`), script);
+  assert.ok(script.includes(`s=${BOOT_SETTINGS.baseUrl}/seed/`), 'the seed stays with racksmith');
 });
 
 test.run();

@@ -8,7 +8,8 @@ import * as assert from 'uvu/assert';
 import { parse as parseYaml } from 'yaml';
 import { PACKAGE_ROOT } from '../server/lib/paths.js';
 import { rawRequest } from './lib/http.js';
-import { api, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
+import { api, freePort, startRacksmith, type RacksmithProcess } from './lib/racksmith.js';
+import { requirements, skipNote } from './lib/tools.js';
 
 const run = promisify(execFile);
 
@@ -134,10 +135,10 @@ test.after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-test('the runtime stage is what racksmith reads: the server, the console, the three template folders', () => {
+test('the runtime stage is what racksmith reads: the server, the console, the three template folders, the front\'s server block', () => {
   ready();
   const copied = stage.copies.flatMap(([s]) => s.map((x) => x.slice('/src/'.length)));
-  for (const needed of ['dist/server', 'dist/web', 'web/index.html', 'web/assets', 'boot-templates', 'autoinstall', 'kubeadm-templates', 'node_modules', 'package.json']) {
+  for (const needed of ['dist/server', 'dist/web', 'web/index.html', 'web/assets', 'boot-templates', 'autoinstall', 'kubeadm-templates', 'packaging/nginx', 'node_modules', 'package.json']) {
     assert.ok(copied.includes(needed), `the runtime stage does not copy ${needed}`);
   }
   assert.is(stage.env['NODE_ENV'], 'production');
@@ -199,6 +200,27 @@ test('the kubeadm configuration render: prepare renders it, then fails only at t
     .map((l) => JSON.parse(l) as { apiVersion?: string; bytes?: number });
   assert.is(rendered[0]?.apiVersion, 'kubeadm.k8s.io/v1beta3', 'Kubernetes 1.30 gets the v1beta3 configuration');
   assert.ok((rendered[0]?.bytes ?? 0) > 200);
+});
+
+test('the image runs its own nginx front from the server block it ships (RACKSMITH_ARTIFACTS_NGINX_PORT)', async () => {
+  ready();
+  const missing = requirements(['nginx']);
+  if (missing) return skipNote('docker image: the artifacts nginx', missing);
+  const port = await freePort();
+  const fronted = await startRacksmith({
+    cliPath: join(appDir, 'dist', 'server', 'cli.js'),
+    env: { ...Object.fromEntries(Object.entries(stage.env).filter(([k]) => k !== 'RACKSMITH_DATA_DIR')), RACKSMITH_TFTP_ROOT: join(work, 'tftp'), RACKSMITH_ARTIFACTS_NGINX_PORT: String(port) },
+  });
+  try {
+    const h = ((await (await fetch(`${fronted.url}/healthz`)).json()) as { services: Record<string, { state: string }> }).services['artifacts-nginx'];
+    assert.is(h?.state, 'serving', JSON.stringify(h));
+    const r = await rawRequest(`http://127.0.0.1:${port}/artifacts/22.04/nosuchfile`);
+    assert.is(r.status, 404);
+    assert.is(JSON.parse(r.text()).error.code, 'ERR_UNKNOWN_ARTIFACT', 'nginx asked racksmith');
+  } finally {
+    await fronted.stop();
+    fronted.cleanup();
+  }
 });
 
 test('files that are not there: 404s and 503s that name no path on racksmith\'s disk', async () => {

@@ -32,6 +32,8 @@ export interface BootSettings {
   readonly baseUrl: string;
   /** Where machines fetch installer artifacts (an nginx front, `artifacts-url`); default `baseUrl`. */
   readonly artifactsBaseUrl?: string | undefined;
+  /** racksmith's own nginx front (`artifacts-nginx-port`): `baseUrl`'s host on this port, unless `artifactsBaseUrl` names one. */
+  readonly artifactsPort?: number | undefined;
   readonly waitSeconds: number;
   readonly waitAttempts: number;
   /** Tries of the chain script before it reboots. */
@@ -41,6 +43,15 @@ export interface BootSettings {
   readonly kernelArgs: readonly string[];
   /** Name servers racksmith's own DHCP hands out (authoritative mode), else none. */
   readonly nameservers?: readonly string[] | undefined;
+}
+
+/** Where machines fetch installer artifacts: `artifacts-url`, else racksmith's own front on its port, else racksmith. */
+export function artifactsBase(s: Pick<BootSettings, 'baseUrl' | 'artifactsBaseUrl' | 'artifactsPort'>): string {
+  if (s.artifactsBaseUrl) return s.artifactsBaseUrl;
+  if (s.artifactsPort === undefined) return s.baseUrl;
+  const u = new URL(s.baseUrl);
+  u.port = String(s.artifactsPort);
+  return u.origin;
 }
 
 export interface BootFacts {
@@ -157,7 +168,7 @@ export function installerArgs(inst: ReleaseInstaller, machine: Machine, seedUrl:
     'root=/dev/ram0',
     'ramdisk_size=1500000',
     'ip=dhcp',
-    `url=${s.artifactsBaseUrl ?? s.baseUrl}/artifacts/${artifactDir(inst)}/${inst.iso ?? ''}`,
+    `url=${artifactsBase(s)}/artifacts/${artifactDir(inst)}/${inst.iso ?? ''}`,
     'autoinstall',
     `ds=nocloud-net;s=${seedUrl}`,
     'cloud-config-url=/dev/null',
@@ -206,7 +217,7 @@ export function decideBootScript(f: BootFacts, s: BootSettings): BootDecision {
     // front when there is one; GRUB from the TFTP server it was loaded from, by path (TFTP tells
     // machines apart by address).
     const artifact = (file: string): string =>
-      loader === 'grub' ? `/artifacts/${artifactDir(installer)}/${file}` : `${s.artifactsBaseUrl ?? s.baseUrl}/artifacts/${artifactDir(installer)}/${file}?mac=${hex}`;
+      loader === 'grub' ? `/artifacts/${artifactDir(installer)}/${file}` : `${artifactsBase(s)}/artifacts/${artifactDir(installer)}/${file}?mac=${hex}`;
     return {
       kind: 'install',
       template: TEMPLATES[loader].install,

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../../server/lib/paths.js';
+import { fillTemplate, TEMPLATE_PATH } from '../../server/artifacts/nginx-front.js';
 import { stopChild } from './child.js';
 
 /**
@@ -69,19 +69,7 @@ ${o.servers}
   throw new Error(`nginx did not start: ${stderr}${errorLog()}`);
 }
 
-/**
- * Fills `${NAME}` in a configuration template the way the nginx image's templates directory does
- * (envsubst of the variables given), leaving nginx's own `$variables` alone; a `${NAME}` left
- * unfilled is an error, not an empty string.
- */
-export function fillTemplate(text: string, vars: Readonly<Record<string, string>>): string {
-  const out = text.replace(/\$\{([A-Z_][A-Z0-9_]*)\}/g, (whole, name: string) => vars[name] ?? whole);
-  const left = /\$\{([A-Z_][A-Z0-9_]*)\}/.exec(out);
-  if (left) throw new Error(`template variable ${left[1]} not given`);
-  return out;
-}
-
 /** The shipped artifacts front (packaging/nginx/racksmith-artifacts.conf.template), filled in. */
 export function artifactsFrontConfig(vars: { ARTIFACTS_LISTEN: string; RACKSMITH_UPSTREAM: string; ARTIFACTS_DIR: string; ARTIFACTS_CACHE_DIR: string }): string {
-  return fillTemplate(readFileSync(join(PACKAGE_ROOT, 'packaging', 'nginx', 'racksmith-artifacts.conf.template'), 'utf8'), vars);
+  return fillTemplate(readFileSync(TEMPLATE_PATH, 'utf8'), vars);
 }
