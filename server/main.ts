@@ -67,6 +67,7 @@ import { vipSources } from './clusters/vip-sources.js';
 import { inProcessSender, workerSender } from './http/artifact-sender.js';
 import { createFileWorkers } from './artifacts/file-workers.js';
 import { createNginxFront } from './artifacts/nginx-front.js';
+import { createEventRetentionService } from './inventory/retention.js';
 import { bootScriptRecorder } from './http/boot-scripts.js';
 import { readAdminKeys } from './seeds/admin-keys.js';
 import { waitAtMost } from './lib/sleep.js';
@@ -376,6 +377,7 @@ export async function startRacksmith(config: Config, log: Logger): Promise<Runti
   });
   const tftpSource = layeredSource([signedBoot, tftpFiles(config).source]);
   services.push(createTftpService(config, { files: tftpSource, root: config.tftpRoot, resolveClient, inventory }));
+  services.push(createEventRetentionService({ events: inventory.events, now: () => inventory.now(), eventDays: config.eventRetentionDays, bootDays: config.bootEventRetentionDays, log: log.child({ svc: 'event-retention' }) }));
   services.push(createDeadlineService({ machines: inventory.machines, events: inventory.events, deadlineMinutes: config.installTimeoutMinutes, now: () => inventory.now() }));
   // After HTTP, so it stops first: open streams end, and the HTTP server closes without waiting on them.
   services.push(eventStream.service);

@@ -1,4 +1,4 @@
-import type { EventQuery } from './store.js';
+import type { EventQuery, EventTypes } from './store.js';
 
 /**
  * The SELECT of an event query, for either engine: `placeholder(n)` names the n-th parameter
@@ -21,4 +21,30 @@ export function eventQuerySql(q: EventQuery, placeholder: (n: number) => string)
   const newest = q.newest === true && q.afterId === undefined;
   const limit = p(Math.min(Math.max(q.limit ?? 1000, 1), 10_000));
   return { text: `SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id ${newest ? 'DESC' : ''} LIMIT ${limit}`, values, newest };
+}
+
+/** The first event at or after a time, by id (events are appended in time order): the scan stops at it. */
+export function firstIdSinceSql(at: string, placeholder: (n: number) => string): { text: string; values: unknown[] } {
+  return {
+    text: `SELECT COALESCE((SELECT id FROM events WHERE at >= ${placeholder(1)} ORDER BY id LIMIT 1), (SELECT COALESCE(MAX(id), 0) + 1 FROM events)) AS id`,
+    values: [at],
+  };
+}
+
+/** One batch of retention: the oldest `limit` events below an id, of some types or all, for either engine. */
+export function eventPruneSql(belowId: number, types: EventTypes | null, limit: number, placeholder: (n: number) => string): { text: string; values: unknown[] } {
+  const values: unknown[] = [];
+  const p = (v: unknown): string => {
+    values.push(v);
+    return placeholder(values.length);
+  };
+  const where = [`id < ${p(belowId)}`];
+  if (types) {
+    const any = [
+      ...(types.exact.length ? [`type IN (${types.exact.map((t) => p(t)).join(', ')})`] : []),
+      ...types.families.map((f) => `substr(type, 1, ${f.length + 1}) = ${p(f + '.')}`),
+    ];
+    where.push(any.length ? `(${any.join(' OR ')})` : 'FALSE');
+  }
+  return { text: `DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT ${p(Math.max(1, Math.floor(limit)))})`, values };
 }

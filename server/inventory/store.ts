@@ -286,11 +286,21 @@ export interface EventQuery {
   readonly limit?: number | undefined;
 }
 
+/** Which events a retention rule removes: whole families (`dhcp`: every `dhcp.*` type) and exact types. */
+export interface EventTypes {
+  readonly families: readonly string[];
+  readonly exact: readonly string[];
+}
+
 export interface EventRepo {
   append(e: NewEvent): Promise<InventoryEvent>;
   list(q: EventQuery): Promise<InventoryEvent[]>;
   /** The id of the newest event (0 when there is none): where a live stream without a resume point starts. */
   latestId(): Promise<number>;
+  /** The id of the first event recorded at or after `at` (ISO time), or the next id when there is none: every event below it is older. */
+  firstIdSince(at: string): Promise<number>;
+  /** Deletes up to `limit` of the oldest events below `belowId` (of `types` only, when given); returns how many. Ids are never reused. */
+  prune(belowId: number, types: EventTypes | null, limit: number): Promise<number>;
   /** Called after each appended event (the live stream hangs on this). */
   subscribe(listener: (e: InventoryEvent) => void): () => void;
 }

@@ -45,6 +45,7 @@ export const INVENTORY_METRICS = {
   clusters: def('gauge', 'racksmith_clusters', 'inventory', 'Clusters, by state (read at scrape time)', ['state']),
   transitions: def('counter', 'racksmith_machine_transitions_total', 'inventory', 'Machine state changes since start, by from and to state', ['from', 'to']),
   events: def('counter', 'racksmith_events_total', 'inventory', 'Events appended to the inventory since start, by type', ['type']),
+  eventsPruned: def('counter', 'racksmith_events_pruned_total', 'inventory', 'Events deleted by retention since start, by rule (boot traffic, or every event)', ['rule']),
   serviceUp: def('gauge', 'racksmith_service_up', 'inventory', '1 when the service is serving, 0 when it is starting, stopping or failed (services turned off are absent)', ['service']),
   buildInfo: def('gauge', 'racksmith_build_info', 'inventory', 'Always 1; the version is the label', ['version']),
   discoveryRefused: def('counter', 'racksmith_discovery_refused_total', 'inventory', 'Unknown MACs answered but not recorded as discovered machines because their source was over its allowance, by path (http: per client address; dhcp: per segment)', ['path']),
@@ -153,6 +154,7 @@ export function detailCounts(detail: Record<string, unknown> | undefined, path: 
  * sample for it.
  */
 export const HEALTH_BRIDGES: readonly HealthBridge[] = [
+  { def: INVENTORY_METRICS.eventsPruned, service: 'event-retention', each: { label: 'rule', path: 'pruned' } },
   { def: DHCP_METRICS.received, service: 'dhcp', paths: [[{}, 'received']] },
   { def: DHCP_METRICS.replies, service: 'dhcp', each: { label: 'reason', path: 'replies' } },
   { def: DHCP_METRICS.dropped, service: 'dhcp', each: { label: 'reason', path: 'dropped' } },

@@ -5,7 +5,7 @@ import { waitAtMost } from '../../lib/sleep.js';
 import type { EventQuery, EventRepo, NewEvent, SecretRepo, Store, TokenRepo } from '../store.js';
 import { eventFromRow, tokenFromRow, type EventRow, type TokenRow } from '../sqlite/rows.js';
 import { API_TOKEN_PREFIX } from '../sqlite/index.js';
-import { eventQuerySql } from '../event-query.js';
+import { eventPruneSql, eventQuerySql, firstIdSinceSql } from '../event-query.js';
 import { createPgClusterRepo } from './clusters.js';
 import { openPg, type PgDb } from './db.js';
 import { GroupCommit } from './group-commit.js';
@@ -145,6 +145,14 @@ async function storeOn(db: PgDb, opts: PgStoreOptions, name: string): Promise<Pg
     },
     async latestId() {
       return (await db.one<{ id: number | null }>('SELECT MAX(id) AS id FROM events'))?.id ?? 0;
+    },
+    async firstIdSince(at) {
+      const { text, values } = firstIdSinceSql(at, (n) => `$${n}`);
+      return (await db.one<{ id: number }>(text, values))?.id ?? 1;
+    },
+    async prune(belowId, types, limit) {
+      const { text, values } = eventPruneSql(belowId, types, limit, (n) => `$${n}`);
+      return db.run(text, values);
     },
     subscribe(fn) {
       emitter.on('event', fn);

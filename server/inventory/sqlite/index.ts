@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { hashToken, newToken, type SecretBox } from '../../lib/secrets.js';
 import type { InventoryEvent } from '../model.js';
 import { lookupFeed } from '../directory.js';
-import { eventQuerySql } from '../event-query.js';
+import { eventPruneSql, eventQuerySql, firstIdSinceSql } from '../event-query.js';
 import type { EventQuery, EventRepo, InventoryLookup, NewEvent, SecretRepo, Store, TokenRepo } from '../store.js';
 import { createClusterRepo } from './clusters.js';
 import { startCheckpointer, type Checkpointer } from './checkpointer.js';
@@ -99,6 +99,14 @@ export function openSqliteInventory(opts: SqliteInventoryOptions): SqliteInvento
     },
     async latestId() {
       return db.prepare<[], { id: number | null }>('SELECT MAX(id) AS id FROM events').get()?.id ?? 0;
+    },
+    async firstIdSince(at) {
+      const { text, values } = firstIdSinceSql(at, () => '?');
+      return sql<unknown[], { id: number }>(text).get(...values)?.id ?? 1;
+    },
+    async prune(belowId, types, limit) {
+      const { text, values } = eventPruneSql(belowId, types, limit, () => '?');
+      return sql<unknown[]>(text).run(...values).changes;
     },
     subscribe(listener) {
       emitter.on('event', listener);
