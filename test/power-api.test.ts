@@ -63,9 +63,10 @@ test.before(async () => {
   dead = await startDeadBmc();
   rs = await startRacksmith({
     env: {
-      // Short, for the BMC that never answers; not shorter: in a loaded full run the suite's first
-      // ipmitool took 6.1 s (a 4 s deadline answered 504 to a live BMC).
-      RACKSMITH_POWER_TIMEOUT_SECONDS: '10',
+      // Short, for the BMC that never answers; not shorter: in loaded full runs the suite's first
+      // ipmitool took 6.1 s (a 4 s deadline answered 504 to a live BMC), and two of the rack
+      // job's ten live BMCs missed a 10 s one beside two other suites.
+      RACKSMITH_POWER_TIMEOUT_SECONDS: '20',
       RACKSMITH_POWER_RETRIES: '2',
       RACKSMITH_RACK_POWER_DELAY_SECONDS: '0',
       RACKSMITH_REIMAGE_REMOVAL_TIMEOUT_SECONDS: '6',
@@ -134,7 +135,7 @@ test('roles and input: viewer 403, bad action 400, no BMC 409, unknown machine 4
   assert.is((await call(operator, 'POST', `/racks/nowhere/power`, { action: 'on' })).status, 404);
 });
 
-test('a BMC that never answers: 504 within the 10 s timeout, a clear event, nothing half done', async () => {
+test('a BMC that never answers: 504 within the 20 s timeout, a clear event, nothing half done', async () => {
   if (missing) return;
   const tokenBefore = await store.machines.seedToken(mac(15));
   const started = Date.now();
@@ -142,7 +143,7 @@ test('a BMC that never answers: 504 within the 10 s timeout, a clear event, noth
   const ms = Date.now() - started;
   assert.is(r.status, 504, r.text);
   assert.ok(['ERR_BMC_TIMEOUT', 'ERR_BMC_UNREACHABLE'].includes(r.body.error.code));
-  assert.ok(ms < 10_000 + 2000, `answered after ${ms} ms`);
+  assert.ok(ms < 20_000 + 2000, `answered after ${ms} ms`);
   assert.match(r.body.error.message, /BMC 127\.0\.0\.1:\d+ did not answer/);
   const failed = (await eventsOf(mac(15))).find((e) => e.type === 'power' && e.data.outcome === 'failed');
   assert.ok(failed, 'a power failure event');
@@ -171,7 +172,7 @@ test('rack power over 10 BMCs, concurrency 3: never more than 3 in flight, all d
   });
   const watched = await ps.stop();
   assert.is(job.state, 'done');
-  assert.equal(job.counts, { total: 10, queued: 0, running: 0, ok: 10, failed: 0, skipped: 0, cancelled: 0 });
+  assert.equal(job.counts, { total: 10, queued: 0, running: 0, ok: 10, failed: 0, skipped: 0, cancelled: 0 }, JSON.stringify(job.machines.filter((m: any) => m.result !== 'on')));
   assert.equal(job.machines.map((m: any) => m.hostname).sort(), Array.from({ length: 10 }, (_, i) => `r9n${i}`));
   assert.ok(job.machines.every((m: any) => m.result === 'on' && m.startedAt && m.finishedAt));
   // The simulators' own logs: every chassis call of this job, across the ten BMCs (ipmitool's
@@ -332,7 +333,7 @@ test('a restart while the reimage waits for the orchestrator: it resumes from th
   seen.push(rs.output());
   // The orchestrator reports while racksmith is down; the restarted server finds the fact.
   await store.events.append({ mac: mac(9), cluster: 'lab', type: 'cluster.node-removed', source: 'orchestrator', message: 'node r9n9 removed', data: { reimage: r.body.reimage } });
-  // The default BMC timeout: the 10 s of the first start is for the BMC that never answers, and
+  // The default BMC timeout: the 20 s of the first start is for the BMC that never answers, and
   // on a loaded machine an answering BMC's ipmitool may take that long too.
   rs = await startRacksmith({ dataDir: rs.dataDir, env: { RACKSMITH_REIMAGE_REMOVAL_TIMEOUT_SECONDS: '6' } });
   await until('the resumed power cycle', async () => (await eventsOf(mac(9))).some((e) => e.type === 'reimage' && e.data.step === 'power-cycled')).catch(async (err: Error) => {
