@@ -249,4 +249,41 @@ test('a front that cannot start stops racksmith with one line: the port taken, n
   assert.match(clash.stderr, /artifacts-nginx: cannot start \(artifacts-nginx-port \d+\): the same port as http-port/);
 });
 
+test('racksmith stopped while nginx cannot start again (its port taken): it stops, and no nginx is left', async () => {
+  if (missing) return skipNote('artifacts nginx', missing);
+  const dir = join(work, 'data-stuck');
+  rs = await startRacksmith({ dataDir: dir, env: env() });
+  const first = (await frontHealth()).detail.pid as number;
+  seen.add(first);
+  process.kill(first, 'SIGKILL');
+  // Someone else takes the port as soon as the killed nginx's workers let it go.
+  const squatter = createServer();
+  await until('the port taken by another program', async () => {
+    const ok = await new Promise<boolean>((resolve) => {
+      squatter.once('error', () => resolve(false));
+      squatter.listen(frontPort, '127.0.0.1', () => resolve(true));
+    });
+    return ok;
+  }, 5000);
+  try {
+    await until('a failed restart reported', async () => /Address already in use|did not listen/.test(String((await frontHealth()).detail.lastExit ?? '')), 20_000);
+    const started = Date.now();
+    assert.is(await rs.stop(), 0);
+    assert.ok(Date.now() - started < 15_000, `stopped after ${Date.now() - started} ms`);
+    const conf = join(dir, 'artifacts-nginx', 'nginx.conf');
+    const left = readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .filter((d) => {
+        try {
+          return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(conf) && alive(Number(d));
+        } catch {
+          return false;
+        }
+      });
+    assert.equal(left, [], 'an nginx of this racksmith still running');
+  } finally {
+    squatter.close();
+  }
+});
+
 test.run();

@@ -130,6 +130,8 @@ export function createNginxFront(o: NginxFrontOptions): NginxFront {
   let lastExit: string | null = null;
   let stopping = false;
   let restartTimer: NodeJS.Timeout | null = null;
+  /** A restart under way (stop waits for it, so that no nginx comes up after racksmith stopped). */
+  let restarting: Promise<void> | null = null;
   const confPath = join(o.dir, 'nginx.conf');
   const pidPath = join(o.dir, 'nginx.pid');
   const grace = o.graceMs ?? 10_000;
@@ -226,7 +228,7 @@ export function createNginxFront(o: NginxFrontOptions): NginxFront {
       const wait = Math.min(RESTART_MS * 2 ** Math.min(restarts, 5), RESTART_MAX_MS);
       restarts++;
       o.log.error({ exit: lastExit, restartInMs: wait, restarts }, 'the artifacts nginx ended: restarting it');
-      restartTimer = setTimeout(() => void restart(), wait);
+      restartTimer = setTimeout(() => (restarting = restart().finally(() => (restarting = null))), wait);
     });
   }
 
@@ -237,7 +239,11 @@ export function createNginxFront(o: NginxFrontOptions): NginxFront {
       await endLeftover();
       const c = await launch();
       if (stopping) {
+        const gone = c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => c.once('exit', () => resolve()));
         if (c.pid) signalGroup(c.pid, 'SIGTERM');
+        const kill = setTimeout(() => c.pid && signalGroup(c.pid, 'SIGKILL'), 5000);
+        await gone;
+        clearTimeout(kill);
         return;
       }
       supervise(c);
@@ -247,7 +253,7 @@ export function createNginxFront(o: NginxFrontOptions): NginxFront {
       o.log.error({ err: lastExit }, 'the artifacts nginx did not start again');
       const wait = Math.min(RESTART_MS * 2 ** Math.min(restarts, 5), RESTART_MAX_MS);
       restarts++;
-      if (!stopping) restartTimer = setTimeout(() => void restart(), wait);
+      if (!stopping) restartTimer = setTimeout(() => (restarting = restart().finally(() => (restarting = null))), wait);
     }
   }
 
@@ -281,6 +287,7 @@ export function createNginxFront(o: NginxFrontOptions): NginxFront {
       stopping = true;
       if (restartTimer) clearTimeout(restartTimer);
       restartTimer = null;
+      await restarting;
       const c = child;
       if (c === null || c.exitCode !== null || c.signalCode !== null) {
         state = 'stopped';
