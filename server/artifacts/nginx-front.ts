@@ -187,7 +187,7 @@ export function createNginxFront(o: NginxFrontOptions): NginxFront {
     }
   }
 
-  /** Starts nginx and resolves once it accepts connections; rejects with what nginx said if it exits first. */
+  /** Starts nginx and resolves once it answers as the front; rejects with what nginx said if it exits first. */
   async function launch(): Promise<ChildProcess> {
     const c = run();
     let said = '';
