@@ -193,10 +193,14 @@ test('the kubeadm configuration render: prepare renders it, then fails only at t
   assert.is(prepare?.state, 'failed', JSON.stringify(prepare));
   assert.not.match(prepare?.error ?? '', /render|template/i, 'the kubeadm configuration did not render');
   assert.ok(/refused|ECONNREFUSED|connect/i.test(prepare?.error ?? ''), `prepare failed otherwise than at the closed SSH port: ${prepare?.error}\n${rs.output().slice(-1500)}`);
+  // The log line is written before the step connects, but it travels racksmith's stdout pipe
+  // on its own time: beside two other suites it once came after the step's failure was read.
+  const RENDERED = '"msg":"kubeadm configuration rendered"';
+  for (let i = 0; i < 100 && !rs.output().includes(RENDERED); i++) await new Promise((r) => setTimeout(r, 100));
   const rendered = rs
     .output()
     .split('\n')
-    .filter((l) => l.includes('"msg":"kubeadm configuration rendered"'))
+    .filter((l) => l.includes(RENDERED))
     .map((l) => JSON.parse(l) as { apiVersion?: string; bytes?: number });
   assert.is(rendered[0]?.apiVersion, 'kubeadm.k8s.io/v1beta3', 'Kubernetes 1.30 gets the v1beta3 configuration');
   assert.ok((rendered[0]?.bytes ?? 0) > 200);
