@@ -225,11 +225,30 @@ export function createNginxFront(o: NginxFrontOptions): NginxFront {
       if (stopping) return;
       lastExit = signal ? `killed by ${signal}` : `exit ${code}`;
       state = 'starting';
-      const wait = Math.min(RESTART_MS * 2 ** Math.min(restarts, 5), RESTART_MAX_MS);
-      restarts++;
-      o.log.error({ exit: lastExit, restartInMs: wait, restarts }, 'the artifacts nginx ended: restarting it');
-      restartTimer = setTimeout(() => (restarting = restart().finally(() => (restarting = null))), wait);
+      o.log.error({ exit: lastExit, restartInMs: scheduleRestart(), restarts }, 'the artifacts nginx ended: restarting it');
     });
+  }
+
+  /** The next restart, after 1 s doubling to 30 s while nginx keeps failing; returns the wait. */
+  function scheduleRestart(): number {
+    const wait = Math.min(RESTART_MS * 2 ** Math.min(restarts, 5), RESTART_MAX_MS);
+    restarts++;
+    restartTimer = setTimeout(() => (restarting = restart().finally(() => (restarting = null))), wait);
+    return wait;
+  }
+
+  /** Ends nginx's group: `first` (SIGQUIT lets downloads finish), SIGTERM after `graceMs`, SIGKILL 5 s later. */
+  async function end(c: ChildProcess, first: NodeJS.Signals, graceMs: number): Promise<void> {
+    const pid = c.pid as number;
+    const gone = c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => c.once('exit', () => resolve()));
+    if (first === 'SIGQUIT') c.kill(first);
+    else signalGroup(pid, first);
+    const cut = setTimeout(() => signalGroup(pid, 'SIGTERM'), graceMs);
+    const kill = setTimeout(() => signalGroup(pid, 'SIGKILL'), graceMs + 5000);
+    await gone;
+    clearTimeout(cut);
+    clearTimeout(kill);
+    signalGroup(pid, 'SIGKILL');
   }
 
   async function restart(): Promise<void> {
@@ -238,22 +257,13 @@ export function createNginxFront(o: NginxFrontOptions): NginxFront {
     try {
       await endLeftover();
       const c = await launch();
-      if (stopping) {
-        const gone = c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => c.once('exit', () => resolve()));
-        if (c.pid) signalGroup(c.pid, 'SIGTERM');
-        const kill = setTimeout(() => c.pid && signalGroup(c.pid, 'SIGKILL'), 5000);
-        await gone;
-        clearTimeout(kill);
-        return;
-      }
+      if (stopping) return await end(c, 'SIGTERM', 0);
       supervise(c);
       o.log.info({ pid: c.pid, port: o.port }, 'the artifacts nginx is serving again');
     } catch (err) {
       lastExit = err instanceof Error ? err.message : String(err);
       o.log.error({ err: lastExit }, 'the artifacts nginx did not start again');
-      const wait = Math.min(RESTART_MS * 2 ** Math.min(restarts, 5), RESTART_MAX_MS);
-      restarts++;
-      if (!stopping) restartTimer = setTimeout(() => (restarting = restart().finally(() => (restarting = null))), wait);
+      if (!stopping) scheduleRestart();
     }
   }
 
@@ -294,16 +304,8 @@ export function createNginxFront(o: NginxFrontOptions): NginxFront {
         return;
       }
       state = 'stopping';
-      const gone = new Promise<void>((resolve) => c.once('exit', () => resolve()));
       // Graceful: nginx stops accepting and lets the downloads in flight finish, for the grace.
-      c.kill('SIGQUIT');
-      const pid = c.pid as number;
-      const cut = setTimeout(() => signalGroup(pid, 'SIGTERM'), grace);
-      const kill = setTimeout(() => signalGroup(pid, 'SIGKILL'), grace + 5000);
-      await gone;
-      signalGroup(pid, 'SIGKILL');
-      clearTimeout(cut);
-      clearTimeout(kill);
+      await end(c, 'SIGQUIT', grace);
       child = null;
       state = 'stopped';
     },
